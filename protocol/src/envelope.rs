@@ -1,0 +1,612 @@
+//! Signed envelopes and replay protection.
+//!
+//! Every message that carries a promise (an advert, an offer, an agreement, a
+//! receipt, a voucher…) travels inside an [`Envelope`]: the encoded payload,
+//! its type, the signer's key, an issue time, an expiry and a random nonce,
+//! signed with ed25519.
+//!
+//! * **Domain separation** (as libp2p signed envelopes, RFC 0002): the bytes
+//!   signed start with a per-type domain string and the payload type code, so
+//!   a signature made for one kind of message never verifies as another.
+//! * **Strict verification**: `verify_strict` rejects malleable signatures and
+//!   weak keys.
+//! * **No unverified access**: the payload can only be obtained through
+//!   [`Envelope::open`], which checks type, time window and signature first.
+//! * **Replay**: an envelope is valid only between its issue time (with
+//!   [`MAX_CLOCK_SKEW`] of tolerance) and its expiry, and the lifetime may not
+//!   exceed the type's maximum. Within that window a [`ReplayGuard`] remembers
+//!   nonces it has seen (SPEC.md §5).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::id::{MessageId, NodeId, Nonce};
+use crate::identity::Keypair;
+use crate::limits::{MAX_CLOCK_SKEW, MAX_PAYLOAD};
+use crate::units::Timestamp;
+use crate::wire::{Decode, DecodeError, Encode, Reader, Writer};
+
+/// The envelope format version this implementation speaks.
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// The kind of payload an envelope carries. The code is part of what is
+/// signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum PayloadType {
+    /// [`crate::capacity::Advert`].
+    Advert = 0x0001,
+    /// [`crate::capacity::DomainSummary`].
+    DomainSummary = 0x0002,
+    /// [`crate::market::CallForOffers`].
+    CallForOffers = 0x0010,
+    /// [`crate::market::Offer`].
+    Offer = 0x0011,
+    /// [`crate::market::Accept`].
+    Accept = 0x0012,
+    /// [`crate::market::Agreement`].
+    Agreement = 0x0013,
+    /// [`crate::market::Cancel`].
+    Cancel = 0x0014,
+    /// [`crate::execution::Receipt`].
+    Receipt = 0x0020,
+    /// [`crate::settlement::Voucher`].
+    Voucher = 0x0030,
+    /// [`crate::fraud::FraudProof`].
+    FraudProof = 0x0040,
+}
+
+impl PayloadType {
+    /// All payload types.
+    pub const ALL: [PayloadType; 10] = [
+        PayloadType::Advert,
+        PayloadType::DomainSummary,
+        PayloadType::CallForOffers,
+        PayloadType::Offer,
+        PayloadType::Accept,
+        PayloadType::Agreement,
+        PayloadType::Cancel,
+        PayloadType::Receipt,
+        PayloadType::Voucher,
+        PayloadType::FraudProof,
+    ];
+
+    /// The type with wire code `code`.
+    pub fn from_code(code: u16) -> Option<PayloadType> {
+        PayloadType::ALL.into_iter().find(|t| *t as u16 == code)
+    }
+
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl fmt::Display for PayloadType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A message that travels signed.
+pub trait Payload: Encode + Decode {
+    /// The payload type code.
+    const TYPE: PayloadType;
+    /// The signature domain string (SPEC.md §5).
+    const DOMAIN: &'static str;
+    /// The longest lifetime (expiry minus issue time) an envelope of this
+    /// type may claim.
+    const MAX_LIFETIME: Duration;
+}
+
+/// A signed message. See the module docs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    payload_type: u16,
+    signer: NodeId,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    nonce: Nonce,
+    payload: Vec<u8>,
+    signature: [u8; 64],
+}
+
+/// Why an envelope could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The encoded payload exceeds [`MAX_PAYLOAD`].
+    #[error("payload of {size} bytes exceeds the limit of {MAX_PAYLOAD}")]
+    PayloadTooLarge {
+        /// Encoded size.
+        size: usize,
+    },
+    /// The requested lifetime exceeds the type's maximum.
+    #[error("lifetime {requested:?} exceeds the maximum of {max:?} for {kind}")]
+    LifetimeTooLong {
+        /// The payload type.
+        kind: PayloadType,
+        /// Requested lifetime.
+        requested: Duration,
+        /// The type's maximum.
+        max: Duration,
+    },
+}
+
+/// Why an envelope was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The bytes are not a well-formed envelope, or the payload is not a
+    /// well-formed message of its type.
+    #[error("malformed: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The envelope carries another kind of message.
+    #[error("expected a {expected} but the envelope carries payload type {found:#06x}")]
+    WrongType {
+        /// Expected type.
+        expected: PayloadType,
+        /// Code found.
+        found: u16,
+    },
+    /// The signature does not verify (strictly) under the claimed signer.
+    #[error("bad signature")]
+    BadSignature,
+    /// The envelope has expired.
+    #[error("expired {ago:?} ago")]
+    Expired {
+        /// How long ago.
+        ago: Duration,
+    },
+    /// The issue time lies further in the future than clock skew explains.
+    #[error("issued {ahead:?} in the future")]
+    FutureDated {
+        /// How far ahead.
+        ahead: Duration,
+    },
+    /// The claimed lifetime is longer than the type allows, or negative.
+    #[error("lifetime of {lifetime:?} is not allowed for {kind} (max {max:?})")]
+    BadLifetime {
+        /// The payload type.
+        kind: PayloadType,
+        /// Claimed lifetime.
+        lifetime: Duration,
+        /// Maximum.
+        max: Duration,
+    },
+    /// The nonce was seen before.
+    #[error("replayed: nonce already seen from this signer")]
+    Replayed,
+    /// The replay guard cannot vouch for an envelope this old (it was issued
+    /// before the guard started, or expires before the guard's floor).
+    #[error("too old to be checked for replay; send a fresh message")]
+    Stale,
+}
+
+impl Envelope {
+    /// Signs `payload` as `keypair`, valid from `issued_at` for `lifetime`.
+    pub fn seal<T: Payload>(
+        keypair: &Keypair,
+        payload: &T,
+        issued_at: Timestamp,
+        lifetime: Duration,
+        nonce: Nonce,
+    ) -> Result<Envelope, SealError> {
+        if lifetime > T::MAX_LIFETIME {
+            return Err(SealError::LifetimeTooLong {
+                kind: T::TYPE,
+                requested: lifetime,
+                max: T::MAX_LIFETIME,
+            });
+        }
+        let payload = payload.to_bytes();
+        if payload.len() > MAX_PAYLOAD {
+            return Err(SealError::PayloadTooLarge { size: payload.len() });
+        }
+        let mut env = Envelope {
+            payload_type: T::TYPE.code(),
+            signer: keypair.node_id(),
+            issued_at,
+            expires_at: issued_at.add(lifetime),
+            nonce,
+            payload,
+            signature: [0; 64],
+        };
+        env.signature = keypair.sign(&env.signing_input(T::DOMAIN));
+        Ok(env)
+    }
+
+    /// The bytes the signature covers (SPEC.md §5.2).
+    fn signing_input(&self, domain: &str) -> Vec<u8> {
+        let mut w = Writer::with_capacity(self.payload.len() + 128);
+        w.bytes(domain.as_bytes());
+        w.u16(self.payload_type);
+        self.signer.encode(&mut w);
+        self.issued_at.encode(&mut w);
+        self.expires_at.encode(&mut w);
+        self.nonce.encode(&mut w);
+        w.bytes(&self.payload);
+        w.into_bytes()
+    }
+
+    /// Verifies the envelope as a `T` at time `now` and returns its payload.
+    pub fn open<T: Payload>(&self, now: Timestamp) -> Result<Verified<T>, OpenError> {
+        self.check_time::<T>(now)?;
+        self.open_ignoring_time()
+    }
+
+    /// Verifies type and signature but not the time window.
+    ///
+    /// Only for evidence that is judged on its content long after it was
+    /// sent, such as the receipts inside a fraud proof; live messages use
+    /// [`Envelope::open`].
+    pub fn open_ignoring_time<T: Payload>(&self) -> Result<Verified<T>, OpenError> {
+        if self.payload_type != T::TYPE.code() {
+            return Err(OpenError::WrongType {
+                expected: T::TYPE,
+                found: self.payload_type,
+            });
+        }
+        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+        self.signer
+            .verifying_key()
+            .verify_strict(&self.signing_input(T::DOMAIN), &signature)
+            .map_err(|_| OpenError::BadSignature)?;
+        let payload = T::from_bytes(&self.payload)?;
+        Ok(Verified {
+            payload,
+            envelope: self.clone(),
+        })
+    }
+
+    fn check_time<T: Payload>(&self, now: Timestamp) -> Result<(), OpenError> {
+        let lifetime = self.expires_at.since(self.issued_at);
+        if self.expires_at <= self.issued_at || lifetime > T::MAX_LIFETIME {
+            return Err(OpenError::BadLifetime {
+                kind: T::TYPE,
+                lifetime,
+                max: T::MAX_LIFETIME,
+            });
+        }
+        if now >= self.expires_at {
+            return Err(OpenError::Expired {
+                ago: now.since(self.expires_at),
+            });
+        }
+        if self.issued_at > now.add(MAX_CLOCK_SKEW) {
+            return Err(OpenError::FutureDated {
+                ahead: self.issued_at.since(now),
+            });
+        }
+        Ok(())
+    }
+
+    /// The id of this envelope: blake3 of its encoding.
+    pub fn id(&self) -> MessageId {
+        MessageId::of(&self.to_bytes())
+    }
+
+    /// The signer the envelope *claims*. Not verified: use [`Envelope::open`]
+    /// before trusting it.
+    pub fn claimed_signer(&self) -> NodeId {
+        self.signer
+    }
+
+    /// The payload type code.
+    pub fn payload_type(&self) -> u16 {
+        self.payload_type
+    }
+
+    /// The expiry.
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+
+    /// The issue time.
+    pub fn issued_at(&self) -> Timestamp {
+        self.issued_at
+    }
+
+    /// The encoded size.
+    pub fn encoded_len(&self) -> usize {
+        1 + 2 + 32 + 8 + 8 + 16 + 4 + self.payload.len() + 64
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_parts_mut(&mut self) -> (&mut u16, &mut Vec<u8>, &mut Timestamp, &mut Timestamp) {
+        (
+            &mut self.payload_type,
+            &mut self.payload,
+            &mut self.issued_at,
+            &mut self.expires_at,
+        )
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = PayloadType::from_code(self.payload_type)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("{:#06x}", self.payload_type));
+        f.debug_struct("Envelope")
+            .field("type", &kind)
+            .field("signer", &self.signer)
+            .field("issued_at", &self.issued_at)
+            .field("expires_at", &self.expires_at)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl Encode for Envelope {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(ENVELOPE_VERSION);
+        w.u16(self.payload_type);
+        self.signer.encode(w);
+        self.issued_at.encode(w);
+        self.expires_at.encode(w);
+        self.nonce.encode(w);
+        w.bytes(&self.payload);
+        w.raw(&self.signature);
+    }
+}
+
+impl Decode for Envelope {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u8()?;
+        if version != ENVELOPE_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found: version,
+                supported: ENVELOPE_VERSION,
+            });
+        }
+        Ok(Envelope {
+            payload_type: r.u16()?,
+            signer: NodeId::decode(r)?,
+            issued_at: Timestamp::decode(r)?,
+            expires_at: Timestamp::decode(r)?,
+            nonce: Nonce::decode(r)?,
+            payload: r.bytes(MAX_PAYLOAD, "payload")?.to_vec(),
+            signature: r.array()?,
+        })
+    }
+}
+
+/// A payload whose envelope has been verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified<T> {
+    payload: T,
+    envelope: Envelope,
+}
+
+impl<T> Verified<T> {
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+    /// The payload, consuming the wrapper.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+    /// Who signed it.
+    pub fn signer(&self) -> NodeId {
+        self.envelope.signer
+    }
+    /// When it was issued.
+    pub fn issued_at(&self) -> Timestamp {
+        self.envelope.issued_at
+    }
+    /// When it expires.
+    pub fn expires_at(&self) -> Timestamp {
+        self.envelope.expires_at
+    }
+    /// Its nonce.
+    pub fn nonce(&self) -> Nonce {
+        self.envelope.nonce
+    }
+    /// The envelope it came in, for storing or forwarding.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+    /// The envelope's id.
+    pub fn id(&self) -> MessageId {
+        self.envelope.id()
+    }
+}
+
+/// Remembers the nonces of envelopes it has accepted, so that none is
+/// accepted twice (SPEC.md §5.4).
+///
+/// The rule, applied after the signature and time window have been checked:
+///
+/// 1. Entries whose envelope has expired are forgotten: the time window
+///    alone rejects those envelopes now.
+/// 2. An envelope issued before the guard's `not_before` (the moment its node
+///    started) is rejected as [`OpenError::Stale`]: the guard cannot know what
+///    was seen before.
+/// 3. An envelope that expires at or before the guard's *floor* is rejected
+///    as [`OpenError::Stale`]. The floor rises only when the guard is full (4).
+/// 4. A `(signer, nonce)` pair already held is [`OpenError::Replayed`].
+/// 5. When the guard holds `capacity` entries, the entry that expires first
+///    is evicted and the floor rises to its expiry, so the evicted nonce can
+///    never be accepted again.
+///
+/// Memory is therefore bounded by `capacity`, and no envelope is accepted
+/// twice.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    capacity: usize,
+    not_before: Timestamp,
+    floor: Timestamp,
+    seen: HashSet<(NodeId, Nonce)>,
+    by_expiry: BTreeSet<(Timestamp, NodeId, Nonce)>,
+}
+
+impl ReplayGuard {
+    /// A guard holding at most `capacity` nonces that rejects envelopes
+    /// issued before `not_before`.
+    pub fn new(capacity: usize, not_before: Timestamp) -> ReplayGuard {
+        ReplayGuard {
+            capacity: capacity.max(1),
+            not_before,
+            floor: Timestamp(0),
+            seen: HashSet::new(),
+            by_expiry: BTreeSet::new(),
+        }
+    }
+
+    /// Records the envelope, or rejects it if it could be a replay.
+    pub fn check<T>(&mut self, v: &Verified<T>, now: Timestamp) -> Result<(), OpenError> {
+        self.check_parts(v.signer(), v.nonce(), v.issued_at(), v.expires_at(), now)
+    }
+
+    fn check_parts(
+        &mut self,
+        signer: NodeId,
+        nonce: Nonce,
+        issued_at: Timestamp,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), OpenError> {
+        while let Some(first) = self.by_expiry.first().copied() {
+            if first.0 > now {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.seen.remove(&(first.1, first.2));
+        }
+        if issued_at < self.not_before || expires_at <= self.floor {
+            return Err(OpenError::Stale);
+        }
+        if self.seen.contains(&(signer, nonce)) {
+            return Err(OpenError::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            if let Some(evicted) = self.by_expiry.pop_first() {
+                self.seen.remove(&(evicted.1, evicted.2));
+                self.floor = self.floor.max(evicted.0);
+            }
+            if expires_at <= self.floor {
+                return Err(OpenError::Stale);
+            }
+        }
+        self.seen.insert((signer, nonce));
+        self.by_expiry.insert((expires_at, signer, nonce));
+        Ok(())
+    }
+
+    /// Nonces currently held.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether no nonce is held.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capacity::Advert;
+    use crate::capacity::tests::sample_advert;
+    use crate::market::Offer;
+
+    fn kp(n: u8) -> Keypair {
+        Keypair::from_secret([n; 32])
+    }
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn sealed(nonce: u8, lifetime: Duration) -> Envelope {
+        Envelope::seal(&kp(1), &sample_advert(), T0, lifetime, Nonce([nonce; 16])).unwrap()
+    }
+
+    #[test]
+    fn opens_within_window_only() {
+        let e = sealed(1, Duration::from_secs(10));
+        assert!(e.open::<Advert>(T0).is_ok());
+        assert!(e.open::<Advert>(T0.add(Duration::from_millis(9_999))).is_ok());
+        assert!(matches!(
+            e.open::<Advert>(T0.add(Duration::from_secs(10))),
+            Err(OpenError::Expired { .. })
+        ));
+        // Issued 31 s ahead of the verifier's clock: beyond the skew allowance.
+        let early = Timestamp(T0.0 - 31_000);
+        assert!(matches!(
+            e.open::<Advert>(early),
+            Err(OpenError::FutureDated { .. })
+        ));
+        assert!(e.open::<Advert>(Timestamp(T0.0 - 29_000)).is_ok());
+    }
+
+    #[test]
+    fn wrong_type_is_rejected_even_with_matching_bytes() {
+        let e = sealed(1, Duration::from_secs(10));
+        assert!(matches!(e.open::<Offer>(T0), Err(OpenError::WrongType { .. })));
+        // Relabel the type: the signature no longer verifies, because the
+        // type code and domain string are signed.
+        let mut forged = e.clone();
+        *forged.raw_parts_mut().0 = PayloadType::Offer.code();
+        assert!(forged.open::<Offer>(T0).is_err());
+    }
+
+    #[test]
+    fn tampered_fields_are_rejected() {
+        let e = sealed(1, Duration::from_secs(10));
+        let mut t = e.clone();
+        *t.raw_parts_mut().3 = T0.add(Duration::from_secs(20));
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
+        let mut t = e.clone();
+        t.raw_parts_mut().1[0] ^= 1;
+        assert!(t.open::<Advert>(T0).is_err());
+    }
+
+    #[test]
+    fn lifetime_is_bounded_by_type() {
+        let err = Envelope::seal(
+            &kp(1),
+            &sample_advert(),
+            T0,
+            Duration::from_secs(3600),
+            Nonce([0; 16]),
+        );
+        assert!(matches!(err, Err(SealError::LifetimeTooLong { .. })));
+    }
+
+    #[test]
+    fn replay_guard_rejects_seen_nonces_and_stays_bounded() {
+        let mut g = ReplayGuard::new(3, T0);
+        let v = |n: u8, life: u64| sealed(n, Duration::from_secs(life)).open::<Advert>(T0).unwrap();
+        assert_eq!(g.check(&v(1, 10), T0), Ok(()));
+        assert_eq!(g.check(&v(1, 10), T0), Err(OpenError::Replayed));
+        g.check(&v(2, 12), T0).unwrap();
+        g.check(&v(3, 14), T0).unwrap();
+        // Full: admitting nonce 4 evicts nonce 1 (earliest expiry) and raises
+        // the floor to its expiry, so nonce 1 cannot come back.
+        g.check(&v(4, 16), T0).unwrap();
+        assert_eq!(g.len(), 3);
+        assert_eq!(g.check(&v(1, 10), T0), Err(OpenError::Stale));
+        // Expired entries are forgotten.
+        let later = T0.add(Duration::from_secs(15));
+        g.check(&v(5, 20), later).unwrap();
+        assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn replay_guard_rejects_envelopes_from_before_start() {
+        let mut g = ReplayGuard::new(8, T0.add(Duration::from_secs(1)));
+        let v = sealed(1, Duration::from_secs(10)).open::<Advert>(T0).unwrap();
+        assert_eq!(g.check(&v, T0.add(Duration::from_secs(2))), Err(OpenError::Stale));
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut bytes = sealed(1, Duration::from_secs(10)).to_bytes();
+        bytes[0] = 2;
+        assert!(matches!(
+            Envelope::from_bytes(&bytes),
+            Err(DecodeError::UnsupportedVersion { found: 2, .. })
+        ));
+    }
+}

@@ -1,0 +1,203 @@
+//! Execution results: the exit status of a task and the signed receipt.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Payload, PayloadType};
+use crate::id::{ContentId, MessageId, NodeId, TaskId};
+use crate::limits::MAX_MESSAGE_LEN;
+use crate::units::{Bytes, Fuel, Timestamp};
+use crate::wire::{Decode, DecodeError, Encode, Limited, Reader, Writer};
+use crate::wire_struct;
+
+/// How a task's execution ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// `_start` returned or the guest called `proc_exit(0)`.
+    Success,
+    /// The guest called `proc_exit` with a non-zero code.
+    ExitCode(u32),
+    /// The fuel limit was reached.
+    OutOfFuel,
+    /// The wall-clock limit was reached.
+    Deadline,
+    /// The guest needed more memory than its limit.
+    MemoryLimit,
+    /// The guest exhausted its stack.
+    StackOverflow,
+    /// The guest trapped (message truncated to [`MAX_MESSAGE_LEN`]).
+    Trap(String),
+    /// The guest wrote more output than its limit.
+    OutputTooLarge,
+    /// The module could not be compiled or linked.
+    InvalidModule(String),
+}
+
+impl ExitStatus {
+    /// Whether every honest provider reaches the same status (and fuel) on
+    /// the same module, input and seed. Only wall-clock limits are not.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, ExitStatus::Deadline)
+    }
+
+    /// Whether the task succeeded.
+    pub fn is_success(&self) -> bool {
+        matches!(self, ExitStatus::Success)
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::ExitCode(_) => 1,
+            ExitStatus::OutOfFuel => 2,
+            ExitStatus::Deadline => 3,
+            ExitStatus::MemoryLimit => 4,
+            ExitStatus::StackOverflow => 5,
+            ExitStatus::Trap(_) => 6,
+            ExitStatus::OutputTooLarge => 7,
+            ExitStatus::InvalidModule(_) => 8,
+        }
+    }
+
+    /// Truncates a message to [`MAX_MESSAGE_LEN`] bytes on a char boundary.
+    pub fn clip(message: &str) -> String {
+        if message.len() <= MAX_MESSAGE_LEN {
+            return message.to_owned();
+        }
+        let mut end = MAX_MESSAGE_LEN;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message[..end].to_owned()
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Success => f.write_str("success"),
+            ExitStatus::ExitCode(c) => write!(f, "exit code {c}"),
+            ExitStatus::OutOfFuel => f.write_str("out of fuel"),
+            ExitStatus::Deadline => f.write_str("deadline exceeded"),
+            ExitStatus::MemoryLimit => f.write_str("memory limit reached"),
+            ExitStatus::StackOverflow => f.write_str("stack overflow"),
+            ExitStatus::Trap(m) => write!(f, "trap: {m}"),
+            ExitStatus::OutputTooLarge => f.write_str("output too large"),
+            ExitStatus::InvalidModule(m) => write!(f, "invalid module: {m}"),
+        }
+    }
+}
+
+impl Encode for ExitStatus {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.tag());
+        match self {
+            ExitStatus::ExitCode(c) => w.u32(*c),
+            ExitStatus::Trap(m) | ExitStatus::InvalidModule(m) => m.encode(w),
+            _ => {}
+        }
+    }
+}
+
+impl Decode for ExitStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => ExitStatus::Success,
+            1 => ExitStatus::ExitCode(r.u32()?),
+            2 => ExitStatus::OutOfFuel,
+            3 => ExitStatus::Deadline,
+            4 => ExitStatus::MemoryLimit,
+            5 => ExitStatus::StackOverflow,
+            6 => ExitStatus::Trap(String::decode_limited(r, MAX_MESSAGE_LEN, "trap message")?),
+            7 => ExitStatus::OutputTooLarge,
+            8 => ExitStatus::InvalidModule(String::decode_limited(r, MAX_MESSAGE_LEN, "module error")?),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "exit status",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// A provider's signed account of one execution.
+///
+/// Everything that determines the result is named by hash (module, input,
+/// arguments, seed, fuel limit), so anyone holding the content can re-execute
+/// and check `output`, `fuel_used` and `exit` bit for bit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The agreement fulfilled (its envelope id). Zero for local runs.
+    pub agreement: MessageId,
+    /// The task.
+    pub task: TaskId,
+    /// Who asked for it (the provider itself for local runs).
+    pub requester: NodeId,
+    /// blake3 of the module.
+    pub module: ContentId,
+    /// blake3 of the input (stdin).
+    pub input: ContentId,
+    /// Digest of the arguments ([`crate::market::args_digest`]).
+    pub args: ContentId,
+    /// The guest's random seed.
+    pub seed: u64,
+    /// The fuel limit it ran under.
+    pub fuel_limit: Fuel,
+    /// blake3 of the output (stdout).
+    pub output: ContentId,
+    /// Size of the output.
+    pub output_size: Bytes,
+    /// Fuel consumed.
+    pub fuel_used: Fuel,
+    /// How it ended.
+    pub exit: ExitStatus,
+    /// When execution started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+}
+
+wire_struct!(Receipt {
+    agreement,
+    task,
+    requester,
+    module,
+    input,
+    args,
+    seed,
+    fuel_limit,
+    output,
+    output_size,
+    fuel_used,
+    exit,
+    started_at,
+    finished_at,
+});
+
+impl Payload for Receipt {
+    const TYPE: PayloadType = PayloadType::Receipt;
+    const DOMAIN: &'static str = "agora/1/execution/receipt";
+    const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+}
+
+impl Receipt {
+    /// What re-execution must reproduce: two honest receipts for the same
+    /// inputs have equal outcomes.
+    pub fn outcome(&self) -> (ContentId, Fuel, &ExitStatus) {
+        (self.output, self.fuel_used, &self.exit)
+    }
+
+    /// Whether two receipts ran the same computation (same module, input,
+    /// arguments, seed and fuel limit) and so must agree.
+    pub fn same_computation(&self, other: &Receipt) -> bool {
+        self.module == other.module
+            && self.input == other.input
+            && self.args == other.args
+            && self.seed == other.seed
+            && self.fuel_limit == other.fuel_limit
+    }
+}

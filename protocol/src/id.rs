@@ -1,0 +1,318 @@
+//! Identifiers: nodes, content, messages, jobs and tasks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::wire::{Decode, DecodeError, Encode, Reader, Writer};
+
+/// A node's identity: its ed25519 public key.
+///
+/// The same key is the node's libp2p identity, so the signer of a market
+/// message and the peer on the other end of a Noise-authenticated connection
+/// are provably the same. It prints and parses in libp2p's `PeerId` text form
+/// (`12D3KooW…`). On the wire it is the 32 raw public-key bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId([u8; 32]);
+
+/// Why a string or key is not a valid node id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeIdError {
+    /// The text is not a libp2p peer id.
+    #[error("`{0}` is not a peer id (expected the 12D3KooW… form)")]
+    NotAPeerId(String),
+    /// The peer id is not an inline ed25519 key.
+    #[error("peer id `{0}` is not an ed25519 identity; Agora nodes use ed25519 keys")]
+    NotEd25519(String),
+    /// The 32 bytes are not a valid, strong ed25519 public key.
+    #[error("not a valid ed25519 public key (weak or off-curve)")]
+    InvalidKey,
+}
+
+impl NodeId {
+    /// A node id from raw public-key bytes, rejecting keys that do not
+    /// decompress to a point or that are of small order (weak keys).
+    pub fn from_public_key_bytes(bytes: [u8; 32]) -> Result<NodeId, NodeIdError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::InvalidKey)?;
+        if key.is_weak() {
+            return Err(NodeIdError::InvalidKey);
+        }
+        Ok(NodeId(bytes))
+    }
+
+    /// The raw public-key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The ed25519 verifying key. Always valid: construction checked it.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        ed25519_dalek::VerifyingKey::from_bytes(&self.0).expect("NodeId holds a checked key")
+    }
+
+    /// The libp2p peer id of this node.
+    pub fn to_peer_id(&self) -> libp2p_identity::PeerId {
+        let pk =
+            libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0).expect("NodeId holds a checked key");
+        libp2p_identity::PublicKey::from(pk).to_peer_id()
+    }
+
+    /// The node id behind a libp2p peer id, if it is an inline ed25519 key.
+    pub fn from_peer_id(peer: &libp2p_identity::PeerId) -> Result<NodeId, NodeIdError> {
+        let mh = peer.as_ref();
+        // Identity multihash (code 0) inlines the protobuf-encoded public key.
+        if mh.code() != 0 {
+            return Err(NodeIdError::NotEd25519(peer.to_string()));
+        }
+        let pk = libp2p_identity::PublicKey::try_decode_protobuf(mh.digest())
+            .map_err(|_| NodeIdError::NotEd25519(peer.to_string()))?;
+        let ed = pk
+            .try_into_ed25519()
+            .map_err(|_| NodeIdError::NotEd25519(peer.to_string()))?;
+        NodeId::from_public_key_bytes(ed.to_bytes())
+    }
+
+    /// A short form for tables and logs: the last 8 characters of the peer id.
+    pub fn short(&self) -> String {
+        let s = self.to_string();
+        s[s.len().saturating_sub(8)..].to_owned()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_peer_id())
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.short())
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = NodeIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let peer: libp2p_identity::PeerId = s.parse().map_err(|_| NodeIdError::NotAPeerId(s.to_owned()))?;
+        NodeId::from_peer_id(&peer)
+    }
+}
+
+impl Encode for NodeId {
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.0)
+    }
+}
+
+impl Decode for NodeId {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        NodeId::from_public_key_bytes(r.array()?).map_err(|e| DecodeError::invalid("node id", e))
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! hex_id {
+    ($(#[$m:meta])* $name:ident, $len:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub [u8; $len]);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), &hex::encode(self.0)[..12])
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdParseError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let mut out = [0u8; $len];
+                hex::decode_to_slice(s.trim(), &mut out).map_err(|_| IdParseError {
+                    kind: stringify!($name),
+                    text: s.to_owned(),
+                    hex_len: $len * 2,
+                })?;
+                Ok($name(out))
+            }
+        }
+        impl Encode for $name {
+            fn encode(&self, w: &mut Writer) { w.raw(&self.0) }
+        }
+        impl Decode for $name {
+            fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> { Ok($name(r.array()?)) }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+hex_id!(
+    /// The blake3 hash of a module, an input or an output. Content moves and
+    /// is cached by this id and verified against it on arrival.
+    ContentId, 32
+);
+hex_id!(
+    /// The blake3 hash of an encoded envelope: how one signed message refers
+    /// to another (an offer to its call, an agreement to its acceptance, a
+    /// receipt to its agreement).
+    MessageId, 32
+);
+hex_id!(
+    /// A job, chosen at random by the requester that owns it.
+    JobId, 16
+);
+hex_id!(
+    /// A random value that makes a signed envelope unique.
+    Nonce, 16
+);
+
+/// Why a hex id did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a {kind} ({hex_len} hex digits)")]
+pub struct IdParseError {
+    kind: &'static str,
+    text: String,
+    hex_len: usize,
+}
+
+impl ContentId {
+    /// The content id of `bytes`.
+    pub fn of(bytes: &[u8]) -> ContentId {
+        ContentId(*blake3::hash(bytes).as_bytes())
+    }
+    /// Whether `bytes` hash to this id.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        ContentId::of(bytes) == *self
+    }
+}
+
+impl MessageId {
+    /// The id of an encoded envelope.
+    pub fn of(encoded: &[u8]) -> MessageId {
+        MessageId(*blake3::hash(encoded).as_bytes())
+    }
+}
+
+/// One task of a job: the job and the task's index in it.
+///
+/// Prints as `JOBID.INDEX`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskId {
+    /// The job.
+    pub job: JobId,
+    /// The task's position in the job, from zero.
+    pub index: u32,
+}
+
+impl TaskId {
+    /// Task `index` of `job`.
+    pub fn new(job: JobId, index: u32) -> TaskId {
+        TaskId { job, index }
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.job, self.index)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({}.{})", &self.job.to_string()[..8], self.index)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = IdParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || IdParseError {
+            kind: "TaskId",
+            text: s.to_owned(),
+            hex_len: 32,
+        };
+        let (job, index) = s.split_once('.').ok_or_else(err)?;
+        Ok(TaskId {
+            job: job.parse().map_err(|_| err())?,
+            index: index.parse().map_err(|_| err())?,
+        })
+    }
+}
+
+crate::wire_struct!(TaskId { job, index });
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Keypair;
+
+    #[test]
+    fn node_id_prints_as_peer_id_and_parses_back() {
+        let kp = Keypair::from_secret([7u8; 32]);
+        let id = kp.node_id();
+        let text = id.to_string();
+        assert!(text.starts_with("12D3KooW"), "{text}");
+        assert_eq!(text.parse::<NodeId>().unwrap(), id);
+        assert_eq!(kp.to_libp2p().public().to_peer_id(), id.to_peer_id());
+        assert!("not-a-peer".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn weak_keys_are_rejected() {
+        // The identity point (small order) encodes as 1 followed by zeros.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        assert_eq!(NodeId::from_public_key_bytes(weak), Err(NodeIdError::InvalidKey));
+    }
+
+    #[test]
+    fn ids_print_as_hex_and_parse_back() {
+        let c = ContentId::of(b"hello");
+        assert_eq!(c.to_string().len(), 64);
+        assert_eq!(c.to_string().parse::<ContentId>().unwrap(), c);
+        assert!(c.matches(b"hello") && !c.matches(b"hellp"));
+        let t = TaskId::new(JobId([3; 16]), 42);
+        assert_eq!(t.to_string().parse::<TaskId>().unwrap(), t);
+        assert!("abc".parse::<JobId>().is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! Request-response frames of the market and content protocols.
+//!
+//! Each request or response travels as one frame on its own substream: a
+//! `u32` little-endian length followed by that many bytes of the encoded
+//! message. The length is checked against the protocol's frame limit before
+//! the body is read (SPEC.md §4).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Domain;
+use crate::envelope::Envelope;
+use crate::id::ContentId;
+use crate::limits::{MAX_BLOB, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT, MAX_MESSAGE_LEN, MAX_SUMMARIES};
+use crate::units::{Bytes, EnergyRate, Millis, Price};
+use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
+
+/// The market protocol id.
+pub const MARKET_PROTOCOL: &str = "/agora/market/1";
+/// The content protocol id.
+pub const CONTENT_PROTOCOL: &str = "/agora/content/1";
+
+/// A request on the market protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketRequest {
+    /// A signed [`crate::market::CallForOffers`].
+    CallForOffers(Envelope),
+    /// A signed [`crate::market::Accept`], with the module and input inline
+    /// when the offer said the provider lacks them and they are small.
+    Accept {
+        /// The acceptance.
+        accept: Envelope,
+        /// Inline content, verified against its content id on arrival.
+        content: Vec<Blob>,
+    },
+    /// A signed [`crate::execution::Receipt`], with the output inline when
+    /// small (otherwise the requester fetches it by id).
+    Receipt {
+        /// The receipt.
+        receipt: Envelope,
+        /// The output.
+        output: Option<Blob>,
+    },
+    /// A signed [`crate::settlement::Voucher`].
+    Voucher(Envelope),
+    /// A signed [`crate::market::Cancel`].
+    Cancel(Envelope),
+    /// Asks for the freshest summaries of a domain and its direct children.
+    Summaries(Domain),
+}
+
+/// A response on the market protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketResponse {
+    /// A signed [`crate::market::Offer`].
+    Offer(Envelope),
+    /// A signed [`crate::market::Agreement`].
+    Agreement(Envelope),
+    /// The request was refused, with the reason.
+    Declined(Decline),
+    /// Received and recorded.
+    Ack,
+    /// Signed [`crate::capacity::DomainSummary`] envelopes.
+    Summaries(Vec<Envelope>),
+}
+
+/// Why a provider (or requester) refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Decline {
+    /// Every slot is taken.
+    NoFreeSlot,
+    /// The task needs more memory than the provider gives a task.
+    MemoryTooLarge {
+        /// The most it gives.
+        max: Bytes,
+    },
+    /// The requester's maximum price is below the asking price.
+    PriceTooLow {
+        /// The asking price.
+        asking: Price,
+    },
+    /// The provider is not taking work (idle policy, shutting down).
+    NotAccepting,
+    /// The provider cannot finish before the deadline.
+    DeadlineInfeasible {
+        /// Its earliest finish from now.
+        earliest: Millis,
+    },
+    /// The provider's declared energy cost exceeds the limit.
+    EnergyTooHigh {
+        /// Its rate.
+        rate: EnergyRate,
+    },
+    /// The accepted offer is unknown or has expired.
+    OfferUnknown,
+    /// The referenced agreement or receipt is unknown.
+    Unknown,
+    /// The request was malformed, forged, stale or replayed.
+    Invalid {
+        /// What was wrong.
+        message: String,
+    },
+    /// The module or input is larger than the provider accepts.
+    TooLarge {
+        /// The most it accepts.
+        max: Bytes,
+    },
+}
+
+impl std::fmt::Display for Decline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decline::NoFreeSlot => f.write_str("no free slot"),
+            Decline::MemoryTooLarge { max } => write!(f, "needs more memory than the {max} it offers"),
+            Decline::PriceTooLow { asking } => write!(f, "max price below its asking price of {asking}"),
+            Decline::NotAccepting => f.write_str("not accepting work"),
+            Decline::DeadlineInfeasible { earliest } => {
+                write!(
+                    f,
+                    "cannot meet the deadline (earliest finish in {}ms)",
+                    earliest.0
+                )
+            }
+            Decline::EnergyTooHigh { rate } => write!(f, "energy cost {rate} above the limit"),
+            Decline::OfferUnknown => f.write_str("offer unknown or expired"),
+            Decline::Unknown => f.write_str("unknown agreement or task"),
+            Decline::Invalid { message } => write!(f, "invalid request: {message}"),
+            Decline::TooLarge { max } => write!(f, "content larger than the {max} it accepts"),
+        }
+    }
+}
+
+impl Decline {
+    /// An [`Decline::Invalid`] with a clipped message.
+    pub fn invalid(message: impl std::fmt::Display) -> Decline {
+        Decline::Invalid {
+            message: crate::execution::ExitStatus::clip(&message.to_string()),
+        }
+    }
+}
+
+impl Encode for Decline {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Decline::NoFreeSlot => w.u8(0),
+            Decline::MemoryTooLarge { max } => {
+                w.u8(1);
+                max.encode(w)
+            }
+            Decline::PriceTooLow { asking } => {
+                w.u8(2);
+                asking.encode(w)
+            }
+            Decline::NotAccepting => w.u8(3),
+            Decline::DeadlineInfeasible { earliest } => {
+                w.u8(4);
+                earliest.encode(w)
+            }
+            Decline::EnergyTooHigh { rate } => {
+                w.u8(5);
+                rate.encode(w)
+            }
+            Decline::OfferUnknown => w.u8(6),
+            Decline::Unknown => w.u8(7),
+            Decline::Invalid { message } => {
+                w.u8(8);
+                message.encode(w)
+            }
+            Decline::TooLarge { max } => {
+                w.u8(9);
+                max.encode(w)
+            }
+        }
+    }
+}
+
+impl Decode for Decline {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => Decline::NoFreeSlot,
+            1 => Decline::MemoryTooLarge {
+                max: Decode::decode(r)?,
+            },
+            2 => Decline::PriceTooLow {
+                asking: Decode::decode(r)?,
+            },
+            3 => Decline::NotAccepting,
+            4 => Decline::DeadlineInfeasible {
+                earliest: Decode::decode(r)?,
+            },
+            5 => Decline::EnergyTooHigh {
+                rate: Decode::decode(r)?,
+            },
+            6 => Decline::OfferUnknown,
+            7 => Decline::Unknown,
+            8 => Decline::Invalid {
+                message: String::decode_limited(r, MAX_MESSAGE_LEN, "decline message")?,
+            },
+            9 => Decline::TooLarge {
+                max: Decode::decode(r)?,
+            },
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "decline",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+fn decode_inline(r: &mut Reader<'_>) -> Result<Blob, DecodeError> {
+    Blob::decode_limited(r, MAX_INLINE_CONTENT, "inline content")
+}
+
+impl Encode for MarketRequest {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            MarketRequest::CallForOffers(e) => {
+                w.u8(0);
+                e.encode(w)
+            }
+            MarketRequest::Accept { accept, content } => {
+                w.u8(1);
+                accept.encode(w);
+                content.encode(w)
+            }
+            MarketRequest::Receipt { receipt, output } => {
+                w.u8(2);
+                receipt.encode(w);
+                output.encode(w)
+            }
+            MarketRequest::Voucher(e) => {
+                w.u8(3);
+                e.encode(w)
+            }
+            MarketRequest::Cancel(e) => {
+                w.u8(4);
+                e.encode(w)
+            }
+            MarketRequest::Summaries(d) => {
+                w.u8(5);
+                d.encode(w)
+            }
+        }
+    }
+}
+
+impl Decode for MarketRequest {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => MarketRequest::CallForOffers(Envelope::decode(r)?),
+            1 => {
+                let accept = Envelope::decode(r)?;
+                let n = r.count(MAX_INLINE_BLOBS, "inline content")?;
+                let mut content = Vec::with_capacity(n);
+                for _ in 0..n {
+                    content.push(decode_inline(r)?);
+                }
+                MarketRequest::Accept { accept, content }
+            }
+            2 => {
+                let receipt = Envelope::decode(r)?;
+                let output = match r.u8()? {
+                    0 => None,
+                    1 => Some(decode_inline(r)?),
+                    tag => return Err(DecodeError::InvalidTag { field: "output", tag }),
+                };
+                MarketRequest::Receipt { receipt, output }
+            }
+            3 => MarketRequest::Voucher(Envelope::decode(r)?),
+            4 => MarketRequest::Cancel(Envelope::decode(r)?),
+            5 => MarketRequest::Summaries(Domain::decode(r)?),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "market request",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+impl Encode for MarketResponse {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            MarketResponse::Offer(e) => {
+                w.u8(0);
+                e.encode(w)
+            }
+            MarketResponse::Agreement(e) => {
+                w.u8(1);
+                e.encode(w)
+            }
+            MarketResponse::Declined(d) => {
+                w.u8(2);
+                d.encode(w)
+            }
+            MarketResponse::Ack => w.u8(3),
+            MarketResponse::Summaries(s) => {
+                w.u8(4);
+                s.encode(w)
+            }
+        }
+    }
+}
+
+impl Decode for MarketResponse {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => MarketResponse::Offer(Envelope::decode(r)?),
+            1 => MarketResponse::Agreement(Envelope::decode(r)?),
+            2 => MarketResponse::Declined(Decline::decode(r)?),
+            3 => MarketResponse::Ack,
+            4 => MarketResponse::Summaries(Vec::decode_limited(r, MAX_SUMMARIES, "summaries")?),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "market response",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// A request on the content protocol: send me the bytes of this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRequest {
+    /// The content wanted.
+    pub id: ContentId,
+}
+
+crate::wire_struct!(ContentRequest { id });
+
+/// A response on the content protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentResponse {
+    /// The bytes; the receiver checks they hash to the requested id.
+    Found(Blob),
+    /// The peer does not hold that content.
+    NotFound,
+}
+
+impl Encode for ContentResponse {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            ContentResponse::Found(b) => {
+                w.u8(0);
+                b.encode(w)
+            }
+            ContentResponse::NotFound => w.u8(1),
+        }
+    }
+}
+
+impl Decode for ContentResponse {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => ContentResponse::Found(Blob::decode_limited(r, MAX_BLOB, "content")?),
+            1 => ContentResponse::NotFound,
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "content response",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// Encodes a frame: `u32` length then the message.
+pub fn encode_frame<T: Encode>(msg: &T) -> Vec<u8> {
+    let body = msg.to_bytes();
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Checks a frame's length prefix against `max` before its body is read.
+pub fn frame_len(prefix: [u8; 4], max: usize, field: &'static str) -> Result<usize, DecodeError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max {
+        return Err(DecodeError::TooLong {
+            field,
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    Ok(len)
+}
