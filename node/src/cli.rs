@@ -1,0 +1,65 @@
+//! The command line: one subcommand per file in [`crate::commands`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+/// Agora: a peer-to-peer compute marketplace.
+#[derive(Debug, Parser)]
+#[command(name = "agora", version, about, long_about = None)]
+pub struct Cli {
+    /// Log more (-v info, -vv debug, -vvv trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Node(commands::node::NodeCommand),
+    /// Run a WASM module locally in the node's sandbox.
+    Exec(commands::exec::ExecCommand),
+    /// Re-execute a receipt's task and say whether the receipt holds.
+    Verify(commands::verify::VerifyCommand),
+    /// Build a Rust job for wasm32-wasip1.
+    Build(commands::build::BuildCommand),
+    /// Compile a module in an isolated process (used by the node itself).
+    #[command(hide = true)]
+    CompileWorker(commands::compile_worker::CompileWorkerCommand),
+}
+
+impl Command {
+    /// Runs the subcommand; its `Ok` value is the process exit code.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Node(c) => c.execute(),
+            Command::Exec(c) => c.execute(),
+            Command::Verify(c) => c.execute(),
+            Command::Build(c) => c.execute(),
+            Command::CompileWorker(c) => c.execute(),
+        }
+    }
+}
+
+/// Sets up logging to stderr, once. `RUST_LOG` wins over `-v`.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,agora_node=info",
+        2 => "info,agora_node=debug",
+        _ => "debug,agora_node=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
