@@ -230,6 +230,9 @@ impl Envelope {
 
     /// Verifies the envelope as a `T` at time `now` and returns its payload.
     pub fn open<T: Payload>(&self, now: Timestamp) -> Result<Verified<T>, OpenError> {
+        // Type first, as the module docs promise: the time rules are the
+        // type's own, so an envelope of another type is judged by none.
+        self.check_type::<T>()?;
         self.check_time::<T>(now)?;
         self.open_ignoring_time()
     }
@@ -240,12 +243,7 @@ impl Envelope {
     /// sent, such as the receipts inside a fraud proof; live messages use
     /// [`Envelope::open`].
     pub fn open_ignoring_time<T: Payload>(&self) -> Result<Verified<T>, OpenError> {
-        if self.payload_type != T::TYPE.code() {
-            return Err(OpenError::WrongType {
-                expected: T::TYPE,
-                found: self.payload_type,
-            });
-        }
+        self.check_type::<T>()?;
         let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
         self.signer
             .verifying_key()
@@ -256,6 +254,16 @@ impl Envelope {
             payload,
             envelope: self.clone(),
         })
+    }
+
+    fn check_type<T: Payload>(&self) -> Result<(), OpenError> {
+        if self.payload_type != T::TYPE.code() {
+            return Err(OpenError::WrongType {
+                expected: T::TYPE,
+                found: self.payload_type,
+            });
+        }
+        Ok(())
     }
 
     fn check_time<T: Payload>(&self, now: Timestamp) -> Result<(), OpenError> {
@@ -552,6 +560,22 @@ mod tests {
     }
 
     #[test]
+    fn wrong_type_is_reported_before_the_time_window() {
+        // Expired, and with a lifetime too long for an Offer (30 s max): the
+        // envelope is still rejected as what it is, an advert.
+        let e = sealed(1, Duration::from_secs(60));
+        let late = T0.add(Duration::from_secs(3600));
+        assert!(matches!(
+            e.open::<Offer>(late),
+            Err(OpenError::WrongType {
+                expected: PayloadType::Offer,
+                found: 0x0001
+            })
+        ));
+        assert!(matches!(e.open::<Advert>(late), Err(OpenError::Expired { .. })));
+    }
+
+    #[test]
     fn tampered_fields_are_rejected() {
         let e = sealed(1, Duration::from_secs(10));
         let mut t = e.clone();
@@ -598,6 +622,25 @@ mod tests {
         let mut g = ReplayGuard::new(8, T0.add(Duration::from_secs(1)));
         let v = sealed(1, Duration::from_secs(10)).open::<Advert>(T0).unwrap();
         assert_eq!(g.check(&v, T0.add(Duration::from_secs(2))), Err(OpenError::Stale));
+    }
+
+    #[test]
+    fn the_largest_envelope_fits_the_envelope_and_gossip_limits() {
+        let mut w = Writer::new();
+        w.u8(ENVELOPE_VERSION);
+        w.u16(PayloadType::Advert.code());
+        kp(1).node_id().encode(&mut w);
+        w.u64(T0.0);
+        w.u64(T0.0 + 1);
+        w.raw(&[0; 16]);
+        w.bytes(&vec![0; MAX_PAYLOAD]);
+        w.raw(&[0; 64]);
+        let bytes = w.into_bytes();
+        let e = Envelope::from_bytes(&bytes).unwrap();
+        assert_eq!(e.encoded_len(), bytes.len());
+        assert_eq!(bytes.len(), MAX_PAYLOAD + 135);
+        assert!(bytes.len() <= crate::limits::MAX_ENVELOPE);
+        assert!(bytes.len() <= crate::limits::MAX_GOSSIP_MESSAGE);
     }
 
     #[test]

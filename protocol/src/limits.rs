@@ -14,7 +14,8 @@ pub const MAX_DOMAIN_DEPTH: usize = 8;
 
 /// Largest signed payload inside an envelope.
 pub const MAX_PAYLOAD: usize = 60 * 1024;
-/// Largest encoded envelope (payload plus 131 bytes of header and signature).
+/// Largest encoded envelope (payload plus 135 bytes of header, length prefix
+/// and signature).
 pub const MAX_ENVELOPE: usize = MAX_PAYLOAD + 256;
 /// Largest gossip message (one envelope).
 pub const MAX_GOSSIP_MESSAGE: usize = 64 * 1024;

@@ -91,7 +91,9 @@ impl fmt::Display for Fuel {
 impl Fuel {
     /// The fuel that `cu` of capacity executes in `d`.
     pub fn in_time(cu: ComputeUnits, d: Duration) -> Fuel {
-        let f = (cu.0 as u128 * FUEL_PER_CU_SECOND as u128 * d.as_nanos()) / 1_000_000_000;
+        // Saturating: capacity and deadlines come from peers, and their
+        // product in nanoseconds can exceed even u128.
+        let f = (cu.0 as u128 * FUEL_PER_CU_SECOND as u128).saturating_mul(d.as_nanos()) / 1_000_000_000;
         Fuel(u64::try_from(f).unwrap_or(u64::MAX))
     }
 }
@@ -234,17 +236,17 @@ impl fmt::Display for EnergyRate {
 }
 
 impl Bytes {
-    /// `n` kibibytes.
+    /// `n` kibibytes, saturating.
     pub const fn kib(n: u64) -> Bytes {
-        Bytes(n * 1024)
+        Bytes(n.saturating_mul(1 << 10))
     }
-    /// `n` mebibytes.
+    /// `n` mebibytes, saturating.
     pub const fn mib(n: u64) -> Bytes {
-        Bytes(n * 1024 * 1024)
+        Bytes(n.saturating_mul(1 << 20))
     }
-    /// `n` gibibytes.
+    /// `n` gibibytes, saturating.
     pub const fn gib(n: u64) -> Bytes {
-        Bytes(n * 1024 * 1024 * 1024)
+        Bytes(n.saturating_mul(1 << 30))
     }
 }
 
@@ -355,8 +357,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitParseError> {
         let d = match unit {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
-            "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "m" | "min" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
             _ => return Err(bad()),
         };
         total = total.checked_add(d).ok_or_else(bad)?;
@@ -397,6 +399,16 @@ mod tests {
         assert_eq!(Fuel::in_time(cu, Duration::from_millis(250)), Fuel(250_000_000));
         assert_eq!(ComputeUnits(0).time_for(Fuel(1)), Duration::MAX);
         assert_eq!(ComputeUnits(1000).scaled(0.25), ComputeUnits(250));
+        // Peer-supplied extremes saturate instead of overflowing.
+        assert_eq!(
+            Fuel::in_time(ComputeUnits(u64::MAX), Duration::MAX),
+            Fuel(u64::MAX)
+        );
+        assert_eq!(
+            Fuel::in_time(ComputeUnits(u64::MAX), Duration::from_millis(u64::MAX)),
+            Fuel(u64::MAX)
+        );
+        assert_eq!(Bytes::gib(u64::MAX), Bytes(u64::MAX));
     }
 
     #[test]
@@ -437,7 +449,10 @@ mod tests {
         assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "1", "s", "1x", "1.5s"] {
+        // Too large to represent is an error, not a silently clamped value.
+        let too_many_hours = format!("{}h", u64::MAX / 3600 + 1);
+        let too_many_minutes = format!("{}m", u64::MAX / 60 + 1);
+        for bad in ["", "1", "s", "1x", "1.5s", &too_many_hours, &too_many_minutes] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");

@@ -221,6 +221,12 @@ impl<'a> Reader<'a> {
                 max: max as u64,
             });
         }
+        if len > self.buf.len() {
+            return Err(DecodeError::Truncated {
+                needed: len,
+                remaining: self.buf.len(),
+            });
+        }
         Ok(len)
     }
 
@@ -237,16 +243,9 @@ impl<'a> Reader<'a> {
 
     /// Reads a list count of at most `max` elements. Each element occupies at
     /// least one byte, so a count larger than the remaining input is rejected
-    /// here too.
+    /// here too (by [`Reader::length`]).
     pub fn count(&mut self, max: usize, field: &'static str) -> Result<usize, DecodeError> {
-        let n = self.length(max, field)?;
-        if n > self.buf.len() {
-            return Err(DecodeError::Truncated {
-                needed: n,
-                remaining: self.buf.len(),
-            });
-        }
-        Ok(n)
+        self.length(max, field)
     }
 
     /// Fails unless every byte was consumed.
@@ -435,6 +434,21 @@ mod tests {
         assert!(matches!(err, Err(DecodeError::Truncated { .. })));
         let err = <Vec<u64>>::decode_limited(&mut Reader::new(&bytes), 16, "list");
         assert!(matches!(err, Err(DecodeError::TooLong { max: 16, .. })));
+    }
+
+    #[test]
+    fn a_length_beyond_the_input_is_rejected_before_the_caller_allocates() {
+        // Within the limit, but only two of the 1000 bytes claimed are here.
+        let bytes = [0xe8, 0x03, 0x00, 0x00, 1, 2];
+        assert_eq!(
+            Reader::new(&bytes).length(1 << 20, "blob"),
+            Err(DecodeError::Truncated {
+                needed: 1000,
+                remaining: 2
+            })
+        );
+        let exact = [2, 0, 0, 0, 1, 2];
+        assert_eq!(Reader::new(&exact).length(2, "blob"), Ok(2));
     }
 
     #[test]

@@ -1,14 +1,190 @@
-//! `agora node`.
+//! `agora node`: run a node until Ctrl-C or SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Placeholder until implemented.
+use agora_protocol::Domain;
+use agora_protocol::units::{Bytes, Price};
+use anyhow::Context;
+use libp2p::Multiaddr;
+
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::node::{Node, Options};
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// Run a node: measure capacity, join the network, offer and buy compute.
 #[derive(Debug, clap::Args)]
-pub struct NodeCommand {}
+pub struct NodeCommand {
+    /// Data dir (identity, store, caches). Default: $AGORA_DATA_DIR, else the platform's data dir.
+    #[arg(long, env = "AGORA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+    /// Peer to dial at start (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW…
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Local API address (keep it on loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// Hierarchical domain, e.g. eu/de/berlin.
+    #[arg(long, value_name = "PATH")]
+    pub domain: Option<Domain>,
+    /// Asking price in credits per CU-second.
+    #[arg(long, value_name = "CREDITS")]
+    pub price: Option<Price>,
+    /// Tasks run at once (0: one per core).
+    #[arg(long, value_name = "N")]
+    pub slots: Option<u32>,
+    /// Share of a core each task may use, in (0, 1].
+    #[arg(long, value_name = "FRACTION")]
+    pub cpu_share: Option<f64>,
+    /// Memory a task may use, e.g. 256MiB.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<Bytes>,
+    /// Declared energy cost, millijoules per CU-second.
+    #[arg(long, value_name = "MJ")]
+    pub energy: Option<u64>,
+    /// Take work only while the machine is otherwise idle.
+    #[arg(long, value_name = "on|off")]
+    pub idle_policy: Option<Switch>,
+    /// Offer capacity to others (off: only submit jobs).
+    #[arg(long, value_name = "on|off")]
+    pub provide: Option<Switch>,
+    /// mDNS discovery on the local network.
+    #[arg(long, value_name = "on|off")]
+    pub mdns: Option<Switch>,
+    /// Configuration file (TOML); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the documented default configuration and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Test only: return wrong outputs for this share of tasks.
+    #[arg(long, hide = true, default_value_t = 0.0)]
+    pub cheat_rate: f64,
+    /// Test only: run tasks this many times slower than measured.
+    #[arg(long, hide = true, default_value_t = 1.0)]
+    pub slowdown: f64,
+}
 
 impl NodeCommand {
+    /// The configuration the flags describe.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        if !self.bootstrap.is_empty() {
+            c.bootstrap = self.bootstrap.clone();
+        }
+        if let Some(a) = self.api {
+            c.api = a;
+        }
+        if let Some(d) = &self.domain {
+            c.domain = d.clone();
+        }
+        if let Some(p) = self.price {
+            c.provider.price = p;
+        }
+        if let Some(s) = self.slots {
+            c.provider.slots = s;
+        }
+        if let Some(s) = self.cpu_share {
+            c.provider.cpu_share = s;
+        }
+        if let Some(m) = self.memory {
+            c.provider.memory = m;
+        }
+        if let Some(e) = self.energy {
+            c.provider.energy = e;
+        }
+        if let Some(s) = self.idle_policy {
+            c.provider.idle.enabled = s == Switch::On;
+        }
+        if let Some(s) = self.provide {
+            c.provider.enabled = s == Switch::On;
+        }
+        if let Some(s) = self.mdns {
+            c.mdns = s == Switch::On;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        anyhow::bail!("not implemented yet")
+        if self.print_config {
+            print!("{DEFAULT_CONFIG}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let config = self.config()?;
+        let data_dir = crate::paths::data_dir(self.data_dir.clone());
+        let mut options = Options::new(data_dir.clone());
+        options.cheat_rate = self.cheat_rate.clamp(0.0, 1.0);
+        options.slowdown = self.slowdown.max(1.0);
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async move {
+            if let Ok(info) = crate::api::client::read_node_info(&data_dir) {
+                if pid_alive(info.pid) && info.pid != std::process::id() {
+                    anyhow::bail!(
+                        "a node (pid {}) already runs with data dir {}; stop it first or use another --data-dir",
+                        info.pid,
+                        data_dir.display()
+                    );
+                }
+            }
+            let node = Node::start(config, options).await.context("cannot start the node")?;
+            println!("agora node {} ready: api {} (data dir {})", node.id, node.api, data_dir.display());
+            for a in &node.listen {
+                println!("  listening on {a}/p2p/{}", node.id);
+            }
+            let cancel = node.cancel_token();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                cancel.cancel();
+            });
+            node.wait().await;
+            Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
     }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -1,0 +1,496 @@
+//! The local HTTP API: JSON over HTTP/1.1 on loopback, every route behind
+//! the bearer token written to `node.json`.
+//!
+//! | method | path | body → answer |
+//! | --- | --- | --- |
+//! | GET | `/v1/status` | → [`Status`] |
+//! | GET | `/v1/peers?domain=D` | → `[`[`PeerRow`]`]` |
+//! | GET | `/v1/domains` | → `[`[`DomainRow`]`]` |
+//! | GET | `/metrics` | → Prometheus text |
+//! | PUT | `/v1/content` | raw bytes → [`ContentRef`] |
+//! | GET | `/v1/content/{id}` | → raw bytes |
+//! | POST | `/v1/jobs` | [`SubmitRequest`] → [`SubmitResponse`] |
+//! | GET | `/v1/jobs` | → `[`[`JobSummary`]`]` |
+//! | GET | `/v1/jobs/{id}` | → [`JobStatus`] |
+//! | GET | `/v1/jobs/{id}/explain` | → [`Explain`] |
+//! | GET | `/v1/jobs/{id}/result` | → [`JobResult`] |
+//! | POST | `/v1/jobs/{id}/cancel` | → [`JobSummary`] |
+//! | GET | `/v1/ledger?limit=N` | → [`Ledger`] |
+//!
+//! Errors are `{"error": "..."}` with a 4xx or 5xx status.
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+
+use agora_protocol::units::{Bytes, ComputeUnits, Credits, EnergyRate, Fuel, Price, Timestamp};
+use agora_protocol::{ContentId, Domain, JobId, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::market::job::{JobSpec, JobState, TaskPhase};
+use crate::market::requester::Decision;
+
+/// What `node.json` holds: how scripts and the CLI find a running node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's peer id.
+    pub peer_id: NodeId,
+    /// Addresses it listens on.
+    pub listen: Vec<String>,
+    /// The API address (`127.0.0.1:PORT`).
+    pub api: String,
+    /// The API bearer token.
+    pub token: String,
+    /// The data dir.
+    pub data_dir: String,
+    /// Its domain.
+    pub domain: Domain,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Peer id.
+    pub peer_id: NodeId,
+    /// Software version.
+    pub version: String,
+    /// Domain.
+    pub domain: Domain,
+    /// Listen addresses.
+    pub listen: Vec<String>,
+    /// Milliseconds since start.
+    pub uptime_ms: u64,
+    /// Advertised capacity (per-slot CU × slots).
+    pub cu: ComputeUnits,
+    /// Measured per-slot capacity.
+    pub per_slot_cu: ComputeUnits,
+    /// When capacity was measured.
+    pub calibrated_at: Timestamp,
+    /// Share of a core per task.
+    pub cpu_share: f64,
+    /// Slots.
+    pub slots: u32,
+    /// Free slots.
+    pub free_slots: u32,
+    /// Tasks running here.
+    pub running: u32,
+    /// Tasks queued here.
+    pub queued: u32,
+    /// Whether the node takes work (provider enabled and idle policy).
+    pub accepting: bool,
+    /// Load of other processes, permille of all cores.
+    pub load: u32,
+    /// Asking price.
+    pub price: Price,
+    /// Declared energy cost.
+    pub energy: EnergyRate,
+    /// Memory per task.
+    pub memory: Bytes,
+    /// Credit balance.
+    pub balance: Credits,
+    /// Whether the balance is negative (it is shown as its magnitude).
+    pub balance_negative: bool,
+    /// Peers in the view.
+    pub peers: usize,
+    /// Connected peers.
+    pub connected: usize,
+    /// Domains known.
+    pub domains: usize,
+    /// Jobs not yet ended.
+    pub jobs_active: usize,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+/// `GET /v1/peers`: one peer in the view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRow {
+    /// Peer id.
+    pub peer_id: NodeId,
+    /// Domain.
+    pub domain: Domain,
+    /// Advertised capacity.
+    pub cu: u64,
+    /// Slots.
+    pub slots: u32,
+    /// Free slots.
+    pub free_slots: u32,
+    /// Memory per task, bytes.
+    pub memory: u64,
+    /// Asking price (credits per CU-second).
+    pub price: String,
+    /// Declared energy, mJ per CU-second.
+    pub energy: u64,
+    /// Smoothed round-trip time, ms.
+    pub rtt_ms: Option<f64>,
+    /// Age of its advert, ms.
+    pub advert_age_ms: u64,
+    /// Whether it takes work.
+    pub accepting: bool,
+    /// Its load, permille.
+    pub load: u32,
+    /// Its software version.
+    pub version: String,
+    /// Per-slot speed learnt from its receipts, CU.
+    pub learnt_cu: Option<f64>,
+    /// Its reputation here.
+    pub reputation: Option<f64>,
+    /// Whether it is banned here.
+    pub banned: bool,
+}
+
+/// `GET /v1/domains`: one domain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DomainRow {
+    /// The domain.
+    pub domain: Domain,
+    /// Nodes.
+    pub nodes: u32,
+    /// Total CU.
+    pub total_cu: u64,
+    /// Free CU.
+    pub free_cu: u64,
+    /// Free slots.
+    pub free_slots: u32,
+    /// Lowest price.
+    pub price_min: String,
+    /// Highest price.
+    pub price_max: String,
+    /// Best RTT from its summariser, ms.
+    pub best_rtt_ms: u64,
+    /// Whether this node is in it.
+    pub local: bool,
+}
+
+/// `PUT /v1/content`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentRef {
+    /// The content id.
+    pub id: ContentId,
+    /// Its size.
+    pub size: u64,
+}
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The job (its module and inputs uploaded first with `PUT /v1/content`).
+    pub spec: JobSpec,
+    /// Only show the placement it would get.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /v1/jobs` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// The job id (absent for a dry run).
+    pub id: Option<JobId>,
+    /// The placement plan (dry run only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Vec<TaskExplain>>,
+}
+
+/// One line of `GET /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// Tasks.
+    pub tasks: usize,
+    /// Verified tasks.
+    pub verified: usize,
+    /// Failed tasks.
+    pub failed: usize,
+    /// Submission time.
+    pub submitted_at: Timestamp,
+    /// End time.
+    pub finished_at: Option<Timestamp>,
+    /// Error.
+    pub error: Option<String>,
+}
+
+/// Task counts by phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PhaseCounts {
+    /// Waiting to be placed.
+    pub pending: usize,
+    /// Calls for offers out.
+    pub placed: usize,
+    /// Running.
+    pub running: usize,
+    /// Awaiting verification.
+    pub verifying: usize,
+    /// Verified.
+    pub verified: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+/// Tasks per provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderCount {
+    /// The provider.
+    pub peer_id: NodeId,
+    /// Copies running there now.
+    pub running: usize,
+    /// Copies whose outcome was accepted.
+    pub verified: usize,
+    /// Copies that failed or were wrong.
+    pub failed: usize,
+    /// Credits paid to it for this job.
+    pub paid: Credits,
+}
+
+/// One copy of a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyStatus {
+    /// Attempt.
+    pub attempt: u16,
+    /// Provider.
+    pub provider: NodeId,
+    /// State (`accepting`, `agreed`, `reported`, `cancelled`, `failed: …`).
+    pub state: String,
+    /// Agreed price.
+    pub price: Price,
+    /// Paid amount.
+    pub paid: Option<Credits>,
+    /// Found wrong.
+    pub wrong: bool,
+    /// A straggler's backup.
+    pub backup: bool,
+    /// Fuel it reported.
+    pub fuel: Option<Fuel>,
+    /// Its output id.
+    pub output: Option<ContentId>,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Index.
+    pub index: u32,
+    /// Name (input file).
+    pub name: String,
+    /// Phase.
+    pub phase: TaskPhase,
+    /// The provider(s) whose outcome was accepted.
+    pub providers: Vec<NodeId>,
+    /// Verified output.
+    pub output: Option<ContentId>,
+    /// Fuel of the verified outcome.
+    pub fuel: Option<Fuel>,
+    /// Exit status of the verified outcome.
+    pub exit: Option<String>,
+    /// Error.
+    pub error: Option<String>,
+    /// Whether the requester re-executed it.
+    pub spot_checked: bool,
+    /// Every copy.
+    pub copies: Vec<CopyStatus>,
+}
+
+/// `GET /v1/jobs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub id: JobId,
+    /// Its state: `pending`, `running`, `done` or `failed`.
+    pub state: JobState,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Submission time.
+    pub submitted_at: Timestamp,
+    /// End time.
+    pub finished_at: Option<Timestamp>,
+    /// Wall time so far or in total, ms.
+    pub wall_ms: u64,
+    /// Tasks.
+    pub total: usize,
+    /// Counts by phase.
+    pub counts: PhaseCounts,
+    /// Per provider.
+    pub providers: Vec<ProviderCount>,
+    /// Every task.
+    pub tasks: Vec<TaskStatus>,
+    /// The reduced result's id.
+    pub reduced: Option<ContentId>,
+    /// Credits paid so far.
+    pub spent: Credits,
+    /// Replication factor.
+    pub replicas: u8,
+    /// Spot-check rate.
+    pub spot_check: f64,
+}
+
+/// Placement decisions of one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskExplain {
+    /// Index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Decisions, oldest first.
+    pub decisions: Vec<serde_json::Value>,
+}
+
+impl TaskExplain {
+    /// From recorded decisions.
+    pub fn new(index: u32, name: String, decisions: &[Decision]) -> TaskExplain {
+        TaskExplain {
+            index,
+            name,
+            decisions: decisions
+                .iter()
+                .filter_map(|d| serde_json::to_value(d).ok())
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}/explain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explain {
+    /// The job.
+    pub id: JobId,
+    /// Per task.
+    pub tasks: Vec<TaskExplain>,
+}
+
+/// One output of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputRef {
+    /// Task index.
+    pub index: u32,
+    /// Task name (its input file's name).
+    pub name: String,
+    /// Output id.
+    pub id: Option<ContentId>,
+    /// Output size.
+    pub size: Option<u64>,
+}
+
+/// `GET /v1/jobs/{id}/result`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// Per task.
+    pub outputs: Vec<OutputRef>,
+    /// The reduced result.
+    pub reduced: Option<ContentId>,
+    /// Error.
+    pub error: Option<String>,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// `genesis`, `paid` or `received`.
+    pub kind: String,
+    /// Amount (always positive; `kind` gives the direction).
+    pub amount: Credits,
+    /// The other party.
+    pub counterparty: Option<NodeId>,
+    /// The task paid for.
+    pub task: Option<String>,
+    /// Fuel paid for.
+    pub fuel: Option<Fuel>,
+}
+
+/// `GET /v1/ledger`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Balance in micro-credits (may be negative).
+    pub balance_micros: i64,
+    /// Balance as a decimal string.
+    pub balance: String,
+    /// Total received.
+    pub received: Credits,
+    /// Total paid.
+    pub paid: Credits,
+    /// Vouchers issued but not yet acknowledged by their provider.
+    pub outbox: usize,
+    /// Newest entries first.
+    pub entries: Vec<LedgerEntry>,
+}
+
+/// An API error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Formats a signed micro-credit amount.
+pub fn format_balance(micros: i64) -> String {
+    let c = Credits(micros.unsigned_abs()).to_string();
+    if micros < 0 { format!("-{c}") } else { c }
+}
+
+/// Counts per phase.
+pub fn count_phases<'a>(phases: impl Iterator<Item = &'a TaskPhase>) -> PhaseCounts {
+    let mut c = PhaseCounts::default();
+    for p in phases {
+        match p {
+            TaskPhase::Pending => c.pending += 1,
+            TaskPhase::Placed => c.placed += 1,
+            TaskPhase::Running => c.running += 1,
+            TaskPhase::Verifying => c.verifying += 1,
+            TaskPhase::Verified => c.verified += 1,
+            TaskPhase::Failed => c.failed += 1,
+        }
+    }
+    c
+}
+
+/// Metric lines in the Prometheus text format.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    lines: BTreeMap<String, (String, Vec<(String, f64)>)>,
+}
+
+impl Metrics {
+    /// Adds a sample of metric `name` (`kind`: counter or gauge) with labels.
+    pub fn add(&mut self, name: &str, kind: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        let e = self.lines.entry(name.to_owned()).or_insert_with(|| {
+            (
+                format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
+                Vec::new(),
+            )
+        });
+        let l = if labels.is_empty() {
+            String::new()
+        } else {
+            let inner: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('"', "'")))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        };
+        e.1.push((l, value));
+    }
+
+    /// The text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, (head, samples)) in &self.lines {
+            out.push_str(head);
+            for (labels, v) in samples {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,321 @@
+//! The API server. Each route turns its request into an [`ApiCommand`] for
+//! the node's driver (the single owner of the node's state) and waits for
+//! the answer; content uploads and downloads go straight to the blob store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_protocol::{ContentId, Domain, JobId};
+use axum::body::Bytes as Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ContentRef, DomainRow, ErrorBody, Explain, JobResult, JobStatus, JobSummary, Ledger, PeerRow, Status,
+    SubmitRequest, SubmitResponse,
+};
+use crate::store::Store;
+
+/// Largest upload (one module or input).
+pub const MAX_UPLOAD: usize = agora_protocol::limits::MAX_BLOB;
+/// Largest JSON request.
+pub const MAX_JSON: usize = 16 * 1024 * 1024;
+
+/// An error with its HTTP status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: m.into(),
+        }
+    }
+    /// 404.
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: m.into(),
+        }
+    }
+    /// 409.
+    pub fn conflict(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: m.into(),
+        }
+    }
+    /// 500.
+    pub fn internal(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: m.into(),
+        }
+    }
+    /// 503.
+    pub fn unavailable(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: m.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+/// What the API asks of the driver.
+#[derive(Debug)]
+pub enum ApiCommand {
+    /// Node status.
+    Status(oneshot::Sender<Status>),
+    /// Peers, optionally within a domain.
+    Peers(Option<Domain>, oneshot::Sender<Vec<PeerRow>>),
+    /// Domains.
+    Domains(oneshot::Sender<Vec<DomainRow>>),
+    /// Metrics text.
+    Metrics(oneshot::Sender<String>),
+    /// Submit (or plan) a job.
+    Submit(SubmitRequest, oneshot::Sender<Result<SubmitResponse, ApiError>>),
+    /// List jobs.
+    Jobs(oneshot::Sender<Vec<JobSummary>>),
+    /// One job.
+    Job(JobId, oneshot::Sender<Option<JobStatus>>),
+    /// Placement decisions.
+    Explain(JobId, oneshot::Sender<Option<Explain>>),
+    /// Outputs.
+    Result(JobId, oneshot::Sender<Option<JobResult>>),
+    /// Cancel.
+    Cancel(JobId, oneshot::Sender<Result<JobSummary, ApiError>>),
+    /// Ledger.
+    Ledger(usize, oneshot::Sender<Ledger>),
+}
+
+#[derive(Clone)]
+struct Ctx {
+    token: Arc<String>,
+    tx: mpsc::Sender<ApiCommand>,
+    store: Store,
+}
+
+impl Ctx {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ApiCommand) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .map_err(|_| ApiError::unavailable("the node did not answer in time"))?
+            .map_err(|_| ApiError::unavailable("the node is shutting down"))
+    }
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+fn parse_job(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))
+}
+
+async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), ctx.token.as_bytes()));
+    if !ok {
+        let msg = if given.is_none() {
+            "missing bearer token: send `Authorization: Bearer <token>` with the token from node.json"
+        } else {
+            "wrong bearer token: use the token from the node's node.json"
+        };
+        return ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: msg.into(),
+        }
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Builds the router (exposed for tests that drive it directly).
+pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Router {
+    let ctx = Ctx {
+        token: Arc::new(token),
+        tx,
+        store,
+    };
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/domains", get(domains))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v1/content",
+            put(put_content).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
+        .route("/v1/content/{id}", get(get_content))
+        .route("/v1/jobs", post(submit).get(jobs))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/explain", get(explain))
+        .route("/v1/jobs/{id}/result", get(result))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/ledger", get(ledger))
+        .fallback(|| async { ApiError::not_found("no such route; see the API table in `agora_node::api`") })
+        .layer(DefaultBodyLimit::max(MAX_JSON))
+        .layer(middleware::from_fn_with_state(ctx.clone(), auth))
+        .with_state(ctx)
+}
+
+/// Serves the API on `addr` until `cancel` fires; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    token: String,
+    tx: mpsc::Sender<ApiCommand>,
+    store: Store,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(token, tx, store);
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+    });
+    Ok((bound, handle))
+}
+
+async fn status(State(ctx): State<Ctx>) -> Result<Json<Status>, ApiError> {
+    Ok(Json(ctx.ask(ApiCommand::Status).await?))
+}
+
+#[derive(Deserialize)]
+struct PeersQuery {
+    domain: Option<String>,
+}
+
+async fn peers(State(ctx): State<Ctx>, Query(q): Query<PeersQuery>) -> Result<Json<Vec<PeerRow>>, ApiError> {
+    let domain = match q.domain {
+        Some(d) => Some(
+            d.parse::<Domain>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Json(ctx.ask(|tx| ApiCommand::Peers(domain, tx)).await?))
+}
+
+async fn domains(State(ctx): State<Ctx>) -> Result<Json<Vec<DomainRow>>, ApiError> {
+    Ok(Json(ctx.ask(ApiCommand::Domains).await?))
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    let text = ctx.ask(ApiCommand::Metrics).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn put_content(State(ctx): State<Ctx>, body: Body) -> Result<Json<ContentRef>, ApiError> {
+    let size = body.len() as u64;
+    let id = ctx
+        .store
+        .content()
+        .put(body.to_vec())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ContentRef { id, size }))
+}
+
+async fn get_content(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: ContentId = id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    match ctx
+        .store
+        .content()
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
+        None => Err(ApiError::not_found(format!("no content {id} here"))),
+    }
+}
+
+async fn submit(State(ctx): State<Ctx>, body: Body) -> Result<Json<SubmitResponse>, ApiError> {
+    let req: SubmitRequest = parse_json(&body)?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Submit(req, tx)).await??))
+}
+
+async fn jobs(State(ctx): State<Ctx>) -> Result<Json<Vec<JobSummary>>, ApiError> {
+    Ok(Json(ctx.ask(ApiCommand::Jobs).await?))
+}
+
+async fn job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+    let id = parse_job(&id)?;
+    ctx.ask(|tx| ApiCommand::Job(id, tx))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown(id))
+}
+
+async fn explain(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<Explain>, ApiError> {
+    let id = parse_job(&id)?;
+    ctx.ask(|tx| ApiCommand::Explain(id, tx))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown(id))
+}
+
+async fn result(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<JobResult>, ApiError> {
+    let id = parse_job(&id)?;
+    ctx.ask(|tx| ApiCommand::Result(id, tx))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown(id))
+}
+
+async fn cancel(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
+    let id = parse_job(&id)?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Cancel(id, tx)).await??))
+}
+
+#[derive(Deserialize)]
+struct LedgerQuery {
+    limit: Option<usize>,
+}
+
+async fn ledger(State(ctx): State<Ctx>, Query(q): Query<LedgerQuery>) -> Result<Json<Ledger>, ApiError> {
+    let limit = q.limit.unwrap_or(20).min(10_000);
+    Ok(Json(ctx.ask(|tx| ApiCommand::Ledger(limit, tx)).await?))
+}
+
+fn unknown(id: JobId) -> ApiError {
+    ApiError::not_found(format!("no job {id} on this node (`agora jobs` lists them)"))
+}

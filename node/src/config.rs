@@ -1,0 +1,453 @@
+//! Node configuration: a TOML file whose every field has a default, with
+//! command-line flags on top. [`DEFAULT_CONFIG`] is the documented file;
+//! a test checks that it parses to [`Config::default`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use agora_protocol::Domain;
+use agora_protocol::units::{Bytes, Credits, EnergyRate, Price};
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// The default configuration, documented. `agora node --print-config`
+/// prints it.
+pub const DEFAULT_CONFIG: &str = r#"# Agora node configuration. Every field shows its default; delete what you
+# do not change. Command-line flags override this file.
+
+# Hierarchical domain of this node, outermost first (e.g. "eu/de/berlin").
+domain = "local"
+# Addresses to listen on (TCP and QUIC; port 0 picks a free port).
+listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+# Peers to dial at start.
+bootstrap = []
+# Local HTTP API (JSON, bearer token). Keep it on loopback.
+api = "127.0.0.1:0"
+# Discover peers on the local network with mDNS.
+mdns = false
+# Credits every node starts with (testnet genesis grant).
+genesis_credits = "1000"
+
+[provider]
+# Offer this machine's capacity to others.
+enabled = true
+# Asking price, in credits per CU-second (one million fuel).
+price = "0.001"
+# Tasks run at once (0: one per available core).
+slots = 0
+# Share of a core each running task may use, 0 < share <= 1.
+cpu_share = 1.0
+# Memory a single task may use.
+memory = "256MiB"
+# Declared energy cost, in millijoules per CU-second.
+energy = 0
+# Largest module or input accepted.
+max_content = "16MiB"
+
+[provider.idle]
+# Take work only while the machine's own load (other processes) is low.
+enabled = true
+# Stop taking work above this share of all cores busy with other processes.
+busy_above = 0.5
+# Resume below this share.
+resume_below = 0.3
+# How often to sample the load.
+interval = "5s"
+
+[adverts]
+# How often the node publishes its capacity advert.
+interval = "2s"
+# How long an advert stays valid; the node drops out of views after this.
+lifetime = "10s"
+# How often domain summaries are published (by the elected members).
+summary_interval = "3s"
+# Members of a domain that publish its summary each period.
+summary_publishers = 2
+
+[calibration]
+# How long one calibration run lasts.
+budget = "300ms"
+# How often capacity is measured again (while idle).
+interval = "10m"
+
+[requester]
+# Providers asked for offers per placement.
+fanout = 3
+# How long to wait for offers and agreements.
+negotiation_timeout = "3s"
+# Fail a job when no provider fits for this long.
+unplaceable_after = "30s"
+# Start backup copies of straggling tasks on idle providers.
+backups = true
+"#;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The node's domain.
+    #[serde(with = "text")]
+    pub domain: Domain,
+    /// Listen addresses.
+    #[serde(with = "text_vec")]
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers.
+    #[serde(with = "text_vec")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// API address.
+    pub api: SocketAddr,
+    /// mDNS.
+    pub mdns: bool,
+    /// Genesis grant.
+    #[serde(with = "text")]
+    pub genesis_credits: Credits,
+    /// Provider settings.
+    pub provider: Provider,
+    /// Advert settings.
+    pub adverts: Adverts,
+    /// Calibration settings.
+    pub calibration: Calibration,
+    /// Requester settings.
+    pub requester: Requester,
+}
+
+/// `[provider]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Provider {
+    /// Offer capacity.
+    pub enabled: bool,
+    /// Asking price.
+    #[serde(with = "text")]
+    pub price: Price,
+    /// Slots (0 = cores).
+    pub slots: u32,
+    /// CPU share per task.
+    pub cpu_share: f64,
+    /// Memory per task.
+    #[serde(with = "text")]
+    pub memory: Bytes,
+    /// Energy cost.
+    pub energy: u64,
+    /// Largest module or input.
+    #[serde(with = "text")]
+    pub max_content: Bytes,
+    /// Idle policy.
+    pub idle: Idle,
+}
+
+/// `[provider.idle]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Idle {
+    /// On or off.
+    pub enabled: bool,
+    /// Stop above this load share.
+    pub busy_above: f64,
+    /// Resume below this load share.
+    pub resume_below: f64,
+    /// Sampling interval.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+/// `[adverts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Adverts {
+    /// Publication interval.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Advert lifetime.
+    #[serde(with = "duration")]
+    pub lifetime: Duration,
+    /// Summary interval.
+    #[serde(with = "duration")]
+    pub summary_interval: Duration,
+    /// Summary publishers per domain.
+    pub summary_publishers: usize,
+}
+
+/// `[calibration]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Calibration {
+    /// Run length.
+    #[serde(with = "duration")]
+    pub budget: Duration,
+    /// Re-measure interval.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+/// `[requester]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Requester {
+    /// Fan-out.
+    pub fanout: usize,
+    /// Negotiation timeout.
+    #[serde(with = "duration")]
+    pub negotiation_timeout: Duration,
+    /// Unplaceable timeout.
+    #[serde(with = "duration")]
+    pub unplaceable_after: Duration,
+    /// Backups.
+    pub backups: bool,
+}
+
+fn addr(s: &str) -> Multiaddr {
+    s.parse().expect("valid built-in multiaddr")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "local".parse().expect("valid domain"),
+            listen: vec![addr("/ip4/0.0.0.0/tcp/0"), addr("/ip4/0.0.0.0/udp/0/quic-v1")],
+            bootstrap: vec![],
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mdns: false,
+            genesis_credits: Credits::from_credits(1000),
+            provider: Provider::default(),
+            adverts: Adverts::default(),
+            calibration: Calibration::default(),
+            requester: Requester::default(),
+        }
+    }
+}
+
+impl Default for Provider {
+    fn default() -> Self {
+        Provider {
+            enabled: true,
+            price: Price(1_000),
+            slots: 0,
+            cpu_share: 1.0,
+            memory: Bytes::mib(256),
+            energy: 0,
+            max_content: Bytes::mib(16),
+            idle: Idle::default(),
+        }
+    }
+}
+
+impl Default for Idle {
+    fn default() -> Self {
+        Idle {
+            enabled: true,
+            busy_above: 0.5,
+            resume_below: 0.3,
+            interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Adverts {
+    fn default() -> Self {
+        Adverts {
+            interval: Duration::from_secs(2),
+            lifetime: Duration::from_secs(10),
+            summary_interval: Duration::from_secs(3),
+            summary_publishers: 2,
+        }
+    }
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration {
+            budget: Duration::from_millis(300),
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for Requester {
+    fn default() -> Self {
+        Requester {
+            fanout: 3,
+            negotiation_timeout: Duration::from_secs(3),
+            unplaceable_after: Duration::from_secs(30),
+            backups: true,
+        }
+    }
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file; missing fields take their defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            message: e.to_string(),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let p = &self.provider;
+        if !(p.cpu_share > 0.0 && p.cpu_share <= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "provider.cpu_share must be in (0, 1], not {}",
+                p.cpu_share
+            )));
+        }
+        if !(0.0..=1.0).contains(&p.idle.busy_above) || !(0.0..=1.0).contains(&p.idle.resume_below) {
+            return Err(ConfigError::Invalid(
+                "provider.idle thresholds must be in [0, 1]".into(),
+            ));
+        }
+        if p.idle.resume_below > p.idle.busy_above {
+            return Err(ConfigError::Invalid(
+                "provider.idle.resume_below must not exceed busy_above".into(),
+            ));
+        }
+        if self.adverts.lifetime <= self.adverts.interval {
+            return Err(ConfigError::Invalid(
+                "adverts.lifetime must be longer than adverts.interval".into(),
+            ));
+        }
+        if self.adverts.lifetime > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid("adverts.lifetime may not exceed 60s".into()));
+        }
+        Ok(())
+    }
+
+    /// The provider's energy rate.
+    pub fn energy(&self) -> EnergyRate {
+        EnergyRate(self.provider.energy)
+    }
+}
+
+mod text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod text_vec {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<T: Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.to_string()))
+    }
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let v = Vec::<String>::deserialize(d)?;
+        v.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", v.as_millis()))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        agora_protocol::units::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        assert_eq!(Config::parse(DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_values_are_reported_clearly() {
+        let e = Config::parse("[provider]\ncpu_share = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cpu_share"), "{e}");
+        let e = Config::parse("domain = \"EU\"\n").unwrap_err().to_string();
+        assert!(e.contains("domain"), "{e}");
+        let e = Config::parse("nonsense = 1\n").unwrap_err().to_string();
+        assert!(e.contains("nonsense"), "{e}");
+        let e = Config::parse("[provider]\nmemory = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn fields_override() {
+        let c = Config::parse("domain = \"eu/de\"\n[provider]\nslots = 4\nprice = \"0.5\"\n").unwrap();
+        assert_eq!(c.domain.to_string(), "eu/de");
+        assert_eq!(c.provider.slots, 4);
+        assert_eq!(c.provider.price, Price(500_000));
+    }
+}

@@ -1,0 +1,248 @@
+//! Running one task: a fresh store, the deadline and cpu-share throttle, and
+//! the mapping of every way a run can end to a [`TaskError`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use agora_protocol::limits::MAX_BLOB;
+use agora_protocol::units::{Bytes, Fuel, Timestamp};
+use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use super::engine::MAX_TABLE_ELEMENTS;
+use super::wasi::{ARGV0, Capture, FrozenClock, GuestEnv, Limiter, OutputOverflow, ProcExit, State};
+use super::{Module, Outcome, Task, TaskError};
+
+/// The settings of the executor a run needs.
+pub(crate) struct RunSettings<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) max_memory: u64,
+    pub(crate) max_stderr: usize,
+    pub(crate) share: &'a Arc<AtomicU64>,
+}
+
+/// Deadline and duty-cycle state, checked on every epoch tick.
+pub(crate) struct Throttle {
+    deadline: Option<Instant>,
+    /// When the guest last resumed after a throttling pause.
+    resumed: Instant,
+    share: Arc<AtomicU64>,
+}
+
+/// The wall-clock limit was reached (raised from the epoch callback).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+/// Called by wasmtime once per epoch tick while guest code runs: enforces
+/// the deadline, and sleeps to hold the task's duty cycle to the cpu share.
+fn on_epoch(mut ctx: StoreContextMut<'_, State>) -> wasmtime::Result<UpdateDeadline> {
+    let t = &mut ctx.data_mut().throttle;
+    let now = Instant::now();
+    if t.deadline.is_some_and(|d| now >= d) {
+        return Err(wasmtime::Error::new(DeadlineExceeded));
+    }
+    let share = f64::from_bits(t.share.load(Ordering::Relaxed));
+    if share < 1.0 {
+        // Ran `ran` since the last pause: pause ran·(1−s)/s so that
+        // running / (running + paused) = s.
+        let ran = now.saturating_duration_since(t.resumed);
+        let mut pause =
+            Duration::try_from_secs_f64(ran.as_secs_f64() * (1.0 - share) / share).unwrap_or(Duration::MAX);
+        if let Some(d) = t.deadline {
+            pause = pause.min(d.saturating_duration_since(now));
+        }
+        std::thread::sleep(pause);
+        let after = Instant::now();
+        if t.deadline.is_some_and(|d| after >= d) {
+            return Err(wasmtime::Error::new(DeadlineExceeded));
+        }
+        t.resumed = after;
+    } else {
+        t.resumed = now;
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
+enum Phase {
+    Instantiate,
+    Run,
+}
+
+/// Runs `task` on `module` to completion.
+pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outcome {
+    let started_at = Timestamp::from_system(SystemTime::now());
+    let t0 = Instant::now();
+    let memory_limit = task.limits.memory.0.min(s.max_memory);
+    let max_output = task.limits.max_output.0.min(MAX_BLOB as u64);
+    let stdout = Capture::new(max_output as usize, true);
+    let stderr = Capture::new(s.max_stderr, false);
+    let timeout = task.limits.timeout.duration();
+
+    let finish = |result: Result<(), TaskError>, fuel_used: u64| Outcome {
+        result,
+        output: stdout.take(),
+        stderr: stderr.take(),
+        fuel_used: Fuel(fuel_used),
+        started_at,
+        finished_at: Timestamp::from_system(SystemTime::now()),
+        wall: t0.elapsed(),
+    };
+
+    // A module whose initial memory exceeds the limit never starts.
+    if module.min_memory > memory_limit {
+        return finish(
+            Err(TaskError::MemoryLimit {
+                limit: Bytes(memory_limit),
+            }),
+            0,
+        );
+    }
+
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(bytes::Bytes::copy_from_slice(task.input)))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .arg(ARGV0)
+        .args(task.args)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+        .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+        .insecure_random_seed(0);
+    let state = State {
+        wasi: wasi.build_p1(),
+        limiter: Limiter {
+            memory: usize::try_from(memory_limit).unwrap_or(usize::MAX),
+            table_elements: MAX_TABLE_ELEMENTS,
+            memory_denied: false,
+        },
+        env: GuestEnv::new(task.seed),
+        throttle: Throttle {
+            deadline: t0.checked_add(timeout),
+            resumed: t0,
+            share: s.share.clone(),
+        },
+    };
+    let mut store = Store::new(s.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    if let Err(e) = store.set_fuel(task.limits.fuel.0) {
+        return finish(Err(TaskError::Trap(format!("cannot set fuel: {e}"))), 0);
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(on_epoch);
+
+    let ran = catch_unwind(AssertUnwindSafe(|| -> Result<(), (wasmtime::Error, Phase)> {
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (e, Phase::Instantiate))?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|e| (e, Phase::Instantiate))?;
+        start.call(&mut store, ()).map_err(|e| (e, Phase::Run))
+    }));
+    let remaining = store.get_fuel().unwrap_or(0);
+    let fuel_used = task.limits.fuel.0.saturating_sub(remaining);
+    let memory_denied = store.data().limiter.memory_denied;
+    drop(store);
+
+    let result = match ran {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((error, phase))) => {
+            let r = classify(
+                &error,
+                phase,
+                memory_denied,
+                stdout.overflowed(),
+                &task.limits,
+                memory_limit,
+            );
+            if let Err(e) = &r {
+                tracing::debug!(module = %module.id, error = %e, "task failed: {error:?}");
+            }
+            r
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(module = %module.id, "host panic while running a task: {what}");
+            Err(TaskError::Trap(format!("internal error in the sandbox: {what}")))
+        }
+    };
+    let fuel_used = match result {
+        Err(TaskError::OutOfFuel { limit }) => limit.0,
+        _ => fuel_used,
+    };
+    finish(result, fuel_used)
+}
+
+/// Maps a wasmtime error to the task's result (GUEST-CONTRACT.md, "How a
+/// task ends"). Order matters: output overflow and exit first, then the
+/// limits, then traps.
+fn classify(
+    error: &wasmtime::Error,
+    phase: Phase,
+    memory_denied: bool,
+    output_overflowed: bool,
+    limits: &agora_protocol::market::Limits,
+    memory_limit: u64,
+) -> Result<(), TaskError> {
+    if output_overflowed || find::<OutputOverflow>(error).is_some() {
+        return Err(TaskError::OutputTooLarge {
+            limit: Bytes(limits.max_output.0.min(MAX_BLOB as u64)),
+        });
+    }
+    if let Some(ProcExit(code)) = find::<ProcExit>(error) {
+        return if *code == 0 {
+            Ok(())
+        } else {
+            Err(TaskError::ExitCode(*code))
+        };
+    }
+    if find::<DeadlineExceeded>(error).is_some() {
+        return Err(TaskError::Deadline {
+            timeout: limits.timeout.duration(),
+        });
+    }
+    let memory_limit = TaskError::MemoryLimit {
+        limit: Bytes(memory_limit),
+    };
+    match find::<Trap>(error) {
+        Some(Trap::OutOfFuel) => Err(TaskError::OutOfFuel { limit: limits.fuel }),
+        Some(Trap::StackOverflow) => Err(TaskError::StackOverflow),
+        Some(Trap::Interrupt) => Err(TaskError::Deadline {
+            timeout: limits.timeout.duration(),
+        }),
+        Some(_) if memory_denied => Err(memory_limit),
+        Some(trap) => Err(TaskError::Trap(trap_message(*trap))),
+        None if memory_denied => Err(memory_limit),
+        None => {
+            let message = error.root_cause().to_string();
+            match phase {
+                Phase::Instantiate => Err(TaskError::InvalidModule(format!("cannot instantiate: {message}"))),
+                Phase::Run => Err(TaskError::Trap(message)),
+            }
+        }
+    }
+}
+
+/// A trap's description without wasmtime's "wasm trap: " prefix.
+fn trap_message(trap: Trap) -> String {
+    let s = trap.to_string();
+    s.strip_prefix("wasm trap: ").map(str::to_owned).unwrap_or(s)
+}
+
+/// The first error of type `E` in `error`'s chain.
+fn find<E: std::error::Error + Send + Sync + 'static>(error: &wasmtime::Error) -> Option<&E> {
+    if let Some(e) = error.downcast_ref::<E>() {
+        return Some(e);
+    }
+    error.chain().find_map(|e| e.downcast_ref::<E>())
+}

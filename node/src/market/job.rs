@@ -1,0 +1,338 @@
+//! Jobs and tasks as the requester records them.
+
+use std::time::Duration;
+
+use agora_protocol::execution::ExitStatus;
+use agora_protocol::units::{Bytes, Credits, EnergyRate, Fuel, Price, Timestamp};
+use agora_protocol::{ContentId, Domain, JobId, MessageId, NodeId, TaskId};
+use serde::{Deserialize, Serialize};
+
+/// How the requester chooses among eligible providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Lowest score: estimated completion time, price and reputation
+    /// (SPEC.md §8.2). The default.
+    #[default]
+    Scored,
+    /// Uniformly at random (a baseline for benchmarks).
+    Random,
+    /// In turn (a baseline for benchmarks).
+    RoundRobin,
+}
+
+/// One task input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// A name for the task (its input file's name); outputs are named after it.
+    pub name: String,
+    /// The input's content id.
+    pub id: ContentId,
+    /// Its size.
+    pub size: Bytes,
+    /// This task's fuel estimate, if it differs from the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Fuel>,
+}
+
+/// What a user submits: a module and its task inputs, with constraints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The module.
+    pub module: ContentId,
+    /// Its size.
+    pub module_size: Bytes,
+    /// A module that combines the task outputs (run by this node at the end).
+    #[serde(default)]
+    pub reduce: Option<ContentId>,
+    /// One input per task.
+    pub inputs: Vec<InputSpec>,
+    /// Arguments passed to every task.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Fuel limit of each task.
+    pub fuel: Fuel,
+    /// Fuel estimate of a task (intensity), for placement. Defaults to the
+    /// limit.
+    #[serde(default)]
+    pub estimate: Option<Fuel>,
+    /// Memory limit of each task.
+    pub memory: Bytes,
+    /// Time a task may take from placement to receipt.
+    #[serde(with = "millis")]
+    pub deadline: Duration,
+    /// Highest price paid.
+    pub max_price: Price,
+    /// Distinct providers per task.
+    pub replicas: u8,
+    /// Only providers in this domain.
+    #[serde(default)]
+    pub domain: Option<Domain>,
+    /// Fraction of tasks the requester re-executes itself.
+    #[serde(default)]
+    pub spot_check: f64,
+    /// Highest declared energy cost accepted.
+    #[serde(default)]
+    pub max_energy: Option<EnergyRate>,
+    /// Seed of the job; each task's seed derives from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// How providers are chosen.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+impl JobSpec {
+    /// The fuel estimate of task `i`.
+    pub fn estimate_of(&self, i: usize) -> Fuel {
+        self.inputs
+            .get(i)
+            .and_then(|t| t.estimate)
+            .or(self.estimate)
+            .unwrap_or(self.fuel)
+            .min(self.fuel)
+    }
+
+    /// The seed of task `i`: the first 8 bytes of blake3(job seed ‖ index).
+    pub fn task_seed(&self, i: u32) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.seed.to_le_bytes());
+        h.update(&i.to_le_bytes());
+        let b = h.finalize();
+        u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    }
+}
+
+/// Serde helper: durations as whole milliseconds.
+pub mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    /// Deserialises.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// A job's overall state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Accepted, nothing placed yet.
+    Pending,
+    /// Tasks are being placed or run.
+    Running,
+    /// Every task verified (and reduced, if asked).
+    Done,
+    /// A task failed for good, or the job was cancelled.
+    Failed,
+}
+
+impl JobState {
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+}
+
+/// Where one task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskPhase {
+    /// Waiting to be placed.
+    Pending,
+    /// Calls for offers are out.
+    Placed,
+    /// Agreed and running somewhere.
+    Running,
+    /// Receipts in; waiting for replicas or a spot-check.
+    Verifying,
+    /// The output is verified.
+    Verified,
+    /// Failed for good.
+    Failed,
+}
+
+/// Where one copy (placement) of a task stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum CopyState {
+    /// Accept sent; waiting for the agreement.
+    Accepting,
+    /// The provider agreed; the task runs there.
+    Agreed,
+    /// Its receipt arrived and checks out; its outcome is recorded.
+    Reported,
+    /// Withdrawn (another copy finished first, or the job was cancelled).
+    Cancelled,
+    /// Failed: declined, unreachable, overdue or a bad receipt.
+    Failed(String),
+}
+
+/// The outcome a receipt reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reported {
+    /// The receipt's envelope id.
+    pub receipt: MessageId,
+    /// The output id.
+    pub output: ContentId,
+    /// Output size.
+    pub output_size: Bytes,
+    /// Fuel used.
+    pub fuel: Fuel,
+    /// Exit status.
+    pub exit: ExitStatus,
+    /// Execution time the provider reported.
+    pub exec_ms: u64,
+    /// Whether the output bytes are here and match.
+    pub output_held: bool,
+}
+
+/// One placement of a task on one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copy {
+    /// Attempt number (unique per task).
+    pub attempt: u16,
+    /// The provider.
+    pub provider: NodeId,
+    /// Its state.
+    pub state: CopyState,
+    /// The agreed price.
+    pub price: Price,
+    /// The agreement's id, once agreed.
+    pub agreement: Option<MessageId>,
+    /// The agreement envelope's bytes (evidence), once agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub agreement_env: Option<Vec<u8>>,
+    /// When the accept was sent.
+    pub placed_at: Timestamp,
+    /// When the receipt is due.
+    pub due: Timestamp,
+    /// The offer's expected start delay.
+    pub expected_start_ms: u64,
+    /// What the receipt reported.
+    pub reported: Option<Reported>,
+    /// The receipt envelope's bytes (evidence for fraud proofs).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub receipt_env: Option<Vec<u8>>,
+    /// A backup copy for a straggler.
+    pub backup: bool,
+    /// The amount paid, once a voucher is issued.
+    pub paid: Option<Credits>,
+    /// Whether this copy was found wrong.
+    pub wrong: bool,
+    /// Whether the requester is re-executing this copy's task to check it.
+    #[serde(default)]
+    pub spot_pending: bool,
+}
+
+/// Serde helper: optional bytes as hex.
+pub mod opt_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises.
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+    /// Deserialises.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => hex::decode(s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The requester's record of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task.
+    pub id: TaskId,
+    /// Its phase.
+    pub phase: TaskPhase,
+    /// Every placement so far.
+    pub copies: Vec<Copy>,
+    /// The verified output.
+    pub output: Option<ContentId>,
+    /// Fuel of the verified outcome.
+    pub fuel: Option<Fuel>,
+    /// Exit status of the verified outcome.
+    pub exit: Option<ExitStatus>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Placement rounds that found no provider.
+    pub unplaced_rounds: u32,
+    /// Whether the requester re-executed it itself.
+    pub spot_checked: bool,
+}
+
+impl TaskRecord {
+    /// A fresh, pending task.
+    pub fn new(id: TaskId) -> TaskRecord {
+        TaskRecord {
+            id,
+            phase: TaskPhase::Pending,
+            copies: Vec::new(),
+            output: None,
+            fuel: None,
+            exit: None,
+            error: None,
+            unplaced_rounds: 0,
+            spot_checked: false,
+        }
+    }
+
+    /// Copies that are live (accepting or agreed).
+    pub fn live(&self) -> impl Iterator<Item = &Copy> {
+        self.copies
+            .iter()
+            .filter(|c| matches!(c.state, CopyState::Accepting | CopyState::Agreed))
+    }
+
+    /// Copies with a checked receipt.
+    pub fn reported(&self) -> impl Iterator<Item = &Copy> {
+        self.copies.iter().filter(|c| c.state == CopyState::Reported)
+    }
+
+    /// Providers this task has been placed on (replicas go to distinct ones).
+    pub fn providers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.copies.iter().map(|c| c.provider)
+    }
+
+    /// The next attempt number.
+    pub fn next_attempt(&self) -> u16 {
+        self.copies.iter().map(|c| c.attempt + 1).max().unwrap_or(0)
+    }
+
+    /// A copy by attempt.
+    pub fn copy_mut(&mut self, attempt: u16) -> Option<&mut Copy> {
+        self.copies.iter_mut().find(|c| c.attempt == attempt)
+    }
+}
+
+/// The requester's record of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job.
+    pub id: JobId,
+    /// What was submitted.
+    pub spec: JobSpec,
+    /// Its state.
+    pub state: JobState,
+    /// When it was submitted.
+    pub submitted_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The reduced result, if a reduce module was given and has run.
+    pub reduced: Option<ContentId>,
+}

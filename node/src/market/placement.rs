@@ -1,0 +1,583 @@
+//! Scoring providers, and what a requester learns about them.
+//!
+//! For a task with fuel estimate `F`, a provider `p` is scored by
+//!
+//! ```text
+//! ect(p)   = wait(p) + transfer(p) + F / speed(p) + rtt(p)
+//! score(p) = ect(p) · (1 + W_PRICE · price(p) / max_price)
+//!                   · (1 + W_REPUTATION · (1 − reputation(p)))
+//! ```
+//!
+//! lower being better (SPEC.md §8.2). `speed(p)` is the provider's
+//! per-slot capacity: advertised at first, then learnt from its receipts
+//! (an exponentially weighted average of fuel per second of execution), so a
+//! provider whose adverts overstate its capacity loses work. `wait(p)` comes
+//! from the requester's own tasks in flight there (one lane per slot, each
+//! busy until its predicted finish). `transfer(p)` is the bytes the provider
+//! lacks (a provider that already holds the module or input is not sent it)
+//! over an assumed bandwidth. Reputation starts at 0.5 and moves with every
+//! verified receipt (up) and every failure (down); a provider caught
+//! cheating is banned.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, FUEL_PER_CU_SECOND, Fuel, Price, Timestamp};
+use agora_protocol::{ContentId, Domain, NodeId};
+use serde::Serialize;
+
+use crate::view::View;
+
+/// Weight of price in the score.
+pub const W_PRICE: f64 = 0.5;
+/// Weight of (lack of) reputation in the score.
+pub const W_REPUTATION: f64 = 1.0;
+/// Reputation of a provider never seen.
+pub const INITIAL_REPUTATION: f64 = 0.5;
+/// Bandwidth assumed for transfer estimates, in bytes per second.
+pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
+/// Smoothing factor of learnt speeds.
+pub const SPEED_ALPHA: f64 = 0.3;
+/// Tasks a requester keeps in flight at a provider beyond its slots, to
+/// hide negotiation latency.
+pub const BACKLOG: u32 = 1;
+
+/// What the requester knows of one provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderStats {
+    /// Per-slot speed learnt from receipts, in CU.
+    pub learnt_cu: Option<f64>,
+    /// Reputation in `[0, 1]`.
+    pub reputation: f64,
+    /// Predicted finish time of each task in flight there (ms timestamps).
+    pub lanes: Vec<u64>,
+    /// Receipts verified.
+    pub verified: u64,
+    /// Copies that failed (declined after offering, unreachable, overdue).
+    pub failed: u64,
+    /// Set when the provider was caught returning a wrong result.
+    pub banned: Option<String>,
+    /// Do not ask before this time (it declined for lack of capacity).
+    pub backoff_until: u64,
+    /// Content it is known to hold.
+    #[serde(skip)]
+    pub holds: HashSet<ContentId>,
+}
+
+impl Default for ProviderStats {
+    fn default() -> Self {
+        ProviderStats {
+            learnt_cu: None,
+            reputation: INITIAL_REPUTATION,
+            lanes: Vec::new(),
+            verified: 0,
+            failed: 0,
+            banned: None,
+            backoff_until: 0,
+            holds: HashSet::new(),
+        }
+    }
+}
+
+/// The requester's knowledge of every provider it has dealt with.
+#[derive(Debug, Default)]
+pub struct Book {
+    providers: HashMap<NodeId, ProviderStats>,
+}
+
+impl Book {
+    /// Stats of a provider (default if never seen).
+    pub fn get(&self, p: &NodeId) -> Option<&ProviderStats> {
+        self.providers.get(p)
+    }
+
+    fn entry(&mut self, p: NodeId) -> &mut ProviderStats {
+        self.providers.entry(p).or_default()
+    }
+
+    /// All providers known.
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &ProviderStats)> {
+        self.providers.iter()
+    }
+
+    /// A task was placed there, predicted to finish at `finish`.
+    pub fn placed(&mut self, p: NodeId, finish: Timestamp) {
+        self.entry(p).lanes.push(finish.0);
+    }
+
+    /// A task there ended (one lane freed: the earliest predicted).
+    pub fn released(&mut self, p: NodeId) {
+        let e = self.entry(p);
+        if let Some((i, _)) = e.lanes.iter().enumerate().min_by_key(|(_, t)| **t) {
+            e.lanes.swap_remove(i);
+        }
+    }
+
+    /// A receipt verified: learn speed, raise reputation, note held content.
+    pub fn verified(&mut self, p: NodeId, fuel: Fuel, exec: Duration, held: &[ContentId]) {
+        let e = self.entry(p);
+        if fuel.0 > 0 && exec > Duration::from_micros(100) {
+            let cu = fuel.0 as f64 / exec.as_secs_f64() / FUEL_PER_CU_SECOND as f64;
+            e.learnt_cu = Some(match e.learnt_cu {
+                None => cu,
+                Some(old) => old * (1.0 - SPEED_ALPHA) + cu * SPEED_ALPHA,
+            });
+        }
+        e.reputation += (1.0 - e.reputation) * 0.1;
+        e.verified += 1;
+        e.holds.extend(held.iter().copied());
+    }
+
+    /// A copy failed there (overdue, unreachable, reneged).
+    pub fn failed(&mut self, p: NodeId) {
+        let e = self.entry(p);
+        e.reputation *= 0.8;
+        e.failed += 1;
+    }
+
+    /// The provider declined for lack of capacity: do not ask again for a while.
+    pub fn back_off(&mut self, p: NodeId, until: Timestamp) {
+        let e = self.entry(p);
+        e.backoff_until = e.backoff_until.max(until.0);
+    }
+
+    /// The provider was caught cheating.
+    pub fn ban(&mut self, p: NodeId, why: String) {
+        let e = self.entry(p);
+        e.reputation = 0.0;
+        e.banned = Some(why);
+    }
+
+    /// Whether the provider is banned.
+    pub fn is_banned(&self, p: &NodeId) -> bool {
+        self.providers.get(p).is_some_and(|s| s.banned.is_some())
+    }
+
+    /// Tasks in flight there.
+    pub fn in_flight(&self, p: &NodeId) -> u32 {
+        self.providers.get(p).map_or(0, |s| s.lanes.len() as u32)
+    }
+}
+
+/// A provider as a candidate for one task, from its advert or from a
+/// domain summary's contact list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderInfo {
+    /// The node.
+    pub node: NodeId,
+    /// Its domain.
+    pub domain: Domain,
+    /// Total capacity.
+    pub cu: ComputeUnits,
+    /// Slots.
+    pub slots: u32,
+    /// Free slots it advertised.
+    pub free_slots: u32,
+    /// Memory per task.
+    pub memory: Bytes,
+    /// Asking price.
+    pub price: Price,
+    /// Declared energy cost.
+    pub energy: Option<EnergyRate>,
+    /// Whether it takes work.
+    pub accepting: bool,
+    /// Smoothed round-trip time, if measured.
+    pub rtt: Option<Duration>,
+    /// Whether this comes from a full advert (else a summary estimate).
+    pub from_advert: bool,
+}
+
+/// What a task asks of a provider.
+#[derive(Debug, Clone)]
+pub struct Need {
+    /// Fuel estimate.
+    pub estimate: Fuel,
+    /// Memory.
+    pub memory: Bytes,
+    /// Deadline from placement.
+    pub deadline: Duration,
+    /// Max price.
+    pub max_price: Price,
+    /// Max energy cost.
+    pub max_energy: Option<EnergyRate>,
+    /// Domain constraint.
+    pub domain: Option<Domain>,
+    /// Module and its size.
+    pub module: (ContentId, Bytes),
+    /// Input and its size.
+    pub input: (ContentId, Bytes),
+    /// Providers to leave out (replicas must differ).
+    pub exclude: Vec<NodeId>,
+}
+
+/// Why a provider is not a candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Exclusion {
+    /// Not enough memory per task.
+    Memory {
+        /// Needed.
+        need: Bytes,
+        /// Offered.
+        have: Bytes,
+    },
+    /// Asking price above the maximum.
+    Price {
+        /// Asking.
+        asking: Price,
+    },
+    /// Energy cost above the limit (or undeclared).
+    Energy,
+    /// Outside the requested domain.
+    Domain,
+    /// Not taking work (idle policy).
+    NotAccepting,
+    /// Caught cheating.
+    Banned,
+    /// Already runs (or ran) a copy of this task.
+    AlreadyUsed,
+    /// All its slots are taken by this requester's tasks, or it declined
+    /// recently for lack of capacity.
+    Busy,
+    /// Cannot finish within the deadline at its known speed.
+    Deadline {
+        /// Estimated completion, in ms.
+        ect_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exclusion::Memory { need, have } => write!(f, "needs {need}, offers {have}"),
+            Exclusion::Price { asking } => write!(f, "asks {asking}, above the max price"),
+            Exclusion::Energy => f.write_str("energy cost above the limit"),
+            Exclusion::Domain => f.write_str("outside the requested domain"),
+            Exclusion::NotAccepting => f.write_str("not accepting work"),
+            Exclusion::Banned => f.write_str("banned: caught returning a wrong result"),
+            Exclusion::AlreadyUsed => f.write_str("already holds a copy of this task"),
+            Exclusion::Busy => f.write_str("busy"),
+            Exclusion::Deadline { ect_ms } => write!(f, "cannot finish in time (estimated {ect_ms} ms)"),
+        }
+    }
+}
+
+/// A scored candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    /// The node.
+    pub node: NodeId,
+    /// Estimated wait before start, ms.
+    pub wait_ms: f64,
+    /// Estimated transfer time, ms.
+    pub transfer_ms: f64,
+    /// Estimated run time, ms.
+    pub run_ms: f64,
+    /// Round-trip time used, ms.
+    pub rtt_ms: f64,
+    /// Estimated completion time, ms.
+    pub ect_ms: f64,
+    /// The score (lower is better).
+    pub score: f64,
+    /// The per-slot speed used, CU.
+    pub speed_cu: f64,
+}
+
+/// The per-slot speed the requester assumes for a provider.
+pub fn speed(info: &ProviderInfo, stats: Option<&ProviderStats>) -> f64 {
+    let advertised = info.cu.0 as f64 / f64::from(info.slots.max(1));
+    match stats.and_then(|s| s.learnt_cu) {
+        Some(learnt) => learnt,
+        None => advertised.max(1.0),
+    }
+}
+
+/// Checks constraints and scores `info` for `need` at `now`.
+pub fn evaluate(
+    info: &ProviderInfo,
+    stats: Option<&ProviderStats>,
+    need: &Need,
+    now: Timestamp,
+) -> Result<Scored, Exclusion> {
+    if stats.is_some_and(|s| s.banned.is_some()) {
+        return Err(Exclusion::Banned);
+    }
+    if need.exclude.contains(&info.node) {
+        return Err(Exclusion::AlreadyUsed);
+    }
+    if let Some(d) = &need.domain {
+        if !info.domain.is_within(d) {
+            return Err(Exclusion::Domain);
+        }
+    }
+    if !info.accepting {
+        return Err(Exclusion::NotAccepting);
+    }
+    if info.memory < need.memory {
+        return Err(Exclusion::Memory {
+            need: need.memory,
+            have: info.memory,
+        });
+    }
+    if info.price > need.max_price {
+        return Err(Exclusion::Price { asking: info.price });
+    }
+    if let Some(max) = need.max_energy {
+        if info.energy.is_none_or(|e| e > max) {
+            return Err(Exclusion::Energy);
+        }
+    }
+    let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
+    let slots = info.slots.max(1);
+    if lanes.len() as u32 >= slots + BACKLOG || stats.is_some_and(|s| s.backoff_until > now.0) {
+        return Err(Exclusion::Busy);
+    }
+    // Another requester's work fills the slots we do not use.
+    if lanes.is_empty() && info.free_slots == 0 && info.from_advert {
+        return Err(Exclusion::Busy);
+    }
+    let wait_ms = if (lanes.len() as u32) < slots {
+        0.0
+    } else {
+        let earliest = lanes.iter().copied().min().unwrap_or(now.0);
+        earliest.saturating_sub(now.0) as f64
+    };
+    let holds = |id: &ContentId| stats.is_some_and(|s| s.holds.contains(id));
+    let mut bytes = 0u64;
+    if !holds(&need.module.0) {
+        bytes += need.module.1.0;
+    }
+    if !holds(&need.input.0) {
+        bytes += need.input.1.0;
+    }
+    let transfer_ms = bytes as f64 / ASSUMED_BANDWIDTH * 1000.0;
+    let speed_cu = speed(info, stats);
+    let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
+    let rtt_ms = info.rtt.map_or(1.0, |r| r.as_secs_f64() * 1000.0);
+    let ect_ms = wait_ms + transfer_ms + run_ms + rtt_ms;
+    if ect_ms > need.deadline.as_secs_f64() * 1000.0 {
+        return Err(Exclusion::Deadline {
+            ect_ms: ect_ms as u64,
+        });
+    }
+    let price_term = if need.max_price.0 == 0 {
+        0.0
+    } else {
+        info.price.0 as f64 / need.max_price.0 as f64
+    };
+    let reputation = stats.map_or(INITIAL_REPUTATION, |s| s.reputation);
+    let score = ect_ms * (1.0 + W_PRICE * price_term) * (1.0 + W_REPUTATION * (1.0 - reputation));
+    Ok(Scored {
+        node: info.node,
+        wait_ms,
+        transfer_ms,
+        run_ms,
+        rtt_ms,
+        ect_ms,
+        score,
+        speed_cu,
+    })
+}
+
+/// Domains ranked for a task (the white paper's hierarchical scheduling):
+/// by estimated completion on the domain's free capacity and best RTT,
+/// weighted by its lowest price, best first.
+pub fn rank_domains(view: &View, need: &Need) -> Vec<(Domain, f64)> {
+    let mut ranked: Vec<(Domain, f64)> = view
+        .domains()
+        .into_iter()
+        .filter(|(d, s)| s.nodes > 0 && need.domain.as_ref().is_none_or(|want| d.is_within(want)))
+        .filter(|(_, s)| s.price_min <= need.max_price)
+        .map(|(d, s)| {
+            let per_node = s.total_cu.0 as f64 / f64::from(s.nodes.max(1));
+            let free = if s.free_slots > 0 {
+                per_node.max(1.0)
+            } else {
+                per_node.max(1.0) / 4.0
+            };
+            let run_ms = need.estimate.0 as f64 / (free * FUEL_PER_CU_SECOND as f64) * 1000.0;
+            let price = if need.max_price.0 == 0 {
+                0.0
+            } else {
+                s.price_min.0 as f64 / need.max_price.0 as f64
+            };
+            (d, (run_ms + s.best_rtt.0 as f64) * (1.0 + W_PRICE * price))
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ranked
+}
+
+/// Every provider the requester could ask, from its view: full adverts of
+/// its own domain's peers, and contacts of the best-ranked other domains
+/// (estimated from their summaries until they answer).
+pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderInfo> {
+    let mut out: Vec<ProviderInfo> = view
+        .peers()
+        .map(|p| ProviderInfo {
+            node: p.node,
+            domain: p.advert.domain.clone(),
+            cu: p.advert.cu,
+            slots: p.advert.slots,
+            free_slots: p.advert.free_slots,
+            memory: p.advert.memory,
+            price: p.advert.price,
+            energy: Some(p.advert.energy),
+            accepting: p.advert.accepting,
+            rtt: view.rtt(&p.node),
+            from_advert: true,
+        })
+        .collect();
+    let known: HashSet<NodeId> = out.iter().map(|p| p.node).chain([view.local()]).collect();
+    let mut seen = known;
+    for (domain, _) in rank_domains(view, need).into_iter().take(domains_to_try) {
+        // The summary of the domain itself, or the deepest held summary
+        // that lists it as a child.
+        let held = view
+            .summary(&domain)
+            .or_else(|| domain.parent().and_then(|p| view.summary(&p)));
+        let Some(h) = held else { continue };
+        let s = &h.summary;
+        let per_node = s.stats.total_cu.0 / u64::from(s.stats.nodes.max(1));
+        for c in &s.contacts {
+            if !seen.insert(c.node) {
+                continue;
+            }
+            out.push(ProviderInfo {
+                node: c.node,
+                domain: domain.clone(),
+                cu: ComputeUnits(per_node),
+                slots: 1,
+                free_slots: 1,
+                memory: need.memory,
+                price: s.stats.price_min,
+                energy: None,
+                accepting: true,
+                rtt: view.rtt(&c.node),
+                from_advert: false,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::Keypair;
+
+    fn info(n: u8, cu: u64, price: u64) -> ProviderInfo {
+        ProviderInfo {
+            node: Keypair::from_secret([n; 32]).node_id(),
+            domain: "eu".parse().unwrap(),
+            cu: ComputeUnits(cu),
+            slots: 1,
+            free_slots: 1,
+            memory: Bytes::mib(256),
+            price: Price(price),
+            energy: Some(EnergyRate(10)),
+            accepting: true,
+            rtt: Some(Duration::from_millis(1)),
+            from_advert: true,
+        }
+    }
+
+    fn need() -> Need {
+        Need {
+            estimate: Fuel(1_000_000_000),
+            memory: Bytes::mib(64),
+            deadline: Duration::from_secs(60),
+            max_price: Price(1000),
+            max_energy: None,
+            domain: None,
+            module: (ContentId([1; 32]), Bytes::mib(1)),
+            input: (ContentId([2; 32]), Bytes(100)),
+            exclude: vec![],
+        }
+    }
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+
+    #[test]
+    fn faster_cheaper_and_reputable_win() {
+        let fast = evaluate(&info(1, 2000, 100), None, &need(), NOW).unwrap();
+        let slow = evaluate(&info(2, 1000, 100), None, &need(), NOW).unwrap();
+        assert!(fast.score < slow.score);
+        let cheap = evaluate(&info(3, 1000, 10), None, &need(), NOW).unwrap();
+        assert!(cheap.score < slow.score);
+        let mut good = ProviderStats::default();
+        good.reputation = 0.95;
+        let known = evaluate(&info(4, 1000, 100), Some(&good), &need(), NOW).unwrap();
+        assert!(known.score < slow.score);
+    }
+
+    #[test]
+    fn constraints_exclude_with_reasons() {
+        let mut n = need();
+        n.memory = Bytes::gib(1);
+        assert!(matches!(
+            evaluate(&info(1, 1000, 1), None, &n, NOW),
+            Err(Exclusion::Memory { .. })
+        ));
+        assert!(matches!(
+            evaluate(&info(1, 1000, 5000), None, &need(), NOW),
+            Err(Exclusion::Price { .. })
+        ));
+        let mut n = need();
+        n.deadline = Duration::from_millis(100);
+        assert!(matches!(
+            evaluate(&info(1, 1000, 1), None, &n, NOW),
+            Err(Exclusion::Deadline { .. })
+        ));
+        let mut n = need();
+        n.domain = Some("us".parse().unwrap());
+        assert_eq!(
+            evaluate(&info(1, 1000, 1), None, &n, NOW).unwrap_err(),
+            Exclusion::Domain
+        );
+        let mut n = need();
+        n.max_energy = Some(EnergyRate(5));
+        assert_eq!(
+            evaluate(&info(1, 1000, 1), None, &n, NOW).unwrap_err(),
+            Exclusion::Energy
+        );
+    }
+
+    #[test]
+    fn learning_from_receipts_demotes_an_overstated_provider() {
+        let mut book = Book::default();
+        let liar = info(1, 4000, 100);
+        let honest = info(2, 2000, 100);
+        let before = evaluate(&liar, book.get(&liar.node), &need(), NOW).unwrap();
+        let h = evaluate(&honest, book.get(&honest.node), &need(), NOW).unwrap();
+        assert!(before.score < h.score, "the advert wins at first");
+        // Its receipts show 1000 CU: 1e9 fuel in one second, several times.
+        for _ in 0..5 {
+            book.verified(liar.node, Fuel(1_000_000_000), Duration::from_secs(1), &[]);
+            book.verified(honest.node, Fuel(1_000_000_000), Duration::from_millis(500), &[]);
+        }
+        let after = evaluate(&liar, book.get(&liar.node), &need(), NOW).unwrap();
+        let h = evaluate(&honest, book.get(&honest.node), &need(), NOW).unwrap();
+        assert!(after.score > h.score, "receipts reveal the truth");
+    }
+
+    #[test]
+    fn lanes_and_data_locality_shape_the_estimate() {
+        let mut book = Book::default();
+        let p = info(1, 1000, 100);
+        let first = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
+        book.placed(p.node, Timestamp(NOW.0 + 5000));
+        let queued = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
+        assert!((queued.wait_ms - 5000.0).abs() < 1.0);
+        book.placed(p.node, Timestamp(NOW.0 + 9000));
+        assert_eq!(
+            evaluate(&p, book.get(&p.node), &need(), NOW).unwrap_err(),
+            Exclusion::Busy
+        );
+        book.released(p.node);
+        book.released(p.node);
+        book.verified(p.node, Fuel(0), Duration::ZERO, &[ContentId([1; 32])]);
+        let local = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
+        assert!(local.transfer_ms < first.transfer_ms);
+    }
+}

@@ -1,0 +1,572 @@
+//! The provider side of the market: admission control, offers, agreements
+//! and the run queue. Sans-IO: the driver verifies envelopes, signs what
+//! this module decides, moves content and runs tasks.
+//!
+//! Admission (SPEC.md §8.3): a provider offers only while it takes work
+//! (its idle policy allows), the task fits its memory, its price is within
+//! the requester's maximum, its declared energy is within the limit, and it
+//! can start the task soon enough to finish before the deadline. It holds
+//! at most `slots + backlog` accepted tasks; an accept beyond that is
+//! declined with [`Decline::NoFreeSlot`]. An offer is not a reservation:
+//! capacity is checked again on accept.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use agora_protocol::market::{Accept, Assignment, CallForOffers, Offer};
+use agora_protocol::rpc::Decline;
+use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
+use agora_protocol::{Domain, MessageId, NodeId, TaskId};
+use serde::{Deserialize, Serialize};
+
+/// Provider settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Asking price.
+    pub price: Price,
+    /// Tasks run at once.
+    pub slots: u32,
+    /// Accepted tasks queued beyond the slots.
+    pub backlog: u32,
+    /// Memory per task.
+    pub memory: Bytes,
+    /// Declared energy cost.
+    pub energy: EnergyRate,
+    /// The provider's domain.
+    pub domain: Domain,
+    /// How long an offer stays valid.
+    pub offer_ttl: Duration,
+    /// Largest module or input accepted.
+    pub max_content: Bytes,
+    /// Most offers remembered at once.
+    pub max_offers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            price: Price(1_000),
+            slots: 1,
+            backlog: 1,
+            memory: Bytes::mib(256),
+            energy: EnergyRate(0),
+            domain: Domain::root(),
+            offer_ttl: Duration::from_secs(5),
+            max_content: Bytes::mib(16),
+            max_offers: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct OfferRecord {
+    requester: NodeId,
+    task: TaskId,
+    price: Price,
+    expires: Timestamp,
+    deadline: Duration,
+    fuel: Fuel,
+}
+
+/// Where an accepted task stands at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Waiting for content or a slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished; receipt being delivered.
+    Done,
+}
+
+/// An accepted task, as persisted before the agreement is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The agreement's id (its envelope's).
+    pub agreement: MessageId,
+    /// The agreement envelope (hex), the provider's own commitment.
+    #[serde(with = "hex_bytes")]
+    pub agreement_env: Vec<u8>,
+    /// The requester.
+    pub requester: NodeId,
+    /// What to run.
+    pub assignment: Assignment,
+    /// The agreed price.
+    pub price: Price,
+    /// When the receipt is due.
+    pub due: Timestamp,
+    /// Its stage.
+    pub stage: Stage,
+    /// The fuel estimate from the call.
+    pub estimate: Fuel,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an accept becomes when admitted: the terms to sign.
+#[derive(Debug, Clone)]
+pub struct Terms {
+    /// The task.
+    pub task: TaskId,
+    /// The requester.
+    pub requester: NodeId,
+    /// The price.
+    pub price: Price,
+    /// When the receipt is due.
+    pub due: Timestamp,
+    /// Fuel estimate.
+    pub estimate: Fuel,
+}
+
+/// The provider state machine. See the module docs.
+#[derive(Debug)]
+pub struct Provider {
+    config: Config,
+    speed: ComputeUnits,
+    accepting: bool,
+    offers: HashMap<MessageId, OfferRecord>,
+    tasks: HashMap<MessageId, Accepted>,
+    queue: VecDeque<MessageId>,
+    running: usize,
+    by_task: HashMap<(TaskId, NodeId), MessageId>,
+}
+
+impl Provider {
+    /// A provider with `config`, measured per-slot speed `speed`.
+    pub fn new(config: Config, speed: ComputeUnits) -> Provider {
+        Provider {
+            config,
+            speed,
+            accepting: true,
+            offers: HashMap::new(),
+            tasks: HashMap::new(),
+            queue: VecDeque::new(),
+            running: 0,
+            by_task: HashMap::new(),
+        }
+    }
+
+    /// Updates the measured per-slot speed.
+    pub fn set_speed(&mut self, speed: ComputeUnits) {
+        self.speed = speed;
+    }
+
+    /// Per-slot speed.
+    pub fn speed(&self) -> ComputeUnits {
+        self.speed
+    }
+
+    /// Sets whether new work is taken (idle policy, shutdown).
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// Whether new work is taken.
+    pub fn accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Tasks accepted and not finished.
+    pub fn load(&self) -> usize {
+        self.queue.len() + self.running
+    }
+
+    /// Slots free now.
+    pub fn free_slots(&self) -> u32 {
+        if !self.accepting {
+            return 0;
+        }
+        (self.config.slots as usize).saturating_sub(self.load()) as u32
+    }
+
+    /// Tasks waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Estimated wait before a new task would start.
+    pub fn expected_start(&self) -> Duration {
+        if self.load() < self.config.slots as usize {
+            return Duration::ZERO;
+        }
+        let queued_fuel: u64 = self
+            .queue
+            .iter()
+            .filter_map(|id| self.tasks.get(id))
+            .map(|t| t.estimate.0)
+            .sum();
+        let running_fuel: u64 = self
+            .tasks
+            .values()
+            .filter(|t| t.stage == Stage::Running)
+            .map(|t| t.estimate.0 / 2)
+            .sum();
+        let per_slot = self.speed.time_for(Fuel(queued_fuel + running_fuel));
+        per_slot / self.config.slots.max(1)
+    }
+
+    /// Handles a verified call for offers: an offer, or why not.
+    pub fn call(&mut self, from: NodeId, cfo: &CallForOffers, now: Timestamp) -> Result<Offer, Decline> {
+        let r = &cfo.requirements;
+        if !self.accepting {
+            return Err(Decline::NotAccepting);
+        }
+        if r.memory > self.config.memory {
+            return Err(Decline::MemoryTooLarge {
+                max: self.config.memory,
+            });
+        }
+        if r.module_size > self.config.max_content || r.input_size > self.config.max_content {
+            return Err(Decline::TooLarge {
+                max: self.config.max_content,
+            });
+        }
+        if self.config.price > r.max_price {
+            return Err(Decline::PriceTooLow {
+                asking: self.config.price,
+            });
+        }
+        if let Some(max) = r.max_energy {
+            if self.config.energy > max {
+                return Err(Decline::EnergyTooHigh {
+                    rate: self.config.energy,
+                });
+            }
+        }
+        if let Some(d) = &r.domain {
+            if !self.config.domain.is_within(d) {
+                return Err(Decline::invalid(format!(
+                    "provider is in {}, outside {d}",
+                    self.config.domain
+                )));
+            }
+        }
+        if self.load() >= (self.config.slots + self.config.backlog) as usize {
+            return Err(Decline::NoFreeSlot);
+        }
+        let start = self.expected_start();
+        let run = self.speed.time_for(r.fuel);
+        if start.saturating_add(run) > r.deadline.duration() {
+            return Err(Decline::DeadlineInfeasible {
+                earliest: Millis::from(start.saturating_add(run)),
+            });
+        }
+        self.prune_offers(now);
+        if self.offers.len() >= self.config.max_offers {
+            return Err(Decline::NoFreeSlot);
+        }
+        let _ = from;
+        Ok(Offer {
+            call: MessageId([0; 32]),
+            task: cfo.task,
+            price: self.config.price,
+            expected_start: Millis::from(start),
+            expected_run: Millis::from(run),
+            has_module: false,
+            has_input: false,
+        })
+    }
+
+    /// Records an offer the driver signed, so that an accept can refer to it.
+    pub fn offered(
+        &mut self,
+        offer_id: MessageId,
+        requester: NodeId,
+        cfo: &CallForOffers,
+        price: Price,
+        expires: Timestamp,
+    ) {
+        self.offers.insert(
+            offer_id,
+            OfferRecord {
+                requester,
+                task: cfo.task,
+                price,
+                expires,
+                deadline: cfo.requirements.deadline.duration(),
+                fuel: cfo.requirements.fuel,
+            },
+        );
+    }
+
+    fn prune_offers(&mut self, now: Timestamp) {
+        if self.offers.len() >= self.config.max_offers / 2 {
+            self.offers.retain(|_, o| o.expires > now);
+        }
+    }
+
+    /// Handles a verified accept: the terms to sign, or why not. Capacity is
+    /// not yet taken: call [`Provider::agreed`] once the task is persisted.
+    pub fn accept(&mut self, from: NodeId, accept: &Accept, now: Timestamp) -> Result<Terms, Decline> {
+        let offer = self.offers.get(&accept.offer).ok_or(Decline::OfferUnknown)?;
+        if offer.expires <= now {
+            self.offers.remove(&accept.offer);
+            return Err(Decline::OfferUnknown);
+        }
+        if offer.requester != from {
+            return Err(Decline::invalid("the offer was made to another requester"));
+        }
+        let a = &accept.assignment;
+        if a.task != offer.task || accept.price != offer.price {
+            return Err(Decline::invalid("the assignment does not match the offer"));
+        }
+        if a.limits.memory > self.config.memory {
+            return Err(Decline::MemoryTooLarge {
+                max: self.config.memory,
+            });
+        }
+        if !self.accepting {
+            return Err(Decline::NotAccepting);
+        }
+        if self.load() >= (self.config.slots + self.config.backlog) as usize {
+            return Err(Decline::NoFreeSlot);
+        }
+        if self.by_task.contains_key(&(a.task, from)) {
+            return Err(Decline::invalid("this task is already running here"));
+        }
+        let due = now.add(offer.deadline);
+        Ok(Terms {
+            task: a.task,
+            requester: from,
+            price: offer.price,
+            due,
+            estimate: offer.fuel,
+        })
+    }
+
+    /// Takes a slot for a task whose agreement was signed and persisted.
+    pub fn agreed(&mut self, accepted: Accepted, offer: MessageId) {
+        self.offers.remove(&offer);
+        self.insert(accepted);
+    }
+
+    /// Re-inserts a task recovered from the store after a restart.
+    pub fn restore(&mut self, mut accepted: Accepted) {
+        if accepted.stage == Stage::Running {
+            accepted.stage = Stage::Queued;
+        }
+        self.insert(accepted);
+    }
+
+    fn insert(&mut self, accepted: Accepted) {
+        let id = accepted.agreement;
+        self.by_task
+            .insert((accepted.assignment.task, accepted.requester), id);
+        match accepted.stage {
+            Stage::Queued => self.queue.push_back(id),
+            Stage::Running => self.running += 1,
+            Stage::Done => {}
+        }
+        self.tasks.insert(id, accepted);
+    }
+
+    /// The next task to run, if a slot is free.
+    pub fn start_next(&mut self) -> Option<Accepted> {
+        if self.running >= self.config.slots as usize {
+            return None;
+        }
+        let id = self.queue.pop_front()?;
+        let t = self.tasks.get_mut(&id)?;
+        t.stage = Stage::Running;
+        self.running += 1;
+        Some(t.clone())
+    }
+
+    /// A task finished running (successfully or not).
+    pub fn finished(&mut self, agreement: &MessageId) -> Option<Accepted> {
+        let t = self.tasks.get_mut(agreement)?;
+        if t.stage == Stage::Running {
+            self.running = self.running.saturating_sub(1);
+        }
+        t.stage = Stage::Done;
+        Some(t.clone())
+    }
+
+    /// Forgets a task whose receipt was delivered (or that was cancelled).
+    pub fn forget(&mut self, agreement: &MessageId) -> Option<Accepted> {
+        let t = self.tasks.remove(agreement)?;
+        self.by_task.remove(&(t.assignment.task, t.requester));
+        match t.stage {
+            Stage::Queued => self.queue.retain(|q| q != agreement),
+            Stage::Running => self.running = self.running.saturating_sub(1),
+            Stage::Done => {}
+        }
+        Some(t)
+    }
+
+    /// A requester withdraws an agreement. Only queued tasks stop; a running
+    /// task finishes but its receipt is not sent.
+    pub fn cancel(&mut self, from: NodeId, agreement: &MessageId) -> Result<Option<Accepted>, Decline> {
+        match self.tasks.get(agreement) {
+            None => Err(Decline::Unknown),
+            Some(t) if t.requester != from => Err(Decline::invalid("not the requester of this agreement")),
+            Some(t) if t.stage == Stage::Queued => Ok(self.forget(agreement)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// An accepted task.
+    pub fn task(&self, agreement: &MessageId) -> Option<&Accepted> {
+        self.tasks.get(agreement)
+    }
+
+    /// Every accepted task.
+    pub fn tasks(&self) -> impl Iterator<Item = &Accepted> {
+        self.tasks.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::market::{Limits, Requirements};
+    use agora_protocol::{ContentId, JobId, Keypair};
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+
+    fn cfo(fuel: u64, deadline_ms: u64) -> CallForOffers {
+        CallForOffers {
+            task: TaskId::new(JobId([1; 16]), 0),
+            attempt: 0,
+            requirements: Requirements {
+                fuel: Fuel(fuel),
+                memory: Bytes::mib(64),
+                deadline: Millis(deadline_ms),
+                max_price: Price(10_000),
+                replication: 1,
+                domain: None,
+                max_energy: None,
+                module: ContentId([1; 32]),
+                module_size: Bytes(10),
+                input: ContentId([2; 32]),
+                input_size: Bytes(10),
+            },
+        }
+    }
+
+    fn accept(offer: MessageId, task: TaskId, price: Price) -> Accept {
+        Accept {
+            offer,
+            price,
+            assignment: Assignment {
+                task,
+                attempt: 0,
+                module: ContentId([1; 32]),
+                input: ContentId([2; 32]),
+                args: vec![],
+                limits: Limits {
+                    fuel: Fuel(1),
+                    memory: Bytes::mib(64),
+                    timeout: Millis(1000),
+                    max_output: Bytes(10),
+                },
+                seed: 0,
+            },
+        }
+    }
+
+    fn accepted(id: u8, requester: NodeId, task: TaskId) -> Accepted {
+        Accepted {
+            agreement: MessageId([id; 32]),
+            agreement_env: vec![],
+            requester,
+            assignment: accept(MessageId([0; 32]), task, Price(1)).assignment,
+            price: Price(1),
+            due: NOW,
+            stage: Stage::Queued,
+            estimate: Fuel(1000),
+        }
+    }
+
+    #[test]
+    fn admission_control_declines_with_reasons() {
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let mut p = Provider::new(
+            Config {
+                price: Price(100),
+                ..Config::default()
+            },
+            ComputeUnits(1000),
+        );
+        let mut c = cfo(1_000_000, 60_000);
+        c.requirements.memory = Bytes::gib(1);
+        assert!(matches!(p.call(me, &c, NOW), Err(Decline::MemoryTooLarge { .. })));
+        let mut c = cfo(1_000_000, 60_000);
+        c.requirements.max_price = Price(10);
+        assert!(matches!(p.call(me, &c, NOW), Err(Decline::PriceTooLow { .. })));
+        // 1e12 fuel at 1000 CU is 1000 s: not within a 60 s deadline.
+        assert!(matches!(
+            p.call(me, &cfo(1_000_000_000_000, 60_000), NOW),
+            Err(Decline::DeadlineInfeasible { .. })
+        ));
+        p.set_accepting(false);
+        assert_eq!(p.call(me, &cfo(1, 60_000), NOW), Err(Decline::NotAccepting));
+        assert_eq!(p.free_slots(), 0);
+    }
+
+    #[test]
+    fn accept_must_match_a_live_offer_from_the_same_requester() {
+        let req = Keypair::from_secret([1; 32]).node_id();
+        let other = Keypair::from_secret([2; 32]).node_id();
+        let mut p = Provider::new(Config::default(), ComputeUnits(1000));
+        let c = cfo(1000, 60_000);
+        let offer = p.call(req, &c, NOW).unwrap();
+        let id = MessageId([7; 32]);
+        p.offered(id, req, &c, offer.price, NOW.add(Duration::from_secs(5)));
+        let a = accept(id, c.task, offer.price);
+        assert_eq!(
+            p.accept(req, &accept(MessageId([8; 32]), c.task, offer.price), NOW)
+                .unwrap_err(),
+            Decline::OfferUnknown
+        );
+        assert!(matches!(p.accept(other, &a, NOW), Err(Decline::Invalid { .. })));
+        assert!(matches!(
+            p.accept(req, &accept(id, c.task, Price(1)), NOW),
+            Err(Decline::Invalid { .. })
+        ));
+        assert_eq!(
+            p.accept(req, &a, NOW.add(Duration::from_secs(5))).unwrap_err(),
+            Decline::OfferUnknown
+        );
+    }
+
+    #[test]
+    fn slots_and_backlog_bound_accepted_work() {
+        let req = Keypair::from_secret([1; 32]).node_id();
+        let mut p = Provider::new(
+            Config {
+                slots: 1,
+                backlog: 1,
+                ..Config::default()
+            },
+            ComputeUnits(1000),
+        );
+        let t = |i| TaskId::new(JobId([1; 16]), i);
+        p.agreed(accepted(1, req, t(0)), MessageId([0; 32]));
+        p.agreed(accepted(2, req, t(1)), MessageId([0; 32]));
+        assert_eq!(p.call(req, &cfo(1, 60_000), NOW), Err(Decline::NoFreeSlot));
+        let first = p.start_next().unwrap();
+        assert_eq!(first.agreement, MessageId([1; 32]));
+        assert!(p.start_next().is_none(), "one slot");
+        p.finished(&first.agreement);
+        p.forget(&first.agreement);
+        assert_eq!(p.start_next().unwrap().agreement, MessageId([2; 32]));
+        // Cancelling a running task does not free it; a queued one does.
+        assert_eq!(p.cancel(req, &MessageId([2; 32])).unwrap(), None);
+        assert_eq!(p.cancel(req, &MessageId([3; 32])).unwrap_err(), Decline::Unknown);
+    }
+}

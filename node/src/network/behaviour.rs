@@ -1,0 +1,173 @@
+//! The composed libp2p behaviour and the swarm it runs in.
+
+use std::time::Duration;
+
+use agora_protocol::limits::MAX_GOSSIP_MESSAGE;
+use agora_protocol::rpc::{CONTENT_PROTOCOL, MARKET_PROTOCOL};
+use agora_protocol::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, SOFTWARE_VERSION};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, Swarm, connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response,
+    tcp, yamux,
+};
+
+use super::codec::{Codec, Content, Market};
+use super::{Config, NetworkError, Transport};
+
+/// Everything a node speaks.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) market: request_response::Behaviour<Codec<Market>>,
+    pub(crate) content: request_response::Behaviour<Codec<Content>>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behaviour, NetworkError> {
+    let peer_id = key.public().to_peer_id();
+
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(config.max_pending_incoming))
+            .with_max_established_incoming(Some(config.max_connections))
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(2)),
+    );
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+            .with_agent_version(SOFTWARE_VERSION.to_owned())
+            .with_interval(Duration::from_secs(60)),
+    );
+
+    let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+
+    let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+    kad_config
+        .set_query_timeout(Duration::from_secs(10))
+        .set_provider_record_ttl(Some(Duration::from_secs(3600)))
+        .set_provider_publication_interval(Some(Duration::from_secs(600)))
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
+        .set_max_packet_size(64 * 1024);
+    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+
+    // Adverts must reach every view in well under a second: a short
+    // heartbeat forms meshes quickly, and flood publishing sends a node's
+    // own messages to every subscribed peer at once.
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .protocol_id_prefix("/agora/gossip")
+        .heartbeat_interval(config.gossip_heartbeat)
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_MESSAGE)
+        .flood_publish(true)
+        .mesh_n_low(4)
+        .mesh_n(6)
+        .mesh_n_high(12)
+        .gossip_lazy(6)
+        .history_length(5)
+        .history_gossip(3)
+        .duplicate_cache_time(Duration::from_secs(120))
+        // Content-addressed ids: the same advert relayed twice is one message.
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
+        .build()
+        .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
+    let mut gossipsub =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
+            .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
+    gossipsub
+        .with_peer_score(
+            gossipsub::PeerScoreParams::default(),
+            gossipsub::PeerScoreThresholds::default(),
+        )
+        .map_err(|e| NetworkError::Config(format!("gossipsub scoring: {e}")))?;
+
+    let rr_config = |timeout| {
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(config.max_concurrent_streams)
+    };
+    let market = request_response::Behaviour::with_codec(
+        Codec::<Market>::default(),
+        [(
+            StreamProtocol::new(MARKET_PROTOCOL),
+            request_response::ProtocolSupport::Full,
+        )],
+        rr_config(config.request_timeout),
+    );
+    let content = request_response::Behaviour::with_codec(
+        Codec::<Content>::default(),
+        [(
+            StreamProtocol::new(CONTENT_PROTOCOL),
+            request_response::ProtocolSupport::Full,
+        )],
+        rr_config(config.content_timeout),
+    );
+
+    let mdns = if config.mdns {
+        Some(
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|e| NetworkError::Config(format!("mdns: {e}")))?,
+        )
+    } else {
+        None
+    };
+
+    Ok(Behaviour {
+        limits,
+        identify,
+        ping,
+        kad,
+        gossipsub,
+        market,
+        content,
+        mdns: mdns.into(),
+    })
+}
+
+/// Builds the swarm for the configured transport.
+pub(crate) fn build_swarm(
+    key: libp2p::identity::Keypair,
+    config: &Config,
+) -> Result<Swarm<Behaviour>, NetworkError> {
+    let idle = config.idle_connection_timeout;
+    let swarm = match config.transport {
+        Transport::TcpQuic => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetworkError::Config(format!("tcp: {e}")))?
+            .with_quic()
+            .with_behaviour(|key| behaviour(key, config).map_err(Box::from))
+            .map_err(|e| NetworkError::Config(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                use libp2p::Transport as _;
+                Ok(libp2p::core::transport::MemoryTransport::default()
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .map_err(|e| NetworkError::Config(format!("memory transport: {e}")))?
+            .with_behaviour(|key| behaviour(key, config).map_err(Box::from))
+            .map_err(|e| NetworkError::Config(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
+    Ok(swarm)
+}

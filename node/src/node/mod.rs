@@ -1,0 +1,303 @@
+//! A running node: wires the network, the store, the executor, the market
+//! state machines and the API together.
+//!
+//! [`Node::start`] opens the data dir (identity, store, compiled-module
+//! cache), measures capacity, starts the network task and the API server,
+//! restores unfinished work from the store, writes `node.json`, and spawns
+//! the **driver**: the one task that owns the node's state (view, requester,
+//! provider, ledger). Everything reaches the driver as a message: network
+//! events, API commands, results of work it spawned (requests, executions,
+//! transfers), and clock ticks. It decides with the sans-IO state machines,
+//! writes what must be durable in one batch per turn, and performs the
+//! resulting I/O in spawned tasks, acknowledging peers only once their
+//! message is on disk.
+
+mod driver;
+mod work;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_protocol::units::{ComputeUnits, Timestamp};
+use agora_protocol::{Keypair, NodeId};
+use anyhow::Context;
+use libp2p::Multiaddr;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::NodeInfo;
+use crate::api::server::{self, ApiCommand};
+use crate::config::Config;
+use crate::executor::{self, CompileIsolation, Executor};
+use crate::network::{self, Transport};
+use crate::store::Store;
+
+/// How the node measures its capacity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Capacity {
+    /// Run the calibration kernel (every real node).
+    Measure,
+    /// Use a given per-slot figure without measuring. Only for in-process
+    /// tests of many nodes, where 200 calibrations would measure nothing but
+    /// each other.
+    Assume(ComputeUnits),
+}
+
+/// Options beyond the configuration file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Transports.
+    pub transport: Transport,
+    /// How modules are compiled.
+    pub compile: CompileIsolation,
+    /// How capacity is known.
+    pub capacity: Capacity,
+    /// Test-only: the share of tasks for which this provider returns a
+    /// wrong output (to exercise verification). Zero in real use.
+    pub cheat_rate: f64,
+    /// Test-only: make this provider run tasks this many times slower than
+    /// it measured (a provider whose adverts overstate its capacity).
+    pub slowdown: f64,
+    /// Seed of the node's random choices (placement ties, spot checks).
+    pub seed: u64,
+    /// Write `node.json` (off for in-process nodes sharing a directory).
+    pub write_node_json: bool,
+    /// How often the driver ticks.
+    pub tick: Duration,
+}
+
+impl Options {
+    /// Defaults for a real node in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Options {
+        Options {
+            data_dir,
+            transport: Transport::TcpQuic,
+            compile: match std::env::current_exe() {
+                Ok(exe) if exe.file_stem().is_some_and(|s| s == "agora") => {
+                    CompileIsolation::Subprocess { exe }
+                }
+                _ => CompileIsolation::InProcess,
+            },
+            capacity: Capacity::Measure,
+            cheat_rate: 0.0,
+            slowdown: 1.0,
+            seed: rand::random(),
+            write_node_json: true,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// Its id.
+    pub id: NodeId,
+    /// The API address.
+    pub api: SocketAddr,
+    /// The API token.
+    pub token: String,
+    /// Addresses it listens on.
+    pub listen: Vec<Multiaddr>,
+    /// Commands to its driver (what the API uses; in-process tests too).
+    pub commands: mpsc::Sender<ApiCommand>,
+    cancel: CancellationToken,
+    driver: tokio::task::JoinHandle<()>,
+    network: tokio::task::JoinHandle<()>,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts a node. Returns once it listens, its API serves and
+    /// `node.json` is written.
+    pub async fn start(config: Config, options: Options) -> anyhow::Result<Node> {
+        config.validate()?;
+        let data_dir = options.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let store = Store::open(&data_dir)?;
+        let slots = if config.provider.slots == 0 {
+            crate::capacity::cores()
+        } else {
+            config.provider.slots
+        };
+        let executor = Executor::new(executor::Config {
+            cache_dir: Some(executor::cache_dir(&data_dir)),
+            compile: options.compile.clone(),
+            cpu_share: config.provider.cpu_share,
+            max_memory: config.provider.memory.max(agora_protocol::units::Bytes::mib(64)),
+            max_instances: (slots * 2 + 8).min(256),
+            max_module_size: config.provider.max_content,
+            ..executor::Config::default()
+        })
+        .context("cannot start the executor")?;
+        let per_slot = match options.capacity {
+            Capacity::Assume(cu) => cu,
+            Capacity::Measure => {
+                let c = crate::capacity::measure(&executor, config.calibration.budget)
+                    .await
+                    .context("calibration failed")?;
+                tracing::info!(cu = c.cu.0, fuel = c.fuel.0, elapsed = ?c.elapsed, "capacity measured");
+                c.cu
+            }
+        };
+        if options.slowdown > 1.0 {
+            // Test-only: the advert keeps the measured figure while
+            // execution runs slower than that.
+            executor.set_cpu_share(config.provider.cpu_share / options.slowdown);
+        }
+        let cancel = CancellationToken::new();
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let net_config = network::Config {
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            transport: options.transport,
+            mdns: config.mdns,
+            ..network::Config::default()
+        };
+        let (net, network_task) = network::spawn(&keypair, net_config, events_tx, cancel.child_token())
+            .await
+            .context("cannot start the network")?;
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let (api_tx, api_rx) = mpsc::channel(256);
+        let (api, api_task) = server::serve(
+            config.api,
+            token.clone(),
+            api_tx.clone(),
+            store.clone(),
+            cancel.child_token(),
+        )
+        .await
+        .with_context(|| format!("cannot serve the API on {}", config.api))?;
+        // Wait briefly for the listeners to report their addresses.
+        let mut listen = Vec::new();
+        for _ in 0..50 {
+            listen = net.listen_addrs().await.unwrap_or_default();
+            if listen.len() >= config.listen.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listen = expand_listen(listen, options.transport);
+        let info = NodeInfo {
+            peer_id: keypair.node_id(),
+            listen: listen.iter().map(|a| a.to_string()).collect(),
+            api: api.to_string(),
+            token: token.clone(),
+            data_dir: data_dir.display().to_string(),
+            domain: config.domain.clone(),
+            pid: std::process::id(),
+        };
+        let driver = driver::Driver::new(driver::Setup {
+            keypair: keypair.clone(),
+            config: config.clone(),
+            options: options.clone(),
+            store,
+            executor,
+            net,
+            per_slot,
+            slots,
+            listen: listen.clone(),
+            started: Timestamp::from_system(std::time::SystemTime::now()),
+            cancel: cancel.clone(),
+        })?;
+        if options.write_node_json {
+            write_node_json(&data_dir, &info)?;
+        }
+        let id = keypair.node_id();
+        let driver_task = tokio::spawn(driver.run(events_rx, api_rx));
+        tracing::info!(peer = %id, api = %api, "node ready");
+        Ok(Node {
+            id,
+            api,
+            token,
+            listen,
+            commands: api_tx,
+            cancel,
+            driver: driver_task,
+            network: network_task,
+            api_task,
+        })
+    }
+
+    /// The node's id.
+    pub fn keypair_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// An API client for this node.
+    pub fn client(&self) -> crate::api::client::Client {
+        crate::api::client::Client::new(crate::api::client::Endpoint {
+            base: format!("http://{}", self.api),
+            token: self.token.clone(),
+        })
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops the node gracefully: no new work is taken, the store is flushed.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the node has stopped.
+    pub async fn wait(self) {
+        let _ = self.driver.await;
+        let _ = self.network.await;
+        let _ = self.api_task.await;
+    }
+}
+
+/// Listening on an unspecified address yields one address per interface;
+/// the memory transport yields exactly what was asked.
+fn expand_listen(listen: Vec<Multiaddr>, _transport: Transport) -> Vec<Multiaddr> {
+    listen
+}
+
+fn write_node_json(dir: &std::path::Path, info: &NodeInfo) -> anyhow::Result<()> {
+    let path = dir.join("node.json");
+    let tmp = dir.join("node.json.tmp");
+    let text = serde_json::to_string_pretty(info)?;
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Removes `node.json` (at shutdown), so that the CLI says no node runs.
+pub(crate) fn remove_node_json(dir: &std::path::Path) {
+    let _ = std::fs::remove_file(dir.join("node.json"));
+}
+
+/// Shared by the driver and its spawned work.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) keypair: Keypair,
+    pub(crate) store: Store,
+    pub(crate) executor: Executor,
+    pub(crate) net: network::Client,
+    pub(crate) cheat_rate: f64,
+    pub(crate) exec_permits: Arc<tokio::sync::Semaphore>,
+}

@@ -1,0 +1,515 @@
+//! Durable state: an embedded sled database behind a writer thread, and a
+//! content-addressed blob directory.
+//!
+//! * **Records** (jobs, tasks, agreements, ledger entries, outboxes) live in
+//!   one sled tree under typed key prefixes, as JSON. One tree means a
+//!   [`Batch`] is atomic: a ledger entry and the voucher id it consumes are
+//!   written together or not at all.
+//! * **Writes** go through [`Store::write`] to a dedicated thread that applies
+//!   every batch waiting in its channel and then flushes once (group commit).
+//!   `write` returns only after the flush: whatever it acknowledged survives
+//!   a crash. Reads go straight to sled, whose page cache answers them
+//!   without blocking the runtime in practice.
+//! * **Blobs** (modules, inputs, outputs) are files named by their content id
+//!   under `content/`, written to a temporary name, synced and renamed, and
+//!   checked against their id when read.
+//!
+//! The on-disk format carries its version in the directory name
+//! (`store-v1`); a node that finds another version refuses to start rather
+//! than guess.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use agora_protocol::ContentId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+/// The directory holding the current store format.
+pub const STORE_DIR: &str = "store-v1";
+/// The directory holding blobs.
+pub const CONTENT_DIR: &str = "content";
+const QUEUE: usize = 1024;
+
+/// Store errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("database: {0}")]
+    Db(String),
+    /// A record did not (de)serialise.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Filesystem error on a blob.
+    #[error("blob {path}: {reason}")]
+    Blob {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The writer thread has stopped.
+    #[error("the store has shut down")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// Writes applied atomically.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+    /// Puts a record as JSON.
+    pub fn put<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) -> &mut Self {
+        // Serialising our own plain records cannot fail.
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.ops.push((key.into(), Some(bytes)));
+        self
+    }
+    /// Deletes a record.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push((key.into(), None));
+        self
+    }
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+struct Write {
+    batch: Batch,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The node's store. Cheap to clone; the last clone dropped stops the
+/// writer thread after it has applied everything queued.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tx: mpsc::Sender<Write>,
+    content: Arc<ContentStore>,
+    _writer: Arc<WriterThread>,
+}
+
+struct WriterThread {
+    handle: Mutex<Option<thread::JoinHandle<()>>>,
+    stop: mpsc::Sender<Write>,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        // An empty batch whose reply is already dropped tells the writer to
+        // stop; everything queued before it is applied first.
+        let (reply, _) = oneshot::channel();
+        let _ = self.stop.try_send(Write {
+            batch: Batch { ops: Vec::new() },
+            reply,
+        });
+        if let Ok(mut h) = self.handle.lock() {
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// A batch queued for writing; await [`Durable::wait`] before
+/// acknowledging what it records.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Durable {
+    /// Waits until the batch is on disk.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        for entry in std::fs::read_dir(data_dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("store-v") && name != STORE_DIR {
+                return Err(StoreError::Db(format!(
+                    "{} holds a store in format {name}, but this node reads {STORE_DIR}; use a matching agora version or a fresh data dir",
+                    data_dir.display()
+                )));
+            }
+        }
+        let db = sled::Config::new()
+            .path(data_dir.join(STORE_DIR))
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let content = Arc::new(ContentStore::open(&data_dir.join(CONTENT_DIR))?);
+        let (tx, rx) = mpsc::channel::<Write>(QUEUE);
+        let writer_db = db.clone();
+        let handle = thread::Builder::new()
+            .name("agora-store".into())
+            .spawn(move || writer(writer_db, rx))
+            .map_err(|e| StoreError::Db(format!("cannot start the store thread: {e}")))?;
+        let writer = Arc::new(WriterThread {
+            handle: Mutex::new(Some(handle)),
+            stop: tx.clone(),
+        });
+        Ok(Store {
+            db,
+            tx,
+            content,
+            _writer: writer,
+        })
+    }
+
+    /// Applies `batch` atomically and durably.
+    pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.enqueue(batch).await?.wait().await
+    }
+
+    /// Queues `batch` (waiting for room in the bounded queue) and returns
+    /// a handle to await its durability. Batches queued by one task are
+    /// applied in the order they were queued.
+    pub async fn enqueue(&self, batch: Batch) -> Result<Durable, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        if batch.is_empty() {
+            let _ = reply.send(Ok(()));
+            return Ok(Durable(rx));
+        }
+        self.tx
+            .send(Write { batch, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Durable(rx))
+    }
+
+    /// Reads a record.
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Whether a record exists.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(key)?)
+    }
+
+    /// Every record under a key prefix, in key order.
+    pub fn scan<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let t = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push((k.to_vec(), t));
+        }
+        Ok(out)
+    }
+
+    /// The last record under a prefix (highest key).
+    pub fn last<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, T)>, StoreError> {
+        match self.db.scan_prefix(prefix).next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let t = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })?;
+                Ok(Some((k.to_vec(), t)))
+            }
+        }
+    }
+
+    /// Records under a prefix, newest (highest key) first, at most `limit`.
+    pub fn scan_rev<T: DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix).rev().take(limit) {
+            let (k, v) = kv?;
+            let t = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push((k.to_vec(), t));
+        }
+        Ok(out)
+    }
+
+    /// The blob store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// A unique, increasing id (survives restarts).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Flushes everything (used at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>) {
+    while let Some(first) = rx.blocking_recv() {
+        if first.batch.is_empty() && first.reply.is_closed() {
+            // The stop signal: everything before it has been applied.
+            break;
+        }
+        let mut pending = vec![first];
+        while pending.len() < 256 {
+            match rx.try_recv() {
+                Ok(w) => pending.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for w in &mut pending {
+            let mut b = sled::Batch::default();
+            for (k, v) in std::mem::take(&mut w.batch.ops) {
+                match v {
+                    Some(v) => b.insert(k, v),
+                    None => b.remove(k),
+                }
+            }
+            results.push(db.apply_batch(b).map_err(StoreError::from));
+        }
+        let flushed = db.flush().map(|_| ()).map_err(StoreError::from);
+        for (w, r) in pending.into_iter().zip(results) {
+            let r = r.and_then(|_| flushed.clone());
+            let _ = w.reply.send(r);
+        }
+    }
+}
+
+/// Content-addressed blobs on disk.
+#[derive(Debug)]
+pub struct ContentStore {
+    dir: PathBuf,
+    known: Mutex<HashSet<ContentId>>,
+}
+
+impl ContentStore {
+    fn open(dir: &Path) -> Result<ContentStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| blob_err(dir, e))?;
+        let mut known = HashSet::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| blob_err(dir, e))?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Ok(id) = name.parse::<ContentId>() {
+                known.insert(id);
+            }
+        }
+        Ok(ContentStore {
+            dir: dir.to_owned(),
+            known: Mutex::new(known),
+        })
+    }
+
+    fn path(&self, id: &ContentId) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    /// Whether the blob is present.
+    pub fn has(&self, id: &ContentId) -> bool {
+        self.known.lock().map(|k| k.contains(id)).unwrap_or(false)
+    }
+
+    /// Stores bytes durably and returns their id.
+    pub async fn put(&self, bytes: Vec<u8>) -> Result<ContentId, StoreError> {
+        let id = ContentId::of(&bytes);
+        self.put_verified(id, bytes).await?;
+        Ok(id)
+    }
+
+    /// Stores bytes already known to hash to `id`.
+    pub async fn put_verified(&self, id: ContentId, bytes: Vec<u8>) -> Result<(), StoreError> {
+        if self.has(&id) {
+            return Ok(());
+        }
+        let path = self.path(&id);
+        let tmp = self.dir.join(format!("{id}.{}.tmp", rand::random::<u32>()));
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| blob_err(&tmp, e))?;
+            f.write_all(&bytes).map_err(|e| blob_err(&tmp, e))?;
+            f.sync_data().map_err(|e| blob_err(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| blob_err(&path, e))?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Reads a blob, checking it against its id. A blob that no longer
+    /// matches (disk corruption) is removed and reported missing.
+    pub async fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.has(id) {
+            return Ok(None);
+        }
+        let path = self.path(id);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget(id);
+                return Ok(None);
+            }
+            Err(e) => return Err(blob_err(&path, e)),
+        };
+        if !id.matches(&bytes) {
+            tracing::warn!(%id, "stored blob is corrupt; discarding it");
+            let _ = tokio::fs::remove_file(&path).await;
+            self.forget(id);
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Size of a stored blob.
+    pub fn size(&self, id: &ContentId) -> Option<u64> {
+        std::fs::metadata(self.path(id)).ok().map(|m| m.len())
+    }
+
+    fn forget(&self, id: &ContentId) {
+        if let Ok(mut k) = self.known.lock() {
+            k.remove(id);
+        }
+    }
+}
+
+fn blob_err(p: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Blob {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("agora-store-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopen_and_batches_are_atomic() {
+        let dir = tempdir();
+        {
+            let s = Store::open(&dir).unwrap();
+            let mut b = Batch::new();
+            b.put("a/1", &1u32).put("a/2", &2u32).put("b/1", &"x");
+            s.write(b).await.unwrap();
+            let mut b = Batch::new();
+            b.delete("a/1");
+            s.write(b).await.unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        let a: Vec<(Vec<u8>, u32)> = s.scan(b"a/").unwrap();
+        assert_eq!(a, vec![(b"a/2".to_vec(), 2)]);
+        assert_eq!(s.get::<String>(b"b/1").unwrap().as_deref(), Some("x"));
+        assert!(s.get::<u32>(b"b/1").is_err(), "wrong type is a clear error");
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_writes_are_all_durable() {
+        let dir = tempdir();
+        let s = Store::open(&dir).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..500u32 {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                let mut b = Batch::new();
+                b.put(format!("k/{i:04}"), &i);
+                s.write(b).await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.scan::<u32>(b"k/").unwrap().len(), 500);
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn blobs_are_verified_on_read() {
+        let dir = tempdir();
+        let s = Store::open(&dir).unwrap();
+        let id = s.content().put(b"hello".to_vec()).await.unwrap();
+        assert!(s.content().has(&id));
+        assert_eq!(s.content().get(&id).await.unwrap().unwrap(), b"hello");
+        std::fs::write(dir.join(CONTENT_DIR).join(id.to_string()), b"hellp").unwrap();
+        assert_eq!(s.content().get(&id).await.unwrap(), None);
+        assert!(!s.content().has(&id));
+        drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_format_version_is_refused() {
+        let dir = tempdir();
+        std::fs::create_dir_all(dir.join("store-v0")).unwrap();
+        let err = Store::open(&dir).unwrap_err().to_string();
+        assert!(err.contains("store-v0"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

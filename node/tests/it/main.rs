@@ -1,0 +1,5 @@
+//! Integration tests, as one binary (one module per area).
+
+#![allow(clippy::unwrap_used)]
+
+mod executor;

@@ -1,0 +1,159 @@
+//! Sign, verify, encode and decode rates of a signed offer (issue 2: "verification
+//! should be the floor, tens of thousands per second per core; encoding should
+//! add under 10 %").
+//!
+//! Criterion measures each operation first; then a plain loop per operation
+//! (one thread, so the rates are per core) gives the summary table and the
+//! ratio of encode+decode to sign+verify.
+//!
+//! Run: `cargo bench -p agora-protocol --bench envelope`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use agora_protocol::market::Offer;
+use agora_protocol::units::{Millis, Price, Timestamp};
+use agora_protocol::{Decode, Encode, Envelope, JobId, Keypair, MessageId, Nonce, TaskId};
+use criterion::Criterion;
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+const LIFETIME: Duration = Duration::from_secs(10);
+/// How long each operation of the summary runs.
+const SUMMARY_TIME: Duration = Duration::from_secs(2);
+
+fn offer() -> Offer {
+    Offer {
+        call: MessageId([1; 32]),
+        task: TaskId::new(JobId([7; 16]), 3),
+        price: Price(1500),
+        expected_start: Millis(20),
+        expected_run: Millis(1200),
+        has_module: true,
+        has_input: false,
+    }
+}
+
+fn seal(kp: &Keypair, offer: &Offer) -> Envelope {
+    Envelope::seal(kp, offer, T0, LIFETIME, Nonce([9; 16])).expect("an offer fits an envelope")
+}
+
+/// The four operations, each as a closure over prepared inputs, so that
+/// criterion and the summary loop measure exactly the same work.
+struct Ops {
+    kp: Keypair,
+    offer: Offer,
+    env: Envelope,
+    bytes: Vec<u8>,
+}
+
+impl Ops {
+    fn new() -> Ops {
+        let kp = Keypair::from_secret([1; 32]);
+        let offer = offer();
+        let env = seal(&kp, &offer);
+        let bytes = env.to_bytes();
+        // The envelope must survive what the loops do to it.
+        assert_eq!(Envelope::from_bytes(&bytes).as_ref(), Ok(&env));
+        assert_eq!(env.open::<Offer>(T0).expect("opens").payload(), &offer);
+        Ops {
+            kp,
+            offer,
+            env,
+            bytes,
+        }
+    }
+    fn sign(&self) {
+        black_box(seal(black_box(&self.kp), black_box(&self.offer)));
+    }
+    fn verify(&self) {
+        black_box(black_box(&self.env).open::<Offer>(T0).expect("verifies"));
+    }
+    fn encode(&self) {
+        black_box(black_box(&self.env).to_bytes());
+    }
+    fn decode(&self) {
+        black_box(Envelope::from_bytes(black_box(&self.bytes)).expect("decodes"));
+    }
+}
+
+type Op = fn(&Ops);
+
+const OPS: [(&str, Op); 4] = [
+    ("sign (Envelope::seal)", Ops::sign),
+    ("verify (Envelope::open)", Ops::verify),
+    ("encode (Envelope::to_bytes)", Ops::encode),
+    ("decode (Envelope::from_bytes)", Ops::decode),
+];
+
+fn criterion_groups(c: &mut Criterion, ops: &Ops) {
+    let mut g = c.benchmark_group("envelope/offer");
+    for (name, op) in OPS {
+        let short = name.split(' ').next().unwrap_or(name);
+        g.bench_function(short, |b| b.iter(|| op(ops)));
+    }
+    g.finish();
+}
+
+/// Mean time of one `op`, from a plain loop of at least [`SUMMARY_TIME`].
+fn time_per_op(ops: &Ops, op: Op) -> Duration {
+    // Warm up, and size batches so that reading the clock costs nothing.
+    let start = Instant::now();
+    let mut batch = 1u32;
+    while start.elapsed() < Duration::from_millis(200) {
+        for _ in 0..batch {
+            op(ops);
+        }
+        batch = batch.saturating_mul(2);
+    }
+    let mut n: u64 = 0;
+    let start = Instant::now();
+    loop {
+        for _ in 0..batch {
+            op(ops);
+        }
+        n += u64::from(batch);
+        let elapsed = start.elapsed();
+        if elapsed >= SUMMARY_TIME {
+            return elapsed / u32::try_from(n).unwrap_or(u32::MAX);
+        }
+    }
+}
+
+fn summary(ops: &Ops) {
+    let times: Vec<(&str, Duration)> = OPS
+        .iter()
+        .map(|(name, op)| (*name, time_per_op(ops, *op)))
+        .collect();
+    println!();
+    println!(
+        "Envelope<Offer>: payload {} bytes, envelope {} bytes; one thread (rates are per core)",
+        ops.offer.to_bytes().len(),
+        ops.bytes.len()
+    );
+    println!("{:<32} {:>12} {:>14}", "operation", "time/op", "ops/s/core");
+    for (name, t) in &times {
+        println!(
+            "{:<32} {:>9.2} µs {:>14.0}",
+            name,
+            t.as_secs_f64() * 1e6,
+            1.0 / t.as_secs_f64()
+        );
+    }
+    let t = |i: usize| times[i].1.as_secs_f64();
+    let crypto = t(0) + t(1);
+    let codec = t(2) + t(3);
+    println!(
+        "sign+verify {:.2} µs, encode+decode {:.2} µs: encode+decode overhead relative to sign+verify = {:.1} %",
+        crypto * 1e6,
+        codec * 1e6,
+        100.0 * codec / crypto
+    );
+}
+
+fn main() {
+    let ops = Ops::new();
+    let mut c = Criterion::default().configure_from_args();
+    criterion_groups(&mut c, &ops);
+    c.final_summary();
+    summary(&ops);
+}

@@ -1,0 +1,30 @@
+//! `MarketResponse::from_bytes`, then every envelope it carries is opened.
+#![no_main]
+
+use agora_protocol::capacity::DomainSummary;
+use agora_protocol::limits::{MAX_MESSAGE_LEN, MAX_SUMMARIES};
+use agora_protocol::rpc::{Decline, MarketResponse};
+use agora_protocol_fuzz::{decode_canonical, open_as, open_every_type};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(resp) = decode_canonical::<MarketResponse>(data) else {
+        return;
+    };
+    match &resp {
+        MarketResponse::Offer(e) | MarketResponse::Agreement(e) => open_every_type(e, e.issued_at()),
+        MarketResponse::Declined(d) => {
+            if let Decline::Invalid { message } = d {
+                assert!(message.len() <= MAX_MESSAGE_LEN);
+            }
+            let _ = d.to_string();
+        }
+        MarketResponse::Ack => {}
+        MarketResponse::Summaries(s) => {
+            assert!(s.len() <= MAX_SUMMARIES);
+            for e in s {
+                let _ = open_as::<DomainSummary>(e, e.issued_at());
+            }
+        }
+    }
+});
