@@ -29,6 +29,18 @@ pub enum Command {
     Verify(commands::verify::VerifyCommand),
     /// Build a Rust job for wasm32-wasip1.
     Build(commands::build::BuildCommand),
+    /// Show a running node's status.
+    Status(commands::status::StatusCommand),
+    /// List the peers in a running node's view.
+    Peers(commands::peers::PeersCommand),
+    /// List the domains a running node knows.
+    Domains(commands::domains::DomainsCommand),
+    /// Submit, follow, fetch, cancel and explain jobs.
+    Job(commands::job::JobCommand),
+    /// List the jobs submitted through a running node.
+    Jobs(commands::jobs::JobsCommand),
+    /// Show a running node's credit balance and ledger.
+    Ledger(commands::ledger::LedgerCommand),
     /// Compile a module in an isolated process (used by the node itself).
     #[command(hide = true)]
     CompileWorker(commands::compile_worker::CompileWorkerCommand),
@@ -42,6 +54,12 @@ impl Command {
             Command::Exec(c) => c.execute(),
             Command::Verify(c) => c.execute(),
             Command::Build(c) => c.execute(),
+            Command::Status(c) => c.execute(),
+            Command::Peers(c) => c.execute(),
+            Command::Domains(c) => c.execute(),
+            Command::Job(c) => c.execute(),
+            Command::Jobs(c) => c.execute(),
+            Command::Ledger(c) => c.execute(),
             Command::CompileWorker(c) => c.execute(),
         }
     }

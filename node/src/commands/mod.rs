@@ -1,7 +1,14 @@
 //! One module per subcommand, each with an `execute` method.
 
 pub mod build;
+pub mod common;
 pub mod compile_worker;
+pub mod domains;
 pub mod exec;
+pub mod job;
+pub mod jobs;
+pub mod ledger;
 pub mod node;
+pub mod peers;
+pub mod status;
 pub mod verify;

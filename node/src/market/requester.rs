@@ -297,7 +297,15 @@ fn need(job: &Job, idx: u32) -> Need {
         domain: spec.domain.clone(),
         module: (spec.module, spec.module_size),
         input: (input.id, input.size),
-        exclude: task.providers().collect(),
+        // Replicas must run on distinct providers: leave out those holding a
+        // live or reported copy, and those found wrong. A provider that
+        // merely declined or failed may be asked again.
+        exclude: task
+            .copies
+            .iter()
+            .filter(|c| c.wrong || matches!(c.state, CopyState::Accepting | CopyState::Agreed | CopyState::Reported))
+            .map(|c| c.provider)
+            .collect(),
     }
 }
 
@@ -754,27 +762,27 @@ impl Requester {
             let Some(job) = self.jobs.get(&id) else { continue };
             let order = job.order.clone();
             let mut placed_any = false;
-            let mut any_fit = false;
-            let mut blocked = false;
+            let mut busy = false;
+            let mut stuck = false;
             for idx in order {
                 let Some(job) = self.jobs.get(&id) else { break };
-                let wanted = self.wanted(job, idx);
-                if wanted == 0 {
+                if self.wanted(job, idx) == 0 {
                     continue;
                 }
                 match self.start_negotiation(id, idx, now, view, false) {
-                    Placement::Started => {
-                        placed_any = true;
-                        any_fit = true;
-                    }
+                    Placement::Started => placed_any = true,
+                    // Capacity is what limits every later task too.
                     Placement::Busy => {
-                        any_fit = true;
-                        blocked = true;
+                        busy = true;
+                        break;
                     }
-                    Placement::NoFit => blocked = true,
-                }
-                if blocked {
-                    break;
+                    // Only this task's own exclusions (its replicas hold the
+                    // other providers): later tasks may still go ahead.
+                    Placement::Skip => stuck = true,
+                    Placement::NoFit => {
+                        stuck = true;
+                        break;
+                    }
                 }
             }
             let Some(job) = self.jobs.get_mut(&id) else {
@@ -784,18 +792,15 @@ impl Requester {
                 job.record.state = JobState::Running;
                 self.dirty_jobs.insert(id);
             }
-            if any_fit || placed_any {
+            let live = job.tasks.iter().any(|t| t.live().next().is_some());
+            let negotiating = self.negotiations.keys().any(|(t, _)| t.job == id);
+            if placed_any || busy || live || negotiating || !stuck {
                 job.no_fit_since = None;
-            } else if blocked {
+            } else {
                 let since = *job.no_fit_since.get_or_insert(now);
-                if now.since(since) >= self.config.unplaceable_after
-                    && self.negotiations.keys().all(|(t, _)| t.job != id)
-                {
-                    let live = job.tasks.iter().any(|t| t.live().next().is_some());
-                    if !live {
-                        let why = self.no_fit_reason(id, view, now);
-                        self.fail_job(id, why, now);
-                    }
+                if now.since(since) >= self.config.unplaceable_after {
+                    let why = self.no_fit_reason(id, view, now);
+                    self.fail_job(id, why, now);
                 }
             }
         }
@@ -834,32 +839,33 @@ impl Requester {
         )
     }
 
-    fn candidates(
-        &self,
-        job: &Job,
-        idx: u32,
-        now: Timestamp,
-        view: &View,
-    ) -> (Vec<Scored>, Vec<(NodeId, String)>, bool) {
+    fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> (Vec<Scored>, Vec<(NodeId, String)>, Placement) {
         let need = need(job, idx);
         let infos: Vec<ProviderInfo> = placement::gather(view, &need, self.config.domains_to_try);
         let mut ok = Vec::new();
         let mut excluded = Vec::new();
-        let mut busy_only = true;
+        let (mut busy, mut used) = (false, false);
         for info in &infos {
             match placement::evaluate(info, self.book.get(&info.node), &need, now) {
                 Ok(s) => ok.push(s),
                 Err(e) => {
-                    if !matches!(e, Exclusion::Busy | Exclusion::AlreadyUsed) {
-                        busy_only = false;
-                    }
+                    busy |= e == Exclusion::Busy;
+                    used |= e == Exclusion::AlreadyUsed;
                     excluded.push((info.node, e.to_string()));
                 }
             }
         }
-        let any_busy = excluded.iter().any(|(_, e)| e == "busy");
         ok.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.node.cmp(&b.node)));
-        (ok, excluded, any_busy || (busy_only && !infos.is_empty()))
+        let class = if !ok.is_empty() {
+            Placement::Started
+        } else if busy {
+            Placement::Busy
+        } else if used {
+            Placement::Skip
+        } else {
+            Placement::NoFit
+        };
+        (ok, excluded, class)
     }
 
     fn start_negotiation(
@@ -873,7 +879,7 @@ impl Requester {
         let Some(job) = self.jobs.get(&id) else {
             return Placement::NoFit;
         };
-        let (mut ok, excluded, busy) = self.candidates(job, idx, now, view);
+        let (mut ok, excluded, class) = self.candidates(job, idx, now, view);
         let task = job.tasks[idx as usize].id;
         if ok.is_empty() {
             let d = Decision {
@@ -885,10 +891,10 @@ impl Requester {
                 declined: vec![],
                 chosen: None,
             };
-            if !busy {
+            if class != Placement::Busy {
                 self.record_decision(task, d);
             }
-            return if busy { Placement::Busy } else { Placement::NoFit };
+            return class;
         }
         let strategy = job.record.spec.strategy;
         let chosen: Vec<Scored> = match strategy {
@@ -1729,9 +1735,11 @@ impl Requester {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placement {
     Started,
     Busy,
+    Skip,
     NoFit,
 }
 

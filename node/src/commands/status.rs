@@ -1,0 +1,90 @@
+//! `agora status`: what a running node is and does.
+
+use std::process::ExitCode;
+
+use agora_protocol::units::Bytes;
+
+use super::common::{NodeLocator, block_on, millis, print_json, yes_no};
+use crate::api::Status;
+
+/// Show a running node's status: identity, measured capacity, load, price,
+/// balance and network.
+#[derive(Debug, clap::Args)]
+pub struct StatusCommand {
+    /// Print the API's JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// The node to ask.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+impl StatusCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let client = self.node.client()?;
+        let status = block_on(async move { client.status().await })??;
+        if self.json {
+            print_json(&status)?;
+        } else {
+            print!("{}", render(&status));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The readable summary.
+fn render(s: &Status) -> String {
+    let balance = if s.balance_negative {
+        format!("-{}", s.balance)
+    } else {
+        s.balance.to_string()
+    };
+    let listen = if s.listen.is_empty() {
+        "-".to_owned()
+    } else {
+        s.listen.join(", ")
+    };
+    let lines = [
+        ("peer id", s.peer_id.to_string()),
+        ("version", s.version.clone()),
+        ("domain", s.domain.to_string()),
+        ("listen", listen),
+        (
+            "capacity",
+            format!(
+                "{} per slot, {} total (cpu share {:.2})",
+                s.per_slot_cu, s.cu, s.cpu_share
+            ),
+        ),
+        ("slots", format!("{} free of {}", s.free_slots, s.slots)),
+        ("tasks", format!("{} running, {} queued", s.running, s.queued)),
+        (
+            "accepting",
+            format!(
+                "{} (other processes' load {:.1}%)",
+                yes_no(s.accepting),
+                f64::from(s.load) / 10.0
+            ),
+        ),
+        ("price", s.price.to_string()),
+        ("energy", s.energy.to_string()),
+        ("memory", format!("{} per task", s.memory)),
+        ("balance", format!("{balance} credits")),
+        (
+            "network",
+            format!(
+                "{} peers in view, {} connected, {} domains",
+                s.peers, s.connected, s.domains
+            ),
+        ),
+        ("jobs", format!("{} active", s.jobs_active)),
+        ("uptime", millis(s.uptime_ms)),
+        ("rss", Bytes(s.rss_bytes).to_string()),
+    ];
+    let mut out = String::new();
+    for (k, v) in lines {
+        out.push_str(&format!("{k:<10} {v}\n"));
+    }
+    out
+}
