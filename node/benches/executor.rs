@@ -7,7 +7,10 @@
 //!   `examples/mandelbrot` (`escape_time` and `render`, copied below) natively
 //!   and as hand-written WAT that mirrors it operation for operation
 //!   (goal: WASM with fuel ≤ 1.5× native); both produce the same pixels;
-//! * fuel metering on vs off on the same kernel.
+//! * fuel metering on vs off on the same kernel, and what each of the
+//!   executor's code-generation costs (fuel, epochs, NaN canonicalisation)
+//!   adds;
+//! * an integer kernel the same way: `examples/primes`'s trial division.
 //!
 //! Criterion prints its statistics per benchmark; a summary with medians and
 //! ratios (measured again in a plain loop, so it does not depend on
@@ -214,37 +217,35 @@ fn task() -> Task<'static> {
 
 // ---------------------------------------------------------------- raw wasmtime (fuel on/off)
 
-/// The kernel instantiated once in a bare store of an engine configured like
-/// the executor's (optionally without fuel, or without any of fuel, epochs
-/// and NaN canonicalisation), for calling `render` directly.
+/// A kernel instantiated once in a bare store of an engine configured like
+/// the executor's, with some of fuel, epochs and NaN canonicalisation
+/// switched off, for calling its export directly.
 struct Raw {
     store: wasmtime::Store<()>,
-    render: wasmtime::TypedFunc<(f64, f64, f64, f64, i32, i32, i32, i32, i32, i32, i32, i32), i32>,
-    memory: wasmtime::Memory,
+    instance: wasmtime::Instance,
 }
 
+/// Which of the executor's code-generation costs are on.
 #[derive(Clone, Copy)]
-enum Metering {
-    Fuel,
-    NoFuel,
-    Plain,
+struct Metering {
+    fuel: bool,
+    epochs: bool,
+    nan: bool,
 }
+
+const ALL: Metering = Metering {
+    fuel: true,
+    epochs: true,
+    nan: true,
+};
 
 impl Raw {
-    fn new(wasm: &[u8], metering: Metering) -> Raw {
+    fn new(wasm: &[u8], m: Metering) -> Raw {
         let mut config = wasm_config(Config::default().max_memory.0);
-        match metering {
-            Metering::Fuel => {}
-            Metering::NoFuel => {
-                config.consume_fuel(false);
-            }
-            Metering::Plain => {
-                config
-                    .consume_fuel(false)
-                    .epoch_interruption(false)
-                    .cranelift_nan_canonicalization(false);
-            }
-        }
+        config
+            .consume_fuel(m.fuel)
+            .epoch_interruption(m.epochs)
+            .cranelift_nan_canonicalization(m.nan);
         let engine = wasmtime::Engine::new(&config).unwrap();
         let module = wasmtime::Module::new(&engine, wasm).unwrap();
         let mut linker = wasmtime::Linker::new(&engine);
@@ -256,23 +257,24 @@ impl Raw {
             )
             .unwrap();
         let mut store = wasmtime::Store::new(&engine, ());
-        if matches!(metering, Metering::Fuel) {
+        if m.fuel {
             store.set_fuel(u64::MAX).unwrap();
         }
-        if !matches!(metering, Metering::Plain) {
+        if m.epochs {
             store.set_epoch_deadline(1 << 40);
         }
         let instance = linker.instantiate(&mut store, &module).unwrap();
-        let render = instance.get_typed_func(&mut store, "render").unwrap();
-        let memory = instance.get_memory(&mut store, "memory").unwrap();
-        Raw {
-            store,
-            render,
-            memory,
-        }
+        Raw { store, instance }
     }
 
     fn render(&mut self, t: &Tile) -> i32 {
+        let f = self
+            .instance
+            .get_typed_func::<(f64, f64, f64, f64, i32, i32, i32, i32, i32, i32, i32, i32), i32>(
+                &mut self.store,
+                "render",
+            )
+            .unwrap();
         let args = (
             t.re_min,
             t.re_max,
@@ -287,12 +289,91 @@ impl Raw {
             t.max_iter as i32,
             1024,
         );
-        self.render.call(&mut self.store, args).unwrap()
+        f.call(&mut self.store, args).unwrap()
     }
 
-    fn pixels(&self, len: usize) -> Vec<u8> {
-        self.memory.data(&self.store)[1024..1024 + len].to_vec()
+    fn count(&mut self, lo: u64, hi: u64) -> u64 {
+        let f = self
+            .instance
+            .get_typed_func::<(i64, i64), i64>(&mut self.store, "count_trial")
+            .unwrap();
+        f.call(&mut self.store, (lo as i64, hi as i64)).unwrap() as u64
     }
+
+    fn pixels(&mut self, len: usize) -> Vec<u8> {
+        let memory = self.instance.get_memory(&mut self.store, "memory").unwrap();
+        memory.data(&self.store)[1024..1024 + len].to_vec()
+    }
+}
+
+// ---------------------------------------------------------------- an integer kernel
+
+/// Primes are counted in `[PRIMES_LO, PRIMES_HI)` by trial division.
+const PRIMES_LO: u64 = 1_000_000_000;
+const PRIMES_HI: u64 = 1_000_002_000;
+
+/// `examples/primes`'s `is_prime`.
+fn is_prime(n: u64) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n.is_multiple_of(2) {
+        return false;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// `examples/primes`'s `count_trial`.
+fn count_trial(lo: u64, hi: u64) -> u64 {
+    (lo..hi).filter(|&n| is_prime(n)).count() as u64
+}
+
+/// `is_prime` and `count_trial` by hand; `_start` counts
+/// `[PRIMES_LO, PRIMES_HI)` and writes the count (u64 LE) to stdout.
+fn primes_wat() -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $is_prime (param $n i64) (result i32)
+    (local $d i64)
+    (if (i64.lt_u (local.get $n) (i64.const 4))
+      (then (return (i64.ge_u (local.get $n) (i64.const 2)))))
+    (if (i64.eqz (i64.rem_u (local.get $n) (i64.const 2)))
+      (then (return (i32.const 0))))
+    (local.set $d (i64.const 3))
+    (block $done
+      (loop $trial
+        (br_if $done (i64.gt_u (i64.mul (local.get $d) (local.get $d)) (local.get $n)))
+        (if (i64.eqz (i64.rem_u (local.get $n) (local.get $d)))
+          (then (return (i32.const 0))))
+        (local.set $d (i64.add (local.get $d) (i64.const 2)))
+        (br $trial)))
+    (i32.const 1))
+  (func $count_trial (export "count_trial") (param $lo i64) (param $hi i64) (result i64)
+    (local $n i64) (local $count i64)
+    (local.set $n (local.get $lo))
+    (block $done
+      (loop $each
+        (br_if $done (i64.ge_u (local.get $n) (local.get $hi)))
+        (local.set $count
+          (i64.add (local.get $count) (i64.extend_i32_u (call $is_prime (local.get $n)))))
+        (local.set $n (i64.add (local.get $n) (i64.const 1)))
+        (br $each)))
+    (local.get $count))
+  (func (export "_start")
+    (i64.store (i32.const 16) (call $count_trial (i64.const {PRIMES_LO}) (i64.const {PRIMES_HI})))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
 }
 
 // ---------------------------------------------------------------- benchmarks
@@ -332,8 +413,8 @@ fn bench_kernel(c: &mut Criterion) {
     let wasm = wat::parse_str(mandelbrot_wat(&TILE)).unwrap();
     let e = executor(true);
     let module = e.load(&wasm).unwrap();
-    let mut fuel = Raw::new(&wasm, Metering::Fuel);
-    let mut no_fuel = Raw::new(&wasm, Metering::NoFuel);
+    let mut fuel = Raw::new(&wasm, ALL);
+    let mut no_fuel = Raw::new(&wasm, Metering { fuel: false, ..ALL });
     let mut g = c.benchmark_group("mandelbrot_tile");
     g.sample_size(10).measurement_time(Duration::from_secs(4));
     g.bench_function("native", |b| b.iter(|| black_box(render(black_box(&TILE)))));
@@ -405,28 +486,39 @@ fn summary() {
     let native_pixels = render(&TILE);
     let outcome = pooled.run(&module, &task());
     assert_eq!(outcome.output, native_pixels, "WASM and native pixels differ");
-    let mut fuel = Raw::new(&wasm, Metering::Fuel);
-    let mut no_fuel = Raw::new(&wasm, Metering::NoFuel);
-    let mut plain = Raw::new(&wasm, Metering::Plain);
-    for raw in [&mut fuel, &mut no_fuel, &mut plain] {
-        let len = raw.render(&TILE) as usize;
-        assert_eq!(raw.pixels(len), native_pixels);
-    }
+    let variants = [
+        ("fuel + epochs + NaN canonicalisation (the executor)", ALL),
+        (
+            "epochs + NaN canonicalisation (fuel off)",
+            Metering { fuel: false, ..ALL },
+        ),
+        (
+            "fuel + epochs (NaN canonicalisation off)",
+            Metering { nan: false, ..ALL },
+        ),
+        (
+            "NaN canonicalisation only",
+            Metering {
+                fuel: false,
+                epochs: false,
+                nan: true,
+            },
+        ),
+        (
+            "none of them",
+            Metering {
+                fuel: false,
+                epochs: false,
+                nan: false,
+            },
+        ),
+    ];
     let n = 15;
     let native = time(n, || {
         black_box(render(black_box(&TILE)));
     });
     let task_t = time(n, || {
         black_box(pooled.run(&module, &task()));
-    });
-    let on = time(n, || {
-        black_box(fuel.render(&TILE));
-    });
-    let off = time(n, || {
-        black_box(no_fuel.render(&TILE));
-    });
-    let bare = time(n, || {
-        black_box(plain.render(&TILE));
     });
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
@@ -439,26 +531,63 @@ fn summary() {
         ms(native)
     );
     println!(
-        "  wasm task (fuel, epochs, NaN canonicalisation, instantiate + output): {:.2} ms = {:.2}x native ({}, goal ≤ 1.5x)",
+        "  wasm task in the executor (instantiate, run, output): {:.2} ms = {:.2}x native ({}, goal ≤ 1.5x)",
         ms(task_t),
         ratio(task_t, native),
         verdict(ratio(task_t, native) <= 1.5)
     );
+    let mut calls = Vec::new();
+    for (name, m) in variants {
+        let mut raw = Raw::new(&wasm, m);
+        let len = raw.render(&TILE) as usize;
+        assert_eq!(raw.pixels(len), native_pixels);
+        let t = time(n, || {
+            black_box(raw.render(&TILE));
+        });
+        println!(
+            "  wasm call, {name}: {:.2} ms = {:.2}x native",
+            ms(t),
+            ratio(t, native)
+        );
+        calls.push(t);
+    }
+    println!("  fuel on/off = {:.2}", ratio(calls[0], calls[1]));
+
+    let wasm = wat::parse_str(primes_wat()).unwrap();
+    let module = pooled.load(&wasm).unwrap();
+    let expect = count_trial(PRIMES_LO, PRIMES_HI);
+    let outcome = pooled.run(&module, &task());
+    assert_eq!(
+        outcome.output,
+        expect.to_le_bytes(),
+        "WASM and native counts differ"
+    );
+    let native = time(n, || {
+        black_box(count_trial(black_box(PRIMES_LO), black_box(PRIMES_HI)));
+    });
+    let task_t = time(n, || {
+        black_box(pooled.run(&module, &task()));
+    });
+    let mut on = Raw::new(&wasm, ALL);
+    let mut off = Raw::new(&wasm, Metering { fuel: false, ..ALL });
+    assert_eq!(on.count(PRIMES_LO, PRIMES_HI), expect);
+    let on_t = time(n, || {
+        black_box(on.count(PRIMES_LO, PRIMES_HI));
+    });
+    let off_t = time(n, || {
+        black_box(off.count(PRIMES_LO, PRIMES_HI));
+    });
     println!(
-        "  wasm call, fuel on:  {:.2} ms = {:.2}x native",
-        ms(on),
-        ratio(on, native)
+        "primes by trial division in [{PRIMES_LO}, {PRIMES_HI}) ({expect} primes, {} fuel): native {:.2} ms",
+        outcome.fuel_used.0,
+        ms(native)
     );
     println!(
-        "  wasm call, fuel off: {:.2} ms = {:.2}x native; fuel on/off = {:.2}",
-        ms(off),
-        ratio(off, native),
-        ratio(on, off)
-    );
-    println!(
-        "  wasm call, no fuel, no epochs, no NaN canonicalisation: {:.2} ms = {:.2}x native",
-        ms(bare),
-        ratio(bare, native)
+        "  wasm task in the executor: {:.2} ms = {:.2}x native ({}, goal ≤ 1.5x); fuel on/off = {:.2}",
+        ms(task_t),
+        ratio(task_t, native),
+        verdict(ratio(task_t, native) <= 1.5),
+        ratio(on_t, off_t)
     );
 }
 

@@ -481,7 +481,7 @@ mod tests {
             }));
         }
         for h in handles {
-            h.await.unwrap().unwrap();
+            if let Err(e) = h.await.unwrap() { panic!("write failed: {e}"); }
         }
         drop(s);
         let s = Store::open(&dir).unwrap();

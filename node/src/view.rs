@@ -631,7 +631,7 @@ mod tests {
         assert_eq!(v.on_advert(&next, Some(other), T0), Err(Rejected::WrongSigner));
         let m = v.metrics();
         assert_eq!(m.adverts_accepted, 1);
-        assert_eq!(m.adverts_rejected.values().sum::<u64>(), 7);
+        assert_eq!(m.adverts_rejected.values().sum::<u64>(), 6);
         assert_eq!(m.adverts_rejected["replayed"], 2);
         assert_eq!(m.adverts_rejected["oversized"], 1);
     }

@@ -3,6 +3,7 @@
 //! and plain padded tables.
 
 use std::future::Future;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -45,11 +46,27 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
     Ok(rt.block_on(f))
 }
 
+/// Writes `text` to stdout as is. A closed stdout (`agora jobs | head`)
+/// is not an error: the rest of the output is dropped.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::from(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `line` and a newline to stdout (see [`emit`]).
+pub fn emitln(line: &str) -> anyhow::Result<()> {
+    emit(&format!("{line}\n"))
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode the output as JSON")?;
-    println!("{text}");
-    Ok(())
+    emitln(&text)
 }
 
 /// A table of padded columns: left-aligned text, right-aligned numbers.
@@ -124,8 +141,8 @@ impl Table {
     }
 
     /// Prints the table on stdout.
-    pub fn print(&self) {
-        print!("{}", self.render());
+    pub fn print(&self) -> anyhow::Result<()> {
+        emit(&self.render())
     }
 }
 
@@ -142,6 +159,30 @@ pub fn or_dash<T: ToString>(v: Option<T>) -> String {
 /// A float with `decimals` places, or `-`.
 pub fn float_or_dash(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// A size in the largest binary unit it reaches (`49.7 MiB`, `256 MiB`).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, unit) in UNITS {
+        if bytes >= unit {
+            return if bytes.is_multiple_of(unit) {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name}", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// A measured quantity: two decimals below 10, none above (`0.04`, `5149`).
+pub fn number(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
 }
 
 /// Milliseconds as a compact duration (`850ms`, `2.5s`, `3m20s`).
@@ -187,6 +228,14 @@ mod tests {
              a            1234  x\n\
              longer·name     5\n"
         );
+    }
+
+    #[test]
+    fn sizes_use_the_largest_unit() {
+        assert_eq!(size(52_133_888), "49.7 MiB");
+        assert_eq!(size(256 << 20), "256 MiB");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(12), "12 B");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{NodeLocator, Table, block_on, print_json};
+use super::common::{NodeLocator, Table, block_on, emitln, print_json};
 use crate::api::DomainRow;
 
 /// List the domains a running node knows, with their summarised capacity.
@@ -27,9 +27,9 @@ impl DomainsCommand {
         if self.json {
             print_json(&domains)?;
         } else if domains.is_empty() {
-            println!("no domains known yet");
+            emitln("no domains known yet")?;
         } else {
-            table(&domains).print();
+            table(&domains).print()?;
         }
         Ok(ExitCode::SUCCESS)
     }

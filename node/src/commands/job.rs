@@ -16,7 +16,9 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
-use super::common::{NodeLocator, Table, block_on, ellipsize, millis, or_dash, print_json, utc};
+use super::common::{
+    NodeLocator, Table, block_on, ellipsize, emit, emitln, millis, or_dash, print_json, utc,
+};
 use crate::api::client::{Client, ClientError};
 use crate::api::server::MAX_UPLOAD;
 use crate::api::{ContentRef, JobStatus, OutputRef, PhaseCounts, SubmitRequest, TaskExplain, TaskStatus};
@@ -43,7 +45,7 @@ pub struct JobCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum JobAction {
     /// Upload a module and its inputs and submit them as a job.
-    Submit(SubmitCommand),
+    Submit(Box<SubmitCommand>),
     /// Show a job's state, counts and per-task detail.
     Status(StatusCommand),
     /// Follow a job's progress live until it ends.
@@ -157,6 +159,14 @@ pub struct SubmitCommand {
     /// A module that combines the verified outputs at the end.
     #[arg(long, value_name = "REDUCE.wasm")]
     pub reduce: Option<PathBuf>,
+    /// An argument for the reduce module; repeat for more.
+    #[arg(
+        long = "reduce-arg",
+        value_name = "A",
+        allow_hyphen_values = true,
+        requires = "reduce"
+    )]
+    pub reduce_args: Vec<String>,
     /// Seed of the job (each task's seed derives from it). Default: random.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -178,10 +188,7 @@ pub struct SubmitCommand {
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let r: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))?;
+    let r: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&r) {
         Ok(r)
     } else {
@@ -201,8 +208,8 @@ pub struct InputFile {
 /// The task inputs of `--inputs DIR`: regular files (or links to them)
 /// directly in `dir`, not hidden, in file-name order.
 pub fn inputs_in_dir(dir: &Path) -> anyhow::Result<Vec<InputFile>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read the inputs directory {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the inputs directory {}", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot read the inputs directory {}", dir.display()))?;
@@ -228,7 +235,8 @@ pub fn inputs_in_dir(dir: &Path) -> anyhow::Result<Vec<InputFile>> {
 
 /// The single input of `--input FILE`.
 pub fn single_input(path: &Path) -> anyhow::Result<InputFile> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the input {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read the input {}", path.display()))?;
     if !meta.is_file() {
         bail!(
             "the input {} is not a file (use --inputs DIR for a directory of inputs)",
@@ -248,13 +256,20 @@ pub fn single_input(path: &Path) -> anyhow::Result<InputFile> {
 impl SubmitCommand {
     /// The job these flags describe, for an uploaded module, reduce module
     /// and inputs (in task order).
-    pub fn spec(&self, module: &ContentRef, reduce: Option<&ContentRef>, inputs: Vec<InputSpec>, seed: u64) -> JobSpec {
+    pub fn spec(
+        &self,
+        module: &ContentRef,
+        reduce: Option<&ContentRef>,
+        inputs: Vec<InputSpec>,
+        seed: u64,
+    ) -> JobSpec {
         JobSpec {
             module: module.id,
             module_size: Bytes(module.size),
             reduce: reduce.map(|r| r.id),
             inputs,
             args: self.args.clone(),
+            reduce_args: self.reduce_args.clone(),
             fuel: Fuel(self.fuel),
             estimate: self.estimate.map(Fuel),
             memory: self.memory,
@@ -272,11 +287,7 @@ impl SubmitCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let module = super::exec::read_module(&self.module)?;
-        let reduce = self
-            .reduce
-            .as_deref()
-            .map(super::exec::read_module)
-            .transpose()?;
+        let reduce = self.reduce.as_deref().map(super::exec::read_module).transpose()?;
         let files = match (&self.input, &self.inputs) {
             (Some(f), _) => vec![single_input(f)?],
             (None, Some(d)) => inputs_in_dir(d)?,
@@ -324,7 +335,7 @@ impl SubmitCommand {
             if self.json {
                 print_json(&plan_json(&plan))?;
             } else {
-                print!("{}", render_plan(&plan, self.all));
+                emit(&render_plan(&plan, self.all))?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -334,7 +345,7 @@ impl SubmitCommand {
         if self.json {
             print_json(&serde_json::json!({ "id": id }))?;
         } else {
-            println!("{id}");
+            emitln(&id.to_string())?;
             if std::io::stderr().is_terminal() {
                 eprintln!(
                     "submitted {} task(s); follow it with `agora job watch {id}`",
@@ -412,7 +423,11 @@ fn render_plan(plan: &[TaskExplain], all: bool) -> String {
         plan.len(),
         plan.len() - placed
     );
-    let shown = if all { plan.len() } else { EXPLAINED_TASKS.min(plan.len()) };
+    let shown = if all {
+        plan.len()
+    } else {
+        EXPLAINED_TASKS.min(plan.len())
+    };
     for t in &plan[..shown] {
         out.push('\n');
         let ds = decisions(t);
@@ -421,7 +436,8 @@ fn render_plan(plan: &[TaskExplain], all: bool) -> String {
                 let verdict = match &d.chosen {
                     Some(n) => format!("would go to {}", n.short()),
                     None if d.candidates.is_empty() && d.excluded.is_empty() => {
-                        "no candidates: no provider in the view (are there peers? see `agora peers`)".to_owned()
+                        "no candidates: no provider in the view (are there peers? see `agora peers`)"
+                            .to_owned()
                     }
                     None => "no candidates: every provider is excluded".to_owned(),
                 };
@@ -501,9 +517,20 @@ fn decisions(t: &TaskExplain) -> Vec<DecisionView> {
 fn render_decision(d: &DecisionView, out: &mut String) {
     let indent = |text: String| -> String { text.lines().map(|l| format!("    {l}\n")).collect() };
     if !d.candidates.is_empty() {
-        out.push_str(&format!("  candidates ({}, best first; lower score is better):\n", d.candidates.len()));
+        out.push_str(&format!(
+            "  candidates ({}, best first; lower score is better):\n",
+            d.candidates.len()
+        ));
         let mut t = Table::new(&[
-            "", "PEER", "SCORE", "ECT MS", "WAIT MS", "TRANSFER MS", "RUN MS", "RTT MS", "SPEED CU",
+            "",
+            "PEER",
+            "SCORE",
+            "ECT MS",
+            "WAIT MS",
+            "TRANSFER MS",
+            "RUN MS",
+            "RTT MS",
+            "SPEED CU",
         ])
         .with_right(&[2, 3, 4, 5, 6, 7, 8]);
         for c in &d.candidates {
@@ -517,7 +544,7 @@ fn render_decision(d: &DecisionView, out: &mut String) {
                 format!("{:.1}", c.transfer_ms),
                 format!("{:.1}", c.run_ms),
                 format!("{:.1}", c.rtt_ms),
-                format!("{:.0}", c.speed_cu),
+                super::common::number(c.speed_cu),
             ]);
         }
         out.push_str(&indent(t.render()));
@@ -583,7 +610,7 @@ impl StatusCommand {
         if self.json {
             print_json(&status)?;
         } else {
-            print!("{}", render_status(&status, self.all));
+            emit(&render_status(&status, self.all))?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -612,7 +639,8 @@ fn render_status(s: &JobStatus, all: bool) -> String {
         line("error", e.clone());
     }
     if !s.providers.is_empty() {
-        let mut t = Table::new(&["PROVIDER", "RUNNING", "VERIFIED", "FAILED", "PAID"]).with_right(&[1, 2, 3, 4]);
+        let mut t =
+            Table::new(&["PROVIDER", "RUNNING", "VERIFIED", "FAILED", "PAID"]).with_right(&[1, 2, 3, 4]);
         let mut providers: Vec<_> = s.providers.iter().collect();
         providers.sort_by_key(|p| std::cmp::Reverse((p.verified, p.running)));
         for p in providers {
@@ -640,7 +668,10 @@ fn render_status(s: &JobStatus, all: bool) -> String {
                 providers_cell(task),
                 or_dash(task.fuel),
                 or_dash(task.exit.as_deref()),
-                task.error.as_deref().map(|e| ellipsize(e, 80)).unwrap_or_default(),
+                task.error
+                    .as_deref()
+                    .map(|e| ellipsize(e, 80))
+                    .unwrap_or_default(),
             ]);
         }
         out.push('\n');
@@ -659,7 +690,12 @@ fn render_status(s: &JobStatus, all: bool) -> String {
 /// Accepted providers, or else `(…)` around those the task is placed on.
 fn providers_cell(t: &TaskStatus) -> String {
     if !t.providers.is_empty() {
-        return t.providers.iter().map(NodeId::short).collect::<Vec<_>>().join(",");
+        return t
+            .providers
+            .iter()
+            .map(NodeId::short)
+            .collect::<Vec<_>>()
+            .join(",");
     }
     let live: Vec<String> = t
         .copies
@@ -763,12 +799,15 @@ impl WatchCommand {
         match last.state {
             JobState::Done => {
                 if !self.json {
-                    println!(
+                    emitln(&format!(
                         "job {} done: {}/{} tasks verified in {took}, {} credits spent",
                         last.id, last.counts.verified, last.total, last.spent
-                    );
+                    ))?;
                     if last.reduced.is_some() {
-                        println!("reduced result ready: `agora job result {} --out DIR`", last.id);
+                        emitln(&format!(
+                            "reduced result ready: `agora job result {} --out DIR`",
+                            last.id
+                        ))?;
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -812,9 +851,9 @@ impl Display {
                         "wall_ms": s.wall_ms,
                         "error": s.error,
                     });
-                    println!("{line}");
+                    emitln(&line.to_string())?;
                 } else {
-                    println!(
+                    emitln(&format!(
                         "[{:>7}] {}: {}/{} verified · {} · {} provider(s)",
                         format_duration(Duration::from_millis(s.wall_ms)),
                         state_name(s.state),
@@ -822,7 +861,7 @@ impl Display {
                         s.total,
                         counts_line(&s.counts),
                         s.providers.len()
-                    );
+                    ))?;
                 }
                 Ok(())
             }
@@ -834,6 +873,7 @@ impl Display {
 struct Bars {
     multi: indicatif::MultiProgress,
     overall: indicatif::ProgressBar,
+    phases: indicatif::ProgressBar,
     providers: HashMap<NodeId, indicatif::ProgressBar>,
     others: Option<indicatif::ProgressBar>,
 }
@@ -843,12 +883,15 @@ impl Bars {
         let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
         let overall = multi.add(indicatif::ProgressBar::new(0));
         overall.set_style(style(
-            "{spinner} {elapsed:>4} [{bar:40.cyan/blue}] {pos}/{len} verified · {msg}",
+            "{spinner} {elapsed:>4} [{wide_bar:.cyan/blue}] {pos}/{len} verified",
         ));
         overall.enable_steady_tick(Duration::from_millis(120));
+        let phases = multi.add(indicatif::ProgressBar::new(0));
+        phases.set_style(style("  {msg}"));
         Bars {
             multi,
             overall,
+            phases,
             providers: HashMap::new(),
             others: None,
         }
@@ -856,7 +899,9 @@ impl Bars {
 
     fn provider_bar(&self, total: u64, prefix: String) -> indicatif::ProgressBar {
         let pb = self.multi.add(indicatif::ProgressBar::new(total));
-        pb.set_style(style("  {prefix:<14} [{bar:30.green/white}] {pos:>5} verified · {msg}"));
+        pb.set_style(style(
+            "  {prefix:<8} [{bar:24.green/white}] {pos:>6} verified · {msg}",
+        ));
         pb.set_prefix(prefix);
         pb
     }
@@ -865,8 +910,11 @@ impl Bars {
         let total = s.total as u64;
         self.overall.set_length(total);
         self.overall.set_position(s.counts.verified as u64);
-        self.overall
-            .set_message(format!("{} · {}", state_name(s.state), phase_counts_short(&s.counts)));
+        self.phases.set_message(format!(
+            "{} · {}",
+            state_name(s.state),
+            phase_counts_short(&s.counts)
+        ));
         let mut other = (0, 0, 0);
         let mut has_other = false;
         for p in &s.providers {
@@ -900,6 +948,7 @@ impl Bars {
         }
         if end {
             self.overall.finish();
+            self.phases.finish();
             for pb in self.providers.values().chain(self.others.as_ref()) {
                 pb.finish();
             }
@@ -961,10 +1010,8 @@ pub fn output_names(outputs: &[OutputRef]) -> Vec<String> {
     outputs
         .iter()
         .map(|o| {
-            let usable = !o.name.is_empty()
-                && o.name != "."
-                && o.name != ".."
-                && !o.name.contains(['/', '\\', '\0']);
+            let usable =
+                !o.name.is_empty() && o.name != "." && o.name != ".." && !o.name.contains(['/', '\\', '\0']);
             let name = format!("{}.out", o.name);
             if usable && seen.insert(name.clone()) {
                 name
@@ -977,7 +1024,11 @@ pub fn output_names(outputs: &[OutputRef]) -> Vec<String> {
 
 /// The file name of a reduced result.
 pub fn reduced_name(bytes: &[u8]) -> &'static str {
-    if bytes.starts_with(PNG) { "result.png" } else { "result" }
+    if bytes.starts_with(PNG) {
+        "result.png"
+    } else {
+        "result"
+    }
 }
 
 impl ResultCommand {
@@ -1012,10 +1063,9 @@ impl ResultCommand {
             let client = &client;
             let written: Vec<serde_json::Value> = futures::stream::iter(&jobs)
                 .map(|(id, path, o)| async move {
-                    let bytes = client
-                        .get_content(id)
-                        .await
-                        .with_context(|| format!("cannot download the output of task {} ({})", o.index, o.name))?;
+                    let bytes = client.get_content(id).await.with_context(|| {
+                        format!("cannot download the output of task {} ({})", o.index, o.name)
+                    })?;
                     write_file(path, &bytes)?;
                     anyhow::Ok(serde_json::json!({
                         "index": o.index,
@@ -1058,20 +1108,20 @@ impl ResultCommand {
                 "missing": missing,
             }))?;
         } else {
-            println!(
+            emitln(&format!(
                 "wrote {} output(s) to {}",
                 written.len(),
                 self.out.display()
-            );
+            ))?;
             if let Some(r) = &reduced {
-                println!("reduced result: {}", r["path"].as_str().unwrap_or("?"));
+                emitln(&format!("reduced result: {}", r["path"].as_str().unwrap_or("?")))?;
             }
             if !missing.is_empty() {
-                println!(
+                emitln(&format!(
                     "{} task(s) have no verified output yet (job {})",
                     missing.len(),
                     state_name(result.state)
-                );
+                ))?;
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -1111,13 +1161,13 @@ impl CancelCommand {
         if self.json {
             print_json(&summary)?;
         } else {
-            println!(
+            emitln(&format!(
                 "cancelled job {}: {} of {} tasks were verified; state {}",
                 summary.id,
                 summary.verified,
                 summary.tasks,
                 state_name(summary.state)
-            );
+            ))?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -1186,7 +1236,7 @@ impl ExplainCommand {
                 explain.tasks.len() - shown
             ));
         }
-        print!("{out}");
+        emit(&out)?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -1266,10 +1316,38 @@ mod tests {
     #[test]
     fn spec_takes_every_flag() {
         let c = submit(&[
-            "--inputs", "d", "--arg", "-v", "--arg", "x", "--replicas", "3", "--max-price", "0.5",
-            "--deadline", "1m30s", "--domain", "eu/de", "--fuel", "1000", "--estimate", "10",
-            "--memory", "64MiB", "--spot-check", "0.25", "--max-energy", "15", "--seed", "9",
-            "--strategy", "round-robin",
+            "--inputs",
+            "d",
+            "--arg",
+            "-v",
+            "--arg",
+            "x",
+            "--replicas",
+            "3",
+            "--max-price",
+            "0.5",
+            "--deadline",
+            "1m30s",
+            "--domain",
+            "eu/de",
+            "--fuel",
+            "1000",
+            "--estimate",
+            "10",
+            "--memory",
+            "64MiB",
+            "--spot-check",
+            "0.25",
+            "--max-energy",
+            "15",
+            "--seed",
+            "9",
+            "--strategy",
+            "round-robin",
+            "--reduce",
+            "r.wat",
+            "--reduce-arg",
+            "--sum",
         ]);
         let module = ContentRef {
             id: ContentId::of(b"m"),
@@ -1291,6 +1369,7 @@ mod tests {
         assert_eq!(spec.spot_check, 0.25);
         assert_eq!(spec.max_energy, Some(EnergyRate(15)));
         assert_eq!(spec.reduce, Some(reduce.id));
+        assert_eq!(spec.reduce_args, ["--sum"]);
         assert_eq!(spec.strategy, Strategy::RoundRobin);
     }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{NodeLocator, Table, ago, block_on, ellipsize, print_json};
+use super::common::{NodeLocator, Table, ago, block_on, ellipsize, emitln, print_json};
 use crate::api::JobSummary;
 
 /// List the jobs submitted through a running node, newest first.
@@ -27,10 +27,10 @@ impl JobsCommand {
         if self.json {
             print_json(&jobs)?;
         } else if jobs.is_empty() {
-            println!("no jobs yet (`agora job submit` starts one)");
+            emitln("no jobs yet (`agora job submit` starts one)")?;
         } else {
             jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at));
-            table(&jobs).print();
+            table(&jobs).print()?;
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{NodeLocator, Table, ago, block_on, or_dash, print_json};
+use super::common::{NodeLocator, Table, ago, block_on, emit, or_dash, print_json};
 use crate::api::Ledger;
 
 /// Show a running node's credit balance, totals and recent ledger entries.
@@ -31,7 +31,7 @@ impl LedgerCommand {
         if self.json {
             print_json(&ledger)?;
         } else {
-            print!("{}", render(&ledger));
+            emit(&render(&ledger))?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -54,8 +54,8 @@ fn render(l: &Ledger) -> String {
         out.push_str("\nno entries\n");
         return out;
     }
-    let mut t = Table::new(&["SEQ", "WHEN", "KIND", "AMOUNT", "COUNTERPARTY", "TASK", "FUEL"])
-        .with_right(&[0, 3, 6]);
+    let mut t =
+        Table::new(&["SEQ", "WHEN", "KIND", "AMOUNT", "COUNTERPARTY", "TASK", "FUEL"]).with_right(&[0, 3, 6]);
     for e in &l.entries {
         let sign = if e.kind == "paid" { "-" } else { "+" };
         t.row(vec![

@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use agora_protocol::Domain;
-use agora_protocol::units::Bytes;
 
-use super::common::{NodeLocator, Table, block_on, float_or_dash, print_json};
+use super::common::{NodeLocator, Table, block_on, emitln, float_or_dash, number, print_json, size};
 use crate::api::PeerRow;
 
 /// List the peers in a running node's view, with their adverts and what this
@@ -37,9 +36,9 @@ impl PeersCommand {
         if self.json {
             print_json(&peers)?;
         } else if peers.is_empty() {
-            println!("no peers in the view");
+            emitln("no peers in the view")?;
         } else {
-            table(&peers).print();
+            table(&peers).print()?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -71,12 +70,12 @@ fn table(peers: &[PeerRow]) -> Table {
             p.domain.to_string(),
             p.cu.to_string(),
             format!("{}/{}", p.free_slots, p.slots),
-            Bytes(p.memory).to_string(),
+            size(p.memory),
             p.price.clone(),
             float_or_dash(p.rtt_ms, 1),
             p.advert_age_ms.to_string(),
             accepting.to_owned(),
-            float_or_dash(p.learnt_cu, 0),
+            p.learnt_cu.map_or_else(|| "-".to_owned(), number),
             float_or_dash(p.reputation, 2),
         ]);
     }

@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use agora_protocol::units::Bytes;
-
-use super::common::{NodeLocator, block_on, millis, print_json, yes_no};
+use super::common::{NodeLocator, block_on, emit, millis, print_json, size, yes_no};
 use crate::api::Status;
 
 /// Show a running node's status: identity, measured capacity, load, price,
@@ -27,7 +25,7 @@ impl StatusCommand {
         if self.json {
             print_json(&status)?;
         } else {
-            print!("{}", render(&status));
+            emit(&render(&status))?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -69,7 +67,7 @@ fn render(s: &Status) -> String {
         ),
         ("price", s.price.to_string()),
         ("energy", s.energy.to_string()),
-        ("memory", format!("{} per task", s.memory)),
+        ("memory", format!("{} per task", size(s.memory.0))),
         ("balance", format!("{balance} credits")),
         (
             "network",
@@ -80,7 +78,7 @@ fn render(s: &Status) -> String {
         ),
         ("jobs", format!("{} active", s.jobs_active)),
         ("uptime", millis(s.uptime_ms)),
-        ("rss", Bytes(s.rss_bytes).to_string()),
+        ("rss", size(s.rss_bytes)),
     ];
     let mut out = String::new();
     for (k, v) in lines {

@@ -76,7 +76,7 @@ pub(crate) fn in_subprocess(exe: &Path, wasm: &[u8], limits: &WorkerLimits) -> R
         let _ = child.wait();
         return Err(TaskError::CompileFailed("compile worker has no pipes".into()));
     };
-    let deadline = Instant::now() + limits.timeout;
+    let deadline = Instant::now().checked_add(limits.timeout);
     let max_artifact = limits.address_space.0;
     let (status, artifact, message) = std::thread::scope(|scope| {
         // Feed and drain the pipes on their own threads so that neither side
@@ -99,7 +99,7 @@ pub(crate) fn in_subprocess(exe: &Path, wasm: &[u8], limits: &WorkerLimits) -> R
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= deadline => {
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     break Err(());

@@ -80,7 +80,8 @@ pub struct Config {
     /// Largest module accepted, checked before parsing. Default 16 MiB.
     pub max_module_size: Bytes,
     /// Hard cap on any task's memory limit; also sizes each memory's
-    /// address-space reservation. Default 512 MiB.
+    /// address-space reservation. Rounded up to a multiple of 64 KiB.
+    /// Default 512 MiB.
     pub max_memory: Bytes,
     /// Most native stack guest code may use. Default 512 KiB.
     pub max_wasm_stack: usize,
@@ -372,9 +373,11 @@ impl Executor {
         if config.epoch_tick.is_zero() {
             return invalid("epoch_tick must be positive");
         }
-        if config.max_memory.0 == 0 || !config.max_memory.0.is_multiple_of(WASM_PAGE) {
-            return invalid("max_memory must be a positive multiple of 64 KiB");
+        if config.max_memory.0 == 0 {
+            return invalid("max_memory must be positive");
         }
+        let mut config = config;
+        config.max_memory = Bytes(config.max_memory.0.div_ceil(WASM_PAGE).saturating_mul(WASM_PAGE));
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(|e| SetupError::Engine(format!("{e:#}")))?;

@@ -50,6 +50,9 @@ pub struct JobSpec {
     /// Arguments passed to every task.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Arguments of the reduce module.
+    #[serde(default)]
+    pub reduce_args: Vec<String>,
     /// Fuel limit of each task.
     pub fuel: Fuel,
     /// Fuel estimate of a task (intensity), for placement. Defaults to the

@@ -20,5 +20,7 @@ pub mod job;
 pub mod placement;
 pub mod provider;
 pub mod requester;
+#[cfg(test)]
+pub(crate) mod sim;
 
 pub use job::{InputSpec, JobSpec, JobState, Strategy, TaskPhase};

@@ -38,6 +38,8 @@ pub const INITIAL_REPUTATION: f64 = 0.5;
 pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
 /// Smoothing factor of learnt speeds.
 pub const SPEED_ALPHA: f64 = 0.3;
+/// Shortest execution a speed is learnt from.
+pub const MIN_LEARNING_RUN: Duration = Duration::from_millis(20);
 /// Tasks a requester keeps in flight at a provider beyond its slots, to
 /// hide negotiation latency.
 pub const BACKLOG: u32 = 1;
@@ -116,7 +118,9 @@ impl Book {
     /// A receipt verified: learn speed, raise reputation, note held content.
     pub fn verified(&mut self, p: NodeId, fuel: Fuel, exec: Duration, held: &[ContentId]) {
         let e = self.entry(p);
-        if fuel.0 > 0 && exec > Duration::from_micros(100) {
+        // Short runs measure per-task overhead and timer granularity more
+        // than speed: learn only from runs long enough to mean something.
+        if fuel.0 > 0 && exec >= MIN_LEARNING_RUN {
             let cu = fuel.0 as f64 / exec.as_secs_f64() / FUEL_PER_CU_SECOND as f64;
             e.learnt_cu = Some(match e.learnt_cu {
                 None => cu,
@@ -263,7 +267,7 @@ impl std::fmt::Display for Exclusion {
 }
 
 /// A scored candidate.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Scored {
     /// The node.
     pub node: NodeId,
@@ -554,6 +558,7 @@ mod tests {
         // Its receipts show 1000 CU: 1e9 fuel in one second, several times.
         for _ in 0..5 {
             book.verified(liar.node, Fuel(1_000_000_000), Duration::from_secs(1), &[]);
+            book.verified(liar.node, Fuel(47), Duration::from_millis(1), &[]);
             book.verified(honest.node, Fuel(1_000_000_000), Duration::from_millis(500), &[]);
         }
         let after = evaluate(&liar, book.get(&liar.node), &need(), NOW).unwrap();

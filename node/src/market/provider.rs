@@ -138,6 +138,7 @@ pub struct Provider {
     queue: VecDeque<MessageId>,
     running: usize,
     by_task: HashMap<(TaskId, NodeId), MessageId>,
+    by_accept: HashMap<MessageId, MessageId>,
 }
 
 impl Provider {
@@ -152,6 +153,7 @@ impl Provider {
             queue: VecDeque::new(),
             running: 0,
             by_task: HashMap::new(),
+            by_accept: HashMap::new(),
         }
     }
 
@@ -349,9 +351,19 @@ impl Provider {
     }
 
     /// Takes a slot for a task whose agreement was signed and persisted.
-    pub fn agreed(&mut self, accepted: Accepted, offer: MessageId) {
+    /// `accept` is the acceptance's id: a retransmitted acceptance gets the
+    /// same agreement back ([`Provider::agreement_for`]).
+    pub fn agreed(&mut self, accepted: Accepted, offer: MessageId, accept: MessageId) {
         self.offers.remove(&offer);
+        self.by_accept.insert(accept, accepted.agreement);
         self.insert(accepted);
+    }
+
+    /// The agreement already made for an acceptance, if any (its envelope
+    /// bytes), so that a duplicate acceptance is answered the same way.
+    pub fn agreement_for(&self, accept: &MessageId) -> Option<&[u8]> {
+        let id = self.by_accept.get(accept)?;
+        self.tasks.get(id).map(|t| t.agreement_env.as_slice())
     }
 
     /// Re-inserts a task recovered from the store after a restart.
@@ -400,6 +412,7 @@ impl Provider {
     pub fn forget(&mut self, agreement: &MessageId) -> Option<Accepted> {
         let t = self.tasks.remove(agreement)?;
         self.by_task.remove(&(t.assignment.task, t.requester));
+        self.by_accept.retain(|_, a| a != agreement);
         match t.stage {
             Stage::Queued => self.queue.retain(|q| q != agreement),
             Stage::Running => self.running = self.running.saturating_sub(1),
@@ -556,8 +569,8 @@ mod tests {
             ComputeUnits(1000),
         );
         let t = |i| TaskId::new(JobId([1; 16]), i);
-        p.agreed(accepted(1, req, t(0)), MessageId([0; 32]));
-        p.agreed(accepted(2, req, t(1)), MessageId([0; 32]));
+        p.agreed(accepted(1, req, t(0)), MessageId([0; 32]), MessageId([1; 32]));
+        p.agreed(accepted(2, req, t(1)), MessageId([0; 32]), MessageId([2; 32]));
         assert_eq!(p.call(req, &cfo(1, 60_000), NOW), Err(Decline::NoFreeSlot));
         let first = p.start_next().unwrap();
         assert_eq!(first.agreement, MessageId([1; 32]));

@@ -55,8 +55,11 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// How long a provider that declined for lack of capacity is not asked.
     pub busy_backoff: Duration,
-    /// Extra copies beyond the replication factor before a task fails.
+    /// Extra reports beyond the replication factor before a task without a
+    /// majority fails.
     pub max_extra_copies: usize,
+    /// Placements of one task (failed ones included) before it fails.
+    pub max_attempts: usize,
     /// A job fails when no provider fits for this long.
     pub unplaceable_after: Duration,
     /// Start backups for stragglers.
@@ -75,6 +78,7 @@ impl Default for Config {
             retry_backoff: Duration::from_millis(100),
             busy_backoff: Duration::from_millis(250),
             max_extra_copies: 3,
+            max_attempts: 24,
             unplaceable_after: Duration::from_secs(30),
             backups: true,
             max_explained_tasks: 20_000,
@@ -178,7 +182,7 @@ pub enum Action {
 }
 
 /// One placement decision, for `agora job explain`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Decision {
     /// When.
     pub at: Timestamp,
@@ -197,7 +201,7 @@ pub struct Decision {
 }
 
 /// An offer as `explain` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OfferNote {
     /// The provider.
     pub node: NodeId,
@@ -488,27 +492,6 @@ impl Requester {
         if job.record.state.is_terminal() {
             return false;
         }
-        let mut cancels = Vec::new();
-        for t in &mut job.tasks {
-            for c in &mut t.copies {
-                if matches!(c.state, CopyState::Accepting | CopyState::Agreed) {
-                    if let Some(a) = c.agreement {
-                        cancels.push((c.provider, a, t.id));
-                    }
-                    c.state = CopyState::Cancelled;
-                }
-            }
-        }
-        self.drop_negotiations(|t| t.job == id);
-        for (p, a, t) in cancels {
-            self.book.released(p);
-            self.out.push_back(Action::Cancel {
-                to: p,
-                agreement: a,
-                task: t,
-                reason: CancelReason::JobCancelled,
-            });
-        }
         self.fail_job(id, "cancelled by the user".into(), now);
         true
     }
@@ -534,28 +517,27 @@ impl Requester {
             return;
         }
         job.record.state = JobState::Failed;
-        job.record.error = Some(error);
+        job.record.error = Some(error.clone());
         job.record.finished_at = Some(now);
         let mut withdraw = Vec::new();
         for t in &mut job.tasks {
             for c in &mut t.copies {
                 if matches!(c.state, CopyState::Accepting | CopyState::Agreed) {
-                    if let Some(a) = c.agreement {
-                        withdraw.push((c.provider, a, t.id));
-                    }
+                    withdraw.push((c.provider, c.agreement, t.id));
                     c.state = CopyState::Cancelled;
                 }
+            }
+            if !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+                t.phase = TaskPhase::Failed;
+                t.error.get_or_insert_with(|| format!("not run: the job failed ({error})"));
             }
             self.dirty_tasks.insert(t.id);
         }
         for (p, a, t) in withdraw {
             self.book.released(p);
-            self.out.push_back(Action::Cancel {
-                to: p,
-                agreement: a,
-                task: t,
-                reason: CancelReason::JobCancelled,
-            });
+            if let Some(a) = a {
+                self.out.push_back(Action::Cancel { to: p, agreement: a, task: t, reason: CancelReason::JobCancelled });
+            }
         }
         self.drop_negotiations(|t| t.job == id);
         self.dirty_jobs.insert(id);
@@ -916,8 +898,16 @@ impl Requester {
         };
         let spec = &job.record.spec;
         let t = &mut job.tasks[idx as usize];
-        let attempt =
-            t.next_attempt() + self.negotiations.keys().filter(|(tid, _)| *tid == task).count() as u16;
+        // Attempt numbers are never reused: above every copy and every
+        // negotiation of this task.
+        let attempt = self
+            .negotiations
+            .keys()
+            .filter(|(tid, _)| *tid == task)
+            .map(|(_, a)| a + 1)
+            .chain([t.next_attempt()])
+            .max()
+            .unwrap_or(0);
         let input = &spec.inputs[idx as usize];
         let cfo = CallForOffers {
             task,
@@ -1087,7 +1077,15 @@ impl Requester {
             return;
         }
         n.offers.sort_by(|a, b| a.2.total_cmp(&b.2));
-        let Some((provider, offer, _)) = n.offers.into_iter().next() else {
+        // Replicas run on distinct providers: a provider that took another
+        // copy of this task while this negotiation was open is passed over.
+        let holding: HashSet<NodeId> = job.tasks[task.index as usize]
+            .copies
+            .iter()
+            .filter(|c| c.wrong || matches!(c.state, CopyState::Accepting | CopyState::Agreed | CopyState::Reported))
+            .map(|c| c.provider)
+            .collect();
+        let Some((provider, offer, _)) = n.offers.into_iter().find(|(p, _, _)| !holding.contains(p)) else {
             let t = &mut job.tasks[task.index as usize];
             if t.live().next().is_none() && t.reported().next().is_none() {
                 t.phase = TaskPhase::Pending;
@@ -1403,7 +1401,11 @@ impl Requester {
             return;
         }
         let k = usize::from(job.record.spec.replicas.max(1));
-        let max_copies = k + 1 + self.config.max_extra_copies;
+        // Reports beyond the replication factor settle disagreements; failed
+        // placements (declines, unreachable or overdue providers) are retried
+        // more often before the task is given up.
+        let max_reports = k + 1 + self.config.max_extra_copies;
+        let max_attempts = self.config.max_attempts.max(max_reports);
         let t = &mut job.tasks[idx as usize];
         if matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
             return;
@@ -1448,7 +1450,11 @@ impl Requester {
         }
         let live = t.live().count();
         let tried = t.copies.len();
-        if live == 0 && tried >= max_copies && self.negotiations.keys().all(|(tid, _)| *tid != t.id) {
+        let reports = t.reported().count();
+        if live == 0
+            && (tried >= max_attempts || reports >= max_reports)
+            && self.negotiations.keys().all(|(tid, _)| *tid != t.id)
+        {
             let reported = t.reported().count();
             t.phase = TaskPhase::Failed;
             t.error = Some(if reported > 1 {
@@ -1530,9 +1536,7 @@ impl Requester {
                     }
                 }
                 (CopyState::Accepting | CopyState::Agreed, _) => {
-                    if let Some(a) = c.agreement {
-                        cancels.push((c.provider, a));
-                    }
+                    cancels.push((c.provider, c.agreement));
                     c.state = CopyState::Cancelled;
                 }
                 _ => {}
@@ -1573,12 +1577,9 @@ impl Requester {
         }
         for (p, a) in cancels {
             self.book.released(p);
-            self.out.push_back(Action::Cancel {
-                to: p,
-                agreement: a,
-                task,
-                reason: CancelReason::Superseded,
-            });
+            if let Some(a) = a {
+                self.out.push_back(Action::Cancel { to: p, agreement: a, task, reason: CancelReason::Superseded });
+            }
         }
         self.touch(task);
         if let Some(why) = failed {

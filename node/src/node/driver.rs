@@ -612,7 +612,7 @@ impl Driver {
                     job,
                     reduce,
                     outputs,
-                    spec.args.clone(),
+                    spec.reduce_args.clone(),
                     limits,
                     spec.seed,
                 ));
@@ -1130,6 +1130,12 @@ impl Driver {
                 }
             }
             MarketRequest::Accept { accept, content } => {
+                // A retransmitted acceptance gets the agreement already made.
+                if let Some(bytes) = self.provider.agreement_for(&accept.id()) {
+                    if let Ok(env) = <Envelope as agora_protocol::Decode>::from_bytes(bytes) {
+                        return self.respond(channel, MarketResponse::Agreement(env));
+                    }
+                }
                 let v = match self.open_live::<Accept>(peer, &accept, now) {
                     Ok(v) => v,
                     Err(d) => return self.decline("invalid", channel, d),
@@ -1177,7 +1183,7 @@ impl Driver {
                     estimate: terms.estimate,
                 };
                 self.batch.put(ptask_key(&id), &accepted);
-                self.provider.agreed(accepted, a.offer);
+                self.provider.agreed(accepted, a.offer, accept.id());
                 if !inline.is_empty() {
                     self.inline.insert(id, inline);
                 }

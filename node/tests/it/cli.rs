@@ -1,0 +1,304 @@
+//! The CLI commands that talk to a running node (`status`, `peers`,
+//! `domains`, `jobs`, `ledger`, `job …`), against one real node process on
+//! loopback. One node cannot run a job (it never places work on itself), so
+//! jobs are only planned, submitted, inspected and cancelled here.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+
+/// Copies stdin to stdout.
+const CAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $n i32)
+    (loop $again
+      (i32.store (i32.const 0) (i32.const 1024))
+      (i32.store (i32.const 4) (i32.const 4096))
+      (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+      (local.set $n (i32.load (i32.const 8)))
+      (if (i32.eqz (local.get $n)) (then return))
+      (i32.store (i32.const 4) (local.get $n))
+      (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
+      (br $again))))"#;
+
+/// A node process, killed when dropped (also when a test panics).
+struct NodeProcess {
+    child: Child,
+    dir: TempDir,
+    info: Value,
+}
+
+impl NodeProcess {
+    /// Starts a node in a fresh data dir and waits until it wrote node.json.
+    fn start() -> NodeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = File::create(dir.path().join("node.log")).unwrap();
+        let child = Command::new(AGORA)
+            .args(["node", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--idle-policy",
+                "off",
+                "--slots",
+                "1",
+            ])
+            .env_remove("AGORA_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut node = NodeProcess {
+            child,
+            dir,
+            info: Value::Null,
+        };
+        node.info = node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&mut self) -> Value {
+        let path = self.dir.path().join("node.json");
+        let start = Instant::now();
+        loop {
+            // Parsing, not mere existence: the file may be half-written.
+            if let Some(info) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                return info;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the node exited ({status}) before it was ready:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the node wrote no node.json within 60 s:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Runs `agora ARGS… --data-dir DIR`.
+    fn agora(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let dir = self.data_dir().to_str().unwrap();
+        all.extend(["--data-dir", dir]);
+        agora(&all)
+    }
+
+    /// Runs a command that must succeed and print JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.agora(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "agora {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("agora {args:?} printed no JSON ({e}): {stdout}"))
+    }
+
+    /// Runs a command that must succeed; its stdout.
+    fn text(&self, args: &[&str]) -> String {
+        let out = self.agora(args);
+        assert!(
+            out.status.success(),
+            "agora {args:?} failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agora(args: &[&str]) -> Output {
+    Command::new(AGORA)
+        .args(args)
+        .env_remove("AGORA_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write_inputs(dir: &Path, names: &[&str]) -> PathBuf {
+    let inputs = dir.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    for n in names {
+        std::fs::write(inputs.join(n), format!("input {n}\n")).unwrap();
+    }
+    inputs
+}
+
+#[test]
+fn cli_commands_against_one_node() {
+    let node = NodeProcess::start();
+    let work = tempfile::tempdir().unwrap();
+    let module = work.path().join("cat.wat");
+    std::fs::write(&module, CAT).unwrap();
+    let module = module.to_str().unwrap();
+
+    // status: the node's own identity and the slots it was given.
+    let status = node.json(&["status", "--json"]);
+    assert_eq!(status["peer_id"], node.info["peer_id"]);
+    assert_eq!(status["slots"], 1);
+    assert!(status["per_slot_cu"].as_u64().unwrap() > 0, "{status}");
+    let text = node.text(&["status"]);
+    assert!(text.contains(node.info["peer_id"].as_str().unwrap()), "{text}");
+    assert!(text.contains("1 free of 1"), "{text}");
+
+    // The same through --api and --token; a wrong token is refused.
+    let api = node.info["api"].as_str().unwrap();
+    let token = node.info["token"].as_str().unwrap();
+    let out = agora(&["status", "--json", "--api", api, "--token", token]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = agora(&["status", "--api", api, "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+
+    // peers: an array (empty, alone); every row has the contract's keys.
+    let peers = node.json(&["peers", "--json"]);
+    for p in peers.as_array().unwrap() {
+        for key in [
+            "peer_id",
+            "domain",
+            "cu",
+            "free_slots",
+            "memory",
+            "price",
+            "rtt_ms",
+            "advert_age_ms",
+        ] {
+            assert!(p.get(key).is_some(), "peer row without {key}: {p}");
+        }
+    }
+    let domain = status["domain"].as_str().unwrap();
+    let peers = node.json(&["peers", "--json", "--domain", domain]);
+    assert!(peers.is_array());
+
+    // domains: the node's own, marked.
+    let text = node.text(&["domains"]);
+    assert!(text.starts_with("DOMAIN"), "{text}");
+    assert!(text.contains(&format!("{domain} *")), "{text}");
+    let domains = node.json(&["domains", "--json"]);
+    assert!(
+        domains.as_array().unwrap().iter().any(|d| d["local"] == true),
+        "{domains}"
+    );
+
+    // jobs: none yet.
+    assert_eq!(node.json(&["jobs", "--json"]), serde_json::json!([]));
+
+    // ledger: the genesis grant.
+    let ledger = node.json(&["ledger", "--json"]);
+    assert_eq!(ledger["balance"], "1000");
+    assert_eq!(ledger["balance_micros"], 1_000_000_000i64);
+    assert_eq!(ledger["entries"][0]["kind"], "genesis");
+    let text = node.text(&["ledger", "--limit", "5"]);
+    assert!(text.contains("balance   1000 credits"), "{text}");
+
+    // A dry run with no peers: valid JSON, and no task has a candidate.
+    let inputs = write_inputs(work.path(), &["b.json", "a.json", "c.json"]);
+    let inputs = inputs.to_str().unwrap();
+    let plan = node.json(&["job", "submit", module, "--inputs", inputs, "--dry-run", "--json"]);
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["tasks"], 3);
+    assert_eq!(plan["placeable"], 0);
+    let tasks = plan["plan"].as_array().unwrap();
+    let names: Vec<&str> = tasks.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a.json", "b.json", "c.json"]);
+    for t in tasks {
+        assert_eq!(t["candidates"], serde_json::json!([]), "{t}");
+        assert!(t["chosen"].is_null(), "{t}");
+    }
+    let text = node.text(&["job", "submit", module, "--inputs", inputs, "--dry-run"]);
+    assert!(text.contains("0 would be placed"), "{text}");
+    assert!(text.contains("no candidates"), "{text}");
+    assert_eq!(
+        node.json(&["jobs", "--json"]),
+        serde_json::json!([]),
+        "a dry run persists nothing"
+    );
+
+    // A real submission is persisted even with no provider to place it on.
+    let single = format!("{inputs}/a.json");
+    let submitted = node.json(&["job", "submit", module, "--input", &single, "--json"]);
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{submitted}");
+    let jobs = node.json(&["jobs", "--json"]);
+    assert_eq!(jobs[0]["id"], id.as_str());
+    let job = node.json(&["job", "status", &id, "--json"]);
+    assert_eq!(job["total"], 1);
+    assert_eq!(job["tasks"][0]["name"], "a.json");
+    assert!(
+        ["pending", "running"].contains(&job["state"].as_str().unwrap()),
+        "{job}"
+    );
+    let text = node.text(&["job", "status", &id]);
+    assert!(text.contains("a.json"), "{text}");
+
+    // Its result is refused until it is done.
+    let out_dir = work.path().join("out");
+    let out = node.agora(&["job", "result", &id, "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not done"), "{}", stderr(&out));
+
+    // Cancelling ends it as failed; watch then exits 1 with the reason.
+    let cancelled = node.json(&["job", "cancel", &id, "--json"]);
+    assert_eq!(cancelled["state"], "failed");
+    let out = node.agora(&["job", "watch", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
+    let explain = node.json(&["job", "explain", &id, "--json"]);
+    assert_eq!(explain["id"], id.as_str());
+
+    // An unknown job: a clear error, exit status 1.
+    let out = node.agora(&["job", "status", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no job"), "{}", stderr(&out));
+}
+
+#[test]
+fn cli_says_when_no_node_runs() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = agora(&["status", "--data-dir", empty.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no node is running"), "{}", stderr(&out));
+    let out = agora(&["jobs", "--json", "--data-dir", empty.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no node is running"), "{}", stderr(&out));
+}
