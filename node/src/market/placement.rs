@@ -408,7 +408,7 @@ pub fn rank_domains(view: &View, need: &Need) -> Vec<(Domain, f64)> {
             (d, (run_ms + s.best_rtt.0 as f64) * (1.0 + W_PRICE * price))
         })
         .collect();
-    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
     ranked
 }
 

@@ -26,7 +26,7 @@
 //!    `price.cost(fuel)`. A copy with another outcome is not paid, its
 //!    provider is banned, and a fraud proof is published.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use agora_protocol::execution::{ExitStatus, Receipt};
@@ -237,6 +237,10 @@ struct Job {
     settled: usize,
     rr_cursor: usize,
     no_fit_since: Option<Timestamp>,
+    /// Positions in `order` of tasks that may want another copy.
+    ready: BTreeSet<usize>,
+    /// Position in `order` of each task index.
+    pos: Vec<usize>,
 }
 
 /// What a receipt was found to be.
@@ -269,6 +273,8 @@ pub struct Requester {
     config: Config,
     jobs: BTreeMap<JobId, Job>,
     negotiations: HashMap<(TaskId, u16), Negotiation>,
+    negotiating: HashMap<TaskId, usize>,
+    negotiating_jobs: HashMap<JobId, usize>,
     book: Book,
     rng: SmallRng,
     spot: HashMap<(JobId, NodeId), (u64, u64)>,
@@ -324,6 +330,8 @@ impl Requester {
             config,
             jobs: BTreeMap::new(),
             negotiations: HashMap::new(),
+            negotiating: HashMap::new(),
+            negotiating_jobs: HashMap::new(),
             book: Book::default(),
             rng: SmallRng::seed_from_u64(seed),
             spot: HashMap::new(),
@@ -389,8 +397,42 @@ impl Requester {
         self.jobs.values().any(|j| !j.record.state.is_terminal())
     }
 
+    /// Marks a task changed: to be persisted, and looked at again by
+    /// placement (it may want another copy).
     fn touch(&mut self, t: TaskId) {
         self.dirty_tasks.insert(t);
+        if let Some(job) = self.jobs.get_mut(&t.job) {
+            if let Some(p) = job.pos.get(t.index as usize) {
+                job.ready.insert(*p);
+            }
+        }
+    }
+
+    fn negotiating(&self, t: &TaskId) -> usize {
+        self.negotiating.get(t).copied().unwrap_or(0)
+    }
+
+    fn negotiation_started(&mut self, key: (TaskId, u16), n: Negotiation) {
+        *self.negotiating.entry(key.0).or_default() += 1;
+        *self.negotiating_jobs.entry(key.0.job).or_default() += 1;
+        self.negotiations.insert(key, n);
+    }
+
+    fn negotiation_ended(&mut self, key: &(TaskId, u16)) -> Option<Negotiation> {
+        let n = self.negotiations.remove(key)?;
+        if let Some(c) = self.negotiating.get_mut(&key.0) {
+            *c -= 1;
+            if *c == 0 {
+                self.negotiating.remove(&key.0);
+            }
+        }
+        if let Some(c) = self.negotiating_jobs.get_mut(&key.0.job) {
+            *c -= 1;
+            if *c == 0 {
+                self.negotiating_jobs.remove(&key.0.job);
+            }
+        }
+        Some(n)
     }
 
     /// Accepts a new job (already persisted with its content).
@@ -422,6 +464,13 @@ impl Requester {
         order.sort_by_key(|i| std::cmp::Reverse(spec.estimate_of(*i as usize)));
         let args: Vec<Arg> = spec.args.iter().cloned().map(Arg).collect();
         let digest = args_digest(&args);
+        let mut pos = vec![0; tasks.len()];
+        for (p, i) in order.iter().enumerate() {
+            pos[*i as usize] = p;
+        }
+        let ready: BTreeSet<usize> = (0..order.len())
+            .filter(|p| !matches!(tasks[order[*p] as usize].phase, TaskPhase::Verified | TaskPhase::Failed))
+            .collect();
         let settled = tasks
             .iter()
             .filter(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed))
@@ -437,6 +486,8 @@ impl Requester {
                 settled,
                 rr_cursor: 0,
                 no_fit_since: None,
+                ready,
+                pos,
             },
         );
     }
@@ -505,7 +556,7 @@ impl Requester {
             .copied()
             .collect();
         for k in keys {
-            if let Some(n) = self.negotiations.remove(&k) {
+            if let Some(n) = self.negotiation_ended(&k) {
                 self.book.released(n.reserved);
             }
         }
@@ -601,6 +652,13 @@ impl Requester {
         self.explain.get_mut(task).and_then(|q| q.get_mut(idx))
     }
 
+    /// Places what can be placed now. Cheap: only tasks that changed since
+    /// they were last found complete are looked at. The driver calls it
+    /// after every event, so a task goes out as soon as it can.
+    pub fn place(&mut self, now: Timestamp, view: &View) {
+        self.dispatch(now, view);
+    }
+
     /// Periodic work: timeouts, overdue copies, stragglers, and placement.
     pub fn tick(&mut self, now: Timestamp, view: &View) {
         self.expire_negotiations(now, view);
@@ -613,12 +671,14 @@ impl Requester {
 
     fn expire_negotiations(&mut self, now: Timestamp, view: &View) {
         let timeout = self.config.negotiation_timeout;
-        let expired: Vec<(TaskId, u16)> = self
+        let mut expired: Vec<(TaskId, u16)> = self
             .negotiations
             .iter()
             .filter(|(_, n)| now.since(n.started) >= timeout)
             .map(|(k, _)| *k)
             .collect();
+        // Deterministic order, so that a seeded simulation replays exactly.
+        expired.sort();
         for (task, attempt) in expired {
             if let Some(n) = self.negotiations.get(&(task, attempt)) {
                 let silent: Vec<NodeId> = n
@@ -708,7 +768,7 @@ impl Requester {
             return 0;
         }
         let live = t.live().count();
-        let negotiating = self.negotiations.keys().filter(|(tid, _)| *tid == t.id).count();
+        let negotiating = self.negotiating(&t.id);
         let target = self.target_copies(job, t);
         let have = live + negotiating + t.reported().filter(|c| !c.wrong).count();
         target.saturating_sub(have)
@@ -742,13 +802,17 @@ impl Requester {
             .collect();
         for id in ids {
             let Some(job) = self.jobs.get(&id) else { continue };
-            let order = job.order.clone();
+            let positions: Vec<usize> = job.ready.iter().copied().collect();
             let mut placed_any = false;
             let mut busy = false;
             let mut stuck = false;
-            for idx in order {
+            for p in positions {
                 let Some(job) = self.jobs.get(&id) else { break };
+                let idx = job.order[p];
                 if self.wanted(job, idx) == 0 {
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.ready.remove(&p);
+                    }
                     continue;
                 }
                 match self.start_negotiation(id, idx, now, view, false) {
@@ -774,9 +838,8 @@ impl Requester {
                 job.record.state = JobState::Running;
                 self.dirty_jobs.insert(id);
             }
-            let live = job.tasks.iter().any(|t| t.live().next().is_some());
-            let negotiating = self.negotiations.keys().any(|(t, _)| t.job == id);
-            if placed_any || busy || live || negotiating || !stuck {
+            let negotiating = self.negotiating_jobs.contains_key(&id);
+            if placed_any || busy || negotiating || !stuck || job.tasks.iter().any(|t| t.live().next().is_some()) {
                 job.no_fit_since = None;
             } else {
                 let since = *job.no_fit_since.get_or_insert(now);
@@ -945,7 +1008,7 @@ impl Requester {
                 chosen: None,
             },
         );
-        self.negotiations.insert(
+        self.negotiation_started(
             (task, attempt),
             Negotiation {
                 asked: to.clone(),
@@ -1066,7 +1129,7 @@ impl Requester {
     }
 
     fn conclude(&mut self, task: TaskId, attempt: u16, now: Timestamp, view: &View) {
-        let Some(mut n) = self.negotiations.remove(&(task, attempt)) else {
+        let Some(mut n) = self.negotiation_ended(&(task, attempt)) else {
             return;
         };
         self.book.released(n.reserved);
@@ -1453,7 +1516,7 @@ impl Requester {
         let reports = t.reported().count();
         if live == 0
             && (tried >= max_attempts || reports >= max_reports)
-            && self.negotiations.keys().all(|(tid, _)| *tid != t.id)
+            && !self.negotiating.contains_key(&t.id)
         {
             let reported = t.reported().count();
             t.phase = TaskPhase::Failed;
@@ -1609,7 +1672,7 @@ impl Requester {
                 {
                     continue;
                 }
-                if self.negotiations.keys().any(|(tid, _)| *tid == t.id) {
+                if self.negotiating(&t.id) > 0 {
                     continue;
                 }
                 let Some(c) = t.live().find(|c| c.state == CopyState::Agreed) else {
@@ -1664,6 +1727,8 @@ impl Requester {
             settled: 0,
             rr_cursor: 0,
             no_fit_since: None,
+            ready: BTreeSet::new(),
+            pos: Vec::new(),
         };
         let mut order: Vec<u32> = (0..spec.inputs.len() as u32).collect();
         order.sort_by_key(|i| std::cmp::Reverse(spec.estimate_of(*i as usize)));

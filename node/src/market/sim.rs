@@ -55,6 +55,9 @@ pub(crate) struct Report {
     pub(crate) caught_after: Option<u64>,
     pub(crate) virtual_ms: u64,
     pub(crate) error: Option<String>,
+    /// A digest of every message delivered and when: equal traces mean
+    /// identical runs.
+    pub(crate) trace: [u8; 32],
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ struct Sim {
     job: JobId,
     error: Option<String>,
     caught_after: Option<u64>,
+    trace: blake3::Hasher,
 }
 
 fn ts(ms: u64) -> Timestamp {
@@ -174,6 +178,7 @@ impl Sim {
             job: JobId([7; 16]),
             error: None,
             caught_after: None,
+            trace: blake3::Hasher::new(),
         }
     }
 
@@ -289,6 +294,7 @@ impl Sim {
 
     /// Mirrors the driver's end of turn: actions, then persistence.
     fn drain(&mut self) {
+        self.requester.place(ts(self.now), &self.view);
         while let Some(a) = self.requester.poll_action() {
             self.action(a);
         }
@@ -388,6 +394,8 @@ impl Sim {
 
     fn deliver(&mut self, m: Msg) {
         let now = self.now;
+        self.trace.update(&now.to_le_bytes());
+        self.trace.update(format!("{m:?}").split(['{', '(']).next().unwrap_or("").as_bytes());
         match m {
             Msg::Call { p, task, attempt, env } => {
                 if !self.providers[p].alive {
@@ -568,7 +576,8 @@ impl Sim {
         }
         self.requester = r;
         // Vouchers in the outbox are sent again.
-        let pending: Vec<(MessageId, (usize, Envelope))> = self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut pending: Vec<(MessageId, (usize, Envelope))> = self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect();
+        pending.sort_by_key(|(k, _)| *k);
         for (key, (p, env)) in pending {
             let epoch = self.req_epoch;
             self.send(Msg::VoucherReq { p, key, env, epoch }, true);
@@ -579,11 +588,14 @@ impl Sim {
         let prov = &mut self.providers[p];
         prov.epoch += 1;
         let mut state = Provider::new(prov.state.config().clone(), ComputeUnits(prov.cu));
-        for acc in prov.store.values() {
+        let mut stored: Vec<&Accepted> = prov.store.values().collect();
+        stored.sort_by_key(|a| a.agreement);
+        for acc in stored {
             state.restore(acc.clone());
         }
         prov.state = state;
-        let resend: Vec<(MessageId, Envelope)> = prov.outbox.iter().map(|(k, e)| (*k, e.clone())).collect();
+        let mut resend: Vec<(MessageId, Envelope)> = prov.outbox.iter().map(|(k, e)| (*k, e.clone())).collect();
+        resend.sort_by_key(|(k, _)| *k);
         for (agreement, env) in resend {
             self.send(Msg::ReceiptReq { from: p, agreement, env }, true);
         }
@@ -679,6 +691,7 @@ impl Sim {
             virtual_ms: self.now - T0,
             error: self.error.clone(),
             caught_after: self.caught_after,
+            trace: *self.trace.finalize().as_bytes(),
             ..Report::default()
         };
         let Some((record, tasks)) = self.requester.job(&self.job) else {
@@ -861,10 +874,14 @@ mod tests {
             kill_one: false,
             stop_when_caught: false,
         };
-        let a = simulate(42, w.clone());
-        let b = simulate(42, w);
-        assert_eq!(a.virtual_ms, b.virtual_ms);
-        assert_eq!(a.vouchers_issued, b.vouchers_issued);
-        assert_eq!(a.state, b.state);
+        for seed in 0..20 {
+            let a = simulate(seed, w.clone());
+            let b = simulate(seed, w.clone());
+            assert_eq!(a.trace, b.trace, "seed {seed} did not replay exactly");
+            assert_eq!(a.virtual_ms, b.virtual_ms);
+            assert_eq!(a.vouchers_issued, b.vouchers_issued);
+            assert_eq!(a.state, b.state);
+        }
+        assert_ne!(simulate(1, w.clone()).trace, simulate(2, w).trace, "different seeds, different runs");
     }
 }

@@ -364,6 +364,7 @@ impl Driver {
     /// batch, and schedules what waits for it.
     async fn end_turn(&mut self) {
         let now = now();
+        self.requester.place(now, &self.view);
         self.drain_actions(now);
         let (jobs, tasks) = self.requester.take_dirty();
         for j in &jobs {

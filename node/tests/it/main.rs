@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod common;
+mod network;
 mod executor;

@@ -1,0 +1,107 @@
+//! Shared test harness: real `agora node` processes on loopback.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_node::api::client::{Client, Endpoint, read_node_info};
+use agora_node::api::NodeInfo;
+use tempfile::TempDir;
+
+/// The `agora` binary under test.
+pub const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+
+/// A node process, killed when dropped (also when a test panics).
+pub struct NodeProcess {
+    pub child: Child,
+    pub dir: TempDir,
+    pub info: NodeInfo,
+}
+
+impl NodeProcess {
+    /// Starts a node in a fresh data dir with `args` added, and waits until
+    /// it wrote node.json.
+    pub fn start(args: &[&str]) -> NodeProcess {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, args)
+    }
+
+    /// Starts a node in `dir`.
+    pub fn start_in(dir: TempDir, args: &[&str]) -> NodeProcess {
+        let log = File::create(dir.path().join("node.log")).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("node.json"));
+        let child = Command::new(AGORA)
+            .args(["node", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--idle-policy", "off", "--slots", "1"])
+            .args(args)
+            .env_remove("AGORA_DATA_DIR")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let info = wait_for_info(dir.path());
+        NodeProcess { child, dir, info }
+    }
+
+    /// The address others bootstrap from.
+    pub fn bootstrap_addr(&self) -> String {
+        format!("{}/p2p/{}", self.info.listen[0], self.info.peer_id)
+    }
+
+    /// An API client.
+    pub fn client(&self) -> Client {
+        Client::new(Endpoint { base: format!("http://{}", self.info.api), token: self.info.token.clone() })
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for_info(dir: &Path) -> NodeInfo {
+    let start = Instant::now();
+    loop {
+        if let Ok(info) = read_node_info(dir) {
+            return info;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "node in {} did not start: {}", dir.display(),
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A small current-thread runtime for API calls.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

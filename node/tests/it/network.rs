@@ -1,0 +1,105 @@
+//! The node on the network: real processes on loopback find each other,
+//! advertise measured capacity, and drop out of views when they die.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use crate::common::{NodeProcess, eventually, rt};
+
+/// Five nodes: within 10 s each lists the four others with measured CU > 0;
+/// a node killed drops out of the others' views within its advert's expiry.
+#[test]
+fn five_nodes_see_each_other_and_forget_the_dead() {
+    let first = NodeProcess::start(&[]);
+    let boot = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for _ in 0..4 {
+        nodes.push(NodeProcess::start(&["--bootstrap", &boot]));
+    }
+    let rt = rt();
+    let ids: Vec<String> = nodes.iter().map(|n| n.info.peer_id.to_string()).collect();
+    let started = Instant::now();
+    let converged = eventually(Duration::from_secs(10), || {
+        for (i, n) in nodes.iter().enumerate() {
+            let peers = rt.block_on(n.client().peers(None)).ok()?;
+            let seen: HashSet<String> = peers.iter().filter(|p| p.cu > 0).map(|p| p.peer_id.to_string()).collect();
+            let want: HashSet<String> = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s.clone()).collect();
+            if seen != want {
+                return None;
+            }
+        }
+        Some(())
+    });
+    assert!(converged.is_some(), "views did not converge within 10 s:\n{}", nodes[1].log());
+    eprintln!("five views converged in {:?}", started.elapsed());
+
+    // Every peer row carries the contract fields.
+    let peers = rt.block_on(nodes[0].client().peers(None)).unwrap();
+    for p in &peers {
+        assert!(p.cu > 0 && p.memory > 0 && p.slots == 1);
+        assert!(p.advert_age_ms < 10_000);
+        assert!(!p.price.is_empty());
+    }
+
+    // Kill one: it drops out within the advert lifetime (10 s) plus slack.
+    let dead = nodes[4].info.peer_id.to_string();
+    nodes[4].kill();
+    let killed_at = Instant::now();
+    let gone = eventually(Duration::from_secs(13), || {
+        nodes[..4]
+            .iter()
+            .all(|n| {
+                rt.block_on(n.client().peers(None))
+                    .map(|ps| ps.iter().all(|p| p.peer_id.to_string() != dead))
+                    .unwrap_or(false)
+            })
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the killed node stayed in a view");
+    eprintln!("killed node dropped out of every view after {:?}", killed_at.elapsed());
+}
+
+/// A node giving a quarter of a core measures roughly a quarter of the CU
+/// of one giving a whole core.
+#[test]
+fn cpu_share_scales_measured_capacity() {
+    let full = NodeProcess::start(&["--cpu-share", "1.0"]);
+    let quarter = NodeProcess::start(&["--cpu-share", "0.25"]);
+    let rt = rt();
+    let a = rt.block_on(full.client().status()).unwrap().per_slot_cu.0 as f64;
+    let b = rt.block_on(quarter.client().status()).unwrap().per_slot_cu.0 as f64;
+    let ratio = b / a;
+    eprintln!("per-slot CU: share 1.0 = {a}, share 0.25 = {b}, ratio {ratio:.3}");
+    assert!(a > 0.0 && b > 0.0);
+    assert!((0.12..=0.4).contains(&ratio), "a quarter share measured {ratio:.3} of a full one");
+}
+
+/// Nodes in two domains: each sees only its own domain's adverts, and both
+/// domains' summaries reach every node.
+#[test]
+fn domains_partition_adverts_and_share_summaries() {
+    let a1 = NodeProcess::start(&["--domain", "eu/de"]);
+    let boot = a1.bootstrap_addr();
+    let a2 = NodeProcess::start(&["--domain", "eu/de", "--bootstrap", &boot]);
+    let b1 = NodeProcess::start(&["--domain", "eu/fr", "--bootstrap", &boot]);
+    let b2 = NodeProcess::start(&["--domain", "us/ny", "--bootstrap", &boot]);
+    let rt = rt();
+    let nodes = [&a1, &a2, &b1, &b2];
+    let all = eventually(Duration::from_secs(20), || {
+        for n in nodes {
+            let domains = rt.block_on(n.client().domains()).ok()?;
+            let names: HashSet<String> = domains.iter().map(|d| d.domain.to_string()).collect();
+            for want in ["eu", "us", "eu/de", "eu/fr", "us/ny"] {
+                if !names.contains(want) && n.info.domain.to_string() != want {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    });
+    assert!(all.is_some(), "summaries did not reach every node: {:?}", rt.block_on(b2.client().domains()).ok());
+    // Adverts stay in their domain.
+    let peers = rt.block_on(a1.client().peers(None)).unwrap();
+    assert!(peers.iter().all(|p| p.domain.to_string() == "eu/de"), "{peers:?}");
+    assert_eq!(peers.len(), 1);
+}
