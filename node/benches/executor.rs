@@ -428,6 +428,18 @@ fn bench_kernel(c: &mut Criterion) {
         b.iter(|| black_box(no_fuel.render(black_box(&TILE))))
     });
     g.finish();
+
+    let wasm = wat::parse_str(primes_wat()).unwrap();
+    let module = e.load(&wasm).unwrap();
+    let mut g = c.benchmark_group("primes_trial_division");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(count_trial(black_box(PRIMES_LO), black_box(PRIMES_HI))))
+    });
+    g.bench_function("wasm_task_with_fuel", |b| {
+        b.iter(|| black_box(e.run(&module, &task()).output))
+    });
+    g.finish();
 }
 
 // ---------------------------------------------------------------- summary

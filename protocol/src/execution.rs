@@ -38,9 +38,11 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// Whether every honest provider reaches the same status (and fuel) on
-    /// the same module, input and seed. Only wall-clock limits are not.
+    /// the same module, input and seed. Wall-clock limits depend on the
+    /// provider's speed, and stack overflows on its native stack size and
+    /// compiler: a disagreement there is not evidence of cheating.
     pub fn is_deterministic(&self) -> bool {
-        !matches!(self, ExitStatus::Deadline)
+        !matches!(self, ExitStatus::Deadline | ExitStatus::StackOverflow)
     }
 
     /// Whether the task succeeded.

@@ -22,7 +22,7 @@ use agora_protocol::units::{Bytes, ComputeUnits, Fuel, Millis};
 
 use super::{Executor, Module, Task, TaskError};
 
-/// The calibration kernel, in WebAssembly text.
+/// The calibration kernel, in WebAssembly text (GUEST-CONTRACT.md quotes it).
 pub const KERNEL_WAT: &str = r#"(module
   ;; agora calibration kernel v1
   (memory 1)
@@ -67,7 +67,7 @@ pub struct Calibration {
 }
 
 /// The compiled kernel.
-pub fn kernel(executor: &Executor) -> Result<Arc<Module>, TaskError> {
+fn kernel(executor: &Executor) -> Result<Arc<Module>, TaskError> {
     let wasm = wat::parse_str(KERNEL_WAT).map_err(|e| TaskError::InvalidModule(e.to_string()))?;
     executor.load(&wasm)
 }

@@ -4,7 +4,7 @@
 //! Everything that changes compiled code lives in [`wasm_config`], which the
 //! compile worker (`agora compile-worker`) uses too, so an artifact compiled
 //! in the worker deserialises into the node's engine. Runtime-only settings
-//! (the instance allocator, the wasm stack) are added by [`build`].
+//! (the instance allocator, the wasm stack) are added by `build`.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

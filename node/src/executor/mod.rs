@@ -10,7 +10,7 @@
 //!   [`Config::max_instances`] slots.
 //! * [`Executor::load`] turns module bytes into a [`Module`] (compiled code
 //!   plus an `InstancePre` linked against the guest's world): from the
-//!   in-memory LRU, else the disk cache ([`cache`]), else by compiling
+//!   in-memory LRU, else the disk cache (`cache`), else by compiling
 //!   ([`compile`]), in a resource-limited `agora compile-worker` process
 //!   unless [`CompileIsolation::InProcess`] is chosen.
 //! * [`Executor::run`] runs a [`Task`] in a fresh store with its
@@ -42,13 +42,13 @@ use agora_protocol::{Envelope, Keypair, Payload};
 use wasmtime::{Engine, InstancePre, Linker};
 
 mod cache;
-pub mod calibrate;
+mod calibrate;
 pub mod compile;
 pub mod engine;
 mod run;
 pub mod wasi;
 
-pub use calibrate::{Calibration, calibrate};
+pub use calibrate::{Calibration, KERNEL_WAT, calibrate};
 pub use engine::wasm_config;
 
 /// Bytes in a WebAssembly page.

@@ -27,6 +27,28 @@ impl NodeProcess {
         Self::start_in(dir, args)
     }
 
+    /// Starts a node again in the data dir of a node that was killed (the
+    /// directory is kept by the caller's `TempDir`, or is not temporary).
+    pub fn start_in_path(path: &Path, args: &[&str]) -> NodeProcess {
+        let dir = tempfile::Builder::new().prefix("agora-restart").tempdir().unwrap();
+        // Symlink-free: copy nothing, point the node at the old directory.
+        let log = File::create(path.join("node.log.2")).unwrap();
+        let _ = std::fs::remove_file(path.join("node.json"));
+        let child = Command::new(AGORA)
+            .args(["node", "--data-dir"])
+            .arg(path)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--idle-policy", "off", "--slots", "1"])
+            .args(args)
+            .env_remove("AGORA_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let info = wait_for_info(path);
+        NodeProcess { child, dir, info }
+    }
+
     /// Starts a node in `dir`.
     pub fn start_in(dir: TempDir, args: &[&str]) -> NodeProcess {
         let log = File::create(dir.path().join("node.log")).unwrap();

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod api;
 mod cli;
 mod common;
 mod network;
 mod executor;
+mod hostile;

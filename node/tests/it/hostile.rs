@@ -1,0 +1,179 @@
+//! Hostile peers against a real node process: forged, tampered, expired and
+//! replayed market messages (also across a restart), and a flood of calls
+//! for offers while the API must stay responsive.
+
+use std::time::{Duration, Instant};
+
+use agora_node::network::{self, Transport};
+use agora_protocol::market::{CallForOffers, Requirements};
+use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
+use agora_protocol::units::{Bytes, Fuel, Millis, Price, Timestamp};
+use agora_protocol::{ContentId, Envelope, JobId, Keypair, NodeId, Nonce, TaskId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::NodeProcess;
+
+fn now() -> Timestamp {
+    Timestamp::from_system(std::time::SystemTime::now())
+}
+
+fn cfo() -> CallForOffers {
+    CallForOffers {
+        task: TaskId::new(JobId(rand::random()), 0),
+        attempt: 0,
+        requirements: Requirements {
+            fuel: Fuel(1_000),
+            memory: Bytes::mib(16),
+            deadline: Millis(60_000),
+            max_price: Price(1_000_000_000),
+            replication: 1,
+            domain: None,
+            max_energy: None,
+            module: ContentId([1; 32]),
+            module_size: Bytes(100),
+            input: ContentId([2; 32]),
+            input_size: Bytes(10),
+        },
+    }
+}
+
+fn seal(kp: &Keypair, at: Timestamp, life: Duration) -> Envelope {
+    Envelope::seal(kp, &cfo(), at, life, Nonce(rand::random())).unwrap()
+}
+
+/// A bare libp2p peer speaking the market protocol, with no node behind it.
+async fn peer(kp: &Keypair, node: &NodeProcess) -> (network::Client, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let config = network::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![node.bootstrap_addr().parse().unwrap()],
+        transport: Transport::TcpQuic,
+        ..network::Config::default()
+    };
+    let (client, _) = network::spawn(kp, config, tx, cancel.clone()).await.unwrap();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    (client, cancel)
+}
+
+fn invalid(r: &MarketResponse) -> Option<&str> {
+    match r {
+        MarketResponse::Declined(Decline::Invalid { message }) => Some(message.as_str()),
+        _ => None,
+    }
+}
+
+#[test]
+fn forged_tampered_expired_and_replayed_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_owned();
+    let mut node = NodeProcess::start_in(dir, &[]);
+    let target: NodeId = node.info.peer_id;
+    let me = Keypair::from_secret(rand::random());
+    let other = Keypair::from_secret(rand::random());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let replay = rt.block_on(async {
+        let (c, cancel) = peer(&me, &node).await;
+        let ask = |env: Envelope| {
+            let c = c.clone();
+            async move { c.market(target, MarketRequest::CallForOffers(env)).await.unwrap() }
+        };
+        // A genuine call gets an offer.
+        let good = seal(&me, now(), Duration::from_secs(20));
+        let r = ask(good.clone()).await;
+        assert!(matches!(r, MarketResponse::Offer(_)), "{r:?}");
+        // The same envelope again: replayed.
+        let r = ask(good.clone()).await;
+        assert!(invalid(&r).is_some_and(|m| m.contains("replayed")), "{r:?}");
+        // Signed by someone else than the sending peer.
+        let r = ask(seal(&other, now(), Duration::from_secs(20))).await;
+        assert!(invalid(&r).is_some_and(|m| m.contains("other than the sender")), "{r:?}");
+        // Tampered: one payload byte flipped after signing.
+        let mut bytes = agora_protocol::Encode::to_bytes(&seal(&me, now(), Duration::from_secs(20)));
+        let n = bytes.len();
+        bytes[n - 80] ^= 0x01;
+        let tampered = <Envelope as agora_protocol::Decode>::from_bytes(&bytes).unwrap();
+        let r = ask(tampered).await;
+        assert!(invalid(&r).is_some(), "{r:?}");
+        // Expired, and issued too far in the future.
+        let old = Timestamp(now().0 - 60_000);
+        let r = ask(seal(&me, old, Duration::from_secs(20))).await;
+        assert!(invalid(&r).is_some_and(|m| m.contains("expired")), "{r:?}");
+        let future = Timestamp(now().0 + 120_000);
+        let r = ask(seal(&me, future, Duration::from_secs(20))).await;
+        assert!(invalid(&r).is_some_and(|m| m.contains("future")), "{r:?}");
+        // An envelope signed now, kept for after the restart.
+        let kept = seal(&me, now(), Duration::from_secs(25));
+        cancel.cancel();
+        kept
+    });
+
+    // Restart the node on the same data dir: the envelope from before the
+    // restart is refused (the replay guard cannot vouch for it), a fresh one
+    // is answered.
+    node.kill();
+    let dir = node.dir.path().to_owned();
+    assert_eq!(dir, dir_path);
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = NodeProcess::start_in_path(&dir, &[]);
+    rt.block_on(async {
+        let (c, cancel) = peer(&me, &restarted).await;
+        let r = c.market(target, MarketRequest::CallForOffers(replay)).await.unwrap();
+        assert!(invalid(&r).is_some_and(|m| m.contains("too old")), "{r:?}");
+        let r = c.market(target, MarketRequest::CallForOffers(seal(&me, now(), Duration::from_secs(20)))).await.unwrap();
+        assert!(matches!(r, MarketResponse::Offer(_)), "{r:?}");
+        cancel.cancel();
+    });
+    drop(node);
+}
+
+#[test]
+fn a_flood_of_calls_leaves_the_api_responsive() {
+    let node = NodeProcess::start(&[]);
+    let target: NodeId = node.info.peer_id;
+    let rss_before = rss(node.child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (answered, worst_api) = rt.block_on(async {
+        let me = Keypair::from_secret(rand::random());
+        let (c, cancel) = peer(&me, &node).await;
+        let api = node.client();
+        let flood = tokio::spawn(async move {
+            let mut handles = Vec::new();
+            for _ in 0..3000 {
+                let c = c.clone();
+                let env = seal(&me, now(), Duration::from_secs(20));
+                handles.push(tokio::spawn(async move { c.market(target, MarketRequest::CallForOffers(env)).await }));
+            }
+            let mut answered = 0;
+            for h in handles {
+                if let Ok(Ok(_)) = h.await {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        let mut worst = Duration::ZERO;
+        while !flood.is_finished() {
+            let t = Instant::now();
+            api.status().await.unwrap();
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let answered = flood.await.unwrap();
+        cancel.cancel();
+        (answered, worst)
+    });
+    let rss_after = rss(node.child.id());
+    eprintln!("flood: {answered} of 3000 calls answered; slowest API answer {worst_api:?}; RSS {rss_before} -> {rss_after} KiB");
+    assert!(answered > 0);
+    assert!(worst_api < Duration::from_millis(500), "API answered in {worst_api:?} during the flood");
+    assert!(rss_after < rss_before + 200 * 1024, "memory grew from {rss_before} to {rss_after} KiB");
+}
+
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
