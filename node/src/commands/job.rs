@@ -288,6 +288,14 @@ impl SubmitCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let module = super::exec::read_module(&self.module)?;
         let reduce = self.reduce.as_deref().map(super::exec::read_module).transpose()?;
+        // Refuse a module no provider would run, before uploading anything.
+        let limits = crate::executor::Config::default();
+        crate::executor::validate(&module, &limits)
+            .map_err(|e| anyhow::anyhow!("{} cannot run as a job: {e}", self.module.display()))?;
+        if let (Some(r), Some(path)) = (&reduce, &self.reduce) {
+            crate::executor::validate(r, &limits)
+                .map_err(|e| anyhow::anyhow!("{} cannot run as a reduce step: {e}", path.display()))?;
+        }
         let files = match (&self.input, &self.inputs) {
             (Some(f), _) => vec![single_input(f)?],
             (None, Some(d)) => inputs_in_dir(d)?,

@@ -583,6 +583,69 @@ impl Executor {
     }
 }
 
+/// Checks a module as a provider will before running it — size, granted
+/// imports, initial memory, validity under the granted features, and a
+/// `_start: [] -> []` export — without compiling it. The CLI runs this
+/// before submitting a job, so a bad module is refused at once rather than
+/// failing on every provider.
+pub fn validate(wasm: &[u8], config: &Config) -> Result<(), TaskError> {
+    use wasmtime::wasmparser::{ExternalKind, Parser, Payload};
+    if wasm.len() as u64 > config.max_module_size.0 {
+        return Err(TaskError::ModuleTooLarge { size: Bytes(wasm.len() as u64), max: config.max_module_size });
+    }
+    precheck(wasm, config.max_memory.0)?;
+    let engine = Engine::new(&engine::wasm_config(config.max_memory.0))
+        .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
+    wasmtime::Module::validate(&engine, wasm).map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
+    let mut start = None;
+    let mut func_types = Vec::new();
+    let mut imported_funcs = 0u32;
+    let mut types: Vec<(usize, usize)> = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| TaskError::InvalidModule(e.to_string()))? {
+            Payload::TypeSection(r) => {
+                for ty in r.into_iter_err_on_gc_types() {
+                    let f = ty.map_err(|e| TaskError::InvalidModule(e.to_string()))?;
+                    types.push((f.params().len(), f.results().len()));
+                }
+            }
+            Payload::ImportSection(r) => {
+                for imp in r.into_imports() {
+                    let imp = imp.map_err(|e| TaskError::InvalidModule(e.to_string()))?;
+                    if matches!(imp.ty, wasmtime::wasmparser::TypeRef::Func(_)) {
+                        imported_funcs += 1;
+                    }
+                }
+            }
+            Payload::FunctionSection(r) => {
+                for f in r {
+                    func_types.push(f.map_err(|e| TaskError::InvalidModule(e.to_string()))?);
+                }
+            }
+            Payload::ExportSection(r) => {
+                for e in r {
+                    let e = e.map_err(|e| TaskError::InvalidModule(e.to_string()))?;
+                    if e.name == "_start" && e.kind == ExternalKind::Func {
+                        start = Some(e.index);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let ok = start
+        .and_then(|i| i.checked_sub(imported_funcs))
+        .and_then(|i| func_types.get(i as usize))
+        .and_then(|t| types.get(*t as usize))
+        .is_some_and(|(p, r)| *p == 0 && *r == 0);
+    if !ok {
+        return Err(TaskError::InvalidModule(
+            "no `_start` function of type [] -> []: a task must be a WASI command module".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks what can be checked before compiling, from the module's first
 /// sections alone (parsing stops after the memory section): imports must be
 /// granted WASI functions, tables must fit the table limits, and no memory

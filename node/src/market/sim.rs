@@ -473,7 +473,8 @@ impl Sim {
                 let a = &acc.assignment;
                 let Some((mut out, fuel)) = self.truth.get(&a.input).cloned() else { return };
                 if self.providers[p].cheat {
-                    out.extend_from_slice(b"forged");
+                    // Cheaters forge independently: their wrong outputs differ.
+                    out.extend_from_slice(format!("forged by {p}").as_bytes());
                 }
                 let r = Receipt {
                     agreement,
@@ -855,6 +856,30 @@ mod tests {
         }
         assert!(caught_within_90 * 100 >= trials * 99, "caught within 90 tasks in {caught_within_90} of {trials}");
         assert!(worst <= 20, "stratified sampling: at most one block of 20 before the check, got {worst}");
+    }
+
+    /// Replication 2 with 20 % of providers independently returning wrong
+    /// results, over 1,000 tasks: no wrong result is accepted and every
+    /// cheater is identified.
+    #[test]
+    fn a_fifth_of_providers_cheating_never_gets_a_wrong_result_through() {
+        let w = World {
+            providers: 10,
+            cheaters: 2,
+            tasks: 1000,
+            replicas: 2,
+            spot_check: 0.0,
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay_ms: 10,
+            requester_crashes: 0,
+            provider_crashes: 0,
+            kill_one: false,
+            stop_when_caught: false,
+        };
+        let rep = simulate(7, w.clone());
+        check(7, &w, &rep);
+        assert_eq!(rep.cheaters_banned, 2, "both cheaters identified");
     }
 
     /// The same seed gives the same run.

@@ -337,12 +337,23 @@ async fn execute_inner(
         &limits,
         &outcome,
     );
-    if !outcome.output.is_empty() {
+    if outcome.output.len() > MAX_INLINE_CONTENT {
+        // Too large to travel with the receipt: the requester fetches it by
+        // id, so it must be stored first.
         sh.store
             .content()
             .put_verified(receipt.payload().output, outcome.output.clone())
             .await
             .map_err(|e| e.to_string())?;
+    } else if !outcome.output.is_empty() {
+        // Travels inline; kept in the background (after a crash the task
+        // runs again from its persisted agreement).
+        let (sh, id, out) = (sh.clone(), receipt.payload().output, outcome.output.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sh.store.content().put_verified(id, out).await {
+                tracing::warn!(error = %e, "cannot keep a task output");
+            }
+        });
     }
     Ok(Executed {
         receipt: receipt.envelope().clone(),

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use agora_node::network::{self, Transport};
 use agora_protocol::market::{CallForOffers, Requirements};
+use agora_protocol::settlement::Voucher;
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
 use agora_protocol::units::{Bytes, Fuel, Millis, Price, Timestamp};
-use agora_protocol::{ContentId, Envelope, JobId, Keypair, NodeId, Nonce, TaskId};
+use agora_protocol::{ContentId, Envelope, JobId, Keypair, MessageId, NodeId, Nonce, TaskId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -176,4 +177,95 @@ fn rss(pid: u32) -> u64 {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
+}
+
+/// A voucher counts once: replayed, and replayed after a restart, it is
+/// acknowledged and not counted again.
+#[test]
+fn a_voucher_never_counts_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start_in(dir, &[]);
+    let target: NodeId = node.info.peer_id;
+    let me = Keypair::from_secret(rand::random());
+    let v = Voucher {
+        receipt: MessageId(rand::random()),
+        agreement: MessageId(rand::random()),
+        task: TaskId::new(JobId(rand::random()), 0),
+        provider: target,
+        fuel: Fuel(2_000_000),
+        price: Price(500),
+        amount: Price(500).cost(Fuel(2_000_000)),
+    };
+    let env = Envelope::seal(&me, &v, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received = |node: &NodeProcess| rt.block_on(node.client().ledger(5)).unwrap().received.0;
+    rt.block_on(async {
+        let (c, cancel) = peer(&me, &node).await;
+        for _ in 0..3 {
+            let r = c.market(target, MarketRequest::Voucher(env.clone())).await.unwrap();
+            assert!(matches!(r, MarketResponse::Ack), "{r:?}");
+        }
+        // A voucher whose amount does not match fuel and price is refused.
+        let mut bad = v.clone();
+        bad.amount.0 += 1;
+        let benv = Envelope::seal(&me, &bad, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
+        let r = c.market(target, MarketRequest::Voucher(benv)).await.unwrap();
+        assert!(invalid(&r).is_some(), "{r:?}");
+        cancel.cancel();
+    });
+    assert_eq!(received(&node), v.amount.0, "counted exactly once");
+    node.kill();
+    let restarted = NodeProcess::start_in_path(node.dir.path(), &[]);
+    rt.block_on(async {
+        let (c, cancel) = peer(&me, &restarted).await;
+        let r = c.market(target, MarketRequest::Voucher(env.clone())).await.unwrap();
+        assert!(matches!(r, MarketResponse::Ack), "{r:?}");
+        cancel.cancel();
+    });
+    assert_eq!(received(&restarted), v.amount.0, "not counted again after a restart");
+    drop(node);
+}
+
+/// Thousands of connection attempts: the node refuses what exceeds its
+/// limits and its API keeps answering.
+#[test]
+fn a_flood_of_connections_leaves_the_api_responsive() {
+    let node = NodeProcess::start(&[]);
+    let addr = node.info.listen[0].clone();
+    // /ip4/127.0.0.1/tcp/PORT
+    let port: u16 = addr.rsplit('/').next().unwrap().parse().unwrap();
+    let rss_before = rss(node.child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (opened, worst) = rt.block_on(async {
+        let flood = tokio::spawn(async move {
+            let mut opened = 0;
+            let mut held = Vec::new();
+            for _ in 0..2000 {
+                if let Ok(Ok(s)) =
+                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
+                {
+                    opened += 1;
+                    held.push(s);
+                    if held.len() > 500 {
+                        held.remove(0);
+                    }
+                }
+            }
+            opened
+        });
+        let api = node.client();
+        let mut worst = Duration::ZERO;
+        while !flood.is_finished() {
+            let t = Instant::now();
+            api.status().await.unwrap();
+            worst = worst.max(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (flood.await.unwrap(), worst)
+    });
+    let rss_after = rss(node.child.id());
+    eprintln!("connection flood: {opened} of 2000 TCP connections opened; slowest API answer {worst:?}; RSS {rss_before} -> {rss_after} KiB");
+    assert!(worst < Duration::from_millis(500), "API answered in {worst:?} during the flood");
+    assert!(rss_after < rss_before + 200 * 1024);
+    assert!(rt.block_on(node.client().status()).is_ok());
 }
