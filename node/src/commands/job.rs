@@ -56,6 +56,8 @@ pub enum JobAction {
     Cancel(CancelCommand),
     /// Show the placement decisions taken for a job's tasks.
     Explain(ExplainCommand),
+    /// Save the providers' signed receipts, for `agora verify`.
+    Receipts(ReceiptsCommand),
 }
 
 impl JobCommand {
@@ -68,6 +70,7 @@ impl JobCommand {
             JobAction::Result(c) => c.execute(),
             JobAction::Cancel(c) => c.execute(),
             JobAction::Explain(c) => c.execute(),
+            JobAction::Receipts(c) => c.execute(),
         }
     }
 }
@@ -1176,6 +1179,58 @@ impl CancelCommand {
                 summary.tasks,
                 state_name(summary.state)
             ))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+// ---------------------------------------------------------------- receipts
+
+/// Save every signed receipt a job's providers returned into DIR, one file
+/// per copy named `<task name>.<attempt>.receipt` (the receipt envelope's
+/// binary encoding). Check one with
+/// `agora verify DIR/<file> --module MODULE --input INPUT`.
+#[derive(Debug, clap::Args)]
+pub struct ReceiptsCommand {
+    /// The job.
+    pub id: JobId,
+    /// Where to write the receipts.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The node the job was submitted through.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+impl ReceiptsCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let client = self.node.client()?;
+        let status = block_on(async { client.job(&self.id).await })??;
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("cannot create {}", self.out.display()))?;
+        let mut written = Vec::new();
+        for t in &status.tasks {
+            for c in &t.copies {
+                let Some(hex) = &c.receipt else { continue };
+                let bytes = hex::decode(hex).context("the node sent a malformed receipt")?;
+                let safe: String =
+                    t.name.chars().map(|ch| if ch == '/' || ch == '\\' { '_' } else { ch }).collect();
+                let path = self.out.join(format!("{safe}.{}.receipt", c.attempt));
+                std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+                written.push(serde_json::json!({
+                    "task": t.index, "name": t.name, "attempt": c.attempt,
+                    "provider": c.provider, "path": path.display().to_string(),
+                }));
+            }
+        }
+        if self.json {
+            print_json(&written)?;
+        } else {
+            emitln(&format!("wrote {} receipt(s) to {}", written.len(), self.out.display()))?;
         }
         Ok(ExitCode::SUCCESS)
     }

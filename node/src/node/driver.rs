@@ -1655,6 +1655,7 @@ impl Driver {
                             backup: c.backup,
                             fuel: c.reported.as_ref().map(|r| r.fuel),
                             output: c.reported.as_ref().map(|r| r.output),
+                            receipt: c.receipt_env.as_ref().map(hex::encode),
                         }
                     })
                     .collect();
