@@ -75,6 +75,7 @@ impl Ledger {
         Ok(l)
     }
 
+    #[allow(clippy::too_many_arguments)] // one ledger line, field by field
     fn entry(
         &mut self,
         batch: &mut Batch,

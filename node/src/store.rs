@@ -129,10 +129,10 @@ impl Drop for WriterThread {
             batch: Batch { ops: Vec::new() },
             reply,
         });
-        if let Ok(mut h) = self.handle.lock() {
-            if let Some(h) = h.take() {
-                let _ = h.join();
-            }
+        if let Ok(mut h) = self.handle.lock()
+            && let Some(h) = h.take()
+        {
+            let _ = h.join();
         }
     }
 }
@@ -481,7 +481,9 @@ mod tests {
             }));
         }
         for h in handles {
-            if let Err(e) = h.await.unwrap() { panic!("write failed: {e}"); }
+            if let Err(e) = h.await.unwrap() {
+                panic!("write failed: {e}");
+            }
         }
         drop(s);
         let s = Store::open(&dir).unwrap();

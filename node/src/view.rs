@@ -228,10 +228,9 @@ impl View {
 
     /// Handles summary bytes from gossip or a summaries response.
     pub fn on_summary(&mut self, data: &[u8], now: Timestamp) -> Result<Domain, Rejected> {
-        let r = Envelope::from_bytes(data)
+        Envelope::from_bytes(data)
             .map_err(|e| Rejected::Malformed(e.to_string()))
-            .and_then(|env| self.on_summary_envelope(&env, now));
-        r
+            .and_then(|env| self.on_summary_envelope(&env, now))
     }
 
     /// Handles a summary envelope.
@@ -250,13 +249,13 @@ impl View {
         }
         let v = env.open::<DomainSummary>(now).map_err(Rejected::from_open)?;
         let domain = v.payload().domain.clone();
-        if let Some(h) = self.summaries.get(&domain) {
-            if v.payload().seq <= h.summary.seq {
-                return Err(Rejected::Replayed {
-                    seq: v.payload().seq,
-                    held: h.summary.seq,
-                });
-            }
+        if let Some(h) = self.summaries.get(&domain)
+            && v.payload().seq <= h.summary.seq
+        {
+            return Err(Rejected::Replayed {
+                seq: v.payload().seq,
+                held: h.summary.seq,
+            });
         }
         if self.summaries.len() >= self.max_peers && !self.summaries.contains_key(&domain) {
             self.expire(now);

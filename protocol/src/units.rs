@@ -254,7 +254,7 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{} {name}", self.0 / size);
             }
         }
@@ -300,6 +300,7 @@ impl Timestamp {
         Timestamp(u64::try_from(ms).unwrap_or(u64::MAX))
     }
     /// `self + d`, saturating.
+    #[allow(clippy::should_implement_trait)] // saturating, and with a Duration
     pub fn add(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(Millis::from(d).0))
     }

@@ -501,7 +501,7 @@ impl Metrics {
 /// Checks a job spec's shape (everything that does not need the node's
 /// store): task count, replication, rates, limits and argument sizes.
 pub fn check_spec(s: &JobSpec) -> Result<(), String> {
-    use agora_protocol::limits::{MAX_ARGS, MAX_ARG_LEN};
+    use agora_protocol::limits::{MAX_ARG_LEN, MAX_ARGS};
     if s.inputs.is_empty() {
         return Err("a job needs at least one input".into());
     }
@@ -534,7 +534,9 @@ pub fn check_spec(s: &JobSpec) -> Result<(), String> {
         .iter()
         .any(|args| args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_LEN))
     {
-        return Err(format!("at most {MAX_ARGS} arguments of {MAX_ARG_LEN} bytes each"));
+        return Err(format!(
+            "at most {MAX_ARGS} arguments of {MAX_ARG_LEN} bytes each"
+        ));
     }
     Ok(())
 }

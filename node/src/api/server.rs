@@ -94,7 +94,10 @@ pub enum ApiCommand {
     /// Metrics text.
     Metrics(oneshot::Sender<String>),
     /// Submit (or plan) a job.
-    Submit(SubmitRequest, oneshot::Sender<Result<SubmitResponse, ApiError>>),
+    Submit(
+        Box<SubmitRequest>,
+        oneshot::Sender<Result<SubmitResponse, ApiError>>,
+    ),
     /// List jobs.
     Jobs(oneshot::Sender<Vec<JobSummary>>),
     /// One job.
@@ -270,7 +273,7 @@ async fn get_content(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<R
 
 async fn submit(State(ctx): State<Ctx>, body: Body) -> Result<Json<SubmitResponse>, ApiError> {
     let req: SubmitRequest = parse_json(&body)?;
-    Ok(Json(ctx.ask(|tx| ApiCommand::Submit(req, tx)).await??))
+    Ok(Json(ctx.ask(|tx| ApiCommand::Submit(Box::new(req), tx)).await??))
 }
 
 async fn jobs(State(ctx): State<Ctx>) -> Result<Json<Vec<JobSummary>>, ApiError> {

@@ -1217,8 +1217,11 @@ impl ReceiptsCommand {
             for c in &t.copies {
                 let Some(hex) = &c.receipt else { continue };
                 let bytes = hex::decode(hex).context("the node sent a malformed receipt")?;
-                let safe: String =
-                    t.name.chars().map(|ch| if ch == '/' || ch == '\\' { '_' } else { ch }).collect();
+                let safe: String = t
+                    .name
+                    .chars()
+                    .map(|ch| if ch == '/' || ch == '\\' { '_' } else { ch })
+                    .collect();
                 let path = self.out.join(format!("{safe}.{}.receipt", c.attempt));
                 std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
                 written.push(serde_json::json!({
@@ -1230,7 +1233,11 @@ impl ReceiptsCommand {
         if self.json {
             print_json(&written)?;
         } else {
-            emitln(&format!("wrote {} receipt(s) to {}", written.len(), self.out.display()))?;
+            emitln(&format!(
+                "wrote {} receipt(s) to {}",
+                written.len(),
+                self.out.display()
+            ))?;
         }
         Ok(ExitCode::SUCCESS)
     }

@@ -137,17 +137,25 @@ impl NodeCommand {
         options.slowdown = self.slowdown.max(1.0);
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async move {
-            if let Ok(info) = crate::api::client::read_node_info(&data_dir) {
-                if pid_alive(info.pid) && info.pid != std::process::id() {
-                    anyhow::bail!(
-                        "a node (pid {}) already runs with data dir {}; stop it first or use another --data-dir",
-                        info.pid,
-                        data_dir.display()
-                    );
-                }
+            if let Ok(info) = crate::api::client::read_node_info(&data_dir)
+                && pid_alive(info.pid)
+                && info.pid != std::process::id()
+            {
+                anyhow::bail!(
+                    "a node (pid {}) already runs with data dir {}; stop it first or use another --data-dir",
+                    info.pid,
+                    data_dir.display()
+                );
             }
-            let node = Node::start(config, options).await.context("cannot start the node")?;
-            println!("agora node {} ready: api {} (data dir {})", node.id, node.api, data_dir.display());
+            let node = Node::start(config, options)
+                .await
+                .context("cannot start the node")?;
+            println!(
+                "agora node {} ready: api {} (data dir {})",
+                node.id,
+                node.api,
+                data_dir.display()
+            );
             for a in &node.listen {
                 println!("  listening on {a}/p2p/{}", node.id);
             }

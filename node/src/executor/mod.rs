@@ -591,7 +591,10 @@ impl Executor {
 pub fn validate(wasm: &[u8], config: &Config) -> Result<(), TaskError> {
     use wasmtime::wasmparser::{ExternalKind, Parser, Payload};
     if wasm.len() as u64 > config.max_module_size.0 {
-        return Err(TaskError::ModuleTooLarge { size: Bytes(wasm.len() as u64), max: config.max_module_size });
+        return Err(TaskError::ModuleTooLarge {
+            size: Bytes(wasm.len() as u64),
+            max: config.max_module_size,
+        });
     }
     precheck(wasm, config.max_memory.0)?;
     let engine = Engine::new(&engine::wasm_config(config.max_memory.0))

@@ -309,10 +309,10 @@ pub fn evaluate(
     if need.exclude.contains(&info.node) {
         return Err(Exclusion::AlreadyUsed);
     }
-    if let Some(d) = &need.domain {
-        if !info.domain.is_within(d) {
-            return Err(Exclusion::Domain);
-        }
+    if let Some(d) = &need.domain
+        && !info.domain.is_within(d)
+    {
+        return Err(Exclusion::Domain);
     }
     if !info.accepting {
         return Err(Exclusion::NotAccepting);
@@ -326,10 +326,10 @@ pub fn evaluate(
     if info.price > need.max_price {
         return Err(Exclusion::Price { asking: info.price });
     }
-    if let Some(max) = need.max_energy {
-        if info.energy.is_none_or(|e| e > max) {
-            return Err(Exclusion::Energy);
-        }
+    if let Some(max) = need.max_energy
+        && info.energy.is_none_or(|e| e > max)
+    {
+        return Err(Exclusion::Energy);
     }
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
@@ -509,8 +509,10 @@ mod tests {
         assert!(fast.score < slow.score);
         let cheap = evaluate(&info(3, 1000, 10), None, &need(), NOW).unwrap();
         assert!(cheap.score < slow.score);
-        let mut good = ProviderStats::default();
-        good.reputation = 0.95;
+        let good = ProviderStats {
+            reputation: 0.95,
+            ..ProviderStats::default()
+        };
         let known = evaluate(&info(4, 1000, 100), Some(&good), &need(), NOW).unwrap();
         assert!(known.score < slow.score);
     }

@@ -242,20 +242,20 @@ impl Provider {
                 asking: self.config.price,
             });
         }
-        if let Some(max) = r.max_energy {
-            if self.config.energy > max {
-                return Err(Decline::EnergyTooHigh {
-                    rate: self.config.energy,
-                });
-            }
+        if let Some(max) = r.max_energy
+            && self.config.energy > max
+        {
+            return Err(Decline::EnergyTooHigh {
+                rate: self.config.energy,
+            });
         }
-        if let Some(d) = &r.domain {
-            if !self.config.domain.is_within(d) {
-                return Err(Decline::invalid(format!(
-                    "provider is in {}, outside {d}",
-                    self.config.domain
-                )));
-            }
+        if let Some(d) = &r.domain
+            && !self.config.domain.is_within(d)
+        {
+            return Err(Decline::invalid(format!(
+                "provider is in {}, outside {d}",
+                self.config.domain
+            )));
         }
         if self.load() >= (self.config.slots + self.config.backlog) as usize {
             return Err(Decline::NoFreeSlot);

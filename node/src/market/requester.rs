@@ -313,7 +313,13 @@ fn need(job: &Job, idx: u32) -> Need {
         exclude: task
             .copies
             .iter()
-            .filter(|c| c.wrong || matches!(c.state, CopyState::Accepting | CopyState::Agreed | CopyState::Reported))
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
             .map(|c| c.provider)
             .collect(),
     }
@@ -401,10 +407,10 @@ impl Requester {
     /// placement (it may want another copy).
     fn touch(&mut self, t: TaskId) {
         self.dirty_tasks.insert(t);
-        if let Some(job) = self.jobs.get_mut(&t.job) {
-            if let Some(p) = job.pos.get(t.index as usize) {
-                job.ready.insert(*p);
-            }
+        if let Some(job) = self.jobs.get_mut(&t.job)
+            && let Some(p) = job.pos.get(t.index as usize)
+        {
+            job.ready.insert(*p);
         }
     }
 
@@ -469,7 +475,12 @@ impl Requester {
             pos[*i as usize] = p;
         }
         let ready: BTreeSet<usize> = (0..order.len())
-            .filter(|p| !matches!(tasks[order[*p] as usize].phase, TaskPhase::Verified | TaskPhase::Failed))
+            .filter(|p| {
+                !matches!(
+                    tasks[order[*p] as usize].phase,
+                    TaskPhase::Verified | TaskPhase::Failed
+                )
+            })
             .collect();
         let settled = tasks
             .iter()
@@ -580,14 +591,20 @@ impl Requester {
             }
             if !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
                 t.phase = TaskPhase::Failed;
-                t.error.get_or_insert_with(|| format!("not run: the job failed ({error})"));
+                t.error
+                    .get_or_insert_with(|| format!("not run: the job failed ({error})"));
             }
             self.dirty_tasks.insert(t.id);
         }
         for (p, a, t) in withdraw {
             self.book.released(p);
             if let Some(a) = a {
-                self.out.push_back(Action::Cancel { to: p, agreement: a, task: t, reason: CancelReason::JobCancelled });
+                self.out.push_back(Action::Cancel {
+                    to: p,
+                    agreement: a,
+                    task: t,
+                    reason: CancelReason::JobCancelled,
+                });
             }
         }
         self.drop_negotiations(|t| t.job == id);
@@ -780,10 +797,11 @@ impl Requester {
         let best = groups.first().map_or(0, |g| g.1.len());
         let total: usize = groups.iter().map(|g| g.1.len()).sum();
         let mut need = k;
-        if let Some((o, _)) = groups.first() {
-            if !o.2.is_success() && k == 1 {
-                need = 2;
-            }
+        if let Some((o, _)) = groups.first()
+            && !o.2.is_success()
+            && k == 1
+        {
+            need = 2;
         }
         if groups.len() > 1 {
             need = need.max(total / 2 + 1);
@@ -839,7 +857,12 @@ impl Requester {
                 self.dirty_jobs.insert(id);
             }
             let negotiating = self.negotiating_jobs.contains_key(&id);
-            if placed_any || busy || negotiating || !stuck || job.tasks.iter().any(|t| t.live().next().is_some()) {
+            if placed_any
+                || busy
+                || negotiating
+                || !stuck
+                || job.tasks.iter().any(|t| t.live().next().is_some())
+            {
                 job.no_fit_since = None;
             } else {
                 let since = *job.no_fit_since.get_or_insert(now);
@@ -884,7 +907,13 @@ impl Requester {
         )
     }
 
-    fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> (Vec<Scored>, Vec<(NodeId, String)>, Placement) {
+    fn candidates(
+        &self,
+        job: &Job,
+        idx: u32,
+        now: Timestamp,
+        view: &View,
+    ) -> (Vec<Scored>, Vec<(NodeId, String)>, Placement) {
         let need = need(job, idx);
         let infos: Vec<ProviderInfo> = placement::gather(view, &need, self.config.domains_to_try);
         let mut ok = Vec::new();
@@ -949,7 +978,7 @@ impl Requester {
                 vec![ok.swap_remove(i)]
             }
             Strategy::RoundRobin => {
-                ok.sort_by(|a, b| a.node.cmp(&b.node));
+                ok.sort_by_key(|a| a.node);
                 let job = self.jobs.get_mut(&id).expect("job exists");
                 let i = job.rr_cursor % ok.len();
                 job.rr_cursor += 1;
@@ -1145,7 +1174,13 @@ impl Requester {
         let holding: HashSet<NodeId> = job.tasks[task.index as usize]
             .copies
             .iter()
-            .filter(|c| c.wrong || matches!(c.state, CopyState::Accepting | CopyState::Agreed | CopyState::Reported))
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
             .map(|c| c.provider)
             .collect();
         let Some((provider, offer, _)) = n.offers.into_iter().find(|(p, _, _)| !holding.contains(p)) else {
@@ -1363,7 +1398,7 @@ impl Requester {
         if rate > 0.0 && c.state == CopyState::Reported && !t.spot_checked {
             let block = (1.0 / rate.clamp(1e-6, 1.0)).ceil() as u64;
             let entry = self.spot.entry((task.job, from)).or_insert((0, 0));
-            if entry.0 % block == 0 {
+            if entry.0.is_multiple_of(block) {
                 entry.1 = self.rng.random_range(0..block);
             }
             let pick = entry.0 % block == entry.1;
@@ -1641,7 +1676,12 @@ impl Requester {
         for (p, a) in cancels {
             self.book.released(p);
             if let Some(a) = a {
-                self.out.push_back(Action::Cancel { to: p, agreement: a, task, reason: CancelReason::Superseded });
+                self.out.push_back(Action::Cancel {
+                    to: p,
+                    agreement: a,
+                    task,
+                    reason: CancelReason::Superseded,
+                });
             }
         }
         self.touch(task);
@@ -1837,6 +1877,6 @@ fn outcome_groups(t: &TaskRecord) -> Vec<(Outcome, Vec<u16>)> {
             None => groups.push((o, vec![c.attempt])),
         }
     }
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     groups
 }

@@ -16,7 +16,9 @@ use agora_protocol::execution::{ExitStatus, Receipt};
 use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, Offer, args_digest};
 use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Bytes, ComputeUnits, Credits, EnergyRate, Fuel, Millis, Price, Timestamp};
-use agora_protocol::{ContentId, Encode, Envelope, JobId, Keypair, MessageId, NodeId, Nonce, Payload, TaskId, Verified};
+use agora_protocol::{
+    ContentId, Encode, Envelope, JobId, Keypair, MessageId, NodeId, Nonce, Payload, TaskId, Verified,
+};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -63,18 +65,61 @@ pub(crate) struct Report {
 #[derive(Debug, Clone)]
 enum Msg {
     // To provider `p`.
-    Call { p: usize, task: TaskId, attempt: u16, env: Envelope },
-    AcceptReq { p: usize, task: TaskId, attempt: u16, env: Envelope },
-    VoucherReq { p: usize, key: MessageId, env: Envelope, epoch: u64 },
-    CancelReq { p: usize, env: Envelope },
+    Call {
+        p: usize,
+        task: TaskId,
+        attempt: u16,
+        env: Envelope,
+    },
+    AcceptReq {
+        p: usize,
+        task: TaskId,
+        attempt: u16,
+        env: Envelope,
+    },
+    VoucherReq {
+        p: usize,
+        key: MessageId,
+        env: Envelope,
+        epoch: u64,
+    },
+    CancelReq {
+        p: usize,
+        env: Envelope,
+    },
     // To the requester.
-    OfferAns { task: TaskId, attempt: u16, from: usize, ans: Result<Envelope, String>, epoch: u64 },
-    AgreementAns { task: TaskId, attempt: u16, from: usize, ans: Result<Envelope, String>, epoch: u64 },
-    ReceiptReq { from: usize, agreement: MessageId, env: Envelope },
-    ReceiptAck { p: usize, agreement: MessageId },
-    VoucherAck { key: MessageId },
+    OfferAns {
+        task: TaskId,
+        attempt: u16,
+        from: usize,
+        ans: Result<Envelope, String>,
+        epoch: u64,
+    },
+    AgreementAns {
+        task: TaskId,
+        attempt: u16,
+        from: usize,
+        ans: Result<Envelope, String>,
+        epoch: u64,
+    },
+    ReceiptReq {
+        from: usize,
+        agreement: MessageId,
+        env: Envelope,
+    },
+    ReceiptAck {
+        p: usize,
+        agreement: MessageId,
+    },
+    VoucherAck {
+        key: MessageId,
+    },
     // Provider-internal.
-    Finished { p: usize, agreement: MessageId, epoch: u64 },
+    Finished {
+        p: usize,
+        agreement: MessageId,
+        epoch: u64,
+    },
 }
 
 struct SimProvider {
@@ -137,7 +182,10 @@ impl Sim {
                 SimProvider {
                     kp,
                     state: Provider::new(
-                        provider::Config { slots: 1 + (i % 2) as u32, ..provider::Config::default() },
+                        provider::Config {
+                            slots: 1 + (i % 2) as u32,
+                            ..provider::Config::default()
+                        },
                         ComputeUnits(cu),
                     ),
                     cheat: i < world.cheaters,
@@ -207,11 +255,29 @@ impl Sim {
             match m {
                 Msg::Call { p, task, attempt, .. } => {
                     let epoch = self.req_epoch;
-                    self.at(timeout, Msg::OfferAns { task, attempt, from: p, ans: Err("request to p timed out".into()), epoch })
+                    self.at(
+                        timeout,
+                        Msg::OfferAns {
+                            task,
+                            attempt,
+                            from: p,
+                            ans: Err("request to p timed out".into()),
+                            epoch,
+                        },
+                    )
                 }
                 Msg::AcceptReq { p, task, attempt, .. } => {
                     let epoch = self.req_epoch;
-                    self.at(timeout, Msg::AgreementAns { task, attempt, from: p, ans: Err("request timed out".into()), epoch })
+                    self.at(
+                        timeout,
+                        Msg::AgreementAns {
+                            task,
+                            attempt,
+                            from: p,
+                            ans: Err("request timed out".into()),
+                            epoch,
+                        },
+                    )
                 }
                 _ => {}
             }
@@ -235,7 +301,12 @@ impl Sim {
             let fuel = Fuel(1_000_000 + u64::from(bytes[bytes.len() - 1]) * 10_000_000);
             self.truth.insert(id, (out, fuel));
             self.inputs.insert(id, bytes.clone());
-            inputs.push(InputSpec { name: format!("in-{i}"), id, size: Bytes(bytes.len() as u64), estimate: Some(fuel) });
+            inputs.push(InputSpec {
+                name: format!("in-{i}"),
+                id,
+                size: Bytes(bytes.len() as u64),
+                estimate: Some(fuel),
+            });
         }
         let spec = JobSpec {
             module: ContentId([9; 32]),
@@ -284,7 +355,9 @@ impl Sim {
             };
             let kp = p.kp.clone();
             let env = Sim::seal(&kp, &a, self.now, Duration::from_secs(10), &mut self.rng);
-            let _ = self.view.on_advert(&env.to_bytes(), Some(kp.node_id()), ts(self.now));
+            let _ = self
+                .view
+                .on_advert(&env.to_bytes(), Some(kp.node_id()), ts(self.now));
         }
     }
 
@@ -310,22 +383,64 @@ impl Sim {
     fn action(&mut self, a: Action) {
         let now = self.now;
         match a {
-            Action::Call { task, attempt, cfo, to } => {
+            Action::Call {
+                task,
+                attempt,
+                cfo,
+                to,
+            } => {
                 let env = Sim::seal(&self.req_kp, &cfo, now, Duration::from_secs(20), &mut self.rng);
                 for n in to {
                     if let Some(p) = self.index_of(n) {
-                        self.send(Msg::Call { p, task, attempt, env: env.clone() }, false);
+                        self.send(
+                            Msg::Call {
+                                p,
+                                task,
+                                attempt,
+                                env: env.clone(),
+                            },
+                            false,
+                        );
                     }
                 }
             }
-            Action::Accept { task, attempt, to, accept, .. } => {
+            Action::Accept {
+                task,
+                attempt,
+                to,
+                accept,
+                ..
+            } => {
                 let env = Sim::seal(&self.req_kp, &accept, now, Duration::from_secs(20), &mut self.rng);
                 if let Some(p) = self.index_of(to) {
-                    self.send(Msg::AcceptReq { p, task, attempt, env }, false);
+                    self.send(
+                        Msg::AcceptReq {
+                            p,
+                            task,
+                            attempt,
+                            env,
+                        },
+                        false,
+                    );
                 }
             }
-            Action::Cancel { to, agreement, task, reason } => {
-                let env = Sim::seal(&self.req_kp, &Cancel { agreement, task, reason }, now, Duration::from_secs(30), &mut self.rng);
+            Action::Cancel {
+                to,
+                agreement,
+                task,
+                reason,
+            } => {
+                let env = Sim::seal(
+                    &self.req_kp,
+                    &Cancel {
+                        agreement,
+                        task,
+                        reason,
+                    },
+                    now,
+                    Duration::from_secs(30),
+                    &mut self.rng,
+                );
                 if let Some(p) = self.index_of(to) {
                     self.send(Msg::CancelReq { p, env }, false);
                 }
@@ -335,7 +450,9 @@ impl Sim {
                 self.requester.on_output(task, attempt, true, ts(now));
             }
             Action::SpotCheck { task, attempt } => {
-                let Some((spec, a)) = self.requester.assignment_of(task) else { return };
+                let Some((spec, a)) = self.requester.assignment_of(task) else {
+                    return;
+                };
                 let (out, fuel) = self.truth[&a.input].clone();
                 let r = Receipt {
                     agreement: MessageId([0; 32]),
@@ -354,7 +471,13 @@ impl Sim {
                     finished_at: ts(now),
                 };
                 let env = Sim::seal(&self.req_kp, &r, now, Receipt::MAX_LIFETIME, &mut self.rng);
-                self.requester.on_spot_check(task, attempt, (r.output, fuel, ExitStatus::Success), env.to_bytes(), ts(now));
+                self.requester.on_spot_check(
+                    task,
+                    attempt,
+                    (r.output, fuel, ExitStatus::Success),
+                    env.to_bytes(),
+                    ts(now),
+                );
             }
             Action::Pay { to, voucher } => {
                 let env = Sim::seal(&self.req_kp, &voucher, now, Voucher::MAX_LIFETIME, &mut self.rng);
@@ -388,16 +511,29 @@ impl Sim {
             let fuel = self.truth.get(&acc.assignment.input).map_or(Fuel(1), |t| t.1);
             let run = fuel.0 / (cu * 1000) + 1;
             let epoch = self.providers[p].epoch;
-            self.at(self.now + run, Msg::Finished { p, agreement: acc.agreement, epoch });
+            self.at(
+                self.now + run,
+                Msg::Finished {
+                    p,
+                    agreement: acc.agreement,
+                    epoch,
+                },
+            );
         }
     }
 
     fn deliver(&mut self, m: Msg) {
         let now = self.now;
         self.trace.update(&now.to_le_bytes());
-        self.trace.update(format!("{m:?}").split(['{', '(']).next().unwrap_or("").as_bytes());
+        self.trace
+            .update(format!("{m:?}").split(['{', '(']).next().unwrap_or("").as_bytes());
         match m {
-            Msg::Call { p, task, attempt, env } => {
+            Msg::Call {
+                p,
+                task,
+                attempt,
+                env,
+            } => {
                 if !self.providers[p].alive {
                     return;
                 }
@@ -411,15 +547,35 @@ impl Sim {
                             let kp = prov.kp.clone();
                             let oenv = Sim::seal(&kp, &offer, now, Duration::from_secs(5), &mut self.rng);
                             let prov = &mut self.providers[p];
-                            prov.state.offered(oenv.id(), v.signer(), v.payload(), offer.price, oenv.expires_at());
+                            prov.state.offered(
+                                oenv.id(),
+                                v.signer(),
+                                v.payload(),
+                                offer.price,
+                                oenv.expires_at(),
+                            );
                             Ok(oenv)
                         }
                         Err(d) => Err(d.to_string()),
                     },
                 };
-                self.send(Msg::OfferAns { task, attempt, from: p, ans, epoch }, false);
+                self.send(
+                    Msg::OfferAns {
+                        task,
+                        attempt,
+                        from: p,
+                        ans,
+                        epoch,
+                    },
+                    false,
+                );
             }
-            Msg::AcceptReq { p, task, attempt, env } => {
+            Msg::AcceptReq {
+                p,
+                task,
+                attempt,
+                env,
+            } => {
                 if !self.providers[p].alive {
                     return;
                 }
@@ -427,7 +583,11 @@ impl Sim {
                 let ans = match env.open::<Accept>(ts(now)) {
                     Err(e) => Err(e.to_string()),
                     Ok(_) if self.providers[p].state.agreement_for(&env.id()).is_some() => {
-                        let bytes = self.providers[p].state.agreement_for(&env.id()).map(|b| b.to_vec()).unwrap_or_default();
+                        let bytes = self.providers[p]
+                            .state
+                            .agreement_for(&env.id())
+                            .map(|b| b.to_vec())
+                            .unwrap_or_default();
                         <Envelope as agora_protocol::Decode>::from_bytes(&bytes).map_err(|e| e.to_string())
                     }
                     Ok(v) => {
@@ -462,16 +622,29 @@ impl Sim {
                         }
                     }
                 };
-                self.send(Msg::AgreementAns { task, attempt, from: p, ans, epoch }, false);
+                self.send(
+                    Msg::AgreementAns {
+                        task,
+                        attempt,
+                        from: p,
+                        ans,
+                        epoch,
+                    },
+                    false,
+                );
                 self.provider_turn(p);
             }
             Msg::Finished { p, agreement, epoch } => {
                 if !self.providers[p].alive || self.providers[p].epoch != epoch {
                     return;
                 }
-                let Some(acc) = self.providers[p].state.finished(&agreement) else { return };
+                let Some(acc) = self.providers[p].state.finished(&agreement) else {
+                    return;
+                };
                 let a = &acc.assignment;
-                let Some((mut out, fuel)) = self.truth.get(&a.input).cloned() else { return };
+                let Some((mut out, fuel)) = self.truth.get(&a.input).cloned() else {
+                    return;
+                };
                 if self.providers[p].cheat {
                     // Cheaters forge independently: their wrong outputs differ.
                     out.extend_from_slice(format!("forged by {p}").as_bytes());
@@ -499,11 +672,20 @@ impl Sim {
                 if let Some(s) = prov.store.get_mut(&agreement) {
                     s.stage = Stage::Done;
                 }
-                self.send(Msg::ReceiptReq { from: p, agreement, env }, true);
+                self.send(
+                    Msg::ReceiptReq {
+                        from: p,
+                        agreement,
+                        env,
+                    },
+                    true,
+                );
                 self.provider_turn(p);
             }
             Msg::ReceiptReq { from, agreement, env } => {
-                let Ok(v) = env.open::<Receipt>(ts(now)) else { return };
+                let Ok(v) = env.open::<Receipt>(ts(now)) else {
+                    return;
+                };
                 let provider = self.providers[from].kp.node_id();
                 let r = self.requester.on_receipt(provider, &v, true, ts(now));
                 if r.is_ok() {
@@ -520,15 +702,28 @@ impl Sim {
                 prov.store.remove(&agreement);
                 prov.state.forget(&agreement);
             }
-            Msg::OfferAns { task, attempt, from, ans, epoch } => {
+            Msg::OfferAns {
+                task,
+                attempt,
+                from,
+                ans,
+                epoch,
+            } => {
                 if epoch != self.req_epoch {
                     return;
                 }
                 let n = self.providers[from].kp.node_id();
                 let ans = ans.and_then(|e| e.open::<Offer>(ts(now)).map_err(|e| e.to_string()));
-                self.requester.on_offer(task, attempt, n, ans, ts(now), &self.view);
+                self.requester
+                    .on_offer(task, attempt, n, ans, ts(now), &self.view);
             }
-            Msg::AgreementAns { task, attempt, from, ans, epoch } => {
+            Msg::AgreementAns {
+                task,
+                attempt,
+                from,
+                ans,
+                epoch,
+            } => {
                 if epoch != self.req_epoch {
                     return;
                 }
@@ -543,7 +738,9 @@ impl Sim {
                     self.at(now + 1_000, Msg::VoucherReq { p, key, env, epoch });
                     return;
                 }
-                let Ok(v) = env.open::<Voucher>(ts(now)) else { return };
+                let Ok(v) = env.open::<Voucher>(ts(now)) else {
+                    return;
+                };
                 let prov = &mut self.providers[p];
                 if prov.paid_for.insert(v.payload().receipt) {
                     prov.balance += v.payload().amount.0 as i64;
@@ -558,7 +755,9 @@ impl Sim {
                 if !self.providers[p].alive {
                     return;
                 }
-                let Ok(v) = env.open::<Cancel>(ts(now)) else { return };
+                let Ok(v) = env.open::<Cancel>(ts(now)) else {
+                    return;
+                };
                 if let Ok(Some(_)) = self.providers[p].state.cancel(v.signer(), &v.payload().agreement) {
                     self.providers[p].store.remove(&v.payload().agreement);
                 }
@@ -568,7 +767,11 @@ impl Sim {
 
     fn crash_requester(&mut self) {
         self.req_epoch += 1;
-        let mut r = Requester::new(self.req_kp.node_id(), requester::Config::default(), self.req_epoch);
+        let mut r = Requester::new(
+            self.req_kp.node_id(),
+            requester::Config::default(),
+            self.req_epoch,
+        );
         for (id, job) in &self.jobs {
             let tasks: Vec<TaskRecord> = self.tasks.values().filter(|t| t.id.job == *id).cloned().collect();
             if tasks.len() == job.spec.inputs.len() {
@@ -577,7 +780,8 @@ impl Sim {
         }
         self.requester = r;
         // Vouchers in the outbox are sent again.
-        let mut pending: Vec<(MessageId, (usize, Envelope))> = self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut pending: Vec<(MessageId, (usize, Envelope))> =
+            self.outbox.iter().map(|(k, v)| (*k, v.clone())).collect();
         pending.sort_by_key(|(k, _)| *k);
         for (key, (p, env)) in pending {
             let epoch = self.req_epoch;
@@ -595,10 +799,18 @@ impl Sim {
             state.restore(acc.clone());
         }
         prov.state = state;
-        let mut resend: Vec<(MessageId, Envelope)> = prov.outbox.iter().map(|(k, e)| (*k, e.clone())).collect();
+        let mut resend: Vec<(MessageId, Envelope)> =
+            prov.outbox.iter().map(|(k, e)| (*k, e.clone())).collect();
         resend.sort_by_key(|(k, _)| *k);
         for (agreement, env) in resend {
-            self.send(Msg::ReceiptReq { from: p, agreement, env }, true);
+            self.send(
+                Msg::ReceiptReq {
+                    from: p,
+                    agreement,
+                    env,
+                },
+                true,
+            );
         }
         self.provider_turn(p);
     }
@@ -611,11 +823,22 @@ impl Sim {
         let mut next_advert = self.now + 2_000;
         let limit = self.now + 20 * 60 * 1000;
         let crash_window = 20_000;
-        let req_crashes: Vec<u64> = (0..self.world.requester_crashes).map(|_| T0 + self.rng.random_range(1..crash_window)).collect();
-        let prov_crashes: Vec<(u64, usize)> = (0..self.world.provider_crashes)
-            .map(|_| (T0 + self.rng.random_range(1..crash_window), self.rng.random_range(0..self.world.providers)))
+        let req_crashes: Vec<u64> = (0..self.world.requester_crashes)
+            .map(|_| T0 + self.rng.random_range(1..crash_window))
             .collect();
-        let kill_at = if self.world.kill_one { Some(T0 + self.rng.random_range(1..5_000)) } else { None };
+        let prov_crashes: Vec<(u64, usize)> = (0..self.world.provider_crashes)
+            .map(|_| {
+                (
+                    T0 + self.rng.random_range(1..crash_window),
+                    self.rng.random_range(0..self.world.providers),
+                )
+            })
+            .collect();
+        let kill_at = if self.world.kill_one {
+            Some(T0 + self.rng.random_range(1..5_000))
+        } else {
+            None
+        };
         let mut killed = false;
         loop {
             let next_msg = self.queue.peek().map(|Reverse((t, _, _))| *t);
@@ -634,17 +857,20 @@ impl Sim {
                     self.crash_provider(p);
                 }
             }
-            if let Some(k) = kill_at {
-                if !killed && self.now >= k {
-                    killed = true;
-                    let victim = self.world.providers - 1;
-                    self.providers[victim].alive = false;
-                    let n = self.providers[victim].kp.node_id();
-                    self.requester.on_peer_down(n, ts(self.now));
-                }
+            if let Some(k) = kill_at
+                && !killed
+                && self.now >= k
+            {
+                killed = true;
+                let victim = self.world.providers - 1;
+                self.providers[victim].alive = false;
+                let n = self.providers[victim].kp.node_id();
+                self.requester.on_peer_down(n, ts(self.now));
             }
             if next_msg == Some(t) {
-                let Some(Reverse((_, _, id))) = self.queue.pop() else { break };
+                let Some(Reverse((_, _, id))) = self.queue.pop() else {
+                    break;
+                };
                 if let Some(m) = self.msgs.remove(&id) {
                     self.deliver(m);
                 }
@@ -661,8 +887,14 @@ impl Sim {
             if self.world.stop_when_caught && self.caught_after.is_some() {
                 break;
             }
-            let done = self.requester.job(&self.job).is_some_and(|(r, _)| r.state.is_terminal());
-            if done && self.outbox.is_empty() && self.providers.iter().all(|p| p.outbox.is_empty() || !p.alive) {
+            let done = self
+                .requester
+                .job(&self.job)
+                .is_some_and(|(r, _)| r.state.is_terminal());
+            if done
+                && self.outbox.is_empty()
+                && self.providers.iter().all(|p| p.outbox.is_empty() || !p.alive)
+            {
                 break;
             }
         }
@@ -672,19 +904,45 @@ impl Sim {
     fn report(&self) -> Report {
         if std::env::var("AGORA_SIM_DUMP").is_ok() {
             for (n, st) in self.requester.book().iter() {
-                eprintln!("book p{:?}: lanes {:?} backoff {}", self.index_of(*n), st.lanes.iter().map(|l| l.saturating_sub(T0)).collect::<Vec<_>>(), st.backoff_until.saturating_sub(T0));
+                eprintln!(
+                    "book p{:?}: lanes {:?} backoff {}",
+                    self.index_of(*n),
+                    st.lanes.iter().map(|l| l.saturating_sub(T0)).collect::<Vec<_>>(),
+                    st.backoff_until.saturating_sub(T0)
+                );
             }
         }
-        if std::env::var("AGORA_SIM_DUMP").is_ok() {
-            if let Some((_, tasks)) = self.requester.job(&self.job) {
-                for t in tasks {
-                    eprintln!("task {} {:?}", t.id.index, t.phase);
-                    for d in self.requester.decisions(&t.id) {
-                        eprintln!("   decision at {} attempt {} cands {:?} excl {:?} offers {} declined {:?} chosen {:?}", d.at.0 - T0, d.attempt, d.candidates.iter().map(|c| self.index_of(c.node)).collect::<Vec<_>>(), d.excluded.iter().map(|(n, e)| (self.index_of(*n), e.clone())).collect::<Vec<_>>(), d.offers.len(), d.declined, d.chosen.map(|c| self.index_of(c)));
-                    }
-                    for c in &t.copies {
-                        eprintln!("   copy {} p{:?} {:?} rep={:?}", c.attempt, self.index_of(c.provider), c.state, c.reported.as_ref().map(|r| r.output));
-                    }
+        if std::env::var("AGORA_SIM_DUMP").is_ok()
+            && let Some((_, tasks)) = self.requester.job(&self.job)
+        {
+            for t in tasks {
+                eprintln!("task {} {:?}", t.id.index, t.phase);
+                for d in self.requester.decisions(&t.id) {
+                    eprintln!(
+                        "   decision at {} attempt {} cands {:?} excl {:?} offers {} declined {:?} chosen {:?}",
+                        d.at.0 - T0,
+                        d.attempt,
+                        d.candidates
+                            .iter()
+                            .map(|c| self.index_of(c.node))
+                            .collect::<Vec<_>>(),
+                        d.excluded
+                            .iter()
+                            .map(|(n, e)| (self.index_of(*n), e.clone()))
+                            .collect::<Vec<_>>(),
+                        d.offers.len(),
+                        d.declined,
+                        d.chosen.map(|c| self.index_of(c))
+                    );
+                }
+                for c in &t.copies {
+                    eprintln!(
+                        "   copy {} p{:?} {:?} rep={:?}",
+                        c.attempt,
+                        self.index_of(c.provider),
+                        c.state,
+                        c.reported.as_ref().map(|r| r.output)
+                    );
                 }
             }
         }
@@ -716,7 +974,10 @@ impl Sim {
         // Conservation: what the requester paid is what providers received.
         let received: i64 = self.providers.iter().map(|p| p.balance).sum();
         if self.outbox.is_empty() && received + self.req_balance != 0 {
-            rep.error = Some(format!("ledger does not balance: paid {} received {received}", -self.req_balance));
+            rep.error = Some(format!(
+                "ledger does not balance: paid {} received {received}",
+                -self.req_balance
+            ));
         }
         // Nobody paid for a wrong result.
         for p in &self.providers {
@@ -728,7 +989,11 @@ impl Sim {
         if record.state.is_terminal() {
             for (n, st) in self.requester.book().iter() {
                 if !st.lanes.is_empty() {
-                    rep.error = Some(format!("provider {:?} keeps {} lanes after the job ended", self.index_of(*n), st.lanes.len()));
+                    rep.error = Some(format!(
+                        "provider {:?} keeps {} lanes after the job ended",
+                        self.index_of(*n),
+                        st.lanes.len()
+                    ));
                 }
             }
         }
@@ -772,7 +1037,11 @@ mod tests {
 
     fn check(seed: u64, w: &World, rep: &Report) {
         assert!(rep.error.is_none(), "seed {seed} {w:?}: {:?}", rep.error);
-        assert_eq!(rep.state, Some(JobState::Done), "seed {seed} {w:?}: job did not finish ({rep:?})");
+        assert_eq!(
+            rep.state,
+            Some(JobState::Done),
+            "seed {seed} {w:?}: job did not finish ({rep:?})"
+        );
         assert_eq!(rep.wrong_accepted, 0, "seed {seed} {w:?}: wrong output accepted");
     }
 
@@ -784,7 +1053,13 @@ mod tests {
     fn market_survives_hostile_schedules() {
         let (from, count) = match std::env::var("AGORA_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
             Some(s) => (s, 1),
-            None => (0, std::env::var("AGORA_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300)),
+            None => (
+                0,
+                std::env::var("AGORA_SIM_SEEDS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(300),
+            ),
         };
         for seed in from..from + count {
             let mut rng = SmallRng::seed_from_u64(seed ^ 0xa60a);
@@ -854,8 +1129,14 @@ mod tests {
                 }
             }
         }
-        assert!(caught_within_90 * 100 >= trials * 99, "caught within 90 tasks in {caught_within_90} of {trials}");
-        assert!(worst <= 20, "stratified sampling: at most one block of 20 before the check, got {worst}");
+        assert!(
+            caught_within_90 * 100 >= trials * 99,
+            "caught within 90 tasks in {caught_within_90} of {trials}"
+        );
+        assert!(
+            worst <= 20,
+            "stratified sampling: at most one block of 20 before the check, got {worst}"
+        );
     }
 
     /// Replication 2 with 20 % of providers independently returning wrong
@@ -907,6 +1188,10 @@ mod tests {
             assert_eq!(a.vouchers_issued, b.vouchers_issued);
             assert_eq!(a.state, b.state);
         }
-        assert_ne!(simulate(1, w.clone()).trace, simulate(2, w).trace, "different seeds, different runs");
+        assert_ne!(
+            simulate(1, w.clone()).trace,
+            simulate(2, w).trace,
+            "different seeds, different runs"
+        );
     }
 }

@@ -14,6 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::{Command, Event, NetworkError, Stats};
 
+/// Providers found so far by a DHT query, and who waits for them.
+type PendingProviders = (
+    HashSet<PeerId>,
+    oneshot::Sender<Result<HashSet<PeerId>, NetworkError>>,
+);
+
 type Pending<T> = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<T, NetworkError>>)>;
 
 pub(crate) struct EventLoop {
@@ -23,13 +29,7 @@ pub(crate) struct EventLoop {
     cancel: CancellationToken,
     pending_market: Pending<MarketResponse>,
     pending_content: Pending<ContentResponse>,
-    pending_providers: HashMap<
-        kad::QueryId,
-        (
-            HashSet<PeerId>,
-            oneshot::Sender<Result<HashSet<PeerId>, NetworkError>>,
-        ),
-    >,
+    pending_providers: HashMap<kad::QueryId, PendingProviders>,
     stats: Stats,
     bootstrapped: bool,
 }
@@ -175,10 +175,10 @@ impl EventLoop {
                 if !self.bootstrapped {
                     self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                 }
-                if num_established.get() == 1 {
-                    if let Some(peer) = node(&peer_id) {
-                        self.emit(Event::Connected { peer }).await;
-                    }
+                if num_established.get() == 1
+                    && let Some(peer) = node(&peer_id)
+                {
+                    self.emit(Event::Connected { peer }).await;
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -186,10 +186,10 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                if num_established == 0 {
-                    if let Some(peer) = node(&peer_id) {
-                        self.emit(Event::Disconnected { peer }).await;
-                    }
+                if num_established == 0
+                    && let Some(peer) = node(&peer_id)
+                {
+                    self.emit(Event::Disconnected { peer }).await;
                 }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
@@ -292,10 +292,8 @@ impl EventLoop {
                 return;
             }
         }
-        if done {
-            if let Some((found, reply)) = self.pending_providers.remove(&id) {
-                let _ = reply.send(Ok(found));
-            }
+        if done && let Some((found, reply)) = self.pending_providers.remove(&id) {
+            let _ = reply.send(Ok(found));
         }
     }
 

@@ -142,7 +142,7 @@ pub(super) struct Driver {
     calibrating: bool,
     connected: HashSet<NodeId>,
     probing: HashSet<NodeId>,
-    inline: HashMap<MessageId, Vec<(ContentId, Arc<Vec<u8>>)>>,
+    inline: HashMap<MessageId, work::Inline>,
     cancelled_running: HashSet<MessageId>,
     delivering: HashSet<MessageId>,
     vouchers_in_flight: HashSet<MessageId>,
@@ -1011,11 +1011,9 @@ impl Driver {
             for a in &addrs {
                 net.add_address(node, a.clone()).await;
             }
-            if !connected {
-                if let Some(a) = addrs.first() {
-                    let with_peer = a.clone().with_p2p(node.to_peer_id()).unwrap_or_else(|a| a);
-                    net.dial(with_peer).await;
-                }
+            if !connected && let Some(a) = addrs.first() {
+                let with_peer = a.clone().with_p2p(node.to_peer_id()).unwrap_or_else(|a| a);
+                net.dial(with_peer).await;
             }
         });
     }
@@ -1138,10 +1136,10 @@ impl Driver {
             }
             MarketRequest::Accept { accept, content } => {
                 // A retransmitted acceptance gets the agreement already made.
-                if let Some(bytes) = self.provider.agreement_for(&accept.id()) {
-                    if let Ok(env) = <Envelope as agora_protocol::Decode>::from_bytes(bytes) {
-                        return self.respond(channel, MarketResponse::Agreement(env));
-                    }
+                if let Some(bytes) = self.provider.agreement_for(&accept.id())
+                    && let Ok(env) = <Envelope as agora_protocol::Decode>::from_bytes(bytes)
+                {
+                    return self.respond(channel, MarketResponse::Agreement(env));
                 }
                 let v = match self.open_live::<Accept>(peer, &accept, now) {
                     Ok(v) => v,
@@ -1403,7 +1401,7 @@ impl Driver {
                     let _ = r.send(m.render());
                 });
             }
-            ApiCommand::Submit(req, r) => self.submit(req, r, now),
+            ApiCommand::Submit(req, r) => self.submit(*req, r, now),
             ApiCommand::Jobs(r) => {
                 let list = self
                     .requester
@@ -1528,10 +1526,12 @@ impl Driver {
                 s.module
             )));
         }
-        if let Some(r) = &s.reduce {
-            if !content.has(r) {
-                return Err(ApiError::bad_request(format!("reduce module {r} is not on this node: upload it first")));
-            }
+        if let Some(r) = &s.reduce
+            && !content.has(r)
+        {
+            return Err(ApiError::bad_request(format!(
+                "reduce module {r} is not on this node: upload it first"
+            )));
         }
         for i in &s.inputs {
             if !content.has(&i.id) && i.id != ContentId::of(&[]) {

@@ -20,6 +20,11 @@ use super::Shared;
 use crate::executor::{self, Task};
 use crate::market::provider::Accepted;
 
+/// A task's outcome as receipts report it: output id, fuel, exit status.
+pub(crate) type Outcome = (ContentId, Fuel, ExitStatus);
+/// Content that arrived inline with an accept.
+pub(crate) type Inline = Vec<(ContentId, Arc<Vec<u8>>)>;
+
 /// Results of spawned work, for the driver.
 #[derive(Debug)]
 pub(crate) enum Internal {
@@ -43,7 +48,7 @@ pub(crate) enum Internal {
     SpotChecked {
         task: TaskId,
         attempt: u16,
-        result: Result<((ContentId, Fuel, ExitStatus), Vec<u8>), String>,
+        result: Result<(Outcome, Vec<u8>), String>,
     },
     Reduced {
         job: JobId,
@@ -153,10 +158,10 @@ pub(crate) async fn accept(
     let accept_id = env.id();
     let mut content = Vec::new();
     for id in inline {
-        if let Ok(Some(bytes)) = sh.store.content().get(&id).await {
-            if bytes.len() <= MAX_INLINE_CONTENT {
-                content.push(Blob(bytes));
-            }
+        if let Ok(Some(bytes)) = sh.store.content().get(&id).await
+            && bytes.len() <= MAX_INLINE_CONTENT
+        {
+            content.push(Blob(bytes));
         }
     }
     let answer = match sh
@@ -263,10 +268,7 @@ async fn execute_inner(
     inline: &[(ContentId, Arc<Vec<u8>>)],
 ) -> Result<Executed, String> {
     let a = &acc.assignment;
-    let module = match sh.executor.cached(&a.module) {
-        Some(m) => Some(m),
-        None => None,
-    };
+    let module = sh.executor.cached(&a.module);
     let module_bytes = if module.is_none() {
         Some(content(sh, inline, a.module, acc.requester).await?)
     } else {
@@ -529,6 +531,7 @@ async fn local_run(sh: &Shared, a: &Assignment, input_override: Option<Vec<u8>>)
 
 /// Runs a job's reduce module over its outputs, framed as the SDK expects:
 /// each output as a `u32` little-endian length and its bytes, in task order.
+#[allow(clippy::too_many_arguments)] // the reduce step's whole assignment
 pub(crate) async fn reduce(
     sh: Shared,
     tx: mpsc::Sender<Internal>,

@@ -6,7 +6,10 @@ use std::time::Duration;
 use crate::common::{NodeProcess, rt};
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -22,15 +25,32 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
         assert_eq!(r.status(), 401);
         let body = r.text().await.unwrap();
         assert!(body.contains("missing bearer token"), "{body}");
-        let r = c.get(format!("{base}/v1/status")).bearer_auth("nope").send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/status"))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         assert!(r.text().await.unwrap().contains("wrong bearer token"));
-        let r = c.put(format!("{base}/v1/content")).bearer_auth("nope").body(vec![1, 2, 3]).send().await.unwrap();
+        let r = c
+            .put(format!("{base}/v1/content"))
+            .bearer_auth("nope")
+            .body(vec![1, 2, 3])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "unauthenticated uploads are refused");
 
         // Malformed JSON, wrong shapes, unknown fields' types.
         for body in ["{", "[]", "{\"spec\": 3}", "null", "\u{0}"] {
-            let r = c.post(format!("{base}/v1/jobs")).bearer_auth(&token).body(body).send().await.unwrap();
+            let r = c
+                .post(format!("{base}/v1/jobs"))
+                .bearer_auth(&token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 400, "body {body:?}");
             let text = r.text().await.unwrap();
             assert!(text.contains("malformed JSON"), "{text}");
@@ -41,42 +61,85 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
             "inputs": [{"name": "a", "id": "11".repeat(32), "size": 1}], "fuel": 1, "memory": 1048576,
             "deadline": 1000, "max_price": 1, "replicas": 1
         }});
-        let r = c.post(format!("{base}/v1/jobs")).bearer_auth(&token).json(&spec).send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(&token)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains("upload it first"));
 
         // A JSON body over the 16 MiB limit.
         let huge = vec![b' '; 17 * 1024 * 1024];
-        let r = c.post(format!("{base}/v1/jobs")).bearer_auth(&token).body(huge).send().await;
+        let r = c
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(&token)
+            .body(huge)
+            .send()
+            .await;
         match r {
             Ok(r) => assert_eq!(r.status(), 413),
             Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
         }
         // An upload over the 64 MiB blob limit.
         let huge = vec![0u8; 64 * 1024 * 1024 + 1];
-        let r = c.put(format!("{base}/v1/content")).bearer_auth(&token).body(huge).send().await;
+        let r = c
+            .put(format!("{base}/v1/content"))
+            .bearer_auth(&token)
+            .body(huge)
+            .send()
+            .await;
         match r {
             Ok(r) => assert_eq!(r.status(), 413),
             Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
         }
 
         // Unknown and malformed ids, unknown routes.
-        let r = c.get(format!("{base}/v1/jobs/{}", "ab".repeat(16))).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/jobs/{}", "ab".repeat(16)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
         assert!(r.text().await.unwrap().contains("no job"));
-        let r = c.get(format!("{base}/v1/jobs/not-an-id")).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/jobs/not-an-id"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
-        let r = c.get(format!("{base}/v1/content/zz")).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/content/zz"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
-        let r = c.get(format!("{base}/v1/nothing")).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .get(format!("{base}/v1/nothing"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
-        let r = c.post(format!("{base}/v1/jobs/{}/cancel", "ab".repeat(16))).bearer_auth(&token).send().await.unwrap();
+        let r = c
+            .post(format!("{base}/v1/jobs/{}/cancel", "ab".repeat(16)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
 
         // Nothing was stored: no job, no content.
         let jobs = node.client().jobs().await.unwrap();
         assert!(jobs.is_empty());
-        let entries = std::fs::read_dir(node.dir.path().join("content")).unwrap().count();
+        let entries = std::fs::read_dir(node.dir.path().join("content"))
+            .unwrap()
+            .count();
         assert_eq!(entries, 0, "no blob was written");
         // And the node still answers.
         assert!(node.client().status().await.is_ok());

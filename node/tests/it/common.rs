@@ -1,19 +1,21 @@
 //! Shared test harness: real `agora node` processes on loopback.
 
+#![allow(unreachable_pub, dead_code)]
+
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agora_node::api::client::{Client, Endpoint, read_node_info};
 use agora_node::api::NodeInfo;
+use agora_node::api::client::{Client, Endpoint, read_node_info};
 use tempfile::TempDir;
 
 /// The `agora` binary under test.
-pub const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+pub(crate) const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
 /// A node process, killed when dropped (also when a test panics).
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     pub child: Child,
     pub dir: TempDir,
     pub info: NodeInfo,
@@ -22,22 +24,32 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts a node in a fresh data dir with `args` added, and waits until
     /// it wrote node.json.
-    pub fn start(args: &[&str]) -> NodeProcess {
+    pub(crate) fn start(args: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, args)
     }
 
     /// Starts a node again in the data dir of a node that was killed (the
     /// directory is kept by the caller's `TempDir`, or is not temporary).
-    pub fn start_in_path(path: &Path, args: &[&str]) -> NodeProcess {
-        let dir = tempfile::Builder::new().prefix("agora-restart").tempdir().unwrap();
+    pub(crate) fn start_in_path(path: &Path, args: &[&str]) -> NodeProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("agora-restart")
+            .tempdir()
+            .unwrap();
         // Symlink-free: copy nothing, point the node at the old directory.
         let log = File::create(path.join("node.log.2")).unwrap();
         let _ = std::fs::remove_file(path.join("node.json"));
         let child = Command::new(AGORA)
             .args(["node", "--data-dir"])
             .arg(path)
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--idle-policy", "off", "--slots", "1"])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--idle-policy",
+                "off",
+                "--slots",
+                "1",
+            ])
             .args(args)
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())
@@ -50,13 +62,20 @@ impl NodeProcess {
     }
 
     /// Starts a node in `dir`.
-    pub fn start_in(dir: TempDir, args: &[&str]) -> NodeProcess {
+    pub(crate) fn start_in(dir: TempDir, args: &[&str]) -> NodeProcess {
         let log = File::create(dir.path().join("node.log")).unwrap();
         let _ = std::fs::remove_file(dir.path().join("node.json"));
         let child = Command::new(AGORA)
             .args(["node", "--data-dir"])
             .arg(dir.path())
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--idle-policy", "off", "--slots", "1"])
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--idle-policy",
+                "off",
+                "--slots",
+                "1",
+            ])
             .args(args)
             .env_remove("AGORA_DATA_DIR")
             .env("RUST_LOG", "info")
@@ -70,22 +89,25 @@ impl NodeProcess {
     }
 
     /// The address others bootstrap from.
-    pub fn bootstrap_addr(&self) -> String {
+    pub(crate) fn bootstrap_addr(&self) -> String {
         format!("{}/p2p/{}", self.info.listen[0], self.info.peer_id)
     }
 
     /// An API client.
-    pub fn client(&self) -> Client {
-        Client::new(Endpoint { base: format!("http://{}", self.info.api), token: self.info.token.clone() })
+    pub(crate) fn client(&self) -> Client {
+        Client::new(Endpoint {
+            base: format!("http://{}", self.info.api),
+            token: self.info.token.clone(),
+        })
     }
 
     /// The node's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
     }
 
     /// Kills the process at once (SIGKILL).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -103,19 +125,26 @@ fn wait_for_info(dir: &Path) -> NodeInfo {
         if let Ok(info) = read_node_info(dir) {
             return info;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "node in {} did not start: {}", dir.display(),
-            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "node in {} did not start: {}",
+            dir.display(),
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// A small current-thread runtime for API calls.
-pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use agora_node::network::{self, Transport};
 use agora_protocol::market::{CallForOffers, Requirements};
-use agora_protocol::settlement::Voucher;
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
+use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Bytes, Fuel, Millis, Price, Timestamp};
 use agora_protocol::{ContentId, Envelope, JobId, Keypair, MessageId, NodeId, Nonce, TaskId};
 use tokio::sync::mpsc;
@@ -89,7 +89,10 @@ fn forged_tampered_expired_and_replayed_requests_are_refused() {
         assert!(invalid(&r).is_some_and(|m| m.contains("replayed")), "{r:?}");
         // Signed by someone else than the sending peer.
         let r = ask(seal(&other, now(), Duration::from_secs(20))).await;
-        assert!(invalid(&r).is_some_and(|m| m.contains("other than the sender")), "{r:?}");
+        assert!(
+            invalid(&r).is_some_and(|m| m.contains("other than the sender")),
+            "{r:?}"
+        );
         // Tampered: one payload byte flipped after signing.
         let mut bytes = agora_protocol::Encode::to_bytes(&seal(&me, now(), Duration::from_secs(20)));
         let n = bytes.len();
@@ -120,9 +123,18 @@ fn forged_tampered_expired_and_replayed_requests_are_refused() {
     let restarted = NodeProcess::start_in_path(&dir, &[]);
     rt.block_on(async {
         let (c, cancel) = peer(&me, &restarted).await;
-        let r = c.market(target, MarketRequest::CallForOffers(replay)).await.unwrap();
+        let r = c
+            .market(target, MarketRequest::CallForOffers(replay))
+            .await
+            .unwrap();
         assert!(invalid(&r).is_some_and(|m| m.contains("too old")), "{r:?}");
-        let r = c.market(target, MarketRequest::CallForOffers(seal(&me, now(), Duration::from_secs(20)))).await.unwrap();
+        let r = c
+            .market(
+                target,
+                MarketRequest::CallForOffers(seal(&me, now(), Duration::from_secs(20))),
+            )
+            .await
+            .unwrap();
         assert!(matches!(r, MarketResponse::Offer(_)), "{r:?}");
         cancel.cancel();
     });
@@ -144,7 +156,9 @@ fn a_flood_of_calls_leaves_the_api_responsive() {
             for _ in 0..3000 {
                 let c = c.clone();
                 let env = seal(&me, now(), Duration::from_secs(20));
-                handles.push(tokio::spawn(async move { c.market(target, MarketRequest::CallForOffers(env)).await }));
+                handles.push(tokio::spawn(async move {
+                    c.market(target, MarketRequest::CallForOffers(env)).await
+                }));
             }
             let mut answered = 0;
             for h in handles {
@@ -166,16 +180,28 @@ fn a_flood_of_calls_leaves_the_api_responsive() {
         (answered, worst)
     });
     let rss_after = rss(node.child.id());
-    eprintln!("flood: {answered} of 3000 calls answered; slowest API answer {worst_api:?}; RSS {rss_before} -> {rss_after} KiB");
+    eprintln!(
+        "flood: {answered} of 3000 calls answered; slowest API answer {worst_api:?}; RSS {rss_before} -> {rss_after} KiB"
+    );
     assert!(answered > 0);
-    assert!(worst_api < Duration::from_millis(500), "API answered in {worst_api:?} during the flood");
-    assert!(rss_after < rss_before + 200 * 1024, "memory grew from {rss_before} to {rss_after} KiB");
+    assert!(
+        worst_api < Duration::from_millis(500),
+        "API answered in {worst_api:?} during the flood"
+    );
+    assert!(
+        rss_after < rss_before + 200 * 1024,
+        "memory grew from {rss_before} to {rss_after} KiB"
+    );
 }
 
 fn rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -202,13 +228,17 @@ fn a_voucher_never_counts_twice() {
     rt.block_on(async {
         let (c, cancel) = peer(&me, &node).await;
         for _ in 0..3 {
-            let r = c.market(target, MarketRequest::Voucher(env.clone())).await.unwrap();
+            let r = c
+                .market(target, MarketRequest::Voucher(env.clone()))
+                .await
+                .unwrap();
             assert!(matches!(r, MarketResponse::Ack), "{r:?}");
         }
         // A voucher whose amount does not match fuel and price is refused.
         let mut bad = v.clone();
         bad.amount.0 += 1;
-        let benv = Envelope::seal(&me, &bad, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
+        let benv =
+            Envelope::seal(&me, &bad, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
         let r = c.market(target, MarketRequest::Voucher(benv)).await.unwrap();
         assert!(invalid(&r).is_some(), "{r:?}");
         cancel.cancel();
@@ -218,11 +248,18 @@ fn a_voucher_never_counts_twice() {
     let restarted = NodeProcess::start_in_path(node.dir.path(), &[]);
     rt.block_on(async {
         let (c, cancel) = peer(&me, &restarted).await;
-        let r = c.market(target, MarketRequest::Voucher(env.clone())).await.unwrap();
+        let r = c
+            .market(target, MarketRequest::Voucher(env.clone()))
+            .await
+            .unwrap();
         assert!(matches!(r, MarketResponse::Ack), "{r:?}");
         cancel.cancel();
     });
-    assert_eq!(received(&restarted), v.amount.0, "not counted again after a restart");
+    assert_eq!(
+        received(&restarted),
+        v.amount.0,
+        "not counted again after a restart"
+    );
     drop(node);
 }
 
@@ -241,8 +278,11 @@ fn a_flood_of_connections_leaves_the_api_responsive() {
             let mut opened = 0;
             let mut held = Vec::new();
             for _ in 0..2000 {
-                if let Ok(Ok(s)) =
-                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
+                if let Ok(Ok(s)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(("127.0.0.1", port)),
+                )
+                .await
                 {
                     opened += 1;
                     held.push(s);
@@ -264,8 +304,13 @@ fn a_flood_of_connections_leaves_the_api_responsive() {
         (flood.await.unwrap(), worst)
     });
     let rss_after = rss(node.child.id());
-    eprintln!("connection flood: {opened} of 2000 TCP connections opened; slowest API answer {worst:?}; RSS {rss_before} -> {rss_after} KiB");
-    assert!(worst < Duration::from_millis(500), "API answered in {worst:?} during the flood");
+    eprintln!(
+        "connection flood: {opened} of 2000 TCP connections opened; slowest API answer {worst:?}; RSS {rss_before} -> {rss_after} KiB"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "API answered in {worst:?} during the flood"
+    );
     assert!(rss_after < rss_before + 200 * 1024);
     assert!(rt.block_on(node.client().status()).is_ok());
 }

@@ -5,6 +5,6 @@
 mod api;
 mod cli;
 mod common;
-mod network;
 mod executor;
 mod hostile;
+mod network;

@@ -22,15 +22,28 @@ fn five_nodes_see_each_other_and_forget_the_dead() {
     let converged = eventually(Duration::from_secs(10), || {
         for (i, n) in nodes.iter().enumerate() {
             let peers = rt.block_on(n.client().peers(None)).ok()?;
-            let seen: HashSet<String> = peers.iter().filter(|p| p.cu > 0).map(|p| p.peer_id.to_string()).collect();
-            let want: HashSet<String> = ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| s.clone()).collect();
+            let seen: HashSet<String> = peers
+                .iter()
+                .filter(|p| p.cu > 0)
+                .map(|p| p.peer_id.to_string())
+                .collect();
+            let want: HashSet<String> = ids
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, s)| s.clone())
+                .collect();
             if seen != want {
                 return None;
             }
         }
         Some(())
     });
-    assert!(converged.is_some(), "views did not converge within 10 s:\n{}", nodes[1].log());
+    assert!(
+        converged.is_some(),
+        "views did not converge within 10 s:\n{}",
+        nodes[1].log()
+    );
     eprintln!("five views converged in {:?}", started.elapsed());
 
     // Every peer row carries the contract fields.
@@ -56,22 +69,33 @@ fn five_nodes_see_each_other_and_forget_the_dead() {
             .then_some(())
     });
     assert!(gone.is_some(), "the killed node stayed in a view");
-    eprintln!("killed node dropped out of every view after {:?}", killed_at.elapsed());
+    eprintln!(
+        "killed node dropped out of every view after {:?}",
+        killed_at.elapsed()
+    );
 }
 
 /// A node giving a quarter of a core measures roughly a quarter of the CU
 /// of one giving a whole core.
 #[test]
 fn cpu_share_scales_measured_capacity() {
-    let full = NodeProcess::start(&["--cpu-share", "1.0"]);
-    let quarter = NodeProcess::start(&["--cpu-share", "0.25"]);
+    // Started together, so that whatever else loads the machine loads both
+    // calibrations alike.
+    let (full, quarter) = std::thread::scope(|s| {
+        let a = s.spawn(|| NodeProcess::start(&["--cpu-share", "1.0"]));
+        let b = s.spawn(|| NodeProcess::start(&["--cpu-share", "0.25"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
     let rt = rt();
     let a = rt.block_on(full.client().status()).unwrap().per_slot_cu.0 as f64;
     let b = rt.block_on(quarter.client().status()).unwrap().per_slot_cu.0 as f64;
     let ratio = b / a;
     eprintln!("per-slot CU: share 1.0 = {a}, share 0.25 = {b}, ratio {ratio:.3}");
     assert!(a > 0.0 && b > 0.0);
-    assert!((0.12..=0.4).contains(&ratio), "a quarter share measured {ratio:.3} of a full one");
+    assert!(
+        (0.12..=0.4).contains(&ratio),
+        "a quarter share measured {ratio:.3} of a full one"
+    );
 }
 
 /// Nodes in two domains: each sees only its own domain's adverts, and both
@@ -97,7 +121,11 @@ fn domains_partition_adverts_and_share_summaries() {
         }
         Some(())
     });
-    assert!(all.is_some(), "summaries did not reach every node: {:?}", rt.block_on(b2.client().domains()).ok());
+    assert!(
+        all.is_some(),
+        "summaries did not reach every node: {:?}",
+        rt.block_on(b2.client().domains()).ok()
+    );
     // Adverts stay in their domain.
     let peers = rt.block_on(a1.client().peers(None)).unwrap();
     assert!(peers.iter().all(|p| p.domain.to_string() == "eu/de"), "{peers:?}");
