@@ -79,23 +79,25 @@ fn five_nodes_see_each_other_and_forget_the_dead() {
 /// of one giving a whole core.
 #[test]
 fn cpu_share_scales_measured_capacity() {
-    // Started together, so that whatever else loads the machine loads both
-    // calibrations alike.
-    let (full, quarter) = std::thread::scope(|s| {
-        let a = s.spawn(|| NodeProcess::start(&["--cpu-share", "1.0"]));
-        let b = s.spawn(|| NodeProcess::start(&["--cpu-share", "0.25"]));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    // Calibration measures wall time: other tests loading this machine can
+    // skew one measurement, so a figure out of range is measured once more.
     let rt = rt();
-    let a = rt.block_on(full.client().status()).unwrap().per_slot_cu.0 as f64;
-    let b = rt.block_on(quarter.client().status()).unwrap().per_slot_cu.0 as f64;
-    let ratio = b / a;
-    eprintln!("per-slot CU: share 1.0 = {a}, share 0.25 = {b}, ratio {ratio:.3}");
-    assert!(a > 0.0 && b > 0.0);
-    assert!(
-        (0.12..=0.4).contains(&ratio),
-        "a quarter share measured {ratio:.3} of a full one"
-    );
+    let mut ratios = Vec::new();
+    for _ in 0..2 {
+        let full = NodeProcess::start(&["--cpu-share", "1.0"]);
+        let a = rt.block_on(full.client().status()).unwrap().per_slot_cu.0 as f64;
+        drop(full);
+        let quarter = NodeProcess::start(&["--cpu-share", "0.25"]);
+        let b = rt.block_on(quarter.client().status()).unwrap().per_slot_cu.0 as f64;
+        assert!(a > 0.0 && b > 0.0);
+        let ratio = b / a;
+        eprintln!("per-slot CU: share 1.0 = {a}, share 0.25 = {b}, ratio {ratio:.3}");
+        ratios.push(ratio);
+        if (0.15..=0.4).contains(&ratio) {
+            return;
+        }
+    }
+    panic!("a quarter share measured {ratios:?} of a full one");
 }
 
 /// Nodes in two domains: each sees only its own domain's adverts, and both
