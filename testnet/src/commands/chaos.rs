@@ -1,0 +1,649 @@
+//! `agora-testnet chaos SCENARIO`: a fault during a job, and the checks
+//! that the job still came out right and the ledger still balances.
+//!
+//! Every scenario runs a requester and four providers (CPU share 0.4, one
+//! slot each: 1.6 cores in all) and a job of prime counts by trial division
+//! (heavy on fuel, light on numbers, so the expected counts are computed
+//! here in an instant). It passes only if the job is done, every output
+//! equals the expected one byte for byte, and, once every voucher is
+//! delivered, the balances sum to the genesis grants.
+//!
+//! * `kill-provider`: SIGKILL the provider with the most running tasks once
+//!   a quarter of the job is verified; afterwards restart it from its data
+//!   dir so that its balance can be counted.
+//! * `partition`: SIGSTOP every node of one domain (`us/a`; the requester is
+//!   in `eu/a`) for some seconds, then SIGCONT. On one machine without
+//!   network namespaces this is **process suspension, not a network
+//!   partition**: the suspended nodes' connections stay open, their kernels
+//!   still accept bytes, and they neither compute nor answer until resumed.
+//! * `slow-node`: one provider runs 4× slower than it advertises
+//!   (`--slowdown 4`); placement should learn this from its receipts and
+//!   give it fewer tasks. Its share is reported, not required.
+//! * `cheater`: one provider returns wrong outputs (`--cheat-rate 1`) and the
+//!   job runs each task on two providers: a wrong result must never be
+//!   accepted, the cheater must not be paid, and the requester must ban it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use agora_node::api::JobStatus;
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::job::{self, Params};
+use crate::process::{NodeSpec, Testnet, genesis_micros};
+use crate::progress::JobProgress;
+use crate::report::{Table, credits};
+use crate::workload::primes;
+use crate::{artifacts, signal};
+
+/// CPU share of each provider.
+const SHARE: f64 = 0.4;
+/// Where the ranges start: trial division near 10⁹ costs ~15,500 fuel per
+/// number.
+const LO: u64 = 1_000_000_000;
+
+/// A fault scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// A provider killed (SIGKILL) mid-job.
+    KillProvider,
+    /// A domain suspended (SIGSTOP) mid-job, then resumed.
+    Partition,
+    /// A provider 4× slower than it advertises.
+    SlowNode,
+    /// A provider returning wrong results.
+    Cheater,
+}
+
+/// Run a fault scenario and check that the job still comes out right.
+///
+/// Exits 0 only if the job finished with outputs equal to the expected ones
+/// and the ledger balanced (and, for `cheater`, the cheater was caught,
+/// banned and unpaid).
+#[derive(Debug, clap::Args)]
+pub struct ChaosCommand {
+    /// The scenario.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Tasks of the job.
+    #[arg(long, default_value_t = 60)]
+    pub tasks: usize,
+    /// Numbers per task (trial division near 10⁹: ~150 ms of a whole core
+    /// for 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    pub width: u64,
+    /// How long `partition` keeps the domain suspended, seconds.
+    #[arg(long, default_value_t = 6)]
+    pub suspend_secs: u64,
+    /// Where the nodes' data dirs go. Default: a temporary directory,
+    /// removed on success and kept (with the node logs) on failure.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A check and whether it held.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub what: String,
+    /// Whether it held.
+    pub ok: bool,
+}
+
+/// Tasks one provider ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderLine {
+    /// `node-I`.
+    pub node: String,
+    /// How it ran.
+    pub role: String,
+    /// Domain.
+    pub domain: String,
+    /// Copies accepted from it.
+    pub accepted: usize,
+    /// Copies failed or wrong.
+    pub failed: usize,
+    /// Copies found wrong.
+    pub wrong: usize,
+    /// Paid for this job, micro-credits.
+    pub paid_micros: u64,
+    /// Its balance at the end, micro-credits.
+    pub balance_micros: i64,
+    /// Per-slot speed the requester learnt from its receipts, CU.
+    pub learnt_cu: Option<f64>,
+    /// Per-slot capacity it advertised, CU.
+    pub advertised_cu: u64,
+    /// Whether the requester banned it.
+    pub banned: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Whether every check held.
+    pub ok: bool,
+    /// What happened, in order, with seconds since submission.
+    pub events: Vec<(f64, String)>,
+    /// The checks.
+    pub checks: Vec<Check>,
+    /// Per provider.
+    pub providers: Vec<ProviderLine>,
+    /// Job wall time (submit to done), ms.
+    pub job_wall_ms: u64,
+    /// Copies that failed and were re-placed.
+    pub failed_copies: usize,
+    /// Why copies failed, with how many failed so.
+    pub failure_reasons: std::collections::BTreeMap<String, usize>,
+    /// Wrong results caught.
+    pub wrong_caught: usize,
+    /// Sum of balances at the end, micro-credits.
+    pub total_micros: i64,
+    /// What it must be.
+    pub expected_micros: i64,
+}
+
+struct Run {
+    t0: Instant,
+    events: Vec<(f64, String)>,
+    progress: JobProgress,
+    quiet: bool,
+}
+
+impl Run {
+    fn event(&mut self, what: String) {
+        let t = self.t0.elapsed().as_secs_f64();
+        if !self.quiet {
+            self.progress.println(&format!("  [{t:6.2} s] {what}"));
+        }
+        self.events.push((t, what));
+    }
+}
+
+impl ChaosCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        super::block_on(self.run())?
+    }
+
+    async fn run(self) -> anyhow::Result<ExitCode> {
+        let agora = artifacts::agora_binary()?;
+        let modules = artifacts::example_modules()?;
+        let (dir, tmp) = match &self.dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let t = tempfile::Builder::new().prefix("agora-chaos-").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut net = Testnet::new(agora, &dir)?;
+        let report = signal::interruptible(self.scenario(&mut net, &modules)).await;
+        net.stop();
+        let keep = !matches!(&report, Ok(r) if r.ok);
+        if let Some(t) = tmp
+            && keep
+        {
+            let kept = t.keep();
+            eprintln!("node data dirs and logs kept in {}", kept.display());
+        }
+        let report = report?;
+        if self.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print_report(&report);
+        }
+        Ok(if report.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+
+    fn specs(&self) -> Vec<NodeSpec> {
+        let p = |d: &str| NodeSpec::provider(d).with_cpu_share(SHARE).with_slots(1);
+        match self.scenario {
+            Scenario::KillProvider => vec![
+                NodeSpec::requester("local").with_slots(1),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local"),
+            ],
+            // The requester alone in its domain: every task goes to another
+            // domain, found through the summaries.
+            Scenario::Partition => vec![
+                NodeSpec::requester("eu/a").with_slots(1),
+                p("eu/b"),
+                p("eu/b"),
+                p("us/a"),
+                p("us/a"),
+            ],
+            Scenario::SlowNode => vec![
+                NodeSpec::requester("local").with_slots(1),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local").with_slowdown(4.0),
+            ],
+            Scenario::Cheater => vec![
+                NodeSpec::requester("local").with_slots(1),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local").with_cheat_rate(1.0),
+            ],
+        }
+    }
+
+    async fn scenario(&self, net: &mut Testnet, modules: &artifacts::Modules) -> anyhow::Result<ChaosReport> {
+        let specs = self.specs();
+        if !self.json {
+            eprintln!(
+                "chaos {:?}: starting {} nodes in {}",
+                self.scenario,
+                specs.len(),
+                net.dir().display()
+            );
+        }
+        net.start_all(specs).await?;
+        net.wait_converged(Duration::from_secs(60)).await?;
+        let ranges = primes::even(self.tasks, LO, self.width);
+        let inputs = primes::trial_inputs(&ranges);
+        let expected: Vec<Vec<u8>> = ranges.iter().map(|&(lo, hi)| primes::output(lo, hi)).collect();
+        let params = Params {
+            replicas: if self.scenario == Scenario::Cheater { 2 } else { 1 },
+            deadline: Duration::from_secs(5),
+            ..Params::default()
+        };
+        let requester = net.node(0).client.clone();
+        let spec = job::prepare(&requester, &modules.read("primes")?, None, &inputs, &params).await?;
+        let id = job::submit(&requester, &spec).await?;
+        let labels: HashMap<_, _> = net
+            .nodes()
+            .iter()
+            .map(|n| (n.id(), format!("{} {}", n.name(), n.spec.domain)))
+            .collect();
+        let mut run = Run {
+            t0: Instant::now(),
+            events: Vec::new(),
+            progress: JobProgress::new(inputs.len(), labels, self.json),
+            quiet: self.json,
+        };
+        run.event(format!(
+            "submitted job {id}: {} prime-count tasks{}",
+            inputs.len(),
+            if params.replicas > 1 {
+                ", 2 replicas each"
+            } else {
+                ""
+            }
+        ));
+        let mut fault_done = false;
+        let mut resume_at: Option<Instant> = None;
+        let mut suspended: Vec<usize> = Vec::new();
+        let mut killed: Option<usize> = None;
+        let mut cut = String::new();
+        let mut ended = false;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status: JobStatus = loop {
+            let s = requester.job(&id).await.context("cannot read the job's status")?;
+            run.progress.update(&s);
+            if !fault_done && s.counts.verified * 4 >= s.total {
+                fault_done = true;
+                match self.scenario {
+                    Scenario::KillProvider => {
+                        // The provider with the most copies running now.
+                        let running: HashMap<_, usize> =
+                            s.providers.iter().map(|p| (p.peer_id, p.running)).collect();
+                        let victim = net
+                            .nodes()
+                            .iter()
+                            .filter(|n| n.spec.provide)
+                            .max_by_key(|n| running.get(&n.id()).copied().unwrap_or(0))
+                            .map(|n| (n.index, running.get(&n.id()).copied().unwrap_or(0)));
+                        if let Some((v, r)) = victim {
+                            net.kill(v)?;
+                            killed = Some(v);
+                            run.event(format!("killed node-{v} with SIGKILL ({r} of its tasks running)"));
+                        }
+                    }
+                    Scenario::Partition => {
+                        // Cut off the domain running the most tasks now.
+                        let running_in = |d: &str| -> usize {
+                            s.providers
+                                .iter()
+                                .filter(|p| net.by_id(&p.peer_id).is_some_and(|n| n.spec.domain == d))
+                                .map(|p| p.running)
+                                .sum()
+                        };
+                        let domain = if running_in("us/a") >= running_in("eu/b") {
+                            "us/a"
+                        } else {
+                            "eu/b"
+                        };
+                        let running = running_in(domain);
+                        let on: Vec<usize> = net
+                            .nodes()
+                            .iter()
+                            .filter(|n| n.spec.domain == domain)
+                            .map(|n| n.index)
+                            .collect();
+                        for &i in &on {
+                            net.suspend(i)?;
+                        }
+                        suspended = on.clone();
+                        cut = domain.to_owned();
+                        resume_at = Some(Instant::now() + Duration::from_secs(self.suspend_secs));
+                        run.event(format!(
+                                "suspended domain {domain} (SIGSTOP to {}; {running} tasks running there) for {} s",
+                                on.iter().map(|i| format!("node-{i}")).collect::<Vec<_>>().join(", "),
+                                self.suspend_secs
+                            ));
+                    }
+                    Scenario::SlowNode | Scenario::Cheater => {}
+                }
+            }
+            if resume_at.is_some_and(|t| Instant::now() >= t) {
+                for &i in &suspended {
+                    net.resume(i)?;
+                }
+                resume_at = None;
+                run.event(format!(
+                    "resumed domain {cut} (SIGCONT); {} of {} tasks verified",
+                    s.counts.verified, s.total
+                ));
+            }
+            if s.state.is_terminal() && !ended {
+                ended = true;
+                run.event(format!(
+                    "job ended {:?} after {} ms: {} verified, {} failed",
+                    s.state, s.wall_ms, s.counts.verified, s.counts.failed
+                ));
+            }
+            if s.state.is_terminal() && resume_at.is_none() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "job {id} did not finish within 300 s ({} of {} verified)",
+                    s.counts.verified,
+                    s.total
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        run.progress.finish();
+        let mut checks = Vec::new();
+        checks.push(Check {
+            what: format!(
+                "job done ({:?}{})",
+                status.state,
+                status
+                    .error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            ok: job::ensure_done(&status).is_ok(),
+        });
+        if status.state.is_terminal() && job::ensure_done(&status).is_ok() {
+            let got = job::outputs(&requester, &id).await?;
+            let bad = job::compare(&got, &expected);
+            checks.push(Check {
+                what: if bad.is_empty() {
+                    format!("all {} outputs equal the expected prime counts", got.len())
+                } else {
+                    format!(
+                        "{} outputs differ from the expected: {}",
+                        bad.len(),
+                        bad[..bad.len().min(3)].join("; ")
+                    )
+                },
+                ok: bad.is_empty(),
+            });
+        }
+        if let Some(v) = killed {
+            net.restart(v).await?;
+            run.event(format!(
+                "restarted node-{v} from its data dir, to count its balance"
+            ));
+        }
+        let balances = net.settle(Duration::from_secs(60)).await?;
+        run.event(format!(
+            "ledgers settled: {} undelivered vouchers, sum {} (genesis {} × {})",
+            balances.outbox,
+            credits(balances.total),
+            credits(genesis_micros()),
+            balances.nodes.len()
+        ));
+        checks.push(Check {
+            what: format!(
+                "ledger balanced: sum of balances {} = {} × genesis, outboxes empty ({} left)",
+                credits(balances.total),
+                balances.nodes.len(),
+                balances.outbox
+            ),
+            ok: balances.conserved(),
+        });
+        let outcome = job::outcome(&status);
+        let mut peers = requester.peers(None).await.unwrap_or_default();
+        if self.scenario == Scenario::Cheater {
+            // The requester drops a provider it bans from its view, and the
+            // provider's next advert brings it back (with its ban shown):
+            // give that advert a few seconds.
+            let cheater = net
+                .nodes()
+                .iter()
+                .find(|n| n.spec.cheat_rate > 0.0)
+                .map(|n| n.id());
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until && !peers.iter().any(|r| Some(r.peer_id) == cheater) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peers = requester.peers(None).await.unwrap_or_default();
+            }
+        }
+        let providers: Vec<ProviderLine> = net
+            .nodes()
+            .iter()
+            .filter(|n| n.spec.provide)
+            .map(|n| {
+                let w = outcome.providers.get(&n.id()).cloned().unwrap_or_default();
+                let row = peers.iter().find(|r| r.peer_id == n.id());
+                ProviderLine {
+                    node: n.name(),
+                    role: n.spec.describe(),
+                    domain: n.spec.domain.clone(),
+                    accepted: w.accepted,
+                    failed: w.failed,
+                    wrong: w.wrong,
+                    paid_micros: w.paid_micros,
+                    balance_micros: balances.of(n.index).unwrap_or(0),
+                    learnt_cu: row.and_then(|r| r.learnt_cu),
+                    advertised_cu: n.per_slot_cu(),
+                    banned: row.is_some_and(|r| r.banned),
+                }
+            })
+            .collect();
+        match self.scenario {
+            Scenario::Cheater => {
+                let cheater = net
+                    .nodes()
+                    .iter()
+                    .find(|n| n.spec.cheat_rate > 0.0)
+                    .map(|n| n.name())
+                    .unwrap_or_default();
+                let c = providers.iter().find(|p| p.node == cheater);
+                let wrong_elsewhere: usize = providers
+                    .iter()
+                    .filter(|p| p.node != cheater)
+                    .map(|p| p.wrong)
+                    .sum();
+                checks.push(Check {
+                    what: format!(
+                        "wrong results caught: {} (all from {cheater}: {})",
+                        outcome.wrong_caught,
+                        wrong_elsewhere == 0
+                    ),
+                    ok: outcome.wrong_caught > 0 && wrong_elsewhere == 0,
+                });
+                checks.push(Check {
+                    what: format!(
+                        "{cheater} unpaid: paid {} for this job, balance {} (genesis {})",
+                        credits(c.map_or(0, |c| c.paid_micros as i64)),
+                        credits(c.map_or(0, |c| c.balance_micros)),
+                        credits(genesis_micros())
+                    ),
+                    ok: c.is_some_and(|c| c.paid_micros == 0 && c.balance_micros == genesis_micros()),
+                });
+                let in_view = net
+                    .nodes()
+                    .iter()
+                    .find(|n| n.spec.cheat_rate > 0.0)
+                    .is_some_and(|n| peers.iter().any(|r| r.peer_id == n.id()));
+                let published = fraud_proofs(&requester).await;
+                checks.push(if in_view {
+                    Check {
+                        what: format!(
+                            "{cheater} identified: banned by the requester, which published {published} fraud proofs"
+                        ),
+                        ok: c.is_some_and(|c| c.banned),
+                    }
+                } else {
+                    Check {
+                        what: format!(
+                            "{cheater} identified: dropped from the requester's view, which published {published} fraud proofs against it"
+                        ),
+                        ok: published > 0,
+                    }
+                });
+                let mut others = 0;
+                for n in net.nodes().iter().skip(1).filter(|n| n.spec.cheat_rate == 0.0) {
+                    let cid = net
+                        .nodes()
+                        .iter()
+                        .find(|m| m.spec.cheat_rate > 0.0)
+                        .map(|m| m.id());
+                    if let Ok(rows) = n.client.peers(None).await
+                        && rows.iter().any(|r| Some(r.peer_id) == cid && r.banned)
+                    {
+                        others += 1;
+                    }
+                }
+                run.event(format!("{others} of the other providers also list {cheater} as banned (from the gossiped fraud proof)"));
+            }
+            Scenario::SlowNode => {
+                if let Some(slow) = providers.iter().find(|p| p.role.contains("slower")) {
+                    let total: usize = providers.iter().map(|p| p.accepted).sum();
+                    let share = slow.accepted as f64 / total.max(1) as f64;
+                    run.event(format!(
+                        "the slow {} ran {} of {} tasks ({:.0}%; fair share by adverts 25%, by real speed {:.0}%); learnt speed {} CU vs {} advertised",
+                        slow.node,
+                        slow.accepted,
+                        total,
+                        share * 100.0,
+                        100.0 / 13.0,
+                        slow.learnt_cu.map_or("-".to_owned(), |c| format!("{c:.0}")),
+                        slow.advertised_cu
+                    ));
+                }
+            }
+            Scenario::KillProvider | Scenario::Partition => {}
+        }
+        let ok = checks.iter().all(|c| c.ok);
+        Ok(ChaosReport {
+            scenario: self.scenario,
+            ok,
+            events: run.events,
+            checks,
+            providers,
+            job_wall_ms: status.wall_ms,
+            failed_copies: outcome.failed_copies,
+            wrong_caught: outcome.wrong_caught,
+            failure_reasons: outcome.failure_reasons.clone(),
+            total_micros: balances.total,
+            expected_micros: balances.expected,
+        })
+    }
+}
+
+/// Fraud proofs the node has published (its `agora_fraud_published_total`).
+async fn fraud_proofs(client: &agora_node::api::client::Client) -> u64 {
+    let Ok(text) = client.metrics().await else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("agora_fraud_published_total"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+fn print_report(r: &ChaosReport) {
+    println!();
+    let mut t = Table::new(&[
+        "node",
+        "role",
+        "domain",
+        "accepted",
+        "failed",
+        "wrong",
+        "paid",
+        "balance",
+        "learnt CU",
+        "advert CU",
+        "banned",
+    ])
+    .with_right(&[3, 4, 5, 6, 7, 8, 9]);
+    for p in &r.providers {
+        t.row(vec![
+            p.node.clone(),
+            p.role.clone(),
+            p.domain.clone(),
+            p.accepted.to_string(),
+            p.failed.to_string(),
+            p.wrong.to_string(),
+            credits(p.paid_micros as i64),
+            credits(p.balance_micros),
+            p.learnt_cu.map_or("-".into(), |c| format!("{c:.0}")),
+            p.advertised_cu.to_string(),
+            if p.banned { "yes".into() } else { "no".into() },
+        ]);
+    }
+    print!("{}", t.render());
+    println!();
+    println!(
+        "  job took {:.2} s; {} copies failed and were re-placed{}",
+        r.job_wall_ms as f64 / 1000.0,
+        r.failed_copies,
+        if r.failure_reasons.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                r.failure_reasons
+                    .iter()
+                    .map(|(why, n)| format!("{n}× {why}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    for c in &r.checks {
+        println!("  {} {}", if c.ok { "✔" } else { "✘" }, c.what);
+    }
+    println!(
+        "chaos {}: {}",
+        serde_json::to_value(r.scenario)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        if r.ok { "OK" } else { "FAILED" }
+    );
+}

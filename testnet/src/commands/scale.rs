@@ -1,0 +1,295 @@
+//! `agora-testnet scale`: many nodes in this process over the memory
+//! transport: how fast adverts and domain summaries spread, what a node
+//! costs, and a job placed across them.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::job::{self, Params};
+use crate::memory::{self, Options};
+use crate::report::{Table, percentile};
+use crate::signal;
+use crate::workload::TaskInput;
+
+/// The rot13 module (hand-written WAT from the examples): its outputs can
+/// be checked here, and it needs no build.
+const ROT13_WAT: &str = include_str!("../../../examples/wat/rot13.wat");
+
+/// Run many nodes in this process over libp2p's memory transport and
+/// measure advert and summary propagation, memory and CPU per node, and a
+/// job placed across them.
+#[derive(Debug, clap::Args)]
+pub struct ScaleCommand {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 200)]
+    pub nodes: usize,
+    /// Two-level domains to spread them over (eu/a, eu/b, us/a, us/b, …).
+    #[arg(long, default_value_t = 4)]
+    pub domains: usize,
+    /// Earlier nodes each node dials at start.
+    #[arg(long, default_value_t = 3)]
+    pub dial: usize,
+    /// New nodes whose propagation is measured.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Tasks of the job placed across the nodes (0: no job).
+    #[arg(long, default_value_t = 100)]
+    pub tasks: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `scale` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// Nodes started (before the propagation rounds).
+    pub nodes: usize,
+    /// Domains (leaves).
+    pub domains: usize,
+    /// Seconds to start them all.
+    pub start_s: f64,
+    /// Seconds until every node saw every node of its domain.
+    pub views_s: f64,
+    /// Seconds (after that) until every domain's summary reached every node.
+    pub summaries_s: f64,
+    /// Resident memory of the process, MB.
+    pub rss_mb: f64,
+    /// Resident memory per node, MB.
+    pub rss_per_node_mb: f64,
+    /// Threads of the process.
+    pub threads: usize,
+    /// CPU used while idle, in cores (1.0 = one core busy).
+    pub idle_cpu_cores: f64,
+    /// Advert propagation to every view of the domain: p50, ms.
+    pub advert_p50_ms: f64,
+    /// The same, p95 (nearest rank over the rounds).
+    pub advert_p95_ms: f64,
+    /// Until every node's domain figures counted the new node: p50, ms.
+    pub summary_p50_ms: f64,
+    /// The same, worst round.
+    pub summary_max_ms: f64,
+    /// Tasks of the job.
+    pub job_tasks: usize,
+    /// Its wall time, submit to done, ms.
+    pub job_ms: u64,
+    /// Distinct providers that ran its tasks.
+    pub job_providers: usize,
+    /// Domains those providers are in.
+    pub job_domains: usize,
+    /// Whether every output equals rot13 of its input.
+    pub job_outputs_ok: bool,
+    /// Gossip and view counters summed over all nodes at the end.
+    pub counters: std::collections::BTreeMap<String, f64>,
+}
+
+/// The counters `scale` reports: what gossip delivered, dropped and refused.
+const COUNTERS: &[&str] = &[
+    "agora_adverts_accepted_total",
+    "agora_adverts_rejected_total",
+    "agora_summaries_accepted_total",
+    "agora_summaries_rejected_total",
+    "agora_gossip_dropped_total",
+    "agora_gossip_rejected_total",
+    "agora_peers_expired_total",
+    "agora_connected_peers",
+    "agora_market_overload_total",
+];
+
+/// rot13 of ASCII letters.
+pub fn rot13(input: &[u8]) -> Vec<u8> {
+    input
+        .iter()
+        .map(|&c| match c {
+            b'a'..=b'z' => (c - b'a' + 13) % 26 + b'a',
+            b'A'..=b'Z' => (c - b'A' + 13) % 26 + b'A',
+            _ => c,
+        })
+        .collect()
+}
+
+/// Starts the in-process testnet, measures it, and stops it.
+pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
+    let options = Options {
+        nodes: cmd.nodes,
+        domains: crate::process::domain_names(cmd.domains.max(2)),
+        dial: cmd.dial,
+        ..Options::default()
+    };
+    let leaves = options.domains.len();
+    let t0 = Instant::now();
+    eprintln!("starting {} in-process nodes in {} domains…", cmd.nodes, leaves);
+    let mut net = memory::Testnet::start(options.clone()).await?;
+    let start_s = t0.elapsed().as_secs_f64();
+    eprintln!("started in {start_s:.1} s; waiting for the views…");
+    let result = async {
+        let views = net.wait_views(Duration::from_secs(300)).await?;
+        eprintln!("every node sees its domain after {:.1} s; waiting for the summaries…", views.as_secs_f64());
+        let summaries = net.wait_summaries(Duration::from_secs(300)).await?;
+        eprintln!("every domain's summary reached every node after {:.1} s more", summaries.as_secs_f64());
+        // Idle cost: a few seconds of nothing but adverts and heartbeats.
+        let c0 = memory::cpu_time().unwrap_or_default();
+        let w0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let idle_cpu_cores = (memory::cpu_time().unwrap_or_default().saturating_sub(c0)).as_secs_f64()
+            / w0.elapsed().as_secs_f64();
+        let rss = memory::rss_bytes().unwrap_or(0) as f64 / 1e6;
+        let threads = memory::threads().unwrap_or(0);
+        let mut adverts = Vec::new();
+        let mut summaries_ms = Vec::new();
+        for r in 0..cmd.rounds {
+            let domain = options.domains[r % leaves].clone();
+            let p = net.propagation(&domain, Duration::from_secs(60)).await?;
+            eprintln!(
+                "  new node {} in {domain}: in all {} views of its domain after {} ms, counted by every node after {} ms",
+                p.node,
+                p.views,
+                p.advert.as_millis(),
+                p.summary.as_millis()
+            );
+            adverts.push(p.advert.as_secs_f64() * 1000.0);
+            summaries_ms.push(p.summary.as_secs_f64() * 1000.0);
+        }
+        adverts.sort_by(f64::total_cmp);
+        summaries_ms.sort_by(f64::total_cmp);
+        let (job_ms, job_providers, job_domains, job_outputs_ok) = if cmd.tasks > 0 {
+            place_job(&net, cmd.tasks).await?
+        } else {
+            (0, 0, 0, true)
+        };
+        let counters = net
+            .metric_sums()
+            .await
+            .into_iter()
+            .filter(|(k, _)| COUNTERS.iter().any(|c| k.starts_with(c)))
+            .collect();
+        anyhow::Ok(ScaleReport {
+            nodes: cmd.nodes,
+            domains: leaves,
+            start_s,
+            views_s: views.as_secs_f64(),
+            summaries_s: summaries.as_secs_f64(),
+            rss_mb: rss,
+            rss_per_node_mb: rss / net.members().len() as f64,
+            threads,
+            idle_cpu_cores,
+            advert_p50_ms: percentile(&adverts, 50.0),
+            advert_p95_ms: percentile(&adverts, 95.0),
+            summary_p50_ms: percentile(&summaries_ms, 50.0),
+            summary_max_ms: summaries_ms.last().copied().unwrap_or(f64::NAN),
+            job_tasks: cmd.tasks,
+            job_ms,
+            job_providers,
+            job_domains,
+            job_outputs_ok,
+            counters,
+        })
+    }
+    .await;
+    eprintln!("stopping the nodes…");
+    net.shutdown().await;
+    result
+}
+
+/// A job of small rot13 tasks from node 0 (over its HTTP API); returns its
+/// wall time, the providers and domains used, and whether the outputs are
+/// right.
+async fn place_job(net: &memory::Testnet, tasks: usize) -> anyhow::Result<(u64, usize, usize, bool)> {
+    let module = wat::parse_str(ROT13_WAT)?;
+    let inputs: Vec<TaskInput> = (0..tasks)
+        .map(|i| TaskInput {
+            name: format!("text-{i:04}"),
+            bytes: format!("Hello, Agora! Task {i} of {tasks}.\n").into_bytes(),
+            estimate: Some(100_000),
+        })
+        .collect();
+    let client = net.members()[0].node.client();
+    let spec = job::prepare(&client, &module, None, &inputs, &Params::default()).await?;
+    let t = Instant::now();
+    let id = job::submit(&client, &spec).await?;
+    let status = job::wait_quietly(&client, &id, Duration::from_secs(300), Duration::from_millis(20)).await?;
+    let ms = t.elapsed().as_millis() as u64;
+    job::ensure_done(&status)?;
+    let outputs = job::outputs(&client, &id).await?;
+    let expected: Vec<Vec<u8>> = inputs.iter().map(|i| rot13(&i.bytes)).collect();
+    let ok = job::compare(&outputs, &expected).is_empty();
+    let o = job::outcome(&status);
+    let used: Vec<_> = o
+        .providers
+        .iter()
+        .filter(|(_, w)| w.accepted > 0)
+        .map(|(p, _)| *p)
+        .collect();
+    let domains: std::collections::BTreeSet<String> = net
+        .members()
+        .iter()
+        .filter(|m| used.contains(&m.id()))
+        .map(|m| m.domain.clone())
+        .collect();
+    Ok((ms, used.len(), domains.len(), ok))
+}
+
+impl ScaleCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        super::block_on(async {
+            let r = signal::interruptible(measure(&self)).await?;
+            if self.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let mut t = Table::new(&["figure", "value"]).with_right(&[1]);
+                let rows: Vec<(&str, String)> = vec![
+                    ("nodes", r.nodes.to_string()),
+                    ("domains", r.domains.to_string()),
+                    ("start, s", format!("{:.1}", r.start_s)),
+                    ("views complete, s", format!("{:.1}", r.views_s)),
+                    (
+                        "summaries everywhere, s (after views)",
+                        format!("{:.1}", r.summaries_s),
+                    ),
+                    ("RSS, MB", format!("{:.0}", r.rss_mb)),
+                    ("RSS per node, MB", format!("{:.1}", r.rss_per_node_mb)),
+                    ("threads", r.threads.to_string()),
+                    ("idle CPU, cores", format!("{:.2}", r.idle_cpu_cores)),
+                    ("advert p50, ms", format!("{:.0}", r.advert_p50_ms)),
+                    ("advert p95, ms", format!("{:.0}", r.advert_p95_ms)),
+                    ("summary p50, ms", format!("{:.0}", r.summary_p50_ms)),
+                    ("summary max, ms", format!("{:.0}", r.summary_max_ms)),
+                    ("job tasks", r.job_tasks.to_string()),
+                    ("job wall, ms", r.job_ms.to_string()),
+                    (
+                        "job providers / domains",
+                        format!("{} / {}", r.job_providers, r.job_domains),
+                    ),
+                    ("job outputs right", r.job_outputs_ok.to_string()),
+                ];
+                for (k, v) in rows {
+                    t.row(vec![k.to_owned(), v]);
+                }
+                for (k, v) in &r.counters {
+                    t.row(vec![format!("Σ {k}"), format!("{v:.0}")]);
+                }
+                print!("{}", t.render());
+            }
+            anyhow::Ok(if r.job_outputs_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rot13_round_trips() {
+        assert_eq!(super::rot13(b"Hello, Agora"), b"Uryyb, Ntben".to_vec());
+        assert_eq!(
+            super::rot13(&super::rot13(b"xyz ABC 123")),
+            b"xyz ABC 123".to_vec()
+        );
+    }
+}
