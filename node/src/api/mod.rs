@@ -268,6 +268,9 @@ pub struct CopyStatus {
     pub fuel: Option<Fuel>,
     /// Its output id.
     pub output: Option<ContentId>,
+    /// Execution time the provider reported, ms.
+    #[serde(default)]
+    pub exec_ms: Option<u64>,
     /// The provider's signed receipt (hex of its envelope), for `agora verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,

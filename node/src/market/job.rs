@@ -275,6 +275,9 @@ pub struct TaskRecord {
     pub unplaced_rounds: u32,
     /// Whether the requester re-executed it itself.
     pub spot_checked: bool,
+    /// The provider a baseline strategy (random, round-robin) pinned it to.
+    #[serde(default)]
+    pub pinned: Option<NodeId>,
 }
 
 impl TaskRecord {
@@ -290,6 +293,7 @@ impl TaskRecord {
             error: None,
             unplaced_rounds: 0,
             spot_checked: false,
+            pinned: None,
         }
     }
 

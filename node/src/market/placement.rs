@@ -40,9 +40,14 @@ pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
 pub const SPEED_ALPHA: f64 = 0.3;
 /// Shortest execution a speed is learnt from.
 pub const MIN_LEARNING_RUN: Duration = Duration::from_millis(20);
-/// Tasks a requester keeps in flight at a provider beyond its slots, to
-/// hide negotiation latency.
-pub const BACKLOG: u32 = 1;
+/// Tasks shorter than this are pipelined: a requester keeps up to
+/// [`TINY_BACKLOG`] per slot in flight at a provider beyond its slots, to
+/// hide negotiation and round-trip latency. Longer tasks are pulled one at a
+/// time per slot, so a slow provider never holds work a faster one could
+/// start (SPEC.md §8.2).
+pub const TINY_TASK: Duration = Duration::from_millis(50);
+/// Extra tasks per slot in flight for tiny tasks.
+pub const TINY_BACKLOG: u32 = 4;
 
 /// What the requester knows of one provider.
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +69,12 @@ pub struct ProviderStats {
     /// Content it is known to hold.
     #[serde(skip)]
     pub holds: HashSet<ContentId>,
+    /// Decaying sum of fuel over its verified runs.
+    #[serde(skip)]
+    pub fuel_sum: f64,
+    /// Decaying sum of their execution times, seconds.
+    #[serde(skip)]
+    pub time_sum: f64,
 }
 
 impl Default for ProviderStats {
@@ -77,6 +88,8 @@ impl Default for ProviderStats {
             banned: None,
             backoff_until: 0,
             holds: HashSet::new(),
+            fuel_sum: 0.0,
+            time_sum: 0.0,
         }
     }
 }
@@ -121,11 +134,11 @@ impl Book {
         // Short runs measure per-task overhead and timer granularity more
         // than speed: learn only from runs long enough to mean something.
         if fuel.0 > 0 && exec >= MIN_LEARNING_RUN {
-            let cu = fuel.0 as f64 / exec.as_secs_f64() / FUEL_PER_CU_SECOND as f64;
-            e.learnt_cu = Some(match e.learnt_cu {
-                None => cu,
-                Some(old) => old * (1.0 - SPEED_ALPHA) + cu * SPEED_ALPHA,
-            });
+            // Fuel over time, both decaying sums: long runs weigh more than
+            // short ones, and old receipts fade.
+            e.fuel_sum = e.fuel_sum * (1.0 - SPEED_ALPHA) + fuel.0 as f64;
+            e.time_sum = e.time_sum * (1.0 - SPEED_ALPHA) + exec.as_secs_f64();
+            e.learnt_cu = Some(e.fuel_sum / e.time_sum / FUEL_PER_CU_SECOND as f64);
         }
         e.reputation += (1.0 - e.reputation) * 0.1;
         e.verified += 1;
@@ -333,7 +346,14 @@ pub fn evaluate(
     }
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
-    if lanes.len() as u32 >= slots + BACKLOG || stats.is_some_and(|s| s.backoff_until > now.0) {
+    let speed_cu = speed(info, stats);
+    let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
+    let backlog = if run_ms < TINY_TASK.as_secs_f64() * 1000.0 {
+        slots * TINY_BACKLOG
+    } else {
+        0
+    };
+    if lanes.len() as u32 >= slots + backlog || stats.is_some_and(|s| s.backoff_until > now.0) {
         return Err(Exclusion::Busy);
     }
     // Another requester's work fills the slots we do not use.
@@ -355,8 +375,6 @@ pub fn evaluate(
         bytes += need.input.1.0;
     }
     let transfer_ms = bytes as f64 / ASSUMED_BANDWIDTH * 1000.0;
-    let speed_cu = speed(info, stats);
-    let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
     let rtt_ms = info.rtt.map_or(1.0, |r| r.as_secs_f64() * 1000.0);
     let ect_ms = wait_ms + transfer_ms + run_ms + rtt_ms;
     if ect_ms > need.deadline.as_secs_f64() * 1000.0 {
@@ -574,14 +592,16 @@ mod tests {
         let p = info(1, 1000, 100);
         let first = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
         book.placed(p.node, Timestamp(NOW.0 + 5000));
-        let queued = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
-        assert!((queued.wait_ms - 5000.0).abs() < 1.0);
-        book.placed(p.node, Timestamp(NOW.0 + 9000));
+        // A one-second task waits for the slot rather than queueing there.
         assert_eq!(
             evaluate(&p, book.get(&p.node), &need(), NOW).unwrap_err(),
             Exclusion::Busy
         );
-        book.released(p.node);
+        // A tiny task may queue behind it.
+        let mut tiny = need();
+        tiny.estimate = Fuel(1_000_000);
+        let queued = evaluate(&p, book.get(&p.node), &tiny, NOW).unwrap();
+        assert!((queued.wait_ms - 5000.0).abs() < 1.0);
         book.released(p.node);
         book.verified(p.node, Fuel(0), Duration::ZERO, &[ContentId([1; 32])]);
         let local = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();

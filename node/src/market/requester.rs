@@ -275,6 +275,8 @@ pub struct Requester {
     negotiations: HashMap<(TaskId, u16), Negotiation>,
     negotiating: HashMap<TaskId, usize>,
     negotiating_jobs: HashMap<JobId, usize>,
+    /// Offers not taken, by the copy whose acceptance is in flight.
+    fallbacks: HashMap<(TaskId, u16), (usize, bool, VecDeque<(NodeId, Verified<Offer>)>)>,
     book: Book,
     rng: SmallRng,
     spot: HashMap<(JobId, NodeId), (u64, u64)>,
@@ -338,6 +340,7 @@ impl Requester {
             negotiations: HashMap::new(),
             negotiating: HashMap::new(),
             negotiating_jobs: HashMap::new(),
+            fallbacks: HashMap::new(),
             book: Book::default(),
             rng: SmallRng::seed_from_u64(seed),
             spot: HashMap::new(),
@@ -713,6 +716,9 @@ impl Requester {
     }
 
     fn check_overdue(&mut self, now: Timestamp) {
+        // Fallback offers live only as long as the offers themselves.
+        self.fallbacks
+            .retain(|_, (_, _, rest)| rest.iter().any(|(_, o)| o.expires_at() > now));
         let mut overdue = Vec::new();
         for job in self.jobs.values_mut() {
             if job.record.state.is_terminal() {
@@ -907,39 +913,45 @@ impl Requester {
         )
     }
 
-    fn candidates(
-        &self,
-        job: &Job,
-        idx: u32,
-        now: Timestamp,
-        view: &View,
-    ) -> (Vec<Scored>, Vec<(NodeId, String)>, Placement) {
+    /// Candidates for a task: those that pass every constraint (best
+    /// first), those excluded with why, the ones excluded only because they
+    /// are busy, and what that means for placement.
+    fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> Candidates {
         let need = need(job, idx);
         let infos: Vec<ProviderInfo> = placement::gather(view, &need, self.config.domains_to_try);
         let mut ok = Vec::new();
         let mut excluded = Vec::new();
-        let (mut busy, mut used) = (false, false);
+        let mut busy = Vec::new();
+        let mut used = false;
         for info in &infos {
             match placement::evaluate(info, self.book.get(&info.node), &need, now) {
                 Ok(s) => ok.push(s),
                 Err(e) => {
-                    busy |= e == Exclusion::Busy;
+                    if e == Exclusion::Busy {
+                        busy.push(info.node);
+                    }
                     used |= e == Exclusion::AlreadyUsed;
                     excluded.push((info.node, e.to_string()));
                 }
             }
         }
         ok.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.node.cmp(&b.node)));
+        busy.sort();
         let class = if !ok.is_empty() {
             Placement::Started
-        } else if busy {
+        } else if !busy.is_empty() {
             Placement::Busy
         } else if used {
             Placement::Skip
         } else {
             Placement::NoFit
         };
-        (ok, excluded, class)
+        Candidates {
+            ok,
+            excluded,
+            busy,
+            class,
+        }
     }
 
     fn start_negotiation(
@@ -953,8 +965,48 @@ impl Requester {
         let Some(job) = self.jobs.get(&id) else {
             return Placement::NoFit;
         };
-        let (mut ok, excluded, class) = self.candidates(job, idx, now, view);
+        let Candidates {
+            mut ok,
+            excluded,
+            busy,
+            class,
+        } = self.candidates(job, idx, now, view);
         let task = job.tasks[idx as usize].id;
+        let strategy = job.record.spec.strategy;
+        if strategy != Strategy::Scored && !(ok.is_empty() && busy.is_empty()) {
+            // The baselines pin each task to one provider, chosen at random
+            // or in turn among those that fit, and wait for it even when
+            // another is idle: placement that does not adapt.
+            let pinned = job.tasks[idx as usize].pinned;
+            let pool: Vec<NodeId> = {
+                let mut p: Vec<NodeId> = ok.iter().map(|s| s.node).chain(busy.iter().copied()).collect();
+                p.sort();
+                p
+            };
+            let pin = match pinned.filter(|p| pool.contains(p)) {
+                Some(p) => p,
+                None => {
+                    let i = match strategy {
+                        Strategy::Random => self.rng.random_range(0..pool.len()),
+                        _ => {
+                            let job = self.jobs.get_mut(&id).expect("job exists");
+                            job.rr_cursor += 1;
+                            (job.rr_cursor - 1) % pool.len()
+                        }
+                    };
+                    let job = self.jobs.get_mut(&id).expect("job exists");
+                    job.tasks[idx as usize].pinned = Some(pool[i]);
+                    pool[i]
+                }
+            };
+            ok.retain(|s| s.node == pin);
+            if ok.is_empty() {
+                return Placement::Skip;
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::NoFit;
+        };
         if ok.is_empty() {
             let d = Decision {
                 at: now,
@@ -970,20 +1022,9 @@ impl Requester {
             }
             return class;
         }
-        let strategy = job.record.spec.strategy;
         let chosen: Vec<Scored> = match strategy {
             Strategy::Scored => ok.iter().take(self.config.fanout.max(1)).cloned().collect(),
-            Strategy::Random => {
-                let i = self.rng.random_range(0..ok.len());
-                vec![ok.swap_remove(i)]
-            }
-            Strategy::RoundRobin => {
-                ok.sort_by_key(|a| a.node);
-                let job = self.jobs.get_mut(&id).expect("job exists");
-                let i = job.rr_cursor % ok.len();
-                job.rr_cursor += 1;
-                vec![ok.swap_remove(i)]
-            }
+            Strategy::Random | Strategy::RoundRobin => ok.iter().take(1).cloned().collect(),
         };
         let Some(job) = self.jobs.get_mut(&id) else {
             return Placement::NoFit;
@@ -1183,7 +1224,13 @@ impl Requester {
             })
             .map(|c| c.provider)
             .collect();
-        let Some((provider, offer, _)) = n.offers.into_iter().find(|(p, _, _)| !holding.contains(p)) else {
+        let mut offers: VecDeque<(NodeId, Verified<Offer>)> = n
+            .offers
+            .into_iter()
+            .filter(|(p, _, _)| !holding.contains(p))
+            .map(|(p, o, _)| (p, o))
+            .collect();
+        let Some((provider, offer)) = offers.pop_front() else {
             let t = &mut job.tasks[task.index as usize];
             if t.live().next().is_none() && t.reported().next().is_none() {
                 t.phase = TaskPhase::Pending;
@@ -1191,6 +1238,26 @@ impl Requester {
             t.unplaced_rounds += 1;
             self.touch(task);
             let _ = view;
+            return;
+        };
+        self.accept_offer(task, attempt, provider, offer, n.backup, n.decision, offers, now);
+    }
+
+    /// Accepts an offer: records the copy and sends the acceptance. The
+    /// other offers of the round are kept in case this one is declined.
+    #[allow(clippy::too_many_arguments)] // one acceptance and its context
+    fn accept_offer(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        provider: NodeId,
+        offer: Verified<Offer>,
+        backup: bool,
+        decision: usize,
+        rest: VecDeque<(NodeId, Verified<Offer>)>,
+        now: Timestamp,
+    ) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
         let spec = &job.record.spec;
@@ -1225,15 +1292,18 @@ impl Requester {
             expected_start_ms: o.expected_start.0,
             reported: None,
             receipt_env: None,
-            backup: n.backup,
+            backup,
             paid: None,
             wrong: false,
             spot_pending: false,
         });
         t.phase = TaskPhase::Running;
         self.book.placed(provider, Timestamp(predicted));
-        if let Some(d) = self.decision_mut(&task, n.decision) {
+        if let Some(d) = self.decision_mut(&task, decision) {
             d.chosen = Some(provider);
+        }
+        if !rest.is_empty() {
+            self.fallbacks.insert((task, attempt), (decision, backup, rest));
         }
         self.touch(task);
         self.out.push_back(Action::Accept {
@@ -1244,6 +1314,39 @@ impl Requester {
             send_module: !o.has_module,
             send_input: !o.has_input,
         });
+    }
+
+    /// A declined acceptance falls back to the next offer of its round,
+    /// while it is valid, instead of a new round.
+    fn try_fallback(&mut self, task: TaskId, attempt: u16, now: Timestamp) -> bool {
+        let Some((decision, backup, mut rest)) = self.fallbacks.remove(&(task, attempt)) else {
+            return false;
+        };
+        let Some(job) = self.jobs.get(&task.job) else {
+            return false;
+        };
+        let t = &job.tasks[task.index as usize];
+        let holding: HashSet<NodeId> = t
+            .copies
+            .iter()
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
+            .map(|c| c.provider)
+            .collect();
+        let next_attempt = t.next_attempt().max(attempt + 1);
+        while let Some((p, offer)) = rest.pop_front() {
+            if holding.contains(&p) || offer.expires_at() <= now || self.book.is_banned(&p) {
+                continue;
+            }
+            self.accept_offer(task, next_attempt, p, offer, backup, decision, rest, now);
+            return true;
+        }
+        false
     }
 
     /// The answer to an accept: a verified agreement, or why not.
@@ -1275,6 +1378,7 @@ impl Requester {
                 c.agreement = Some(a.id());
                 c.agreement_env = Some(agora_protocol::Encode::to_bytes(a.envelope()));
                 c.due = c.due.min(a.payload().due.max(now));
+                self.fallbacks.remove(&(task, attempt));
                 self.touch(task);
             }
             Ok(_) => {
@@ -1293,7 +1397,9 @@ impl Requester {
                     self.book.failed(from);
                 }
                 self.touch(task);
-                self.settle(task.job, task.index, now);
+                if !self.try_fallback(task, attempt, now) {
+                    self.settle(task.job, task.index, now);
+                }
             }
         }
     }
@@ -1776,7 +1882,7 @@ impl Requester {
         let mut out = vec![None; spec.inputs.len()];
         let mut reserved = Vec::new();
         for idx in order {
-            let (ok, excluded, _) = self.candidates(&job, idx, now, view);
+            let Candidates { ok, excluded, .. } = self.candidates(&job, idx, now, view);
             let chosen = ok.first().map(|s| s.node);
             if let Some(best) = ok.first() {
                 let finish = Timestamp(now.0 + best.ect_ms as u64);
@@ -1839,6 +1945,14 @@ impl Requester {
     pub fn local(&self) -> NodeId {
         self.local
     }
+}
+
+/// The candidates of one placement round.
+struct Candidates {
+    ok: Vec<Scored>,
+    excluded: Vec<(NodeId, String)>,
+    busy: Vec<NodeId>,
+    class: Placement,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,7 +79,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             content_timeout: Duration::from_secs(60),
-            idle_connection_timeout: Duration::from_secs(300),
+            idle_connection_timeout: Duration::from_secs(60),
             max_connections: 512,
             max_pending_incoming: 64,
             max_concurrent_streams: 256,

@@ -152,6 +152,9 @@ pub(super) struct Driver {
     cancel: CancellationToken,
 }
 
+/// Connections a node opens on its own to peers of its domain.
+const TARGET_PEERS: usize = 24;
+
 fn now() -> Timestamp {
     Timestamp::from_system(std::time::SystemTime::now())
 }
@@ -165,7 +168,7 @@ impl Driver {
         let provider_config = provider::Config {
             price: s.config.provider.price,
             slots: s.slots,
-            backlog: s.slots,
+            backlog: s.slots * crate::market::placement::TINY_BACKLOG,
             memory: s.config.provider.memory,
             energy: s.config.energy(),
             domain: s.config.domain.clone(),
@@ -586,7 +589,6 @@ impl Driver {
                     return;
                 }
                 tracing::warn!(culprit = %culprit, "provider returned a wrong result: banned, publishing a fraud proof");
-                self.view.remove(&culprit);
                 let env = work::seal(&self.sh, &proof, Duration::from_secs(3600));
                 self.counters.fraud_published += 1;
                 let net = self.sh.net.clone();
@@ -856,7 +858,6 @@ impl Driver {
                     tracing::warn!(culprit = %culprit, %detail, "fraud proof confirmed by re-execution: avoiding the provider");
                     self.requester
                         .ban(culprit, format!("fraud proof confirmed: {detail}"));
-                    self.view.remove(&culprit);
                 } else {
                     tracing::info!(%detail, "fraud proof not confirmed");
                 }
@@ -945,8 +946,11 @@ impl Driver {
                 }
             }
             Event::Subscribed { peer: _, topic } => {
-                if topic == self.config.domain.advert_topic() {
-                    // A newcomer in our domain: let it see us at once.
+                // A newcomer in our domain: let it see us soon (at most one
+                // extra advert a second however many join).
+                if topic == self.config.domain.advert_topic()
+                    && now.since(self.last_advert) >= Duration::from_secs(1)
+                {
                     self.advert_due = true;
                 }
             }
@@ -1005,13 +1009,17 @@ impl Driver {
     fn learn_addresses(&mut self, node: NodeId) {
         let Some(p) = self.view.peer(&node) else { return };
         let addrs: Vec<Multiaddr> = p.advert.addrs.iter().filter_map(|a| a.0.parse().ok()).collect();
-        let connected = self.connected.contains(&node);
+        // Connect to a domain's peers up to a target count (pings give
+        // round-trip times for placement); beyond it, addresses only:
+        // request-response dials on demand, so a large domain does not
+        // become a full mesh of connections.
+        let dial = !self.connected.contains(&node) && self.connected.len() < TARGET_PEERS;
         let net = self.sh.net.clone();
         self.spawn(async move {
             for a in &addrs {
                 net.add_address(node, a.clone()).await;
             }
-            if !connected && let Some(a) = addrs.first() {
+            if dial && let Some(a) = addrs.first() {
                 let with_peer = a.clone().with_p2p(node.to_peer_id()).unwrap_or_else(|a| a);
                 net.dial(with_peer).await;
             }
@@ -1656,6 +1664,7 @@ impl Driver {
                             fuel: c.reported.as_ref().map(|r| r.fuel),
                             output: c.reported.as_ref().map(|r| r.output),
                             receipt: c.receipt_env.as_ref().map(hex::encode),
+                            exec_ms: c.reported.as_ref().map(|r| r.exec_ms),
                         }
                     })
                     .collect();
