@@ -6,6 +6,8 @@
 //! small CI machine by itself.
 
 mod chaos;
+mod examples;
+mod market;
 mod memory;
 mod up;
 

@@ -1,0 +1,132 @@
+//! The market end to end on real node processes: a 50-task job with two
+//! replicas on five nodes; every output equals running the module locally,
+//! every receipt verifies by re-execution, and the balances are conserved.
+
+use std::time::Duration;
+
+use agora_node::executor::{self, Executor, Task};
+use agora_protocol::execution::Receipt;
+use agora_protocol::market::Limits;
+use agora_protocol::units::{Bytes, Millis};
+use agora_protocol::{Decode, Envelope};
+use agora_testnet::artifacts;
+use agora_testnet::job::{self, Params};
+use agora_testnet::process::{NodeSpec, Testnet};
+use agora_testnet::workload::primes;
+
+#[test]
+fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (module, inputs, spec, status, outputs, balances) = rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
+        specs.extend((0..4).map(|_| NodeSpec::provider("local").with_slots(1).with_cpu_share(0.5)));
+        net.start_all(specs).await.unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+
+        let module = modules.read("primes").unwrap();
+        let ranges = primes::even(50, 1_000_000, 20_000);
+        let inputs = primes::trial_inputs(&ranges);
+        let params = Params {
+            replicas: 2,
+            ..Params::default()
+        };
+        let requester = net.node(0).client.clone();
+        let spec = job::prepare(&requester, &module, None, &inputs, &params)
+            .await
+            .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(180),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+
+        let outputs = job::outputs(&requester, &id).await.unwrap();
+        // Credits moved, and none appeared or vanished.
+        let balances = net.settle(Duration::from_secs(30)).await.unwrap();
+        net.stop();
+        (module, inputs, spec, status, outputs, balances)
+    });
+    assert_eq!(balances.outbox, 0, "vouchers still undelivered");
+    assert!(balances.conserved(), "{balances:?}");
+    let paid = status.spent.0;
+    assert!(paid > 0);
+    assert_eq!(
+        balances.of(0).unwrap(),
+        agora_testnet::process::genesis_micros() - paid as i64
+    );
+
+    // The executor blocks: it runs outside the async runtime.
+    // Every output equals the module run locally, in the node's sandbox.
+    let ex = Executor::new(executor::Config::default()).unwrap();
+    let m = ex.load(&module).unwrap();
+    let limits = Limits {
+        fuel: spec.fuel,
+        memory: spec.memory,
+        timeout: Millis(60_000),
+        max_output: Bytes(64 << 20),
+    };
+    assert_eq!(outputs.len(), 50);
+    for (i, (input, (_, got))) in inputs.iter().zip(&outputs).enumerate() {
+        let local = ex.run(
+            &m,
+            &Task {
+                input: &input.bytes,
+                args: &[],
+                limits,
+                seed: spec.task_seed(i as u32),
+            },
+        );
+        assert!(local.result.is_ok(), "task {i}: {:?}", local.result);
+        assert_eq!(&local.output, got, "task {i}");
+    }
+
+    // Every task has two agreeing copies on distinct providers, and
+    // every receipt verifies by re-execution.
+    let mut verified = 0;
+    for t in &status.tasks {
+        let paid: Vec<_> = t.copies.iter().filter(|c| c.paid.is_some()).collect();
+        assert!(paid.len() >= 2, "task {}: {} paid copies", t.index, paid.len());
+        assert_ne!(
+            paid[0].provider, paid[1].provider,
+            "task {}: replicas on one provider",
+            t.index
+        );
+        for c in paid {
+            let bytes = hex::decode(c.receipt.as_ref().expect("a receipt")).unwrap();
+            let r = Envelope::from_bytes(&bytes)
+                .unwrap()
+                .open_ignoring_time::<Receipt>()
+                .unwrap();
+            assert_eq!(r.signer(), c.provider, "the provider signed its receipt");
+            let r = r.payload();
+            let input = &inputs[t.index as usize];
+            assert_eq!(r.input, agora_protocol::ContentId::of(&input.bytes));
+            let again = ex.run(
+                &m,
+                &Task {
+                    input: &input.bytes,
+                    args: &[],
+                    limits,
+                    seed: r.seed,
+                },
+            );
+            assert_eq!(
+                (again.output_id(), again.fuel_used, again.exit_status()),
+                (r.output, r.fuel_used, r.exit.clone())
+            );
+            verified += 1;
+        }
+    }
+    assert!(verified >= 100);
+}
