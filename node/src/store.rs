@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The directory holding the current store format.
 pub const STORE_DIR: &str = "store-v1";
+/// How soon writes that nobody waits on reach the disk.
+pub const LAZY_FLUSH_MS: u64 = 500;
 /// The directory holding blobs.
 pub const CONTENT_DIR: &str = "content";
 const QUEUE: usize = 1024;
@@ -102,6 +104,8 @@ impl Batch {
 
 struct Write {
     batch: Batch,
+    /// Flush before answering.
+    durable: bool,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -127,6 +131,7 @@ impl Drop for WriterThread {
         let (reply, _) = oneshot::channel();
         let _ = self.stop.try_send(Write {
             batch: Batch { ops: Vec::new() },
+            durable: false,
             reply,
         });
         if let Ok(mut h) = self.handle.lock()
@@ -170,7 +175,8 @@ impl Store {
         let db = sled::Config::new()
             .path(data_dir.join(STORE_DIR))
             .cache_capacity(64 * 1024 * 1024)
-            .flush_every_ms(None)
+            // Lazy writes reach the disk within this; durable ones at once.
+            .flush_every_ms(Some(LAZY_FLUSH_MS))
             .open()?;
         let content = Arc::new(ContentStore::open(&data_dir.join(CONTENT_DIR))?);
         let (tx, rx) = mpsc::channel::<Write>(QUEUE);
@@ -193,20 +199,26 @@ impl Store {
 
     /// Applies `batch` atomically and durably.
     pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        self.enqueue(batch).await?.wait().await
+        self.enqueue(batch, true).await?.wait().await
     }
 
     /// Queues `batch` (waiting for room in the bounded queue) and returns
-    /// a handle to await its durability. Batches queued by one task are
-    /// applied in the order they were queued.
-    pub async fn enqueue(&self, batch: Batch) -> Result<Durable, StoreError> {
+    /// a handle to await it: with `durable`, until it is flushed to disk;
+    /// otherwise until it is applied (it reaches the disk within
+    /// [`LAZY_FLUSH_MS`], or with the next durable batch). Batches queued by
+    /// one task are applied in the order they were queued.
+    pub async fn enqueue(&self, batch: Batch, durable: bool) -> Result<Durable, StoreError> {
         let (reply, rx) = oneshot::channel();
         if batch.is_empty() {
             let _ = reply.send(Ok(()));
             return Ok(Durable(rx));
         }
         self.tx
-            .send(Write { batch, reply })
+            .send(Write {
+                batch,
+                durable,
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(Durable(rx))
@@ -318,7 +330,12 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>) {
             }
             results.push(db.apply_batch(b).map_err(StoreError::from));
         }
-        let flushed = db.flush().map(|_| ()).map_err(StoreError::from);
+        // One flush for the whole group, and none if nobody waits for one.
+        let flushed = if pending.iter().any(|w| w.durable) {
+            db.flush().map(|_| ()).map_err(StoreError::from)
+        } else {
+            Ok(())
+        };
         for (w, r) in pending.into_iter().zip(results) {
             let r = r.and_then(|_| flushed.clone());
             let _ = w.reply.send(r);
@@ -372,6 +389,18 @@ impl ContentStore {
 
     /// Stores bytes already known to hash to `id`.
     pub async fn put_verified(&self, id: ContentId, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.put_inner(id, bytes, true).await
+    }
+
+    /// Stores bytes known to hash to `id` without waiting for the disk: for
+    /// content that can be had again (a provider's copy of an input, an
+    /// output it can recompute). A copy left torn by a crash fails its hash
+    /// check on read and counts as missing.
+    pub async fn put_lazy(&self, id: ContentId, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.put_inner(id, bytes, false).await
+    }
+
+    async fn put_inner(&self, id: ContentId, bytes: Vec<u8>, sync: bool) -> Result<(), StoreError> {
         if self.has(&id) {
             return Ok(());
         }
@@ -381,7 +410,9 @@ impl ContentStore {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(|e| blob_err(&tmp, e))?;
             f.write_all(&bytes).map_err(|e| blob_err(&tmp, e))?;
-            f.sync_data().map_err(|e| blob_err(&tmp, e))?;
+            if sync {
+                f.sync_data().map_err(|e| blob_err(&tmp, e))?;
+            }
             std::fs::rename(&tmp, &path).map_err(|e| blob_err(&path, e))?;
             Ok(())
         })

@@ -34,11 +34,9 @@ impl NodeId {
     /// A node id from raw public-key bytes, rejecting keys that do not
     /// decompress to a point or that are of small order (weak keys).
     pub fn from_public_key_bytes(bytes: [u8; 32]) -> Result<NodeId, NodeIdError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| NodeIdError::InvalidKey)?;
-        if key.is_weak() {
-            return Err(NodeIdError::InvalidKey);
-        }
-        Ok(NodeId(bytes))
+        keys::checked(&bytes)
+            .map(|_| NodeId(bytes))
+            .ok_or(NodeIdError::InvalidKey)
     }
 
     /// The raw public-key bytes.
@@ -48,7 +46,7 @@ impl NodeId {
 
     /// The ed25519 verifying key. Always valid: construction checked it.
     pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
-        ed25519_dalek::VerifyingKey::from_bytes(&self.0).expect("NodeId holds a checked key")
+        keys::checked(&self.0).expect("NodeId holds a checked key")
     }
 
     /// The libp2p peer id of this node.
@@ -122,6 +120,42 @@ impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Decompressing a public key costs about as much as a third of a signature
+/// check, and a node sees the same few keys over and over: checked keys are
+/// kept in a small bounded cache.
+mod keys {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use ed25519_dalek::VerifyingKey;
+
+    const CAPACITY: usize = 4096;
+
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], VerifyingKey>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    /// The key, if the bytes decompress to a point that is not of small order.
+    pub(super) fn checked(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        if let Some(k) = cache().lock().ok().and_then(|c| c.get(bytes).copied()) {
+            return Some(k);
+        }
+        let key = VerifyingKey::from_bytes(bytes).ok()?;
+        if key.is_weak() {
+            return None;
+        }
+        if let Ok(mut c) = cache().lock() {
+            if c.len() >= CAPACITY {
+                // Crude but bounded: start afresh rather than track recency.
+                c.clear();
+            }
+            c.insert(*bytes, key);
+        }
+        Some(key)
     }
 }
 

@@ -227,6 +227,19 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/jobs/{id}?tasks=false`: counts and providers, no task rows
+    /// (cheap to poll).
+    pub async fn job_summary(&self, id: &JobId) -> Result<JobStatus, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/jobs/{id}?tasks=false"))))
+            .await
+    }
+
+    /// `GET /v1/jobs/{id}?receipts=true`: with every copy's signed receipt.
+    pub async fn job_with_receipts(&self, id: &JobId) -> Result<JobStatus, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/jobs/{id}?receipts=true"))))
+            .await
+    }
+
     /// `GET /v1/jobs/{id}/explain`.
     pub async fn explain(&self, id: &JobId) -> Result<Explain, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/jobs/{id}/explain"))))

@@ -11,7 +11,7 @@
 //! | GET | `/v1/content/{id}` | → raw bytes |
 //! | POST | `/v1/jobs` | [`SubmitRequest`] → [`SubmitResponse`] |
 //! | GET | `/v1/jobs` | → `[`[`JobSummary`]`]` |
-//! | GET | `/v1/jobs/{id}` | → [`JobStatus`] |
+//! | GET | `/v1/jobs/{id}?tasks=BOOL&receipts=BOOL` | → [`JobStatus`] (task rows by default, receipts on request) |
 //! | GET | `/v1/jobs/{id}/explain` | → [`Explain`] |
 //! | GET | `/v1/jobs/{id}/result` | → [`JobResult`] |
 //! | POST | `/v1/jobs/{id}/cancel` | → [`JobSummary`] |

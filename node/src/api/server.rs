@@ -100,8 +100,8 @@ pub enum ApiCommand {
     ),
     /// List jobs.
     Jobs(oneshot::Sender<Vec<JobSummary>>),
-    /// One job.
-    Job(JobId, oneshot::Sender<Option<JobStatus>>),
+    /// One job, in the detail asked.
+    Job(JobId, JobDetail, oneshot::Sender<Option<JobStatus>>),
     /// Placement decisions.
     Explain(JobId, oneshot::Sender<Option<Explain>>),
     /// Outputs.
@@ -280,9 +280,29 @@ async fn jobs(State(ctx): State<Ctx>) -> Result<Json<Vec<JobSummary>>, ApiError>
     Ok(Json(ctx.ask(ApiCommand::Jobs).await?))
 }
 
-async fn job(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
+/// How much of a job's status to send: per-task rows are large for big
+/// jobs, receipts larger still.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct JobDetail {
+    /// Include a row per task (default true).
+    #[serde(default = "yes")]
+    pub tasks: bool,
+    /// Include each copy's signed receipt (default false).
+    #[serde(default)]
+    pub receipts: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn job(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Query(detail): Query<JobDetail>,
+) -> Result<Json<JobStatus>, ApiError> {
     let id = parse_job(&id)?;
-    ctx.ask(|tx| ApiCommand::Job(id, tx))
+    ctx.ask(|tx| ApiCommand::Job(id, detail, tx))
         .await?
         .map(Json)
         .ok_or_else(|| unknown(id))

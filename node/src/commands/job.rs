@@ -787,7 +787,7 @@ impl WatchCommand {
             let mut failing_since: Option<Instant> = None;
             loop {
                 ticker.tick().await;
-                let s = match client.job(&self.id).await {
+                let s = match client.job_summary(&self.id).await {
                     Ok(s) => s,
                     Err(e @ ClientError::Api { .. }) => return Err(e.into()),
                     Err(e) => {
@@ -1209,7 +1209,7 @@ impl ReceiptsCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let status = block_on(async { client.job(&self.id).await })??;
+        let status = block_on(async { client.job_with_receipts(&self.id).await })??;
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create {}", self.out.display()))?;
         let mut written = Vec::new();

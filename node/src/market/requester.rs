@@ -1023,6 +1023,12 @@ impl Requester {
             return class;
         }
         let chosen: Vec<Scored> = match strategy {
+            // Tiny tasks are pipelined: negotiating with several providers
+            // would cost more than the task, and the lanes already spread
+            // them; the best-scored provider alone is asked.
+            Strategy::Scored if ok[0].run_ms < placement::TINY_TASK.as_secs_f64() * 1000.0 => {
+                ok.iter().take(1).cloned().collect()
+            }
             Strategy::Scored => ok.iter().take(self.config.fanout.max(1)).cloned().collect(),
             Strategy::Random | Strategy::RoundRobin => ok.iter().take(1).cloned().collect(),
         };

@@ -392,7 +392,12 @@ impl Driver {
         }
         let batch = std::mem::take(&mut self.batch);
         let after = std::mem::take(&mut self.after);
-        let durable = match self.sh.store.enqueue(batch).await {
+        // Only what is acknowledged to someone must be on disk first (an
+        // agreement, a receipt's or voucher's ack, an outgoing voucher, a
+        // submitted job); task bookkeeping alone is written lazily: lost in a
+        // crash, it only costs a re-placement.
+        let must_flush = !after.is_empty();
+        let durable = match self.sh.store.enqueue(batch, must_flush).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot write to the store; refusing what depends on it");
@@ -946,11 +951,9 @@ impl Driver {
                 }
             }
             Event::Subscribed { peer: _, topic } => {
-                // A newcomer in our domain: let it see us soon (at most one
-                // extra advert a second however many join).
-                if topic == self.config.domain.advert_topic()
-                    && now.since(self.last_advert) >= Duration::from_secs(1)
-                {
+                // A newcomer in our domain, or a peer we just met: let it see
+                // us at once (publication is rate-limited in `end_turn`).
+                if topic == self.config.domain.advert_topic() {
                     self.advert_due = true;
                 }
             }
@@ -1171,7 +1174,7 @@ impl Driver {
                     let bytes = Arc::new(bytes);
                     let (sh, b) = (self.sh.clone(), bytes.clone());
                     self.spawn(async move {
-                        let _ = sh.store.content().put_verified(id, b.to_vec()).await;
+                        let _ = sh.store.content().put_lazy(id, b.to_vec()).await;
                     });
                     inline.push((id, bytes));
                 }
@@ -1421,8 +1424,8 @@ impl Driver {
                     .collect();
                 let _ = r.send(list);
             }
-            ApiCommand::Job(id, r) => {
-                let _ = r.send(self.job_status(&id, now));
+            ApiCommand::Job(id, detail, r) => {
+                let _ = r.send(self.job_status(&id, detail, now));
             }
             ApiCommand::Explain(id, r) => {
                 let e = self.requester.job(&id).map(|(rec, tasks)| Explain {
@@ -1614,7 +1617,12 @@ impl Driver {
         rows
     }
 
-    fn job_status(&self, id: &JobId, now: Timestamp) -> Option<JobStatus> {
+    fn job_status(
+        &self,
+        id: &JobId,
+        detail: crate::api::server::JobDetail,
+        now: Timestamp,
+    ) -> Option<JobStatus> {
         let (rec, tasks) = self.requester.job(id)?;
         let mut providers: HashMap<NodeId, ProviderCount> = HashMap::new();
         let mut spent = 0u64;
@@ -1663,7 +1671,11 @@ impl Driver {
                             backup: c.backup,
                             fuel: c.reported.as_ref().map(|r| r.fuel),
                             output: c.reported.as_ref().map(|r| r.output),
-                            receipt: c.receipt_env.as_ref().map(hex::encode),
+                            receipt: c
+                                .receipt_env
+                                .as_ref()
+                                .filter(|_| detail.receipts)
+                                .map(hex::encode),
                             exec_ms: c.reported.as_ref().map(|r| r.exec_ms),
                         }
                     })
@@ -1695,7 +1707,7 @@ impl Driver {
             total: tasks.len(),
             counts: count_phases(tasks.iter().map(|t| &t.phase)),
             providers,
-            tasks: task_rows,
+            tasks: if detail.tasks { task_rows } else { Vec::new() },
             reduced: rec.reduced,
             spent: Credits(spent),
             replicas: rec.spec.replicas,

@@ -344,7 +344,7 @@ async fn execute_inner(
         // id, so it must be stored first.
         sh.store
             .content()
-            .put_verified(receipt.payload().output, outcome.output.clone())
+            .put_lazy(receipt.payload().output, outcome.output.clone())
             .await
             .map_err(|e| e.to_string())?;
     } else if !outcome.output.is_empty() {
@@ -352,7 +352,7 @@ async fn execute_inner(
         // runs again from its persisted agreement).
         let (sh, id, out) = (sh.clone(), receipt.payload().output, outcome.output.clone());
         tokio::spawn(async move {
-            if let Err(e) = sh.store.content().put_verified(id, out).await {
+            if let Err(e) = sh.store.content().put_lazy(id, out).await {
                 tracing::warn!(error = %e, "cannot keep a task output");
             }
         });

@@ -50,6 +50,7 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
         .await
         .unwrap();
         job::ensure_done(&status).unwrap();
+        let status = requester.job_with_receipts(&id).await.unwrap();
 
         let outputs = job::outputs(&requester, &id).await.unwrap();
         // Credits moved, and none appeared or vanished.
