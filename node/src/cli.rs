@@ -69,8 +69,9 @@ impl Command {
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
-        1 => "info,agora_node=info",
+        // Kademlia warns whenever a lone node has no peer to bootstrap from.
+        0 => "warn,libp2p_kad=error",
+        1 => "info,libp2p_kad=warn,agora_node=info",
         2 => "info,agora_node=debug",
         _ => "debug,agora_node=trace",
     };
