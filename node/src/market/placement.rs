@@ -410,6 +410,9 @@ pub fn rank_domains(view: &View, need: &Need) -> Vec<(Domain, f64)> {
         .into_iter()
         .filter(|(d, s)| s.nodes > 0 && need.domain.as_ref().is_none_or(|want| d.is_within(want)))
         .filter(|(_, s)| s.price_min <= need.max_price)
+        // The node's own domain and the levels above it are covered by the
+        // adverts it holds: rank the other domains.
+        .filter(|(d, _)| !view.domain().is_within(d))
         .map(|(d, s)| {
             let per_node = s.total_cu.0 as f64 / f64::from(s.nodes.max(1));
             let free = if s.free_slots > 0 {

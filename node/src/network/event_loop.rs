@@ -32,7 +32,16 @@ pub(crate) struct EventLoop {
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     stats: Stats,
     bootstrapped: bool,
+    /// Where to find the network again when the node has lost its peers.
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Peers this node refuses to be connected to (a partition, in tests).
+    blocked: HashSet<PeerId>,
 }
+
+/// Below this many connections the node dials its bootstrap peers again.
+const MIN_PEERS: usize = 4;
+/// How often it checks.
+const REDIAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn node(peer: &PeerId) -> Option<NodeId> {
     NodeId::from_peer_id(peer).ok()
@@ -44,7 +53,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
-        has_bootstrap: bool,
+        bootstrap: Vec<libp2p::Multiaddr>,
     ) -> Self {
         EventLoop {
             swarm,
@@ -55,11 +64,15 @@ impl EventLoop {
             pending_content: HashMap::new(),
             pending_providers: HashMap::new(),
             stats: Stats::default(),
-            bootstrapped: !has_bootstrap,
+            bootstrapped: bootstrap.is_empty(),
+            bootstrap,
+            blocked: HashSet::new(),
         }
     }
 
     pub(crate) async fn run(mut self) {
+        let mut redial = tokio::time::interval(REDIAL);
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 biased;
@@ -69,9 +82,34 @@ impl EventLoop {
                     None => break,
                 },
                 ev = self.swarm.select_next_some() => self.event(ev).await,
+                _ = redial.tick() => self.heal(),
             }
         }
         tracing::debug!("network task stopped");
+    }
+
+    /// A node that lost most of its peers (a partition healed, a restart of
+    /// its neighbours) finds the network again through its bootstrap peers
+    /// and a fresh Kademlia walk, without anyone's help.
+    fn heal(&mut self) {
+        let connected = self.swarm.connected_peers().count();
+        if connected >= MIN_PEERS || self.bootstrap.is_empty() {
+            return;
+        }
+        for addr in self.bootstrap.clone() {
+            let peer = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            let known = match peer {
+                Some(p) => self.swarm.is_connected(&p) || self.blocked.contains(&p),
+                None => connected > 0,
+            };
+            if !known {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
     }
 
     /// Hands an event to the node. Gossip is dropped when the node is busy
@@ -153,6 +191,12 @@ impl EventLoop {
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::Block { peers } => {
+                for p in &peers {
+                    let _ = self.swarm.disconnect_peer_id(*p);
+                }
+                self.blocked = peers;
+            }
         }
     }
 
@@ -168,6 +212,10 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                if self.blocked.contains(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);

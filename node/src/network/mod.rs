@@ -261,6 +261,9 @@ pub(crate) enum Command {
     Disconnect {
         peer: PeerId,
     },
+    Block {
+        peers: HashSet<PeerId>,
+    },
 }
 
 /// A handle to the network task. Cheap to clone.
@@ -391,6 +394,14 @@ impl Client {
         self.ask(|reply| Command::Stats { reply }).await
     }
 
+    /// Cuts this node off from `peers` (closing and then refusing every
+    /// connection with them) until called again with other peers; an empty
+    /// set heals. For partition tests.
+    pub async fn block(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let peers = peers.into_iter().map(|n| n.to_peer_id()).collect();
+        let _ = self.send(Command::Block { peers }).await;
+    }
+
     /// Closes all connections to a peer.
     pub async fn disconnect(&self, peer: NodeId) {
         let _ = self
@@ -426,7 +437,7 @@ pub async fn spawn(
         tx,
         local: keypair.node_id(),
     };
-    let event_loop = event_loop::EventLoop::new(swarm, rx, events, cancel, !config.bootstrap.is_empty());
+    let event_loop = event_loop::EventLoop::new(swarm, rx, events, cancel, config.bootstrap.clone());
     let handle = tokio::spawn(event_loop.run());
     Ok((client, handle))
 }

@@ -105,6 +105,8 @@ pub struct Node {
     pub listen: Vec<Multiaddr>,
     /// Commands to its driver (what the API uses; in-process tests too).
     pub commands: mpsc::Sender<ApiCommand>,
+    /// Its network task (for in-process tests: partitions).
+    pub net: network::Client,
     cancel: CancellationToken,
     driver: tokio::task::JoinHandle<()>,
     network: tokio::task::JoinHandle<()>,
@@ -193,6 +195,7 @@ impl Node {
             domain: config.domain.clone(),
             pid: std::process::id(),
         };
+        let net_handle = net.clone();
         let driver = driver::Driver::new(driver::Setup {
             keypair: keypair.clone(),
             config: config.clone(),
@@ -218,6 +221,7 @@ impl Node {
             token,
             listen,
             commands: api_tx,
+            net: net_handle,
             cancel,
             driver: driver_task,
             network: network_task,

@@ -34,3 +34,148 @@ fn thirty_nodes_in_two_level_domains_converge() {
         assert!(missing.is_empty(), "{missing:?}");
     });
 }
+
+/// A domain cut off mid-job (every connection between the two sides closed
+/// and refused, in process over the memory transport): its work is
+/// re-placed, the job finishes with correct outputs, and once the cut heals
+/// the views converge again.
+#[test]
+fn a_domain_cut_off_mid_job_then_healed() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use agora_testnet::job::{self, Params};
+        use agora_testnet::workload::primes;
+
+        let modules = agora_testnet::artifacts::example_modules().expect("modules");
+        let net = Testnet::start(Options {
+            nodes: 8,
+            domains: vec!["eu/a".into(), "eu/b".into()],
+            tick: Duration::from_millis(10),
+            // One at a time, so that each dials nodes already running.
+            parallel: 1,
+            ..Options::default()
+        })
+        .await
+        .expect("nodes start");
+        net.wait_views(Duration::from_secs(60)).await.expect("views");
+        net.wait_summaries(Duration::from_secs(60))
+            .await
+            .expect("summaries");
+        let members = net.members();
+        let requester = members[0].node.client();
+        let side = |d: &str| {
+            members
+                .iter()
+                .filter(|m| m.domain == d)
+                .map(|m| m.id())
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (side("eu/a"), side("eu/b"));
+
+        let ranges = primes::even(24, 1_000_000_000, 3_000);
+        let inputs = primes::trial_inputs(&ranges);
+        let params = Params {
+            deadline: Duration::from_secs(20),
+            ..Params::default()
+        };
+        let spec = job::prepare(
+            &requester,
+            &modules.read("primes").unwrap(),
+            None,
+            &inputs,
+            &params,
+        )
+        .await
+        .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        // Cut once a quarter is verified.
+        loop {
+            let s = requester.job_summary(&id).await.unwrap();
+            if s.counts.verified * 4 >= s.total || s.state.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for m in members {
+            let other = if m.domain == "eu/a" { b.clone() } else { a.clone() };
+            m.node.net.block(other).await;
+        }
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+        let on_b = |p: &agora_node::api::ProviderCount| b.contains(&p.peer_id);
+        let (b_done, b_failed): (usize, usize) = status
+            .providers
+            .iter()
+            .filter(|p| on_b(p))
+            .fold((0, 0), |(d, f), p| (d + p.verified, f + p.failed));
+        eprintln!(
+            "partition: eu/b verified {b_done} tasks, {b_failed} of its copies failed and were re-placed"
+        );
+        assert!(
+            b_done + b_failed > 0,
+            "the requester placed nothing in the other domain"
+        );
+        let outputs = job::outputs(&requester, &id).await.unwrap();
+        let expected: Vec<Vec<u8>> = ranges.iter().map(|&(lo, hi)| primes::output(lo, hi)).collect();
+        assert!(job::compare(&outputs, &expected).is_empty());
+        // While cut, eu/b drops out of the requester's view.
+        let cut_at = std::time::Instant::now();
+        let dropped = loop {
+            let domains = members[0].domains().await.unwrap();
+            if !domains
+                .iter()
+                .any(|d| d.domain.to_string() == "eu/b" && d.nodes > 0)
+            {
+                break true;
+            }
+            if cut_at.elapsed() > Duration::from_secs(40) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(dropped, "eu/b stayed in the requester's view through the cut");
+        eprintln!(
+            "eu/b left the requester's view {:?} into the cut",
+            cut_at.elapsed()
+        );
+        // Heal: the two sides find each other again and eu/b is seen whole.
+        for m in members {
+            m.node.net.block(Vec::new()).await;
+        }
+        let started = std::time::Instant::now();
+        let healed = loop {
+            let seen = members[0]
+                .domains()
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.domain.to_string() == "eu/b" && d.nodes as usize == b.len());
+            if seen {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        eprintln!("views converged {:?} after the heal", started.elapsed());
+        net.shutdown().await;
+        assert!(
+            healed,
+            "eu/b did not reappear whole in the requester's view after the heal"
+        );
+    });
+}
