@@ -14,6 +14,8 @@
 //!   bootstrap of the rest. It waits until every node sees the others,
 //!   suspends, kills and restarts nodes for the chaos scenarios, checks that
 //!   the ledgers balance, and stops every child when dropped.
+//! * [`netns`] puts every node of a process testnet in its own network
+//!   namespace (`--netns`): real delay between domains, real partitions.
 //! * [`memory`] runs a [`memory::Testnet`] of many nodes inside this process
 //!   over libp2p's memory transport, for scale: advert propagation and
 //!   domain summaries across hundreds of nodes on one small machine.
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod commands;
 pub mod job;
 pub mod memory;
+pub mod netns;
 pub mod process;
 pub mod progress;
 pub mod report;

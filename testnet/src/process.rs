@@ -10,6 +10,11 @@
 //! A node is ready once its `node.json` names its own pid and its API
 //! answers. Its stdout and stderr go to `node.log` in its data dir.
 //!
+//! With a [`crate::netns::Lab`] ([`Testnet::with_lab`], `--netns`) every
+//! node runs in its own network namespace instead, listening and serving
+//! its API on its own address there, and a domain can be cut off the
+//! network for real ([`Testnet::cut_domain`]).
+//!
 //! The testnet owns its children: dropping it stops them (SIGTERM, a grace
 //! period, then SIGKILL), so an error or Ctrl-C never leaves nodes behind.
 
@@ -23,6 +28,7 @@ use agora_node::api::{NodeInfo, Status};
 use agora_protocol::NodeId;
 use anyhow::{Context, bail};
 
+use crate::netns::Lab;
 use crate::signal::{self, Signal};
 
 /// How long a node may take from spawn to a working API.
@@ -279,6 +285,9 @@ pub struct Testnet {
     agora: PathBuf,
     dir: PathBuf,
     nodes: Vec<Node>,
+    // Declared after `nodes` and dropped after them: the namespaces go once
+    // the processes in them are stopped.
+    lab: Option<Lab>,
 }
 
 impl Testnet {
@@ -292,7 +301,36 @@ impl Testnet {
             agora,
             dir,
             nodes: Vec::new(),
+            lab: None,
         })
+    }
+
+    /// Runs every node started from now on in its own network namespace
+    /// of `lab`.
+    pub fn with_lab(mut self, lab: Lab) -> Testnet {
+        self.lab = Some(lab);
+        self
+    }
+
+    /// The network namespaces, with `--netns`.
+    pub fn lab(&self) -> Option<&Lab> {
+        self.lab.as_ref()
+    }
+
+    /// Cuts every node of `domain` off the other domains (needs a lab).
+    pub fn cut_domain(&self, domain: &str) -> anyhow::Result<()> {
+        match &self.lab {
+            Some(lab) => lab.cut(domain),
+            None => bail!("cutting a domain off needs --netns"),
+        }
+    }
+
+    /// Reconnects `domain` after [`Testnet::cut_domain`].
+    pub fn heal_domain(&self, domain: &str) -> anyhow::Result<()> {
+        match &self.lab {
+            Some(lab) => lab.heal(domain),
+            None => bail!("healing a domain needs --netns"),
+        }
     }
 
     /// Where the nodes' data dirs are.
@@ -366,18 +404,19 @@ impl Testnet {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
-        let mut cmd = Command::new(&self.agora);
+        let (mut cmd, ip) = match &self.lab {
+            Some(lab) => {
+                let host = lab.host(index, &spec.domain)?;
+                (lab.command(&host, &self.agora), host.ip)
+            }
+            None => (Command::new(&self.agora), "127.0.0.1".to_owned()),
+        };
         cmd.arg("node")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--api",
-                "127.0.0.1:0",
-                "--idle-policy",
-                "off",
-            ])
+            .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
+            .args(["--api", &format!("{ip}:0")])
+            .args(["--idle-policy", "off"])
             .args(spec.args())
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())

@@ -266,6 +266,10 @@ pub enum ReceiptError {
     Mismatch(&'static str),
 }
 
+/// What to do if an acceptance is declined: the placement decision, whether
+/// the copy is a backup, and the other offers, best first.
+type Fallback = (usize, bool, VecDeque<(NodeId, Verified<Offer>)>);
+
 /// The requester state machine. See the module docs.
 #[derive(Debug)]
 pub struct Requester {
@@ -276,7 +280,7 @@ pub struct Requester {
     negotiating: HashMap<TaskId, usize>,
     negotiating_jobs: HashMap<JobId, usize>,
     /// Offers not taken, by the copy whose acceptance is in flight.
-    fallbacks: HashMap<(TaskId, u16), (usize, bool, VecDeque<(NodeId, Verified<Offer>)>)>,
+    fallbacks: HashMap<(TaskId, u16), Fallback>,
     book: Book,
     rng: SmallRng,
     spot: HashMap<(JobId, NodeId), (u64, u64)>,

@@ -11,11 +11,15 @@
 //! * `kill-provider`: SIGKILL the provider with the most running tasks once
 //!   a quarter of the job is verified; afterwards restart it from its data
 //!   dir so that its balance can be counted.
-//! * `partition`: SIGSTOP every node of one domain (`us/a`; the requester is
-//!   in `eu/a`) for some seconds, then SIGCONT. On one machine without
-//!   network namespaces this is **process suspension, not a network
-//!   partition**: the suspended nodes' connections stay open, their kernels
-//!   still accept bytes, and they neither compute nor answer until resumed.
+//! * `partition`: cut off the domain running the most tasks (`us/a` or
+//!   `eu/b`; the requester is alone in `eu/a`) for some seconds, then heal
+//!   it. With `--netns` this is a **real network partition**: the router
+//!   between the domains drops every packet to and from the domain's
+//!   subnet, and the cut-off nodes keep computing but cannot be reached.
+//!   Without namespaces it is emulated by **process suspension**
+//!   (SIGSTOP, then SIGCONT): the suspended nodes' connections stay open,
+//!   their kernels still accept bytes, and they neither compute nor answer
+//!   until resumed.
 //! * `slow-node`: one provider runs 4× slower than it advertises
 //!   (`--slowdown 4`); placement should learn this from its receipts and
 //!   give it fewer tasks. Its share is reported, not required.
@@ -51,7 +55,7 @@ const LO: u64 = 1_000_000_000;
 pub enum Scenario {
     /// A provider killed (SIGKILL) mid-job.
     KillProvider,
-    /// A domain suspended (SIGSTOP) mid-job, then resumed.
+    /// A domain cut off mid-job (or, without --netns, suspended), then healed.
     Partition,
     /// A provider 4× slower than it advertises.
     SlowNode,
@@ -76,7 +80,7 @@ pub struct ChaosCommand {
     /// for 10,000).
     #[arg(long, default_value_t = 10_000)]
     pub width: u64,
-    /// How long `partition` keeps the domain suspended, seconds.
+    /// How long `partition` keeps the domain cut off, seconds.
     #[arg(long, default_value_t = 6)]
     pub suspend_secs: u64,
     /// Where the nodes' data dirs go. Default: a temporary directory,
@@ -86,6 +90,9 @@ pub struct ChaosCommand {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Separate hosts (a real partition for `partition`).
+    #[command(flatten)]
+    pub net: super::NetnsArgs,
 }
 
 /// A check and whether it held.
@@ -184,7 +191,7 @@ impl ChaosCommand {
                 (t.path().to_path_buf(), Some(t))
             }
         };
-        let mut net = Testnet::new(agora, &dir)?;
+        let mut net = self.net.testnet(agora, &dir, self.json)?;
         let report = signal::interruptible(self.scenario(&mut net, &modules)).await;
         net.stop();
         let keep = !matches!(&report, Ok(r) if r.ok);
@@ -336,28 +343,46 @@ impl ChaosCommand {
                             .filter(|n| n.spec.domain == domain)
                             .map(|n| n.index)
                             .collect();
-                        for &i in &on {
-                            net.suspend(i)?;
-                        }
-                        suspended = on.clone();
-                        cut = domain.to_owned();
-                        resume_at = Some(Instant::now() + Duration::from_secs(self.suspend_secs));
-                        run.event(format!(
-                                "suspended domain {domain} (SIGSTOP to {}; {running} tasks running there) for {} s",
-                                on.iter().map(|i| format!("node-{i}")).collect::<Vec<_>>().join(", "),
+                        let names = on
+                            .iter()
+                            .map(|i| format!("node-{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        if net.lab().is_some() {
+                            net.cut_domain(domain)?;
+                            run.event(format!(
+                                "cut domain {domain} off the network ({names}; {running} tasks running there) for {} s",
                                 self.suspend_secs
                             ));
+                        } else {
+                            for &i in &on {
+                                net.suspend(i)?;
+                            }
+                            suspended = on.clone();
+                            run.event(format!(
+                                "suspended domain {domain} (SIGSTOP to {names}; {running} tasks running there) for {} s",
+                                self.suspend_secs
+                            ));
+                        }
+                        cut = domain.to_owned();
+                        resume_at = Some(Instant::now() + Duration::from_secs(self.suspend_secs));
                     }
                     Scenario::SlowNode | Scenario::Cheater => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
-                for &i in &suspended {
-                    net.resume(i)?;
-                }
+                let how = if net.lab().is_some() {
+                    net.heal_domain(&cut)?;
+                    "healed domain"
+                } else {
+                    for &i in &suspended {
+                        net.resume(i)?;
+                    }
+                    "resumed domain (SIGCONT)"
+                };
                 resume_at = None;
                 run.event(format!(
-                    "resumed domain {cut} (SIGCONT); {} of {} tasks verified",
+                    "{how} {cut}; {} of {} tasks verified",
                     s.counts.verified, s.total
                 ));
             }

@@ -190,7 +190,7 @@ impl CrashLoopCommand {
                 }
             }
             tokio::time::sleep(Duration::from_millis(100 + rng.next_u64() % 1400)).await;
-            let victim = if rng.next_u64() % 3 == 0 {
+            let victim = if rng.next_u64().is_multiple_of(3) {
                 0
             } else {
                 1 + (rng.next_u64() as usize % self.providers)

@@ -9,7 +9,12 @@ pub mod up;
 
 use std::future::Future;
 
+use std::time::Duration;
+
 use anyhow::Context;
+
+use crate::netns::Lab;
+use crate::process::Testnet;
 
 /// Runs `f` on a multi-threaded runtime of two workers (the machines the
 /// testnet targets have two cores; the nodes are other processes).
@@ -24,3 +29,49 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
 
 /// CPU shares of a heterogeneous testnet, in turn.
 pub const SHARES: &[f64] = &[1.0, 0.5, 0.25];
+
+/// `--netns` and `--delay`, shared by the commands that start processes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetnsArgs {
+    /// Run every node in its own network namespace, joined by veth pairs
+    /// through a router namespace: real delay between domains and real
+    /// partitions. Needs root and iproute2.
+    #[arg(long)]
+    pub netns: bool,
+    /// One-way delay between domains with --netns (tc netem), e.g. `20ms`;
+    /// `0ms` for none.
+    #[arg(long, default_value = "20ms", value_name = "DURATION", value_parser = parse_delay, requires = "netns")]
+    pub delay: Duration,
+}
+
+fn parse_delay(s: &str) -> Result<Duration, String> {
+    agora_protocol::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+impl NetnsArgs {
+    /// A testnet in `dir` whose nodes run `agora`, in namespaces if asked.
+    /// Prints what the lab could not do (a kernel without netem).
+    pub fn testnet(
+        &self,
+        agora: std::path::PathBuf,
+        dir: &std::path::Path,
+        quiet: bool,
+    ) -> anyhow::Result<Testnet> {
+        let net = Testnet::new(agora, dir)?;
+        if !self.netns {
+            return Ok(net);
+        }
+        let delay = (!self.delay.is_zero()).then_some(self.delay);
+        let lab = Lab::new(delay)?;
+        if !quiet {
+            match (lab.delay(), lab.delay_note()) {
+                (_, Some(note)) => eprintln!("warning: {note}"),
+                (Some(d), None) => {
+                    eprintln!("netns: every node in its own namespace; {d:?} each way between domains")
+                }
+                (None, None) => eprintln!("netns: every node in its own namespace; no delay between domains"),
+            }
+        }
+        Ok(net.with_lab(lab))
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::artifacts;
-use crate::process::{NodeSpec, Testnet, domain_names};
+use crate::process::{NodeSpec, domain_names};
 use crate::signal;
 
 /// Start N `agora node` processes on 127.0.0.1, bootstrap them from the
@@ -15,7 +15,9 @@ use crate::signal;
 /// them running until Ctrl-C or SIGTERM, then stop them cleanly.
 ///
 /// Every node has its own data dir (identity, store, `node.json`, `node.log`)
-/// under DIR, its own ports, and the idle policy off.
+/// under DIR, its own ports, and the idle policy off. With `--netns`, every
+/// node runs in its own network namespace on its own address, with
+/// `--delay` between domains.
 #[derive(Debug, clap::Args)]
 pub struct UpCommand {
     /// Nodes to start.
@@ -35,6 +37,9 @@ pub struct UpCommand {
     /// data_dir, and domain, cpu_share, pid).
     #[arg(long)]
     pub json: bool,
+    /// Separate hosts.
+    #[command(flatten)]
+    pub net: super::NetnsArgs,
 }
 
 /// One line of `up --json`.
@@ -91,7 +96,7 @@ impl UpCommand {
             None => crate::report::fresh_dir("up")?,
         };
         let specs = plan(usize::from(self.nodes), self.domains, self.heterogeneous);
-        let mut net = Testnet::new(agora, &dir)?;
+        let mut net = self.net.testnet(agora, &dir, false)?;
         eprintln!(
             "starting {} nodes; data dirs under {}",
             specs.len(),

@@ -18,11 +18,9 @@ async fn run(
     reduce: Option<&[u8]>,
     inputs: &[TaskInput],
     params: &Params,
-) -> agora_node::api::JobStatus {
-    let spec = job::prepare(client, module, reduce, inputs, params)
-        .await
-        .unwrap();
-    let id = job::submit(client, &spec).await.unwrap();
+) -> anyhow::Result<agora_node::api::JobStatus> {
+    let spec = job::prepare(client, module, reduce, inputs, params).await?;
+    let id = job::submit(client, &spec).await?;
     let status = job::follow(
         client,
         &id,
@@ -30,10 +28,9 @@ async fn run(
         Duration::from_millis(100),
         |_| {},
     )
-    .await
-    .unwrap();
-    job::ensure_done(&status).unwrap();
-    status
+    .await?;
+    job::ensure_done(&status)?;
+    Ok(status)
 }
 
 fn input(name: String, bytes: Vec<u8>) -> TaskInput {
@@ -72,7 +69,8 @@ fn every_example_job_runs_end_to_end() {
             &tiles,
             &params,
         )
-        .await;
+        .await
+        .unwrap();
         let png = c.get_content(&s.reduced.expect("a reduced image")).await.unwrap();
         mandelbrot::check_png(&png, 240, 180).unwrap();
 
@@ -92,7 +90,8 @@ fn every_example_job_runs_end_to_end() {
             &samplers,
             &params,
         )
-        .await;
+        .await
+        .unwrap();
         let est: serde_json::Value =
             serde_json::from_slice(&c.get_content(&s.reduced.unwrap()).await.unwrap()).unwrap();
         let (pi, err) = (est["pi"].as_f64().unwrap(), est["std_error"].as_f64().unwrap());
@@ -126,7 +125,8 @@ fn every_example_job_runs_end_to_end() {
             &shards,
             &params,
         )
-        .await;
+        .await
+        .unwrap();
         let merged: BTreeMap<String, u64> =
             serde_json::from_slice(&c.get_content(&s.reduced.unwrap()).await.unwrap()).unwrap();
         assert_eq!(merged, expected);
@@ -145,7 +145,7 @@ fn every_example_job_runs_end_to_end() {
             .enumerate()
             .map(|(i, t)| input(format!("text-{i}"), t.as_bytes().to_vec()))
             .collect();
-        let s = run(&c, &module, None, &inputs, &Params::default()).await;
+        let s = run(&c, &module, None, &inputs, &Params::default()).await.unwrap();
         let outputs = job::outputs(&c, &s.id).await.unwrap();
         for ((_, got), text) in outputs.iter().zip(texts) {
             let want: String = text

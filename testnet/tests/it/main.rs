@@ -9,6 +9,7 @@ mod chaos;
 mod examples;
 mod market;
 mod memory;
+mod netns;
 mod up;
 
 use std::process::{Command, Output};

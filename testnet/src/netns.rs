@@ -1,0 +1,432 @@
+//! Separate hosts on one machine: every node in its own Linux network
+//! namespace, joined by veth pairs, with real delay between domains and
+//! real partitions (`--netns`, needs root and iproute2).
+//!
+//! The topology, all of it created here and removed on drop:
+//!
+//! ```text
+//!   root namespace ── veth agtnPIDc (10.B.0.1) ──┐
+//!                                                 │ ctl (10.B.0.254)
+//!   hub namespace (router, ip_forward=1):  bridge dK (10.B.K.254) per domain K
+//!                                                 │ veth pair per node
+//!   node namespace agtnPID-nI:  eth0 (10.B.K.H/24), default route via 10.B.K.254
+//! ```
+//!
+//! * Nodes of one domain share a bridge: their traffic never leaves it.
+//! * Traffic between domains is routed by the hub, and the hub delays it
+//!   with `tc netem` on each domain bridge (routed packets pass the
+//!   bridge's own queue; bridged ones do not), so a packet between two
+//!   domains is delayed once each way: round-trip time ≈ 2 × delay.
+//! * A partition is two policy rules in the hub (`from` and `to` the
+//!   domain's subnet: blackhole): packets are dropped silently, as on a cut
+//!   link, while the control link to the root namespace — how the testnet
+//!   reaches every node's API — keeps working.
+//! * `B` is the first second octet from 100 up, after this process's id,
+//!   that no address or route of the root namespace uses: only addresses
+//!   the testnet creates itself are used.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Prefix of everything a lab creates (namespaces, the root-side veth).
+const PREFIX: &str = "agtn";
+
+/// Where one node runs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address.
+    pub ip: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Domain name → subnet number (1..).
+    domains: Vec<String>,
+    /// Node index → host.
+    hosts: HashMap<usize, Host>,
+    /// Hosts per subnet so far.
+    used: HashMap<usize, u8>,
+    /// Domains cut off now.
+    cut: Vec<String>,
+}
+
+/// A set of namespaces for one testnet.
+#[derive(Debug)]
+pub struct Lab {
+    tag: String,
+    octet: u8,
+    delay: Option<Duration>,
+    netem: bool,
+    state: Mutex<State>,
+}
+
+fn run(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (iproute2 is needed for --netns)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces of labs whose process is gone (a testnet killed
+/// with SIGKILL cannot clean up after itself).
+fn collect_stale() {
+    let Ok(list) = run(&["netns", "list"]) else { return };
+    for line in list.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| !pid_alive(p)) {
+            let _ = run(&["netns", "del", name]);
+        }
+    }
+}
+
+impl Lab {
+    /// Creates the hub and the control link. `delay` is the one-way delay
+    /// between domains; if the kernel has no `sch_netem`, the lab works
+    /// without it and [`Lab::delay`] says so.
+    pub fn new(delay: Option<Duration>) -> anyhow::Result<Lab> {
+        if !nix_is_root() {
+            bail!("--netns needs root (it creates network namespaces and veth pairs)");
+        }
+        run(&["-V"])?;
+        collect_stale();
+        let tag = format!("{PREFIX}{}", std::process::id());
+        let octet = free_octet()?;
+        let lab = Lab {
+            tag,
+            octet,
+            delay,
+            netem: false,
+            state: Mutex::new(State::default()),
+        };
+        lab.create_hub()
+            .with_context(|| format!("cannot create the namespaces of {}", lab.tag))?;
+        let mut lab = lab;
+        lab.netem = delay.is_some() && lab.netem_works();
+        Ok(lab)
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+
+    fn root_veth(&self) -> String {
+        format!("{}c", self.tag)
+    }
+
+    fn net(&self, subnet: usize, host: u8) -> String {
+        format!("10.{}.{subnet}.{host}", self.octet)
+    }
+
+    fn create_hub(&self) -> anyhow::Result<()> {
+        let hub = self.hub();
+        let rv = self.root_veth();
+        run(&["netns", "add", &hub])?;
+        run(&["-n", &hub, "link", "set", "lo", "up"])?;
+        sysctl(&hub, "net.ipv4.ip_forward=1")?;
+        run(&[
+            "link", "add", &rv, "type", "veth", "peer", "name", "ctl", "netns", &hub,
+        ])?;
+        run(&["addr", "add", &format!("{}/24", self.net(0, 1)), "dev", &rv])?;
+        run(&["link", "set", &rv, "up"])?;
+        run(&[
+            "-n",
+            &hub,
+            "addr",
+            "add",
+            &format!("{}/24", self.net(0, 254)),
+            "dev",
+            "ctl",
+        ])?;
+        run(&["-n", &hub, "link", "set", "ctl", "up"])?;
+        run(&[
+            "route",
+            "add",
+            &format!("10.{}.0.0/16", self.octet),
+            "via",
+            &self.net(0, 254),
+            "dev",
+            &rv,
+        ])?;
+        // The control subnet is never cut.
+        let ctl = format!("{}/24", self.net(0, 0));
+        run(&[
+            "-n", &hub, "rule", "add", "from", &ctl, "lookup", "main", "priority", "50",
+        ])?;
+        run(&[
+            "-n", &hub, "rule", "add", "to", &ctl, "lookup", "main", "priority", "51",
+        ])?;
+        Ok(())
+    }
+
+    fn netem_works(&self) -> bool {
+        let hub = self.hub();
+        let probe = "probe";
+        if run(&["-n", &hub, "link", "add", probe, "type", "dummy"]).is_err() {
+            return false;
+        }
+        let ok = tc(
+            &hub,
+            &["qdisc", "add", "dev", probe, "root", "netem", "delay", "1ms"],
+        )
+        .is_ok();
+        let _ = run(&["-n", &hub, "link", "del", probe]);
+        ok
+    }
+
+    /// The one-way delay between domains actually applied: `None` when
+    /// none was asked for or the kernel has no `sch_netem`.
+    pub fn delay(&self) -> Option<Duration> {
+        if self.netem { self.delay } else { None }
+    }
+
+    /// Why the asked delay is not applied, if it is not.
+    pub fn delay_note(&self) -> Option<String> {
+        match (self.delay, self.netem) {
+            (Some(d), false) => Some(format!(
+                "the kernel has no sch_netem (tc netem): the {d:?} delay between domains is not applied; partitions still are"
+            )),
+            _ => None,
+        }
+    }
+
+    fn subnet_of(&self, st: &mut State, domain: &str) -> anyhow::Result<usize> {
+        if let Some(i) = st.domains.iter().position(|d| d == domain) {
+            return Ok(i + 1);
+        }
+        if st.domains.len() >= 250 {
+            bail!("--netns supports at most 250 domains");
+        }
+        st.domains.push(domain.to_owned());
+        let k = st.domains.len();
+        let hub = self.hub();
+        let br = format!("d{k}");
+        run(&["-n", &hub, "link", "add", &br, "type", "bridge"])?;
+        run(&[
+            "-n",
+            &hub,
+            "addr",
+            "add",
+            &format!("{}/24", self.net(k, 254)),
+            "dev",
+            &br,
+        ])?;
+        run(&["-n", &hub, "link", "set", &br, "up"])?;
+        if self.netem
+            && let Some(d) = self.delay
+        {
+            let us = format!("{}us", d.as_micros());
+            tc(
+                &hub,
+                &[
+                    "qdisc", "add", "dev", &br, "root", "netem", "delay", &us, "limit", "100000",
+                ],
+            )?;
+        }
+        Ok(k)
+    }
+
+    /// The host of node `index` in `domain`: created on first use, the same
+    /// afterwards (a restarted node keeps its address).
+    pub fn host(&self, index: usize, domain: &str) -> anyhow::Result<Host> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(h) = st.hosts.get(&index) {
+            return Ok(h.clone());
+        }
+        let k = self.subnet_of(&mut st, domain)?;
+        let n = st.used.entry(k).or_insert(0);
+        if *n >= 253 {
+            bail!("--netns supports at most 253 nodes per domain");
+        }
+        *n += 1;
+        let ip = self.net(k, *n);
+        let ns = format!("{}-n{index}", self.tag);
+        let hub = self.hub();
+        let port = format!("n{index}");
+        run(&["netns", "add", &ns])?;
+        run(&[
+            "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ])?;
+        run(&["-n", &hub, "link", "set", &port, "master", &format!("d{k}"), "up"])?;
+        run(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        run(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        run(&["-n", &ns, "link", "set", "lo", "up"])?;
+        run(&["-n", &ns, "route", "add", "default", "via", &self.net(k, 254)])?;
+        let host = Host { netns: ns, ip };
+        st.hosts.insert(index, host.clone());
+        Ok(host)
+    }
+
+    /// Cuts `domain` off from every other domain: packets to and from its
+    /// subnet are dropped by the hub (the control link stays up).
+    pub fn cut(&self, domain: &str) -> anyhow::Result<()> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(i) = st.domains.iter().position(|d| d == domain) else {
+            bail!("no node runs in domain {domain}");
+        };
+        if st.cut.iter().any(|d| d == domain) {
+            return Ok(());
+        }
+        let k = i + 1;
+        let net = format!("{}/24", self.net(k, 0));
+        let hub = self.hub();
+        let (p_from, p_to) = (format!("{}", 100 + 2 * k), format!("{}", 101 + 2 * k));
+        run(&[
+            "-n",
+            &hub,
+            "rule",
+            "add",
+            "from",
+            &net,
+            "blackhole",
+            "priority",
+            &p_from,
+        ])?;
+        run(&[
+            "-n",
+            &hub,
+            "rule",
+            "add",
+            "to",
+            &net,
+            "blackhole",
+            "priority",
+            &p_to,
+        ])?;
+        st.cut.push(domain.to_owned());
+        Ok(())
+    }
+
+    /// Undoes [`Lab::cut`].
+    pub fn heal(&self, domain: &str) -> anyhow::Result<()> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(i) = st.domains.iter().position(|d| d == domain) else {
+            bail!("no node runs in domain {domain}");
+        };
+        if !st.cut.iter().any(|d| d == domain) {
+            return Ok(());
+        }
+        let k = i + 1;
+        let hub = self.hub();
+        run(&["-n", &hub, "rule", "del", "priority", &format!("{}", 100 + 2 * k)])?;
+        run(&["-n", &hub, "rule", "del", "priority", &format!("{}", 101 + 2 * k)])?;
+        st.cut.retain(|d| d != domain);
+        Ok(())
+    }
+
+    /// A command that runs `program` inside node `host`'s namespace.
+    pub fn command(&self, host: &Host, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &host.netns]).arg(program);
+        c
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for h in st.hosts.values() {
+            let _ = run(&["netns", "del", &h.netns]);
+        }
+        let _ = run(&["netns", "del", &self.hub()]);
+        let _ = run(&["link", "del", &self.root_veth()]);
+    }
+}
+
+fn sysctl(ns: &str, setting: &str) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", setting])
+        .output()
+        .context("cannot run sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "sysctl {setting} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn tc(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "tc"])
+        .args(args)
+        .output()
+        .context("cannot run tc")?;
+    if !out.status.success() {
+        bail!(
+            "tc {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether this machine can run `--netns` (root, iproute2, namespaces).
+pub fn available() -> bool {
+    nix_is_root()
+        && Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// A second octet for 10.B.0.0/16 that nothing in the root namespace uses.
+fn free_octet() -> anyhow::Result<u8> {
+    let used = format!("{}\n{}", run(&["-4", "addr"])?, run(&["-4", "route"])?);
+    let start = (std::process::id() % 100) as u8;
+    for i in 0..100u8 {
+        let b = 100 + (start + i) % 100;
+        if !used.contains(&format!("10.{b}.")) {
+            return Ok(b);
+        }
+    }
+    bail!("no free 10.B.0.0/16 range for --netns (10.100–10.199 all in use)")
+}
