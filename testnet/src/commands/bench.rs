@@ -23,6 +23,12 @@
 //!    `makespan_ratio` = makespan / max(total fuel / total advertised
 //!    capacity, largest task's fuel / fastest per-slot capacity), the
 //!    makespan being the requester's submit-to-done time.
+//! 4. **Scale** (`--scale-nodes`, default 200; 0 skips it): that many full
+//!    nodes in this process over the memory transport (see
+//!    `agora-testnet scale`): time until every view and every domain
+//!    summary is complete, memory per node, advert propagation to every
+//!    view of a new node's domain (`scale_advert_p95_ms`), and a 100-task
+//!    job placed from one node across them (`scale_job_ms`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +65,9 @@ pub struct BenchCommand {
     /// Tasks of the placement-quality job.
     #[arg(long, default_value_t = 200)]
     pub makespan_tasks: usize,
+    /// Nodes of the in-process scale run (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    pub scale_nodes: usize,
     /// Run only the placement-quality part.
     #[arg(long)]
     pub only_placement: bool,
@@ -151,6 +160,14 @@ pub struct BenchReport {
     pub makespan_runs: Vec<MakespanRun>,
     /// Build profile of the testnet and the nodes.
     pub profile: String,
+    /// Nodes of the in-process scale run (0 if skipped).
+    pub scale_nodes: usize,
+    /// New node's advert in every view of its domain there, p95, ms.
+    pub scale_advert_p95_ms: f64,
+    /// Its 100-task job, submit to done, ms.
+    pub scale_job_ms: f64,
+    /// The scale run in detail.
+    pub scale: Option<super::scale::ScaleReport>,
     /// Load averages before and after (other work on the machine skews
     /// every figure).
     pub load_before: String,
@@ -193,6 +210,22 @@ impl BenchCommand {
                 .await?
         };
         let runs = self.placement(agora, &dir.join("placement"), &modules).await?;
+        let scale = if self.scale_nodes > 0 && !self.only_placement {
+            self.say(&format!("scale: {} nodes in this process over the memory transport", self.scale_nodes));
+            let cmd = super::scale::ScaleCommand {
+                nodes: self.scale_nodes,
+                domains: 4,
+                dial: 3,
+                rounds: 5,
+                tasks: 100,
+                json: true,
+            };
+            let r = super::scale::measure(&cmd).await?;
+            anyhow::ensure!(r.job_outputs_ok, "the scale run's job came back with wrong outputs");
+            Some(r)
+        } else {
+            None
+        };
         let kernel = |s: &str| {
             runs.iter()
                 .find(|r| r.strategy == s)
@@ -218,6 +251,10 @@ impl BenchCommand {
             rss_max_mb: rss.last().copied().unwrap_or(f64::NAN),
             makespan_ratio_kernel,
             makespan_runs: runs,
+            scale_nodes: scale.as_ref().map_or(0, |s| s.nodes),
+            scale_advert_p95_ms: scale.as_ref().map_or(f64::NAN, |s| s.advert_p95_ms),
+            scale_job_ms: scale.as_ref().map_or(f64::NAN, |s| s.job_ms as f64),
+            scale,
             profile: if artifacts::is_release() {
                 "release"
             } else {
@@ -522,6 +559,9 @@ impl BenchCommand {
                 "scored / random / round-robin",
             ),
             ("rss_mb", format!("{:.1}", r.rss_mb), ""),
+            ("scale_nodes (in process)", r.scale_nodes.to_string(), "200 on 2 cores"),
+            ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
+            ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),
         ];
         for (k, v, g) in rows {
             t.row(vec![k.to_owned(), v, g.to_owned()]);
