@@ -69,8 +69,10 @@ impl Command {
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        // Kademlia warns whenever a lone node has no peer to bootstrap from.
-        0 => "warn,libp2p_kad=error",
+        // Kademlia warns whenever a lone node has no peer to bootstrap from;
+        // gossipsub warns of every mesh penalty it applies (counted in its
+        // peer scores, and frequent among hundreds of in-process nodes).
+        0 => "warn,libp2p_kad=error,libp2p_gossipsub=error",
         1 => "info,libp2p_kad=warn,agora_node=info",
         2 => "info,agora_node=debug",
         _ => "debug,agora_node=trace",

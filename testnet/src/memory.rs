@@ -49,6 +49,14 @@ pub struct Options {
     pub tick: Duration,
     /// Nodes started at once.
     pub parallel: usize,
+    /// How often each node publishes its advert (a real node: 2 s).
+    pub advert_interval: Duration,
+    /// How long an advert stays valid (a real node: 10 s).
+    pub advert_lifetime: Duration,
+    /// Gossipsub heartbeat (a real node: 200 ms).
+    pub gossip_heartbeat: Duration,
+    /// Most connections per node (a real node: 512).
+    pub max_connections: u32,
 }
 
 impl Default for Options {
@@ -60,6 +68,10 @@ impl Default for Options {
             cu: 1000,
             tick: Duration::from_millis(50),
             parallel: 8,
+            advert_interval: Duration::from_secs(2),
+            advert_lifetime: Duration::from_secs(10),
+            gossip_heartbeat: Duration::from_millis(200),
+            max_connections: 512,
         }
     }
 }
@@ -216,6 +228,9 @@ impl Testnet {
             .collect::<Result<_, _>>()?;
         c.provider.slots = 1;
         c.provider.idle.enabled = false;
+        c.adverts.interval = self.options.advert_interval;
+        c.adverts.lifetime = self.options.advert_lifetime;
+        c.adverts.summary_interval = (self.options.advert_interval * 3 / 2).max(Duration::from_secs(3));
         let mut o = agora_node::node::Options::new(self.dir.path().join(format!("node-{i}")));
         o.transport = Transport::Memory;
         o.compile = CompileIsolation::InProcess;
@@ -223,6 +238,8 @@ impl Testnet {
         o.write_node_json = false;
         o.seed = i as u64;
         o.tick = self.options.tick;
+        o.gossip_heartbeat = self.options.gossip_heartbeat;
+        o.max_connections = self.options.max_connections;
         Ok((i, domain, c, o))
     }
 

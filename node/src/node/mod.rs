@@ -68,6 +68,12 @@ pub struct Options {
     pub write_node_json: bool,
     /// How often the driver ticks.
     pub tick: Duration,
+    /// Gossipsub heartbeat (hundreds of nodes in one process use a slower
+    /// one than a real node's 200 ms).
+    pub gossip_heartbeat: Duration,
+    /// Most established connections (hundreds of nodes in one process
+    /// use fewer than a real node's 512).
+    pub max_connections: u32,
 }
 
 impl Options {
@@ -88,6 +94,8 @@ impl Options {
             seed: rand::random(),
             write_node_json: true,
             tick: Duration::from_millis(10),
+            gossip_heartbeat: network::Config::default().gossip_heartbeat,
+            max_connections: network::Config::default().max_connections,
         }
     }
 }
@@ -160,6 +168,8 @@ impl Node {
             bootstrap: config.bootstrap.clone(),
             transport: options.transport,
             mdns: config.mdns,
+            gossip_heartbeat: options.gossip_heartbeat,
+            max_connections: options.max_connections,
             ..network::Config::default()
         };
         let (net, network_task) = network::spawn(&keypair, net_config, events_tx, cancel.child_token())

@@ -37,9 +37,26 @@ pub struct ScaleCommand {
     /// Tasks of the job placed across the nodes (0: no job).
     #[arg(long, default_value_t = 100)]
     pub tasks: usize,
+    /// How often each node publishes its advert (lifetime: 5×). A real
+    /// node's default is 2 s; hundreds of nodes sharing two cores need a
+    /// calmer pace, as a real network of that size would choose.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub advert_interval: Duration,
+    /// Gossipsub heartbeat of every node (a real node: 200 ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Most connections per node (a real node: 512). Kademlia queries and
+    /// on-demand market dials would otherwise grow every node towards a
+    /// full mesh, whose per-connection upkeep alone fills two cores.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: u32,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    agora_protocol::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// What `scale` measured.
@@ -116,6 +133,10 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         nodes: cmd.nodes,
         domains: crate::process::domain_names(cmd.domains.max(2)),
         dial: cmd.dial,
+        advert_interval: cmd.advert_interval,
+        advert_lifetime: (cmd.advert_interval * 5).min(Duration::from_secs(60)),
+        gossip_heartbeat: cmd.heartbeat,
+        max_connections: cmd.max_connections,
         ..Options::default()
     };
     let leaves = options.domains.len();
