@@ -108,7 +108,7 @@ impl Lab {
     /// between domains; if the kernel has no `sch_netem`, the lab works
     /// without it and [`Lab::delay`] says so.
     pub fn new(delay: Option<Duration>) -> anyhow::Result<Lab> {
-        if !nix_is_root() {
+        if !is_root() {
             bail!("--netns needs root (it creates network namespaces and veth pairs)");
         }
         run(&["-V"])?;
@@ -270,14 +270,20 @@ impl Lab {
         let hub = self.hub();
         let port = format!("n{index}");
         run(&["netns", "add", &ns])?;
-        run(&[
-            "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        run(&["-n", &hub, "link", "set", &port, "master", &format!("d{k}"), "up"])?;
-        run(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-        run(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        run(&["-n", &ns, "link", "set", "lo", "up"])?;
-        run(&["-n", &ns, "route", "add", "default", "via", &self.net(k, 254)])?;
+        let wired = (|| {
+            run(&[
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            run(&["-n", &hub, "link", "set", &port, "master", &format!("d{k}"), "up"])?;
+            run(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            run(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            run(&["-n", &ns, "link", "set", "lo", "up"])?;
+            run(&["-n", &ns, "route", "add", "default", "via", &self.net(k, 254)])
+        })();
+        if let Err(e) = wired {
+            let _ = run(&["netns", "del", &ns]);
+            return Err(e);
+        }
         let host = Host { netns: ns, ip };
         st.hosts.insert(index, host.clone());
         Ok(host)
@@ -398,7 +404,7 @@ fn tc(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -411,7 +417,7 @@ fn nix_is_root() -> bool {
 
 /// Whether this machine can run `--netns` (root, iproute2, namespaces).
 pub fn available() -> bool {
-    nix_is_root()
+    is_root()
         && Command::new("ip")
             .args(["netns", "list"])
             .output()
