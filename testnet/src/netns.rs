@@ -252,10 +252,7 @@ impl Lab {
     /// The host of node `index` in `domain`: created on first use, the same
     /// afterwards (a restarted node keeps its address).
     pub fn host(&self, index: usize, domain: &str) -> anyhow::Result<Host> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.state();
         if let Some(h) = st.hosts.get(&index) {
             return Ok(h.clone());
         }
@@ -289,20 +286,20 @@ impl Lab {
         Ok(host)
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Cuts `domain` off from every other domain: packets to and from its
     /// subnet are dropped by the hub (the control link stays up).
     pub fn cut(&self, domain: &str) -> anyhow::Result<()> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(i) = st.domains.iter().position(|d| d == domain) else {
-            bail!("no node runs in domain {domain}");
-        };
+        let mut st = self.state();
+        let k = subnet_index(&st, domain)?;
         if st.cut.iter().any(|d| d == domain) {
             return Ok(());
         }
-        let k = i + 1;
         let net = format!("{}/24", self.net(k, 0));
         let hub = self.hub();
         let (p_from, p_to) = (format!("{}", 100 + 2 * k), format!("{}", 101 + 2 * k));
@@ -334,17 +331,11 @@ impl Lab {
 
     /// Undoes [`Lab::cut`].
     pub fn heal(&self, domain: &str) -> anyhow::Result<()> {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(i) = st.domains.iter().position(|d| d == domain) else {
-            bail!("no node runs in domain {domain}");
-        };
+        let mut st = self.state();
+        let k = subnet_index(&st, domain)?;
         if !st.cut.iter().any(|d| d == domain) {
             return Ok(());
         }
-        let k = i + 1;
         let hub = self.hub();
         run(&["-n", &hub, "rule", "del", "priority", &format!("{}", 100 + 2 * k)])?;
         run(&["-n", &hub, "rule", "del", "priority", &format!("{}", 101 + 2 * k)])?;
@@ -362,15 +353,20 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let st = self.state();
         for h in st.hosts.values() {
             let _ = run(&["netns", "del", &h.netns]);
         }
         let _ = run(&["netns", "del", &self.hub()]);
         let _ = run(&["link", "del", &self.root_veth()]);
+    }
+}
+
+/// The subnet number of a domain already in use.
+fn subnet_index(st: &State, domain: &str) -> anyhow::Result<usize> {
+    match st.domains.iter().position(|d| d == domain) {
+        Some(i) => Ok(i + 1),
+        None => bail!("no node runs in domain {domain}"),
     }
 }
 

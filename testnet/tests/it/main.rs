@@ -22,6 +22,15 @@ pub fn serial() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A runtime of two workers, as the testnet's own commands use.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The `agora-testnet` binary.
 pub fn testnet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_agora-testnet"))

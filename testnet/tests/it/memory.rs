@@ -7,12 +7,7 @@ use agora_testnet::memory::{Options, Testnet};
 #[test]
 fn thirty_nodes_in_two_level_domains_converge() {
     let _turn = crate::serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    crate::runtime().block_on(async {
         let net = Testnet::start(Options {
             nodes: 30,
             ..Options::default()
@@ -42,12 +37,7 @@ fn thirty_nodes_in_two_level_domains_converge() {
 #[test]
 fn a_domain_cut_off_mid_job_then_healed() {
     let _turn = crate::serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    crate::runtime().block_on(async {
         use agora_testnet::job::{self, Params};
         use agora_testnet::workload::primes;
 

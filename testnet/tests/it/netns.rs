@@ -16,12 +16,7 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
         return;
     }
     let _turn = crate::serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    crate::runtime().block_on(async {
         let agora = agora_testnet::artifacts::agora_binary().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let lab = Lab::new(None).unwrap();
