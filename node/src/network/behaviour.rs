@@ -75,11 +75,6 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         .history_length(5)
         .history_gossip(3)
         .duplicate_cache_time(Duration::from_secs(120))
-        // Every received message costs a signature check before it is known
-        // to be a duplicate: IDONTWANT (gossipsub 1.2) tells mesh peers at
-        // once not to forward what has arrived, for messages of any size.
-        .idontwant_message_size_threshold(0)
-        .idontwant_on_publish(true)
         // Content-addressed ids: the same advert relayed twice is one message.
         .message_id_fn(|m: &gossipsub::Message| {
             gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
