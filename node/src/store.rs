@@ -18,7 +18,7 @@
 //! (`store-v1`); a node that finds another version refuses to start rather
 //! than guess.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -348,6 +348,50 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>) {
 pub struct ContentStore {
     dir: PathBuf,
     known: Mutex<HashSet<ContentId>>,
+    /// Recently stored or read small blobs, so that a stream of small
+    /// tasks does not read the same inputs from disk again and again.
+    hot: Mutex<HotBlobs>,
+}
+
+/// Blobs up to this size are kept in memory after use.
+const HOT_BLOB_MAX: usize = 256 * 1024;
+/// Most bytes kept in memory.
+const HOT_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A byte-bounded cache of verified blobs, oldest evicted first.
+#[derive(Debug, Default)]
+struct HotBlobs {
+    map: HashMap<ContentId, Arc<Vec<u8>>>,
+    order: VecDeque<ContentId>,
+    bytes: usize,
+}
+
+impl HotBlobs {
+    fn get(&self, id: &ContentId) -> Option<Arc<Vec<u8>>> {
+        self.map.get(id).cloned()
+    }
+
+    fn insert(&mut self, id: ContentId, bytes: Arc<Vec<u8>>) {
+        if bytes.len() > HOT_BLOB_MAX || self.map.contains_key(&id) {
+            return;
+        }
+        while self.bytes + bytes.len() > HOT_BYTES_MAX {
+            let Some(old) = self.order.pop_front() else { break };
+            if let Some(b) = self.map.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+        self.bytes += bytes.len();
+        self.order.push_back(id);
+        self.map.insert(id, bytes);
+    }
+
+    fn remove(&mut self, id: &ContentId) {
+        if let Some(b) = self.map.remove(id) {
+            self.bytes -= b.len();
+            self.order.retain(|x| x != id);
+        }
+    }
 }
 
 impl ContentStore {
@@ -368,6 +412,7 @@ impl ContentStore {
         Ok(ContentStore {
             dir: dir.to_owned(),
             known: Mutex::new(known),
+            hot: Mutex::new(HotBlobs::default()),
         })
     }
 
@@ -404,6 +449,7 @@ impl ContentStore {
         if self.has(&id) {
             return Ok(());
         }
+        let hot = (bytes.len() <= HOT_BLOB_MAX).then(|| Arc::new(bytes.clone()));
         let path = self.path(&id);
         let tmp = self.dir.join(format!("{id}.{}.tmp", rand::random::<u32>()));
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
@@ -421,6 +467,9 @@ impl ContentStore {
         if let Ok(mut k) = self.known.lock() {
             k.insert(id);
         }
+        if let (Some(b), Ok(mut h)) = (hot, self.hot.lock()) {
+            h.insert(id, b);
+        }
         Ok(())
     }
 
@@ -429,6 +478,9 @@ impl ContentStore {
     pub async fn get(&self, id: &ContentId) -> Result<Option<Vec<u8>>, StoreError> {
         if !self.has(id) {
             return Ok(None);
+        }
+        if let Some(b) = self.hot.lock().ok().and_then(|h| h.get(id)) {
+            return Ok(Some(b.as_ref().clone()));
         }
         let path = self.path(id);
         let bytes = match tokio::fs::read(&path).await {
@@ -445,6 +497,11 @@ impl ContentStore {
             self.forget(id);
             return Ok(None);
         }
+        if bytes.len() <= HOT_BLOB_MAX
+            && let Ok(mut h) = self.hot.lock()
+        {
+            h.insert(*id, Arc::new(bytes.clone()));
+        }
         Ok(Some(bytes))
     }
 
@@ -456,6 +513,9 @@ impl ContentStore {
     fn forget(&self, id: &ContentId) {
         if let Ok(mut k) = self.known.lock() {
             k.remove(id);
+        }
+        if let Ok(mut h) = self.hot.lock() {
+            h.remove(id);
         }
     }
 }
@@ -475,6 +535,33 @@ mod tests {
         let d = std::env::temp_dir().join(format!("agora-store-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn hot_blobs_stay_within_their_byte_bound() {
+        let mut h = HotBlobs::default();
+        let blob = |i: u32| {
+            let b = vec![(i % 251) as u8; HOT_BLOB_MAX];
+            (ContentId::of(&[&i.to_le_bytes()[..], &b].concat()), Arc::new(b))
+        };
+        let first = blob(0).0;
+        for i in 0..200 {
+            let (id, b) = blob(i);
+            h.insert(id, b);
+            assert!(h.bytes <= HOT_BYTES_MAX);
+            assert_eq!(h.bytes, h.map.values().map(|b| b.len()).sum::<usize>());
+        }
+        assert_eq!(h.map.len(), HOT_BYTES_MAX / HOT_BLOB_MAX);
+        // Oldest out first; the newest is there.
+        assert!(h.get(&first).is_none());
+        assert!(h.get(&blob(199).0).is_some());
+        // Too large to keep.
+        let big = Arc::new(vec![0u8; HOT_BLOB_MAX + 1]);
+        h.insert(ContentId::of(&big), big.clone());
+        assert!(h.get(&ContentId::of(&big)).is_none());
+        h.remove(&blob(199).0);
+        assert!(h.get(&blob(199).0).is_none());
+        assert_eq!(h.bytes, h.map.values().map(|b| b.len()).sum::<usize>());
     }
 
     #[tokio::test]
@@ -531,6 +618,10 @@ mod tests {
         assert!(s.content().has(&id));
         assert_eq!(s.content().get(&id).await.unwrap().unwrap(), b"hello");
         std::fs::write(dir.join(CONTENT_DIR).join(id.to_string()), b"hellp").unwrap();
+        // The copy kept in memory was verified when stored.
+        assert_eq!(s.content().get(&id).await.unwrap().unwrap(), b"hello");
+        drop(s);
+        let s = Store::open(&dir).unwrap();
         assert_eq!(s.content().get(&id).await.unwrap(), None);
         assert!(!s.content().has(&id));
         drop(s);

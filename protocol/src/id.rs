@@ -49,11 +49,16 @@ impl NodeId {
         keys::checked(&self.0).expect("NodeId holds a checked key")
     }
 
-    /// The libp2p peer id of this node.
+    /// The libp2p peer id of this node: the identity multihash of the
+    /// protobuf-encoded public key, built directly from the key's bytes
+    /// (going through libp2p's key type would decompress the point again).
     pub fn to_peer_id(&self) -> libp2p_identity::PeerId {
-        let pk =
-            libp2p_identity::ed25519::PublicKey::try_from_bytes(&self.0).expect("NodeId holds a checked key");
-        libp2p_identity::PublicKey::from(pk).to_peer_id()
+        let mut bytes = [0u8; 2 + PEER_ID_KEY_PREFIX.len() + 32];
+        bytes[0] = 0x00; // identity multihash
+        bytes[1] = (PEER_ID_KEY_PREFIX.len() + 32) as u8;
+        bytes[2..2 + PEER_ID_KEY_PREFIX.len()].copy_from_slice(&PEER_ID_KEY_PREFIX);
+        bytes[2 + PEER_ID_KEY_PREFIX.len()..].copy_from_slice(&self.0);
+        libp2p_identity::PeerId::from_bytes(&bytes).expect("a well-formed identity multihash")
     }
 
     /// The node id behind a libp2p peer id, if it is an inline ed25519 key.
@@ -62,6 +67,12 @@ impl NodeId {
         // Identity multihash (code 0) inlines the protobuf-encoded public key.
         if mh.code() != 0 {
             return Err(NodeIdError::NotEd25519(peer.to_string()));
+        }
+        // The canonical encoding of an ed25519 key: read the key directly.
+        if let Some(key) = mh.digest().strip_prefix(&PEER_ID_KEY_PREFIX[..])
+            && let Ok(key) = <[u8; 32]>::try_from(key)
+        {
+            return NodeId::from_public_key_bytes(key);
         }
         let pk = libp2p_identity::PublicKey::try_decode_protobuf(mh.digest())
             .map_err(|_| NodeIdError::NotEd25519(peer.to_string()))?;
@@ -122,6 +133,10 @@ impl<'de> Deserialize<'de> for NodeId {
         s.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// The protobuf header of an ed25519 public key in a libp2p peer id (key
+/// type 1 = Ed25519, then 32 bytes of key data).
+const PEER_ID_KEY_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
 
 /// Decompressing a public key costs about as much as a third of a signature
 /// check, and a node sees the same few keys over and over: checked keys are
@@ -329,6 +344,23 @@ mod tests {
         assert_eq!(text.parse::<NodeId>().unwrap(), id);
         assert_eq!(kp.to_libp2p().public().to_peer_id(), id.to_peer_id());
         assert!("not-a-peer".parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn peer_id_conversion_matches_libp2p_both_ways() {
+        for seed in 0..64u8 {
+            let kp = Keypair::from_secret([seed; 32]);
+            let id = kp.node_id();
+            let libp2p_peer = kp.to_libp2p().public().to_peer_id();
+            assert_eq!(id.to_peer_id(), libp2p_peer);
+            assert_eq!(NodeId::from_peer_id(&libp2p_peer).unwrap(), id);
+        }
+        // A peer id that is not an inline ed25519 key is refused.
+        // (sha2-256 multihash, as for RSA keys).
+        let mut hashed = vec![0x12, 32];
+        hashed.extend_from_slice(&[7; 32]);
+        let hashed = libp2p_identity::PeerId::from_bytes(&hashed).unwrap();
+        assert!(NodeId::from_peer_id(&hashed).is_err());
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub const MAX_INLINE_CONTENT: usize = 1024 * 1024;
 pub const MAX_INLINE_BLOBS: usize = 2;
 /// Largest market request or response frame.
 pub const MAX_MARKET_FRAME: usize = MAX_INLINE_BLOBS * (MAX_INLINE_CONTENT + 8) + 4 * MAX_ENVELOPE;
+/// Most requests in one market batch (and answers in its response). A
+/// batch of answers (offers, agreements, declines, acks: one envelope at
+/// most each) always fits in [`MAX_MARKET_FRAME`].
+pub const MAX_BATCH: usize = 32;
 /// Largest content frame.
 pub const MAX_CONTENT_FRAME: usize = MAX_BLOB + 64;
 /// Most summaries in one summaries response.

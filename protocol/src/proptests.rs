@@ -318,6 +318,44 @@ proptest! {
     }
 
     #[test]
+    fn batches_roundtrip_and_keep_their_order(reqs in vec(market_request(), 0..8), resps in vec(market_response(), 0..8)) {
+        let reqs: Vec<MarketRequest> = reqs.into_iter().filter(MarketRequest::batchable).collect();
+        let resps: Vec<MarketResponse> =
+            resps.into_iter().filter(|r| !matches!(r, MarketResponse::Summaries(_))).collect();
+        let batch = MarketRequest::Batch(reqs.clone());
+        prop_assert_eq!(batch.encoded_len(), batch.to_bytes().len());
+        roundtrip(&batch)?;
+        roundtrip(&MarketResponse::Batch(resps))?;
+        // Grouping keeps every request once, in order, and only batches
+        // what may be batched.
+        let groups = MarketRequest::group(reqs.clone());
+        let mut seen = Vec::new();
+        for (frame, idx) in groups {
+            prop_assert!(frame.to_bytes().len() <= crate::limits::MAX_MARKET_FRAME);
+            match frame {
+                MarketRequest::Batch(items) => {
+                    prop_assert!(items.len() > 1 && items.len() <= crate::limits::MAX_BATCH);
+                    prop_assert_eq!(items.len(), idx.len());
+                    for (item, i) in items.iter().zip(&idx) {
+                        prop_assert_eq!(item, &reqs[*i]);
+                    }
+                }
+                one => {
+                    prop_assert_eq!(idx.len(), 1);
+                    prop_assert_eq!(&one, &reqs[idx[0]]);
+                }
+            }
+            seen.extend(idx);
+        }
+        prop_assert_eq!(seen, (0..reqs.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_request_size_is_known_without_encoding(req in market_request()) {
+        prop_assert_eq!(req.encoded_len(), req.to_bytes().len());
+    }
+
+    #[test]
     fn a_flipped_bit_anywhere_is_rejected(env in envelope(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
         let mut bytes = env.to_bytes();
         let i = pos.index(bytes.len());
@@ -372,6 +410,41 @@ proptest! {
         let _ = Receipt::from_bytes(&bytes);
         let _ = FraudProof::from_bytes(&bytes);
     }
+}
+
+/// A batch may not nest, carry a summaries request or exceed its count.
+#[test]
+fn malformed_batches_are_rejected() {
+    let kp = Keypair::from_secret([3; 32]);
+    let cfo = || MarketRequest::CallForOffers(sealed(&kp, &crate::capacity::tests::sample_advert(), [1; 16]));
+    let nested = MarketRequest::Batch(vec![cfo(), MarketRequest::Batch(vec![cfo(), cfo()])]);
+    assert!(matches!(
+        MarketRequest::from_bytes(&nested.to_bytes()),
+        Err(crate::DecodeError::InvalidTag { .. })
+    ));
+    let with_summaries = MarketRequest::Batch(vec![cfo(), MarketRequest::Summaries(Domain::root())]);
+    assert!(matches!(
+        MarketRequest::from_bytes(&with_summaries.to_bytes()),
+        Err(crate::DecodeError::InvalidValue { field: "batch", .. })
+    ));
+    let full = MarketRequest::Batch(vec![cfo(); MAX_BATCH]);
+    assert!(MarketRequest::from_bytes(&full.to_bytes()).is_ok());
+    let over = MarketRequest::Batch(vec![cfo(); MAX_BATCH + 1]);
+    assert!(matches!(
+        MarketRequest::from_bytes(&over.to_bytes()),
+        Err(crate::DecodeError::TooLong { field: "batch", .. })
+    ));
+    let nested = MarketResponse::Batch(vec![MarketResponse::Ack, MarketResponse::Batch(vec![])]);
+    assert!(MarketResponse::from_bytes(&nested.to_bytes()).is_err());
+    let with_summaries = MarketResponse::Batch(vec![MarketResponse::Summaries(vec![])]);
+    assert!(MarketResponse::from_bytes(&with_summaries.to_bytes()).is_err());
+    // A summaries request is never grouped; 70 calls make three batches.
+    let mut reqs = vec![cfo(); 70];
+    reqs.insert(5, MarketRequest::Summaries(Domain::root()));
+    let groups = MarketRequest::group(reqs);
+    let sizes: Vec<usize> = groups.iter().map(|(_, i)| i.len()).collect();
+    assert_eq!(sizes, vec![1, 32, 32, 6]);
+    assert!(matches!(groups[0].0, MarketRequest::Summaries(_)));
 }
 
 /// One byte over each list and string limit is rejected.

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Domain;
 use crate::envelope::Envelope;
 use crate::id::ContentId;
-use crate::limits::{MAX_BLOB, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT, MAX_MESSAGE_LEN, MAX_SUMMARIES};
+use crate::limits::{
+    MAX_BATCH, MAX_BLOB, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT, MAX_MARKET_FRAME, MAX_MESSAGE_LEN,
+    MAX_SUMMARIES,
+};
 use crate::units::{Bytes, EnergyRate, Millis, Price};
 use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
 
@@ -46,6 +49,77 @@ pub enum MarketRequest {
     Cancel(Envelope),
     /// Asks for the freshest summaries of a domain and its direct children.
     Summaries(Domain),
+    /// Several requests to one peer in one frame, answered by a
+    /// [`MarketResponse::Batch`] of as many answers in the same order. At
+    /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
+    /// request inside is handled exactly as if it came alone.
+    Batch(Vec<MarketRequest>),
+}
+
+impl MarketRequest {
+    /// Whether this request may travel inside a [`MarketRequest::Batch`].
+    pub fn batchable(&self) -> bool {
+        !matches!(self, MarketRequest::Summaries(_) | MarketRequest::Batch(_))
+    }
+
+    /// The encoded size in bytes, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let blob = |b: &Blob| 4 + b.0.len();
+        1 + match self {
+            MarketRequest::CallForOffers(e) | MarketRequest::Voucher(e) | MarketRequest::Cancel(e) => {
+                e.encoded_len()
+            }
+            MarketRequest::Accept { accept, content } => {
+                accept.encoded_len() + 4 + content.iter().map(blob).sum::<usize>()
+            }
+            MarketRequest::Receipt { receipt, output } => {
+                receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob)
+            }
+            MarketRequest::Summaries(d) => d.to_bytes().len(),
+            MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
+        }
+    }
+
+    /// Groups `requests` into frames: runs of batchable requests become
+    /// batches of at most [`MAX_BATCH`] that fit in [`MAX_MARKET_FRAME`];
+    /// a request alone in its group, or one that cannot be batched, goes
+    /// as itself. Each group comes with the indices of its requests, in
+    /// order.
+    pub fn group(requests: Vec<MarketRequest>) -> Vec<(MarketRequest, Vec<usize>)> {
+        let mut out = Vec::new();
+        let mut cur: Vec<(usize, MarketRequest)> = Vec::new();
+        let mut cur_len = 5;
+        let flush =
+            |cur: &mut Vec<(usize, MarketRequest)>, out: &mut Vec<(MarketRequest, Vec<usize>)>| match cur
+                .len()
+            {
+                0 => {}
+                1 => {
+                    let (i, r) = cur.pop().expect("one");
+                    out.push((r, vec![i]));
+                }
+                _ => {
+                    let (idx, reqs): (Vec<usize>, Vec<MarketRequest>) =
+                        std::mem::take(cur).into_iter().unzip();
+                    out.push((MarketRequest::Batch(reqs), idx));
+                }
+            };
+        for (i, r) in requests.into_iter().enumerate() {
+            if !r.batchable() {
+                out.push((r, vec![i]));
+                continue;
+            }
+            let len = r.encoded_len();
+            if cur.len() == MAX_BATCH || cur_len + len > MAX_MARKET_FRAME {
+                flush(&mut cur, &mut out);
+                cur_len = 5;
+            }
+            cur_len += len;
+            cur.push((i, r));
+        }
+        flush(&mut cur, &mut out);
+        out
+    }
 }
 
 /// A response on the market protocol.
@@ -61,6 +135,9 @@ pub enum MarketResponse {
     Ack,
     /// Signed [`crate::capacity::DomainSummary`] envelopes.
     Summaries(Vec<Envelope>),
+    /// The answers to a [`MarketRequest::Batch`], in its order. Never
+    /// nested, never `Summaries`.
+    Batch(Vec<MarketResponse>),
 }
 
 /// Why a provider (or requester) refused a request.
@@ -242,43 +319,67 @@ impl Encode for MarketRequest {
                 w.u8(5);
                 d.encode(w)
             }
+            MarketRequest::Batch(items) => {
+                w.u8(6);
+                items.encode(w)
+            }
         }
     }
 }
 
 impl Decode for MarketRequest {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match r.u8()? {
-            0 => MarketRequest::CallForOffers(Envelope::decode(r)?),
-            1 => {
-                let accept = Envelope::decode(r)?;
-                let n = r.count(MAX_INLINE_BLOBS, "inline content")?;
-                let mut content = Vec::with_capacity(n);
-                for _ in 0..n {
-                    content.push(decode_inline(r)?);
+        if r.peek_u8() == Some(6) {
+            r.u8()?;
+            let n = r.count(MAX_BATCH, "batch")?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let item = decode_single_request(r)?;
+                if !item.batchable() {
+                    return Err(DecodeError::InvalidValue {
+                        field: "batch",
+                        reason: "a summaries request cannot be batched".into(),
+                    });
                 }
-                MarketRequest::Accept { accept, content }
+                items.push(item);
             }
-            2 => {
-                let receipt = Envelope::decode(r)?;
-                let output = match r.u8()? {
-                    0 => None,
-                    1 => Some(decode_inline(r)?),
-                    tag => return Err(DecodeError::InvalidTag { field: "output", tag }),
-                };
-                MarketRequest::Receipt { receipt, output }
-            }
-            3 => MarketRequest::Voucher(Envelope::decode(r)?),
-            4 => MarketRequest::Cancel(Envelope::decode(r)?),
-            5 => MarketRequest::Summaries(Domain::decode(r)?),
-            tag => {
-                return Err(DecodeError::InvalidTag {
-                    field: "market request",
-                    tag,
-                });
-            }
-        })
+            return Ok(MarketRequest::Batch(items));
+        }
+        decode_single_request(r)
     }
+}
+
+fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeError> {
+    Ok(match r.u8()? {
+        0 => MarketRequest::CallForOffers(Envelope::decode(r)?),
+        1 => {
+            let accept = Envelope::decode(r)?;
+            let n = r.count(MAX_INLINE_BLOBS, "inline content")?;
+            let mut content = Vec::with_capacity(n);
+            for _ in 0..n {
+                content.push(decode_inline(r)?);
+            }
+            MarketRequest::Accept { accept, content }
+        }
+        2 => {
+            let receipt = Envelope::decode(r)?;
+            let output = match r.u8()? {
+                0 => None,
+                1 => Some(decode_inline(r)?),
+                tag => return Err(DecodeError::InvalidTag { field: "output", tag }),
+            };
+            MarketRequest::Receipt { receipt, output }
+        }
+        3 => MarketRequest::Voucher(Envelope::decode(r)?),
+        4 => MarketRequest::Cancel(Envelope::decode(r)?),
+        5 => MarketRequest::Summaries(Domain::decode(r)?),
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                field: "market request",
+                tag,
+            });
+        }
+    })
 }
 
 impl Encode for MarketResponse {
@@ -301,26 +402,50 @@ impl Encode for MarketResponse {
                 w.u8(4);
                 s.encode(w)
             }
+            MarketResponse::Batch(items) => {
+                w.u8(5);
+                items.encode(w)
+            }
         }
     }
 }
 
 impl Decode for MarketResponse {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match r.u8()? {
-            0 => MarketResponse::Offer(Envelope::decode(r)?),
-            1 => MarketResponse::Agreement(Envelope::decode(r)?),
-            2 => MarketResponse::Declined(Decline::decode(r)?),
-            3 => MarketResponse::Ack,
-            4 => MarketResponse::Summaries(Vec::decode_limited(r, MAX_SUMMARIES, "summaries")?),
-            tag => {
-                return Err(DecodeError::InvalidTag {
-                    field: "market response",
-                    tag,
-                });
+        if r.peek_u8() == Some(5) {
+            r.u8()?;
+            let n = r.count(MAX_BATCH, "batch")?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                let item = decode_single_response(r)?;
+                if matches!(item, MarketResponse::Summaries(_)) {
+                    return Err(DecodeError::InvalidValue {
+                        field: "batch",
+                        reason: "summaries cannot be batched".into(),
+                    });
+                }
+                items.push(item);
             }
-        })
+            return Ok(MarketResponse::Batch(items));
+        }
+        decode_single_response(r)
     }
+}
+
+fn decode_single_response(r: &mut Reader<'_>) -> Result<MarketResponse, DecodeError> {
+    Ok(match r.u8()? {
+        0 => MarketResponse::Offer(Envelope::decode(r)?),
+        1 => MarketResponse::Agreement(Envelope::decode(r)?),
+        2 => MarketResponse::Declined(Decline::decode(r)?),
+        3 => MarketResponse::Ack,
+        4 => MarketResponse::Summaries(Vec::decode_limited(r, MAX_SUMMARIES, "summaries")?),
+        tag => {
+            return Err(DecodeError::InvalidTag {
+                field: "market response",
+                tag,
+            });
+        }
+    })
 }
 
 /// A request on the content protocol: send me the bytes of this id.

@@ -189,6 +189,10 @@ impl<'a> Reader<'a> {
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
+    /// The next byte, not consumed.
+    pub fn peek_u8(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
     /// Reads a little-endian `u16`.
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array()?))

@@ -939,7 +939,15 @@ impl Requester {
                 }
             }
         }
-        ok.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.node.cmp(&b.node)));
+        // Equal scores (tiny tasks whose queues all look empty) go to the
+        // provider with the least of this requester's work in flight.
+        let in_flight = |n: &NodeId| self.book.get(n).map_or(0, |s| s.lanes.len());
+        ok.sort_by(|a, b| {
+            a.score
+                .total_cmp(&b.score)
+                .then_with(|| in_flight(&a.node).cmp(&in_flight(&b.node)))
+                .then(a.node.cmp(&b.node))
+        });
         busy.sort();
         let class = if !ok.is_empty() {
             Placement::Started

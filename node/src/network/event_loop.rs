@@ -3,8 +3,10 @@
 use std::collections::{HashMap, HashSet};
 
 use agora_protocol::NodeId;
-use agora_protocol::rpc::{ContentResponse, Decline, MarketResponse};
-use futures::StreamExt;
+use agora_protocol::rpc::{ContentResponse, Decline, MarketRequest, MarketResponse};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
@@ -12,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::{Command, Event, NetworkError, Stats};
+use super::{Command, Event, NetworkError, Reply, ReplyTo, Stats};
 
 /// Providers found so far by a DHT query, and who waits for them.
 type PendingProviders = (
@@ -22,12 +24,36 @@ type PendingProviders = (
 
 type Pending<T> = HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<T, NetworkError>>)>;
 
+type MarketWaiter = oneshot::Sender<Result<MarketResponse, NetworkError>>;
+
+/// Who waits for an outbound market frame's answer.
+enum Waiting {
+    One(MarketWaiter),
+    /// One waiter per request of the batch, in order.
+    Batch(Vec<MarketWaiter>),
+}
+
+/// An inbound batch, answered once all its parts are.
+type InboundBatch = BoxFuture<
+    'static,
+    (
+        request_response::ResponseChannel<MarketResponse>,
+        Vec<MarketResponse>,
+    ),
+>;
+
+/// Most queued commands handled before the outbox is sent.
+const MAX_DRAIN: usize = 512;
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
-    pending_market: Pending<MarketResponse>,
+    pending_market: HashMap<OutboundRequestId, (PeerId, Waiting)>,
+    /// Market requests queued this turn, per peer, in order.
+    outbox: HashMap<PeerId, Vec<(MarketRequest, MarketWaiter)>>,
+    inbound_batches: FuturesUnordered<InboundBatch>,
     pending_content: Pending<ContentResponse>,
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     stats: Stats,
@@ -61,6 +87,8 @@ impl EventLoop {
             events,
             cancel,
             pending_market: HashMap::new(),
+            outbox: HashMap::new(),
+            inbound_batches: FuturesUnordered::new(),
             pending_content: HashMap::new(),
             pending_providers: HashMap::new(),
             stats: Stats::default(),
@@ -78,9 +106,24 @@ impl EventLoop {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 cmd = self.commands.recv() => match cmd {
-                    Some(c) => self.command(c),
+                    Some(c) => {
+                        self.command(c);
+                        // Whatever else is queued goes out with it.
+                        for _ in 0..MAX_DRAIN {
+                            let Ok(c) = self.commands.try_recv() else { break };
+                            self.command(c);
+                        }
+                        self.flush_outbox();
+                    }
                     None => break,
                 },
+                Some((channel, answers)) = self.inbound_batches.next(), if !self.inbound_batches.is_empty() => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .market
+                        .send_response(channel, MarketResponse::Batch(answers));
+                }
                 ev = self.swarm.select_next_some() => self.event(ev).await,
                 _ = redial.tick() => self.heal(),
             }
@@ -149,8 +192,12 @@ impl EventLoop {
                     .report_message_validation_result(&id, &source, acceptance);
             }
             Command::Market { peer, request, reply } => {
-                let id = b.market.send_request(&peer, request);
-                self.pending_market.insert(id, (peer, reply));
+                self.outbox.entry(peer).or_default().push((request, reply));
+            }
+            Command::MarketMany(items) => {
+                for (peer, request, reply) in items {
+                    self.outbox.entry(peer).or_default().push((request, reply));
+                }
             }
             Command::RespondMarket { channel, response } => {
                 let _ = b.market.send_response(channel, response);
@@ -198,6 +245,73 @@ impl EventLoop {
                 self.blocked = peers;
             }
         }
+    }
+
+    /// Sends the queued market requests: each peer's in as few frames as
+    /// fit.
+    fn flush_outbox(&mut self) {
+        for (peer, queued) in self.outbox.drain() {
+            let (requests, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+            let mut waiters: Vec<Option<MarketWaiter>> = waiters.into_iter().map(Some).collect();
+            for (frame, idx) in MarketRequest::group(requests) {
+                let mut w: Vec<MarketWaiter> = idx.iter().filter_map(|&i| waiters[i].take()).collect();
+                let waiting = if matches!(frame, MarketRequest::Batch(_)) {
+                    self.stats.batches_sent += 1;
+                    self.stats.batched_requests += w.len() as u64;
+                    Waiting::Batch(w)
+                } else {
+                    self.stats.single_requests += 1;
+                    match w.pop() {
+                        Some(one) => Waiting::One(one),
+                        None => continue,
+                    }
+                };
+                let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
+                self.pending_market.insert(id, (peer, waiting));
+            }
+        }
+    }
+
+    /// Hands each part of an inbound batch to the node and answers the
+    /// batch when every part is answered. A part the node cannot take now
+    /// is declined at once, like a lone request would be.
+    fn inbound_batch(
+        &mut self,
+        from: NodeId,
+        items: Vec<MarketRequest>,
+        channel: request_response::ResponseChannel<MarketResponse>,
+    ) {
+        let mut parts = Vec::with_capacity(items.len());
+        for request in items {
+            let (tx, rx) = oneshot::channel();
+            let ev = Event::Market {
+                peer: from,
+                request,
+                channel: Reply(ReplyTo::Part(tx)),
+            };
+            match self.events.try_send(ev) {
+                Ok(()) => parts.push(Ok(rx)),
+                Err(_) => {
+                    self.stats.market_overload += 1;
+                    parts.push(Err(MarketResponse::Declined(Decline::NotAccepting)));
+                }
+            }
+        }
+        self.inbound_batches.push(
+            async move {
+                let mut answers = Vec::with_capacity(parts.len());
+                for p in parts {
+                    answers.push(match p {
+                        Ok(rx) => rx
+                            .await
+                            .unwrap_or_else(|_| MarketResponse::Declined(Decline::invalid("not answered"))),
+                        Err(now) => now,
+                    });
+                }
+                (channel, answers)
+            }
+            .boxed(),
+        );
     }
 
     async fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -359,28 +473,36 @@ impl EventLoop {
                         );
                         return;
                     };
+                    let request = match request {
+                        MarketRequest::Batch(items) => return self.inbound_batch(from, items, channel),
+                        r => r,
+                    };
                     // Never block the swarm on a busy node: refuse instead.
                     match self.events.try_send(Event::Market {
                         peer: from,
                         request,
-                        channel,
+                        channel: Reply(ReplyTo::Alone(channel)),
                     }) {
                         Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(Event::Market { channel, .. }))
-                        | Err(mpsc::error::TrySendError::Closed(Event::Market { channel, .. })) => {
+                        Err(
+                            mpsc::error::TrySendError::Full(Event::Market { channel, .. })
+                            | mpsc::error::TrySendError::Closed(Event::Market { channel, .. }),
+                        ) => {
                             self.stats.market_overload += 1;
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .market
-                                .send_response(channel, MarketResponse::Declined(Decline::NotAccepting));
+                            if let Reply(ReplyTo::Alone(channel)) = channel {
+                                let _ = self
+                                    .swarm
+                                    .behaviour_mut()
+                                    .market
+                                    .send_response(channel, MarketResponse::Declined(Decline::NotAccepting));
+                            }
                         }
                         Err(_) => {}
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some((_, reply)) = self.pending_market.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
+                    if let Some((_, waiting)) = self.pending_market.remove(&request_id) {
+                        answer(&peer, waiting, response);
                     }
                 }
             },
@@ -390,8 +512,18 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                if let Some((_, reply)) = self.pending_market.remove(&request_id) {
-                    let _ = reply.send(Err(request_error(&peer, error)));
+                if let Some((_, waiting)) = self.pending_market.remove(&request_id) {
+                    let e = request_error(&peer, error);
+                    match waiting {
+                        Waiting::One(w) => {
+                            let _ = w.send(Err(e));
+                        }
+                        Waiting::Batch(ws) => {
+                            for w in ws {
+                                let _ = w.send(Err(e.clone()));
+                            }
+                        }
+                    }
                 }
             }
             request_response::Event::InboundFailure { .. } => self.stats.inbound_failures += 1,
@@ -442,6 +574,39 @@ impl EventLoop {
             }
             request_response::Event::InboundFailure { .. } => self.stats.inbound_failures += 1,
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Hands a market answer to whoever waits for it. A batch's answers go one
+/// to each request; a batch declined as a whole (an overloaded peer) is
+/// declined for each; any other mismatch is an error for all.
+fn answer(peer: &PeerId, waiting: Waiting, response: MarketResponse) {
+    let mismatch = || NetworkError::Request {
+        peer: peer.to_string(),
+        reason: "answer does not match the request".into(),
+    };
+    match (waiting, response) {
+        (Waiting::One(w), MarketResponse::Batch(_)) => {
+            let _ = w.send(Err(mismatch()));
+        }
+        (Waiting::One(w), r) => {
+            let _ = w.send(Ok(r));
+        }
+        (Waiting::Batch(ws), MarketResponse::Batch(rs)) if rs.len() == ws.len() => {
+            for (w, r) in ws.into_iter().zip(rs) {
+                let _ = w.send(Ok(r));
+            }
+        }
+        (Waiting::Batch(ws), MarketResponse::Declined(d)) => {
+            for w in ws {
+                let _ = w.send(Ok(MarketResponse::Declined(d.clone())));
+            }
+        }
+        (Waiting::Batch(ws), _) => {
+            for w in ws {
+                let _ = w.send(Err(mismatch()));
+            }
         }
     }
 }

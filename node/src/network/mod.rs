@@ -7,6 +7,14 @@
 //! `pending_*` maps of outstanding requests and queries keyed by their ids.
 //! No lock is ever taken around the swarm.
 //!
+//! Market requests to one peer that are waiting at the same moment travel
+//! together: the loop drains every queued command before it sends, and
+//! groups each peer's requests into [`MarketRequest::Batch`] frames (one
+//! substream for up to [`agora_protocol::limits::MAX_BATCH`] requests).
+//! Inbound batches are unpacked: each request inside reaches the node as its
+//! own [`Event::Market`], and the loop answers the batch once every part is
+//! answered. Batching is invisible above this module.
+//!
 //! Inbound gossip is validated by the node (signature, freshness, size)
 //! before gossipsub forwards it: the loop hands each message out as
 //! [`Event::Gossip`] and the node answers with [`Client::report`].
@@ -138,14 +146,15 @@ pub enum Event {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// A market request; answer with [`Client::respond_market`].
+    /// A market request; answer with [`Client::respond_market`]. Never a
+    /// [`MarketRequest::Batch`]: batches arrive unpacked.
     Market {
         /// The requesting peer (authenticated by the connection).
         peer: NodeId,
         /// The request.
         request: MarketRequest,
         /// Where the answer goes.
-        channel: ResponseChannel<MarketResponse>,
+        channel: Reply,
     },
     /// A content request; answer with [`Client::respond_content`].
     Content {
@@ -187,6 +196,20 @@ pub enum Event {
     },
 }
 
+/// Where the answer to an inbound market request goes. Dropping it
+/// unanswered fails the request (the peer sees an error, or a decline
+/// inside its batch).
+#[derive(Debug)]
+pub struct Reply(ReplyTo);
+
+#[derive(Debug)]
+enum ReplyTo {
+    /// The request came alone on its substream.
+    Alone(ResponseChannel<MarketResponse>),
+    /// The request was one part of a batch.
+    Part(oneshot::Sender<MarketResponse>),
+}
+
 /// Counters the network keeps.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
@@ -200,6 +223,12 @@ pub struct Stats {
     pub inbound_failures: u64,
     /// Connections refused by the connection limits.
     pub connections_refused: u64,
+    /// Market batches sent.
+    pub batches_sent: u64,
+    /// Market requests sent inside those batches.
+    pub batched_requests: u64,
+    /// Market requests sent alone.
+    pub single_requests: u64,
 }
 
 #[derive(Debug)]
@@ -225,6 +254,7 @@ pub(crate) enum Command {
         request: MarketRequest,
         reply: oneshot::Sender<Result<MarketResponse, NetworkError>>,
     },
+    MarketMany(Vec<Queued>),
     RespondMarket {
         channel: ResponseChannel<MarketResponse>,
         response: MarketResponse,
@@ -264,6 +294,45 @@ pub(crate) enum Command {
     Block {
         peers: HashSet<PeerId>,
     },
+}
+
+/// A market request waiting to be sent, and who waits for its answer.
+type Queued = (
+    PeerId,
+    MarketRequest,
+    oneshot::Sender<Result<MarketResponse, NetworkError>>,
+);
+
+/// Market requests gathered by the node during one turn and handed to the
+/// network together with [`Client::send_all`], so that each peer's travel
+/// in as few frames as possible.
+#[derive(Debug, Default)]
+pub struct Outbox(Vec<Queued>);
+
+impl Outbox {
+    /// Queues a request. Its answer comes through the returned handle once
+    /// the outbox is sent; dropping the outbox unsent fails it.
+    pub fn push(&mut self, peer: NodeId, request: MarketRequest) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        self.0.push((peer.to_peer_id(), request, tx));
+        Answer(rx)
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The answer to a request queued in an [`Outbox`].
+#[derive(Debug)]
+pub struct Answer(oneshot::Receiver<Result<MarketResponse, NetworkError>>);
+
+impl Answer {
+    /// Waits for it.
+    pub async fn get(self) -> Result<MarketResponse, NetworkError> {
+        self.0.await.map_err(|_| NetworkError::Stopped)?
+    }
 }
 
 /// A handle to the network task. Cheap to clone.
@@ -326,9 +395,24 @@ impl Client {
         .await?
     }
 
+    /// Sends every request of `outbox`.
+    pub async fn send_all(&self, outbox: Outbox) {
+        if !outbox.is_empty() {
+            let _ = self.send(Command::MarketMany(outbox.0)).await;
+        }
+    }
+
     /// Answers an inbound market request.
-    pub async fn respond_market(&self, channel: ResponseChannel<MarketResponse>, response: MarketResponse) {
-        let _ = self.send(Command::RespondMarket { channel, response }).await;
+    pub async fn respond_market(&self, channel: Reply, response: MarketResponse) {
+        match channel.0 {
+            ReplyTo::Alone(channel) => {
+                let _ = self.send(Command::RespondMarket { channel, response }).await;
+            }
+            // The loop collects the batch's answers itself.
+            ReplyTo::Part(tx) => {
+                let _ = tx.send(response);
+            }
+        }
     }
 
     /// Fetches content from a peer.
@@ -440,4 +524,134 @@ pub async fn spawn(
     let event_loop = event_loop::EventLoop::new(swarm, rx, events, cancel, config.bootstrap.clone());
     let handle = tokio::spawn(event_loop.run());
     Ok((client, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use agora_protocol::market::{Cancel, CancelReason};
+    use agora_protocol::rpc::Decline;
+    use agora_protocol::units::Timestamp;
+    use agora_protocol::{Envelope, JobId, MessageId, Nonce, TaskId};
+
+    use super::*;
+
+    fn memory_config(listen: Option<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Config {
+        Config {
+            listen: listen.into_iter().collect(),
+            bootstrap,
+            transport: Transport::Memory,
+            ..Config::default()
+        }
+    }
+
+    fn cancel(kp: &Keypair, i: u32) -> MarketRequest {
+        let c = Cancel {
+            agreement: MessageId([i as u8; 32]),
+            task: TaskId {
+                job: JobId([1; 16]),
+                index: i,
+            },
+            reason: CancelReason::Superseded,
+        };
+        let env = Envelope::seal(
+            kp,
+            &c,
+            Timestamp::from_system(std::time::SystemTime::now()),
+            Duration::from_secs(30),
+            Nonce(rand::random()),
+        )
+        .unwrap();
+        MarketRequest::Cancel(env)
+    }
+
+    /// Requests queued together reach the peer as one batch, each is handed
+    /// to the node alone, and each gets its own answer back, in order; a
+    /// part the node drops unanswered is declined, not lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_travel_as_one_batch_and_each_gets_its_answer() {
+        let port = rand::random::<u64>() >> 1;
+        let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
+        let cancel_token = CancellationToken::new();
+        let (kb, ka) = (
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+        );
+        let (btx, mut brx) = mpsc::channel(1024);
+        let (b, _) = spawn(
+            &kb,
+            memory_config(Some(addr.clone()), vec![]),
+            btx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        let (atx, _arx) = mpsc::channel(1024);
+        let boot = addr.with(libp2p::multiaddr::Protocol::P2p(kb.node_id().to_peer_id()));
+        let (a, _) = spawn(&ka, memory_config(None, vec![boot]), atx, cancel_token.clone())
+            .await
+            .unwrap();
+        // The receiving node: answers each cancel with its agreement's first
+        // byte, and drops the seventh without answering.
+        let responder = b.clone();
+        let seen = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(ev) = brx.recv().await {
+                if let Event::Market { request, channel, .. } = ev {
+                    let MarketRequest::Cancel(env) = request else {
+                        panic!("a batch reached the node: {request:?}")
+                    };
+                    let c = env
+                        .open::<Cancel>(Timestamp::from_system(std::time::SystemTime::now()))
+                        .unwrap();
+                    n += 1;
+                    let i = c.payload().agreement.0[0];
+                    if i != 7 {
+                        responder
+                            .respond_market(channel, MarketResponse::Declined(Decline::invalid(i)))
+                            .await;
+                    }
+                    if n == 20 {
+                        return n;
+                    }
+                }
+            }
+            n
+        });
+        // Wait for the connection, then queue 20 requests at once.
+        let mut ok = false;
+        for _ in 0..200 {
+            if a.stats().await.unwrap().connected > 0 {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ok, "the two nodes did not connect");
+        let mut outbox = Outbox::default();
+        let answers: Vec<Answer> = (0..20)
+            .map(|i| outbox.push(kb.node_id(), cancel(&ka, i)))
+            .collect();
+        a.send_all(outbox).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+                .await
+                .expect("an answer within the timeout")
+                .expect("delivered");
+            let want = if i == 7 {
+                "not answered".to_owned()
+            } else {
+                i.to_string()
+            };
+            assert_eq!(r, MarketResponse::Declined(Decline::invalid(want)), "answer {i}");
+        }
+        assert_eq!(seen.await.unwrap(), 20);
+        let s = a.stats().await.unwrap();
+        assert_eq!(
+            (s.batches_sent, s.batched_requests, s.single_requests),
+            (1, 20, 0)
+        );
+        cancel_token.cancel();
+    }
 }

@@ -17,7 +17,6 @@ use agora_protocol::{
     ReplayGuard, SOFTWARE_VERSION,
 };
 use libp2p::Multiaddr;
-use libp2p::request_response::ResponseChannel;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +34,7 @@ use crate::ledger::Ledger;
 use crate::market::job::{CopyState, JobRecord, JobSpec, JobState, TaskRecord};
 use crate::market::provider::{self, Accepted, Provider, Stage};
 use crate::market::requester::{self, Action, Requester};
-use crate::network::{self, Event, MessageAcceptance};
+use crate::network::{self, Event, MessageAcceptance, Reply};
 use crate::store::{Batch, Store};
 use crate::view::View;
 
@@ -55,7 +54,7 @@ pub(super) struct Setup {
 
 /// Something to do once the turn's batch is durable.
 enum After {
-    Respond(ResponseChannel<MarketResponse>, MarketResponse),
+    Respond(Reply, MarketResponse),
     Voucher {
         key: MessageId,
         to: NodeId,
@@ -121,6 +120,8 @@ pub(super) struct Driver {
     tx: mpsc::Sender<Internal>,
     rx: mpsc::Receiver<Internal>,
     batch: Batch,
+    /// Market requests of this turn, sent together at its end.
+    outbox: network::Outbox,
     after: Vec<After>,
     per_slot: ComputeUnits,
     calibrated_at: Timestamp,
@@ -154,6 +155,9 @@ pub(super) struct Driver {
 
 /// Connections a node opens on its own to peers of its domain.
 const TARGET_PEERS: usize = 24;
+
+/// Most ready messages handled in one turn besides the one that woke it.
+const MAX_EVENTS_PER_TURN: usize = 64;
 
 fn now() -> Timestamp {
     Timestamp::from_system(std::time::SystemTime::now())
@@ -234,6 +238,7 @@ impl Driver {
             tx,
             rx,
             batch,
+            outbox: network::Outbox::default(),
             after: Vec::new(),
             per_slot: s.per_slot,
             calibrated_at: now,
@@ -287,6 +292,17 @@ impl Driver {
                 Some(m) = self.rx.recv() => self.on_internal(m),
                 Some(ev) = events.recv() => self.on_network(ev),
                 _ = tick.tick() => self.on_tick(),
+            }
+            // Whatever else is ready joins this turn: one placement pass and
+            // one store write for all of it.
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                if let Ok(m) = self.rx.try_recv() {
+                    self.on_internal(m);
+                } else if let Ok(ev) = events.try_recv() {
+                    self.on_network(ev);
+                } else {
+                    break;
+                }
             }
             self.end_turn().await;
         }
@@ -371,6 +387,7 @@ impl Driver {
         let now = now();
         self.requester.place(now, &self.view);
         self.drain_actions(now);
+        self.sh.net.send_all(std::mem::take(&mut self.outbox)).await;
         let (jobs, tasks) = self.requester.take_dirty();
         for j in &jobs {
             self.batch.put(job_key(&j.id), j);
@@ -420,6 +437,7 @@ impl Driver {
         let tx = self.tx.clone();
         self.spawn(async move {
             let ok = durable.wait().await;
+            let mut outbox = network::Outbox::default();
             for a in after {
                 match (a, &ok) {
                     (After::Respond(ch, resp), Ok(())) => sh.net.respond_market(ch, resp).await,
@@ -432,7 +450,8 @@ impl Driver {
                             .await
                     }
                     (After::Voucher { key, to, env }, Ok(())) => {
-                        tokio::spawn(work::deliver_voucher(sh.clone(), tx.clone(), key, to, env));
+                        let first = outbox.push(to, MarketRequest::Voucher(env.clone()));
+                        tokio::spawn(work::deliver_voucher(sh.clone(), tx.clone(), key, to, env, first));
                     }
                     (
                         After::Receipt {
@@ -443,13 +462,15 @@ impl Driver {
                         },
                         Ok(()),
                     ) => {
+                        let request = work::receipt_request(env, output);
+                        let first = outbox.push(to, request.clone());
                         tokio::spawn(work::deliver_receipt(
                             sh.clone(),
                             tx.clone(),
                             agreement,
                             to,
-                            env,
-                            output,
+                            request,
+                            first,
                         ));
                     }
                     (After::Submitted(reply, id), Ok(())) => {
@@ -466,6 +487,7 @@ impl Driver {
                     (_, Err(e)) => tracing::error!(error = %e, "store write failed"),
                 }
             }
+            sh.net.send_all(outbox).await;
         });
     }
 
@@ -484,15 +506,10 @@ impl Driver {
                 to,
             } => {
                 let env = work::seal_call(&self.sh, &cfo);
+                let call_id = env.id();
                 for p in to {
-                    self.spawn(work::call(
-                        self.sh.clone(),
-                        self.tx.clone(),
-                        task,
-                        attempt,
-                        p,
-                        env.clone(),
-                    ));
+                    let answer = self.outbox.push(p, MarketRequest::CallForOffers(env.clone()));
+                    self.spawn(work::call(self.tx.clone(), task, attempt, p, call_id, answer));
                 }
             }
             Action::Accept {
@@ -504,6 +521,7 @@ impl Driver {
                 send_input,
             } => {
                 let env = work::seal_accept(&self.sh, &accept);
+                let accept_id = env.id();
                 let mut inline = Vec::new();
                 if send_module {
                     inline.push(accept.assignment.module);
@@ -511,15 +529,18 @@ impl Driver {
                 if send_input {
                     inline.push(accept.assignment.input);
                 }
-                self.spawn(work::accept(
-                    self.sh.clone(),
-                    self.tx.clone(),
-                    task,
-                    attempt,
-                    to,
-                    env,
-                    inline,
-                ));
+                let via = if inline.is_empty() {
+                    work::AcceptVia::Outbox(self.outbox.push(
+                        to,
+                        MarketRequest::Accept {
+                            accept: env,
+                            content: vec![],
+                        },
+                    ))
+                } else {
+                    work::AcceptVia::Inline(Box::new((self.sh.clone(), env, inline)))
+                };
+                self.spawn(work::accept(self.tx.clone(), task, attempt, to, accept_id, via));
             }
             Action::Cancel {
                 to,
@@ -536,7 +557,8 @@ impl Driver {
                     },
                     Duration::from_secs(30),
                 );
-                self.spawn(work::fire(self.sh.clone(), to, MarketRequest::Cancel(env)));
+                let answer = self.outbox.push(to, MarketRequest::Cancel(env));
+                self.spawn(work::fire(to, answer));
             }
             Action::Fetch {
                 task,
@@ -894,13 +916,15 @@ impl Driver {
                 self.delivering.insert(agreement);
                 // Sent at once: if this node crashes before the pending
                 // receipt is on disk, the task runs again from its agreement.
+                let request = work::receipt_request(done.receipt, Some(done.output));
+                let first = self.outbox.push(acc.requester, request.clone());
                 self.spawn(work::deliver_receipt(
                     self.sh.clone(),
                     self.tx.clone(),
                     agreement,
                     acc.requester,
-                    done.receipt,
-                    Some(done.output),
+                    request,
+                    first,
                 ));
             }
             Err(e) => {
@@ -1076,13 +1100,13 @@ impl Driver {
         MessageAcceptance::Accept
     }
 
-    fn decline(&mut self, label: &'static str, channel: ResponseChannel<MarketResponse>, d: Decline) {
+    fn decline(&mut self, label: &'static str, channel: Reply, d: Decline) {
         *self.counters.declined.entry(label).or_default() += 1;
         let net = self.sh.net.clone();
         self.spawn(async move { net.respond_market(channel, MarketResponse::Declined(d)).await });
     }
 
-    fn respond(&self, channel: ResponseChannel<MarketResponse>, r: MarketResponse) {
+    fn respond(&self, channel: Reply, r: MarketResponse) {
         let net = self.sh.net.clone();
         tokio::spawn(async move { net.respond_market(channel, r).await });
     }
@@ -1110,13 +1134,7 @@ impl Driver {
         Ok(v)
     }
 
-    fn on_market(
-        &mut self,
-        peer: NodeId,
-        request: MarketRequest,
-        channel: ResponseChannel<MarketResponse>,
-        now: Timestamp,
-    ) {
+    fn on_market(&mut self, peer: NodeId, request: MarketRequest, channel: Reply, now: Timestamp) {
         match request {
             MarketRequest::CallForOffers(env) => {
                 self.counters.calls_in += 1;
@@ -1318,6 +1336,8 @@ impl Driver {
             MarketRequest::Summaries(d) => {
                 self.respond(channel, MarketResponse::Summaries(self.view.summaries_for(&d)));
             }
+            // The network unpacks batches; one reaching here is a bug upstream.
+            MarketRequest::Batch(_) => self.decline("invalid", channel, Decline::invalid("nested batch")),
         }
     }
 
@@ -1326,7 +1346,7 @@ impl Driver {
         peer: NodeId,
         v: &agora_protocol::Verified<Receipt>,
         held: bool,
-        channel: ResponseChannel<MarketResponse>,
+        channel: Reply,
         now: Timestamp,
     ) {
         match self.requester.on_receipt(peer, v, held, now) {
@@ -1407,6 +1427,27 @@ impl Driver {
                             "Connections refused by limits",
                             &[],
                             s.connections_refused as f64,
+                        );
+                        m.add(
+                            "agora_market_frames_sent_total",
+                            "counter",
+                            "Market frames sent, by kind",
+                            &[("kind", "batch")],
+                            s.batches_sent as f64,
+                        );
+                        m.add(
+                            "agora_market_frames_sent_total",
+                            "counter",
+                            "Market frames sent, by kind",
+                            &[("kind", "single")],
+                            s.single_requests as f64,
+                        );
+                        m.add(
+                            "agora_market_batched_requests_total",
+                            "counter",
+                            "Market requests sent inside batches",
+                            &[],
+                            s.batched_requests as f64,
                         );
                     }
                     let _ = r.send(m.render());

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::network::Answer;
 use agora_protocol::execution::{ExitStatus, Receipt};
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::limits::MAX_INLINE_CONTENT;
@@ -69,7 +70,7 @@ pub(crate) enum Internal {
     ReceiptIn {
         peer: NodeId,
         receipt: Box<Verified<Receipt>>,
-        channel: libp2p::request_response::ResponseChannel<MarketResponse>,
+        channel: crate::network::Reply,
     },
     Probe {
         peer: NodeId,
@@ -111,17 +112,17 @@ async fn report(tx: &mpsc::Sender<Internal>, m: Internal) {
     let _ = tx.send(m).await;
 }
 
-/// Sends a call for offers to one provider and reports the offer.
+/// Reports the offer answering a call for offers sent through the turn's
+/// outbox.
 pub(crate) async fn call(
-    sh: Shared,
     tx: mpsc::Sender<Internal>,
     task: TaskId,
     attempt: u16,
     to: NodeId,
-    env: Envelope,
+    call_id: MessageId,
+    answer: Answer,
 ) {
-    let call_id = env.id();
-    let answer = match sh.net.market(to, MarketRequest::CallForOffers(env)).await {
+    let answer = match answer.get().await {
         Ok(MarketResponse::Offer(o)) => match o.open::<Offer>(now()) {
             Ok(v) if v.signer() != to => Err("offer signed by another node".into()),
             Ok(v) if v.payload().call != call_id => Err("offer answers another call".into()),
@@ -144,31 +145,40 @@ pub(crate) async fn call(
     .await;
 }
 
-/// Sends an accept (with inline content) and reports the agreement.
-#[allow(clippy::too_many_arguments)]
+/// Where an accept goes: through the turn's outbox when it carries no
+/// content, or alone after its inline content is read from the store.
+pub(crate) enum AcceptVia {
+    Outbox(Answer),
+    Inline(Box<(Shared, Envelope, Vec<ContentId>)>),
+}
+
+/// Sends an accept if it still must be sent, and reports the agreement.
 pub(crate) async fn accept(
-    sh: Shared,
     tx: mpsc::Sender<Internal>,
     task: TaskId,
     attempt: u16,
     to: NodeId,
-    env: Envelope,
-    inline: Vec<ContentId>,
+    accept_id: MessageId,
+    via: AcceptVia,
 ) {
-    let accept_id = env.id();
-    let mut content = Vec::new();
-    for id in inline {
-        if let Ok(Some(bytes)) = sh.store.content().get(&id).await
-            && bytes.len() <= MAX_INLINE_CONTENT
-        {
-            content.push(Blob(bytes));
+    let answer = match via {
+        AcceptVia::Outbox(a) => a.get().await,
+        AcceptVia::Inline(boxed) => {
+            let (sh, env, inline) = *boxed;
+            let mut content = Vec::new();
+            for id in inline {
+                if let Ok(Some(bytes)) = sh.store.content().get(&id).await
+                    && bytes.len() <= MAX_INLINE_CONTENT
+                {
+                    content.push(Blob(bytes));
+                }
+            }
+            sh.net
+                .market(to, MarketRequest::Accept { accept: env, content })
+                .await
         }
-    }
-    let answer = match sh
-        .net
-        .market(to, MarketRequest::Accept { accept: env, content })
-        .await
-    {
+    };
+    let answer = match answer {
         Ok(MarketResponse::Agreement(a)) => match a.open::<Agreement>(now()) {
             Ok(v) if v.signer() != to => Err("agreement signed by another node".into()),
             Ok(v) if v.payload().accept != accept_id => Err("agreement for another acceptance".into()),
@@ -191,9 +201,9 @@ pub(crate) async fn accept(
     .await;
 }
 
-/// Sends a message and ignores the answer (cancels).
-pub(crate) async fn fire(sh: Shared, to: NodeId, request: MarketRequest) {
-    if let Err(e) = sh.net.market(to, request).await {
+/// Logs a message whose answer does not matter (cancels) if it fails.
+pub(crate) async fn fire(to: NodeId, answer: Answer) {
+    if let Err(e) = answer.get().await {
         tracing::debug!(peer = %to.short(), error = %e, "message not delivered");
     }
 }
@@ -363,40 +373,46 @@ async fn execute_inner(
     })
 }
 
-/// Delivers a receipt (output inline when small), retrying while the
-/// requester is unreachable.
+/// The request that delivers a receipt (its output inline when small).
+pub(crate) fn receipt_request(receipt: Envelope, output: Option<Vec<u8>>) -> MarketRequest {
+    MarketRequest::Receipt {
+        receipt,
+        output: output
+            .filter(|o| !o.is_empty() && o.len() <= MAX_INLINE_CONTENT)
+            .map(Blob),
+    }
+}
+
+/// Delivers a receipt: `first` is its first sending (through an outbox),
+/// then it is sent again while the requester is unreachable.
 pub(crate) async fn deliver_receipt(
     sh: Shared,
     tx: mpsc::Sender<Internal>,
     agreement: MessageId,
     to: NodeId,
-    receipt: Envelope,
-    output: Option<Vec<u8>>,
+    request: MarketRequest,
+    first: Answer,
 ) {
-    let output = output
-        .filter(|o| !o.is_empty() && o.len() <= MAX_INLINE_CONTENT)
-        .map(Blob);
-    let result = retry(|| {
-        let req = MarketRequest::Receipt {
-            receipt: receipt.clone(),
-            output: output.clone(),
-        };
+    let result = retry(first, || {
         let net = sh.net.clone();
+        let req = request.clone();
         async move { net.market(to, req).await }
     })
     .await;
     report(&tx, Internal::ReceiptDelivered { agreement, result }).await;
 }
 
-/// Delivers a voucher, retrying while the provider is unreachable.
+/// Delivers a voucher: `first` is its first sending (through an outbox),
+/// then it is sent again while the provider is unreachable.
 pub(crate) async fn deliver_voucher(
     sh: Shared,
     tx: mpsc::Sender<Internal>,
     key: MessageId,
     to: NodeId,
     voucher: Envelope,
+    first: Answer,
 ) {
-    let result = retry(|| {
+    let result = retry(first, || {
         let req = MarketRequest::Voucher(voucher.clone());
         let net = sh.net.clone();
         async move { net.market(to, req).await }
@@ -405,15 +421,20 @@ pub(crate) async fn deliver_voucher(
     report(&tx, Internal::VoucherDelivered { key, result }).await;
 }
 
-async fn retry<F, Fut>(mut send: F) -> Delivery
+async fn retry<F, Fut>(first: Answer, mut send: F) -> Delivery
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<MarketResponse, crate::network::NetworkError>>,
 {
     let mut delay = Duration::from_millis(100);
     let mut last = String::new();
+    let mut first = Some(first);
     for _ in 0..12 {
-        match send().await {
+        let answer = match first.take() {
+            Some(a) => a.get().await,
+            None => send().await,
+        };
+        match answer {
             Ok(MarketResponse::Ack) => return Delivery::Done,
             Ok(MarketResponse::Declined(d)) => return Delivery::Refused(d.to_string()),
             Ok(other) => return Delivery::Refused(format!("unexpected answer {other:?}")),

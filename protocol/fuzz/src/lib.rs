@@ -519,6 +519,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         MarketRequest::Voucher(envelopes[8].clone()),
         MarketRequest::Cancel(envelopes[6].clone()),
         MarketRequest::Summaries("eu".parse().expect("valid domain")),
+        MarketRequest::Batch(vec![
+            MarketRequest::CallForOffers(envelopes[2].clone()),
+            MarketRequest::Voucher(envelopes[8].clone()),
+        ]),
     ];
     for r in &requests {
         out.push(("market_request", r.to_bytes()));
@@ -530,6 +534,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         MarketResponse::Declined(Decline::invalid("replayed")),
         MarketResponse::Ack,
         MarketResponse::Summaries(vec![envelopes[1].clone()]),
+        MarketResponse::Batch(vec![MarketResponse::Ack, MarketResponse::Offer(envelopes[3].clone())]),
     ];
     for r in &responses {
         out.push(("market_response", r.to_bytes()));

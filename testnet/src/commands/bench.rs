@@ -8,8 +8,9 @@
 //!    (default 4) in one domain. `e2e_*`: sequential one-task no-op jobs,
 //!    each timed by the client from `POST /v1/jobs` until `GET
 //!    /v1/jobs/{id}` says `done` (polled every ~0.25 ms). `tasks_per_s`: one
-//!    job of `--tasks` no-op tasks (inputs uploaded beforehand), tasks /
-//!    wall time from the same client clock. `rss_mb`: the median VmRSS of
+//!    job of `--tasks` no-op tasks (inputs uploaded beforehand, after a
+//!    64-task warm-up job so that every provider has compiled the module),
+//!    tasks / wall time from the same client clock. `rss_mb`: the median VmRSS of
 //!    the providers after the jobs, once idle.
 //! 2. **Advert propagation**: the same testnet grown to 9 processes, then a
 //!    10th node started and stopped `--advert-rounds` times: from the moment
@@ -70,8 +71,11 @@ pub struct BenchCommand {
     #[arg(long, default_value_t = 100)]
     pub scale_nodes: usize,
     /// Run only the placement-quality part.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "only_network")]
     pub only_placement: bool,
+    /// Run only the first part: latency, throughput, memory and adverts.
+    #[arg(long)]
+    pub only_network: bool,
     /// Where the nodes' data dirs go. Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -212,8 +216,12 @@ impl BenchCommand {
             self.network(agora.clone(), &dir.join("latency"), &modules)
                 .await?
         };
-        let runs = self.placement(agora, &dir.join("placement"), &modules).await?;
-        let scale = if self.scale_nodes > 0 && !self.only_placement {
+        let runs = if self.only_network {
+            vec![]
+        } else {
+            self.placement(agora, &dir.join("placement"), &modules).await?
+        };
+        let scale = if self.scale_nodes > 0 && !self.only_placement && !self.only_network {
             self.say(&format!(
                 "scale: {} nodes in this process over the memory transport",
                 self.scale_nodes
@@ -370,11 +378,40 @@ impl BenchCommand {
         let client = &net.node(0).client;
         let inputs = noop::inputs(self.tasks);
         let spec = job::prepare(client, module, None, &inputs, &Params::default()).await?;
+        // A short warm-up job first, so that every provider holds the module
+        // and has compiled it (as in the latency runs, compilation is not
+        // what is measured here).
+        let warm = job::prepare(client, module, None, &noop::inputs(64), &Params::default()).await?;
+        let warm = job::submit(client, &warm).await?;
+        job::ensure_done(
+            &job::wait_quietly(client, &warm, Duration::from_secs(60), Duration::from_millis(10)).await?,
+        )?;
         let t = Instant::now();
         let id = job::submit(client, &spec).await?;
-        let status =
-            job::wait_quietly(client, &id, Duration::from_secs(600), Duration::from_millis(10)).await?;
+        let submitted = t.elapsed();
+        // Progress, to show the ramp and the tail: when each quarter of the
+        // tasks was verified.
+        let mut quarters = Vec::new();
+        loop {
+            let jobs = client.jobs().await?;
+            let j = jobs
+                .iter()
+                .find(|j| j.id == id)
+                .context("the job is not listed")?;
+            while quarters.len() < 4 && j.verified * 4 >= self.tasks * (quarters.len() + 1) {
+                quarters.push(t.elapsed().as_millis());
+            }
+            if j.state.is_terminal() {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(600),
+                "the throughput job did not finish in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let secs = t.elapsed().as_secs_f64();
+        let status = client.job(&id).await?;
         job::ensure_done(&status)?;
         let o = job::outcome(&status);
         let per: Vec<String> = o
@@ -384,11 +421,34 @@ impl BenchCommand {
             .collect();
         let rate = self.tasks as f64 / secs;
         self.say(&format!(
-            "  throughput: {} no-op tasks in {:.2} s = {rate:.0} tasks/s ({})",
+            "  throughput: {} no-op tasks in {:.2} s = {rate:.0} tasks/s (submitted after {} ms, quarters verified at {quarters:?} ms; {})",
             self.tasks,
             secs,
+            submitted.as_millis(),
             per.join(", ")
         ));
+        let mut declined = std::collections::BTreeMap::<String, f64>::new();
+        for n in net.nodes().iter().filter(|n| n.spec.provide) {
+            if let Ok(text) = n.client.metrics().await {
+                for l in text.lines().filter(|l| l.starts_with("agora_declined_total{")) {
+                    if let Some((k, v)) = l.rsplit_once(' ') {
+                        *declined.entry(k.to_owned()).or_default() += v.parse::<f64>().unwrap_or(0.0);
+                    }
+                }
+            }
+        }
+        if !declined.is_empty() {
+            self.say(&format!("  providers declined: {declined:?}"));
+        }
+        if let Ok(text) = client.metrics().await {
+            let batches = metric(&text, "agora_market_frames_sent_total{kind=\"batch\"}");
+            let single = metric(&text, "agora_market_frames_sent_total{kind=\"single\"}");
+            let batched = metric(&text, "agora_market_batched_requests_total");
+            self.say(&format!(
+                "  the requester sent {batched:.0} market requests in {batches:.0} batches ({:.1} per batch) and {single:.0} alone",
+                batched / batches.max(1.0)
+            ));
+        }
         Ok(rate)
     }
 
@@ -647,6 +707,13 @@ impl BenchCommand {
 
 /// The prime sieve's speed on one core, in fuel per µs (CU), from `agora
 /// exec` on a range of 4·10⁷ near 10¹⁰: the best of three runs.
+/// A sample's value in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn sieve_speed(
     agora: &std::path::Path,
     modules: &artifacts::Modules,
