@@ -162,8 +162,10 @@ impl View {
         self.local_advert.as_ref()
     }
 
-    /// Handles advert bytes from gossip. `author` is the gossip author the
-    /// message claims (already authenticated by gossipsub's signature).
+    /// Handles advert bytes from gossip. `author` is the gossip author, when
+    /// the gossip layer authenticated one (it must then be the signer); the
+    /// node's gossip is anonymous and passes none, the envelope's signature
+    /// being the authentication.
     pub fn on_advert(
         &mut self,
         data: &[u8],

@@ -341,38 +341,12 @@ impl Testnet {
 
     /// Waits until every node sees every other node of its domain.
     pub async fn wait_views(&self, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        loop {
-            let bad = self.incomplete_views().await?;
-            if bad.is_empty() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "after {timeout:?}, {} still miss peers of their domain",
-                    describe(&bad)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(timeout, "miss peers of their domain", || self.incomplete_views()).await
     }
 
     /// Waits until every domain's summary has reached every node.
     pub async fn wait_summaries(&self, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        loop {
-            let bad = self.incomplete_domains().await?;
-            if bad.is_empty() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "after {timeout:?}, {} still miss domain summaries",
-                    describe(&bad)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(timeout, "miss domain summaries", || self.incomplete_domains()).await
     }
 
     /// Starts a node in `domain` and measures how long until every other
@@ -442,7 +416,9 @@ impl Testnet {
             if summary.is_none() && pending_counts.is_empty() {
                 summary = Some(t0.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Every question costs the node it asks: poll gently (the
+            // figures are of the order of a second or more).
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(Propagation {
             node: i,
@@ -480,6 +456,26 @@ pub struct Propagation {
     pub summary: Duration,
     /// Views it had to reach.
     pub views: usize,
+}
+
+/// Polls `incomplete` every 100 ms until it lists no node; fails after
+/// `timeout` naming the nodes that still `what`.
+async fn wait_until<F, Fut>(timeout: Duration, what: &str, incomplete: F) -> anyhow::Result<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<(usize, usize)>>>,
+{
+    let started = Instant::now();
+    loop {
+        let bad = incomplete().await?;
+        if bad.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("after {timeout:?}, {} still {what}", describe(&bad));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// "N nodes (K of them too busy to answer; e.g. node I misses M)".

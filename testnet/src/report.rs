@@ -3,72 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// A table of padded columns: left-aligned text, right-aligned numbers.
-#[derive(Debug, Clone)]
-pub struct Table {
-    header: Vec<String>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// A table with these column headers, all left-aligned.
-    pub fn new(header: &[&str]) -> Table {
-        Table {
-            header: header.iter().map(|h| (*h).to_owned()).collect(),
-            right: vec![false; header.len()],
-            rows: Vec::new(),
-        }
-    }
-
-    /// Right-aligns these columns.
-    pub fn with_right(mut self, columns: &[usize]) -> Table {
-        for &c in columns {
-            if let Some(r) = self.right.get_mut(c) {
-                *r = true;
-            }
-        }
-        self
-    }
-
-    /// Adds a row.
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    /// The table as text, one line per row, with a trailing newline.
-    pub fn render(&self) -> String {
-        let n = self.header.len();
-        let mut width = vec![0; n];
-        for r in std::iter::once(&self.header).chain(&self.rows) {
-            for (i, c) in r.iter().enumerate().take(n) {
-                width[i] = width[i].max(c.chars().count());
-            }
-        }
-        let mut out = String::new();
-        for r in std::iter::once(&self.header).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, c) in r.iter().enumerate().take(n) {
-                let pad = width[i].saturating_sub(c.chars().count());
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                if self.right[i] {
-                    line.push_str(&" ".repeat(pad));
-                    line.push_str(c);
-                } else {
-                    line.push_str(c);
-                    if i + 1 < n {
-                        line.push_str(&" ".repeat(pad));
-                    }
-                }
-            }
-            out.push_str(line.trim_end());
-            out.push('\n');
-        }
-        out
-    }
-}
+/// The node's own table: padded columns, numbers right-aligned.
+pub use agora_node::commands::common::Table;
 
 /// Micro-credits as credits, e.g. `12.345678`.
 pub fn credits(micros: i64) -> String {
@@ -138,13 +74,6 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tables_pad() {
-        let mut t = Table::new(&["a", "num"]).with_right(&[1]);
-        t.row(vec!["xyz".into(), "1".into()]);
-        assert_eq!(t.render(), "a    num\nxyz    1\n");
-    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

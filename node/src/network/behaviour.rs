@@ -64,7 +64,10 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         .protocol_id_prefix("/agora/gossip")
         .heartbeat_interval(config.gossip_heartbeat)
         .heartbeat_initial_delay(Duration::from_millis(100))
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Every payload is a signed envelope the node checks before it is
+        // forwarded: a second, gossipsub-level signature per message would
+        // only double the signing and checking.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .max_transmit_size(MAX_GOSSIP_MESSAGE)
         .flood_publish(true)
@@ -81,9 +84,8 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         })
         .build()
         .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
-    let mut gossipsub =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)
-            .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
+    let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
+        .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
     gossipsub
         .with_peer_score(
             gossipsub::PeerScoreParams::default(),

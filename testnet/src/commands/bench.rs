@@ -203,13 +203,8 @@ impl BenchCommand {
             self.say("warning: this is a debug build; run `cargo run --release -p agora-testnet -- bench` for real figures");
         }
         let load_before = loadavg().unwrap_or_default();
-        let (dir, _tmp) = match &self.dir {
-            Some(d) => (d.clone(), None),
-            None => {
-                let t = tempfile::Builder::new().prefix("agora-bench-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
+        let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
+        let dir = work.path();
         let (e2e, e2e_node, tasks_per_s, rss, adverts) = if self.only_placement {
             (vec![], vec![], f64::NAN, vec![], vec![])
         } else {

@@ -184,22 +184,12 @@ impl ChaosCommand {
     async fn run(self) -> anyhow::Result<ExitCode> {
         let agora = artifacts::agora_binary()?;
         let modules = artifacts::example_modules()?;
-        let (dir, tmp) = match &self.dir {
-            Some(d) => (d.clone(), None),
-            None => {
-                let t = tempfile::Builder::new().prefix("agora-chaos-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let mut net = self.net.testnet(agora, &dir, self.json)?;
+        let dir = super::WorkDir::new(self.dir.as_deref(), "agora-chaos-")?;
+        let mut net = self.net.testnet(agora, dir.path(), self.json)?;
         let report = signal::interruptible(self.scenario(&mut net, &modules)).await;
         net.stop();
-        let keep = !matches!(&report, Ok(r) if r.ok);
-        if let Some(t) = tmp
-            && keep
-        {
-            let kept = t.keep();
-            eprintln!("node data dirs and logs kept in {}", kept.display());
+        if !matches!(&report, Ok(r) if r.ok) {
+            dir.keep();
         }
         let report = report?;
         if self.json {

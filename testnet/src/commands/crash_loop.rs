@@ -88,21 +88,12 @@ impl CrashLoopCommand {
     async fn run(self) -> anyhow::Result<ExitCode> {
         let agora = artifacts::agora_binary()?;
         let modules = artifacts::example_modules()?;
-        let (dir, tmp) = match &self.dir {
-            Some(d) => (d.clone(), None),
-            None => {
-                let t = tempfile::Builder::new().prefix("agora-crash-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let mut net = Testnet::new(agora, &dir)?;
+        let dir = super::WorkDir::new(self.dir.as_deref(), "agora-crash-")?;
+        let mut net = Testnet::new(agora, dir.path())?;
         let result = signal::interruptible(self.crash_loop(&mut net, &modules)).await;
         net.stop();
-        let keep = !matches!(&result, Ok(r) if r.ok);
-        if let Some(t) = tmp
-            && keep
-        {
-            eprintln!("node data dirs and logs kept in {}", t.keep().display());
+        if !matches!(&result, Ok(r) if r.ok) {
+            dir.keep();
         }
         let report = result?;
         if self.json {

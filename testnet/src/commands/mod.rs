@@ -40,11 +40,51 @@ pub struct NetnsArgs {
     pub netns: bool,
     /// One-way delay between domains with --netns (tc netem), e.g. `20ms`;
     /// `0ms` for none.
-    #[arg(long, default_value = "20ms", value_name = "DURATION", value_parser = parse_delay, requires = "netns")]
+    #[arg(long, default_value = "20ms", value_name = "DURATION", value_parser = parse_duration, requires = "netns")]
     pub delay: Duration,
 }
 
-fn parse_delay(s: &str) -> Result<Duration, String> {
+/// Where a command's nodes keep their data dirs and logs: the directory
+/// the user gave, or a temporary one removed afterwards unless kept.
+pub(crate) struct WorkDir {
+    path: std::path::PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl WorkDir {
+    /// `given`, or a new temporary directory named `prefix…`.
+    pub(crate) fn new(given: Option<&std::path::Path>, prefix: &str) -> anyhow::Result<WorkDir> {
+        Ok(match given {
+            Some(p) => WorkDir {
+                path: p.to_path_buf(),
+                tmp: None,
+            },
+            None => {
+                let t = tempfile::Builder::new().prefix(prefix).tempdir()?;
+                WorkDir {
+                    path: t.path().to_path_buf(),
+                    tmp: Some(t),
+                }
+            }
+        })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Keeps a temporary directory (after a failure, for its logs) and says
+    /// where it is.
+    pub(crate) fn keep(self) {
+        if let Some(t) = self.tmp {
+            eprintln!("node data dirs and logs kept in {}", t.keep().display());
+        }
+    }
+}
+
+/// A duration flag (`20ms`, `5s`), for clap.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     agora_protocol::units::parse_duration(s).map_err(|e| e.to_string())
 }
 

@@ -40,10 +40,10 @@ pub struct ScaleCommand {
     /// How often each node publishes its advert (lifetime: 5×). A real
     /// node's default is 2 s; hundreds of nodes sharing two cores need a
     /// calmer pace, as a real network of that size would choose.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub advert_interval: Duration,
     /// Gossipsub heartbeat of every node (a real node: 200 ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub heartbeat: Duration,
     /// Most connections per node (a real node: 512). Kademlia queries and
     /// on-demand market dials would otherwise grow every node towards a
@@ -53,10 +53,6 @@ pub struct ScaleCommand {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    agora_protocol::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// What `scale` measured.
