@@ -55,6 +55,8 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// How long a provider that declined for lack of capacity is not asked.
     pub busy_backoff: Duration,
+    /// How long a provider that could not be reached is not asked.
+    pub unreachable_backoff: Duration,
     /// Extra reports beyond the replication factor before a task without a
     /// majority fails.
     pub max_extra_copies: usize,
@@ -77,6 +79,7 @@ impl Default for Config {
             negotiation_timeout: Duration::from_secs(3),
             retry_backoff: Duration::from_millis(100),
             busy_backoff: Duration::from_millis(250),
+            unreachable_backoff: Duration::from_secs(2),
             max_extra_copies: 3,
             max_attempts: 24,
             unplaceable_after: Duration::from_secs(30),
@@ -1168,6 +1171,7 @@ impl Requester {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else if reason.contains("request to") {
                     self.book.failed(from);
+                    self.book.back_off(from, now.add(self.config.unreachable_backoff));
                 }
                 if let Some(d) = self.decision_mut(&task, decision) {
                     d.declined.push((from, reason));

@@ -230,6 +230,7 @@ impl BenchCommand {
                 advert_interval: Duration::from_secs(5),
                 heartbeat: Duration::from_secs(1),
                 max_connections: 512,
+                ping_interval: Duration::from_secs(15),
                 json: true,
             };
             match super::scale::measure(&cmd).await {
