@@ -232,6 +232,11 @@ async fn place_job(net: &memory::Testnet, tasks: usize) -> anyhow::Result<(u64, 
     let spec = job::prepare(&client, &module, None, &inputs, &Params::default()).await?;
     let t = Instant::now();
     let id = job::submit(&client, &spec).await?;
+    let n0 = &net.members()[0].node;
+    eprintln!(
+        "job {id} submitted to node 0 (follow it: agora job watch {id} --api {} --token {})",
+        n0.api, n0.token
+    );
     let status = job::wait_quietly(&client, &id, Duration::from_secs(300), Duration::from_millis(20)).await?;
     let ms = t.elapsed().as_millis() as u64;
     job::ensure_done(&status)?;
