@@ -331,22 +331,40 @@ impl Decode for MarketRequest {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         if r.peek_u8() == Some(6) {
             r.u8()?;
-            let n = r.count(MAX_BATCH, "batch")?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                let item = decode_single_request(r)?;
-                if !item.batchable() {
-                    return Err(DecodeError::InvalidValue {
-                        field: "batch",
-                        reason: "a summaries request cannot be batched".into(),
-                    });
-                }
-                items.push(item);
-            }
-            return Ok(MarketRequest::Batch(items));
+            return decode_batch(
+                r,
+                decode_single_request,
+                MarketRequest::batchable,
+                "a summaries request",
+            )
+            .map(MarketRequest::Batch);
         }
         decode_single_request(r)
     }
+}
+
+/// The items of a batch: a count of at most [`MAX_BATCH`], then each item,
+/// none of which may be a batch (`one` knows no batch tag) or fail
+/// `batchable` (`what` names what may not be batched).
+fn decode_batch<T>(
+    r: &mut Reader<'_>,
+    one: fn(&mut Reader<'_>) -> Result<T, DecodeError>,
+    batchable: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<Vec<T>, DecodeError> {
+    let n = r.count(MAX_BATCH, "batch")?;
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let item = one(r)?;
+        if !batchable(&item) {
+            return Err(DecodeError::InvalidValue {
+                field: "batch",
+                reason: format!("{what} cannot be batched"),
+            });
+        }
+        items.push(item);
+    }
+    Ok(items)
 }
 
 fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeError> {
@@ -414,19 +432,9 @@ impl Decode for MarketResponse {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         if r.peek_u8() == Some(5) {
             r.u8()?;
-            let n = r.count(MAX_BATCH, "batch")?;
-            let mut items = Vec::with_capacity(n);
-            for _ in 0..n {
-                let item = decode_single_response(r)?;
-                if matches!(item, MarketResponse::Summaries(_)) {
-                    return Err(DecodeError::InvalidValue {
-                        field: "batch",
-                        reason: "summaries cannot be batched".into(),
-                    });
-                }
-                items.push(item);
-            }
-            return Ok(MarketResponse::Batch(items));
+            let batchable = |a: &MarketResponse| !matches!(a, MarketResponse::Summaries(_));
+            return decode_batch(r, decode_single_response, batchable, "summaries")
+                .map(MarketResponse::Batch);
         }
         decode_single_response(r)
     }
