@@ -41,8 +41,10 @@ pub fn wasm_config(max_memory: u64) -> wasmtime::Config {
     c.strategy(Strategy::Cranelift)
         .cranelift_opt_level(OptLevel::Speed)
         // Determinism: fuel is the unit of billing and verification; NaNs
-        // are canonicalised so float results are bit-identical everywhere;
-        // relaxed SIMD uses its deterministic lowering.
+        // are canonicalised so float results are bit-identical everywhere
+        // (only where their bits can be observed, which is what keeps float
+        // loops fast: vendor/README.md); relaxed SIMD uses its deterministic
+        // lowering.
         .consume_fuel(true)
         .cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)

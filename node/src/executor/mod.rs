@@ -4,7 +4,8 @@
 //! How the parts connect:
 //!
 //! * [`Executor`] owns one wasmtime engine ([`engine`]): fuel metering,
-//!   epoch interruption driven by a ticker thread, NaN canonicalisation,
+//!   epoch interruption driven by a ticker thread, NaN canonicalisation
+//!   (wherever NaN bits can be observed; vendor/README.md),
 //!   deterministic relaxed SIMD, no threads, a bounded wasm stack, memory
 //!   reservations sized to [`Config::max_memory`] and a pooling allocator of
 //!   [`Config::max_instances`] slots.

@@ -696,6 +696,66 @@ fn float_heavy_module_is_deterministic_including_nan_bits() {
     assert!(acc.is_finite() && acc > 0.0);
 }
 
+/// Arithmetic NaNs reaching memory by every path the code generator
+/// tracks (negation, copysign, a loop-carried local, a call's result, a
+/// parameter, select, promotion, a vector lane), and NaNs no arithmetic
+/// touched, which keep their payload.
+const NAN_PATHS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $inf_minus_inf (result f64) (f64.sub (f64.const inf) (f64.const inf)))
+  (func $pass (param f64) (result f64) (local.get 0))
+  (func (export "_start")
+    (local $v f64) (local $i i32) (local $nan f64)
+    (local.set $nan (f64.div (f64.const 0) (f64.const 0)))
+    (f64.store (i32.const 256) (f64.neg (local.get $nan)))
+    (f64.store (i32.const 264) (f64.copysign (f64.const 1) (local.get $nan)))
+    (local.set $v (f64.sqrt (f64.const -1)))
+    (loop $l
+      (local.set $v (f64.neg (local.get $v)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 3))))
+    (i64.store (i32.const 272) (i64.reinterpret_f64 (local.get $v)))
+    (f64.store (i32.const 280) (call $inf_minus_inf))
+    (f64.store (i32.const 288) (call $pass (f64.mul (f64.const inf) (f64.const 0))))
+    (f64.store (i32.const 296) (select (local.get $nan) (f64.const 2) (i32.const 1)))
+    (f64.store (i32.const 304) (f64.promote_f32 (f32.div (f32.const 0) (f32.const 0))))
+    (v128.store (i32.const 312) (f32x4.splat (f32.sub (f32.const inf) (f32.const inf))))
+    (f64.store (i32.const 328) (f64.const nan:0x1234))
+    (f64.store (i32.const 336) (f64.load (i32.const 328)))
+    (i32.store (i32.const 0) (i32.const 256))
+    (i32.store (i32.const 4) (i32.const 88))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+#[test]
+fn nan_bits_are_canonical_wherever_they_can_be_observed() {
+    let o = run_twice_on_two_executors(NAN_PATHS, &[], 0);
+    assert_eq!(o[0].result, Ok(()));
+    let out = &o[0].output;
+    assert_eq!(out.len(), 88);
+    let at = |i: usize| u64::from_le_bytes(out[i..i + 8].try_into().unwrap());
+    const CANON: u64 = 0x7ff8_0000_0000_0000;
+    // x86 hardware makes 0/0 a negative NaN: canonicalisation must have
+    // happened before the sign was flipped or copied.
+    assert_eq!(at(0), 0xfff8_0000_0000_0000, "fneg of a canonical NaN");
+    assert_eq!(at(8), 1f64.to_bits(), "copysign takes the canonical NaN's + sign");
+    assert_eq!(at(16), 0xfff8_0000_0000_0000, "three negations through a loop");
+    assert_eq!(at(24), CANON, "a call's result");
+    assert_eq!(at(32), CANON, "through a parameter");
+    assert_eq!(at(40), CANON, "select");
+    assert_eq!(at(48), CANON, "promoted from f32");
+    for lane in 0..4 {
+        let i = 56 + lane * 4;
+        assert_eq!(
+            u32::from_le_bytes(out[i..i + 4].try_into().unwrap()),
+            0x7fc0_0000,
+            "lane {lane}"
+        );
+    }
+    assert_eq!(at(72), 0x7ff0_0000_0000_1234, "a constant NaN keeps its payload");
+    assert_eq!(at(80), 0x7ff0_0000_0000_1234, "so does one copied through memory");
+}
+
 #[test]
 fn clocks_and_random_are_the_same_every_run() {
     let o = run_twice_on_two_executors(CLOCKS_AND_RANDOM, &[], 42);
