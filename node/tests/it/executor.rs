@@ -250,6 +250,117 @@ fn traps_carry_their_message() {
     assert_healthy(&e);
 }
 
+/// For each 16-byte pair (a, b) of its input: a/b and a%b, signed and
+/// unsigned, as 64-bit integers.
+const DIVIDE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $n i32) (local $i i32) (local $a i64) (local $b i64) (local $o i32)
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 4096))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $n (i32.load (i32.const 8)))
+    (local.set $o (i32.const 8192))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $a (i64.load (i32.add (i32.const 1024) (local.get $i))))
+        (local.set $b (i64.load (i32.add (i32.const 1032) (local.get $i))))
+        (i64.store (local.get $o) (i64.div_s (local.get $a) (local.get $b)))
+        (i64.store offset=8 (local.get $o) (i64.div_u (local.get $a) (local.get $b)))
+        (i64.store offset=16 (local.get $o) (i64.rem_s (local.get $a) (local.get $b)))
+        (i64.store offset=24 (local.get $o) (i64.rem_u (local.get $a) (local.get $b)))
+        (local.set $o (i32.add (local.get $o) (i32.const 32)))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $l)))
+    (i32.store (i32.const 0) (i32.const 8192))
+    (i32.store (i32.const 4) (i32.sub (local.get $o) (i32.const 8192)))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+#[test]
+fn sixty_four_bit_division_is_exact_on_both_sides_of_two_to_the_32() {
+    let e = executor();
+    let edges: [i64; 12] = [
+        1,
+        3,
+        7,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x1_0000_0001,
+        i64::MAX,
+        i64::MIN + 1,
+        -1,
+        -0x1_0000_0000,
+    ];
+    let mut pairs = Vec::new();
+    for &a in edges.iter().chain([0, i64::MIN].iter()) {
+        for &b in &edges {
+            if !(a == i64::MIN && b == -1) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    let input: Vec<u8> = pairs
+        .iter()
+        .flat_map(|(a, b)| a.to_le_bytes().into_iter().chain(b.to_le_bytes()))
+        .collect();
+    assert!(input.len() <= 4096);
+    let m = e.load(&wat::parse_str(DIVIDE).unwrap()).unwrap();
+    let o = e.run(
+        &m,
+        &Task {
+            input: &input,
+            args: &[],
+            limits: limits(),
+            seed: 0,
+        },
+    );
+    assert_eq!(o.result, Ok(()));
+    assert_eq!(o.output.len(), pairs.len() * 32);
+    for (k, &(a, b)) in pairs.iter().enumerate() {
+        let got = |j: usize| {
+            let i = k * 32 + j * 8;
+            u64::from_le_bytes(o.output[i..i + 8].try_into().unwrap())
+        };
+        let (ua, ub) = (a as u64, b as u64);
+        assert_eq!(got(0), a.wrapping_div(b) as u64, "{a} div_s {b}");
+        assert_eq!(got(1), ua / ub, "{a} div_u {b}");
+        assert_eq!(got(2), a.wrapping_rem(b) as u64, "{a} rem_s {b}");
+        assert_eq!(got(3), ua % ub, "{a} rem_u {b}");
+    }
+    // The traps are the same on either side too.
+    for (wat, trap) in [
+        (
+            "(i64.div_u (i64.const 1) (i64.const 0))",
+            "integer divide by zero",
+        ),
+        (
+            "(i64.rem_s (i64.const 5) (i64.const 0))",
+            "integer divide by zero",
+        ),
+        (
+            "(i64.div_u (i64.const 0x100000000) (i64.const 0))",
+            "integer divide by zero",
+        ),
+        (
+            "(i64.div_s (i64.const 0x8000000000000000) (i64.const -1))",
+            "integer overflow",
+        ),
+    ] {
+        let o = run_wat(
+            &e,
+            &format!(r#"(module (func (export "_start") (drop {wat})))"#),
+            limits(),
+        );
+        assert_eq!(o.result, Err(TaskError::Trap(trap.into())), "{wat}");
+    }
+    assert_healthy(&e);
+}
+
 #[test]
 fn output_over_the_limit_is_output_too_large() {
     let e = executor();

@@ -5776,7 +5776,7 @@ impl FuncEnvironment<'_> {
         rhs: ir::Value,
     ) -> ir::Value {
         self.guard_signed_divide(builder, lhs, rhs);
-        builder.ins().sdiv(lhs, rhs)
+        self.narrow_if_small(builder, lhs, rhs, false, |b| b.ins().sdiv(lhs, rhs))
     }
 
     pub fn translate_udiv(
@@ -5786,7 +5786,7 @@ impl FuncEnvironment<'_> {
         rhs: ir::Value,
     ) -> ir::Value {
         self.guard_zero_divisor(builder, rhs);
-        builder.ins().udiv(lhs, rhs)
+        self.narrow_if_small(builder, lhs, rhs, false, |b| b.ins().udiv(lhs, rhs))
     }
 
     pub fn translate_srem(
@@ -5796,7 +5796,7 @@ impl FuncEnvironment<'_> {
         rhs: ir::Value,
     ) -> ir::Value {
         self.guard_zero_divisor(builder, rhs);
-        builder.ins().srem(lhs, rhs)
+        self.narrow_if_small(builder, lhs, rhs, true, |b| b.ins().srem(lhs, rhs))
     }
 
     pub fn translate_urem(
@@ -5806,7 +5806,56 @@ impl FuncEnvironment<'_> {
         rhs: ir::Value,
     ) -> ir::Value {
         self.guard_zero_divisor(builder, rhs);
-        builder.ins().urem(lhs, rhs)
+        self.narrow_if_small(builder, lhs, rhs, true, |b| b.ins().urem(lhs, rhs))
+    }
+
+    /// agora patch: a 64-bit division or remainder whose operands both fit
+    /// in 32 bits (and are non-negative) uses the unsigned 32-bit
+    /// instruction, several times faster than the 64-bit one on many x86-64
+    /// processors (LLVM does the same). Results are identical: both operands
+    /// are in `[0, 2^32)`, where signed and unsigned, 32- and 64-bit division
+    /// agree; a zero divisor traps in either path with the same code.
+    fn narrow_if_small(
+        &mut self,
+        builder: &mut FunctionBuilder,
+        lhs: ir::Value,
+        rhs: ir::Value,
+        rem: bool,
+        wide: impl FnOnce(&mut FunctionBuilder) -> ir::Value,
+    ) -> ir::Value {
+        if builder.func.dfg.value_type(lhs) != I64
+            || self.isa.triple().architecture != target_lexicon::Architecture::X86_64
+        {
+            return wide(builder);
+        }
+        let both = builder.ins().bor(lhs, rhs);
+        let high = builder.ins().ushr_imm(both, 32);
+        let narrow_block = builder.create_block();
+        let wide_block = builder.create_block();
+        let done = builder.create_block();
+        let result = builder.append_block_param(done, I64);
+        builder.ins().brif(high, wide_block, &[], narrow_block, &[]);
+        builder.seal_block(narrow_block);
+        builder.seal_block(wide_block);
+
+        builder.switch_to_block(narrow_block);
+        let l = builder.ins().ireduce(I32, lhs);
+        let r = builder.ins().ireduce(I32, rhs);
+        let n = if rem {
+            builder.ins().urem(l, r)
+        } else {
+            builder.ins().udiv(l, r)
+        };
+        let n = builder.ins().uextend(I64, n);
+        builder.ins().jump(done, &[n.into()]);
+
+        builder.switch_to_block(wide_block);
+        let w = wide(builder);
+        builder.ins().jump(done, &[w.into()]);
+        builder.seal_block(done);
+
+        builder.switch_to_block(done);
+        result
     }
 
     pub fn translate_fcvt_to_sint(
