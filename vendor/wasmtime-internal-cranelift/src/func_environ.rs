@@ -5829,7 +5829,7 @@ impl FuncEnvironment<'_> {
             return wide(builder);
         }
         let both = builder.ins().bor(lhs, rhs);
-        let high = builder.ins().ushr_imm(both, 32);
+        let high = builder.ins().ushr_imm_u(both, 32);
         let narrow_block = builder.create_block();
         let wide_block = builder.create_block();
         let done = builder.create_block();
