@@ -143,16 +143,14 @@ pub(crate) fn canonicalize_nans_on_demand(func: &mut Function, has_vector_suppor
         }
     }
 
-    // Walk back from every observed value to the arithmetic it came from.
-    let mut scalar: HashSet<Inst> = HashSet::new();
+    // Walk back from every observed value to the arithmetic it came from
+    // (each value is walked once, so each instruction is pushed once).
     while let Some(v) = work.pop() {
         match func.dfg.value_def(v) {
             ValueDef::Result(inst, _) => {
                 let op = func.dfg.insts[inst].opcode();
                 if is_fp_arith(op) {
-                    if scalar.insert(inst) {
-                        canonicalize.push(inst);
-                    }
+                    canonicalize.push(inst);
                 } else if is_bit_preserving(op) {
                     for &a in func.dfg.inst_args(inst) {
                         let a = func.dfg.resolve_aliases(a);
