@@ -71,8 +71,10 @@ pub fn init_tracing(verbose: u8) {
     let default = match verbose {
         // Kademlia warns whenever a lone node has no peer to bootstrap from;
         // gossipsub warns of every mesh penalty it applies (counted in its
-        // peer scores, and frequent among hundreds of in-process nodes).
-        0 => "warn,libp2p_kad=error,libp2p_gossipsub=error",
+        // peer scores, and frequent among hundreds of in-process nodes);
+        // yamux warns when closing a connection the other side closed
+        // first (both sides trimming it at once).
+        0 => "warn,libp2p_kad=error,libp2p_gossipsub=error,yamux=error",
         1 => "info,libp2p_kad=warn,agora_node=info",
         2 => "info,agora_node=debug",
         _ => "debug,agora_node=trace",

@@ -57,6 +57,8 @@ pub struct Options {
     pub gossip_heartbeat: Duration,
     /// Most connections per node (a real node: 512).
     pub max_connections: u32,
+    /// Connections kept when nothing needs more (a real node: 96).
+    pub target_connections: u32,
     /// How often each connection is pinged (a real node: 5 s).
     pub ping_interval: Duration,
 }
@@ -74,6 +76,7 @@ impl Default for Options {
             advert_lifetime: Duration::from_secs(10),
             gossip_heartbeat: Duration::from_millis(200),
             max_connections: 512,
+            target_connections: 96,
             ping_interval: Duration::from_secs(5),
         }
     }
@@ -243,6 +246,7 @@ impl Testnet {
         o.tick = self.options.tick;
         o.gossip_heartbeat = self.options.gossip_heartbeat;
         o.max_connections = self.options.max_connections;
+        o.target_connections = self.options.target_connections;
         o.ping_interval = self.options.ping_interval;
         Ok((i, domain, c, o))
     }

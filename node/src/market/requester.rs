@@ -253,6 +253,9 @@ pub enum ReceiptVerdict {
     Accepted,
     /// Already recorded (a retransmission): acknowledge again.
     Duplicate,
+    /// For a copy withdrawn before its agreement arrived: acknowledged so
+    /// that the provider forgets it; not recorded, not paid.
+    Superseded,
 }
 
 /// Why a receipt was refused.
@@ -764,6 +767,21 @@ impl Requester {
             self.touch(t);
             self.settle(t.job, t.index, now);
         }
+    }
+
+    /// Whether a live job has a copy agreed with `peer` or being accepted
+    /// by it: what [`Requester::on_peer_down`] would re-place.
+    pub fn depends_on(&self, peer: NodeId) -> bool {
+        self.jobs
+            .values()
+            .filter(|j| !j.record.state.is_terminal())
+            .any(|j| {
+                j.tasks.iter().any(|t| {
+                    t.copies.iter().any(|c| {
+                        c.provider == peer && matches!(c.state, CopyState::Agreed | CopyState::Accepting)
+                    })
+                })
+            })
     }
 
     /// A provider disconnected or dropped out of the view: its live copies
@@ -1387,7 +1405,33 @@ impl Requester {
             return;
         };
         let Some(c) = t.copy_mut(attempt) else { return };
-        if c.provider != from || c.state != CopyState::Accepting {
+        if c.provider != from {
+            return;
+        }
+        if c.state == CopyState::Cancelled && c.agreement.is_none() {
+            // Withdrawn while the accept was in flight: now that the
+            // agreement has an id, tell the provider not to run it.
+            if let Ok(a) = answer
+                && a.payload().task == task
+                && a.payload().requester == self.local
+            {
+                c.agreement = Some(a.id());
+                let reason = if job.record.state.is_terminal() {
+                    CancelReason::JobCancelled
+                } else {
+                    CancelReason::Superseded
+                };
+                self.out.push_back(Action::Cancel {
+                    to: from,
+                    agreement: a.id(),
+                    task,
+                    reason,
+                });
+                self.touch(task);
+            }
+            return;
+        }
+        if c.state != CopyState::Accepting {
             return;
         }
         match answer {
@@ -1457,8 +1501,21 @@ impl Requester {
                 t.copies.iter().position(|c| {
                     c.provider == from && c.reported.is_none() && !matches!(c.state, CopyState::Cancelled)
                 })
-            })
-            .ok_or(ReceiptError::NoAgreement)?;
+            });
+        let Some(pos) = pos else {
+            // A copy withdrawn while its accept was in flight (another copy
+            // settled the task first) has no agreement id to cancel by, so
+            // the provider ran it anyway. Nothing is owed and nothing is
+            // wrong: the provider may forget it.
+            let withdrawn = t.copies.iter().any(|c| {
+                c.provider == from && c.agreement.is_none() && matches!(c.state, CopyState::Cancelled)
+            });
+            return if withdrawn {
+                Ok(ReceiptVerdict::Superseded)
+            } else {
+                Err(ReceiptError::NoAgreement)
+            };
+        };
         let c = &mut t.copies[pos];
         if c.reported.is_some() {
             return Ok(ReceiptVerdict::Duplicate);

@@ -24,7 +24,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::job::{InputSpec, JobRecord, JobSpec, JobState, Strategy, TaskPhase, TaskRecord};
 use super::provider::{self, Accepted, Provider, Stage};
-use super::requester::{self, Action, Requester};
+use super::requester::{self, Action, ReceiptError, ReceiptVerdict, Requester};
 use crate::view::View;
 
 const T0: u64 = 1_800_000_000_000;
@@ -56,6 +56,10 @@ pub(crate) struct Report {
     /// Receipts the first caught cheater had delivered when it was caught.
     pub(crate) caught_after: Option<u64>,
     pub(crate) virtual_ms: u64,
+    /// Receipts for copies withdrawn before their agreement arrived.
+    pub(crate) superseded: u64,
+    /// Receipts refused for want of any copy at that provider.
+    pub(crate) refused: u64,
     pub(crate) error: Option<String>,
     /// A digest of every message delivered and when: equal traces mean
     /// identical runs.
@@ -164,6 +168,10 @@ struct Sim {
     job: JobId,
     error: Option<String>,
     caught_after: Option<u64>,
+    /// Receipts acknowledged as superseded, and refused for want of an
+    /// agreement.
+    superseded: u64,
+    refused: u64,
     trace: blake3::Hasher,
 }
 
@@ -226,6 +234,8 @@ impl Sim {
             job: JobId([7; 16]),
             error: None,
             caught_after: None,
+            superseded: 0,
+            refused: 0,
             trace: blake3::Hasher::new(),
         }
     }
@@ -688,8 +698,13 @@ impl Sim {
                 };
                 let provider = self.providers[from].kp.node_id();
                 let r = self.requester.on_receipt(provider, &v, true, ts(now));
-                if r.is_ok() {
-                    self.providers[from].receipts += 1;
+                match r {
+                    Ok(ReceiptVerdict::Accepted | ReceiptVerdict::Duplicate) => {
+                        self.providers[from].receipts += 1
+                    }
+                    Ok(ReceiptVerdict::Superseded) => self.superseded += 1,
+                    Err(ReceiptError::NoAgreement) => self.refused += 1,
+                    Err(_) => {}
                 }
                 self.drain();
                 // Acknowledged or refused for good: either way the provider stops sending.
@@ -950,6 +965,8 @@ impl Sim {
             virtual_ms: self.now - T0,
             error: self.error.clone(),
             caught_after: self.caught_after,
+            superseded: self.superseded,
+            refused: self.refused,
             trace: *self.trace.finalize().as_bytes(),
             ..Report::default()
         };
@@ -1067,6 +1084,37 @@ mod tests {
             let rep = simulate(seed, w.clone());
             check(seed, &w, &rep);
         }
+    }
+
+    /// Copies raced hard (three replicas, long and uneven delays): a copy
+    /// withdrawn while its accept was in flight is cancelled once its
+    /// agreement arrives, and a receipt that comes anyway is acknowledged
+    /// as superseded. No receipt is refused.
+    #[test]
+    fn receipts_of_withdrawn_copies_are_never_refused() {
+        let (mut superseded, mut refused) = (0, 0);
+        for seed in 0..150u64 {
+            let w = World {
+                providers: 6,
+                cheaters: 0,
+                tasks: 12,
+                replicas: 3,
+                spot_check: 0.0,
+                drop: 0.0,
+                duplicate: 0.0,
+                max_delay_ms: 2500,
+                requester_crashes: 0,
+                provider_crashes: 0,
+                kill_one: false,
+                stop_when_caught: false,
+            };
+            let rep = simulate(seed, w.clone());
+            check(seed, &w, &rep);
+            superseded += rep.superseded;
+            refused += rep.refused;
+        }
+        eprintln!("superseded {superseded}, refused {refused}");
+        assert_eq!(refused, 0, "receipts refused for want of an agreement");
     }
 
     /// Replication 2 with cheaters among the providers: no wrong result is

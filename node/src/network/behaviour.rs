@@ -73,7 +73,7 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         .flood_publish(true)
         .mesh_n_low(4)
         .mesh_n(6)
-        .mesh_n_high(12)
+        .mesh_n_high(super::trim::MESH_N_HIGH)
         .gossip_lazy(6)
         .history_length(5)
         .history_gossip(3)

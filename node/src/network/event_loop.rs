@@ -1,6 +1,7 @@
 //! The task that owns the swarm.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use agora_protocol::NodeId;
 use agora_protocol::rpc::{ContentResponse, Decline, MarketRequest, MarketResponse};
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::trim;
 use super::{Command, Event, NetworkError, Reply, ReplyTo, Stats};
 
 /// Providers found so far by a DHT query, and who waits for them.
@@ -62,6 +64,10 @@ pub(crate) struct EventLoop {
     bootstrap: Vec<libp2p::Multiaddr>,
     /// Peers this node refuses to be connected to (a partition, in tests).
     blocked: HashSet<PeerId>,
+    /// Connections above this many are trimmed (see [`trim`]).
+    target_connections: usize,
+    /// When each connected peer was connected or last exchanged a request.
+    last_used: HashMap<PeerId, Instant>,
 }
 
 /// Below this many connections the node dials its bootstrap peers again.
@@ -80,6 +86,7 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
         bootstrap: Vec<libp2p::Multiaddr>,
+        target_connections: usize,
     ) -> Self {
         EventLoop {
             swarm,
@@ -95,6 +102,8 @@ impl EventLoop {
             bootstrapped: bootstrap.is_empty(),
             bootstrap,
             blocked: HashSet::new(),
+            target_connections,
+            last_used: HashMap::new(),
         }
     }
 
@@ -125,7 +134,10 @@ impl EventLoop {
                         .send_response(channel, MarketResponse::Batch(answers));
                 }
                 ev = self.swarm.select_next_some() => self.event(ev).await,
-                _ = redial.tick() => self.heal(),
+                _ = redial.tick() => {
+                    self.heal();
+                    self.trim();
+                }
             }
         }
         tracing::debug!("network task stopped");
@@ -153,6 +165,49 @@ impl EventLoop {
             }
         }
         let _ = self.swarm.behaviour_mut().kad.bootstrap();
+    }
+
+    /// Closes the least recently used connections above the target that
+    /// carry nothing (no mesh, no request in flight, not used lately).
+    fn trim(&mut self) {
+        if self.swarm.connected_peers().count() <= self.target_connections {
+            return;
+        }
+        let now = Instant::now();
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mut protected: HashSet<PeerId> = gossip.all_mesh_peers().copied().collect();
+        protected.extend(self.pending_market.values().map(|(p, _)| *p));
+        protected.extend(self.pending_content.values().map(|(p, _)| *p));
+        let mut topics: HashMap<&gossipsub::TopicHash, Vec<PeerId>> =
+            gossip.topics().map(|t| (t, Vec::new())).collect();
+        for (peer, subscribed) in gossip.all_peers() {
+            for t in subscribed {
+                if let Some(list) = topics.get_mut(t) {
+                    list.push(*peer);
+                }
+            }
+        }
+        let facts = trim::Facts {
+            connected: self
+                .swarm
+                .connected_peers()
+                .map(|p| (*p, self.last_used.get(p).copied().unwrap_or(now)))
+                .collect(),
+            protected,
+            topics: topics.into_values().collect(),
+        };
+        let victims = trim::victims(&facts, self.target_connections, trim::PER_TOPIC, trim::GRACE, now);
+        for peer in victims {
+            tracing::debug!(%peer, "trimming an unused connection");
+            self.stats.connections_trimmed += 1;
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn touch(&mut self, peer: PeerId) {
+        if let Some(t) = self.last_used.get_mut(&peer) {
+            *t = Instant::now();
+        }
     }
 
     /// Hands an event to the node. Gossip is dropped when the node is busy
@@ -205,6 +260,7 @@ impl EventLoop {
             Command::Fetch { peer, request, reply } => {
                 let id = b.content.send_request(&peer, request);
                 self.pending_content.insert(id, (peer, reply));
+                self.touch(peer);
             }
             Command::RespondContent { channel, response } => {
                 let _ = b.content.send_response(channel, response);
@@ -269,6 +325,9 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
                 self.pending_market.insert(id, (peer, waiting));
             }
+            if let Some(t) = self.last_used.get_mut(&peer) {
+                *t = Instant::now();
+            }
         }
     }
 
@@ -330,6 +389,7 @@ impl EventLoop {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
+                self.last_used.insert(peer_id, Instant::now());
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -348,6 +408,9 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
+                if num_established == 0 {
+                    self.last_used.remove(&peer_id);
+                }
                 if num_established == 0
                     && let Some(peer) = node(&peer_id)
                 {
@@ -463,6 +526,9 @@ impl EventLoop {
         &mut self,
         ev: request_response::Event<agora_protocol::rpc::MarketRequest, MarketResponse>,
     ) {
+        if let request_response::Event::Message { peer, .. } = &ev {
+            self.touch(*peer);
+        }
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
@@ -535,6 +601,9 @@ impl EventLoop {
         &mut self,
         ev: request_response::Event<agora_protocol::rpc::ContentRequest, ContentResponse>,
     ) {
+        if let request_response::Event::Message { peer, .. } = &ev {
+            self.touch(*peer);
+        }
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {

@@ -22,6 +22,7 @@
 mod behaviour;
 mod codec;
 mod event_loop;
+mod trim;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use libp2p::gossipsub::{MessageAcceptance, MessageId as GossipId};
+pub use trim::MESH_N_HIGH;
 
 /// Which transports the node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +68,12 @@ pub struct Config {
     pub content_timeout: Duration,
     /// Close connections idle this long.
     pub idle_connection_timeout: Duration,
-    /// Most established connections.
+    /// Most established connections: more are refused.
     pub max_connections: u32,
+    /// Connections kept when nothing needs more: above this many, the
+    /// least recently used idle ones are closed (below `max_connections`,
+    /// so that a newcomer always finds room).
+    pub target_connections: u32,
     /// Most incoming connections being set up at once.
     pub max_pending_incoming: u32,
     /// Most concurrent request-response streams per connection.
@@ -89,6 +95,7 @@ impl Default for Config {
             content_timeout: Duration::from_secs(60),
             idle_connection_timeout: Duration::from_secs(60),
             max_connections: 512,
+            target_connections: 96,
             max_pending_incoming: 64,
             max_concurrent_streams: 256,
             channel_capacity: 4096,
@@ -223,6 +230,8 @@ pub struct Stats {
     pub inbound_failures: u64,
     /// Connections refused by the connection limits.
     pub connections_refused: u64,
+    /// Idle connections closed to stay at the target.
+    pub connections_trimmed: u64,
     /// Market batches sent.
     pub batches_sent: u64,
     /// Market requests sent inside those batches.
@@ -521,7 +530,14 @@ pub async fn spawn(
         tx,
         local: keypair.node_id(),
     };
-    let event_loop = event_loop::EventLoop::new(swarm, rx, events, cancel, config.bootstrap.clone());
+    let event_loop = event_loop::EventLoop::new(
+        swarm,
+        rx,
+        events,
+        cancel,
+        config.bootstrap.clone(),
+        config.target_connections.min(config.max_connections) as usize,
+    );
     let handle = tokio::spawn(event_loop.run());
     Ok((client, handle))
 }

@@ -142,6 +142,8 @@ pub(super) struct Driver {
     last_calibration: Timestamp,
     calibrating: bool,
     connected: HashSet<NodeId>,
+    /// Peers dialed on their adverts, and when.
+    dialed: HashMap<NodeId, Timestamp>,
     probing: HashSet<NodeId>,
     inline: HashMap<MessageId, work::Inline>,
     cancelled_running: HashSet<MessageId>,
@@ -153,8 +155,12 @@ pub(super) struct Driver {
     cancel: CancellationToken,
 }
 
-/// Connections a node opens on its own to peers of its domain.
-const TARGET_PEERS: usize = 24;
+/// Connections a node opens on its own to peers of its domain (as many as
+/// its domain's gossip mesh may use; the network keeps twice as many: see
+/// `network::trim`).
+const DOMAIN_PEERS: usize = network::MESH_N_HIGH;
+/// A peer dialed on its advert is not dialed again for this long.
+const REDIAL_PEER: Duration = Duration::from_secs(30);
 
 /// Most ready messages handled in one turn besides the one that woke it.
 const MAX_EVENTS_PER_TURN: usize = 64;
@@ -259,6 +265,7 @@ impl Driver {
             last_calibration: now,
             calibrating: false,
             connected: HashSet::new(),
+            dialed: HashMap::new(),
             probing: HashSet::new(),
             inline: HashMap::new(),
             cancelled_running: HashSet::new(),
@@ -970,14 +977,20 @@ impl Driver {
             }
             Event::Disconnected { peer } => {
                 self.connected.remove(&peer);
-                if self.probing.insert(peer) {
+                // A closed connection alone says little (idle ones are
+                // trimmed): ask whether the peer is still there only when
+                // a job waits on it.
+                if self.requester.depends_on(peer) && self.probing.insert(peer) {
                     self.spawn(work::probe(self.sh.clone(), self.tx.clone(), peer));
                 }
             }
-            Event::Subscribed { peer: _, topic } => {
-                // A newcomer in our domain, or a peer we just met: let it see
-                // us at once (publication is rate-limited in `end_turn`).
-                if topic == self.config.domain.advert_topic() {
+            Event::Subscribed { peer, topic } => {
+                // A newcomer in our domain: let it see us at once
+                // (publication is rate-limited in `end_turn`). A peer
+                // already in the view that reconnects (connections come and
+                // go: see `network::trim`) hears the next periodic advert;
+                // republishing to every reconnection would flood the domain.
+                if topic == self.config.domain.advert_topic() && self.view.peer(&peer).is_none() {
                     self.advert_due = true;
                 }
             }
@@ -1002,7 +1015,7 @@ impl Driver {
         let acceptance = if topic.starts_with(&format!("{}/adverts/", agora_protocol::TOPIC_PREFIX)) {
             match self.view.on_advert(data, author, now) {
                 Ok(node) => {
-                    self.learn_addresses(node);
+                    self.learn_addresses(node, now);
                     MessageAcceptance::Accept
                 }
                 Err(crate::view::Rejected::Replayed { .. }) => MessageAcceptance::Ignore,
@@ -1033,14 +1046,31 @@ impl Driver {
         self.spawn(async move { net.report(id, source, acceptance).await });
     }
 
-    fn learn_addresses(&mut self, node: NodeId) {
+    fn learn_addresses(&mut self, node: NodeId, now: Timestamp) {
         let Some(p) = self.view.peer(&node) else { return };
         let addrs: Vec<Multiaddr> = p.advert.addrs.iter().filter_map(|a| a.0.parse().ok()).collect();
-        // Connect to a domain's peers up to a target count (pings give
-        // round-trip times for placement); beyond it, addresses only:
-        // request-response dials on demand, so a large domain does not
-        // become a full mesh of connections.
-        let dial = !self.connected.contains(&node) && self.connected.len() < TARGET_PEERS;
+        // Connect to a domain's peers up to a target count (the gossip
+        // mesh is built from them, pings give round-trip times for
+        // placement); beyond it, addresses only: request-response dials on
+        // demand, so a large domain does not become a full mesh of
+        // connections. The view holds this domain's peers only.
+        let dial = !self.connected.contains(&node)
+            && self
+                .connected
+                .iter()
+                .filter(|c| self.view.peer(c).is_some())
+                .count()
+                < DOMAIN_PEERS
+            && self
+                .dialed
+                .get(&node)
+                .is_none_or(|t| now.since(*t) >= REDIAL_PEER);
+        if dial {
+            if self.dialed.len() >= 4 * DOMAIN_PEERS {
+                self.dialed.retain(|_, t| now.since(*t) < REDIAL_PEER);
+            }
+            self.dialed.insert(node, now);
+        }
         let net = self.sh.net.clone();
         self.spawn(async move {
             for a in &addrs {
@@ -1427,6 +1457,13 @@ impl Driver {
                             "Connections refused by limits",
                             &[],
                             s.connections_refused as f64,
+                        );
+                        m.add(
+                            "agora_connections_trimmed_total",
+                            "counter",
+                            "Idle connections closed to stay at the target",
+                            &[],
+                            s.connections_trimmed as f64,
                         );
                         m.add(
                             "agora_market_frames_sent_total",

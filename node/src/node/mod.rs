@@ -74,6 +74,9 @@ pub struct Options {
     /// Most established connections (hundreds of nodes in one process
     /// use fewer than a real node's 512).
     pub max_connections: u32,
+    /// Connections kept when nothing needs more (the rest of
+    /// `max_connections` is room for newcomers; see the network's `trim`).
+    pub target_connections: u32,
     /// How often each connection is pinged for its round-trip time (a real
     /// node: 5 s; in one process the time is meaningless and the pings
     /// are the largest share of idle work).
@@ -100,6 +103,7 @@ impl Options {
             tick: Duration::from_millis(10),
             gossip_heartbeat: network::Config::default().gossip_heartbeat,
             max_connections: network::Config::default().max_connections,
+            target_connections: network::Config::default().target_connections,
             ping_interval: network::Config::default().ping_interval,
         }
     }
@@ -175,6 +179,7 @@ impl Node {
             mdns: config.mdns,
             gossip_heartbeat: options.gossip_heartbeat,
             max_connections: options.max_connections,
+            target_connections: options.target_connections,
             ping_interval: options.ping_interval,
             ..network::Config::default()
         };

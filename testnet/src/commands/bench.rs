@@ -230,9 +230,8 @@ impl BenchCommand {
                 tasks: 100,
                 advert_interval: Duration::from_secs(5),
                 heartbeat: Duration::from_secs(1),
-                // A hundred nodes can afford a real node's cap; more need
-                // the scale command's.
-                max_connections: if self.scale_nodes <= 100 { 512 } else { 64 },
+                max_connections: 64,
+                target_connections: 48,
                 ping_interval: Duration::from_secs(15),
                 json: true,
             };

@@ -45,11 +45,15 @@ pub struct ScaleCommand {
     /// Gossipsub heartbeat of every node (a real node: 200 ms).
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     pub heartbeat: Duration,
-    /// Most connections per node (a real node: 512). Kademlia queries and
-    /// on-demand market dials would otherwise grow every node towards a
-    /// full mesh, whose per-connection upkeep alone fills two cores.
+    /// Most connections per node (a real node: 512); more are refused.
     #[arg(long, default_value_t = 64)]
     pub max_connections: u32,
+    /// Connections each node keeps when nothing needs more (a real node:
+    /// 96); idle ones above it are closed. Kademlia queries and on-demand
+    /// market dials would otherwise grow every node towards a full mesh,
+    /// whose per-connection upkeep alone fills two cores.
+    #[arg(long, default_value_t = 48)]
+    pub target_connections: u32,
     /// How often every connection is pinged (a real node: 5 s). Between
     /// nodes of one process the round-trip time says nothing, and 6,000
     /// connections pinged every 5 s are the largest share of idle work.
@@ -113,6 +117,8 @@ const COUNTERS: &[&str] = &[
     "agora_gossip_rejected_total",
     "agora_peers_expired_total",
     "agora_connected_peers",
+    "agora_connections_trimmed_total",
+    "agora_connections_refused_total",
     "agora_market_overload_total",
 ];
 
@@ -138,6 +144,7 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         advert_lifetime: (cmd.advert_interval * 5).min(Duration::from_secs(60)),
         gossip_heartbeat: cmd.heartbeat,
         max_connections: cmd.max_connections,
+        target_connections: cmd.target_connections,
         ping_interval: cmd.ping_interval,
         ..Options::default()
     };
