@@ -24,7 +24,7 @@
 //!    `makespan_ratio` = makespan / max(total fuel / total advertised
 //!    capacity, largest task's fuel / fastest per-slot capacity), the
 //!    makespan being the requester's submit-to-done time.
-//! 4. **Scale** (`--scale-nodes`, default 100; 0 skips it): that many full
+//! 4. **Scale** (`--scale-nodes`, default 200; 0 skips it): that many full
 //!    nodes in this process over the memory transport (see
 //!    `agora-testnet scale`): time until every view and every domain
 //!    summary is complete, memory per node, advert propagation to every
@@ -66,10 +66,9 @@ pub struct BenchCommand {
     /// Tasks of the placement-quality job.
     #[arg(long, default_value_t = 200)]
     pub makespan_tasks: usize,
-    /// Nodes of the in-process scale run (0: skip it). 200 run in about
-    /// four minutes on two cores but do not yet always get through every
-    /// propagation round (see `agora-testnet scale` and the README).
-    #[arg(long, default_value_t = 100)]
+    /// Nodes of the in-process scale run (0: skip it); 200 take about four
+    /// minutes on two cores.
+    #[arg(long, default_value_t = 200)]
     pub scale_nodes: usize,
     /// Run only the placement-quality part.
     #[arg(long, conflicts_with = "only_network")]
