@@ -49,7 +49,7 @@ pub mod engine;
 mod run;
 pub mod wasi;
 
-pub use calibrate::{Calibration, KERNEL_WAT, calibrate};
+pub use calibrate::{CALIBRATION_ROUNDS, Calibration, KERNEL_WAT, calibrate};
 pub use engine::wasm_config;
 
 /// Bytes in a WebAssembly page.

@@ -40,13 +40,17 @@ pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
 pub const SPEED_ALPHA: f64 = 0.3;
 /// Shortest execution a speed is learnt from.
 pub const MIN_LEARNING_RUN: Duration = Duration::from_millis(20);
+/// Tasks shorter than this are offered to the best-scored provider alone:
+/// negotiating with several would cost more than the task (SPEC.md §8.2).
+pub const TINY_TASK: Duration = Duration::from_millis(50);
 /// Tasks shorter than this are pipelined: a requester keeps up to this much
 /// estimated work per slot queued at a provider beyond its slots (and at
 /// most [`TINY_BACKLOG`] tasks per slot), to hide negotiation and round-trip
-/// latency and let requests travel in batches. Longer tasks are pulled one
-/// at a time per slot, so a slow provider never holds work a faster one
+/// latency (tens of milliseconds between one task's receipt and the next
+/// one's start) and let requests travel in batches. Longer tasks are pulled
+/// one at a time per slot, so a slow provider never holds work a faster one
 /// could start (SPEC.md §8.2).
-pub const TINY_TASK: Duration = Duration::from_millis(50);
+pub const PIPELINED_WORK: Duration = Duration::from_millis(250);
 /// Most extra tasks per slot in flight for tiny tasks.
 pub const TINY_BACKLOG: u32 = 16;
 
@@ -349,10 +353,10 @@ pub fn evaluate(
     let slots = info.slots.max(1);
     let speed_cu = speed(info, stats);
     let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
-    let tiny_ms = TINY_TASK.as_secs_f64() * 1000.0;
-    let backlog = if run_ms < tiny_ms {
-        // At most TINY_TASK of queued work per slot.
-        slots * ((tiny_ms / run_ms.max(1e-3)) as u32).clamp(1, TINY_BACKLOG)
+    let pipelined_ms = PIPELINED_WORK.as_secs_f64() * 1000.0;
+    let backlog = if run_ms < pipelined_ms {
+        // At most PIPELINED_WORK of queued work per slot.
+        slots * ((pipelined_ms / run_ms.max(1e-3)) as u32).clamp(1, TINY_BACKLOG)
     } else {
         0
     };

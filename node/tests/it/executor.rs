@@ -984,8 +984,10 @@ fn a_quarter_cpu_share_measures_about_a_quarter_of_the_capacity() {
     let a = calibrate(&full, budget).unwrap();
     let b = calibrate(&quarter, budget).unwrap();
     assert!(a.cu.0 > 0 && a.fuel.0 > 0);
+    // The fastest of the rounds counts; each lasts a share of the budget.
+    let round = budget / agora_node::executor::CALIBRATION_ROUNDS;
     assert!(
-        a.elapsed >= budget && a.elapsed < budget + Duration::from_millis(300),
+        a.elapsed >= round && a.elapsed < round + Duration::from_millis(300),
         "{a:?}"
     );
     let ratio = b.cu.0 as f64 / a.cu.0 as f64;
