@@ -234,6 +234,14 @@ pub struct Copy {
     pub spot_pending: bool,
 }
 
+impl Copy {
+    /// Withdrawn while its accept was in flight: cancelled, with no
+    /// agreement id yet to cancel it by at the provider.
+    pub fn withdrawn_unagreed(&self) -> bool {
+        self.state == CopyState::Cancelled && self.agreement.is_none()
+    }
+}
+
 /// Serde helper: optional bytes as hex.
 pub mod opt_hex {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1408,7 +1408,7 @@ impl Requester {
         if c.provider != from {
             return;
         }
-        if c.state == CopyState::Cancelled && c.agreement.is_none() {
+        if c.withdrawn_unagreed() {
             // Withdrawn while the accept was in flight: now that the
             // agreement has an id, tell the provider not to run it.
             if let Ok(a) = answer
@@ -1507,9 +1507,10 @@ impl Requester {
             // settled the task first) has no agreement id to cancel by, so
             // the provider ran it anyway. Nothing is owed and nothing is
             // wrong: the provider may forget it.
-            let withdrawn = t.copies.iter().any(|c| {
-                c.provider == from && c.agreement.is_none() && matches!(c.state, CopyState::Cancelled)
-            });
+            let withdrawn = t
+                .copies
+                .iter()
+                .any(|c| c.provider == from && c.withdrawn_unagreed());
             return if withdrawn {
                 Ok(ReceiptVerdict::Superseded)
             } else {

@@ -1052,6 +1052,24 @@ mod tests {
         }
     }
 
+    /// A world without faults: no cheaters, spot checks, losses or crashes.
+    fn calm(providers: usize, tasks: usize, replicas: u8, max_delay_ms: u64) -> World {
+        World {
+            providers,
+            cheaters: 0,
+            tasks,
+            replicas,
+            spot_check: 0.0,
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay_ms,
+            requester_crashes: 0,
+            provider_crashes: 0,
+            kill_one: false,
+            stop_when_caught: false,
+        }
+    }
+
     fn check(seed: u64, w: &World, rep: &Report) {
         assert!(rep.error.is_none(), "seed {seed} {w:?}: {:?}", rep.error);
         assert_eq!(
@@ -1094,20 +1112,7 @@ mod tests {
     fn receipts_of_withdrawn_copies_are_never_refused() {
         let (mut superseded, mut refused) = (0, 0);
         for seed in 0..150u64 {
-            let w = World {
-                providers: 6,
-                cheaters: 0,
-                tasks: 12,
-                replicas: 3,
-                spot_check: 0.0,
-                drop: 0.0,
-                duplicate: 0.0,
-                max_delay_ms: 2500,
-                requester_crashes: 0,
-                provider_crashes: 0,
-                kill_one: false,
-                stop_when_caught: false,
-            };
+            let w = calm(6, 12, 3, 2500);
             let rep = simulate(seed, w.clone());
             check(seed, &w, &rep);
             superseded += rep.superseded;
@@ -1124,18 +1129,8 @@ mod tests {
         let mut banned = 0;
         for seed in 0..100u64 {
             let w = World {
-                providers: 5,
                 cheaters: 1,
-                tasks: 10,
-                replicas: 2,
-                spot_check: 0.0,
-                drop: 0.0,
-                duplicate: 0.0,
-                max_delay_ms: 20,
-                requester_crashes: 0,
-                provider_crashes: 0,
-                kill_one: false,
-                stop_when_caught: false,
+                ..calm(5, 10, 2, 20)
             };
             let rep = simulate(seed, w.clone());
             check(seed, &w, &rep);
@@ -1156,18 +1151,10 @@ mod tests {
         let mut worst = 0;
         for seed in 0..trials {
             let w = World {
-                providers: 1,
                 cheaters: 1,
-                tasks: 90,
-                replicas: 1,
                 spot_check: 0.05,
-                drop: 0.0,
-                duplicate: 0.0,
-                max_delay_ms: 5,
-                requester_crashes: 0,
-                provider_crashes: 0,
-                kill_one: false,
                 stop_when_caught: true,
+                ..calm(1, 90, 1, 5)
             };
             let rep = simulate(seed, w);
             if let Some(n) = rep.caught_after {
@@ -1193,18 +1180,8 @@ mod tests {
     #[test]
     fn a_fifth_of_providers_cheating_never_gets_a_wrong_result_through() {
         let w = World {
-            providers: 10,
             cheaters: 2,
-            tasks: 1000,
-            replicas: 2,
-            spot_check: 0.0,
-            drop: 0.0,
-            duplicate: 0.0,
-            max_delay_ms: 10,
-            requester_crashes: 0,
-            provider_crashes: 0,
-            kill_one: false,
-            stop_when_caught: false,
+            ..calm(10, 1000, 2, 10)
         };
         let rep = simulate(7, w.clone());
         check(7, &w, &rep);

@@ -75,6 +75,13 @@ const MIN_PEERS: usize = 4;
 /// How often it checks.
 const REDIAL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Notes that a connected peer was used now (for [`trim`]).
+fn touch(last_used: &mut HashMap<PeerId, Instant>, peer: PeerId) {
+    if let Some(t) = last_used.get_mut(&peer) {
+        *t = Instant::now();
+    }
+}
+
 fn node(peer: &PeerId) -> Option<NodeId> {
     NodeId::from_peer_id(peer).ok()
 }
@@ -205,9 +212,7 @@ impl EventLoop {
     }
 
     fn touch(&mut self, peer: PeerId) {
-        if let Some(t) = self.last_used.get_mut(&peer) {
-            *t = Instant::now();
-        }
+        touch(&mut self.last_used, peer);
     }
 
     /// Hands an event to the node. Gossip is dropped when the node is busy
@@ -325,9 +330,7 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
                 self.pending_market.insert(id, (peer, waiting));
             }
-            if let Some(t) = self.last_used.get_mut(&peer) {
-                *t = Instant::now();
-            }
+            touch(&mut self.last_used, peer);
         }
     }
 
