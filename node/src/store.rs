@@ -87,6 +87,11 @@ impl Batch {
         self.ops.push((key.into(), Some(bytes)));
         self
     }
+    /// Puts a record's bytes.
+    pub fn put_raw(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) -> &mut Self {
+        self.ops.push((key.into(), Some(value)));
+        self
+    }
     /// Deletes a record.
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
         self.ops.push((key.into(), None));
@@ -235,6 +240,22 @@ impl Store {
                     reason: e.to_string(),
                 }),
         }
+    }
+
+    /// A record's bytes.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Every record's bytes under a key prefix, in key order (keys as text:
+    /// every key is).
+    pub fn scan_raw(&self, prefix: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Whether a record exists.

@@ -67,7 +67,20 @@ fn newest(paths: &[PathBuf]) -> Option<SystemTime> {
     best
 }
 
-/// The `agora` binary, built if missing or stale.
+/// The node's features the testnet needs: its chaos scenarios make
+/// providers cheat or run slow (`--cheat-rate`, `--slowdown`).
+pub const FEATURES: &str = "fault-injection";
+
+/// Whether `bin` was built with [`FEATURES`] (a plain release build is not).
+fn has_fault_injection(bin: &Path) -> bool {
+    Command::new(bin)
+        .args(["node", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--cheat-rate"))
+}
+
+/// The `agora` binary, built (with [`FEATURES`]) if missing, stale or
+/// built without them.
 pub fn agora_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("AGORA_BIN") {
         let p = PathBuf::from(p);
@@ -86,26 +99,38 @@ pub fn agora_binary() -> anyhow::Result<PathBuf> {
     let have_sources = root.join("node").join("Cargo.toml").is_file();
     let stale = match mtime(&bin) {
         None => true,
-        Some(built) if have_sources => newest(&[
-            root.join("node/src"),
-            root.join("node/Cargo.toml"),
-            root.join("protocol/src"),
-            root.join("protocol/Cargo.toml"),
-            root.join("Cargo.lock"),
-        ])
-        .is_some_and(|src| src > built),
+        Some(built) if have_sources => {
+            newest(&[
+                root.join("node/src"),
+                root.join("node/Cargo.toml"),
+                root.join("protocol/src"),
+                root.join("protocol/Cargo.toml"),
+                root.join("market/src"),
+                root.join("market/Cargo.toml"),
+                root.join("Cargo.lock"),
+            ])
+            .is_some_and(|src| src > built)
+                || !has_fault_injection(&bin)
+        }
         Some(_) => false,
     };
     if stale && have_sources {
         let profile = if is_release() { "release" } else { "dev" };
         let mut cmd = cargo();
-        cmd.current_dir(&root)
-            .args(["build", "-p", "agora-node", "--bin", "agora"]);
+        cmd.current_dir(&root).args([
+            "build",
+            "-p",
+            "agora-node",
+            "--bin",
+            "agora",
+            "--features",
+            FEATURES,
+        ]);
         if is_release() {
             cmd.arg("--release");
         }
         eprintln!(
-            "building the agora binary ({profile} profile): cargo build{} -p agora-node --bin agora",
+            "building the agora binary ({profile} profile): cargo build{} -p agora-node --bin agora --features {FEATURES}",
             if is_release() { " --release" } else { "" }
         );
         let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
@@ -117,7 +142,7 @@ pub fn agora_binary() -> anyhow::Result<PathBuf> {
                 );
             } else {
                 bail!(
-                    "could not build the agora binary; run `cargo build{} -p agora-node --bin agora` in {} and look at its errors",
+                    "could not build the agora binary; run `cargo build{} -p agora-node --bin agora --features {FEATURES}` in {} and look at its errors",
                     if is_release() { " --release" } else { "" },
                     root.display()
                 );
@@ -126,7 +151,7 @@ pub fn agora_binary() -> anyhow::Result<PathBuf> {
     }
     if !bin.is_file() {
         bail!(
-            "no agora binary at {} (and no workspace at {} to build it from); build it with `cargo build -p agora-node --bin agora` or set AGORA_BIN",
+            "no agora binary at {} (and no workspace at {} to build it from); build it with `cargo build -p agora-node --bin agora --features {FEATURES}` or set AGORA_BIN",
             bin.display(),
             root.display()
         );

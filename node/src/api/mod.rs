@@ -342,19 +342,16 @@ pub struct TaskExplain {
     /// Name.
     pub name: String,
     /// Decisions, oldest first.
-    pub decisions: Vec<serde_json::Value>,
+    pub decisions: Vec<Decision>,
 }
 
 impl TaskExplain {
     /// From recorded decisions.
-    pub fn new(index: u32, name: String, decisions: &[Decision]) -> TaskExplain {
+    pub fn new(index: u32, name: String, decisions: Vec<Decision>) -> TaskExplain {
         TaskExplain {
             index,
             name,
-            decisions: decisions
-                .iter()
-                .filter_map(|d| serde_json::to_value(d).ok())
-                .collect(),
+            decisions,
         }
     }
 }
@@ -499,47 +496,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Checks a job spec's shape (everything that does not need the node's
-/// store): task count, replication, rates, limits and argument sizes.
-pub fn check_spec(s: &JobSpec) -> Result<(), String> {
-    use agora_protocol::limits::{MAX_ARG_LEN, MAX_ARGS};
-    if s.inputs.is_empty() {
-        return Err("a job needs at least one input".into());
-    }
-    if s.inputs.len() > 1_000_000 {
-        return Err("at most 1,000,000 tasks per job".into());
-    }
-    if s.replicas == 0 || s.replicas > 16 {
-        return Err("replicas must be between 1 and 16".into());
-    }
-    if !(0.0..=1.0).contains(&s.spot_check) {
-        return Err("the spot-check rate must be between 0 and 1".into());
-    }
-    if s.fuel.0 == 0 {
-        return Err("the fuel limit must be positive".into());
-    }
-    if s.memory.0 < 64 * 1024 {
-        return Err("the memory limit must be at least 64KiB (one wasm page)".into());
-    }
-    if s.deadline < std::time::Duration::from_millis(10) {
-        return Err("the deadline must be at least 10ms".into());
-    }
-    if s.inputs.iter().any(|i| i.name.is_empty() || i.name.len() > 255) {
-        return Err("every input needs a name of 1 to 255 bytes".into());
-    }
-    let total: usize = s.args.iter().chain(&s.reduce_args).map(|a| a.len()).sum();
-    if total > 16 * 1024 {
-        return Err("the arguments may total at most 16 KiB".into());
-    }
-    if [&s.args, &s.reduce_args]
-        .iter()
-        .any(|args| args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_LEN))
-    {
-        return Err(format!(
-            "at most {MAX_ARGS} arguments of {MAX_ARG_LEN} bytes each"
-        ));
-    }
-    Ok(())
 }

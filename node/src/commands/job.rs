@@ -14,7 +14,7 @@ use agora_protocol::units::{Bytes, EnergyRate, Fuel, Price, format_duration, par
 use agora_protocol::{ContentId, Domain, JobId, NodeId};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use serde::Serialize;
 
 use super::common::{
     NodeLocator, Table, block_on, ellipsize, emit, emitln, millis, or_dash, print_json, utc,
@@ -23,6 +23,7 @@ use crate::api::client::{Client, ClientError};
 use crate::api::server::MAX_UPLOAD;
 use crate::api::{ContentRef, JobStatus, OutputRef, PhaseCounts, SubmitRequest, TaskExplain, TaskStatus};
 use crate::market::job::{InputSpec, JobSpec, JobState, Strategy, TaskPhase};
+use crate::market::requester::Decision;
 
 /// Uploads and downloads in flight at once.
 const TRANSFERS: usize = 8;
@@ -174,7 +175,7 @@ pub struct SubmitCommand {
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// How providers are chosen among the eligible ones.
-    #[arg(long, value_enum, default_value_t = Strategy::Scored)]
+    #[arg(long, default_value_t = Strategy::Scored, value_parser = parse_strategy)]
     pub strategy: Strategy,
     /// Show the placement the job would get, without submitting it.
     #[arg(long)]
@@ -391,25 +392,38 @@ async fn upload_inputs(client: &Client, files: &[InputFile]) -> anyhow::Result<V
         .await
 }
 
-/// The dry-run plan as JSON: per task, its index and name with the fields
-/// of its one decision (`candidates`, `excluded`, `chosen`, …).
+/// One task of the dry-run plan as JSON: its index and name with the
+/// fields of its one decision (`candidates`, `excluded`, `chosen`, …).
+#[derive(Serialize)]
+struct PlannedTask<'a> {
+    index: u32,
+    name: &'a str,
+    #[serde(flatten)]
+    decision: Option<&'a Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidates: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    excluded: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chosen: Option<Option<NodeId>>,
+}
+
+/// The dry-run plan as JSON.
 fn plan_json(plan: &[TaskExplain]) -> serde_json::Value {
-    let tasks: Vec<serde_json::Value> = plan
+    let tasks: Vec<PlannedTask<'_>> = plan
         .iter()
         .map(|t| {
-            let mut o = serde_json::Map::new();
-            o.insert("index".into(), t.index.into());
-            o.insert("name".into(), t.name.clone().into());
-            if let Some(serde_json::Value::Object(d)) = t.decisions.first() {
-                for (k, v) in d {
-                    o.entry(k.clone()).or_insert_with(|| v.clone());
-                }
+            let decision = t.decisions.first();
+            // A task without a decision still shows the fields, empty.
+            let none = decision.is_none();
+            PlannedTask {
+                index: t.index,
+                name: &t.name,
+                decision,
+                candidates: none.then_some([]),
+                excluded: none.then_some([]),
+                chosen: none.then_some(None),
             }
-            for k in ["candidates", "excluded"] {
-                o.entry(k).or_insert_with(|| serde_json::Value::Array(vec![]));
-            }
-            o.entry("chosen").or_insert(serde_json::Value::Null);
-            serde_json::Value::Object(o)
         })
         .collect();
     let placed = plan
@@ -467,65 +481,20 @@ fn render_plan(plan: &[TaskExplain], all: bool) -> String {
     out
 }
 
+/// `--strategy`: scored, random or round-robin.
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
+}
+
 // ---------------------------------------------------------------- decisions
 
-/// A placement decision as the API serialises it (see
-/// `market::requester::Decision`); unknown fields are ignored, missing ones
-/// empty.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-struct DecisionView {
-    at: u64,
-    attempt: u16,
-    candidates: Vec<CandidateView>,
-    excluded: Vec<(NodeId, String)>,
-    offers: Vec<OfferView>,
-    declined: Vec<(NodeId, String)>,
-    chosen: Option<NodeId>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct CandidateView {
-    node: NodeId,
-    #[serde(default)]
-    wait_ms: f64,
-    #[serde(default)]
-    transfer_ms: f64,
-    #[serde(default)]
-    run_ms: f64,
-    #[serde(default)]
-    rtt_ms: f64,
-    #[serde(default)]
-    ect_ms: f64,
-    #[serde(default)]
-    score: f64,
-    #[serde(default)]
-    speed_cu: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct OfferView {
-    node: NodeId,
-    #[serde(default)]
-    price: Price,
-    #[serde(default)]
-    expected_start_ms: u64,
-    #[serde(default)]
-    expected_run_ms: u64,
-    #[serde(default)]
-    score: f64,
-}
-
-fn decisions(t: &TaskExplain) -> Vec<DecisionView> {
-    t.decisions
-        .iter()
-        .map(|v| serde_json::from_value(v.clone()).unwrap_or_default())
-        .collect()
+fn decisions(t: &TaskExplain) -> &[Decision] {
+    &t.decisions
 }
 
 /// Candidates (best first, `*` on the chosen), exclusions, offers and
 /// declines of one decision, indented under its task.
-fn render_decision(d: &DecisionView, out: &mut String) {
+fn render_decision(d: &Decision, out: &mut String) {
     let indent = |text: String| -> String { text.lines().map(|l| format!("    {l}\n")).collect() };
     if !d.candidates.is_empty() {
         out.push_str(&format!(
@@ -1286,7 +1255,7 @@ impl ExplainCommand {
             if ds.is_empty() {
                 out.push_str(&format!("task {} ({}): no decisions recorded\n", t.index, t.name));
             }
-            for d in &ds {
+            for d in ds {
                 let chosen = d
                     .chosen
                     .map_or_else(|| "none chosen".to_owned(), |n| format!("chose {}", n.short()));
@@ -1295,7 +1264,7 @@ impl ExplainCommand {
                     t.index,
                     t.name,
                     d.attempt,
-                    utc(agora_protocol::units::Timestamp(d.at))
+                    utc(d.at)
                 ));
                 render_decision(d, &mut out);
             }
@@ -1519,10 +1488,15 @@ mod tests {
         let plan = [TaskExplain {
             index: 0,
             name: "in".into(),
-            decisions: vec![serde_json::json!({
-                "at": 1, "attempt": 0, "candidates": [], "excluded": [], "offers": [],
-                "declined": [], "chosen": null
-            })],
+            decisions: vec![Decision {
+                at: agora_protocol::units::Timestamp(1),
+                attempt: 0,
+                candidates: vec![],
+                excluded: vec![],
+                offers: vec![],
+                declined: vec![],
+                chosen: None,
+            }],
         }];
         let v = plan_json(&plan);
         assert_eq!(v["placeable"], 0);
@@ -1530,5 +1504,10 @@ mod tests {
         assert_eq!(v["plan"][0]["candidates"], serde_json::json!([]));
         assert!(v["plan"][0]["chosen"].is_null());
         assert!(render_plan(&plan, false).contains("no provider in the view"));
+        // A task without a decision shows the same fields, empty.
+        let bare = [TaskExplain::new(1, "other".into(), vec![])];
+        let v = plan_json(&bare);
+        assert_eq!(v["plan"][0]["excluded"], serde_json::json!([]));
+        assert!(v["plan"][0]["chosen"].is_null());
     }
 }

@@ -69,11 +69,13 @@ pub struct NodeCommand {
     /// Print the documented default configuration and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Test only: return wrong outputs for this share of tasks.
-    #[arg(long, hide = true, default_value_t = 0.0)]
+    /// Fault injection: return wrong outputs for this share of tasks.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, default_value_t = 0.0)]
     pub cheat_rate: f64,
-    /// Test only: run tasks this many times slower than measured.
-    #[arg(long, hide = true, default_value_t = 1.0)]
+    /// Fault injection: run tasks this many times slower than measured.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, default_value_t = 1.0)]
     pub slowdown: f64,
 }
 
@@ -132,9 +134,13 @@ impl NodeCommand {
         }
         let config = self.config()?;
         let data_dir = crate::paths::data_dir(self.data_dir.clone());
+        #[allow(unused_mut)] // fault injection sets more
         let mut options = Options::new(data_dir.clone());
-        options.cheat_rate = self.cheat_rate.clamp(0.0, 1.0);
-        options.slowdown = self.slowdown.max(1.0);
+        #[cfg(feature = "fault-injection")]
+        {
+            options.faults.cheat_rate = self.cheat_rate.clamp(0.0, 1.0);
+            options.faults.slowdown = self.slowdown.max(1.0);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async move {
             if let Ok(info) = crate::api::client::read_node_info(&data_dir)

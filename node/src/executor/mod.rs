@@ -309,6 +309,19 @@ impl Outcome {
     pub fn output_id(&self) -> ContentId {
         ContentId::of(&self.output)
     }
+
+    /// The run as receipts report it (the output bytes left out).
+    pub fn ran(&self) -> agora_market::engine::Ran {
+        agora_market::engine::Ran {
+            output: self.output_id(),
+            output_size: Bytes(self.output.len() as u64),
+            fuel: self.fuel_used,
+            exit: self.exit_status(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            inline: None,
+        }
+    }
 }
 
 /// Counters, for tests and metrics.

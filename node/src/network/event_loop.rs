@@ -254,11 +254,7 @@ impl EventLoop {
             Command::Market { peer, request, reply } => {
                 self.outbox.entry(peer).or_default().push((request, reply));
             }
-            Command::MarketMany(items) => {
-                for (peer, request, reply) in items {
-                    self.outbox.entry(peer).or_default().push((request, reply));
-                }
-            }
+            Command::Turn(o) => self.turn(*o),
             Command::RespondMarket { channel, response } => {
                 let _ = b.market.send_response(channel, response);
             }
@@ -304,6 +300,38 @@ impl EventLoop {
                     let _ = self.swarm.disconnect_peer_id(*p);
                 }
                 self.blocked = peers;
+            }
+        }
+    }
+
+    /// Carries out what the node gathered in one turn.
+    fn turn(&mut self, o: super::Outbox) {
+        for (peer, request, reply) in o.requests {
+            self.outbox.entry(peer).or_default().push((request, reply));
+        }
+        let b = self.swarm.behaviour_mut();
+        for (channel, response) in o.responses {
+            let _ = b.market.send_response(channel, response);
+        }
+        for (id, source, acceptance) in o.reports {
+            b.gossipsub
+                .report_message_validation_result(&id, &source, acceptance);
+        }
+        for (topic, data) in o.publish {
+            match b.gossipsub.publish(gossipsub::IdentTopic::new(&topic), data) {
+                Ok(_)
+                | Err(gossipsub::PublishError::Duplicate)
+                | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+                Err(e) => tracing::debug!(%topic, error = %e, "publish failed"),
+            }
+        }
+        for (peer, addr) in o.addresses {
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm.add_peer_address(peer, addr);
+        }
+        for addr in o.dials {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::debug!(%addr, error = %e, "dial failed");
             }
         }
     }

@@ -263,7 +263,7 @@ pub(crate) enum Command {
         request: MarketRequest,
         reply: oneshot::Sender<Result<MarketResponse, NetworkError>>,
     },
-    MarketMany(Vec<Queued>),
+    Turn(Box<Outbox>),
     RespondMarket {
         channel: ResponseChannel<MarketResponse>,
         response: MarketResponse,
@@ -312,24 +312,68 @@ type Queued = (
     oneshot::Sender<Result<MarketResponse, NetworkError>>,
 );
 
-/// Market requests gathered by the node during one turn and handed to the
-/// network together with [`Client::send_all`], so that each peer's travel
-/// in as few frames as possible.
+/// What the node hands the network at the end of one turn, in one
+/// command: market requests (grouped per peer into as few frames as fit),
+/// answers to inbound requests, gossip to publish, gossip verdicts, and
+/// peers' addresses to learn or dial.
 #[derive(Debug, Default)]
-pub struct Outbox(Vec<Queued>);
+pub struct Outbox {
+    pub(crate) requests: Vec<Queued>,
+    pub(crate) responses: Vec<(ResponseChannel<MarketResponse>, MarketResponse)>,
+    pub(crate) publish: Vec<(String, Vec<u8>)>,
+    pub(crate) reports: Vec<(GossipId, PeerId, MessageAcceptance)>,
+    pub(crate) addresses: Vec<(PeerId, Multiaddr)>,
+    pub(crate) dials: Vec<Multiaddr>,
+}
 
 impl Outbox {
     /// Queues a request. Its answer comes through the returned handle once
     /// the outbox is sent; dropping the outbox unsent fails it.
     pub fn push(&mut self, peer: NodeId, request: MarketRequest) -> Answer {
         let (tx, rx) = oneshot::channel();
-        self.0.push((peer.to_peer_id(), request, tx));
+        self.requests.push((peer.to_peer_id(), request, tx));
         Answer(rx)
+    }
+
+    /// Answers an inbound market request (a part of a batch at once: the
+    /// loop collects the batch's answers itself).
+    pub fn respond(&mut self, channel: Reply, response: MarketResponse) {
+        match channel.0 {
+            ReplyTo::Alone(channel) => self.responses.push((channel, response)),
+            ReplyTo::Part(tx) => {
+                let _ = tx.send(response);
+            }
+        }
+    }
+
+    /// Publishes on a gossip topic.
+    pub fn publish(&mut self, topic: String, data: Vec<u8>) {
+        self.publish.push((topic, data));
+    }
+
+    /// Reports the validation result of a gossip message.
+    pub fn report(&mut self, id: GossipId, source: PeerId, acceptance: MessageAcceptance) {
+        self.reports.push((id, source, acceptance));
+    }
+
+    /// Tells the swarm where a peer can be reached.
+    pub fn add_address(&mut self, peer: NodeId, addr: Multiaddr) {
+        self.addresses.push((peer.to_peer_id(), addr));
+    }
+
+    /// Dials an address.
+    pub fn dial(&mut self, addr: Multiaddr) {
+        self.dials.push(addr);
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.requests.is_empty()
+            && self.responses.is_empty()
+            && self.publish.is_empty()
+            && self.reports.is_empty()
+            && self.addresses.is_empty()
+            && self.dials.is_empty()
     }
 }
 
@@ -404,10 +448,10 @@ impl Client {
         .await?
     }
 
-    /// Sends every request of `outbox`.
+    /// Hands over everything in `outbox`.
     pub async fn send_all(&self, outbox: Outbox) {
         if !outbox.is_empty() {
-            let _ = self.send(Command::MarketMany(outbox.0)).await;
+            let _ = self.send(Command::Turn(Box::new(outbox))).await;
         }
     }
 

@@ -1,18 +1,18 @@
-//! A running node: wires the network, the store, the executor, the market
-//! state machines and the API together.
+//! A running node: wires the network, the store, the executor and the API
+//! to the market's decisions ([`agora_market::engine::Engine`]).
 //!
 //! [`Node::start`] opens the data dir (identity, store, compiled-module
 //! cache), measures capacity, starts the network task and the API server,
-//! restores unfinished work from the store, writes `node.json`, and spawns
-//! the **driver**: the one task that owns the node's state (view, requester,
-//! provider, ledger). Everything reaches the driver as a message: network
-//! events, API commands, results of work it spawned (requests, executions,
-//! transfers), and clock ticks. It decides with the sans-IO state machines,
-//! writes what must be durable in one batch per turn, and performs the
-//! resulting I/O in spawned tasks, acknowledging peers only once their
-//! message is on disk.
+//! builds the engine (which restores unfinished work from the store's
+//! records, read through [`host`]), writes `node.json`, and spawns the
+//! **driver** ([`driver`]): the one task that owns the engine. Everything
+//! reaches the driver as an event: network events, API commands, finished
+//! work, answers, clock ticks. It feeds them to the engine and carries out
+//! what the engine says: writes in one batch per turn, outputs at once or
+//! once that batch is durable, work in a bounded set of tasks ([`work`]).
 
 mod driver;
+mod host;
 mod work;
 
 use std::net::SocketAddr;
@@ -20,12 +20,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_protocol::NodeId;
 use agora_protocol::units::{ComputeUnits, Timestamp};
-use agora_protocol::{Keypair, NodeId};
 use anyhow::Context;
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use agora_market::engine::{Engine, Setup};
+use agora_market::idle::IdlePolicy;
 
 use crate::api::NodeInfo;
 use crate::api::server::{self, ApiCommand};
@@ -56,12 +59,8 @@ pub struct Options {
     pub compile: CompileIsolation,
     /// How capacity is known.
     pub capacity: Capacity,
-    /// Test-only: the share of tasks for which this provider returns a
-    /// wrong output (to exercise verification). Zero in real use.
-    pub cheat_rate: f64,
-    /// Test-only: make this provider run tasks this many times slower than
-    /// it measured (a provider whose adverts overstate its capacity).
-    pub slowdown: f64,
+    /// Faults to inject (none unless built with `fault-injection`).
+    pub faults: crate::faults::Faults,
     /// Seed of the node's random choices (placement ties, spot checks).
     pub seed: u64,
     /// Write `node.json` (off for in-process nodes sharing a directory).
@@ -96,8 +95,7 @@ impl Options {
                 _ => CompileIsolation::InProcess,
             },
             capacity: Capacity::Measure,
-            cheat_rate: 0.0,
-            slowdown: 1.0,
+            faults: crate::faults::Faults::default(),
             seed: rand::random(),
             write_node_json: true,
             tick: Duration::from_millis(10),
@@ -165,10 +163,10 @@ impl Node {
                 c.cu
             }
         };
-        if options.slowdown > 1.0 {
-            // Test-only: the advert keeps the measured figure while
-            // execution runs slower than that.
-            executor.set_cpu_share(config.provider.cpu_share / options.slowdown);
+        if options.faults.slowdown() > 1.0 {
+            // The advert keeps the measured figure while execution runs
+            // slower than that.
+            executor.set_cpu_share(config.provider.cpu_share / options.faults.slowdown());
         }
         let cancel = CancellationToken::new();
         let (events_tx, events_rx) = mpsc::channel(4096);
@@ -217,19 +215,26 @@ impl Node {
             pid: std::process::id(),
         };
         let net_handle = net.clone();
-        let driver = driver::Driver::new(driver::Setup {
-            keypair: keypair.clone(),
-            config: config.clone(),
-            options: options.clone(),
-            store,
-            executor,
+        let now = Timestamp::from_system(std::time::SystemTime::now());
+        let sh = Shared {
+            store: store.clone(),
+            executor: executor.clone(),
             net,
+            faults: options.faults.clone(),
+            exec_permits: Arc::new(tokio::sync::Semaphore::new(slots.max(1) as usize)),
+            calibration_budget: config.calibration.budget,
+        };
+        let setup = Setup {
+            keypair: keypair.clone(),
+            config: engine_config(&config, &options, slots),
+            seed: options.seed,
             per_slot,
-            slots,
-            listen: listen.clone(),
-            started: Timestamp::from_system(std::time::SystemTime::now()),
-            cancel: cancel.clone(),
-        })?;
+            listen: listen.iter().map(|a| a.to_string()).collect(),
+            now,
+        };
+        let engine = Engine::new(setup, Box::new(host::NodeHost::new(store, executor)))
+            .context("cannot restore the node's records")?;
+        let driver = driver::Driver::new(engine, sh, &config, &options, cancel.clone());
         if options.write_node_json {
             write_node_json(&data_dir, &info)?;
         }
@@ -316,13 +321,52 @@ pub(crate) fn remove_node_json(dir: &std::path::Path) {
     let _ = std::fs::remove_file(dir.join("node.json"));
 }
 
-/// Shared by the driver and its spawned work.
+/// Shared by the driver and its work.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub(crate) keypair: Keypair,
     pub(crate) store: Store,
     pub(crate) executor: Executor,
     pub(crate) net: network::Client,
-    pub(crate) cheat_rate: f64,
+    pub(crate) faults: crate::faults::Faults,
     pub(crate) exec_permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) calibration_budget: Duration,
+}
+
+/// The engine's settings from the node's configuration.
+fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::engine::Config {
+    use agora_market::{engine, provider, requester};
+    let p = &c.provider;
+    engine::Config {
+        domain: c.domain.clone(),
+        provider: provider::Config {
+            enabled: p.enabled,
+            idle: IdlePolicy::new(p.idle.enabled, p.idle.busy_above, p.idle.resume_below),
+            price: p.price,
+            slots,
+            backlog: slots * agora_market::placement::TINY_BACKLOG,
+            memory: p.memory,
+            energy: c.energy(),
+            domain: c.domain.clone(),
+            offer_ttl: Duration::from_secs(5),
+            max_content: p.max_content,
+            max_offers: 10_000,
+        },
+        requester: requester::Config {
+            fanout: c.requester.fanout,
+            negotiation_timeout: c.requester.negotiation_timeout,
+            unplaceable_after: c.requester.unplaceable_after,
+            backups: c.requester.backups,
+            ..requester::Config::default()
+        },
+        adverts: engine::Adverts {
+            interval: c.adverts.interval,
+            lifetime: c.adverts.lifetime,
+            summary_interval: c.adverts.summary_interval,
+            summary_publishers: c.adverts.summary_publishers,
+        },
+        recalibrate: (options.capacity == Capacity::Measure).then_some(c.calibration.interval),
+        genesis: c.genesis_credits,
+        domain_peers: network::MESH_N_HIGH,
+        ..engine::Config::default()
+    }
 }

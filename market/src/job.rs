@@ -8,7 +8,7 @@ use agora_protocol::{ContentId, Domain, JobId, MessageId, NodeId, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// How the requester chooses among eligible providers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Lowest score: estimated completion time, price and reputation
@@ -19,6 +19,37 @@ pub enum Strategy {
     Random,
     /// In turn (a baseline for benchmarks).
     RoundRobin,
+}
+
+impl Strategy {
+    /// Every strategy, by its name on the command line and in JSON.
+    pub const ALL: [(&'static str, Strategy); 3] = [
+        ("scored", Strategy::Scored),
+        ("random", Strategy::Random),
+        ("round-robin", Strategy::RoundRobin),
+    ];
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Strategy, String> {
+        Strategy::ALL
+            .iter()
+            .find(|(name, _)| *name == s || name.replace('-', "_") == s)
+            .map(|(_, st)| *st)
+            .ok_or_else(|| format!("unknown strategy {s:?}: use scored, random or round-robin"))
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = Strategy::ALL
+            .iter()
+            .find(|(_, st)| st == self)
+            .map_or("scored", |(name, _)| name);
+        f.write_str(name)
+    }
 }
 
 /// One task input.
@@ -85,7 +116,78 @@ pub struct JobSpec {
     pub strategy: Strategy,
 }
 
+/// Why a job spec cannot run, whatever the network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
 impl JobSpec {
+    /// Most tasks in one job.
+    pub const MAX_TASKS: usize = 1_000_000;
+    /// Most replicas of one task.
+    pub const MAX_REPLICAS: u8 = 16;
+    /// Most bytes of all arguments together.
+    pub const MAX_ARGS_TOTAL: usize = 16 * 1024;
+
+    /// Checks the spec's shape (everything that does not depend on what a
+    /// node holds): task count, replication, rates, limits and argument
+    /// sizes.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        use agora_protocol::limits::{MAX_ARG_LEN, MAX_ARGS};
+        let fail = |m: String| Err(SpecError(m));
+        if self.inputs.is_empty() {
+            return fail("a job needs at least one input".into());
+        }
+        if self.inputs.len() > Self::MAX_TASKS {
+            return fail(format!("at most {} tasks per job", Self::MAX_TASKS));
+        }
+        if self.replicas == 0 || self.replicas > Self::MAX_REPLICAS {
+            return fail(format!("replicas must be between 1 and {}", Self::MAX_REPLICAS));
+        }
+        if !(0.0..=1.0).contains(&self.spot_check) {
+            return fail("the spot-check rate must be between 0 and 1".into());
+        }
+        if self.fuel.0 == 0 {
+            return fail("the fuel limit must be positive".into());
+        }
+        if self.memory.0 < 64 * 1024 {
+            return fail("the memory limit must be at least 64KiB (one wasm page)".into());
+        }
+        if self.deadline < Duration::from_millis(10) {
+            return fail("the deadline must be at least 10ms".into());
+        }
+        if self
+            .inputs
+            .iter()
+            .any(|i| i.name.is_empty() || i.name.len() > 255)
+        {
+            return fail("every input needs a name of 1 to 255 bytes".into());
+        }
+        let total: usize = self.args.iter().chain(&self.reduce_args).map(|a| a.len()).sum();
+        if total > Self::MAX_ARGS_TOTAL {
+            return fail("the arguments may total at most 16 KiB".into());
+        }
+        if [&self.args, &self.reduce_args]
+            .iter()
+            .any(|args| args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_LEN))
+        {
+            return fail(format!(
+                "at most {MAX_ARGS} arguments of {MAX_ARG_LEN} bytes each"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The limits every task of the job runs under.
+    pub fn limits(&self) -> agora_protocol::market::Limits {
+        agora_protocol::market::Limits {
+            fuel: self.fuel,
+            memory: self.memory,
+            timeout: agora_protocol::units::Millis::from(self.deadline),
+            max_output: Bytes(agora_protocol::limits::MAX_BLOB as u64),
+        }
+    }
+
     /// The fuel estimate of task `i`.
     pub fn estimate_of(&self, i: usize) -> Fuel {
         self.inputs

@@ -19,9 +19,15 @@ use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price
 use agora_protocol::{Domain, MessageId, NodeId, TaskId};
 use serde::{Deserialize, Serialize};
 
+use crate::idle::IdlePolicy;
+
 /// Provider settings.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The owner offers this machine's capacity at all.
+    pub enabled: bool,
+    /// The owner's idle policy.
+    pub idle: IdlePolicy,
     /// Asking price.
     pub price: Price,
     /// Tasks run at once.
@@ -45,6 +51,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            enabled: true,
+            idle: IdlePolicy::new(false, 1.0, 1.0),
             price: Price(1_000),
             slots: 1,
             backlog: 1,
@@ -112,6 +120,22 @@ mod hex_bytes {
     }
 }
 
+impl Terms {
+    /// The accepted task these terms make, once their agreement is signed.
+    pub fn accepted(&self, agreement: &agora_protocol::Envelope, assignment: Assignment) -> Accepted {
+        Accepted {
+            agreement: agreement.id(),
+            agreement_env: agora_protocol::Encode::to_bytes(agreement),
+            requester: self.requester,
+            assignment,
+            price: self.price,
+            due: self.due,
+            stage: Stage::Queued,
+            estimate: self.estimate,
+        }
+    }
+}
+
 /// What an accept becomes when admitted: the terms to sign.
 #[derive(Debug, Clone)]
 pub struct Terms {
@@ -132,7 +156,8 @@ pub struct Terms {
 pub struct Provider {
     config: Config,
     speed: ComputeUnits,
-    accepting: bool,
+    /// Shutting down: no new work, whatever the owner's settings.
+    draining: bool,
     offers: HashMap<MessageId, OfferRecord>,
     tasks: HashMap<MessageId, Accepted>,
     queue: VecDeque<MessageId>,
@@ -147,7 +172,7 @@ impl Provider {
         Provider {
             config,
             speed,
-            accepting: true,
+            draining: false,
             offers: HashMap::new(),
             tasks: HashMap::new(),
             queue: VecDeque::new(),
@@ -167,14 +192,29 @@ impl Provider {
         self.speed
     }
 
-    /// Sets whether new work is taken (idle policy, shutdown).
-    pub fn set_accepting(&mut self, accepting: bool) {
-        self.accepting = accepting;
+    /// Capacity as advertised: per-slot speed × slots.
+    pub fn capacity(&self) -> ComputeUnits {
+        ComputeUnits(self.speed.0.saturating_mul(u64::from(self.config.slots)))
     }
 
-    /// Whether new work is taken.
+    /// Stops taking new work for good (shutdown).
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Feeds the idle policy a load sample of the machine's other
+    /// processes; returns whether that changed whether work is taken.
+    pub fn set_load(&mut self, others: Option<f64>) -> bool {
+        let before = self.accepting();
+        self.config.idle.update(others);
+        before != self.accepting()
+    }
+
+    /// Whether new work is taken: the one answer to that question. The
+    /// owner enabled providing, the node is not shutting down, and the idle
+    /// policy allows it.
     pub fn accepting(&self) -> bool {
-        self.accepting
+        self.config.enabled && !self.draining && self.config.idle.allows_work()
     }
 
     /// Settings.
@@ -189,7 +229,7 @@ impl Provider {
 
     /// Slots free now.
     pub fn free_slots(&self) -> u32 {
-        if !self.accepting {
+        if !self.accepting() {
             return 0;
         }
         (self.config.slots as usize).saturating_sub(self.load()) as u32
@@ -224,7 +264,7 @@ impl Provider {
     /// Handles a verified call for offers: an offer, or why not.
     pub fn call(&mut self, from: NodeId, cfo: &CallForOffers, now: Timestamp) -> Result<Offer, Decline> {
         let r = &cfo.requirements;
-        if !self.accepting {
+        if !self.accepting() {
             return Err(Decline::NotAccepting);
         }
         if r.memory > self.config.memory {
@@ -331,7 +371,7 @@ impl Provider {
                 max: self.config.memory,
             });
         }
-        if !self.accepting {
+        if !self.accepting() {
             return Err(Decline::NotAccepting);
         }
         if self.load() >= (self.config.slots + self.config.backlog) as usize {
@@ -526,7 +566,7 @@ mod tests {
             p.call(me, &cfo(1_000_000_000_000, 60_000), NOW),
             Err(Decline::DeadlineInfeasible { .. })
         ));
-        p.set_accepting(false);
+        p.drain();
         assert_eq!(p.call(me, &cfo(1, 60_000), NOW), Err(Decline::NotAccepting));
         assert_eq!(p.free_slots(), 0);
     }

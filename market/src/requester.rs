@@ -5,7 +5,7 @@
 //!
 //! 1. **Place.** Tasks are placed largest first (by fuel estimate). For each,
 //!    the candidates from the view are filtered by the job's constraints and
-//!    scored ([`super::placement`]); calls for offers go to the best few in
+//!    scored ([`crate::placement`]); calls for offers go to the best few in
 //!    parallel. When every one has answered (or the negotiation timeout
 //!    passes), the best *offer* is accepted. A provider keeps at most its
 //!    slots plus a small backlog of this requester's tasks, so a slow
@@ -31,17 +31,18 @@ use std::time::Duration;
 
 use agora_protocol::execution::{ExitStatus, Receipt};
 use agora_protocol::market::{
-    Accept, Agreement, Arg, Assignment, CallForOffers, CancelReason, Limits, Offer, Requirements, args_digest,
+    Accept, Agreement, Arg, Assignment, CallForOffers, CancelReason, Offer, Requirements, args_digest,
 };
 use agora_protocol::settlement::Voucher;
-use agora_protocol::units::{Bytes, Fuel, Millis, Price, Timestamp};
+use agora_protocol::units::{Fuel, Millis, Price, Timestamp};
 use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId, Verified};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use super::job::{Copy, CopyState, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord};
-use super::placement::{self, Book, Exclusion, Need, ProviderInfo, Scored};
+use crate::job::{Copy, CopyState, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord};
+use crate::placement::{self, Book, Exclusion, Need, ProviderInfo, Scored};
+use crate::refusal::Refusal;
 use crate::view::View;
 
 /// Requester settings.
@@ -295,15 +296,6 @@ pub struct Requester {
     out: VecDeque<Action>,
     dirty_tasks: HashSet<TaskId>,
     dirty_jobs: HashSet<JobId>,
-}
-
-fn limits(spec: &JobSpec) -> Limits {
-    Limits {
-        fuel: spec.fuel,
-        memory: spec.memory,
-        timeout: Millis::from(spec.deadline),
-        max_output: Bytes(agora_protocol::limits::MAX_BLOB as u64),
-    }
 }
 
 fn need(job: &Job, idx: u32) -> Need {
@@ -1145,7 +1137,7 @@ impl Requester {
         task: TaskId,
         attempt: u16,
         from: NodeId,
-        answer: Result<Verified<Offer>, String>,
+        answer: Result<Verified<Offer>, Refusal>,
         now: Timestamp,
         view: &View,
     ) {
@@ -1184,15 +1176,15 @@ impl Requester {
                     }
                 }
             }
-            Err(reason) => {
-                if reason.contains("no free slot") || reason.contains("not accepting") {
+            Err(refusal) => {
+                if refusal.is_busy() {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
-                } else if reason.contains("request to") {
+                } else if refusal.is_unreachable() {
                     self.book.failed(from);
                     self.book.back_off(from, now.add(self.config.unreachable_backoff));
                 }
                 if let Some(d) = self.decision_mut(&task, decision) {
-                    d.declined.push((from, reason));
+                    d.declined.push((from, refusal.to_string()));
                 }
             }
         }
@@ -1310,7 +1302,7 @@ impl Requester {
             module: spec.module,
             input: input.id,
             args: job.args.clone(),
-            limits: limits(spec),
+            limits: spec.limits(),
             seed: spec.task_seed(task.index),
         };
         let accept = Accept {
@@ -1395,7 +1387,7 @@ impl Requester {
         task: TaskId,
         attempt: u16,
         from: NodeId,
-        answer: Result<Verified<Agreement>, String>,
+        answer: Result<Verified<Agreement>, Refusal>,
         now: Timestamp,
     ) {
         let Some(job) = self.jobs.get_mut(&task.job) else {
@@ -1454,10 +1446,13 @@ impl Requester {
                 self.touch(task);
                 self.settle(task.job, task.index, now);
             }
-            Err(reason) => {
-                c.state = CopyState::Failed(format!("declined the acceptance: {reason}"));
+            Err(refusal) => {
+                c.state = CopyState::Failed(format!("declined the acceptance: {refusal}"));
                 self.book.released(from);
-                if reason.contains("no free slot") {
+                if matches!(
+                    refusal,
+                    Refusal::Declined(agora_protocol::rpc::Decline::NoFreeSlot)
+                ) {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else {
                     self.book.failed(from);
@@ -1999,7 +1994,7 @@ impl Requester {
                 module: spec.module,
                 input: input.id,
                 args: job.args.clone(),
-                limits: limits(spec),
+                limits: spec.limits(),
                 seed: spec.task_seed(task.index),
             },
         ))

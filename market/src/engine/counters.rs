@@ -1,0 +1,70 @@
+//! What an engine counts, for the node's metrics.
+
+use std::collections::BTreeMap;
+
+use agora_protocol::rpc::Decline;
+
+/// Event counts since start.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Calls for offers received.
+    pub calls_in: u64,
+    /// Offers made.
+    pub offers_made: u64,
+    /// Requests declined, by reason label.
+    pub declined: BTreeMap<&'static str, u64>,
+    /// Agreements signed.
+    pub agreements: u64,
+    /// Tasks executed as a provider.
+    pub executed: u64,
+    /// Receipts sent.
+    pub receipts_sent: u64,
+    /// Vouchers counted.
+    pub vouchers_in: u64,
+    /// Vouchers already counted (not counted again).
+    pub vouchers_dup: u64,
+    /// Vouchers issued.
+    pub vouchers_out: u64,
+    /// Malformed, forged or stale requests.
+    pub invalid_requests: u64,
+    /// Replayed requests rejected.
+    pub replays: u64,
+    /// Jobs submitted.
+    pub jobs_submitted: u64,
+    /// Jobs done.
+    pub jobs_done: u64,
+    /// Jobs failed.
+    pub jobs_failed: u64,
+    /// Fraud proofs published.
+    pub fraud_published: u64,
+    /// Fraud proofs confirmed by re-execution.
+    pub fraud_confirmed: u64,
+    /// Gossip messages rejected.
+    pub gossip_rejected: u64,
+    /// Receipts for copies withdrawn before their agreement arrived
+    /// (acknowledged, not recorded, not paid).
+    pub receipts_superseded: u64,
+}
+
+impl Counters {
+    /// Counts a decline under its reason's label.
+    pub(crate) fn declined(&mut self, d: &Decline) {
+        *self.declined.entry(label(d)).or_default() += 1;
+    }
+}
+
+/// A decline's reason as a metric label.
+fn label(d: &Decline) -> &'static str {
+    match d {
+        Decline::NoFreeSlot => "no_free_slot",
+        Decline::MemoryTooLarge { .. } => "memory",
+        Decline::PriceTooLow { .. } => "price",
+        Decline::NotAccepting => "not_accepting",
+        Decline::DeadlineInfeasible { .. } => "deadline",
+        Decline::EnergyTooHigh { .. } => "energy",
+        Decline::OfferUnknown => "offer_unknown",
+        Decline::Unknown => "unknown",
+        Decline::Invalid { .. } => "invalid",
+        Decline::TooLarge { .. } => "too_large",
+    }
+}

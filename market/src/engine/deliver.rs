@@ -1,0 +1,192 @@
+//! Receipts and vouchers are sent until their peer acknowledges (or
+//! refuses) them: a provider is paid only if its receipt arrives, a voucher
+//! counts only if it arrives. Each is persisted before it is first sent
+//! (a receipt as pending, a voucher in the ledger's outbox), so a restart
+//! resumes them; between attempts the wait doubles from 100 ms to 30 s.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agora_protocol::rpc::{MarketRequest, MarketResponse};
+use agora_protocol::units::Timestamp;
+use agora_protocol::{Decode, Envelope, MessageId, NodeId};
+
+use super::{Engine, Pending, RequestId, serve};
+use crate::ledger::Ledger;
+use crate::records::{self, PendingReceipt, RecordError};
+use crate::refusal::Refusal;
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Keyed by its agreement.
+    Receipt,
+    /// Keyed by the voucher's id.
+    Voucher,
+}
+
+#[derive(Debug)]
+struct Delivery {
+    kind: Kind,
+    to: NodeId,
+    request: MarketRequest,
+    wait: Duration,
+    next_at: Timestamp,
+    in_flight: Option<RequestId>,
+}
+
+/// Deliveries in progress, by key.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries(BTreeMap<MessageId, Delivery>);
+
+impl Deliveries {
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Engine {
+    /// Starts delivering a receipt (keyed by its agreement) or a voucher
+    /// (keyed by its id). `durably`: its first sending waits for the turn's
+    /// writes.
+    pub(super) fn deliver(
+        &mut self,
+        key: MessageId,
+        to: NodeId,
+        request: MarketRequest,
+        durably: bool,
+        now: Timestamp,
+    ) {
+        let kind = match request {
+            MarketRequest::Voucher(_) => Kind::Voucher,
+            _ => Kind::Receipt,
+        };
+        self.deliveries.0.insert(
+            key,
+            Delivery {
+                kind,
+                to,
+                request,
+                wait: FIRST_RETRY,
+                next_at: now,
+                in_flight: None,
+            },
+        );
+        self.send_delivery(key, durably);
+    }
+
+    fn send_delivery(&mut self, key: MessageId, durably: bool) {
+        let Some(d) = self.deliveries.0.get(&key) else {
+            return;
+        };
+        let (to, request) = (d.to, d.request.clone());
+        let out = self.request(to, request, Vec::new(), Pending::Delivery { key });
+        if let Output::Send { id, .. } = &out
+            && let Some(d) = self.deliveries.0.get_mut(&key)
+        {
+            d.in_flight = Some(*id);
+        }
+        if durably {
+            self.after.push(out);
+        } else {
+            self.out.push(out);
+        }
+    }
+
+    /// Sends again what is due.
+    pub(super) fn retry_deliveries(&mut self, now: Timestamp) {
+        let due: Vec<MessageId> = self
+            .deliveries
+            .0
+            .iter()
+            .filter(|(_, d)| d.in_flight.is_none() && d.next_at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.send_delivery(key, false);
+        }
+    }
+
+    /// The answer to a delivery.
+    pub(super) fn on_delivered(
+        &mut self,
+        key: MessageId,
+        answer: Result<MarketResponse, Refusal>,
+        now: Timestamp,
+    ) {
+        let Some(d) = self.deliveries.0.get_mut(&key) else {
+            return;
+        };
+        d.in_flight = None;
+        let refused = match answer {
+            Ok(MarketResponse::Ack) => None,
+            Ok(MarketResponse::Declined(reason)) => Some(reason.to_string()),
+            Ok(other) => Some(format!("unexpected answer {other:?}")),
+            Err(e) => {
+                // Unreachable: try again later.
+                tracing::debug!(delivery = %key, error = %e, "not delivered yet; will retry");
+                d.next_at = now.add(d.wait);
+                d.wait = (d.wait * 2).min(MAX_RETRY);
+                return;
+            }
+        };
+        let Some(d) = self.deliveries.0.remove(&key) else {
+            return;
+        };
+        match d.kind {
+            Kind::Receipt => {
+                if let Some(r) = &refused {
+                    tracing::warn!(agreement = %key, reason = %r, "requester refused the receipt");
+                }
+                self.provider.forget(&key);
+                self.writes.delete(records::accepted_key(&key));
+                self.writes.delete(records::pending_receipt_key(&key));
+            }
+            Kind::Voucher => {
+                // A refused voucher will never count: keep it on record (the
+                // debit stands) but stop sending.
+                if let Some(r) = &refused {
+                    tracing::warn!(voucher = %key, reason = %r, "voucher refused");
+                }
+                Ledger::delivered(&mut self.writes, &key);
+            }
+        }
+    }
+
+    /// Resumes the deliveries a previous run left unfinished.
+    pub(super) fn resume_deliveries(&mut self, now: Timestamp) -> Result<(), RecordError> {
+        let host = self.host.as_ref();
+        let receipts = records::scan::<PendingReceipt>(host, records::PENDING_RECEIPT)?;
+        let vouchers = Ledger::outbox(host)?;
+        for (k, p) in receipts {
+            let Some(agreement) = records::id_after(&k, records::PENDING_RECEIPT) else {
+                continue;
+            };
+            let Some(env) = decode_hex_envelope(&p.envelope) else {
+                continue;
+            };
+            self.deliver(
+                agreement,
+                p.requester,
+                serve::receipt_request(env, None),
+                false,
+                now,
+            );
+        }
+        for (key, o) in vouchers {
+            let Some(env) = decode_hex_envelope(&o.envelope) else {
+                continue;
+            };
+            self.deliver(key, o.to, MarketRequest::Voucher(env), false, now);
+        }
+        Ok(())
+    }
+}
+
+use super::Output;
+
+fn decode_hex_envelope(h: &str) -> Option<Envelope> {
+    Envelope::from_bytes(&hex::decode(h).ok()?).ok()
+}

@@ -1,0 +1,843 @@
+//! One node's decisions as a whole: the glue between the state machines,
+//! the signed messages and the work a node runs, with no I/O.
+//!
+//! The node's driver and the seeded simulation ([`crate::sim`]) both feed
+//! an [`Engine`] and carry out what it says, so the code the simulation
+//! checks under message loss, duplication, reordering and crashes is the
+//! code the node runs.
+//!
+//! **In**: inbound market requests ([`Engine::on_request`], with a
+//! [`ReplyId`] the host maps to its reply channel), answers to the
+//! engine's own requests ([`Engine::on_answer`]), gossip
+//! ([`Engine::on_gossip`]), connection events, the results of work it asked
+//! for (`on_executed`, `on_spot_checked`, `on_fetched`, …), the owner's
+//! commands ([`Engine::submit`], [`Engine::cancel`]) and the clock
+//! ([`Engine::tick`]). Every call takes `now`; nothing reads a clock.
+//!
+//! **Out**: at the end of each turn, [`Engine::end_turn`] returns a
+//! [`Turn`]: the record writes of the turn (keys in [`crate::records`]),
+//! the outputs to carry out at once, and those to carry out only once the
+//! writes are durable (an agreement, an acknowledgement, a voucher: what
+//! someone else will rely on is on disk before they hear of it).
+//!
+//! The engine signs what it sends with the node's key and opens what it
+//! receives (signature, time window, sender, replay), so the host never
+//! needs to look inside a message.
+//!
+//! The handlers are grouped by concern: [`serve`] (the provider side of
+//! inbound requests and executions), [`place`] (the requester's actions
+//! and the answers to them), [`deliver`] (receipts and vouchers sent until
+//! acknowledged), [`gossip`] (adverts, summaries, fraud proofs,
+//! connections) and [`counters`].
+
+mod counters;
+mod deliver;
+mod gossip;
+mod place;
+mod serve;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_protocol::execution::{ExitStatus, Receipt};
+use agora_protocol::market::{Arg, Assignment, Limits, args_digest};
+use agora_protocol::rpc::{MarketRequest, MarketResponse};
+use agora_protocol::units::{Bytes, ComputeUnits, Credits, Fuel, Timestamp};
+use agora_protocol::{
+    ContentId, Domain, Envelope, FRAUD_TOPIC, JobId, Keypair, MessageId, NodeId, Nonce, Payload, ReplayGuard,
+    TaskId, Verified,
+};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+pub use counters::Counters;
+
+use crate::job::{JobSpec, SpecError};
+use crate::ledger::Ledger;
+use crate::provider::{self, Provider};
+use crate::records::{self, Host, RecordError, Writes};
+use crate::requester::{self, Decision, Requester};
+use crate::view::View;
+
+/// Identifies one of the engine's own requests, so that its answer finds
+/// its way back ([`Engine::on_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Identifies an inbound request's reply channel, which the host keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplyId(pub u64);
+
+/// Content that arrived inline with an acceptance, kept for its run.
+pub type Inline = Vec<(ContentId, Arc<Vec<u8>>)>;
+
+/// What running a module produced, as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// The output's id.
+    pub output: ContentId,
+    /// The output's size.
+    pub output_size: Bytes,
+    /// Fuel used.
+    pub fuel: Fuel,
+    /// How it ended.
+    pub exit: ExitStatus,
+    /// When execution started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// The output bytes, when small enough to travel with the receipt
+    /// (a larger output is stored by the host before it reports).
+    pub inline: Option<Vec<u8>>,
+}
+
+impl Ran {
+    /// The receipt of this run of `assignment`, under `agreement` for
+    /// `requester`.
+    pub fn receipt(&self, assignment: &Assignment, agreement: MessageId, requester: NodeId) -> Receipt {
+        Receipt {
+            agreement,
+            task: assignment.task,
+            requester,
+            module: assignment.module,
+            input: assignment.input,
+            args: args_digest(&assignment.args),
+            seed: assignment.seed,
+            fuel_limit: assignment.limits.fuel,
+            output: self.output,
+            output_size: self.output_size,
+            fuel_used: self.fuel,
+            exit: self.exit.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// The outcome replicas and checks compare.
+    pub fn outcome(&self) -> (ContentId, Fuel, ExitStatus) {
+        (self.output, self.fuel, self.exit.clone())
+    }
+}
+
+/// Work the host runs and reports back.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Run an accepted task; report with [`Engine::on_executed`].
+    Execute {
+        /// The agreement.
+        agreement: MessageId,
+        /// Who asked (and holds the content).
+        requester: NodeId,
+        /// What to run.
+        assignment: Assignment,
+        /// Content that came inline with the acceptance.
+        inline: Inline,
+    },
+    /// Keep content that arrived inline (no report).
+    Keep {
+        /// Its id (checked).
+        id: ContentId,
+        /// The bytes.
+        bytes: Arc<Vec<u8>>,
+    },
+    /// Store a receipt's inline output durably; report with
+    /// [`Engine::on_output_stored`].
+    StoreOutput {
+        /// The pending receipt.
+        token: u64,
+        /// Its id (checked).
+        id: ContentId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Fetch a copy's output; report with [`Engine::on_fetched`].
+    Fetch {
+        /// The task.
+        task: TaskId,
+        /// The copy.
+        attempt: u16,
+        /// From whom.
+        from: NodeId,
+        /// The output.
+        output: ContentId,
+    },
+    /// Re-execute a task here; report with [`Engine::on_spot_checked`].
+    SpotCheck {
+        /// The task.
+        task: TaskId,
+        /// The copy checked.
+        attempt: u16,
+        /// What the copies ran.
+        assignment: Assignment,
+    },
+    /// Run a job's reduce module over its outputs (framed in task order);
+    /// report with [`Engine::on_reduced`].
+    Reduce {
+        /// The job.
+        job: JobId,
+        /// The reduce module.
+        module: ContentId,
+        /// The task outputs, in order.
+        outputs: Vec<ContentId>,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Its limits.
+        limits: Limits,
+        /// Its seed.
+        seed: u64,
+    },
+    /// Re-execute the computation of a fraud proof, with module and input
+    /// from its publisher; report with [`Engine::on_fraud_checked`].
+    CheckFraud {
+        /// The proof's id.
+        proof: MessageId,
+        /// Who published it (and holds the content).
+        publisher: NodeId,
+        /// What to run.
+        assignment: Assignment,
+    },
+    /// Ask whether a peer still answers; report with [`Engine::on_probe`].
+    Probe {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// Measure capacity again; report with [`Engine::on_calibrated`].
+    Calibrate,
+}
+
+/// What the host must do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Send a market request; report its answer with [`Engine::on_answer`].
+    Send {
+        /// For the answer.
+        id: RequestId,
+        /// The peer.
+        to: NodeId,
+        /// The request.
+        request: MarketRequest,
+        /// Content to read from the store and attach to an acceptance.
+        attach: Vec<ContentId>,
+    },
+    /// Answer an inbound request.
+    Respond {
+        /// The reply channel.
+        reply: ReplyId,
+        /// The answer.
+        response: MarketResponse,
+    },
+    /// Run work.
+    Run(Work),
+    /// Publish on a gossip topic.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Tell the network where a peer can be reached, and dial it.
+    Locate {
+        /// The peer.
+        peer: NodeId,
+        /// Its addresses (multiaddrs as text).
+        addrs: Vec<String>,
+        /// Dial it now.
+        dial: bool,
+    },
+}
+
+/// What a turn produced.
+#[derive(Debug, Default)]
+pub struct Turn {
+    /// Record writes, to apply atomically.
+    pub writes: Writes,
+    /// Whether the writes must be made durable (before `after` runs, or
+    /// before a submitter hears of its job); other writes are only
+    /// bookkeeping: lost in a crash, they cost a re-placement.
+    pub flush: bool,
+    /// Outputs to carry out at once.
+    pub now: Vec<Output>,
+    /// Outputs to carry out once `writes` are durable.
+    pub after: Vec<Output>,
+}
+
+/// How a gossip message was found, for gossipsub's validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Not invalid, but not worth forwarding (a replay).
+    Ignore,
+    /// Invalid: penalise the sender.
+    Reject,
+}
+
+/// Advert and summary cadence.
+#[derive(Debug, Clone)]
+pub struct Adverts {
+    /// How often the node publishes its advert.
+    pub interval: Duration,
+    /// How long an advert stays valid.
+    pub lifetime: Duration,
+    /// How often domain summaries are published.
+    pub summary_interval: Duration,
+    /// Members of a domain that publish its summary each period.
+    pub summary_publishers: usize,
+}
+
+impl Default for Adverts {
+    fn default() -> Self {
+        Adverts {
+            interval: Duration::from_secs(2),
+            lifetime: Duration::from_secs(10),
+            summary_interval: Duration::from_secs(3),
+            summary_publishers: 2,
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's domain.
+    pub domain: Domain,
+    /// The provider side.
+    pub provider: provider::Config,
+    /// The requester side.
+    pub requester: requester::Config,
+    /// Adverts and summaries.
+    pub adverts: Adverts,
+    /// How often capacity is measured again while idle (`None`: never).
+    pub recalibrate: Option<Duration>,
+    /// Credits a new ledger starts with.
+    pub genesis: Credits,
+    /// Most peers in the view.
+    pub max_peers: usize,
+    /// Connections the node opens on its own to peers of its domain (as
+    /// many as its domain's gossip mesh may use).
+    pub domain_peers: usize,
+    /// Most nonces the replay guard remembers.
+    pub replay_capacity: usize,
+    /// Software version in adverts.
+    pub version: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: Domain::root(),
+            provider: provider::Config::default(),
+            requester: requester::Config::default(),
+            adverts: Adverts::default(),
+            recalibrate: None,
+            genesis: Credits(0),
+            max_peers: 10_000,
+            domain_peers: 12,
+            replay_capacity: 100_000,
+            version: agora_protocol::SOFTWARE_VERSION.to_owned(),
+        }
+    }
+}
+
+/// What an engine starts from.
+pub struct Setup {
+    /// The node's key.
+    pub keypair: Keypair,
+    /// Settings.
+    pub config: Config,
+    /// Seed of its random choices (placement ties, spot checks, nonces).
+    pub seed: u64,
+    /// Measured per-slot capacity.
+    pub per_slot: ComputeUnits,
+    /// Addresses it listens on (multiaddrs as text).
+    pub listen: Vec<String>,
+    /// The time it starts.
+    pub now: Timestamp,
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The spec cannot run anywhere.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// Content it names is not on this node.
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// Why a job could not be cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    /// No such job here.
+    #[error("no job {0} on this node")]
+    Unknown(JobId),
+    /// It has ended already.
+    #[error("job {0} has already ended")]
+    Ended(JobId),
+}
+
+/// What one of the engine's requests was for.
+#[derive(Debug, Clone)]
+enum Pending {
+    Call {
+        task: TaskId,
+        attempt: u16,
+        from: NodeId,
+        call: MessageId,
+    },
+    Accept {
+        task: TaskId,
+        attempt: u16,
+        from: NodeId,
+        accept: MessageId,
+    },
+    Cancel {
+        to: NodeId,
+    },
+    Delivery {
+        key: MessageId,
+    },
+}
+
+/// A node's decisions. See the module docs.
+pub struct Engine {
+    keypair: Keypair,
+    local: NodeId,
+    config: Config,
+    host: Box<dyn Host>,
+    view: View,
+    requester: Requester,
+    provider: Provider,
+    ledger: Ledger,
+    replay: ReplayGuard,
+    rng: SmallRng,
+    writes: Writes,
+    out: Vec<Output>,
+    after: Vec<Output>,
+    /// Someone waits for this turn's writes (a submitted job).
+    must_flush: bool,
+    next_request: u64,
+    pending: HashMap<RequestId, Pending>,
+    deliveries: deliver::Deliveries,
+    /// Receipts whose inline output is being stored, by token.
+    storing: HashMap<u64, serve::StoringReceipt>,
+    next_token: u64,
+    calibrated_at: Timestamp,
+    listen: Vec<String>,
+    started: Timestamp,
+    load: Option<f64>,
+    timers: Timers,
+    calibrating: bool,
+    connected: HashSet<NodeId>,
+    /// Peers dialed on their adverts, and when.
+    dialed: HashMap<NodeId, Timestamp>,
+    probing: HashSet<NodeId>,
+    inline: HashMap<MessageId, Inline>,
+    cancelled_running: HashSet<MessageId>,
+    fraud_checking: HashMap<MessageId, agora_protocol::fraud::FraudProof>,
+    fraud_seen: HashSet<MessageId>,
+    counters: Counters,
+}
+
+/// When periodic work last ran.
+#[derive(Debug)]
+struct Timers {
+    advert_seq: u64,
+    last_advert: Timestamp,
+    advert_due: bool,
+    last_free: u32,
+    last_summary: Timestamp,
+    last_expire: Timestamp,
+    last_calibration: Timestamp,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine for `setup`, restoring unfinished work from `host`'s
+    /// records: accepted tasks, jobs, undelivered receipts and vouchers.
+    pub fn new(setup: Setup, host: Box<dyn Host>) -> Result<Engine, RecordError> {
+        let Setup {
+            keypair,
+            config,
+            seed,
+            per_slot,
+            listen,
+            now,
+        } = setup;
+        let local = keypair.node_id();
+        let mut writes = Writes::default();
+        let ledger = Ledger::open(host.as_ref(), config.genesis, now, &mut writes)?;
+        let provider = Provider::new(config.provider.clone(), per_slot);
+        let requester = Requester::new(local, config.requester.clone(), seed);
+        let view = View::new(local, config.domain.clone(), config.max_peers);
+        // Nonces must differ across restarts even with a fixed seed.
+        let rng = SmallRng::seed_from_u64(seed ^ now.0.rotate_left(17) ^ 0x6e6f_6e63_6573);
+        let mut e = Engine {
+            keypair,
+            local,
+            replay: ReplayGuard::new(config.replay_capacity, now),
+            config,
+            host,
+            view,
+            requester,
+            provider,
+            ledger,
+            rng,
+            writes,
+            out: Vec::new(),
+            after: Vec::new(),
+            must_flush: false,
+            next_request: 0,
+            pending: HashMap::new(),
+            deliveries: deliver::Deliveries::default(),
+            storing: HashMap::new(),
+            next_token: 0,
+            calibrated_at: now,
+            listen,
+            started: now,
+            load: None,
+            timers: Timers {
+                advert_seq: 0,
+                last_advert: Timestamp(0),
+                advert_due: true,
+                last_free: u32::MAX,
+                last_summary: Timestamp(0),
+                last_expire: now,
+                last_calibration: now,
+            },
+            calibrating: false,
+            connected: HashSet::new(),
+            dialed: HashMap::new(),
+            probing: HashSet::new(),
+            inline: HashMap::new(),
+            cancelled_running: HashSet::new(),
+            fraud_checking: HashMap::new(),
+            fraud_seen: HashSet::new(),
+            counters: Counters::default(),
+        };
+        e.restore(now)?;
+        Ok(e)
+    }
+
+    fn restore(&mut self, now: Timestamp) -> Result<(), RecordError> {
+        let host = self.host.as_ref();
+        let accepted = records::scan::<provider::Accepted>(host, records::ACCEPTED)?;
+        let mut jobs = 0;
+        for (_, acc) in &accepted {
+            self.provider.restore(acc.clone());
+        }
+        for (_, job) in records::scan::<crate::job::JobRecord>(host, records::JOB)? {
+            let tasks: Vec<crate::job::TaskRecord> = records::scan(host, &records::tasks_of(&job.id))?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            if tasks.len() != job.spec.inputs.len() {
+                tracing::warn!(job = %job.id, "job record incomplete in the store; skipping it");
+                continue;
+            }
+            self.requester.restore(job, tasks, now);
+            jobs += 1;
+        }
+        if !accepted.is_empty() || jobs > 0 {
+            tracing::info!(tasks = accepted.len(), jobs, "restored unfinished work");
+        }
+        self.resume_deliveries(now)
+    }
+
+    /// Topics to subscribe to and DHT keys to provide, once at start.
+    pub fn subscriptions(&self) -> (Vec<String>, Vec<Vec<u8>>) {
+        let d = &self.config.domain;
+        let mut topics = vec![d.advert_topic()];
+        topics.extend(d.ancestry().iter().map(Domain::summary_topic));
+        topics.push(FRAUD_TOPIC.to_owned());
+        let mut keys: Vec<Vec<u8>> = d.ancestry().iter().map(Domain::provider_key).collect();
+        keys.push(format!("{}/capability/wasi-p1", agora_protocol::TOPIC_PREFIX).into_bytes());
+        (topics, keys)
+    }
+
+    fn request(
+        &mut self,
+        to: NodeId,
+        request: MarketRequest,
+        attach: Vec<ContentId>,
+        pending: Pending,
+    ) -> Output {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.pending.insert(id, pending);
+        Output::Send {
+            id,
+            to,
+            request,
+            attach,
+        }
+    }
+
+    /// Seals a payload now with a fresh nonce.
+    fn seal<T: Payload>(&mut self, payload: &T, lifetime: Duration, now: Timestamp) -> Envelope {
+        Envelope::seal(
+            &self.keypair,
+            payload,
+            now,
+            lifetime.min(T::MAX_LIFETIME),
+            Nonce(self.rng.random()),
+        )
+        // Our own messages are small and within their type's lifetime.
+        .expect("own messages always seal")
+    }
+
+    /// Opens a live market message from `peer`: signature, time window,
+    /// sender identity and replay.
+    fn open_live<T: Payload>(
+        &mut self,
+        peer: NodeId,
+        env: &Envelope,
+        now: Timestamp,
+    ) -> Result<Verified<T>, agora_protocol::rpc::Decline> {
+        use agora_protocol::rpc::Decline;
+        let v = env.open::<T>(now).map_err(|e| {
+            self.counters.invalid_requests += 1;
+            Decline::invalid(e)
+        })?;
+        if v.signer() != peer {
+            self.counters.invalid_requests += 1;
+            return Err(Decline::invalid("signed by a node other than the sender"));
+        }
+        if let Err(e) = self.replay.check(&v, now) {
+            self.counters.replays += 1;
+            return Err(Decline::invalid(e));
+        }
+        Ok(v)
+    }
+
+    /// Periodic work: timeouts, overdue copies, retries, adverts, summaries,
+    /// view expiry, recalibration. Call it often (every 10 ms in a node).
+    pub fn tick(&mut self, now: Timestamp) {
+        self.requester.tick(now, &self.view);
+        if now.since(self.timers.last_advert) >= self.config.adverts.interval {
+            self.timers.advert_due = true;
+        }
+        if now.since(self.timers.last_summary) >= self.config.adverts.summary_interval {
+            self.publish_summaries(now);
+        }
+        if now.since(self.timers.last_expire) >= Duration::from_millis(250) {
+            self.timers.last_expire = now;
+            for gone in self.view.expire(now) {
+                tracing::info!(peer = %gone.short(), "peer's advert expired; dropping it from the view");
+                self.requester.on_peer_down(gone, now);
+            }
+        }
+        self.retry_deliveries(now);
+        if let Some(every) = self.config.recalibrate
+            && !self.calibrating
+            && self.provider.load() == 0
+            && now.since(self.timers.last_calibration) >= every
+        {
+            self.calibrating = true;
+            self.timers.last_calibration = now;
+            self.out.push(Output::Run(Work::Calibrate));
+        }
+    }
+
+    /// Ends a turn: places what can be placed, starts what can run, and
+    /// hands over the turn's writes and outputs.
+    pub fn end_turn(&mut self, now: Timestamp) -> Turn {
+        self.requester.place(now, &self.view);
+        self.drain_actions(now);
+        let (jobs, tasks) = self.requester.take_dirty();
+        for j in &jobs {
+            self.writes.put(records::job_key(&j.id), j);
+        }
+        for t in &tasks {
+            self.writes.put(records::task_key(&t.id), t);
+        }
+        self.start_tasks();
+        let free = self.provider.free_slots();
+        if free != self.timers.last_free {
+            self.timers.last_free = free;
+            self.timers.advert_due = true;
+        }
+        if self.timers.advert_due && now.since(self.timers.last_advert) >= Duration::from_millis(100) {
+            self.publish_advert(now);
+        }
+        let after = std::mem::take(&mut self.after);
+        let must_flush = std::mem::take(&mut self.must_flush);
+        Turn {
+            writes: std::mem::take(&mut self.writes),
+            flush: must_flush || !after.is_empty(),
+            now: std::mem::take(&mut self.out),
+            after,
+        }
+    }
+
+    /// Stops taking work (shutdown): the advert says so at once.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        self.provider.drain();
+        self.publish_advert(now);
+    }
+
+    /// A load sample of the machine's other processes (share of all
+    /// cores): the owner's idle policy decides whether the node takes work.
+    pub fn on_load(&mut self, load: Option<f64>) {
+        self.load = load;
+        if self.provider.set_load(load) {
+            tracing::info!(
+                ?load,
+                accepting = self.provider.accepting(),
+                "idle policy changed"
+            );
+            self.timers.advert_due = true;
+        }
+    }
+
+    /// Capacity was measured again.
+    pub fn on_calibrated(&mut self, result: Result<ComputeUnits, String>, now: Timestamp) {
+        self.calibrating = false;
+        match result {
+            Ok(cu) => {
+                self.calibrated_at = now;
+                self.provider.set_speed(cu);
+                self.timers.advert_due = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "recalibration failed"),
+        }
+    }
+
+    /// Accepts a job (its content already on this node). The job is in the
+    /// turn's writes, which the turn flushes: acknowledge the submitter once
+    /// they are durable.
+    pub fn submit(&mut self, spec: JobSpec, now: Timestamp) -> Result<JobId, SubmitError> {
+        self.check_content(&spec)?;
+        self.must_flush = true;
+        let id = JobId(self.rng.random());
+        self.counters.jobs_submitted += 1;
+        tracing::info!(job = %id, tasks = spec.inputs.len(), "job submitted");
+        self.requester.submit(id, spec, now);
+        Ok(id)
+    }
+
+    /// The placement each task would get now, without sending anything.
+    pub fn plan(&mut self, spec: &JobSpec, now: Timestamp) -> Result<Vec<Decision>, SubmitError> {
+        self.check_content(spec)?;
+        Ok(self.requester.plan(spec, now, &self.view))
+    }
+
+    fn check_content(&self, s: &JobSpec) -> Result<(), SubmitError> {
+        s.validate()?;
+        if !self.host.holds(&s.module) {
+            return Err(SubmitError::Missing(format!(
+                "module {} is not on this node: upload it first (PUT /v1/content)",
+                s.module
+            )));
+        }
+        if let Some(r) = &s.reduce
+            && !self.host.holds(r)
+        {
+            return Err(SubmitError::Missing(format!(
+                "reduce module {r} is not on this node: upload it first"
+            )));
+        }
+        if let Some(i) = s
+            .inputs
+            .iter()
+            .find(|i| !self.host.holds(&i.id) && i.id != ContentId::of(&[]))
+        {
+            return Err(SubmitError::Missing(format!(
+                "input {} ({}) is not on this node: upload it first",
+                i.name, i.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Cancels a job: its live copies are withdrawn.
+    pub fn cancel(&mut self, id: JobId, now: Timestamp) -> Result<(), CancelError> {
+        match self.requester.job(&id) {
+            None => Err(CancelError::Unknown(id)),
+            Some((rec, _)) if rec.state.is_terminal() => Err(CancelError::Ended(id)),
+            Some(_) => {
+                self.requester.cancel(id, now);
+                Ok(())
+            }
+        }
+    }
+
+    /// This node.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the node knows of its peers.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// The requester side.
+    pub fn requester(&self) -> &Requester {
+        &self.requester
+    }
+
+    /// The provider side.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Counters for metrics.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// When capacity was last measured.
+    pub fn calibrated_at(&self) -> Timestamp {
+        self.calibrated_at
+    }
+
+    /// Addresses the node listens on.
+    pub fn listen(&self) -> &[String] {
+        &self.listen
+    }
+
+    /// When the engine started.
+    pub fn started(&self) -> Timestamp {
+        self.started
+    }
+
+    /// The last load sample of other processes.
+    pub fn load(&self) -> Option<f64> {
+        self.load
+    }
+
+    /// Peers connected now.
+    pub fn connected(&self) -> usize {
+        self.connected.len()
+    }
+
+    /// Requests awaiting an answer, deliveries awaiting acknowledgement.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.pending.len(), self.deliveries.len())
+    }
+}
+
+/// The arguments of a job's tasks, as they travel.
+pub fn args_of(args: &[String]) -> Vec<Arg> {
+    args.iter().cloned().map(Arg).collect()
+}

@@ -1,0 +1,338 @@
+//! The requester's side: its actions become signed requests and work, and
+//! the answers and results come back to it.
+
+use std::time::Duration;
+
+use agora_protocol::execution::Receipt;
+use agora_protocol::fraud::FraudProof;
+use agora_protocol::market::{Agreement, Cancel, Offer};
+use agora_protocol::rpc::{MarketRequest, MarketResponse};
+use agora_protocol::settlement::Voucher;
+use agora_protocol::units::{Bytes, Fuel, Timestamp};
+use agora_protocol::{
+    ContentId, Decode, Encode, Envelope, FRAUD_TOPIC, JobId, MessageId, NodeId, Payload, TaskId, Verified,
+};
+
+use super::{Engine, Output, Pending, Ran, RequestId, Work};
+use crate::job::JobState;
+use crate::refusal::Refusal;
+use crate::requester::Action;
+
+/// How long a call for offers or an acceptance stays valid.
+const NEGOTIATION_LIFETIME: Duration = Duration::from_secs(20);
+/// How long a cancellation stays valid.
+const CANCEL_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a fraud proof circulates.
+const FRAUD_LIFETIME: Duration = Duration::from_secs(3600);
+/// A reduce step may use this many times a task's fuel limit.
+const REDUCE_FUEL_FACTOR: u64 = 4;
+
+impl Engine {
+    pub(super) fn drain_actions(&mut self, now: Timestamp) {
+        while let Some(a) = self.requester.poll_action() {
+            self.action(a, now);
+        }
+    }
+
+    fn action(&mut self, a: Action, now: Timestamp) {
+        match a {
+            Action::Call {
+                task,
+                attempt,
+                cfo,
+                to,
+            } => {
+                let env = self.seal(&cfo, NEGOTIATION_LIFETIME, now);
+                let call = env.id();
+                for from in to {
+                    let request = MarketRequest::CallForOffers(env.clone());
+                    let out = self.request(
+                        from,
+                        request,
+                        Vec::new(),
+                        Pending::Call {
+                            task,
+                            attempt,
+                            from,
+                            call,
+                        },
+                    );
+                    self.out.push(out);
+                }
+            }
+            Action::Accept {
+                task,
+                attempt,
+                to,
+                accept,
+                send_module,
+                send_input,
+            } => {
+                let env = self.seal(&accept, NEGOTIATION_LIFETIME, now);
+                let mut attach = Vec::new();
+                if send_module {
+                    attach.push(accept.assignment.module);
+                }
+                if send_input {
+                    attach.push(accept.assignment.input);
+                }
+                let pending = Pending::Accept {
+                    task,
+                    attempt,
+                    from: to,
+                    accept: env.id(),
+                };
+                let request = MarketRequest::Accept {
+                    accept: env,
+                    content: vec![],
+                };
+                let out = self.request(to, request, attach, pending);
+                self.out.push(out);
+            }
+            Action::Cancel {
+                to,
+                agreement,
+                task,
+                reason,
+            } => {
+                let env = self.seal(
+                    &Cancel {
+                        agreement,
+                        task,
+                        reason,
+                    },
+                    CANCEL_LIFETIME,
+                    now,
+                );
+                let out = self.request(to, MarketRequest::Cancel(env), Vec::new(), Pending::Cancel { to });
+                self.out.push(out);
+            }
+            Action::Fetch {
+                task,
+                attempt,
+                from,
+                output,
+            } => self.out.push(Output::Run(Work::Fetch {
+                task,
+                attempt,
+                from,
+                output,
+            })),
+            Action::SpotCheck { task, attempt } => {
+                if let Some((_, assignment)) = self.requester.assignment_of(task) {
+                    self.out.push(Output::Run(Work::SpotCheck {
+                        task,
+                        attempt,
+                        assignment,
+                    }));
+                }
+            }
+            Action::Pay { to, voucher } => self.pay(to, &voucher, now),
+            Action::Fraud {
+                culprit,
+                wrong,
+                right,
+                args,
+            } => self.publish_fraud(culprit, &wrong, &right, args, now),
+            Action::Reduce { job } => self.reduce(job, now),
+            Action::Ended { job, state } => {
+                match state {
+                    JobState::Done => self.counters.jobs_done += 1,
+                    _ => self.counters.jobs_failed += 1,
+                }
+                let err = self.requester.job(&job).and_then(|(r, _)| r.error.clone());
+                tracing::info!(job = %job, ?state, error = ?err, "job ended");
+            }
+        }
+    }
+
+    /// Signs a voucher, debits the ledger and delivers it once the debit is
+    /// durable.
+    fn pay(&mut self, to: NodeId, voucher: &Voucher, now: Timestamp) {
+        let env = self.seal(voucher, Voucher::MAX_LIFETIME, now);
+        let key = env.id();
+        self.ledger
+            .pay(&mut self.writes, voucher, &env.to_bytes(), key, now);
+        self.counters.vouchers_out += 1;
+        self.deliver(key, to, MarketRequest::Voucher(env), true, now);
+    }
+
+    fn publish_fraud(
+        &mut self,
+        culprit: NodeId,
+        wrong: &[u8],
+        right: &[u8],
+        args: Vec<String>,
+        now: Timestamp,
+    ) {
+        let (Ok(first), Ok(second)) = (Envelope::from_bytes(wrong), Envelope::from_bytes(right)) else {
+            return;
+        };
+        let proof = FraudProof {
+            first,
+            second,
+            args: super::args_of(&args),
+            guilty: 0,
+        };
+        if proof.check().is_err() {
+            tracing::warn!(culprit = %culprit.short(), "fraud proof does not check out; not publishing");
+            return;
+        }
+        tracing::warn!(culprit = %culprit, "provider returned a wrong result: banned, publishing a fraud proof");
+        let env = self.seal(&proof, FRAUD_LIFETIME, now);
+        self.counters.fraud_published += 1;
+        self.out.push(Output::Publish {
+            topic: FRAUD_TOPIC.to_owned(),
+            data: env.to_bytes(),
+        });
+    }
+
+    fn reduce(&mut self, job: JobId, now: Timestamp) {
+        let Some((record, tasks)) = self.requester.job(&job) else {
+            return;
+        };
+        let Some(module) = record.spec.reduce else { return };
+        let Some(outputs) = tasks.iter().map(|t| t.output).collect::<Option<Vec<ContentId>>>() else {
+            return self
+                .requester
+                .on_reduced(job, Err("a task has no output".into()), now);
+        };
+        let spec = &record.spec;
+        let mut limits = spec.limits();
+        limits.fuel = Fuel(spec.fuel.0.saturating_mul(REDUCE_FUEL_FACTOR));
+        limits.max_output = Bytes(agora_protocol::limits::MAX_BLOB as u64);
+        self.out.push(Output::Run(Work::Reduce {
+            job,
+            module,
+            outputs,
+            args: spec.reduce_args.clone(),
+            limits,
+            seed: spec.seed,
+        }));
+    }
+
+    /// The answer to one of this engine's requests: `Err` if the peer could
+    /// not be reached (the reason, for people).
+    pub fn on_answer(&mut self, id: RequestId, answer: Result<MarketResponse, String>, now: Timestamp) {
+        let Some(pending) = self.pending.remove(&id) else {
+            return;
+        };
+        match pending {
+            Pending::Call {
+                task,
+                attempt,
+                from,
+                call,
+            } => {
+                let offer = opened::<Offer>(answer, Expect::Offer, now).and_then(|v| {
+                    if v.signer() != from {
+                        Err(Refusal::Invalid("offer signed by another node".into()))
+                    } else if v.payload().call != call {
+                        Err(Refusal::Invalid("offer answers another call".into()))
+                    } else {
+                        Ok(v)
+                    }
+                });
+                self.requester
+                    .on_offer(task, attempt, from, offer, now, &self.view);
+            }
+            Pending::Accept {
+                task,
+                attempt,
+                from,
+                accept,
+            } => {
+                let agreement = opened::<Agreement>(answer, Expect::Agreement, now).and_then(|v| {
+                    if v.signer() != from {
+                        Err(Refusal::Invalid("agreement signed by another node".into()))
+                    } else if v.payload().accept != accept {
+                        Err(Refusal::Invalid("agreement for another acceptance".into()))
+                    } else {
+                        Ok(v)
+                    }
+                });
+                self.requester.on_agreement(task, attempt, from, agreement, now);
+            }
+            Pending::Cancel { to } => {
+                if let Err(e) = answer {
+                    tracing::debug!(peer = %to.short(), error = %e, "cancel not delivered");
+                }
+            }
+            Pending::Delivery { key } => {
+                self.on_delivered(key, answer.map_err(Refusal::Unreachable), now);
+            }
+        }
+    }
+
+    /// A copy's output was fetched (`ok`: present and matching its id).
+    pub fn on_fetched(&mut self, task: TaskId, attempt: u16, ok: bool, now: Timestamp) {
+        self.requester.on_output(task, attempt, ok, now);
+    }
+
+    /// A spot check ran here (`Err`: it could not run). A check that cannot
+    /// run accepts the copy on its receipts alone.
+    pub fn on_spot_checked(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        result: Result<Ran, String>,
+        now: Timestamp,
+    ) {
+        match result {
+            Ok(ran) => {
+                let Some((_, assignment)) = self.requester.assignment_of(task) else {
+                    return;
+                };
+                let own = ran.receipt(&assignment, MessageId([0; 32]), self.local);
+                let env = self.seal(&own, Receipt::MAX_LIFETIME, now);
+                self.requester
+                    .on_spot_check(task, attempt, ran.outcome(), env.to_bytes(), now);
+            }
+            Err(e) => {
+                tracing::warn!(task = %task, error = %e, "spot check could not run; accepting on the receipts alone");
+                let reported = self
+                    .requester
+                    .copy(task, attempt)
+                    .and_then(|c| c.reported.clone());
+                if let Some(r) = reported {
+                    self.requester
+                        .on_spot_check(task, attempt, (r.output, r.fuel, r.exit), Vec::new(), now);
+                }
+            }
+        }
+    }
+
+    /// The reduce step ran: its output id, or why it failed.
+    pub fn on_reduced(&mut self, job: JobId, result: Result<ContentId, String>, now: Timestamp) {
+        self.requester.on_reduced(job, result, now);
+    }
+}
+
+/// What an answer should carry.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Offer,
+    Agreement,
+}
+
+/// An answer opened as the expected signed payload, or why not.
+fn opened<T: Payload>(
+    answer: Result<MarketResponse, String>,
+    expect: Expect,
+    now: Timestamp,
+) -> Result<Verified<T>, Refusal> {
+    let env = match (answer.map_err(Refusal::Unreachable)?, expect) {
+        (MarketResponse::Declined(d), _) => return Err(Refusal::Declined(d)),
+        (MarketResponse::Offer(env), Expect::Offer) | (MarketResponse::Agreement(env), Expect::Agreement) => {
+            env
+        }
+        (other, _) => return Err(Refusal::Invalid(format!("unexpected answer {other:?}"))),
+    };
+    env.open::<T>(now).map_err(|e| {
+        let what = match expect {
+            Expect::Offer => "offer",
+            Expect::Agreement => "agreement",
+        };
+        Refusal::Invalid(format!("invalid {what}: {e}"))
+    })
+}

@@ -1,0 +1,339 @@
+//! Inbound market requests: the provider's side (calls for offers,
+//! acceptances, cancellations, vouchers) and the requester's (receipts),
+//! and the executions the provider runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_protocol::execution::Receipt;
+use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel};
+use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
+use agora_protocol::settlement::Voucher;
+use agora_protocol::units::Timestamp;
+use agora_protocol::wire::Blob;
+use agora_protocol::{ContentId, Decode, Encode, Envelope, MessageId, NodeId, Verified};
+
+use super::{Engine, Output, Ran, ReplyId, Work};
+use crate::provider::Accepted;
+use crate::records::{self, PendingReceipt};
+use crate::requester::ReceiptError;
+
+/// A receipt whose inline output is being stored before it is judged.
+#[derive(Debug)]
+pub(super) struct StoringReceipt {
+    peer: NodeId,
+    receipt: Verified<Receipt>,
+    reply: ReplyId,
+}
+
+impl Engine {
+    /// An inbound market request from `peer` (authenticated by its
+    /// connection); its answer goes to `reply`. Never a batch: the network
+    /// unpacks them.
+    pub fn on_request(&mut self, peer: NodeId, request: MarketRequest, reply: ReplyId, now: Timestamp) {
+        match request {
+            MarketRequest::CallForOffers(env) => self.on_call(peer, &env, reply, now),
+            MarketRequest::Accept { accept, content } => self.on_accept(peer, &accept, content, reply, now),
+            MarketRequest::Receipt { receipt, output } => self.on_receipt(peer, &receipt, output, reply, now),
+            MarketRequest::Voucher(env) => self.on_voucher(peer, &env, reply, now),
+            MarketRequest::Cancel(env) => self.on_cancel(peer, &env, reply, now),
+            MarketRequest::Summaries(d) => {
+                let response = MarketResponse::Summaries(self.view.summaries_for(&d));
+                self.respond(reply, response);
+            }
+            MarketRequest::Batch(_) => self.decline(reply, Decline::invalid("nested batch")),
+        }
+    }
+
+    fn respond(&mut self, reply: ReplyId, response: MarketResponse) {
+        self.out.push(Output::Respond { reply, response });
+    }
+
+    /// Answers once the turn's writes are durable.
+    fn respond_durably(&mut self, reply: ReplyId, response: MarketResponse) {
+        self.after.push(Output::Respond { reply, response });
+    }
+
+    fn decline(&mut self, reply: ReplyId, d: Decline) {
+        self.counters.declined(&d);
+        self.respond(reply, MarketResponse::Declined(d));
+    }
+
+    fn on_call(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {
+        self.counters.calls_in += 1;
+        let v = match self.open_live::<CallForOffers>(peer, env, now) {
+            Ok(v) => v,
+            Err(d) => return self.decline(reply, d),
+        };
+        let cfo = v.payload();
+        match self.provider.call(peer, cfo, now) {
+            Ok(mut offer) => {
+                offer.call = env.id();
+                offer.has_module = self.host.holds(&cfo.requirements.module);
+                offer.has_input = self.host.holds(&cfo.requirements.input);
+                let ttl = self.provider.config().offer_ttl;
+                let oenv = self.seal(&offer, ttl, now);
+                self.provider
+                    .offered(oenv.id(), peer, cfo, offer.price, oenv.expires_at());
+                self.counters.offers_made += 1;
+                self.respond(reply, MarketResponse::Offer(oenv));
+            }
+            Err(d) => self.decline(reply, d),
+        }
+    }
+
+    fn on_accept(
+        &mut self,
+        peer: NodeId,
+        env: &Envelope,
+        content: Vec<Blob>,
+        reply: ReplyId,
+        now: Timestamp,
+    ) {
+        // A retransmitted acceptance gets the agreement already made.
+        if let Some(bytes) = self.provider.agreement_for(&env.id())
+            && let Ok(agreement) = Envelope::from_bytes(bytes)
+        {
+            return self.respond(reply, MarketResponse::Agreement(agreement));
+        }
+        let v = match self.open_live::<Accept>(peer, env, now) {
+            Ok(v) => v,
+            Err(d) => return self.decline(reply, d),
+        };
+        let a = v.payload();
+        let terms = match self.provider.accept(peer, a, now) {
+            Ok(t) => t,
+            Err(d) => return self.decline(reply, d),
+        };
+        let mut inline = Vec::new();
+        for Blob(bytes) in content {
+            let id = ContentId::of(&bytes);
+            if id != a.assignment.module && id != a.assignment.input {
+                return self.decline(
+                    reply,
+                    Decline::invalid("inline content is neither the module nor the input"),
+                );
+            }
+            inline.push((id, Arc::new(bytes)));
+        }
+        for (id, bytes) in &inline {
+            self.out.push(Output::Run(Work::Keep {
+                id: *id,
+                bytes: bytes.clone(),
+            }));
+        }
+        let agreement = Agreement {
+            accept: env.id(),
+            task: terms.task,
+            requester: peer,
+            price: terms.price,
+            due: terms.due,
+        };
+        let lifetime = terms.due.since(now) + Duration::from_secs(3600);
+        let aenv = self.seal(&agreement, lifetime, now);
+        let accepted = terms.accepted(&aenv, a.assignment.clone());
+        let id = accepted.agreement;
+        self.writes.put(records::accepted_key(&id), &accepted);
+        self.provider.agreed(accepted, a.offer, env.id());
+        if !inline.is_empty() {
+            self.inline.insert(id, inline);
+        }
+        self.counters.agreements += 1;
+        self.respond_durably(reply, MarketResponse::Agreement(aenv));
+    }
+
+    fn on_cancel(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {
+        let v = match self.open_live::<Cancel>(peer, env, now) {
+            Ok(v) => v,
+            Err(d) => return self.decline(reply, d),
+        };
+        let agreement = v.payload().agreement;
+        match self.provider.cancel(peer, &agreement) {
+            Ok(Some(_)) => {
+                self.writes.delete(records::accepted_key(&agreement));
+                self.inline.remove(&agreement);
+                self.respond_durably(reply, MarketResponse::Ack);
+            }
+            Ok(None) => {
+                self.cancelled_running.insert(agreement);
+                self.respond(reply, MarketResponse::Ack);
+            }
+            Err(d) => self.decline(reply, d),
+        }
+    }
+
+    fn on_voucher(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {
+        let v = match env.open::<Voucher>(now) {
+            Ok(v) if v.signer() == peer => v,
+            Ok(_) => return self.decline(reply, Decline::invalid("voucher signed by another node")),
+            Err(e) => return self.decline(reply, Decline::invalid(e)),
+        };
+        let vo = v.payload();
+        if vo.provider != self.local || !vo.amount_is_consistent() {
+            return self.decline(
+                reply,
+                Decline::invalid("voucher is not for this node or its amount is wrong"),
+            );
+        }
+        match self
+            .ledger
+            .receive(self.host.as_ref(), &mut self.writes, peer, vo, now)
+        {
+            Ok(true) => self.counters.vouchers_in += 1,
+            Ok(false) => self.counters.vouchers_dup += 1,
+            Err(e) => return self.decline(reply, Decline::invalid(format!("storage failure: {e}"))),
+        }
+        self.respond_durably(reply, MarketResponse::Ack);
+    }
+
+    fn on_receipt(
+        &mut self,
+        peer: NodeId,
+        env: &Envelope,
+        output: Option<Blob>,
+        reply: ReplyId,
+        now: Timestamp,
+    ) {
+        let v = match env.open::<Receipt>(now) {
+            Ok(v) if v.signer() == peer => v,
+            Ok(_) => return self.decline(reply, Decline::invalid("receipt signed by another node")),
+            Err(e) => return self.decline(reply, Decline::invalid(e)),
+        };
+        let r = v.payload();
+        match output {
+            Some(Blob(bytes)) => {
+                if !r.output.matches(&bytes) || bytes.len() as u64 != r.output_size.0 {
+                    return self.decline(reply, Decline::invalid("the output does not match the receipt"));
+                }
+                // The output is stored durably before the receipt is acted on.
+                let token = self.next_token;
+                self.next_token += 1;
+                let id = r.output;
+                self.storing.insert(
+                    token,
+                    StoringReceipt {
+                        peer,
+                        receipt: v,
+                        reply,
+                    },
+                );
+                self.out.push(Output::Run(Work::StoreOutput { token, id, bytes }));
+            }
+            None => {
+                let held = self.host.holds(&r.output);
+                self.judge_receipt(peer, &v, held, reply, now);
+            }
+        }
+    }
+
+    /// A receipt's inline output was stored (or could not be).
+    pub fn on_output_stored(&mut self, token: u64, result: Result<(), String>, now: Timestamp) {
+        let Some(s) = self.storing.remove(&token) else {
+            return;
+        };
+        match result {
+            Ok(()) => self.judge_receipt(s.peer, &s.receipt, true, s.reply, now),
+            Err(e) => self.decline(s.reply, Decline::invalid(format!("storage failure: {e}"))),
+        }
+    }
+
+    fn judge_receipt(
+        &mut self,
+        peer: NodeId,
+        v: &Verified<Receipt>,
+        held: bool,
+        reply: ReplyId,
+        now: Timestamp,
+    ) {
+        match self.requester.on_receipt(peer, v, held, now) {
+            Ok(verdict) => {
+                if verdict == crate::requester::ReceiptVerdict::Superseded {
+                    self.counters.receipts_superseded += 1;
+                }
+                self.respond_durably(reply, MarketResponse::Ack)
+            }
+            Err(ReceiptError::UnknownTask | ReceiptError::NoAgreement) => {
+                self.decline(reply, Decline::Unknown)
+            }
+            Err(e) => self.decline(reply, Decline::invalid(e)),
+        }
+    }
+
+    /// Starts what the provider's queue allows.
+    pub(super) fn start_tasks(&mut self) {
+        while let Some(acc) = self.provider.start_next() {
+            let inline = self.inline.remove(&acc.agreement).unwrap_or_default();
+            self.out.push(Output::Run(Work::Execute {
+                agreement: acc.agreement,
+                requester: acc.requester,
+                assignment: acc.assignment,
+                inline,
+            }));
+        }
+    }
+
+    /// An accepted task ran (`Err`: it could not be run at all, e.g. its
+    /// content could not be fetched).
+    pub fn on_executed(&mut self, agreement: MessageId, result: Result<Ran, String>, now: Timestamp) {
+        self.counters.executed += 1;
+        let acc = self.provider.finished(&agreement);
+        if self.cancelled_running.remove(&agreement) {
+            self.forget_accepted(&agreement);
+            return;
+        }
+        let Some(acc) = acc else { return };
+        match result {
+            Ok(ran) => self.receipt_ran(acc, &ran, now),
+            Err(e) => {
+                tracing::warn!(task = %acc.assignment.task, error = %e, "could not run the task; dropping it (the requester re-places it)");
+                self.forget_accepted(&agreement);
+            }
+        }
+    }
+
+    fn forget_accepted(&mut self, agreement: &MessageId) {
+        self.provider.forget(agreement);
+        self.writes.delete(records::accepted_key(agreement));
+    }
+
+    /// Signs the receipt of a run, records it as pending and sends it at
+    /// once: if this node crashes before the pending receipt is on disk,
+    /// the task runs again from its agreement.
+    fn receipt_ran(&mut self, mut acc: Accepted, ran: &Ran, now: Timestamp) {
+        let receipt = ran.receipt(&acc.assignment, acc.agreement, acc.requester);
+        let env = self.seal(&receipt, Receipt::MAX_LIFETIME, now);
+        acc.stage = crate::provider::Stage::Done;
+        let agreement = acc.agreement;
+        self.writes.put(records::accepted_key(&agreement), &acc);
+        self.writes.put(
+            records::pending_receipt_key(&agreement),
+            &PendingReceipt {
+                requester: acc.requester,
+                envelope: hex::encode(env.to_bytes()),
+            },
+        );
+        self.counters.receipts_sent += 1;
+        if let Some(bytes) = ran.inline.as_ref().filter(|b| !b.is_empty()) {
+            // Kept in the background: after a crash the task runs again
+            // from its persisted agreement.
+            self.out.push(Output::Run(Work::Keep {
+                id: ran.output,
+                bytes: Arc::new(bytes.clone()),
+            }));
+        }
+        let request = receipt_request(env, ran.inline.clone());
+        self.deliver(agreement, acc.requester, request, false, now);
+    }
+}
+
+use agora_protocol::Payload as _;
+
+/// The request that delivers a receipt (its output inline when small).
+pub(super) fn receipt_request(receipt: Envelope, output: Option<Vec<u8>>) -> MarketRequest {
+    MarketRequest::Receipt {
+        receipt,
+        output: output
+            .filter(|o| !o.is_empty() && o.len() <= agora_protocol::limits::MAX_INLINE_CONTENT)
+            .map(Blob),
+    }
+}

@@ -1,0 +1,214 @@
+//! What a node persists, and where: the one place that knows the record
+//! key layout.
+//!
+//! The [`crate::engine::Engine`] never writes to a disk. Each turn it hands
+//! its host a list of [`Write`]s (records as JSON under the keys below) and
+//! says whether anything waits for them to be durable; it reads records
+//! back through [`Host`] when it starts (restoring unfinished work) and for
+//! the few look-ups a decision needs (has this receipt been paid for?). The
+//! node's host is its sled store; the simulation's is a map that loses its
+//! unflushed writes when a node crashes.
+//!
+//! | prefix | record | written when |
+//! | --- | --- | --- |
+//! | `job/{job}` | [`crate::job::JobRecord`] | a job changes |
+//! | `task/{job}/{index:010}` | [`crate::job::TaskRecord`] | a task changes |
+//! | `ptask/{agreement}` | [`crate::provider::Accepted`] | a provider signs an agreement |
+//! | `preceipt/{agreement}` | [`PendingReceipt`] | a provider's receipt awaits its acknowledgement |
+//! | `ledger/state` | [`crate::ledger::State`] | every ledger change |
+//! | `ledger/entry/{seq:020}` | [`crate::ledger::Entry`] | every ledger change |
+//! | `ledger/paid-for/{receipt}` | the time | a voucher is counted |
+//! | `outbox/voucher/{voucher}` | [`crate::ledger::Outgoing`] | a voucher awaits its acknowledgement |
+
+use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Jobs this node submitted.
+pub const JOB: &str = "job/";
+/// Their tasks.
+pub const TASK: &str = "task/";
+/// Tasks this node accepted as a provider.
+pub const ACCEPTED: &str = "ptask/";
+/// Receipts this node must still deliver.
+pub const PENDING_RECEIPT: &str = "preceipt/";
+/// The ledger's totals.
+pub const LEDGER_STATE: &str = "ledger/state";
+/// Ledger entries, oldest first.
+pub const LEDGER_ENTRY: &str = "ledger/entry/";
+/// Receipts already paid for (a voucher counts once).
+pub const PAID_FOR: &str = "ledger/paid-for/";
+/// Vouchers awaiting their provider's acknowledgement.
+pub const VOUCHER_OUTBOX: &str = "outbox/voucher/";
+
+/// The key of a job record.
+pub fn job_key(id: &JobId) -> String {
+    format!("{JOB}{id}")
+}
+
+/// The prefix of a job's task records.
+pub fn tasks_of(job: &JobId) -> String {
+    format!("{TASK}{job}/")
+}
+
+/// The key of a task record.
+pub fn task_key(t: &TaskId) -> String {
+    format!("{TASK}{}/{:010}", t.job, t.index)
+}
+
+/// The key of an accepted task.
+pub fn accepted_key(agreement: &MessageId) -> String {
+    format!("{ACCEPTED}{agreement}")
+}
+
+/// The key of a pending receipt.
+pub fn pending_receipt_key(agreement: &MessageId) -> String {
+    format!("{PENDING_RECEIPT}{agreement}")
+}
+
+/// The key of a ledger entry.
+pub fn ledger_entry_key(seq: u64) -> String {
+    format!("{LEDGER_ENTRY}{seq:020}")
+}
+
+/// The key marking a receipt paid for.
+pub fn paid_for_key(receipt: &MessageId) -> String {
+    format!("{PAID_FOR}{receipt}")
+}
+
+/// The key of an outgoing voucher.
+pub fn voucher_key(voucher: &MessageId) -> String {
+    format!("{VOUCHER_OUTBOX}{voucher}")
+}
+
+/// The id at the end of a key under `prefix`.
+pub fn id_after(key: &str, prefix: &str) -> Option<MessageId> {
+    key.strip_prefix(prefix)?.parse().ok()
+}
+
+/// A receipt the provider still has to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReceipt {
+    /// Who it goes to.
+    pub requester: NodeId,
+    /// The signed receipt envelope (hex).
+    pub envelope: String,
+}
+
+/// One change to the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Sets `key` to `value` (JSON).
+    Put {
+        /// The key.
+        key: String,
+        /// The record.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Writes gathered during a turn, applied atomically by the host.
+#[derive(Debug, Default)]
+pub struct Writes(Vec<Write>);
+
+impl Writes {
+    /// Puts a record.
+    pub fn put<T: Serialize>(&mut self, key: impl Into<String>, value: &T) {
+        // Our own plain records always serialise.
+        let value = serde_json::to_vec(value).unwrap_or_default();
+        self.0.push(Write::Put {
+            key: key.into(),
+            value,
+        });
+    }
+
+    /// Deletes a record.
+    pub fn delete(&mut self, key: impl Into<String>) {
+        self.0.push(Write::Delete { key: key.into() });
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The writes, in order.
+    pub fn into_vec(self) -> Vec<Write> {
+        self.0
+    }
+}
+
+/// A record that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The host's storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A record did not decode.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What an engine may ask of its host synchronously: persisted records,
+/// and whether content is at hand.
+pub trait Host: Send {
+    /// A persisted record.
+    fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError>;
+    /// Every persisted record under `prefix`, in key order.
+    fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError>;
+    /// Whether this node holds the content (stored, or a module compiled).
+    fn holds(&self, id: &ContentId) -> bool;
+}
+
+/// Decodes a record.
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RecordError> {
+    serde_json::from_slice(bytes).map_err(|e| RecordError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads and decodes one record.
+pub fn get<T: DeserializeOwned>(host: &dyn Host, key: &str) -> Result<Option<T>, RecordError> {
+    host.record(key)?.map(|b| decode(key, &b)).transpose()
+}
+
+/// Reads and decodes every record under `prefix`.
+pub fn scan<T: DeserializeOwned>(host: &dyn Host, prefix: &str) -> Result<Vec<(String, T)>, RecordError> {
+    host.records(prefix)?
+        .into_iter()
+        .map(|(k, b)| decode(&k, &b).map(|v| (k, v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_keys_sort_by_index_within_their_job() {
+        let job = JobId([3; 16]);
+        let a = task_key(&TaskId::new(job, 9));
+        let b = task_key(&TaskId::new(job, 10));
+        assert!(a < b, "{a} sorts before {b}");
+        assert!(a.starts_with(&tasks_of(&job)));
+    }
+
+    #[test]
+    fn ids_come_back_out_of_their_keys() {
+        let id = MessageId([7; 32]);
+        assert_eq!(id_after(&accepted_key(&id), ACCEPTED), Some(id));
+        assert_eq!(id_after(&voucher_key(&id), VOUCHER_OUTBOX), Some(id));
+        assert_eq!(id_after("ptask/not-hex", ACCEPTED), None);
+    }
+}

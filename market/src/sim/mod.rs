@@ -1,0 +1,746 @@
+//! A deterministic simulation of the market: one requester and several
+//! providers, each a real [`Engine`] — the code a node runs — driven by a
+//! seeded scheduler that delays, reorders, duplicates and drops messages
+//! and crashes and restarts nodes. No sockets, no sleeps, no wall clock:
+//! a failing seed replays exactly.
+//!
+//! What stands in for the rest of a node is only what has no decisions in
+//! it: a message queue ([`Sim`]), a disk that loses unflushed writes in a
+//! crash ([`disk`]), and an executor that knows every task's true output
+//! and fuel (a cheating provider forges its output instead). Each node's
+//! engine sees exactly the calls a node's driver makes: requests with
+//! reply ids, answers or timeouts, gossip, connection events, work results
+//! and ticks.
+
+mod disk;
+mod node;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::time::Duration;
+
+use agora_protocol::execution::ExitStatus;
+use agora_protocol::fraud::FraudProof;
+use agora_protocol::rpc::{MarketRequest, MarketResponse};
+use agora_protocol::settlement::Voucher;
+use agora_protocol::units::{Bytes, Fuel, Price, Timestamp};
+use agora_protocol::{ContentId, Decode, Envelope, FRAUD_TOPIC, JobId, Keypair, MessageId, NodeId};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::engine::{Ran, RequestId};
+use crate::job::{InputSpec, JobSpec, JobState, Strategy, TaskPhase};
+use node::{Done, SimNode};
+
+/// The simulation's epoch: virtual milliseconds start here.
+const T0: u64 = 1_800_000_000_000;
+/// A request not answered within this long fails (as the node's network).
+const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// A probe of a peer answers after this long.
+const PROBE_MS: u64 = 200;
+/// The requester is node 0.
+const REQUESTER: usize = 0;
+
+/// How hostile the simulated world is.
+#[derive(Debug, Clone)]
+pub struct World {
+    /// Providers.
+    pub providers: usize,
+    /// The first this many providers return wrong outputs.
+    pub cheaters: usize,
+    /// Tasks of the one job.
+    pub tasks: usize,
+    /// Its replication factor.
+    pub replicas: u8,
+    /// Its spot-check rate.
+    pub spot_check: f64,
+    /// Chance that a message is lost.
+    pub drop: f64,
+    /// Chance that a message arrives twice.
+    pub duplicate: f64,
+    /// Most delay of a message, ms.
+    pub max_delay_ms: u64,
+    /// Crashes of the requester (in the first 20 s).
+    pub requester_crashes: usize,
+    /// Crashes of random providers (in the first 20 s).
+    pub provider_crashes: usize,
+    /// The last provider dies for good in the first 5 s.
+    pub kill_one: bool,
+    /// Stop once a cheater is caught.
+    pub stop_when_caught: bool,
+}
+
+impl World {
+    /// A world without faults: no cheaters, spot checks, losses or crashes.
+    pub fn calm(providers: usize, tasks: usize, replicas: u8, max_delay_ms: u64) -> World {
+        World {
+            providers,
+            cheaters: 0,
+            tasks,
+            replicas,
+            spot_check: 0.0,
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay_ms,
+            requester_crashes: 0,
+            provider_crashes: 0,
+            kill_one: false,
+            stop_when_caught: false,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The job's final state (`None`: lost).
+    pub state: Option<JobState>,
+    /// Verified outputs that are wrong.
+    pub wrong_accepted: usize,
+    /// Vouchers issued (each counted once, however often it was sent).
+    pub vouchers_issued: usize,
+    /// Cheaters the requester banned.
+    pub cheaters_banned: usize,
+    /// Receipts the first caught cheater had delivered when it was caught.
+    pub caught_after: Option<u64>,
+    /// Virtual time the run took.
+    pub virtual_ms: u64,
+    /// Receipts acknowledged as superseded (copies withdrawn before their
+    /// agreement arrived).
+    pub superseded: u64,
+    /// Receipts refused for want of any copy at that provider.
+    pub refused: u64,
+    /// What broke an invariant, if anything did.
+    pub error: Option<String>,
+    /// A digest of every event delivered and when: equal traces mean
+    /// identical runs.
+    pub trace: [u8; 32],
+}
+
+/// Something scheduled.
+#[derive(Debug, Clone)]
+enum Event {
+    /// A request reaches node `to` (if it is still in `epoch`).
+    Request {
+        from: usize,
+        from_epoch: u64,
+        to: usize,
+        epoch: u64,
+        id: RequestId,
+        sent: u64,
+        request: MarketRequest,
+    },
+    /// An answer (or a timeout) reaches node `to`'s engine of `epoch`.
+    Answer {
+        to: usize,
+        epoch: u64,
+        id: RequestId,
+        answer: Result<MarketResponse, String>,
+    },
+    /// Gossip reaches node `to`.
+    Gossip { to: usize, topic: String, data: Vec<u8> },
+    /// Work a node ran is done.
+    Done { node: usize, epoch: u64, done: Done },
+}
+
+/// The simulation.
+struct Sim {
+    rng: SmallRng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    world: World,
+    nodes: Vec<SimNode>,
+    /// Every task's true output and fuel, by input.
+    truth: HashMap<ContentId, (Vec<u8>, Fuel)>,
+    job: JobId,
+    error: Option<String>,
+    caught_after: Option<u64>,
+    /// Voucher envelopes sent per receipt paid for.
+    vouchers: HashMap<MessageId, HashSet<MessageId>>,
+    /// Agreements whose receipt each provider sent.
+    receipts_sent: Vec<HashSet<MessageId>>,
+    refused: u64,
+    trace: blake3::Hasher,
+}
+
+fn ts(ms: u64) -> Timestamp {
+    Timestamp(ms)
+}
+
+impl Sim {
+    fn new(seed: u64, world: World) -> Sim {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut nodes = Vec::with_capacity(world.providers + 1);
+        nodes.push(SimNode::new(
+            Keypair::from_secret(rng.random()),
+            None,
+            false,
+            seed,
+            T0,
+        ));
+        for i in 0..world.providers {
+            let kp = Keypair::from_secret(rng.random());
+            let cu = 500 + rng.random_range(0..1500);
+            let slots = 1 + (i % 2) as u32;
+            nodes.push(SimNode::new(
+                kp,
+                Some((cu, slots)),
+                i < world.cheaters,
+                seed ^ i as u64,
+                T0,
+            ));
+        }
+        Sim {
+            rng,
+            now: T0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            receipts_sent: vec![HashSet::new(); nodes.len()],
+            nodes,
+            world,
+            truth: HashMap::new(),
+            job: JobId([0; 16]),
+            error: None,
+            caught_after: None,
+            vouchers: HashMap::new(),
+            refused: 0,
+            trace: blake3::Hasher::new(),
+        }
+    }
+
+    fn at(&mut self, when: u64, e: Event) {
+        self.seq += 1;
+        self.events.insert(self.seq, e);
+        self.queue.push(Reverse((when, self.seq)));
+    }
+
+    fn delay(&mut self) -> u64 {
+        1 + self.rng.random_range(0..self.world.max_delay_ms.max(1))
+    }
+
+    /// How many copies of a message arrive: 0 (lost), 1 or 2.
+    fn copies(&mut self) -> usize {
+        if self.rng.random_bool(self.world.drop) {
+            0
+        } else if self.rng.random_bool(self.world.duplicate) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn index_of(&self, n: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|x| x.id == n)
+    }
+
+    fn submit(&mut self) {
+        let module = b"(simulated module)".to_vec();
+        let module_id = ContentId::of(&module);
+        self.nodes[REQUESTER].disk.keep(module_id);
+        let mut inputs = Vec::new();
+        for i in 0..self.world.tasks {
+            let bytes = format!("input {i} {}", self.rng.random::<u32>()).into_bytes();
+            let id = ContentId::of(&bytes);
+            let out = blake3::hash(&bytes).as_bytes().to_vec();
+            let fuel = Fuel(1_000_000 + u64::from(bytes[bytes.len() - 1]) * 10_000_000);
+            self.truth.insert(id, (out, fuel));
+            self.nodes[REQUESTER].disk.keep(id);
+            self.nodes[REQUESTER].blobs.insert(id, bytes.clone());
+            inputs.push(InputSpec {
+                name: format!("in-{i}"),
+                id,
+                size: Bytes(bytes.len() as u64),
+                estimate: Some(fuel),
+            });
+        }
+        self.nodes[REQUESTER].blobs.insert(module_id, module.clone());
+        let spec = JobSpec {
+            module: module_id,
+            module_size: Bytes(module.len() as u64),
+            reduce: None,
+            inputs,
+            args: vec!["x".into()],
+            reduce_args: vec![],
+            fuel: Fuel(10_000_000_000),
+            estimate: None,
+            memory: Bytes::mib(64),
+            deadline: Duration::from_secs(30),
+            max_price: Price(1_000_000),
+            replicas: self.world.replicas,
+            domain: None,
+            spot_check: self.world.spot_check,
+            max_energy: None,
+            seed: 5,
+            strategy: Strategy::Scored,
+        };
+        let now = ts(self.now);
+        match self.nodes[REQUESTER].engine.submit(spec, now) {
+            Ok(id) => self.job = id,
+            Err(e) => self.error = Some(format!("submit refused: {e}")),
+        }
+    }
+
+    /// The truth of a run of `input` on node `n` (forged by a cheater).
+    fn run(&self, n: usize, input: &ContentId) -> Option<Ran> {
+        let (mut out, fuel) = self.truth.get(input)?.clone();
+        if self.nodes[n].cheat {
+            // Cheaters forge independently: their wrong outputs differ.
+            out.extend_from_slice(format!("forged by {n}").as_bytes());
+        }
+        Some(Ran {
+            output: ContentId::of(&out),
+            output_size: Bytes(out.len() as u64),
+            fuel,
+            exit: ExitStatus::Success,
+            started_at: ts(self.now.saturating_sub(10)),
+            finished_at: ts(self.now),
+            inline: Some(out),
+        })
+    }
+
+    fn run_loop(mut self) -> Report {
+        for n in 0..self.nodes.len() {
+            self.end_turn(n);
+        }
+        self.submit();
+        self.end_turn(REQUESTER);
+        let limit = self.now + 20 * 60 * 1000;
+        let crash_window = 20_000;
+        let mut crashes: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for _ in 0..self.world.requester_crashes {
+            crashes
+                .entry(T0 + self.rng.random_range(1..crash_window))
+                .or_default()
+                .push(REQUESTER);
+        }
+        for _ in 0..self.world.provider_crashes {
+            let p = 1 + self.rng.random_range(0..self.world.providers);
+            crashes
+                .entry(T0 + self.rng.random_range(1..crash_window))
+                .or_default()
+                .push(p);
+        }
+        let mut kill_at = self.world.kill_one.then(|| T0 + self.rng.random_range(1..5_000));
+        let mut next_tick = self.now;
+        loop {
+            let next_event = self.queue.peek().map(|Reverse((t, _))| *t);
+            let t = next_event.map_or(next_tick, |e| e.min(next_tick));
+            self.now = t.max(self.now);
+            if self.now > limit {
+                break;
+            }
+            while let Some((&c, _)) = crashes.first_key_value()
+                && c <= self.now
+            {
+                for n in crashes.pop_first().map(|(_, v)| v).unwrap_or_default() {
+                    if self.nodes[n].alive {
+                        self.crash(n);
+                    }
+                }
+            }
+            if let Some(k) = kill_at
+                && self.now >= k
+            {
+                kill_at = None;
+                self.kill(self.nodes.len() - 1);
+            }
+            if next_event == Some(t) {
+                let Some(Reverse((_, seq))) = self.queue.pop() else {
+                    break;
+                };
+                if let Some(e) = self.events.remove(&seq) {
+                    self.deliver(e);
+                }
+            } else {
+                next_tick = self.now + 10;
+                self.tick_all();
+            }
+            if self.world.stop_when_caught && self.caught_after.is_some() {
+                break;
+            }
+            if self.finished() {
+                break;
+            }
+        }
+        self.report()
+    }
+
+    fn finished(&self) -> bool {
+        let done = self.nodes[REQUESTER]
+            .engine
+            .requester()
+            .job(&self.job)
+            .is_some_and(|(r, _)| r.state.is_terminal());
+        done && self.nodes.iter().all(|n| !n.alive || n.engine.in_flight().1 == 0)
+    }
+
+    fn tick_all(&mut self) {
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].alive {
+                continue;
+            }
+            self.nodes[n].disk.tick(self.now);
+            self.nodes[n].engine.tick(ts(self.now));
+            self.end_turn(n);
+        }
+    }
+
+    fn deliver(&mut self, e: Event) {
+        self.trace.update(&self.now.to_le_bytes());
+        let kind = format!("{e:?}");
+        self.trace
+            .update(kind.split(['{', '(', ' ']).next().unwrap_or("").as_bytes());
+        let now = ts(self.now);
+        match e {
+            Event::Request {
+                from,
+                from_epoch,
+                to,
+                epoch,
+                id,
+                sent,
+                request,
+            } => {
+                if !self.nodes[to].alive || self.nodes[to].epoch != epoch {
+                    return;
+                }
+                let reply = self.nodes[to].reply_to(from, from_epoch, id, sent);
+                let peer = self.nodes[from].id;
+                self.nodes[to].engine.on_request(peer, request, reply, now);
+                self.end_turn(to);
+            }
+            Event::Answer {
+                to,
+                epoch,
+                id,
+                answer,
+            } => {
+                if !self.nodes[to].alive || self.nodes[to].epoch != epoch {
+                    return;
+                }
+                self.nodes[to].engine.on_answer(id, answer, now);
+                self.end_turn(to);
+            }
+            Event::Gossip { to, topic, data } => {
+                if !self.nodes[to].alive {
+                    return;
+                }
+                let _ = self.nodes[to].engine.on_gossip(&topic, &data, None, now);
+                self.end_turn(to);
+            }
+            Event::Done { node, epoch, done } => {
+                if !self.nodes[node].alive || self.nodes[node].epoch != epoch {
+                    return;
+                }
+                self.nodes[node].finish(done, now);
+                self.end_turn(node);
+            }
+        }
+    }
+
+    fn crash(&mut self, n: usize) {
+        self.nodes[n].crash(self.now);
+        self.end_turn(n);
+    }
+
+    fn kill(&mut self, n: usize) {
+        self.nodes[n].alive = false;
+        let gone = self.nodes[n].id;
+        for m in 0..self.nodes.len() {
+            if m != n && self.nodes[m].alive {
+                self.nodes[m].engine.on_disconnected(gone);
+                self.end_turn(m);
+            }
+        }
+    }
+
+    /// Records what an outgoing request says about the run: vouchers per
+    /// receipt, receipts sent per provider.
+    fn observe_request(&mut self, from: usize, request: &MarketRequest) {
+        match request {
+            MarketRequest::Voucher(env) => {
+                if let Ok(v) = env.open_ignoring_time::<Voucher>() {
+                    self.vouchers
+                        .entry(v.payload().receipt)
+                        .or_default()
+                        .insert(env.id());
+                }
+            }
+            MarketRequest::Receipt { receipt, .. } => {
+                if let Ok(r) = receipt.open_ignoring_time::<agora_protocol::execution::Receipt>() {
+                    self.receipts_sent[from].insert(r.payload().agreement);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a fraud proof the requester published.
+    fn observe_fraud(&mut self, from: usize, data: &[u8]) {
+        if from != REQUESTER {
+            return;
+        }
+        let Some(proof) = Envelope::from_bytes(data)
+            .ok()
+            .and_then(|e| e.open_ignoring_time::<FraudProof>().ok())
+        else {
+            return;
+        };
+        let Ok(accused) = proof
+            .payload()
+            .first
+            .open_ignoring_time::<agora_protocol::execution::Receipt>()
+        else {
+            return;
+        };
+        if let Some(p) = self.index_of(accused.signer()) {
+            if self.caught_after.is_none() {
+                self.caught_after = Some(self.receipts_sent[p].len() as u64);
+            }
+            if !self.nodes[p].cheat {
+                self.error = Some(format!("honest provider {p} reported as a cheater"));
+            }
+        }
+    }
+
+    fn report(&self) -> Report {
+        let requester = &self.nodes[REQUESTER].engine;
+        let mut rep = Report {
+            virtual_ms: self.now - T0,
+            error: self.error.clone(),
+            caught_after: self.caught_after,
+            superseded: requester.counters().receipts_superseded,
+            refused: self.refused,
+            trace: *self.trace.clone().finalize().as_bytes(),
+            vouchers_issued: self.vouchers.len(),
+            ..Report::default()
+        };
+        let Some((record, tasks)) = requester.requester().job(&self.job) else {
+            rep.error = Some("job lost".into());
+            return rep;
+        };
+        rep.state = Some(record.state);
+        for t in tasks.iter().filter(|t| t.phase == TaskPhase::Verified) {
+            let input = record.spec.inputs[t.id.index as usize].id;
+            if t.output != Some(ContentId::of(&self.truth[&input].0)) {
+                rep.wrong_accepted += 1;
+            }
+        }
+        if let Some((r, v)) = self.vouchers.iter().find(|(_, v)| v.len() > 1) {
+            rep.error = Some(format!("receipt {r} paid {} times", v.len()));
+        }
+        // Conservation: once every voucher is delivered, what the requester
+        // paid is what providers received.
+        let balances: i64 = self.nodes.iter().map(|n| n.engine.ledger().state().balance).sum();
+        if requester.in_flight().1 == 0 && balances != 0 {
+            rep.error = Some(format!("ledgers do not balance: they sum to {balances}"));
+        }
+        // Nobody was paid for a wrong result.
+        for n in self.nodes.iter().filter(|n| n.cheat) {
+            if n.engine.ledger().state().balance > 0 && self.world.replicas > 1 {
+                rep.error = Some("a cheater was paid".into());
+            }
+        }
+        // No lane stays reserved once nothing runs.
+        if record.state.is_terminal() {
+            for (n, st) in requester.requester().book().iter() {
+                if !st.lanes.is_empty() {
+                    rep.error = Some(format!(
+                        "provider {:?} keeps {} lanes after the job ended",
+                        self.index_of(*n),
+                        st.lanes.len()
+                    ));
+                }
+            }
+        }
+        rep.cheaters_banned = self
+            .nodes
+            .iter()
+            .filter(|n| n.cheat && requester.requester().book().is_banned(&n.id))
+            .count();
+        rep
+    }
+}
+
+/// Runs one seeded simulation.
+pub fn simulate(seed: u64, world: World) -> Report {
+    Sim::new(seed, world).run_loop()
+}
+
+impl Sim {
+    /// Ends node `n`'s turn: applies its writes, then carries out its
+    /// outputs (those waiting on the writes after them).
+    fn end_turn(&mut self, n: usize) {
+        if !self.nodes[n].alive {
+            return;
+        }
+        let turn = self.nodes[n].engine.end_turn(ts(self.now));
+        self.nodes[n]
+            .disk
+            .write(turn.writes.into_vec(), turn.flush, self.now);
+        for out in turn.now.into_iter().chain(turn.after) {
+            self.carry_out(n, out);
+        }
+    }
+}
+
+use crate::engine::{Output, Work};
+
+impl Sim {
+    fn carry_out(&mut self, n: usize, out: Output) {
+        match out {
+            Output::Send {
+                id,
+                to,
+                request,
+                attach,
+            } => self.send(n, id, to, request, &attach),
+            Output::Respond { reply, response } => self.respond(n, reply, response),
+            Output::Publish { topic, data } => {
+                if topic == FRAUD_TOPIC {
+                    self.observe_fraud(n, &data);
+                }
+                for to in 0..self.nodes.len() {
+                    if to != n && self.nodes[to].alive {
+                        for _ in 0..self.copies() {
+                            let d = self.delay();
+                            let (topic, data) = (topic.clone(), data.clone());
+                            self.at(self.now + d, Event::Gossip { to, topic, data });
+                        }
+                    }
+                }
+            }
+            Output::Locate { .. } => {}
+            Output::Run(w) => self.work(n, w),
+        }
+    }
+
+    fn send(
+        &mut self,
+        n: usize,
+        id: RequestId,
+        to: NodeId,
+        mut request: MarketRequest,
+        attach: &[ContentId],
+    ) {
+        self.observe_request(n, &request);
+        let epoch = self.nodes[n].epoch;
+        // Whatever happens, the request fails after the timeout unless
+        // answered first (a later answer is ignored, as by the network).
+        self.at(
+            self.now + REQUEST_TIMEOUT_MS,
+            Event::Answer {
+                to: n,
+                epoch,
+                id,
+                answer: Err(format!("request to node {to} timed out")),
+            },
+        );
+        let Some(dest) = self.index_of(to) else { return };
+        if let MarketRequest::Accept { content, .. } = &mut request {
+            for c in attach {
+                if let Some(b) = self.nodes[n].blobs.get(c) {
+                    content.push(agora_protocol::wire::Blob(b.clone()));
+                }
+            }
+        }
+        for _ in 0..self.copies() {
+            let d = self.delay();
+            let e = Event::Request {
+                from: n,
+                from_epoch: epoch,
+                to: dest,
+                epoch: self.nodes[dest].epoch,
+                id,
+                sent: self.now,
+                request: request.clone(),
+            };
+            self.at(self.now + d, e);
+        }
+    }
+
+    fn respond(&mut self, n: usize, reply: crate::engine::ReplyId, response: MarketResponse) {
+        let Some(r) = self.nodes[n].replies.remove(&reply) else {
+            return;
+        };
+        // A requester answers `Unknown` only to a receipt it has no copy for.
+        if n == REQUESTER
+            && matches!(
+                response,
+                MarketResponse::Declined(agora_protocol::rpc::Decline::Unknown)
+            )
+        {
+            self.refused += 1;
+        }
+        for _ in 0..self.copies() {
+            let d = self.delay();
+            let e = Event::Answer {
+                to: r.from,
+                epoch: r.from_epoch,
+                id: r.id,
+                answer: Ok(response.clone()),
+            };
+            self.at(self.now + d, e);
+        }
+    }
+
+    fn work(&mut self, n: usize, w: Work) {
+        let epoch = self.nodes[n].epoch;
+        let (after, done) = match w {
+            Work::Execute {
+                agreement,
+                assignment,
+                ..
+            } => {
+                let cu = self.nodes[n].cu.max(1);
+                let ran = self.run(n, &assignment.input);
+                let run = ran.as_ref().map_or(1, |r| r.fuel.0 / (cu * 1000) + 1);
+                (
+                    run,
+                    Done::Executed(agreement, ran.ok_or_else(|| "unknown input".into())),
+                )
+            }
+            Work::Keep { id, .. } => {
+                self.nodes[n].disk.keep(id);
+                return;
+            }
+            Work::StoreOutput { token, id, .. } => {
+                self.nodes[n].disk.keep(id);
+                (0, Done::Stored(token))
+            }
+            Work::Fetch { task, attempt, .. } => (1, Done::Fetched(task, attempt)),
+            Work::SpotCheck {
+                task,
+                attempt,
+                assignment,
+            } => {
+                let ran = self.run(REQUESTER, &assignment.input);
+                (
+                    1,
+                    Done::SpotChecked(task, attempt, ran.ok_or_else(|| "unknown input".into())),
+                )
+            }
+            Work::Reduce { job, .. } => (1, Done::Reduced(job)),
+            Work::CheckFraud {
+                proof, assignment, ..
+            } => {
+                let ran = self.run(REQUESTER, &assignment.input);
+                (
+                    1,
+                    Done::FraudChecked(proof, ran.ok_or_else(|| "unknown input".into())),
+                )
+            }
+            Work::Probe { peer } => {
+                let alive = self.index_of(peer).is_some_and(|p| self.nodes[p].alive);
+                (PROBE_MS, Done::Probed(peer, alive))
+            }
+            Work::Calibrate => return,
+        };
+        self.at(self.now + after, Event::Done { node: n, epoch, done });
+    }
+}

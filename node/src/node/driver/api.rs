@@ -1,0 +1,383 @@
+//! The owner's API commands: answered from the engine's state, or handed
+//! to it (submit, cancel).
+
+use std::collections::HashMap;
+
+use agora_market::engine::{CancelError, SubmitError};
+use agora_market::job::{CopyState, JobRecord, TaskRecord};
+use agora_market::ledger::Entry;
+use agora_market::records;
+use agora_protocol::units::{Credits, Timestamp};
+use agora_protocol::{Domain, JobId, NodeId, SOFTWARE_VERSION};
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use super::{After, Driver, now};
+use crate::api::server::{ApiCommand, ApiError, JobDetail};
+use crate::api::{
+    CopyStatus, DomainRow, Explain, JobResult, JobStatus, JobSummary, Ledger, LedgerEntry, OutputRef,
+    PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus, count_phases,
+    format_balance,
+};
+use crate::capacity::resident_memory;
+use crate::node::work::{self, Done};
+
+impl Driver {
+    pub(super) fn on_api(&mut self, c: ApiCommand) {
+        let now = now();
+        match c {
+            ApiCommand::Status(r) => {
+                let _ = r.send(self.status(now));
+            }
+            ApiCommand::Peers(domain, r) => {
+                let _ = r.send(self.peers(domain.as_ref(), now));
+            }
+            ApiCommand::Domains(r) => {
+                let _ = r.send(self.domains());
+            }
+            ApiCommand::Metrics(r) => {
+                let m = self.metrics(now);
+                let net = self.sh.net.clone();
+                self.tasks.spawn(
+                    async move {
+                        let _ = r.send(super::metrics::with_network(m, net.stats().await.ok()).render());
+                        Done::Nothing
+                    }
+                    .boxed(),
+                );
+            }
+            ApiCommand::Submit(req, r) => self.submit(*req, r, now),
+            ApiCommand::Jobs(r) => {
+                let req = self.engine.requester();
+                let list = req
+                    .jobs()
+                    .map(|j| {
+                        let (_, tasks) = req.job(&j.id).unwrap_or((j, &[]));
+                        summary(j, tasks)
+                    })
+                    .collect();
+                let _ = r.send(list);
+            }
+            ApiCommand::Job(id, detail, r) => {
+                let _ = r.send(self.job_status(&id, detail, now));
+            }
+            ApiCommand::Explain(id, r) => {
+                let _ = r.send(self.explain(id));
+            }
+            ApiCommand::Result(id, r) => {
+                let _ = r.send(self.result(id));
+            }
+            ApiCommand::Cancel(id, r) => {
+                let res = match self.engine.cancel(id, now) {
+                    Ok(()) => {
+                        let (rec, tasks) = self.engine.requester().job(&id).expect("a cancelled job exists");
+                        Ok(summary(rec, tasks))
+                    }
+                    Err(e @ CancelError::Unknown(_)) => Err(ApiError::not_found(e.to_string())),
+                    Err(e @ CancelError::Ended(_)) => Err(ApiError::conflict(e.to_string())),
+                };
+                let _ = r.send(res);
+            }
+            ApiCommand::Ledger(limit, r) => {
+                let _ = r.send(self.ledger(limit));
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        req: SubmitRequest,
+        reply: oneshot::Sender<Result<SubmitResponse, ApiError>>,
+        now: Timestamp,
+    ) {
+        let bad = |e: SubmitError| ApiError::bad_request(e.to_string());
+        if req.dry_run {
+            let spec = &req.spec;
+            let answer = self
+                .engine
+                .plan(spec, now)
+                .map_err(bad)
+                .map(|plan| SubmitResponse {
+                    id: None,
+                    plan: Some(
+                        plan.into_iter()
+                            .enumerate()
+                            .map(|(i, d)| TaskExplain::new(i as u32, spec.inputs[i].name.clone(), vec![d]))
+                            .collect(),
+                    ),
+                });
+            let _ = reply.send(answer);
+            return;
+        }
+        match self.engine.submit(req.spec, now) {
+            // Answered once the job is on disk.
+            Ok(id) => self.api_after.push(After::Submitted(reply, id)),
+            Err(e) => {
+                let _ = reply.send(Err(bad(e)));
+            }
+        }
+    }
+
+    fn domains(&self) -> Vec<DomainRow> {
+        let view = self.engine.view();
+        let local = view.domain().clone();
+        view.domains()
+            .into_iter()
+            .map(|(d, s)| DomainRow {
+                local: d == local,
+                domain: d,
+                nodes: s.nodes,
+                total_cu: s.total_cu.0,
+                free_cu: s.free_cu.0,
+                free_slots: s.free_slots,
+                price_min: Credits(s.price_min.0).to_string(),
+                price_max: Credits(s.price_max.0).to_string(),
+                best_rtt_ms: s.best_rtt.0,
+            })
+            .collect()
+    }
+
+    fn explain(&self, id: JobId) -> Option<Explain> {
+        let req = self.engine.requester();
+        let (rec, tasks) = req.job(&id)?;
+        Some(Explain {
+            id,
+            tasks: tasks
+                .iter()
+                .map(|t| {
+                    let name = rec.spec.inputs[t.id.index as usize].name.clone();
+                    TaskExplain::new(t.id.index, name, req.decisions(&t.id))
+                })
+                .collect(),
+        })
+    }
+
+    fn result(&self, id: JobId) -> Option<JobResult> {
+        let (rec, tasks) = self.engine.requester().job(&id)?;
+        Some(JobResult {
+            id,
+            state: rec.state,
+            outputs: tasks
+                .iter()
+                .map(|t| OutputRef {
+                    index: t.id.index,
+                    name: rec.spec.inputs[t.id.index as usize].name.clone(),
+                    id: t.output,
+                    size: t.output.and_then(|o| work::held_size(&self.sh, &o)),
+                })
+                .collect(),
+            reduced: rec.reduced,
+            error: rec.error.clone(),
+        })
+    }
+
+    fn ledger(&self, limit: usize) -> Ledger {
+        let st = self.engine.ledger().state();
+        let store = &self.sh.store;
+        let entries = store
+            .scan_rev::<Entry>(records::LEDGER_ENTRY.as_bytes(), limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, e)| LedgerEntry {
+                seq: e.seq,
+                at: e.at,
+                kind: e.kind.as_str().to_owned(),
+                amount: e.amount,
+                counterparty: e.counterparty,
+                task: e.task,
+                fuel: e.fuel,
+            })
+            .collect();
+        Ledger {
+            balance_micros: st.balance,
+            balance: format_balance(st.balance),
+            received: Credits(st.received),
+            paid: Credits(st.paid),
+            outbox: store
+                .scan_raw(records::VOUCHER_OUTBOX.as_bytes())
+                .map_or(0, |v| v.len()),
+            entries,
+        }
+    }
+
+    fn status(&self, now: Timestamp) -> Status {
+        let e = &self.engine;
+        let st = e.ledger().state();
+        let p = e.provider();
+        Status {
+            peer_id: e.local(),
+            version: SOFTWARE_VERSION.to_owned(),
+            domain: e.config().domain.clone(),
+            listen: e.listen().to_vec(),
+            uptime_ms: now.since(e.started()).as_millis() as u64,
+            cu: p.capacity(),
+            per_slot_cu: p.speed(),
+            calibrated_at: e.calibrated_at(),
+            cpu_share: self.cpu_share,
+            slots: p.config().slots,
+            free_slots: p.free_slots(),
+            running: (p.load() - p.queued()) as u32,
+            queued: p.queued() as u32,
+            accepting: p.accepting(),
+            load: agora_market::idle::permille(e.load()),
+            price: p.config().price,
+            energy: p.config().energy,
+            memory: p.config().memory,
+            balance: Credits(st.balance.unsigned_abs()),
+            balance_negative: st.balance < 0,
+            peers: e.view().len(),
+            connected: e.connected(),
+            domains: e.view().domains().len(),
+            jobs_active: e.requester().jobs().filter(|j| !j.state.is_terminal()).count(),
+            rss_bytes: resident_memory().unwrap_or(0),
+        }
+    }
+
+    fn peers(&self, domain: Option<&Domain>, now: Timestamp) -> Vec<PeerRow> {
+        let view = self.engine.view();
+        let book = self.engine.requester().book();
+        let mut rows: Vec<PeerRow> = view
+            .peers()
+            .filter(|p| domain.is_none_or(|d| p.advert.domain.is_within(d)))
+            .map(|p| {
+                let stats = book.get(&p.node);
+                PeerRow {
+                    peer_id: p.node,
+                    domain: p.advert.domain.clone(),
+                    cu: p.advert.cu.0,
+                    slots: p.advert.slots,
+                    free_slots: p.advert.free_slots,
+                    memory: p.advert.memory.0,
+                    price: Credits(p.advert.price.0).to_string(),
+                    energy: p.advert.energy.0,
+                    rtt_ms: view.rtt(&p.node).map(|r| r.as_secs_f64() * 1000.0),
+                    advert_age_ms: now.0.saturating_sub(p.received_at.0),
+                    accepting: p.advert.accepting,
+                    load: p.advert.load,
+                    version: p.advert.version.clone(),
+                    learnt_cu: stats.and_then(|s| s.learnt_cu),
+                    reputation: stats.map(|s| s.reputation),
+                    banned: stats.is_some_and(|s| s.banned.is_some()),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.domain.cmp(&b.domain).then(a.peer_id.cmp(&b.peer_id)));
+        rows
+    }
+
+    fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {
+        let (rec, tasks) = self.engine.requester().job(id)?;
+        let mut providers: HashMap<NodeId, ProviderCount> = HashMap::new();
+        let mut spent = 0u64;
+        let task_rows: Vec<TaskStatus> = tasks
+            .iter()
+            .map(|t| task_status(rec, t, detail, &mut providers, &mut spent))
+            .collect();
+        let mut providers: Vec<ProviderCount> = providers.into_values().collect();
+        providers.sort_by(|a, b| b.verified.cmp(&a.verified).then(a.peer_id.cmp(&b.peer_id)));
+        let end = rec.finished_at.unwrap_or(now);
+        Some(JobStatus {
+            id: *id,
+            state: rec.state,
+            error: rec.error.clone(),
+            submitted_at: rec.submitted_at,
+            finished_at: rec.finished_at,
+            wall_ms: end.0.saturating_sub(rec.submitted_at.0),
+            total: tasks.len(),
+            counts: count_phases(tasks.iter().map(|t| &t.phase)),
+            providers,
+            tasks: if detail.tasks { task_rows } else { Vec::new() },
+            reduced: rec.reduced,
+            spent: Credits(spent),
+            replicas: rec.spec.replicas,
+            spot_check: rec.spec.spot_check,
+        })
+    }
+}
+
+/// One task's row, counting its copies per provider and what was paid.
+fn task_status(
+    rec: &JobRecord,
+    t: &TaskRecord,
+    detail: JobDetail,
+    providers: &mut HashMap<NodeId, ProviderCount>,
+    spent: &mut u64,
+) -> TaskStatus {
+    let mut accepted = Vec::new();
+    let copies = t
+        .copies
+        .iter()
+        .map(|c| {
+            let e = providers.entry(c.provider).or_insert(ProviderCount {
+                peer_id: c.provider,
+                running: 0,
+                verified: 0,
+                failed: 0,
+                paid: Credits(0),
+            });
+            match &c.state {
+                CopyState::Accepting | CopyState::Agreed => e.running += 1,
+                CopyState::Failed(_) => e.failed += 1,
+                _ => {}
+            }
+            if c.wrong {
+                e.failed += 1;
+            }
+            if let Some(p) = c.paid {
+                e.verified += 1;
+                e.paid = e.paid.saturating_add(p);
+                *spent += p.0;
+                accepted.push(c.provider);
+            }
+            CopyStatus {
+                attempt: c.attempt,
+                provider: c.provider,
+                state: match &c.state {
+                    CopyState::Accepting => "accepting".into(),
+                    CopyState::Agreed => "agreed".into(),
+                    CopyState::Reported => "reported".into(),
+                    CopyState::Cancelled => "cancelled".into(),
+                    CopyState::Failed(r) => format!("failed: {r}"),
+                },
+                price: c.price,
+                paid: c.paid,
+                wrong: c.wrong,
+                backup: c.backup,
+                fuel: c.reported.as_ref().map(|r| r.fuel),
+                output: c.reported.as_ref().map(|r| r.output),
+                receipt: c
+                    .receipt_env
+                    .as_ref()
+                    .filter(|_| detail.receipts)
+                    .map(hex::encode),
+                exec_ms: c.reported.as_ref().map(|r| r.exec_ms),
+            }
+        })
+        .collect();
+    TaskStatus {
+        index: t.id.index,
+        name: rec.spec.inputs[t.id.index as usize].name.clone(),
+        phase: t.phase,
+        providers: accepted,
+        output: t.output,
+        fuel: t.fuel,
+        exit: t.exit.as_ref().map(|e| e.to_string()),
+        error: t.error.clone(),
+        spot_checked: t.spot_checked,
+        copies,
+    }
+}
+
+pub(super) fn summary(j: &JobRecord, tasks: &[TaskRecord]) -> JobSummary {
+    let c = count_phases(tasks.iter().map(|t| &t.phase));
+    JobSummary {
+        id: j.id,
+        state: j.state,
+        tasks: tasks.len(),
+        verified: c.verified,
+        failed: c.failed,
+        submitted_at: j.submitted_at,
+        finished_at: j.finished_at,
+        error: j.error.clone(),
+    }
+}

@@ -1,0 +1,53 @@
+//! Network events, handed to the engine.
+
+use agora_market::engine::{ReplyId, Verdict};
+
+use super::{Driver, now};
+use crate::network::{Event, MessageAcceptance};
+use crate::node::work;
+
+impl Driver {
+    pub(super) fn on_network(&mut self, ev: Event) {
+        let now = now();
+        match ev {
+            Event::Gossip {
+                id,
+                source,
+                author,
+                topic,
+                data,
+            } => {
+                let verdict = self.engine.on_gossip(&topic, &data, author, now);
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                };
+                self.outbox.report(id, source, acceptance);
+            }
+            Event::Market {
+                peer,
+                request,
+                channel,
+            } => {
+                let reply = ReplyId(self.next_reply);
+                self.next_reply += 1;
+                self.replies.insert(reply, channel);
+                self.engine.on_request(peer, request, reply, now);
+            }
+            Event::Content {
+                peer: _,
+                request,
+                channel,
+            } => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(work::serve_content(sh, request, channel));
+            }
+            Event::Rtt { peer, rtt } => self.engine.on_rtt(peer, rtt),
+            Event::Connected { peer } => self.engine.on_connected(peer),
+            Event::Disconnected { peer } => self.engine.on_disconnected(peer),
+            Event::Subscribed { peer, topic } => self.engine.on_subscribed(peer, &topic),
+            Event::Listening { addr } => self.engine.on_listening(addr.to_string()),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The node's metrics in the Prometheus text format: the engine's
+//! counters, the view's, the executor's and the network's.
+
+use agora_protocol::units::Timestamp;
+
+use super::Driver;
+use crate::api::Metrics;
+use crate::capacity::resident_memory;
+use crate::network::Stats;
+
+/// One metric: name, kind, help.
+type Def = (&'static str, &'static str, &'static str);
+
+fn add(m: &mut Metrics, (name, kind, help): Def, value: f64) {
+    m.add(name, kind, help, &[], value);
+}
+
+impl Driver {
+    pub(super) fn metrics(&self, now: Timestamp) -> Metrics {
+        let mut m = Metrics::default();
+        let e = &self.engine;
+        let c = e.counters();
+        let vm = e.view().metrics();
+        let counters: [(Def, u64); 20] = [
+            (
+                ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
+                e.view().len() as u64,
+            ),
+            (
+                ("agora_adverts_accepted_total", "counter", "Adverts accepted"),
+                vm.adverts_accepted,
+            ),
+            (
+                (
+                    "agora_summaries_accepted_total",
+                    "counter",
+                    "Domain summaries accepted",
+                ),
+                vm.summaries_accepted,
+            ),
+            (
+                (
+                    "agora_peers_expired_total",
+                    "counter",
+                    "Peers dropped at advert expiry",
+                ),
+                vm.peers_expired,
+            ),
+            (
+                ("agora_calls_total", "counter", "Calls for offers received"),
+                c.calls_in,
+            ),
+            (("agora_offers_total", "counter", "Offers made"), c.offers_made),
+            (
+                ("agora_agreements_total", "counter", "Agreements signed"),
+                c.agreements,
+            ),
+            (
+                (
+                    "agora_tasks_executed_total",
+                    "counter",
+                    "Tasks executed as a provider",
+                ),
+                c.executed,
+            ),
+            (
+                ("agora_receipts_sent_total", "counter", "Receipts sent"),
+                c.receipts_sent,
+            ),
+            (
+                ("agora_vouchers_received_total", "counter", "Vouchers counted"),
+                c.vouchers_in,
+            ),
+            (
+                (
+                    "agora_vouchers_duplicate_total",
+                    "counter",
+                    "Vouchers already counted (not counted again)",
+                ),
+                c.vouchers_dup,
+            ),
+            (
+                ("agora_vouchers_paid_total", "counter", "Vouchers issued"),
+                c.vouchers_out,
+            ),
+            (
+                (
+                    "agora_invalid_requests_total",
+                    "counter",
+                    "Malformed, forged or stale requests",
+                ),
+                c.invalid_requests,
+            ),
+            (
+                ("agora_replays_total", "counter", "Replayed requests rejected"),
+                c.replays,
+            ),
+            (
+                ("agora_jobs_submitted_total", "counter", "Jobs submitted"),
+                c.jobs_submitted,
+            ),
+            (("agora_jobs_done_total", "counter", "Jobs done"), c.jobs_done),
+            (
+                ("agora_jobs_failed_total", "counter", "Jobs failed"),
+                c.jobs_failed,
+            ),
+            (
+                ("agora_fraud_published_total", "counter", "Fraud proofs published"),
+                c.fraud_published,
+            ),
+            (
+                (
+                    "agora_fraud_confirmed_total",
+                    "counter",
+                    "Fraud proofs confirmed by re-execution",
+                ),
+                c.fraud_confirmed,
+            ),
+            (
+                (
+                    "agora_gossip_rejected_total",
+                    "counter",
+                    "Gossip messages rejected",
+                ),
+                c.gossip_rejected,
+            ),
+        ];
+        for (def, v) in counters {
+            add(&mut m, def, v as f64);
+        }
+        for (reason, n) in &vm.adverts_rejected {
+            m.add(
+                "agora_adverts_rejected_total",
+                "counter",
+                "Adverts rejected, by reason",
+                &[("reason", reason)],
+                *n as f64,
+            );
+        }
+        for (reason, n) in &vm.summaries_rejected {
+            m.add(
+                "agora_summaries_rejected_total",
+                "counter",
+                "Domain summaries rejected, by reason",
+                &[("reason", reason)],
+                *n as f64,
+            );
+        }
+        for (reason, n) in &c.declined {
+            m.add(
+                "agora_declined_total",
+                "counter",
+                "Requests declined, by reason",
+                &[("reason", reason)],
+                *n as f64,
+            );
+        }
+        let p = e.provider();
+        let gauges: [(Def, f64); 6] = [
+            (
+                (
+                    "agora_receipts_superseded_total",
+                    "counter",
+                    "Receipts of withdrawn copies acknowledged",
+                ),
+                c.receipts_superseded as f64,
+            ),
+            (
+                ("agora_capacity_cu", "gauge", "Advertised capacity"),
+                p.capacity().0 as f64,
+            ),
+            (
+                ("agora_free_slots", "gauge", "Free task slots"),
+                f64::from(p.free_slots()),
+            ),
+            (
+                ("agora_balance_credits", "gauge", "Credit balance"),
+                e.ledger().state().balance as f64 / 1e6,
+            ),
+            (
+                ("agora_resident_memory_bytes", "gauge", "Resident memory"),
+                resident_memory().unwrap_or(0) as f64,
+            ),
+            (
+                ("agora_uptime_seconds", "gauge", "Uptime"),
+                now.since(e.started()).as_secs_f64(),
+            ),
+        ];
+        for (def, v) in gauges {
+            add(&mut m, def, v);
+        }
+        let (requests, deliveries) = e.in_flight();
+        add(
+            &mut m,
+            (
+                "agora_requests_in_flight",
+                "gauge",
+                "Market requests awaiting an answer",
+            ),
+            requests as f64,
+        );
+        add(
+            &mut m,
+            (
+                "agora_deliveries_pending",
+                "gauge",
+                "Receipts and vouchers awaiting acknowledgement",
+            ),
+            deliveries as f64,
+        );
+        add(
+            &mut m,
+            ("agora_work_tasks", "gauge", "Work running or queued"),
+            self.tasks.len() as f64,
+        );
+        let ex = self.sh.executor.stats();
+        add(
+            &mut m,
+            ("agora_modules_compiled_total", "counter", "Modules compiled"),
+            ex.compiled as f64,
+        );
+        let hits = "Compiled-module cache hits";
+        m.add(
+            "agora_module_cache_hits_total",
+            "counter",
+            hits,
+            &[("cache", "memory")],
+            ex.memory_hits as f64,
+        );
+        m.add(
+            "agora_module_cache_hits_total",
+            "counter",
+            hits,
+            &[("cache", "disk")],
+            ex.disk_hits as f64,
+        );
+        m
+    }
+}
+
+/// Adds the network's counters (when the network answered).
+pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
+    let Some(s) = s else { return m };
+    let plain: [(Def, u64); 6] = [
+        (
+            ("agora_connected_peers", "gauge", "Connected peers"),
+            s.connected as u64,
+        ),
+        (
+            (
+                "agora_gossip_dropped_total",
+                "counter",
+                "Gossip messages dropped while busy",
+            ),
+            s.gossip_dropped,
+        ),
+        (
+            (
+                "agora_market_overload_total",
+                "counter",
+                "Market requests refused while busy",
+            ),
+            s.market_overload,
+        ),
+        (
+            (
+                "agora_inbound_failures_total",
+                "counter",
+                "Malformed or failed inbound requests",
+            ),
+            s.inbound_failures,
+        ),
+        (
+            (
+                "agora_connections_refused_total",
+                "counter",
+                "Connections refused by limits",
+            ),
+            s.connections_refused,
+        ),
+        (
+            (
+                "agora_connections_trimmed_total",
+                "counter",
+                "Idle connections closed to stay at the target",
+            ),
+            s.connections_trimmed,
+        ),
+    ];
+    for (def, v) in plain {
+        add(&mut m, def, v as f64);
+    }
+    let frames = "Market frames sent, by kind";
+    m.add(
+        "agora_market_frames_sent_total",
+        "counter",
+        frames,
+        &[("kind", "batch")],
+        s.batches_sent as f64,
+    );
+    m.add(
+        "agora_market_frames_sent_total",
+        "counter",
+        frames,
+        &[("kind", "single")],
+        s.single_requests as f64,
+    );
+    add(
+        &mut m,
+        (
+            "agora_market_batched_requests_total",
+            "counter",
+            "Market requests sent inside batches",
+        ),
+        s.batched_requests as f64,
+    );
+    m
+}

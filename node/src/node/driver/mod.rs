@@ -1,0 +1,364 @@
+//! The driver: the one task that owns a node's [`Engine`] and wires it to
+//! the rest of the node. It decides nothing.
+//!
+//! Each turn starts with one event (an API command, finished work, an
+//! answer to one of the engine's requests, a batch made durable, a network
+//! event, or a clock tick), takes whatever else is ready, and ends with
+//! [`Driver::end_turn`]: the engine's writes go to the store in one batch,
+//! its immediate outputs into the turn's network [`Outbox`], and the
+//! outputs that wait for the batch into `durable`, a set of batches still
+//! being flushed, carried out once theirs is on disk.
+//!
+//! Everything the driver starts is bounded and owned: work runs in a
+//! [`JoinSet`] of at most [`MAX_WORK`] tasks (more waits in a queue), the
+//! answers to requests are futures it polls itself, and both are dropped —
+//! aborted — when the node stops.
+//!
+//! * [`inbound`]: network events to the engine.
+//! * [`api`]: the owner's API commands.
+//! * [`metrics`]: the Prometheus text.
+
+mod api;
+mod inbound;
+mod metrics;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use agora_market::engine::{Engine, Output, ReplyId, RequestId};
+use agora_protocol::JobId;
+use agora_protocol::rpc::{Decline, MarketResponse};
+use agora_protocol::units::Timestamp;
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use libp2p::Multiaddr;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::work::{self, Done};
+use super::{Options, Shared};
+use crate::api::SubmitResponse;
+use crate::api::server::{ApiCommand, ApiError};
+use crate::capacity::LoadSampler;
+use crate::config::Config;
+use crate::network::{Event, Outbox, Reply};
+use crate::store::{Batch, StoreError};
+
+/// Most ready events handled in one turn besides the one that woke it.
+const MAX_EVENTS_PER_TURN: usize = 64;
+/// Most work running at once; more waits its turn.
+pub(crate) const MAX_WORK: usize = 1024;
+
+/// What waits for a batch to be durable.
+enum After {
+    /// An engine output.
+    Engine(Output),
+    /// The answer to a job submission.
+    Submitted(oneshot::Sender<Result<SubmitResponse, ApiError>>, JobId),
+}
+
+type Flushed = (Result<(), StoreError>, Vec<After>);
+type Answered = (RequestId, Result<MarketResponse, String>);
+
+/// Work in a bounded set: at most [`MAX_WORK`] tasks at once, the rest
+/// queued in order.
+struct Tasks {
+    running: JoinSet<Done>,
+    waiting: VecDeque<BoxFuture<'static, Done>>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, f: impl std::future::Future<Output = Done> + Send + 'static) {
+        if self.running.len() < MAX_WORK {
+            self.running.spawn(f);
+        } else {
+            self.waiting.push_back(f.boxed());
+        }
+    }
+
+    /// Starts queued work in the room finished work left.
+    fn refill(&mut self) {
+        while self.running.len() < MAX_WORK
+            && let Some(f) = self.waiting.pop_front()
+        {
+            self.running.spawn(f);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.running.len() + self.waiting.len()
+    }
+}
+
+pub(super) struct Driver {
+    engine: Engine,
+    sh: Shared,
+    options: Options,
+    idle_interval: Duration,
+    /// The owner's CPU share per task, for the status.
+    cpu_share: f64,
+    /// Reply channels of inbound requests the engine has not answered yet.
+    replies: HashMap<ReplyId, Reply>,
+    next_reply: u64,
+    /// What the turn hands the network at its end.
+    outbox: Outbox,
+    answers: FuturesUnordered<BoxFuture<'static, Answered>>,
+    tasks: Tasks,
+    durable: FuturesUnordered<BoxFuture<'static, Flushed>>,
+    /// API answers of this turn that wait for its batch.
+    api_after: Vec<After>,
+    sampler: LoadSampler,
+    last_idle: Instant,
+    cancel: CancellationToken,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(std::time::SystemTime::now())
+}
+
+impl Driver {
+    pub(super) fn new(
+        engine: Engine,
+        sh: Shared,
+        config: &Config,
+        options: &Options,
+        cancel: CancellationToken,
+    ) -> Driver {
+        Driver {
+            engine,
+            sh,
+            options: options.clone(),
+            idle_interval: config.provider.idle.interval,
+            cpu_share: config.provider.cpu_share,
+            replies: HashMap::new(),
+            next_reply: 0,
+            outbox: Outbox::default(),
+            answers: FuturesUnordered::new(),
+            tasks: Tasks {
+                running: JoinSet::new(),
+                waiting: VecDeque::new(),
+            },
+            durable: FuturesUnordered::new(),
+            api_after: Vec::new(),
+            sampler: LoadSampler::new(),
+            last_idle: Instant::now(),
+            cancel,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut api: mpsc::Receiver<ApiCommand>,
+    ) {
+        let (topics, keys) = self.engine.subscriptions();
+        for t in topics {
+            let _ = self.sh.net.subscribe(t).await;
+        }
+        for k in keys {
+            self.sh.net.start_providing(k).await;
+        }
+        let mut tick = tokio::time::interval(self.options.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                // The owner's API first: it is rare and cheap, and must stay
+                // responsive however busy the network is.
+                Some(c) = api.recv() => self.on_api(c),
+                Some(done) = self.tasks.running.join_next() => self.on_joined(done),
+                Some((id, answer)) = self.answers.next() => self.engine.on_answer(id, answer, now()),
+                Some((result, after)) = self.durable.next() => self.on_flushed(result, after),
+                Some(ev) = events.recv() => self.on_network(ev),
+                _ = tick.tick() => self.on_tick(),
+            }
+            // Whatever else is ready joins this turn: one placement pass and
+            // one store write for all of it.
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                if let Some(done) = self.tasks.running.try_join_next() {
+                    self.on_joined(done);
+                } else if let Some(Some((id, answer))) = self.answers.next().now_or_never() {
+                    self.engine.on_answer(id, answer, now());
+                } else if let Ok(ev) = events.try_recv() {
+                    self.on_network(ev);
+                } else {
+                    break;
+                }
+            }
+            self.end_turn().await;
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(mut self) {
+        tracing::info!("shutting down: taking no new work, recording what is in flight");
+        self.engine.shutdown(now());
+        self.end_turn().await;
+        let _ = self.sh.store.flush().await;
+        if self.options.write_node_json {
+            super::remove_node_json(&self.options.data_dir);
+        }
+        // Dropping the driver aborts its work and pending answers.
+    }
+
+    fn on_tick(&mut self) {
+        let now = now();
+        self.engine.tick(now);
+        if self.last_idle.elapsed() >= self.idle_interval {
+            self.last_idle = Instant::now();
+            self.engine.on_load(self.sampler.sample());
+        }
+    }
+
+    fn on_joined(&mut self, joined: Result<Done, tokio::task::JoinError>) {
+        self.tasks.refill();
+        match joined {
+            Ok(done) => self.on_done(done),
+            // A work task panicked: a bug, reported; the engine's timeouts
+            // recover what it was doing (an execution is re-placed, a
+            // delivery retried).
+            Err(e) if e.is_panic() => tracing::error!(error = %e, "a work task panicked"),
+            Err(_) => {}
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = now();
+        let e = &mut self.engine;
+        match done {
+            Done::Executed(agreement, r) => e.on_executed(agreement, r, now),
+            Done::Stored(token, r) => e.on_output_stored(token, r, now),
+            Done::Fetched(task, attempt, ok) => e.on_fetched(task, attempt, ok, now),
+            Done::SpotChecked(task, attempt, r) => e.on_spot_checked(task, attempt, r, now),
+            Done::Reduced(job, r) => e.on_reduced(job, r, now),
+            Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r),
+            Done::Probed(peer, alive) => e.on_probe(peer, alive, now),
+            Done::Calibrated(r) => e.on_calibrated(r, now),
+            Done::Answer(id, r) => e.on_answer(id, r, now),
+            Done::Nothing => {}
+        }
+    }
+
+    /// Ends a turn: the engine's writes go to the store, its outputs out,
+    /// and the turn's network work to the network task.
+    async fn end_turn(&mut self) {
+        let turn = self.engine.end_turn(now());
+        for out in turn.now {
+            self.carry_out(out);
+        }
+        let mut batch = Batch::new();
+        for w in turn.writes.into_vec() {
+            match w {
+                agora_market::records::Write::Put { key, value } => batch.put_raw(key, value),
+                agora_market::records::Write::Delete { key } => batch.delete(key),
+            };
+        }
+        let mut after: Vec<After> = turn.after.into_iter().map(After::Engine).collect();
+        after.append(&mut self.api_after);
+        if !batch.is_empty() || !after.is_empty() {
+            match self
+                .sh
+                .store
+                .enqueue(batch, turn.flush || !after.is_empty())
+                .await
+            {
+                Ok(durable) if !after.is_empty() => {
+                    self.durable
+                        .push(async move { (durable.wait().await, after) }.boxed());
+                }
+                Ok(_) => {}
+                Err(e) => self.storage_failed(after, &e),
+            }
+        }
+        self.sh.net.send_all(std::mem::take(&mut self.outbox)).await;
+    }
+
+    fn on_flushed(&mut self, result: Result<(), StoreError>, after: Vec<After>) {
+        if let Err(e) = result {
+            return self.storage_failed(after, &e);
+        }
+        for a in after {
+            match a {
+                After::Engine(out) => self.carry_out(out),
+                After::Submitted(reply, id) => {
+                    let _ = reply.send(Ok(SubmitResponse {
+                        id: Some(id),
+                        plan: None,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// What depended on a batch that could not be written is refused: a
+    /// peer's request is declined, a request of the engine fails (and is
+    /// retried by it), a submission is an error.
+    fn storage_failed(&mut self, after: Vec<After>, e: &StoreError) {
+        tracing::error!(error = %e, "cannot write to the store; refusing what depends on it");
+        for a in after {
+            match a {
+                After::Engine(Output::Respond { reply, .. }) => {
+                    let refusal = MarketResponse::Declined(Decline::invalid(format!("storage failure: {e}")));
+                    self.respond(reply, refusal);
+                }
+                After::Engine(Output::Send { id, .. }) => {
+                    self.engine
+                        .on_answer(id, Err(format!("not sent: storage failure: {e}")), now());
+                }
+                After::Engine(_) => {}
+                After::Submitted(reply, _) => {
+                    let _ = reply.send(Err(ApiError::internal(format!(
+                        "the job could not be stored: {e}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, reply: ReplyId, response: MarketResponse) {
+        if let Some(channel) = self.replies.remove(&reply) {
+            self.outbox.respond(channel, response);
+        }
+    }
+
+    fn carry_out(&mut self, out: Output) {
+        match out {
+            Output::Send {
+                id,
+                to,
+                request,
+                attach,
+            } => {
+                if attach.is_empty() {
+                    let answer = self.outbox.push(to, request);
+                    self.answers
+                        .push(async move { (id, answer.get().await.map_err(|e| e.to_string())) }.boxed());
+                } else {
+                    let sh = self.sh.clone();
+                    self.tasks
+                        .spawn(work::send_with_content(sh, id, to, request, attach));
+                }
+            }
+            Output::Respond { reply, response } => self.respond(reply, response),
+            Output::Run(w) => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(work::run(sh, w));
+            }
+            Output::Publish { topic, data } => self.outbox.publish(topic, data),
+            Output::Locate { peer, addrs, dial } => {
+                let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                if dial && let Some(a) = addrs.first() {
+                    let with_peer = a.clone().with_p2p(peer.to_peer_id()).unwrap_or_else(|a| a);
+                    self.outbox.dial(with_peer);
+                }
+                for a in addrs {
+                    self.outbox.add_address(peer, a);
+                }
+            }
+        }
+    }
+}

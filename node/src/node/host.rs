@@ -1,0 +1,40 @@
+//! What the engine may ask of the node synchronously: its records (from
+//! the sled store; reads do not block in practice, sled's page cache
+//! answers them) and whether content is at hand (a blob stored, or a
+//! module already compiled).
+
+use agora_market::records::{Host, RecordError};
+use agora_protocol::ContentId;
+
+use crate::executor::Executor;
+use crate::store::Store;
+
+/// The node's store and executor, as the engine's host.
+pub(super) struct NodeHost {
+    store: Store,
+    executor: Executor,
+}
+
+impl NodeHost {
+    pub(super) fn new(store: Store, executor: Executor) -> NodeHost {
+        NodeHost { store, executor }
+    }
+}
+
+impl Host for NodeHost {
+    fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        self.store
+            .get_raw(key.as_bytes())
+            .map_err(|e| RecordError::Storage(e.to_string()))
+    }
+
+    fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        self.store
+            .scan_raw(prefix.as_bytes())
+            .map_err(|e| RecordError::Storage(e.to_string()))
+    }
+
+    fn holds(&self, id: &ContentId) -> bool {
+        self.store.content().has(id) || self.executor.cached(id).is_some()
+    }
+}
