@@ -63,8 +63,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
     };
     fs::create_dir_all(data_dir).map_err(io)?;
     let kp = Keypair::from_secret(rand::random());
-    let bytes = kp
-        .to_libp2p()
+    let bytes = crate::network::peer::libp2p_keypair(&kp)
         .to_protobuf_encoding()
         .map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
     let tmp = path.with_extension("key.tmp");

@@ -49,37 +49,36 @@ impl NodeId {
         keys::checked(&self.0).expect("NodeId holds a checked key")
     }
 
-    /// The libp2p peer id of this node: the identity multihash of the
-    /// protobuf-encoded public key, built directly from the key's bytes
-    /// (going through libp2p's key type would decompress the point again).
-    pub fn to_peer_id(&self) -> libp2p_identity::PeerId {
-        let mut bytes = [0u8; 2 + PEER_ID_KEY_PREFIX.len() + 32];
+    /// The bytes of this node's libp2p peer id: the identity multihash of
+    /// the protobuf-encoded public key, built directly from the key's bytes
+    /// (SPEC.md §3).
+    pub fn peer_id_bytes(&self) -> [u8; PEER_ID_LEN] {
+        let mut bytes = [0u8; PEER_ID_LEN];
         bytes[0] = 0x00; // identity multihash
         bytes[1] = (PEER_ID_KEY_PREFIX.len() + 32) as u8;
         bytes[2..2 + PEER_ID_KEY_PREFIX.len()].copy_from_slice(&PEER_ID_KEY_PREFIX);
         bytes[2 + PEER_ID_KEY_PREFIX.len()..].copy_from_slice(&self.0);
-        libp2p_identity::PeerId::from_bytes(&bytes).expect("a well-formed identity multihash")
+        bytes
     }
 
-    /// The node id behind a libp2p peer id, if it is an inline ed25519 key.
-    pub fn from_peer_id(peer: &libp2p_identity::PeerId) -> Result<NodeId, NodeIdError> {
-        let mh = peer.as_ref();
-        // Identity multihash (code 0) inlines the protobuf-encoded public key.
-        if mh.code() != 0 {
-            return Err(NodeIdError::NotEd25519(peer.to_string()));
+    /// The node id behind the bytes of a libp2p peer id, if they inline an
+    /// ed25519 key in its canonical protobuf encoding (as every libp2p
+    /// implementation writes it).
+    pub fn from_peer_id_bytes(bytes: &[u8]) -> Result<NodeId, NodeIdError> {
+        let text = || bs58::encode(bytes).into_string();
+        match bytes {
+            // Identity multihash (code 0) of the canonical ed25519 encoding.
+            [0x00, len, rest @ ..] if usize::from(*len) == rest.len() => {
+                let key = rest
+                    .strip_prefix(&PEER_ID_KEY_PREFIX[..])
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .ok_or_else(|| NodeIdError::NotEd25519(text()))?;
+                NodeId::from_public_key_bytes(key)
+            }
+            // A hashed key (sha2-256 multihash, as for RSA keys).
+            [0x12, 32, rest @ ..] if rest.len() == 32 => Err(NodeIdError::NotEd25519(text())),
+            _ => Err(NodeIdError::NotAPeerId(text())),
         }
-        // The canonical encoding of an ed25519 key: read the key directly.
-        if let Some(key) = mh.digest().strip_prefix(&PEER_ID_KEY_PREFIX[..])
-            && let Ok(key) = <[u8; 32]>::try_from(key)
-        {
-            return NodeId::from_public_key_bytes(key);
-        }
-        let pk = libp2p_identity::PublicKey::try_decode_protobuf(mh.digest())
-            .map_err(|_| NodeIdError::NotEd25519(peer.to_string()))?;
-        let ed = pk
-            .try_into_ed25519()
-            .map_err(|_| NodeIdError::NotEd25519(peer.to_string()))?;
-        NodeId::from_public_key_bytes(ed.to_bytes())
     }
 
     /// A short form for tables and logs: the last 8 characters of the peer id.
@@ -91,7 +90,7 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_peer_id())
+        f.write_str(&bs58::encode(self.peer_id_bytes()).into_string())
     }
 }
 
@@ -104,8 +103,13 @@ impl fmt::Debug for NodeId {
 impl FromStr for NodeId {
     type Err = NodeIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let peer: libp2p_identity::PeerId = s.parse().map_err(|_| NodeIdError::NotAPeerId(s.to_owned()))?;
-        NodeId::from_peer_id(&peer)
+        let bytes = bs58::decode(s)
+            .into_vec()
+            .map_err(|_| NodeIdError::NotAPeerId(s.to_owned()))?;
+        NodeId::from_peer_id_bytes(&bytes).map_err(|e| match e {
+            NodeIdError::NotAPeerId(_) => NodeIdError::NotAPeerId(s.to_owned()),
+            other => other,
+        })
     }
 }
 
@@ -137,6 +141,8 @@ impl<'de> Deserialize<'de> for NodeId {
 /// The protobuf header of an ed25519 public key in a libp2p peer id (key
 /// type 1 = Ed25519, then 32 bytes of key data).
 const PEER_ID_KEY_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+/// The length of a node's peer id bytes.
+pub const PEER_ID_LEN: usize = 2 + PEER_ID_KEY_PREFIX.len() + 32;
 
 /// Decompressing a public key costs about as much as a third of a signature
 /// check, and a node sees the same few keys over and over: checked keys are
@@ -342,25 +348,32 @@ mod tests {
         let text = id.to_string();
         assert!(text.starts_with("12D3KooW"), "{text}");
         assert_eq!(text.parse::<NodeId>().unwrap(), id);
-        assert_eq!(kp.to_libp2p().public().to_peer_id(), id.to_peer_id());
-        assert!("not-a-peer".parse::<NodeId>().is_err());
+        assert!(matches!(
+            "not-a-peer".parse::<NodeId>(),
+            Err(NodeIdError::NotAPeerId(_))
+        ));
     }
 
     #[test]
-    fn peer_id_conversion_matches_libp2p_both_ways() {
-        for seed in 0..64u8 {
-            let kp = Keypair::from_secret([seed; 32]);
-            let id = kp.node_id();
-            let libp2p_peer = kp.to_libp2p().public().to_peer_id();
-            assert_eq!(id.to_peer_id(), libp2p_peer);
-            assert_eq!(NodeId::from_peer_id(&libp2p_peer).unwrap(), id);
-        }
-        // A peer id that is not an inline ed25519 key is refused.
-        // (sha2-256 multihash, as for RSA keys).
+    fn peer_ids_that_are_not_inline_ed25519_keys_are_refused() {
+        // A sha2-256 multihash, as for RSA keys.
         let mut hashed = vec![0x12, 32];
         hashed.extend_from_slice(&[7; 32]);
-        let hashed = libp2p_identity::PeerId::from_bytes(&hashed).unwrap();
-        assert!(NodeId::from_peer_id(&hashed).is_err());
+        assert!(matches!(
+            NodeId::from_peer_id_bytes(&hashed),
+            Err(NodeIdError::NotEd25519(_))
+        ));
+        // An identity multihash of another key type (secp256k1 is type 2).
+        let mut other = vec![0x00, 37, 0x08, 0x02, 0x12, 0x21];
+        other.extend_from_slice(&[2; 33]);
+        assert!(matches!(
+            NodeId::from_peer_id_bytes(&other),
+            Err(NodeIdError::NotEd25519(_))
+        ));
+        // Truncated.
+        let id = Keypair::from_secret([3; 32]).node_id();
+        assert!(NodeId::from_peer_id_bytes(&id.peer_id_bytes()[..20]).is_err());
+        assert_eq!(NodeId::from_peer_id_bytes(&id.peer_id_bytes()), Ok(id));
     }
 
     #[test]

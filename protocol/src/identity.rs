@@ -1,4 +1,4 @@
-//! A node's signing key, shared with its libp2p identity.
+//! A node's signing key, which is also its libp2p identity.
 
 use std::fmt;
 
@@ -8,9 +8,10 @@ use crate::id::NodeId;
 
 /// A node's ed25519 key pair.
 ///
-/// The same secret becomes the libp2p identity ([`Keypair::to_libp2p`]), so the
-/// peer id a connection is authenticated as *is* the [`NodeId`] that signs the
-/// node's market messages.
+/// The same secret becomes the node's libp2p identity (the node builds it
+/// from [`Keypair::secret_bytes`]), so the peer id a connection is
+/// authenticated as *is* the [`NodeId`] that signs the node's market
+/// messages.
 #[derive(Clone)]
 pub struct Keypair {
     signing: SigningKey,
@@ -41,12 +42,6 @@ impl Keypair {
     /// Signs `msg`.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.signing.sign(msg).to_bytes()
-    }
-
-    /// The same key as a libp2p identity.
-    pub fn to_libp2p(&self) -> libp2p_identity::Keypair {
-        libp2p_identity::Keypair::ed25519_from_bytes(self.signing.to_bytes())
-            .expect("a 32-byte ed25519 secret is always accepted")
     }
 }
 

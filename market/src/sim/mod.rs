@@ -1,12 +1,12 @@
 //! A deterministic simulation of the market: one requester and several
-//! providers, each a real [`Engine`] — the code a node runs — driven by a
+//! providers, each a real [`crate::engine::Engine`] — the code a node runs — driven by a
 //! seeded scheduler that delays, reorders, duplicates and drops messages
 //! and crashes and restarts nodes. No sockets, no sleeps, no wall clock:
 //! a failing seed replays exactly.
 //!
 //! What stands in for the rest of a node is only what has no decisions in
-//! it: a message queue ([`Sim`]), a disk that loses unflushed writes in a
-//! crash ([`disk`]), and an executor that knows every task's true output
+//! it: a message queue, a disk that loses unflushed writes in a crash
+//! (`disk`), and an executor that knows every task's true output
 //! and fuel (a cheating provider forges its output instead). Each node's
 //! engine sees exactly the calls a node's driver makes: requests with
 //! reply ids, answers or timeouts, gossip, connection events, work results

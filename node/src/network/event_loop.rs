@@ -83,7 +83,7 @@ fn touch(last_used: &mut HashMap<PeerId, Instant>, peer: PeerId) {
 }
 
 fn node(peer: &PeerId) -> Option<NodeId> {
-    NodeId::from_peer_id(peer).ok()
+    super::peer::node_id(peer).ok()
 }
 
 impl EventLoop {

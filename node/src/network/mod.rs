@@ -22,6 +22,7 @@
 mod behaviour;
 mod codec;
 mod event_loop;
+pub mod peer;
 mod trim;
 
 use std::collections::HashSet;
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use libp2p::gossipsub::{MessageAcceptance, MessageId as GossipId};
+pub use peer::ToPeerId;
 pub use trim::MESH_N_HIGH;
 
 /// Which transports the node uses.
@@ -515,10 +517,7 @@ impl Client {
     /// Looks up providers of a DHT key.
     pub async fn get_providers(&self, key: Vec<u8>) -> Result<HashSet<NodeId>, NetworkError> {
         let peers = self.ask(|reply| Command::GetProviders { key, reply }).await??;
-        Ok(peers
-            .iter()
-            .filter_map(|p| NodeId::from_peer_id(p).ok())
-            .collect())
+        Ok(peers.iter().filter_map(|p| peer::node_id(p).ok()).collect())
     }
 
     /// The addresses the node listens on.
@@ -557,7 +556,7 @@ pub async fn spawn(
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
 ) -> Result<(Client, tokio::task::JoinHandle<()>), NetworkError> {
-    let mut swarm = behaviour::build_swarm(keypair.to_libp2p(), &config)?;
+    let mut swarm = behaviour::build_swarm(peer::libp2p_keypair(keypair), &config)?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| NetworkError::Listen {
             addr: addr.clone(),

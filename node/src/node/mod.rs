@@ -4,12 +4,12 @@
 //! [`Node::start`] opens the data dir (identity, store, compiled-module
 //! cache), measures capacity, starts the network task and the API server,
 //! builds the engine (which restores unfinished work from the store's
-//! records, read through [`host`]), writes `node.json`, and spawns the
-//! **driver** ([`driver`]): the one task that owns the engine. Everything
+//! records, read through `host`), writes `node.json`, and spawns the
+//! **driver** (`driver`): the one task that owns the engine. Everything
 //! reaches the driver as an event: network events, API commands, finished
 //! work, answers, clock ticks. It feeds them to the engine and carries out
 //! what the engine says: writes in one batch per turn, outputs at once or
-//! once that batch is durable, work in a bounded set of tasks ([`work`]).
+//! once that batch is durable, work in a bounded set of tasks (`work`).
 
 mod driver;
 mod host;

@@ -12,7 +12,7 @@ use agora_protocol::{Domain, JobId, NodeId, SOFTWARE_VERSION};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use super::{After, Driver, now};
+use super::{Driver, now};
 use crate::api::server::{ApiCommand, ApiError, JobDetail};
 use crate::api::{
     CopyStatus, DomainRow, Explain, JobResult, JobStatus, JobSummary, Ledger, LedgerEntry, OutputRef,
@@ -111,7 +111,7 @@ impl Driver {
         }
         match self.engine.submit(req.spec, now) {
             // Answered once the job is on disk.
-            Ok(id) => self.api_after.push(After::Submitted(reply, id)),
+            Ok(id) => self.api_after.push((reply, id)),
             Err(e) => {
                 let _ = reply.send(Err(bad(e)));
             }

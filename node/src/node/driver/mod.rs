@@ -25,6 +25,7 @@ mod metrics;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::network::ToPeerId;
 use agora_market::engine::{Engine, Output, ReplyId, RequestId};
 use agora_protocol::JobId;
 use agora_protocol::rpc::{Decline, MarketResponse};
@@ -52,15 +53,25 @@ const MAX_EVENTS_PER_TURN: usize = 64;
 /// Most work running at once; more waits its turn.
 pub(crate) const MAX_WORK: usize = 1024;
 
+/// The answer to a job submission, once the job is on disk.
+type Submitted = (oneshot::Sender<Result<SubmitResponse, ApiError>>, JobId);
+
 /// What waits for a batch to be durable.
-enum After {
-    /// An engine output.
-    Engine(Output),
-    /// The answer to a job submission.
-    Submitted(oneshot::Sender<Result<SubmitResponse, ApiError>>, JobId),
+#[derive(Default)]
+struct After {
+    /// Engine outputs.
+    outputs: Vec<Output>,
+    /// Answers to job submissions.
+    submitted: Vec<Submitted>,
 }
 
-type Flushed = (Result<(), StoreError>, Vec<After>);
+impl After {
+    fn is_empty(&self) -> bool {
+        self.outputs.is_empty() && self.submitted.is_empty()
+    }
+}
+
+type Flushed = (Result<(), StoreError>, After);
 type Answered = (RequestId, Result<MarketResponse, String>);
 
 /// Work in a bounded set: at most [`MAX_WORK`] tasks at once, the rest
@@ -109,7 +120,7 @@ pub(super) struct Driver {
     tasks: Tasks,
     durable: FuturesUnordered<BoxFuture<'static, Flushed>>,
     /// API answers of this turn that wait for its batch.
-    api_after: Vec<After>,
+    api_after: Vec<Submitted>,
     sampler: LoadSampler,
     last_idle: Instant,
     cancel: CancellationToken,
@@ -257,8 +268,10 @@ impl Driver {
                 agora_market::records::Write::Delete { key } => batch.delete(key),
             };
         }
-        let mut after: Vec<After> = turn.after.into_iter().map(After::Engine).collect();
-        after.append(&mut self.api_after);
+        let after = After {
+            outputs: turn.after,
+            submitted: std::mem::take(&mut self.api_after),
+        };
         if !batch.is_empty() || !after.is_empty() {
             match self
                 .sh
@@ -277,45 +290,43 @@ impl Driver {
         self.sh.net.send_all(std::mem::take(&mut self.outbox)).await;
     }
 
-    fn on_flushed(&mut self, result: Result<(), StoreError>, after: Vec<After>) {
+    fn on_flushed(&mut self, result: Result<(), StoreError>, after: After) {
         if let Err(e) = result {
             return self.storage_failed(after, &e);
         }
-        for a in after {
-            match a {
-                After::Engine(out) => self.carry_out(out),
-                After::Submitted(reply, id) => {
-                    let _ = reply.send(Ok(SubmitResponse {
-                        id: Some(id),
-                        plan: None,
-                    }));
-                }
-            }
+        for out in after.outputs {
+            self.carry_out(out);
+        }
+        for (reply, id) in after.submitted {
+            let _ = reply.send(Ok(SubmitResponse {
+                id: Some(id),
+                plan: None,
+            }));
         }
     }
 
     /// What depended on a batch that could not be written is refused: a
     /// peer's request is declined, a request of the engine fails (and is
     /// retried by it), a submission is an error.
-    fn storage_failed(&mut self, after: Vec<After>, e: &StoreError) {
+    fn storage_failed(&mut self, after: After, e: &StoreError) {
         tracing::error!(error = %e, "cannot write to the store; refusing what depends on it");
-        for a in after {
-            match a {
-                After::Engine(Output::Respond { reply, .. }) => {
+        for out in after.outputs {
+            match out {
+                Output::Respond { reply, .. } => {
                     let refusal = MarketResponse::Declined(Decline::invalid(format!("storage failure: {e}")));
                     self.respond(reply, refusal);
                 }
-                After::Engine(Output::Send { id, .. }) => {
+                Output::Send { id, .. } => {
                     self.engine
                         .on_answer(id, Err(format!("not sent: storage failure: {e}")), now());
                 }
-                After::Engine(_) => {}
-                After::Submitted(reply, _) => {
-                    let _ = reply.send(Err(ApiError::internal(format!(
-                        "the job could not be stored: {e}"
-                    ))));
-                }
+                _ => {}
             }
+        }
+        for (reply, _) in after.submitted {
+            let _ = reply.send(Err(ApiError::internal(format!(
+                "the job could not be stored: {e}"
+            ))));
         }
     }
 

@@ -1,0 +1,343 @@
+//! Negotiation: offers are scored as they come in; when every provider
+//! asked has answered (or the negotiation times out) the best is accepted,
+//! with the others kept as fallbacks should the acceptance be declined.
+//! Refusals are typed ([`crate::refusal::Refusal`]): a busy provider is
+//! backed off, an unreachable one counted as failed.
+
+use super::*;
+
+impl Requester {
+    /// An answer to a call for offers: a verified offer, or why not.
+    pub fn on_offer(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        from: NodeId,
+        answer: Result<Verified<Offer>, Refusal>,
+        now: Timestamp,
+        view: &View,
+    ) {
+        let Some(job) = self.jobs.get(&task.job) else {
+            return;
+        };
+        let spec = &job.record.spec;
+        let Some(n) = self.negotiations.get_mut(&(task, attempt)) else {
+            return;
+        };
+        if !n.asked.contains(&from) || !n.answered.insert(from) {
+            return;
+        }
+        let decision = n.decision;
+        match answer {
+            Ok(offer) => {
+                let o = offer.payload();
+                if o.task != task || o.price > spec.max_price || offer.signer() != from {
+                    if let Some(d) = self.explain.get_mut(&task).and_then(|q| q.get_mut(decision)) {
+                        d.declined.push((from, "offer does not match the call".into()));
+                    }
+                } else {
+                    let score = self.offer_score(job, task.index, from, o, view);
+                    let note = OfferNote {
+                        node: from,
+                        price: o.price,
+                        expected_start_ms: o.expected_start.0,
+                        expected_run_ms: o.expected_run.0,
+                        score,
+                    };
+                    if let Some(n) = self.negotiations.get_mut(&(task, attempt)) {
+                        n.offers.push((from, offer, score));
+                    }
+                    if let Some(d) = self.decision_mut(&task, decision) {
+                        d.offers.push(note);
+                    }
+                }
+            }
+            Err(refusal) => {
+                if refusal.is_busy() {
+                    self.book.back_off(from, now.add(self.config.busy_backoff));
+                } else if refusal.is_unreachable() {
+                    self.book.failed(from);
+                    self.book.back_off(from, now.add(self.config.unreachable_backoff));
+                }
+                if let Some(d) = self.decision_mut(&task, decision) {
+                    d.declined.push((from, refusal.to_string()));
+                }
+            }
+        }
+        let done = self
+            .negotiations
+            .get(&(task, attempt))
+            .is_some_and(|n| n.answered.len() == n.asked.len());
+        if done {
+            self.conclude(task, attempt, now, view);
+        }
+    }
+
+    pub(super) fn offer_score(&self, job: &Job, idx: u32, from: NodeId, o: &Offer, view: &View) -> f64 {
+        let spec = &job.record.spec;
+        let input = &spec.inputs[idx as usize];
+        let stats = self.book.get(&from);
+        let advert = view.peer(&from).map(|p| &p.advert);
+        let per_slot = match stats.and_then(|s| s.learnt_cu) {
+            Some(cu) => cu,
+            None => advert.map_or(0.0, |a| a.cu.0 as f64 / f64::from(a.slots.max(1))),
+        };
+        let run_ms = if per_slot > 0.0 {
+            spec.estimate_of(idx as usize).0 as f64 / (per_slot * 1e6) * 1000.0
+        } else {
+            o.expected_run.0 as f64
+        };
+        let mut bytes = 0;
+        if !o.has_module {
+            bytes += spec.module_size.0;
+        }
+        if !o.has_input {
+            bytes += input.size.0;
+        }
+        let transfer_ms = bytes as f64 / placement::ASSUMED_BANDWIDTH * 1000.0;
+        let rtt_ms = view.rtt(&from).map_or(1.0, |r| r.as_secs_f64() * 1000.0);
+        let ect = o.expected_start.0 as f64 + transfer_ms + run_ms + rtt_ms;
+        let price = if spec.max_price.0 == 0 {
+            0.0
+        } else {
+            o.price.0 as f64 / spec.max_price.0 as f64
+        };
+        let rep = stats.map_or(placement::INITIAL_REPUTATION, |s| s.reputation);
+        ect * (1.0 + placement::W_PRICE * price) * (1.0 + placement::W_REPUTATION * (1.0 - rep))
+    }
+
+    pub(super) fn conclude(&mut self, task: TaskId, attempt: u16, now: Timestamp, view: &View) {
+        let Some(mut n) = self.negotiation_ended(&(task, attempt)) else {
+            return;
+        };
+        self.book.released(n.reserved);
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        if job.record.state.is_terminal() {
+            return;
+        }
+        n.offers.sort_by(|a, b| a.2.total_cmp(&b.2));
+        // Replicas run on distinct providers: a provider that took another
+        // copy of this task while this negotiation was open is passed over.
+        let holding: HashSet<NodeId> = job.tasks[task.index as usize]
+            .copies
+            .iter()
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
+            .map(|c| c.provider)
+            .collect();
+        let mut offers: VecDeque<(NodeId, Verified<Offer>)> = n
+            .offers
+            .into_iter()
+            .filter(|(p, _, _)| !holding.contains(p))
+            .map(|(p, o, _)| (p, o))
+            .collect();
+        let Some((provider, offer)) = offers.pop_front() else {
+            let t = &mut job.tasks[task.index as usize];
+            if t.live().next().is_none() && t.reported().next().is_none() {
+                t.phase = TaskPhase::Pending;
+            }
+            t.unplaced_rounds += 1;
+            self.touch(task);
+            let _ = view;
+            return;
+        };
+        self.accept_offer(task, attempt, provider, offer, n.backup, n.decision, offers, now);
+    }
+
+    /// Accepts an offer: records the copy and sends the acceptance. The
+    /// other offers of the round are kept in case this one is declined.
+    #[allow(clippy::too_many_arguments)] // one acceptance and its context
+    pub(super) fn accept_offer(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        provider: NodeId,
+        offer: Verified<Offer>,
+        backup: bool,
+        decision: usize,
+        rest: VecDeque<(NodeId, Verified<Offer>)>,
+        now: Timestamp,
+    ) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let spec = &job.record.spec;
+        let o = offer.payload();
+        let idx = task.index as usize;
+        let input = &spec.inputs[idx];
+        let assignment = Assignment {
+            task,
+            attempt,
+            module: spec.module,
+            input: input.id,
+            args: job.args.clone(),
+            limits: spec.limits(),
+            seed: spec.task_seed(task.index),
+        };
+        let accept = Accept {
+            offer: offer.id(),
+            price: o.price,
+            assignment,
+        };
+        let predicted = now.0 + o.expected_start.0 + o.expected_run.0;
+        let t = &mut job.tasks[idx];
+        t.copies.push(Copy {
+            attempt,
+            provider,
+            state: CopyState::Accepting,
+            price: o.price,
+            agreement: None,
+            agreement_env: None,
+            placed_at: now,
+            due: now.add(spec.deadline),
+            expected_start_ms: o.expected_start.0,
+            reported: None,
+            receipt_env: None,
+            backup,
+            paid: None,
+            wrong: false,
+            spot_pending: false,
+        });
+        t.phase = TaskPhase::Running;
+        self.book.placed(provider, Timestamp(predicted));
+        if let Some(d) = self.decision_mut(&task, decision) {
+            d.chosen = Some(provider);
+        }
+        if !rest.is_empty() {
+            self.fallbacks.insert((task, attempt), (decision, backup, rest));
+        }
+        self.touch(task);
+        self.out.push_back(Action::Accept {
+            task,
+            attempt,
+            to: provider,
+            accept,
+            send_module: !o.has_module,
+            send_input: !o.has_input,
+        });
+    }
+
+    /// A declined acceptance falls back to the next offer of its round,
+    /// while it is valid, instead of a new round.
+    pub(super) fn try_fallback(&mut self, task: TaskId, attempt: u16, now: Timestamp) -> bool {
+        let Some((decision, backup, mut rest)) = self.fallbacks.remove(&(task, attempt)) else {
+            return false;
+        };
+        let Some(job) = self.jobs.get(&task.job) else {
+            return false;
+        };
+        let t = &job.tasks[task.index as usize];
+        let holding: HashSet<NodeId> = t
+            .copies
+            .iter()
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
+            .map(|c| c.provider)
+            .collect();
+        let next_attempt = t.next_attempt().max(attempt + 1);
+        while let Some((p, offer)) = rest.pop_front() {
+            if holding.contains(&p) || offer.expires_at() <= now || self.book.is_banned(&p) {
+                continue;
+            }
+            self.accept_offer(task, next_attempt, p, offer, backup, decision, rest, now);
+            return true;
+        }
+        false
+    }
+
+    /// The answer to an accept: a verified agreement, or why not.
+    pub fn on_agreement(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        from: NodeId,
+        answer: Result<Verified<Agreement>, Refusal>,
+        now: Timestamp,
+    ) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let Some(t) = job.tasks.get_mut(task.index as usize) else {
+            return;
+        };
+        let Some(c) = t.copy_mut(attempt) else { return };
+        if c.provider != from {
+            return;
+        }
+        if c.withdrawn_unagreed() {
+            // Withdrawn while the accept was in flight: now that the
+            // agreement has an id, tell the provider not to run it.
+            if let Ok(a) = answer
+                && a.payload().task == task
+                && a.payload().requester == self.local
+            {
+                c.agreement = Some(a.id());
+                let reason = if job.record.state.is_terminal() {
+                    CancelReason::JobCancelled
+                } else {
+                    CancelReason::Superseded
+                };
+                self.out.push_back(Action::Cancel {
+                    to: from,
+                    agreement: a.id(),
+                    task,
+                    reason,
+                });
+                self.touch(task);
+            }
+            return;
+        }
+        if c.state != CopyState::Accepting {
+            return;
+        }
+        match answer {
+            Ok(a)
+                if a.payload().task == task
+                    && a.payload().requester == self.local
+                    && a.payload().price == c.price =>
+            {
+                c.state = CopyState::Agreed;
+                c.agreement = Some(a.id());
+                c.agreement_env = Some(agora_protocol::Encode::to_bytes(a.envelope()));
+                c.due = c.due.min(a.payload().due.max(now));
+                self.fallbacks.remove(&(task, attempt));
+                self.touch(task);
+            }
+            Ok(_) => {
+                c.state = CopyState::Failed("agreement does not match the acceptance".into());
+                self.book.released(from);
+                self.book.failed(from);
+                self.touch(task);
+                self.settle(task.job, task.index, now);
+            }
+            Err(refusal) => {
+                c.state = CopyState::Failed(format!("declined the acceptance: {refusal}"));
+                self.book.released(from);
+                if matches!(
+                    refusal,
+                    Refusal::Declined(agora_protocol::rpc::Decline::NoFreeSlot)
+                ) {
+                    self.book.back_off(from, now.add(self.config.busy_backoff));
+                } else {
+                    self.book.failed(from);
+                }
+                self.touch(task);
+                if !self.try_fallback(task, attempt, now) {
+                    self.settle(task.job, task.index, now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Placement: which tasks want copies, which providers are candidates
+//! (constraints, scores, back-offs), the calls for offers that start a
+//! negotiation, backups for stragglers, overdue copies, and the dry-run
+//! plan.
+
+use super::*;
+
+impl Requester {
+    pub(super) fn expire_negotiations(&mut self, now: Timestamp, view: &View) {
+        let timeout = self.config.negotiation_timeout;
+        let mut expired: Vec<(TaskId, u16)> = self
+            .negotiations
+            .iter()
+            .filter(|(_, n)| now.since(n.started) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        // Deterministic order, so that a seeded simulation replays exactly.
+        expired.sort();
+        for (task, attempt) in expired {
+            if let Some(n) = self.negotiations.get(&(task, attempt)) {
+                let silent: Vec<NodeId> = n
+                    .asked
+                    .iter()
+                    .filter(|p| !n.answered.contains(p))
+                    .copied()
+                    .collect();
+                for p in silent {
+                    self.book.failed(p);
+                }
+            }
+            self.conclude(task, attempt, now, view);
+        }
+    }
+
+    pub(super) fn check_overdue(&mut self, now: Timestamp) {
+        // Fallback offers live only as long as the offers themselves.
+        self.fallbacks
+            .retain(|_, (_, _, rest)| rest.iter().any(|(_, o)| o.expires_at() > now));
+        let mut overdue = Vec::new();
+        for job in self.jobs.values_mut() {
+            if job.record.state.is_terminal() {
+                continue;
+            }
+            for t in &mut job.tasks {
+                for c in &mut t.copies {
+                    let late = match c.state {
+                        CopyState::Agreed => c.due <= now,
+                        CopyState::Accepting => now.since(c.placed_at) > self.config.negotiation_timeout * 2,
+                        _ => false,
+                    };
+                    if late {
+                        let reason = if c.state == CopyState::Agreed {
+                            "missed its deadline"
+                        } else {
+                            "never agreed"
+                        };
+                        c.state = CopyState::Failed(reason.into());
+                        overdue.push((t.id, c.provider, c.agreement));
+                    }
+                }
+            }
+        }
+        for (t, p, a) in overdue {
+            self.book.released(p);
+            self.book.failed(p);
+            if let Some(a) = a {
+                self.out.push_back(Action::Cancel {
+                    to: p,
+                    agreement: a,
+                    task: t,
+                    reason: CancelReason::Overdue,
+                });
+            }
+            self.touch(t);
+            self.settle(t.job, t.index, now);
+        }
+    }
+
+    /// How many more copies a task needs now.
+    pub(super) fn wanted(&self, job: &Job, idx: u32) -> usize {
+        let t = &job.tasks[idx as usize];
+        if matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+            return 0;
+        }
+        let live = t.live().count();
+        let negotiating = self.negotiating(&t.id);
+        let target = self.target_copies(job, t);
+        let have = live + negotiating + t.reported().filter(|c| !c.wrong).count();
+        target.saturating_sub(have)
+    }
+
+    pub(super) fn target_copies(&self, job: &Job, t: &TaskRecord) -> usize {
+        let k = usize::from(job.record.spec.replicas.max(1));
+        let groups = outcome_groups(t);
+        let best = groups.first().map_or(0, |g| g.1.len());
+        let total: usize = groups.iter().map(|g| g.1.len()).sum();
+        let mut need = k;
+        if let Some((o, _)) = groups.first()
+            && !o.2.is_success()
+            && k == 1
+        {
+            need = 2;
+        }
+        if groups.len() > 1 {
+            need = need.max(total / 2 + 1);
+            // More copies only help if the leader can still reach a majority.
+            need = need.max(total + (total / 2 + 1).saturating_sub(best));
+        }
+        need
+    }
+
+    pub(super) fn dispatch(&mut self, now: Timestamp, view: &View) {
+        let ids: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.record.state.is_terminal())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(job) = self.jobs.get(&id) else { continue };
+            let positions: Vec<usize> = job.ready.iter().copied().collect();
+            let mut placed_any = false;
+            let mut busy = false;
+            let mut stuck = false;
+            for p in positions {
+                let Some(job) = self.jobs.get(&id) else { break };
+                let idx = job.order[p];
+                if self.wanted(job, idx) == 0 {
+                    if let Some(job) = self.jobs.get_mut(&id) {
+                        job.ready.remove(&p);
+                    }
+                    continue;
+                }
+                match self.start_negotiation(id, idx, now, view, false) {
+                    Placement::Started => placed_any = true,
+                    // Capacity is what limits every later task too.
+                    Placement::Busy => {
+                        busy = true;
+                        break;
+                    }
+                    // Only this task's own exclusions (its replicas hold the
+                    // other providers): later tasks may still go ahead.
+                    Placement::Skip => stuck = true,
+                    Placement::NoFit => {
+                        stuck = true;
+                        break;
+                    }
+                }
+            }
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            if placed_any && job.record.state == JobState::Pending {
+                job.record.state = JobState::Running;
+                self.dirty_jobs.insert(id);
+            }
+            let negotiating = self.negotiating_jobs.contains_key(&id);
+            if placed_any
+                || busy
+                || negotiating
+                || !stuck
+                || job.tasks.iter().any(|t| t.live().next().is_some())
+            {
+                job.no_fit_since = None;
+            } else {
+                let since = *job.no_fit_since.get_or_insert(now);
+                if now.since(since) >= self.config.unplaceable_after {
+                    let why = self.no_fit_reason(id, view, now);
+                    self.fail_job(id, why, now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn no_fit_reason(&self, id: JobId, view: &View, now: Timestamp) -> String {
+        let Some(job) = self.jobs.get(&id) else {
+            return "no provider fits".into();
+        };
+        let Some(idx) = job.order.iter().copied().find(|i| {
+            !matches!(
+                job.tasks[*i as usize].phase,
+                TaskPhase::Verified | TaskPhase::Failed
+            )
+        }) else {
+            return "no provider fits".into();
+        };
+        let need = need(job, idx);
+        let candidates = placement::gather(view, &need, self.config.domains_to_try);
+        if candidates.is_empty() {
+            return "no provider fits: no providers are known (is the node connected to the network?)".into();
+        }
+        let mut reasons: Vec<String> = candidates
+            .iter()
+            .filter_map(|c| {
+                placement::evaluate(c, self.book.get(&c.node), &need, now)
+                    .err()
+                    .map(|e| format!("{}: {e}", c.node.short()))
+            })
+            .collect();
+        reasons.truncate(8);
+        format!(
+            "no provider fits after {}: {}",
+            agora_protocol::units::format_duration(self.config.unplaceable_after),
+            reasons.join("; ")
+        )
+    }
+
+    /// Candidates for a task: those that pass every constraint (best
+    /// first), those excluded with why, the ones excluded only because they
+    /// are busy, and what that means for placement.
+    pub(super) fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> Candidates {
+        let need = need(job, idx);
+        let infos: Vec<ProviderInfo> = placement::gather(view, &need, self.config.domains_to_try);
+        let mut ok = Vec::new();
+        let mut excluded = Vec::new();
+        let mut busy = Vec::new();
+        let mut used = false;
+        for info in &infos {
+            match placement::evaluate(info, self.book.get(&info.node), &need, now) {
+                Ok(s) => ok.push(s),
+                Err(e) => {
+                    if e == Exclusion::Busy {
+                        busy.push(info.node);
+                    }
+                    used |= e == Exclusion::AlreadyUsed;
+                    excluded.push((info.node, e.to_string()));
+                }
+            }
+        }
+        // Equal scores (tiny tasks whose queues all look empty) go to the
+        // provider with the least of this requester's work in flight.
+        let in_flight = |n: &NodeId| self.book.get(n).map_or(0, |s| s.lanes.len());
+        ok.sort_by(|a, b| {
+            a.score
+                .total_cmp(&b.score)
+                .then_with(|| in_flight(&a.node).cmp(&in_flight(&b.node)))
+                .then(a.node.cmp(&b.node))
+        });
+        busy.sort();
+        let class = if !ok.is_empty() {
+            Placement::Started
+        } else if !busy.is_empty() {
+            Placement::Busy
+        } else if used {
+            Placement::Skip
+        } else {
+            Placement::NoFit
+        };
+        Candidates {
+            ok,
+            excluded,
+            busy,
+            class,
+        }
+    }
+
+    pub(super) fn start_negotiation(
+        &mut self,
+        id: JobId,
+        idx: u32,
+        now: Timestamp,
+        view: &View,
+        backup: bool,
+    ) -> Placement {
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::NoFit;
+        };
+        let Candidates {
+            mut ok,
+            excluded,
+            busy,
+            class,
+        } = self.candidates(job, idx, now, view);
+        let task = job.tasks[idx as usize].id;
+        let strategy = job.record.spec.strategy;
+        if strategy != Strategy::Scored && !(ok.is_empty() && busy.is_empty()) {
+            // The baselines pin each task to one provider, chosen at random
+            // or in turn among those that fit, and wait for it even when
+            // another is idle: placement that does not adapt.
+            let pinned = job.tasks[idx as usize].pinned;
+            let pool: Vec<NodeId> = {
+                let mut p: Vec<NodeId> = ok.iter().map(|s| s.node).chain(busy.iter().copied()).collect();
+                p.sort();
+                p
+            };
+            let pin = match pinned.filter(|p| pool.contains(p)) {
+                Some(p) => p,
+                None => {
+                    let i = match strategy {
+                        Strategy::Random => self.rng.random_range(0..pool.len()),
+                        _ => {
+                            let job = self.jobs.get_mut(&id).expect("job exists");
+                            job.rr_cursor += 1;
+                            (job.rr_cursor - 1) % pool.len()
+                        }
+                    };
+                    let job = self.jobs.get_mut(&id).expect("job exists");
+                    job.tasks[idx as usize].pinned = Some(pool[i]);
+                    pool[i]
+                }
+            };
+            ok.retain(|s| s.node == pin);
+            if ok.is_empty() {
+                return Placement::Skip;
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::NoFit;
+        };
+        if ok.is_empty() {
+            let d = Decision {
+                at: now,
+                attempt: job.tasks[idx as usize].next_attempt(),
+                candidates: vec![],
+                excluded,
+                offers: vec![],
+                declined: vec![],
+                chosen: None,
+            };
+            if class != Placement::Busy {
+                self.record_decision(task, d);
+            }
+            return class;
+        }
+        let chosen: Vec<Scored> = match strategy {
+            // Tiny tasks are pipelined: negotiating with several providers
+            // would cost more than the task, and the lanes already spread
+            // them; the best-scored provider alone is asked.
+            Strategy::Scored if ok[0].run_ms < placement::TINY_TASK.as_secs_f64() * 1000.0 => {
+                ok.iter().take(1).cloned().collect()
+            }
+            Strategy::Scored => ok.iter().take(self.config.fanout.max(1)).cloned().collect(),
+            Strategy::Random | Strategy::RoundRobin => ok.iter().take(1).cloned().collect(),
+        };
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Placement::NoFit;
+        };
+        let spec = &job.record.spec;
+        let t = &mut job.tasks[idx as usize];
+        // Attempt numbers are never reused: above every copy and every
+        // negotiation of this task.
+        let attempt = self
+            .negotiations
+            .keys()
+            .filter(|(tid, _)| *tid == task)
+            .map(|(_, a)| a + 1)
+            .chain([t.next_attempt()])
+            .max()
+            .unwrap_or(0);
+        let input = &spec.inputs[idx as usize];
+        let cfo = CallForOffers {
+            task,
+            attempt,
+            requirements: Requirements {
+                fuel: spec.estimate_of(idx as usize),
+                memory: spec.memory,
+                deadline: Millis::from(spec.deadline),
+                max_price: spec.max_price,
+                replication: spec.replicas,
+                domain: spec.domain.clone(),
+                max_energy: spec.max_energy,
+                module: spec.module,
+                module_size: spec.module_size,
+                input: input.id,
+                input_size: input.size,
+            },
+        };
+        if t.phase == TaskPhase::Pending {
+            t.phase = TaskPhase::Placed;
+        }
+        let best = chosen[0].clone();
+        let finish = Timestamp(now.0 + (best.ect_ms as u64));
+        self.book.placed(best.node, finish);
+        let to: Vec<NodeId> = chosen.iter().map(|s| s.node).collect();
+        let decision = self.record_decision(
+            task,
+            Decision {
+                at: now,
+                attempt,
+                candidates: ok_with_chosen_first(chosen.clone(), ok),
+                excluded,
+                offers: vec![],
+                declined: vec![],
+                chosen: None,
+            },
+        );
+        self.negotiation_started(
+            (task, attempt),
+            Negotiation {
+                asked: to.clone(),
+                answered: HashSet::new(),
+                offers: Vec::new(),
+                started: now,
+                reserved: best.node,
+                decision,
+                backup,
+            },
+        );
+        self.touch(task);
+        self.out.push_back(Action::Call {
+            task,
+            attempt,
+            cfo,
+            to,
+        });
+        Placement::Started
+    }
+
+    /// Near the end of a job, a copy running well past its estimate gets a
+    /// backup on an idle provider.
+    pub(super) fn backups(&mut self, now: Timestamp, view: &View) {
+        let mut wanted = Vec::new();
+        for (id, job) in &self.jobs {
+            if job.record.state != JobState::Running {
+                continue;
+            }
+            let pending = job.tasks.iter().any(|t| t.phase == TaskPhase::Pending);
+            if pending {
+                continue;
+            }
+            for t in &job.tasks {
+                if t.phase != TaskPhase::Running
+                    || t.copies
+                        .iter()
+                        .any(|c| c.backup && matches!(c.state, CopyState::Accepting | CopyState::Agreed))
+                {
+                    continue;
+                }
+                if self.negotiating(&t.id) > 0 {
+                    continue;
+                }
+                let Some(c) = t.live().find(|c| c.state == CopyState::Agreed) else {
+                    continue;
+                };
+                let estimate = job.record.spec.estimate_of(t.id.index as usize);
+                let speed = self
+                    .book
+                    .get(&c.provider)
+                    .and_then(|s| s.learnt_cu)
+                    .unwrap_or_else(|| {
+                        view.peer(&c.provider).map_or(1000.0, |p| {
+                            p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1))
+                        })
+                    });
+                let predicted_ms =
+                    c.expected_start_ms as f64 + estimate.0 as f64 / (speed.max(1.0) * 1e6) * 1000.0;
+                let running_ms = now.0.saturating_sub(c.placed_at.0) as f64;
+                if running_ms > predicted_ms * 2.0 + 500.0 {
+                    wanted.push((*id, t.id.index));
+                }
+            }
+        }
+        for (id, idx) in wanted {
+            // Only if some provider is idle (has a free lane now).
+            let _ = self.start_negotiation(id, idx, now, view, true);
+        }
+    }
+
+    /// The placement each task would get now, without sending anything
+    /// (`--dry-run`).
+    pub fn plan(&mut self, spec: &JobSpec, now: Timestamp, view: &View) -> Vec<Decision> {
+        let id = JobId([0xff; 16]);
+        let tasks: Vec<TaskRecord> = (0..spec.inputs.len() as u32)
+            .map(|i| TaskRecord::new(TaskId::new(id, i)))
+            .collect();
+        let record = JobRecord {
+            id,
+            spec: spec.clone(),
+            state: JobState::Pending,
+            submitted_at: now,
+            finished_at: None,
+            error: None,
+            reduced: None,
+        };
+        let mut job = Job {
+            record,
+            tasks,
+            order: Vec::new(),
+            args: Vec::new(),
+            args_digest: ContentId([0; 32]),
+            settled: 0,
+            rr_cursor: 0,
+            no_fit_since: None,
+            ready: BTreeSet::new(),
+            pos: Vec::new(),
+        };
+        let mut order: Vec<u32> = (0..spec.inputs.len() as u32).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(spec.estimate_of(*i as usize)));
+        job.order = order.clone();
+        let mut out = vec![None; spec.inputs.len()];
+        let mut reserved = Vec::new();
+        for idx in order {
+            let Candidates { ok, excluded, .. } = self.candidates(&job, idx, now, view);
+            let chosen = ok.first().map(|s| s.node);
+            if let Some(best) = ok.first() {
+                let finish = Timestamp(now.0 + best.ect_ms as u64);
+                self.book.placed(best.node, finish);
+                reserved.push(best.node);
+            }
+            job.tasks[idx as usize].copies.clear();
+            out[idx as usize] = Some(Decision {
+                at: now,
+                attempt: 0,
+                candidates: ok,
+                excluded,
+                offers: vec![],
+                declined: vec![],
+                chosen,
+            });
+        }
+        for p in reserved {
+            self.book.released(p);
+        }
+        out.into_iter().map(|d| d.expect("every task planned")).collect()
+    }
+}
+
+pub(super) fn need(job: &Job, idx: u32) -> Need {
+    let spec = &job.record.spec;
+    let task = &job.tasks[idx as usize];
+    let input = &spec.inputs[idx as usize];
+    Need {
+        estimate: spec.estimate_of(idx as usize),
+        memory: spec.memory,
+        deadline: spec.deadline,
+        max_price: spec.max_price,
+        max_energy: spec.max_energy,
+        domain: spec.domain.clone(),
+        module: (spec.module, spec.module_size),
+        input: (input.id, input.size),
+        // Replicas must run on distinct providers: leave out those holding a
+        // live or reported copy, and those found wrong. A provider that
+        // merely declined or failed may be asked again.
+        exclude: task
+            .copies
+            .iter()
+            .filter(|c| {
+                c.wrong
+                    || matches!(
+                        c.state,
+                        CopyState::Accepting | CopyState::Agreed | CopyState::Reported
+                    )
+            })
+            .map(|c| c.provider)
+            .collect(),
+    }
+}
+
+/// The candidates of one placement round.
+pub(super) struct Candidates {
+    pub(super) ok: Vec<Scored>,
+    pub(super) excluded: Vec<(NodeId, String)>,
+    pub(super) busy: Vec<NodeId>,
+    pub(super) class: Placement,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placement {
+    Started,
+    Busy,
+    Skip,
+    NoFit,
+}
+
+pub(super) fn ok_with_chosen_first(chosen: Vec<Scored>, rest: Vec<Scored>) -> Vec<Scored> {
+    let mut out = chosen;
+    for s in rest {
+        if !out.iter().any(|c| c.node == s.node) {
+            out.push(s);
+        }
+    }
+    out
+}

@@ -1,0 +1,274 @@
+//! The requester on its own, message by message: what a typed refusal
+//! does to a provider's standing, how receipts are judged, and how agreeing
+//! replicas settle and pay. (The seeded simulation, [`crate::sim`], drives
+//! it through whole jobs with lost and reordered messages.)
+
+use std::time::Duration;
+
+use agora_protocol::capacity::Advert;
+use agora_protocol::execution::ExitStatus;
+use agora_protocol::market::Agreement;
+use agora_protocol::rpc::Decline;
+use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Price, Timestamp};
+use agora_protocol::{ContentId, Encode, Envelope, JobId, Keypair, Nonce, Payload};
+
+use super::*;
+use crate::job::{InputSpec, JobSpec, Strategy};
+
+const NOW: Timestamp = Timestamp(1_800_000_000_000);
+
+fn seal<T: Payload>(kp: &Keypair, p: &T) -> Envelope {
+    Envelope::seal(
+        kp,
+        p,
+        NOW,
+        Duration::from_secs(30).min(T::MAX_LIFETIME),
+        Nonce(rand::random()),
+    )
+    .expect("seals")
+}
+
+/// A requester whose view holds `providers` idle providers.
+fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
+    let me = Keypair::from_secret([1; 32]);
+    let mut view = View::new(me.node_id(), "d".parse().expect("domain"), 100);
+    let kps: Vec<Keypair> = (0..providers)
+        .map(|i| Keypair::from_secret([10 + i as u8; 32]))
+        .collect();
+    for kp in &kps {
+        let a = Advert {
+            seq: 1,
+            domain: "d".parse().expect("domain"),
+            cu: ComputeUnits(1000),
+            calibrated_at: NOW,
+            memory: Bytes::mib(256),
+            slots: 1,
+            free_slots: 1,
+            queued: 0,
+            load: 0,
+            accepting: true,
+            price: Price(1_000),
+            energy: EnergyRate(0),
+            version: "test".into(),
+            addrs: vec![],
+        };
+        view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
+            .expect("advert accepted");
+    }
+    let r = Requester::new(me.node_id(), Config::default(), 7);
+    (me, r, view, kps)
+}
+
+fn spec(tasks: usize, replicas: u8) -> JobSpec {
+    JobSpec {
+        module: ContentId([9; 32]),
+        module_size: Bytes(100),
+        reduce: None,
+        inputs: (0..tasks)
+            .map(|i| InputSpec {
+                name: format!("in-{i}"),
+                id: ContentId([i as u8; 32]),
+                size: Bytes(10),
+                estimate: None,
+            })
+            .collect(),
+        args: vec![],
+        reduce_args: vec![],
+        // Five seconds at 1000 CU: large enough to ask several providers.
+        fuel: Fuel(5_000_000_000),
+        estimate: None,
+        memory: Bytes::mib(64),
+        deadline: Duration::from_secs(30),
+        max_price: Price(10_000),
+        replicas,
+        domain: None,
+        spot_check: 0.0,
+        max_energy: None,
+        seed: 1,
+        strategy: Strategy::Scored,
+    }
+}
+
+/// The calls the requester wants to send, as (task, attempt, providers).
+fn calls(r: &mut Requester) -> Vec<(TaskId, u16, Vec<NodeId>)> {
+    std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Call {
+                task, attempt, to, ..
+            } => Some((task, attempt, to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_provider_is_backed_off_but_an_unreachable_one_also_loses_standing() {
+    let (_, mut r, view, kps) = world(2);
+    r.submit(JobId([1; 16]), spec(1, 1), NOW);
+    r.place(NOW, &view);
+    let (task, attempt, to) = calls(&mut r).pop().expect("a call");
+    assert!(to.len() >= 2, "both providers asked");
+    let (busy, gone) = (kps[0].node_id(), kps[1].node_id());
+    r.on_offer(
+        task,
+        attempt,
+        busy,
+        Err(Refusal::Declined(Decline::NoFreeSlot)),
+        NOW,
+        &view,
+    );
+    r.on_offer(
+        task,
+        attempt,
+        gone,
+        Err(Refusal::Unreachable("timed out".into())),
+        NOW,
+        &view,
+    );
+    let b = r.book().get(&busy).expect("known");
+    let g = r.book().get(&gone).expect("known");
+    assert!(
+        b.backoff_until > NOW.0 && b.failed == 0,
+        "busy: backed off, not failed"
+    );
+    assert!(
+        g.backoff_until > NOW.0 && g.failed == 1,
+        "unreachable: backed off and failed"
+    );
+    // The wording of a decline changes nothing: an invalid answer whose
+    // text says "no free slot" is not a busy provider.
+    let (_, mut r, view, kps) = world(1);
+    r.submit(JobId([2; 16]), spec(1, 1), NOW);
+    r.place(NOW, &view);
+    let (task, attempt, _) = calls(&mut r).pop().expect("a call");
+    let p = kps[0].node_id();
+    r.on_offer(
+        task,
+        attempt,
+        p,
+        Err(Refusal::Invalid("no free slot".into())),
+        NOW,
+        &view,
+    );
+    assert_eq!(r.book().get(&p).map_or(0, |s| s.backoff_until), 0);
+}
+
+/// Takes a job through offer and agreement with each provider in turn,
+/// returning the agreement envelope of each copy.
+fn agree(r: &mut Requester, view: &View, kps: &[Keypair]) -> Vec<(Keypair, Envelope, TaskId)> {
+    let mut out = Vec::new();
+    for _ in 0..kps.len() {
+        r.place(NOW, view);
+        for (task, attempt, to) in calls(r) {
+            for p in &to {
+                let kp = kps.iter().find(|k| k.node_id() == *p).expect("a provider");
+                let offer = agora_protocol::market::Offer {
+                    call: MessageId([0; 32]),
+                    task,
+                    price: Price(1_000),
+                    expected_start: Millis(0),
+                    expected_run: Millis(10),
+                    has_module: true,
+                    has_input: true,
+                };
+                let v = seal(kp, &offer).open::<Offer>(NOW).expect("opens");
+                r.on_offer(task, attempt, *p, Ok(v), NOW, view);
+            }
+        }
+        let accepts: Vec<(TaskId, u16, NodeId, Accept)> = std::iter::from_fn(|| r.poll_action())
+            .filter_map(|a| match a {
+                Action::Accept {
+                    task,
+                    attempt,
+                    to,
+                    accept,
+                    ..
+                } => Some((task, attempt, to, accept)),
+                _ => None,
+            })
+            .collect();
+        for (task, attempt, to, accept) in accepts {
+            let kp = kps.iter().find(|k| k.node_id() == to).expect("a provider");
+            let ag = Agreement {
+                accept: MessageId([0; 32]),
+                task,
+                requester: r.local(),
+                price: accept.price,
+                due: NOW.add(Duration::from_secs(30)),
+            };
+            let env = seal(kp, &ag);
+            r.on_agreement(task, attempt, to, Ok(env.open(NOW).expect("opens")), NOW);
+            out.push((kp.clone(), env, task));
+        }
+    }
+    out
+}
+
+fn receipt(
+    kp: &Keypair,
+    agreement: &Envelope,
+    r: &Requester,
+    task: TaskId,
+    output: &[u8],
+) -> Verified<Receipt> {
+    let (_, a) = r.assignment_of(task).expect("assignment");
+    let ran = crate::engine::Ran {
+        output: ContentId::of(output),
+        output_size: Bytes(output.len() as u64),
+        fuel: Fuel(500),
+        exit: ExitStatus::Success,
+        started_at: NOW,
+        finished_at: NOW,
+        inline: None,
+    };
+    let receipt = ran.receipt(&a, agreement.id(), r.local());
+    seal(kp, &receipt).open(NOW).expect("opens")
+}
+
+#[test]
+fn a_receipt_for_another_module_is_refused_and_its_copy_fails() {
+    let (_, mut r, view, kps) = world(1);
+    r.submit(JobId([3; 16]), spec(1, 1), NOW);
+    let copies = agree(&mut r, &view, &kps);
+    let (kp, ag, task) = copies.first().expect("one copy");
+    let mut bad = receipt(kp, ag, &r, *task, b"out").payload().clone();
+    bad.module = ContentId([7; 32]);
+    let bad = seal(kp, &bad).open(NOW).expect("opens");
+    assert_eq!(
+        r.on_receipt(kp.node_id(), &bad, true, NOW),
+        Err(ReceiptError::Mismatch("module"))
+    );
+    let (_, tasks) = r.job(&task.job).expect("job");
+    assert!(matches!(tasks[0].copies[0].state, CopyState::Failed(_)));
+}
+
+#[test]
+fn agreeing_replicas_settle_the_task_and_each_is_paid_once() {
+    let (_, mut r, view, kps) = world(2);
+    let job = JobId([4; 16]);
+    r.submit(job, spec(1, 2), NOW);
+    let copies = agree(&mut r, &view, &kps);
+    assert_eq!(copies.len(), 2, "two replicas on two providers");
+    for (kp, ag, task) in &copies {
+        let v = receipt(kp, ag, &r, *task, b"same");
+        assert_eq!(
+            r.on_receipt(kp.node_id(), &v, true, NOW),
+            Ok(ReceiptVerdict::Accepted)
+        );
+        // A retransmission is acknowledged again, not counted again.
+        assert_eq!(
+            r.on_receipt(kp.node_id(), &v, true, NOW),
+            Ok(ReceiptVerdict::Duplicate)
+        );
+    }
+    let pays: Vec<NodeId> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Pay { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pays.len(), 2, "each replica paid once: {pays:?}");
+    let (rec, tasks) = r.job(&job).expect("job");
+    assert_eq!(tasks[0].phase, TaskPhase::Verified);
+    assert_eq!(rec.state, JobState::Done);
+}

@@ -1,0 +1,439 @@
+//! Verification and settlement: receipts are checked against the
+//! assignment, outputs fetched, copies spot-checked; [`Requester::settle`]
+//! decides a task from its copies (majority of agreeing outcomes), then
+//! the agreeing copies are paid, the disagreeing reported as fraud and the
+//! rest withdrawn.
+
+use super::*;
+
+impl Requester {
+    /// A receipt from a provider. `output_held` says whether the output
+    /// bytes are here and hash to the receipt's output id (inline outputs
+    /// are checked by the driver before this call). On `Ok`, persist (see
+    /// [`Requester::take_dirty`]) and acknowledge.
+    pub fn on_receipt(
+        &mut self,
+        from: NodeId,
+        receipt: &Verified<Receipt>,
+        output_held: bool,
+        now: Timestamp,
+    ) -> Result<ReceiptVerdict, ReceiptError> {
+        let r = receipt.payload();
+        if r.requester != self.local {
+            return Err(ReceiptError::Mismatch("requester"));
+        }
+        let job = self.jobs.get_mut(&r.task.job).ok_or(ReceiptError::UnknownTask)?;
+        let spec = &job.record.spec;
+        let input = spec
+            .inputs
+            .get(r.task.index as usize)
+            .ok_or(ReceiptError::UnknownTask)?;
+        let t = &mut job.tasks[r.task.index as usize];
+        // Match by agreement; failing that (a restart lost it), by provider.
+        let pos = t
+            .copies
+            .iter()
+            .position(|c| c.provider == from && c.agreement == Some(r.agreement))
+            .or_else(|| {
+                t.copies.iter().position(|c| {
+                    c.provider == from && c.reported.is_none() && !matches!(c.state, CopyState::Cancelled)
+                })
+            });
+        let Some(pos) = pos else {
+            // A copy withdrawn while its accept was in flight (another copy
+            // settled the task first) has no agreement id to cancel by, so
+            // the provider ran it anyway. Nothing is owed and nothing is
+            // wrong: the provider may forget it.
+            let withdrawn = t
+                .copies
+                .iter()
+                .any(|c| c.provider == from && c.withdrawn_unagreed());
+            return if withdrawn {
+                Ok(ReceiptVerdict::Superseded)
+            } else {
+                Err(ReceiptError::NoAgreement)
+            };
+        };
+        let c = &mut t.copies[pos];
+        if c.reported.is_some() {
+            return Ok(ReceiptVerdict::Duplicate);
+        }
+        let mismatch = if r.module != spec.module {
+            Some("module")
+        } else if r.input != input.id {
+            Some("input")
+        } else if r.args != job.args_digest {
+            Some("arguments")
+        } else if r.seed != spec.task_seed(r.task.index) {
+            Some("seed")
+        } else if r.fuel_limit != spec.fuel {
+            Some("fuel limit")
+        } else if r.fuel_used > r.fuel_limit {
+            Some("fuel used above the limit")
+        } else {
+            None
+        };
+        if let Some(m) = mismatch {
+            c.state = CopyState::Failed(format!("bad receipt: {m}"));
+            self.book.released(from);
+            self.book.failed(from);
+            let task = r.task;
+            self.touch(task);
+            self.settle(task.job, task.index, now);
+            return Err(ReceiptError::Mismatch(m));
+        }
+        let was_live = matches!(c.state, CopyState::Accepting | CopyState::Agreed);
+        let exec_ms = r.finished_at.0.saturating_sub(r.started_at.0);
+        c.reported = Some(Reported {
+            receipt: receipt.id(),
+            output: r.output,
+            output_size: r.output_size,
+            fuel: r.fuel_used,
+            exit: r.exit.clone(),
+            exec_ms,
+            output_held: output_held || r.output_size.0 == 0,
+        });
+        c.receipt_env = Some(agora_protocol::Encode::to_bytes(receipt.envelope()));
+        if c.agreement.is_none() {
+            c.agreement = Some(r.agreement);
+        }
+        let attempt = c.attempt;
+        let task = r.task;
+        if r.exit == ExitStatus::Deadline {
+            c.state = CopyState::Failed("hit its wall-clock limit".into());
+        } else {
+            c.state = CopyState::Reported;
+        }
+        let held = c.reported.as_ref().is_some_and(|x| x.output_held);
+        if was_live {
+            self.book.released(from);
+        }
+        if !held && c.state == CopyState::Reported {
+            self.out.push_back(Action::Fetch {
+                task,
+                attempt,
+                from,
+                output: r.output,
+            });
+        }
+        // Spot checks: stratified per (job, provider).
+        let rate = spec.spot_check;
+        if rate > 0.0 && c.state == CopyState::Reported && !t.spot_checked {
+            let block = (1.0 / rate.clamp(1e-6, 1.0)).ceil() as u64;
+            let entry = self.spot.entry((task.job, from)).or_insert((0, 0));
+            if entry.0.is_multiple_of(block) {
+                entry.1 = self.rng.random_range(0..block);
+            }
+            let pick = entry.0 % block == entry.1;
+            entry.0 += 1;
+            if pick {
+                c.spot_pending = true;
+                self.out.push_back(Action::SpotCheck { task, attempt });
+            }
+        }
+        self.touch(task);
+        self.settle(task.job, task.index, now);
+        Ok(ReceiptVerdict::Accepted)
+    }
+
+    /// A fetched output arrived (`ok`: present and matching its id) or not.
+    pub fn on_output(&mut self, task: TaskId, attempt: u16, ok: bool, now: Timestamp) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let Some(t) = job.tasks.get_mut(task.index as usize) else {
+            return;
+        };
+        let Some(c) = t.copy_mut(attempt) else { return };
+        if let Some(r) = &mut c.reported {
+            if ok {
+                r.output_held = true;
+            } else {
+                c.state = CopyState::Failed("its output could not be fetched or did not match".into());
+                let p = c.provider;
+                self.book.failed(p);
+            }
+        }
+        self.touch(task);
+        self.settle(task.job, task.index, now);
+    }
+
+    /// The local re-execution of a spot-checked copy finished with
+    /// `outcome`; `own_receipt` is this node's own signed receipt of it.
+    pub fn on_spot_check(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        outcome: Observed,
+        own_receipt: Vec<u8>,
+        now: Timestamp,
+    ) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let args = job.record.spec.args.clone();
+        let Some(t) = job.tasks.get_mut(task.index as usize) else {
+            return;
+        };
+        t.spot_checked = true;
+        let Some(c) = t.copy_mut(attempt) else { return };
+        c.spot_pending = false;
+        let Some(rep) = c.reported.clone() else { return };
+        let provider = c.provider;
+        let agrees = rep.output == outcome.0 && rep.fuel == outcome.1 && rep.exit == outcome.2;
+        if !agrees {
+            c.wrong = true;
+            let wrong = c.receipt_env.clone().unwrap_or_default();
+            // Our own execution is the truth for us: accept it.
+            t.output = Some(outcome.0);
+            t.fuel = Some(outcome.1);
+            t.exit = Some(outcome.2.clone());
+            t.phase = if outcome.2.is_success() {
+                TaskPhase::Verified
+            } else {
+                TaskPhase::Failed
+            };
+            if !outcome.2.is_success() {
+                t.error = Some(format!("task failed: {}", outcome.2));
+            }
+            self.book
+                .ban(provider, format!("spot check of task {task} disagreed"));
+            self.out.push_back(Action::Fraud {
+                culprit: provider,
+                wrong,
+                right: own_receipt,
+                args,
+            });
+            self.touch(task);
+            self.settle_accepted(task, now);
+            return;
+        }
+        self.touch(task);
+        self.settle(task.job, task.index, now);
+    }
+
+    /// Decides a task from its copies: accept an outcome, place more
+    /// copies, or fail it.
+    pub(super) fn settle(&mut self, job_id: JobId, idx: u32, now: Timestamp) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        if job.record.state.is_terminal() {
+            return;
+        }
+        let k = usize::from(job.record.spec.replicas.max(1));
+        // Reports beyond the replication factor settle disagreements; failed
+        // placements (declines, unreachable or overdue providers) are retried
+        // more often before the task is given up.
+        let max_reports = k + 1 + self.config.max_extra_copies;
+        let max_attempts = self.config.max_attempts.max(max_reports);
+        let t = &mut job.tasks[idx as usize];
+        if matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+            return;
+        }
+        if t.copies.iter().any(|c| {
+            c.spot_pending
+                || (c.state == CopyState::Reported && c.reported.as_ref().is_some_and(|r| !r.output_held))
+        }) {
+            t.phase = TaskPhase::Verifying;
+            return;
+        }
+        let groups = outcome_groups(t);
+        if let Some((leader, members)) = groups.first() {
+            let total: usize = groups.iter().map(|g| g.1.len()).sum();
+            let runner_up = groups.get(1).map_or(0, |g| g.1.len());
+            let mut need = k;
+            if !leader.2.is_success() && k == 1 {
+                need = 2;
+            }
+            let decided = members.len() >= need
+                && members.len() > runner_up
+                && (groups.len() == 1 || members.len() * 2 > total);
+            if decided {
+                t.output = Some(leader.0);
+                t.fuel = Some(leader.1);
+                t.exit = Some(leader.2.clone());
+                if leader.2.is_success() {
+                    t.phase = TaskPhase::Verified;
+                } else {
+                    t.phase = TaskPhase::Failed;
+                    t.error = Some(format!(
+                        "task failed on {} providers: {}",
+                        members.len(),
+                        leader.2
+                    ));
+                }
+                let task = t.id;
+                self.touch(task);
+                self.settle_accepted(task, now);
+                return;
+            }
+        }
+        let live = t.live().count();
+        let tried = t.copies.len();
+        let reports = t.reported().count();
+        if live == 0
+            && (tried >= max_attempts || reports >= max_reports)
+            && !self.negotiating.contains_key(&t.id)
+        {
+            let reported = t.reported().count();
+            t.phase = TaskPhase::Failed;
+            t.error = Some(if reported > 1 {
+                format!("no majority among {reported} receipts")
+            } else {
+                let last = t.copies.iter().rev().find_map(|c| match &c.state {
+                    CopyState::Failed(r) => Some(r.clone()),
+                    _ => None,
+                });
+                format!(
+                    "gave up after {tried} attempts (last: {})",
+                    last.unwrap_or_default()
+                )
+            });
+            let task = t.id;
+            self.touch(task);
+            self.settle_accepted(task, now);
+            return;
+        }
+        if live == 0 && t.reported().next().is_none() {
+            t.phase = TaskPhase::Pending;
+        } else if t.reported().next().is_some() {
+            t.phase = TaskPhase::Verifying;
+        }
+    }
+
+    /// After a task's outcome is decided: pay the copies that agree with it,
+    /// report the ones that do not, withdraw the ones still running, and end
+    /// the job when every task is settled.
+    pub(super) fn settle_accepted(&mut self, task: TaskId, now: Timestamp) {
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let args = job.record.spec.args.clone();
+        let module = job.record.spec.module;
+        let input = job.record.spec.inputs[task.index as usize].id;
+        let t = &mut job.tasks[task.index as usize];
+        let accepted = (t.output, t.fuel, t.exit.clone());
+        let right_env = t
+            .copies
+            .iter()
+            .find(|c| {
+                !c.wrong
+                    && c.reported
+                        .as_ref()
+                        .is_some_and(|r| Some(r.output) == accepted.0 && Some(r.fuel) == accepted.1)
+            })
+            .and_then(|c| c.receipt_env.clone());
+        let mut pays = Vec::new();
+        let mut frauds = Vec::new();
+        let mut cancels = Vec::new();
+        let mut learnt = Vec::new();
+        for c in &mut t.copies {
+            match (&c.state, &c.reported) {
+                (CopyState::Reported, Some(r)) => {
+                    let agrees = Some(r.output) == accepted.0
+                        && Some(r.fuel) == accepted.1
+                        && Some(&r.exit) == accepted.2.as_ref();
+                    if agrees && !c.wrong {
+                        if c.paid.is_none() {
+                            let amount = c.price.cost(r.fuel);
+                            c.paid = Some(amount);
+                            pays.push(Voucher {
+                                receipt: r.receipt,
+                                agreement: c.agreement.unwrap_or(MessageId([0; 32])),
+                                task,
+                                provider: c.provider,
+                                fuel: r.fuel,
+                                price: c.price,
+                                amount,
+                            });
+                            learnt.push((c.provider, r.fuel, Duration::from_millis(r.exec_ms)));
+                        }
+                    } else if !c.wrong && r.exit.is_deterministic() {
+                        c.wrong = true;
+                        if let (Some(w), Some(right)) = (c.receipt_env.clone(), right_env.clone()) {
+                            frauds.push((c.provider, w, right));
+                        }
+                    }
+                }
+                (CopyState::Accepting | CopyState::Agreed, _) => {
+                    cancels.push((c.provider, c.agreement));
+                    c.state = CopyState::Cancelled;
+                }
+                _ => {}
+            }
+        }
+        job.settled += 1;
+        let all_settled = job
+            .tasks
+            .iter()
+            .all(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed));
+        let failed = job.tasks.iter().find(|t| t.phase == TaskPhase::Failed).map(|t| {
+            format!(
+                "task {} ({}): {}",
+                t.id.index,
+                job.record.spec.inputs[t.id.index as usize].name,
+                t.error.clone().unwrap_or_default()
+            )
+        });
+        self.drop_negotiations(|t| *t == task);
+        for (p, fuel, exec) in learnt {
+            self.book.verified(p, fuel, exec, &[module, input]);
+        }
+        for v in pays {
+            self.out.push_back(Action::Pay {
+                to: v.provider,
+                voucher: v,
+            });
+        }
+        for (p, w, right) in frauds {
+            self.book
+                .ban(p, format!("receipt for task {task} disagreed with the majority"));
+            self.out.push_back(Action::Fraud {
+                culprit: p,
+                wrong: w,
+                right,
+                args: args.clone(),
+            });
+        }
+        for (p, a) in cancels {
+            self.book.released(p);
+            if let Some(a) = a {
+                self.out.push_back(Action::Cancel {
+                    to: p,
+                    agreement: a,
+                    task,
+                    reason: CancelReason::Superseded,
+                });
+            }
+        }
+        self.touch(task);
+        if let Some(why) = failed {
+            self.fail_job(task.job, why, now);
+        } else if all_settled {
+            self.finish_job(task.job, now);
+        }
+    }
+}
+
+/// Reported copies grouped by outcome, largest group first.
+pub(super) fn outcome_groups(t: &TaskRecord) -> Vec<(Observed, Vec<u16>)> {
+    let mut groups: Vec<(Observed, Vec<u16>)> = Vec::new();
+    for c in t
+        .copies
+        .iter()
+        .filter(|c| c.state == CopyState::Reported && !c.wrong)
+    {
+        let Some(r) = &c.reported else { continue };
+        if !r.output_held || c.spot_pending {
+            continue;
+        }
+        let o = (r.output, r.fuel, r.exit.clone());
+        match groups.iter_mut().find(|g| g.0 == o) {
+            Some(g) => g.1.push(c.attempt),
+            None => groups.push((o, vec![c.attempt])),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+    groups
+}
