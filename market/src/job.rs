@@ -435,6 +435,28 @@ impl TaskRecord {
     }
 }
 
+/// A job in a line: what `agora jobs` lists. Kept as its own record so
+/// that listing the history of a node reads one small record per job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The job.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// Tasks.
+    pub tasks: usize,
+    /// Verified tasks.
+    pub verified: usize,
+    /// Failed tasks.
+    pub failed: usize,
+    /// Submission time.
+    pub submitted_at: Timestamp,
+    /// End time.
+    pub finished_at: Option<Timestamp>,
+    /// Error.
+    pub error: Option<String>,
+}
+
 /// The requester's record of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -452,4 +474,20 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// The reduced result, if a reduce module was given and has run.
     pub reduced: Option<ContentId>,
+}
+
+impl JobRecord {
+    /// The job in a line, given its tasks.
+    pub fn summary(&self, tasks: &[TaskRecord]) -> Summary {
+        Summary {
+            id: self.id,
+            state: self.state,
+            tasks: tasks.len(),
+            verified: tasks.iter().filter(|t| t.phase == TaskPhase::Verified).count(),
+            failed: tasks.iter().filter(|t| t.phase == TaskPhase::Failed).count(),
+            submitted_at: self.submitted_at,
+            finished_at: self.finished_at,
+            error: self.error.clone(),
+        }
+    }
 }

@@ -36,8 +36,19 @@ pub const W_REPUTATION: f64 = 1.0;
 pub const INITIAL_REPUTATION: f64 = 0.5;
 /// Bandwidth assumed for transfer estimates, in bytes per second.
 pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
-/// Smoothing factor of learnt speeds.
+/// Smoothing factor of learnt speeds (over the logarithm of each sample).
 pub const SPEED_ALPHA: f64 = 0.3;
+/// One receipt moves the learnt speed by at most this factor, up or down:
+/// a pathological receipt (a run that stalled, or one that did almost no
+/// metered work) cannot wreck what many normal ones taught.
+pub const SPEED_STEP: f64 = 4.0;
+/// The learnt speed stays within this factor below and above the
+/// advertised one: an advert overstating capacity 16-fold is caught, and no
+/// receipt can make a provider look infinitely slow.
+pub const SPEED_RANGE: (f64, f64) = (1.0 / 16.0, 4.0);
+/// A speed learnt longer ago than this is forgotten (the advert counts
+/// again): a provider judged slow gets another chance.
+pub const SPEED_MEMORY: Duration = Duration::from_secs(600);
 /// Shortest execution a speed is learnt from.
 pub const MIN_LEARNING_RUN: Duration = Duration::from_millis(20);
 /// Tasks shorter than this are offered to the best-scored provider alone:
@@ -57,8 +68,14 @@ pub const TINY_BACKLOG: u32 = 16;
 /// What the requester knows of one provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderStats {
-    /// Per-slot speed learnt from receipts, in CU.
+    /// Per-slot speed learnt from receipts, in CU (see [`ProviderStats::speed`]).
     pub learnt_cu: Option<f64>,
+    /// When it was last learnt (ms timestamp).
+    #[serde(skip)]
+    pub learnt_at: u64,
+    /// The per-slot speed it advertised when last asked, CU.
+    #[serde(skip)]
+    pub advertised: Option<f64>,
     /// Reputation in `[0, 1]`.
     pub reputation: f64,
     /// Predicted finish time of each task in flight there (ms timestamps).
@@ -74,18 +91,35 @@ pub struct ProviderStats {
     /// Content it is known to hold.
     #[serde(skip)]
     pub holds: HashSet<ContentId>,
-    /// Decaying sum of fuel over its verified runs.
-    #[serde(skip)]
-    pub fuel_sum: f64,
-    /// Decaying sum of their execution times, seconds.
-    #[serde(skip)]
-    pub time_sum: f64,
+}
+
+impl ProviderStats {
+    /// The per-slot speed to assume for this provider, given the one it
+    /// advertises: the learnt speed while fresh, within [`SPEED_RANGE`] of
+    /// the advert; the advert otherwise.
+    pub fn speed(&self, advertised: f64, now: Timestamp) -> f64 {
+        let advertised = advertised.max(1.0);
+        match self.learnt_cu {
+            Some(l) if now.0.saturating_sub(self.learnt_at) < SPEED_MEMORY.as_millis() as u64 => {
+                l.clamp(advertised * SPEED_RANGE.0, advertised * SPEED_RANGE.1)
+            }
+            _ => advertised,
+        }
+    }
+}
+
+/// The per-slot speed to assume for a provider that advertises
+/// `advertised` per slot and of which the requester knows `stats`.
+pub fn speed_of(advertised: f64, stats: Option<&ProviderStats>, now: Timestamp) -> f64 {
+    stats.map_or(advertised.max(1.0), |s| s.speed(advertised, now))
 }
 
 impl Default for ProviderStats {
     fn default() -> Self {
         ProviderStats {
             learnt_cu: None,
+            learnt_at: 0,
+            advertised: None,
             reputation: INITIAL_REPUTATION,
             lanes: Vec::new(),
             verified: 0,
@@ -93,8 +127,6 @@ impl Default for ProviderStats {
             banned: None,
             backoff_until: 0,
             holds: HashSet::new(),
-            fuel_sum: 0.0,
-            time_sum: 0.0,
         }
     }
 }
@@ -134,20 +166,38 @@ impl Book {
     }
 
     /// A receipt verified: learn speed, raise reputation, note held content.
-    pub fn verified(&mut self, p: NodeId, fuel: Fuel, exec: Duration, held: &[ContentId]) {
+    pub fn verified(&mut self, p: NodeId, fuel: Fuel, exec: Duration, held: &[ContentId], now: Timestamp) {
         let e = self.entry(p);
         // Short runs measure per-task overhead and timer granularity more
         // than speed: learn only from runs long enough to mean something.
         if fuel.0 > 0 && exec >= MIN_LEARNING_RUN {
-            // Fuel over time, both decaying sums: long runs weigh more than
-            // short ones, and old receipts fade.
-            e.fuel_sum = e.fuel_sum * (1.0 - SPEED_ALPHA) + fuel.0 as f64;
-            e.time_sum = e.time_sum * (1.0 - SPEED_ALPHA) + exec.as_secs_f64();
-            e.learnt_cu = Some(e.fuel_sum / e.time_sum / FUEL_PER_CU_SECOND as f64);
+            let sample = fuel.0 as f64 / exec.as_secs_f64() / FUEL_PER_CU_SECOND as f64;
+            // A moving average of the logarithm, each step bounded: one
+            // outlier moves the estimate by at most SPEED_STEP^SPEED_ALPHA.
+            let learnt = match e.learnt_cu {
+                Some(l) if now.0.saturating_sub(e.learnt_at) < SPEED_MEMORY.as_millis() as u64 => {
+                    let s = sample.clamp(l / SPEED_STEP, l * SPEED_STEP);
+                    (l.ln() * (1.0 - SPEED_ALPHA) + s.ln() * SPEED_ALPHA).exp()
+                }
+                _ => sample,
+            };
+            // Kept within range of the advert, so that it can come back.
+            let learnt = match e.advertised {
+                Some(a) => learnt.clamp(a * SPEED_RANGE.0, a * SPEED_RANGE.1),
+                None => learnt,
+            };
+            e.learnt_cu = Some(learnt.max(f64::MIN_POSITIVE));
+            e.learnt_at = now.0;
         }
         e.reputation += (1.0 - e.reputation) * 0.1;
         e.verified += 1;
         e.holds.extend(held.iter().copied());
+    }
+
+    /// The per-slot speed a provider advertises (noted when it is asked, so
+    /// that what is learnt stays within range of it).
+    pub fn advertised(&mut self, p: NodeId, per_slot: f64) {
+        self.entry(p).advertised = Some(per_slot.max(1.0));
     }
 
     /// A copy failed there (overdue, unreachable, reneged).
@@ -306,12 +356,8 @@ pub struct Scored {
 }
 
 /// The per-slot speed the requester assumes for a provider.
-pub fn speed(info: &ProviderInfo, stats: Option<&ProviderStats>) -> f64 {
-    let advertised = info.cu.0 as f64 / f64::from(info.slots.max(1));
-    match stats.and_then(|s| s.learnt_cu) {
-        Some(learnt) => learnt,
-        None => advertised.max(1.0),
-    }
+pub fn speed(info: &ProviderInfo, stats: Option<&ProviderStats>, now: Timestamp) -> f64 {
+    speed_of(info.cu.0 as f64 / f64::from(info.slots.max(1)), stats, now)
 }
 
 /// Checks constraints and scores `info` for `need` at `now`.
@@ -351,7 +397,7 @@ pub fn evaluate(
     }
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
-    let speed_cu = speed(info, stats);
+    let speed_cu = speed(info, stats, now);
     let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
     let pipelined_ms = PIPELINED_WORK.as_secs_f64() * 1000.0;
     let backlog = if run_ms < pipelined_ms {
@@ -587,13 +633,54 @@ mod tests {
         assert!(before.score < h.score, "the advert wins at first");
         // Its receipts show 1000 CU: 1e9 fuel in one second, several times.
         for _ in 0..5 {
-            book.verified(liar.node, Fuel(1_000_000_000), Duration::from_secs(1), &[]);
-            book.verified(liar.node, Fuel(47), Duration::from_millis(1), &[]);
-            book.verified(honest.node, Fuel(1_000_000_000), Duration::from_millis(500), &[]);
+            book.verified(liar.node, Fuel(1_000_000_000), Duration::from_secs(1), &[], NOW);
+            book.verified(liar.node, Fuel(47), Duration::from_millis(1), &[], NOW);
+            book.verified(
+                honest.node,
+                Fuel(1_000_000_000),
+                Duration::from_millis(500),
+                &[],
+                NOW,
+            );
         }
         let after = evaluate(&liar, book.get(&liar.node), &need(), NOW).unwrap();
         let h = evaluate(&honest, book.get(&honest.node), &need(), NOW).unwrap();
         assert!(after.score > h.score, "receipts reveal the truth");
+    }
+
+    #[test]
+    fn a_pathological_receipt_cannot_make_a_provider_look_unusably_slow() {
+        let mut book = Book::default();
+        let p = info(1, 2000, 100);
+        book.advertised(p.node, 2000.0);
+        for _ in 0..10 {
+            book.verified(p.node, Fuel(2_000_000_000), Duration::from_secs(1), &[], NOW);
+        }
+        let normal = speed(&p, book.get(&p.node), NOW);
+        assert!((normal - 2000.0).abs() < 1.0, "{normal}");
+        // A run that burnt an hour on almost no metered work.
+        book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
+        let after = speed(&p, book.get(&p.node), NOW);
+        assert!(
+            after > normal / 2.0,
+            "one receipt moves it by a bounded step: {after}"
+        );
+        // Even a run of them leaves it within range of its advert, and the
+        // task stays placeable.
+        for _ in 0..50 {
+            book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
+        }
+        let floor = speed(&p, book.get(&p.node), NOW);
+        assert!((floor - 2000.0 / 16.0).abs() < 1.0, "{floor}");
+        assert!(evaluate(&p, book.get(&p.node), &need(), NOW).is_ok());
+        // Normal receipts bring it back, and an old judgement is forgotten.
+        for _ in 0..30 {
+            book.verified(p.node, Fuel(2_000_000_000), Duration::from_secs(1), &[], NOW);
+        }
+        assert!(speed(&p, book.get(&p.node), NOW) > 1900.0);
+        book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
+        let later = NOW.add(SPEED_MEMORY);
+        assert_eq!(speed(&p, book.get(&p.node), later), 2000.0);
     }
 
     #[test]
@@ -613,7 +700,7 @@ mod tests {
         let queued = evaluate(&p, book.get(&p.node), &tiny, NOW).unwrap();
         assert!((queued.wait_ms - 5000.0).abs() < 1.0);
         book.released(p.node);
-        book.verified(p.node, Fuel(0), Duration::ZERO, &[ContentId([1; 32])]);
+        book.verified(p.node, Fuel(0), Duration::ZERO, &[ContentId([1; 32])], NOW);
         let local = evaluate(&p, book.get(&p.node), &need(), NOW).unwrap();
         assert!(local.transfer_ms < first.transfer_ms);
     }

@@ -12,6 +12,8 @@
 //! | prefix | record | written when |
 //! | --- | --- | --- |
 //! | `job/{job}` | [`crate::job::JobRecord`] | a job changes |
+//! | `jobsum/{submitted:020}/{job}` | [`crate::job::Summary`] | a job changes |
+//! | `active/{job}` | nothing | a job is submitted; deleted when it ends |
 //! | `task/{job}/{index:010}` | [`crate::job::TaskRecord`] | a task changes |
 //! | `ptask/{agreement}` | [`crate::provider::Accepted`] | a provider signs an agreement |
 //! | `preceipt/{agreement}` | [`PendingReceipt`] | a provider's receipt awaits its acknowledgement |
@@ -19,6 +21,11 @@
 //! | `ledger/entry/{seq:020}` | [`crate::ledger::Entry`] | every ledger change |
 //! | `ledger/paid-for/{receipt}` | the time | a voucher is counted |
 //! | `outbox/voucher/{voucher}` | [`crate::ledger::Outgoing`] | a voucher awaits its acknowledgement |
+//! | `meta/index` | the index version | the `active/` and `jobsum/` indexes were built |
+//!
+//! A node restarts from `active/`, so its start time and memory do not
+//! grow with the number of jobs it ever ran; finished jobs stay on disk and
+//! are read when asked for.
 
 use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId};
 use serde::de::DeserializeOwned;
@@ -28,6 +35,14 @@ use serde::{Deserialize, Serialize};
 pub const JOB: &str = "job/";
 /// Their tasks.
 pub const TASK: &str = "task/";
+/// One line per job, by submission time.
+pub const JOB_SUMMARY: &str = "jobsum/";
+/// Jobs not yet ended.
+pub const ACTIVE: &str = "active/";
+/// Which indexes exist.
+pub const INDEX: &str = "meta/index";
+/// The current index version.
+pub const INDEX_VERSION: u32 = 1;
 /// Tasks this node accepted as a provider.
 pub const ACCEPTED: &str = "ptask/";
 /// Receipts this node must still deliver.
@@ -44,6 +59,16 @@ pub const VOUCHER_OUTBOX: &str = "outbox/voucher/";
 /// The key of a job record.
 pub fn job_key(id: &JobId) -> String {
     format!("{JOB}{id}")
+}
+
+/// The key of a job's summary.
+pub fn job_summary_key(submitted_at: agora_protocol::units::Timestamp, id: &JobId) -> String {
+    format!("{JOB_SUMMARY}{:020}/{id}", submitted_at.0)
+}
+
+/// The key marking a job active.
+pub fn active_key(id: &JobId) -> String {
+    format!("{ACTIVE}{id}")
 }
 
 /// The prefix of a job's task records.
@@ -79,6 +104,11 @@ pub fn paid_for_key(receipt: &MessageId) -> String {
 /// The key of an outgoing voucher.
 pub fn voucher_key(voucher: &MessageId) -> String {
     format!("{VOUCHER_OUTBOX}{voucher}")
+}
+
+/// The job id at the end of a key.
+pub fn job_after(key: &str, prefix: &str) -> Option<JobId> {
+    key.strip_prefix(prefix)?.rsplit('/').next()?.parse().ok()
 }
 
 /// The id at the end of a key under `prefix`.
@@ -166,6 +196,13 @@ pub trait Host: Send {
     fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError>;
     /// Every persisted record under `prefix`, in key order.
     fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError>;
+    /// The last `limit` records under `prefix`, highest key first.
+    fn records_rev(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        let mut all = self.records(prefix)?;
+        all.reverse();
+        all.truncate(limit);
+        Ok(all)
+    }
     /// Whether this node holds the content (stored, or a module compiled).
     fn holds(&self, id: &ContentId) -> bool;
 }
@@ -181,6 +218,19 @@ pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RecordE
 /// Reads and decodes one record.
 pub fn get<T: DeserializeOwned>(host: &dyn Host, key: &str) -> Result<Option<T>, RecordError> {
     host.record(key)?.map(|b| decode(key, &b)).transpose()
+}
+
+/// Reads and decodes the last `limit` records under `prefix`, highest key
+/// first.
+pub fn decoded_rev<T: DeserializeOwned>(
+    host: &dyn Host,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<T>, RecordError> {
+    host.records_rev(prefix, limit)?
+        .into_iter()
+        .map(|(k, b)| decode(&k, &b))
+        .collect()
 }
 
 /// Reads and decodes every record under `prefix`.

@@ -258,6 +258,16 @@ impl Store {
         Ok(out)
     }
 
+    /// The last `limit` records' bytes under a key prefix, highest key first.
+    pub fn scan_raw_rev(&self, prefix: &[u8], limit: usize) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(prefix).rev().take(limit) {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Whether a record exists.
     pub fn contains(&self, key: &[u8]) -> Result<bool, StoreError> {
         Ok(self.db.contains_key(key)?)

@@ -17,7 +17,7 @@
 //!   exceed the type's maximum. Within that window a [`ReplayGuard`] remembers
 //!   nonces it has seen (SPEC.md §5).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -421,8 +421,9 @@ impl<T> Verified<T> {
     }
 }
 
-/// Remembers the nonces of envelopes it has accepted, so that none is
-/// accepted twice (SPEC.md §5.4).
+/// Remembers the nonces of live envelopes so that no envelope is
+/// accepted twice (SPEC.md §5.4), with a share for each signer so that one
+/// peer's traffic cannot crowd out anyone else's.
 ///
 /// The rule, applied after the signature and time window have been checked:
 ///
@@ -430,35 +431,67 @@ impl<T> Verified<T> {
 ///    alone rejects those envelopes now.
 /// 2. An envelope issued before the guard's `not_before` (the moment its node
 ///    started) is rejected as [`OpenError::Stale`]: the guard cannot know what
-///    was seen before.
-/// 3. An envelope that expires at or before the guard's *floor* is rejected
-///    as [`OpenError::Stale`]. The floor rises only when the guard is full (4).
+///    was seen before. One issued more than [`GUARD_FUTURE`] ahead of the
+///    verifier's clock is rejected as [`OpenError::FutureDated`]: a replay
+///    guard must not be made to hold a nonce for longer than the messages it
+///    protects live.
+/// 3. An envelope that expires at or before its *signer's* floor is rejected
+///    as [`OpenError::Stale`]. A signer's floor rises only when an entry of
+///    that signer is evicted (4, 5).
 /// 4. A `(signer, nonce)` pair already held is [`OpenError::Replayed`].
-/// 5. When the guard holds `capacity` entries, the entry that expires first
-///    is evicted and the floor rises to its expiry, so the evicted nonce can
-///    never be accepted again.
+/// 5. A signer holding `per_signer` entries has its own entry that expires
+///    first evicted, and its floor raised to that expiry. When the guard as
+///    a whole holds `capacity` entries, the entry that expires first of the
+///    signer holding the most is evicted the same way. Either way, the
+///    evicted nonce can never be accepted again, and only the signer that
+///    sent the most pays for it.
 ///
-/// Memory is therefore bounded by `capacity`, and no envelope is accepted
-/// twice.
+/// Memory is therefore bounded by `capacity` entries (and as many floors),
+/// no envelope is accepted twice, and a flood from one key (or from a few)
+/// leaves every other signer's messages untouched.
 #[derive(Debug)]
 pub struct ReplayGuard {
     capacity: usize,
+    per_signer: usize,
     not_before: Timestamp,
-    floor: Timestamp,
-    seen: HashSet<(NodeId, Nonce)>,
+    signers: HashMap<NodeId, Signer>,
+    /// Signers by how many entries they hold, for eviction.
+    by_load: BTreeSet<(usize, NodeId)>,
     by_expiry: BTreeSet<(Timestamp, NodeId, Nonce)>,
+    len: usize,
+}
+
+/// How far ahead of the verifier's clock a replay-guarded envelope may be
+/// issued (tighter than [`crate::limits::MAX_CLOCK_SKEW`], which applies to
+/// every envelope).
+pub const GUARD_FUTURE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct Signer {
+    floor: Timestamp,
+    entries: BTreeSet<(Timestamp, Nonce)>,
+    nonces: HashSet<Nonce>,
 }
 
 impl ReplayGuard {
-    /// A guard holding at most `capacity` nonces that rejects envelopes
-    /// issued before `not_before`.
+    /// A guard holding at most `capacity` nonces (at most a sixteenth of
+    /// them, and at least one, per signer) that rejects envelopes issued
+    /// before `not_before`.
     pub fn new(capacity: usize, not_before: Timestamp) -> ReplayGuard {
+        let capacity = capacity.max(1);
+        ReplayGuard::with_share(capacity, (capacity / 16).max(1), not_before)
+    }
+
+    /// A guard with an explicit share per signer.
+    pub fn with_share(capacity: usize, per_signer: usize, not_before: Timestamp) -> ReplayGuard {
         ReplayGuard {
             capacity: capacity.max(1),
+            per_signer: per_signer.clamp(1, capacity.max(1)),
             not_before,
-            floor: Timestamp(0),
-            seen: HashSet::new(),
+            signers: HashMap::new(),
+            by_load: BTreeSet::new(),
             by_expiry: BTreeSet::new(),
+            len: 0,
         }
     }
 
@@ -475,41 +508,98 @@ impl ReplayGuard {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<(), OpenError> {
-        while let Some(first) = self.by_expiry.first().copied() {
-            if first.0 > now {
+        self.forget_expired(now);
+        if issued_at < self.not_before {
+            return Err(OpenError::Stale);
+        }
+        if issued_at > now.add(GUARD_FUTURE) {
+            return Err(OpenError::FutureDated {
+                ahead: issued_at.since(now),
+            });
+        }
+        if let Some(s) = self.signers.get(&signer) {
+            if expires_at <= s.floor {
+                return Err(OpenError::Stale);
+            }
+            if s.nonces.contains(&nonce) {
+                return Err(OpenError::Replayed);
+            }
+        }
+        if self.load(&signer) >= self.per_signer {
+            self.evict_first_of(signer);
+        } else if self.len >= self.capacity
+            && let Some(&(_, heaviest)) = self.by_load.last()
+        {
+            self.evict_first_of(heaviest);
+        }
+        let s = self.signers.entry(signer).or_default();
+        if expires_at <= s.floor {
+            return Err(OpenError::Stale);
+        }
+        let before = s.entries.len();
+        s.entries.insert((expires_at, nonce));
+        s.nonces.insert(nonce);
+        self.by_load.remove(&(before, signer));
+        self.by_load.insert((before + 1, signer));
+        self.by_expiry.insert((expires_at, signer, nonce));
+        self.len += 1;
+        Ok(())
+    }
+
+    fn load(&self, signer: &NodeId) -> usize {
+        self.signers.get(signer).map_or(0, |s| s.entries.len())
+    }
+
+    /// Evicts the entry of `signer` that expires first and raises its floor.
+    fn evict_first_of(&mut self, signer: NodeId) {
+        let Some(s) = self.signers.get_mut(&signer) else {
+            return;
+        };
+        let before = s.entries.len();
+        let Some((expiry, nonce)) = s.entries.pop_first() else {
+            return;
+        };
+        s.nonces.remove(&nonce);
+        s.floor = s.floor.max(expiry);
+        self.by_expiry.remove(&(expiry, signer, nonce));
+        self.by_load.remove(&(before, signer));
+        self.by_load.insert((before - 1, signer));
+        self.len -= 1;
+    }
+
+    fn forget_expired(&mut self, now: Timestamp) {
+        while let Some(&(expiry, signer, nonce)) = self.by_expiry.first() {
+            if expiry > now {
                 break;
             }
             self.by_expiry.pop_first();
-            self.seen.remove(&(first.1, first.2));
-        }
-        if issued_at < self.not_before || expires_at <= self.floor {
-            return Err(OpenError::Stale);
-        }
-        if self.seen.contains(&(signer, nonce)) {
-            return Err(OpenError::Replayed);
-        }
-        if self.seen.len() >= self.capacity {
-            if let Some(evicted) = self.by_expiry.pop_first() {
-                self.seen.remove(&(evicted.1, evicted.2));
-                self.floor = self.floor.max(evicted.0);
-            }
-            if expires_at <= self.floor {
-                return Err(OpenError::Stale);
+            if let Some(s) = self.signers.get_mut(&signer) {
+                let before = s.entries.len();
+                if s.entries.remove(&(expiry, nonce)) {
+                    s.nonces.remove(&nonce);
+                    self.len -= 1;
+                    self.by_load.remove(&(before, signer));
+                    self.by_load.insert((before - 1, signer));
+                }
             }
         }
-        self.seen.insert((signer, nonce));
-        self.by_expiry.insert((expires_at, signer, nonce));
-        Ok(())
+        // A floor at or below now rejects nothing the time window would
+        // not: signers with no entries left and such a floor are dropped.
+        if self.signers.len() > self.capacity {
+            self.signers.retain(|_, s| !s.entries.is_empty() || s.floor > now);
+            let signers = &self.signers;
+            self.by_load.retain(|(_, n)| signers.contains_key(n));
+        }
     }
 
     /// Nonces currently held.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.len
     }
 
     /// Whether no nonce is held.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len == 0
     }
 }
 
@@ -600,7 +690,7 @@ mod tests {
 
     #[test]
     fn replay_guard_rejects_seen_nonces_and_stays_bounded() {
-        let mut g = ReplayGuard::new(3, T0);
+        let mut g = ReplayGuard::with_share(3, 3, T0);
         let v = |n: u8, life: u64| sealed(n, Duration::from_secs(life)).open::<Advert>(T0).unwrap();
         assert_eq!(g.check(&v(1, 10), T0), Ok(()));
         assert_eq!(g.check(&v(1, 10), T0), Err(OpenError::Replayed));
@@ -615,6 +705,68 @@ mod tests {
         let later = T0.add(Duration::from_secs(15));
         g.check(&v(5, 20), later).unwrap();
         assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn one_signer_flooding_the_guard_evicts_only_its_own_nonces() {
+        let mut g = ReplayGuard::with_share(8, 4, T0);
+        let by = |signer: u8, nonce: u8, life_ms: u64| {
+            Envelope::seal(
+                &kp(signer),
+                &sample_advert(),
+                T0,
+                Duration::from_millis(life_ms),
+                Nonce([nonce; 16]),
+            )
+            .unwrap()
+            .open::<Advert>(T0)
+            .unwrap()
+        };
+        // An honest signer's message, then a flood from another key.
+        g.check(&by(2, 1, 20_000), T0).unwrap();
+        for n in 0..100u8 {
+            let life = 25_000 + u64::from(n);
+            g.check(&by(1, n, life), T0)
+                .unwrap_or_else(|e| panic!("flood message {n}: {e}"));
+        }
+        assert!(g.len() <= 8);
+        // The flooder's early nonces are gone for good (stale), the honest
+        // signer's nonce is still held, and the honest signer is untouched.
+        assert_eq!(g.check(&by(1, 0, 25_000), T0), Err(OpenError::Stale));
+        assert_eq!(g.check(&by(2, 1, 20_000), T0), Err(OpenError::Replayed));
+        assert_eq!(g.check(&by(2, 2, 20_001), T0), Ok(()));
+        // Many signers: the one holding the most pays when the guard is full.
+        for s in 3..6u8 {
+            g.check(&by(s, 1, 20_000), T0).unwrap();
+        }
+        assert!(g.len() <= 8);
+        assert_eq!(
+            g.check(&by(2, 1, 20_000), T0),
+            Err(OpenError::Replayed),
+            "signer 2 kept its nonce"
+        );
+        // Whoever is evicted later, an accepted nonce never comes back.
+        for s in 6..20u8 {
+            g.check(&by(s, 1, 20_000), T0).unwrap();
+        }
+        assert!(g.check(&by(2, 1, 20_000), T0).is_err());
+    }
+
+    #[test]
+    fn the_guard_refuses_envelopes_dated_far_ahead() {
+        let mut g = ReplayGuard::new(16, T0);
+        let ahead = Envelope::seal(
+            &kp(1),
+            &sample_advert(),
+            T0.add(Duration::from_secs(20)),
+            Duration::from_secs(20),
+            Nonce([1; 16]),
+        )
+        .unwrap()
+        .open::<Advert>(T0)
+        .unwrap();
+        assert!(matches!(g.check(&ahead, T0), Err(OpenError::FutureDated { .. })));
+        assert!(g.is_empty(), "nothing held for a refused envelope");
     }
 
     #[test]

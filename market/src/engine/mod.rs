@@ -34,6 +34,7 @@
 mod counters;
 mod deliver;
 mod gossip;
+mod jobs;
 mod output;
 mod place;
 mod serve;
@@ -317,21 +318,12 @@ impl Engine {
     }
 
     fn restore(&mut self, now: Timestamp) -> Result<(), RecordError> {
-        let host = self.host.as_ref();
-        let accepted = records::scan::<provider::Accepted>(host, records::ACCEPTED)?;
+        let accepted = records::scan::<provider::Accepted>(self.host.as_ref(), records::ACCEPTED)?;
         let mut jobs = 0;
         for (_, acc) in &accepted {
             self.provider.restore(acc.clone());
         }
-        for (_, job) in records::scan::<crate::job::JobRecord>(host, records::JOB)? {
-            let tasks: Vec<crate::job::TaskRecord> = records::scan(host, &records::tasks_of(&job.id))?
-                .into_iter()
-                .map(|(_, t)| t)
-                .collect();
-            if tasks.len() != job.spec.inputs.len() {
-                tracing::warn!(job = %job.id, "job record incomplete in the store; skipping it");
-                continue;
-            }
+        for (job, tasks) in self.active_jobs()? {
             self.requester.restore(job, tasks, now);
             jobs += 1;
         }
@@ -441,13 +433,7 @@ impl Engine {
     pub fn end_turn(&mut self, now: Timestamp) -> Turn {
         self.requester.place(now, &self.view);
         self.drain_actions(now);
-        let (jobs, tasks) = self.requester.take_dirty();
-        for j in &jobs {
-            self.writes.put(records::job_key(&j.id), j);
-        }
-        for t in &tasks {
-            self.writes.put(records::task_key(&t.id), t);
-        }
+        self.write_dirty_jobs();
         self.start_tasks();
         let free = self.provider.free_slots();
         if free != self.timers.last_free {

@@ -71,6 +71,10 @@ pub struct Config {
     pub max_explained_tasks: usize,
     /// Other domains tried besides the view's own peers.
     pub domains_to_try: usize,
+    /// Ended jobs kept in memory (the rest are read from the records).
+    pub keep_finished: usize,
+    /// How long an ended job stays in memory at most.
+    pub retire_after: Duration,
 }
 
 impl Default for Config {
@@ -87,6 +91,8 @@ impl Default for Config {
             backups: true,
             max_explained_tasks: 20_000,
             domains_to_try: 2,
+            keep_finished: 256,
+            retire_after: Duration::from_secs(60),
         }
     }
 }
@@ -296,6 +302,8 @@ pub struct Requester {
     out: VecDeque<Action>,
     dirty_tasks: HashSet<TaskId>,
     dirty_jobs: HashSet<JobId>,
+    /// Ended jobs still in memory, oldest first.
+    ended: VecDeque<(Timestamp, JobId)>,
 }
 
 mod negotiate;
@@ -329,6 +337,7 @@ impl Requester {
             out: VecDeque::new(),
             dirty_tasks: HashSet::new(),
             dirty_jobs: HashSet::new(),
+            ended: VecDeque::new(),
         }
     }
 
@@ -513,6 +522,9 @@ impl Requester {
             }
         }
         let terminal = record.state.is_terminal();
+        if terminal {
+            self.ended.push_back((record.finished_at.unwrap_or(now), id));
+        }
         let reduce_pending = record.state == JobState::Running
             && record.spec.reduce.is_some()
             && record.reduced.is_none()
@@ -541,6 +553,29 @@ impl Requester {
         true
     }
 
+    /// Ended jobs leave memory once older than `retire_after` or beyond the
+    /// newest `keep_finished`: their records stay on disk (the engine reads
+    /// them when asked), so memory does not grow with history. A job whose
+    /// last changes are not yet taken for writing stays.
+    fn retire(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.ended.front() {
+            let old = now.since(at) >= self.config.retire_after;
+            let many = self.ended.len() > self.config.keep_finished;
+            let unwritten = self.dirty_jobs.contains(&id) || self.dirty_tasks.iter().any(|t| t.job == id);
+            if !(old || many) || unwritten {
+                break;
+            }
+            self.ended.pop_front();
+            if let Some(job) = self.jobs.remove(&id) {
+                for t in &job.tasks {
+                    self.explain.remove(&t.id);
+                }
+            }
+            self.spot.retain(|(j, _), _| *j != id);
+            self.fallbacks.retain(|(t, _), _| t.job != id);
+        }
+    }
+
     /// Drops negotiations of matching tasks, freeing their reserved lanes.
     fn drop_negotiations(&mut self, matches: impl Fn(&TaskId) -> bool) {
         let keys: Vec<(TaskId, u16)> = self
@@ -564,6 +599,7 @@ impl Requester {
         job.record.state = JobState::Failed;
         job.record.error = Some(error.clone());
         job.record.finished_at = Some(now);
+        self.ended.push_back((now, id));
         let mut withdraw = Vec::new();
         for t in &mut job.tasks {
             for c in &mut t.copies {
@@ -611,6 +647,7 @@ impl Requester {
         }
         job.record.state = JobState::Done;
         job.record.finished_at = Some(now);
+        self.ended.push_back((now, id));
         self.dirty_jobs.insert(id);
         self.out.push_back(Action::Ended {
             job: id,
@@ -661,6 +698,7 @@ impl Requester {
 
     /// Periodic work: timeouts, overdue copies, stragglers, and placement.
     pub fn tick(&mut self, now: Timestamp, view: &View) {
+        self.retire(now);
         self.expire_negotiations(now, view);
         self.check_overdue(now);
         self.dispatch(now, view);

@@ -28,6 +28,10 @@ impl Requester {
             return;
         }
         let decision = n.decision;
+        if let Some(p) = view.peer(&from) {
+            let advertised = p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1));
+            self.book.advertised(from, advertised);
+        }
         match answer {
             Ok(offer) => {
                 let o = offer.payload();
@@ -36,7 +40,7 @@ impl Requester {
                         d.declined.push((from, "offer does not match the call".into()));
                     }
                 } else {
-                    let score = self.offer_score(job, task.index, from, o, view);
+                    let score = self.offer_score(job, task.index, from, o, view, now);
                     let note = OfferNote {
                         node: from,
                         price: o.price,
@@ -73,15 +77,22 @@ impl Requester {
         }
     }
 
-    pub(super) fn offer_score(&self, job: &Job, idx: u32, from: NodeId, o: &Offer, view: &View) -> f64 {
+    pub(super) fn offer_score(
+        &self,
+        job: &Job,
+        idx: u32,
+        from: NodeId,
+        o: &Offer,
+        view: &View,
+        now: Timestamp,
+    ) -> f64 {
         let spec = &job.record.spec;
         let input = &spec.inputs[idx as usize];
         let stats = self.book.get(&from);
-        let advert = view.peer(&from).map(|p| &p.advert);
-        let per_slot = match stats.and_then(|s| s.learnt_cu) {
-            Some(cu) => cu,
-            None => advert.map_or(0.0, |a| a.cu.0 as f64 / f64::from(a.slots.max(1))),
-        };
+        let per_slot = view.peer(&from).map_or(0.0, |p| {
+            let advertised = p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1));
+            placement::speed_of(advertised, stats, now)
+        });
         let run_ms = if per_slot > 0.0 {
             spec.estimate_of(idx as usize).0 as f64 / (per_slot * 1e6) * 1000.0
         } else {

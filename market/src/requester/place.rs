@@ -433,15 +433,10 @@ impl Requester {
                     continue;
                 };
                 let estimate = job.record.spec.estimate_of(t.id.index as usize);
-                let speed = self
-                    .book
-                    .get(&c.provider)
-                    .and_then(|s| s.learnt_cu)
-                    .unwrap_or_else(|| {
-                        view.peer(&c.provider).map_or(1000.0, |p| {
-                            p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1))
-                        })
-                    });
+                let advertised = view.peer(&c.provider).map_or(1000.0, |p| {
+                    p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1))
+                });
+                let speed = placement::speed_of(advertised, self.book.get(&c.provider), now);
                 let predicted_ms =
                     c.expected_start_ms as f64 + estimate.0 as f64 / (speed.max(1.0) * 1e6) * 1000.0;
                 let running_ms = now.0.saturating_sub(c.placed_at.0) as f64;

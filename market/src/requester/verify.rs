@@ -378,7 +378,7 @@ impl Requester {
         });
         self.drop_negotiations(|t| *t == task);
         for (p, fuel, exec) in learnt {
-            self.book.verified(p, fuel, exec, &[module, input]);
+            self.book.verified(p, fuel, exec, &[module, input], now);
         }
         for v in pays {
             self.out.push_back(Action::Pay {

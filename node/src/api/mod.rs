@@ -194,26 +194,8 @@ pub struct SubmitResponse {
     pub plan: Option<Vec<TaskExplain>>,
 }
 
-/// One line of `GET /v1/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobSummary {
-    /// The job.
-    pub id: JobId,
-    /// Its state.
-    pub state: JobState,
-    /// Tasks.
-    pub tasks: usize,
-    /// Verified tasks.
-    pub verified: usize,
-    /// Failed tasks.
-    pub failed: usize,
-    /// Submission time.
-    pub submitted_at: Timestamp,
-    /// End time.
-    pub finished_at: Option<Timestamp>,
-    /// Error.
-    pub error: Option<String>,
-}
+/// `GET /v1/jobs`: one job in a line.
+pub use agora_market::job::Summary as JobSummary;
 
 /// Task counts by phase.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

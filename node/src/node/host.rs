@@ -34,6 +34,12 @@ impl Host for NodeHost {
             .map_err(|e| RecordError::Storage(e.to_string()))
     }
 
+    fn records_rev(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        self.store
+            .scan_raw_rev(prefix.as_bytes(), limit)
+            .map_err(|e| RecordError::Storage(e.to_string()))
+    }
+
     fn holds(&self, id: &ContentId) -> bool {
         self.store.content().has(id) || self.executor.cached(id).is_some()
     }

@@ -15,12 +15,15 @@ use tokio::sync::oneshot;
 use super::{Driver, now};
 use crate::api::server::{ApiCommand, ApiError, JobDetail};
 use crate::api::{
-    CopyStatus, DomainRow, Explain, JobResult, JobStatus, JobSummary, Ledger, LedgerEntry, OutputRef,
-    PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus, count_phases,
+    CopyStatus, DomainRow, Explain, JobResult, JobStatus, Ledger, LedgerEntry, OutputRef, PeerRow,
+    ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus, count_phases,
     format_balance,
 };
 use crate::capacity::resident_memory;
 use crate::node::work::{self, Done};
+
+/// Most jobs `GET /v1/jobs` lists, newest first.
+const MAX_JOBS_LISTED: usize = 1000;
 
 impl Driver {
     pub(super) fn on_api(&mut self, c: ApiCommand) {
@@ -48,15 +51,7 @@ impl Driver {
             }
             ApiCommand::Submit(req, r) => self.submit(*req, r, now),
             ApiCommand::Jobs(r) => {
-                let req = self.engine.requester();
-                let list = req
-                    .jobs()
-                    .map(|j| {
-                        let (_, tasks) = req.job(&j.id).unwrap_or((j, &[]));
-                        summary(j, tasks)
-                    })
-                    .collect();
-                let _ = r.send(list);
+                let _ = r.send(self.engine.job_summaries(MAX_JOBS_LISTED));
             }
             ApiCommand::Job(id, detail, r) => {
                 let _ = r.send(self.job_status(&id, detail, now));
@@ -69,10 +64,10 @@ impl Driver {
             }
             ApiCommand::Cancel(id, r) => {
                 let res = match self.engine.cancel(id, now) {
-                    Ok(()) => {
-                        let (rec, tasks) = self.engine.requester().job(&id).expect("a cancelled job exists");
-                        Ok(summary(rec, tasks))
-                    }
+                    Ok(()) => self
+                        .engine
+                        .with_job(&id, |rec, tasks| rec.summary(tasks))
+                        .ok_or_else(|| ApiError::internal(format!("job {id} vanished"))),
                     Err(e @ CancelError::Unknown(_)) => Err(ApiError::not_found(e.to_string())),
                     Err(e @ CancelError::Ended(_)) => Err(ApiError::conflict(e.to_string())),
                 };
@@ -137,10 +132,11 @@ impl Driver {
             .collect()
     }
 
+    /// Placement decisions are kept in memory only: a job that has left
+    /// memory explains with none.
     fn explain(&self, id: JobId) -> Option<Explain> {
         let req = self.engine.requester();
-        let (rec, tasks) = req.job(&id)?;
-        Some(Explain {
+        self.engine.with_job(&id, |rec, tasks| Explain {
             id,
             tasks: tasks
                 .iter()
@@ -153,8 +149,7 @@ impl Driver {
     }
 
     fn result(&self, id: JobId) -> Option<JobResult> {
-        let (rec, tasks) = self.engine.requester().job(&id)?;
-        Some(JobResult {
+        self.engine.with_job(&id, |rec, tasks| JobResult {
             id,
             state: rec.state,
             outputs: tasks
@@ -266,32 +261,43 @@ impl Driver {
     }
 
     fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {
-        let (rec, tasks) = self.engine.requester().job(id)?;
-        let mut providers: HashMap<NodeId, ProviderCount> = HashMap::new();
-        let mut spent = 0u64;
-        let task_rows: Vec<TaskStatus> = tasks
-            .iter()
-            .map(|t| task_status(rec, t, detail, &mut providers, &mut spent))
-            .collect();
-        let mut providers: Vec<ProviderCount> = providers.into_values().collect();
-        providers.sort_by(|a, b| b.verified.cmp(&a.verified).then(a.peer_id.cmp(&b.peer_id)));
-        let end = rec.finished_at.unwrap_or(now);
-        Some(JobStatus {
-            id: *id,
-            state: rec.state,
-            error: rec.error.clone(),
-            submitted_at: rec.submitted_at,
-            finished_at: rec.finished_at,
-            wall_ms: end.0.saturating_sub(rec.submitted_at.0),
-            total: tasks.len(),
-            counts: count_phases(tasks.iter().map(|t| &t.phase)),
-            providers,
-            tasks: if detail.tasks { task_rows } else { Vec::new() },
-            reduced: rec.reduced,
-            spent: Credits(spent),
-            replicas: rec.spec.replicas,
-            spot_check: rec.spec.spot_check,
-        })
+        self.engine
+            .with_job(id, |rec, tasks| job_status(id, rec, tasks, detail, now))
+    }
+}
+
+/// One job's status, in the detail asked.
+fn job_status(
+    id: &JobId,
+    rec: &JobRecord,
+    tasks: &[TaskRecord],
+    detail: JobDetail,
+    now: Timestamp,
+) -> JobStatus {
+    let mut providers: HashMap<NodeId, ProviderCount> = HashMap::new();
+    let mut spent = 0u64;
+    let task_rows: Vec<TaskStatus> = tasks
+        .iter()
+        .map(|t| task_status(rec, t, detail, &mut providers, &mut spent))
+        .collect();
+    let mut providers: Vec<ProviderCount> = providers.into_values().collect();
+    providers.sort_by(|a, b| b.verified.cmp(&a.verified).then(a.peer_id.cmp(&b.peer_id)));
+    let end = rec.finished_at.unwrap_or(now);
+    JobStatus {
+        id: *id,
+        state: rec.state,
+        error: rec.error.clone(),
+        submitted_at: rec.submitted_at,
+        finished_at: rec.finished_at,
+        wall_ms: end.0.saturating_sub(rec.submitted_at.0),
+        total: tasks.len(),
+        counts: count_phases(tasks.iter().map(|t| &t.phase)),
+        providers,
+        tasks: if detail.tasks { task_rows } else { Vec::new() },
+        reduced: rec.reduced,
+        spent: Credits(spent),
+        replicas: rec.spec.replicas,
+        spot_check: rec.spec.spot_check,
     }
 }
 
@@ -365,19 +371,5 @@ fn task_status(
         error: t.error.clone(),
         spot_checked: t.spot_checked,
         copies,
-    }
-}
-
-pub(super) fn summary(j: &JobRecord, tasks: &[TaskRecord]) -> JobSummary {
-    let c = count_phases(tasks.iter().map(|t| &t.phase));
-    JobSummary {
-        id: j.id,
-        state: j.state,
-        tasks: tasks.len(),
-        verified: c.verified,
-        failed: c.failed,
-        submitted_at: j.submitted_at,
-        finished_at: j.finished_at,
-        error: j.error.clone(),
     }
 }
