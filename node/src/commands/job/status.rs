@@ -1,0 +1,229 @@
+//! `agora job status`: a job's state, its task counts by phase, the work per
+//! provider, and a row per task.
+//!
+//! A big job shows a bounded number of task rows, failed and unfinished
+//! tasks first, since those are the ones a person looks for; `--all` shows
+//! every one, and `--json` prints the API's object unchanged.
+
+use std::process::ExitCode;
+
+use agora_protocol::{JobId, NodeId};
+
+use super::render::{counts_line, state_name};
+use crate::api::{JobStatus, TaskStatus};
+use crate::commands::common::{
+    NodeLocator, Table, block_on, ellipsize, emit, millis, or_dash, print_json, utc,
+};
+use crate::market::job::TaskPhase;
+
+/// Task rows `job status` shows without `--all`.
+const TASK_ROWS: usize = 50;
+
+/// Show a job's state (`pending`, `running`, `done` or `failed`), its task
+/// counts by phase, the work per provider, and per-task detail.
+///
+/// Without `--all`, at most 50 task rows are shown: failed and unfinished
+/// tasks first. PROVIDERS lists the providers whose outcome was accepted, or,
+/// in parentheses, those a task is placed on now.
+#[derive(Debug, clap::Args)]
+pub struct StatusCommand {
+    /// The job.
+    pub id: JobId,
+    /// Show every task.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the API's JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The node the job was submitted through.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+impl StatusCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let client = self.node.client()?;
+        let status = block_on(async { client.job(&self.id).await })??;
+        if self.json {
+            print_json(&status)?;
+        } else {
+            emit(&render_status(&status, self.all))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The whole report: the job's lines, then the providers and the tasks.
+fn render_status(s: &JobStatus, all: bool) -> String {
+    let mut out = summary(s);
+    if !s.providers.is_empty() {
+        out.push('\n');
+        out.push_str(&providers_table(s).render());
+    }
+    let limit = if all { usize::MAX } else { TASK_ROWS };
+    let rows = task_rows(&s.tasks, limit);
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&tasks_table(&rows).render());
+        if rows.len() < s.tasks.len() {
+            out.push_str(&format!(
+                "(showing {} of {} tasks, failed and unfinished first; --all shows every one)\n",
+                rows.len(),
+                s.tasks.len()
+            ));
+        }
+    }
+    out
+}
+
+/// One `key value` line per fact about the job.
+fn summary(s: &JobStatus) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
+    line("job", s.id.to_string());
+    line("state", state_name(s.state).to_owned());
+    line("tasks", format!("{} total: {}", s.total, counts_line(&s.counts)));
+    let time = match s.finished_at {
+        Some(_) => format!("submitted {}, took {}", utc(s.submitted_at), millis(s.wall_ms)),
+        None => format!("submitted {}, {} so far", utc(s.submitted_at), millis(s.wall_ms)),
+    };
+    line("time", time);
+    line(
+        "checks",
+        format!("{} replica(s), spot-check rate {}", s.replicas, s.spot_check),
+    );
+    line("spent", format!("{} credits", s.spent));
+    if let Some(r) = &s.reduced {
+        line("reduced", r.to_string());
+    }
+    if let Some(e) = &s.error {
+        line("error", e.clone());
+    }
+    out
+}
+
+/// The job's providers, most verified (then most running) first.
+fn providers_table(s: &JobStatus) -> Table {
+    let mut t = Table::new(&["PROVIDER", "RUNNING", "VERIFIED", "FAILED", "PAID"]).with_right(&[1, 2, 3, 4]);
+    let mut providers: Vec<_> = s.providers.iter().collect();
+    providers.sort_by_key(|p| std::cmp::Reverse((p.verified, p.running)));
+    for p in providers {
+        t.row(vec![
+            p.peer_id.short(),
+            p.running.to_string(),
+            p.verified.to_string(),
+            p.failed.to_string(),
+            p.paid.to_string(),
+        ]);
+    }
+    t
+}
+
+/// A row per task shown.
+fn tasks_table(rows: &[&TaskStatus]) -> Table {
+    let mut t =
+        Table::new(&["TASK", "NAME", "PHASE", "PROVIDERS", "FUEL", "EXIT", "ERROR"]).with_right(&[0, 4]);
+    for task in rows {
+        t.row(vec![
+            task.index.to_string(),
+            ellipsize(&task.name, 40),
+            phase_name(task.phase).to_owned(),
+            providers_cell(task),
+            or_dash(task.fuel),
+            or_dash(task.exit.as_deref()),
+            task.error
+                .as_deref()
+                .map(|e| ellipsize(e, 80))
+                .unwrap_or_default(),
+        ]);
+    }
+    t
+}
+
+/// The phase as the CLI spells it.
+fn phase_name(p: TaskPhase) -> &'static str {
+    match p {
+        TaskPhase::Pending => "pending",
+        TaskPhase::Placed => "placed",
+        TaskPhase::Running => "running",
+        TaskPhase::Verifying => "verifying",
+        TaskPhase::Verified => "verified",
+        TaskPhase::Failed => "failed",
+    }
+}
+
+/// Accepted providers, or else `(…)` around those the task is placed on.
+fn providers_cell(t: &TaskStatus) -> String {
+    if !t.providers.is_empty() {
+        return t
+            .providers
+            .iter()
+            .map(NodeId::short)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    let live: Vec<String> = t
+        .copies
+        .iter()
+        .filter(|c| c.state == "accepting" || c.state == "agreed")
+        .map(|c| c.provider.short())
+        .collect();
+    if live.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("({})", live.join(","))
+    }
+}
+
+/// At most `limit` tasks, preferring failed, then unfinished, then verified
+/// ones, in index order.
+fn task_rows(tasks: &[TaskStatus], limit: usize) -> Vec<&TaskStatus> {
+    if tasks.len() <= limit {
+        return tasks.iter().collect();
+    }
+    let rank = |p: TaskPhase| match p {
+        TaskPhase::Failed => 0,
+        TaskPhase::Running => 1,
+        TaskPhase::Verifying => 2,
+        TaskPhase::Placed => 3,
+        TaskPhase::Pending => 4,
+        TaskPhase::Verified => 5,
+    };
+    let mut picked: Vec<&TaskStatus> = tasks.iter().collect();
+    picked.sort_by_key(|t| (rank(t.phase), t.index));
+    picked.truncate(limit);
+    picked.sort_by_key(|t| t.index);
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(index: u32, phase: TaskPhase) -> TaskStatus {
+        TaskStatus {
+            index,
+            name: format!("t{index}"),
+            phase,
+            providers: vec![],
+            output: None,
+            fuel: None,
+            exit: None,
+            error: None,
+            spot_checked: false,
+            copies: vec![],
+        }
+    }
+
+    #[test]
+    fn big_jobs_show_failed_and_unfinished_tasks_first() {
+        let mut tasks: Vec<TaskStatus> = (0..10).map(|i| task(i, TaskPhase::Verified)).collect();
+        tasks[7].phase = TaskPhase::Failed;
+        tasks[8].phase = TaskPhase::Running;
+        tasks[2].phase = TaskPhase::Pending;
+        let rows: Vec<u32> = task_rows(&tasks, 4).iter().map(|t| t.index).collect();
+        assert_eq!(rows, [0, 2, 7, 8]);
+        assert_eq!(task_rows(&tasks, 100).len(), 10);
+    }
+}

@@ -1,0 +1,513 @@
+//! `agora job submit`: upload a module and its inputs to the node and
+//! submit them as a job, one task per input.
+//!
+//! Everything that can be refused locally is refused before anything is
+//! uploaded: a module no provider would run, a missing or oversized input.
+//! Then the module, the reduce module and the inputs (a few at a time) go to
+//! the node's content store, and the job spec built from the flags names
+//! them by content id. With `--dry-run` the node plans the job's placement
+//! without submitting it, and the plan is printed instead of a job id.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agora_protocol::units::{Bytes, EnergyRate, Fuel, Price, parse_duration};
+use agora_protocol::{Domain, NodeId};
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::TRANSFERS;
+use super::inputs::{InputFile, inputs_in_dir, single_input};
+use super::render::{EXPLAINED_TASKS, decisions, render_decision};
+use crate::api::client::Client;
+use crate::api::server::MAX_UPLOAD;
+use crate::api::{ContentRef, SubmitRequest, SubmitResponse, TaskExplain};
+use crate::commands::common::{NodeLocator, block_on, emit, emitln, print_json};
+use crate::commands::exec::read_module;
+use crate::market::job::{InputSpec, JobSpec, Strategy};
+use crate::market::requester::Decision;
+
+/// Upload a module and its inputs to the node and submit them as a job: one
+/// task per input.
+///
+/// With `--inputs DIR`, every regular file directly in DIR (symbolic links to
+/// files included; subdirectories and hidden files, whose names start with
+/// `.`, left out) is one task, in file-name order, named after its file.
+/// With `--input FILE`, the job has that one task. The module may be a wasm
+/// binary or WebAssembly text (`.wat`).
+///
+/// Prints the new job's id (with `--json`: `{"id": "…"}`). With `--dry-run`
+/// nothing is submitted: it prints, per task, the providers that would be
+/// asked with their scores (lower is better), those left out and why, and
+/// the one that would be chosen.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("task_inputs").required(true).args(["input", "inputs"]))]
+pub struct SubmitCommand {
+    /// The module: a wasm binary or WebAssembly text.
+    pub module: PathBuf,
+    /// The input of a single-task job.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// A directory of inputs, one task per file.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+    /// An argument for every task (its argv[1..]); repeat for more.
+    #[arg(long = "arg", value_name = "A", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Distinct providers that run each task; outputs must agree.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub replicas: u8,
+    /// Highest price paid, credits per CU-second.
+    #[arg(long, value_name = "P", default_value = "1")]
+    pub max_price: Price,
+    /// Time a task may take from placement to receipt, like `500ms` or `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Only providers within this domain, e.g. eu/de.
+    #[arg(long, value_name = "PATH")]
+    pub domain: Option<Domain>,
+    /// Fuel limit of each task.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000_000)]
+    pub fuel: u64,
+    /// Fuel a task is expected to use, for placement. Default: the limit.
+    #[arg(long, value_name = "N")]
+    pub estimate: Option<u64>,
+    /// Memory limit of each task, like `64MiB`.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub memory: Bytes,
+    /// Fraction of tasks this node re-executes to check providers, in [0, 1].
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub spot_check: f64,
+    /// Highest declared energy cost accepted, millijoules per CU-second.
+    #[arg(long, value_name = "N")]
+    pub max_energy: Option<u64>,
+    /// A module that combines the verified outputs at the end.
+    #[arg(long, value_name = "REDUCE.wasm")]
+    pub reduce: Option<PathBuf>,
+    /// An argument for the reduce module; repeat for more.
+    #[arg(
+        long = "reduce-arg",
+        value_name = "A",
+        allow_hyphen_values = true,
+        requires = "reduce"
+    )]
+    pub reduce_args: Vec<String>,
+    /// Seed of the job (each task's seed derives from it). Default: random.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// How providers are chosen among the eligible ones.
+    #[arg(long, default_value_t = Strategy::Scored, value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Show the placement the job would get, without submitting it.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: detail every task, not only the first ten.
+    #[arg(long, requires = "dry_run")]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The node to submit through.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("`{s}` is not a rate between 0 and 1"))
+    }
+}
+
+/// `--strategy`: scored, random or round-robin.
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
+}
+
+impl SubmitCommand {
+    /// The job these flags describe, for an uploaded module, reduce module
+    /// and inputs (in task order).
+    pub fn spec(
+        &self,
+        module: &ContentRef,
+        reduce: Option<&ContentRef>,
+        inputs: Vec<InputSpec>,
+        seed: u64,
+    ) -> JobSpec {
+        JobSpec {
+            module: module.id,
+            module_size: Bytes(module.size),
+            reduce: reduce.map(|r| r.id),
+            inputs,
+            args: self.args.clone(),
+            reduce_args: self.reduce_args.clone(),
+            fuel: Fuel(self.fuel),
+            estimate: self.estimate.map(Fuel),
+            memory: self.memory,
+            deadline: self.deadline,
+            max_price: self.max_price,
+            replicas: self.replicas,
+            domain: self.domain.clone(),
+            spot_check: self.spot_check,
+            max_energy: self.max_energy.map(EnergyRate),
+            seed,
+            strategy: self.strategy,
+        }
+    }
+
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        let (module, reduce) = self.modules()?;
+        let files = self.task_inputs()?;
+        let client = self.node.client()?;
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let response = block_on(self.send(&client, module, reduce, &files, seed))??;
+        if self.dry_run {
+            let plan = response.plan.unwrap_or_default();
+            if self.json {
+                print_json(&plan_json(&plan))?;
+            } else {
+                emit(&render_plan(&plan, self.all))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let id = response
+            .id
+            .context("the node answered without a job id; is it an older version?")?;
+        if self.json {
+            print_json(&serde_json::json!({ "id": id }))?;
+        } else {
+            emitln(&id.to_string())?;
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "submitted {} task(s); follow it with `agora job watch {id}`",
+                    files.len()
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// The module and the reduce module, refused if no provider would run
+    /// them.
+    fn modules(&self) -> anyhow::Result<(Vec<u8>, Option<Vec<u8>>)> {
+        let module = read_module(&self.module)?;
+        let reduce = self.reduce.as_deref().map(read_module).transpose()?;
+        let limits = crate::executor::Config::default();
+        crate::executor::validate(&module, &limits)
+            .map_err(|e| anyhow::anyhow!("{} cannot run as a job: {e}", self.module.display()))?;
+        if let (Some(r), Some(path)) = (&reduce, &self.reduce) {
+            crate::executor::validate(r, &limits)
+                .map_err(|e| anyhow::anyhow!("{} cannot run as a reduce step: {e}", path.display()))?;
+        }
+        Ok((module, reduce))
+    }
+
+    /// The input files, each checked against the largest upload.
+    fn task_inputs(&self) -> anyhow::Result<Vec<InputFile>> {
+        let files = match (&self.input, &self.inputs) {
+            (Some(f), _) => vec![single_input(f)?],
+            (None, Some(d)) => inputs_in_dir(d)?,
+            (None, None) => bail!("give --input FILE or --inputs DIR"),
+        };
+        for f in &files {
+            let size = std::fs::metadata(&f.path)
+                .with_context(|| format!("cannot read {}", f.path.display()))?
+                .len();
+            if size > MAX_UPLOAD as u64 {
+                bail!(
+                    "the input {} is {}, more than the {} a task input may be",
+                    f.path.display(),
+                    Bytes(size),
+                    Bytes(MAX_UPLOAD as u64)
+                );
+            }
+        }
+        Ok(files)
+    }
+
+    /// Uploads the modules and the inputs, then submits (or plans) the job.
+    async fn send(
+        &self,
+        client: &Client,
+        module: Vec<u8>,
+        reduce: Option<Vec<u8>>,
+        files: &[InputFile],
+        seed: u64,
+    ) -> anyhow::Result<SubmitResponse> {
+        let module = client
+            .put_content(module)
+            .await
+            .context("cannot upload the module")?;
+        let reduce = match reduce {
+            Some(r) => Some(
+                client
+                    .put_content(r)
+                    .await
+                    .context("cannot upload the reduce module")?,
+            ),
+            None => None,
+        };
+        let inputs = upload_inputs(client, files).await?;
+        let spec = self.spec(&module, reduce.as_ref(), inputs, seed);
+        let req = SubmitRequest {
+            spec,
+            dry_run: self.dry_run,
+        };
+        client.submit(&req).await.context("the node refused the job")
+    }
+}
+
+/// Uploads the inputs, a few at a time, and returns their specs in order.
+async fn upload_inputs(client: &Client, files: &[InputFile]) -> anyhow::Result<Vec<InputSpec>> {
+    futures::stream::iter(files)
+        .map(|f| async move {
+            let bytes = tokio::fs::read(&f.path)
+                .await
+                .with_context(|| format!("cannot read the input {}", f.path.display()))?;
+            let r = client
+                .put_content(bytes)
+                .await
+                .with_context(|| format!("cannot upload the input {}", f.path.display()))?;
+            anyhow::Ok(InputSpec {
+                name: f.name.clone(),
+                id: r.id,
+                size: Bytes(r.size),
+                estimate: None,
+            })
+        })
+        .buffered(TRANSFERS)
+        .try_collect()
+        .await
+}
+
+/// One task of the dry-run plan as JSON: its index and name with the
+/// fields of its one decision (`candidates`, `excluded`, `chosen`, …).
+#[derive(Serialize)]
+struct PlannedTask<'a> {
+    index: u32,
+    name: &'a str,
+    #[serde(flatten)]
+    decision: Option<&'a Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidates: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    excluded: Option<[(); 0]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chosen: Option<Option<NodeId>>,
+}
+
+/// The dry-run plan as JSON.
+fn plan_json(plan: &[TaskExplain]) -> serde_json::Value {
+    let tasks: Vec<PlannedTask<'_>> = plan
+        .iter()
+        .map(|t| {
+            let decision = t.decisions.first();
+            // A task without a decision still shows the fields, empty.
+            let none = decision.is_none();
+            PlannedTask {
+                index: t.index,
+                name: &t.name,
+                decision,
+                candidates: none.then_some([]),
+                excluded: none.then_some([]),
+                chosen: none.then_some(None),
+            }
+        })
+        .collect();
+    serde_json::json!({
+        "dry_run": true,
+        "tasks": plan.len(),
+        "placeable": placeable(plan),
+        "plan": tasks,
+    })
+}
+
+/// The tasks of a plan whose decision chose a provider.
+fn placeable(plan: &[TaskExplain]) -> usize {
+    plan.iter()
+        .filter(|t| decisions(t).first().is_some_and(|d| d.chosen.is_some()))
+        .count()
+}
+
+/// The dry-run plan as text: a summary line, then each task's decision.
+fn render_plan(plan: &[TaskExplain], all: bool) -> String {
+    let placed = placeable(plan);
+    let mut out = format!(
+        "dry run, nothing submitted: {} task(s), {placed} would be placed, {} have no eligible provider\n",
+        plan.len(),
+        plan.len() - placed
+    );
+    let shown = if all {
+        plan.len()
+    } else {
+        EXPLAINED_TASKS.min(plan.len())
+    };
+    for t in &plan[..shown] {
+        out.push('\n');
+        let ds = decisions(t);
+        match ds.first() {
+            Some(d) => {
+                let verdict = match &d.chosen {
+                    Some(n) => format!("would go to {}", n.short()),
+                    None if d.candidates.is_empty() && d.excluded.is_empty() => {
+                        "no candidates: no provider in the view (are there peers? see `agora peers`)"
+                            .to_owned()
+                    }
+                    None => "no candidates: every provider is excluded".to_owned(),
+                };
+                out.push_str(&format!("task {} ({}): {verdict}\n", t.index, t.name));
+                render_decision(d, &mut out);
+            }
+            None => out.push_str(&format!("task {} ({}): no plan\n", t.index, t.name)),
+        }
+    }
+    if shown < plan.len() {
+        out.push_str(&format!(
+            "\n… {} more task(s) (--all details every one)\n",
+            plan.len() - shown
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use agora_protocol::ContentId;
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        submit: SubmitCommand,
+    }
+
+    fn submit(args: &[&str]) -> SubmitCommand {
+        let mut argv = vec!["agora", "m.wat"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().submit
+    }
+
+    #[test]
+    fn spec_has_the_documented_defaults() {
+        let c = submit(&["--input", "x"]);
+        let module = ContentRef {
+            id: ContentId::of(b"m"),
+            size: 1,
+        };
+        let spec = c.spec(&module, None, vec![], 7);
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.max_price, Price::per_cu_second(1));
+        assert_eq!(spec.deadline, Duration::from_secs(60));
+        assert_eq!(spec.fuel, Fuel(10_000_000_000));
+        assert_eq!(spec.memory, Bytes::mib(256));
+        assert_eq!(spec.spot_check, 0.0);
+        assert_eq!(spec.estimate, None);
+        assert_eq!(spec.strategy, Strategy::Scored);
+        assert_eq!(spec.seed, 7);
+        assert_eq!(spec.module_size, Bytes(1));
+    }
+
+    #[test]
+    fn spec_takes_every_flag() {
+        let c = submit(&[
+            "--inputs",
+            "d",
+            "--arg",
+            "-v",
+            "--arg",
+            "x",
+            "--replicas",
+            "3",
+            "--max-price",
+            "0.5",
+            "--deadline",
+            "1m30s",
+            "--domain",
+            "eu/de",
+            "--fuel",
+            "1000",
+            "--estimate",
+            "10",
+            "--memory",
+            "64MiB",
+            "--spot-check",
+            "0.25",
+            "--max-energy",
+            "15",
+            "--seed",
+            "9",
+            "--strategy",
+            "round-robin",
+            "--reduce",
+            "r.wat",
+            "--reduce-arg",
+            "--sum",
+        ]);
+        let module = ContentRef {
+            id: ContentId::of(b"m"),
+            size: 10,
+        };
+        let reduce = ContentRef {
+            id: ContentId::of(b"r"),
+            size: 1,
+        };
+        let spec = c.spec(&module, Some(&reduce), vec![], 9);
+        assert_eq!(spec.args, ["-v", "x"]);
+        assert_eq!(spec.replicas, 3);
+        assert_eq!(spec.max_price, Price(500_000));
+        assert_eq!(spec.deadline, Duration::from_secs(90));
+        assert_eq!(spec.domain, Some("eu/de".parse().unwrap()));
+        assert_eq!(spec.fuel, Fuel(1000));
+        assert_eq!(spec.estimate, Some(Fuel(10)));
+        assert_eq!(spec.memory, Bytes::mib(64));
+        assert_eq!(spec.spot_check, 0.25);
+        assert_eq!(spec.max_energy, Some(EnergyRate(15)));
+        assert_eq!(spec.reduce, Some(reduce.id));
+        assert_eq!(spec.reduce_args, ["--sum"]);
+        assert_eq!(spec.strategy, Strategy::RoundRobin);
+    }
+
+    #[test]
+    fn submit_needs_exactly_one_input_source() {
+        assert!(Cli::try_parse_from(["agora", "m.wat"]).is_err());
+        assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--inputs", "d"]).is_err());
+        assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--spot-check", "1.5"]).is_err());
+    }
+
+    #[test]
+    fn dry_run_json_flattens_the_decision() {
+        let plan = [TaskExplain {
+            index: 0,
+            name: "in".into(),
+            decisions: vec![Decision {
+                at: agora_protocol::units::Timestamp(1),
+                attempt: 0,
+                candidates: vec![],
+                excluded: vec![],
+                offers: vec![],
+                declined: vec![],
+                chosen: None,
+            }],
+        }];
+        let v = plan_json(&plan);
+        assert_eq!(v["placeable"], 0);
+        assert_eq!(v["plan"][0]["name"], "in");
+        assert_eq!(v["plan"][0]["candidates"], serde_json::json!([]));
+        assert!(v["plan"][0]["chosen"].is_null());
+        assert!(render_plan(&plan, false).contains("no provider in the view"));
+        // A task without a decision shows the same fields, empty.
+        let bare = [TaskExplain::new(1, "other".into(), vec![])];
+        let v = plan_json(&bare);
+        assert_eq!(v["plan"][0]["excluded"], serde_json::json!([]));
+        assert!(v["plan"][0]["chosen"].is_null());
+    }
+}
