@@ -257,6 +257,10 @@ pub struct ProviderInfo {
     pub rtt: Option<Duration>,
     /// Whether this comes from a full advert (else a summary estimate).
     pub from_advert: bool,
+    /// The most fuel it lets one task use (unknown from a summary: none).
+    pub max_task_fuel: Fuel,
+    /// The longest it lets one task run.
+    pub max_task_time: Duration,
 }
 
 /// What a task asks of a provider.
@@ -264,6 +268,8 @@ pub struct ProviderInfo {
 pub struct Need {
     /// Fuel estimate.
     pub estimate: Fuel,
+    /// Fuel limit.
+    pub fuel_limit: Fuel,
     /// Memory.
     pub memory: Bytes,
     /// Deadline from placement.
@@ -311,6 +317,16 @@ pub enum Exclusion {
     /// All its slots are taken by this requester's tasks, or it declined
     /// recently for lack of capacity.
     Busy,
+    /// Its owner lets one task use less fuel than the task's limit.
+    FuelCap {
+        /// The most it allows.
+        max: Fuel,
+    },
+    /// Its owner lets one task run less long than the task would take.
+    TimeCap {
+        /// The longest it allows, ms.
+        max_ms: u64,
+    },
     /// Cannot finish within the deadline at its known speed.
     Deadline {
         /// Estimated completion, in ms.
@@ -329,6 +345,8 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Banned => f.write_str("banned: caught returning a wrong result"),
             Exclusion::AlreadyUsed => f.write_str("already holds a copy of this task"),
             Exclusion::Busy => f.write_str("busy"),
+            Exclusion::FuelCap { max } => write!(f, "allows at most {} fuel per task", max.0),
+            Exclusion::TimeCap { max_ms } => write!(f, "allows a task at most {max_ms} ms"),
             Exclusion::Deadline { ect_ms } => write!(f, "cannot finish in time (estimated {ect_ms} ms)"),
         }
     }
@@ -395,10 +413,20 @@ pub fn evaluate(
     {
         return Err(Exclusion::Energy);
     }
+    if need.fuel_limit > info.max_task_fuel {
+        return Err(Exclusion::FuelCap {
+            max: info.max_task_fuel,
+        });
+    }
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
     let speed_cu = speed(info, stats, now);
     let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
+    if run_ms > info.max_task_time.as_secs_f64() * 1000.0 {
+        return Err(Exclusion::TimeCap {
+            max_ms: info.max_task_time.as_millis() as u64,
+        });
+    }
     let pipelined_ms = PIPELINED_WORK.as_secs_f64() * 1000.0;
     let backlog = if run_ms < pipelined_ms {
         // At most PIPELINED_WORK of queued work per slot.
@@ -504,6 +532,8 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             accepting: p.advert.accepting,
             rtt: view.rtt(&p.node),
             from_advert: true,
+            max_task_fuel: p.advert.max_task_fuel,
+            max_task_time: p.advert.max_task_time.duration(),
         })
         .collect();
     let known: HashSet<NodeId> = out.iter().map(|p| p.node).chain([view.local()]).collect();
@@ -533,6 +563,8 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 accepting: true,
                 rtt: view.rtt(&c.node),
                 from_advert: false,
+                max_task_fuel: Fuel(u64::MAX),
+                max_task_time: Duration::MAX,
             });
         }
     }
@@ -557,12 +589,15 @@ mod tests {
             accepting: true,
             rtt: Some(Duration::from_millis(1)),
             from_advert: true,
+            max_task_fuel: Fuel(u64::MAX),
+            max_task_time: Duration::from_secs(3600),
         }
     }
 
     fn need() -> Need {
         Need {
             estimate: Fuel(1_000_000_000),
+            fuel_limit: Fuel(10_000_000_000),
             memory: Bytes::mib(64),
             deadline: Duration::from_secs(60),
             max_price: Price(1000),
@@ -621,6 +656,23 @@ mod tests {
             evaluate(&info(1, 1000, 1), None, &n, NOW).unwrap_err(),
             Exclusion::Energy
         );
+    }
+
+    #[test]
+    fn the_owners_caps_rule_a_provider_out_before_it_is_asked() {
+        let mut capped = info(1, 2000, 100);
+        capped.max_task_fuel = Fuel(1_000_000);
+        assert!(matches!(
+            evaluate(&capped, None, &need(), NOW),
+            Err(Exclusion::FuelCap { .. })
+        ));
+        let mut short = info(2, 2000, 100);
+        short.max_task_time = Duration::from_millis(100);
+        // A 1e9-fuel task at 2000 CU takes 500 ms.
+        assert!(matches!(
+            evaluate(&short, None, &need(), NOW),
+            Err(Exclusion::TimeCap { max_ms: 100 })
+        ));
     }
 
     #[test]

@@ -21,6 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::idle::IdlePolicy;
 
+/// The default most fuel one task may use: about an hour of a fast core.
+pub const DEFAULT_MAX_TASK_FUEL: Fuel = Fuel(20_000_000_000_000);
+/// The default longest one task may run.
+pub const DEFAULT_MAX_TASK_TIME: Duration = Duration::from_secs(3600);
+
 /// Provider settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,6 +49,10 @@ pub struct Config {
     pub offer_ttl: Duration,
     /// Largest module or input accepted.
     pub max_content: Bytes,
+    /// The most fuel one task may use (its fuel limit).
+    pub max_task_fuel: Fuel,
+    /// The longest one task may run.
+    pub max_task_time: Duration,
     /// Most offers remembered at once.
     pub max_offers: usize,
 }
@@ -61,6 +70,8 @@ impl Default for Config {
             domain: Domain::root(),
             offer_ttl: Duration::from_secs(5),
             max_content: Bytes::mib(16),
+            max_task_fuel: DEFAULT_MAX_TASK_FUEL,
+            max_task_time: DEFAULT_MAX_TASK_TIME,
             max_offers: 10_000,
         }
     }
@@ -74,6 +85,8 @@ struct OfferRecord {
     expires: Timestamp,
     deadline: Duration,
     fuel: Fuel,
+    fuel_limit: Fuel,
+    memory: Bytes,
 }
 
 /// Where an accepted task stands at the provider.
@@ -108,6 +121,21 @@ pub struct Accepted {
     pub stage: Stage,
     /// The fuel estimate from the call.
     pub estimate: Fuel,
+}
+
+impl Accepted {
+    /// The limits a run of this task gets when it starts at `now`: those
+    /// agreed, with the wall time cut to the owner's cap and to the time
+    /// left before the receipt is due (wall time is not part of a
+    /// deterministic outcome: a run cut short ends as a deadline, which no
+    /// requester accepts as a result).
+    pub fn run_assignment(&self, now: Timestamp, max_task_time: Duration) -> Assignment {
+        let mut a = self.assignment.clone();
+        let left = self.due.since(now);
+        let wall = a.limits.timeout.duration().min(max_task_time).min(left);
+        a.limits.timeout = Millis::from(wall);
+        a
+    }
 }
 
 mod hex_bytes {
@@ -297,11 +325,21 @@ impl Provider {
                 self.config.domain
             )));
         }
+        if r.fuel_limit > self.config.max_task_fuel || r.fuel > r.fuel_limit {
+            return Err(Decline::FuelTooHigh {
+                max: self.config.max_task_fuel,
+            });
+        }
         if self.load() >= (self.config.slots + self.config.backlog) as usize {
             return Err(Decline::NoFreeSlot);
         }
         let start = self.expected_start();
         let run = self.speed.time_for(r.fuel);
+        if run > self.config.max_task_time {
+            return Err(Decline::TimeTooLong {
+                max: Millis::from(self.config.max_task_time),
+            });
+        }
         if start.saturating_add(run) > r.deadline.duration() {
             return Err(Decline::DeadlineInfeasible {
                 earliest: Millis::from(start.saturating_add(run)),
@@ -341,6 +379,8 @@ impl Provider {
                 expires,
                 deadline: cfo.requirements.deadline.duration(),
                 fuel: cfo.requirements.fuel,
+                fuel_limit: cfo.requirements.fuel_limit,
+                memory: cfo.requirements.memory,
             },
         );
     }
@@ -366,9 +406,20 @@ impl Provider {
         if a.task != offer.task || accept.price != offer.price {
             return Err(Decline::invalid("the assignment does not match the offer"));
         }
-        if a.limits.memory > self.config.memory {
+        // The agreement never exceeds the offer: the limits are the call's.
+        if a.limits.memory > offer.memory.min(self.config.memory) {
             return Err(Decline::MemoryTooLarge {
-                max: self.config.memory,
+                max: offer.memory.min(self.config.memory),
+            });
+        }
+        if a.limits.fuel > offer.fuel_limit.min(self.config.max_task_fuel) {
+            return Err(Decline::FuelTooHigh {
+                max: offer.fuel_limit.min(self.config.max_task_fuel),
+            });
+        }
+        if a.limits.timeout.duration() > offer.deadline {
+            return Err(Decline::TimeTooLong {
+                max: Millis::from(offer.deadline),
             });
         }
         if !self.accepting() {
@@ -507,6 +558,7 @@ mod tests {
                 module_size: Bytes(10),
                 input: ContentId([2; 32]),
                 input_size: Bytes(10),
+                fuel_limit: Fuel(fuel),
             },
         }
     }
@@ -569,6 +621,61 @@ mod tests {
         p.drain();
         assert_eq!(p.call(me, &cfo(1, 60_000), NOW), Err(Decline::NotAccepting));
         assert_eq!(p.free_slots(), 0);
+    }
+
+    #[test]
+    fn the_owners_caps_bound_every_offer_and_agreement() {
+        let req = Keypair::from_secret([1; 32]).node_id();
+        let mut p = Provider::new(
+            Config {
+                max_task_fuel: Fuel(1_000_000_000),
+                max_task_time: Duration::from_secs(10),
+                ..Config::default()
+            },
+            ComputeUnits(1000),
+        );
+        // A fuel limit above the cap is declined at once, however small the
+        // estimate.
+        let mut c = cfo(1_000, 60_000);
+        c.requirements.fuel_limit = Fuel(u64::MAX);
+        assert_eq!(
+            p.call(req, &c, NOW),
+            Err(Decline::FuelTooHigh {
+                max: Fuel(1_000_000_000)
+            })
+        );
+        // An estimate that would run past the wall-time cap is declined: one
+        // second of work at 1000 CU, under a cap of half a second.
+        let mut quick = Provider::new(
+            Config {
+                max_task_time: Duration::from_millis(500),
+                ..Config::default()
+            },
+            ComputeUnits(1000),
+        );
+        let c = cfo(1_000_000_000, 60_000);
+        assert!(matches!(quick.call(req, &c, NOW), Err(Decline::TimeTooLong { .. })));
+        // An acceptance may not ask more than the call did.
+        let c = cfo(1_000_000, 60_000);
+        let offer = p.call(req, &c, NOW).unwrap();
+        let id = MessageId([7; 32]);
+        p.offered(id, req, &c, offer.price, NOW.add(Duration::from_secs(5)));
+        let mut a = accept(id, c.task, offer.price);
+        a.assignment.limits.fuel = Fuel(2_000_000);
+        assert!(matches!(p.accept(req, &a, NOW), Err(Decline::FuelTooHigh { .. })));
+        let mut a = accept(id, c.task, offer.price);
+        a.assignment.limits.timeout = Millis(61_000);
+        assert!(matches!(p.accept(req, &a, NOW), Err(Decline::TimeTooLong { .. })));
+        // A run never lasts longer than the cap or the time left before the
+        // receipt is due.
+        let mut acc = accepted(1, req, c.task);
+        acc.assignment.limits.timeout = Millis(3_600_000);
+        acc.due = NOW.add(Duration::from_secs(30));
+        let run = acc.run_assignment(NOW, Duration::from_secs(10));
+        assert_eq!(run.limits.timeout, Millis(10_000));
+        let run = acc.run_assignment(NOW.add(Duration::from_secs(25)), Duration::from_secs(10));
+        assert_eq!(run.limits.timeout, Millis(5_000));
+        assert_eq!(run.limits.fuel, acc.assignment.limits.fuel, "fuel is never cut: it decides the outcome");
     }
 
     #[test]

@@ -541,7 +541,7 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_protocol::units::{Bytes, EnergyRate, Price};
+    use agora_protocol::units::{Bytes, EnergyRate, Fuel, Price};
     use agora_protocol::{Encode, Keypair, Nonce};
 
     const T0: Timestamp = Timestamp(1_800_000_000_000);
@@ -562,6 +562,8 @@ mod tests {
             energy: EnergyRate(1),
             version: "agora/test".into(),
             addrs: vec![],
+            max_task_fuel: Fuel(u64::MAX),
+            max_task_time: Millis(3_600_000),
         }
     }
 

@@ -44,6 +44,12 @@ memory = "256MiB"
 energy = 0
 # Largest module or input accepted.
 max_content = "16MiB"
+# The most fuel one task may use (its fuel limit); calls for more are
+# declined. 20 trillion is about an hour of a fast core.
+max_task_fuel = 20000000000000
+# The longest one task may run; a run is cut there (and no requester pays
+# for a run cut short).
+max_task_time = "1h"
 
 [provider.idle]
 # Take work only while the machine's own load (other processes) is low.
@@ -133,6 +139,11 @@ pub struct Provider {
     /// Largest module or input.
     #[serde(with = "text")]
     pub max_content: Bytes,
+    /// Most fuel per task.
+    pub max_task_fuel: u64,
+    /// Longest run per task.
+    #[serde(with = "duration")]
+    pub max_task_time: Duration,
     /// Idle policy.
     pub idle: Idle,
 }
@@ -228,6 +239,8 @@ impl Default for Provider {
             memory: Bytes::mib(256),
             energy: 0,
             max_content: Bytes::mib(16),
+            max_task_fuel: agora_market::provider::DEFAULT_MAX_TASK_FUEL.0,
+            max_task_time: agora_market::provider::DEFAULT_MAX_TASK_TIME,
             idle: Idle::default(),
         }
     }
@@ -342,6 +355,11 @@ impl Config {
         if p.idle.resume_below > p.idle.busy_above {
             return Err(ConfigError::Invalid(
                 "provider.idle.resume_below must not exceed busy_above".into(),
+            ));
+        }
+        if p.max_task_fuel == 0 || p.max_task_time.is_zero() {
+            return Err(ConfigError::Invalid(
+                "provider.max_task_fuel and provider.max_task_time must be positive".into(),
             ));
         }
         if self.adverts.lifetime <= self.adverts.interval {

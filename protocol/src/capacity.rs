@@ -8,7 +8,7 @@ use crate::domain::Domain;
 use crate::envelope::{Payload, PayloadType};
 use crate::id::NodeId;
 use crate::limits::{MAX_ADDR_LEN, MAX_ADDRS, MAX_CHILDREN, MAX_CONTACTS, MAX_VERSION_LEN};
-use crate::units::{Bytes, ComputeUnits, EnergyRate, Millis, Price, Timestamp};
+use crate::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
 use crate::wire::{Decode, DecodeError, Encode, Limited, Reader, Writer};
 use crate::wire_struct;
 
@@ -67,6 +67,10 @@ pub struct Advert {
     pub version: String,
     /// Addresses the node listens on.
     pub addrs: Vec<Addr>,
+    /// The most fuel the owner lets one task use (its fuel limit).
+    pub max_task_fuel: Fuel,
+    /// The longest the owner lets one task run.
+    pub max_task_time: Millis,
 }
 
 wire_struct!(Advert {
@@ -84,6 +88,8 @@ wire_struct!(Advert {
     energy,
     version < MAX_VERSION_LEN,
     addrs < MAX_ADDRS,
+    max_task_fuel,
+    max_task_time,
 });
 
 impl Payload for Advert {
@@ -215,6 +221,8 @@ pub(crate) mod tests {
             energy: EnergyRate(15),
             version: "agora/0.1.0".into(),
             addrs: vec![Addr("/ip4/127.0.0.1/tcp/4001".into())],
+            max_task_fuel: Fuel(20_000_000_000_000),
+            max_task_time: Millis(3_600_000),
         }
     }
 

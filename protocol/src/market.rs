@@ -51,6 +51,8 @@ pub struct Requirements {
     pub input: ContentId,
     /// Its size.
     pub input_size: Bytes,
+    /// The fuel limit the acceptance will carry (the task's `Limits::fuel`).
+    pub fuel_limit: Fuel,
 }
 
 wire_struct!(Requirements {
@@ -65,6 +67,7 @@ wire_struct!(Requirements {
     module_size,
     input,
     input_size,
+    fuel_limit,
 });
 
 /// A requester asks a provider what it would charge to run a task.

@@ -14,7 +14,7 @@ use crate::limits::{
     MAX_BATCH, MAX_BLOB, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT, MAX_MARKET_FRAME, MAX_MESSAGE_LEN,
     MAX_SUMMARIES,
 };
-use crate::units::{Bytes, EnergyRate, Millis, Price};
+use crate::units::{Bytes, EnergyRate, Fuel, Millis, Price};
 use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
 
 /// The market protocol id.
@@ -182,6 +182,17 @@ pub enum Decline {
         /// The most it accepts.
         max: Bytes,
     },
+    /// The task's fuel limit is above what the owner lets one task use.
+    FuelTooHigh {
+        /// The most it lets a task use.
+        max: Fuel,
+    },
+    /// The task may run longer than the owner lets one task run, or than
+    /// the offer allowed.
+    TimeTooLong {
+        /// The longest it lets a task run.
+        max: Millis,
+    },
 }
 
 impl std::fmt::Display for Decline {
@@ -203,6 +214,8 @@ impl std::fmt::Display for Decline {
             Decline::Unknown => f.write_str("unknown agreement or task"),
             Decline::Invalid { message } => write!(f, "invalid request: {message}"),
             Decline::TooLarge { max } => write!(f, "content larger than the {max} it accepts"),
+            Decline::FuelTooHigh { max } => write!(f, "fuel limit above the {} it allows a task", max.0),
+            Decline::TimeTooLong { max } => write!(f, "may run longer than the {}ms it allows a task", max.0),
         }
     }
 }
@@ -247,6 +260,14 @@ impl Encode for Decline {
                 w.u8(9);
                 max.encode(w)
             }
+            Decline::FuelTooHigh { max } => {
+                w.u8(10);
+                max.encode(w)
+            }
+            Decline::TimeTooLong { max } => {
+                w.u8(11);
+                max.encode(w)
+            }
         }
     }
 }
@@ -274,6 +295,12 @@ impl Decode for Decline {
                 message: String::decode_limited(r, MAX_MESSAGE_LEN, "decline message")?,
             },
             9 => Decline::TooLarge {
+                max: Decode::decode(r)?,
+            },
+            10 => Decline::FuelTooHigh {
+                max: Decode::decode(r)?,
+            },
+            11 => Decline::TimeTooLong {
                 max: Decode::decode(r)?,
             },
             tag => {

@@ -66,5 +66,7 @@ fn label(d: &Decline) -> &'static str {
         Decline::Unknown => "unknown",
         Decline::Invalid { .. } => "invalid",
         Decline::TooLarge { .. } => "too_large",
+        Decline::FuelTooHigh { .. } => "fuel_cap",
+        Decline::TimeTooLong { .. } => "time_cap",
     }
 }

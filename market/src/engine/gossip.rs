@@ -89,6 +89,8 @@ impl Engine {
                 .take(agora_protocol::limits::MAX_ADDRS)
                 .map(|a| Addr(a.clone()))
                 .collect(),
+            max_task_fuel: p.config().max_task_fuel,
+            max_task_time: agora_protocol::units::Millis::from(p.config().max_task_time),
         };
         self.view.set_local_advert(advert.clone());
         if !p.config().enabled {

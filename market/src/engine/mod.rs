@@ -321,6 +321,13 @@ impl Engine {
         let accepted = records::scan::<provider::Accepted>(self.host.as_ref(), records::ACCEPTED)?;
         let mut jobs = 0;
         for (_, acc) in &accepted {
+            // Work whose receipt was due while the node was down is not
+            // run again: its requester has placed it elsewhere.
+            if acc.stage != provider::Stage::Done && acc.due <= now {
+                tracing::info!(agreement = %acc.agreement, "dropping a task that expired while the node was down");
+                self.writes.delete(records::accepted_key(&acc.agreement));
+                continue;
+            }
             self.provider.restore(acc.clone());
         }
         for (job, tasks) in self.active_jobs()? {
@@ -434,7 +441,7 @@ impl Engine {
         self.requester.place(now, &self.view);
         self.drain_actions(now);
         self.write_dirty_jobs();
-        self.start_tasks();
+        self.start_tasks(now);
         let free = self.provider.free_slots();
         if free != self.timers.last_free {
             self.timers.last_free = free;

@@ -191,6 +191,12 @@ pub enum Output {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// Stop a running execution now (its task was cancelled); its result,
+    /// if any, is reported as usual and ignored.
+    Interrupt {
+        /// The agreement whose run stops.
+        agreement: MessageId,
+    },
     /// Tell the network where a peer can be reached, and dial it.
     Locate {
         /// The peer.

@@ -155,8 +155,12 @@ impl Engine {
                 self.respond_durably(reply, MarketResponse::Ack);
             }
             Ok(None) => {
+                // Running: interrupted now, and gone from the records so
+                // that a restart does not run it again.
                 self.cancelled_running.insert(agreement);
-                self.respond(reply, MarketResponse::Ack);
+                self.writes.delete(records::accepted_key(&agreement));
+                self.out.push(Output::Interrupt { agreement });
+                self.respond_durably(reply, MarketResponse::Ack);
             }
             Err(d) => self.decline(reply, d),
         }
@@ -259,14 +263,16 @@ impl Engine {
         }
     }
 
-    /// Starts what the provider's queue allows.
-    pub(super) fn start_tasks(&mut self) {
+    /// Starts what the provider's queue allows, each run bounded by the
+    /// owner's wall-time cap and the time left before its receipt is due.
+    pub(super) fn start_tasks(&mut self, now: Timestamp) {
+        let cap = self.provider.config().max_task_time;
         while let Some(acc) = self.provider.start_next() {
             let inline = self.inline.remove(&acc.agreement).unwrap_or_default();
             self.out.push(Output::Run(Work::Execute {
                 agreement: acc.agreement,
                 requester: acc.requester,
-                assignment: acc.assignment,
+                assignment: acc.run_assignment(now, cap),
                 inline,
             }));
         }

@@ -363,6 +363,7 @@ impl Requester {
                 module_size: spec.module_size,
                 input: input.id,
                 input_size: input.size,
+                fuel_limit: spec.fuel,
             },
         };
         if t.phase == TaskPhase::Pending {
@@ -516,6 +517,7 @@ pub(super) fn need(job: &Job, idx: u32) -> Need {
     let input = &spec.inputs[idx as usize];
     Need {
         estimate: spec.estimate_of(idx as usize),
+        fuel_limit: spec.fuel,
         memory: spec.memory,
         deadline: spec.deadline,
         max_price: spec.max_price,

@@ -51,6 +51,8 @@ fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
             energy: EnergyRate(0),
             version: "test".into(),
             addrs: vec![],
+            max_task_fuel: Fuel(u64::MAX),
+            max_task_time: Millis(3_600_000),
         };
         view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
             .expect("advert accepted");

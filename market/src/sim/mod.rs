@@ -373,9 +373,8 @@ impl Sim {
     fn finished(&self) -> bool {
         let done = self.nodes[REQUESTER]
             .engine
-            .requester()
-            .job(&self.job)
-            .is_some_and(|(r, _)| r.state.is_terminal());
+            .with_job(&self.job, |r, _| r.state.is_terminal())
+            .unwrap_or(false);
         done && self.nodes.iter().all(|n| !n.alive || n.engine.in_flight().1 == 0)
     }
 
@@ -520,17 +519,25 @@ impl Sim {
             vouchers_issued: self.vouchers.len(),
             ..Report::default()
         };
-        let Some((record, tasks)) = requester.requester().job(&self.job) else {
+        // The job as the requester has it, in memory or (once it has left
+        // memory) in its records.
+        let judged = requester.with_job(&self.job, |record, tasks| {
+            let wrong = tasks
+                .iter()
+                .filter(|t| t.phase == TaskPhase::Verified)
+                .filter(|t| {
+                    let input = record.spec.inputs[t.id.index as usize].id;
+                    t.output != Some(ContentId::of(&self.truth[&input].0))
+                })
+                .count();
+            (record.state, wrong)
+        });
+        let Some((state, wrong)) = judged else {
             rep.error = Some("job lost".into());
             return rep;
         };
-        rep.state = Some(record.state);
-        for t in tasks.iter().filter(|t| t.phase == TaskPhase::Verified) {
-            let input = record.spec.inputs[t.id.index as usize].id;
-            if t.output != Some(ContentId::of(&self.truth[&input].0)) {
-                rep.wrong_accepted += 1;
-            }
-        }
+        rep.state = Some(state);
+        rep.wrong_accepted = wrong;
         if let Some((r, v)) = self.vouchers.iter().find(|(_, v)| v.len() > 1) {
             rep.error = Some(format!("receipt {r} paid {} times", v.len()));
         }
@@ -547,7 +554,7 @@ impl Sim {
             }
         }
         // No lane stays reserved once nothing runs.
-        if record.state.is_terminal() {
+        if state.is_terminal() {
             for (n, st) in requester.requester().book().iter() {
                 if !st.lanes.is_empty() {
                     rep.error = Some(format!(
@@ -616,6 +623,13 @@ impl Sim {
                 }
             }
             Output::Locate { .. } => {}
+            Output::Interrupt { agreement } => {
+                // The run stops at the next epoch tick; its scheduled end
+                // comes later and finds nothing to finish.
+                let epoch = self.nodes[n].epoch;
+                let done = Done::Executed(agreement, Err("interrupted".into()));
+                self.at(self.now + 1, Event::Done { node: n, epoch, done });
+            }
             Output::Run(w) => self.work(n, w),
         }
     }

@@ -350,6 +350,8 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             offer_ttl: Duration::from_secs(5),
             max_content: p.max_content,
             max_offers: 10_000,
+            max_task_fuel: agora_protocol::units::Fuel(p.max_task_fuel),
+            max_task_time: p.max_task_time,
         },
         requester: requester::Config {
             fanout: c.requester.fanout,

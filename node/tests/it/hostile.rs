@@ -35,6 +35,7 @@ fn cfo() -> CallForOffers {
             module_size: Bytes(100),
             input: ContentId([2; 32]),
             input_size: Bytes(10),
+            fuel_limit: Fuel(1_000),
         },
     }
 }

@@ -330,6 +330,13 @@ impl Driver {
         }
     }
 
+    /// Stops a running execution at its next epoch tick.
+    fn interrupt(&mut self, agreement: &agora_protocol::MessageId) {
+        if let Some(flag) = self.running.get(agreement) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn respond(&mut self, reply: ReplyId, response: MarketResponse) {
         if let Some(channel) = self.replies.remove(&reply) {
             self.outbox.respond(channel, response);
@@ -360,6 +367,7 @@ impl Driver {
                 self.tasks.spawn(work::run(sh, w));
             }
             Output::Publish { topic, data } => self.outbox.publish(topic, data),
+            Output::Interrupt { agreement } => self.interrupt(&agreement),
             Output::Locate { peer, addrs, dial } => {
                 let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 if dial && let Some(a) = addrs.first() {
