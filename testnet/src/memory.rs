@@ -103,38 +103,26 @@ impl Member {
 
     /// The peers in its view.
     pub async fn peers(&self) -> anyhow::Result<Vec<PeerRow>> {
-        let (tx, rx) = oneshot::channel();
-        self.node
-            .commands
-            .send(ApiCommand::Peers(None, tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("node {} has stopped", self.index))?;
-        tokio::time::timeout(ANSWER, rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("node {} did not answer within {ANSWER:?}", self.index))?
-            .context("the node dropped the question")
+        self.ask(|tx| ApiCommand::Peers(None, tx)).await
     }
 
     /// Its metrics (Prometheus text).
     pub async fn metrics(&self) -> anyhow::Result<String> {
-        let (tx, rx) = oneshot::channel();
-        self.node
-            .commands
-            .send(ApiCommand::Metrics(tx))
-            .await
-            .map_err(|_| anyhow::anyhow!("node {} has stopped", self.index))?;
-        tokio::time::timeout(ANSWER, rx)
-            .await
-            .map_err(|_| anyhow::anyhow!("node {} did not answer within {ANSWER:?}", self.index))?
-            .context("the node dropped the question")
+        self.ask(ApiCommand::Metrics).await
     }
 
     /// The domains it knows.
     pub async fn domains(&self) -> anyhow::Result<Vec<DomainRow>> {
+        self.ask(ApiCommand::Domains).await
+    }
+
+    /// Sends the node the command `question` makes around an answer
+    /// channel, and waits up to [`ANSWER`] for the answer.
+    async fn ask<T>(&self, question: impl FnOnce(oneshot::Sender<T>) -> ApiCommand) -> anyhow::Result<T> {
         let (tx, rx) = oneshot::channel();
         self.node
             .commands
-            .send(ApiCommand::Domains(tx))
+            .send(question(tx))
             .await
             .map_err(|_| anyhow::anyhow!("node {} has stopped", self.index))?;
         tokio::time::timeout(ANSWER, rx)

@@ -1,0 +1,186 @@
+//! The figures the suite reports, in the shape `--json` prints them.
+//!
+//! The parts hand in raw samples (every latency, every advert round, every
+//! provider's memory) and placement runs; [`BenchReport::new`] takes the
+//! percentiles and ratios from them. A part that did not run leaves its
+//! figures NaN (`null` in the JSON) and, for the scale run, `scale_nodes` 0.
+//! The JSON keys are the fields' names, in their order here: scripts and
+//! notes read them, so a rename is a change of interface.
+
+use serde::Serialize;
+
+use crate::commands::scale::ScaleReport;
+use crate::report::{loadavg, percentile};
+
+/// One placement run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MakespanRun {
+    /// The strategy.
+    pub strategy: String,
+    /// Submit to done, ms (the requester's clock).
+    pub makespan_ms: u64,
+    /// The lower bound, ms.
+    pub lower_bound_ms: f64,
+    /// makespan / lower bound.
+    pub ratio: f64,
+    /// The same against the speeds learnt from receipts instead of the
+    /// adverts (what the providers really delivered on this kernel).
+    pub ratio_learnt: Option<f64>,
+    /// The same against the adverts corrected for this kernel: CU measure
+    /// the calibration kernel, and the prime sieve runs `kernel_factor`
+    /// times faster per CU (measured with `agora exec` on this machine).
+    pub ratio_kernel: f64,
+    /// The lower bound so corrected, ms.
+    pub lower_bound_kernel_ms: f64,
+    /// Per provider: tasks, fuel share, learnt CU, idle share of the makespan.
+    pub providers: Vec<ProviderRun>,
+}
+
+/// One provider in a placement run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderRun {
+    /// `node-I`.
+    pub node: String,
+    /// CPU share.
+    pub cpu_share: f64,
+    /// Advertised capacity, CU.
+    pub advertised_cu: u64,
+    /// Speed learnt from its receipts (after the run), CU per slot.
+    pub learnt_cu: Option<f64>,
+    /// Tasks it ran.
+    pub tasks: usize,
+    /// Share of all fuel.
+    pub fuel_share: f64,
+    /// Share of the total advertised capacity.
+    pub capacity_share: f64,
+    /// Its busy time at its learnt speed divided by the makespan.
+    pub busy: Option<f64>,
+    /// The speed it must at least have had: its fuel over the makespan, CU.
+    pub effective_cu: f64,
+    /// Most tasks its `GET /v1/status` showed running at once.
+    pub max_running: u32,
+}
+
+/// The suite's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// One-task job, submit to verified result, p50, ms.
+    pub e2e_p50_ms: f64,
+    /// The same, p99.
+    pub e2e_p99_ms: f64,
+    /// The same as the requester timed it (its ms clock), p50.
+    pub e2e_node_p50_ms: f64,
+    /// Tiny tasks per second, one requester.
+    pub tasks_per_s: f64,
+    /// New advert in every view, p95, ms.
+    pub advert_p95_ms: f64,
+    /// The same, p50.
+    pub advert_p50_ms: f64,
+    /// Scored placement: makespan / lower bound.
+    pub makespan_ratio: f64,
+    /// Random placement.
+    pub makespan_ratio_random: f64,
+    /// Round-robin placement.
+    pub makespan_ratio_round_robin: f64,
+    /// The three ratios against the kernel-corrected bound (scored, random,
+    /// round-robin).
+    pub makespan_ratio_kernel: [f64; 3],
+    /// Idle node's resident memory, MB (median over the providers).
+    pub rss_mb: f64,
+    /// The largest, MB.
+    pub rss_max_mb: f64,
+    /// The placement runs in detail.
+    pub makespan_runs: Vec<MakespanRun>,
+    /// Build profile of the testnet and the nodes.
+    pub profile: String,
+    /// Nodes of the in-process scale run (0 if skipped).
+    pub scale_nodes: usize,
+    /// New node's advert in every view of its domain there, p95, ms.
+    pub scale_advert_p95_ms: f64,
+    /// Its 100-task job, submit to done, ms.
+    pub scale_job_ms: f64,
+    /// The scale run in detail.
+    pub scale: Option<ScaleReport>,
+    /// Why the scale run failed, if it did.
+    pub scale_error: Option<String>,
+    /// Load averages before and after (other work on the machine skews
+    /// every figure).
+    pub load_before: String,
+    /// After.
+    pub load_after: String,
+}
+
+/// What the first two parts sampled on their testnet; every list sorted.
+#[derive(Debug, Clone, Default)]
+pub(super) struct NetworkSamples {
+    /// One-task jobs, submit to done, client clock, ms.
+    pub e2e_ms: Vec<f64>,
+    /// The same jobs on the requester's clock, ms.
+    pub e2e_node_ms: Vec<f64>,
+    /// Tasks per second of the throughput job (NaN if not run).
+    pub tasks_per_s: f64,
+    /// Each idle provider's resident memory, MB.
+    pub rss_mb: Vec<f64>,
+    /// Each new node's advert until every other view listed it, ms.
+    pub advert_ms: Vec<f64>,
+}
+
+impl NetworkSamples {
+    /// No samples: the parts were not run.
+    pub(super) fn skipped() -> NetworkSamples {
+        NetworkSamples {
+            tasks_per_s: f64::NAN,
+            ..NetworkSamples::default()
+        }
+    }
+}
+
+impl BenchReport {
+    /// The figures from the parts' samples: `runs` holds the placement
+    /// runs (none if skipped), `scale` the scale run's report or why it
+    /// failed (`None` if skipped). The load average after is read now.
+    pub(super) fn new(
+        network: NetworkSamples,
+        runs: Vec<MakespanRun>,
+        scale: Option<Result<ScaleReport, String>>,
+        load_before: String,
+    ) -> BenchReport {
+        let (scale, scale_error) = match scale {
+            Some(Ok(r)) => (Some(r), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        let run = |s: &str| runs.iter().find(|r| r.strategy == s);
+        let ratio = |s: &str| run(s).map_or(f64::NAN, |r| r.ratio);
+        let kernel = |s: &str| run(s).map_or(f64::NAN, |r| r.ratio_kernel);
+        let rss = &network.rss_mb;
+        BenchReport {
+            e2e_p50_ms: percentile(&network.e2e_ms, 50.0),
+            e2e_p99_ms: percentile(&network.e2e_ms, 99.0),
+            e2e_node_p50_ms: percentile(&network.e2e_node_ms, 50.0),
+            tasks_per_s: network.tasks_per_s,
+            advert_p95_ms: percentile(&network.advert_ms, 95.0),
+            advert_p50_ms: percentile(&network.advert_ms, 50.0),
+            makespan_ratio: ratio("scored"),
+            makespan_ratio_random: ratio("random"),
+            makespan_ratio_round_robin: ratio("round_robin"),
+            makespan_ratio_kernel: [kernel("scored"), kernel("random"), kernel("round_robin")],
+            rss_mb: percentile(rss, 50.0),
+            rss_max_mb: rss.last().copied().unwrap_or(f64::NAN),
+            scale_nodes: scale.as_ref().map_or(0, |s| s.nodes),
+            scale_advert_p95_ms: scale.as_ref().map_or(f64::NAN, |s| s.advert_p95_ms),
+            scale_job_ms: scale.as_ref().map_or(f64::NAN, |s| s.job_ms as f64),
+            makespan_runs: runs,
+            scale,
+            scale_error,
+            profile: if crate::artifacts::is_release() {
+                "release"
+            } else {
+                "debug"
+            }
+            .into(),
+            load_before,
+            load_after: loadavg().unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `agora-testnet bench`: the benchmark suite against fresh testnets.
+//!
+//! Run it from a release build — `cargo run --release -p agora-testnet --
+//! bench` — which also builds a release `agora`. Four parts, one after the
+//! other: the first two share a testnet of `agora node` processes, the
+//! third starts its own once that one is stopped, and the fourth runs its
+//! nodes inside this process. `--only-network` runs the first two parts
+//! alone, `--only-placement` the third.
+//!
+//! 1. **Latency and throughput** (`network.rs`): a requester and `--nodes`
+//!    providers (default 4) in one domain. `e2e_*`: sequential one-task
+//!    no-op jobs (`--e2e-jobs`, default 300, after 10 untimed ones), each
+//!    timed by the client from `POST /v1/jobs` until `GET /v1/jobs/{id}`
+//!    says `done` (polled every ~0.25 ms); `e2e_node_p50_ms` is the same
+//!    jobs on the requester's own clock. `tasks_per_s`: one job of
+//!    `--tasks` no-op tasks (default 2000; inputs uploaded beforehand,
+//!    after a 64-task warm-up job so that every provider has compiled the
+//!    module), tasks / wall time from the same client clock. `rss_mb`: the
+//!    median VmRSS of the providers after the jobs, once idle
+//!    (`rss_max_mb` the largest).
+//! 2. **Advert propagation** (`adverts.rs`): the same testnet grown to 9
+//!    processes, then a 10th node started and stopped `--advert-rounds`
+//!    times (default 20): from the moment its `node.json` appears (its
+//!    driver starts right after) until every other node's `GET /v1/peers`
+//!    lists it (`advert_p50_ms`, `advert_p95_ms`).
+//! 3. **Placement quality** (`placement.rs`): a requester and three
+//!    providers with CPU shares 1, 0.5 and 0.25 (one slot each: 1.75 cores
+//!    in all) run the same job of `--makespan-tasks` (default 200) prime
+//!    ranges of log-uniform widths (estimates proportional to width) three
+//!    times: scored placement (first, so it starts knowing only the
+//!    adverts), then random, then round-robin. `makespan_ratio` = makespan
+//!    / max(total fuel / total advertised capacity, largest task's fuel /
+//!    fastest per-slot capacity), the makespan being the requester's
+//!    submit-to-done time; `makespan_ratio_random` and
+//!    `makespan_ratio_round_robin` the same for the baselines, and
+//!    `makespan_ratio_kernel` all three against that bound corrected for
+//!    how much faster than the calibration kernel the prime sieve runs per
+//!    CU (timed with `agora exec` first).
+//! 4. **Scale** (`scale.rs`; `--scale-nodes`, default 200; 0 or either
+//!    `--only-*` flag skips it): that many full nodes in this process over
+//!    the memory transport (see `agora-testnet scale`): time until every
+//!    view and every domain summary is complete, memory per node, advert
+//!    propagation to every view of a new node's domain
+//!    (`scale_advert_p95_ms`), and a 100-task job placed from one node
+//!    across them (`scale_job_ms`). If it fails, the bench says why
+//!    (`scale_error`) and keeps the other figures.
+//!
+//! This module runs the parts the flags ask for and prints the figures:
+//! one table, then one per placement run, and with `--json` one JSON
+//! object as the last line, whose keys are the fields of [`BenchReport`]
+//! (`figures.rs`, which also turns the parts' samples into figures). The
+//! progress of each part goes to stderr as it runs.
+
+mod adverts;
+mod figures;
+mod network;
+mod placement;
+mod scale;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use figures::NetworkSamples;
+pub use figures::{BenchReport, MakespanRun, ProviderRun};
+
+use crate::artifacts::{self, Modules};
+use crate::report::{Table, loadavg};
+use crate::signal;
+
+/// Run the benchmark suite and print one table (with `--json`, one JSON
+/// object as the last line).
+#[derive(Debug, clap::Args)]
+pub struct BenchCommand {
+    /// Providers for the latency and throughput runs.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// One-task jobs timed for the latency percentiles.
+    #[arg(long, default_value_t = 300)]
+    pub e2e_jobs: usize,
+    /// Tasks of the throughput job.
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// New nodes whose advert propagation is timed.
+    #[arg(long, default_value_t = 20)]
+    pub advert_rounds: usize,
+    /// Tasks of the placement-quality job.
+    #[arg(long, default_value_t = 200)]
+    pub makespan_tasks: usize,
+    /// Nodes of the in-process scale run (0: skip it); 200 take about four
+    /// minutes on two cores.
+    #[arg(long, default_value_t = 200)]
+    pub scale_nodes: usize,
+    /// Run only the placement-quality part.
+    #[arg(long, conflicts_with = "only_network")]
+    pub only_placement: bool,
+    /// Run only the first part: latency, throughput, memory and adverts.
+    #[arg(long)]
+    pub only_network: bool,
+    /// Where the nodes' data dirs go. Default: a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchCommand {
+    /// Runs the command.
+    pub fn execute(self) -> anyhow::Result<ExitCode> {
+        super::block_on(async {
+            let r = signal::interruptible(self.run()).await?;
+            self.print(&r)?;
+            anyhow::Ok(ExitCode::SUCCESS)
+        })?
+    }
+
+    /// Runs the parts the flags ask for, one after the other, and gathers
+    /// their figures.
+    async fn run(&self) -> anyhow::Result<BenchReport> {
+        let agora = artifacts::agora_binary()?;
+        let modules = artifacts::example_modules()?;
+        if !artifacts::is_release() {
+            eprintln!(
+                "warning: this is a debug build; run `cargo run --release -p agora-testnet -- bench` for real figures"
+            );
+        }
+        let load_before = loadavg().unwrap_or_default();
+        let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
+        let dir = work.path();
+        let network = if self.only_placement {
+            NetworkSamples::skipped()
+        } else {
+            self.network(agora.clone(), &dir.join("latency"), &modules)
+                .await?
+        };
+        let runs = if self.only_network {
+            vec![]
+        } else {
+            placement::measure(agora, &dir.join("placement"), &modules, self.makespan_tasks).await?
+        };
+        let scale = if self.scale_nodes > 0 && !self.only_placement && !self.only_network {
+            Some(scale::measure(self.scale_nodes).await?)
+        } else {
+            None
+        };
+        Ok(BenchReport::new(network, runs, scale, load_before))
+    }
+
+    /// Parts 1 and 2 on one testnet: latency, throughput and memory, then
+    /// advert propagation.
+    async fn network(&self, agora: PathBuf, dir: &Path, modules: &Modules) -> anyhow::Result<NetworkSamples> {
+        let mut net = network::start(agora, dir, self.nodes).await?;
+        let noop = modules.read("noop")?;
+        let (e2e_ms, e2e_node_ms) = network::latency(&net, &noop, self.e2e_jobs).await?;
+        let tasks_per_s = network::throughput(&net, &noop, self.tasks).await?;
+        let rss_mb = network::idle_rss(&net).await;
+        let advert_ms = adverts::propagation(&mut net, self.advert_rounds).await?;
+        net.stop();
+        Ok(NetworkSamples {
+            e2e_ms,
+            e2e_node_ms,
+            tasks_per_s,
+            rss_mb,
+            advert_ms,
+        })
+    }
+
+    /// Prints the figures, each placement run in detail, and with `--json`
+    /// the JSON object.
+    fn print(&self, r: &BenchReport) -> anyhow::Result<()> {
+        print_figures(r);
+        for run in &r.makespan_runs {
+            print_run(run);
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        Ok(())
+    }
+}
+
+/// The main table, with each figure's goal, and the conditions of the run.
+fn print_figures(r: &BenchReport) {
+    let mut t = Table::new(&["figure", "value", "goal"]).with_right(&[1]);
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("e2e_p50_ms", format!("{:.2}", r.e2e_p50_ms), "≤ 5"),
+        ("e2e_p99_ms", format!("{:.2}", r.e2e_p99_ms), "≤ 25"),
+        ("tasks_per_s", format!("{:.0}", r.tasks_per_s), "≥ 1000"),
+        ("advert_p95_ms", format!("{:.0}", r.advert_p95_ms), ""),
+        (
+            "makespan_ratio",
+            format!("{:.3}", r.makespan_ratio),
+            "≤ 1.25, below both baselines",
+        ),
+        (
+            "makespan_ratio_random",
+            format!("{:.3}", r.makespan_ratio_random),
+            "",
+        ),
+        (
+            "makespan_ratio_round_robin",
+            format!("{:.3}", r.makespan_ratio_round_robin),
+            "",
+        ),
+        (
+            "makespan ratios, kernel-corrected",
+            format!(
+                "{:.3} / {:.3} / {:.3}",
+                r.makespan_ratio_kernel[0], r.makespan_ratio_kernel[1], r.makespan_ratio_kernel[2]
+            ),
+            "scored / random / round-robin",
+        ),
+        ("rss_mb", format!("{:.1}", r.rss_mb), ""),
+        ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
+        ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
+        ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),
+    ];
+    for (k, v, g) in rows {
+        t.row(vec![k.to_owned(), v, g.to_owned()]);
+    }
+    println!();
+    print!("{}", t.render());
+    println!(
+        "({} build; load average {} before, {} after)",
+        r.profile, r.load_before, r.load_after
+    );
+    if let Some(e) = &r.scale_error {
+        println!("the scale run failed: {e}");
+    }
+}
+
+/// One placement run: its makespan and bounds, and a table of its
+/// providers.
+fn print_run(run: &MakespanRun) {
+    println!();
+    println!(
+        "{}: makespan {:.2} s; bound {:.2} s by the adverts (ratio {:.3}), {:.2} s corrected for the kernel (ratio {:.3})",
+        run.strategy,
+        run.makespan_ms as f64 / 1000.0,
+        run.lower_bound_ms / 1000.0,
+        run.ratio,
+        run.lower_bound_kernel_ms / 1000.0,
+        run.ratio_kernel
+    );
+    let mut t = Table::new(&[
+        "provider",
+        "share",
+        "advert CU",
+        "learnt CU",
+        "tasks",
+        "fuel %",
+        "capacity %",
+        "busy %",
+        "≥ CU",
+        "max running",
+    ])
+    .with_right(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    for p in &run.providers {
+        t.row(vec![
+            p.node.clone(),
+            p.cpu_share.to_string(),
+            p.advertised_cu.to_string(),
+            p.learnt_cu.map_or("-".into(), |c| format!("{c:.0}")),
+            p.tasks.to_string(),
+            format!("{:.1}", p.fuel_share * 100.0),
+            format!("{:.1}", p.capacity_share * 100.0),
+            p.busy.map_or("-".into(), |b| format!("{:.0}", b * 100.0)),
+            format!("{:.0}", p.effective_cu),
+            p.max_running.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+}

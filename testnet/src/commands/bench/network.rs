@@ -1,0 +1,228 @@
+//! Part 1: latency, throughput and memory of real node processes.
+//!
+//! A requester and `--nodes` providers in one domain, on loopback. The
+//! bench client (this process) talks to the requester's API and keeps its
+//! own clock:
+//!
+//! * **Latency**: one-task no-op jobs one after the other, each timed from
+//!   `POST /v1/jobs` until `GET /v1/jobs/{id}` says it is terminal, polled
+//!   every ~0.25 ms; the first ten are not counted. The requester's own
+//!   `wall_ms` of each job is kept beside it.
+//! * **Throughput**: after a 64-task warm-up job (so that every provider
+//!   holds and has compiled the module), one job of `--tasks` no-op tasks
+//!   whose inputs were uploaded beforehand: tasks over the wall time from
+//!   submission to the end. Printed besides: when each quarter of the tasks
+//!   was verified, what the providers declined, and how many of the
+//!   requester's market requests travelled in batches.
+//! * **Memory**: every provider's VmRSS after the jobs, once idle.
+//!
+//! The testnet is then handed on to the advert part.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agora_node::api::client::Client;
+use agora_protocol::JobId;
+use anyhow::Context;
+
+use crate::job::{self, Params};
+use crate::process::{NodeSpec, Testnet};
+use crate::report::percentile;
+use crate::workload::noop;
+
+/// Latency jobs run before the timed ones.
+const WARM_UP_JOBS: usize = 10;
+
+/// Starts a requester and `providers` providers in `dir` and waits until
+/// they see each other.
+pub(super) async fn start(agora: PathBuf, dir: &Path, providers: usize) -> anyhow::Result<Testnet> {
+    let mut net = Testnet::new(agora, dir)?;
+    let mut specs = vec![NodeSpec::requester("bench")];
+    specs.extend((0..providers).map(|_| NodeSpec::provider("bench")));
+    eprintln!("latency and throughput: a requester and {providers} providers");
+    net.start_all(specs).await?;
+    net.wait_converged(Duration::from_secs(60)).await?;
+    Ok(net)
+}
+
+/// `jobs` sequential one-task jobs of `module` from node 0 (after a few
+/// untimed ones): client-timed and node-timed latencies, sorted, in ms.
+pub(super) async fn latency(
+    net: &Testnet,
+    module: &[u8],
+    jobs: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let client = &net.node(0).client;
+    let input = noop::inputs(1);
+    let spec = job::prepare(client, module, None, &input, &Params::default()).await?;
+    let mut client_ms = Vec::new();
+    let mut node_ms = Vec::new();
+    for i in 0..WARM_UP_JOBS + jobs {
+        let mut spec = spec.clone();
+        spec.seed = i as u64;
+        let t = Instant::now();
+        let id = job::submit(client, &spec).await?;
+        let status = loop {
+            let s = client.job(&id).await?;
+            if s.state.is_terminal() {
+                break s;
+            }
+            // A short blocking pause, finer than the async timer's 1 ms:
+            // this loop is the only work of the bench client.
+            std::thread::sleep(Duration::from_micros(250));
+        };
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        job::ensure_done(&status)?;
+        if i >= WARM_UP_JOBS {
+            client_ms.push(ms);
+            node_ms.push(status.wall_ms as f64);
+        }
+    }
+    client_ms.sort_by(f64::total_cmp);
+    node_ms.sort_by(f64::total_cmp);
+    eprintln!(
+        "  e2e one-task job over {} jobs: p50 {:.2} ms, p99 {:.2} ms (the node's own clock: p50 {:.0} ms)",
+        client_ms.len(),
+        percentile(&client_ms, 50.0),
+        percentile(&client_ms, 99.0),
+        percentile(&node_ms, 50.0)
+    );
+    Ok((client_ms, node_ms))
+}
+
+/// One job of `tasks` no-op tasks of `module` from node 0: tasks per
+/// second.
+pub(super) async fn throughput(net: &Testnet, module: &[u8], tasks: usize) -> anyhow::Result<f64> {
+    let client = &net.node(0).client;
+    let inputs = noop::inputs(tasks);
+    let spec = job::prepare(client, module, None, &inputs, &Params::default()).await?;
+    warm_up(client, module).await?;
+    let t = Instant::now();
+    let id = job::submit(client, &spec).await?;
+    let submitted = t.elapsed();
+    let quarters = follow(client, &id, tasks, t).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let status = client.job(&id).await?;
+    job::ensure_done(&status)?;
+    let o = job::outcome(&status);
+    let per: Vec<String> = o
+        .providers
+        .iter()
+        .map(|(p, w)| format!("{} {}", net.label(p), w.accepted))
+        .collect();
+    let rate = tasks as f64 / secs;
+    eprintln!(
+        "  throughput: {tasks} no-op tasks in {secs:.2} s = {rate:.0} tasks/s (submitted after {} ms, quarters verified at {quarters:?} ms; {})",
+        submitted.as_millis(),
+        per.join(", ")
+    );
+    print_declined(net).await;
+    print_batching(client).await;
+    Ok(rate)
+}
+
+/// A short job first, so that every provider holds the module and has
+/// compiled it (as in the latency runs, compilation is not what is
+/// measured).
+async fn warm_up(client: &Client, module: &[u8]) -> anyhow::Result<()> {
+    let warm = job::prepare(client, module, None, &noop::inputs(64), &Params::default()).await?;
+    let warm = job::submit(client, &warm).await?;
+    job::ensure_done(
+        &job::wait_quietly(client, &warm, Duration::from_secs(60), Duration::from_millis(10)).await?,
+    )
+}
+
+/// Follows job `id` of `tasks` tasks, submitted at `t`, to its end; returns
+/// when each quarter of the tasks was verified (ms after `t`), to show the
+/// ramp and the tail.
+async fn follow(client: &Client, id: &JobId, tasks: usize, t: Instant) -> anyhow::Result<Vec<u128>> {
+    let mut quarters = Vec::new();
+    loop {
+        let jobs = client.jobs().await?;
+        let j = jobs
+            .iter()
+            .find(|j| &j.id == id)
+            .context("the job is not listed")?;
+        while quarters.len() < 4 && j.verified * 4 >= tasks * (quarters.len() + 1) {
+            quarters.push(t.elapsed().as_millis());
+        }
+        if j.state.is_terminal() {
+            return Ok(quarters);
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "the throughput job did not finish in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Prints the providers' declines summed by reason (their
+/// `agora_declined_total`), if any.
+async fn print_declined(net: &Testnet) {
+    let mut declined = BTreeMap::<String, f64>::new();
+    for n in net.nodes().iter().filter(|n| n.spec.provide) {
+        if let Ok(text) = n.client.metrics().await {
+            for l in text.lines().filter(|l| l.starts_with("agora_declined_total{")) {
+                if let Some((k, v)) = l.rsplit_once(' ') {
+                    *declined.entry(k.to_owned()).or_default() += v.parse::<f64>().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+    if !declined.is_empty() {
+        eprintln!("  providers declined: {declined:?}");
+    }
+}
+
+/// Prints how the requester sent its market requests: in batches or alone.
+async fn print_batching(client: &Client) {
+    if let Ok(text) = client.metrics().await {
+        let batches = metric(&text, "agora_market_frames_sent_total{kind=\"batch\"}");
+        let single = metric(&text, "agora_market_frames_sent_total{kind=\"single\"}");
+        let batched = metric(&text, "agora_market_batched_requests_total");
+        eprintln!(
+            "  the requester sent {batched:.0} market requests in {batches:.0} batches ({:.1} per batch) and {single:.0} alone",
+            batched / batches.max(1.0)
+        );
+    }
+}
+
+/// A sample's value in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Every provider's resident memory once idle (after a pause), MB, sorted.
+pub(super) async fn idle_rss(net: &Testnet) -> Vec<f64> {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut rss: Vec<f64> = net
+        .nodes()
+        .iter()
+        .filter(|n| n.spec.provide)
+        .filter_map(|n| n.rss_bytes())
+        .map(|b| b as f64 / 1e6)
+        .collect();
+    rss.sort_by(f64::total_cmp);
+    rss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    #[test]
+    fn a_metric_is_read_by_its_name_and_labels() {
+        let text = "# TYPE x counter\n\
+                    agora_market_frames_sent_total{kind=\"batch\"} 12\n\
+                    agora_market_frames_sent_total{kind=\"single\"} 3\n";
+        assert_eq!(
+            metric(text, "agora_market_frames_sent_total{kind=\"single\"}"),
+            3.0
+        );
+        assert_eq!(metric(text, "agora_market_batched_requests_total"), 0.0);
+    }
+}
