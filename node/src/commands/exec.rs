@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agora_protocol::id::{ContentId, JobId, MessageId, TaskId};
 use agora_protocol::limits::MAX_BLOB;
-use agora_protocol::market::Limits;
+use agora_protocol::market::{Arg, Assignment, Limits};
 use agora_protocol::units::{Bytes, Fuel, Millis, parse_duration};
 use agora_protocol::{Encode, Keypair};
 use anyhow::Context;
@@ -75,9 +75,8 @@ impl ExecCommand {
 
         if let Some(path) = &self.receipt {
             let keypair = crate::identity::load_or_create(&data_dir)?;
-            write_receipt(
-                path, &keypair, module_id, &input, &self.args, self.seed, &limits, &outcome,
-            )?;
+            let assignment = self.assignment(module_id, &input, limits);
+            write_receipt(path, &keypair, &assignment, &outcome)?;
         }
 
         std::io::stderr().write_all(&outcome.stderr).ok();
@@ -105,6 +104,20 @@ impl ExecCommand {
                 exit_code(e)
             }
         })
+    }
+
+    /// The task a local run stands for, as a receipt names it: a task of a
+    /// job of its own.
+    fn assignment(&self, module: ContentId, input: &[u8], limits: Limits) -> Assignment {
+        Assignment {
+            task: TaskId::new(JobId(rand::random()), 0),
+            attempt: 0,
+            module,
+            input: ContentId::of(input),
+            args: self.args.iter().cloned().map(Arg).collect(),
+            limits,
+            seed: self.seed,
+        }
     }
 }
 
@@ -156,28 +169,20 @@ pub(crate) fn run_module(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Signs the receipt of a local run of `assignment` and writes its envelope
+/// to `path`.
 fn write_receipt(
     path: &Path,
     keypair: &Keypair,
-    module: ContentId,
-    input: &[u8],
-    args: &[String],
-    seed: u64,
-    limits: &Limits,
+    assignment: &Assignment,
     outcome: &Outcome,
 ) -> anyhow::Result<()> {
     let receipt = executor::receipt(
         keypair,
+        assignment,
         // A local run fulfils no agreement.
         MessageId([0; 32]),
-        TaskId::new(JobId(rand::random()), 0),
         keypair.node_id(),
-        module,
-        ContentId::of(input),
-        args,
-        seed,
-        limits,
         outcome,
     );
     std::fs::write(path, receipt.envelope().to_bytes())

@@ -12,24 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-const AGORA: &str = env!("CARGO_BIN_EXE_agora");
+use crate::executor::CAT;
 
-/// Copies stdin to stdout.
-const CAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (local $n i32)
-    (loop $again
-      (i32.store (i32.const 0) (i32.const 1024))
-      (i32.store (i32.const 4) (i32.const 4096))
-      (if (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
-      (local.set $n (i32.load (i32.const 8)))
-      (if (i32.eqz (local.get $n)) (then return))
-      (i32.store (i32.const 4) (local.get $n))
-      (if (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)) (then unreachable))
-      (br $again))))"#;
+const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
 /// A node process, killed when dropped (also when a test panics).
 struct NodeProcess {

@@ -1,0 +1,79 @@
+//! What a run takes and what it gives back.
+//!
+//! A [`Task`] borrows the guest's stdin and arguments and carries its
+//! limits and the seed of its random stream: with the module, everything
+//! that determines the run. [`Executor::run`](super::Executor::run) turns
+//! it into an [`Outcome`]: the result, the captured stdout and stderr, the
+//! fuel used and when the run started and ended. [`Outcome::ran`] is the
+//! run as the market sees it (the output's id and size instead of its
+//! bytes), which the market's engine, and [`receipt()`](super::receipt),
+//! turn into a receipt.
+
+use std::time::Duration;
+
+use agora_protocol::execution::ExitStatus;
+use agora_protocol::id::ContentId;
+use agora_protocol::market::Limits;
+use agora_protocol::units::{Bytes, Fuel, Timestamp};
+
+use super::TaskError;
+
+/// One execution request.
+#[derive(Debug, Clone)]
+pub struct Task<'a> {
+    /// The guest's stdin.
+    pub input: &'a [u8],
+    /// `argv[1..]`.
+    pub args: &'a [String],
+    /// Fuel, memory, time and output limits.
+    pub limits: Limits,
+    /// Seed of the guest's random stream.
+    pub seed: u64,
+}
+
+/// How a run ended and what it produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Success, or why not.
+    pub result: Result<(), TaskError>,
+    /// The guest's stdout (up to the output limit).
+    pub output: Vec<u8>,
+    /// The guest's stderr (up to [`Config::max_stderr`](super::Config::max_stderr)).
+    pub stderr: Vec<u8>,
+    /// Fuel consumed (the limit, when it ran out).
+    pub fuel_used: Fuel,
+    /// When the run started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// Wall time of the run, instantiation included.
+    pub wall: Duration,
+}
+
+impl Outcome {
+    /// The status a receipt reports.
+    pub fn exit_status(&self) -> ExitStatus {
+        match &self.result {
+            Ok(()) => ExitStatus::Success,
+            Err(e) => e.exit_status(),
+        }
+    }
+
+    /// The content id of the output.
+    pub fn output_id(&self) -> ContentId {
+        ContentId::of(&self.output)
+    }
+
+    /// The run as receipts report it (the output bytes left out).
+    pub fn ran(&self) -> agora_market::engine::Ran {
+        agora_market::engine::Ran {
+            output: self.output_id(),
+            output_size: Bytes(self.output.len() as u64),
+            fuel: self.fuel_used,
+            exit: self.exit_status(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            inline: None,
+        }
+    }
+}
