@@ -654,7 +654,10 @@ mod tests {
             ComputeUnits(1000),
         );
         let c = cfo(1_000_000_000, 60_000);
-        assert!(matches!(quick.call(req, &c, NOW), Err(Decline::TimeTooLong { .. })));
+        assert!(matches!(
+            quick.call(req, &c, NOW),
+            Err(Decline::TimeTooLong { .. })
+        ));
         // An acceptance may not ask more than the call did.
         let c = cfo(1_000_000, 60_000);
         let offer = p.call(req, &c, NOW).unwrap();
@@ -675,7 +678,10 @@ mod tests {
         assert_eq!(run.limits.timeout, Millis(10_000));
         let run = acc.run_assignment(NOW.add(Duration::from_secs(25)), Duration::from_secs(10));
         assert_eq!(run.limits.timeout, Millis(5_000));
-        assert_eq!(run.limits.fuel, acc.assignment.limits.fuel, "fuel is never cut: it decides the outcome");
+        assert_eq!(
+            run.limits.fuel, acc.assignment.limits.fuel,
+            "fuel is never cut: it decides the outcome"
+        );
     }
 
     #[test]

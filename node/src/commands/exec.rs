@@ -155,16 +155,7 @@ pub(crate) fn run_module(
                 },
                 e => e,
             };
-            let now = agora_protocol::units::Timestamp::from_system(std::time::SystemTime::now());
-            Outcome {
-                result: Err(e),
-                output: Vec::new(),
-                stderr: Vec::new(),
-                fuel_used: Fuel(0),
-                started_at: now,
-                finished_at: now,
-                wall: Duration::ZERO,
-            }
+            Outcome::failed(e)
         }
     }
 }

@@ -142,7 +142,7 @@ impl NodeCommand {
             options.faults.slowdown = self.slowdown.max(1.0);
         }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        rt.block_on(async move {
+        let result = rt.block_on(async move {
             if let Ok(info) = crate::api::client::read_node_info(&data_dir)
                 && pid_alive(info.pid)
                 && info.pid != std::process::id()
@@ -166,13 +166,24 @@ impl NodeCommand {
                 println!("  listening on {a}/p2p/{}", node.id);
             }
             let cancel = node.cancel_token();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                cancel.cancel();
-            });
-            node.wait().await;
+            let stopped = node.wait();
+            tokio::pin!(stopped);
+            tokio::select! {
+                _ = &mut stopped => {}
+                _ = wait_for_signal() => {
+                    cancel.cancel();
+                    // Running tasks are interrupted and the store flushed;
+                    // whatever is still busy after the grace period is
+                    // abandoned (nothing acknowledged is lost: it is on disk).
+                    if tokio::time::timeout(SHUTDOWN_GRACE, &mut stopped).await.is_err() {
+                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "the node did not stop within its grace period; exiting anyway");
+                    }
+                }
+            }
             Ok(())
-        })?;
+        });
+        rt.shutdown_timeout(SHUTDOWN_GRACE);
+        result?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -199,6 +210,24 @@ async fn wait_for_signal() {
     }
 }
 
+/// How long a stopping node may take before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Whether `pid` is a live `agora` process: a zombie left by a killed node
+/// is not, nor is another program that was given the same pid.
 fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`: the state follows the last parenthesis.
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('Z' | 'X') | None) {
+        return false;
+    }
+    let comm = stat
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map(|(comm, _)| comm.to_owned())
+        .unwrap_or_default();
+    comm.starts_with("agora")
 }

@@ -60,6 +60,9 @@ pub enum TaskError {
         /// The limit.
         limit: Bytes,
     },
+    /// The run was stopped because its task was cancelled.
+    #[error("interrupted: the task was cancelled")]
+    Interrupted,
     /// The guest exhausted its stack.
     #[error("stack overflow")]
     StackOverflow,
@@ -104,7 +107,9 @@ impl TaskError {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             TaskError::OutOfFuel { .. } => ExitStatus::OutOfFuel,
-            TaskError::Deadline { .. } => ExitStatus::Deadline,
+            // Neither says anything about the guest: not a result anyone
+            // accepts, and not deterministic.
+            TaskError::Deadline { .. } | TaskError::Interrupted => ExitStatus::Deadline,
             TaskError::MemoryLimit { .. } => ExitStatus::MemoryLimit,
             TaskError::StackOverflow => ExitStatus::StackOverflow,
             TaskError::Trap(m) => ExitStatus::Trap(ExitStatus::clip(m)),

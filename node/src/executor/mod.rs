@@ -37,7 +37,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -254,6 +254,18 @@ impl Executor {
     /// free instance slot when [`Config::max_instances`] tasks are running.
     /// Never panics on guest behaviour.
     pub fn run(&self, module: &Module, task: &Task<'_>) -> Outcome {
+        self.run_cancellable(module, task, None)
+    }
+
+    /// Runs `task` like [`Executor::run`], stopping at the next epoch tick
+    /// after `cancel` is set: the run then ends as
+    /// [`TaskError::Interrupted`].
+    pub fn run_cancellable(
+        &self,
+        module: &Module,
+        task: &Task<'_>,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Outcome {
         let _slot = self.inner.slots.acquire();
         let _running = self.inner.ticker.enter();
         self.inner.counters.runs.fetch_add(1, Ordering::Relaxed);
@@ -263,6 +275,7 @@ impl Executor {
                 max_memory: self.inner.config.max_memory.0,
                 max_stderr: self.inner.config.max_stderr,
                 share: &self.inner.share,
+                cancel,
             },
             module,
             task,

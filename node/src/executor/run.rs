@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use agora_protocol::limits::MAX_BLOB;
@@ -22,6 +22,8 @@ pub(crate) struct RunSettings<'a> {
     pub(crate) max_memory: u64,
     pub(crate) max_stderr: usize,
     pub(crate) share: &'a Arc<AtomicU64>,
+    /// Set to stop the run (its task was cancelled).
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Deadline and duty-cycle state, checked on every epoch tick.
@@ -30,6 +32,7 @@ pub(crate) struct Throttle {
     /// When the guest last resumed after a throttling pause.
     resumed: Instant,
     share: Arc<AtomicU64>,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// The wall-clock limit was reached (raised from the epoch callback).
@@ -37,11 +40,19 @@ pub(crate) struct Throttle {
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
 
+/// The run was cancelled (raised from the epoch callback).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
 /// Called by wasmtime once per epoch tick while guest code runs: enforces
 /// the deadline, and sleeps to hold the task's duty cycle to the cpu share.
 fn on_epoch(mut ctx: StoreContextMut<'_, State>) -> wasmtime::Result<UpdateDeadline> {
     let t = &mut ctx.data_mut().throttle;
     let now = Instant::now();
+    if t.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(wasmtime::Error::new(Interrupted));
+    }
     if t.deadline.is_some_and(|d| now >= d) {
         return Err(wasmtime::Error::new(DeadlineExceeded));
     }
@@ -125,6 +136,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             deadline: t0.checked_add(timeout),
             resumed: t0,
             share: s.share.clone(),
+            cancel: s.cancel.clone(),
         },
     };
     let mut store = Store::new(s.engine, state);
@@ -205,6 +217,9 @@ fn classify(
         } else {
             Err(TaskError::ExitCode(*code))
         };
+    }
+    if find::<Interrupted>(error).is_some() {
+        return Err(TaskError::Interrupted);
     }
     if find::<DeadlineExceeded>(error).is_some() {
         return Err(TaskError::Deadline {

@@ -51,6 +51,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a run that never started (a module refused at load):
+    /// a result too, the same on every machine.
+    pub fn failed(error: TaskError) -> Outcome {
+        let now = Timestamp::from_system(std::time::SystemTime::now());
+        Outcome {
+            result: Err(error),
+            output: Vec::new(),
+            stderr: Vec::new(),
+            fuel_used: Fuel(0),
+            started_at: now,
+            finished_at: now,
+            wall: Duration::ZERO,
+        }
+    }
+
     /// The status a receipt reports.
     pub fn exit_status(&self) -> ExitStatus {
         match &self.result {

@@ -4,6 +4,7 @@
 //! touches the engine's state or decides anything.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use agora_market::engine::{Inline, Ran, RequestId, Work};
@@ -11,7 +12,7 @@ use agora_protocol::execution::ExitStatus;
 use agora_protocol::limits::MAX_INLINE_CONTENT;
 use agora_protocol::market::Assignment;
 use agora_protocol::rpc::{ContentRequest, ContentResponse, MarketRequest, MarketResponse};
-use agora_protocol::units::{ComputeUnits, Fuel, Timestamp};
+use agora_protocol::units::ComputeUnits;
 use agora_protocol::wire::Blob;
 use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId};
 
@@ -35,19 +36,18 @@ pub(crate) enum Done {
     Nothing,
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_system(std::time::SystemTime::now())
-}
-
-/// Carries out one piece of work.
-pub(crate) async fn run(sh: Shared, work: Work) -> Done {
+/// Carries out one piece of work (`cancel` stops an execution).
+pub(crate) async fn run(sh: Shared, work: Work, cancel: Option<Arc<AtomicBool>>) -> Done {
     match work {
         Work::Execute {
             agreement,
             requester,
             assignment,
             inline,
-        } => Done::Executed(agreement, execute(&sh, requester, &assignment, &inline).await),
+        } => Done::Executed(
+            agreement,
+            execute(&sh, requester, &assignment, &inline, cancel).await,
+        ),
         Work::Keep { id, bytes } => {
             if let Err(e) = sh.store.content().put_lazy(id, bytes.to_vec()).await {
                 tracing::warn!(content = %id, error = %e, "cannot keep inline content");
@@ -170,6 +170,7 @@ async fn run_blocking(
     a: &Assignment,
     module: ModuleSource,
     input: Arc<Vec<u8>>,
+    cancel: Option<Arc<AtomicBool>>,
 ) -> Result<executor::Outcome, String> {
     let ex = sh.executor.clone();
     let args: Vec<String> = a.args.iter().map(|x| x.0.clone()).collect();
@@ -180,7 +181,7 @@ async fn run_blocking(
             ModuleSource::Bytes(b) => ex.load(&b),
         };
         match module {
-            Ok(m) => ex.run(
+            Ok(m) => ex.run_cancellable(
                 &m,
                 &Task {
                     input: &input,
@@ -188,9 +189,10 @@ async fn run_blocking(
                     limits,
                     seed,
                 },
+                cancel,
             ),
             // The module itself is bad: that is a (deterministic) result too.
-            Err(e) => failed_outcome(e),
+            Err(e) => executor::Outcome::failed(e),
         }
     })
     .await
@@ -203,22 +205,15 @@ enum ModuleSource {
     Bytes(Arc<Vec<u8>>),
 }
 
-fn failed_outcome(e: executor::TaskError) -> executor::Outcome {
-    let t = now();
-    executor::Outcome {
-        result: Err(e),
-        output: Vec::new(),
-        stderr: Vec::new(),
-        fuel_used: Fuel(0),
-        started_at: t,
-        finished_at: t,
-        wall: Duration::ZERO,
-    }
-}
-
 /// Runs an accepted task. A large output is stored before the receipt
 /// goes out (the requester fetches it by id); a small one travels inline.
-async fn execute(sh: &Shared, requester: NodeId, a: &Assignment, inline: &Inline) -> Result<Ran, String> {
+async fn execute(
+    sh: &Shared,
+    requester: NodeId,
+    a: &Assignment,
+    inline: &Inline,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<Ran, String> {
     let module = match sh.executor.cached(&a.module) {
         Some(m) => ModuleSource::Compiled(m),
         None => ModuleSource::Bytes(content(sh, inline, a.module, requester).await?),
@@ -230,7 +225,7 @@ async fn execute(sh: &Shared, requester: NodeId, a: &Assignment, inline: &Inline
         .acquire_owned()
         .await
         .map_err(|e| e.to_string())?;
-    let mut outcome = run_blocking(sh, a, module, input).await?;
+    let mut outcome = run_blocking(sh, a, module, input, cancel).await?;
     sh.faults.tamper(&mut outcome);
     let id = outcome.output_id();
     let mut ran = outcome.ran();
@@ -256,7 +251,14 @@ async fn run_here(sh: &Shared, a: &Assignment, input: Option<Vec<u8>>) -> Result
         Some(i) => i,
         None => stored(sh, &a.input, "input").await?,
     };
-    let outcome = run_blocking(sh, a, ModuleSource::Bytes(Arc::new(module)), Arc::new(input)).await?;
+    let outcome = run_blocking(
+        sh,
+        a,
+        ModuleSource::Bytes(Arc::new(module)),
+        Arc::new(input),
+        None,
+    )
+    .await?;
     if !outcome.output.is_empty() {
         sh.store
             .content()
@@ -338,7 +340,14 @@ async fn reduce(
 async fn check_fraud(sh: &Shared, publisher: NodeId, a: &Assignment) -> Result<Ran, String> {
     let module = fetch(sh, publisher, a.module).await?;
     let input = fetch(sh, publisher, a.input).await?;
-    let outcome = run_blocking(sh, a, ModuleSource::Bytes(Arc::new(module)), Arc::new(input)).await?;
+    let outcome = run_blocking(
+        sh,
+        a,
+        ModuleSource::Bytes(Arc::new(module)),
+        Arc::new(input),
+        None,
+    )
+    .await?;
     Ok(outcome.ran())
 }
 

@@ -23,6 +23,8 @@ mod inbound;
 mod metrics;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::network::ToPeerId;
@@ -121,6 +123,8 @@ pub(super) struct Driver {
     durable: FuturesUnordered<BoxFuture<'static, Flushed>>,
     /// API answers of this turn that wait for its batch.
     api_after: Vec<Submitted>,
+    /// Stop flags of the executions running, by agreement.
+    running: HashMap<agora_protocol::MessageId, Arc<AtomicBool>>,
     sampler: LoadSampler,
     last_idle: Instant,
     cancel: CancellationToken,
@@ -154,6 +158,7 @@ impl Driver {
             },
             durable: FuturesUnordered::new(),
             api_after: Vec::new(),
+            running: HashMap::new(),
             sampler: LoadSampler::new(),
             last_idle: Instant::now(),
             cancel,
@@ -207,6 +212,11 @@ impl Driver {
 
     async fn shutdown(mut self) {
         tracing::info!("shutting down: taking no new work, recording what is in flight");
+        // Runs stop at their next epoch tick (their tasks are re-placed by
+        // their requesters, or run again here after a restart).
+        for flag in self.running.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
         self.engine.shutdown(now());
         self.end_turn().await;
         let _ = self.sh.store.flush().await;
@@ -241,7 +251,10 @@ impl Driver {
         let now = now();
         let e = &mut self.engine;
         match done {
-            Done::Executed(agreement, r) => e.on_executed(agreement, r, now),
+            Done::Executed(agreement, r) => {
+                self.running.remove(&agreement);
+                e.on_executed(agreement, r, now)
+            }
             Done::Stored(token, r) => e.on_output_stored(token, r, now),
             Done::Fetched(task, attempt, ok) => e.on_fetched(task, attempt, ok, now),
             Done::SpotChecked(task, attempt, r) => e.on_spot_checked(task, attempt, r, now),
@@ -333,7 +346,7 @@ impl Driver {
     /// Stops a running execution at its next epoch tick.
     fn interrupt(&mut self, agreement: &agora_protocol::MessageId) {
         if let Some(flag) = self.running.get(agreement) {
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            flag.store(true, Ordering::Relaxed);
         }
     }
 
@@ -363,8 +376,16 @@ impl Driver {
             }
             Output::Respond { reply, response } => self.respond(reply, response),
             Output::Run(w) => {
+                let cancel = match &w {
+                    agora_market::engine::Work::Execute { agreement, .. } => {
+                        let flag = Arc::new(AtomicBool::new(false));
+                        self.running.insert(*agreement, flag.clone());
+                        Some(flag)
+                    }
+                    _ => None,
+                };
                 let sh = self.sh.clone();
-                self.tasks.spawn(work::run(sh, w));
+                self.tasks.spawn(work::run(sh, w, cancel));
             }
             Output::Publish { topic, data } => self.outbox.publish(topic, data),
             Output::Interrupt { agreement } => self.interrupt(&agreement),
