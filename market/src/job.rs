@@ -325,6 +325,10 @@ pub struct Copy {
     /// The receipt envelope's bytes (evidence for fraud proofs).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
     pub receipt_env: Option<Vec<u8>>,
+    /// This node's signed acceptance of the copy (what binds its receipt
+    /// to the task, in a fraud proof).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub accept_env: Option<Vec<u8>>,
     /// A backup copy for a straggler.
     pub backup: bool,
     /// The amount paid, once a voucher is issued.
@@ -342,6 +346,28 @@ impl Copy {
     pub fn withdrawn_unagreed(&self) -> bool {
         self.state == CopyState::Cancelled && self.agreement.is_none()
     }
+
+    /// The copy's receipt bound to its task by its agreement and this
+    /// node's acceptance, for a fraud proof (all three envelopes needed).
+    pub fn evidence(&self) -> Option<Evidence> {
+        Some(Evidence {
+            receipt: self.receipt_env.clone()?,
+            agreement: Some(self.agreement_env.clone()?),
+            accept: Some(self.accept_env.clone()?),
+        })
+    }
+}
+
+/// One side of a fraud proof, as envelope bytes: a receipt, and the
+/// agreement and acceptance that bind it (absent for this node's own run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The receipt.
+    pub receipt: Vec<u8>,
+    /// The provider's agreement.
+    pub agreement: Option<Vec<u8>>,
+    /// This node's acceptance.
+    pub accept: Option<Vec<u8>>,
 }
 
 /// Serde helper: optional bytes as hex.
@@ -388,6 +414,10 @@ pub struct TaskRecord {
     /// The provider a baseline strategy (random, round-robin) pinned it to.
     #[serde(default)]
     pub pinned: Option<NodeId>,
+    /// Verified by a second copy instead of a spot check (this node could
+    /// not re-execute it under its limits, or the check could not run).
+    #[serde(default)]
+    pub needs_replica: bool,
 }
 
 impl TaskRecord {
@@ -404,6 +434,7 @@ impl TaskRecord {
             unplaced_rounds: 0,
             spot_checked: false,
             pinned: None,
+            needs_replica: false,
         }
     }
 

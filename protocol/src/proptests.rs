@@ -9,7 +9,7 @@ use crate::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSu
 use crate::domain::Domain;
 use crate::envelope::{Envelope, OpenError, Payload, ReplayGuard};
 use crate::execution::{ExitStatus, Receipt};
-use crate::fraud::FraudProof;
+use crate::fraud::{Evidence, FraudProof};
 use crate::id::{ContentId, JobId, MessageId, NodeId, Nonce, TaskId};
 use crate::identity::Keypair;
 use crate::limits::*;
@@ -194,20 +194,39 @@ fn sealed<T: Payload>(kp: &Keypair, p: &T, nonce: [u8; 16]) -> Envelope {
     Envelope::seal(kp, p, T0, Duration::from_secs(10), Nonce(nonce)).expect("seal")
 }
 
-fn fraud_proof() -> impl Strategy<Value = FraudProof> {
+fn evidence() -> impl Strategy<Value = Evidence> {
     (
         keypair(),
         receipt(),
-        receipt(),
-        vec(text(64).prop_map(Arg), 0..4),
-        0u8..2,
+        proptest::option::of(accept()),
+        any::<bool>(),
     )
-        .prop_map(|(kp, a, b, args, guilty)| FraudProof {
-            first: sealed(&kp, &a, [1; 16]),
-            second: sealed(&kp, &b, [2; 16]),
-            args,
-            guilty,
+        .prop_map(|(kp, r, accept, bound)| {
+            let receipt = sealed(&kp, &r, [1; 16]);
+            let accept = accept.map(|a| sealed(&kp, &a, [2; 16]));
+            let agreement = bound.then(|| {
+                sealed(
+                    &kp,
+                    &crate::market::Agreement {
+                        accept: accept.as_ref().map_or(crate::id::MessageId([0; 32]), |a| a.id()),
+                        task: r.task,
+                        requester: r.requester,
+                        price: Price(1),
+                        due: T0,
+                    },
+                    [3; 16],
+                )
+            });
+            Evidence {
+                receipt,
+                agreement,
+                accept,
+            }
         })
+}
+
+fn fraud_proof() -> impl Strategy<Value = FraudProof> {
+    (evidence(), evidence()).prop_map(|(accused, witness)| FraudProof { accused, witness })
 }
 
 fn decline() -> impl Strategy<Value = Decline> {
@@ -222,6 +241,8 @@ fn decline() -> impl Strategy<Value = Decline> {
         Just(Decline::Unknown),
         text(MAX_MESSAGE_LEN).prop_map(|message| Decline::Invalid { message }),
         any::<u64>().prop_map(|m| Decline::TooLarge { max: Bytes(m) }),
+        any::<u64>().prop_map(|m| Decline::FuelTooHigh { max: Fuel(m) }),
+        any::<u64>().prop_map(|m| Decline::TimeTooLong { max: Millis(m) }),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! domain summaries, fraud proofs; and what it does about its connections
 //! (whom to dial, whom to probe).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use agora_protocol::capacity::{Addr, Advert};
@@ -10,8 +11,9 @@ use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::Assignment;
 use agora_protocol::units::Timestamp;
 use agora_protocol::{
-    Decode, Domain, Encode, Envelope, FRAUD_TOPIC, MessageId, NodeId, TOPIC_PREFIX, Verified,
+    Decode, Domain, Encode, Envelope, FRAUD_TOPIC, MessageId, NodeId, Nonce, TOPIC_PREFIX, Verified,
 };
+use rand::RngExt;
 
 use super::{Engine, Output, Ran, Verdict, Work};
 use crate::idle;
@@ -21,6 +23,10 @@ use crate::view::Rejected;
 const REDIAL_PEER: Duration = Duration::from_secs(30);
 /// Fraud proofs re-executed at once.
 const FRAUD_CHECKS: usize = 2;
+/// The longest task a fraud check re-executes.
+const FRAUD_CHECK_TIME: Duration = Duration::from_secs(60);
+/// How long a fraud proof circulates.
+const FRAUD_LIFETIME: Duration = Duration::from_secs(3600);
 /// Fraud proofs remembered as seen.
 const FRAUD_SEEN: usize = 10_000;
 
@@ -175,6 +181,11 @@ impl Engine {
         }
     }
 
+    /// A fraud proof from gossip. It is never forwarded as it came: this
+    /// node checks it by re-executing under the task's signed limits (a few
+    /// at a time, a bounded number per publisher and period, only proofs
+    /// against providers it might use, only if it can meet the limits), and
+    /// publishes it under its own signature once confirmed.
     fn on_fraud(&mut self, data: &[u8], now: Timestamp) -> Verdict {
         let Ok(env) = Envelope::from_bytes(data) else {
             return Verdict::Reject;
@@ -185,43 +196,59 @@ impl Engine {
         let Ok(conflict) = v.payload().check() else {
             return Verdict::Reject;
         };
-        if !self.fraud_seen.insert(env.id()) {
+        let key = MessageId::of(&v.payload().to_bytes());
+        if !self.fraud_seen.insert(key) {
             return Verdict::Ignore;
         }
         if self.fraud_seen.len() > FRAUD_SEEN {
             self.fraud_seen.clear();
         }
-        // Re-execute to see for ourselves, a few at a time.
-        if self.fraud_checking.len() < FRAUD_CHECKS {
-            let proof = v.payload().clone();
-            let accused = if proof.guilty == 0 {
-                &conflict.first
-            } else {
-                &conflict.second
-            };
-            let assignment = fraud_assignment(accused, &proof);
-            self.fraud_checking.insert(env.id(), proof);
-            self.out.push(Output::Run(Work::CheckFraud {
-                proof: env.id(),
-                publisher: v.signer(),
-                assignment,
-            }));
+        let accused = conflict.accused.signer();
+        let relevant = self.view.peer(&accused).is_some() || self.requester.book().get(&accused).is_some();
+        if !relevant || self.requester.book().is_banned(&accused) {
+            return Verdict::Ignore;
         }
-        Verdict::Accept
+        if let Err(why) = self.can_check(&conflict.assignment) {
+            tracing::info!(accused = %accused.short(), %why, "abstaining from a fraud proof this node cannot check");
+            return Verdict::Ignore;
+        }
+        let publisher = v.signer();
+        if self.fraud_checking.len() >= FRAUD_CHECKS || !self.fraud_quota.allow(publisher, now) {
+            return Verdict::Ignore;
+        }
+        self.fraud_checking.insert(key, v.into_payload());
+        self.out.push(Output::Run(Work::CheckFraud {
+            proof: key,
+            publisher,
+            assignment: conflict.assignment,
+        }));
+        Verdict::Ignore
+    }
+
+    /// Whether this node can re-execute a task under exactly its signed
+    /// limits: a check under other limits could condemn an honest provider.
+    fn can_check(&self, a: &Assignment) -> Result<(), String> {
+        let l = &a.limits;
+        if l.memory > self.config.requester.local_memory {
+            return Err(format!("the task needs {} of memory", l.memory));
+        }
+        if l.timeout.duration() > FRAUD_CHECK_TIME {
+            return Err(format!("the task may run {} ms", l.timeout.0));
+        }
+        if l.fuel > self.provider.config().max_task_fuel {
+            return Err(format!("the task may use {} fuel", l.fuel.0));
+        }
+        Ok(())
     }
 
     /// A fraud proof's computation ran here: the accused is banned if its
-    /// receipt is wrong and the other is right.
-    pub fn on_fraud_checked(&mut self, proof: MessageId, result: Result<Ran, String>) {
+    /// receipt is wrong and the witness right, and the proof goes on under
+    /// this node's signature.
+    pub fn on_fraud_checked(&mut self, proof: MessageId, result: Result<Ran, String>, now: Timestamp) {
         let Some(p) = self.fraud_checking.remove(&proof) else {
             return;
         };
         let Ok(conflict) = p.check() else { return };
-        let (accused, other) = if p.guilty == 0 {
-            (&conflict.first, &conflict.second)
-        } else {
-            (&conflict.second, &conflict.first)
-        };
         let ran = match result {
             Ok(r) => r,
             Err(e) => {
@@ -234,16 +261,22 @@ impl Engine {
             let r = r.payload();
             (r.output, r.fuel_used, r.exit.clone())
         };
-        let guilty = outcome(accused) != truth && outcome(other) == truth;
+        let guilty = outcome(&conflict.accused) != truth && outcome(&conflict.witness) == truth;
         let detail = format!("re-execution gives output {}", truth.0);
-        if guilty {
-            self.counters.fraud_confirmed += 1;
-            let culprit = accused.signer();
-            tracing::warn!(culprit = %culprit, %detail, "fraud proof confirmed by re-execution: avoiding the provider");
-            self.requester
-                .ban(culprit, format!("fraud proof confirmed: {detail}"));
-        } else {
+        if !guilty {
             tracing::info!(%detail, "fraud proof not confirmed");
+            return;
+        }
+        self.counters.fraud_confirmed += 1;
+        let culprit = conflict.accused.signer();
+        tracing::warn!(culprit = %culprit, %detail, "fraud proof confirmed by re-execution: avoiding the provider");
+        self.requester
+            .ban(culprit, format!("fraud proof confirmed: {detail}"));
+        if let Ok(env) = Envelope::seal(&self.keypair, &p, now, FRAUD_LIFETIME, Nonce(self.rng.random())) {
+            self.out.push(Output::Publish {
+                topic: FRAUD_TOPIC.to_owned(),
+                data: env.to_bytes(),
+            });
         }
     }
 
@@ -295,21 +328,32 @@ impl Engine {
     }
 }
 
-/// What a fraud proof's accused receipt claims to have run.
-fn fraud_assignment(accused: &Verified<Receipt>, proof: &FraudProof) -> Assignment {
-    let r = accused.payload();
-    Assignment {
-        task: r.task,
-        attempt: 0,
-        module: r.module,
-        input: r.input,
-        args: proof.args.clone(),
-        limits: agora_protocol::market::Limits {
-            fuel: r.fuel_limit,
-            memory: agora_protocol::units::Bytes::mib(256),
-            timeout: agora_protocol::units::Millis(60_000),
-            max_output: agora_protocol::units::Bytes(agora_protocol::limits::MAX_BLOB as u64),
-        },
-        seed: r.seed,
+/// Checks of fraud proofs a publisher may cause per period: what one peer
+/// can make this node spend on re-execution is bounded.
+#[derive(Debug, Default)]
+pub(super) struct FraudQuota(HashMap<NodeId, (Timestamp, u32)>);
+
+/// Checks per publisher per [`FRAUD_QUOTA_PERIOD`].
+const FRAUD_QUOTA: u32 = 4;
+/// The period of [`FRAUD_QUOTA`].
+const FRAUD_QUOTA_PERIOD: Duration = Duration::from_secs(600);
+/// Publishers tracked at most (the oldest windows are dropped first).
+const FRAUD_PUBLISHERS: usize = 4096;
+
+impl FraudQuota {
+    fn allow(&mut self, publisher: NodeId, now: Timestamp) -> bool {
+        if self.0.len() >= FRAUD_PUBLISHERS {
+            self.0
+                .retain(|_, (start, _)| now.since(*start) < FRAUD_QUOTA_PERIOD);
+        }
+        if self.0.len() >= FRAUD_PUBLISHERS && !self.0.contains_key(&publisher) {
+            return false;
+        }
+        let e = self.0.entry(publisher).or_insert((now, 0));
+        if now.since(e.0) >= FRAUD_QUOTA_PERIOD {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= FRAUD_QUOTA
     }
 }

@@ -226,6 +226,7 @@ pub struct Engine {
     inline: HashMap<MessageId, Inline>,
     cancelled_running: HashSet<MessageId>,
     fraud_checking: HashMap<MessageId, agora_protocol::fraud::FraudProof>,
+    fraud_quota: gossip::FraudQuota,
     fraud_seen: HashSet<MessageId>,
     counters: Counters,
 }
@@ -310,6 +311,7 @@ impl Engine {
             inline: HashMap::new(),
             cancelled_running: HashSet::new(),
             fraud_checking: HashMap::new(),
+            fraud_quota: gossip::FraudQuota::default(),
             fraud_seen: HashSet::new(),
             counters: Counters::default(),
         };

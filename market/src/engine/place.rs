@@ -13,8 +13,10 @@ use agora_protocol::{
     ContentId, Decode, Encode, Envelope, FRAUD_TOPIC, JobId, MessageId, NodeId, Payload, TaskId, Verified,
 };
 
+use rand::RngExt;
+
 use super::{Engine, Output, Pending, Ran, RequestId, Work};
-use crate::job::JobState;
+use crate::job::{Evidence, JobState};
 use crate::refusal::Refusal;
 use crate::requester::Action;
 
@@ -69,6 +71,7 @@ impl Engine {
                 send_input,
             } => {
                 let env = self.seal(&accept, NEGOTIATION_LIFETIME, now);
+                self.requester.accept_sealed(task, attempt, env.to_bytes());
                 let mut attach = Vec::new();
                 if send_module {
                     attach.push(accept.assignment.module);
@@ -130,10 +133,9 @@ impl Engine {
             Action::Pay { to, voucher } => self.pay(to, &voucher, now),
             Action::Fraud {
                 culprit,
-                wrong,
-                right,
-                args,
-            } => self.publish_fraud(culprit, &wrong, &right, args, now),
+                accused,
+                witness,
+            } => self.publish_fraud(culprit, &accused, &witness, now),
             Action::Reduce { job } => self.reduce(job, now),
             Action::Ended { job, state } => {
                 match state {
@@ -157,30 +159,28 @@ impl Engine {
         self.deliver(key, to, MarketRequest::Voucher(env), true, now);
     }
 
-    fn publish_fraud(
-        &mut self,
-        culprit: NodeId,
-        wrong: &[u8],
-        right: &[u8],
-        args: Vec<String>,
-        now: Timestamp,
-    ) {
-        let (Ok(first), Ok(second)) = (Envelope::from_bytes(wrong), Envelope::from_bytes(right)) else {
+    fn publish_fraud(&mut self, culprit: NodeId, accused: &Evidence, witness: &Evidence, now: Timestamp) {
+        let (Some(accused), Some(witness)) = (envelopes(accused), envelopes(witness)) else {
             return;
         };
-        let proof = FraudProof {
-            first,
-            second,
-            args: super::args_of(&args),
-            guilty: 0,
-        };
-        if proof.check().is_err() {
-            tracing::warn!(culprit = %culprit.short(), "fraud proof does not check out; not publishing");
+        let proof = FraudProof { accused, witness };
+        if let Err(e) = proof.check() {
+            tracing::warn!(culprit = %culprit.short(), error = %e, "fraud proof does not check out; not publishing");
             return;
         }
         tracing::warn!(culprit = %culprit, "provider returned a wrong result: banned, publishing a fraud proof");
-        let env = self.seal(&proof, FRAUD_LIFETIME, now);
+        let Ok(env) = Envelope::seal(
+            &self.keypair,
+            &proof,
+            now,
+            FRAUD_LIFETIME,
+            agora_protocol::Nonce(self.rng.random()),
+        ) else {
+            tracing::warn!(culprit = %culprit.short(), "the fraud proof is too large to publish; the provider stays banned here");
+            return;
+        };
         self.counters.fraud_published += 1;
+        self.fraud_seen.insert(env.id());
         self.out.push(Output::Publish {
             topic: FRAUD_TOPIC.to_owned(),
             data: env.to_bytes(),
@@ -270,7 +270,7 @@ impl Engine {
     }
 
     /// A spot check ran here (`Err`: it could not run). A check that cannot
-    /// run accepts the copy on its receipts alone.
+    /// run leaves the copy to be verified by a second provider.
     pub fn on_spot_checked(
         &mut self,
         task: TaskId,
@@ -334,5 +334,21 @@ fn opened<T: Payload>(
             Expect::Agreement => "agreement",
         };
         Refusal::Invalid(format!("invalid {what}: {e}"))
+    })
+}
+
+/// Evidence as the protocol's, decoded (`None` if any envelope is not one).
+fn envelopes(e: &Evidence) -> Option<agora_protocol::fraud::Evidence> {
+    let decode = |b: &Vec<u8>| Envelope::from_bytes(b).ok();
+    Some(agora_protocol::fraud::Evidence {
+        receipt: decode(&e.receipt)?,
+        agreement: match &e.agreement {
+            Some(b) => Some(decode(b)?),
+            None => None,
+        },
+        accept: match &e.accept {
+            Some(b) => Some(decode(b)?),
+            None => None,
+        },
     })
 }

@@ -34,13 +34,15 @@ use agora_protocol::market::{
     Accept, Agreement, Arg, Assignment, CallForOffers, CancelReason, Offer, Requirements, args_digest,
 };
 use agora_protocol::settlement::Voucher;
-use agora_protocol::units::{Fuel, Millis, Price, Timestamp};
+use agora_protocol::units::{Bytes, Fuel, Millis, Price, Timestamp};
 use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId, Verified};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
-use crate::job::{Copy, CopyState, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord};
+use crate::job::{
+    Copy, CopyState, Evidence, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord,
+};
 use crate::placement::{self, Book, Exclusion, Need, ProviderInfo, Scored};
 use crate::refusal::Refusal;
 use crate::view::View;
@@ -75,6 +77,10 @@ pub struct Config {
     pub keep_finished: usize,
     /// How long an ended job stays in memory at most.
     pub retire_after: Duration,
+    /// The most memory this node's own executor gives a task: a task that
+    /// needs more cannot be re-executed here, so it is verified by a second
+    /// copy instead of a spot check.
+    pub local_memory: Bytes,
 }
 
 impl Default for Config {
@@ -93,6 +99,7 @@ impl Default for Config {
             domains_to_try: 2,
             keep_finished: 256,
             retire_after: Duration::from_secs(60),
+            local_memory: Bytes::mib(256),
         }
     }
 }
@@ -164,17 +171,15 @@ pub enum Action {
         /// The voucher.
         voucher: Voucher,
     },
-    /// Publish a fraud proof: `wrong` conflicts with `right`.
+    /// Publish a fraud proof: `accused` conflicts with `witness`.
     Fraud {
         /// The provider caught.
         culprit: NodeId,
-        /// The false receipt's envelope bytes.
-        wrong: Vec<u8>,
-        /// A correct receipt's envelope bytes (another provider's, or this
-        /// node's own from a spot check).
-        right: Vec<u8>,
-        /// The task's arguments.
-        args: Vec<String>,
+        /// Its receipt, agreement and this node's acceptance.
+        accused: Evidence,
+        /// A correct receipt: another provider's (with its agreement and
+        /// acceptance), or this node's own from a spot check.
+        witness: Evidence,
     },
     /// Run the job's reduce module over the verified outputs; report with
     /// [`Requester::on_reduced`].
@@ -775,6 +780,21 @@ impl Requester {
             .copies
             .iter()
             .find(|c| c.attempt == attempt)
+    }
+
+    /// The acceptance of a copy was signed: kept with the copy, it binds the
+    /// copy's receipt to its task in a fraud proof.
+    pub fn accept_sealed(&mut self, task: TaskId, attempt: u16, envelope: Vec<u8>) {
+        let Some(c) = self
+            .jobs
+            .get_mut(&task.job)
+            .and_then(|j| j.tasks.get_mut(task.index as usize))
+            .and_then(|t| t.copy_mut(attempt))
+        else {
+            return;
+        };
+        c.accept_env = Some(envelope);
+        self.dirty_tasks.insert(task);
     }
 
     /// Bans a provider on someone else's verified fraud proof.

@@ -215,6 +215,7 @@ impl Requester {
             paid: None,
             wrong: false,
             spot_pending: false,
+            accept_env: None,
         });
         t.phase = TaskPhase::Running;
         self.book.placed(provider, Timestamp(predicted));

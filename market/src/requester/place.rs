@@ -101,6 +101,9 @@ impl Requester {
         {
             need = 2;
         }
+        if t.needs_replica {
+            need = need.max(2);
+        }
         if groups.len() > 1 {
             need = need.max(total / 2 + 1);
             // More copies only help if the leader can still reach a majority.

@@ -126,9 +126,14 @@ impl Requester {
             }
             let pick = entry.0 % block == entry.1;
             entry.0 += 1;
-            if pick {
+            if pick && spec.memory <= self.config.local_memory {
                 c.spot_pending = true;
                 self.out.push_back(Action::SpotCheck { task, attempt });
+            } else if pick {
+                // This node cannot reproduce the task's limits: a check here
+                // would judge an honest provider by a run that ran out of
+                // memory. A second provider decides instead.
+                t.needs_replica = true;
             }
         }
         self.touch(task);
@@ -171,7 +176,6 @@ impl Requester {
         let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
-        let args = job.record.spec.args.clone();
         let Some(t) = job.tasks.get_mut(task.index as usize) else {
             return;
         };
@@ -183,7 +187,7 @@ impl Requester {
         let agrees = rep.output == outcome.0 && rep.fuel == outcome.1 && rep.exit == outcome.2;
         if !agrees {
             c.wrong = true;
-            let wrong = c.receipt_env.clone().unwrap_or_default();
+            let accused = c.evidence();
             // Our own execution is the truth for us: accept it.
             t.output = Some(outcome.0);
             t.fuel = Some(outcome.1);
@@ -198,15 +202,40 @@ impl Requester {
             }
             self.book
                 .ban(provider, format!("spot check of task {task} disagreed"));
-            self.out.push_back(Action::Fraud {
-                culprit: provider,
-                wrong,
-                right: own_receipt,
-                args,
-            });
+            if let Some(accused) = accused {
+                let witness = Evidence {
+                    receipt: own_receipt,
+                    agreement: None,
+                    accept: None,
+                };
+                self.out.push_back(Action::Fraud {
+                    culprit: provider,
+                    accused,
+                    witness,
+                });
+            }
             self.touch(task);
             self.settle_accepted(task, now);
             return;
+        }
+        self.touch(task);
+        self.settle(task.job, task.index, now);
+    }
+
+    /// The local re-execution of a spot-checked copy could not run (its
+    /// module or input is missing, the executor failed): the copy is not
+    /// judged by it, and a second provider decides instead.
+    pub fn on_spot_check_failed(&mut self, task: TaskId, attempt: u16, now: Timestamp) {
+        let Some(t) = self
+            .jobs
+            .get_mut(&task.job)
+            .and_then(|j| j.tasks.get_mut(task.index as usize))
+        else {
+            return;
+        };
+        t.needs_replica = true;
+        if let Some(c) = t.copy_mut(attempt) {
+            c.spot_pending = false;
         }
         self.touch(task);
         self.settle(task.job, task.index, now);
@@ -243,8 +272,8 @@ impl Requester {
             let total: usize = groups.iter().map(|g| g.1.len()).sum();
             let runner_up = groups.get(1).map_or(0, |g| g.1.len());
             let mut need = k;
-            if !leader.2.is_success() && k == 1 {
-                need = 2;
+            if (!leader.2.is_success() && k == 1) || t.needs_replica {
+                need = need.max(2);
             }
             let decided = members.len() >= need
                 && members.len() > runner_up
@@ -309,12 +338,11 @@ impl Requester {
         let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
-        let args = job.record.spec.args.clone();
         let module = job.record.spec.module;
         let input = job.record.spec.inputs[task.index as usize].id;
         let t = &mut job.tasks[task.index as usize];
         let accepted = (t.output, t.fuel, t.exit.clone());
-        let right_env = t
+        let witness = t
             .copies
             .iter()
             .find(|c| {
@@ -323,7 +351,7 @@ impl Requester {
                         .as_ref()
                         .is_some_and(|r| Some(r.output) == accepted.0 && Some(r.fuel) == accepted.1)
             })
-            .and_then(|c| c.receipt_env.clone());
+            .and_then(Copy::evidence);
         let mut pays = Vec::new();
         let mut frauds = Vec::new();
         let mut cancels = Vec::new();
@@ -351,8 +379,8 @@ impl Requester {
                         }
                     } else if !c.wrong && r.exit.is_deterministic() {
                         c.wrong = true;
-                        if let (Some(w), Some(right)) = (c.receipt_env.clone(), right_env.clone()) {
-                            frauds.push((c.provider, w, right));
+                        if let (Some(accused), Some(witness)) = (c.evidence(), witness.clone()) {
+                            frauds.push((c.provider, accused, witness));
                         }
                     }
                 }
@@ -386,14 +414,13 @@ impl Requester {
                 voucher: v,
             });
         }
-        for (p, w, right) in frauds {
+        for (p, accused, witness) in frauds {
             self.book
                 .ban(p, format!("receipt for task {task} disagreed with the majority"));
             self.out.push_back(Action::Fraud {
                 culprit: p,
-                wrong: w,
-                right,
-                args: args.clone(),
+                accused,
+                witness,
             });
         }
         for (p, a) in cancels {

@@ -492,7 +492,8 @@ impl Sim {
         };
         let Ok(accused) = proof
             .payload()
-            .first
+            .accused
+            .receipt
             .open_ignoring_time::<agora_protocol::execution::Receipt>()
         else {
             return;

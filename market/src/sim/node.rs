@@ -144,7 +144,7 @@ impl SimNode {
             Done::SpotChecked(task, attempt, r) => e.on_spot_checked(task, attempt, r, now),
             // The reduce step's own run is the executor's concern.
             Done::Reduced(job) => e.on_reduced(job, Ok(ContentId([0; 32])), now),
-            Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r),
+            Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r, now),
             Done::Probed(peer, alive) => e.on_probe(peer, alive, now),
         }
     }

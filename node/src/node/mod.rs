@@ -358,6 +358,8 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             negotiation_timeout: c.requester.negotiation_timeout,
             unplaceable_after: c.requester.unplaceable_after,
             backups: c.requester.backups,
+            // What this node's executor gives a task (see `Node::start`).
+            local_memory: p.memory.max(agora_protocol::units::Bytes::mib(64)),
             ..requester::Config::default()
         },
         adverts: engine::Adverts {

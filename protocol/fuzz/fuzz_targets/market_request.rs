@@ -1,7 +1,7 @@
 //! `MarketRequest::from_bytes`, then every envelope it carries is opened.
 #![no_main]
 
-use agora_protocol::limits::{MAX_INLINE_BLOBS, MAX_INLINE_CONTENT};
+use agora_protocol::limits::{MAX_BATCH, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT};
 use agora_protocol::rpc::MarketRequest;
 use agora_protocol_fuzz::{check_domain, decode_canonical, open_every_type};
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +10,13 @@ fuzz_target!(|data: &[u8]| {
     let Some(req) = decode_canonical::<MarketRequest>(data) else {
         return;
     };
-    match &req {
+    check(&req, true);
+});
+
+/// Opens every envelope of a request; a batch's parts are requests too
+/// (never batches themselves, never summaries requests).
+fn check(req: &MarketRequest, top: bool) {
+    match req {
         MarketRequest::CallForOffers(e) | MarketRequest::Voucher(e) | MarketRequest::Cancel(e) => {
             open_every_type(e, e.issued_at())
         }
@@ -23,6 +29,16 @@ fuzz_target!(|data: &[u8]| {
             assert!(output.as_ref().is_none_or(|b| b.0.len() <= MAX_INLINE_CONTENT));
             open_every_type(receipt, receipt.issued_at());
         }
-        MarketRequest::Summaries(d) => check_domain(d),
+        MarketRequest::Summaries(d) => {
+            assert!(top, "a summaries request inside a batch was decoded");
+            check_domain(d)
+        }
+        MarketRequest::Batch(items) => {
+            assert!(top, "a nested batch was decoded");
+            assert!(items.len() <= MAX_BATCH);
+            for r in items {
+                check(r, false);
+            }
+        }
     }
-});
+}

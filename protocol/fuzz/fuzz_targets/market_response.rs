@@ -2,7 +2,7 @@
 #![no_main]
 
 use agora_protocol::capacity::DomainSummary;
-use agora_protocol::limits::{MAX_MESSAGE_LEN, MAX_SUMMARIES};
+use agora_protocol::limits::{MAX_BATCH, MAX_MESSAGE_LEN, MAX_SUMMARIES};
 use agora_protocol::rpc::{Decline, MarketResponse};
 use agora_protocol_fuzz::{decode_canonical, open_as, open_every_type};
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +11,13 @@ fuzz_target!(|data: &[u8]| {
     let Some(resp) = decode_canonical::<MarketResponse>(data) else {
         return;
     };
-    match &resp {
+    check(&resp, true);
+});
+
+/// Opens every envelope of a response; a batch's parts are responses too
+/// (never batches themselves, never summaries).
+fn check(resp: &MarketResponse, top: bool) {
+    match resp {
         MarketResponse::Offer(e) | MarketResponse::Agreement(e) => open_every_type(e, e.issued_at()),
         MarketResponse::Declined(d) => {
             if let Decline::Invalid { message } = d {
@@ -21,10 +27,18 @@ fuzz_target!(|data: &[u8]| {
         }
         MarketResponse::Ack => {}
         MarketResponse::Summaries(s) => {
+            assert!(top, "summaries inside a batch were decoded");
             assert!(s.len() <= MAX_SUMMARIES);
             for e in s {
                 let _ = open_as::<DomainSummary>(e, e.issued_at());
             }
         }
+        MarketResponse::Batch(items) => {
+            assert!(top, "a nested batch was decoded");
+            assert!(items.len() <= MAX_BATCH);
+            for r in items {
+                check(r, false);
+            }
+        }
     }
-});
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use agora_protocol::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSummary};
 use agora_protocol::envelope::ENVELOPE_VERSION;
 use agora_protocol::execution::{ExitStatus, Receipt};
-use agora_protocol::fraud::FraudProof;
+use agora_protocol::fraud::{Evidence, FraudProof};
 use agora_protocol::limits::{MAX_CLOCK_SKEW, MAX_DOMAIN_DEPTH, MAX_DOMAIN_LEN};
 use agora_protocol::market::{
     Accept, Agreement, Arg, Assignment, CallForOffers, Cancel, CancelReason, Limits, Offer, Requirements,
@@ -106,12 +106,13 @@ pub fn open_as<T: Payload + Debug + PartialEq>(env: &Envelope, now: Timestamp) -
 /// Checks a fraud proof: when `check` accepts it, it really is evidence.
 pub fn check_fraud(p: &FraudProof) {
     if let Ok(c) = p.check() {
-        let (a, b) = (c.first.payload(), c.second.payload());
+        let (a, b) = (c.accused.payload(), c.witness.payload());
         assert!(a.same_computation(b));
         assert_ne!(a.outcome(), b.outcome());
         assert!(a.exit.is_deterministic() && b.exit.is_deterministic());
-        assert_eq!(args_digest(&p.args), a.args);
-        assert!(p.guilty <= 1);
+        assert_eq!(args_digest(&c.assignment.args), a.args);
+        assert_eq!(a.requester, c.requester);
+        assert_ne!(c.accused.signer(), c.requester);
     }
 }
 
@@ -288,6 +289,8 @@ pub fn advert() -> Advert {
         energy: EnergyRate(15),
         version: "agora/0.1.0".into(),
         addrs: vec![Addr("/ip4/127.0.0.1/tcp/4001".into())],
+        max_task_fuel: Fuel(20_000_000_000_000),
+        max_task_time: Millis(3_600_000),
     }
 }
 
@@ -334,6 +337,7 @@ pub fn call_for_offers() -> CallForOffers {
             module_size: Bytes::kib(100),
             input: ContentId::of(b"input"),
             input_size: Bytes(12),
+            fuel_limit: Fuel(10_000_000),
         },
     }
 }
@@ -427,13 +431,38 @@ pub fn voucher() -> Voucher {
     }
 }
 
+/// One provider's copy of [`accept`]'s task, bound by the requester's
+/// acceptance and the provider's agreement, reporting `output`.
+fn bound_copy(provider: u8, output: &[u8]) -> Evidence {
+    let accept = seal(&keypair(1), &accept(), provider * 10);
+    let agreement = seal(
+        &keypair(provider),
+        &Agreement {
+            accept: accept.id(),
+            ..agreement()
+        },
+        provider * 10 + 1,
+    );
+    let receipt = seal(
+        &keypair(provider),
+        &Receipt {
+            agreement: agreement.id(),
+            ..receipt(ExitStatus::Success, output)
+        },
+        provider * 10 + 2,
+    );
+    Evidence {
+        receipt,
+        agreement: Some(agreement),
+        accept: Some(accept),
+    }
+}
+
 /// A valid fraud proof: two providers, same computation, different outputs.
 pub fn fraud_proof() -> FraudProof {
     FraudProof {
-        first: seal(&keypair(2), &receipt(ExitStatus::Success, b"42"), 1),
-        second: seal(&keypair(3), &receipt(ExitStatus::Success, b"43"), 2),
-        args: accept().assignment.args,
-        guilty: 1,
+        accused: bound_copy(2, b"42"),
+        witness: bound_copy(3, b"43"),
     }
 }
 

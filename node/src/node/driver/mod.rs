@@ -259,7 +259,7 @@ impl Driver {
             Done::Fetched(task, attempt, ok) => e.on_fetched(task, attempt, ok, now),
             Done::SpotChecked(task, attempt, r) => e.on_spot_checked(task, attempt, r, now),
             Done::Reduced(job, r) => e.on_reduced(job, r, now),
-            Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r),
+            Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r, now),
             Done::Probed(peer, alive) => e.on_probe(peer, alive, now),
             Done::Calibrated(r) => e.on_calibrated(r, now),
             Done::Answer(id, r) => e.on_answer(id, r, now),
