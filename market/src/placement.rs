@@ -26,7 +26,7 @@ use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, FUEL_PER_CU_SECOND,
 use agora_protocol::{ContentId, Domain, NodeId};
 use serde::Serialize;
 
-use crate::view::View;
+use crate::view::{Standing, View};
 
 /// Weight of price in the score.
 pub const W_PRICE: f64 = 0.5;
@@ -76,6 +76,9 @@ pub struct ProviderStats {
     /// The per-slot speed it advertised when last asked, CU.
     #[serde(skip)]
     pub advertised: Option<f64>,
+    /// It did not answer the last time it was asked (cleared when it
+    /// answers): ranked after every provider that did.
+    pub unreachable: bool,
     /// Reputation in `[0, 1]`.
     pub reputation: f64,
     /// Predicted finish time of each task in flight there (ms timestamps).
@@ -120,6 +123,7 @@ impl Default for ProviderStats {
             learnt_cu: None,
             learnt_at: 0,
             advertised: None,
+            unreachable: false,
             reputation: INITIAL_REPUTATION,
             lanes: Vec::new(),
             verified: 0,
@@ -207,6 +211,18 @@ impl Book {
         e.failed += 1;
     }
 
+    /// The provider could not be reached.
+    pub fn unreachable(&mut self, p: NodeId) {
+        self.entry(p).unreachable = true;
+    }
+
+    /// The provider answered (an offer, an agreement, a receipt, a decline).
+    pub fn answered(&mut self, p: NodeId) {
+        if let Some(e) = self.providers.get_mut(&p) {
+            e.unreachable = false;
+        }
+    }
+
     /// The provider declined for lack of capacity: do not ask again for a while.
     pub fn back_off(&mut self, p: NodeId, until: Timestamp) {
         let e = self.entry(p);
@@ -261,6 +277,8 @@ pub struct ProviderInfo {
     pub max_task_fuel: Fuel,
     /// The longest it lets one task run.
     pub max_task_time: Duration,
+    /// How far it has shown that it exists.
+    pub standing: Standing,
 }
 
 /// What a task asks of a provider.
@@ -534,6 +552,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             from_advert: true,
             max_task_fuel: p.advert.max_task_fuel,
             max_task_time: p.advert.max_task_time.duration(),
+            standing: view.standing(&p.node),
         })
         .collect();
     let known: HashSet<NodeId> = out.iter().map(|p| p.node).chain([view.local()]).collect();
@@ -565,6 +584,8 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 from_advert: false,
                 max_task_fuel: Fuel(u64::MAX),
                 max_task_time: Duration::MAX,
+                // Listed by a vouched summary.
+                standing: view.standing(&c.node).max(Standing::Reachable),
             });
         }
     }
@@ -591,6 +612,7 @@ mod tests {
             from_advert: true,
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Duration::from_secs(3600),
+            standing: Standing::Reachable,
         }
     }
 

@@ -9,6 +9,7 @@ use agora_protocol::capacity::{Addr, Advert};
 use agora_protocol::execution::Receipt;
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::Assignment;
+use agora_protocol::rpc::MarketResponse;
 use agora_protocol::units::Timestamp;
 use agora_protocol::{
     Decode, Domain, Encode, Envelope, FRAUD_TOPIC, MessageId, NodeId, Nonce, TOPIC_PREFIX, Verified,
@@ -29,6 +30,10 @@ const FRAUD_CHECK_TIME: Duration = Duration::from_secs(60);
 const FRAUD_LIFETIME: Duration = Duration::from_secs(3600);
 /// Fraud proofs remembered as seen.
 const FRAUD_SEEN: usize = 10_000;
+/// A summary not vouched for is asked about again after this long.
+const VOUCH_RETRY: Duration = Duration::from_secs(30);
+/// Summaries being vouched for at most.
+const MAX_VOUCHING: usize = 256;
 
 impl Engine {
     /// A gossip message (`author`: the signer gossipsub authenticated, if
@@ -42,30 +47,113 @@ impl Engine {
                     self.learn_addresses(node, now);
                     Verdict::Accept
                 }
-                Err(Rejected::Replayed { .. }) => Verdict::Ignore,
-                Err(e) => {
-                    tracing::debug!(error = %e, "advert rejected");
-                    self.counters.gossip_rejected += 1;
-                    Verdict::Reject
-                }
+                Err(e) => self.rejected("advert", &e),
             }
         } else if topic.starts_with(&summaries) {
             match self.view.on_summary(data, now) {
-                Ok(d) => {
-                    self.learn_contacts(&d);
+                Ok(s) => {
+                    self.learn_contacts(&s.contacts);
+                    if let Some(contact) = s.ask {
+                        self.ask_to_vouch(s.domain, s.signer, contact, now);
+                    }
                     Verdict::Accept
                 }
-                Err(Rejected::Replayed { .. }) => Verdict::Ignore,
-                Err(_) => {
-                    self.counters.gossip_rejected += 1;
-                    Verdict::Reject
-                }
+                Err(e) => self.rejected("summary", &e),
             }
         } else if topic == FRAUD_TOPIC {
             self.on_fraud(data, now)
         } else {
             Verdict::Ignore
         }
+    }
+
+    /// A rejected advert or summary: an invalid one is penalised; one that
+    /// is only not useful now (a replay, a flood of unknown keys, a full
+    /// view) is not forwarded, so a flood does not spread.
+    fn rejected(&mut self, what: &str, e: &Rejected) -> Verdict {
+        if e.is_invalid() {
+            tracing::debug!(error = %e, "{what} rejected");
+            self.counters.gossip_rejected += 1;
+            Verdict::Reject
+        } else {
+            Verdict::Ignore
+        }
+    }
+
+    /// Asks a contact a summary lists whether it is a member of that
+    /// domain: the summary counts once it answers with a summary of it.
+    /// At most one question per summary and period, and a bounded number
+    /// at once.
+    fn ask_to_vouch(&mut self, domain: Domain, signer: NodeId, contact: NodeId, now: Timestamp) {
+        if contact == self.local {
+            return;
+        }
+        let key = (domain.clone(), signer);
+        if self
+            .vouching
+            .get(&key)
+            .is_some_and(|t| now.since(*t) < VOUCH_RETRY)
+        {
+            return;
+        }
+        if self.vouching.len() >= MAX_VOUCHING {
+            self.vouching.retain(|_, t| now.since(*t) < VOUCH_RETRY);
+            if self.vouching.len() >= MAX_VOUCHING {
+                return;
+            }
+        }
+        self.vouching.insert(key, now);
+        let request = agora_protocol::rpc::MarketRequest::Summaries(domain.clone());
+        let pending = super::Pending::Vouch {
+            domain,
+            signer,
+            contact,
+        };
+        let out = self.request(contact, request, Vec::new(), pending);
+        self.out.push(out);
+    }
+
+    /// A contact answered a question of [`Engine::ask_to_vouch`]: it is a
+    /// member if it signed a summary of the domain itself.
+    pub(super) fn on_vouched(
+        &mut self,
+        (domain, signer, contact): (Domain, NodeId, NodeId),
+        answer: Result<MarketResponse, String>,
+        now: Timestamp,
+    ) {
+        let Ok(MarketResponse::Summaries(envs)) = answer else {
+            return;
+        };
+        let member = envs.iter().any(|e| {
+            e.open::<agora_protocol::capacity::DomainSummary>(now)
+                .is_ok_and(|v| v.signer() == contact && v.payload().domain == domain)
+        });
+        if member {
+            self.view.vouch(&domain, &signer);
+        }
+    }
+
+    /// A summary of `domain`, signed by this node now, if `domain` is its
+    /// own or contains it (kept for a second, so that questions cost at
+    /// most one signature per domain a second).
+    pub(super) fn own_summary(&mut self, domain: &Domain, now: Timestamp) -> Option<Envelope> {
+        if domain.is_root() || !self.config.domain.is_within(domain) {
+            return None;
+        }
+        if let Some((at, env)) = self.own_summaries.get(domain)
+            && now.since(*at) < Duration::from_secs(1)
+        {
+            return Some(env.clone());
+        }
+        let summary = self
+            .view
+            .build_summaries(now)
+            .into_iter()
+            .find(|s| &s.domain == domain)?;
+        let lifetime = self.config.adverts.lifetime;
+        let env = self.seal(&summary, lifetime, now);
+        self.own_summaries.insert(domain.clone(), (now, env.clone()));
+        Some(env)
     }
 
     /// Builds, signs and publishes this node's advert.
@@ -164,18 +252,11 @@ impl Engine {
         });
     }
 
-    fn learn_contacts(&mut self, d: &Domain) {
-        let Some(h) = self.view.summary(d) else { return };
-        let contacts: Vec<(NodeId, Vec<String>)> = h
-            .summary
-            .contacts
-            .iter()
-            .map(|c| (c.node, c.addrs.iter().map(|a| a.0.clone()).collect()))
-            .collect();
-        for (peer, addrs) in contacts {
+    fn learn_contacts(&mut self, contacts: &[agora_protocol::capacity::Contact]) {
+        for c in contacts {
             self.out.push(Output::Locate {
-                peer,
-                addrs,
+                peer: c.node,
+                addrs: c.addrs.iter().map(|a| a.0.clone()).collect(),
                 dial: false,
             });
         }

@@ -188,6 +188,11 @@ enum Pending {
     Delivery {
         key: MessageId,
     },
+    Vouch {
+        domain: Domain,
+        signer: NodeId,
+        contact: NodeId,
+    },
 }
 
 /// A node's decisions. See the module docs.
@@ -227,6 +232,11 @@ pub struct Engine {
     cancelled_running: HashSet<MessageId>,
     fraud_checking: HashMap<MessageId, agora_protocol::fraud::FraudProof>,
     fraud_quota: gossip::FraudQuota,
+    /// Summaries being vouched for, and when this node last asked.
+    vouching: HashMap<(Domain, NodeId), Timestamp>,
+    /// The summaries of its own domain and those containing it this node
+    /// last signed for a question (one per level: bounded by the depth).
+    own_summaries: HashMap<Domain, (Timestamp, Envelope)>,
     fraud_seen: HashSet<MessageId>,
     counters: Counters,
 }
@@ -312,6 +322,8 @@ impl Engine {
             cancelled_running: HashSet::new(),
             fraud_checking: HashMap::new(),
             fraud_quota: gossip::FraudQuota::default(),
+            vouching: HashMap::new(),
+            own_summaries: HashMap::new(),
             fraud_seen: HashSet::new(),
             counters: Counters::default(),
         };

@@ -151,6 +151,8 @@ impl Engine {
     /// Signs a voucher, debits the ledger and delivers it once the debit is
     /// durable.
     fn pay(&mut self, to: NodeId, voucher: &Voucher, now: Timestamp) {
+        // Verified work: the provider has standing from now on.
+        self.view.prove(to);
         let env = self.seal(voucher, Voucher::MAX_LIFETIME, now);
         let key = env.id();
         self.ledger
@@ -261,6 +263,11 @@ impl Engine {
             Pending::Delivery { key } => {
                 self.on_delivered(key, answer.map_err(Refusal::Unreachable), now);
             }
+            Pending::Vouch {
+                domain,
+                signer,
+                contact,
+            } => self.on_vouched((domain, signer, contact), answer, now),
         }
     }
 

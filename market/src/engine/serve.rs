@@ -38,8 +38,14 @@ impl Engine {
             MarketRequest::Voucher(env) => self.on_voucher(peer, &env, reply, now),
             MarketRequest::Cancel(env) => self.on_cancel(peer, &env, reply, now),
             MarketRequest::Summaries(d) => {
-                let response = MarketResponse::Summaries(self.view.summaries_for(&d));
-                self.respond(reply, response);
+                let mut summaries = self.view.summaries_for(&d);
+                // A member vouches for its domain (or a domain containing
+                // it) with a summary it signs itself (see `View::vouch`).
+                if let Some(own) = self.own_summary(&d, now) {
+                    summaries.truncate(agora_protocol::limits::MAX_SUMMARIES - 1);
+                    summaries.insert(0, own);
+                }
+                self.respond(reply, MarketResponse::Summaries(summaries));
             }
             MarketRequest::Batch(_) => self.decline(reply, Decline::invalid("nested batch")),
         }

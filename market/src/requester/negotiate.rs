@@ -34,6 +34,7 @@ impl Requester {
         }
         match answer {
             Ok(offer) => {
+                self.book.answered(from);
                 let o = offer.payload();
                 if o.task != task || o.price > spec.max_price || offer.signer() != from {
                     if let Some(d) = self.explain.get_mut(&task).and_then(|q| q.get_mut(decision)) {
@@ -61,7 +62,11 @@ impl Requester {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else if refusal.is_unreachable() {
                     self.book.failed(from);
+                    self.book.unreachable(from);
                     self.book.back_off(from, now.add(self.config.unreachable_backoff));
+                }
+                if !refusal.is_unreachable() {
+                    self.book.answered(from);
                 }
                 if let Some(d) = self.decision_mut(&task, decision) {
                     d.declined.push((from, refusal.to_string()));

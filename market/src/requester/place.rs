@@ -230,12 +230,20 @@ impl Requester {
                 }
             }
         }
-        // Equal scores (tiny tasks whose queues all look empty) go to the
-        // provider with the least of this requester's work in flight.
+        // Providers that answer come first, then those with standing (free
+        // keys are tried last: a flood of them cannot delay honest work),
+        // then by score; equal scores (tiny tasks whose queues all look
+        // empty) go to the provider with the least of this requester's work
+        // in flight.
         let in_flight = |n: &NodeId| self.book.get(n).map_or(0, |s| s.lanes.len());
+        let unreachable = |n: &NodeId| self.book.get(n).is_some_and(|s| s.unreachable);
+        let standing: HashMap<NodeId, crate::view::Standing> =
+            infos.iter().map(|i| (i.node, i.standing)).collect();
+        let rank = |n: &NodeId| (unreachable(n), std::cmp::Reverse(standing.get(n).copied()));
         ok.sort_by(|a, b| {
-            a.score
-                .total_cmp(&b.score)
+            rank(&a.node)
+                .cmp(&rank(&b.node))
+                .then(a.score.total_cmp(&b.score))
                 .then_with(|| in_flight(&a.node).cmp(&in_flight(&b.node)))
                 .then(a.node.cmp(&b.node))
         });

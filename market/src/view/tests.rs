@@ -1,0 +1,340 @@
+//! The view's rules, message by message.
+
+use super::*;
+use agora_protocol::capacity::{Contact, DomainSummary};
+use agora_protocol::units::{Bytes, EnergyRate, Fuel, Price};
+use agora_protocol::{Encode, Keypair, Nonce};
+
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+fn advert(seq: u64, domain: &str) -> Advert {
+    Advert {
+        seq,
+        domain: domain.parse().unwrap(),
+        cu: ComputeUnits(1000),
+        calibrated_at: T0,
+        memory: Bytes::mib(256),
+        slots: 2,
+        free_slots: 1,
+        queued: 0,
+        load: 0,
+        accepting: true,
+        price: Price(10),
+        energy: EnergyRate(1),
+        version: "agora/test".into(),
+        addrs: vec![],
+        max_task_fuel: Fuel(u64::MAX),
+        max_task_time: Millis(3_600_000),
+    }
+}
+
+fn signed(kp: &Keypair, a: &Advert, at: Timestamp) -> Vec<u8> {
+    Envelope::seal(kp, a, at, Duration::from_secs(10), Nonce(rand::random()))
+        .unwrap()
+        .to_bytes()
+}
+
+fn view() -> View {
+    View::new(
+        Keypair::from_secret([0; 32]).node_id(),
+        "eu/de".parse().unwrap(),
+        100,
+    )
+}
+
+#[test]
+fn fresh_adverts_are_kept_and_expire() {
+    let mut v = view();
+    let kp = Keypair::from_secret([1; 32]);
+    v.on_advert(&signed(&kp, &advert(1, "eu/de"), T0), Some(kp.node_id()), T0)
+        .unwrap();
+    assert_eq!(v.len(), 1);
+    assert!(v.expire(T0.add(Duration::from_secs(9))).is_empty());
+    assert_eq!(v.expire(T0.add(Duration::from_secs(10))), vec![kp.node_id()]);
+    assert!(v.is_empty());
+}
+
+#[test]
+fn forged_expired_replayed_and_oversized_adverts_are_rejected_and_counted() {
+    let mut v = view();
+    let kp = Keypair::from_secret([1; 32]);
+    let good = signed(&kp, &advert(5, "eu/de"), T0);
+    v.on_advert(&good, None, T0).unwrap();
+    // Replayed: same bytes again, and an older seq.
+    assert!(matches!(
+        v.on_advert(&good, None, T0),
+        Err(Rejected::Replayed { .. })
+    ));
+    let older = signed(&kp, &advert(4, "eu/de"), T0);
+    assert!(matches!(
+        v.on_advert(&older, None, T0),
+        Err(Rejected::Replayed { .. })
+    ));
+    // Forged: flip a payload byte.
+    let mut forged = signed(&kp, &advert(6, "eu/de"), T0);
+    let n = forged.len();
+    forged[n - 70] ^= 1;
+    assert!(matches!(
+        v.on_advert(&forged, None, T0),
+        Err(Rejected::Forged | Rejected::Malformed(_))
+    ));
+    // Expired.
+    let old = signed(&kp, &advert(7, "eu/de"), T0);
+    assert!(matches!(
+        v.on_advert(&old, None, T0.add(Duration::from_secs(11))),
+        Err(Rejected::Expired(_))
+    ));
+    // Oversized.
+    assert!(matches!(
+        v.on_advert(&vec![0; MAX_ENVELOPE + 1], None, T0),
+        Err(Rejected::Oversized(_))
+    ));
+    // Signed by someone other than the gossip author.
+    let other = Keypair::from_secret([2; 32]).node_id();
+    let next = signed(&kp, &advert(8, "eu/de"), T0);
+    assert_eq!(v.on_advert(&next, Some(other), T0), Err(Rejected::WrongSigner));
+    let m = v.metrics();
+    assert_eq!(m.adverts_accepted, 1);
+    assert_eq!(m.adverts_rejected.values().sum::<u64>(), 6);
+    assert_eq!(m.adverts_rejected["replayed"], 2);
+    assert_eq!(m.adverts_rejected["oversized"], 1);
+}
+
+#[test]
+fn summaries_roll_up_the_hierarchy() {
+    let mut v = view();
+    v.set_local_advert(advert(1, "eu/de"));
+    let kp = Keypair::from_secret([1; 32]);
+    v.on_advert(&signed(&kp, &advert(1, "eu/de"), T0), None, T0)
+        .unwrap();
+    // A sibling domain's summary arrives on eu's summary topic.
+    let fr = DomainSummary {
+        domain: "eu/fr".parse().unwrap(),
+        seq: 1,
+        stats: DomainStats {
+            nodes: 3,
+            total_cu: ComputeUnits(3000),
+            ..Default::default()
+        },
+        contacts: vec![],
+        children: vec![],
+    };
+    let env = Envelope::seal(&kp, &fr, T0, Duration::from_secs(10), Nonce([1; 16])).unwrap();
+    let got = v.on_summary(&env.to_bytes(), T0).unwrap();
+    // Not counted until a member of eu/fr vouches for it.
+    assert_eq!(v.build_summaries(T0)[1].stats.nodes, 2);
+    v.vouch(&got.domain, &got.signer);
+    let built = v.build_summaries(T0);
+    assert_eq!(built.len(), 2);
+    assert_eq!(built[0].domain.to_string(), "eu/de");
+    assert_eq!(built[0].stats.nodes, 2);
+    assert_eq!(built[1].domain.to_string(), "eu");
+    assert_eq!(built[1].stats.nodes, 5);
+    assert_eq!(built[1].stats.total_cu, ComputeUnits(5000));
+    assert_eq!(built[1].children.len(), 2);
+    let names: Vec<String> = v.domains().iter().map(|(d, _)| d.to_string()).collect();
+    assert_eq!(names, vec!["eu/de", "eu/fr"]);
+}
+
+/// Free keys cannot win elections: members known only by their adverts
+/// take no part in the ranking.
+#[test]
+fn only_members_with_standing_take_part_in_elections() {
+    let me = Keypair::from_secret([0; 32]);
+    let mut v = View::new(me.node_id(), "x".parse().unwrap(), 1000);
+    for i in 0..200u32 {
+        let mut secret = [0xCC; 32];
+        secret[..4].copy_from_slice(&i.to_le_bytes());
+        let at = T0.add(Duration::from_millis(u64::from(i) * 100));
+        let _ = v.on_advert(
+            &signed(&Keypair::from_secret(secret), &advert(1, "x"), at),
+            None,
+            at,
+        );
+    }
+    assert!(v.len() > 16);
+    assert!(v.is_summary_publisher(T0.add(Duration::from_secs(20)), Duration::from_secs(5), 2));
+}
+
+#[test]
+fn exactly_the_elected_members_publish() {
+    let kps: Vec<Keypair> = (1..=6u8).map(|i| Keypair::from_secret([i; 32])).collect();
+    let mut views: Vec<View> = kps
+        .iter()
+        .map(|k| View::new(k.node_id(), "x".parse().unwrap(), 100))
+        .collect();
+    for v in &mut views {
+        for k in &kps {
+            if k.node_id() != v.local() {
+                v.on_advert(&signed(k, &advert(1, "x"), T0), None, T0).unwrap();
+                v.on_rtt(k.node_id(), Duration::from_millis(1));
+            }
+        }
+    }
+    let elected = views
+        .iter()
+        .filter(|v| v.is_summary_publisher(T0, Duration::from_secs(5), 2))
+        .count();
+    assert_eq!(elected, 2);
+}
+
+/// Ten thousand fresh keys announce themselves: a bounded number get in,
+/// at a bounded rate, and none displaces a peer with standing.
+#[test]
+fn a_flood_of_unknown_keys_never_displaces_peers_with_standing() {
+    let mut v = View::new(Keypair::from_secret([0; 32]).node_id(), "x".parse().unwrap(), 200);
+    let honest: Vec<Keypair> = (1..=20u8).map(|i| Keypair::from_secret([i; 32])).collect();
+    for k in &honest {
+        v.on_advert(&signed(k, &advert(1, "x"), T0), None, T0).unwrap();
+        v.on_rtt(k.node_id(), Duration::from_millis(2));
+    }
+    let mut flooded = 0;
+    for i in 0..10_000u32 {
+        let mut secret = [0xAA; 32];
+        secret[..4].copy_from_slice(&i.to_le_bytes());
+        let k = Keypair::from_secret(secret);
+        // A hundred a second for 100 s.
+        let at = T0.add(Duration::from_millis(u64::from(i) * 10));
+        if let Err(e) = v.on_advert(&signed(&k, &advert(at.0, "x"), at), None, at) {
+            assert!(matches!(e, Rejected::Flooded | Rejected::Full), "{e}");
+            assert!(!e.is_invalid(), "not penalised, only not forwarded");
+            flooded += 1;
+        }
+        assert!(v.len() <= 200);
+    }
+    assert!(
+        flooded >= 4_000,
+        "at most 50 unknown keys a second get in: {flooded} refused"
+    );
+    for k in &honest {
+        assert!(v.peer(&k.node_id()).is_some(), "a peer with standing stays");
+        assert_eq!(v.standing(&k.node_id()), Standing::Reachable);
+    }
+    let unknown = v
+        .peers()
+        .filter(|p| v.standing(&p.node) == Standing::Unknown)
+        .count();
+    assert!(
+        unknown <= 25,
+        "an eighth of the view (at least 16) for unknown keys: {unknown}"
+    );
+    // An honest newcomer still gets in, and once reachable it stays.
+    let late = T0.add(Duration::from_secs(200));
+    let newcomer = Keypair::from_secret([99; 32]);
+    v.on_advert(&signed(&newcomer, &advert(late.0, "x"), late), None, late)
+        .unwrap();
+    v.on_rtt(newcomer.node_id(), Duration::from_millis(3));
+    for i in 0..1_000u32 {
+        let mut secret = [0xBB; 32];
+        secret[..4].copy_from_slice(&i.to_le_bytes());
+        let at = late.add(Duration::from_millis(u64::from(i) * 10));
+        let _ = v.on_advert(
+            &signed(&Keypair::from_secret(secret), &advert(at.0, "x"), at),
+            None,
+            at,
+        );
+    }
+    assert!(v.peer(&newcomer.node_id()).is_some());
+}
+
+#[test]
+fn sequence_numbers_from_the_future_are_refused() {
+    let mut v = view();
+    let kp = Keypair::from_secret([1; 32]);
+    assert_eq!(
+        v.on_advert(&signed(&kp, &advert(u64::MAX, "eu/de"), T0), None, T0),
+        Err(Rejected::FutureSeq(u64::MAX))
+    );
+    // The next real advert is not shadowed.
+    assert!(
+        v.on_advert(&signed(&kp, &advert(T0.0, "eu/de"), T0), None, T0)
+            .is_ok()
+    );
+}
+
+fn summary_of(domain: &str, seq: u64, nodes: u32, contacts: Vec<Contact>) -> DomainSummary {
+    DomainSummary {
+        domain: domain.parse().unwrap(),
+        seq,
+        stats: DomainStats {
+            nodes,
+            total_cu: ComputeUnits(1000 * u64::from(nodes)),
+            ..Default::default()
+        },
+        contacts,
+        children: vec![],
+    }
+}
+
+fn sealed_summary(kp: &Keypair, s: &DomainSummary) -> Vec<u8> {
+    Envelope::seal(kp, s, T0, Duration::from_secs(10), Nonce(rand::random()))
+        .unwrap()
+        .to_bytes()
+}
+
+/// Any key can sign a summary of any domain: a stranger's summary of the
+/// local domain is refused, one with a future seq too, and an invented
+/// domain counts for nothing until a member vouches.
+#[test]
+fn poisoned_summaries_count_for_nothing() {
+    let mut v = view();
+    let member = Keypair::from_secret([1; 32]);
+    v.on_advert(&signed(&member, &advert(1, "eu/de"), T0), None, T0)
+        .unwrap();
+    v.on_rtt(member.node_id(), Duration::from_millis(1));
+    let stranger = Keypair::from_secret([66; 32]);
+    // The local domain, from a stranger: refused.
+    assert_eq!(
+        v.on_summary(
+            &sealed_summary(&stranger, &summary_of("eu/de", T0.0, 500, vec![])),
+            T0
+        ),
+        Err(Rejected::Unvouched)
+    );
+    // From a member with standing: counts at once.
+    let real = v
+        .on_summary(
+            &sealed_summary(&member, &summary_of("eu/de", T0.0, 2, vec![])),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(real.ask, None);
+    // A far future seq: refused.
+    assert_eq!(
+        v.on_summary(
+            &sealed_summary(&member, &summary_of("eu/de", u64::MAX, 2, vec![])),
+            T0
+        ),
+        Err(Rejected::FutureSeq(u64::MAX))
+    );
+    // An invented domain: held, but not ranked or listed until vouched.
+    let contact = Contact {
+        node: Keypair::from_secret([67; 32]).node_id(),
+        addrs: vec![],
+    };
+    let fake = v
+        .on_summary(
+            &sealed_summary(&stranger, &summary_of("eu/zz", T0.0, 900, vec![contact.clone()])),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(fake.ask, Some(contact.node), "the engine asks a listed member");
+    assert!(!v.domains().iter().any(|(d, _)| d.as_str() == "eu/zz"));
+    assert!(v.summary(&"eu/zz".parse().unwrap()).is_none());
+    // A forged summary of a vouched domain does not displace the real one.
+    let honest = Keypair::from_secret([2; 32]);
+    let fr = v
+        .on_summary(
+            &sealed_summary(&honest, &summary_of("eu/fr", T0.0, 3, vec![])),
+            T0,
+        )
+        .unwrap();
+    v.vouch(&fr.domain, &fr.signer);
+    let later = T0.add(Duration::from_secs(1));
+    v.on_summary(
+        &sealed_summary(&stranger, &summary_of("eu/fr", later.0, 999, vec![contact])),
+        later,
+    )
+    .unwrap();
+    assert_eq!(v.summary(&fr.domain).unwrap().summary.stats.nodes, 3);
+}
