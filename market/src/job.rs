@@ -114,7 +114,13 @@ pub struct JobSpec {
     /// How providers are chosen.
     #[serde(default)]
     pub strategy: Strategy,
+    /// The largest output a task may write (default [`DEFAULT_MAX_OUTPUT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output: Option<Bytes>,
 }
+
+/// The largest output a task may write unless the job says otherwise.
+pub const DEFAULT_MAX_OUTPUT: Bytes = Bytes(16 * 1024 * 1024);
 
 /// Why a job spec cannot run, whatever the network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +152,15 @@ impl JobSpec {
         }
         if !(0.0..=1.0).contains(&self.spot_check) {
             return fail("the spot-check rate must be between 0 and 1".into());
+        }
+        if self
+            .max_output
+            .is_some_and(|m| m.0 > agora_protocol::limits::MAX_BLOB as u64)
+        {
+            return fail(format!(
+                "the output limit may be at most {}",
+                Bytes(agora_protocol::limits::MAX_BLOB as u64)
+            ));
         }
         if self.fuel.0 == 0 {
             return fail("the fuel limit must be positive".into());
@@ -184,7 +199,7 @@ impl JobSpec {
             fuel: self.fuel,
             memory: self.memory,
             timeout: agora_protocol::units::Millis::from(self.deadline),
-            max_output: Bytes(agora_protocol::limits::MAX_BLOB as u64),
+            max_output: self.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
         }
     }
 

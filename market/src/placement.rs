@@ -277,6 +277,8 @@ pub struct ProviderInfo {
     pub max_task_fuel: Fuel,
     /// The longest it lets one task run.
     pub max_task_time: Duration,
+    /// The largest output it lets one task write.
+    pub max_output: Bytes,
     /// How far it has shown that it exists.
     pub standing: Standing,
 }
@@ -288,6 +290,8 @@ pub struct Need {
     pub estimate: Fuel,
     /// Fuel limit.
     pub fuel_limit: Fuel,
+    /// Largest output.
+    pub max_output: Bytes,
     /// Memory.
     pub memory: Bytes,
     /// Deadline from placement.
@@ -340,6 +344,11 @@ pub enum Exclusion {
         /// The most it allows.
         max: Fuel,
     },
+    /// Its owner lets one task write less output than the task may.
+    OutputCap {
+        /// The most it allows.
+        max: Bytes,
+    },
     /// Its owner lets one task run less long than the task would take.
     TimeCap {
         /// The longest it allows, ms.
@@ -365,6 +374,7 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Busy => f.write_str("busy"),
             Exclusion::FuelCap { max } => write!(f, "allows at most {} fuel per task", max.0),
             Exclusion::TimeCap { max_ms } => write!(f, "allows a task at most {max_ms} ms"),
+            Exclusion::OutputCap { max } => write!(f, "allows at most {max} of output per task"),
             Exclusion::Deadline { ect_ms } => write!(f, "cannot finish in time (estimated {ect_ms} ms)"),
         }
     }
@@ -430,6 +440,9 @@ pub fn evaluate(
         && info.energy.is_none_or(|e| e > max)
     {
         return Err(Exclusion::Energy);
+    }
+    if need.max_output > info.max_output {
+        return Err(Exclusion::OutputCap { max: info.max_output });
     }
     if need.fuel_limit > info.max_task_fuel {
         return Err(Exclusion::FuelCap {
@@ -552,6 +565,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             from_advert: true,
             max_task_fuel: p.advert.max_task_fuel,
             max_task_time: p.advert.max_task_time.duration(),
+            max_output: p.advert.max_output,
             standing: view.standing(&p.node),
         })
         .collect();
@@ -584,6 +598,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 from_advert: false,
                 max_task_fuel: Fuel(u64::MAX),
                 max_task_time: Duration::MAX,
+                max_output: Bytes(u64::MAX),
                 // Listed by a vouched summary.
                 standing: view.standing(&c.node).max(Standing::Reachable),
             });
@@ -612,6 +627,7 @@ mod tests {
             from_advert: true,
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Duration::from_secs(3600),
+            max_output: Bytes::mib(16),
             standing: Standing::Reachable,
         }
     }
@@ -620,6 +636,7 @@ mod tests {
         Need {
             estimate: Fuel(1_000_000_000),
             fuel_limit: Fuel(10_000_000_000),
+            max_output: Bytes::mib(1),
             memory: Bytes::mib(64),
             deadline: Duration::from_secs(60),
             max_price: Price(1000),

@@ -53,6 +53,8 @@ pub struct Config {
     pub max_task_fuel: Fuel,
     /// The longest one task may run.
     pub max_task_time: Duration,
+    /// The largest output one task may write.
+    pub max_output: Bytes,
     /// Most offers remembered at once.
     pub max_offers: usize,
 }
@@ -72,6 +74,7 @@ impl Default for Config {
             max_content: Bytes::mib(16),
             max_task_fuel: DEFAULT_MAX_TASK_FUEL,
             max_task_time: DEFAULT_MAX_TASK_TIME,
+            max_output: crate::job::DEFAULT_MAX_OUTPUT,
             max_offers: 10_000,
         }
     }
@@ -87,6 +90,7 @@ struct OfferRecord {
     fuel: Fuel,
     fuel_limit: Fuel,
     memory: Bytes,
+    max_output: Bytes,
 }
 
 /// Where an accepted task stands at the provider.
@@ -186,6 +190,8 @@ pub struct Provider {
     speed: ComputeUnits,
     /// Shutting down: no new work, whatever the owner's settings.
     draining: bool,
+    /// The owner's disk cap is reached: no new work until room is made.
+    disk_full: bool,
     offers: HashMap<MessageId, OfferRecord>,
     tasks: HashMap<MessageId, Accepted>,
     queue: VecDeque<MessageId>,
@@ -201,6 +207,7 @@ impl Provider {
             config,
             speed,
             draining: false,
+            disk_full: false,
             offers: HashMap::new(),
             tasks: HashMap::new(),
             queue: VecDeque::new(),
@@ -238,11 +245,19 @@ impl Provider {
         before != self.accepting()
     }
 
+    /// The disk holding content reached (or left) the owner's cap; returns
+    /// whether that changed whether work is taken.
+    pub fn set_disk_full(&mut self, full: bool) -> bool {
+        let before = self.accepting();
+        self.disk_full = full;
+        before != self.accepting()
+    }
+
     /// Whether new work is taken: the one answer to that question. The
-    /// owner enabled providing, the node is not shutting down, and the idle
-    /// policy allows it.
+    /// owner enabled providing, the node is not shutting down, the idle
+    /// policy allows it and the disk has room.
     pub fn accepting(&self) -> bool {
-        self.config.enabled && !self.draining && self.config.idle.allows_work()
+        self.config.enabled && !self.draining && !self.disk_full && self.config.idle.allows_work()
     }
 
     /// Settings.
@@ -298,6 +313,11 @@ impl Provider {
         if r.memory > self.config.memory {
             return Err(Decline::MemoryTooLarge {
                 max: self.config.memory,
+            });
+        }
+        if r.max_output > self.config.max_output {
+            return Err(Decline::TooLarge {
+                max: self.config.max_output,
             });
         }
         if r.module_size > self.config.max_content || r.input_size > self.config.max_content {
@@ -381,6 +401,7 @@ impl Provider {
                 fuel: cfo.requirements.fuel,
                 fuel_limit: cfo.requirements.fuel_limit,
                 memory: cfo.requirements.memory,
+                max_output: cfo.requirements.max_output,
             },
         );
     }
@@ -415,6 +436,11 @@ impl Provider {
         if a.limits.fuel > offer.fuel_limit.min(self.config.max_task_fuel) {
             return Err(Decline::FuelTooHigh {
                 max: offer.fuel_limit.min(self.config.max_task_fuel),
+            });
+        }
+        if a.limits.max_output > offer.max_output.min(self.config.max_output) {
+            return Err(Decline::TooLarge {
+                max: offer.max_output.min(self.config.max_output),
             });
         }
         if a.limits.timeout.duration() > offer.deadline {
@@ -559,6 +585,7 @@ mod tests {
                 input: ContentId([2; 32]),
                 input_size: Bytes(10),
                 fuel_limit: Fuel(fuel),
+                max_output: Bytes(10),
             },
         }
     }

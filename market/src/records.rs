@@ -22,6 +22,7 @@
 //! | `ledger/paid-for/{receipt}` | the time | a voucher is counted |
 //! | `outbox/voucher/{voucher}` | [`crate::ledger::Outgoing`] | a voucher awaits its acknowledgement |
 //! | `meta/index` | the index version | the `active/` and `jobsum/` indexes were built |
+//! | `pin/{content}` | the time until which it is kept | content this node's user owns (a job's module, inputs, outputs; an upload) |
 //!
 //! A node restarts from `active/`, so its start time and memory do not
 //! grow with the number of jobs it ever ran; finished jobs stay on disk and
@@ -41,6 +42,8 @@ pub const JOB_SUMMARY: &str = "jobsum/";
 pub const ACTIVE: &str = "active/";
 /// Which indexes exist.
 pub const INDEX: &str = "meta/index";
+/// Content kept for this node's user, until a time.
+pub const PIN: &str = "pin/";
 /// The current index version.
 pub const INDEX_VERSION: u32 = 1;
 /// Tasks this node accepted as a provider.
@@ -59,6 +62,11 @@ pub const VOUCHER_OUTBOX: &str = "outbox/voucher/";
 /// The key of a job record.
 pub fn job_key(id: &JobId) -> String {
     format!("{JOB}{id}")
+}
+
+/// The key pinning content.
+pub fn pin_key(id: &ContentId) -> String {
+    format!("{PIN}{id}")
 }
 
 /// The key of a job's summary.

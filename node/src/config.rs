@@ -50,6 +50,8 @@ max_task_fuel = 20000000000000
 # The longest one task may run; a run is cut there (and no requester pays
 # for a run cut short).
 max_task_time = "1h"
+# The largest output one task may write.
+max_output = "16MiB"
 
 [provider.idle]
 # Take work only while the machine's own load (other processes) is low.
@@ -144,6 +146,9 @@ pub struct Provider {
     /// Longest run per task.
     #[serde(with = "duration")]
     pub max_task_time: Duration,
+    /// Largest output per task.
+    #[serde(with = "text")]
+    pub max_output: Bytes,
     /// Idle policy.
     pub idle: Idle,
 }
@@ -241,6 +246,7 @@ impl Default for Provider {
             max_content: Bytes::mib(16),
             max_task_fuel: agora_market::provider::DEFAULT_MAX_TASK_FUEL.0,
             max_task_time: agora_market::provider::DEFAULT_MAX_TASK_TIME,
+            max_output: agora_market::job::DEFAULT_MAX_OUTPUT,
             idle: Idle::default(),
         }
     }

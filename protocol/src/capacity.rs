@@ -71,6 +71,8 @@ pub struct Advert {
     pub max_task_fuel: Fuel,
     /// The longest the owner lets one task run.
     pub max_task_time: Millis,
+    /// The largest output the owner lets one task write.
+    pub max_output: Bytes,
 }
 
 wire_struct!(Advert {
@@ -90,6 +92,7 @@ wire_struct!(Advert {
     addrs < MAX_ADDRS,
     max_task_fuel,
     max_task_time,
+    max_output,
 });
 
 impl Payload for Advert {
@@ -223,6 +226,7 @@ pub(crate) mod tests {
             addrs: vec![Addr("/ip4/127.0.0.1/tcp/4001".into())],
             max_task_fuel: Fuel(20_000_000_000_000),
             max_task_time: Millis(3_600_000),
+            max_output: Bytes::mib(16),
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Requirements {
     pub input_size: Bytes,
     /// The fuel limit the acceptance will carry (the task's `Limits::fuel`).
     pub fuel_limit: Fuel,
+    /// The largest output the acceptance will allow (`Limits::max_output`).
+    pub max_output: Bytes,
 }
 
 wire_struct!(Requirements {
@@ -68,6 +70,7 @@ wire_struct!(Requirements {
     input,
     input_size,
     fuel_limit,
+    max_output,
 });
 
 /// A requester asks a provider what it would charge to run a task.

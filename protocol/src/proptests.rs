@@ -71,10 +71,11 @@ prop_compose! {
                 mem in any::<u64>(), slots in any::<u32>(), free in any::<u32>(), queued in any::<u32>(),
                 load in any::<u32>(), accepting in any::<bool>(), price in any::<u64>(), energy in any::<u64>(),
                 version in text(MAX_VERSION_LEN), addrs in vec(addr(), 0..=MAX_ADDRS),
-                max_fuel in any::<u64>(), max_time in any::<u64>()) -> Advert {
+                max_fuel in any::<u64>(), max_time in any::<u64>(), max_out in any::<u64>()) -> Advert {
         Advert { seq, domain, cu: ComputeUnits(cu), calibrated_at: Timestamp(cal), memory: Bytes(mem), slots,
                  free_slots: free, queued, load, accepting, price: Price(price), energy: EnergyRate(energy),
-                 version, addrs, max_task_fuel: Fuel(max_fuel), max_task_time: Millis(max_time) }
+                 version, addrs, max_task_fuel: Fuel(max_fuel), max_task_time: Millis(max_time),
+                 max_output: Bytes(max_out) }
     }
 }
 
@@ -92,10 +93,11 @@ prop_compose! {
                       replication in any::<u8>(), domain in proptest::option::of(domain()),
                       max_energy in proptest::option::of(any::<u64>()), module in content_id(),
                       module_size in any::<u64>(), input in content_id(), input_size in any::<u64>(),
-                      fuel_limit in any::<u64>()) -> Requirements {
+                      fuel_limit in any::<u64>(), max_output in any::<u64>()) -> Requirements {
         Requirements { fuel: Fuel(fuel), memory: Bytes(memory), deadline: Millis(deadline), max_price: Price(max_price),
                        replication, domain, max_energy: max_energy.map(EnergyRate), module, module_size: Bytes(module_size),
-                       input, input_size: Bytes(input_size), fuel_limit: Fuel(fuel_limit) }
+                       input, input_size: Bytes(input_size), fuel_limit: Fuel(fuel_limit),
+                       max_output: Bytes(max_output) }
     }
 }
 

@@ -113,6 +113,7 @@ pub async fn prepare(
         max_energy: None,
         seed: params.seed,
         strategy: params.strategy,
+        max_output: None,
     })
 }
 

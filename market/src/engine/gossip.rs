@@ -185,6 +185,7 @@ impl Engine {
                 .collect(),
             max_task_fuel: p.config().max_task_fuel,
             max_task_time: agora_protocol::units::Millis::from(p.config().max_task_time),
+            max_output: p.config().max_output,
         };
         self.view.set_local_advert(advert.clone());
         if !p.config().enabled {

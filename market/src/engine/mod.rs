@@ -101,6 +101,9 @@ pub struct Config {
     pub recalibrate: Option<Duration>,
     /// Credits a new ledger starts with.
     pub genesis: Credits,
+    /// How long a job's content (module, inputs, outputs) is kept for this
+    /// node's user after the job ends.
+    pub keep_results: Duration,
     /// Most peers in the view.
     pub max_peers: usize,
     /// Connections the node opens on its own to peers of its domain (as
@@ -121,6 +124,7 @@ impl Default for Config {
             adverts: Adverts::default(),
             recalibrate: None,
             genesis: Credits(0),
+            keep_results: Duration::from_secs(7 * 24 * 3600),
             max_peers: 10_000,
             domain_peers: 12,
             replay_capacity: 100_000,
@@ -616,6 +620,28 @@ impl Engine {
         self.started
     }
 
+    /// The content this node's work needs now: the module and input of every
+    /// task it accepted, the module, inputs and outputs of every job it runs.
+    /// Collection of stored content never touches these.
+    pub fn referenced_content(&self) -> std::collections::HashSet<ContentId> {
+        let mut out = std::collections::HashSet::new();
+        for t in self.provider.tasks() {
+            out.extend([t.assignment.module, t.assignment.input]);
+        }
+        for j in self.requester.jobs().filter(|j| !j.state.is_terminal()) {
+            out.extend(job_content(&self.requester, j));
+        }
+        out
+    }
+
+    /// The disk holding content reached (or left) the owner's cap.
+    pub fn on_disk_full(&mut self, full: bool) {
+        if self.provider.set_disk_full(full) {
+            tracing::warn!(full, "content disk cap: taking new work = {}", !full);
+            self.timers.advert_due = true;
+        }
+    }
+
     /// The last load sample of other processes.
     pub fn load(&self) -> Option<f64> {
         self.load
@@ -630,6 +656,20 @@ impl Engine {
     pub fn in_flight(&self) -> (usize, usize) {
         (self.pending.len(), self.deliveries.len())
     }
+}
+
+/// Every piece of content a job names: module, reduce module, inputs,
+/// verified outputs and the reduced result.
+fn job_content(r: &Requester, j: &crate::job::JobRecord) -> Vec<ContentId> {
+    let s = &j.spec;
+    let mut out: Vec<ContentId> = s.inputs.iter().map(|i| i.id).collect();
+    out.push(s.module);
+    out.extend(s.reduce);
+    out.extend(j.reduced);
+    if let Some((_, tasks)) = r.job(&j.id) {
+        out.extend(tasks.iter().filter_map(|t| t.output));
+    }
+    out
 }
 
 /// The arguments of a job's tasks, as they travel.

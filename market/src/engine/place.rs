@@ -142,9 +142,22 @@ impl Engine {
                     JobState::Done => self.counters.jobs_done += 1,
                     _ => self.counters.jobs_failed += 1,
                 }
+                self.pin_job(job, now);
                 let err = self.requester.job(&job).and_then(|(r, _)| r.error.clone());
                 tracing::info!(job = %job, ?state, error = ?err, "job ended");
             }
+        }
+    }
+
+    /// An ended job's content is kept for the user for `keep_results`; then
+    /// the node's collection may remove it.
+    fn pin_job(&mut self, job: JobId, now: Timestamp) {
+        let Some((record, _)) = self.requester.job(&job) else {
+            return;
+        };
+        let until = now.add(self.config.keep_results);
+        for id in super::job_content(&self.requester, record) {
+            self.writes.put(crate::records::pin_key(&id), &until);
         }
     }
 
@@ -202,6 +215,7 @@ impl Engine {
         let spec = &record.spec;
         let mut limits = spec.limits();
         limits.fuel = Fuel(spec.fuel.0.saturating_mul(REDUCE_FUEL_FACTOR));
+        // The reduce step runs here, for this node's own user.
         limits.max_output = Bytes(agora_protocol::limits::MAX_BLOB as u64);
         self.out.push(Output::Run(Work::Reduce {
             job,

@@ -375,6 +375,7 @@ impl Requester {
                 input: input.id,
                 input_size: input.size,
                 fuel_limit: spec.fuel,
+                max_output: spec.limits().max_output,
             },
         };
         if t.phase == TaskPhase::Pending {
@@ -529,6 +530,7 @@ pub(super) fn need(job: &Job, idx: u32) -> Need {
     Need {
         estimate: spec.estimate_of(idx as usize),
         fuel_limit: spec.fuel,
+        max_output: spec.limits().max_output,
         memory: spec.memory,
         deadline: spec.deadline,
         max_price: spec.max_price,

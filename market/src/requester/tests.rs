@@ -53,6 +53,7 @@ fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
             addrs: vec![],
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Millis(3_600_000),
+            max_output: Bytes::mib(16),
         };
         view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
             .expect("advert accepted");
@@ -88,6 +89,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         max_energy: None,
         seed: 1,
         strategy: Strategy::Scored,
+        max_output: None,
     }
 }
 

@@ -277,6 +277,7 @@ impl Sim {
             max_energy: None,
             seed: 5,
             strategy: Strategy::Scored,
+            max_output: None,
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

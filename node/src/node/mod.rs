@@ -352,6 +352,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             max_offers: 10_000,
             max_task_fuel: agora_protocol::units::Fuel(p.max_task_fuel),
             max_task_time: p.max_task_time,
+            max_output: p.max_output,
         },
         requester: requester::Config {
             fanout: c.requester.fanout,

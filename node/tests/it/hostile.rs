@@ -36,6 +36,7 @@ fn cfo() -> CallForOffers {
             input: ContentId([2; 32]),
             input_size: Bytes(10),
             fuel_limit: Fuel(1_000),
+            max_output: Bytes::mib(1),
         },
     }
 }

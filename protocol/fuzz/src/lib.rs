@@ -291,6 +291,7 @@ pub fn advert() -> Advert {
         addrs: vec![Addr("/ip4/127.0.0.1/tcp/4001".into())],
         max_task_fuel: Fuel(20_000_000_000_000),
         max_task_time: Millis(3_600_000),
+        max_output: Bytes::mib(16),
     }
 }
 
@@ -338,6 +339,7 @@ pub fn call_for_offers() -> CallForOffers {
             input: ContentId::of(b"input"),
             input_size: Bytes(12),
             fuel_limit: Fuel(10_000_000),
+            max_output: Bytes::mib(1),
         },
     }
 }

@@ -78,6 +78,10 @@ pub struct SubmitCommand {
     /// Memory limit of each task, like `64MiB`.
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub memory: Bytes,
+    /// The largest output a task may write, like `1MiB` (providers may
+    /// allow less: 16MiB by default).
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<Bytes>,
     /// Fraction of tasks this node re-executes to check providers, in [0, 1].
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub spot_check: f64,
@@ -157,6 +161,7 @@ impl SubmitCommand {
             max_energy: self.max_energy.map(EnergyRate),
             seed,
             strategy: self.strategy,
+            max_output: self.max_output,
         }
     }
 
