@@ -211,8 +211,12 @@ pub trait Host: Send {
         all.truncate(limit);
         Ok(all)
     }
-    /// Whether this node holds the content (stored, or a module compiled).
+    /// Whether this node holds the content (stored, or a module compiled):
+    /// enough to run it.
     fn holds(&self, id: &ContentId) -> bool;
+    /// The size of the content's bytes if this node stores them: what it
+    /// can send to others. A module it has only compiled does not count.
+    fn stored_size(&self, id: &ContentId) -> Option<u64>;
 }
 
 /// Decodes a record.

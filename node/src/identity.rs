@@ -36,7 +36,8 @@ pub enum IdentityError {
     },
 }
 
-/// Loads the key in `data_dir`, if there is one.
+/// Loads the key in `data_dir`, if there is one, making it readable by the
+/// owner only if it was not.
 pub fn load(data_dir: &Path) -> Result<Option<Keypair>, IdentityError> {
     let path = key_path(data_dir);
     let bytes = match fs::read(&path) {
@@ -44,6 +45,20 @@ pub fn load(data_dir: &Path) -> Result<Option<Keypair>, IdentityError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(IdentityError::Io { path, source }),
     };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the identity key was readable by others; making it owner-only");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| {
+                IdentityError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+    }
     let corrupt = || IdentityError::Corrupt { path: path.clone() };
     let kp = libp2p::identity::Keypair::from_protobuf_encoding(&bytes).map_err(|_| corrupt())?;
     let ed = kp.try_into_ed25519().map_err(|_| corrupt())?;
@@ -61,21 +76,14 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, IdentityError> {
         path: path.clone(),
         source,
     };
-    fs::create_dir_all(data_dir).map_err(io)?;
+    crate::paths::create_private_dir(data_dir).map_err(io)?;
     let kp = Keypair::from_secret(rand::random());
     let bytes = crate::network::peer::libp2p_keypair(&kp)
         .to_protobuf_encoding()
         .map_err(|_| IdentityError::Corrupt { path: path.clone() })?;
     let tmp = path.with_extension("key.tmp");
     {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io)?;
+        let mut f = crate::paths::create_private_file(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -96,8 +104,12 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(key_path(&dir)).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&key_path(&dir)), 0o600);
+            // A key left readable by others is made owner-only when loaded.
+            fs::set_permissions(key_path(&dir), fs::Permissions::from_mode(0o644)).unwrap();
+            assert_eq!(load(&dir).unwrap().unwrap().node_id(), a.node_id());
+            assert_eq!(mode(&key_path(&dir)), 0o600);
         }
         fs::write(key_path(&dir), b"garbage").unwrap();
         assert!(matches!(load(&dir), Err(IdentityError::Corrupt { .. })));

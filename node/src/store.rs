@@ -12,7 +12,8 @@
 //!   without blocking the runtime in practice.
 //! * **Blobs** (modules, inputs, outputs) are files named by their content id
 //!   under `content/`, written to a temporary name, synced and renamed, and
-//!   checked against their id when read.
+//!   checked against their id when read. They are other people's data:
+//!   directories are 0700 and blobs 0600.
 //!
 //! The on-disk format carries its version in the directory name
 //! (`store-v1`); a node that finds another version refuses to start rather
@@ -177,6 +178,13 @@ impl Store {
                 )));
             }
         }
+        // Private before sled writes anything into it.
+        crate::paths::create_private_dir(&data_dir.join(STORE_DIR)).map_err(|e| {
+            StoreError::Db(format!(
+                "cannot create {}: {e}",
+                data_dir.join(STORE_DIR).display()
+            ))
+        })?;
         let db = sled::Config::new()
             .path(data_dir.join(STORE_DIR))
             .cache_capacity(64 * 1024 * 1024)
@@ -427,7 +435,7 @@ impl HotBlobs {
 
 impl ContentStore {
     fn open(dir: &Path) -> Result<ContentStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| blob_err(dir, e))?;
+        crate::paths::create_private_dir(dir).map_err(|e| blob_err(dir, e))?;
         let mut known = HashSet::new();
         for entry in std::fs::read_dir(dir).map_err(|e| blob_err(dir, e))?.flatten() {
             let name = entry.file_name();
@@ -485,7 +493,7 @@ impl ContentStore {
         let tmp = self.dir.join(format!("{id}.{}.tmp", rand::random::<u32>()));
         tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| blob_err(&tmp, e))?;
+            let mut f = crate::paths::create_private_file(&tmp).map_err(|e| blob_err(&tmp, e))?;
             f.write_all(&bytes).map_err(|e| blob_err(&tmp, e))?;
             if sync {
                 f.sync_data().map_err(|e| blob_err(&tmp, e))?;

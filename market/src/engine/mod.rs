@@ -530,30 +530,34 @@ impl Engine {
         Ok(self.requester.plan(spec, now, &self.view))
     }
 
+    /// Refuses a spec whose content this node could not send to providers:
+    /// the module and every input must be stored here (a module it has only
+    /// compiled cannot be sent), with the size the spec declares.
     fn check_content(&self, s: &JobSpec) -> Result<(), SubmitError> {
         s.validate()?;
-        if !self.host.holds(&s.module) {
-            return Err(SubmitError::Missing(format!(
-                "module {} is not on this node: upload it first (PUT /v1/content)",
-                s.module
-            )));
+        let check = |what: String, stored: Option<u64>, declared: Option<u64>| match stored {
+            None => Err(SubmitError::Missing(format!(
+                "{what} is not on this node: upload it first (PUT /v1/content)"
+            ))),
+            Some(n) if declared.is_some_and(|d| d != n) => Err(SubmitError::Invalid(SpecError(format!(
+                "{what} is declared as {} bytes but {n} bytes were uploaded: declare the size PUT /v1/content answered",
+                declared.unwrap_or(0)
+            )))),
+            Some(_) => Ok(()),
+        };
+        let module = self.host.stored_size(&s.module);
+        check(format!("module {}", s.module), module, Some(s.module_size.0))?;
+        if let Some(r) = &s.reduce {
+            check(format!("reduce module {r}"), self.host.stored_size(r), None)?;
         }
-        if let Some(r) = &s.reduce
-            && !self.host.holds(r)
-        {
-            return Err(SubmitError::Missing(format!(
-                "reduce module {r} is not on this node: upload it first"
-            )));
-        }
-        if let Some(i) = s
-            .inputs
-            .iter()
-            .find(|i| !self.host.holds(&i.id) && i.id != ContentId::of(&[]))
-        {
-            return Err(SubmitError::Missing(format!(
-                "input {} ({}) is not on this node: upload it first",
-                i.name, i.id
-            )));
+        for i in &s.inputs {
+            // An empty input needs no upload.
+            let stored = if i.id == ContentId::of(&[]) {
+                Some(0)
+            } else {
+                self.host.stored_size(&i.id)
+            };
+            check(format!("input {} ({})", i.name, i.id), stored, Some(i.size.0))?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! writes pending until the next flush or, at the latest, the store's lazy
 //! flush interval. A crash loses what is pending.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agora_protocol::ContentId;
@@ -27,7 +27,7 @@ struct State {
     pending: Vec<(u64, Vec<Write>)>,
     /// Content held (blobs are durable as soon as stored, as the node's
     /// `put_verified`; the simulation never stores them lazily).
-    content: HashSet<ContentId>,
+    content: HashMap<ContentId, u64>,
 }
 
 /// A node's disk, shared by the node and its engine's host.
@@ -84,9 +84,9 @@ impl Disk {
         s.applied = s.durable.clone();
     }
 
-    /// Stores content.
-    pub(super) fn keep(&self, id: ContentId) {
-        self.state().content.insert(id);
+    /// Stores content of `size` bytes.
+    pub(super) fn keep(&self, id: ContentId, size: usize) {
+        self.state().content.insert(id, size as u64);
     }
 
     /// The engine's view of this disk.
@@ -111,7 +111,11 @@ impl Host for Disk {
     }
 
     fn holds(&self, id: &ContentId) -> bool {
-        self.state().content.contains(id)
+        self.state().content.contains_key(id)
+    }
+
+    fn stored_size(&self, id: &ContentId) -> Option<u64> {
+        self.state().content.get(id).copied()
     }
 }
 

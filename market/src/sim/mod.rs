@@ -241,7 +241,7 @@ impl Sim {
     fn submit(&mut self) {
         let module = b"(simulated module)".to_vec();
         let module_id = ContentId::of(&module);
-        self.nodes[REQUESTER].disk.keep(module_id);
+        self.nodes[REQUESTER].disk.keep(module_id, module.len());
         let mut inputs = Vec::new();
         for i in 0..self.world.tasks {
             let bytes = format!("input {i} {}", self.rng.random::<u32>()).into_bytes();
@@ -249,7 +249,7 @@ impl Sim {
             let out = blake3::hash(&bytes).as_bytes().to_vec();
             let fuel = Fuel(1_000_000 + u64::from(bytes[bytes.len() - 1]) * 10_000_000);
             self.truth.insert(id, (out, fuel));
-            self.nodes[REQUESTER].disk.keep(id);
+            self.nodes[REQUESTER].disk.keep(id, bytes.len());
             self.nodes[REQUESTER].blobs.insert(id, bytes.clone());
             inputs.push(InputSpec {
                 name: format!("in-{i}"),
@@ -721,12 +721,12 @@ impl Sim {
                     Done::Executed(agreement, ran.ok_or_else(|| "unknown input".into())),
                 )
             }
-            Work::Keep { id, .. } => {
-                self.nodes[n].disk.keep(id);
+            Work::Keep { id, bytes } => {
+                self.nodes[n].disk.keep(id, bytes.len());
                 return;
             }
-            Work::StoreOutput { token, id, .. } => {
-                self.nodes[n].disk.keep(id);
+            Work::StoreOutput { token, id, bytes } => {
+                self.nodes[n].disk.keep(id, bytes.len());
                 (0, Done::Stored(token))
             }
             Work::Fetch { task, attempt, .. } => (1, Done::Fetched(task, attempt)),

@@ -133,6 +133,9 @@ impl NodeCommand {
             return Ok(ExitCode::SUCCESS);
         }
         let config = self.config()?;
+        // Everything the node writes (the database's files included) is
+        // its owner's only.
+        crate::paths::private_umask();
         let data_dir = crate::paths::data_dir(self.data_dir.clone());
         #[allow(unused_mut)] // fault injection sets more
         let mut options = Options::new(data_dir.clone());

@@ -90,7 +90,7 @@ pub(crate) struct DiskCache {
 
 impl DiskCache {
     pub(crate) fn open(dir: &Path, max_size: u64) -> std::io::Result<DiskCache> {
-        fs::create_dir_all(dir)?;
+        crate::paths::create_private_dir(dir)?;
         Ok(DiskCache {
             dir: dir.to_owned(),
             max_size,
@@ -139,7 +139,7 @@ impl DiskCache {
             rand::random::<u64>()
         ));
         let written = (|| -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = crate::paths::create_private_file(&tmp)?;
             f.write_all(MAGIC)?;
             f.write_all(blake3::hash(artifact).as_bytes())?;
             f.write_all(artifact)?;

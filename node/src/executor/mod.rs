@@ -51,6 +51,7 @@ pub mod compile;
 pub mod engine;
 mod error;
 mod load;
+pub mod meter;
 mod receipt;
 mod run;
 mod task;

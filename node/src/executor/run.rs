@@ -10,10 +10,10 @@ use agora_protocol::limits::MAX_BLOB;
 use agora_protocol::units::{Bytes, Fuel, Timestamp};
 use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
 use super::engine::MAX_TABLE_ELEMENTS;
-use super::wasi::{ARGV0, Capture, FrozenClock, GuestEnv, Limiter, OutputOverflow, ProcExit, State};
+use super::meter::{Meter, Moved};
+use super::wasi::{ARGV0, Capture, FrozenClock, GuestEnv, Input, Limiter, OutputOverflow, ProcExit, State};
 use super::{Module, Outcome, Task, TaskError};
 
 /// The settings of the executor a run needs.
@@ -89,8 +89,9 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
     let t0 = Instant::now();
     let memory_limit = task.limits.memory.0.min(s.max_memory);
     let max_output = task.limits.max_output.0.min(MAX_BLOB as u64);
-    let stdout = Capture::new(max_output as usize, true);
-    let stderr = Capture::new(s.max_stderr, false);
+    let moved = Moved::default();
+    let stdout = Capture::new(max_output as usize, true, moved.clone());
+    let stderr = Capture::new(s.max_stderr, false, moved.clone());
     let timeout = task.limits.timeout.duration();
 
     let finish = |result: Result<(), TaskError>, fuel_used: u64| Outcome {
@@ -114,16 +115,19 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
     }
 
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(bytes::Bytes::copy_from_slice(task.input)))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .arg(ARGV0)
-        .args(task.args)
-        .wall_clock(FrozenClock)
-        .monotonic_clock(FrozenClock)
-        .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
-        .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
-        .insecure_random_seed(0);
+    wasi.stdin(Input::new(
+        bytes::Bytes::copy_from_slice(task.input),
+        moved.clone(),
+    ))
+    .stdout(stdout.clone())
+    .stderr(stderr.clone())
+    .arg(ARGV0)
+    .args(task.args)
+    .wall_clock(FrozenClock)
+    .monotonic_clock(FrozenClock)
+    .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+    .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+    .insecure_random_seed(0);
     let state = State {
         wasi: wasi.build_p1(),
         limiter: Limiter {
@@ -138,6 +142,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             share: s.share.clone(),
             cancel: s.cancel.clone(),
         },
+        meter: Meter::new(moved, task.args),
     };
     let mut store = Store::new(s.engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -1,12 +1,12 @@
 //! The guest's world: WASI preview 1 with nothing granted beyond stdio and
 //! arguments, and deterministic clocks, sleep and randomness.
 //!
-//! wasmtime-wasi implements the file-descriptor functions. Five functions are
-//! replaced by our own (the linker shadows them) because their host versions
-//! read the host's clocks, block, draw host randomness or restrict exit codes:
-//! `clock_time_get`, `clock_res_get`, `poll_oneoff`, `random_get` and
-//! `proc_exit`. GUEST-CONTRACT.md specifies all of it precisely enough to
-//! reimplement.
+//! wasmtime-wasi implements the file-descriptor functions (called through
+//! the fuel-charging wrappers of `meter.rs`). Five functions are our own
+//! because their host versions read the host's clocks, block, draw host
+//! randomness or restrict exit codes: `clock_time_get`, `clock_res_get`,
+//! `poll_oneoff`, `random_get` and `proc_exit`. GUEST-CONTRACT.md specifies
+//! all of it precisely enough to reimplement.
 
 use std::io;
 use std::pin::Pin;
@@ -15,10 +15,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
+
+use super::meter::{HOST_CALL_FUEL, Meter, Moved, RANDOM_BYTE_FUEL, call_cost, charge};
 
 /// The only import module a guest may use.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -103,8 +106,8 @@ const CLOCK_THREAD_CPUTIME: u32 = 3;
 const EVENTTYPE_CLOCK: u8 = 0;
 const EVENTTYPE_FD_READ: u8 = 1;
 const EVENTTYPE_FD_WRITE: u8 = 2;
-const SUBSCRIPTION_SIZE: usize = 48;
-const EVENT_SIZE: usize = 32;
+pub(crate) const SUBSCRIPTION_SIZE: usize = 48;
+pub(crate) const EVENT_SIZE: usize = 32;
 const SUBCLOCKFLAG_ABSTIME: u16 = 1;
 
 /// Per-task store data.
@@ -113,6 +116,7 @@ pub(crate) struct State {
     pub(crate) limiter: Limiter,
     pub(crate) env: GuestEnv,
     pub(crate) throttle: super::run::Throttle,
+    pub(crate) meter: Meter,
 }
 
 /// The deterministic part of the guest's environment: virtual time and the
@@ -173,82 +177,99 @@ pub(crate) struct ProcExit(pub(crate) u32);
 #[error("output limit exceeded")]
 pub(crate) struct OutputOverflow;
 
-/// Adds WASI preview 1 and our deterministic replacements to `linker`.
+/// Adds WASI preview 1 to `linker`: wasmtime-wasi's functions, metered
+/// (`meter.rs`), and our deterministic ones, which charge fuel as they do.
 pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut State| &mut s.wasi)?;
-    linker.allow_shadowing(true);
+    super::meter::add_wasi(linker)?;
     linker.func_wrap(
         WASI_MODULE,
         "clock_time_get",
-        |mut caller: Caller<'_, State>, id: i32, _precision: i64, out: i32| -> i32 {
+        |mut caller: Caller<'_, State>, id: i32, _precision: i64, out: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
             if caller.data().env.clock(id as u32).is_none() {
-                return ERRNO_INVAL;
+                return Ok(ERRNO_INVAL);
             }
             let Some(memory) = memory(&mut caller) else {
-                return ERRNO_FAULT;
+                return Ok(ERRNO_FAULT);
             };
             let (data, state) = memory.data_and_store_mut(&mut caller);
             let Some(r) = guest_range(data.len(), out as u32, 8) else {
-                return ERRNO_FAULT;
+                return Ok(ERRNO_FAULT);
             };
             // Only a reading the guest receives advances virtual time.
             let t = state.env.read_clock(id as u32).unwrap_or(0);
             data[r].copy_from_slice(&t.to_le_bytes());
-            ERRNO_SUCCESS
+            Ok(ERRNO_SUCCESS)
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
         "clock_res_get",
-        |mut caller: Caller<'_, State>, id: i32, out: i32| -> i32 {
+        |mut caller: Caller<'_, State>, id: i32, out: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
             if caller.data().env.clock(id as u32).is_none() {
-                return ERRNO_INVAL;
+                return Ok(ERRNO_INVAL);
             }
-            write_guest(&mut caller, out as u32, &CLOCK_STEP_NS.to_le_bytes())
+            Ok(write_guest(&mut caller, out as u32, &CLOCK_STEP_NS.to_le_bytes()))
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
         "random_get",
-        |mut caller: Caller<'_, State>, buf: i32, len: i32| -> i32 {
+        |mut caller: Caller<'_, State>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+            let len = len as u32;
+            charge(
+                &mut caller,
+                HOST_CALL_FUEL.saturating_add(u64::from(len) * RANDOM_BYTE_FUEL),
+            )?;
             let Some(memory) = memory(&mut caller) else {
-                return ERRNO_FAULT;
+                return Ok(ERRNO_FAULT);
             };
             let (data, state) = memory.data_and_store_mut(&mut caller);
-            match guest_range(data.len(), buf as u32, len as u32 as usize) {
+            Ok(match guest_range(data.len(), buf as u32, len as usize) {
                 Some(r) => {
                     state.env.fill_random(&mut data[r]);
                     ERRNO_SUCCESS
                 }
                 None => ERRNO_FAULT,
-            }
+            })
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
         "proc_exit",
-        |_caller: Caller<'_, State>, code: i32| -> wasmtime::Result<()> {
+        |mut caller: Caller<'_, State>, code: i32| -> wasmtime::Result<()> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
             Err(wasmtime::Error::new(ProcExit(code as u32)))
         },
     )?;
     linker.func_wrap(
         WASI_MODULE,
         "poll_oneoff",
-        |mut caller: Caller<'_, State>, subs: i32, events: i32, nsubs: i32, nevents: i32| -> i32 {
-            poll_oneoff(
+        |mut caller: Caller<'_, State>,
+         subs: i32,
+         events: i32,
+         nsubs: i32,
+         nevents: i32|
+         -> wasmtime::Result<i32> {
+            let nsubs = nsubs as u32;
+            let bytes = u64::from(nsubs) * (SUBSCRIPTION_SIZE + EVENT_SIZE) as u64;
+            charge(&mut caller, call_cost(bytes))?;
+            Ok(poll_oneoff(
                 &mut caller,
                 subs as u32,
                 events as u32,
-                nsubs as u32,
+                nsubs,
                 nevents as u32,
-            )
+            ))
         },
     )?;
-    linker.allow_shadowing(false);
     Ok(())
 }
 
-fn memory(caller: &mut Caller<'_, State>) -> Option<wasmtime::Memory> {
+/// The guest's exported memory, which every function that takes a pointer
+/// needs.
+pub(crate) fn memory(caller: &mut Caller<'_, State>) -> Option<wasmtime::Memory> {
     caller.get_export("memory").and_then(Extern::into_memory)
 }
 
@@ -458,13 +479,62 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// The task's input as its stdin: wasmtime-wasi's in-memory pipe, counting
+/// the bytes the guest reads (they cost fuel, `meter.rs`).
+#[derive(Clone)]
+pub(crate) struct Input {
+    pipe: MemoryInputPipe,
+    moved: Moved,
+}
+
+impl Input {
+    pub(crate) fn new(bytes: bytes::Bytes, moved: Moved) -> Input {
+        Input {
+            pipe: MemoryInputPipe::new(bytes),
+            moved,
+        }
+    }
+}
+
+impl IsTerminal for Input {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for Input {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+
+    /// Only preview-2 guests read this one, and a task is a preview-1
+    /// module.
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        Box::new(self.pipe.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for Input {
+    async fn ready(&mut self) {}
+}
+
+impl InputStream for Input {
+    fn read(&mut self, size: usize) -> Result<bytes::Bytes, StreamError> {
+        let read = self.pipe.read(size)?;
+        self.moved.add(read.len());
+        Ok(read)
+    }
+}
+
 /// An in-memory stdout or stderr with a cap.
 ///
 /// Strict captures (stdout) keep the bytes up to the cap and then fail the
 /// write with [`OutputOverflow`], which traps the guest; lenient ones
-/// (stderr) silently drop what does not fit.
+/// (stderr) silently drop what does not fit. Every byte written counts as
+/// moved, kept or not.
 #[derive(Clone)]
-pub(crate) struct Capture(Arc<Mutex<CaptureBuf>>);
+pub(crate) struct Capture(Arc<Mutex<CaptureBuf>>, Moved);
 
 struct CaptureBuf {
     data: Vec<u8>,
@@ -474,13 +544,16 @@ struct CaptureBuf {
 }
 
 impl Capture {
-    pub(crate) fn new(cap: usize, strict: bool) -> Capture {
-        Capture(Arc::new(Mutex::new(CaptureBuf {
-            data: Vec::new(),
-            cap,
-            strict,
-            overflowed: false,
-        })))
+    pub(crate) fn new(cap: usize, strict: bool, moved: Moved) -> Capture {
+        Capture(
+            Arc::new(Mutex::new(CaptureBuf {
+                data: Vec::new(),
+                cap,
+                strict,
+                overflowed: false,
+            })),
+            moved,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CaptureBuf> {
@@ -489,6 +562,7 @@ impl Capture {
 
     /// Appends, returning whether everything fitted.
     fn append(&self, bytes: &[u8]) -> bool {
+        self.1.add(bytes.len());
         let mut b = self.lock();
         let room = b.cap.saturating_sub(b.data.len());
         let take = room.min(bytes.len());
@@ -632,12 +706,12 @@ mod tests {
 
     #[test]
     fn strict_capture_keeps_bytes_up_to_the_cap() {
-        let c = Capture::new(4, true);
+        let c = Capture::new(4, true, Moved::default());
         assert!(c.append(b"ab"));
         assert!(!c.append(b"cdef"));
         assert!(c.overflowed());
         assert_eq!(c.take(), b"abcd");
-        let e = Capture::new(2, false);
+        let e = Capture::new(2, false, Moved::default());
         assert!(e.append(b"xyz"));
         assert!(!e.overflowed());
         assert_eq!(e.take(), b"xy");

@@ -1,7 +1,7 @@
 //! What the engine may ask of the node synchronously: its records (from
 //! the sled store; reads do not block in practice, sled's page cache
 //! answers them) and whether content is at hand (a blob stored, or a
-//! module already compiled).
+//! module already compiled) or can be sent (a blob stored).
 
 use agora_market::records::{Host, RecordError};
 use agora_protocol::ContentId;
@@ -42,5 +42,12 @@ impl Host for NodeHost {
 
     fn holds(&self, id: &ContentId) -> bool {
         self.store.content().has(id) || self.executor.cached(id).is_some()
+    }
+
+    fn stored_size(&self, id: &ContentId) -> Option<u64> {
+        if !self.store.content().has(id) {
+            return None;
+        }
+        self.store.content().size(id)
     }
 }

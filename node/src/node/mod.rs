@@ -134,7 +134,7 @@ impl Node {
     pub async fn start(config: Config, options: Options) -> anyhow::Result<Node> {
         config.validate()?;
         let data_dir = options.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
+        crate::paths::create_private_dir(&data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let keypair = crate::identity::load_or_create(&data_dir)?;
         let store = Store::open(&data_dir)?;
@@ -299,15 +299,7 @@ fn write_node_json(dir: &std::path::Path, info: &NodeInfo) -> anyhow::Result<()>
     let text = serde_json::to_string_pretty(info)?;
     {
         use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts
-            .open(&tmp)
+        let mut f = crate::paths::create_private_file(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;

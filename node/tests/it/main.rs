@@ -8,3 +8,4 @@ mod common;
 mod executor;
 mod hostile;
 mod network;
+mod uploads;

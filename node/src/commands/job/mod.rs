@@ -22,10 +22,10 @@ mod watch;
 
 pub use self::cancel::CancelCommand;
 pub use self::explain::ExplainCommand;
-pub use self::inputs::{InputFile, inputs_in_dir, single_input};
+pub use self::inputs::{InputFile, Symlinks, inputs_in_dir, read_input, single_input};
 pub use self::receipts::ReceiptsCommand;
 pub use self::render::state_name;
-pub use self::result::{ResultCommand, output_names, reduced_name};
+pub use self::result::{MAX_OUTPUT_NAME, ResultCommand, output_names, reduced_name};
 pub use self::status::StatusCommand;
 pub use self::submit::SubmitCommand;
 pub use self::watch::WatchCommand;

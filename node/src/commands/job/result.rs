@@ -1,10 +1,11 @@
 //! `agora job result`: download a job's outputs into a directory.
 //!
-//! Each task's output is named after the task's input file; the node's
-//! content store serves them by content id, a few at a time, and each file
-//! is written through a temporary name so that it is either complete or
-//! absent. A job that is not done is refused unless `--partial` asks for
-//! what is verified so far.
+//! Each task's output is named after the task's input file, made unique
+//! and short enough for any file system; the node's content store serves
+//! them by content id, a few at a time, and each file is written through a
+//! temporary name so that it is either complete or absent. Writing never
+//! follows a link planted in the output directory. A job that is not done
+//! is refused unless `--partial` asks for what is verified so far.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,11 +26,15 @@ use crate::market::job::JobState;
 ///
 /// Each task's output is written to `DIR/<input file name>.out` (input
 /// `tile-003.json` → `DIR/tile-003.json.out`). A task whose name cannot be a
-/// file name (empty, `.`, `..`, containing a path separator) or that repeats
-/// an earlier task's name is written to `DIR/task-<index>.out` instead. The
-/// reduced result, if the job has a reduce module, is written to
-/// `DIR/result`, or `DIR/result.png` when it is a PNG image. Existing files
-/// are replaced.
+/// file name (empty, `.`, `..`, containing a path separator or a NUL) is
+/// named `task-<index>` instead. Names are made unique in task order: a
+/// name an earlier task already has (compared ignoring case) gets
+/// `~<index>` added (`tile.out`, then `tile~4.out`; then `~<index>~2`, … if
+/// that is taken too), and a name longer than 200 bytes is cut and ends
+/// with `~` and 16 hex digits of its BLAKE3 hash. The reduced result, if the
+/// job has a reduce module, is written to `DIR/result`, or `DIR/result.png`
+/// when it is a PNG image. Existing files are replaced; a symbolic link in
+/// DIR is replaced, never written through.
 ///
 /// Refuses, with exit status 1, unless the job is done; `--partial` downloads
 /// the outputs verified so far.
@@ -54,22 +59,54 @@ pub struct ResultCommand {
 /// The PNG file signature.
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-/// The file name of each task's output (see [`ResultCommand`]).
+/// Longest output file name in bytes: with the `.part` of its temporary
+/// name it stays well under the 255 bytes file systems allow.
+pub const MAX_OUTPUT_NAME: usize = 200;
+
+/// The file name of each task's output, unique and at most
+/// [`MAX_OUTPUT_NAME`] bytes (see [`ResultCommand`]).
 pub fn output_names(outputs: &[OutputRef]) -> Vec<String> {
-    let mut seen = HashSet::new();
+    let mut taken = HashSet::new();
     outputs
         .iter()
         .map(|o| {
             let usable =
                 !o.name.is_empty() && o.name != "." && o.name != ".." && !o.name.contains(['/', '\\', '\0']);
-            let name = format!("{}.out", o.name);
-            if usable && seen.insert(name.clone()) {
-                name
+            let base = if usable {
+                o.name.clone()
             } else {
-                format!("task-{}.out", o.index)
+                format!("task-{}", o.index)
+            };
+            let mut attempt = 0u32;
+            loop {
+                let stem = match attempt {
+                    0 => base.clone(),
+                    1 => format!("{base}~{}", o.index),
+                    n => format!("{base}~{}~{n}", o.index),
+                };
+                let name = format!("{}.out", shorten(&stem, MAX_OUTPUT_NAME - ".out".len()));
+                if taken.insert(name.to_lowercase()) {
+                    return name;
+                }
+                attempt += 1;
             }
         })
         .collect()
+}
+
+/// `stem` if it has at most `max` bytes, else its first bytes (cut on a
+/// character boundary) followed by `~` and 16 hex digits of its BLAKE3
+/// hash, `max` bytes at most: distinct long names stay distinct.
+fn shorten(stem: &str, max: usize) -> String {
+    if stem.len() <= max {
+        return stem.to_owned();
+    }
+    let hash = blake3::hash(stem.as_bytes()).to_hex();
+    let mut cut = max - 17;
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{}", &stem[..cut], &hash[..16])
 }
 
 /// The file name of a reduced result.
@@ -194,13 +231,39 @@ impl ResultCommand {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file, so that a file is
-/// either complete or absent.
+/// Writes `bytes` to `path` through a temporary file `PATH.part`, so that
+/// a file is either complete or absent. Nothing is written through a link:
+/// a leftover `.part` (a file or a link someone planted) is removed, the
+/// temporary file is created anew (`O_EXCL`, which never follows a link),
+/// and the rename replaces a link at `path` instead of following it.
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    match std::fs::symlink_metadata(&tmp) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a directory in the way of the download; remove it and try again",
+            tmp.display()
+        ),
+        Ok(_) => std::fs::remove_file(&tmp)
+            .with_context(|| format!("cannot remove the leftover {}", tmp.display()))?,
+        Err(_) => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| {
+            format!(
+                "cannot create {} (did something else create it meanwhile?)",
+                tmp.display()
+            )
+        })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -231,13 +294,85 @@ mod tests {
             output_names(&outs),
             [
                 "tile-003.json.out",
-                "task-1.out",
+                "tile-003.json~1.out",
                 "task-2.out",
                 "task-3.out",
                 "task-4.out",
                 "b.out"
             ]
         );
+    }
+
+    #[test]
+    fn a_task_named_like_another_tasks_fallback_never_shares_its_file() {
+        // Task 0 is named `task-1`; task 1's name is unusable, so its
+        // fallback is `task-1` too; task 2 is named like task 1's
+        // disambiguated name; task 3 differs from task 0 only in case.
+        let outs = [
+            output(0, "task-1"),
+            output(1, "a/b"),
+            output(2, "task-1~1"),
+            output(3, "TASK-1"),
+        ];
+        let names = output_names(&outs);
+        assert_eq!(
+            names,
+            ["task-1.out", "task-1~1.out", "task-1~1~2.out", "TASK-1~3.out"]
+        );
+        let distinct: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        assert_eq!(distinct.len(), outs.len());
+        // Deterministic: the same outputs, the same names.
+        assert_eq!(output_names(&outs), names);
+    }
+
+    #[test]
+    fn long_names_are_shortened_with_a_hash_and_stay_distinct() {
+        let long = |c: char| format!("{}{c}", "é".repeat(126));
+        let outs = [
+            output(0, &long('a')),
+            output(1, &long('b')),
+            output(2, &long('a')),
+        ];
+        let names = output_names(&outs);
+        for n in &names {
+            assert!(n.len() <= MAX_OUTPUT_NAME, "{} bytes", n.len());
+            assert!(n.ends_with(".out"), "{n}");
+            assert!(n.starts_with("éé"), "{n}");
+        }
+        assert_ne!(names[0], names[1], "a hash of the whole name tells them apart");
+        assert_ne!(names[0], names[2], "a repeated long name is still disambiguated");
+        // A 255-byte name (the most a spec allows) downloads: its temporary
+        // name fits in a directory.
+        let dir = tempfile::tempdir().unwrap();
+        let outs = [output(0, &"x".repeat(255))];
+        let path = dir.path().join(&output_names(&outs)[0]);
+        write_file(&path, b"ok").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ok");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_part_link_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let out = dir.path().join("a.json.out");
+        std::os::unix::fs::symlink(&victim, dir.path().join("a.json.out.part")).unwrap();
+        write_file(&out, b"output").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&out).unwrap(), b"output");
+        assert!(!std::fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+        assert!(!dir.path().join("a.json.out.part").exists());
+
+        // A link at the output's own name is replaced, not followed.
+        std::os::unix::fs::symlink(&victim, dir.path().join("b.out")).unwrap();
+        write_file(&dir.path().join("b.out"), b"output").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A dangling link planted as the temporary name is no help either.
+        let elsewhere = dir.path().join("created-elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("c.out.part")).unwrap();
+        write_file(&dir.path().join("c.out"), b"output").unwrap();
+        assert!(!elsewhere.exists());
     }
 
     #[test]

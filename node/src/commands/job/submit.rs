@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use super::TRANSFERS;
-use super::inputs::{InputFile, inputs_in_dir, single_input};
+use super::inputs::{InputFile, Symlinks, inputs_in_dir, read_input, single_input};
 use super::render::{EXPLAINED_TASKS, decisions, render_decision};
 use crate::api::client::Client;
 use crate::api::server::MAX_UPLOAD;
@@ -33,11 +33,13 @@ use crate::market::requester::Decision;
 /// Upload a module and its inputs to the node and submit them as a job: one
 /// task per input.
 ///
-/// With `--inputs DIR`, every regular file directly in DIR (symbolic links to
-/// files included; subdirectories and hidden files, whose names start with
-/// `.`, left out) is one task, in file-name order, named after its file.
-/// With `--input FILE`, the job has that one task. The module may be a wasm
-/// binary or WebAssembly text (`.wat`).
+/// With `--inputs DIR`, every regular file directly in DIR (subdirectories
+/// and hidden files, whose names start with `.`, left out) is one task, in
+/// file-name order, named after its file. With `--input FILE`, the job has
+/// that one task. Inputs are uploaded to other machines, so a symbolic link
+/// is refused unless `--follow-symlinks` is given, and special files
+/// (fifos, devices, sockets, files in /proc) always are. The module may be a
+/// wasm binary or WebAssembly text (`.wat`).
 ///
 /// Prints the new job's id (with `--json`: `{"id": "…"}`). With `--dry-run`
 /// nothing is submitted: it prints, per task, the providers that would be
@@ -54,6 +56,10 @@ pub struct SubmitCommand {
     /// A directory of inputs, one task per file.
     #[arg(long, value_name = "DIR")]
     pub inputs: Option<PathBuf>,
+    /// Read inputs that are symbolic links (to regular files); without it a
+    /// link among the inputs is an error.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// An argument for every task (its argv[1..]); repeat for more.
     #[arg(long = "arg", value_name = "A", allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -213,22 +219,28 @@ impl SubmitCommand {
         Ok((module, reduce))
     }
 
+    /// Whether inputs may be read through symbolic links.
+    fn symlinks(&self) -> Symlinks {
+        if self.follow_symlinks {
+            Symlinks::Follow
+        } else {
+            Symlinks::Refuse
+        }
+    }
+
     /// The input files, each checked against the largest upload.
     fn task_inputs(&self) -> anyhow::Result<Vec<InputFile>> {
         let files = match (&self.input, &self.inputs) {
-            (Some(f), _) => vec![single_input(f)?],
-            (None, Some(d)) => inputs_in_dir(d)?,
+            (Some(f), _) => vec![single_input(f, self.symlinks())?],
+            (None, Some(d)) => inputs_in_dir(d, self.symlinks())?,
             (None, None) => bail!("give --input FILE or --inputs DIR"),
         };
         for f in &files {
-            let size = std::fs::metadata(&f.path)
-                .with_context(|| format!("cannot read {}", f.path.display()))?
-                .len();
-            if size > MAX_UPLOAD as u64 {
+            if f.size > MAX_UPLOAD as u64 {
                 bail!(
                     "the input {} is {}, more than the {} a task input may be",
                     f.path.display(),
-                    Bytes(size),
+                    Bytes(f.size),
                     Bytes(MAX_UPLOAD as u64)
                 );
             }
@@ -258,7 +270,7 @@ impl SubmitCommand {
             ),
             None => None,
         };
-        let inputs = upload_inputs(client, files).await?;
+        let inputs = upload_inputs(client, files, self.symlinks()).await?;
         let spec = self.spec(&module, reduce.as_ref(), inputs, seed);
         let req = SubmitRequest {
             spec,
@@ -268,21 +280,36 @@ impl SubmitCommand {
     }
 }
 
-/// Uploads the inputs, a few at a time, and returns their specs in order.
-async fn upload_inputs(client: &Client, files: &[InputFile]) -> anyhow::Result<Vec<InputSpec>> {
+/// Uploads the inputs, a few at a time, and returns their specs in order,
+/// each declaring the size that was read (the node checks it against what
+/// it stored).
+async fn upload_inputs(
+    client: &Client,
+    files: &[InputFile],
+    links: Symlinks,
+) -> anyhow::Result<Vec<InputSpec>> {
     futures::stream::iter(files)
         .map(|f| async move {
-            let bytes = tokio::fs::read(&f.path)
+            let file = f.clone();
+            let bytes = tokio::task::spawn_blocking(move || read_input(&file, links, MAX_UPLOAD as u64))
                 .await
-                .with_context(|| format!("cannot read the input {}", f.path.display()))?;
+                .context("the input reader stopped")??;
+            let size = bytes.len() as u64;
             let r = client
                 .put_content(bytes)
                 .await
                 .with_context(|| format!("cannot upload the input {}", f.path.display()))?;
+            if r.size != size {
+                bail!(
+                    "the node stored {} bytes of the input {} but {size} were sent; submit again",
+                    r.size,
+                    f.path.display()
+                );
+            }
             anyhow::Ok(InputSpec {
                 name: f.name.clone(),
                 id: r.id,
-                size: Bytes(r.size),
+                size: Bytes(size),
                 estimate: None,
             })
         })

@@ -16,6 +16,7 @@ mod calibration;
 mod determinism;
 mod exec;
 mod guests;
+mod host_fuel;
 mod limits;
 mod loading;
 
