@@ -52,6 +52,13 @@ max_task_fuel = 20000000000000
 max_task_time = "1h"
 # The largest output one task may write.
 max_output = "16MiB"
+# The most disk stored content (modules, inputs, outputs) may take. Beyond
+# it, content nothing needs goes first, least recently used; if what is
+# needed alone exceeds it, the node takes no new work.
+max_disk = "10GiB"
+# Content nothing needs any more (another node's module or input, an
+# output already delivered) is removed after this long unused.
+content_retention = "1h"
 
 [provider.idle]
 # Take work only while the machine's own load (other processes) is low.
@@ -88,6 +95,8 @@ negotiation_timeout = "3s"
 unplaceable_after = "30s"
 # Start backup copies of straggling tasks on idle providers.
 backups = true
+# How long a job's module, inputs and outputs are kept after it ends.
+keep_results = "168h"
 "#;
 
 /// The whole configuration.
@@ -149,6 +158,12 @@ pub struct Provider {
     /// Largest output per task.
     #[serde(with = "text")]
     pub max_output: Bytes,
+    /// Most bytes of stored content.
+    #[serde(with = "text")]
+    pub max_disk: Bytes,
+    /// Unused content kept this long.
+    #[serde(with = "duration")]
+    pub content_retention: Duration,
     /// Idle policy.
     pub idle: Idle,
 }
@@ -211,6 +226,9 @@ pub struct Requester {
     pub unplaceable_after: Duration,
     /// Backups.
     pub backups: bool,
+    /// How long an ended job's content is kept.
+    #[serde(with = "duration")]
+    pub keep_results: Duration,
 }
 
 fn addr(s: &str) -> Multiaddr {
@@ -247,6 +265,8 @@ impl Default for Provider {
             max_task_fuel: agora_market::provider::DEFAULT_MAX_TASK_FUEL.0,
             max_task_time: agora_market::provider::DEFAULT_MAX_TASK_TIME,
             max_output: agora_market::job::DEFAULT_MAX_OUTPUT,
+            max_disk: Bytes::gib(10),
+            content_retention: Duration::from_secs(3600),
             idle: Idle::default(),
         }
     }
@@ -290,6 +310,7 @@ impl Default for Requester {
             negotiation_timeout: Duration::from_secs(3),
             unplaceable_after: Duration::from_secs(30),
             backups: true,
+            keep_results: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -386,10 +386,35 @@ fn writer(db: sled::Db, mut rx: mpsc::Receiver<Write>) {
 #[derive(Debug)]
 pub struct ContentStore {
     dir: PathBuf,
-    known: Mutex<HashSet<ContentId>>,
+    /// Every blob held: its size and when it was last stored or read.
+    known: Mutex<HashMap<ContentId, Usage>>,
     /// Recently stored or read small blobs, so that a stream of small
     /// tasks does not read the same inputs from disk again and again.
     hot: Mutex<HotBlobs>,
+}
+
+/// A blob's size and last use (ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    size: u64,
+    used: u64,
+}
+
+/// What a collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Blobs removed.
+    pub removed: usize,
+    /// Bytes they held.
+    pub freed: u64,
+    /// Bytes held after it.
+    pub held: u64,
+    /// Whether what must be kept alone exceeds the cap.
+    pub full: bool,
+}
+
+fn now_ms() -> u64 {
+    agora_protocol::units::Timestamp::from_system(std::time::SystemTime::now()).0
 }
 
 /// Blobs up to this size are kept in memory after use.
@@ -436,7 +461,7 @@ impl HotBlobs {
 impl ContentStore {
     fn open(dir: &Path) -> Result<ContentStore, StoreError> {
         crate::paths::create_private_dir(dir).map_err(|e| blob_err(dir, e))?;
-        let mut known = HashSet::new();
+        let mut known = HashMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| blob_err(dir, e))?.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -445,7 +470,13 @@ impl ContentStore {
                 continue;
             }
             if let Ok(id) = name.parse::<ContentId>() {
-                known.insert(id);
+                let meta = entry.metadata().ok();
+                let used = meta
+                    .as_ref()
+                    .and_then(|m| m.modified().ok())
+                    .map_or(0, |t| agora_protocol::units::Timestamp::from_system(t).0);
+                let size = meta.map_or(0, |m| m.len());
+                known.insert(id, Usage { size, used });
             }
         }
         Ok(ContentStore {
@@ -461,7 +492,7 @@ impl ContentStore {
 
     /// Whether the blob is present.
     pub fn has(&self, id: &ContentId) -> bool {
-        self.known.lock().map(|k| k.contains(id)).unwrap_or(false)
+        self.known.lock().map(|k| k.contains_key(id)).unwrap_or(false)
     }
 
     /// Stores bytes durably and returns their id.
@@ -488,6 +519,7 @@ impl ContentStore {
         if self.has(&id) {
             return Ok(());
         }
+        let bytes_len = bytes.len() as u64;
         let hot = (bytes.len() <= HOT_BLOB_MAX).then(|| Arc::new(bytes.clone()));
         let path = self.path(&id);
         let tmp = self.dir.join(format!("{id}.{}.tmp", rand::random::<u32>()));
@@ -504,7 +536,13 @@ impl ContentStore {
         .await
         .map_err(|_| StoreError::Closed)??;
         if let Ok(mut k) = self.known.lock() {
-            k.insert(id);
+            k.insert(
+                id,
+                Usage {
+                    size: bytes_len,
+                    used: now_ms(),
+                },
+            );
         }
         if let (Some(b), Ok(mut h)) = (hot, self.hot.lock()) {
             h.insert(id, b);
@@ -518,6 +556,7 @@ impl ContentStore {
         if !self.has(id) {
             return Ok(None);
         }
+        self.touch(id);
         if let Some(b) = self.hot.lock().ok().and_then(|h| h.get(id)) {
             return Ok(Some(b.as_ref().clone()));
         }
@@ -547,6 +586,62 @@ impl ContentStore {
     /// Size of a stored blob.
     pub fn size(&self, id: &ContentId) -> Option<u64> {
         std::fs::metadata(self.path(id)).ok().map(|m| m.len())
+    }
+
+    fn touch(&self, id: &ContentId) {
+        if let Ok(mut k) = self.known.lock()
+            && let Some(u) = k.get_mut(id)
+        {
+            u.used = now_ms();
+        }
+    }
+
+    /// Bytes held.
+    pub fn held(&self) -> u64 {
+        self.known
+            .lock()
+            .map(|k| k.values().map(|u| u.size).sum())
+            .unwrap_or(0)
+    }
+
+    /// Removes blobs nothing needs: every blob not in `keep` unused for
+    /// `retention`, then, while more than `cap` bytes are held, the least
+    /// recently used blobs not in `keep`. Blocking: run it off the runtime.
+    pub fn collect(&self, keep: &HashSet<ContentId>, retention: std::time::Duration, cap: u64) -> Collected {
+        let now = now_ms();
+        let mut candidates: Vec<(ContentId, Usage)> = match self.known.lock() {
+            Ok(k) => k
+                .iter()
+                .filter(|(id, _)| !keep.contains(id))
+                .map(|(i, u)| (*i, *u))
+                .collect(),
+            Err(_) => return Collected::default(),
+        };
+        candidates.sort_by_key(|(_, u)| u.used);
+        let mut held = self.held();
+        let mut out = Collected::default();
+        let retention = retention.as_millis() as u64;
+        for (id, u) in candidates {
+            let stale = now.saturating_sub(u.used) >= retention;
+            if !stale && held <= cap {
+                break;
+            }
+            match std::fs::remove_file(self.path(&id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(content = %id, error = %e, "cannot remove a blob");
+                    continue;
+                }
+            }
+            self.forget(&id);
+            held = held.saturating_sub(u.size);
+            out.removed += 1;
+            out.freed += u.size;
+        }
+        out.held = held;
+        out.full = held > cap;
+        out
     }
 
     fn forget(&self, id: &ContentId) {
@@ -674,5 +769,31 @@ mod tests {
         let err = Store::open(&dir).unwrap_err().to_string();
         assert!(err.contains("store-v0"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn collection_keeps_what_is_needed_and_holds_the_cap() {
+        let dir = tempdir();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let c = ContentStore::open(&dir.join("content")).unwrap();
+        let ids: Vec<ContentId> = (0..6u8)
+            .map(|i| rt.block_on(c.put(vec![i; 1000])).unwrap())
+            .collect();
+        let keep: HashSet<ContentId> = ids[..2].iter().copied().collect();
+        // Nothing is stale yet and the cap holds: nothing goes.
+        let r = c.collect(&keep, std::time::Duration::from_secs(3600), 10_000);
+        assert_eq!((r.removed, r.held, r.full), (0, 6000, false));
+        // Over a 3,000-byte cap: the unneeded go, oldest first, until it holds.
+        let r = c.collect(&keep, std::time::Duration::from_secs(3600), 3000);
+        assert_eq!((r.removed, r.held, r.full), (3, 3000, false));
+        assert!(c.has(&ids[0]) && c.has(&ids[1]), "what is needed stays");
+        // Stale: everything unneeded goes whatever the cap.
+        let r = c.collect(&keep, std::time::Duration::ZERO, u64::MAX);
+        assert_eq!((r.removed, r.held), (1, 2000));
+        // What is needed alone exceeds the cap: full.
+        let r = c.collect(&keep, std::time::Duration::ZERO, 1000);
+        assert!(r.full);
+        assert!(c.has(&ids[0]), "needed content is never removed");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

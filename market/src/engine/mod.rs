@@ -104,6 +104,8 @@ pub struct Config {
     /// How long a job's content (module, inputs, outputs) is kept for this
     /// node's user after the job ends.
     pub keep_results: Duration,
+    /// How often stored content is collected (`None`: never).
+    pub collect_every: Option<Duration>,
     /// Most peers in the view.
     pub max_peers: usize,
     /// Connections the node opens on its own to peers of its domain (as
@@ -125,6 +127,7 @@ impl Default for Config {
             recalibrate: None,
             genesis: Credits(0),
             keep_results: Duration::from_secs(7 * 24 * 3600),
+            collect_every: None,
             max_peers: 10_000,
             domain_peers: 12,
             replay_capacity: 100_000,
@@ -255,6 +258,7 @@ struct Timers {
     last_summary: Timestamp,
     last_expire: Timestamp,
     last_calibration: Timestamp,
+    last_collect: Timestamp,
 }
 
 impl std::fmt::Debug for Engine {
@@ -317,6 +321,7 @@ impl Engine {
                 last_summary: Timestamp(0),
                 last_expire: now,
                 last_calibration: now,
+                last_collect: now,
             },
             calibrating: false,
             connected: HashSet::new(),
@@ -442,6 +447,12 @@ impl Engine {
             }
         }
         self.retry_deliveries(now);
+        if let Some(every) = self.config.collect_every
+            && now.since(self.timers.last_collect) >= every
+        {
+            self.timers.last_collect = now;
+            self.collect(now);
+        }
         if let Some(every) = self.config.recalibrate
             && !self.calibrating
             && self.provider.load() == 0
@@ -636,6 +647,31 @@ impl Engine {
             out.extend(job_content(&self.requester, j));
         }
         out
+    }
+
+    /// Asks the host to collect stored content, keeping what work needs and
+    /// what is pinned for the user; expired pins go.
+    fn collect(&mut self, now: Timestamp) {
+        let mut keep = self.referenced_content();
+        match records::scan::<Timestamp>(self.host.as_ref(), records::PIN) {
+            Ok(pins) => {
+                for (key, until) in pins {
+                    let Some(id) = key.strip_prefix(records::PIN).and_then(|k| k.parse().ok()) else {
+                        continue;
+                    };
+                    if until > now {
+                        keep.insert(id);
+                    } else {
+                        self.writes.delete(key);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pins; not collecting content this time");
+                return;
+            }
+        }
+        self.out.push(Output::Run(Work::Collect { keep }));
     }
 
     /// The disk holding content reached (or left) the owner's cap.

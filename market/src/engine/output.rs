@@ -159,6 +159,14 @@ pub enum Work {
     },
     /// Measure capacity again; report with [`Engine::on_calibrated`].
     Calibrate,
+    /// Remove stored content nothing keeps (see the node's store); report
+    /// whether what must be kept exceeds the owner's cap with
+    /// [`Engine::on_disk_full`].
+    Collect {
+        /// Content to keep whatever its age: what work needs now, and what
+        /// is pinned for the user.
+        keep: std::collections::HashSet<ContentId>,
+    },
 }
 
 /// What the host must do.

@@ -755,7 +755,7 @@ impl Sim {
                 let alive = self.index_of(peer).is_some_and(|p| self.nodes[p].alive);
                 (PROBE_MS, Done::Probed(peer, alive))
             }
-            Work::Calibrate => return,
+            Work::Calibrate | Work::Collect { .. } => return,
         };
         self.at(self.now + after, Event::Done { node: n, epoch, done });
     }

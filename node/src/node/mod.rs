@@ -223,6 +223,10 @@ impl Node {
             faults: options.faults.clone(),
             exec_permits: Arc::new(tokio::sync::Semaphore::new(slots.max(1) as usize)),
             calibration_budget: config.calibration.budget,
+            disk: DiskPolicy {
+                retention: config.provider.content_retention,
+                cap: config.provider.max_disk,
+            },
         };
         let setup = Setup {
             keypair: keypair.clone(),
@@ -322,6 +326,16 @@ pub(crate) struct Shared {
     pub(crate) faults: crate::faults::Faults,
     pub(crate) exec_permits: Arc<tokio::sync::Semaphore>,
     pub(crate) calibration_budget: Duration,
+    pub(crate) disk: DiskPolicy,
+}
+
+/// How stored content is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DiskPolicy {
+    /// Content nothing needs goes after this long unused.
+    pub(crate) retention: Duration,
+    /// The most bytes of content held.
+    pub(crate) cap: agora_protocol::units::Bytes,
 }
 
 /// The engine's settings from the node's configuration.
@@ -363,6 +377,8 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
         },
         recalibrate: (options.capacity == Capacity::Measure).then_some(c.calibration.interval),
         genesis: c.genesis_credits,
+        keep_results: c.requester.keep_results,
+        collect_every: Some(Duration::from_secs(60)),
         domain_peers: network::MESH_N_HIGH,
         ..engine::Config::default()
     }

@@ -30,6 +30,8 @@ pub(crate) enum Done {
     FraudChecked(MessageId, Result<Ran, String>),
     Probed(NodeId, bool),
     Calibrated(Result<ComputeUnits, String>),
+    /// Stored content was collected.
+    Collected(crate::store::Collected),
     /// The answer to a request sent alone (an acceptance with content).
     Answer(RequestId, Result<MarketResponse, String>),
     /// Nothing to report (content kept, a content request served).
@@ -92,6 +94,7 @@ pub(crate) async fn run(sh: Shared, work: Work, cancel: Option<Arc<AtomicBool>>)
         } => Done::FraudChecked(proof, check_fraud(&sh, publisher, &assignment).await),
         Work::Probe { peer } => Done::Probed(peer, probe(&sh, peer).await),
         Work::Calibrate => Done::Calibrated(calibrate(&sh).await),
+        Work::Collect { keep } => Done::Collected(collect(&sh, keep).await),
     }
 }
 
@@ -358,6 +361,22 @@ async fn probe(sh: &Shared, peer: NodeId) -> bool {
         .net
         .market(peer, MarketRequest::Summaries(agora_protocol::Domain::root()));
     matches!(tokio::time::timeout(Duration::from_secs(3), ask).await, Ok(Ok(_)))
+}
+
+/// Removes stored content nothing keeps, on a blocking thread.
+async fn collect(sh: &Shared, keep: std::collections::HashSet<ContentId>) -> crate::store::Collected {
+    let (store, retention, cap) = (sh.store.clone(), sh.disk.retention, sh.disk.cap);
+    let done = tokio::task::spawn_blocking(move || store.content().collect(&keep, retention, cap.0)).await;
+    let c = done.unwrap_or_default();
+    if c.removed > 0 {
+        tracing::info!(
+            removed = c.removed,
+            freed = c.freed,
+            held = c.held,
+            "collected stored content"
+        );
+    }
+    c
 }
 
 async fn calibrate(sh: &Shared) -> Result<ComputeUnits, String> {

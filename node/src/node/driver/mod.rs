@@ -262,6 +262,7 @@ impl Driver {
             Done::FraudChecked(proof, r) => e.on_fraud_checked(proof, r, now),
             Done::Probed(peer, alive) => e.on_probe(peer, alive, now),
             Done::Calibrated(r) => e.on_calibrated(r, now),
+            Done::Collected(c) => e.on_disk_full(c.full),
             Done::Answer(id, r) => e.on_answer(id, r, now),
             Done::Nothing => {}
         }
