@@ -1,193 +1,254 @@
-//! The credit ledger.
+//! The node's own credit chain (SPEC.md §8.6): every change of its credits
+//! is a block it signs and appends, hash-linked to the one before, so that
+//! anyone who fetches the chain can audit its balance
+//! ([`agora_protocol::chain::Audit`]).
 //!
-//! Every node starts with a genesis grant. A requester debits itself when it
-//! issues a voucher, in the same atomic set of writes that records the
-//! voucher in its outbox; a provider credits itself when it receives one, in
-//! the same writes that mark the voucher's receipt as paid. A voucher
-//! therefore never counts twice, and once every outbox is delivered the sum
-//! of all balances is the sum of the grants (SPEC.md §8.5).
+//! * Credits arrive as **grants** signed by an issuer the network's
+//!   configuration names ([`Ledger::grant`]); nothing else creates them.
+//! * A requester **pays** with a block ([`Entry::Pay`], its voucher) that it
+//!   appends, records in its outbox and delivers in the same atomic writes.
+//! * A provider **receives** a payment by appending a block that carries the
+//!   payer's block whole ([`Entry::Receive`]) and answers with it: its
+//!   countersignature. A payment counts once per receipt; a retransmitted
+//!   one gets the same countersignature back.
 //!
-//! The ledger decides and records; its records go out as [`Writes`] with the
-//! rest of the engine's turn, under the keys of [`crate::records`].
+//! The ledger decides and records; the engine seals the blocks with the
+//! node's key. Its records go out as [`Writes`] with the rest of the
+//! engine's turn, under the keys of [`crate::records`]: the running totals
+//! (`ledger/state`), the blocks (`chain/{seq}`), which receipts were paid
+//! (`ledger/paid-for/{receipt}`: the block that received the payment),
+//! which grants were taken (`ledger/grant/{id}`), the payers' blocks held
+//! (`held/{owner}/{seq}`, served to auditors and used to detect forks) and
+//! the outbox of payments awaiting their countersignature.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
+use agora_protocol::chain::{Block, Entry, Grant, block_hash};
 use agora_protocol::settlement::Voucher;
-use agora_protocol::units::{Credits, Fuel, Timestamp};
-use agora_protocol::{MessageId, NodeId};
+use agora_protocol::{ContentId, Decode, Encode, Envelope, MessageId, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{self, Host, RecordError, Writes};
 
-/// The ledger's running totals.
+/// The ledger's running totals: the audit of the node's own chain.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct State {
-    /// Balance in micro-credits.
-    pub balance: i64,
-    /// Total received.
+    /// The last block's position (0: none).
+    pub seq: u64,
+    /// Its hash (hex; empty before the first).
+    #[serde(default)]
+    pub head: String,
+    /// Credits granted, in micro-credits.
+    #[serde(default)]
+    pub granted: u64,
+    /// Credits received.
     pub received: u64,
-    /// Total paid.
+    /// Credits paid.
     pub paid: u64,
-    /// Next entry sequence number.
-    pub next_seq: u64,
-    /// Whether the genesis grant was recorded.
-    pub genesis: bool,
 }
 
-/// What a ledger entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// The starting grant.
-    Genesis,
-    /// A voucher this node issued.
-    Paid,
-    /// A voucher this node counted.
-    Received,
-}
+impl State {
+    /// The balance in micro-credits (negative: a debt).
+    pub fn balance(&self) -> i64 {
+        (i128::from(self.granted) + i128::from(self.received) - i128::from(self.paid))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
 
-impl Kind {
-    /// Its name, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Genesis => "genesis",
-            Kind::Paid => "paid",
-            Kind::Received => "received",
-        }
+    fn head(&self) -> ContentId {
+        self.head.parse().unwrap_or(ContentId([0; 32]))
     }
 }
 
-/// One ledger entry, as kept on disk.
+/// A block as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// Sequence number.
-    pub seq: u64,
-    /// When.
-    pub at: Timestamp,
-    /// What it records (`amount` is always positive; this is the direction).
-    pub kind: Kind,
-    /// Amount.
-    pub amount: Credits,
-    /// The other party.
-    pub counterparty: Option<NodeId>,
-    /// The task paid for.
-    pub task: Option<String>,
-    /// Fuel paid for.
-    pub fuel: Option<Fuel>,
+pub struct Stored {
+    /// The signed block (hex).
+    pub envelope: String,
 }
 
-/// A voucher waiting for its provider's acknowledgement.
+impl Stored {
+    /// The envelope, if the record is sound.
+    pub fn envelope(&self) -> Option<Envelope> {
+        Envelope::from_bytes(&hex::decode(&self.envelope).ok()?).ok()
+    }
+}
+
+/// A payment waiting for its payee's countersignature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outgoing {
-    /// The provider.
+    /// The payee.
     pub to: NodeId,
-    /// The signed voucher envelope (hex).
+    /// The payer's signed block (hex).
     pub envelope: String,
+}
+
+/// Why a payment or a grant is not counted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The block is not a valid payment to this node from its sender.
+    #[error("{0}")]
+    Invalid(String),
+    /// The grant is not signed by an issuer this node trusts.
+    #[error("the grant is not signed by an issuer this node's configuration names")]
+    NotAnIssuer,
+    /// Reading the records failed.
+    #[error(transparent)]
+    Records(#[from] RecordError),
+}
+
+/// What receiving a payment gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    /// New: append this block (sealed) to count it.
+    Append(Block),
+    /// Already counted: this is the countersignature given then.
+    Counted(Envelope),
 }
 
 /// The ledger. Its owner (the node's engine) is its only writer.
 #[derive(Debug)]
 pub struct Ledger {
+    local: NodeId,
     state: State,
-    /// Receipts paid for whose writes may not be readable yet.
-    recent: HashSet<MessageId>,
+    /// Receipts paid for whose records may not be readable yet.
+    recent: HashMap<MessageId, u64>,
 }
 
 /// Receipts remembered as paid before the records are asked.
 const RECENT: usize = 100_000;
 
 impl Ledger {
-    /// Loads the ledger, recording the genesis grant on first start.
-    pub fn open(
-        host: &dyn Host,
-        genesis: Credits,
-        now: Timestamp,
-        writes: &mut Writes,
-    ) -> Result<Ledger, RecordError> {
+    /// Loads the ledger of `local`.
+    pub fn open(local: NodeId, host: &dyn Host) -> Result<Ledger, RecordError> {
         let state: State = records::get(host, records::LEDGER_STATE)?.unwrap_or_default();
-        let mut l = Ledger {
+        Ok(Ledger {
+            local,
             state,
-            recent: HashSet::new(),
-        };
-        if !l.state.genesis {
-            l.state.genesis = true;
-            l.state.balance = l.state.balance.saturating_add(genesis.0 as i64);
-            l.entry(writes, now, Kind::Genesis, genesis, None);
-        }
-        Ok(l)
+            recent: HashMap::new(),
+        })
     }
 
-    fn entry(
-        &mut self,
-        writes: &mut Writes,
-        at: Timestamp,
-        kind: Kind,
-        amount: Credits,
-        voucher: Option<(NodeId, &Voucher)>,
-    ) {
-        let seq = self.state.next_seq;
-        self.state.next_seq += 1;
+    /// The next block of the chain, recording `entry` (to be sealed and
+    /// passed to [`Ledger::append`]).
+    pub fn next(&self, entry: Entry) -> Block {
+        Block {
+            seq: self.state.seq + 1,
+            prev: self.state.head(),
+            entry,
+        }
+    }
+
+    /// Appends a sealed block made by [`Ledger::next`].
+    pub fn append(&mut self, writes: &mut Writes, block: &Block, env: &Envelope) {
+        match &block.entry {
+            Entry::Grant(g) => {
+                if let Ok(g) = g.open_ignoring_time::<Grant>() {
+                    self.state.granted = self.state.granted.saturating_add(g.payload().amount.0);
+                    writes.put(records::grant_key(&g.signer(), &g.payload().id), &block.seq);
+                }
+            }
+            Entry::Pay(v) => self.state.paid = self.state.paid.saturating_add(v.amount.0),
+            Entry::Receive(pay) => {
+                if let Ok(amount) = agora_protocol::chain::received(&self.local, pay)
+                    && let Ok(p) = pay.open_ignoring_time::<Block>()
+                    && let Entry::Pay(v) = &p.payload().entry
+                {
+                    self.state.received = self.state.received.saturating_add(amount);
+                    writes.put(records::paid_for_key(&v.receipt), &block.seq);
+                    writes.put(
+                        records::held_key(&p.signer(), p.payload().seq),
+                        &Stored {
+                            envelope: hex::encode(pay.to_bytes()),
+                        },
+                    );
+                    if self.recent.len() >= RECENT {
+                        self.recent.clear();
+                    }
+                    self.recent.insert(v.receipt, block.seq);
+                }
+            }
+        }
+        self.state.seq = block.seq;
+        self.state.head = block_hash(env).to_string();
         writes.put(
-            records::ledger_entry_key(seq),
-            &Entry {
-                seq,
-                at,
-                kind,
-                amount,
-                counterparty: voucher.map(|(n, _)| n),
-                task: voucher.map(|(_, v)| v.task.to_string()),
-                fuel: voucher.map(|(_, v)| v.fuel),
+            records::chain_key(block.seq),
+            &Stored {
+                envelope: hex::encode(env.to_bytes()),
             },
         );
         writes.put(records::LEDGER_STATE, &self.state);
     }
 
-    /// Records a voucher issued: debit and outbox, in `writes`. `key` is the
-    /// signed voucher's id, `envelope` its bytes.
-    pub fn pay(&mut self, writes: &mut Writes, v: &Voucher, envelope: &[u8], key: MessageId, now: Timestamp) {
-        self.state.balance = self.state.balance.saturating_sub(v.amount.0 as i64);
-        self.state.paid = self.state.paid.saturating_add(v.amount.0);
-        self.entry(writes, now, Kind::Paid, v.amount, Some((v.provider, v)));
+    /// Records a payment's block in the outbox, until its payee
+    /// countersigns.
+    pub fn send(writes: &mut Writes, to: NodeId, env: &Envelope) {
         writes.put(
-            records::voucher_key(&key),
+            records::voucher_key(&env.id()),
             &Outgoing {
-                to: v.provider,
-                envelope: hex::encode(envelope),
+                to,
+                envelope: hex::encode(env.to_bytes()),
             },
         );
     }
 
-    /// Records a voucher received from `from`, unless its receipt was
-    /// already paid for. Returns whether it was counted.
-    pub fn receive(
-        &mut self,
-        host: &dyn Host,
-        writes: &mut Writes,
-        from: NodeId,
-        v: &Voucher,
-        now: Timestamp,
-    ) -> Result<bool, RecordError> {
-        let key = records::paid_for_key(&v.receipt);
-        if self.recent.contains(&v.receipt) || host.record(&key)?.is_some() {
-            return Ok(false);
+    /// A payment from `from`: the block to append to count it, or the
+    /// countersignature already given for its receipt.
+    pub fn receive(&self, host: &dyn Host, from: NodeId, pay: &Envelope) -> Result<Payment, Refused> {
+        let v = pay
+            .open_ignoring_time::<Block>()
+            .map_err(|e| Refused::Invalid(format!("the payment does not verify: {e}")))?;
+        if v.signer() != from {
+            return Err(Refused::Invalid("the payment is signed by another node".into()));
         }
-        if self.recent.len() >= RECENT {
-            self.recent.clear();
+        agora_protocol::chain::received(&self.local, pay).map_err(|e| Refused::Invalid(e.into()))?;
+        let Entry::Pay(voucher) = &v.payload().entry else {
+            return Err(Refused::Invalid("not a payment".into()));
+        };
+        if let Some(seq) = self.paid_block(host, &voucher.receipt)? {
+            let env = records::get::<Stored>(host, &records::chain_key(seq))?
+                .and_then(|s| s.envelope())
+                .ok_or_else(|| Refused::Invalid("the countersignature given is lost".into()))?;
+            return Ok(Payment::Counted(env));
         }
-        self.recent.insert(v.receipt);
-        self.state.balance = self.state.balance.saturating_add(v.amount.0 as i64);
-        self.state.received = self.state.received.saturating_add(v.amount.0);
-        writes.put(key, &now);
-        self.entry(writes, now, Kind::Received, v.amount, Some((from, v)));
-        Ok(true)
+        Ok(Payment::Append(self.next(Entry::Receive(pay.clone()))))
     }
 
-    /// Removes a delivered (or refused) voucher from the outbox.
+    fn paid_block(&self, host: &dyn Host, receipt: &MessageId) -> Result<Option<u64>, RecordError> {
+        if let Some(seq) = self.recent.get(receipt) {
+            return Ok(Some(*seq));
+        }
+        records::get(host, &records::paid_for_key(receipt))
+    }
+
+    /// A grant to this node: the block to append to count it.
+    pub fn grant(
+        &self,
+        host: &dyn Host,
+        grant: &Envelope,
+        issuer: &dyn Fn(&NodeId) -> bool,
+    ) -> Result<Block, Refused> {
+        let g = grant
+            .open_ignoring_time::<Grant>()
+            .map_err(|e| Refused::Invalid(format!("the grant does not verify: {e}")))?;
+        if !issuer(&g.signer()) {
+            return Err(Refused::NotAnIssuer);
+        }
+        if g.payload().to != self.local {
+            return Err(Refused::Invalid(format!("the grant is for {}", g.payload().to)));
+        }
+        if records::get::<u64>(host, &records::grant_key(&g.signer(), &g.payload().id))?.is_some() {
+            return Err(Refused::Invalid("the grant was already taken".into()));
+        }
+        Ok(self.next(Entry::Grant(grant.clone())))
+    }
+
+    /// A payment's block was countersigned (or refused for good): it leaves
+    /// the outbox.
     pub fn delivered(writes: &mut Writes, key: &MessageId) {
         writes.delete(records::voucher_key(key));
     }
 
-    /// Vouchers not yet acknowledged.
+    /// Payments awaiting their countersignature.
     pub fn outbox(host: &dyn Host) -> Result<Vec<(MessageId, Outgoing)>, RecordError> {
         Ok(records::scan::<Outgoing>(host, records::VOUCHER_OUTBOX)?
             .into_iter()
@@ -195,8 +256,39 @@ impl Ledger {
             .collect())
     }
 
+    /// Blocks of `owner`'s chain after `after` this node holds (its own
+    /// chain whole; others' as far as it received their payments), at most
+    /// `limit`, in order.
+    pub fn blocks(
+        &self,
+        host: &dyn Host,
+        owner: &NodeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, RecordError> {
+        let prefix = if *owner == self.local {
+            records::CHAIN.to_owned()
+        } else {
+            records::held_prefix(owner)
+        };
+        let from = format!("{prefix}{:020}", after.saturating_add(1));
+        Ok(host
+            .records_from(&prefix, &from, limit)?
+            .into_iter()
+            .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
+            .collect())
+    }
+
     /// The totals.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The voucher a payment block carries.
+    pub fn voucher_of(pay: &Envelope) -> Option<Voucher> {
+        match pay.open_ignoring_time::<Block>().ok()?.into_payload().entry {
+            Entry::Pay(v) => Some(v),
+            _ => None,
+        }
     }
 }

@@ -21,13 +21,16 @@
 //! * [`provider::Provider`] owns the tasks this node accepted: admission
 //!   control (with the owner's [`idle`] policy), offers, agreements and the
 //!   run queue.
-//! * [`ledger::Ledger`] keeps the node's credits; [`job`] holds the job and
-//!   task records and the spec a user submits.
+//! * [`ledger::Ledger`] keeps the node's credit chain; [`credit::Credit`]
+//!   decides whom a provider works for (audited balances, credit lines,
+//!   unpaid receipts, forks); [`job`] holds the job and task records and
+//!   the spec a user submits.
 //! * [`refusal::Refusal`] is why a request got no useful answer, typed, so
 //!   that behaviour never depends on message text.
 
 #![deny(missing_docs)]
 
+pub mod credit;
 pub mod engine;
 pub mod idle;
 pub mod job;

@@ -354,6 +354,12 @@ pub enum Exclusion {
         /// The longest it allows, ms.
         max_ms: u64,
     },
+    /// No verified work yet, and already holds its probation share of
+    /// this requester's tasks.
+    Probation {
+        /// Copies it may hold until it has verified work.
+        cap: usize,
+    },
     /// Cannot finish within the deadline at its known speed.
     Deadline {
         /// Estimated completion, in ms.
@@ -376,9 +382,26 @@ impl std::fmt::Display for Exclusion {
             Exclusion::TimeCap { max_ms } => write!(f, "allows a task at most {max_ms} ms"),
             Exclusion::OutputCap { max } => write!(f, "allows at most {max} of output per task"),
             Exclusion::Deadline { ect_ms } => write!(f, "cannot finish in time (estimated {ect_ms} ms)"),
+            Exclusion::Probation { cap } => {
+                write!(f, "on probation: holds {cap} copies and has no verified work yet")
+            }
         }
     }
 }
+
+/// Copies a provider with no verified work may hold at once, for a job of
+/// `tasks` tasks: a tenth of them, at least [`PROBATION_MIN`]. A key that
+/// was banned and comes back fresh gets little work until its results
+/// check out; a new honest provider earns its place with its first
+/// verified task.
+pub fn probation_cap(tasks: usize) -> usize {
+    (tasks / PROBATION_SHARE).max(PROBATION_MIN)
+}
+
+/// At least this many copies on probation.
+pub const PROBATION_MIN: usize = 2;
+/// One in this many of a job's tasks on probation.
+const PROBATION_SHARE: usize = 10;
 
 /// A scored candidate.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

@@ -17,10 +17,12 @@
 //! | `task/{job}/{index:010}` | [`crate::job::TaskRecord`] | a task changes |
 //! | `ptask/{agreement}` | [`crate::provider::Accepted`] | a provider signs an agreement |
 //! | `preceipt/{agreement}` | [`PendingReceipt`] | a provider's receipt awaits its acknowledgement |
-//! | `ledger/state` | [`crate::ledger::State`] | every ledger change |
-//! | `ledger/entry/{seq:020}` | [`crate::ledger::Entry`] | every ledger change |
-//! | `ledger/paid-for/{receipt}` | the time | a voucher is counted |
-//! | `outbox/voucher/{voucher}` | [`crate::ledger::Outgoing`] | a voucher awaits its acknowledgement |
+//! | `ledger/state` | [`crate::ledger::State`] | every block appended |
+//! | `chain/{seq:020}` | [`crate::ledger::Stored`]: a block of this node's credit chain | every block appended |
+//! | `ledger/paid-for/{receipt}` | the position of the block that received its payment | a payment is counted |
+//! | `ledger/grant/{issuer}/{id}` | the position of the block that took it | a grant is taken |
+//! | `held/{owner}/{seq:020}` | [`crate::ledger::Stored`]: a payer's block received | a payment is counted |
+//! | `outbox/voucher/{block}` | [`crate::ledger::Outgoing`] | a payment awaits its countersignature |
 //! | `meta/index` | the index version | the `active/` and `jobsum/` indexes were built |
 //! | `pin/{content}` | the time until which it is kept | content this node's user owns (a job's module, inputs, outputs; an upload) |
 //!
@@ -52,8 +54,12 @@ pub const ACCEPTED: &str = "ptask/";
 pub const PENDING_RECEIPT: &str = "preceipt/";
 /// The ledger's totals.
 pub const LEDGER_STATE: &str = "ledger/state";
-/// Ledger entries, oldest first.
-pub const LEDGER_ENTRY: &str = "ledger/entry/";
+/// This node's credit chain, oldest block first.
+pub const CHAIN: &str = "chain/";
+/// Other nodes' blocks held (payments received), by owner.
+pub const HELD: &str = "held/";
+/// Grants taken.
+pub const GRANT: &str = "ledger/grant/";
 /// Receipts already paid for (a voucher counts once).
 pub const PAID_FOR: &str = "ledger/paid-for/";
 /// Vouchers awaiting their provider's acknowledgement.
@@ -99,9 +105,24 @@ pub fn pending_receipt_key(agreement: &MessageId) -> String {
     format!("{PENDING_RECEIPT}{agreement}")
 }
 
-/// The key of a ledger entry.
-pub fn ledger_entry_key(seq: u64) -> String {
-    format!("{LEDGER_ENTRY}{seq:020}")
+/// The key of a block of this node's chain.
+pub fn chain_key(seq: u64) -> String {
+    format!("{CHAIN}{seq:020}")
+}
+
+/// The prefix of the blocks of `owner`'s chain held.
+pub fn held_prefix(owner: &NodeId) -> String {
+    format!("{HELD}{owner}/")
+}
+
+/// The key of a block of `owner`'s chain held.
+pub fn held_key(owner: &NodeId, seq: u64) -> String {
+    format!("{}{seq:020}", held_prefix(owner))
+}
+
+/// The key marking a grant taken.
+pub fn grant_key(issuer: &NodeId, id: &[u8; 16]) -> String {
+    format!("{GRANT}{issuer}/{}", hex::encode(id))
 }
 
 /// The key marking a receipt paid for.
@@ -204,6 +225,21 @@ pub trait Host: Send {
     fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError>;
     /// Every persisted record under `prefix`, in key order.
     fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError>;
+    /// At most `limit` records under `prefix` from key `from` on, in key
+    /// order.
+    fn records_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        Ok(self
+            .records(prefix)?
+            .into_iter()
+            .filter(|(k, _)| k.as_str() >= from)
+            .take(limit)
+            .collect())
+    }
     /// The last `limit` records under `prefix`, highest key first.
     fn records_rev(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
         let mut all = self.records(prefix)?;

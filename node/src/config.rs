@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use agora_protocol::Domain;
 use agora_protocol::units::{Bytes, Credits, EnergyRate, Price};
+use agora_protocol::{Domain, NodeId};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +26,6 @@ bootstrap = []
 api = "127.0.0.1:0"
 # Discover peers on the local network with mDNS.
 mdns = false
-# Credits every node starts with (testnet genesis grant).
-genesis_credits = "1000"
 
 [provider]
 # Offer this machine's capacity to others.
@@ -97,6 +95,24 @@ unplaceable_after = "30s"
 backups = true
 # How long a job's module, inputs and outputs are kept after it ends.
 keep_results = "168h"
+
+[credit]
+# Peer ids of the issuers whose signed grants create credits. Nothing else
+# does: a node starts at zero and earns by verified work or by a grant.
+issuers = []
+# Credit this node extends to any requester beyond its audited balance.
+line = "0.1"
+# Extra credit per credit a requester has already paid this node.
+line_per_paid = 0.1
+# Receipts a requester may leave unpaid past pay_within; beyond, it is
+# refused until it pays.
+max_unpaid = 3
+# How long after a receipt is delivered it must be paid.
+pay_within = "60s"
+# Requesters (peer ids) this node never works for.
+deny_requesters = []
+# When not empty, the only requesters this node works for.
+allow_requesters = []
 "#;
 
 /// The whole configuration.
@@ -116,9 +132,6 @@ pub struct Config {
     pub api: SocketAddr,
     /// mDNS.
     pub mdns: bool,
-    /// Genesis grant.
-    #[serde(with = "text")]
-    pub genesis_credits: Credits,
     /// Provider settings.
     pub provider: Provider,
     /// Advert settings.
@@ -127,6 +140,63 @@ pub struct Config {
     pub calibration: Calibration,
     /// Requester settings.
     pub requester: Requester,
+    /// Credit settings.
+    pub credit: Credit,
+}
+
+/// `[credit]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Credit {
+    /// Keys whose grants create credits.
+    #[serde(with = "text_vec")]
+    pub issuers: Vec<NodeId>,
+    /// Credit extended to any requester.
+    #[serde(with = "text")]
+    pub line: Credits,
+    /// Extra credit per credit paid here.
+    pub line_per_paid: f64,
+    /// Receipts a requester may leave unpaid past `pay_within`.
+    pub max_unpaid: usize,
+    /// How long a delivered receipt may wait for payment.
+    #[serde(with = "duration")]
+    pub pay_within: Duration,
+    /// Requesters never worked for.
+    #[serde(with = "text_vec")]
+    pub deny_requesters: Vec<NodeId>,
+    /// When not empty, the only requesters worked for.
+    #[serde(with = "text_vec")]
+    pub allow_requesters: Vec<NodeId>,
+}
+
+impl Default for Credit {
+    fn default() -> Self {
+        Credit {
+            issuers: Vec::new(),
+            line: Credits(100_000),
+            line_per_paid: 0.1,
+            max_unpaid: 3,
+            pay_within: Duration::from_secs(60),
+            deny_requesters: Vec::new(),
+            allow_requesters: Vec::new(),
+        }
+    }
+}
+
+impl Credit {
+    /// The market's credit settings.
+    pub fn to_market(&self) -> agora_market::credit::Config {
+        agora_market::credit::Config {
+            issuers: self.issuers.iter().copied().collect(),
+            line: self.line,
+            line_per_paid: self.line_per_paid,
+            max_unpaid: self.max_unpaid,
+            pay_within: self.pay_within,
+            deny: self.deny_requesters.iter().copied().collect(),
+            allow: self.allow_requesters.iter().copied().collect(),
+            ..agora_market::credit::Config::default()
+        }
+    }
 }
 
 /// `[provider]`.
@@ -243,11 +313,11 @@ impl Default for Config {
             bootstrap: vec![],
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             mdns: false,
-            genesis_credits: Credits::from_credits(1000),
             provider: Provider::default(),
             adverts: Adverts::default(),
             calibration: Calibration::default(),
             requester: Requester::default(),
+            credit: Credit::default(),
         }
     }
 }
@@ -393,6 +463,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "adverts.lifetime must be longer than adverts.interval".into(),
             ));
+        }
+        if !(self.credit.line_per_paid.is_finite() && self.credit.line_per_paid >= 0.0) {
+            return Err(ConfigError::Invalid(format!(
+                "credit.line_per_paid must be a number >= 0, not {}",
+                self.credit.line_per_paid
+            )));
         }
         if self.adverts.lifetime > Duration::from_secs(60) {
             return Err(ConfigError::Invalid("adverts.lifetime may not exceed 60s".into()));

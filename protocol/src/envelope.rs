@@ -53,13 +53,21 @@ pub enum PayloadType {
     Receipt = 0x0020,
     /// [`crate::settlement::Voucher`].
     Voucher = 0x0030,
+    /// [`crate::chain::Grant`].
+    Grant = 0x0031,
+    /// [`crate::chain::Block`].
+    Block = 0x0032,
     /// [`crate::fraud::FraudProof`].
     FraudProof = 0x0040,
+    /// [`crate::chain::ForkProof`].
+    ForkProof = 0x0041,
+    /// [`crate::chain::Heads`].
+    Heads = 0x0050,
 }
 
 impl PayloadType {
     /// All payload types.
-    pub const ALL: [PayloadType; 10] = [
+    pub const ALL: [PayloadType; 14] = [
         PayloadType::Advert,
         PayloadType::DomainSummary,
         PayloadType::CallForOffers,
@@ -69,7 +77,11 @@ impl PayloadType {
         PayloadType::Cancel,
         PayloadType::Receipt,
         PayloadType::Voucher,
+        PayloadType::Grant,
+        PayloadType::Block,
         PayloadType::FraudProof,
+        PayloadType::ForkProof,
+        PayloadType::Heads,
     ];
 
     /// The type with wire code `code`.

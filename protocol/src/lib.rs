@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod capacity;
+pub mod chain;
 pub mod domain;
 pub mod envelope;
 pub mod execution;
@@ -55,6 +56,8 @@ pub use wire::{Decode, DecodeError, Encode};
 pub const TOPIC_PREFIX: &str = "agora/1";
 /// The gossip topic on which fraud proofs travel.
 pub const FRAUD_TOPIC: &str = "agora/1/fraud";
+/// The gossip topic of chain heads (fork detection, SPEC.md §8.6).
+pub const HEADS_TOPIC: &str = "agora/1/heads";
 /// The Kademlia protocol id (Agora's own DHT, apart from the public IPFS one).
 pub const KAD_PROTOCOL: &str = "/agora/kad/1.0.0";
 /// The identify protocol version string.

@@ -245,6 +245,12 @@ fn decline() -> impl Strategy<Value = Decline> {
         any::<u64>().prop_map(|m| Decline::TooLarge { max: Bytes(m) }),
         any::<u64>().prop_map(|m| Decline::FuelTooHigh { max: Fuel(m) }),
         any::<u64>().prop_map(|m| Decline::TimeTooLong { max: Millis(m) }),
+        any::<u64>().prop_map(|a| Decline::NoCredit {
+            available: Credits(a)
+        }),
+        any::<u32>().prop_map(|receipts| Decline::Unpaid { receipts }),
+        Just(Decline::Refused),
+        Just(Decline::Superseded),
     ]
 }
 
@@ -263,9 +269,13 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
             .prop_map(|(accept, content)| MarketRequest::Accept { accept, content }),
         (envelope(), proptest::option::of(blob(MAX_INLINE_CONTENT)))
             .prop_map(|(receipt, output)| MarketRequest::Receipt { receipt, output }),
-        envelope().prop_map(MarketRequest::Voucher),
+        envelope().prop_map(MarketRequest::Pay),
         envelope().prop_map(MarketRequest::Cancel),
         domain().prop_map(MarketRequest::Summaries),
+        (keypair(), any::<u64>()).prop_map(|(kp, after)| MarketRequest::Chain {
+            owner: kp.node_id(),
+            after
+        }),
     ]
 }
 
@@ -276,6 +286,8 @@ fn market_response() -> impl Strategy<Value = MarketResponse> {
         decline().prop_map(MarketResponse::Declined),
         Just(MarketResponse::Ack),
         vec(envelope(), 0..3).prop_map(MarketResponse::Summaries),
+        envelope().prop_map(MarketResponse::Received),
+        vec(envelope(), 0..3).prop_map(MarketResponse::Chain),
     ]
 }
 

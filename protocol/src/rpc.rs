@@ -10,12 +10,16 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Domain;
 use crate::envelope::Envelope;
 use crate::id::ContentId;
+use crate::id::NodeId;
 use crate::limits::{
     MAX_BATCH, MAX_BLOB, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT, MAX_MARKET_FRAME, MAX_MESSAGE_LEN,
     MAX_SUMMARIES,
 };
-use crate::units::{Bytes, EnergyRate, Fuel, Millis, Price};
+use crate::units::{Bytes, Credits, EnergyRate, Fuel, Millis, Price};
 use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
+
+/// Most blocks in one [`MarketResponse::Chain`].
+pub const MAX_CHAIN_PAGE: usize = 64;
 
 /// The market protocol id.
 pub const MARKET_PROTOCOL: &str = "/agora/market/1";
@@ -43,12 +47,22 @@ pub enum MarketRequest {
         /// The output.
         output: Option<Blob>,
     },
-    /// A signed [`crate::settlement::Voucher`].
-    Voucher(Envelope),
+    /// A payment: the payer's signed [`crate::chain::Block`] whose entry
+    /// is a [`crate::chain::Entry::Pay`] (its voucher). Answered with the
+    /// payee's own block receiving it ([`MarketResponse::Received`]).
+    Pay(Envelope),
     /// A signed [`crate::market::Cancel`].
     Cancel(Envelope),
     /// Asks for the freshest summaries of a domain and its direct children.
     Summaries(Domain),
+    /// Asks for the blocks of `owner`'s credit chain after position `after`
+    /// (at most [`MAX_CHAIN_PAGE`]), from the owner or anyone holding them.
+    Chain {
+        /// Whose chain.
+        owner: NodeId,
+        /// The last position the asker has.
+        after: u64,
+    },
     /// Several requests to one peer in one frame, answered by a
     /// [`MarketResponse::Batch`] of as many answers in the same order. At
     /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
@@ -66,7 +80,7 @@ impl MarketRequest {
     pub fn encoded_len(&self) -> usize {
         let blob = |b: &Blob| 4 + b.0.len();
         1 + match self {
-            MarketRequest::CallForOffers(e) | MarketRequest::Voucher(e) | MarketRequest::Cancel(e) => {
+            MarketRequest::CallForOffers(e) | MarketRequest::Pay(e) | MarketRequest::Cancel(e) => {
                 e.encoded_len()
             }
             MarketRequest::Accept { accept, content } => {
@@ -76,6 +90,7 @@ impl MarketRequest {
                 receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob)
             }
             MarketRequest::Summaries(d) => d.to_bytes().len(),
+            MarketRequest::Chain { .. } => 32 + 8,
             MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
         }
     }
@@ -138,6 +153,10 @@ pub enum MarketResponse {
     /// The answers to a [`MarketRequest::Batch`], in its order. Never
     /// nested, never `Summaries`.
     Batch(Vec<MarketResponse>),
+    /// A payment counted: the payee's signed block receiving it.
+    Received(Envelope),
+    /// Blocks of a credit chain, in order (possibly none).
+    Chain(Vec<Envelope>),
 }
 
 /// Why a provider (or requester) refused a request.
@@ -193,6 +212,24 @@ pub enum Decline {
         /// The longest it lets a task run.
         max: Millis,
     },
+    /// The requester's audited balance, less what it owes this provider,
+    /// plus the credit the provider extends it, does not cover the task.
+    NoCredit {
+        /// What is available to it here.
+        available: Credits,
+    },
+    /// The requester has left receipts of this provider unpaid past their
+    /// deadline.
+    Unpaid {
+        /// How many.
+        receipts: u32,
+    },
+    /// The provider does not work for this requester (its owner's deny
+    /// list, or a proven fork of its credit chain).
+    Refused,
+    /// A receipt for a copy the requester withdrew before its agreement
+    /// arrived: not recorded, nothing is owed for it.
+    Superseded,
 }
 
 impl std::fmt::Display for Decline {
@@ -216,6 +253,12 @@ impl std::fmt::Display for Decline {
             Decline::TooLarge { max } => write!(f, "content larger than the {max} it accepts"),
             Decline::FuelTooHigh { max } => write!(f, "fuel limit above the {} it allows a task", max.0),
             Decline::TimeTooLong { max } => write!(f, "may run longer than the {}ms it allows a task", max.0),
+            Decline::NoCredit { available } => write!(f, "not enough credit: {available} available here"),
+            Decline::Unpaid { receipts } => {
+                write!(f, "{receipts} receipt(s) left unpaid past their deadline")
+            }
+            Decline::Refused => f.write_str("refused: this provider does not work for this requester"),
+            Decline::Superseded => f.write_str("the copy was withdrawn: nothing is owed for it"),
         }
     }
 }
@@ -268,6 +311,16 @@ impl Encode for Decline {
                 w.u8(11);
                 max.encode(w)
             }
+            Decline::NoCredit { available } => {
+                w.u8(12);
+                available.encode(w)
+            }
+            Decline::Unpaid { receipts } => {
+                w.u8(13);
+                receipts.encode(w)
+            }
+            Decline::Refused => w.u8(14),
+            Decline::Superseded => w.u8(15),
         }
     }
 }
@@ -303,6 +356,14 @@ impl Decode for Decline {
             11 => Decline::TimeTooLong {
                 max: Decode::decode(r)?,
             },
+            12 => Decline::NoCredit {
+                available: Decode::decode(r)?,
+            },
+            13 => Decline::Unpaid {
+                receipts: Decode::decode(r)?,
+            },
+            14 => Decline::Refused,
+            15 => Decline::Superseded,
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "decline",
@@ -334,7 +395,7 @@ impl Encode for MarketRequest {
                 receipt.encode(w);
                 output.encode(w)
             }
-            MarketRequest::Voucher(e) => {
+            MarketRequest::Pay(e) => {
                 w.u8(3);
                 e.encode(w)
             }
@@ -349,6 +410,11 @@ impl Encode for MarketRequest {
             MarketRequest::Batch(items) => {
                 w.u8(6);
                 items.encode(w)
+            }
+            MarketRequest::Chain { owner, after } => {
+                w.u8(7);
+                owner.encode(w);
+                after.encode(w)
             }
         }
     }
@@ -415,9 +481,13 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
             };
             MarketRequest::Receipt { receipt, output }
         }
-        3 => MarketRequest::Voucher(Envelope::decode(r)?),
+        3 => MarketRequest::Pay(Envelope::decode(r)?),
         4 => MarketRequest::Cancel(Envelope::decode(r)?),
         5 => MarketRequest::Summaries(Domain::decode(r)?),
+        7 => MarketRequest::Chain {
+            owner: NodeId::decode(r)?,
+            after: u64::decode(r)?,
+        },
         tag => {
             return Err(DecodeError::InvalidTag {
                 field: "market request",
@@ -451,6 +521,14 @@ impl Encode for MarketResponse {
                 w.u8(5);
                 items.encode(w)
             }
+            MarketResponse::Received(e) => {
+                w.u8(6);
+                e.encode(w)
+            }
+            MarketResponse::Chain(blocks) => {
+                w.u8(7);
+                blocks.encode(w)
+            }
         }
     }
 }
@@ -474,6 +552,8 @@ fn decode_single_response(r: &mut Reader<'_>) -> Result<MarketResponse, DecodeEr
         2 => MarketResponse::Declined(Decline::decode(r)?),
         3 => MarketResponse::Ack,
         4 => MarketResponse::Summaries(Vec::decode_limited(r, MAX_SUMMARIES, "summaries")?),
+        6 => MarketResponse::Received(Envelope::decode(r)?),
+        7 => MarketResponse::Chain(Vec::decode_limited(r, MAX_CHAIN_PAGE, "chain")?),
         tag => {
             return Err(DecodeError::InvalidTag {
                 field: "market response",

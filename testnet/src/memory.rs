@@ -139,6 +139,7 @@ pub struct Testnet {
     options: Options,
     port_base: u64,
     rng: SplitMix,
+    issuer: crate::process::Issuer,
     dir: tempfile::TempDir,
 }
 
@@ -158,6 +159,7 @@ impl Testnet {
         let mut net = Testnet {
             members: Vec::with_capacity(options.nodes),
             rng: SplitMix(port_base),
+            issuer: crate::process::Issuer::open(dir.path())?,
             options,
             port_base,
             dir,
@@ -183,6 +185,9 @@ impl Testnet {
             .await;
             for s in started {
                 let (index, domain, node) = s?;
+                net.issuer
+                    .fund(&node.client(), node.id, crate::process::GRANT_MICROS)
+                    .await?;
                 let addr = format!("/memory/{}/p2p/{}", net.port_base + index as u64, node.id);
                 net.members.push(Member {
                     index,
@@ -222,6 +227,7 @@ impl Testnet {
             .collect::<Result<_, _>>()?;
         c.provider.slots = 1;
         c.provider.idle.enabled = false;
+        c.credit.issuers = vec![self.issuer.id()];
         c.adverts.interval = self.options.advert_interval;
         c.adverts.lifetime = self.options.advert_lifetime;
         c.adverts.summary_interval = (self.options.advert_interval * 3 / 2).max(Duration::from_secs(3));
@@ -244,6 +250,9 @@ impl Testnet {
         let i = self.members.len();
         let (_, _, c, o) = self.config_for(i, i, domain.to_owned())?;
         let node = Node::start(c, o).await.context("cannot start the new node")?;
+        self.issuer
+            .fund(&node.client(), node.id, crate::process::GRANT_MICROS)
+            .await?;
         let addr = format!("/memory/{}/p2p/{}", self.port_base + i as u64, node.id);
         self.members.push(Member {
             index: i,

@@ -36,9 +36,42 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long stopping nodes waits for them to exit after SIGTERM.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The genesis grant of every node, in micro-credits (the node's default).
-pub fn genesis_micros() -> i64 {
-    i64::try_from(agora_node::config::Config::default().genesis_credits.0).unwrap_or(i64::MAX)
+/// What the testnet's issuer grants each funded node it starts, in
+/// micro-credits (1000 credits).
+pub const GRANT_MICROS: i64 = 1_000_000_000;
+
+/// The testnet's issuer: its key lives in `DIR/issuer/identity.key`, every
+/// node started trusts it (`--issuer`), and it funds the nodes it is asked
+/// to with a signed grant.
+#[derive(Debug)]
+pub struct Issuer {
+    key: agora_protocol::Keypair,
+}
+
+impl Issuer {
+    /// The issuer kept under `dir` (created on first use).
+    pub fn open(dir: &Path) -> anyhow::Result<Issuer> {
+        let key = agora_node::identity::load_or_create(&dir.join("issuer"))?;
+        Ok(Issuer { key })
+    }
+
+    /// Its public key: what nodes name in `credit.issuers`.
+    pub fn id(&self) -> NodeId {
+        self.key.node_id()
+    }
+
+    /// Grants `micros` to the node behind `client` and waits until the node
+    /// has it on disk.
+    pub async fn fund(&self, client: &Client, to: NodeId, micros: i64) -> anyhow::Result<()> {
+        let amount = agora_protocol::units::Credits(u64::try_from(micros).unwrap_or(0));
+        let now = agora_protocol::units::Timestamp::from_system(std::time::SystemTime::now());
+        let grant = agora_node::commands::ledger::sign_grant(&self.key, to, amount, now)?;
+        client
+            .grant(&grant)
+            .await
+            .with_context(|| format!("cannot fund {}", to.short()))?;
+        Ok(())
+    }
 }
 
 /// How one node is run.
@@ -56,6 +89,8 @@ pub struct NodeSpec {
     pub cheat_rate: f64,
     /// Test only: `--slowdown`.
     pub slowdown: f64,
+    /// Whether the issuer funds it when it first starts.
+    pub funded: bool,
 }
 
 impl NodeSpec {
@@ -68,6 +103,7 @@ impl NodeSpec {
             slots: None,
             cheat_rate: 0.0,
             slowdown: 1.0,
+            funded: true,
         }
     }
 
@@ -97,6 +133,13 @@ impl NodeSpec {
         self
     }
 
+    /// Started without a grant: it has only what it earns, and its
+    /// providers' credit lines.
+    pub fn unfunded(mut self) -> NodeSpec {
+        self.funded = false;
+        self
+    }
+
     /// With `--slowdown`.
     pub fn with_slowdown(mut self, factor: f64) -> NodeSpec {
         self.slowdown = factor;
@@ -120,6 +163,9 @@ impl NodeSpec {
         }
         if self.slowdown > 1.0 {
             s.push_str(&format!(", {}× slower than advertised", self.slowdown));
+        }
+        if !self.funded {
+            s.push_str(", no grant");
         }
         s
     }
@@ -164,6 +210,8 @@ pub struct Node {
     pub status: Status,
     /// When it became ready (its `node.json` appeared).
     pub ready_at: Instant,
+    /// What the issuer granted it, in micro-credits.
+    pub granted: i64,
     child: Option<Child>,
     suspended: bool,
 }
@@ -245,12 +293,12 @@ pub struct Balances {
     pub total: i64,
     /// Vouchers not yet acknowledged, over all nodes.
     pub outbox: usize,
-    /// What the sum must be: the genesis grants of the nodes asked.
+    /// What the sum must be: the grants issued to the nodes asked.
     pub expected: i64,
 }
 
 impl Balances {
-    /// Whether every voucher is delivered and the sum equals the grants.
+    /// Whether every payment is countersigned and the sum equals the grants.
     pub fn conserved(&self) -> bool {
         self.outbox == 0 && self.total == self.expected
     }
@@ -258,6 +306,36 @@ impl Balances {
     /// The balance of node `index`.
     pub fn of(&self, index: usize) -> Option<i64> {
         self.nodes.iter().find(|(i, _)| *i == index).map(|(_, b)| *b)
+    }
+}
+
+/// Chains audited by peers ([`Testnet::audit`]).
+#[derive(Debug, Clone, Default)]
+pub struct Audits {
+    /// Chains checked.
+    pub checked: usize,
+    /// Blocks checked over all of them.
+    pub blocks: u64,
+    /// Where an audit disagreed with the node's own ledger.
+    pub mismatches: Vec<String>,
+}
+
+impl Audits {
+    /// One line for a report.
+    pub fn line(&self) -> String {
+        if self.mismatches.is_empty() {
+            format!(
+                "audit: {} chains ({} blocks) fetched and checked by a peer, each equal to its own ledger",
+                self.checked, self.blocks
+            )
+        } else {
+            format!(
+                "audit: {} of {} chains disagree: {}",
+                self.mismatches.len(),
+                self.checked,
+                self.mismatches.join("; ")
+            )
+        }
     }
 }
 
@@ -285,6 +363,7 @@ pub struct Testnet {
     agora: PathBuf,
     dir: PathBuf,
     nodes: Vec<Node>,
+    issuer: Issuer,
     // Declared after `nodes` and dropped after them: the namespaces go once
     // the processes in them are stopped.
     lab: Option<Lab>,
@@ -297,9 +376,11 @@ impl Testnet {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let issuer = Issuer::open(&dir)?;
         Ok(Testnet {
             agora,
             dir,
+            issuer,
             nodes: Vec::new(),
             lab: None,
         })
@@ -370,7 +451,11 @@ impl Testnet {
     pub async fn start(&mut self, spec: NodeSpec) -> anyhow::Result<usize> {
         let index = self.nodes.len();
         let data_dir = self.dir.join(format!("node-{index}"));
-        let node = self.spawn(index, spec, data_dir).await?;
+        let mut node = self.spawn(index, spec, data_dir).await?;
+        if node.spec.funded {
+            self.issuer.fund(&node.client, node.id(), GRANT_MICROS).await?;
+            node.granted = GRANT_MICROS;
+        }
         self.nodes.push(node);
         Ok(index)
     }
@@ -383,7 +468,8 @@ impl Testnet {
         }
         let spec = self.nodes[i].spec.clone();
         let data_dir = self.nodes[i].data_dir.clone();
-        let node = self.spawn(i, spec, data_dir).await?;
+        let mut node = self.spawn(i, spec, data_dir).await?;
+        node.granted = self.nodes[i].granted;
         self.nodes[i] = node;
         Ok(())
     }
@@ -417,6 +503,7 @@ impl Testnet {
             .args(["--listen", &format!("/ip4/{ip}/tcp/0")])
             .args(["--api", &format!("{ip}:0")])
             .args(["--idle-policy", "off"])
+            .args(["--issuer", &self.issuer.id().to_string()])
             .args(spec.args())
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())
@@ -440,6 +527,7 @@ impl Testnet {
                 client,
                 status,
                 ready_at,
+                granted: 0,
                 child: Some(child),
                 suspended: false,
             }),
@@ -582,7 +670,9 @@ impl Testnet {
     pub async fn balances(&self) -> anyhow::Result<Balances> {
         let mut nodes = Vec::new();
         let mut outbox = 0;
+        let mut expected = 0;
         for n in self.nodes.iter().filter(|n| n.is_running()) {
+            expected += n.granted;
             let l = n
                 .client
                 .ledger(0)
@@ -592,13 +682,50 @@ impl Testnet {
             nodes.push((n.index, l.balance_micros));
         }
         let total = nodes.iter().map(|(_, b)| *b).sum();
-        let expected = genesis_micros() * nodes.len() as i64;
         Ok(Balances {
             nodes,
             total,
             outbox,
             expected,
         })
+    }
+
+    /// Each running node's chain audited by another running node (the
+    /// next one): the audited balance must equal the node's own ledger.
+    pub async fn audit(&self) -> anyhow::Result<Audits> {
+        let running: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running() && !n.suspended)
+            .collect();
+        let mut out = Audits::default();
+        for (k, n) in running.iter().enumerate() {
+            let auditor = running[(k + 1) % running.len()];
+            let own = n
+                .client
+                .ledger(0)
+                .await
+                .with_context(|| format!("cannot read the ledger of {}", n.name()))?;
+            let audited = auditor
+                .client
+                .audit(&n.id())
+                .await
+                .with_context(|| format!("{} cannot audit {}", auditor.name(), n.name()))?;
+            out.checked += 1;
+            out.blocks += audited.blocks;
+            if audited.balance_micros != own.balance_micros || audited.blocks != own.seq {
+                out.mismatches.push(format!(
+                    "{}: own ledger {} at block {}, audited by {} as {} at block {}",
+                    n.name(),
+                    own.balance,
+                    own.seq,
+                    auditor.name(),
+                    audited.balance,
+                    audited.blocks
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Polls the balances until every outbox is delivered (or `timeout`),

@@ -68,5 +68,9 @@ fn label(d: &Decline) -> &'static str {
         Decline::TooLarge { .. } => "too_large",
         Decline::FuelTooHigh { .. } => "fuel_cap",
         Decline::TimeTooLong { .. } => "time_cap",
+        Decline::NoCredit { .. } => "no_credit",
+        Decline::Unpaid { .. } => "unpaid",
+        Decline::Refused => "refused",
+        Decline::Superseded => "superseded",
     }
 }

@@ -1,8 +1,10 @@
-//! Receipts and vouchers are sent until their peer acknowledges (or
-//! refuses) them: a provider is paid only if its receipt arrives, a voucher
+//! Receipts and payments are sent until their peer acknowledges (or
+//! refuses) them: a provider is paid only if its receipt arrives, a payment
 //! counts only if it arrives. Each is persisted before it is first sent
-//! (a receipt as pending, a voucher in the ledger's outbox), so a restart
-//! resumes them; between attempts the wait doubles from 100 ms to 30 s.
+//! (a receipt as pending, a payment's block in the ledger's outbox), so a
+//! restart resumes them; between attempts the wait doubles from 100 ms to
+//! 30 s. A delivered receipt is owed to its provider until paid
+//! ([`crate::credit`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +25,8 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 enum Kind {
     /// Keyed by its agreement.
     Receipt,
-    /// Keyed by the voucher's id.
-    Voucher,
+    /// Keyed by the payment block's envelope id.
+    Payment,
 }
 
 #[derive(Debug)]
@@ -60,7 +62,7 @@ impl Engine {
         now: Timestamp,
     ) {
         let kind = match request {
-            MarketRequest::Voucher(_) => Kind::Voucher,
+            MarketRequest::Pay(_) => Kind::Payment,
             _ => Kind::Receipt,
         };
         self.deliveries.0.insert(
@@ -120,8 +122,14 @@ impl Engine {
             return;
         };
         d.in_flight = None;
+        let superseded = matches!(
+            answer,
+            Ok(MarketResponse::Declined(agora_protocol::rpc::Decline::Superseded))
+        );
         let refused = match answer {
-            Ok(MarketResponse::Ack) => None,
+            Ok(MarketResponse::Ack | MarketResponse::Received(_)) => None,
+            // Withdrawn copy: nothing owed, nothing wrong.
+            Ok(MarketResponse::Declined(agora_protocol::rpc::Decline::Superseded)) => None,
             Ok(MarketResponse::Declined(reason)) => Some(reason.to_string()),
             Ok(other) => Some(format!("unexpected answer {other:?}")),
             Err(e) => {
@@ -137,18 +145,24 @@ impl Engine {
         };
         match d.kind {
             Kind::Receipt => {
-                if let Some(r) = &refused {
-                    tracing::warn!(agreement = %key, reason = %r, "requester refused the receipt");
+                match &refused {
+                    Some(r) => tracing::warn!(agreement = %key, reason = %r, "requester refused the receipt"),
+                    None if !superseded => self.owed_for(key, &d.request, now),
+                    None => {}
+                }
+                if let Some(t) = self.provider.task(&key) {
+                    let requester = t.requester;
+                    self.credit.released(requester, &key);
                 }
                 self.provider.forget(&key);
                 self.writes.delete(records::accepted_key(&key));
                 self.writes.delete(records::pending_receipt_key(&key));
             }
-            Kind::Voucher => {
-                // A refused voucher will never count: keep it on record (the
-                // debit stands) but stop sending.
+            Kind::Payment => {
+                // A refused payment will never count: it stays on the chain
+                // (the debit stands) but is not sent again.
                 if let Some(r) = &refused {
-                    tracing::warn!(voucher = %key, reason = %r, "voucher refused");
+                    tracing::warn!(payment = %key, reason = %r, "payment refused");
                 }
                 Ledger::delivered(&mut self.writes, &key);
             }
@@ -179,13 +193,42 @@ impl Engine {
             let Some(env) = decode_hex_envelope(&o.envelope) else {
                 continue;
             };
-            self.deliver(key, o.to, MarketRequest::Voucher(env), false, now);
+            self.deliver(key, o.to, MarketRequest::Pay(env), false, now);
         }
         Ok(())
     }
 }
 
 use super::Output;
+
+impl Engine {
+    /// A receipt was delivered: its cost is owed by its requester until
+    /// paid, within the grace period after the task was due (a requester
+    /// pays once the task is verified, which may take its replicas that
+    /// long). A run cut short (a deadline) is owed nothing.
+    fn owed_for(&mut self, agreement: MessageId, request: &MarketRequest, now: Timestamp) {
+        let MarketRequest::Receipt { receipt, .. } = request else {
+            return;
+        };
+        let Ok(r) = receipt.open_ignoring_time::<agora_protocol::execution::Receipt>() else {
+            return;
+        };
+        let Some((price, due)) = self.provider.task(&agreement).map(|t| (t.price, t.due)) else {
+            return;
+        };
+        if !r.payload().exit.is_deterministic() {
+            return;
+        }
+        let amount = price.cost(r.payload().fuel_used).0;
+        self.credit.delivered(
+            r.payload().requester,
+            &agreement,
+            receipt.id(),
+            amount,
+            due.max(now),
+        );
+    }
+}
 
 fn decode_hex_envelope(h: &str) -> Option<Envelope> {
     Envelope::from_bytes(&hex::decode(h).ok()?).ok()

@@ -61,7 +61,15 @@ impl Engine {
                 Err(e) => self.rejected("summary", &e),
             }
         } else if topic == FRAUD_TOPIC {
-            self.on_fraud(data, now)
+            match Envelope::from_bytes(data) {
+                Ok(env) if env.payload_type() == agora_protocol::PayloadType::ForkProof.code() => {
+                    self.on_fork_proof(&env, now)
+                }
+                Ok(_) => self.on_fraud(data, now),
+                Err(_) => Verdict::Reject,
+            }
+        } else if topic == agora_protocol::HEADS_TOPIC {
+            self.on_heads(data, now)
         } else {
             Verdict::Ignore
         }

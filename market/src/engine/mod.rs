@@ -32,6 +32,7 @@
 //! `counters`.
 
 mod counters;
+mod credits;
 mod deliver;
 mod gossip;
 mod jobs;
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use agora_protocol::market::Arg;
 use agora_protocol::rpc::MarketRequest;
-use agora_protocol::units::{ComputeUnits, Credits, Timestamp};
+use agora_protocol::units::{ComputeUnits, Timestamp};
 use agora_protocol::{
     ContentId, Domain, Envelope, FRAUD_TOPIC, JobId, Keypair, MessageId, NodeId, Nonce, Payload, ReplayGuard,
     TaskId, Verified,
@@ -53,6 +54,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 pub use counters::Counters;
+pub use credits::AuditReport;
 pub use output::{Inline, Output, Ran, ReplyId, RequestId, Turn, Verdict, Work};
 
 use crate::job::{JobSpec, SpecError};
@@ -99,8 +101,8 @@ pub struct Config {
     pub adverts: Adverts,
     /// How often capacity is measured again while idle (`None`: never).
     pub recalibrate: Option<Duration>,
-    /// Credits a new ledger starts with.
-    pub genesis: Credits,
+    /// Whom this node works for, and what credits count.
+    pub credit: crate::credit::Config,
     /// How long a job's content (module, inputs, outputs) is kept for this
     /// node's user after the job ends.
     pub keep_results: Duration,
@@ -125,7 +127,7 @@ impl Default for Config {
             requester: requester::Config::default(),
             adverts: Adverts::default(),
             recalibrate: None,
-            genesis: Credits(0),
+            credit: crate::credit::Config::default(),
             keep_results: Duration::from_secs(7 * 24 * 3600),
             collect_every: None,
             max_peers: 10_000,
@@ -200,6 +202,20 @@ enum Pending {
         signer: NodeId,
         contact: NodeId,
     },
+    /// Blocks of `owner`'s chain, for the credit check (`for_owner`: an
+    /// audit the owner of this node asked for).
+    Chain {
+        owner: NodeId,
+        for_owner: bool,
+    },
+    /// The block of `owner`'s chain at `seq` a heads message claims, to
+    /// compare with the one held.
+    ForkCheck {
+        owner: NodeId,
+        seq: u64,
+        hash: ContentId,
+        held: Envelope,
+    },
 }
 
 /// A node's decisions. See the module docs.
@@ -212,6 +228,12 @@ pub struct Engine {
     requester: Requester,
     provider: Provider,
     ledger: Ledger,
+    credit: crate::credit::Credit,
+    /// Audits of other nodes' chains asked for by the owner, by node.
+    audits: HashMap<NodeId, agora_protocol::chain::Audit>,
+    /// Heads of other chains this node learnt lately (gossiped so that
+    /// forks come to light), by owner.
+    heads: HashMap<NodeId, (u64, ContentId)>,
     replay: ReplayGuard,
     rng: SmallRng,
     writes: Writes,
@@ -259,6 +281,7 @@ struct Timers {
     last_expire: Timestamp,
     last_calibration: Timestamp,
     last_collect: Timestamp,
+    last_heads: Timestamp,
 }
 
 impl std::fmt::Debug for Engine {
@@ -282,8 +305,9 @@ impl Engine {
             now,
         } = setup;
         let local = keypair.node_id();
-        let mut writes = Writes::default();
-        let ledger = Ledger::open(host.as_ref(), config.genesis, now, &mut writes)?;
+        let writes = Writes::default();
+        let credit = config.credit.clone();
+        let ledger = Ledger::open(local, host.as_ref())?;
         let provider = Provider::new(config.provider.clone(), per_slot);
         let requester = Requester::new(local, config.requester.clone(), seed);
         let view = View::new(local, config.domain.clone(), config.max_peers);
@@ -299,6 +323,9 @@ impl Engine {
             requester,
             provider,
             ledger,
+            credit: crate::credit::Credit::new(credit),
+            audits: HashMap::new(),
+            heads: HashMap::new(),
             rng,
             writes,
             out: Vec::new(),
@@ -322,6 +349,7 @@ impl Engine {
                 last_expire: now,
                 last_calibration: now,
                 last_collect: now,
+                last_heads: now,
             },
             calibrating: false,
             connected: HashSet::new(),
@@ -369,6 +397,7 @@ impl Engine {
         let mut topics = vec![d.advert_topic()];
         topics.extend(d.ancestry().iter().map(Domain::summary_topic));
         topics.push(FRAUD_TOPIC.to_owned());
+        topics.push(agora_protocol::HEADS_TOPIC.to_owned());
         let mut keys: Vec<Vec<u8>> = d.ancestry().iter().map(Domain::provider_key).collect();
         keys.push(format!("{}/capability/wasi-p1", agora_protocol::TOPIC_PREFIX).into_bytes());
         (topics, keys)
@@ -447,6 +476,10 @@ impl Engine {
             }
         }
         self.retry_deliveries(now);
+        if now.since(self.timers.last_heads) >= credits::HEADS_EVERY {
+            self.timers.last_heads = now;
+            self.publish_heads(now);
+        }
         if let Some(every) = self.config.collect_every
             && now.since(self.timers.last_collect) >= every
         {
@@ -613,6 +646,11 @@ impl Engine {
     /// The ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The credit decisions.
+    pub fn credit(&self) -> &crate::credit::Credit {
+        &self.credit
     }
 
     /// Counters for metrics.

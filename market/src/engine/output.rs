@@ -199,6 +199,13 @@ pub enum Output {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// An audit the owner asked for ([`Engine::audit`]) ended.
+    Audited {
+        /// Whose chain.
+        owner: NodeId,
+        /// What it found, or why it could not finish.
+        result: Result<super::credits::AuditReport, String>,
+    },
     /// Stop a running execution now (its task was cancelled); its result,
     /// if any, is reported as usual and ignored.
     Interrupt {

@@ -7,7 +7,6 @@ use agora_protocol::execution::Receipt;
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::{Agreement, Cancel, Offer};
 use agora_protocol::rpc::{MarketRequest, MarketResponse};
-use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Bytes, Fuel, Timestamp};
 use agora_protocol::{
     ContentId, Decode, Encode, Envelope, FRAUD_TOPIC, JobId, MessageId, NodeId, Payload, TaskId, Verified,
@@ -130,7 +129,7 @@ impl Engine {
                     }));
                 }
             }
-            Action::Pay { to, voucher } => self.pay(to, &voucher, now),
+            Action::Pay { to, voucher } => self.pay(to, voucher, now),
             Action::Fraud {
                 culprit,
                 accused,
@@ -159,19 +158,6 @@ impl Engine {
         for id in super::job_content(&self.requester, record) {
             self.writes.put(crate::records::pin_key(&id), &until);
         }
-    }
-
-    /// Signs a voucher, debits the ledger and delivers it once the debit is
-    /// durable.
-    fn pay(&mut self, to: NodeId, voucher: &Voucher, now: Timestamp) {
-        // Verified work: the provider has standing from now on.
-        self.view.prove(to);
-        let env = self.seal(voucher, Voucher::MAX_LIFETIME, now);
-        let key = env.id();
-        self.ledger
-            .pay(&mut self.writes, voucher, &env.to_bytes(), key, now);
-        self.counters.vouchers_out += 1;
-        self.deliver(key, to, MarketRequest::Voucher(env), true, now);
     }
 
     fn publish_fraud(&mut self, culprit: NodeId, accused: &Evidence, witness: &Evidence, now: Timestamp) {
@@ -282,6 +268,13 @@ impl Engine {
                 signer,
                 contact,
             } => self.on_vouched((domain, signer, contact), answer, now),
+            Pending::Chain { owner, for_owner } => self.on_chain(owner, for_owner, answer, now),
+            Pending::ForkCheck {
+                owner,
+                seq,
+                hash,
+                held,
+            } => self.on_fork_check((owner, seq, hash, held), answer, now),
         }
     }
 

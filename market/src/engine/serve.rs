@@ -8,7 +8,6 @@ use std::time::Duration;
 use agora_protocol::execution::Receipt;
 use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel};
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
-use agora_protocol::settlement::Voucher;
 use agora_protocol::units::Timestamp;
 use agora_protocol::wire::Blob;
 use agora_protocol::{ContentId, Decode, Encode, Envelope, MessageId, NodeId, Verified};
@@ -35,7 +34,8 @@ impl Engine {
             MarketRequest::CallForOffers(env) => self.on_call(peer, &env, reply, now),
             MarketRequest::Accept { accept, content } => self.on_accept(peer, &accept, content, reply, now),
             MarketRequest::Receipt { receipt, output } => self.on_receipt(peer, &receipt, output, reply, now),
-            MarketRequest::Voucher(env) => self.on_voucher(peer, &env, reply, now),
+            MarketRequest::Pay(env) => self.on_pay(peer, &env, reply, now),
+            MarketRequest::Chain { owner, after } => self.serve_chain(owner, after, reply),
             MarketRequest::Cancel(env) => self.on_cancel(peer, &env, reply, now),
             MarketRequest::Summaries(d) => {
                 let mut summaries = self.view.summaries_for(&d);
@@ -72,7 +72,11 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let cfo = v.payload();
-        match self.provider.call(peer, cfo, now) {
+        let admitted = self.provider.call(peer, cfo, now).and_then(|offer| {
+            self.admit_credit(peer, offer.price, cfo.requirements.fuel, now)
+                .map(|()| offer)
+        });
+        match admitted {
             Ok(mut offer) => {
                 offer.call = env.id();
                 offer.has_module = self.host.holds(&cfo.requirements.module);
@@ -139,6 +143,7 @@ impl Engine {
         let aenv = self.seal(&agreement, lifetime, now);
         let accepted = terms.accepted(&aenv, a.assignment.clone());
         let id = accepted.agreement;
+        self.credit.agreed(peer, id, terms.price.cost(terms.estimate).0);
         self.writes.put(records::accepted_key(&id), &accepted);
         self.provider.agreed(accepted, a.offer, env.id());
         if !inline.is_empty() {
@@ -156,6 +161,7 @@ impl Engine {
         let agreement = v.payload().agreement;
         match self.provider.cancel(peer, &agreement) {
             Ok(Some(_)) => {
+                self.credit.released(peer, &agreement);
                 self.writes.delete(records::accepted_key(&agreement));
                 self.inline.remove(&agreement);
                 self.respond_durably(reply, MarketResponse::Ack);
@@ -163,6 +169,7 @@ impl Engine {
             Ok(None) => {
                 // Running: interrupted now, and gone from the records so
                 // that a restart does not run it again.
+                self.credit.released(peer, &agreement);
                 self.cancelled_running.insert(agreement);
                 self.writes.delete(records::accepted_key(&agreement));
                 self.out.push(Output::Interrupt { agreement });
@@ -170,30 +177,6 @@ impl Engine {
             }
             Err(d) => self.decline(reply, d),
         }
-    }
-
-    fn on_voucher(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {
-        let v = match env.open::<Voucher>(now) {
-            Ok(v) if v.signer() == peer => v,
-            Ok(_) => return self.decline(reply, Decline::invalid("voucher signed by another node")),
-            Err(e) => return self.decline(reply, Decline::invalid(e)),
-        };
-        let vo = v.payload();
-        if vo.provider != self.local || !vo.amount_is_consistent() {
-            return self.decline(
-                reply,
-                Decline::invalid("voucher is not for this node or its amount is wrong"),
-            );
-        }
-        match self
-            .ledger
-            .receive(self.host.as_ref(), &mut self.writes, peer, vo, now)
-        {
-            Ok(true) => self.counters.vouchers_in += 1,
-            Ok(false) => self.counters.vouchers_dup += 1,
-            Err(e) => return self.decline(reply, Decline::invalid(format!("storage failure: {e}"))),
-        }
-        self.respond_durably(reply, MarketResponse::Ack);
     }
 
     fn on_receipt(
@@ -256,12 +239,13 @@ impl Engine {
         now: Timestamp,
     ) {
         match self.requester.on_receipt(peer, v, held, now) {
-            Ok(verdict) => {
-                if verdict == crate::requester::ReceiptVerdict::Superseded {
-                    self.counters.receipts_superseded += 1;
-                }
-                self.respond_durably(reply, MarketResponse::Ack)
+            Ok(crate::requester::ReceiptVerdict::Superseded) => {
+                // Nothing is owed: the provider forgets it without waiting
+                // for a payment.
+                self.counters.receipts_superseded += 1;
+                self.respond(reply, MarketResponse::Declined(Decline::Superseded));
             }
+            Ok(_) => self.respond_durably(reply, MarketResponse::Ack),
             Err(ReceiptError::UnknownTask | ReceiptError::NoAgreement) => {
                 self.decline(reply, Decline::Unknown)
             }
@@ -304,6 +288,9 @@ impl Engine {
     }
 
     fn forget_accepted(&mut self, agreement: &MessageId) {
+        if let Some(t) = self.provider.task(agreement) {
+            self.credit.released(t.requester, agreement);
+        }
         self.provider.forget(agreement);
         self.writes.delete(records::accepted_key(agreement));
     }

@@ -218,8 +218,15 @@ impl Requester {
         let mut excluded = Vec::new();
         let mut busy = Vec::new();
         let mut used = false;
+        let probation = placement::probation_cap(job.tasks.len());
         for info in &infos {
-            match placement::evaluate(info, self.book.get(&info.node), &need, now) {
+            let stats = self.book.get(&info.node);
+            match placement::evaluate(info, stats, &need, now) {
+                // No verified work yet: a capped share until it has some.
+                Ok(_) if stats.is_some_and(|s| s.verified == 0 && s.lanes.len() >= probation) => {
+                    busy.push(info.node);
+                    excluded.push((info.node, Exclusion::Probation { cap: probation }.to_string()));
+                }
                 Ok(s) => ok.push(s),
                 Err(e) => {
                     if e == Exclusion::Busy {

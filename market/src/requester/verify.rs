@@ -58,6 +58,12 @@ impl Requester {
         if c.reported.is_some() {
             return Ok(ReceiptVerdict::Duplicate);
         }
+        if c.state == CopyState::Cancelled || matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+            // Withdrawn after its agreement (another copy settled the task
+            // first, or the job ended: the cancel crossed the receipt), or
+            // late for a task already decided: nothing is owed for it.
+            return Ok(ReceiptVerdict::Superseded);
+        }
         let mismatch = if r.module != spec.module {
             Some("module")
         } else if r.input != input.id {

@@ -24,7 +24,6 @@ use std::time::Duration;
 use agora_protocol::execution::ExitStatus;
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::rpc::{MarketRequest, MarketResponse};
-use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Bytes, Fuel, Price, Timestamp};
 use agora_protocol::{ContentId, Decode, Envelope, FRAUD_TOPIC, JobId, Keypair, MessageId, NodeId};
 use rand::rngs::SmallRng;
@@ -308,6 +307,7 @@ impl Sim {
         for n in 0..self.nodes.len() {
             self.end_turn(n);
         }
+        self.nodes[REQUESTER].fund(T0);
         self.submit();
         self.end_turn(REQUESTER);
         let limit = self.now + 20 * 60 * 1000;
@@ -463,12 +463,9 @@ impl Sim {
     /// receipt, receipts sent per provider.
     fn observe_request(&mut self, from: usize, request: &MarketRequest) {
         match request {
-            MarketRequest::Voucher(env) => {
-                if let Ok(v) = env.open_ignoring_time::<Voucher>() {
-                    self.vouchers
-                        .entry(v.payload().receipt)
-                        .or_default()
-                        .insert(env.id());
+            MarketRequest::Pay(env) => {
+                if let Some(v) = crate::ledger::Ledger::voucher_of(env) {
+                    self.vouchers.entry(v.receipt).or_default().insert(env.id());
                 }
             }
             MarketRequest::Receipt { receipt, .. } => {
@@ -543,15 +540,22 @@ impl Sim {
         if let Some((r, v)) = self.vouchers.iter().find(|(_, v)| v.len() > 1) {
             rep.error = Some(format!("receipt {r} paid {} times", v.len()));
         }
-        // Conservation: once every voucher is delivered, what the requester
-        // paid is what providers received.
-        let balances: i64 = self.nodes.iter().map(|n| n.engine.ledger().state().balance).sum();
-        if requester.in_flight().1 == 0 && balances != 0 {
-            rep.error = Some(format!("ledgers do not balance: they sum to {balances}"));
+        // Conservation: once every payment is delivered, the balances sum
+        // to what the issuer granted.
+        let balances: i64 = self
+            .nodes
+            .iter()
+            .map(|n| n.engine.ledger().state().balance())
+            .sum();
+        if requester.in_flight().1 == 0 && balances != node::GRANT as i64 {
+            rep.error = Some(format!(
+                "ledgers do not balance: they sum to {balances}, {} was granted",
+                node::GRANT
+            ));
         }
         // Nobody was paid for a wrong result.
         for n in self.nodes.iter().filter(|n| n.cheat) {
-            if n.engine.ledger().state().balance > 0 && self.world.replicas > 1 {
+            if n.engine.ledger().state().balance() > 0 && self.world.replicas > 1 {
                 rep.error = Some("a cheater was paid".into());
             }
         }
@@ -624,7 +628,7 @@ impl Sim {
                     }
                 }
             }
-            Output::Locate { .. } => {}
+            Output::Locate { .. } | Output::Audited { .. } => {}
             Output::Interrupt { agreement } => {
                 // The run stops at the next epoch tick; its scheduled end
                 // comes later and finds nothing to finish.

@@ -50,6 +50,14 @@ pub(super) struct SimNode {
     seed: u64,
 }
 
+/// Credits the simulation's issuer grants the requester, in micro-credits.
+pub(super) const GRANT: u64 = 1_000_000_000_000;
+
+/// The simulation's issuer.
+fn issuer() -> Keypair {
+    Keypair::from_secret([0x15; 32])
+}
+
 fn config(provider: Option<(u64, u32)>) -> Config {
     let mut c = Config {
         domain: "sim".parse().expect("a valid domain"),
@@ -60,6 +68,7 @@ fn config(provider: Option<(u64, u32)>) -> Config {
         version: "sim".into(),
         ..Config::default()
     };
+    c.credit.issuers = [issuer().node_id()].into();
     c.provider = provider::Config {
         enabled: provider.is_some(),
         slots: provider.map_or(1, |(_, s)| s),
@@ -109,6 +118,26 @@ impl SimNode {
             provider,
             seed,
         }
+    }
+
+    /// Takes a grant from the simulation's issuer.
+    pub(super) fn fund(&mut self, now: u64) {
+        let grant = agora_protocol::chain::Grant {
+            to: self.id,
+            amount: agora_protocol::units::Credits(GRANT),
+            id: [1; 16],
+        };
+        let env = agora_protocol::Envelope::seal(
+            &issuer(),
+            &grant,
+            Timestamp(now),
+            Duration::from_secs(3600),
+            agora_protocol::Nonce([7; 16]),
+        )
+        .expect("a grant seals");
+        self.engine
+            .grant(&env, Timestamp(now))
+            .expect("the simulation's issuer is trusted");
     }
 
     /// Keeps where the answer to a request goes.

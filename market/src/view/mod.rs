@@ -16,7 +16,7 @@
 //!   first; a peer with standing is never evicted to make room for an
 //!   unknown one. Placement asks peers with standing first, and only
 //!   peers with standing take part in summary elections;
-//! * summaries are held per domain and signer ([`summaries`]);
+//! * summaries are held per domain and signer (`summaries`);
 //! * round-trip times are an exponentially weighted moving average.
 
 mod summaries;

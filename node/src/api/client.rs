@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agora_protocol::{ContentId, JobId};
+use agora_protocol::{ContentId, Encode, JobId, NodeId};
 use serde::de::DeserializeOwned;
 
 use super::{
-    ContentRef, DomainRow, ErrorBody, Explain, JobResult, JobStatus, JobSummary, Ledger, NodeInfo, PeerRow,
-    Status, SubmitRequest, SubmitResponse,
+    AuditReport, ContentRef, DomainRow, ErrorBody, Explain, GrantRequest, GrantResponse, JobResult,
+    JobStatus, JobSummary, Ledger, NodeInfo, PeerRow, Status, SubmitRequest, SubmitResponse,
 };
 
 /// Where a node is: its API address and token.
@@ -261,6 +261,21 @@ impl Client {
     /// `GET /v1/ledger`.
     pub async fn ledger(&self, limit: usize) -> Result<Ledger, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/ledger?limit={limit}"))))
+            .await
+    }
+
+    /// `POST /v1/ledger/grants`.
+    pub async fn grant(&self, grant: &agora_protocol::Envelope) -> Result<GrantResponse, ClientError> {
+        let body = GrantRequest {
+            grant: hex::encode(grant.to_bytes()),
+        };
+        self.json(self.http.post(self.url("/v1/ledger/grants")).json(&body))
+            .await
+    }
+
+    /// `GET /v1/ledger/audit/{peer}`.
+    pub async fn audit(&self, peer: &NodeId) -> Result<AuditReport, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/ledger/audit/{peer}"))))
             .await
     }
 }

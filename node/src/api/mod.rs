@@ -16,6 +16,8 @@
 //! | GET | `/v1/jobs/{id}/result` | → [`JobResult`] |
 //! | POST | `/v1/jobs/{id}/cancel` | → [`JobSummary`] |
 //! | GET | `/v1/ledger?limit=N` | → [`Ledger`] |
+//! | POST | `/v1/ledger/grants` | [`GrantRequest`] → [`GrantResponse`] |
+//! | GET | `/v1/ledger/audit/{peer}` | → [`AuditReport`] (the peer's chain fetched and checked) |
 //!
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
@@ -382,7 +384,7 @@ pub struct LedgerEntry {
     pub seq: u64,
     /// When.
     pub at: Timestamp,
-    /// `genesis`, `paid` or `received`.
+    /// `grant`, `paid` or `received`.
     pub kind: String,
     /// Amount (always positive; `kind` gives the direction).
     pub amount: Credits,
@@ -392,6 +394,8 @@ pub struct LedgerEntry {
     pub task: Option<String>,
     /// Fuel paid for.
     pub fuel: Option<Fuel>,
+    /// The block's hash (what the next block links to).
+    pub block: String,
 }
 
 /// `GET /v1/ledger`.
@@ -401,14 +405,57 @@ pub struct Ledger {
     pub balance_micros: i64,
     /// Balance as a decimal string.
     pub balance: String,
+    /// Total granted by issuers.
+    pub granted: Credits,
     /// Total received.
     pub received: Credits,
     /// Total paid.
     pub paid: Credits,
-    /// Vouchers issued but not yet acknowledged by their provider.
+    /// The chain's length.
+    pub seq: u64,
+    /// The hash of its last block (hex; empty before the first).
+    pub head: String,
+    /// Payments not yet countersigned by their provider.
     pub outbox: usize,
     /// Newest entries first.
     pub entries: Vec<LedgerEntry>,
+}
+
+/// `POST /v1/ledger/grants`: an issuer's signed grant to this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRequest {
+    /// The grant's envelope, hex.
+    pub grant: String,
+}
+
+/// The answer to a grant: counted once it is on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantResponse {
+    /// Credits it created.
+    pub amount: Credits,
+    /// The balance after it.
+    pub balance: String,
+    /// The block that records it.
+    pub seq: u64,
+}
+
+/// `GET /v1/ledger/audit/{peer}`: a chain fetched and checked link by link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// Whose chain.
+    pub peer_id: NodeId,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// Its audited balance in micro-credits.
+    pub balance_micros: i64,
+    /// Its audited balance as a decimal string.
+    pub balance: String,
+    /// Credits granted to it by issuers this node trusts.
+    pub granted: Credits,
+    /// Credits it received.
+    pub received: Credits,
+    /// Credits it paid.
+    pub paid: Credits,
 }
 
 /// An API error body.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_protocol::{ContentId, Domain, JobId};
+use agora_protocol::{ContentId, Decode, Domain, Envelope, JobId, NodeId};
 use axum::body::Bytes as Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ContentRef, DomainRow, ErrorBody, Explain, JobResult, JobStatus, JobSummary, Ledger, PeerRow, Status,
-    SubmitRequest, SubmitResponse,
+    AuditReport, ContentRef, DomainRow, ErrorBody, Explain, GrantRequest, GrantResponse, JobResult,
+    JobStatus, JobSummary, Ledger, PeerRow, Status, SubmitRequest, SubmitResponse,
 };
 use crate::store::Store;
 
@@ -110,6 +110,10 @@ pub enum ApiCommand {
     Cancel(JobId, oneshot::Sender<Result<JobSummary, ApiError>>),
     /// Ledger.
     Ledger(usize, oneshot::Sender<Ledger>),
+    /// Take an issuer's grant.
+    Grant(Envelope, oneshot::Sender<Result<GrantResponse, ApiError>>),
+    /// Audit a peer's chain.
+    Audit(NodeId, oneshot::Sender<Result<AuditReport, ApiError>>),
 }
 
 #[derive(Clone)]
@@ -192,6 +196,8 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Rout
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/ledger", get(ledger))
+        .route("/v1/ledger/grants", post(grant))
+        .route("/v1/ledger/audit/{peer}", get(audit))
         .fallback(|| async { ApiError::not_found("no such route; see the API table in `agora_node::api`") })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -337,6 +343,22 @@ struct LedgerQuery {
 async fn ledger(State(ctx): State<Ctx>, Query(q): Query<LedgerQuery>) -> Result<Json<Ledger>, ApiError> {
     let limit = q.limit.unwrap_or(20).min(10_000);
     Ok(Json(ctx.ask(|tx| ApiCommand::Ledger(limit, tx)).await?))
+}
+
+async fn grant(State(ctx): State<Ctx>, body: Body) -> Result<Json<GrantResponse>, ApiError> {
+    let req: GrantRequest = parse_json(&body)?;
+    let bytes = hex::decode(req.grant.trim())
+        .map_err(|e| ApiError::bad_request(format!("the grant is not hex: {e}")))?;
+    let env = Envelope::from_bytes(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the grant is not a signed envelope: {e}")))?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Grant(env, tx)).await??))
+}
+
+async fn audit(State(ctx): State<Ctx>, Path(peer): Path<String>) -> Result<Json<AuditReport>, ApiError> {
+    let peer: NodeId = peer
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("not a peer id: {e}")))?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Audit(peer, tx)).await??))
 }
 
 fn unknown(id: JobId) -> ApiError {

@@ -1,37 +1,173 @@
-//! `agora ledger`: a node's credit balance and recent entries.
+//! `agora ledger`: a node's credit chain (balance and recent blocks), an
+//! audit of any peer's chain, and issuing grants.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::{NodeLocator, Table, ago, block_on, emit, or_dash, print_json};
-use crate::api::Ledger;
+use agora_protocol::chain::Grant;
+use agora_protocol::units::{Credits, Timestamp};
+use agora_protocol::{Decode, Encode, Envelope, Keypair, NodeId, Nonce, Payload};
+use anyhow::Context;
+use serde::Serialize;
 
-/// Show a running node's credit balance, totals and recent ledger entries.
+use super::common::{NodeLocator, Table, ago, block_on, emit, emitln, or_dash, print_json};
+use crate::api::{AuditReport, Ledger};
+
+/// Show a running node's credit chain: balance, totals and recent blocks;
+/// or audit a peer's chain; or issue and import grants.
 ///
-/// Amounts are in credits; `+` entries are credit received (genesis grant,
-/// payments for work done), `-` entries payments for work bought.
+/// Amounts are in credits; `+` entries are credits that arrived (an
+/// issuer's grant, a payment for work done), `-` entries payments for work
+/// bought.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct LedgerCommand {
     /// Show at most this many recent entries.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
+    /// Fetch PEER's chain (through the node), check every link and
+    /// signature, and print its audited balance.
+    #[arg(long, value_name = "PEER")]
+    pub audit: Option<NodeId>,
     /// Print the API's JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
     /// The node to ask.
     #[command(flatten)]
     pub node: NodeLocator,
+    /// Issue or import a grant.
+    #[command(subcommand)]
+    pub action: Option<LedgerAction>,
+}
+
+/// Grants: the only way credits are created.
+#[derive(Debug, clap::Subcommand)]
+pub enum LedgerAction {
+    /// Sign a grant of credits to a node with an issuer's key (offline;
+    /// prints the grant as hex).
+    Grant(GrantCommand),
+    /// Give a running node a grant signed by an issuer it trusts.
+    Import(ImportCommand),
+}
+
+/// `agora ledger grant`.
+#[derive(Debug, clap::Args)]
+pub struct GrantCommand {
+    /// The issuer's directory: its key is `DIR/identity.key`, created on
+    /// first use. Nodes trust the issuer whose peer id their
+    /// `credit.issuers` names.
+    #[arg(long, value_name = "DIR")]
+    pub issuer_dir: PathBuf,
+    /// The node granted to.
+    #[arg(long, value_name = "PEER")]
+    pub to: NodeId,
+    /// Credits granted, e.g. 1000 or 0.5.
+    #[arg(long, value_name = "CREDITS")]
+    pub amount: Credits,
+    /// Print a JSON object (grant, issuer, to, amount).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agora ledger import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportCommand {
+    /// The grant, as `agora ledger grant` printed it (hex).
+    pub grant: String,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+    /// The node to give it to.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+#[derive(Serialize)]
+struct IssuedGrant {
+    grant: String,
+    issuer: NodeId,
+    to: NodeId,
+    amount: Credits,
+}
+
+/// Signs a grant of `amount` to `to` with `issuer`'s key. Each grant has a
+/// fresh random id: it counts once, whoever presents it.
+pub fn sign_grant(issuer: &Keypair, to: NodeId, amount: Credits, now: Timestamp) -> anyhow::Result<Envelope> {
+    let grant = Grant {
+        to,
+        amount,
+        id: rand::random(),
+    };
+    Envelope::seal(issuer, &grant, now, Grant::MAX_LIFETIME, Nonce(rand::random()))
+        .context("cannot sign the grant")
 }
 
 impl LedgerCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
+        match self.action {
+            Some(LedgerAction::Grant(g)) => return g.execute(),
+            Some(LedgerAction::Import(i)) => return i.execute(),
+            None => {}
+        }
         let client = self.node.client()?;
+        if let Some(peer) = self.audit {
+            let report = block_on(async move { client.audit(&peer).await })??;
+            if self.json {
+                print_json(&report)?;
+            } else {
+                emit(&render_audit(&report))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let limit = self.limit;
         let ledger = block_on(async move { client.ledger(limit).await })??;
         if self.json {
             print_json(&ledger)?;
         } else {
             emit(&render(&ledger))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl GrantCommand {
+    fn execute(self) -> anyhow::Result<ExitCode> {
+        let issuer = crate::identity::load_or_create(&self.issuer_dir)?;
+        let now = Timestamp::from_system(std::time::SystemTime::now());
+        let env = sign_grant(&issuer, self.to, self.amount, now)?;
+        let out = IssuedGrant {
+            grant: hex::encode(env.to_bytes()),
+            issuer: issuer.node_id(),
+            to: self.to,
+            amount: self.amount,
+        };
+        if self.json {
+            print_json(&out)?;
+        } else {
+            eprintln!(
+                "issuer {} grants {} credits to {}",
+                out.issuer, out.amount, out.to
+            );
+            emitln(&out.grant)?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl ImportCommand {
+    fn execute(self) -> anyhow::Result<ExitCode> {
+        let bytes = hex::decode(self.grant.trim()).context("the grant is not hex")?;
+        let env = Envelope::from_bytes(&bytes).context("the grant is not a signed envelope")?;
+        let client = self.node.client()?;
+        let answer = block_on(async move { client.grant(&env).await })??;
+        if self.json {
+            print_json(&answer)?;
+        } else {
+            emitln(&format!(
+                "granted {} credits (block {}); balance {} credits",
+                answer.amount, answer.seq, answer.balance
+            ))?;
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -45,10 +181,17 @@ fn short_task(t: &str) -> String {
     }
 }
 
+fn render_audit(a: &AuditReport) -> String {
+    format!(
+        "audited   {} ({} blocks, every link and signature checked)\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\n",
+        a.peer_id, a.blocks, a.balance, a.granted, a.received, a.paid
+    )
+}
+
 fn render(l: &Ledger) -> String {
     let mut out = format!(
-        "balance   {} credits\nreceived  {}\npaid      {}\noutbox    {} voucher(s) not yet acknowledged\n",
-        l.balance, l.received, l.paid, l.outbox
+        "balance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nchain     {} blocks\noutbox    {} payment(s) not yet countersigned\n",
+        l.balance, l.granted, l.received, l.paid, l.seq, l.outbox
     );
     if l.entries.is_empty() {
         out.push_str("\nno entries\n");

@@ -63,6 +63,10 @@ pub struct NodeCommand {
     /// mDNS discovery on the local network.
     #[arg(long, value_name = "on|off")]
     pub mdns: Option<Switch>,
+    /// Trust grants signed by this issuer (repeatable; adds to the
+    /// config's `credit.issuers`).
+    #[arg(long = "issuer", value_name = "PEER_ID")]
+    pub issuers: Vec<agora_protocol::NodeId>,
     /// Configuration file (TOML); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -121,6 +125,11 @@ impl NodeCommand {
         }
         if let Some(s) = self.mdns {
             c.mdns = s == Switch::On;
+        }
+        for i in &self.issuers {
+            if !c.credit.issuers.contains(i) {
+                c.credit.issuers.push(*i);
+            }
         }
         c.validate()?;
         Ok(c)

@@ -376,7 +376,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             summary_publishers: c.adverts.summary_publishers,
         },
         recalibrate: (options.capacity == Capacity::Measure).then_some(c.calibration.interval),
-        genesis: c.genesis_credits,
+        credit: c.credit.to_market(),
         keep_results: c.requester.keep_results,
         collect_every: Some(Duration::from_secs(60)),
         domain_peers: network::MESH_N_HIGH,

@@ -24,8 +24,9 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts a node in a fresh data dir and waits until it wrote node.json.
-    fn start() -> NodeProcess {
+    /// Starts a node in a fresh data dir with `extra` flags and waits until
+    /// it wrote node.json.
+    fn start_with(extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = File::create(dir.path().join("node.log")).unwrap();
         let child = Command::new(AGORA)
@@ -39,6 +40,7 @@ impl NodeProcess {
                 "--slots",
                 "1",
             ])
+            .args(extra)
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -151,7 +153,11 @@ fn write_inputs(dir: &Path, names: &[&str]) -> PathBuf {
 
 #[test]
 fn cli_commands_against_one_node() {
-    let node = NodeProcess::start();
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let issuer = agora_node::identity::load_or_create(issuer_dir.path())
+        .unwrap()
+        .node_id();
+    let node = NodeProcess::start_with(&["--issuer", &issuer.to_string()]);
     let work = tempfile::tempdir().unwrap();
     let module = work.path().join("cat.wat");
     std::fs::write(&module, CAT).unwrap();
@@ -208,13 +214,54 @@ fn cli_commands_against_one_node() {
     // jobs: none yet.
     assert_eq!(node.json(&["jobs", "--json"]), serde_json::json!([]));
 
-    // ledger: the genesis grant.
+    // ledger: nothing before a grant; a grant from the trusted issuer
+    // counts once; one from anyone else not at all.
+    let peer = node.info["peer_id"].as_str().unwrap();
+    let ledger = node.json(&["ledger", "--json"]);
+    assert_eq!(ledger["balance_micros"], 0, "{ledger}");
+    assert_eq!(ledger["entries"], serde_json::json!([]));
+    let grant = |dir: &Path| {
+        let out = agora(&[
+            "ledger",
+            "grant",
+            "--issuer-dir",
+            dir.to_str().unwrap(),
+            "--to",
+            peer,
+            "--amount",
+            "1000",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["grant"].as_str().unwrap().to_owned()
+    };
+    let g = grant(issuer_dir.path());
+    let answer = node.json(&["ledger", "import", &g, "--json"]);
+    assert_eq!(answer["balance"], "1000", "{answer}");
+    let again = node.agora(&["ledger", "import", &g]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("already taken"), "{}", stderr(&again));
+    let stranger = tempfile::tempdir().unwrap();
+    let forged = node.agora(&["ledger", "import", &grant(stranger.path())]);
+    assert!(!forged.status.success());
+    assert!(
+        stderr(&forged).contains("not signed by an issuer"),
+        "{}",
+        stderr(&forged)
+    );
     let ledger = node.json(&["ledger", "--json"]);
     assert_eq!(ledger["balance"], "1000");
     assert_eq!(ledger["balance_micros"], 1_000_000_000i64);
-    assert_eq!(ledger["entries"][0]["kind"], "genesis");
+    assert_eq!(ledger["seq"], 1);
+    assert_eq!(ledger["entries"][0]["kind"], "grant");
+    assert_eq!(ledger["entries"][0]["counterparty"], issuer.to_string());
     let text = node.text(&["ledger", "--limit", "5"]);
     assert!(text.contains("balance   1000 credits"), "{text}");
+    // Its own chain, audited link by link, gives the same balance.
+    let audit = node.json(&["ledger", "--audit", peer, "--json"]);
+    assert_eq!(audit["balance_micros"], 1_000_000_000i64, "{audit}");
+    assert_eq!(audit["blocks"], 1);
 
     // A dry run with no peers: valid JSON, and no task has a candidate.
     let inputs = write_inputs(work.path(), &["b.json", "a.json", "c.json"]);

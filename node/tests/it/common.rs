@@ -14,6 +14,15 @@ use tempfile::TempDir;
 /// The `agora` binary under test.
 pub(crate) const AGORA: &str = env!("CARGO_BIN_EXE_agora");
 
+/// The issuer every test node trusts; a node started in a fresh data dir
+/// is granted [`GRANT`] by it.
+pub(crate) fn issuer() -> agora_protocol::Keypair {
+    agora_protocol::Keypair::from_secret([0x15; 32])
+}
+
+/// What a fresh test node is granted: 1000 credits.
+pub(crate) const GRANT: u64 = 1_000_000_000;
+
 /// A node process, killed when dropped (also when a test panics).
 pub(crate) struct NodeProcess {
     pub child: Child,
@@ -50,6 +59,7 @@ impl NodeProcess {
                 "--slots",
                 "1",
             ])
+            .args(["--issuer", &issuer().node_id().to_string()])
             .args(args)
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())
@@ -76,6 +86,7 @@ impl NodeProcess {
                 "--slots",
                 "1",
             ])
+            .args(["--issuer", &issuer().node_id().to_string()])
             .args(args)
             .env_remove("AGORA_DATA_DIR")
             .env("RUST_LOG", "info")
@@ -85,7 +96,23 @@ impl NodeProcess {
             .spawn()
             .unwrap();
         let info = wait_for_info(dir.path());
-        NodeProcess { child, dir, info }
+        let node = NodeProcess { child, dir, info };
+        node.fund();
+        node
+    }
+
+    /// Grants the node [`GRANT`] from the test issuer.
+    pub(crate) fn fund(&self) {
+        let now = agora_protocol::units::Timestamp::from_system(std::time::SystemTime::now());
+        let grant = agora_node::commands::ledger::sign_grant(
+            &issuer(),
+            self.info.peer_id,
+            agora_protocol::units::Credits(GRANT),
+            now,
+        )
+        .unwrap();
+        let client = self.client();
+        rt().block_on(client.grant(&grant)).unwrap();
     }
 
     /// The address others bootstrap from.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use agora_node::network::{self, Transport};
+use agora_protocol::chain::{Block, Entry};
 use agora_protocol::market::{CallForOffers, Requirements};
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
 use agora_protocol::settlement::Voucher;
@@ -207,10 +208,11 @@ fn rss(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A voucher counts once: replayed, and replayed after a restart, it is
-/// acknowledged and not counted again.
+/// A payment counts once: replayed, and replayed after a restart, it gets
+/// the same countersignature back and is not counted again; a payment
+/// whose amount does not match its fuel and price is refused.
 #[test]
-fn a_voucher_never_counts_twice() {
+fn a_payment_never_counts_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = NodeProcess::start_in(dir, &[]);
     let target: NodeId = node.info.peer_id;
@@ -224,37 +226,68 @@ fn a_voucher_never_counts_twice() {
         price: Price(500),
         amount: Price(500).cost(Fuel(2_000_000)),
     };
-    let env = Envelope::seal(&me, &v, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
+    let block = |v: &Voucher| Block {
+        seq: 1,
+        prev: ContentId([0; 32]),
+        entry: Entry::Pay(v.clone()),
+    };
+    let env = Envelope::seal(
+        &me,
+        &block(&v),
+        now(),
+        Duration::from_secs(3600),
+        Nonce(rand::random()),
+    )
+    .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let received = |node: &NodeProcess| rt.block_on(node.client().ledger(5)).unwrap().received.0;
-    rt.block_on(async {
-        let (c, cancel) = peer(&me, &node).await;
-        for _ in 0..3 {
-            let r = c
-                .market(target, MarketRequest::Voucher(env.clone()))
-                .await
-                .unwrap();
-            assert!(matches!(r, MarketResponse::Ack), "{r:?}");
+    let countersigned = |r: &MarketResponse| match r {
+        MarketResponse::Received(ours) => {
+            let b = ours.open_ignoring_time::<Block>().unwrap();
+            assert_eq!(b.signer(), target);
+            assert!(
+                matches!(&b.payload().entry, Entry::Receive(p) if *p == env),
+                "{b:?}"
+            );
+            ours.clone()
         }
-        // A voucher whose amount does not match fuel and price is refused.
+        other => panic!("not countersigned: {other:?}"),
+    };
+    let first = rt.block_on(async {
+        let (c, cancel) = peer(&me, &node).await;
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let r = c.market(target, MarketRequest::Pay(env.clone())).await.unwrap();
+            answers.push(countersigned(&r));
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "one countersignature");
         let mut bad = v.clone();
         bad.amount.0 += 1;
-        let benv =
-            Envelope::seal(&me, &bad, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap();
-        let r = c.market(target, MarketRequest::Voucher(benv)).await.unwrap();
+        bad.receipt = MessageId(rand::random());
+        let benv = Envelope::seal(
+            &me,
+            &block(&bad),
+            now(),
+            Duration::from_secs(3600),
+            Nonce(rand::random()),
+        )
+        .unwrap();
+        let r = c.market(target, MarketRequest::Pay(benv)).await.unwrap();
         assert!(invalid(&r).is_some(), "{r:?}");
         cancel.cancel();
+        answers.remove(0)
     });
     assert_eq!(received(&node), v.amount.0, "counted exactly once");
     node.kill();
     let restarted = NodeProcess::start_in_path(node.dir.path(), &[]);
     rt.block_on(async {
         let (c, cancel) = peer(&me, &restarted).await;
-        let r = c
-            .market(target, MarketRequest::Voucher(env.clone()))
-            .await
-            .unwrap();
-        assert!(matches!(r, MarketResponse::Ack), "{r:?}");
+        let r = c.market(target, MarketRequest::Pay(env.clone())).await.unwrap();
+        assert_eq!(
+            countersigned(&r),
+            first,
+            "the same countersignature after a restart"
+        );
         cancel.cancel();
     });
     assert_eq!(

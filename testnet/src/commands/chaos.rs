@@ -37,7 +37,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::job::{self, Params};
-use crate::process::{NodeSpec, Testnet, genesis_micros};
+use crate::process::{GRANT_MICROS, NodeSpec, Testnet};
 use crate::progress::JobProgress;
 use crate::report::{Table, credits};
 use crate::workload::primes;
@@ -433,20 +433,24 @@ impl ChaosCommand {
         }
         let balances = net.settle(Duration::from_secs(60)).await?;
         run.event(format!(
-            "ledgers settled: {} undelivered vouchers, sum {} (genesis {} × {})",
+            "ledgers settled: {} payments not countersigned, sum {} (grants issued {})",
             balances.outbox,
             credits(balances.total),
-            credits(genesis_micros()),
-            balances.nodes.len()
+            credits(balances.expected),
         ));
         checks.push(Check {
             what: format!(
-                "ledger balanced: sum of balances {} = {} × genesis, outboxes empty ({} left)",
+                "ledger balanced: sum of balances {} = grants issued {}, outboxes empty ({} left)",
                 credits(balances.total),
-                balances.nodes.len(),
+                credits(balances.expected),
                 balances.outbox
             ),
             ok: balances.conserved(),
+        });
+        let audits = net.audit().await?;
+        checks.push(Check {
+            what: audits.line(),
+            ok: audits.mismatches.is_empty() && audits.checked > 0,
         });
         let outcome = job::outcome(&status);
         let mut peers = requester.peers(None).await.unwrap_or_default();
@@ -511,12 +515,12 @@ impl ChaosCommand {
                 });
                 checks.push(Check {
                     what: format!(
-                        "{cheater} unpaid: paid {} for this job, balance {} (genesis {})",
+                        "{cheater} unpaid: paid {} for this job, balance {} (its grant {})",
                         credits(c.map_or(0, |c| c.paid_micros as i64)),
                         credits(c.map_or(0, |c| c.balance_micros)),
-                        credits(genesis_micros())
+                        credits(GRANT_MICROS)
                     ),
-                    ok: c.is_some_and(|c| c.paid_micros == 0 && c.balance_micros == genesis_micros()),
+                    ok: c.is_some_and(|c| c.paid_micros == 0 && c.balance_micros == GRANT_MICROS),
                 });
                 let in_view = net
                     .nodes()

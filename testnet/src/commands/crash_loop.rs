@@ -70,6 +70,8 @@ pub struct CrashReport {
     pub total_micros: i64,
     /// What the sum must be.
     pub expected_micros: i64,
+    /// Every chain audited by a peer at the end.
+    pub audit: String,
     /// Wall time, seconds.
     pub wall_s: f64,
 }
@@ -117,6 +119,7 @@ impl CrashLoopCommand {
                 "ledger: sum {} µcr (expected {}), vouchers counted twice: {}",
                 report.total_micros, report.expected_micros, report.duplicate_vouchers
             );
+            println!("{}", report.audit);
             println!(
                 "{} in {:.0} s",
                 if report.ok { "OK" } else { "FAILED" },
@@ -255,13 +258,16 @@ impl CrashLoopCommand {
         let balances = net.settle(Duration::from_secs(120)).await?;
         report.total_micros = balances.total;
         report.expected_micros = balances.expected;
+        let audits = net.audit().await?;
+        report.audit = audits.line();
         report.wall_s = t0.elapsed().as_secs_f64();
         report.ok = report.failed_restarts == 0
             && report.jobs_bad.is_empty()
             && report.jobs_correct == report.jobs_acknowledged
             && report.duplicate_vouchers == 0
             && balances.outbox == 0
-            && balances.conserved();
+            && balances.conserved()
+            && audits.mismatches.is_empty();
         Ok(report)
     }
 }

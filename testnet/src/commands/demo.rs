@@ -121,6 +121,10 @@ pub struct Summary {
     pub total_after: i64,
     /// Whether the sum is unchanged.
     pub conserved: bool,
+    /// Every chain audited by a peer, and what it found.
+    pub audit: String,
+    /// Whether every audit equals the node's own ledger.
+    pub audited: bool,
     /// Submit to done, ms (the requester's clock).
     pub job_wall_ms: u64,
     /// The whole demo, ms (start-up included).
@@ -290,7 +294,9 @@ impl DemoCommand {
             })
             .collect();
         let conserved = after.conserved() && before.total == after.total;
-        let ok = conserved && outcome.wrong_caught == 0 && outcome.verified == outcome.tasks;
+        let audits = net.audit().await?;
+        let audited = audits.mismatches.is_empty() && audits.checked == net.nodes().len();
+        let ok = conserved && audited && outcome.wrong_caught == 0 && outcome.verified == outcome.tasks;
         let summary = Summary {
             ok,
             png: png_path.display().to_string(),
@@ -302,6 +308,8 @@ impl DemoCommand {
             total_before: before.total,
             total_after: after.total,
             conserved,
+            audit: audits.line(),
+            audited,
             job_wall_ms: status.wall_ms,
             total_wall_ms: started.elapsed().as_millis() as u64,
             outcome,
@@ -400,11 +408,12 @@ fn print_summary(s: &Summary, outbox: usize) {
         if s.conserved {
             "conserved ✔".to_owned()
         } else if outbox > 0 {
-            format!("NOT settled: {outbox} vouchers undelivered ✘")
+            format!("NOT settled: {outbox} payments not countersigned ✘")
         } else {
             "NOT conserved ✘".to_owned()
         }
     );
+    println!("  {} {}", s.audit, if s.audited { "✔" } else { "✘" });
     println!();
     println!(
         "Image     {} ({}×{}, {} bytes, PNG signature ✔)",

@@ -64,7 +64,7 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
     assert!(paid > 0);
     assert_eq!(
         balances.of(0).unwrap(),
-        agora_testnet::process::genesis_micros() - paid as i64
+        agora_testnet::process::GRANT_MICROS - paid as i64
     );
 
     // The executor blocks: it runs outside the async runtime.

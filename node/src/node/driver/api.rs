@@ -5,22 +5,25 @@ use std::collections::HashMap;
 
 use agora_market::engine::{CancelError, SubmitError};
 use agora_market::job::{CopyState, JobRecord, TaskRecord};
-use agora_market::ledger::Entry;
+use agora_market::ledger::{Refused, Stored};
 use agora_market::records;
+use agora_protocol::Envelope;
+use agora_protocol::chain::{Block, Entry, Grant};
 use agora_protocol::units::{Credits, Timestamp};
 use agora_protocol::{Domain, JobId, NodeId, SOFTWARE_VERSION};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use super::{Driver, now};
+use super::{Driver, MAX_AUDITS, now};
 use crate::api::server::{ApiCommand, ApiError, JobDetail};
 use crate::api::{
-    CopyStatus, DomainRow, Explain, JobResult, JobStatus, Ledger, LedgerEntry, OutputRef, PeerRow,
-    ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus, count_phases,
-    format_balance,
+    AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, LedgerEntry,
+    OutputRef, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
+    count_phases, format_balance,
 };
 use crate::capacity::resident_memory;
 use crate::node::work::{self, Done};
+use crate::store::StoreError;
 
 /// Most jobs `GET /v1/jobs` lists, newest first.
 const MAX_JOBS_LISTED: usize = 1000;
@@ -76,6 +79,8 @@ impl Driver {
             ApiCommand::Ledger(limit, r) => {
                 let _ = r.send(self.ledger(limit));
             }
+            ApiCommand::Grant(env, r) => self.grant(&env, r, now),
+            ApiCommand::Audit(peer, r) => self.audit(peer, r),
         }
     }
 
@@ -106,7 +111,17 @@ impl Driver {
         }
         match self.engine.submit(req.spec, now) {
             // Answered once the job is on disk.
-            Ok(id) => self.api_after.push((reply, id)),
+            Ok(id) => self
+                .api_after
+                .push(Box::new(move |written: Result<(), &StoreError>| {
+                    let _ = reply.send(match written {
+                        Ok(()) => Ok(SubmitResponse {
+                            id: Some(id),
+                            plan: None,
+                        }),
+                        Err(e) => Err(ApiError::internal(format!("the job could not be stored: {e}"))),
+                    });
+                })),
             Err(e) => {
                 let _ = reply.send(Err(bad(e)));
             }
@@ -166,28 +181,89 @@ impl Driver {
         })
     }
 
+    /// Takes an issuer's grant; answered once its block is on disk.
+    fn grant(
+        &mut self,
+        env: &Envelope,
+        reply: oneshot::Sender<Result<GrantResponse, ApiError>>,
+        now: Timestamp,
+    ) {
+        match self.engine.grant(env, now) {
+            Ok(amount) => {
+                let st = self.engine.ledger().state();
+                let answer = GrantResponse {
+                    amount,
+                    balance: format_balance(st.balance()),
+                    seq: st.seq,
+                };
+                self.api_after
+                    .push(Box::new(move |written: Result<(), &StoreError>| {
+                        let _ = reply.send(match written {
+                            Ok(()) => Ok(answer),
+                            Err(e) => Err(ApiError::internal(format!("the grant could not be stored: {e}"))),
+                        });
+                    }));
+            }
+            Err(e @ (Refused::Invalid(_) | Refused::NotAnIssuer)) => {
+                let _ = reply.send(Err(ApiError::bad_request(e.to_string())));
+            }
+            Err(e @ Refused::Records(_)) => {
+                let _ = reply.send(Err(ApiError::internal(e.to_string())));
+            }
+        }
+    }
+
+    /// Fetches and checks `peer`'s chain; answered when the engine reports.
+    fn audit(&mut self, peer: NodeId, reply: oneshot::Sender<Result<AuditReport, ApiError>>) {
+        if self.audits.len() >= MAX_AUDITS && !self.audits.contains_key(&peer) {
+            let _ = reply.send(Err(ApiError::unavailable(format!(
+                "{MAX_AUDITS} audits are already running; try again shortly"
+            ))));
+            return;
+        }
+        self.audits.entry(peer).or_default().push(reply);
+        self.engine.audit(peer);
+    }
+
+    /// An audit ended: every caller waiting for it gets the report.
+    pub(super) fn audited(
+        &mut self,
+        owner: NodeId,
+        result: Result<agora_market::engine::AuditReport, String>,
+    ) {
+        for reply in self.audits.remove(&owner).unwrap_or_default() {
+            let _ = reply.send(match &result {
+                Ok(r) => Ok(AuditReport {
+                    peer_id: r.owner,
+                    blocks: r.blocks,
+                    balance_micros: r.balance,
+                    balance: format_balance(r.balance),
+                    granted: r.granted,
+                    received: r.received,
+                    paid: r.paid,
+                }),
+                Err(e) => Err(ApiError::unavailable(format!("cannot audit {owner}: {e}"))),
+            });
+        }
+    }
+
     fn ledger(&self, limit: usize) -> Ledger {
         let st = self.engine.ledger().state();
         let store = &self.sh.store;
         let entries = store
-            .scan_rev::<Entry>(records::LEDGER_ENTRY.as_bytes(), limit)
+            .scan_rev::<Stored>(records::CHAIN.as_bytes(), limit)
             .unwrap_or_default()
             .into_iter()
-            .map(|(_, e)| LedgerEntry {
-                seq: e.seq,
-                at: e.at,
-                kind: e.kind.as_str().to_owned(),
-                amount: e.amount,
-                counterparty: e.counterparty,
-                task: e.task,
-                fuel: e.fuel,
-            })
+            .filter_map(|(_, s)| ledger_entry(&s.envelope()?))
             .collect();
         Ledger {
-            balance_micros: st.balance,
-            balance: format_balance(st.balance),
+            balance_micros: st.balance(),
+            balance: format_balance(st.balance()),
+            granted: Credits(st.granted),
             received: Credits(st.received),
             paid: Credits(st.paid),
+            seq: st.seq,
+            head: st.head.clone(),
             outbox: store
                 .scan_raw(records::VOUCHER_OUTBOX.as_bytes())
                 .map_or(0, |v| v.len()),
@@ -218,8 +294,8 @@ impl Driver {
             price: p.config().price,
             energy: p.config().energy,
             memory: p.config().memory,
-            balance: Credits(st.balance.unsigned_abs()),
-            balance_negative: st.balance < 0,
+            balance: Credits(st.balance().unsigned_abs()),
+            balance_negative: st.balance() < 0,
             peers: e.view().len(),
             connected: e.connected(),
             domains: e.view().domains().len(),
@@ -372,4 +448,34 @@ fn task_status(
         spot_checked: t.spot_checked,
         copies,
     }
+}
+
+/// One block of this node's chain as the owner reads it.
+fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
+    let block = env.open_ignoring_time::<Block>().ok()?;
+    let b = block.payload();
+    let (kind, amount, counterparty, voucher) = match &b.entry {
+        Entry::Grant(g) => {
+            let grant = g.open_ignoring_time::<Grant>().ok()?;
+            ("grant", grant.payload().amount, Some(grant.signer()), None)
+        }
+        Entry::Pay(v) => ("paid", v.amount, Some(v.provider), Some(v.clone())),
+        Entry::Receive(pay) => {
+            let p = pay.open_ignoring_time::<Block>().ok()?;
+            let Entry::Pay(v) = &p.payload().entry else {
+                return None;
+            };
+            ("received", v.amount, Some(p.signer()), Some(v.clone()))
+        }
+    };
+    Some(LedgerEntry {
+        seq: b.seq,
+        at: env.issued_at(),
+        kind: kind.to_owned(),
+        amount,
+        counterparty,
+        task: voucher.as_ref().map(|v| v.task.to_string()),
+        fuel: voucher.map(|v| v.fuel),
+        block: agora_protocol::chain::block_hash(env).to_string(),
+    })
 }

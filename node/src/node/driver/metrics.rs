@@ -175,7 +175,7 @@ impl Driver {
             ),
             (
                 ("agora_balance_credits", "gauge", "Credit balance"),
-                e.ledger().state().balance as f64 / 1e6,
+                e.ledger().state().balance() as f64 / 1e6,
             ),
             (
                 ("agora_resident_memory_bytes", "gauge", "Resident memory"),

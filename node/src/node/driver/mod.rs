@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use crate::network::ToPeerId;
 use agora_market::engine::{Engine, Output, ReplyId, RequestId};
-use agora_protocol::JobId;
 use agora_protocol::rpc::{Decline, MarketResponse};
 use agora_protocol::units::Timestamp;
 use futures::FutureExt;
@@ -43,7 +42,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::work::{self, Done};
 use super::{Options, Shared};
-use crate::api::SubmitResponse;
 use crate::api::server::{ApiCommand, ApiError};
 use crate::capacity::LoadSampler;
 use crate::config::Config;
@@ -55,8 +53,12 @@ const MAX_EVENTS_PER_TURN: usize = 64;
 /// Most work running at once; more waits its turn.
 pub(crate) const MAX_WORK: usize = 1024;
 
-/// The answer to a job submission, once the job is on disk.
-type Submitted = (oneshot::Sender<Result<SubmitResponse, ApiError>>, JobId);
+/// An API answer sent once the turn's writes are on disk (or could not be
+/// written).
+type Submitted = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// Audits waited for, per chain owner, and how many at most.
+const MAX_AUDITS: usize = 64;
 
 /// What waits for a batch to be durable.
 #[derive(Default)]
@@ -123,6 +125,8 @@ pub(super) struct Driver {
     durable: FuturesUnordered<BoxFuture<'static, Flushed>>,
     /// API answers of this turn that wait for its batch.
     api_after: Vec<Submitted>,
+    /// API calls waiting for an audit, by chain owner.
+    audits: HashMap<agora_protocol::NodeId, Vec<oneshot::Sender<Result<crate::api::AuditReport, ApiError>>>>,
     /// Stop flags of the executions running, by agreement.
     running: HashMap<agora_protocol::MessageId, Arc<AtomicBool>>,
     sampler: LoadSampler,
@@ -158,6 +162,7 @@ impl Driver {
             },
             durable: FuturesUnordered::new(),
             api_after: Vec::new(),
+            audits: HashMap::new(),
             running: HashMap::new(),
             sampler: LoadSampler::new(),
             last_idle: Instant::now(),
@@ -311,11 +316,8 @@ impl Driver {
         for out in after.outputs {
             self.carry_out(out);
         }
-        for (reply, id) in after.submitted {
-            let _ = reply.send(Ok(SubmitResponse {
-                id: Some(id),
-                plan: None,
-            }));
+        for answer in after.submitted {
+            answer(Ok(()));
         }
     }
 
@@ -337,10 +339,8 @@ impl Driver {
                 _ => {}
             }
         }
-        for (reply, _) in after.submitted {
-            let _ = reply.send(Err(ApiError::internal(format!(
-                "the job could not be stored: {e}"
-            ))));
+        for answer in after.submitted {
+            answer(Err(e));
         }
     }
 
@@ -390,6 +390,7 @@ impl Driver {
             }
             Output::Publish { topic, data } => self.outbox.publish(topic, data),
             Output::Interrupt { agreement } => self.interrupt(&agreement),
+            Output::Audited { owner, result } => self.audited(owner, result),
             Output::Locate { peer, addrs, dial } => {
                 let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
                 if dial && let Some(a) = addrs.first() {

@@ -1,0 +1,434 @@
+//! Credits on the wire: paying and being paid with blocks of the two
+//! parties' chains, admitting requesters on their audited balance, serving
+//! and auditing chains, taking grants, and bringing forks to light.
+//!
+//! * **Paying**: a requester appends a [`Entry::Pay`] block, keeps it in its
+//!   outbox and delivers it (once durable) until the payee answers with its
+//!   countersignature ([`MarketResponse::Received`]).
+//! * **Being paid**: a provider appends an [`Entry::Receive`] block
+//!   carrying the payer's, and answers with it (once durable).
+//! * **Admitting**: before offering, a provider asks [`crate::credit`];
+//!   when its audit of the requester is stale it reads the requester's chain
+//!   ([`MarketRequest::Chain`]) from where it left off.
+//! * **Forks**: every few seconds a node gossips the heads of the chains it
+//!   holds blocks of ([`Heads`]); a node holding another block at one of
+//!   those positions asks the publisher for it and, if it differs, publishes
+//!   a [`ForkProof`]. Whoever checks a fork proof refuses the forker as a
+//!   requester and bans it as a provider.
+
+use std::time::Duration;
+
+use agora_protocol::chain::{Block, Entry, ForkProof, Head, Heads, MAX_HEADS, block_hash};
+use agora_protocol::rpc::{Decline, MAX_CHAIN_PAGE, MarketRequest, MarketResponse};
+use agora_protocol::settlement::Voucher;
+use agora_protocol::units::{Credits, Price, Timestamp};
+use agora_protocol::{ContentId, Decode, Encode, Envelope, FRAUD_TOPIC, HEADS_TOPIC, NodeId, Payload};
+
+use super::{Engine, Output, Pending, ReplyId, Verdict};
+use crate::ledger::{Ledger, Payment, Refused, Stored};
+use crate::records;
+
+/// How often a node gossips the heads of the chains it holds.
+pub(super) const HEADS_EVERY: Duration = Duration::from_secs(5);
+/// Other chains' heads remembered at most.
+const MAX_KNOWN_HEADS: usize = 1024;
+
+/// The outcome of an audit the owner asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Whose chain.
+    pub owner: NodeId,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// Its balance, in micro-credits.
+    pub balance: i64,
+    /// Credits granted to it.
+    pub granted: Credits,
+    /// Credits it received.
+    pub received: Credits,
+    /// Credits it paid.
+    pub paid: Credits,
+}
+
+impl Engine {
+    /// Appends a payment block for `voucher`, keeps it in the outbox, and
+    /// delivers it to `to` once the writes are durable.
+    pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher, now: Timestamp) {
+        // Verified work: the provider has standing from now on.
+        self.view.prove(to);
+        let block = self.ledger.next(Entry::Pay(voucher));
+        let env = self.seal(&block, Block::MAX_LIFETIME, now);
+        self.ledger.append(&mut self.writes, &block, &env);
+        Ledger::send(&mut self.writes, to, &env);
+        self.note_head(self.local, block.seq, block_hash(&env));
+        self.counters.vouchers_out += 1;
+        self.deliver(env.id(), to, MarketRequest::Pay(env), true, now);
+    }
+
+    /// A payment from `peer`: counted once, answered with this node's block
+    /// receiving it.
+    pub(super) fn on_pay(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {
+        let decline = |e: String| MarketResponse::Declined(Decline::invalid(e));
+        match self.ledger.receive(self.host.as_ref(), peer, env) {
+            Ok(Payment::Counted(ours)) => {
+                self.counters.vouchers_dup += 1;
+                self.out.push(Output::Respond {
+                    reply,
+                    response: MarketResponse::Received(ours),
+                });
+            }
+            Ok(Payment::Append(block)) => {
+                self.check_held(peer, env, now);
+                let ours = self.seal(&block, Block::MAX_LIFETIME, now);
+                self.ledger.append(&mut self.writes, &block, &ours);
+                if let Some(v) = Ledger::voucher_of(env) {
+                    self.credit.paid(peer, &v.receipt, v.amount.0);
+                }
+                self.counters.vouchers_in += 1;
+                self.after.push(Output::Respond {
+                    reply,
+                    response: MarketResponse::Received(ours),
+                });
+            }
+            Err(Refused::Records(e)) => {
+                self.counters.declined(&Decline::invalid(""));
+                self.out.push(Output::Respond {
+                    reply,
+                    response: decline(format!("storage failure: {e}")),
+                });
+            }
+            Err(e) => {
+                self.counters.declined(&Decline::invalid(""));
+                self.out.push(Output::Respond {
+                    reply,
+                    response: decline(e.to_string()),
+                });
+            }
+        }
+    }
+
+    /// Whether to offer `requester` a task costing about `cost`; reads its
+    /// chain (again) when the audit is stale.
+    pub(super) fn admit_credit(
+        &mut self,
+        requester: NodeId,
+        price: Price,
+        fuel: agora_protocol::units::Fuel,
+        now: Timestamp,
+    ) -> Result<(), Decline> {
+        let (verdict, read) = self.credit.admit(requester, price.cost(fuel).0, now);
+        if read {
+            let after = self.credit.start_audit(requester);
+            self.ask_chain(requester, requester, after, false);
+        }
+        verdict
+    }
+
+    fn ask_chain(&mut self, to: NodeId, owner: NodeId, after: u64, for_owner: bool) {
+        let out = self.request(
+            to,
+            MarketRequest::Chain { owner, after },
+            Vec::new(),
+            Pending::Chain { owner, for_owner },
+        );
+        self.out.push(out);
+    }
+
+    /// Blocks of a chain arrived (or did not).
+    pub(super) fn on_chain(
+        &mut self,
+        owner: NodeId,
+        for_owner: bool,
+        answer: Result<MarketResponse, String>,
+        now: Timestamp,
+    ) {
+        let blocks = match answer {
+            Ok(MarketResponse::Chain(b)) => b,
+            other => {
+                let why = match other {
+                    Err(e) => e,
+                    Ok(r) => format!("unexpected answer {r:?}"),
+                };
+                if for_owner {
+                    self.audited(owner, Err(format!("cannot read the chain: {why}")));
+                } else {
+                    self.credit.audit_failed(owner);
+                }
+                return;
+            }
+        };
+        for b in &blocks {
+            self.check_against_held(owner, b, now);
+        }
+        if for_owner {
+            return self.owner_audit_step(owner, &blocks);
+        }
+        match self.credit.on_blocks(owner, &blocks, now) {
+            Ok(true) => {
+                let after = self.credit.start_audit(owner);
+                self.ask_chain(owner, owner, after, false);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(requester = %owner.short(), error = %e, "its credit chain does not audit: it has no credit here")
+            }
+        }
+    }
+
+    fn owner_audit_step(&mut self, owner: NodeId, blocks: &[Envelope]) {
+        let Some(mut audit) = self.audits.remove(&owner) else {
+            return;
+        };
+        let issuers = self.credit.config().issuers.clone();
+        for b in blocks {
+            if let Err(e) = audit.apply(b, &|n| issuers.contains(n)) {
+                return self.audited(owner, Err(format!("the chain does not audit: {e}")));
+            }
+        }
+        if blocks.len() >= MAX_CHAIN_PAGE {
+            let after = audit.seq;
+            self.audits.insert(owner, audit);
+            self.ask_chain(owner, owner, after, true);
+            return;
+        }
+        self.audited(
+            owner,
+            Ok(AuditReport {
+                owner,
+                blocks: audit.seq,
+                balance: audit.balance(),
+                granted: Credits(audit.granted),
+                received: Credits(audit.received),
+                paid: Credits(audit.paid),
+            }),
+        );
+    }
+
+    fn audited(&mut self, owner: NodeId, result: Result<AuditReport, String>) {
+        self.audits.remove(&owner);
+        self.out.push(Output::Audited { owner, result });
+    }
+
+    /// Audits `owner`'s chain from its first block, fetched from `owner`
+    /// itself; the report comes as [`Output::Audited`].
+    pub fn audit(&mut self, owner: NodeId) {
+        if owner == self.local {
+            // This node's own chain, from its records.
+            let blocks = self
+                .ledger
+                .blocks(self.host.as_ref(), &owner, 0, usize::MAX)
+                .unwrap_or_default();
+            let mut audit = agora_protocol::chain::Audit::new(owner);
+            let issuers = self.credit.config().issuers.clone();
+            for b in &blocks {
+                if let Err(e) = audit.apply(b, &|n| issuers.contains(n)) {
+                    return self.audited(owner, Err(format!("the chain does not audit: {e}")));
+                }
+            }
+            return self.audited(
+                owner,
+                Ok(AuditReport {
+                    owner,
+                    blocks: audit.seq,
+                    balance: audit.balance(),
+                    granted: Credits(audit.granted),
+                    received: Credits(audit.received),
+                    paid: Credits(audit.paid),
+                }),
+            );
+        }
+        if self.audits.contains_key(&owner) {
+            return;
+        }
+        self.audits
+            .insert(owner, agora_protocol::chain::Audit::new(owner));
+        self.ask_chain(owner, owner, 0, true);
+    }
+
+    /// Serves blocks of a chain this node holds.
+    pub(super) fn serve_chain(&mut self, owner: NodeId, after: u64, reply: ReplyId) {
+        let blocks = self
+            .ledger
+            .blocks(self.host.as_ref(), &owner, after, MAX_CHAIN_PAGE)
+            .unwrap_or_default();
+        self.out.push(Output::Respond {
+            reply,
+            response: MarketResponse::Chain(blocks),
+        });
+    }
+
+    /// Takes an issuer's grant to this node; the credits count once the
+    /// turn's writes are durable.
+    pub fn grant(&mut self, grant: &Envelope, now: Timestamp) -> Result<Credits, Refused> {
+        let issuers = self.credit.config().issuers.clone();
+        let block = self
+            .ledger
+            .grant(self.host.as_ref(), grant, &|n| issuers.contains(n))?;
+        let amount = match &block.entry {
+            Entry::Grant(g) => g
+                .open_ignoring_time::<agora_protocol::chain::Grant>()
+                .map_or(Credits(0), |g| g.payload().amount),
+            _ => Credits(0),
+        };
+        let env = self.seal(&block, Block::MAX_LIFETIME, now);
+        self.ledger.append(&mut self.writes, &block, &env);
+        self.note_head(self.local, block.seq, block_hash(&env));
+        self.must_flush = true;
+        Ok(amount)
+    }
+
+    fn note_head(&mut self, owner: NodeId, seq: u64, hash: ContentId) {
+        if self.heads.len() >= MAX_KNOWN_HEADS && !self.heads.contains_key(&owner) {
+            return;
+        }
+        let e = self.heads.entry(owner).or_insert((seq, hash));
+        if seq >= e.0 {
+            *e = (seq, hash);
+        }
+    }
+
+    /// Gossips the heads of the chains this node holds blocks of.
+    pub(super) fn publish_heads(&mut self, now: Timestamp) {
+        if self.heads.is_empty() {
+            return;
+        }
+        let heads: Vec<Head> = self
+            .heads
+            .iter()
+            .take(MAX_HEADS)
+            .map(|(owner, (seq, hash))| Head {
+                owner: *owner,
+                seq: *seq,
+                hash: *hash,
+            })
+            .collect();
+        let env = self.seal(&Heads { heads }, Heads::MAX_LIFETIME, now);
+        self.out.push(Output::Publish {
+            topic: HEADS_TOPIC.to_owned(),
+            data: env.to_bytes(),
+        });
+    }
+
+    /// Heads from gossip: any held block that differs at one of those
+    /// positions is compared with the publisher's.
+    pub(super) fn on_heads(&mut self, data: &[u8], now: Timestamp) -> Verdict {
+        let Ok(env) = Envelope::from_bytes(data) else {
+            return Verdict::Reject;
+        };
+        let Ok(v) = env.open::<Heads>(now) else {
+            return Verdict::Reject;
+        };
+        let publisher = v.signer();
+        for h in &v.payload().heads {
+            if h.owner == self.local || self.credit.is_forked(&h.owner) {
+                continue;
+            }
+            if let Some(held) = self.held_block(&h.owner, h.seq)
+                && block_hash(&held) != h.hash
+            {
+                let pending = Pending::ForkCheck {
+                    owner: h.owner,
+                    seq: h.seq,
+                    hash: h.hash,
+                    held,
+                };
+                let request = MarketRequest::Chain {
+                    owner: h.owner,
+                    after: h.seq - 1,
+                };
+                let out = self.request(publisher, request, Vec::new(), pending);
+                self.out.push(out);
+            }
+        }
+        Verdict::Accept
+    }
+
+    fn held_block(&self, owner: &NodeId, seq: u64) -> Option<Envelope> {
+        if seq == 0 {
+            return None;
+        }
+        records::get::<Stored>(self.host.as_ref(), &records::held_key(owner, seq))
+            .ok()
+            .flatten()
+            .and_then(|s| s.envelope())
+    }
+
+    /// The block a heads message claimed arrived: a fork if it differs from
+    /// the one held.
+    pub(super) fn on_fork_check(
+        &mut self,
+        (owner, seq, hash, held): (NodeId, u64, ContentId, Envelope),
+        answer: Result<MarketResponse, String>,
+        now: Timestamp,
+    ) {
+        let Ok(MarketResponse::Chain(blocks)) = answer else {
+            return;
+        };
+        let Some(theirs) = blocks.into_iter().next() else {
+            return;
+        };
+        if block_hash(&theirs) != hash {
+            return;
+        }
+        self.prove_fork(owner, seq, held, theirs, now);
+    }
+
+    /// A block of `owner`'s chain received now: compared with the one held
+    /// at its position (a payment received, or an audit's recent blocks).
+    fn check_held(&mut self, owner: NodeId, block: &Envelope, now: Timestamp) {
+        self.check_against_held(owner, block, now);
+        if let Ok(b) = block.open_ignoring_time::<Block>() {
+            self.note_head(owner, b.payload().seq, block_hash(block));
+        }
+    }
+
+    fn check_against_held(&mut self, owner: NodeId, block: &Envelope, now: Timestamp) {
+        let Ok(b) = block.open_ignoring_time::<Block>() else {
+            return;
+        };
+        let seq = b.payload().seq;
+        if let Some(held) = self.held_block(&owner, seq)
+            && held != *block
+        {
+            self.prove_fork(owner, seq, held, block.clone(), now);
+        }
+    }
+
+    fn prove_fork(&mut self, owner: NodeId, seq: u64, first: Envelope, second: Envelope, now: Timestamp) {
+        let proof = ForkProof { first, second };
+        if proof.check() != Ok(owner) {
+            return;
+        }
+        tracing::warn!(node = %owner, seq, "the node forked its credit chain: refusing it, publishing the proof");
+        self.forked(owner);
+        let env = self.seal(&proof, ForkProof::MAX_LIFETIME, now);
+        self.counters.fraud_published += 1;
+        self.out.push(Output::Publish {
+            topic: FRAUD_TOPIC.to_owned(),
+            data: env.to_bytes(),
+        });
+    }
+
+    fn forked(&mut self, node: NodeId) {
+        self.credit.forked(node);
+        self.requester.ban(node, "forked its credit chain".into());
+    }
+
+    /// A fork proof from gossip: cheap to check (two signatures), so it is
+    /// forwarded at once when it holds.
+    pub(super) fn on_fork_proof(&mut self, env: &Envelope, now: Timestamp) -> Verdict {
+        let Ok(v) = env.open::<ForkProof>(now) else {
+            return Verdict::Reject;
+        };
+        let Ok(forker) = v.payload().check() else {
+            return Verdict::Reject;
+        };
+        if self.credit.is_forked(&forker) {
+            return Verdict::Ignore;
+        }
+        tracing::warn!(node = %forker, "fork proof checked: refusing the node");
+        self.counters.fraud_confirmed += 1;
+        self.forked(forker);
+        Verdict::Accept
+    }
+}

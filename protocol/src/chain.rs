@@ -1,0 +1,523 @@
+//! Credit chains: every node's own append-only, hash-linked log of what it
+//! paid and received, signed block by block, that anyone can audit
+//! (SPEC.md §8.6). No global ledger: a node's balance is what its chain
+//! says, and its chain can be checked by anyone who fetches it.
+//!
+//! * A [`Block`] is one entry of its owner's chain: a position (`seq`, from
+//!   1), the hash of the previous block's envelope ([`Block::prev`]), and an
+//!   [`Entry`]. Its envelope is signed by the owner.
+//! * Credits come from **issuers** only: an issuer signs a [`Grant`] to a
+//!   node, which records it in an [`Entry::Grant`]. Which keys are issuers
+//!   is each network's configuration.
+//! * A **payment** is two linked blocks: the payer's [`Entry::Pay`] (its
+//!   voucher for a receipt), and the payee's [`Entry::Receive`], which
+//!   carries the payer's signed block whole: the payee countersigns the
+//!   payment, and its own chain proves every credit it counts.
+//! * A node that shows two different blocks at one position to two peers
+//!   has **forked** its chain; the two signed blocks are a [`ForkProof`]
+//!   anyone can check. Nodes gossip the [`Heads`] of the chains they hold,
+//!   so that forks come to light.
+//! * [`Audit`] checks a chain block by block (incrementally: a verifier
+//!   keeps the state and applies new blocks as they come) and yields its
+//!   balance.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::envelope::{Envelope, OpenError, Payload, PayloadType};
+use crate::id::{ContentId, NodeId};
+use crate::settlement::Voucher;
+use crate::units::Credits;
+use crate::wire::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::wire_struct;
+
+/// How long chain records stay valid: they are records, judged by their
+/// content long after they were signed.
+const RECORD_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Credits an issuer creates for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who receives them.
+    pub to: NodeId,
+    /// How many.
+    pub amount: Credits,
+    /// Unique per issuer: a grant counts once.
+    pub id: [u8; 16],
+}
+
+wire_struct!(Grant { to, amount, id });
+
+impl Payload for Grant {
+    const TYPE: PayloadType = PayloadType::Grant;
+    const DOMAIN: &'static str = "agora/1/chain/grant";
+    const MAX_LIFETIME: Duration = RECORD_LIFETIME;
+}
+
+/// What a block records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An issuer's signed [`Grant`] to the owner: credits created.
+    Grant(Envelope),
+    /// The owner pays `voucher.provider` `voucher.amount` for a receipt.
+    Pay(Voucher),
+    /// The owner receives a payment: the payer's signed [`Block`] whose
+    /// entry is a [`Entry::Pay`] to the owner, carried whole.
+    Receive(Envelope),
+}
+
+impl Encode for Entry {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Entry::Grant(e) => {
+                w.u8(0);
+                e.encode(w)
+            }
+            Entry::Pay(v) => {
+                w.u8(1);
+                v.encode(w)
+            }
+            Entry::Receive(e) => {
+                w.u8(2);
+                e.encode(w)
+            }
+        }
+    }
+}
+
+impl Decode for Entry {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => Entry::Grant(Decode::decode(r)?),
+            1 => Entry::Pay(Decode::decode(r)?),
+            2 => Entry::Receive(Decode::decode(r)?),
+            tag => {
+                return Err(DecodeError::InvalidTag {
+                    field: "chain entry",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// One entry of a node's chain, signed by the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// Its position: 1 for the first block, then one more each.
+    pub seq: u64,
+    /// The hash of the previous block's envelope (all zeros for the first).
+    pub prev: ContentId,
+    /// What it records.
+    pub entry: Entry,
+}
+
+wire_struct!(Block { seq, prev, entry });
+
+impl Payload for Block {
+    const TYPE: PayloadType = PayloadType::Block;
+    const DOMAIN: &'static str = "agora/1/chain/block";
+    const MAX_LIFETIME: Duration = RECORD_LIFETIME;
+}
+
+/// The hash that links a block to the next: blake3 of its envelope bytes.
+pub fn block_hash(block: &Envelope) -> ContentId {
+    ContentId::of(&block.to_bytes())
+}
+
+/// Two different blocks one node signed at the same position of its
+/// chain: proof that it showed different histories to different peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkProof {
+    /// One block.
+    pub first: Envelope,
+    /// Another at the same position.
+    pub second: Envelope,
+}
+
+wire_struct!(ForkProof { first, second });
+
+impl Payload for ForkProof {
+    const TYPE: PayloadType = PayloadType::ForkProof;
+    const DOMAIN: &'static str = "agora/1/chain/fork";
+    const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+}
+
+/// Why a fork proof proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForkProofError {
+    /// A block does not verify.
+    #[error("a block does not verify: {0}")]
+    Block(#[from] OpenError),
+    /// The blocks are by different nodes, at different positions, or the
+    /// same block.
+    #[error("the blocks do not conflict")]
+    NoConflict,
+}
+
+impl ForkProof {
+    /// The node that forked, if the proof holds.
+    pub fn check(&self) -> Result<NodeId, ForkProofError> {
+        let a = self.first.open_ignoring_time::<Block>()?;
+        let b = self.second.open_ignoring_time::<Block>()?;
+        if a.signer() != b.signer() || a.payload().seq != b.payload().seq || a.id() == b.id() {
+            return Err(ForkProofError::NoConflict);
+        }
+        Ok(a.signer())
+    }
+}
+
+/// The latest block a node holds of some chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Head {
+    /// Whose chain.
+    pub owner: NodeId,
+    /// Its position.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: ContentId,
+}
+
+wire_struct!(Head { owner, seq, hash });
+
+/// Most heads in one [`Heads`] message.
+pub const MAX_HEADS: usize = 64;
+
+/// Heads of chains a node holds blocks of, gossiped so that anyone holding
+/// a different block at one of those positions finds the fork.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heads {
+    /// The heads.
+    pub heads: Vec<Head>,
+}
+
+wire_struct!(Heads { heads < MAX_HEADS });
+
+impl Payload for Heads {
+    const TYPE: PayloadType = PayloadType::Heads;
+    const DOMAIN: &'static str = "agora/1/chain/heads";
+    const MAX_LIFETIME: Duration = Duration::from_secs(60);
+}
+
+/// Why a chain does not audit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// A block does not verify, or is not signed by the chain's owner.
+    #[error("block {seq}: {reason}")]
+    Block {
+        /// Its position.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A block is not the next one: a gap or a broken link.
+    #[error("block {seq} does not follow block {after}")]
+    Link {
+        /// The block's position.
+        seq: u64,
+        /// The position it should follow.
+        after: u64,
+    },
+    /// A grant not signed by an issuer, or to another node, or counted
+    /// twice.
+    #[error("block {seq}: {reason}")]
+    Grant {
+        /// The block's position.
+        seq: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A payment that is not one: inconsistent, to itself, or received
+    /// twice.
+    #[error("block {seq}: {reason}")]
+    Payment {
+        /// The block's position.
+        seq: u64,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// An audit of one node's chain, as far as it has gone.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// Whose chain.
+    pub owner: NodeId,
+    /// The last block applied (0: none).
+    pub seq: u64,
+    /// Its hash (all zeros before the first).
+    pub head: ContentId,
+    /// Credits granted.
+    pub granted: u64,
+    /// Credits received.
+    pub received: u64,
+    /// Credits paid.
+    pub paid: u64,
+    /// Grants counted, by (issuer, id).
+    grants: HashSet<(NodeId, [u8; 16])>,
+    /// Payments received, by the payer's block hash.
+    payments: HashSet<ContentId>,
+}
+
+impl Audit {
+    /// An audit of `owner`'s chain from its first block.
+    pub fn new(owner: NodeId) -> Audit {
+        Audit {
+            owner,
+            seq: 0,
+            head: ContentId([0; 32]),
+            granted: 0,
+            received: 0,
+            paid: 0,
+            grants: HashSet::new(),
+            payments: HashSet::new(),
+        }
+    }
+
+    /// The balance so far, in micro-credits (negative: a debt).
+    pub fn balance(&self) -> i64 {
+        (i128::from(self.granted) + i128::from(self.received) - i128::from(self.paid))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// Checks the next block of the chain and counts it. `issuer` says
+    /// whether a key may create credits.
+    pub fn apply(&mut self, block: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<(), AuditError> {
+        let seq = self.seq + 1;
+        let bad = |reason: String| AuditError::Block { seq, reason };
+        let v = block
+            .open_ignoring_time::<Block>()
+            .map_err(|e| bad(e.to_string()))?;
+        if v.signer() != self.owner {
+            return Err(bad("signed by another node".into()));
+        }
+        let b = v.payload();
+        if b.seq != seq || b.prev != self.head {
+            return Err(AuditError::Link {
+                seq: b.seq,
+                after: self.seq,
+            });
+        }
+        match &b.entry {
+            Entry::Grant(g) => self.grant(seq, g, issuer)?,
+            Entry::Pay(voucher) => {
+                if !voucher.amount_is_consistent() || voucher.provider == self.owner {
+                    return Err(AuditError::Payment {
+                        seq,
+                        reason: "the payment is inconsistent or to the payer itself",
+                    });
+                }
+                self.paid = self.paid.saturating_add(voucher.amount.0);
+            }
+            Entry::Receive(pay) => {
+                let amount =
+                    received(&self.owner, pay).map_err(|reason| AuditError::Payment { seq, reason })?;
+                if !self.payments.insert(block_hash(pay)) {
+                    return Err(AuditError::Payment {
+                        seq,
+                        reason: "the payment is received twice",
+                    });
+                }
+                self.received = self.received.saturating_add(amount);
+            }
+        }
+        self.seq = seq;
+        self.head = block_hash(block);
+        Ok(())
+    }
+
+    fn grant(&mut self, seq: u64, g: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<(), AuditError> {
+        let fail = |reason| AuditError::Grant { seq, reason };
+        let g = g
+            .open_ignoring_time::<Grant>()
+            .map_err(|_| fail("the grant does not verify"))?;
+        if !issuer(&g.signer()) {
+            return Err(fail("the grant is not signed by an issuer"));
+        }
+        if g.payload().to != self.owner {
+            return Err(fail("the grant is for another node"));
+        }
+        if !self.grants.insert((g.signer(), g.payload().id)) {
+            return Err(fail("the grant is counted twice"));
+        }
+        self.granted = self.granted.saturating_add(g.payload().amount.0);
+        Ok(())
+    }
+}
+
+/// What a received payment is worth to `payee`: the payer's block must be
+/// a payment to it, signed by someone else.
+pub fn received(payee: &NodeId, pay: &Envelope) -> Result<u64, &'static str> {
+    let p = pay
+        .open_ignoring_time::<Block>()
+        .map_err(|_| "the payment received does not verify")?;
+    match &p.payload().entry {
+        Entry::Pay(v) if v.provider == *payee && p.signer() != *payee && v.amount_is_consistent() => {
+            Ok(v.amount.0)
+        }
+        _ => Err("the block received is not a payment to this node"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{JobId, MessageId, Nonce, TaskId};
+    use crate::identity::Keypair;
+    use crate::units::{Fuel, Price, Timestamp};
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn kp(n: u8) -> Keypair {
+        Keypair::from_secret([n; 32])
+    }
+
+    fn seal<T: Payload>(k: &Keypair, p: &T, n: u64) -> Envelope {
+        let mut nonce = [0; 16];
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        Envelope::seal(k, p, T0, Duration::from_secs(3600), Nonce(nonce)).unwrap()
+    }
+
+    /// A node's chain under construction.
+    struct Chain {
+        key: Keypair,
+        blocks: Vec<Envelope>,
+    }
+
+    impl Chain {
+        fn new(key: Keypair) -> Chain {
+            Chain { key, blocks: vec![] }
+        }
+        fn append(&mut self, entry: Entry) -> Envelope {
+            let prev = self.blocks.last().map_or(ContentId([0; 32]), block_hash);
+            let b = Block {
+                seq: self.blocks.len() as u64 + 1,
+                prev,
+                entry,
+            };
+            let env = seal(&self.key, &b, b.seq);
+            self.blocks.push(env.clone());
+            env
+        }
+        fn audit(&self, issuers: &[NodeId]) -> Result<Audit, AuditError> {
+            let mut a = Audit::new(self.key.node_id());
+            for b in &self.blocks {
+                a.apply(b, &|n| issuers.contains(n))?;
+            }
+            Ok(a)
+        }
+    }
+
+    fn voucher(to: NodeId, amount_fuel: u64) -> Voucher {
+        let price = Price(1_000);
+        Voucher {
+            receipt: MessageId([amount_fuel as u8; 32]),
+            agreement: MessageId([2; 32]),
+            task: TaskId::new(JobId([1; 16]), amount_fuel as u32),
+            provider: to,
+            fuel: Fuel(amount_fuel),
+            price,
+            amount: price.cost(Fuel(amount_fuel)),
+        }
+    }
+
+    #[test]
+    fn a_granted_payment_moves_credits_between_two_chains() {
+        let issuer = kp(9);
+        let (mut r, mut p) = (Chain::new(kp(1)), Chain::new(kp(2)));
+        let grant = seal(
+            &issuer,
+            &Grant {
+                to: r.key.node_id(),
+                amount: Credits(10_000_000),
+                id: [1; 16],
+            },
+            1,
+        );
+        r.append(Entry::Grant(grant));
+        let pay = r.append(Entry::Pay(voucher(p.key.node_id(), 2_000_000_000)));
+        p.append(Entry::Receive(pay));
+        let issuers = [issuer.node_id()];
+        let (ar, ap) = (r.audit(&issuers).unwrap(), p.audit(&issuers).unwrap());
+        assert_eq!(ar.balance(), 10_000_000 - 2_000_000);
+        assert_eq!(ap.balance(), 2_000_000);
+        assert_eq!(ar.balance() + ap.balance(), 10_000_000, "credits are conserved");
+    }
+
+    #[test]
+    fn credits_come_from_issuers_only_and_count_once() {
+        let (issuer, stranger) = (kp(9), kp(8));
+        let mut r = Chain::new(kp(1));
+        let grant = |k: &Keypair, id: u8| {
+            seal(
+                k,
+                &Grant {
+                    to: kp(1).node_id(),
+                    amount: Credits(5),
+                    id: [id; 16],
+                },
+                u64::from(id),
+            )
+        };
+        r.append(Entry::Grant(grant(&stranger, 1)));
+        assert!(matches!(
+            r.audit(&[issuer.node_id()]),
+            Err(AuditError::Grant { .. })
+        ));
+        let mut r = Chain::new(kp(1));
+        let g = grant(&issuer, 2);
+        r.append(Entry::Grant(g.clone()));
+        r.append(Entry::Grant(g));
+        assert!(matches!(
+            r.audit(&[issuer.node_id()]),
+            Err(AuditError::Grant { .. })
+        ));
+    }
+
+    #[test]
+    fn a_payment_is_received_once_and_only_by_its_payee() {
+        let (mut r, mut p, mut q) = (Chain::new(kp(1)), Chain::new(kp(2)), Chain::new(kp(3)));
+        let pay = r.append(Entry::Pay(voucher(p.key.node_id(), 1_000_000)));
+        p.append(Entry::Receive(pay.clone()));
+        p.append(Entry::Receive(pay.clone()));
+        assert!(matches!(p.audit(&[]), Err(AuditError::Payment { .. })));
+        q.append(Entry::Receive(pay));
+        assert!(matches!(q.audit(&[]), Err(AuditError::Payment { .. })));
+    }
+
+    #[test]
+    fn a_tampered_or_reordered_chain_does_not_audit() {
+        let mut r = Chain::new(kp(1));
+        r.append(Entry::Pay(voucher(kp(2).node_id(), 1)));
+        r.append(Entry::Pay(voucher(kp(2).node_id(), 2)));
+        r.blocks.swap(0, 1);
+        assert!(matches!(r.audit(&[]), Err(AuditError::Link { .. })));
+        let mut r = Chain::new(kp(1));
+        r.append(Entry::Pay(voucher(kp(2).node_id(), 1)));
+        // Another key's block slipped in.
+        let mut other = Chain::new(kp(7));
+        other.blocks = r.blocks.clone();
+        assert!(matches!(other.audit(&[]), Err(AuditError::Block { .. })));
+    }
+
+    #[test]
+    fn two_blocks_at_one_position_prove_a_fork() {
+        let mut a = Chain::new(kp(1));
+        let mut b = Chain::new(kp(1));
+        let x = a.append(Entry::Pay(voucher(kp(2).node_id(), 5)));
+        let y = b.append(Entry::Pay(voucher(kp(3).node_id(), 5)));
+        let proof = ForkProof {
+            first: x.clone(),
+            second: y,
+        };
+        assert_eq!(proof.check(), Ok(kp(1).node_id()));
+        assert_eq!(
+            ForkProof {
+                first: x.clone(),
+                second: x
+            }
+            .check(),
+            Err(ForkProofError::NoConflict)
+        );
+    }
+}
