@@ -8,16 +8,19 @@
 //! [`Config::audit_every`]. A call is offered only if
 //!
 //! ```text
-//! balance − owed + credit line ≥ cost of the call's estimated fuel
+//! balance − owed + credit line ≥ cost of the call's fuel limit
 //! ```
 //!
-//! where *owed* is what agreements and delivered receipts of this provider
-//! still wait to be paid, and the *credit line* is small for a stranger
+//! (the worst case: an estimate is only the requester's word), where *owed*
+//! is what agreements (at their fuel limit) and delivered receipts of this
+//! provider still wait to be paid, and the *credit line* is small for a stranger
 //! (`line`) and grows with what it has paid here (`line_per_paid` of it).
 //! A requester with more than `max_unpaid` receipts unpaid past
-//! `pay_within` is refused until it pays; one on the owner's deny list (or
-//! off a non-empty allow list), or proven to have forked its chain, is
-//! refused outright.
+//! `pay_within` is refused until it pays, and one that has paid this
+//! provider nothing yet holds at most `max_unpaid` tasks here until it does; one on the owner's deny list (or
+//! off a non-empty allow list), proven to have forked its chain, or whose
+//! chain does not audit (a broken link, a forged grant, a payment beyond
+//! its balance), is refused outright.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -83,6 +86,12 @@ struct Account {
     paid_early: std::collections::VecDeque<MessageId>,
     /// What it has paid this provider, in micro-credits.
     paid: u64,
+    /// Its chain did not audit: refused.
+    broken: bool,
+    /// A payment block of its arrived since its chain was last read: the
+    /// chain is read again (within `audit_every`) so that a block it shows
+    /// others at that position is compared with the one paid here.
+    unchecked: bool,
 }
 
 impl Account {
@@ -96,6 +105,8 @@ impl Account {
             unpaid: HashMap::new(),
             paid_early: std::collections::VecDeque::new(),
             paid: 0,
+            broken: false,
+            unchecked: false,
         }
     }
 
@@ -171,12 +182,27 @@ impl Credit {
         }
         let (max_unpaid, line, per_paid, every) = (c.max_unpaid, c.line.0, c.line_per_paid, c.audit_every);
         let a = self.account(requester);
+        if a.broken {
+            return (Err(Decline::Refused), false);
+        }
         let late = a.unpaid.values().filter(|(_, due)| *due <= now).count();
         let stale = !a.auditing && (a.audit.is_none() || now.since(a.audited_at) >= every);
         if late > max_unpaid {
             return (
                 Err(Decline::Unpaid {
                     receipts: late as u32,
+                }),
+                stale,
+            );
+        }
+        // A requester that has paid this provider nothing yet holds at most
+        // `max_unpaid` of its tasks until its first payment arrives: one
+        // that never pays gets that many, then nothing.
+        let outstanding = a.agreed.len() + a.unpaid.len();
+        if a.paid == 0 && outstanding >= max_unpaid.max(1) {
+            return (
+                Err(Decline::Unpaid {
+                    receipts: outstanding as u32,
                 }),
                 stale,
             );
@@ -196,12 +222,27 @@ impl Credit {
     pub fn start_audit(&mut self, requester: NodeId) -> u64 {
         let a = self.account(requester);
         a.auditing = true;
+        a.unchecked = false;
         a.audit.as_ref().map_or(0, |x| x.seq)
+    }
+
+    /// Requesters whose payments arrived since their chain was last read,
+    /// and whose audit is stale: read each again (marked under way), from
+    /// the position given.
+    pub fn due_audits(&mut self, now: Timestamp) -> Vec<(NodeId, u64)> {
+        let every = self.config.audit_every;
+        let due: Vec<NodeId> = self
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.unchecked && !a.auditing && now.since(a.audited_at) >= every)
+            .map(|(n, _)| *n)
+            .collect();
+        due.into_iter().map(|n| (n, self.start_audit(n))).collect()
     }
 
     /// Blocks of `requester`'s chain arrived: they are checked and counted.
     /// `Ok(true)`: more may follow (ask again). `Err`: the chain does not
-    /// audit (the requester is then treated as having nothing).
+    /// audit (the requester is refused from then on).
     pub fn on_blocks(
         &mut self,
         requester: NodeId,
@@ -224,7 +265,10 @@ impl Credit {
         }
         match &result {
             Ok(_) => a.audit = Some(audit),
-            Err(_) => a.audit = None,
+            Err(_) => {
+                a.audit = None;
+                a.broken = true;
+            }
         }
         a.audited_at = now;
         if !matches!(result, Ok(true)) {
@@ -236,13 +280,6 @@ impl Credit {
     /// The blocks could not be fetched.
     pub fn audit_failed(&mut self, requester: NodeId) {
         self.account(requester).auditing = false;
-    }
-
-    /// A block of `owner`'s chain at `seq` with `hash` that this provider
-    /// audited differently: the hash it holds there, if it differs.
-    pub fn conflicting(&self, owner: &NodeId, seq: u64, hash: &ContentId) -> Option<ContentId> {
-        let held = self.accounts.get(owner)?.recent.get(&seq)?;
-        (held != hash).then_some(*held)
     }
 
     /// An agreement was signed: its estimated cost is owed until paid.
@@ -277,7 +314,13 @@ impl Credit {
     /// A payment for `receipt` was counted.
     pub fn paid(&mut self, requester: NodeId, receipt: &MessageId, amount: u64) {
         let a = self.account(requester);
-        if a.unpaid.remove(receipt).is_none() {
+        a.unchecked = true;
+        if let Some((owed, due)) = a.unpaid.remove(receipt) {
+            // Less than the receipt's cost settles only that much.
+            if amount < owed {
+                a.unpaid.insert(*receipt, (owed - amount, due));
+            }
+        } else {
             a.paid_early.push_back(*receipt);
             while a.paid_early.len() > PAID_EARLY {
                 a.paid_early.pop_front();
@@ -292,6 +335,11 @@ impl Credit {
             self.forked.insert(node);
         }
         self.accounts.remove(&node);
+    }
+
+    /// How many nodes are known to have forked their chains.
+    pub fn forked_count(&self) -> usize {
+        self.forked.len()
     }
 
     /// Whether `node` forked its chain.
@@ -353,6 +401,22 @@ mod tests {
         assert_eq!(c.admit(r, 1, later).0, Err(Decline::Unpaid { receipts: 3 }));
         c.paid(r, &MessageId([10; 32]), 1);
         assert!(c.admit(r, 1, later).0.is_ok());
+    }
+
+    #[test]
+    fn a_requester_that_never_paid_holds_at_most_max_unpaid_tasks_until_it_pays() {
+        let mut c = Credit::new(Config {
+            line: Credits(1_000_000),
+            max_unpaid: 2,
+            ..Config::default()
+        });
+        let r = node(1);
+        c.agreed(r, MessageId([1; 32]), 1);
+        c.delivered(r, &MessageId([1; 32]), MessageId([11; 32]), 1, NOW);
+        c.agreed(r, MessageId([2; 32]), 1);
+        assert_eq!(c.admit(r, 1, NOW).0, Err(Decline::Unpaid { receipts: 2 }));
+        c.paid(r, &MessageId([11; 32]), 1);
+        assert!(c.admit(r, 1, NOW).0.is_ok(), "its first payment lifts the cap");
     }
 
     #[test]

@@ -26,12 +26,18 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The provider has no capacity now, but may have soon: ask it again
-    /// after a short back-off, without holding it against it.
+    /// The provider has no capacity (or credit) for this requester now,
+    /// but may have soon: ask it again after a short back-off, without
+    /// holding it against it. Credit frees up as payments arrive.
     pub fn is_busy(&self) -> bool {
         matches!(
             self,
-            Refusal::Declined(Decline::NoFreeSlot | Decline::NotAccepting)
+            Refusal::Declined(
+                Decline::NoFreeSlot
+                    | Decline::NotAccepting
+                    | Decline::NoCredit { .. }
+                    | Decline::Unpaid { .. }
+            )
         )
     }
 
@@ -50,6 +56,8 @@ mod tests {
     fn only_capacity_declines_count_as_busy() {
         assert!(Refusal::Declined(Decline::NoFreeSlot).is_busy());
         assert!(Refusal::Declined(Decline::NotAccepting).is_busy());
+        assert!(Refusal::Declined(Decline::Unpaid { receipts: 3 }).is_busy());
+        assert!(!Refusal::Declined(Decline::Refused).is_busy());
         assert!(!Refusal::Declined(Decline::MemoryTooLarge { max: Bytes::mib(1) }).is_busy());
         assert!(!Refusal::Unreachable("no free slot".into()).is_busy());
         assert!(Refusal::Unreachable("timed out".into()).is_unreachable());

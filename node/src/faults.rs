@@ -1,5 +1,6 @@
 //! Fault injection, for tests and the testnet's chaos scenarios: a
-//! provider that returns wrong outputs, or runs slower than it advertises.
+//! provider that returns wrong outputs, or runs slower than it advertises;
+//! a requester that never pays, or forks its credit chain.
 //!
 //! Compiled in only with the `fault-injection` cargo feature, which the
 //! testnet turns on when it builds the node. Without it, [`Faults`] is
@@ -18,6 +19,13 @@ pub struct Faults {
     /// the measured figure).
     #[cfg(feature = "fault-injection")]
     pub slowdown: f64,
+    /// Never pay for verified work (a freeloading requester).
+    #[cfg(feature = "fault-injection")]
+    pub never_pay: bool,
+    /// Fork the credit chain: pay a second provider with another block at
+    /// the position of the last payment.
+    #[cfg(feature = "fault-injection")]
+    pub fork_payments: bool,
 }
 
 impl Faults {
@@ -30,6 +38,22 @@ impl Faults {
         }
         #[cfg(not(feature = "fault-injection"))]
         let _ = outcome;
+    }
+
+    /// Whether this node pays for verified work.
+    pub fn pays(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return !self.never_pay;
+        #[cfg(not(feature = "fault-injection"))]
+        true
+    }
+
+    /// Whether this node forks its credit chain when it pays.
+    pub fn forks(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.fork_payments;
+        #[cfg(not(feature = "fault-injection"))]
+        false
     }
 
     /// The factor by which runs are slowed (1: not at all).

@@ -21,8 +21,9 @@
 //! * The messages, by concern: [`capacity`] (adverts, domain summaries),
 //!   [`market`] (calls for offers, offers, accepts with task assignments,
 //!   agreements, cancels), [`execution`] (receipts), [`settlement`]
-//!   (vouchers), [`fraud`] (fraud proofs), and [`rpc`], the request-response
-//!   frames that carry them.
+//!   (vouchers: what a payment pays for), [`chain`] (credit chains: grants,
+//!   the blocks that record payments, fork proofs, heads), [`fraud`] (fraud
+//!   proofs), and [`rpc`], the request-response frames that carry them.
 //! * [`domain`]: hierarchical domains and the gossip topics and DHT keys
 //!   derived from them.
 

@@ -251,6 +251,7 @@ fn decline() -> impl Strategy<Value = Decline> {
         any::<u32>().prop_map(|receipts| Decline::Unpaid { receipts }),
         Just(Decline::Refused),
         Just(Decline::Superseded),
+        Just(Decline::Unavailable),
     ]
 }
 

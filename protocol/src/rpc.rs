@@ -230,6 +230,9 @@ pub enum Decline {
     /// A receipt for a copy the requester withdrew before its agreement
     /// arrived: not recorded, nothing is owed for it.
     Superseded,
+    /// The node cannot record the request now (its store failed): send it
+    /// again later.
+    Unavailable,
 }
 
 impl std::fmt::Display for Decline {
@@ -255,10 +258,11 @@ impl std::fmt::Display for Decline {
             Decline::TimeTooLong { max } => write!(f, "may run longer than the {}ms it allows a task", max.0),
             Decline::NoCredit { available } => write!(f, "not enough credit: {available} available here"),
             Decline::Unpaid { receipts } => {
-                write!(f, "{receipts} receipt(s) left unpaid past their deadline")
+                write!(f, "{receipts} receipt(s) unpaid here: no more work until it pays")
             }
             Decline::Refused => f.write_str("refused: this provider does not work for this requester"),
             Decline::Superseded => f.write_str("the copy was withdrawn: nothing is owed for it"),
+            Decline::Unavailable => f.write_str("cannot record it now (storage failure): try again later"),
         }
     }
 }
@@ -321,6 +325,7 @@ impl Encode for Decline {
             }
             Decline::Refused => w.u8(14),
             Decline::Superseded => w.u8(15),
+            Decline::Unavailable => w.u8(16),
         }
     }
 }
@@ -364,6 +369,7 @@ impl Decode for Decline {
             },
             14 => Decline::Refused,
             15 => Decline::Superseded,
+            16 => Decline::Unavailable,
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "decline",

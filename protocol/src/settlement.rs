@@ -1,4 +1,4 @@
-//! Settlement: payment vouchers.
+//! Settlement: the voucher, which names what a payment pays for.
 
 use std::time::Duration;
 
@@ -9,11 +9,15 @@ use crate::id::{MessageId, NodeId, TaskId};
 use crate::units::{Credits, Fuel, Price};
 use crate::wire_struct;
 
-/// A requester's signed promise of payment for one verified receipt.
+/// A requester's payment for one verified receipt.
 ///
-/// The amount is `price.cost(fuel)`. A voucher is identified by its
-/// envelope's `(signer, nonce)`; a ledger records each at most once, so a
-/// voucher never counts twice (SPEC.md §8.5).
+/// The amount is `price.cost(fuel)`. A voucher is not sent on its own: the
+/// payer records it in an [`Entry::Pay`](crate::chain::Entry::Pay) block of
+/// its credit chain and sends that signed block, and the payee counts it by
+/// appending an [`Entry::Receive`](crate::chain::Entry::Receive) block that
+/// carries the payer's block whole. The payee counts at most one payment
+/// per `receipt`, so a payment sent again never counts twice (SPEC.md §8.5,
+/// §8.6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Voucher {
     /// The receipt paid for (its envelope id).
@@ -42,6 +46,8 @@ wire_struct!(Voucher {
     amount,
 });
 
+/// [`PayloadType::Voucher`] is reserved: a voucher travels inside a block,
+/// never in an envelope of its own.
 impl Payload for Voucher {
     const TYPE: PayloadType = PayloadType::Voucher;
     const DOMAIN: &'static str = "agora/1/settlement/voucher";

@@ -91,6 +91,10 @@ pub struct NodeSpec {
     pub slowdown: f64,
     /// Whether the issuer funds it when it first starts.
     pub funded: bool,
+    /// Test only: `--never-pay`.
+    pub never_pay: bool,
+    /// Test only: `--fork-payments`.
+    pub fork_payments: bool,
 }
 
 impl NodeSpec {
@@ -104,6 +108,8 @@ impl NodeSpec {
             cheat_rate: 0.0,
             slowdown: 1.0,
             funded: true,
+            never_pay: false,
+            fork_payments: false,
         }
     }
 
@@ -130,6 +136,19 @@ impl NodeSpec {
     /// With `--cheat-rate`.
     pub fn with_cheat_rate(mut self, rate: f64) -> NodeSpec {
         self.cheat_rate = rate;
+        self
+    }
+
+    /// With `--never-pay`: a requester that never pays for verified work.
+    pub fn never_paying(mut self) -> NodeSpec {
+        self.never_pay = true;
+        self
+    }
+
+    /// With `--fork-payments`: a requester that spends the same credits
+    /// twice by forking its chain.
+    pub fn forking(mut self) -> NodeSpec {
+        self.fork_payments = true;
         self
     }
 
@@ -167,6 +186,12 @@ impl NodeSpec {
         if !self.funded {
             s.push_str(", no grant");
         }
+        if self.never_pay {
+            s.push_str(", never pays");
+        }
+        if self.fork_payments {
+            s.push_str(", forks its chain");
+        }
         s
     }
 
@@ -188,6 +213,12 @@ impl NodeSpec {
         }
         if self.slowdown > 1.0 {
             a.extend(["--slowdown".to_owned(), self.slowdown.to_string()]);
+        }
+        if self.never_pay {
+            a.push("--never-pay".to_owned());
+        }
+        if self.fork_payments {
+            a.push("--fork-payments".to_owned());
         }
         a
     }

@@ -25,6 +25,9 @@ pub struct Counters {
     pub vouchers_dup: u64,
     /// Vouchers issued.
     pub vouchers_out: u64,
+    /// Payments owed but not made: the chain does not hold enough (or
+    /// the node does not pay, by injected fault).
+    pub payments_unmade: u64,
     /// Malformed, forged or stale requests.
     pub invalid_requests: u64,
     /// Replayed requests rejected.
@@ -72,5 +75,6 @@ fn label(d: &Decline) -> &'static str {
         Decline::Unpaid { .. } => "unpaid",
         Decline::Refused => "refused",
         Decline::Superseded => "superseded",
+        Decline::Unavailable => "unavailable",
     }
 }

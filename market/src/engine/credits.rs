@@ -56,13 +56,55 @@ impl Engine {
     pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher, now: Timestamp) {
         // Verified work: the provider has standing from now on.
         self.view.prove(to);
+        let balance = self.ledger.state().balance();
+        if !self.config.pays || i128::from(balance) < i128::from(voucher.amount.0) {
+            // A payment beyond the balance would break this node's own
+            // chain: every auditor would refuse it from then on.
+            self.counters.payments_unmade += 1;
+            if self.config.pays {
+                tracing::warn!(
+                    provider = %to.short(),
+                    owed = %voucher.amount,
+                    balance,
+                    "cannot pay for verified work: the chain does not hold enough credits"
+                );
+            }
+            return;
+        }
+        if self.config.fork_payments
+            && let Some((seq, prev, first)) = self.fork_base
+            && first != to
+        {
+            // Injected fault: another block at a position already used,
+            // shown only to this payee; the node's own chain goes on
+            // without it.
+            self.fork_base = None;
+            let block = Block {
+                seq,
+                prev,
+                entry: Entry::Pay(voucher),
+            };
+            let env = self.seal(&block, Block::MAX_LIFETIME, now);
+            Ledger::send(&mut self.writes, to, &env);
+            self.counters.vouchers_out += 1;
+            self.deliver(env.id(), to, MarketRequest::Pay(env), true, now);
+            return;
+        }
         let block = self.ledger.next(Entry::Pay(voucher));
         let env = self.seal(&block, Block::MAX_LIFETIME, now);
         self.ledger.append(&mut self.writes, &block, &env);
         Ledger::send(&mut self.writes, to, &env);
         self.note_head(self.local, block.seq, block_hash(&env));
         self.counters.vouchers_out += 1;
+        if self.config.fork_payments {
+            self.fork_base = Some((block.seq, block.prev, to));
+        }
         self.deliver(env.id(), to, MarketRequest::Pay(env), true, now);
+    }
+
+    /// Nodes proven to have forked their chains.
+    pub fn forked_known(&self) -> usize {
+        self.credit.forked_count()
     }
 
     /// A payment from `peer`: counted once, answered with this node's block
@@ -81,6 +123,7 @@ impl Engine {
                 self.check_held(peer, env, now);
                 let ours = self.seal(&block, Block::MAX_LIFETIME, now);
                 self.ledger.append(&mut self.writes, &block, &ours);
+                self.note_head(self.local, block.seq, block_hash(&ours));
                 if let Some(v) = Ledger::voucher_of(env) {
                     self.credit.paid(peer, &v.receipt, v.amount.0);
                 }
@@ -91,10 +134,10 @@ impl Engine {
                 });
             }
             Err(Refused::Records(e)) => {
-                self.counters.declined(&Decline::invalid(""));
+                tracing::error!(error = %e, "cannot read the ledger's records: the payment is to be sent again");
                 self.out.push(Output::Respond {
                     reply,
-                    response: decline(format!("storage failure: {e}")),
+                    response: MarketResponse::Declined(Decline::Unavailable),
                 });
             }
             Err(e) => {
@@ -122,6 +165,16 @@ impl Engine {
             self.ask_chain(requester, requester, after, false);
         }
         verdict
+    }
+
+    /// Reads again the chains of requesters that paid since they were last
+    /// read (see [`crate::credit::Credit::due_audits`]): a fork shows when
+    /// the block this node was paid with differs from the one the chain
+    /// holds at that position.
+    pub(super) fn read_paid_chains(&mut self, now: Timestamp) {
+        for (owner, after) in self.credit.due_audits(now) {
+            self.ask_chain(owner, owner, after, false);
+        }
     }
 
     fn ask_chain(&mut self, to: NodeId, owner: NodeId, after: u64, for_owner: bool) {

@@ -126,8 +126,23 @@ impl Engine {
             answer,
             Ok(MarketResponse::Declined(agora_protocol::rpc::Decline::Superseded))
         );
+        let countersigned = match (&answer, &d.request) {
+            (Ok(MarketResponse::Received(ours)), MarketRequest::Pay(pay)) => countersigns(ours, d.to, pay),
+            _ => false,
+        };
+        let is_pay = matches!(d.request, MarketRequest::Pay(_));
         let refused = match answer {
-            Ok(MarketResponse::Ack | MarketResponse::Received(_)) => None,
+            Ok(MarketResponse::Ack) if !is_pay => None,
+            Ok(MarketResponse::Received(_)) if countersigned => None,
+            Ok(MarketResponse::Received(_)) => {
+                Some("the countersignature is not the payee's block receiving this payment".into())
+            }
+            Ok(MarketResponse::Declined(agora_protocol::rpc::Decline::Unavailable)) => {
+                tracing::debug!(delivery = %key, "the peer cannot record it now; will retry");
+                d.next_at = now.add(d.wait);
+                d.wait = (d.wait * 2).min(MAX_RETRY);
+                return;
+            }
             // Withdrawn copy: nothing owed, nothing wrong.
             Ok(MarketResponse::Declined(agora_protocol::rpc::Decline::Superseded)) => None,
             Ok(MarketResponse::Declined(reason)) => Some(reason.to_string()),
@@ -228,6 +243,13 @@ impl Engine {
             due.max(now),
         );
     }
+}
+
+/// Whether `ours` is `payee`'s chain block receiving `pay`.
+fn countersigns(ours: &Envelope, payee: NodeId, pay: &Envelope) -> bool {
+    use agora_protocol::chain::{Block, Entry};
+    ours.open_ignoring_time::<Block>()
+        .is_ok_and(|b| b.signer() == payee && matches!(&b.payload().entry, Entry::Receive(p) if p == pay))
 }
 
 fn decode_hex_envelope(h: &str) -> Option<Envelope> {

@@ -117,6 +117,13 @@ pub struct Config {
     pub replay_capacity: usize,
     /// Software version in adverts.
     pub version: String,
+    /// Whether this node pays for verified work. Off only to inject a
+    /// fault (a requester that never pays, for the testnet's chaos runs).
+    pub pays: bool,
+    /// Injected fault only: pay a second provider with a different block
+    /// at the position of the last payment (a forked chain: the same
+    /// credits spent twice), for the testnet's chaos runs.
+    pub fork_payments: bool,
 }
 
 impl Default for Config {
@@ -134,6 +141,8 @@ impl Default for Config {
             domain_peers: 12,
             replay_capacity: 100_000,
             version: agora_protocol::SOFTWARE_VERSION.to_owned(),
+            pays: true,
+            fork_payments: false,
         }
     }
 }
@@ -234,6 +243,9 @@ pub struct Engine {
     /// Heads of other chains this node learnt lately (gossiped so that
     /// forks come to light), by owner.
     heads: HashMap<NodeId, (u64, ContentId)>,
+    /// Injected fault only: the position of the last payment, to sign a
+    /// second, different block there for another payee.
+    fork_base: Option<(u64, ContentId, NodeId)>,
     replay: ReplayGuard,
     rng: SmallRng,
     writes: Writes,
@@ -326,6 +338,7 @@ impl Engine {
             credit: crate::credit::Credit::new(credit),
             audits: HashMap::new(),
             heads: HashMap::new(),
+            fork_base: None,
             rng,
             writes,
             out: Vec::new(),
@@ -474,6 +487,7 @@ impl Engine {
                 tracing::info!(peer = %gone.short(), "peer's advert expired; dropping it from the view");
                 self.requester.on_peer_down(gone, now);
             }
+            self.read_paid_chains(now);
         }
         self.retry_deliveries(now);
         if now.since(self.timers.last_heads) >= credits::HEADS_EVERY {

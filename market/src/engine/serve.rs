@@ -73,7 +73,7 @@ impl Engine {
         };
         let cfo = v.payload();
         let admitted = self.provider.call(peer, cfo, now).and_then(|offer| {
-            self.admit_credit(peer, offer.price, cfo.requirements.fuel, now)
+            self.admit_credit(peer, offer.price, cfo.requirements.fuel_limit, now)
                 .map(|()| offer)
         });
         match admitted {
@@ -111,6 +111,11 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let a = v.payload();
+        // Offers are made before agreements are counted: the credit rules
+        // are checked again for what is agreed since.
+        if let (Err(d), _) = self.credit.admit(peer, 0, now) {
+            return self.decline(reply, d);
+        }
         let terms = match self.provider.accept(peer, a, now) {
             Ok(t) => t,
             Err(d) => return self.decline(reply, d),
@@ -143,7 +148,10 @@ impl Engine {
         let aenv = self.seal(&agreement, lifetime, now);
         let accepted = terms.accepted(&aenv, a.assignment.clone());
         let id = accepted.agreement;
-        self.credit.agreed(peer, id, terms.price.cost(terms.estimate).0);
+        // Reserved at the worst case, the fuel limit: an estimate is the
+        // requester's word, the limit what the run may really cost.
+        self.credit
+            .agreed(peer, id, terms.price.cost(a.assignment.limits.fuel).0);
         self.writes.put(records::accepted_key(&id), &accepted);
         self.provider.agreed(accepted, a.offer, env.id());
         if !inline.is_empty() {

@@ -81,6 +81,15 @@ pub struct NodeCommand {
     #[cfg(feature = "fault-injection")]
     #[arg(long, default_value_t = 1.0)]
     pub slowdown: f64,
+    /// Fault injection: never pay for verified work.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long)]
+    pub never_pay: bool,
+    /// Fault injection: fork the credit chain (spend the same credits
+    /// twice).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long)]
+    pub fork_payments: bool,
 }
 
 impl NodeCommand {
@@ -152,6 +161,8 @@ impl NodeCommand {
         {
             options.faults.cheat_rate = self.cheat_rate.clamp(0.0, 1.0);
             options.faults.slowdown = self.slowdown.max(1.0);
+            options.faults.never_pay = self.never_pay;
+            options.faults.fork_payments = self.fork_payments;
         }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let result = rt.block_on(async move {

@@ -86,11 +86,20 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
     let mut gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
         .map_err(|e| NetworkError::Config(format!("gossipsub: {e}")))?;
+    // Many peers behind one address lower each other's scores (a cheap
+    // defence against one host posing as many nodes), except on loopback:
+    // a local testnet's nodes all share 127.0.0.1, and past ten of them
+    // the penalty would silence every one (their adverts ignored).
+    let score = gossipsub::PeerScoreParams {
+        ip_colocation_factor_whitelist: [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into(),
+        ..gossipsub::PeerScoreParams::default()
+    };
     gossipsub
-        .with_peer_score(
-            gossipsub::PeerScoreParams::default(),
-            gossipsub::PeerScoreThresholds::default(),
-        )
+        .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
         .map_err(|e| NetworkError::Config(format!("gossipsub scoring: {e}")))?;
 
     let rr_config = |timeout| {

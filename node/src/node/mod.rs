@@ -377,6 +377,8 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
         },
         recalibrate: (options.capacity == Capacity::Measure).then_some(c.calibration.interval),
         credit: c.credit.to_market(),
+        pays: options.faults.pays(),
+        fork_payments: options.faults.forks(),
         keep_results: c.requester.keep_results,
         collect_every: Some(Duration::from_secs(60)),
         domain_peers: network::MESH_N_HIGH,

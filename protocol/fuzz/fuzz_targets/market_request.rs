@@ -1,6 +1,8 @@
-//! `MarketRequest::from_bytes`, then every envelope it carries is opened.
+//! `MarketRequest::from_bytes`, then every envelope it carries is opened;
+//! `encoded_len` must count exactly the bytes decoded.
 #![no_main]
 
+use agora_protocol::NodeId;
 use agora_protocol::limits::{MAX_BATCH, MAX_INLINE_BLOBS, MAX_INLINE_CONTENT};
 use agora_protocol::rpc::MarketRequest;
 use agora_protocol_fuzz::{check_domain, decode_canonical, open_every_type};
@@ -10,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(req) = decode_canonical::<MarketRequest>(data) else {
         return;
     };
+    assert_eq!(req.encoded_len(), data.len(), "{req:?}");
     check(&req, true);
 });
 
@@ -17,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
 /// (never batches themselves, never summaries requests).
 fn check(req: &MarketRequest, top: bool) {
     match req {
-        MarketRequest::CallForOffers(e) | MarketRequest::Voucher(e) | MarketRequest::Cancel(e) => {
+        MarketRequest::CallForOffers(e) | MarketRequest::Pay(e) | MarketRequest::Cancel(e) => {
             open_every_type(e, e.issued_at())
         }
         MarketRequest::Accept { accept, content } => {
@@ -32,6 +35,9 @@ fn check(req: &MarketRequest, top: bool) {
         MarketRequest::Summaries(d) => {
             assert!(top, "a summaries request inside a batch was decoded");
             check_domain(d)
+        }
+        MarketRequest::Chain { owner, after: _ } => {
+            assert_eq!(owner.to_string().parse::<NodeId>().as_ref(), Ok(owner));
         }
         MarketRequest::Batch(items) => {
             assert!(top, "a nested batch was decoded");

@@ -1,10 +1,12 @@
-//! `MarketResponse::from_bytes`, then every envelope it carries is opened.
+//! `MarketResponse::from_bytes`, then every envelope it carries is opened;
+//! a page of chain blocks is also audited in order.
 #![no_main]
 
 use agora_protocol::capacity::DomainSummary;
+use agora_protocol::chain::Block;
 use agora_protocol::limits::{MAX_BATCH, MAX_MESSAGE_LEN, MAX_SUMMARIES};
-use agora_protocol::rpc::{Decline, MarketResponse};
-use agora_protocol_fuzz::{decode_canonical, open_as, open_every_type};
+use agora_protocol::rpc::{Decline, MAX_CHAIN_PAGE, MarketResponse};
+use agora_protocol_fuzz::{check_block, check_chain, decode_canonical, open_as, open_every_type};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
 /// (never batches themselves, never summaries).
 fn check(resp: &MarketResponse, top: bool) {
     match resp {
-        MarketResponse::Offer(e) | MarketResponse::Agreement(e) => open_every_type(e, e.issued_at()),
+        MarketResponse::Offer(e) | MarketResponse::Agreement(e) | MarketResponse::Received(e) => {
+            open_every_type(e, e.issued_at())
+        }
         MarketResponse::Declined(d) => {
             if let Decline::Invalid { message } = d {
                 assert!(message.len() <= MAX_MESSAGE_LEN);
@@ -32,6 +36,15 @@ fn check(resp: &MarketResponse, top: bool) {
             for e in s {
                 let _ = open_as::<DomainSummary>(e, e.issued_at());
             }
+        }
+        MarketResponse::Chain(blocks) => {
+            assert!(blocks.len() <= MAX_CHAIN_PAGE);
+            for e in blocks {
+                if let Some(v) = open_as::<Block>(e, e.issued_at()) {
+                    check_block(&v);
+                }
+            }
+            check_chain(blocks);
         }
         MarketResponse::Batch(items) => {
             assert!(top, "a nested batch was decoded");

@@ -8,12 +8,13 @@
 use std::fmt::Debug;
 
 use agora_protocol::capacity::{Advert, DomainSummary};
+use agora_protocol::chain::{Block, ForkProof, Grant, Heads};
 use agora_protocol::execution::Receipt;
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, Offer};
 use agora_protocol::settlement::Voucher;
 use agora_protocol::{Decode, Encode, Envelope, Nonce, OpenError, Payload, PayloadType, ReplayGuard};
-use agora_protocol_fuzz::{T0, check_fraud, keypair, open_every_type, seal_raw};
+use agora_protocol_fuzz::{T0, check_fork, check_fraud, keypair, open_every_type, seal_raw};
 use libfuzzer_sys::fuzz_target;
 
 fn run<T: Payload + Debug + PartialEq>(payload: &[u8]) -> Option<T> {
@@ -60,10 +61,19 @@ fuzz_target!(|data: &[u8]| {
         PayloadType::Cancel => drop(run::<Cancel>(payload)),
         PayloadType::Receipt => drop(run::<Receipt>(payload)),
         PayloadType::Voucher => drop(run::<Voucher>(payload)),
+        PayloadType::Grant => drop(run::<Grant>(payload)),
+        // `open_every_type` checks the block (`check_block`).
+        PayloadType::Block => drop(run::<Block>(payload)),
         PayloadType::FraudProof => {
             if let Some(p) = run::<FraudProof>(payload) {
                 check_fraud(&p);
             }
         }
+        PayloadType::ForkProof => {
+            if let Some(p) = run::<ForkProof>(payload) {
+                check_fork(&p);
+            }
+        }
+        PayloadType::Heads => drop(run::<Heads>(payload)),
     }
 });

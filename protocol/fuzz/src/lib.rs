@@ -10,6 +10,9 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use agora_protocol::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSummary};
+use agora_protocol::chain::{
+    Audit, Block, Entry, ForkProof, Grant, Head, Heads, MAX_HEADS, block_hash, received,
+};
 use agora_protocol::envelope::ENVELOPE_VERSION;
 use agora_protocol::execution::{ExitStatus, Receipt};
 use agora_protocol::fraud::{Evidence, FraudProof};
@@ -20,7 +23,7 @@ use agora_protocol::market::{
 };
 use agora_protocol::rpc::{ContentRequest, ContentResponse, Decline, MarketRequest, MarketResponse};
 use agora_protocol::settlement::Voucher;
-use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
+use agora_protocol::units::{Bytes, ComputeUnits, Credits, EnergyRate, Fuel, Millis, Price, Timestamp};
 use agora_protocol::wire::{Blob, Writer};
 use agora_protocol::{
     ContentId, Decode, Domain, Encode, Envelope, JobId, Keypair, MessageId, NodeId, Nonce, OpenError,
@@ -73,8 +76,18 @@ pub fn open_every_type(env: &Envelope, now: Timestamp) {
     open_as::<Cancel>(env, now);
     open_as::<Receipt>(env, now);
     open_as::<Voucher>(env, now);
+    open_as::<Grant>(env, now);
+    if let Some(v) = open_as::<Block>(env, now) {
+        check_block(&v);
+    }
     if let Some(v) = open_as::<FraudProof>(env, now) {
         check_fraud(v.payload());
+    }
+    if let Some(v) = open_as::<ForkProof>(env, now) {
+        check_fork(v.payload());
+    }
+    if let Some(v) = open_as::<Heads>(env, now) {
+        assert!(v.payload().heads.len() <= MAX_HEADS);
     }
 }
 
@@ -113,6 +126,79 @@ pub fn check_fraud(p: &FraudProof) {
         assert_eq!(args_digest(&c.assignment.args), a.args);
         assert_eq!(a.requester, c.requester);
         assert_ne!(c.accused.signer(), c.requester);
+    }
+}
+
+/// Checks a signed block: a received payment is worth what `chain::received`
+/// says only when it really is another node's payment to this block's
+/// signer, and an audit from the start of the signer's chain takes the
+/// block only as a sound first block.
+pub fn check_block(v: &Verified<Block>) {
+    let b = v.payload();
+    match &b.entry {
+        Entry::Grant(g) => drop(open_as::<Grant>(g, g.issued_at())),
+        // The audit below checks the voucher.
+        Entry::Pay(_) => {}
+        Entry::Receive(pay) => {
+            if let Ok(amount) = received(&v.signer(), pay) {
+                let p = pay
+                    .open_ignoring_time::<Block>()
+                    .expect("a received payment opens");
+                assert_ne!(p.signer(), v.signer());
+                let Entry::Pay(voucher) = &p.payload().entry else {
+                    panic!("received a block that is not a payment: {p:?}");
+                };
+                assert_eq!(voucher.provider, v.signer());
+                assert!(voucher.amount_is_consistent());
+                assert_eq!(amount, voucher.amount.0);
+            }
+        }
+    }
+    let mut audit = Audit::new(v.signer());
+    if audit.apply(v.envelope(), &|_: &NodeId| true).is_ok() {
+        assert_eq!((b.seq, b.prev), (1, ContentId([0; 32])));
+        assert_eq!((audit.seq, audit.head), (1, block_hash(v.envelope())));
+        assert!(audit.balance() >= 0);
+    }
+}
+
+/// Audits `blocks` as a page of one chain from its start, the way an
+/// auditor does: block after block, stopping at the first that fails (an
+/// audit is not used after an error). What it took must be a sound chain.
+pub fn check_chain(blocks: &[Envelope]) {
+    let Some(first) = blocks.first() else {
+        return;
+    };
+    let mut audit = Audit::new(first.claimed_signer());
+    let mut head = ContentId([0; 32]);
+    for (n, b) in (1..).zip(blocks) {
+        if audit.apply(b, &|_: &NodeId| true).is_err() {
+            return;
+        }
+        let v = b.open_ignoring_time::<Block>().expect("an audited block opens");
+        assert_eq!(v.signer(), audit.owner);
+        assert_eq!((v.payload().seq, v.payload().prev), (n, head));
+        head = block_hash(b);
+        assert_eq!((audit.seq, audit.head), (n, head));
+        assert!(audit.balance() >= 0);
+    }
+}
+
+/// Checks a fork proof: when `check` accepts it, it names the node that
+/// signed two different blocks at one position.
+pub fn check_fork(p: &ForkProof) {
+    if let Ok(node) = p.check() {
+        let a = p
+            .first
+            .open_ignoring_time::<Block>()
+            .expect("a checked block opens");
+        let b = p
+            .second
+            .open_ignoring_time::<Block>()
+            .expect("a checked block opens");
+        assert_eq!((a.signer(), b.signer()), (node, node));
+        assert_eq!(a.payload().seq, b.payload().seq);
+        assert_ne!(p.first, p.second);
     }
 }
 
@@ -161,8 +247,9 @@ pub fn seal<T: Payload>(kp: &Keypair, payload: &T, nonce: u8) -> Envelope {
 }
 
 /// The message types the `messages` target decodes, by selector byte
-/// (the first input byte, modulo the length).
-pub const MESSAGES: [&str; 24] = [
+/// (the first input byte, modulo the length). New types go at the end, so
+/// that a saved input keeps its type.
+pub const MESSAGES: [&str; 30] = [
     "advert",
     "domain_summary",
     "call_for_offers",
@@ -187,6 +274,12 @@ pub const MESSAGES: [&str; 24] = [
     "child_summary",
     "addr",
     "arg",
+    "grant",
+    "block",
+    "entry",
+    "fork_proof",
+    "heads",
+    "head",
 ];
 
 /// Decodes `data` as message type `selector` (see [`MESSAGES`]).
@@ -243,7 +336,21 @@ pub fn decode_message(selector: u8, data: &[u8]) {
         20 => drop(decode_canonical::<Contact>(data)),
         21 => drop(decode_canonical::<ChildSummary>(data)),
         22 => drop(decode_canonical::<Addr>(data)),
-        _ => drop(decode_canonical::<Arg>(data)),
+        23 => drop(decode_canonical::<Arg>(data)),
+        24 => drop(decode_canonical::<Grant>(data)),
+        25 => drop(decode_canonical::<Block>(data)),
+        26 => drop(decode_canonical::<Entry>(data)),
+        27 => {
+            if let Some(p) = decode_canonical::<ForkProof>(data) {
+                check_fork(&p);
+            }
+        }
+        28 => {
+            if let Some(h) = decode_canonical::<Heads>(data) {
+                assert!(h.heads.len() <= MAX_HEADS);
+            }
+        }
+        _ => drop(decode_canonical::<Head>(data)),
     }
 }
 
@@ -433,6 +540,87 @@ pub fn voucher() -> Voucher {
     }
 }
 
+/// The issuer whose grants fund the sample chains.
+pub const ISSUER: u8 = 9;
+
+/// A grant from [`ISSUER`] to the requester, `keypair(1)`.
+pub fn grant() -> Grant {
+    Grant {
+        to: keypair(1).node_id(),
+        amount: Credits(10_000_000),
+        id: [8; 16],
+    }
+}
+
+/// The requester's first block: it takes [`grant`], signed by [`ISSUER`].
+pub fn grant_block() -> Block {
+    Block {
+        seq: 1,
+        prev: ContentId([0; 32]),
+        entry: Entry::Grant(seal(&keypair(ISSUER), &grant(), 40)),
+    }
+}
+
+/// The requester's second block: it pays [`voucher`] to `keypair(2)`.
+pub fn pay_block() -> Block {
+    Block {
+        seq: 2,
+        prev: block_hash(&seal(&keypair(1), &grant_block(), 41)),
+        entry: Entry::Pay(voucher()),
+    }
+}
+
+/// The requester's chain, signed: [`grant_block`] then [`pay_block`].
+pub fn payer_chain() -> Vec<Envelope> {
+    vec![
+        seal(&keypair(1), &grant_block(), 41),
+        seal(&keypair(1), &pay_block(), 42),
+    ]
+}
+
+/// The provider's first block: it receives the requester's [`pay_block`].
+pub fn receive_block() -> Block {
+    Block {
+        seq: 1,
+        prev: ContentId([0; 32]),
+        entry: Entry::Receive(payer_chain()[1].clone()),
+    }
+}
+
+/// A valid fork proof: the requester's [`pay_block`] and another block at
+/// the same position paying a third node.
+pub fn fork_proof() -> ForkProof {
+    let other = Block {
+        entry: Entry::Pay(Voucher {
+            provider: keypair(3).node_id(),
+            ..voucher()
+        }),
+        ..pay_block()
+    };
+    ForkProof {
+        first: payer_chain()[1].clone(),
+        second: seal(&keypair(1), &other, 43),
+    }
+}
+
+/// The heads of the requester's and the provider's chains.
+pub fn heads() -> Heads {
+    Heads {
+        heads: vec![
+            Head {
+                owner: keypair(1).node_id(),
+                seq: 2,
+                hash: block_hash(&payer_chain()[1]),
+            },
+            Head {
+                owner: keypair(2).node_id(),
+                seq: 1,
+                hash: block_hash(&seal(&keypair(2), &receive_block(), 44)),
+            },
+        ],
+    }
+}
+
 /// One provider's copy of [`accept`]'s task, bound by the requester's
 /// acceptance and the provider's agreement, reporting `output`.
 fn bound_copy(provider: u8, output: &[u8]) -> Evidence {
@@ -483,7 +671,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         (PayloadType::Cancel, cancel().to_bytes()),
         (PayloadType::Receipt, receipt_ok.to_bytes()),
         (PayloadType::Voucher, voucher().to_bytes()),
+        (PayloadType::Grant, grant().to_bytes()),
+        (PayloadType::Block, grant_block().to_bytes()),
+        (PayloadType::Block, pay_block().to_bytes()),
+        (PayloadType::Block, receive_block().to_bytes()),
         (PayloadType::FraudProof, fraud_proof().to_bytes()),
+        (PayloadType::ForkProof, fork_proof().to_bytes()),
+        (PayloadType::Heads, heads().to_bytes()),
     ];
     let envelopes = vec![
         seal(&kp, &advert(), 1),
@@ -496,10 +690,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         seal(&kp, &receipt_ok, 8),
         seal(&kp, &voucher(), 9),
         seal(&kp, &fraud_proof(), 10),
+        seal(&keypair(ISSUER), &grant(), 11),
+        seal(&kp, &fork_proof(), 12),
+        seal(&kp, &heads(), 13),
     ];
+    // The requester's chain (grant, pay) and the provider's (receive).
+    let payer = payer_chain();
+    let receive = seal(&kp, &receive_block(), 44);
+    let chain_envelopes = payer.iter().chain([&receive]);
 
     let mut out = Vec::new();
-    for e in &envelopes {
+    for e in envelopes.iter().chain(chain_envelopes) {
         out.push(("envelope", e.to_bytes()));
     }
     for (t, p) in &payloads {
@@ -532,9 +733,26 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         domain_summary().children[0].to_bytes(),
         Addr("/ip6/::1/tcp/1".into()).to_bytes(),
         Arg("--verbose".into()).to_bytes(),
+        grant().to_bytes(),
+        pay_block().to_bytes(),
+        receive_block().entry.to_bytes(),
+        fork_proof().to_bytes(),
+        heads().to_bytes(),
+        heads().heads[0].to_bytes(),
     ];
     for (i, m) in messages.iter().enumerate() {
         out.push(("messages", [&[i as u8][..], m].concat()));
+    }
+    // The other blocks and entries.
+    let selector = |name| MESSAGES.iter().position(|m| *m == name).expect("listed") as u8;
+    for b in [grant_block(), receive_block()] {
+        out.push(("messages", [&[selector("block")][..], &b.to_bytes()].concat()));
+    }
+    for b in [grant_block(), pay_block()] {
+        out.push((
+            "messages",
+            [&[selector("entry")][..], &b.entry.to_bytes()].concat(),
+        ));
     }
 
     let requests = vec![
@@ -547,12 +765,20 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             receipt: envelopes[7].clone(),
             output: Some(Blob(b"42".to_vec())),
         },
-        MarketRequest::Voucher(envelopes[8].clone()),
+        MarketRequest::Pay(payer[1].clone()),
         MarketRequest::Cancel(envelopes[6].clone()),
         MarketRequest::Summaries("eu".parse().expect("valid domain")),
+        MarketRequest::Chain {
+            owner: keypair(1).node_id(),
+            after: 0,
+        },
         MarketRequest::Batch(vec![
             MarketRequest::CallForOffers(envelopes[2].clone()),
-            MarketRequest::Voucher(envelopes[8].clone()),
+            MarketRequest::Pay(payer[1].clone()),
+            MarketRequest::Chain {
+                owner: keypair(2).node_id(),
+                after: 1,
+            },
         ]),
     ];
     for r in &requests {
@@ -563,9 +789,24 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         MarketResponse::Agreement(envelopes[5].clone()),
         MarketResponse::Declined(Decline::PriceTooLow { asking: Price(9) }),
         MarketResponse::Declined(Decline::invalid("replayed")),
+        MarketResponse::Declined(Decline::NoCredit {
+            available: Credits(1_500),
+        }),
+        MarketResponse::Declined(Decline::Unpaid { receipts: 2 }),
+        MarketResponse::Declined(Decline::Refused),
+        MarketResponse::Declined(Decline::Superseded),
+        MarketResponse::Declined(Decline::Unavailable),
         MarketResponse::Ack,
         MarketResponse::Summaries(vec![envelopes[1].clone()]),
-        MarketResponse::Batch(vec![MarketResponse::Ack, MarketResponse::Offer(envelopes[3].clone())]),
+        MarketResponse::Received(receive.clone()),
+        MarketResponse::Chain(payer.clone()),
+        MarketResponse::Chain(vec![]),
+        MarketResponse::Batch(vec![
+            MarketResponse::Ack,
+            MarketResponse::Offer(envelopes[3].clone()),
+            MarketResponse::Received(receive.clone()),
+            MarketResponse::Chain(vec![receive.clone()]),
+        ]),
     ];
     for r in &responses {
         out.push(("market_response", r.to_bytes()));
@@ -616,4 +857,90 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         out.push(("text", [&[sel][..], text.as_bytes()].concat()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_chains_audit_and_the_fork_proof_holds() {
+        let issuer = |n: &NodeId| *n == keypair(ISSUER).node_id();
+        let mut payer = Audit::new(keypair(1).node_id());
+        for b in &payer_chain() {
+            payer.apply(b, &issuer).expect("the payer's chain audits");
+        }
+        let amount = voucher().amount.0;
+        assert_eq!(payer.balance(), (grant().amount.0 - amount) as i64);
+        let mut payee = Audit::new(keypair(2).node_id());
+        payee
+            .apply(&seal(&keypair(2), &receive_block(), 44), &issuer)
+            .expect("the payee's chain audits");
+        assert_eq!(payee.balance(), amount as i64);
+        assert_eq!(fork_proof().check(), Ok(keypair(1).node_id()));
+        check_chain(&payer_chain());
+        check_fork(&fork_proof());
+    }
+
+    /// Whether `payload`, signed as a `t`, opens as one (as the `open`
+    /// target does it).
+    fn opens(t: PayloadType, payload: &[u8]) -> bool {
+        fn open<T: Payload>(payload: &[u8]) -> bool {
+            let bytes = seal_raw::<T>(&keypair(9), payload, Nonce([0x5a; 16]));
+            let env = Envelope::from_bytes(&bytes).expect("a seed payload fits an envelope");
+            open_every_type(&env, T0);
+            env.open::<T>(T0).is_ok()
+        }
+        match t {
+            PayloadType::Advert => open::<Advert>(payload),
+            PayloadType::DomainSummary => open::<DomainSummary>(payload),
+            PayloadType::CallForOffers => open::<CallForOffers>(payload),
+            PayloadType::Offer => open::<Offer>(payload),
+            PayloadType::Accept => open::<Accept>(payload),
+            PayloadType::Agreement => open::<Agreement>(payload),
+            PayloadType::Cancel => open::<Cancel>(payload),
+            PayloadType::Receipt => open::<Receipt>(payload),
+            PayloadType::Voucher => open::<Voucher>(payload),
+            PayloadType::Grant => open::<Grant>(payload),
+            PayloadType::Block => open::<Block>(payload),
+            PayloadType::FraudProof => open::<FraudProof>(payload),
+            PayloadType::ForkProof => open::<ForkProof>(payload),
+            PayloadType::Heads => open::<Heads>(payload),
+        }
+    }
+
+    #[test]
+    fn every_seed_decodes_as_its_target_reads_it() {
+        let seeds = seeds();
+        for t in [
+            "envelope",
+            "open",
+            "messages",
+            "market_request",
+            "market_response",
+        ] {
+            assert!(seeds.iter().any(|(s, _)| *s == t), "no seed for {t}");
+        }
+        for (target, input) in &seeds {
+            match *target {
+                "envelope" => {
+                    let env = decode_canonical::<Envelope>(input).expect("a seed envelope decodes");
+                    check_envelope(&env, input);
+                }
+                "open" => {
+                    let t = PayloadType::ALL[input[0] as usize % PayloadType::ALL.len()];
+                    assert!(opens(t, &input[1..]), "the {t} seed does not open");
+                }
+                "messages" => decode_message(input[0], &input[1..]),
+                "market_request" => {
+                    let r = decode_canonical::<MarketRequest>(input).expect("a seed request decodes");
+                    assert_eq!(r.encoded_len(), input.len());
+                }
+                "market_response" => {
+                    decode_canonical::<MarketResponse>(input).expect("a seed response decodes");
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -26,6 +26,22 @@
 //! * `cheater`: one provider returns wrong outputs (`--cheat-rate 1`) and the
 //!   job runs each task on two providers: a wrong result must never be
 //!   accepted, the cheater must not be paid, and the requester must ban it.
+//! * `freeloader`: a second requester, funded like the first, submits the
+//!   same job and never pays (`--never-pay`). Each provider runs at most
+//!   `credit.max_unpaid` of its tasks (3), then refuses it; the honest job
+//!   finishes, and every provider's balance is exactly what the honest
+//!   requester paid it.
+//! * `sybil`: `--sybils` fresh keys (50) without grants each submit a job
+//!   alongside the honest one. A provider works for such a key only within
+//!   the credit line it extends to strangers (`credit.line`, 0.1 credits)
+//!   and at most `credit.max_unpaid` tasks; a key with nothing on its chain
+//!   cannot pay. The honest job must finish.
+//! * `fork`: the requester forks its credit chain (`--fork-payments`): it
+//!   pays a second provider with another block at the position of its last
+//!   payment, spending the same credits twice. A provider finds the fork
+//!   when it next reads the requester's chain, publishes the two signed
+//!   blocks as a proof, and every node must know it within 10 s; after
+//!   that no provider runs anything more for the forker.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -61,6 +77,12 @@ pub enum Scenario {
     SlowNode,
     /// A provider returning wrong results.
     Cheater,
+    /// A second requester that never pays.
+    Freeloader,
+    /// Fresh keys without grants submitting jobs.
+    Sybil,
+    /// A requester that forks its credit chain to pay twice.
+    Fork,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -80,6 +102,9 @@ pub struct ChaosCommand {
     /// for 10,000).
     #[arg(long, default_value_t = 10_000)]
     pub width: u64,
+    /// Fresh keys of `sybil`.
+    #[arg(long, default_value_t = 50)]
+    pub sybils: usize,
     /// How long `partition` keeps the domain cut off, seconds.
     #[arg(long, default_value_t = 6)]
     pub suspend_secs: u64,
@@ -237,10 +262,39 @@ impl ChaosCommand {
                 p("local"),
                 p("local").with_cheat_rate(1.0),
             ],
+            Scenario::Freeloader => vec![
+                NodeSpec::requester("local").with_slots(1),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local"),
+                NodeSpec::requester("local").with_slots(1).never_paying(),
+            ],
+            Scenario::Sybil => {
+                let mut v = vec![
+                    NodeSpec::requester("local").with_slots(1),
+                    p("local"),
+                    p("local"),
+                    p("local"),
+                    p("local"),
+                ];
+                v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
+                v
+            }
+            Scenario::Fork => vec![
+                NodeSpec::requester("local").with_slots(1).forking(),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local"),
+            ],
         }
     }
 
     async fn scenario(&self, net: &mut Testnet, modules: &artifacts::Modules) -> anyhow::Result<ChaosReport> {
+        if self.scenario == Scenario::Fork {
+            return self.fork(net, modules).await;
+        }
         let specs = self.specs();
         if !self.json {
             eprintln!(
@@ -263,6 +317,32 @@ impl ChaosCommand {
         let requester = net.node(0).client.clone();
         let spec = job::prepare(&requester, &modules.read("primes")?, None, &inputs, &params).await?;
         let id = job::submit(&requester, &spec).await?;
+        // The freeloader submits the same job at the same time.
+        let freeloader = net
+            .nodes()
+            .iter()
+            .find(|n| n.spec.never_pay)
+            .map(|n| (n.index, n.client.clone()));
+        let freeloaded = match &freeloader {
+            Some((_, c)) => {
+                let spec = job::prepare(c, &modules.read("primes")?, None, &inputs, &params).await?;
+                Some(job::submit(c, &spec).await?)
+            }
+            None => None,
+        };
+        // Each fresh key submits 8 small tasks (~15 M fuel each, a fuel
+        // limit of 50 M: 0.05 credits at the default price, within a
+        // stranger's credit line of 0.1).
+        let mut sybil_jobs = Vec::new();
+        let small = primes::trial_inputs(&primes::even(8, LO, 1_000));
+        let small_params = Params {
+            fuel: 50_000_000,
+            ..params.clone()
+        };
+        for n in net.nodes().iter().filter(|n| !n.spec.funded) {
+            let spec = job::prepare(&n.client, &modules.read("primes")?, None, &small, &small_params).await?;
+            sybil_jobs.push((n.index, n.client.clone(), job::submit(&n.client, &spec).await?));
+        }
         let labels: HashMap<_, _> = net
             .nodes()
             .iter()
@@ -357,7 +437,11 @@ impl ChaosCommand {
                         cut = domain.to_owned();
                         resume_at = Some(Instant::now() + Duration::from_secs(self.suspend_secs));
                     }
-                    Scenario::SlowNode | Scenario::Cheater => {}
+                    Scenario::SlowNode
+                    | Scenario::Cheater
+                    | Scenario::Freeloader
+                    | Scenario::Sybil
+                    | Scenario::Fork => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -447,6 +531,39 @@ impl ChaosCommand {
             ),
             ok: balances.conserved(),
         });
+        let mut freeloaded_work: HashMap<agora_protocol::NodeId, usize> = HashMap::new();
+        if let (Some((f, client)), Some(fid)) = (&freeloader, freeloaded) {
+            let s = client
+                .job_with_receipts(&fid)
+                .await
+                .context("cannot read the freeloader's job")?;
+            freeloaded_work = ran_by_provider(&s);
+            let _ = client.cancel(&fid).await;
+            let ran: usize = freeloaded_work.values().sum();
+            run.event(format!(
+                "node-{f} (never pays) had {ran} of its {} tasks run, then its job was cancelled",
+                s.total
+            ));
+        }
+        // What each fresh key got from each provider.
+        let mut sybil_work: Vec<HashMap<agora_protocol::NodeId, job::ProviderWork>> = Vec::new();
+        let mut sybil_ran: Vec<HashMap<agora_protocol::NodeId, usize>> = Vec::new();
+        for (_, client, sid) in &sybil_jobs {
+            let s = client
+                .job_with_receipts(sid)
+                .await
+                .context("cannot read a sybil's job")?;
+            sybil_work.push(job::outcome(&s).providers);
+            sybil_ran.push(ran_by_provider(&s));
+            let _ = client.cancel(sid).await;
+        }
+        if !sybil_jobs.is_empty() {
+            let ran: usize = sybil_ran.iter().flat_map(|w| w.values()).sum();
+            run.event(format!(
+                "{} fresh keys had {ran} tasks run in all, then their jobs were cancelled",
+                sybil_jobs.len()
+            ));
+        }
         let audits = net.audit().await?;
         checks.push(Check {
             what: audits.line(),
@@ -574,7 +691,51 @@ impl ChaosCommand {
                     ));
                 }
             }
-            Scenario::KillProvider | Scenario::Partition => {}
+            Scenario::Freeloader => {
+                let max_unpaid = agora_node::config::Config::default().credit.max_unpaid;
+                for p in &providers {
+                    let n = net.nodes().iter().find(|n| n.name() == p.node).map(|n| n.id());
+                    let ran = n.and_then(|n| freeloaded_work.get(&n)).copied().unwrap_or(0);
+                    checks.push(Check {
+                        what: format!(
+                            "{} ran {ran} tasks for the freeloader (at most {max_unpaid}); its balance {} is its grant plus what the honest requester paid it ({})",
+                            p.node,
+                            credits(p.balance_micros),
+                            credits(p.paid_micros as i64)
+                        ),
+                        ok: ran <= max_unpaid && p.balance_micros == GRANT_MICROS + p.paid_micros as i64,
+                    });
+                }
+            }
+            Scenario::Sybil => {
+                let c = agora_node::config::Config::default();
+                let (line, max_unpaid, price) = (c.credit.line, c.credit.max_unpaid, c.provider.price);
+                for p in &providers {
+                    let id = net.nodes().iter().find(|n| n.name() == p.node).map(|n| n.id());
+                    let per_key: Vec<(usize, u64)> = sybil_work
+                        .iter()
+                        .zip(&sybil_ran)
+                        .map(|(w, r)| {
+                            let fuel = id.and_then(|id| w.get(&id)).map_or(0, |w| w.fuel);
+                            let ran = id.and_then(|id| r.get(&id)).copied().unwrap_or(0);
+                            (ran, price.cost(agora_protocol::units::Fuel(fuel)).0)
+                        })
+                        .collect();
+                    let most = per_key.iter().map(|(n, _)| *n).max().unwrap_or(0);
+                    let dearest = per_key.iter().map(|(_, c)| *c).max().unwrap_or(0);
+                    let total: usize = per_key.iter().map(|(n, _)| *n).sum();
+                    checks.push(Check {
+                        what: format!(
+                            "{} ran {total} tasks for {} fresh keys: at most {most} (≤ {max_unpaid}) and {} credits (≤ the line of {line}) for any one",
+                            p.node,
+                            per_key.len(),
+                            credits(dearest as i64),
+                        ),
+                        ok: most <= max_unpaid && dearest <= line.0,
+                    });
+                }
+            }
+            Scenario::KillProvider | Scenario::Partition | Scenario::Fork => {}
         }
         let ok = checks.iter().all(|c| c.ok);
         Ok(ChaosReport {
@@ -591,6 +752,225 @@ impl ChaosCommand {
             expected_micros: balances.expected,
         })
     }
+}
+
+impl ChaosCommand {
+    /// `fork`: see the module docs.
+    async fn fork(&self, net: &mut Testnet, modules: &artifacts::Modules) -> anyhow::Result<ChaosReport> {
+        let specs = self.specs();
+        if !self.json {
+            eprintln!(
+                "chaos Fork: starting {} nodes in {}",
+                specs.len(),
+                net.dir().display()
+            );
+        }
+        net.start_all(specs).await?;
+        net.wait_converged(Duration::from_secs(60)).await?;
+        let ranges = primes::even(self.tasks, LO, self.width);
+        let inputs = primes::trial_inputs(&ranges);
+        let forker = net.node(0).client.clone();
+        let forker_name = net.node(0).name();
+        let spec = job::prepare(
+            &forker,
+            &modules.read("primes")?,
+            None,
+            &inputs,
+            &Params::default(),
+        )
+        .await?;
+        let id = job::submit(&forker, &spec).await?;
+        let labels: HashMap<_, _> = net.nodes().iter().map(|n| (n.id(), n.name())).collect();
+        let mut run = Run {
+            t0: Instant::now(),
+            events: Vec::new(),
+            progress: JobProgress::new(inputs.len(), labels, true),
+            quiet: self.json,
+        };
+        run.event(format!(
+            "{forker_name} (forks its chain) submitted job {id}: {} tasks",
+            inputs.len()
+        ));
+        let mut checks = Vec::new();
+        // Until some node holds a fork proof.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let first = loop {
+            let mut knowing = Vec::new();
+            for n in net.nodes().iter().skip(1) {
+                if metric(&n.client, "agora_chains_forked").await > 0 {
+                    knowing.push(n.index);
+                }
+            }
+            if !knowing.is_empty() {
+                break Some(Instant::now());
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let Some(found_at) = first else {
+            checks.push(Check {
+                what: "the fork was detected".into(),
+                ok: false,
+            });
+            return Ok(self.bare_report(run, checks, net).await);
+        };
+        run.event(format!(
+            "a provider found the fork and published the proof (the job {})",
+            if requester_done(&forker, &id).await {
+                "had ended"
+            } else {
+                "was running"
+            }
+        ));
+        checks.push(Check {
+            what: "the fork was detected".into(),
+            ok: true,
+        });
+        // Every other node must know it within 10 s.
+        let mut all_at = None;
+        while found_at.elapsed() < Duration::from_secs(10) {
+            let mut all = true;
+            for n in net.nodes().iter().skip(1) {
+                all &= metric(&n.client, "agora_chains_forked").await > 0;
+            }
+            if all {
+                all_at = Some(found_at.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        checks.push(Check {
+            what: match all_at {
+                Some(t) => format!(
+                    "every provider knew the fork {} ms after it was found",
+                    t.as_millis()
+                ),
+                None => "NOT every provider knew the fork within 10 s".into(),
+            },
+            ok: all_at.is_some(),
+        });
+        // Nothing more runs for the forker: a new job of its gets no copy
+        // run anywhere.
+        let _ = forker.cancel(&id).await;
+        let few = &inputs[..inputs.len().min(8)];
+        let spec = job::prepare(&forker, &modules.read("primes")?, None, few, &Params::default()).await?;
+        let again = job::submit(&forker, &spec).await?;
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let ran = work_done(&forker, &again).await?;
+        let _ = forker.cancel(&again).await;
+        run.event(format!(
+            "{forker_name} submitted another job: {ran} copies ran for it in 8 s"
+        ));
+        checks.push(Check {
+            what: format!("no further work for {forker_name}: {ran} copies of its next job ran in 8 s"),
+            ok: ran == 0,
+        });
+        Ok(self.bare_report(run, checks, net).await)
+    }
+
+    /// A report without a job outcome: the providers' balances and the
+    /// audits.
+    async fn bare_report(&self, mut run: Run, mut checks: Vec<Check>, net: &Testnet) -> ChaosReport {
+        let balances = net.settle(Duration::from_secs(30)).await.ok();
+        if let Ok(a) = net.audit().await {
+            run.event(a.line());
+        }
+        if let Some(b) = &balances {
+            // The forked payments are credits spent twice: the chains sum
+            // to more than was granted, by what the proof exposes.
+            run.event(format!(
+                "chains sum to {}, grants issued {}: {} spent twice",
+                credits(b.total),
+                credits(b.expected),
+                credits(b.total - b.expected)
+            ));
+        }
+        let providers = net
+            .nodes()
+            .iter()
+            .filter(|n| n.spec.provide)
+            .map(|n| ProviderLine {
+                node: n.name(),
+                role: n.spec.describe(),
+                domain: n.spec.domain.clone(),
+                accepted: 0,
+                failed: 0,
+                wrong: 0,
+                paid_micros: 0,
+                balance_micros: balances.as_ref().and_then(|b| b.of(n.index)).unwrap_or(0),
+                learnt_cu: None,
+                advertised_cu: n.per_slot_cu(),
+                banned: false,
+            })
+            .collect();
+        if checks.is_empty() {
+            checks.push(Check {
+                what: "nothing checked".into(),
+                ok: false,
+            });
+        }
+        ChaosReport {
+            scenario: self.scenario,
+            ok: checks.iter().all(|c| c.ok),
+            events: run.events,
+            checks,
+            providers,
+            job_wall_ms: 0,
+            failed_copies: 0,
+            failure_reasons: Default::default(),
+            wrong_caught: 0,
+            total_micros: balances.as_ref().map_or(0, |b| b.total),
+            expected_micros: balances.as_ref().map_or(0, |b| b.expected),
+        }
+    }
+}
+
+/// Copies of a job that ran (have a receipt), by provider.
+fn ran_by_provider(s: &JobStatus) -> HashMap<agora_protocol::NodeId, usize> {
+    let mut ran = HashMap::new();
+    for c in s
+        .tasks
+        .iter()
+        .flat_map(|t| &t.copies)
+        .filter(|c| c.receipt.is_some())
+    {
+        *ran.entry(c.provider).or_insert(0) += 1;
+    }
+    ran
+}
+
+/// A metric's value summed over its labels (0 if absent).
+async fn metric(client: &agora_node::api::client::Client, name: &str) -> u64 {
+    let Ok(text) = client.metrics().await else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+/// Whether the job has ended.
+async fn requester_done(client: &agora_node::api::client::Client, id: &agora_protocol::JobId) -> bool {
+    client.job(id).await.is_ok_and(|s| s.state.is_terminal())
+}
+
+/// Copies of the job that have a receipt or are running.
+async fn work_done(
+    client: &agora_node::api::client::Client,
+    id: &agora_protocol::JobId,
+) -> anyhow::Result<usize> {
+    let s = client
+        .job_with_receipts(id)
+        .await
+        .context("cannot read the job")?;
+    Ok(s.tasks
+        .iter()
+        .flat_map(|t| &t.copies)
+        .filter(|c| c.receipt.is_some() || c.state == "running")
+        .count())
 }
 
 /// Fraud proofs the node has published (its `agora_fraud_published_total`).

@@ -41,3 +41,59 @@ fn a_provider_killed_mid_job_does_not_stop_it() {
     );
     assert_eq!(r["total_micros"], r["expected_micros"], "{r}");
 }
+
+/// The `what` of every check of a report.
+fn checks(r: &serde_json::Value) -> Vec<(String, bool)> {
+    r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| (c["what"].as_str().unwrap_or("").to_owned(), c["ok"] == true))
+        .collect()
+}
+
+#[test]
+fn a_requester_that_never_pays_gets_a_few_tasks_per_provider_then_nothing() {
+    let _turn = crate::serial();
+    let out = crate::run_ok(crate::testnet().args(["chaos", "freeloader", "--tasks", "24", "--json"]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let per_provider: Vec<_> = checks(&r)
+        .into_iter()
+        .filter(|(w, _)| w.contains("for the freeloader"))
+        .collect();
+    assert_eq!(per_provider.len(), 4, "one check per provider: {r}");
+    assert!(per_provider.iter().all(|(_, ok)| *ok), "{r}");
+    assert!(
+        checks(&r).iter().any(|(w, ok)| w.starts_with("audit:") && *ok),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_forked_chain_is_proven_everywhere_and_its_owner_gets_no_more_work() {
+    let _turn = crate::serial();
+    let out = crate::run_ok(crate::testnet().args(["chaos", "fork", "--tasks", "30", "--json"]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let c = checks(&r);
+    assert!(c.iter().any(|(w, ok)| w == "the fork was detected" && *ok), "{r}");
+    assert!(c.iter().any(|(w, ok)| w.contains("knew the fork") && *ok), "{r}");
+    assert!(
+        c.iter().any(|(w, ok)| w.contains("no further work") && *ok),
+        "{r}"
+    );
+}
+
+#[test]
+fn fresh_keys_without_grants_get_no_more_than_their_credit_lines() {
+    let _turn = crate::serial();
+    let out =
+        crate::run_ok(crate::testnet().args(["chaos", "sybil", "--sybils", "12", "--tasks", "24", "--json"]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        checks(&r).iter().any(|(w, ok)| w.contains("fresh keys") && *ok),
+        "{r}"
+    );
+}

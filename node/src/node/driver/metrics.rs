@@ -21,7 +21,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 20] = [
+        let counters: [(Def, u64); 22] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -82,6 +82,22 @@ impl Driver {
             (
                 ("agora_vouchers_paid_total", "counter", "Vouchers issued"),
                 c.vouchers_out,
+            ),
+            (
+                (
+                    "agora_chains_forked",
+                    "gauge",
+                    "Nodes proven to have forked their credit chains (refused here)",
+                ),
+                e.forked_known() as u64,
+            ),
+            (
+                (
+                    "agora_payments_unmade_total",
+                    "counter",
+                    "Payments owed for verified work but not made (the chain holds too little)",
+                ),
+                c.payments_unmade,
             ),
             (
                 (

@@ -329,7 +329,7 @@ impl Driver {
         for out in after.outputs {
             match out {
                 Output::Respond { reply, .. } => {
-                    let refusal = MarketResponse::Declined(Decline::invalid(format!("storage failure: {e}")));
+                    let refusal = MarketResponse::Declined(Decline::Unavailable);
                     self.respond(reply, refusal);
                 }
                 Output::Send { id, .. } => {

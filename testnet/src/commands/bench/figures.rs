@@ -72,6 +72,13 @@ pub struct BenchReport {
     pub e2e_node_p50_ms: f64,
     /// Tiny tasks per second, one requester.
     pub tasks_per_s: f64,
+    /// Credit-chain blocks the throughput job added per task, over all
+    /// nodes (each block is one signature).
+    pub chain_blocks_per_task: f64,
+    /// Bytes one paid task adds to the chains (pay and receive blocks).
+    pub chain_bytes_per_task: f64,
+    /// Every chain audited by a peer after the throughput job.
+    pub audit: String,
     /// New advert in every view, p95, ms.
     pub advert_p95_ms: f64,
     /// The same, p50.
@@ -119,6 +126,10 @@ pub(super) struct NetworkSamples {
     pub e2e_node_ms: Vec<f64>,
     /// Tasks per second of the throughput job (NaN if not run).
     pub tasks_per_s: f64,
+    /// Chain blocks it added per task.
+    pub chain_blocks_per_task: f64,
+    /// The audit after it.
+    pub audit: String,
     /// Each idle provider's resident memory, MB.
     pub rss_mb: Vec<f64>,
     /// Each new node's advert until every other view listed it, ms.
@@ -130,6 +141,7 @@ impl NetworkSamples {
     pub(super) fn skipped() -> NetworkSamples {
         NetworkSamples {
             tasks_per_s: f64::NAN,
+            chain_blocks_per_task: f64::NAN,
             ..NetworkSamples::default()
         }
     }
@@ -159,6 +171,11 @@ impl BenchReport {
             e2e_p99_ms: percentile(&network.e2e_ms, 99.0),
             e2e_node_p50_ms: percentile(&network.e2e_node_ms, 50.0),
             tasks_per_s: network.tasks_per_s,
+            chain_blocks_per_task: network.chain_blocks_per_task,
+            chain_bytes_per_task: super::network::chain_bytes_per_payment() as f64
+                * network.chain_blocks_per_task
+                / 2.0,
+            audit: network.audit.clone(),
             advert_p95_ms: percentile(&network.advert_ms, 95.0),
             advert_p50_ms: percentile(&network.advert_ms, 50.0),
             makespan_ratio: ratio("scored"),

@@ -152,7 +152,15 @@ impl BenchCommand {
         let mut net = network::start(agora, dir, self.nodes).await?;
         let noop = modules.read("noop")?;
         let (e2e_ms, e2e_node_ms) = network::latency(&net, &noop, self.e2e_jobs).await?;
+        let blocks_before = network::chain_blocks(&net).await?;
         let tasks_per_s = network::throughput(&net, &noop, self.tasks).await?;
+        let blocks_after = network::chain_blocks(&net).await?;
+        let chain_blocks_per_task =
+            blocks_after.saturating_sub(blocks_before) as f64 / self.tasks.max(1) as f64;
+        let audits = net.audit().await?;
+        if !audits.mismatches.is_empty() {
+            anyhow::bail!("{}", audits.line());
+        }
         let rss_mb = network::idle_rss(&net).await;
         let advert_ms = adverts::propagation(&mut net, self.advert_rounds).await?;
         net.stop();
@@ -160,6 +168,8 @@ impl BenchCommand {
             e2e_ms,
             e2e_node_ms,
             tasks_per_s,
+            chain_blocks_per_task,
+            audit: audits.line(),
             rss_mb,
             advert_ms,
         })
@@ -186,6 +196,16 @@ fn print_figures(r: &BenchReport) {
         ("e2e_p50_ms", format!("{:.2}", r.e2e_p50_ms), "≤ 5"),
         ("e2e_p99_ms", format!("{:.2}", r.e2e_p99_ms), "≤ 25"),
         ("tasks_per_s", format!("{:.0}", r.tasks_per_s), "≥ 1000"),
+        (
+            "chain per task: blocks / signatures",
+            format!("{:.2} / {:.2}", r.chain_blocks_per_task, r.chain_blocks_per_task),
+            "2 (a pay and a receive block)",
+        ),
+        (
+            "chain per task: bytes",
+            format!("{:.0}", r.chain_bytes_per_task),
+            "",
+        ),
         ("advert_p95_ms", format!("{:.0}", r.advert_p95_ms), ""),
         (
             "makespan_ratio",
@@ -224,6 +244,9 @@ fn print_figures(r: &BenchReport) {
         "({} build; load average {} before, {} after)",
         r.profile, r.load_before, r.load_after
     );
+    if !r.audit.is_empty() {
+        println!("{}", r.audit);
+    }
     if let Some(e) = &r.scale_error {
         println!("the scale run failed: {e}");
     }

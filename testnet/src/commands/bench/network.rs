@@ -210,6 +210,59 @@ pub(super) async fn idle_rss(net: &Testnet) -> Vec<f64> {
     rss
 }
 
+/// Blocks on every running node's credit chain (payments settled first).
+pub(super) async fn chain_blocks(net: &Testnet) -> anyhow::Result<u64> {
+    let b = net.settle(Duration::from_secs(30)).await?;
+    if b.outbox > 0 {
+        anyhow::bail!("{} payments still not countersigned after 30 s", b.outbox);
+    }
+    let mut blocks = 0;
+    for n in net.nodes().iter().filter(|n| n.is_running()) {
+        blocks += n.client.ledger(0).await?.seq;
+    }
+    Ok(blocks)
+}
+
+/// The bytes of the two blocks one paid task adds: the requester's pay
+/// block and the provider's receive block (which carries the pay block
+/// whole), both signed envelopes, encoded as they are stored and sent.
+pub(super) fn chain_bytes_per_payment() -> usize {
+    use agora_protocol::chain::{Block, Entry};
+    use agora_protocol::settlement::Voucher;
+    use agora_protocol::units::{Fuel, Price, Timestamp};
+    use agora_protocol::{ContentId, Encode, Envelope, JobId, Keypair, MessageId, Nonce, Payload, TaskId};
+    let requester = Keypair::from_secret([1; 32]);
+    let provider = Keypair::from_secret([2; 32]);
+    let now = Timestamp::from_system(std::time::SystemTime::now());
+    let fuel = Fuel(1_000_000);
+    let price = Price(1_000);
+    let voucher = Voucher {
+        receipt: MessageId([3; 32]),
+        agreement: MessageId([4; 32]),
+        task: TaskId::new(JobId([5; 16]), 12_345),
+        provider: provider.node_id(),
+        fuel,
+        price,
+        amount: price.cost(fuel),
+    };
+    let seal = |k: &Keypair, b: &Block| Envelope::seal(k, b, now, Block::MAX_LIFETIME, Nonce([6; 16]));
+    let pay = Block {
+        seq: 1_000,
+        prev: ContentId([7; 32]),
+        entry: Entry::Pay(voucher),
+    };
+    let Ok(pay) = seal(&requester, &pay) else { return 0 };
+    let receive = Block {
+        seq: 1_000,
+        prev: ContentId([8; 32]),
+        entry: Entry::Receive(pay.clone()),
+    };
+    let Ok(receive) = seal(&provider, &receive) else {
+        return 0;
+    };
+    pay.to_bytes().len() + receive.to_bytes().len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::metric;
