@@ -50,6 +50,20 @@ pub struct AuditReport {
     pub paid: Credits,
 }
 
+impl AuditReport {
+    /// What `audit` found.
+    pub fn of(audit: &agora_protocol::chain::Audit) -> AuditReport {
+        AuditReport {
+            owner: audit.owner,
+            blocks: audit.seq,
+            balance: audit.balance(),
+            granted: Credits(audit.granted),
+            received: Credits(audit.received),
+            paid: Credits(audit.paid),
+        }
+    }
+}
+
 impl Engine {
     /// Appends a payment block for `voucher`, keeps it in the outbox, and
     /// delivers it to `to` once the writes are durable.
@@ -244,17 +258,7 @@ impl Engine {
             self.ask_chain(owner, owner, after, true);
             return;
         }
-        self.audited(
-            owner,
-            Ok(AuditReport {
-                owner,
-                blocks: audit.seq,
-                balance: audit.balance(),
-                granted: Credits(audit.granted),
-                received: Credits(audit.received),
-                paid: Credits(audit.paid),
-            }),
-        );
+        self.audited(owner, Ok(AuditReport::of(&audit)));
     }
 
     fn audited(&mut self, owner: NodeId, result: Result<AuditReport, String>) {
@@ -278,17 +282,7 @@ impl Engine {
                     return self.audited(owner, Err(format!("the chain does not audit: {e}")));
                 }
             }
-            return self.audited(
-                owner,
-                Ok(AuditReport {
-                    owner,
-                    blocks: audit.seq,
-                    balance: audit.balance(),
-                    granted: Credits(audit.granted),
-                    received: Credits(audit.received),
-                    paid: Credits(audit.paid),
-                }),
-            );
+            return self.audited(owner, Ok(AuditReport::of(&audit)));
         }
         if self.audits.contains_key(&owner) {
             return;
