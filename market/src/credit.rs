@@ -16,8 +16,10 @@
 //! provider still wait to be paid, and the *credit line* is small for a stranger
 //! (`line`) and grows with what it has paid here (`line_per_paid` of it).
 //! A requester with more than `max_unpaid` receipts unpaid past
-//! `pay_within` is refused until it pays, and one that has paid this
-//! provider nothing yet holds at most `max_unpaid` tasks here until it does; one on the owner's deny list (or
+//! `pay_within` is refused until it pays. (A cap on the tasks of a requester
+//! that has not paid yet would deadlock replicated jobs: a task is paid
+//! only once its replicas agree, and each replica waits at another
+//! provider's cap.) one on the owner's deny list (or
 //! off a non-empty allow list), proven to have forked its chain, or whose
 //! chain does not audit (a broken link, a forged grant, a payment beyond
 //! its balance), is refused outright.
@@ -191,18 +193,6 @@ impl Credit {
             return (
                 Err(Decline::Unpaid {
                     receipts: late as u32,
-                }),
-                stale,
-            );
-        }
-        // A requester that has paid this provider nothing yet holds at most
-        // `max_unpaid` of its tasks until its first payment arrives: one
-        // that never pays gets that many, then nothing.
-        let outstanding = a.agreed.len() + a.unpaid.len();
-        if a.paid == 0 && outstanding >= max_unpaid.max(1) {
-            return (
-                Err(Decline::Unpaid {
-                    receipts: outstanding as u32,
                 }),
                 stale,
             );
@@ -401,22 +391,6 @@ mod tests {
         assert_eq!(c.admit(r, 1, later).0, Err(Decline::Unpaid { receipts: 3 }));
         c.paid(r, &MessageId([10; 32]), 1);
         assert!(c.admit(r, 1, later).0.is_ok());
-    }
-
-    #[test]
-    fn a_requester_that_never_paid_holds_at_most_max_unpaid_tasks_until_it_pays() {
-        let mut c = Credit::new(Config {
-            line: Credits(1_000_000),
-            max_unpaid: 2,
-            ..Config::default()
-        });
-        let r = node(1);
-        c.agreed(r, MessageId([1; 32]), 1);
-        c.delivered(r, &MessageId([1; 32]), MessageId([11; 32]), 1, NOW);
-        c.agreed(r, MessageId([2; 32]), 1);
-        assert_eq!(c.admit(r, 1, NOW).0, Err(Decline::Unpaid { receipts: 2 }));
-        c.paid(r, &MessageId([11; 32]), 1);
-        assert!(c.admit(r, 1, NOW).0.is_ok(), "its first payment lifts the cap");
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub struct NodeSpec {
     pub never_pay: bool,
     /// Test only: `--fork-payments`.
     pub fork_payments: bool,
+    /// Configuration (TOML) written to its data dir and passed with
+    /// `--config`.
+    pub config: Option<String>,
 }
 
 impl NodeSpec {
@@ -110,6 +113,7 @@ impl NodeSpec {
             funded: true,
             never_pay: false,
             fork_payments: false,
+            config: None,
         }
     }
 
@@ -149,6 +153,12 @@ impl NodeSpec {
     /// twice by forking its chain.
     pub fn forking(mut self) -> NodeSpec {
         self.fork_payments = true;
+        self
+    }
+
+    /// With this configuration file (TOML).
+    pub fn with_config(mut self, toml: &str) -> NodeSpec {
+        self.config = Some(toml.to_owned());
         self
     }
 
@@ -542,6 +552,11 @@ impl Testnet {
             .stderr(Stdio::from(log));
         if let Some(b) = self.bootstrap_for(index) {
             cmd.args(["--bootstrap", &b]);
+        }
+        if let Some(toml) = &spec.config {
+            let path = data_dir.join("agora.toml");
+            std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
+            cmd.arg("--config").arg(&path);
         }
         if let Ok(filter) = std::env::var("AGORA_TESTNET_NODE_LOG") {
             cmd.env("RUST_LOG", filter);

@@ -30,6 +30,8 @@ use crate::records;
 
 /// How often a node gossips the heads of the chains it holds.
 pub(super) const HEADS_EVERY: Duration = Duration::from_secs(5);
+/// How often every known head is published, moved or not.
+const HEADS_REFRESH: Duration = Duration::from_secs(60);
 /// Other chains' heads remembered at most.
 const MAX_KNOWN_HEADS: usize = 1024;
 
@@ -331,17 +333,25 @@ impl Engine {
         let e = self.heads.entry(owner).or_insert((seq, hash));
         if seq >= e.0 {
             *e = (seq, hash);
+            if self.heads_moved.len() < MAX_HEADS {
+                self.heads_moved.insert(owner);
+            }
         }
     }
 
     /// Gossips the heads of the chains this node holds blocks of.
     pub(super) fn publish_heads(&mut self, now: Timestamp) {
-        if self.heads.is_empty() {
-            return;
+        // Only heads that moved since the last message, and all of them
+        // once a minute: an idle network sends (almost) nothing.
+        let refresh = now.since(self.heads_refreshed) >= HEADS_REFRESH;
+        if refresh {
+            self.heads_refreshed = now;
         }
+        let moved = std::mem::take(&mut self.heads_moved);
         let heads: Vec<Head> = self
             .heads
             .iter()
+            .filter(|(owner, _)| refresh || moved.contains(*owner))
             .take(MAX_HEADS)
             .map(|(owner, (seq, hash))| Head {
                 owner: *owner,
@@ -349,6 +359,9 @@ impl Engine {
                 hash: *hash,
             })
             .collect();
+        if heads.is_empty() {
+            return;
+        }
         let env = self.seal(&Heads { heads }, Heads::MAX_LIFETIME, now);
         self.out.push(Output::Publish {
             topic: HEADS_TOPIC.to_owned(),

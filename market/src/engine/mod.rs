@@ -246,6 +246,10 @@ pub struct Engine {
     /// Injected fault only: the position of the last payment, to sign a
     /// second, different block there for another payee.
     fork_base: Option<(u64, ContentId, NodeId)>,
+    /// Chains whose head moved since heads were last published.
+    heads_moved: HashSet<NodeId>,
+    /// When every head was last published.
+    heads_refreshed: Timestamp,
     replay: ReplayGuard,
     rng: SmallRng,
     writes: Writes,
@@ -339,6 +343,8 @@ impl Engine {
             audits: HashMap::new(),
             heads: HashMap::new(),
             fork_base: None,
+            heads_moved: HashSet::new(),
+            heads_refreshed: Timestamp(0),
             rng,
             writes,
             out: Vec::new(),

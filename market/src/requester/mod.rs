@@ -605,6 +605,8 @@ impl Requester {
         job.record.error = Some(error.clone());
         job.record.finished_at = Some(now);
         self.ended.push_back((now, id));
+        self.pay_unsettled(id);
+        let Some(job) = self.jobs.get_mut(&id) else { return };
         let mut withdraw = Vec::new();
         for t in &mut job.tasks {
             for c in &mut t.copies {

@@ -276,3 +276,30 @@ fn agreeing_replicas_settle_the_task_and_each_is_paid_once() {
     assert_eq!(tasks[0].phase, TaskPhase::Verified);
     assert_eq!(rec.state, JobState::Done);
 }
+
+#[test]
+fn a_cancelled_job_pays_the_copies_that_reported_and_only_once() {
+    let (_, mut r, view, kps) = world(2);
+    let job = JobId([5; 16]);
+    r.submit(job, spec(1, 2), NOW);
+    let copies = agree(&mut r, &view, &kps);
+    assert_eq!(copies.len(), 2);
+    // One replica reports; the task waits for the other when the user
+    // cancels the job.
+    let (kp, ag, task) = &copies[0];
+    let v = receipt(kp, ag, &r, *task, b"out");
+    assert!(r.on_receipt(kp.node_id(), &v, true, NOW).is_ok());
+    let pays = |r: &mut Requester| -> Vec<NodeId> {
+        std::iter::from_fn(|| r.poll_action())
+            .filter_map(|a| match a {
+                Action::Pay { to, .. } => Some(to),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(pays(&mut r).is_empty(), "not paid while the task is undecided");
+    assert!(r.cancel(job, NOW));
+    assert_eq!(pays(&mut r), vec![kp.node_id()], "the copy that ran is paid");
+    assert!(!r.cancel(job, NOW));
+    assert!(pays(&mut r).is_empty(), "and only once");
+}

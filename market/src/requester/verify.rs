@@ -337,6 +337,47 @@ impl Requester {
         }
     }
 
+    /// When a job ends before its tasks are settled (cancelled, or failed):
+    /// each copy that reported a deterministic result, was not found wrong
+    /// and is not paid yet is paid at its agreed price. Its provider did the
+    /// work asked of it; left unpaid, the receipt would count against this
+    /// requester at that provider for good.
+    pub(super) fn pay_unsettled(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let mut pays = Vec::new();
+        for t in &mut job.tasks {
+            for c in &mut t.copies {
+                if let (CopyState::Reported, Some(r)) = (&c.state, &c.reported)
+                    && !c.wrong
+                    && c.paid.is_none()
+                    && r.exit.is_deterministic()
+                    && let Some(agreement) = c.agreement
+                {
+                    let amount = c.price.cost(r.fuel);
+                    c.paid = Some(amount);
+                    pays.push(Voucher {
+                        receipt: r.receipt,
+                        agreement,
+                        task: t.id,
+                        provider: c.provider,
+                        fuel: r.fuel,
+                        price: c.price,
+                        amount,
+                    });
+                }
+            }
+        }
+        for v in pays {
+            self.dirty_tasks.insert(v.task);
+            self.out.push_back(Action::Pay {
+                to: v.provider,
+                voucher: v,
+            });
+        }
+    }
+
     /// After a task's outcome is decided: pay the copies that agree with it,
     /// report the ones that do not, withdraw the ones still running, and end
     /// the job when every task is settled.

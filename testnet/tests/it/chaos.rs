@@ -53,7 +53,7 @@ fn checks(r: &serde_json::Value) -> Vec<(String, bool)> {
 }
 
 #[test]
-fn a_requester_that_never_pays_gets_a_few_tasks_per_provider_then_nothing() {
+fn a_requester_that_never_pays_is_refused_once_its_receipts_are_late() {
     let _turn = crate::serial();
     let out = crate::run_ok(crate::testnet().args(["chaos", "freeloader", "--tasks", "24", "--json"]));
     let r = crate::last_json(&out);
@@ -64,6 +64,12 @@ fn a_requester_that_never_pays_gets_a_few_tasks_per_provider_then_nothing() {
         .collect();
     assert_eq!(per_provider.len(), 4, "one check per provider: {r}");
     assert!(per_provider.iter().all(|(_, ok)| *ok), "{r}");
+    assert!(
+        checks(&r)
+            .iter()
+            .any(|(w, ok)| w.contains("got nothing more") && *ok),
+        "{r}"
+    );
     assert!(
         checks(&r).iter().any(|(w, ok)| w.starts_with("audit:") && *ok),
         "{r}"
@@ -94,6 +100,25 @@ fn fresh_keys_without_grants_get_no_more_than_their_credit_lines() {
     assert_eq!(r["ok"], true, "{r}");
     assert!(
         checks(&r).iter().any(|(w, ok)| w.contains("fresh keys") && *ok),
+        "{r}"
+    );
+}
+
+#[test]
+fn endless_tasks_are_never_taken_or_stop_within_a_second_of_a_cancel() {
+    let _turn = crate::serial();
+    let out = crate::run_ok(crate::testnet().args(["chaos", "endless-tasks", "--tasks", "16", "--json"]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let c = checks(&r);
+    assert!(
+        c.iter()
+            .any(|(w, ok)| w.starts_with("unbounded tasks are not run") && *ok),
+        "{r}"
+    );
+    assert!(
+        c.iter()
+            .any(|(w, ok)| w.starts_with("cancelling the job stopped") && *ok),
         "{r}"
     );
 }

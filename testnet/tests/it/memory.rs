@@ -17,7 +17,10 @@ fn thirty_nodes_in_two_level_domains_converge() {
         let views = net.wait_views(Duration::from_secs(180)).await;
         let summaries = net.wait_summaries(Duration::from_secs(180)).await;
         let all = net.all_domains();
-        let missing = net.incomplete_domains().await.expect("nodes answer");
+        // Summaries expire (10 s) and are republished (every 3 s) by
+        // elected members: a node may miss one for a moment between the
+        // two. Complete again within a lifetime is what must hold.
+        let again = net.wait_summaries(Duration::from_secs(20)).await;
         net.shutdown().await;
         views.expect("every node sees its domain");
         summaries.expect("every domain's summary reaches every node");
@@ -26,7 +29,7 @@ fn thirty_nodes_in_two_level_domains_converge() {
             ["eu", "eu/a", "eu/b", "us", "us/a", "us/b"],
             "both levels are covered"
         );
-        assert!(missing.is_empty(), "{missing:?}");
+        again.expect("and keeps reaching it");
     });
 }
 

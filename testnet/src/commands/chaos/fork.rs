@@ -127,7 +127,12 @@ impl ChaosCommand {
 
     /// A report without a job outcome: the providers' balances and the
     /// audits.
-    async fn bare_report(&self, mut run: Run, mut checks: Vec<Check>, net: &Testnet) -> ChaosReport {
+    pub(super) async fn bare_report(
+        &self,
+        mut run: Run,
+        mut checks: Vec<Check>,
+        net: &Testnet,
+    ) -> ChaosReport {
         let balances = net.settle(Duration::from_secs(30)).await.ok();
         if let Ok(a) = net.audit().await {
             run.event(a.line());
@@ -199,7 +204,7 @@ async fn requester_done(client: &agora_node::api::client::Client, id: &agora_pro
 }
 
 /// Copies of the job that have a receipt or are running.
-async fn work_done(
+pub(super) async fn work_done(
     client: &agora_node::api::client::Client,
     id: &agora_protocol::JobId,
 ) -> anyhow::Result<usize> {

@@ -26,16 +26,23 @@
 //! * `cheater`: one provider returns wrong outputs (`--cheat-rate 1`) and the
 //!   job runs each task on two providers: a wrong result must never be
 //!   accepted, the cheater must not be paid, and the requester must ban it.
-//! * `freeloader`: a second requester, funded like the first, submits the
-//!   same job and never pays (`--never-pay`). Each provider runs at most
-//!   `credit.max_unpaid` of its tasks (3), then refuses it; the honest job
-//!   finishes, and every provider's balance is exactly what the honest
-//!   requester paid it.
+//! * `freeloader`: a second requester, granted like the first, submits a
+//!   long job and never pays (`--never-pay`). The providers give a receipt
+//!   3 s after its task's due time (`credit.pay_within = "3s"`); once more
+//!   than `credit.max_unpaid` (3) of its receipts are late at a provider,
+//!   that provider refuses it: its job must stop making progress while the
+//!   honest job finishes, and every provider's balance must be exactly its
+//!   grant plus what the honest requester paid it.
 //! * `sybil`: `--sybils` fresh keys (50) without grants each submit a job
 //!   alongside the honest one. A provider works for such a key only within
 //!   the credit line it extends to strangers (`credit.line`, 0.1 credits)
-//!   and at most `credit.max_unpaid` tasks; a key with nothing on its chain
-//!   cannot pay. The honest job must finish.
+//!   (its work, at most its fuel limits' worth); a key with nothing on its
+//!   chain cannot pay. The honest job must finish.
+//! * `endless-tasks`: a second requester asks for spinning tasks with a fuel
+//!   limit of 2^64 − 1 and a deadline 114 years away (no provider may take
+//!   one), then for four it can afford, which take every slot: cancelling
+//!   its job must stop them within a second, and an honest job right after
+//!   must run as usual.
 //! * `fork`: the requester forks its credit chain (`--fork-payments`): it
 //!   pays a second provider with another block at the position of its last
 //!   payment, spending the same credits twice. A provider finds the fork
@@ -59,6 +66,7 @@ use crate::report::{Table, credits};
 use crate::workload::primes;
 use crate::{artifacts, signal};
 
+mod endless;
 mod fork;
 
 /// CPU share of each provider.
@@ -85,6 +93,8 @@ pub enum Scenario {
     Sybil,
     /// A requester that forks its credit chain to pay twice.
     Fork,
+    /// A requester asking for tasks that never end.
+    EndlessTasks,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -264,14 +274,17 @@ impl ChaosCommand {
                 p("local"),
                 p("local").with_cheat_rate(1.0),
             ],
-            Scenario::Freeloader => vec![
-                NodeSpec::requester("local").with_slots(1),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local"),
-                NodeSpec::requester("local").with_slots(1).never_paying(),
-            ],
+            Scenario::Freeloader => {
+                let q = |d: &str| p(d).with_config("[credit]\npay_within = \"3s\"\n");
+                vec![
+                    NodeSpec::requester("local").with_slots(1),
+                    q("local"),
+                    q("local"),
+                    q("local"),
+                    q("local"),
+                    NodeSpec::requester("local").with_slots(1).never_paying(),
+                ]
+            }
             Scenario::Sybil => {
                 let mut v = vec![
                     NodeSpec::requester("local").with_slots(1),
@@ -283,6 +296,14 @@ impl ChaosCommand {
                 v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
                 v
             }
+            Scenario::EndlessTasks => vec![
+                NodeSpec::requester("local").with_slots(1),
+                p("local"),
+                p("local"),
+                p("local"),
+                p("local"),
+                NodeSpec::requester("local").with_slots(1),
+            ],
             Scenario::Fork => vec![
                 NodeSpec::requester("local").with_slots(1).forking(),
                 p("local"),
@@ -310,8 +331,10 @@ impl ChaosCommand {
     }
 
     async fn scenario(&self, net: &mut Testnet, modules: &artifacts::Modules) -> anyhow::Result<ChaosReport> {
-        if self.scenario == Scenario::Fork {
-            return self.fork(net, modules).await;
+        match self.scenario {
+            Scenario::Fork => return self.fork(net, modules).await,
+            Scenario::EndlessTasks => return self.endless(net, modules).await,
+            _ => {}
         }
         self.start(net).await?;
         let ranges = primes::even(self.tasks, LO, self.width);
@@ -333,7 +356,10 @@ impl ChaosCommand {
             .map(|n| (n.index, n.client.clone()));
         let freeloaded = match &freeloader {
             Some((_, c)) => {
-                let spec = job::prepare(c, &modules.read("primes")?, None, &inputs, &params).await?;
+                // Long enough to still be running when its first receipts
+                // fall due: 400 tasks of ~150 M fuel.
+                let long = primes::trial_inputs(&primes::even(400, LO + 10_000_000, 10_000));
+                let spec = job::prepare(c, &modules.read("primes")?, None, &long, &params).await?;
                 Some(job::submit(c, &spec).await?)
             }
             None => None,
@@ -449,7 +475,8 @@ impl ChaosCommand {
                     | Scenario::Cheater
                     | Scenario::Freeloader
                     | Scenario::Sybil
-                    | Scenario::Fork => {}
+                    | Scenario::Fork
+                    | Scenario::EndlessTasks => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -540,7 +567,29 @@ impl ChaosCommand {
             ok: balances.conserved(),
         });
         let mut freeloaded_work: HashMap<agora_protocol::NodeId, usize> = HashMap::new();
+        let mut stalled = None;
         if let (Some((f, client)), Some(fid)) = (&freeloader, freeloaded) {
+            // Refused everywhere once its receipts are late: what it has
+            // had run stops growing.
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut last = (usize::MAX, Instant::now());
+            while Instant::now() < until {
+                let s = client
+                    .job_with_receipts(&fid)
+                    .await
+                    .context("cannot read the freeloader's job")?;
+                let ran: usize = ran_by_provider(&s).values().sum();
+                if ran != last.0 {
+                    last = (ran, Instant::now());
+                } else if last.1.elapsed() >= Duration::from_secs(8) {
+                    stalled = Some(ran);
+                    break;
+                }
+                if s.state.is_terminal() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             let s = client
                 .job_with_receipts(&fid)
                 .await
@@ -549,8 +598,12 @@ impl ChaosCommand {
             let _ = client.cancel(&fid).await;
             let ran: usize = freeloaded_work.values().sum();
             run.event(format!(
-                "node-{f} (never pays) had {ran} of its {} tasks run, then its job was cancelled",
-                s.total
+                "node-{f} (never pays) had {ran} of its {} tasks run; {}",
+                s.total,
+                match stalled {
+                    Some(_) => "then nothing for 8 s: refused by every provider".to_owned(),
+                    None => "and it was still getting work after 60 s".to_owned(),
+                }
             ));
         }
         // What each fresh key got from each provider.
@@ -700,24 +753,32 @@ impl ChaosCommand {
                 }
             }
             Scenario::Freeloader => {
-                let max_unpaid = agora_node::config::Config::default().credit.max_unpaid;
+                checks.push(Check {
+                    what: match stalled {
+                        Some(ran) => format!(
+                            "the freeloader got nothing more after {ran} tasks: every provider refused it"
+                        ),
+                        None => "the freeloader was NOT refused within 60 s".into(),
+                    },
+                    ok: stalled.is_some(),
+                });
                 for p in &providers {
                     let n = net.nodes().iter().find(|n| n.name() == p.node).map(|n| n.id());
                     let ran = n.and_then(|n| freeloaded_work.get(&n)).copied().unwrap_or(0);
                     checks.push(Check {
                         what: format!(
-                            "{} ran {ran} tasks for the freeloader (at most {max_unpaid}); its balance {} is its grant plus what the honest requester paid it ({})",
+                            "{} ran {ran} tasks for the freeloader, unpaid; its balance {} is its grant plus what the honest requester paid it ({})",
                             p.node,
                             credits(p.balance_micros),
                             credits(p.paid_micros as i64)
                         ),
-                        ok: ran <= max_unpaid && p.balance_micros == GRANT_MICROS + p.paid_micros as i64,
+                        ok: p.balance_micros == GRANT_MICROS + p.paid_micros as i64,
                     });
                 }
             }
             Scenario::Sybil => {
                 let c = agora_node::config::Config::default();
-                let (line, max_unpaid, price) = (c.credit.line, c.credit.max_unpaid, c.provider.price);
+                let (line, price) = (c.credit.line, c.provider.price);
                 for p in &providers {
                     let id = net.nodes().iter().find(|n| n.name() == p.node).map(|n| n.id());
                     let per_key: Vec<(usize, u64)> = sybil_work
@@ -734,16 +795,16 @@ impl ChaosCommand {
                     let total: usize = per_key.iter().map(|(n, _)| *n).sum();
                     checks.push(Check {
                         what: format!(
-                            "{} ran {total} tasks for {} fresh keys: at most {most} (≤ {max_unpaid}) and {} credits (≤ the line of {line}) for any one",
+                            "{} ran {total} tasks for {} fresh keys: at most {most} and {} credits of work (≤ the line of {line}) for any one",
                             p.node,
                             per_key.len(),
                             credits(dearest as i64),
                         ),
-                        ok: most <= max_unpaid && dearest <= line.0,
+                        ok: dearest <= line.0,
                     });
                 }
             }
-            Scenario::KillProvider | Scenario::Partition | Scenario::Fork => {}
+            Scenario::KillProvider | Scenario::Partition | Scenario::Fork | Scenario::EndlessTasks => {}
         }
         let ok = checks.iter().all(|c| c.ok);
         Ok(ChaosReport {
