@@ -35,13 +35,17 @@ fn check(seed: u64, w: &World, rep: &Report) {
 /// Dropped, delayed, reordered and duplicated messages, crashes and a
 /// killed provider: every job finishes with correct outputs, nothing is
 /// paid twice, and the ledger balances. `AGORA_SIM_SEEDS` sets the count
-/// (10 000 in the reliability run); `AGORA_SIM_SEED` replays one seed.
+/// (10 000 in the reliability run) and `AGORA_SIM_FROM` the first (to split
+/// a run across cores); `AGORA_SIM_SEED` replays one seed.
 #[test]
 fn market_survives_hostile_schedules() {
     let (from, count) = match std::env::var("AGORA_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(s) => (s, 1),
         None => (
-            0,
+            std::env::var("AGORA_SIM_FROM")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
             std::env::var("AGORA_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
