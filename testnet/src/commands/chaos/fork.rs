@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{ChaosCommand, ChaosReport, Check, LO, ProviderLine, Run};
+use super::{ChaosCommand, ChaosReport, Check, LO, ProviderLine, Run, metric};
 use crate::artifacts;
 use crate::job::{self, Params};
 use crate::process::Testnet;
@@ -185,17 +185,6 @@ impl ChaosCommand {
             expected_micros: balances.as_ref().map_or(0, |b| b.expected),
         }
     }
-}
-
-/// A metric's value summed over its labels (0 if absent).
-async fn metric(client: &agora_node::api::client::Client, name: &str) -> u64 {
-    let Ok(text) = client.metrics().await else {
-        return 0;
-    };
-    text.lines()
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
 }
 
 /// Whether the job has ended.

@@ -839,11 +839,16 @@ fn ran_by_provider(s: &JobStatus) -> HashMap<agora_protocol::NodeId, usize> {
 
 /// Fraud proofs the node has published (its `agora_fraud_published_total`).
 async fn fraud_proofs(client: &agora_node::api::client::Client) -> u64 {
+    metric(client, "agora_fraud_published_total").await
+}
+
+/// A metric's value summed over its labels (0 if absent).
+async fn metric(client: &agora_node::api::client::Client, name: &str) -> u64 {
     let Ok(text) = client.metrics().await else {
         return 0;
     };
     text.lines()
-        .filter(|l| l.starts_with("agora_fraud_published_total"))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum::<f64>() as u64
 }
