@@ -388,6 +388,8 @@ pub struct ContentStore {
     dir: PathBuf,
     /// Every blob held: its size and when it was last stored or read.
     known: Mutex<HashMap<ContentId, Usage>>,
+    /// The sum of the sizes in `known`, kept as blobs come and go.
+    held: std::sync::atomic::AtomicU64,
     /// Recently stored or read small blobs, so that a stream of small
     /// tasks does not read the same inputs from disk again and again.
     hot: Mutex<HotBlobs>,
@@ -479,9 +481,11 @@ impl ContentStore {
                 known.insert(id, Usage { size, used });
             }
         }
+        let held = known.values().map(|u: &Usage| u.size).sum();
         Ok(ContentStore {
             dir: dir.to_owned(),
             known: Mutex::new(known),
+            held: std::sync::atomic::AtomicU64::new(held),
             hot: Mutex::new(HotBlobs::default()),
         })
     }
@@ -536,13 +540,17 @@ impl ContentStore {
         .await
         .map_err(|_| StoreError::Closed)??;
         if let Ok(mut k) = self.known.lock() {
-            k.insert(
+            let old = k.insert(
                 id,
                 Usage {
                     size: bytes_len,
                     used: now_ms(),
                 },
             );
+            let old = old.map_or(0, |u| u.size);
+            self.held
+                .fetch_add(bytes_len, std::sync::atomic::Ordering::Relaxed);
+            self.held.fetch_sub(old, std::sync::atomic::Ordering::Relaxed);
         }
         if let (Some(b), Ok(mut h)) = (hot, self.hot.lock()) {
             h.insert(id, b);
@@ -598,10 +606,7 @@ impl ContentStore {
 
     /// Bytes held.
     pub fn held(&self) -> u64 {
-        self.known
-            .lock()
-            .map(|k| k.values().map(|u| u.size).sum())
-            .unwrap_or(0)
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes blobs nothing needs: every blob not in `keep` unused for
@@ -645,8 +650,10 @@ impl ContentStore {
     }
 
     fn forget(&self, id: &ContentId) {
-        if let Ok(mut k) = self.known.lock() {
-            k.remove(id);
+        if let Ok(mut k) = self.known.lock()
+            && let Some(u) = k.remove(id)
+        {
+            self.held.fetch_sub(u.size, std::sync::atomic::Ordering::Relaxed);
         }
         if let Ok(mut h) = self.hot.lock() {
             h.remove(id);

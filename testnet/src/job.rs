@@ -40,6 +40,8 @@ pub struct Params {
     pub seed: u64,
     /// How providers are chosen.
     pub strategy: Strategy,
+    /// Largest output per task (default: the market's, 16 MiB).
+    pub max_output: Option<Bytes>,
 }
 
 impl Default for Params {
@@ -54,6 +56,7 @@ impl Default for Params {
             spot_check: 0.0,
             seed: 1,
             strategy: Strategy::Scored,
+            max_output: None,
         }
     }
 }
@@ -113,7 +116,7 @@ pub async fn prepare(
         max_energy: None,
         seed: params.seed,
         strategy: params.strategy,
-        max_output: None,
+        max_output: params.max_output,
     })
 }
 

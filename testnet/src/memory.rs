@@ -511,12 +511,7 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// CPU time this process used so far (user + system).
 pub fn cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // The kernel's USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
+    crate::process::cpu_time_at("/proc/self/stat")
 }
 
 /// Threads of this process.

@@ -308,6 +308,11 @@ impl Node {
         self.status.cu.0
     }
 
+    /// CPU time it used so far (user + system), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_at(&format!("/proc/{}/stat", self.pid()?))
+    }
+
     /// Its resident memory, from `/proc/PID/status`.
     pub fn rss_bytes(&self) -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
@@ -315,6 +320,16 @@ impl Node {
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }
+}
+
+/// CPU time (user + system) from a `/proc/…/stat` file.
+pub fn cpu_time_at(path: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// The last lines of a log file, for error messages.

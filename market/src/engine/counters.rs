@@ -42,6 +42,8 @@ pub struct Counters {
     pub fraud_published: u64,
     /// Fraud proofs confirmed by re-execution.
     pub fraud_confirmed: u64,
+    /// Fraud proofs this node set out to re-execute.
+    pub fraud_checks: u64,
     /// Gossip messages rejected.
     pub gossip_rejected: u64,
     /// Receipts for copies withdrawn before their agreement arrived

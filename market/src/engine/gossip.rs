@@ -307,6 +307,7 @@ impl Engine {
             return Verdict::Ignore;
         }
         self.fraud_checking.insert(key, v.into_payload());
+        self.counters.fraud_checks += 1;
         self.out.push(Output::Run(Work::CheckFraud {
             proof: key,
             publisher,

@@ -297,6 +297,8 @@ struct Timers {
     last_expire: Timestamp,
     last_calibration: Timestamp,
     last_collect: Timestamp,
+    /// A collection of stored content is under way.
+    collecting: bool,
     last_heads: Timestamp,
 }
 
@@ -368,6 +370,7 @@ impl Engine {
                 last_expire: now,
                 last_calibration: now,
                 last_collect: now,
+                collecting: false,
                 last_heads: now,
             },
             calibrating: false,
@@ -729,11 +732,24 @@ impl Engine {
                 return;
             }
         }
+        self.timers.collecting = true;
         self.out.push(Output::Run(Work::Collect { keep }));
+    }
+
+    /// Stored content went past the owner's cap between two periodic
+    /// collections (a burst of large outputs or inputs): collect now, so
+    /// that the cap is exceeded by at most what is being written, and the
+    /// node stops taking work if what it must keep alone exceeds it.
+    pub fn on_disk_over_cap(&mut self, now: Timestamp) {
+        if self.config.collect_every.is_some() && !self.timers.collecting {
+            self.timers.last_collect = now;
+            self.collect(now);
+        }
     }
 
     /// The disk holding content reached (or left) the owner's cap.
     pub fn on_disk_full(&mut self, full: bool) {
+        self.timers.collecting = false;
         if self.provider.set_disk_full(full) {
             tracing::warn!(full, "content disk cap: taking new work = {}", !full);
             self.timers.advert_due = true;

@@ -380,7 +380,13 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
         pays: options.faults.pays(),
         fork_payments: options.faults.forks(),
         keep_results: c.requester.keep_results,
-        collect_every: Some(Duration::from_secs(60)),
+        // Content unused for the retention period goes at the next
+        // collection: at least every minute, as often as the period asks.
+        collect_every: Some(
+            c.provider
+                .content_retention
+                .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        ),
         domain_peers: network::MESH_N_HIGH,
         ..engine::Config::default()
     }

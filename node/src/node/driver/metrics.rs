@@ -21,7 +21,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 22] = [
+        let counters: [(Def, u64); 23] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -131,6 +131,14 @@ impl Driver {
                     "Fraud proofs confirmed by re-execution",
                 ),
                 c.fraud_confirmed,
+            ),
+            (
+                (
+                    "agora_fraud_checks_total",
+                    "counter",
+                    "Fraud proofs re-executed to check them",
+                ),
+                c.fraud_checks,
             ),
             (
                 (

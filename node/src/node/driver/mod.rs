@@ -271,6 +271,9 @@ impl Driver {
             Done::Answer(id, r) => e.on_answer(id, r, now),
             Done::Nothing => {}
         }
+        if self.sh.store.content().held() > self.sh.disk.cap.0 {
+            self.engine.on_disk_over_cap(now);
+        }
     }
 
     /// Ends a turn: the engine's writes go to the store, its outputs out,

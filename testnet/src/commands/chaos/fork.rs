@@ -138,6 +138,23 @@ impl ChaosCommand {
             run.event(a.line());
         }
         if let Some(b) = &balances {
+            if b.conserved() {
+                checks.push(Check {
+                    what: format!("the chains sum to the grants issued ({})", credits(b.expected)),
+                    ok: true,
+                });
+            } else if self.scenario != super::Scenario::Fork {
+                checks.push(Check {
+                    what: format!(
+                        "the chains sum to {}, NOT to the grants issued ({})",
+                        credits(b.total),
+                        credits(b.expected)
+                    ),
+                    ok: false,
+                });
+            }
+        }
+        if let Some(b) = balances.as_ref().filter(|b| !b.conserved()) {
             // The forked payments are credits spent twice: the chains sum
             // to more than was granted, by what the proof exposes.
             run.event(format!(

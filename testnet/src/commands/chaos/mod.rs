@@ -49,6 +49,15 @@
 //!   when it next reads the requester's chain, publishes the two signed
 //!   blocks as a proof, and every node must know it within 10 s; after
 //!   that no provider runs anything more for the forker.
+//!
+//! * `disk-fill`: a second requester's tasks write as much output as they
+//!   can; the providers' owners cap output, stored content and retention
+//!   (see `disk.rs`).
+//!
+//! The hostile-peer scenarios (`forged-fraud`, `replay-flood`,
+//! `sybil-flood`, `summary-poison`) add a stranger: a bare libp2p peer in
+//! this process with its own key and no node behind it; see
+//! `hostile.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -66,8 +75,11 @@ use crate::report::{Table, credits};
 use crate::workload::primes;
 use crate::{artifacts, signal};
 
+mod attacker;
+mod disk;
 mod endless;
 mod fork;
+mod hostile;
 
 /// CPU share of each provider.
 const SHARE: f64 = 0.4;
@@ -95,6 +107,18 @@ pub enum Scenario {
     Fork,
     /// A requester asking for tasks that never end.
     EndlessTasks,
+    /// A stranger publishing forged fraud proofs against honest providers.
+    ForgedFraud,
+    /// A stranger flooding providers with signed calls to fill their replay
+    /// guards.
+    ReplayFlood,
+    /// A stranger advertising thousands of fake identities.
+    SybilFlood,
+    /// A stranger signing summaries of domains it is not in, and of
+    /// invented ones.
+    SummaryPoison,
+    /// A requester whose tasks write as much output as they can.
+    DiskFill,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -117,6 +141,9 @@ pub struct ChaosCommand {
     /// Fresh keys of `sybil`.
     #[arg(long, default_value_t = 50)]
     pub sybils: usize,
+    /// Fake identities `sybil-flood` advertises.
+    #[arg(long, default_value_t = 10_000)]
+    pub fake_ids: usize,
     /// How long `partition` keeps the domain cut off, seconds.
     #[arg(long, default_value_t = 6)]
     pub suspend_secs: u64,
@@ -296,14 +323,34 @@ impl ChaosCommand {
                 v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
                 v
             }
-            Scenario::EndlessTasks => vec![
-                NodeSpec::requester("local").with_slots(1),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local"),
-                NodeSpec::requester("local").with_slots(1),
+            Scenario::DiskFill => {
+                let q = || p("local").with_config(disk::CONFIG);
+                vec![
+                    NodeSpec::requester("local").with_slots(1),
+                    q(),
+                    q(),
+                    q(),
+                    q(),
+                    NodeSpec::requester("local").with_slots(1),
+                ]
+            }
+            Scenario::SummaryPoison => vec![
+                NodeSpec::requester("eu/a").with_slots(1),
+                p("eu/b"),
+                p("eu/b"),
+                p("us/a"),
+                p("us/a"),
             ],
+            Scenario::EndlessTasks | Scenario::ForgedFraud | Scenario::ReplayFlood | Scenario::SybilFlood => {
+                vec![
+                    NodeSpec::requester("local").with_slots(1),
+                    p("local"),
+                    p("local"),
+                    p("local"),
+                    p("local"),
+                    NodeSpec::requester("local").with_slots(1),
+                ]
+            }
             Scenario::Fork => vec![
                 NodeSpec::requester("local").with_slots(1).forking(),
                 p("local"),
@@ -334,6 +381,11 @@ impl ChaosCommand {
         match self.scenario {
             Scenario::Fork => return self.fork(net, modules).await,
             Scenario::EndlessTasks => return self.endless(net, modules).await,
+            Scenario::ForgedFraud => return self.forged_fraud(net, modules).await,
+            Scenario::ReplayFlood => return self.replay_flood(net, modules).await,
+            Scenario::SybilFlood => return self.sybil_flood(net, modules).await,
+            Scenario::SummaryPoison => return self.summary_poison(net, modules).await,
+            Scenario::DiskFill => return self.disk_fill(net, modules).await,
             _ => {}
         }
         self.start(net).await?;
@@ -476,7 +528,12 @@ impl ChaosCommand {
                     | Scenario::Freeloader
                     | Scenario::Sybil
                     | Scenario::Fork
-                    | Scenario::EndlessTasks => {}
+                    | Scenario::EndlessTasks
+                    | Scenario::ForgedFraud
+                    | Scenario::ReplayFlood
+                    | Scenario::SybilFlood
+                    | Scenario::SummaryPoison
+                    | Scenario::DiskFill => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -804,7 +861,15 @@ impl ChaosCommand {
                     });
                 }
             }
-            Scenario::KillProvider | Scenario::Partition | Scenario::Fork | Scenario::EndlessTasks => {}
+            Scenario::KillProvider
+            | Scenario::Partition
+            | Scenario::Fork
+            | Scenario::EndlessTasks
+            | Scenario::ForgedFraud
+            | Scenario::ReplayFlood
+            | Scenario::SybilFlood
+            | Scenario::SummaryPoison
+            | Scenario::DiskFill => {}
         }
         let ok = checks.iter().all(|c| c.ok);
         Ok(ChaosReport {
