@@ -434,7 +434,7 @@ impl<T> Verified<T> {
 }
 
 /// Remembers the nonces of live envelopes so that no envelope is
-/// accepted twice (SPEC.md §5.4), with a share for each signer so that one
+/// accepted twice (SPEC.md §5.5), with a share for each signer so that one
 /// peer's traffic cannot crowd out anyone else's.
 ///
 /// The rule, applied after the signature and time window have been checked:

@@ -9,7 +9,7 @@
 //! another provider's receipt bound the same way, or the requester's own
 //! receipt of its own re-execution. So a stranger cannot pair an honest
 //! provider's receipt with one it signed itself, and whoever checks a
-//! proof re-executes under exactly the task's signed limits (SPEC.md §9.3).
+//! proof re-executes under exactly the task's signed limits (SPEC.md §8.4).
 
 use std::time::Duration;
 

@@ -61,18 +61,28 @@ impl Engine {
                 Err(e) => self.rejected("summary", &e),
             }
         } else if topic == FRAUD_TOPIC {
-            match Envelope::from_bytes(data) {
+            let verdict = match Envelope::from_bytes(data) {
                 Ok(env) if env.payload_type() == agora_protocol::PayloadType::ForkProof.code() => {
                     self.on_fork_proof(&env, now)
                 }
                 Ok(_) => self.on_fraud(data, now),
                 Err(_) => Verdict::Reject,
-            }
+            };
+            self.count(verdict)
         } else if topic == agora_protocol::HEADS_TOPIC {
-            self.on_heads(data, now)
+            let verdict = self.on_heads(data, now);
+            self.count(verdict)
         } else {
             Verdict::Ignore
         }
+    }
+
+    /// Counts a rejected proof or heads message.
+    fn count(&mut self, verdict: Verdict) -> Verdict {
+        if verdict == Verdict::Reject {
+            self.counters.gossip_rejected += 1;
+        }
+        verdict
     }
 
     /// A rejected advert or summary: an invalid one is penalised; one that

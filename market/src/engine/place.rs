@@ -181,7 +181,9 @@ impl Engine {
             return;
         };
         self.counters.fraud_published += 1;
-        self.fraud_seen.insert(env.id());
+        // Keyed as received proofs are (by the proof, whoever sealed it),
+        // so that the checkers' re-publications are known here.
+        self.fraud_seen.insert(MessageId::of(&proof.to_bytes()));
         self.out.push(Output::Publish {
             topic: FRAUD_TOPIC.to_owned(),
             data: env.to_bytes(),

@@ -275,6 +275,17 @@ impl View {
             return Err(Rejected::Oversized(data.len()));
         }
         let env = Envelope::from_bytes(data).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        // A flood of unknown keys costs a signature check per advert: once
+        // this second's newcomers are admitted, an advert that claims an
+        // unknown signer is passed over unverified (not penalised, as its
+        // claim is unchecked, and not forwarded).
+        let claimed = env.claimed_signer();
+        if !self.peers.contains_key(&claimed)
+            && self.standing(&claimed) == Standing::Unknown
+            && self.newcomers_admitted(now) >= NEW_PEERS_PER_SECOND
+        {
+            return Err(Rejected::Flooded);
+        }
         let v = env.open::<Advert>(now).map_err(Rejected::from_open)?;
         let node = v.signer();
         let seq = v.payload().seq;
@@ -318,11 +329,7 @@ impl View {
     fn admit(&mut self, node: NodeId, now: Timestamp) -> Result<(), Rejected> {
         let unknown = self.standing(&node) == Standing::Unknown;
         if unknown {
-            let second = now.0 / 1000;
-            if self.admitted.0 != second {
-                self.admitted = (second, 0);
-            }
-            if self.admitted.1 >= NEW_PEERS_PER_SECOND {
+            if self.newcomers_admitted(now) >= NEW_PEERS_PER_SECOND {
                 return Err(Rejected::Flooded);
             }
             if self.unknown_held() >= self.max_unknown && !self.evict_unknown() {
@@ -340,6 +347,15 @@ impl View {
             self.unknown.push_back(node);
         }
         Ok(())
+    }
+
+    /// Unknown peers admitted in the current second.
+    fn newcomers_admitted(&mut self, now: Timestamp) -> u32 {
+        let second = now.0 / 1000;
+        if self.admitted.0 != second {
+            self.admitted = (second, 0);
+        }
+        self.admitted.1
     }
 
     /// Unknown peers held now (those in the queue still unknown and held).

@@ -339,3 +339,54 @@ fn poisoned_summaries_count_for_nothing() {
     .unwrap();
     assert_eq!(v.summary(&fr.domain).unwrap().summary.stats.nodes, 3);
 }
+
+/// Once a second's newcomers are admitted, adverts claiming unknown
+/// signers are passed over before their signature is checked (a forged one
+/// is reported as flooded, not forged: it was never verified), while known
+/// peers' adverts are still verified and taken.
+#[test]
+fn a_flood_beyond_the_newcomer_budget_is_passed_over_unverified() {
+    let mut v = View::new(
+        Keypair::from_secret([0; 32]).node_id(),
+        "x".parse().unwrap(),
+        1000,
+    );
+    let known = Keypair::from_secret([1; 32]);
+    let before = Timestamp(T0.0 - 1000);
+    v.on_advert(&signed(&known, &advert(1, "x"), before), None, before)
+        .unwrap();
+    v.on_rtt(known.node_id(), Duration::from_millis(2));
+    let mut admitted = 0;
+    for i in 0..200u32 {
+        let mut secret = [0xCC; 32];
+        secret[..4].copy_from_slice(&i.to_le_bytes());
+        let k = Keypair::from_secret(secret);
+        if v.on_advert(&signed(&k, &advert(1, "x"), T0), None, T0).is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 50, "this second's budget of newcomers");
+    let mut forged = signed(&Keypair::from_secret([77; 32]), &advert(1, "x"), T0);
+    let n = forged.len();
+    forged[n - 70] ^= 1;
+    assert_eq!(v.on_advert(&forged, None, T0), Err(Rejected::Flooded));
+    // A known peer is still heard, and still verified.
+    let mut bad = signed(&known, &advert(2, "x"), T0);
+    let n = bad.len();
+    bad[n - 70] ^= 1;
+    assert!(matches!(
+        v.on_advert(&bad, None, T0),
+        Err(Rejected::Forged | Rejected::Malformed(_))
+    ));
+    assert!(
+        v.on_advert(&signed(&known, &advert(3, "x"), T0), None, T0)
+            .is_ok()
+    );
+    // The next second, newcomers are verified and admitted again.
+    let next = T0.add(Duration::from_secs(1));
+    let late = Keypair::from_secret([78; 32]);
+    assert!(
+        v.on_advert(&signed(&late, &advert(1, "x"), next), None, next)
+            .is_ok()
+    );
+}

@@ -122,3 +122,79 @@ fn endless_tasks_are_never_taken_or_stop_within_a_second_of_a_cancel() {
         "{r}"
     );
 }
+
+/// Runs a scenario; asserts the report is ok and that a check starting with
+/// each of `must` held.
+fn scenario_holds(args: &[&str], must: &[&str]) {
+    let _turn = crate::serial();
+    let mut all = vec!["chaos"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = crate::run_ok(crate::testnet().args(&all));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let c = checks(&r);
+    for m in must {
+        assert!(c.iter().any(|(w, ok)| w.starts_with(m) && *ok), "{m}: {r}");
+    }
+}
+
+#[test]
+fn forged_fraud_proofs_ban_no_honest_provider_and_cost_at_most_the_quota() {
+    scenario_holds(
+        &["forged-fraud", "--tasks", "8"],
+        &[
+            "re-execution stays within each node's quota",
+            "no honest provider banned by any node",
+            "the honest job after the attack is done on every provider",
+        ],
+    );
+}
+
+#[test]
+fn a_replay_flood_declines_no_genuine_call() {
+    scenario_holds(
+        &["replay-flood", "--tasks", "8"],
+        &[
+            "genuine calls declined as stale or replayed during the flood: 0 of",
+            "the honest job during the flood is done",
+        ],
+    );
+}
+
+#[test]
+fn a_flood_of_fake_identities_keeps_out_no_newcomer_and_slows_no_job_twofold() {
+    scenario_holds(
+        &["sybil-flood", "--fake-ids", "2000", "--tasks", "16"],
+        &[
+            "a new honest provider entered the requester's view",
+            "the honest job during the flood is done",
+        ],
+    );
+}
+
+#[test]
+fn poisoned_summaries_list_no_invented_domain_and_draw_no_call() {
+    scenario_holds(
+        &["summary-poison", "--tasks", "8"],
+        &[
+            "no node lists an invented domain",
+            "each of the",
+            "the poisoned summaries' contact got 0 calls for offers",
+            "the honest job is done",
+        ],
+    );
+}
+
+#[test]
+fn outputs_meant_to_fill_disks_stay_within_the_owners_caps() {
+    scenario_holds(
+        &["disk-fill", "--tasks", "8"],
+        &[
+            "no provider takes a task whose output may exceed its owner's cap",
+            "every provider's stored content stayed within its 16 MiB cap",
+            "within 20 s of the job's end",
+            "an honest job after the attack is done",
+        ],
+    );
+}

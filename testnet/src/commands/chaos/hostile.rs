@@ -184,11 +184,22 @@ impl ChaosCommand {
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
 
-        let cpu0: Vec<Duration> = net
-            .nodes()
+        // CPU over 10 quiet seconds first: what the flood adds is measured
+        // against it.
+        let cpu_now = |net: &Testnet| -> Vec<Duration> {
+            net.nodes()
+                .iter()
+                .map(|n| n.cpu_time().unwrap_or_default())
+                .collect()
+        };
+        let quiet0 = cpu_now(net);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let quiet: f64 = cpu_now(net)
             .iter()
-            .map(|n| n.cpu_time().unwrap_or_default())
-            .collect();
+            .zip(&quiet0)
+            .map(|(c, c0)| c.saturating_sub(*c0).as_secs_f64())
+            .sum();
+        let cpu0 = cpu_now(net);
         let checks0 = sum_metric(net, "agora_fraud_checks_total").await;
         let rejected0 = sum_metric(net, "agora_gossip_rejected_total").await;
         const EACH: usize = 300;
@@ -275,7 +286,9 @@ impl ChaosCommand {
         let checks_run = sum_metric(net, "agora_fraud_checks_total").await - checks0;
         let rejected = sum_metric(net, "agora_gossip_rejected_total").await - rejected0;
         run.event(format!(
-            "over the next 10 s: {checks_run} re-executions in all, {rejected} gossip messages rejected; CPU per node {}",
+            "over the next 10 s: {checks_run} re-executions in all, {rejected} gossip messages rejected; CPU of all {} nodes {:.2} s (10 quiet seconds before: {quiet:.2} s); per node {}",
+            cpu.len(),
+            cpu.iter().sum::<f64>(),
             cpu.iter().map(|c| format!("{c:.2} s")).collect::<Vec<_>>().join(", ")
         ));
         checks.push(Check {

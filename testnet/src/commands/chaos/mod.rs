@@ -381,11 +381,11 @@ impl ChaosCommand {
         match self.scenario {
             Scenario::Fork => return self.fork(net, modules).await,
             Scenario::EndlessTasks => return self.endless(net, modules).await,
-            Scenario::ForgedFraud => return self.forged_fraud(net, modules).await,
-            Scenario::ReplayFlood => return self.replay_flood(net, modules).await,
-            Scenario::SybilFlood => return self.sybil_flood(net, modules).await,
-            Scenario::SummaryPoison => return self.summary_poison(net, modules).await,
-            Scenario::DiskFill => return self.disk_fill(net, modules).await,
+            Scenario::ForgedFraud => return Box::pin(self.forged_fraud(net, modules)).await,
+            Scenario::ReplayFlood => return Box::pin(self.replay_flood(net, modules)).await,
+            Scenario::SybilFlood => return Box::pin(self.sybil_flood(net, modules)).await,
+            Scenario::SummaryPoison => return Box::pin(self.summary_poison(net, modules)).await,
+            Scenario::DiskFill => return Box::pin(self.disk_fill(net, modules)).await,
             _ => {}
         }
         self.start(net).await?;
