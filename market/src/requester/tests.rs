@@ -30,6 +30,11 @@ fn seal<T: Payload>(kp: &Keypair, p: &T) -> Envelope {
 
 /// A requester whose view holds `providers` idle providers.
 fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
+    world_with(providers, Config::default())
+}
+
+/// The same, with the requester configured by `config`.
+fn world_with(providers: usize, config: Config) -> (Keypair, Requester, View, Vec<Keypair>) {
     let me = Keypair::from_secret([1; 32]);
     let mut view = View::new(me.node_id(), "d".parse().expect("domain"), 100);
     let kps: Vec<Keypair> = (0..providers)
@@ -58,7 +63,7 @@ fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
         view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
             .expect("advert accepted");
     }
-    let r = Requester::new(me.node_id(), Config::default(), 7);
+    let r = Requester::new(me.node_id(), config, 7);
     (me, r, view, kps)
 }
 
@@ -302,4 +307,95 @@ fn a_cancelled_job_pays_the_copies_that_reported_and_only_once() {
     assert_eq!(pays(&mut r), vec![kp.node_id()], "the copy that ran is paid");
     assert!(!r.cancel(job, NOW));
     assert!(pays(&mut r).is_empty(), "and only once");
+}
+
+/// A task submitted with more memory than this node's own executor gives
+/// one is never judged by a spot check here (a run out of memory would
+/// condemn an honest provider): a second provider decides instead. With
+/// enough memory, the same job is spot-checked.
+#[test]
+fn a_verifier_that_cannot_reproduce_a_tasks_limits_has_a_second_provider_decide() {
+    let checked = |local_memory: Bytes| {
+        let config = Config {
+            local_memory,
+            ..Config::default()
+        };
+        let (_, mut r, view, kps) = world_with(2, config);
+        let job = JobId([6; 16]);
+        let mut s = spec(1, 1);
+        s.memory = Bytes::mib(200);
+        s.spot_check = 1.0;
+        r.submit(job, s, NOW);
+        let first = agree(&mut r, &view, &kps);
+        assert_eq!(first.len(), 1, "one replica asked for");
+        let (kp, ag, task) = &first[0];
+        let v = receipt(kp, ag, &r, *task, b"out");
+        assert_eq!(
+            r.on_receipt(kp.node_id(), &v, true, NOW),
+            Ok(ReceiptVerdict::Accepted)
+        );
+        let spot = std::iter::from_fn(|| r.poll_action()).any(|a| matches!(a, Action::SpotCheck { .. }));
+        (r, view, kps, job, kp.node_id(), spot)
+    };
+    let (_, _, _, _, _, spot) = checked(Bytes::mib(256));
+    assert!(spot, "a node that can meet the limits spot-checks");
+
+    let (mut r, view, kps, job, first, spot) = checked(Bytes::mib(64));
+    assert!(!spot, "no spot check under other limits");
+    let (_, tasks) = r.job(&job).expect("job");
+    assert_ne!(
+        tasks[0].phase,
+        TaskPhase::Verified,
+        "one unchecked copy settles nothing"
+    );
+    let second = agree(&mut r, &view, &kps);
+    assert_eq!(second.len(), 1, "a second provider is asked");
+    let (kp, ag, task) = &second[0];
+    assert_ne!(kp.node_id(), first, "another provider");
+    let v = receipt(kp, ag, &r, *task, b"out");
+    assert_eq!(
+        r.on_receipt(kp.node_id(), &v, true, NOW),
+        Ok(ReceiptVerdict::Accepted)
+    );
+    let (rec, tasks) = r.job(&job).expect("job");
+    assert_eq!(tasks[0].phase, TaskPhase::Verified, "two agreeing copies decide");
+    assert_eq!(rec.state, JobState::Done);
+}
+
+/// Ended jobs leave memory beyond the newest `keep_finished` and after
+/// `retire_after`, once their records are taken for writing: memory does
+/// not grow with history.
+#[test]
+fn ended_jobs_leave_memory_once_written() {
+    let config = Config {
+        keep_finished: 2,
+        retire_after: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let (_, mut r, view, kps) = world_with(1, config);
+    let ids: Vec<JobId> = (0..5u8).map(|i| JobId([40 + i; 16])).collect();
+    for id in &ids {
+        r.submit(*id, spec(1, 1), NOW);
+        let copies = agree(&mut r, &view, &kps);
+        let (kp, ag, task) = &copies[0];
+        let v = receipt(kp, ag, &r, *task, b"out");
+        assert!(r.on_receipt(kp.node_id(), &v, true, NOW).is_ok());
+        assert_eq!(
+            r.job(id).expect("in memory while it runs").0.state,
+            JobState::Done
+        );
+        while r.poll_action().is_some() {}
+    }
+    r.tick(NOW, &view);
+    assert!(r.job(&ids[0]).is_some(), "not written yet: kept");
+    let (jobs, _) = r.take_dirty();
+    assert!(jobs.len() >= 5, "every job's record goes to disk");
+    r.tick(NOW, &view);
+    let held: Vec<bool> = ids.iter().map(|id| r.job(id).is_some()).collect();
+    assert_eq!(held, [false, false, false, true, true], "the newest two stay");
+    r.tick(NOW.add(Duration::from_secs(61)), &view);
+    assert!(
+        ids.iter().all(|id| r.job(id).is_none()),
+        "and leave after a minute"
+    );
 }

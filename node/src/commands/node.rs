@@ -254,3 +254,41 @@ fn pid_alive(pid: u32) -> bool {
         .unwrap_or_default();
     comm.starts_with("agora")
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::pid_alive;
+
+    /// A node killed with `kill -9` stays a zombie until its parent reaps
+    /// it; its pid, left in `node.json`, must not block a restart, and
+    /// neither must another program that was given the same pid.
+    #[test]
+    fn a_zombie_or_another_program_is_no_running_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("agora-sleep");
+        std::fs::copy("/bin/sleep", &fake).expect("copy sleep");
+        let mut other = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        assert!(!pid_alive(other.id()), "another program with the pid");
+        let mut node = std::process::Command::new(&fake)
+            .arg("30")
+            .spawn()
+            .expect("the stand-in runs");
+        assert!(pid_alive(node.id()), "a live process named agora…");
+        node.kill().expect("kill");
+        // Killed and not yet reaped: a zombie.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while pid_alive(node.id()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", node.id())).unwrap_or_default();
+        assert!(stat.contains(") Z"), "still a zombie: {stat}");
+        assert!(!pid_alive(node.id()), "a zombie is no running node");
+        let _ = node.wait();
+        assert!(!pid_alive(node.id()), "nor a reaped one");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
+}
