@@ -386,6 +386,12 @@ impl Engine {
             if let Some(held) = self.held_block(&h.owner, h.seq)
                 && block_hash(&held) != h.hash
             {
+                // A publisher claiming forks everywhere gets a bounded
+                // number of questions a minute; a real fork is found by
+                // the next honest publisher or audit.
+                if !self.fork_quota.allow(publisher, now) {
+                    break;
+                }
                 let pending = Pending::ForkCheck {
                     owner: h.owner,
                     seq: h.seq,

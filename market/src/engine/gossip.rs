@@ -429,32 +429,88 @@ impl Engine {
     }
 }
 
-/// Checks of fraud proofs a publisher may cause per period: what one peer
-/// can make this node spend on re-execution is bounded.
-#[derive(Debug, Default)]
-pub(super) struct FraudQuota(HashMap<NodeId, (Timestamp, u32)>);
+/// Work a gossip publisher may cause this node per period (re-executing
+/// fraud proofs, asking about forks its heads claim): what one peer can
+/// make this node spend is bounded.
+#[derive(Debug)]
+pub(super) struct Quota {
+    per: u32,
+    period: Duration,
+    windows: HashMap<NodeId, (Timestamp, u32)>,
+}
 
-/// Checks per publisher per [`FRAUD_QUOTA_PERIOD`].
+/// Fraud-proof checks per publisher per [`FRAUD_QUOTA_PERIOD`].
 const FRAUD_QUOTA: u32 = 4;
 /// The period of [`FRAUD_QUOTA`].
 const FRAUD_QUOTA_PERIOD: Duration = Duration::from_secs(600);
+/// Fork checks (chain requests) one heads publisher may cause per minute.
+const FORK_QUOTA: u32 = 16;
 /// Publishers tracked at most (the oldest windows are dropped first).
-const FRAUD_PUBLISHERS: usize = 4096;
+const QUOTA_PUBLISHERS: usize = 4096;
 
-impl FraudQuota {
-    fn allow(&mut self, publisher: NodeId, now: Timestamp) -> bool {
-        if self.0.len() >= FRAUD_PUBLISHERS {
-            self.0
-                .retain(|_, (start, _)| now.since(*start) < FRAUD_QUOTA_PERIOD);
+impl Quota {
+    /// The quota of fraud-proof checks.
+    pub(super) fn fraud() -> Quota {
+        Quota::new(FRAUD_QUOTA, FRAUD_QUOTA_PERIOD)
+    }
+
+    /// The quota of fork checks.
+    pub(super) fn forks() -> Quota {
+        Quota::new(FORK_QUOTA, Duration::from_secs(60))
+    }
+
+    fn new(per: u32, period: Duration) -> Quota {
+        Quota {
+            per,
+            period,
+            windows: HashMap::new(),
         }
-        if self.0.len() >= FRAUD_PUBLISHERS && !self.0.contains_key(&publisher) {
+    }
+
+    /// Whether `publisher` may cause one more unit of work now (and counts
+    /// it if so).
+    pub(super) fn allow(&mut self, publisher: NodeId, now: Timestamp) -> bool {
+        let period = self.period;
+        if self.windows.len() >= QUOTA_PUBLISHERS {
+            self.windows.retain(|_, (start, _)| now.since(*start) < period);
+        }
+        if self.windows.len() >= QUOTA_PUBLISHERS && !self.windows.contains_key(&publisher) {
             return false;
         }
-        let e = self.0.entry(publisher).or_insert((now, 0));
-        if now.since(e.0) >= FRAUD_QUOTA_PERIOD {
+        let e = self.windows.entry(publisher).or_insert((now, 0));
+        if now.since(e.0) >= period {
             *e = (now, 0);
         }
         e.1 += 1;
-        e.1 <= FRAUD_QUOTA
+        e.1 <= self.per
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publisher_gets_its_quota_per_period_and_others_theirs() {
+        let t0 = Timestamp(1_800_000_000_000);
+        let mut q = Quota::forks();
+        let id = |i: u32| {
+            let mut secret = [7; 32];
+            secret[..4].copy_from_slice(&i.to_le_bytes());
+            agora_protocol::Keypair::from_secret(secret).node_id()
+        };
+        let (a, b) = (id(u32::MAX), id(u32::MAX - 1));
+        let allowed = (0..100).filter(|_| q.allow(a, t0)).count();
+        assert_eq!(allowed, FORK_QUOTA as usize);
+        assert!(q.allow(b, t0), "another publisher is not held back");
+        let later = t0.add(Duration::from_secs(60));
+        assert!(q.allow(a, later), "a new period");
+        // Past the tracked publishers, newcomers wait for old windows.
+        let mut q = Quota::fraud();
+        for i in 0..QUOTA_PUBLISHERS as u32 {
+            assert!(q.allow(id(i), t0));
+        }
+        assert!(!q.allow(id(u32::MAX - 2), t0));
+        assert!(q.allow(id(u32::MAX - 2), t0.add(FRAUD_QUOTA_PERIOD)));
     }
 }

@@ -276,7 +276,9 @@ pub struct Engine {
     inline: HashMap<MessageId, Inline>,
     cancelled_running: HashSet<MessageId>,
     fraud_checking: HashMap<MessageId, agora_protocol::fraud::FraudProof>,
-    fraud_quota: gossip::FraudQuota,
+    fraud_quota: gossip::Quota,
+    /// Fork checks heads publishers may cause.
+    fork_quota: gossip::Quota,
     /// Summaries being vouched for, and when this node last asked.
     vouching: HashMap<(Domain, NodeId), Timestamp>,
     /// The summaries of its own domain and those containing it this node
@@ -380,7 +382,8 @@ impl Engine {
             inline: HashMap::new(),
             cancelled_running: HashSet::new(),
             fraud_checking: HashMap::new(),
-            fraud_quota: gossip::FraudQuota::default(),
+            fraud_quota: gossip::Quota::fraud(),
+            fork_quota: gossip::Quota::forks(),
             vouching: HashMap::new(),
             own_summaries: HashMap::new(),
             fraud_seen: HashSet::new(),

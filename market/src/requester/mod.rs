@@ -60,6 +60,13 @@ pub struct Config {
     pub busy_backoff: Duration,
     /// How long a provider that could not be reached is not asked.
     pub unreachable_backoff: Duration,
+    /// How long a provider that declined this node's credit (`NoCredit`,
+    /// `Unpaid`) is not asked: that changes only as payments arrive.
+    pub credit_backoff: Duration,
+    /// How long a provider that refuses this node outright (`Refused`: a
+    /// deny list, an allow list without it, a fork proven against it) is
+    /// not asked.
+    pub refused_backoff: Duration,
     /// Extra reports beyond the replication factor before a task without a
     /// majority fails.
     pub max_extra_copies: usize,
@@ -91,6 +98,8 @@ impl Default for Config {
             retry_backoff: Duration::from_millis(100),
             busy_backoff: Duration::from_millis(250),
             unreachable_backoff: Duration::from_secs(2),
+            credit_backoff: Duration::from_secs(2),
+            refused_backoff: Duration::from_secs(600),
             max_extra_copies: 3,
             max_attempts: 24,
             unplaceable_after: Duration::from_secs(30),

@@ -58,7 +58,9 @@ impl Requester {
                 }
             }
             Err(refusal) => {
-                if refusal.is_busy() {
+                if let Some(wait) = self.credit_backoff(&refusal) {
+                    self.book.back_off(from, now.add(wait));
+                } else if refusal.is_busy() {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else if refusal.is_unreachable() {
                     self.book.failed(from);
@@ -79,6 +81,20 @@ impl Requester {
             .is_some_and(|n| n.answered.len() == n.asked.len());
         if done {
             self.conclude(task, attempt, now, view);
+        }
+    }
+
+    /// How long a provider that declined this node's credit, or refused
+    /// this node, is not asked again: such an answer says nothing against
+    /// the provider, and asking again sooner would only be declined again.
+    fn credit_backoff(&self, refusal: &Refusal) -> Option<Duration> {
+        use agora_protocol::rpc::Decline;
+        match refusal {
+            Refusal::Declined(Decline::NoCredit { .. } | Decline::Unpaid { .. }) => {
+                Some(self.config.credit_backoff)
+            }
+            Refusal::Declined(Decline::Refused) => Some(self.config.refused_backoff),
+            _ => None,
         }
     }
 
@@ -347,6 +363,8 @@ impl Requester {
                     Refusal::Declined(agora_protocol::rpc::Decline::NoFreeSlot)
                 ) {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
+                } else if let Some(wait) = self.credit_backoff(&refusal) {
+                    self.book.back_off(from, now.add(wait));
                 } else {
                     self.book.failed(from);
                 }

@@ -399,3 +399,34 @@ fn ended_jobs_leave_memory_once_written() {
         "and leave after a minute"
     );
 }
+
+/// A provider that refuses this requester outright is left alone for ten
+/// minutes, one that declines its credit for two seconds (payments may
+/// arrive), one without a free slot for a quarter second; none of these
+/// counts against the provider.
+#[test]
+fn a_refusal_backs_off_for_as_long_as_it_is_likely_to_hold() {
+    let cases = [
+        (Decline::Refused, Duration::from_secs(600)),
+        (Decline::Unpaid { receipts: 4 }, Duration::from_secs(2)),
+        (Decline::NoFreeSlot, Duration::from_millis(250)),
+    ];
+    for (decline, wait) in cases {
+        let (_, mut r, view, kps) = world(1);
+        r.submit(JobId([8; 16]), spec(1, 1), NOW);
+        r.place(NOW, &view);
+        let (task, attempt, _) = calls(&mut r).pop().expect("a call");
+        let p = kps[0].node_id();
+        r.on_offer(
+            task,
+            attempt,
+            p,
+            Err(Refusal::Declined(decline.clone())),
+            NOW,
+            &view,
+        );
+        let s = r.book().get(&p).expect("known");
+        assert_eq!(s.backoff_until, NOW.add(wait).0, "{decline:?}");
+        assert_eq!(s.failed, 0, "{decline:?} is no failure of the provider");
+    }
+}
