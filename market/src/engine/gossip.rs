@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use agora_protocol::capacity::{Addr, Advert};
+use agora_protocol::capacity::{Addr, Advert, Contact};
 use agora_protocol::execution::Receipt;
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::Assignment;
@@ -53,7 +53,9 @@ impl Engine {
             match self.view.on_summary(data, now) {
                 Ok(s) => {
                     self.learn_contacts(&s.contacts);
-                    if let Some(contact) = s.ask {
+                    if s.ask.is_some()
+                        && let Some(contact) = self.vouching_contact(&s.contacts)
+                    {
                         self.ask_to_vouch(s.domain, s.signer, contact, now);
                     }
                     Verdict::Accept
@@ -96,6 +98,25 @@ impl Engine {
         } else {
             Verdict::Ignore
         }
+    }
+
+    /// Which of a summary's contacts to ask whether it is a member: one
+    /// this node is connected to if any, else one at random, so that the
+    /// questions of a whole network do not all go to the first contact
+    /// every summary lists.
+    fn vouching_contact(&mut self, contacts: &[Contact]) -> Option<NodeId> {
+        let others: Vec<NodeId> = contacts
+            .iter()
+            .map(|c| c.node)
+            .filter(|n| *n != self.local)
+            .collect();
+        if let Some(n) = others.iter().find(|n| self.connected.contains(n)) {
+            return Some(*n);
+        }
+        if others.is_empty() {
+            return None;
+        }
+        Some(others[self.rng.random_range(0..others.len())])
     }
 
     /// Asks a contact a summary lists whether it is a member of that

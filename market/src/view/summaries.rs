@@ -15,7 +15,7 @@
 //! displace the real one; `seq` is an issue time and may not lie in the
 //! future (a summary claiming `seq = u64::MAX` is refused).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use agora_protocol::capacity::{Advert, ChildSummary, Contact, DomainStats, DomainSummary};
 use agora_protocol::limits::{MAX_CHILDREN, MAX_CONTACTS, MAX_ENVELOPE};
@@ -55,11 +55,18 @@ pub struct SummaryIn {
     pub contacts: Vec<Contact>,
 }
 
+/// Signers remembered as vouched for, beyond the summaries held.
+const VOUCHED_REMEMBERED: usize = 4096;
+
 /// Summaries held, by domain.
 #[derive(Debug, Default)]
 pub(super) struct Summaries {
     by_domain: HashMap<Domain, Vec<HeldSummary>>,
     count: usize,
+    /// Signers a member vouched for, per domain: the members elected to
+    /// publish change every period, and each, once vouched, stays so when
+    /// its turn comes again (bounded; forgotten all at once when full).
+    vouched: HashSet<(Domain, NodeId)>,
 }
 
 impl Summaries {
@@ -123,7 +130,8 @@ impl View {
         }
         let vouched = (own && self.standing(&signer) != Standing::Unknown)
             || signer == self.local
-            || previous.is_some_and(|p| p.vouched);
+            || previous.is_some_and(|p| p.vouched)
+            || self.summaries.vouched.contains(&(domain.clone(), signer));
         if previous.is_none() {
             self.make_room(&domain, now)?;
         }
@@ -199,6 +207,10 @@ impl View {
     /// A member of `domain` answered for `signer`'s summary of it: that
     /// summary now counts.
     pub fn vouch(&mut self, domain: &Domain, signer: &NodeId) {
+        if self.summaries.vouched.len() >= VOUCHED_REMEMBERED {
+            self.summaries.vouched.clear();
+        }
+        self.summaries.vouched.insert((domain.clone(), *signer));
         if let Some(s) = self
             .summaries
             .by_domain

@@ -390,3 +390,54 @@ fn a_flood_beyond_the_newcomer_budget_is_passed_over_unverified() {
             .is_ok()
     );
 }
+
+/// Elected publishers change every period: a signer a member once vouched
+/// for counts again at once when its turn comes back, after its earlier
+/// summary expired; a signer never vouched for still needs a member.
+#[test]
+fn a_signer_once_vouched_counts_again_when_its_turn_comes_back() {
+    let mut v = view();
+    let publisher = Keypair::from_secret([3; 32]);
+    let other = Keypair::from_secret([4; 32]);
+    let member = Contact {
+        node: Keypair::from_secret([5; 32]).node_id(),
+        addrs: vec![],
+    };
+    let first = v
+        .on_summary(
+            &sealed_summary(&publisher, &summary_of("eu/fr", T0.0, 3, vec![member.clone()])),
+            T0,
+        )
+        .unwrap();
+    v.vouch(&first.domain, &first.signer);
+    assert!(v.summary(&first.domain).is_some());
+    // Its summary expires; the domain is gone until someone publishes.
+    let later = T0.add(Duration::from_secs(30));
+    v.expire(later);
+    assert!(v.summary(&first.domain).is_none());
+    let again = |kp: &Keypair, at: Timestamp| {
+        Envelope::seal(
+            kp,
+            &summary_of("eu/fr", at.0, 3, vec![member.clone()]),
+            at,
+            Duration::from_secs(10),
+            Nonce(rand::random()),
+        )
+        .unwrap()
+        .to_bytes()
+    };
+    let back = v.on_summary(&again(&publisher, later), later).unwrap();
+    assert_eq!(back.ask, None, "no need to ask again");
+    assert!(v.summary(&first.domain).is_some(), "counts at once");
+    let new = v.on_summary(&again(&other, later), later);
+    assert_eq!(
+        new.map(|s| s.ask),
+        Ok(Some(member.node)),
+        "a new signer is asked about"
+    );
+    assert_eq!(
+        v.summary(&first.domain).map(|s| s.signer),
+        Some(publisher.node_id()),
+        "a signer never vouched for does not count yet"
+    );
+}

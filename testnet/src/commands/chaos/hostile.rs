@@ -440,6 +440,8 @@ impl ChaosCommand {
         self.start(net).await?;
         let mut run = self.fresh_run();
         let mut checks = Vec::new();
+        // A first job compiles the module everywhere: the baseline is a warm one.
+        self.honest_job(net, modules, 0, LO + 200_000_000).await?;
         let before = self.honest_job(net, modules, 0, LO).await?;
         run.event(before.line("honest job before the flood"));
         let local: Domain = net.node(0).spec.domain.parse()?;
