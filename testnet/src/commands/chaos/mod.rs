@@ -246,6 +246,18 @@ impl ChaosCommand {
     }
 
     async fn run(self) -> anyhow::Result<ExitCode> {
+        let stranger = matches!(
+            self.scenario,
+            Scenario::ForgedFraud | Scenario::ReplayFlood | Scenario::SybilFlood | Scenario::SummaryPoison
+        );
+        if stranger && self.net.netns {
+            let name = clap::ValueEnum::to_possible_value(&self.scenario)
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            anyhow::bail!(
+                "{name} runs its stranger inside this process, on loopback: run it without --netns"
+            );
+        }
         let agora = artifacts::agora_binary()?;
         let modules = artifacts::example_modules()?;
         let dir = super::WorkDir::new(self.dir.as_deref(), "agora-chaos-")?;
