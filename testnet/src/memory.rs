@@ -183,11 +183,19 @@ impl Testnet {
                 },
             ))
             .await;
-            for s in started {
-                let (index, domain, node) = s?;
-                net.issuer
-                    .fund(&node.client(), node.id, crate::process::GRANT_MICROS)
-                    .await?;
+            let started: Vec<_> = started.into_iter().collect::<anyhow::Result<_>>()?;
+            // The batch's grants at once: each waits for its node's disk.
+            let issuer = &net.issuer;
+            futures::future::try_join_all(
+                started
+                    .iter()
+                    .map(|(_, _, node)| (node.client(), node.id))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(|(client, id)| issuer.fund(client, *id, crate::process::GRANT_MICROS)),
+            )
+            .await?;
+            for (index, domain, node) in started {
                 let addr = format!("/memory/{}/p2p/{}", net.port_base + index as u64, node.id);
                 net.members.push(Member {
                     index,
