@@ -133,7 +133,7 @@ impl View {
             || previous.is_some_and(|p| p.vouched)
             || self.summaries.vouched.contains(&(domain.clone(), signer));
         if previous.is_none() {
-            self.make_room(&domain, now)?;
+            self.make_room(&domain, vouched.then_some(seq), now)?;
         }
         let ask = (!vouched && !own)
             .then(|| {
@@ -160,8 +160,17 @@ impl View {
         })
     }
 
-    /// Room for one more signer's summary of `domain`, or why not.
-    fn make_room(&mut self, domain: &Domain, now: Timestamp) -> Result<(), Rejected> {
+    /// Room for one more signer's summary of `domain`, or why not. A
+    /// summary already vouched for (`vouched_seq`: its seq) may also take
+    /// the place of the vouched summary with the oldest figures: elected
+    /// publishers change every period, and fresh figures must not wait for
+    /// stale ones to expire.
+    fn make_room(
+        &mut self,
+        domain: &Domain,
+        vouched_seq: Option<u64>,
+        now: Timestamp,
+    ) -> Result<(), Rejected> {
         if self.summaries.count >= self.max_peers {
             self.summaries.expire(now);
         }
@@ -174,14 +183,23 @@ impl View {
         if held.len() < SIGNERS_PER_DOMAIN {
             return Ok(());
         }
-        // Full: an unvouched signer makes room, the one expiring first.
-        let Some(i) = held
+        // Full: an unvouched signer makes room, the one expiring first;
+        // else, for a vouched summary, the vouched one with older figures.
+        let unvouched = held
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.vouched)
             .min_by_key(|(_, s)| s.expires_at)
-            .map(|(i, _)| i)
-        else {
+            .map(|(i, _)| i);
+        let stale = || {
+            let seq = vouched_seq?;
+            held.iter()
+                .enumerate()
+                .filter(|(_, s)| s.summary.seq < seq)
+                .min_by_key(|(_, s)| s.summary.seq)
+                .map(|(i, _)| i)
+        };
+        let Some(i) = unvouched.or_else(stale) else {
             return Err(Rejected::Full);
         };
         held.swap_remove(i);

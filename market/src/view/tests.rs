@@ -441,3 +441,43 @@ fn a_signer_once_vouched_counts_again_when_its_turn_comes_back() {
         "a signer never vouched for does not count yet"
     );
 }
+
+/// A domain's four places all held by vouched signers: a fifth vouched
+/// signer's newer summary takes the place of the oldest figures, while an
+/// unknown signer's is turned away.
+#[test]
+fn fresh_figures_of_a_vouched_signer_replace_the_oldest_held() {
+    let mut v = view();
+    let at = |ms: u64| T0.add(Duration::from_millis(ms));
+    let seal_at = |kp: &Keypair, nodes: u32, t: Timestamp| {
+        Envelope::seal(
+            kp,
+            &summary_of("eu/fr", t.0, nodes, vec![]),
+            t,
+            Duration::from_secs(10),
+            Nonce(rand::random()),
+        )
+        .unwrap()
+        .to_bytes()
+    };
+    let signers: Vec<Keypair> = (20..25u8).map(|i| Keypair::from_secret([i; 32])).collect();
+    for (i, k) in signers[..4].iter().enumerate() {
+        let s = v.on_summary(&seal_at(k, 1, at(i as u64)), at(i as u64)).unwrap();
+        v.vouch(&s.domain, &s.signer);
+    }
+    // The fifth signer was vouched for once before (its summary is gone).
+    let domain: Domain = "eu/fr".parse().unwrap();
+    v.vouch(&domain, &signers[4].node_id());
+    let stranger = Keypair::from_secret([66; 32]);
+    assert_eq!(
+        v.on_summary(&seal_at(&stranger, 9, at(10)), at(10)),
+        Err(Rejected::Full),
+        "an unknown signer waits"
+    );
+    assert!(v.on_summary(&seal_at(&signers[4], 7, at(20)), at(20)).is_ok());
+    assert_eq!(
+        v.summary(&domain).map(|s| s.summary.stats.nodes),
+        Some(7),
+        "the fresh figures count"
+    );
+}
