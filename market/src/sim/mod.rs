@@ -365,10 +365,27 @@ impl Sim {
                 break;
             }
             if self.finished() {
+                self.restart_after_the_end();
                 break;
             }
         }
         self.report()
+    }
+
+    /// Once the job has ended and its records are durable, a restart of
+    /// the requester must bring back no ended job into memory (start time
+    /// and memory do not grow with history), and the job must still be
+    /// readable from its records ([`Sim::report`] reads it so).
+    fn restart_after_the_end(&mut self) {
+        let r = &mut self.nodes[REQUESTER];
+        if !r.alive {
+            return;
+        }
+        r.disk.tick(self.now + 3_600_000);
+        r.crash(self.now);
+        if r.engine.requester().job(&self.job).is_some() && self.error.is_none() {
+            self.error = Some("a restart brought the ended job back into memory".into());
+        }
     }
 
     fn finished(&self) -> bool {
