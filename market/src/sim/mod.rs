@@ -328,6 +328,7 @@ impl Sim {
         }
         let mut kill_at = self.world.kill_one.then(|| T0 + self.rng.random_range(1..5_000));
         let mut next_tick = self.now;
+        let mut ended = false;
         loop {
             let next_event = self.queue.peek().map(|Reverse((t, _))| *t);
             let t = next_event.map_or(next_tick, |e| e.min(next_tick));
@@ -365,27 +366,39 @@ impl Sim {
                 break;
             }
             if self.finished() {
-                self.restart_after_the_end();
+                ended = true;
                 break;
             }
         }
-        self.report()
+        let mut report = self.report();
+        if ended
+            && report.error.is_none()
+            && let Some(e) = self.restart_after_the_end()
+        {
+            report.error = Some(e);
+        }
+        report
     }
 
     /// Once the job has ended and its records are durable, a restart of
     /// the requester must bring back no ended job into memory (start time
     /// and memory do not grow with history), and the job must still be
-    /// readable from its records ([`Sim::report`] reads it so).
-    fn restart_after_the_end(&mut self) {
+    /// readable from its records. Runs after the report is taken: what the
+    /// requester learnt in memory (bans) does not survive a restart.
+    fn restart_after_the_end(&mut self) -> Option<String> {
         let r = &mut self.nodes[REQUESTER];
         if !r.alive {
-            return;
+            return None;
         }
         r.disk.tick(self.now + 3_600_000);
         r.crash(self.now);
-        if r.engine.requester().job(&self.job).is_some() && self.error.is_none() {
-            self.error = Some("a restart brought the ended job back into memory".into());
+        if r.engine.requester().job(&self.job).is_some() {
+            return Some("a restart brought the ended job back into memory".into());
         }
+        if r.engine.with_job(&self.job, |_, _| ()).is_none() {
+            return Some("after a restart the ended job cannot be read from its records".into());
+        }
+        None
     }
 
     fn finished(&self) -> bool {
