@@ -237,6 +237,10 @@ impl Engine {
                         Ok(v)
                     }
                 });
+                // An offer or a decline shows a real endpoint behind the key.
+                if matches!(offer, Ok(_) | Err(Refusal::Declined(_))) {
+                    self.view.reached(from);
+                }
                 self.requester
                     .on_offer(task, attempt, from, offer, now, &self.view);
             }

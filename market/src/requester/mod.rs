@@ -248,6 +248,28 @@ struct Negotiation {
     reserved: NodeId,
     decision: usize,
     backup: bool,
+    /// Those asked that had no standing when asked: the negotiation does
+    /// not wait for them once those with standing have answered.
+    unknown: Vec<NodeId>,
+}
+
+impl Negotiation {
+    /// Whether only providers without standing were asked.
+    fn is_probe(&self) -> bool {
+        self.unknown.len() == self.asked.len()
+    }
+
+    /// Whether it has heard enough to conclude: everyone asked answered,
+    /// or everyone with standing and there is an offer to take.
+    fn heard_enough(&self) -> bool {
+        self.answered.len() == self.asked.len()
+            || (!self.is_probe()
+                && !self.offers.is_empty()
+                && self
+                    .asked
+                    .iter()
+                    .all(|p| self.answered.contains(p) || self.unknown.contains(p)))
+    }
 }
 
 #[derive(Debug)]
@@ -306,6 +328,12 @@ pub struct Requester {
     negotiations: HashMap<(TaskId, u16), Negotiation>,
     negotiating: HashMap<TaskId, usize>,
     negotiating_jobs: HashMap<JobId, usize>,
+    /// Negotiations asking only a provider without standing.
+    probes: usize,
+    /// Providers without standing whose negotiation ended before they
+    /// answered, and since when they were asked: counted as failed if they
+    /// never answer (see [`Requester::expire_negotiations`]).
+    silent: HashMap<NodeId, Timestamp>,
     /// Offers not taken, by the copy whose acceptance is in flight.
     fallbacks: HashMap<(TaskId, u16), Fallback>,
     book: Book,
@@ -342,6 +370,8 @@ impl Requester {
             negotiations: HashMap::new(),
             negotiating: HashMap::new(),
             negotiating_jobs: HashMap::new(),
+            probes: 0,
+            silent: HashMap::new(),
             fallbacks: HashMap::new(),
             book: Book::default(),
             rng: SmallRng::seed_from_u64(seed),
@@ -427,11 +457,16 @@ impl Requester {
     fn negotiation_started(&mut self, key: (TaskId, u16), n: Negotiation) {
         *self.negotiating.entry(key.0).or_default() += 1;
         *self.negotiating_jobs.entry(key.0.job).or_default() += 1;
+        self.probes += usize::from(n.is_probe());
         self.negotiations.insert(key, n);
     }
 
     fn negotiation_ended(&mut self, key: &(TaskId, u16)) -> Option<Negotiation> {
         let n = self.negotiations.remove(key)?;
+        self.probes -= usize::from(n.is_probe());
+        for u in n.unknown.iter().filter(|u| !n.answered.contains(u)) {
+            self.silent.entry(*u).or_insert(n.started);
+        }
         if let Some(c) = self.negotiating.get_mut(&key.0) {
             *c -= 1;
             if *c == 0 {

@@ -22,6 +22,16 @@ impl Requester {
         };
         let spec = &job.record.spec;
         let Some(n) = self.negotiations.get_mut(&(task, attempt)) else {
+            // A late answer to a negotiation that did not wait for it.
+            if self.silent.remove(&from).is_some() {
+                match &answer {
+                    Err(r) if r.is_unreachable() => {
+                        self.book.failed(from);
+                        self.book.unreachable(from);
+                    }
+                    _ => self.book.answered(from),
+                }
+            }
             return;
         };
         if !n.asked.contains(&from) || !n.answered.insert(from) {
@@ -78,7 +88,7 @@ impl Requester {
         let done = self
             .negotiations
             .get(&(task, attempt))
-            .is_some_and(|n| n.answered.len() == n.asked.len());
+            .is_some_and(Negotiation::heard_enough);
         if done {
             self.conclude(task, attempt, now, view);
         }

@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How many negotiations at a time may ask only a provider without
+/// standing while providers with standing are busy.
+pub(super) const MAX_PROBES: usize = 2;
+
 impl Requester {
     pub(super) fn expire_negotiations(&mut self, now: Timestamp, view: &View) {
         let timeout = self.config.negotiation_timeout;
@@ -18,10 +22,12 @@ impl Requester {
         expired.sort();
         for (task, attempt) in expired {
             if let Some(n) = self.negotiations.get(&(task, attempt)) {
+                // The one without standing is counted below, with those
+                // whose negotiation ended earlier.
                 let silent: Vec<NodeId> = n
                     .asked
                     .iter()
-                    .filter(|p| !n.answered.contains(p))
+                    .filter(|p| !n.answered.contains(p) && !n.unknown.contains(p))
                     .copied()
                     .collect();
                 for p in silent {
@@ -29,6 +35,46 @@ impl Requester {
                 }
             }
             self.conclude(task, attempt, now, view);
+        }
+        self.abandon_probes(now, view);
+        let mut failed: Vec<NodeId> = self
+            .silent
+            .iter()
+            .filter(|(_, since)| now.since(**since) >= timeout)
+            .map(|(p, _)| *p)
+            .collect();
+        failed.sort();
+        for p in failed {
+            self.silent.remove(&p);
+            self.book.failed(p);
+            self.book.unreachable(p);
+        }
+    }
+
+    /// A task asked of a provider without standing goes to a provider with
+    /// standing as soon as one is free for it: the one asked may be a key
+    /// with nothing behind it, and waiting out the timeout would let a
+    /// flood of such keys hold honest work up. If it answers later it has
+    /// standing, and is asked like any other.
+    fn abandon_probes(&mut self, now: Timestamp, view: &View) {
+        if self.probes == 0 {
+            return;
+        }
+        let mut probes: Vec<(TaskId, u16)> = self
+            .negotiations
+            .iter()
+            .filter(|(_, n)| n.is_probe() && n.answered.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        probes.sort();
+        for (task, attempt) in probes {
+            let Some(job) = self.jobs.get(&task.job) else {
+                continue;
+            };
+            let c = self.candidates(job, task.index, now, view);
+            if c.ok.iter().any(|s| !c.unknown.contains(&s.node)) {
+                self.conclude(task, attempt, now, view);
+            }
         }
     }
 
@@ -255,6 +301,16 @@ impl Requester {
                 .then(a.node.cmp(&b.node))
         });
         busy.sort();
+        let unknown: HashSet<NodeId> = ok
+            .iter()
+            .filter(|s| standing.get(&s.node) == Some(&crate::view::Standing::Unknown))
+            .map(|s| s.node)
+            .collect();
+        let busy_known = busy.iter().any(|n| {
+            standing
+                .get(n)
+                .is_some_and(|s| *s != crate::view::Standing::Unknown)
+        });
         let class = if !ok.is_empty() {
             Placement::Started
         } else if !busy.is_empty() {
@@ -269,6 +325,8 @@ impl Requester {
             excluded,
             busy,
             class,
+            unknown,
+            busy_known,
         }
     }
 
@@ -288,6 +346,8 @@ impl Requester {
             excluded,
             busy,
             class,
+            unknown,
+            busy_known,
         } = self.candidates(job, idx, now, view);
         let task = job.tasks[idx as usize].id;
         let strategy = job.record.spec.strategy;
@@ -340,16 +400,41 @@ impl Requester {
             }
             return class;
         }
+        // Providers without standing rank after those with standing; next
+        // to any with standing, or while those are busy, only one is asked
+        // per negotiation, and the negotiation does not wait for it.
+        let known_free = ok.iter().any(|s| !unknown.contains(&s.node));
+        let mut unknowns_left = if known_free || busy_known { 1 } else { usize::MAX };
+        let fits = ok.iter().filter(|s| {
+            if !unknown.contains(&s.node) {
+                return true;
+            }
+            let ask = unknowns_left > 0;
+            unknowns_left = unknowns_left.saturating_sub(1);
+            ask
+        });
         let chosen: Vec<Scored> = match strategy {
             // Tiny tasks are pipelined: negotiating with several providers
             // would cost more than the task, and the lanes already spread
             // them; the best-scored provider alone is asked.
             Strategy::Scored if ok[0].run_ms < placement::TINY_TASK.as_secs_f64() * 1000.0 => {
-                ok.iter().take(1).cloned().collect()
+                fits.take(1).cloned().collect()
             }
-            Strategy::Scored => ok.iter().take(self.config.fanout.max(1)).cloned().collect(),
-            Strategy::Random | Strategy::RoundRobin => ok.iter().take(1).cloned().collect(),
+            Strategy::Scored => fits.take(self.config.fanout.max(1)).cloned().collect(),
+            Strategy::Random | Strategy::RoundRobin => fits.take(1).cloned().collect(),
         };
+        let unknown: Vec<NodeId> = chosen
+            .iter()
+            .map(|s| s.node)
+            .filter(|n| unknown.contains(n))
+            .collect();
+        // While providers with standing are only busy, keys without any
+        // are tried a few at a time: a flood of them cannot take every
+        // task, and an honest newcomer still gets asked (and answering
+        // gives it standing).
+        if !known_free && busy_known && self.probes >= MAX_PROBES {
+            return Placement::Busy;
+        }
         let Some(job) = self.jobs.get_mut(&id) else {
             return Placement::NoFit;
         };
@@ -414,6 +499,7 @@ impl Requester {
                 reserved: best.node,
                 decision,
                 backup,
+                unknown,
             },
         );
         self.touch(task);
@@ -569,6 +655,10 @@ pub(super) struct Candidates {
     pub(super) excluded: Vec<(NodeId, String)>,
     pub(super) busy: Vec<NodeId>,
     pub(super) class: Placement,
+    /// Those in `ok` without standing.
+    pub(super) unknown: HashSet<NodeId>,
+    /// Whether a provider with standing is among the busy ones.
+    pub(super) busy_known: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

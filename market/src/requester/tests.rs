@@ -430,3 +430,71 @@ fn a_refusal_backs_off_for_as_long_as_it_is_likely_to_hold() {
         assert_eq!(s.failed, 0, "{decline:?} is no failure of the provider");
     }
 }
+
+/// An offer from `kp` for `task`.
+fn offer_from(kp: &Keypair, task: TaskId) -> Verified<Offer> {
+    let offer = agora_protocol::market::Offer {
+        call: MessageId([0; 32]),
+        task,
+        price: Price(1_000),
+        expected_start: Millis(0),
+        expected_run: Millis(10),
+        has_module: true,
+        has_input: true,
+    };
+    seal(kp, &offer).open::<Offer>(NOW).expect("opens")
+}
+
+#[test]
+fn keys_without_standing_are_asked_one_at_a_time_and_never_hold_honest_work_up() {
+    // One provider with standing (a measured round trip), five keys with
+    // nothing behind them but adverts.
+    let (_, mut r, mut view, kps) = world(6);
+    let known = kps[0].node_id();
+    view.on_rtt(known, Duration::from_millis(1));
+    let unknown: Vec<NodeId> = kps[1..].iter().map(|k| k.node_id()).collect();
+    r.submit(JobId([7; 16]), spec(6, 1), NOW);
+    r.place(NOW, &view);
+    let sent = calls(&mut r);
+    // The first task asks the provider with standing and one key beside
+    // it; once that provider is busy, MAX_PROBES tasks ask a key each and
+    // the rest wait for it.
+    assert_eq!(sent.len(), 1 + place::MAX_PROBES, "{sent:?}");
+    assert!(sent[0].2.contains(&known), "{sent:?}");
+    for (_, _, to) in &sent {
+        assert!(to.iter().filter(|n| unknown.contains(n)).count() <= 1, "{to:?}");
+    }
+    // The provider with standing offers: the negotiation concludes without
+    // waiting for the silent key asked beside it.
+    let (task, attempt, _) = sent[0].clone();
+    r.on_offer(task, attempt, known, Ok(offer_from(&kps[0], task)), NOW, &view);
+    let accepted =
+        std::iter::from_fn(|| r.poll_action()).any(|a| matches!(a, Action::Accept { to, .. } if to == known));
+    assert!(accepted, "the offer with standing is taken at once");
+    // Another provider gains standing: the tasks asked only of silent keys
+    // go to it at the next tick instead of waiting out the timeout.
+    let newcomer = kps[5].node_id();
+    view.on_rtt(newcomer, Duration::from_millis(1));
+    let later = NOW.add(Duration::from_millis(100));
+    r.tick(later, &view);
+    let again = calls(&mut r);
+    assert!(
+        again
+            .iter()
+            .any(|(t, _, to)| to.contains(&newcomer) && sent[1..].iter().any(|s| s.0 == *t)),
+        "a probed task is asked of the provider with standing: {again:?}"
+    );
+    // The silent keys are not blamed before the timeout, and are after it.
+    let probed: Vec<NodeId> = sent[1..].iter().flat_map(|s| s.2.clone()).collect();
+    assert!(
+        probed
+            .iter()
+            .all(|p| r.book().get(p).is_none_or(|s| s.failed == 0))
+    );
+    r.tick(NOW.add(Duration::from_secs(4)), &view);
+    let silent = probed.iter().filter(|p| *p != &newcomer);
+    for p in silent {
+        let s = r.book().get(p).expect("known");
+        assert!(s.failed >= 1 && s.unreachable, "{p}: {s:?}");
+    }
+}

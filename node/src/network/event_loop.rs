@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::trim;
-use super::{Command, Event, NetworkError, Reply, ReplyTo, Stats};
+use super::{Command, Event, NetworkError, Reply, ReplyTo, Stats, flood};
 
 /// Providers found so far by a DHT query, and who waits for them.
 type PendingProviders = (
@@ -68,6 +68,8 @@ pub(crate) struct EventLoop {
     target_connections: usize,
     /// When each connected peer was connected or last exchanged a request.
     last_used: HashMap<PeerId, Instant>,
+    /// Gossip neighbours' budgets of useless messages (see [`flood`]).
+    flood: flood::FloodGuard<PeerId>,
 }
 
 /// Below this many connections the node dials its bootstrap peers again.
@@ -111,6 +113,7 @@ impl EventLoop {
             blocked: HashSet::new(),
             target_connections,
             last_used: HashMap::new(),
+            flood: flood::FloodGuard::default(),
         }
     }
 
@@ -164,7 +167,11 @@ impl EventLoop {
                 _ => None,
             });
             let known = match peer {
-                Some(p) => self.swarm.is_connected(&p) || self.blocked.contains(&p),
+                Some(p) => {
+                    self.swarm.is_connected(&p)
+                        || self.blocked.contains(&p)
+                        || self.flood.is_cut(&p, Instant::now())
+                }
                 None => connected > 0,
             };
             if !known {
@@ -290,6 +297,7 @@ impl EventLoop {
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.connected = self.swarm.connected_peers().count();
+                s.flooders_refused = self.flood.cut_count(Instant::now());
                 let _ = reply.send(s);
             }
             Command::Disconnect { peer } => {
@@ -313,10 +321,22 @@ impl EventLoop {
         for (channel, response) in o.responses {
             let _ = b.market.send_response(channel, response);
         }
+        let now = Instant::now();
+        let mut flooders = Vec::new();
         for (id, source, acceptance) in o.reports {
+            if !matches!(acceptance, gossipsub::MessageAcceptance::Accept) && self.flood.useless(source, now)
+            {
+                flooders.push(source);
+            }
             b.gossipsub
                 .report_message_validation_result(&id, &source, acceptance);
         }
+        for peer in flooders {
+            tracing::info!(%peer, "cutting off a gossip neighbour that floods");
+            self.stats.flooders_cut += 1;
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let b = self.swarm.behaviour_mut();
         for (topic, data) in o.publish {
             match b.gossipsub.publish(gossipsub::IdentTopic::new(&topic), data) {
                 Ok(_)
@@ -416,7 +436,7 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                if self.blocked.contains(&peer_id) {
+                if self.blocked.contains(&peer_id) || self.flood.is_cut(&peer_id, Instant::now()) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
@@ -441,6 +461,7 @@ impl EventLoop {
             } => {
                 if num_established == 0 {
                     self.last_used.remove(&peer_id);
+                    self.flood.forget(&peer_id);
                 }
                 if num_established == 0
                     && let Some(peer) = node(&peer_id)

@@ -22,6 +22,7 @@
 mod behaviour;
 mod codec;
 mod event_loop;
+mod flood;
 pub mod peer;
 mod trim;
 
@@ -234,6 +235,10 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Idle connections closed to stay at the target.
     pub connections_trimmed: u64,
+    /// Gossip neighbours cut off for flooding (see `flood`).
+    pub flooders_cut: u64,
+    /// Gossip neighbours refused for flooding now.
+    pub flooders_refused: usize,
     /// Market batches sent.
     pub batches_sent: u64,
     /// Market requests sent inside those batches.

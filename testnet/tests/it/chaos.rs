@@ -163,36 +163,19 @@ fn a_replay_flood_declines_no_genuine_call() {
 }
 
 /// The flood keeps no newcomer out and the honest job comes out right.
-/// How much longer the job takes under the flood is reported (the scenario
-/// asks for at most 2×, which a debug build does not meet yet), not
-/// asserted here.
+/// The scenario judges the job's slowdown (at most 2×) on release builds
+/// only: in a debug build the flood's per-message cost takes the cores
+/// the tasks run on (see the scenario).
 #[test]
 fn a_flood_of_fake_identities_keeps_out_no_newcomer_and_stops_no_job() {
-    let _turn = crate::serial();
-    let out = crate::testnet()
-        .args([
-            "chaos",
-            "sybil-flood",
-            "--fake-ids",
-            "2000",
-            "--tasks",
-            "16",
-            "--json",
-        ])
-        .output()
-        .expect("the testnet runs");
-    let r = crate::last_json(&out);
-    let c = checks(&r);
-    for m in [
-        "a new honest provider entered the requester's view",
-        "the honest job during the flood is done",
-        "the chains sum to the grants issued",
-    ] {
-        assert!(c.iter().any(|(w, ok)| w.starts_with(m) && *ok), "{m}: {r}");
-    }
-    assert!(
-        c.iter().any(|(w, _)| w.starts_with("the honest job took")),
-        "the slowdown is reported: {r}"
+    scenario_holds(
+        &["sybil-flood", "--fake-ids", "2000", "--tasks", "16"],
+        &[
+            "a new honest provider entered the requester's view",
+            "the honest job during the flood is done",
+            "the honest job took",
+            "the chains sum to the grants issued",
+        ],
     );
 }
 

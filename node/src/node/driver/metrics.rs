@@ -265,7 +265,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 6] = [
+    let plain: [(Def, u64); 8] = [
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
@@ -309,6 +309,22 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
                 "Idle connections closed to stay at the target",
             ),
             s.connections_trimmed,
+        ),
+        (
+            (
+                "agora_flooders_cut_total",
+                "counter",
+                "Gossip neighbours cut off for flooding useless messages",
+            ),
+            s.flooders_cut,
+        ),
+        (
+            (
+                "agora_flooders_refused",
+                "gauge",
+                "Gossip neighbours refused now for flooding",
+            ),
+            s.flooders_refused as u64,
         ),
     ];
     for (def, v) in plain {
