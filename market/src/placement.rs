@@ -139,6 +139,8 @@ impl Default for ProviderStats {
 #[derive(Debug, Default)]
 pub struct Book {
     providers: HashMap<NodeId, ProviderStats>,
+    /// Bans not yet handed over to be persisted.
+    new_bans: Vec<(NodeId, String)>,
 }
 
 impl Book {
@@ -232,8 +234,24 @@ impl Book {
     /// The provider was caught cheating.
     pub fn ban(&mut self, p: NodeId, why: String) {
         let e = self.entry(p);
+        let first = e.banned.is_none();
+        e.reputation = 0.0;
+        e.banned = Some(why.clone());
+        if first {
+            self.new_bans.push((p, why));
+        }
+    }
+
+    /// A ban read back from disk at start.
+    pub fn restore_ban(&mut self, p: NodeId, why: String) {
+        let e = self.entry(p);
         e.reputation = 0.0;
         e.banned = Some(why);
+    }
+
+    /// The bans made since the last call, to persist.
+    pub fn take_new_bans(&mut self) -> Vec<(NodeId, String)> {
+        std::mem::take(&mut self.new_bans)
     }
 
     /// Whether the provider is banned.

@@ -25,6 +25,7 @@
 //! | `outbox/voucher/{block}` | [`crate::ledger::Outgoing`] | a payment awaits its countersignature |
 //! | `meta/index` | the index version | the `active/` and `jobsum/` indexes were built |
 //! | `pin/{content}` | the time until which it is kept | content this node's user owns (a job's module, inputs, outputs; an upload) |
+//! | `ban/{node}` | why this node's requester banned it | a provider is banned (caught with a wrong result, a confirmed fraud proof, a forked chain) |
 //!
 //! A node restarts from `active/`, so its start time and memory do not
 //! grow with the number of jobs it ever ran; finished jobs stay on disk and
@@ -42,6 +43,8 @@ pub const TASK: &str = "task/";
 pub const JOB_SUMMARY: &str = "jobsum/";
 /// Jobs not yet ended.
 pub const ACTIVE: &str = "active/";
+/// Providers this node's requester banned, with why.
+pub const BAN: &str = "ban/";
 /// Which indexes exist.
 pub const INDEX: &str = "meta/index";
 /// Content kept for this node's user, until a time.
@@ -83,6 +86,11 @@ pub fn job_summary_key(submitted_at: agora_protocol::units::Timestamp, id: &JobI
 /// The key marking a job active.
 pub fn active_key(id: &JobId) -> String {
     format!("{ACTIVE}{id}")
+}
+
+/// The key of a ban.
+pub fn ban_key(node: &NodeId) -> String {
+    format!("{BAN}{node}")
 }
 
 /// The prefix of a job's task records.

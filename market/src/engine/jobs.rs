@@ -15,8 +15,12 @@ use crate::job::{JobRecord, Summary, TaskRecord};
 use crate::records::{self, RecordError};
 
 impl Engine {
-    /// Writes the jobs and tasks the requester changed this turn.
+    /// Writes the jobs and tasks the requester changed this turn, and the
+    /// bans it made (a ban outlives a restart).
     pub(super) fn write_dirty_jobs(&mut self) {
+        for (node, why) in self.requester.take_new_bans() {
+            self.writes.put(records::ban_key(&node), &why);
+        }
         let (jobs, tasks) = self.requester.take_dirty();
         for t in &tasks {
             self.writes.put(records::task_key(&t.id), t);

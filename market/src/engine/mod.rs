@@ -406,6 +406,11 @@ impl Engine {
             }
             self.provider.restore(acc.clone());
         }
+        for (key, why) in records::scan::<String>(self.host.as_ref(), records::BAN)? {
+            if let Ok(node) = key[records::BAN.len()..].parse::<NodeId>() {
+                self.requester.restore_ban(node, why);
+            }
+        }
         for (job, tasks) in self.active_jobs()? {
             self.requester.restore(job, tasks, now);
             jobs += 1;

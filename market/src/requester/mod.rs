@@ -848,6 +848,16 @@ impl Requester {
         self.book.ban(p, why);
     }
 
+    /// A ban read back from disk at start.
+    pub fn restore_ban(&mut self, p: NodeId, why: String) {
+        self.book.restore_ban(p, why);
+    }
+
+    /// The bans made since the last call, to persist.
+    pub fn take_new_bans(&mut self) -> Vec<(NodeId, String)> {
+        self.book.take_new_bans()
+    }
+
     /// This node.
     pub fn local(&self) -> NodeId {
         self.local

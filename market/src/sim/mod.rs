@@ -18,7 +18,7 @@ mod node;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use agora_protocol::execution::ExitStatus;
@@ -382,16 +382,35 @@ impl Sim {
 
     /// Once the job has ended and its records are durable, a restart of
     /// the requester must bring back no ended job into memory (start time
-    /// and memory do not grow with history), and the job must still be
-    /// readable from its records. Runs after the report is taken: what the
-    /// requester learnt in memory (bans) does not survive a restart.
+    /// and memory do not grow with history), the job must still be
+    /// readable from its records, and every provider it banned must still
+    /// be banned. Runs after the report is taken (a restart forgets what
+    /// the requester learnt of providers short of a ban).
     fn restart_after_the_end(&mut self) -> Option<String> {
         let r = &mut self.nodes[REQUESTER];
         if !r.alive {
             return None;
         }
+        let banned = |r: &SimNode| -> BTreeSet<NodeId> {
+            r.engine
+                .requester()
+                .book()
+                .iter()
+                .filter(|(_, s)| s.banned.is_some())
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        let before = banned(r);
         r.disk.tick(self.now + 3_600_000);
         r.crash(self.now);
+        let after = banned(r);
+        if after != before {
+            return Some(format!(
+                "a restart changed the banned providers: {} before, {} after",
+                before.len(),
+                after.len()
+            ));
+        }
         if r.engine.requester().job(&self.job).is_some() {
             return Some("a restart brought the ended job back into memory".into());
         }
