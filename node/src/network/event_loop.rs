@@ -155,7 +155,8 @@ impl EventLoop {
 
     /// A node that lost most of its peers (a partition healed, a restart of
     /// its neighbours) finds the network again through its bootstrap peers
-    /// and a fresh Kademlia walk, without anyone's help.
+    /// and those of its address book, and a fresh Kademlia walk, without
+    /// anyone's help.
     fn heal(&mut self) {
         let connected = self.swarm.connected_peers().count();
         if connected >= MIN_PEERS || self.bootstrap.is_empty() {
@@ -216,6 +217,38 @@ impl EventLoop {
             self.stats.connections_trimmed += 1;
             let _ = self.swarm.disconnect_peer_id(peer);
         }
+    }
+
+    /// Peers in the routing table with their addresses, connected ones
+    /// first, one address each (the first the table holds), at most
+    /// `most`.
+    fn address_book(&mut self, most: usize) -> Vec<libp2p::Multiaddr> {
+        let mut entries: Vec<(bool, PeerId, libp2p::Multiaddr)> = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for e in bucket.iter() {
+                let peer = *e.node.key.preimage();
+                if let Some(addr) = e.node.value.iter().next() {
+                    let connected = e.status == kad::NodeStatus::Connected;
+                    entries.push((connected, peer, addr.clone()));
+                }
+            }
+        }
+        entries.sort_by_key(|(connected, peer, _)| (!connected, *peer));
+        entries
+            .into_iter()
+            .filter(|(_, peer, _)| !self.blocked.contains(peer))
+            .take(most)
+            .map(|(_, peer, addr)| {
+                if addr
+                    .iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                {
+                    addr
+                } else {
+                    addr.with(libp2p::multiaddr::Protocol::P2p(peer))
+                }
+            })
+            .collect()
     }
 
     fn touch(&mut self, peer: PeerId) {
@@ -290,6 +323,9 @@ impl EventLoop {
             Command::GetProviders { key, reply } => {
                 let id = b.kad.get_providers(kad::RecordKey::new(&key));
                 self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::AddressBook { most, reply } => {
+                let _ = reply.send(self.address_book(most));
             }
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());

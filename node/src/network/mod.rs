@@ -57,6 +57,10 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start.
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers seen in earlier runs (the address book, each address ending
+    /// in `/p2p/<id>`), dialled beside the bootstrap peers: a node rejoins
+    /// from them when every bootstrap peer is gone.
+    pub remembered: Vec<Multiaddr>,
     /// Transports.
     pub transport: Transport,
     /// mDNS discovery on the LAN.
@@ -90,6 +94,7 @@ impl Default for Config {
         Config {
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            remembered: Vec::new(),
             transport: Transport::TcpQuic,
             mdns: false,
             gossip_heartbeat: Duration::from_millis(200),
@@ -297,6 +302,10 @@ pub(crate) enum Command {
     GetProviders {
         key: Vec<u8>,
         reply: oneshot::Sender<Result<HashSet<PeerId>, NetworkError>>,
+    },
+    AddressBook {
+        most: usize,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
@@ -530,6 +539,13 @@ impl Client {
         self.ask(|reply| Command::ListenAddrs { reply }).await
     }
 
+    /// At most `most` peers' addresses, each ending in `/p2p/<id>`, from
+    /// the routing table: connected peers first. What a node keeps to
+    /// rejoin from after a restart.
+    pub async fn address_book(&self, most: usize) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(|reply| Command::AddressBook { most, reply }).await
+    }
+
     /// Network counters.
     pub async fn stats(&self) -> Result<Stats, NetworkError> {
         self.ask(|reply| Command::Stats { reply }).await
@@ -573,6 +589,11 @@ pub async fn spawn(
             tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
         }
     }
+    for addr in &config.remembered {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::debug!(%addr, error = %e, "cannot dial a remembered peer");
+        }
+    }
     let (tx, rx) = mpsc::channel(config.channel_capacity);
     let client = Client {
         tx,
@@ -583,7 +604,12 @@ pub async fn spawn(
         rx,
         events,
         cancel,
-        config.bootstrap.clone(),
+        config
+            .bootstrap
+            .iter()
+            .chain(&config.remembered)
+            .cloned()
+            .collect(),
         config.target_connections.min(config.max_connections) as usize,
     );
     let handle = tokio::spawn(event_loop.run());

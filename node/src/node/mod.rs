@@ -11,6 +11,7 @@
 //! what the engine says: writes in one batch per turn, outputs at once or
 //! once that batch is durable, work in a bounded set of tasks (`work`).
 
+pub mod address_book;
 mod driver;
 mod host;
 mod work;
@@ -124,6 +125,7 @@ pub struct Node {
     pub net: network::Client,
     cancel: CancellationToken,
     driver: tokio::task::JoinHandle<()>,
+    address_book: tokio::task::JoinHandle<()>,
     network: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
 }
@@ -173,6 +175,7 @@ impl Node {
         let net_config = network::Config {
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
+            remembered: address_book::load(&store),
             transport: options.transport,
             mdns: config.mdns,
             gossip_heartbeat: options.gossip_heartbeat,
@@ -216,6 +219,7 @@ impl Node {
         };
         let net_handle = net.clone();
         let now = Timestamp::from_system(std::time::SystemTime::now());
+        let book_store = store.clone();
         let sh = Shared {
             store: store.clone(),
             executor: executor.clone(),
@@ -244,6 +248,11 @@ impl Node {
         }
         let id = keypair.node_id();
         let driver_task = tokio::spawn(driver.run(events_rx, api_rx));
+        let book_task = tokio::spawn(address_book::keep(
+            net_handle.clone(),
+            book_store,
+            cancel.child_token(),
+        ));
         tracing::info!(peer = %id, api = %api, "node ready");
         Ok(Node {
             id,
@@ -254,6 +263,7 @@ impl Node {
             net: net_handle,
             cancel,
             driver: driver_task,
+            address_book: book_task,
             network: network_task,
             api_task,
         })
@@ -286,6 +296,7 @@ impl Node {
     /// Waits until the node has stopped.
     pub async fn wait(self) {
         let _ = self.driver.await;
+        let _ = self.address_book.await;
         let _ = self.network.await;
         let _ = self.api_task.await;
     }

@@ -133,3 +133,41 @@ fn domains_partition_adverts_and_share_summaries() {
     assert!(peers.iter().all(|p| p.domain.to_string() == "eu/de"), "{peers:?}");
     assert_eq!(peers.len(), 1);
 }
+
+/// A node remembers the peers it has seen: restarted after its only
+/// bootstrap peer is gone, it rejoins the network from its address book.
+#[test]
+fn a_restarted_node_rejoins_from_its_address_book_when_its_bootstrap_peer_is_gone() {
+    let mut boot_node = NodeProcess::start(&[]);
+    let boot = boot_node.bootstrap_addr();
+    let mut b = NodeProcess::start(&["--bootstrap", &boot]);
+    let c = NodeProcess::start(&["--bootstrap", &boot]);
+    let rt = rt();
+    let c_id = c.info.peer_id.to_string();
+    let sees_c = |n: &NodeProcess| {
+        rt.block_on(n.client().peers(None))
+            .ok()?
+            .iter()
+            .any(|p| p.peer_id.to_string() == c_id)
+            .then_some(())
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || sees_c(&b)).is_some(),
+        "b never saw c:\n{}",
+        b.log()
+    );
+    // Past one update of the address book, then the bootstrap peer and b
+    // go down; b comes back with only the dead bootstrap address.
+    std::thread::sleep(agora_node::node::address_book::EVERY + Duration::from_secs(2));
+    boot_node.kill();
+    b.kill();
+    let b_dir = b.dir.path().to_owned();
+    let again = NodeProcess::start_in_path(&b_dir, &["--bootstrap", &boot]);
+    let rejoined = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(20), || sees_c(&again)).is_some(),
+        "the restarted node did not find c again:\n{}",
+        std::fs::read_to_string(b_dir.join("node.log.2")).unwrap_or_default()
+    );
+    eprintln!("rejoined from the address book in {:?}", rejoined.elapsed());
+}
