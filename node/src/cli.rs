@@ -31,6 +31,8 @@ pub enum Command {
     Build(commands::build::BuildCommand),
     /// Show a running node's status.
     Status(commands::status::StatusCommand),
+    /// Check this machine's node and say what is wrong and what to do.
+    Doctor(commands::doctor::DoctorCommand),
     /// List the peers in a running node's view.
     Peers(commands::peers::PeersCommand),
     /// List the domains a running node knows.
@@ -55,6 +57,7 @@ impl Command {
             Command::Verify(c) => c.execute(),
             Command::Build(c) => c.execute(),
             Command::Status(c) => c.execute(),
+            Command::Doctor(c) => c.execute(),
             Command::Peers(c) => c.execute(),
             Command::Domains(c) => c.execute(),
             Command::Job(c) => c.execute(),

@@ -50,6 +50,10 @@ pub struct NodeInfo {
     pub domain: Domain,
     /// The process id.
     pub pid: u32,
+    /// The bootstrap peers it was started with (what `agora doctor`
+    /// checks).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
 }
 
 /// `GET /v1/status`.
@@ -130,6 +134,10 @@ pub struct PeerRow {
     pub rtt_ms: Option<f64>,
     /// Age of its advert, ms.
     pub advert_age_ms: u64,
+    /// When its advert arrived by this node's clock, minus when the peer
+    /// issued it by its own (the advert's `seq`), ms: the clocks' offset
+    /// plus the delivery time. Positive: this node's clock is ahead.
+    pub clock_offset_ms: i64,
     /// Whether it takes work.
     pub accepting: bool,
     /// Its load, permille.

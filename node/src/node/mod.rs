@@ -216,6 +216,7 @@ impl Node {
             data_dir: data_dir.display().to_string(),
             domain: config.domain.clone(),
             pid: std::process::id(),
+            bootstrap: config.bootstrap.iter().map(ToString::to_string).collect(),
         };
         let net_handle = net.clone();
         let now = Timestamp::from_system(std::time::SystemTime::now());

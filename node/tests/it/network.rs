@@ -171,3 +171,82 @@ fn a_restarted_node_rejoins_from_its_address_book_when_its_bootstrap_peer_is_gon
     );
     eprintln!("rejoined from the address book in {:?}", rejoined.elapsed());
 }
+
+/// Runs `agora doctor --json` on `dir`; its exit status and report.
+fn doctor(dir: &std::path::Path) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new(crate::common::AGORA)
+        .args(["doctor", "--json", "--data-dir"])
+        .arg(dir)
+        .env_remove("AGORA_DATA_DIR")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
+}
+
+/// The findings of `level` whose check is `check`, as messages.
+fn findings(report: &serde_json::Value, check: &str, level: &str) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == check && f["level"] == level)
+        .map(|f| f["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `agora doctor` names the cause when a node reaches nobody (its one
+/// bootstrap peer is dead), finds nothing wrong with a connected node,
+/// and says when the data dir is not a directory.
+#[test]
+fn doctor_names_why_a_node_reaches_nobody_and_passes_a_connected_one() {
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!(
+        "/ip4/127.0.0.1/tcp/{dead_port}/p2p/{}",
+        crate::common::issuer().node_id()
+    );
+    let alone = NodeProcess::start(&["--bootstrap", &dead]);
+    let (ok, report) = doctor(alone.dir.path());
+    assert!(!ok, "{report}");
+    assert!(!findings(&report, "peers", "problem").is_empty(), "{report}");
+    let bootstrap = findings(&report, "bootstrap", "problem");
+    assert!(!bootstrap.is_empty(), "{report}");
+    let named = findings(&report, "bootstrap", "warning");
+    assert!(
+        named.iter().any(|m| m.contains(&dead_port.to_string())),
+        "{report}"
+    );
+
+    let first = NodeProcess::start(&[]);
+    let second = NodeProcess::start(&["--bootstrap", &first.bootstrap_addr()]);
+    let rt = rt();
+    let joined = eventually(Duration::from_secs(15), || {
+        let peers = rt.block_on(second.client().peers(None)).ok()?;
+        (!peers.is_empty()).then_some(())
+    });
+    assert!(joined.is_some(), "{}", second.log());
+    let (ok, report) = doctor(second.dir.path());
+    assert!(ok, "{report}");
+    assert_eq!(findings(&report, "clock", "ok").len(), 1, "{report}");
+    assert_eq!(findings(&report, "peers", "ok").len(), 1, "{report}");
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (ok, report) = doctor(file.path());
+    assert!(!ok, "{report}");
+    assert!(
+        findings(&report, "data dir", "problem")
+            .iter()
+            .any(|m| m.contains("not a directory")),
+        "{report}"
+    );
+}

@@ -323,6 +323,7 @@ impl Driver {
                     energy: p.advert.energy.0,
                     rtt_ms: view.rtt(&p.node).map(|r| r.as_secs_f64() * 1000.0),
                     advert_age_ms: now.0.saturating_sub(p.received_at.0),
+                    clock_offset_ms: p.received_at.0 as i64 - p.advert.seq.min(i64::MAX as u64) as i64,
                     accepting: p.advert.accepting,
                     load: p.advert.load,
                     version: p.advert.version.clone(),
