@@ -161,6 +161,14 @@ pub(crate) fn build_swarm(
             )
             .map_err(|e| NetworkError::Config(format!("tcp: {e}")))?
             .with_quic()
+            // `/dns4/`, `/dns6/` and `/dns/` addresses (bootstrap peers by
+            // name), resolved with the system's resolver configuration.
+            .with_dns()
+            .map_err(|e| {
+                NetworkError::Config(format!(
+                    "dns: cannot read the system's resolver configuration: {e}"
+                ))
+            })?
             .with_behaviour(|key| behaviour(key, config).map_err(Box::from))
             .map_err(|e| NetworkError::Config(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))

@@ -250,3 +250,26 @@ fn doctor_names_why_a_node_reaches_nobody_and_passes_a_connected_one() {
         "{report}"
     );
 }
+
+/// A bootstrap peer may be named by DNS (`/dns4/localhost/…`).
+#[test]
+fn a_bootstrap_peer_named_by_dns_is_joined() {
+    let first = NodeProcess::start(&[]);
+    let port = first.info.listen[0]
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a tcp listen address");
+    let named = format!("/dns4/localhost/tcp/{port}/p2p/{}", first.info.peer_id);
+    let second = NodeProcess::start(&["--bootstrap", &named]);
+    let rt = rt();
+    let first_id = first.info.peer_id.to_string();
+    let joined = eventually(Duration::from_secs(15), || {
+        let peers = rt.block_on(second.client().peers(None)).ok()?;
+        peers
+            .iter()
+            .any(|p| p.peer_id.to_string() == first_id)
+            .then_some(())
+    });
+    assert!(joined.is_some(), "{}", second.log());
+}
