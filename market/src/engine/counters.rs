@@ -46,6 +46,10 @@ pub struct Counters {
     pub fraud_checks: u64,
     /// Gossip messages rejected.
     pub gossip_rejected: u64,
+    /// Summaries this node published (as an elected publisher).
+    pub summaries_published: u64,
+    /// Questions asked of a summary's contacts, whether it is a member.
+    pub vouch_questions: u64,
     /// Receipts for copies withdrawn before their agreement arrived
     /// (acknowledged, not recorded, not paid).
     pub receipts_superseded: u64,

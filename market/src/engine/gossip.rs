@@ -142,6 +142,7 @@ impl Engine {
             }
         }
         self.vouching.insert(key, now);
+        self.counters.vouch_questions += 1;
         let request = agora_protocol::rpc::MarketRequest::Summaries(domain.clone());
         let pending = super::Pending::Vouch {
             domain,
@@ -253,6 +254,7 @@ impl Engine {
             let env = self.seal(&s, lifetime, now);
             let data = env.to_bytes();
             self.view.insert_own_summary(s, env);
+            self.counters.summaries_published += 1;
             self.out.push(Output::Publish {
                 topic: parent.summary_topic(),
                 data,

@@ -120,6 +120,9 @@ const COUNTERS: &[&str] = &[
     "agora_connections_trimmed_total",
     "agora_connections_refused_total",
     "agora_market_overload_total",
+    "agora_summaries_published_total",
+    "agora_vouch_questions_total",
+    "agora_flooders_cut_total",
 ];
 
 /// rot13 of ASCII letters.

@@ -21,7 +21,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 23] = [
+        let counters: [(Def, u64); 25] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -82,6 +82,22 @@ impl Driver {
             (
                 ("agora_vouchers_paid_total", "counter", "Vouchers issued"),
                 c.vouchers_out,
+            ),
+            (
+                (
+                    "agora_summaries_published_total",
+                    "counter",
+                    "Domain summaries this node published as an elected publisher",
+                ),
+                c.summaries_published,
+            ),
+            (
+                (
+                    "agora_vouch_questions_total",
+                    "counter",
+                    "Questions asked of summaries' contacts whether they are members",
+                ),
+                c.vouch_questions,
             ),
             (
                 (
