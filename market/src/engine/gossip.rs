@@ -319,12 +319,12 @@ impl Engine {
         let Ok(conflict) = v.payload().check() else {
             return Verdict::Reject;
         };
+        // A proof is remembered as seen only once it is taken up (or can
+        // never be): one passed over for its publisher's quota, or for a
+        // full queue, is checked when someone else brings it.
         let key = MessageId::of(&v.payload().to_bytes());
-        if !self.fraud_seen.insert(key) {
+        if self.fraud_seen.contains(&key) || self.fraud_checking.contains_key(&key) {
             return Verdict::Ignore;
-        }
-        if self.fraud_seen.len() > FRAUD_SEEN {
-            self.fraud_seen.clear();
         }
         let accused = conflict.accused.signer();
         let relevant = self.view.peer(&accused).is_some() || self.requester.book().get(&accused).is_some();
@@ -333,12 +333,14 @@ impl Engine {
         }
         if let Err(why) = self.can_check(&conflict.assignment) {
             tracing::info!(accused = %accused.short(), %why, "abstaining from a fraud proof this node cannot check");
+            self.remember_fraud(key);
             return Verdict::Ignore;
         }
         let publisher = v.signer();
         if self.fraud_checking.len() >= FRAUD_CHECKS || !self.fraud_quota.allow(publisher, now) {
             return Verdict::Ignore;
         }
+        self.remember_fraud(key);
         self.fraud_checking.insert(key, v.into_payload());
         self.counters.fraud_checks += 1;
         self.out.push(Output::Run(Work::CheckFraud {
@@ -347,6 +349,14 @@ impl Engine {
             assignment: conflict.assignment,
         }));
         Verdict::Ignore
+    }
+
+    /// Remembers a proof as dealt with (a bounded set, cleared when full).
+    fn remember_fraud(&mut self, key: MessageId) {
+        if self.fraud_seen.len() >= FRAUD_SEEN {
+            self.fraud_seen.clear();
+        }
+        self.fraud_seen.insert(key);
     }
 
     /// Whether this node can re-execute a task under exactly its signed

@@ -78,7 +78,13 @@ fn config(provider: Option<(u64, u32)>) -> Config {
     c
 }
 
-fn engine(keypair: &Keypair, provider: Option<(u64, u32)>, seed: u64, now: u64, disk: &Disk) -> Engine {
+pub(super) fn engine(
+    keypair: &Keypair,
+    provider: Option<(u64, u32)>,
+    seed: u64,
+    now: u64,
+    disk: &Disk,
+) -> Engine {
     let setup = Setup {
         keypair: keypair.clone(),
         config: config(provider),

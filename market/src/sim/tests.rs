@@ -175,3 +175,165 @@ fn a_seed_replays_exactly() {
         "different seeds, different runs"
     );
 }
+
+/// A fraud proof passed over because its publisher spent its quota is not
+/// remembered as seen: the same proof brought by another publisher is
+/// checked. (Before, the first sighting marked it seen, and a flooder
+/// that spent its quota first could keep a real cheater unchecked.)
+#[test]
+fn a_proof_passed_over_for_its_publishers_quota_is_checked_when_another_brings_it() {
+    use agora_protocol::Encode;
+    use agora_protocol::capacity::Advert;
+    use agora_protocol::execution::Receipt;
+    use agora_protocol::fraud::Evidence;
+    use agora_protocol::market::{Accept, Agreement, Arg, Assignment, Limits, args_digest};
+    use agora_protocol::units::{ComputeUnits, EnergyRate, Millis};
+    use agora_protocol::{Nonce, Payload, TaskId};
+
+    const T0: u64 = 1_800_000_000_000;
+    let now = Timestamp(T0);
+    let kp = |n: u8| Keypair::from_secret([n; 32]);
+    fn sealed<T: Payload>(k: &Keypair, p: &T, n: u8) -> Envelope {
+        Envelope::seal(
+            k,
+            p,
+            Timestamp(T0),
+            Duration::from_secs(30).min(T::MAX_LIFETIME),
+            Nonce([n; 16]),
+        )
+        .expect("seals")
+    }
+    let assignment = |task: u32| Assignment {
+        task: TaskId::new(JobId([1; 16]), task),
+        attempt: 0,
+        module: ContentId([7; 32]),
+        input: ContentId([8; 32]),
+        args: vec![Arg("x".into())],
+        limits: Limits {
+            fuel: Fuel(1_000_000),
+            memory: Bytes::mib(64),
+            timeout: agora_protocol::units::Millis(5_000),
+            max_output: Bytes::mib(1),
+        },
+        seed: 9,
+    };
+    let copy = |requester: &Keypair, provider: &Keypair, task: u32, n: u8, out: &[u8]| {
+        let a = assignment(task);
+        let accept = sealed(
+            requester,
+            &Accept {
+                offer: MessageId([n; 32]),
+                price: Price(1),
+                assignment: a.clone(),
+            },
+            n,
+        );
+        let agreement = sealed(
+            provider,
+            &Agreement {
+                accept: accept.id(),
+                task: a.task,
+                requester: requester.node_id(),
+                price: Price(1),
+                due: Timestamp(T0),
+            },
+            n,
+        );
+        let receipt = Receipt {
+            agreement: agreement.id(),
+            task: a.task,
+            requester: requester.node_id(),
+            module: a.module,
+            input: a.input,
+            args: args_digest(&a.args),
+            seed: a.seed,
+            fuel_limit: a.limits.fuel,
+            output: ContentId::of(out),
+            output_size: Bytes(out.len() as u64),
+            fuel_used: Fuel(10),
+            exit: ExitStatus::Success,
+            started_at: Timestamp(T0),
+            finished_at: Timestamp(T0),
+        };
+        Evidence {
+            receipt: sealed(provider, &receipt, n),
+            agreement: Some(agreement),
+            accept: Some(accept),
+        }
+    };
+    let (requester, accused, witness) = (kp(0x31), kp(0x32), kp(0x33));
+    let proof = |task: u32| FraudProof {
+        accused: copy(&requester, &accused, task, 1, b"wrong"),
+        witness: copy(&requester, &witness, task, 2, b"right"),
+    };
+
+    let disk = disk::Disk::default();
+    let me = kp(0x30);
+    let mut e = node::engine(&me, None, 1, T0, &disk);
+    // The accused is a provider this node knows: its proofs are relevant.
+    let advert = Advert {
+        seq: T0,
+        domain: "sim".parse().expect("domain"),
+        cu: ComputeUnits(1000),
+        calibrated_at: now,
+        memory: Bytes::mib(256),
+        slots: 1,
+        free_slots: 1,
+        queued: 0,
+        load: 0,
+        accepting: true,
+        price: Price(1_000),
+        energy: EnergyRate(0),
+        version: "sim".into(),
+        addrs: vec![],
+        max_task_fuel: Fuel(u64::MAX),
+        max_task_time: Millis(3_600_000),
+        max_output: Bytes::mib(16),
+    };
+    let topic = agora_protocol::Domain::advert_topic(&"sim".parse().expect("domain"));
+    e.on_gossip(&topic, &sealed(&accused, &advert, 9).to_bytes(), None, now);
+    assert!(e.view().peer(&accused.node_id()).is_some());
+
+    // A flooder publishes distinct proofs until its quota refuses one;
+    // each check taken up ends at once, so the queue never fills.
+    let flooder = kp(0x40);
+    let mut task = 0;
+    loop {
+        let before = e.counters().fraud_checks;
+        e.on_gossip(
+            FRAUD_TOPIC,
+            &sealed(&flooder, &proof(task), 3).to_bytes(),
+            None,
+            now,
+        );
+        if e.counters().fraud_checks == before {
+            break;
+        }
+        e.on_fraud_checked(MessageId::of(&proof(task).to_bytes()), Err("ended".into()), now);
+        task += 1;
+        assert!(task < 100, "the quota never refused");
+    }
+    assert!(task > 0, "the flooder's first proofs are checked");
+    let passed_over = e.counters().fraud_checks;
+    // Another publisher brings the very proof the flooder's quota passed over.
+    let honest = kp(0x41);
+    e.on_gossip(
+        FRAUD_TOPIC,
+        &sealed(&honest, &proof(task), 4).to_bytes(),
+        None,
+        now,
+    );
+    assert_eq!(
+        e.counters().fraud_checks,
+        passed_over + 1,
+        "the proof is checked when another publisher brings it"
+    );
+    // Once taken up, it is not checked again, whoever brings it.
+    e.on_gossip(
+        FRAUD_TOPIC,
+        &sealed(&kp(0x42), &proof(task), 5).to_bytes(),
+        None,
+        now,
+    );
+    assert_eq!(e.counters().fraud_checks, passed_over + 1);
+}
