@@ -171,17 +171,7 @@ fn agree(r: &mut Requester, view: &View, kps: &[Keypair]) -> Vec<(Keypair, Envel
         for (task, attempt, to) in calls(r) {
             for p in &to {
                 let kp = kps.iter().find(|k| k.node_id() == *p).expect("a provider");
-                let offer = agora_protocol::market::Offer {
-                    call: MessageId([0; 32]),
-                    task,
-                    price: Price(1_000),
-                    expected_start: Millis(0),
-                    expected_run: Millis(10),
-                    has_module: true,
-                    has_input: true,
-                };
-                let v = seal(kp, &offer).open::<Offer>(NOW).expect("opens");
-                r.on_offer(task, attempt, *p, Ok(v), NOW, view);
+                r.on_offer(task, attempt, *p, Ok(offer_from(kp, task)), NOW, view);
             }
         }
         let accepts: Vec<(TaskId, u16, NodeId, Accept)> = std::iter::from_fn(|| r.poll_action())
