@@ -767,11 +767,22 @@ impl Testnet {
                 .ledger(0)
                 .await
                 .with_context(|| format!("cannot read the ledger of {}", n.name()))?;
-            let audited = auditor
-                .client
-                .audit(&n.id())
-                .await
-                .with_context(|| format!("{} cannot audit {}", auditor.name(), n.name()))?;
+            // A node restarted on a new port is reached once its new
+            // advert has arrived: a failed dial is tried again a few times.
+            let mut tries = 0;
+            let audited = loop {
+                match auditor.client.audit(&n.id()).await {
+                    Ok(a) => break a,
+                    Err(_) if tries < 5 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::from(e))
+                            .with_context(|| format!("{} cannot audit {}", auditor.name(), n.name()));
+                    }
+                }
+            };
             out.checked += 1;
             out.blocks += audited.blocks;
             if audited.balance_micros != own.balance_micros || audited.blocks != own.seq {
