@@ -75,8 +75,11 @@ interval = "2s"
 lifetime = "10s"
 # How often domain summaries are published (by the elected members).
 summary_interval = "3s"
-# Members of a domain that publish its summary each period.
+# Members of a domain that publish its summary each election term.
 summary_publishers = 2
+# How long one election of those publishers holds (a publisher that leaves
+# is replaced as soon as its advert expires, whatever the term).
+election_term = "10m"
 
 [calibration]
 # How long one calibration run lasts.
@@ -268,6 +271,9 @@ pub struct Adverts {
     pub summary_interval: Duration,
     /// Summary publishers per domain.
     pub summary_publishers: usize,
+    /// How long one election of summary publishers holds.
+    #[serde(with = "duration")]
+    pub election_term: Duration,
 }
 
 /// `[calibration]`.
@@ -360,6 +366,7 @@ impl Default for Adverts {
             lifetime: Duration::from_secs(10),
             summary_interval: Duration::from_secs(3),
             summary_publishers: 2,
+            election_term: Duration::from_secs(600),
         }
     }
 }

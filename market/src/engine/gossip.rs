@@ -244,7 +244,7 @@ impl Engine {
         let a = &self.config.adverts;
         if !self
             .view
-            .is_summary_publisher(now, a.summary_interval, a.summary_publishers)
+            .is_summary_publisher(now, a.election_term, a.summary_publishers)
         {
             return;
         }

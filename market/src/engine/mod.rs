@@ -73,8 +73,14 @@ pub struct Adverts {
     pub lifetime: Duration,
     /// How often domain summaries are published.
     pub summary_interval: Duration,
-    /// Members of a domain that publish its summary each period.
+    /// Members of a domain that publish its summary each election term.
     pub summary_publishers: usize,
+    /// How long one election of summary publishers holds. Much longer
+    /// than the summary interval: every new publisher is a new signer that
+    /// every receiver must find room for and have vouched for, so rotating
+    /// at each publication floods the network with vouch questions and
+    /// leaves figures stale while places are taken.
+    pub election_term: Duration,
 }
 
 impl Default for Adverts {
@@ -84,6 +90,7 @@ impl Default for Adverts {
             lifetime: Duration::from_secs(10),
             summary_interval: Duration::from_secs(3),
             summary_publishers: 2,
+            election_term: Duration::from_secs(600),
         }
     }
 }

@@ -176,6 +176,7 @@ impl EventLoop {
                 None => connected > 0,
             };
             if !known {
+                self.stats.dials += 1;
                 let _ = self.swarm.dial(addr);
             }
         }
@@ -311,6 +312,7 @@ impl EventLoop {
                 self.swarm.add_peer_address(peer, addr);
             }
             Command::Dial { addr } => {
+                self.stats.dials += 1;
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::debug!(%addr, error = %e, "dial failed");
                 }
@@ -386,6 +388,7 @@ impl EventLoop {
             self.swarm.add_peer_address(peer, addr);
         }
         for addr in o.dials {
+            self.stats.dials += 1;
             if let Err(e) = self.swarm.dial(addr.clone()) {
                 tracing::debug!(%addr, error = %e, "dial failed");
             }
@@ -476,6 +479,7 @@ impl EventLoop {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
+                self.stats.connections_opened += 1;
                 self.last_used.insert(peer_id, Instant::now());
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();

@@ -236,6 +236,11 @@ pub struct Stats {
     pub market_overload: u64,
     /// Inbound request-response failures (malformed frames, resets).
     pub inbound_failures: u64,
+    /// Connections established (either side; each cost a handshake).
+    pub connections_opened: u64,
+    /// Dials this node asked for itself (bootstrap, address book, its
+    /// domain's peers); request and DHT dials are not counted.
+    pub dials: u64,
     /// Connections refused by the connection limits.
     pub connections_refused: u64,
     /// Idle connections closed to stay at the target.

@@ -386,6 +386,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             lifetime: c.adverts.lifetime,
             summary_interval: c.adverts.summary_interval,
             summary_publishers: c.adverts.summary_publishers,
+            election_term: c.adverts.election_term,
         },
         recalibrate: (options.capacity == Capacity::Measure).then_some(c.calibration.interval),
         credit: c.credit.to_market(),

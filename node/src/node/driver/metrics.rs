@@ -281,7 +281,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 8] = [
+    let plain: [(Def, u64); 10] = [
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
@@ -309,6 +309,22 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
                 "Malformed or failed inbound requests",
             ),
             s.inbound_failures,
+        ),
+        (
+            (
+                "agora_connections_opened_total",
+                "counter",
+                "Connections established, inbound and outbound",
+            ),
+            s.connections_opened,
+        ),
+        (
+            (
+                "agora_dials_total",
+                "counter",
+                "Dials the node asked for itself (bootstrap, address book, domain peers)",
+            ),
+            s.dials,
         ),
         (
             (
