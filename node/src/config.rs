@@ -22,6 +22,9 @@ domain = "local"
 listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
 # Peers to dial at start.
 bootstrap = []
+# Addresses others can dial this node at, when the owner knows them (a
+# public address, a forwarded port): used without waiting for AutoNAT.
+external = []
 # Local HTTP API (JSON, bearer token). Keep it on loopback.
 api = "127.0.0.1:0"
 # Discover peers on the local network with mDNS.
@@ -116,6 +119,27 @@ pay_within = "60s"
 deny_requesters = []
 # When not empty, the only requesters this node works for.
 allow_requesters = []
+
+[relay]
+# Relay connections for nodes behind NAT (circuit relay v2), within the
+# limits below. Only a node others can dial is any use as a relay.
+server = true
+# Reservations held at once, and per peer.
+max_reservations = 128
+max_reservations_per_peer = 4
+# How long a reservation lasts before the client must renew it.
+reservation_duration = "1h"
+# Relayed connections at once, and per peer.
+max_circuits = 64
+max_circuits_per_peer = 8
+# A relayed connection is cut after this long or this many bytes (each
+# way); the peers are expected to move to a direct connection.
+max_circuit_duration = "10m"
+max_circuit_bytes = "64MiB"
+# Relays to reserve a slot on and listen through (multiaddrs ending in
+# /p2p/<id>). Empty: once AutoNAT finds this node unreachable from
+# outside, it reserves on up to two connected peers that serve as relays.
+relays = []
 "#;
 
 /// The whole configuration.
@@ -131,6 +155,9 @@ pub struct Config {
     /// Bootstrap peers.
     #[serde(with = "text_vec")]
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses known to reach this node from outside.
+    #[serde(with = "text_vec")]
+    pub external: Vec<Multiaddr>,
     /// API address.
     pub api: SocketAddr,
     /// mDNS.
@@ -145,6 +172,67 @@ pub struct Config {
     pub requester: Requester,
     /// Credit settings.
     pub credit: Credit,
+    /// Relay settings.
+    pub relay: Relay,
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Relay {
+    /// Serve as a relay.
+    pub server: bool,
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Reservations per peer.
+    pub max_reservations_per_peer: usize,
+    /// Reservation lifetime.
+    #[serde(with = "duration")]
+    pub reservation_duration: Duration,
+    /// Circuits at once.
+    pub max_circuits: usize,
+    /// Circuits per peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest circuit.
+    #[serde(with = "duration")]
+    pub max_circuit_duration: Duration,
+    /// Most bytes per circuit.
+    #[serde(with = "text")]
+    pub max_circuit_bytes: Bytes,
+    /// Relays to reserve on.
+    #[serde(with = "text_vec")]
+    pub relays: Vec<Multiaddr>,
+}
+
+impl Relay {
+    /// The relay server's limits.
+    pub fn limits(&self) -> crate::network::RelayLimits {
+        crate::network::RelayLimits {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: self.reservation_duration,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes.0,
+        }
+    }
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            server: true,
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(600),
+            max_circuit_bytes: Bytes::mib(64),
+            relays: vec![],
+        }
+    }
 }
 
 /// `[credit]`.
@@ -317,6 +405,7 @@ impl Default for Config {
             domain: "local".parse().expect("valid domain"),
             listen: vec![addr("/ip4/0.0.0.0/tcp/0"), addr("/ip4/0.0.0.0/udp/0/quic-v1")],
             bootstrap: vec![],
+            external: vec![],
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             mdns: false,
             provider: Provider::default(),
@@ -324,6 +413,7 @@ impl Default for Config {
             calibration: Calibration::default(),
             requester: Requester::default(),
             credit: Credit::default(),
+            relay: Relay::default(),
         }
     }
 }

@@ -781,6 +781,11 @@ impl Engine {
         self.connected.len()
     }
 
+    /// Whether `peer` is connected now.
+    pub fn is_connected(&self, peer: &NodeId) -> bool {
+        self.connected.contains(peer)
+    }
+
     /// Requests awaiting an answer, deliveries awaiting acknowledgement.
     pub fn in_flight(&self) -> (usize, usize) {
         (self.pending.len(), self.deliveries.len())

@@ -109,6 +109,26 @@ pub struct Status {
     pub jobs_active: usize,
     /// Resident memory, bytes.
     pub rss_bytes: u64,
+    /// Whether other nodes can dial this one (`public`, `private` or
+    /// `unknown`), from AutoNAT.
+    #[serde(default)]
+    pub reachability: crate::network::Reachability,
+    /// Relays holding a reservation for this node.
+    #[serde(default)]
+    pub relays: Vec<NodeId>,
+    /// External addresses confirmed by other nodes (and circuit addresses).
+    #[serde(default)]
+    pub external_addrs: Vec<String>,
+}
+
+/// How a connected peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path {
+    /// Over at least one direct connection.
+    Direct,
+    /// Only through a relay.
+    Relayed,
 }
 
 /// `GET /v1/peers`: one peer in the view.
@@ -150,6 +170,9 @@ pub struct PeerRow {
     pub reputation: Option<f64>,
     /// Whether it is banned here.
     pub banned: bool,
+    /// How it is connected: `direct`, `relayed`, or null when it is not.
+    #[serde(default)]
+    pub path: Option<Path>,
 }
 
 /// `GET /v1/domains`: one domain.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use agora_protocol::Domain;
 
 use super::common::{NodeLocator, Table, block_on, emitln, float_or_dash, number, print_json, size};
-use crate::api::PeerRow;
+use crate::api::{Path, PeerRow};
 
 /// List the peers in a running node's view, with their adverts and what this
 /// node has learnt about them.
@@ -53,12 +53,13 @@ fn table(peers: &[PeerRow]) -> Table {
         "MEMORY",
         "PRICE",
         "RTT MS",
+        "PATH",
         "AGE MS",
         "ACCEPTING",
         "LEARNT CU",
         "REPUTATION",
     ])
-    .with_right(&[2, 3, 5, 6, 7, 9, 10]);
+    .with_right(&[2, 3, 5, 6, 8, 10, 11]);
     for p in peers {
         let accepting = match (p.banned, p.accepting) {
             (true, _) => "banned",
@@ -73,6 +74,12 @@ fn table(peers: &[PeerRow]) -> Table {
             size(p.memory),
             p.price.clone(),
             float_or_dash(p.rtt_ms, 1),
+            match p.path {
+                Some(Path::Direct) => "direct",
+                Some(Path::Relayed) => "relayed",
+                None => "-",
+            }
+            .to_owned(),
             p.advert_age_ms.to_string(),
             accepting.to_owned(),
             p.learnt_cu.map_or_else(|| "-".to_owned(), number),

@@ -31,6 +31,19 @@ impl StatusCommand {
     }
 }
 
+/// Reachability, the relays in use and the confirmed addresses.
+fn reach_line(s: &Status) -> String {
+    let mut line = s.reachability.to_string();
+    if !s.relays.is_empty() {
+        let relays: Vec<String> = s.relays.iter().map(|r| r.short()).collect();
+        line.push_str(&format!(", through relays {}", relays.join(", ")));
+    }
+    if !s.external_addrs.is_empty() {
+        line.push_str(&format!("; confirmed {}", s.external_addrs.join(", ")));
+    }
+    line
+}
+
 /// The readable summary.
 fn render(s: &Status) -> String {
     let balance = if s.balance_negative {
@@ -48,6 +61,7 @@ fn render(s: &Status) -> String {
         ("version", s.version.clone()),
         ("domain", s.domain.to_string()),
         ("listen", listen),
+        ("reach", reach_line(s)),
         (
             "capacity",
             format!(

@@ -8,8 +8,8 @@ use agora_protocol::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, SOFTWARE_VERSION};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, connection_limits, gossipsub, identify, kad, mdns, noise, ping, request_response,
-    tcp, yamux,
+    StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping,
+    relay, request_response, tcp, yamux,
 };
 
 use super::codec::{Codec, Content, Market};
@@ -26,9 +26,37 @@ pub(crate) struct Behaviour {
     pub(crate) market: request_response::Behaviour<Codec<Market>>,
     pub(crate) content: request_response::Behaviour<Codec<Content>>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Relays others' connections (when configured).
+    pub(crate) relay: Toggle<super::relay_server::RelayServer>,
+    /// Reserves on relays and listens through them.
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// Upgrades a relayed connection to a direct one.
+    pub(crate) dcutr: dcutr::Behaviour,
+    /// Asks other nodes to dial this one's candidate addresses back.
+    pub(crate) autonat: Toggle<autonat::v2::client::Behaviour>,
+    /// Dials other nodes' candidate addresses back.
+    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
-fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behaviour, NetworkError> {
+fn relay_server(peer_id: libp2p::PeerId, limits: &super::RelayLimits) -> super::relay_server::RelayServer {
+    let config = relay::Config {
+        max_reservations: limits.max_reservations,
+        max_reservations_per_peer: limits.max_reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        max_circuit_duration: limits.max_circuit_duration,
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
+    };
+    super::relay_server::RelayServer(relay::Behaviour::new(peer_id, config))
+}
+
+fn behaviour(
+    key: &libp2p::identity::Keypair,
+    relay_client: relay::client::Behaviour,
+    config: &Config,
+) -> Result<Behaviour, NetworkError> {
     let peer_id = key.public().to_peer_id();
 
     let limits = connection_limits::Behaviour::new(
@@ -142,6 +170,21 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &Config) -> Result<Behavio
         market,
         content,
         mdns: mdns.into(),
+        relay: config
+            .relay_server
+            .as_ref()
+            .map(|l| relay_server(peer_id, l))
+            .into(),
+        relay_client,
+        dcutr: dcutr::Behaviour::new(peer_id),
+        autonat: config
+            .autonat
+            .then(autonat::v2::client::Behaviour::default)
+            .into(),
+        autonat_server: config
+            .autonat
+            .then(autonat::v2::server::Behaviour::default)
+            .into(),
     })
 }
 
@@ -169,7 +212,9 @@ pub(crate) fn build_swarm(
                     "dns: cannot read the system's resolver configuration: {e}"
                 ))
             })?
-            .with_behaviour(|key| behaviour(key, config).map_err(Box::from))
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NetworkError::Config(format!("relay client: {e}")))?
+            .with_behaviour(|key, relay| behaviour(key, relay, config).map_err(Box::from))
             .map_err(|e| NetworkError::Config(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -183,7 +228,9 @@ pub(crate) fn build_swarm(
                     .multiplex(yamux::Config::default()))
             })
             .map_err(|e| NetworkError::Config(format!("memory transport: {e}")))?
-            .with_behaviour(|key| behaviour(key, config).map_err(Box::from))
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NetworkError::Config(format!("relay client: {e}")))?
+            .with_behaviour(|key, relay| behaviour(key, relay, config).map_err(Box::from))
             .map_err(|e| NetworkError::Config(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),

@@ -1,6 +1,6 @@
 //! The task that owns the swarm.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use agora_protocol::NodeId;
@@ -8,15 +8,18 @@ use agora_protocol::rpc::{ContentResponse, Decline, MarketRequest, MarketRespons
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, kad, mdns, ping, relay};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::reach::{self, Reachability};
 use super::trim;
-use super::{Command, Event, NetworkError, Reply, ReplyTo, Stats, flood};
+use super::{Command, Event, NetworkError, Reach, Reply, ReplyTo, Stats, flood};
 
 /// Providers found so far by a DHT query, and who waits for them.
 type PendingProviders = (
@@ -70,6 +73,32 @@ pub(crate) struct EventLoop {
     last_used: HashMap<PeerId, Instant>,
     /// Gossip neighbours' budgets of useless messages (see [`flood`]).
     flood: flood::FloodGuard<PeerId>,
+    /// How the node is reached, for [`super::Client::reach`].
+    reach_tx: tokio::sync::watch::Sender<Reach>,
+    /// AutoNAT's verdict so far.
+    verdict: reach::Verdict,
+    /// Relays the owner named, with their addresses.
+    configured_relays: Vec<(PeerId, Multiaddr)>,
+    /// Circuit listeners: the relay each reserves on.
+    reservations: HashMap<ListenerId, PeerId>,
+    /// Relays that accepted a reservation.
+    relays_held: BTreeSet<PeerId>,
+    /// Connected peers that serve as relays, with an address to reach them.
+    relay_candidates: HashMap<PeerId, Multiaddr>,
+    /// Each connected peer's connections, and whether each is relayed.
+    conns: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+}
+
+/// What the loop starts with, besides its channels.
+pub(crate) struct Setup {
+    /// Bootstrap and remembered peers, dialled again when peers are lost.
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    /// Connections above this many are trimmed.
+    pub(crate) target_connections: usize,
+    /// Where the node's reachability is published.
+    pub(crate) reach_tx: tokio::sync::watch::Sender<Reach>,
+    /// Relays the owner named.
+    pub(crate) relays: Vec<Multiaddr>,
 }
 
 /// Below this many connections the node dials its bootstrap peers again.
@@ -94,9 +123,24 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         cancel: CancellationToken,
-        bootstrap: Vec<libp2p::Multiaddr>,
-        target_connections: usize,
+        setup: Setup,
     ) -> Self {
+        let Setup {
+            bootstrap,
+            target_connections,
+            reach_tx,
+            relays,
+        } = setup;
+        let configured_relays = relays
+            .into_iter()
+            .filter_map(|a| match a.iter().last() {
+                Some(Protocol::P2p(peer)) => Some((peer, a)),
+                _ => {
+                    tracing::warn!(addr = %a, "a relay address must end in /p2p/<id>; ignored");
+                    None
+                }
+            })
+            .collect();
         EventLoop {
             swarm,
             commands,
@@ -114,10 +158,89 @@ impl EventLoop {
             target_connections,
             last_used: HashMap::new(),
             flood: flood::FloodGuard::default(),
+            reach_tx,
+            verdict: reach::Verdict::default(),
+            configured_relays,
+            reservations: HashMap::new(),
+            relays_held: BTreeSet::new(),
+            relay_candidates: HashMap::new(),
+            conns: HashMap::new(),
+        }
+    }
+
+    /// The node's reachability now.
+    fn reachability(&self) -> Reachability {
+        let direct = self
+            .swarm
+            .external_addresses()
+            .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+            .count();
+        self.verdict.reachability(direct)
+    }
+
+    /// Asks for the relay reservations the node lacks (see
+    /// [`reach::relays_to_ask`]): listening on a relay's circuit address
+    /// makes the relay client dial it and reserve a slot.
+    fn reserve_relays(&mut self) {
+        let held: BTreeSet<PeerId> = self.reservations.values().copied().collect();
+        let ask = reach::relays_to_ask(
+            self.reachability(),
+            &self.configured_relays,
+            &held,
+            &self.relay_candidates,
+        );
+        for (relay, addr) in ask {
+            let mut circuit = addr;
+            if !matches!(circuit.iter().last(), Some(Protocol::P2p(_))) {
+                circuit.push(Protocol::P2p(relay));
+            }
+            circuit.push(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::info!(%circuit, "asking the relay for a reservation");
+                    self.reservations.insert(id, relay);
+                }
+                Err(e) => tracing::debug!(%circuit, error = %e, "cannot listen through the relay"),
+            }
+        }
+    }
+
+    /// Publishes how the node is reached, when it changed.
+    fn publish_reach(&mut self) {
+        let now = Reach {
+            reachability: self.reachability(),
+            relays: self.relays_held.iter().filter_map(node).collect(),
+            external: self.swarm.external_addresses().cloned().collect(),
+            relayed: self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.is_empty() && c.values().all(|relayed| *relayed))
+                .filter_map(|(p, _)| node(p))
+                .collect(),
+        };
+        self.reach_tx.send_if_modified(|r| {
+            let changed = *r != now;
+            *r = now;
+            changed
+        });
+    }
+
+    /// A direct connection to `peer` exists: its relayed ones go, so that
+    /// requests (and large transfers) take the direct path and the relay's
+    /// slot is freed.
+    fn drop_relayed(&mut self, peer: &PeerId) {
+        let Some(c) = self.conns.get(peer) else { return };
+        if !c.values().any(|relayed| !relayed) {
+            return;
+        }
+        let relayed: Vec<ConnectionId> = c.iter().filter(|(_, r)| **r).map(|(id, _)| *id).collect();
+        for id in relayed {
+            self.swarm.close_connection(id);
         }
     }
 
     pub(crate) async fn run(mut self) {
+        self.reserve_relays();
         let mut redial = tokio::time::interval(REDIAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -147,6 +270,7 @@ impl EventLoop {
                 _ = redial.tick() => {
                     self.heal();
                     self.trim();
+                    self.reserve_relays();
                 }
             }
         }
@@ -471,6 +595,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -481,6 +606,12 @@ impl EventLoop {
                 }
                 self.stats.connections_opened += 1;
                 self.last_used.insert(peer_id, Instant::now());
+                self.conns
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, endpoint.is_relayed());
+                self.drop_relayed(&peer_id);
+                self.publish_reach();
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -496,19 +627,40 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
             } => {
+                if let Some(c) = self.conns.get_mut(&peer_id) {
+                    c.remove(&connection_id);
+                }
                 if num_established == 0 {
                     self.last_used.remove(&peer_id);
                     self.flood.forget(&peer_id);
+                    self.conns.remove(&peer_id);
+                    self.relay_candidates.remove(&peer_id);
                 }
+                self.publish_reach();
                 if num_established == 0
                     && let Some(peer) = node(&peer_id)
                 {
                     self.emit(Event::Disconnected { peer }).await;
                 }
             }
+            SwarmEvent::ListenerClosed {
+                listener_id, reason, ..
+            } => {
+                if let Some(relay) = self.reservations.remove(&listener_id) {
+                    tracing::info!(%relay, ?reason, "relay reservation ended");
+                    self.relays_held.remove(&relay);
+                    self.publish_reach();
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.publish_reach();
+            }
+            SwarmEvent::ExternalAddrExpired { .. } => self.publish_reach(),
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
                     self.stats.connections_refused += 1;
@@ -557,11 +709,49 @@ impl EventLoop {
             BehaviourEvent::Market(ev) => self.market_event(ev).await,
             BehaviourEvent::Content(ev) => self.content_event(ev).await,
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let direct = |a: &Multiaddr| !a.iter().any(|p| p == Protocol::P2pCircuit);
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+                    && let Some(addr) = info.listen_addrs.iter().find(|a| direct(a))
+                {
+                    self.relay_candidates.insert(peer_id, addr.clone());
+                }
                 let b = self.swarm.behaviour_mut();
                 for addr in info.listen_addrs {
                     b.kad.add_address(&peer_id, addr);
                 }
+                self.reserve_relays();
             }
+            BehaviourEvent::Autonat(ev) => {
+                tracing::debug!(addr = %ev.tested_addr, ok = ev.result.is_ok(), "reachability probe");
+                self.verdict.probed(ev.result.is_ok());
+                self.publish_reach();
+                self.reserve_relays();
+            }
+            BehaviourEvent::AutonatServer(_) => {}
+            BehaviourEvent::Relay(_) => {}
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
+                tracing::info!(relay = %relay_peer_id, "relay reservation accepted");
+                self.relays_held.insert(relay_peer_id);
+                self.publish_reach();
+            }
+            BehaviourEvent::RelayClient(_) => {}
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "direct connection made through hole punching");
+                    self.stats.holes_punched += 1;
+                    self.drop_relayed(&remote_peer_id);
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed");
+                    self.stats.holes_failed += 1;
+                }
+            },
             BehaviourEvent::Identify(_) => {}
             BehaviourEvent::Ping(ping::Event {
                 peer,

@@ -24,6 +24,8 @@ mod codec;
 mod event_loop;
 mod flood;
 pub mod peer;
+mod reach;
+mod relay_server;
 mod trim;
 
 use std::collections::HashSet;
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use libp2p::gossipsub::{MessageAcceptance, MessageId as GossipId};
 pub use peer::ToPeerId;
+pub use reach::Reachability;
 pub use trim::MESH_N_HIGH;
 
 /// Which transports the node uses.
@@ -87,6 +90,52 @@ pub struct Config {
     pub max_concurrent_streams: usize,
     /// Capacity of the command and event channels.
     pub channel_capacity: usize,
+    /// Relay others' connections within these limits (circuit relay v2);
+    /// `None`: relay for nobody.
+    pub relay_server: Option<RelayLimits>,
+    /// Relays to reserve a slot on and listen through (multiaddrs ending
+    /// in `/p2p/<id>`), whatever AutoNAT finds.
+    pub relays: Vec<Multiaddr>,
+    /// Probe this node's reachability with AutoNAT v2 (and answer other
+    /// nodes' probes); a node found private reserves on relays it meets.
+    pub autonat: bool,
+    /// Addresses others can dial this node at, known to the owner (a
+    /// public address, a forwarded port): confirmed without a probe. A
+    /// relay serves only once it has a confirmed address.
+    pub external: Vec<Multiaddr>,
+}
+
+/// What a relay serves, at most.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayLimits {
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Reservations per peer.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts.
+    pub reservation_duration: Duration,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections per peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest relayed connection.
+    pub max_circuit_duration: Duration,
+    /// Most bytes a relayed connection carries each way.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(600),
+            max_circuit_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for Config {
@@ -107,6 +156,10 @@ impl Default for Config {
             max_pending_incoming: 64,
             max_concurrent_streams: 256,
             channel_capacity: 4096,
+            relay_server: Some(RelayLimits::default()),
+            relays: Vec::new(),
+            autonat: true,
+            external: Vec::new(),
         }
     }
 }
@@ -243,6 +296,10 @@ pub struct Stats {
     pub dials: u64,
     /// Connections refused by the connection limits.
     pub connections_refused: u64,
+    /// Relayed connections upgraded to direct ones by hole punching.
+    pub holes_punched: u64,
+    /// Hole punching attempts that failed.
+    pub holes_failed: u64,
     /// Idle connections closed to stay at the target.
     pub connections_trimmed: u64,
     /// Gossip neighbours cut off for flooding (see `flood`).
@@ -414,12 +471,31 @@ impl Answer {
 pub struct Client {
     tx: mpsc::Sender<Command>,
     local: NodeId,
+    reach: tokio::sync::watch::Receiver<Reach>,
+}
+
+/// How this node is reached, as the network task last saw it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reach {
+    /// Whether other nodes can dial it.
+    pub reachability: Reachability,
+    /// Relays holding a reservation for it.
+    pub relays: Vec<NodeId>,
+    /// Its external addresses, confirmed by AutoNAT or a relay.
+    pub external: Vec<Multiaddr>,
+    /// Connected peers reached only through a relay.
+    pub relayed: HashSet<NodeId>,
 }
 
 impl Client {
     /// This node's id.
     pub fn local_id(&self) -> NodeId {
         self.local
+    }
+
+    /// How this node is reached now.
+    pub fn reach(&self) -> Reach {
+        self.reach.borrow().clone()
     }
 
     async fn send(&self, c: Command) -> Result<(), NetworkError> {
@@ -589,6 +665,9 @@ pub async fn spawn(
             reason: e.to_string(),
         })?;
     }
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
     for addr in &config.bootstrap {
         if let Err(e) = swarm.dial(addr.clone()) {
             tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
@@ -600,22 +679,28 @@ pub async fn spawn(
         }
     }
     let (tx, rx) = mpsc::channel(config.channel_capacity);
+    let (reach_tx, reach_rx) = tokio::sync::watch::channel(Reach::default());
     let client = Client {
         tx,
         local: keypair.node_id(),
+        reach: reach_rx,
     };
     let event_loop = event_loop::EventLoop::new(
         swarm,
         rx,
         events,
         cancel,
-        config
-            .bootstrap
-            .iter()
-            .chain(&config.remembered)
-            .cloned()
-            .collect(),
-        config.target_connections.min(config.max_connections) as usize,
+        event_loop::Setup {
+            bootstrap: config
+                .bootstrap
+                .iter()
+                .chain(&config.remembered)
+                .cloned()
+                .collect(),
+            target_connections: config.target_connections.min(config.max_connections) as usize,
+            reach_tx,
+            relays: config.relays.clone(),
+        },
     );
     let handle = tokio::spawn(event_loop.run());
     Ok((client, handle))
@@ -747,6 +832,130 @@ mod tests {
             (s.batches_sent, s.batched_requests, s.single_requests),
             (1, 20, 0)
         );
+        cancel_token.cancel();
+    }
+
+    /// Waits up to 10 s for `f` to hold.
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}: not within 10 s");
+    }
+
+    /// A node nobody can dial (it listens on nothing) reserves a slot on
+    /// its relay; another node reaches it through the relay's circuit
+    /// address and gets its requests answered; once a direct connection
+    /// exists, the relayed one is closed and requests go direct.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_nobody_can_dial_is_reached_through_its_relay_and_then_directly() {
+        use libp2p::multiaddr::Protocol;
+        let cancel_token = CancellationToken::new();
+        let memory = || -> Multiaddr { format!("/memory/{}", rand::random::<u64>() >> 1).parse().unwrap() };
+        let (kr, kb, kc) = (
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+        );
+        let relay_addr = memory().with(Protocol::P2p(kr.node_id().to_peer_id()));
+        let (rtx, _rrx) = mpsc::channel(1024);
+        let relay_listen: Multiaddr = relay_addr.iter().next().map(Multiaddr::from).unwrap();
+        let (_r, _) = spawn(
+            &kr,
+            Config {
+                external: vec![relay_listen.clone()],
+                ..memory_config(Some(relay_listen), vec![])
+            },
+            rtx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        // B listens on nothing of its own: only through the relay.
+        let (btx, mut brx) = mpsc::channel(1024);
+        let (b, _) = spawn(
+            &kb,
+            Config {
+                relays: vec![relay_addr.clone()],
+                ..memory_config(None, vec![])
+            },
+            btx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        eventually("B holds a reservation on the relay", || {
+            b.reach().relays == vec![kr.node_id()]
+        })
+        .await;
+        let responder = b.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = brx.recv().await {
+                if let Event::Market { channel, .. } = ev {
+                    responder
+                        .respond_market(channel, MarketResponse::Declined(Decline::invalid("from B")))
+                        .await;
+                }
+            }
+        });
+        let (ctx, _crx) = mpsc::channel(1024);
+        let c_listen = memory();
+        let (c, _) = spawn(
+            &kc,
+            memory_config(Some(c_listen.clone()), vec![relay_addr.clone()]),
+            ctx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        let circuit = relay_addr
+            .clone()
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::P2p(kb.node_id().to_peer_id()));
+        c.add_address(kb.node_id(), circuit).await;
+        let mut connected = false;
+        for _ in 0..500 {
+            connected = c.stats().await.unwrap().connected > 0;
+            if connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(connected, "C did not reach the relay");
+        let mut outbox = Outbox::default();
+        let answer = outbox.push(kb.node_id(), cancel(&kc, 1));
+        c.send_all(outbox).await;
+        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+            .await
+            .expect("an answer through the relay within 10 s")
+            .expect("delivered");
+        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        eventually("C sees B as reached through the relay", || {
+            c.reach().relayed.contains(&kb.node_id())
+        })
+        .await;
+        // A direct connection appears (here B dials C; on a real network,
+        // hole punching makes it): the relayed one is closed, and requests
+        // take the direct path.
+        b.dial(c_listen.clone().with(Protocol::P2p(kc.node_id().to_peer_id())))
+            .await;
+        eventually("C sees B directly, the relayed connection gone", || {
+            !c.reach().relayed.contains(&kb.node_id())
+        })
+        .await;
+        let s = c.stats().await.unwrap();
+        assert!(s.connected >= 2, "C lost its connections: {s:?}");
+        let mut outbox = Outbox::default();
+        let answer = outbox.push(kb.node_id(), cancel(&kc, 2));
+        c.send_all(outbox).await;
+        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+            .await
+            .expect("an answer over the direct connection within 10 s")
+            .expect("delivered");
+        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
         cancel_token.cancel();
     }
 }

@@ -182,6 +182,11 @@ impl Node {
             max_connections: options.max_connections,
             target_connections: options.target_connections,
             ping_interval: options.ping_interval,
+            relay_server: config.relay.server.then(|| config.relay.limits()),
+            relays: config.relay.relays.clone(),
+            external: config.external.clone(),
+            // Nodes of one process share no real network: nothing to probe.
+            autonat: options.transport != Transport::Memory,
             ..network::Config::default()
         };
         let (net, network_task) = network::spawn(&keypair, net_config, events_tx, cancel.child_token())

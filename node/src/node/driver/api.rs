@@ -18,7 +18,7 @@ use super::{Driver, MAX_AUDITS, now};
 use crate::api::server::{ApiCommand, ApiError, JobDetail};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, LedgerEntry,
-    OutputRef, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
+    OutputRef, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
     count_phases, format_balance,
 };
 use crate::capacity::resident_memory;
@@ -275,6 +275,7 @@ impl Driver {
         let e = &self.engine;
         let st = e.ledger().state();
         let p = e.provider();
+        let reach = self.sh.net.reach();
         Status {
             peer_id: e.local(),
             version: SOFTWARE_VERSION.to_owned(),
@@ -301,12 +302,16 @@ impl Driver {
             domains: e.view().domains().len(),
             jobs_active: e.requester().jobs().filter(|j| !j.state.is_terminal()).count(),
             rss_bytes: resident_memory().unwrap_or(0),
+            reachability: reach.reachability,
+            relays: reach.relays,
+            external_addrs: reach.external.iter().map(ToString::to_string).collect(),
         }
     }
 
     fn peers(&self, domain: Option<&Domain>, now: Timestamp) -> Vec<PeerRow> {
         let view = self.engine.view();
         let book = self.engine.requester().book();
+        let relayed = self.sh.net.reach().relayed;
         let mut rows: Vec<PeerRow> = view
             .peers()
             .filter(|p| domain.is_none_or(|d| p.advert.domain.is_within(d)))
@@ -330,6 +335,11 @@ impl Driver {
                     learnt_cu: stats.and_then(|s| s.learnt_cu),
                     reputation: stats.map(|s| s.reputation),
                     banned: stats.is_some_and(|s| s.banned.is_some()),
+                    path: if relayed.contains(&p.node) {
+                        Some(Path::Relayed)
+                    } else {
+                        self.engine.is_connected(&p.node).then_some(Path::Direct)
+                    },
                 }
             })
             .collect();

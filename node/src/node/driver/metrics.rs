@@ -281,7 +281,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 10] = [
+    let plain: [(Def, u64); 12] = [
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
@@ -317,6 +317,22 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
                 "Connections established, inbound and outbound",
             ),
             s.connections_opened,
+        ),
+        (
+            (
+                "agora_holes_punched_total",
+                "counter",
+                "Relayed connections upgraded to direct ones by hole punching",
+            ),
+            s.holes_punched,
+        ),
+        (
+            (
+                "agora_holes_failed_total",
+                "counter",
+                "Hole punching attempts that failed",
+            ),
+            s.holes_failed,
         ),
         (
             (
