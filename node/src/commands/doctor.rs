@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::common::{NodeLocator, block_on, emit, print_json};
 use crate::config::Config;
+use crate::network::Reachability;
 
 /// How long a bootstrap peer has to accept a TCP connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -172,6 +173,10 @@ impl DoctorCommand {
 /// What the running node says of itself.
 struct Running {
     connected: usize,
+    /// Whether other nodes can dial it.
+    reachability: Reachability,
+    /// Relays it is reached through.
+    relays: usize,
     /// Each peer's advert issue time against this machine's clock at
     /// receipt, ms (positive: this clock is ahead).
     offsets: Vec<i64>,
@@ -185,6 +190,8 @@ async fn running(client: &crate::api::client::Client) -> Option<Running> {
     let peers = client.peers(None).await.unwrap_or_default();
     Some(Running {
         connected: status.connected,
+        reachability: status.reachability,
+        relays: status.relays.len(),
         offsets: peers.iter().map(|p| p.clock_offset_ms).collect(),
     })
 }
@@ -294,16 +301,31 @@ fn check_running(r: &Running, config: Option<&Config>) -> Vec<Finding> {
         ));
     }
     out.push(check_clock(&r.offsets));
-    out.push(Finding {
-        check: "reachability",
-        level: Level::Warning,
-        message: "unknown: this node does not yet test whether it can be reached from outside".into(),
-        fix: Some(
-            "if it sits behind a router, forward its listen port to it; a node that can only dial out still buys compute but is placed no work by peers it cannot reach"
-                .into(),
-        ),
-    });
+    out.push(check_reachability(r.reachability, r.relays));
     out
+}
+
+fn check_reachability(reachability: Reachability, relays: usize) -> Finding {
+    const CHECK: &str = "reachability";
+    match (reachability, relays) {
+        (Reachability::Public, _) => Finding::ok(CHECK, "public: other nodes dialled this node back"),
+        (Reachability::Private, n) if n > 0 => Finding::ok(
+            CHECK,
+            format!("private, reached through {n} relay(s): peers reach it, and try to connect directly"),
+        ),
+        (Reachability::Private, _) => Finding::bad(
+            CHECK,
+            Level::Problem,
+            "not reachable from outside, and no relay holds a place for it: peers cannot place work on it",
+            "forward its listen port on the router to this machine, or name a public node in `[relay] relays` in the config (it also reserves on connected relays by itself once it finds them)",
+        ),
+        (Reachability::Unknown, _) => Finding::bad(
+            CHECK,
+            Level::Warning,
+            "unknown: no peer has dialled this node back yet",
+            "wait a minute after start; if it stays unknown, the node has too few peers to ask (check the bootstrap peers)",
+        ),
+    }
 }
 
 /// The median offset of peers' advert issue times against this clock.
@@ -442,6 +464,14 @@ fn render(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_node_without_a_relay_is_a_problem_and_with_one_is_not() {
+        assert_eq!(check_reachability(Reachability::Private, 0).level, Level::Problem);
+        assert_eq!(check_reachability(Reachability::Private, 1).level, Level::Ok);
+        assert_eq!(check_reachability(Reachability::Public, 0).level, Level::Ok);
+        assert_eq!(check_reachability(Reachability::Unknown, 0).level, Level::Warning);
+    }
 
     #[test]
     fn a_clock_ten_seconds_off_is_a_problem_and_a_small_offset_is_not() {

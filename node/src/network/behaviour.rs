@@ -32,10 +32,8 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     /// Upgrades a relayed connection to a direct one.
     pub(crate) dcutr: dcutr::Behaviour,
-    /// Asks other nodes to dial this one's candidate addresses back.
-    pub(crate) autonat: Toggle<autonat::v2::client::Behaviour>,
-    /// Dials other nodes' candidate addresses back.
-    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// Asks other nodes to dial this one back, and dials them back.
+    pub(crate) autonat: Toggle<autonat::v1::Behaviour>,
 }
 
 fn relay_server(peer_id: libp2p::PeerId, limits: &super::RelayLimits) -> super::relay_server::RelayServer {
@@ -52,6 +50,33 @@ fn relay_server(peer_id: libp2p::PeerId, limits: &super::RelayLimits) -> super::
     super::relay_server::RelayServer(relay::Behaviour::new(peer_id, config))
 }
 
+/// AutoNAT: peers dial this node's addresses back; a few agreeing answers
+/// settle whether it is public or private. Dial-backs go to global
+/// addresses only, unless every address the node listens on is local (a
+/// testnet on one machine or one LAN), where only local ones exist.
+fn autonat_behaviour(peer_id: libp2p::PeerId, config: &Config) -> autonat::v1::Behaviour {
+    let local = !config.listen.is_empty()
+        && config.listen.iter().all(|a| {
+            a.iter().any(|p| match p {
+                libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback() || ip.is_private(),
+                libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+                _ => false,
+            })
+        });
+    autonat::v1::Behaviour::new(
+        peer_id,
+        autonat::v1::Config {
+            boot_delay: Duration::from_secs(2),
+            retry_interval: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(300),
+            throttle_server_period: Duration::from_secs(5),
+            confidence_max: 2,
+            only_global_ips: !local,
+            ..autonat::v1::Config::default()
+        },
+    )
+}
+
 fn behaviour(
     key: &libp2p::identity::Keypair,
     relay_client: relay::client::Behaviour,
@@ -64,7 +89,7 @@ fn behaviour(
             .with_max_pending_incoming(Some(config.max_pending_incoming))
             .with_max_established_incoming(Some(config.max_connections))
             .with_max_established(Some(config.max_connections))
-            .with_max_established_per_peer(Some(2)),
+            .with_max_established_per_peer(Some(4)),
     );
 
     let identify = identify::Behaviour::new(
@@ -177,14 +202,7 @@ fn behaviour(
             .into(),
         relay_client,
         dcutr: dcutr::Behaviour::new(peer_id),
-        autonat: config
-            .autonat
-            .then(autonat::v2::client::Behaviour::default)
-            .into(),
-        autonat_server: config
-            .autonat
-            .then(autonat::v2::server::Behaviour::default)
-            .into(),
+        autonat: config.autonat.then(|| autonat_behaviour(peer_id, config)).into(),
     })
 }
 

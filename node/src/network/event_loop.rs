@@ -12,7 +12,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, dcutr, gossipsub, identify, kad, mdns, ping, relay};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping, relay};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +75,6 @@ pub(crate) struct EventLoop {
     flood: flood::FloodGuard<PeerId>,
     /// How the node is reached, for [`super::Client::reach`].
     reach_tx: tokio::sync::watch::Sender<Reach>,
-    /// AutoNAT's verdict so far.
-    verdict: reach::Verdict,
     /// Relays the owner named, with their addresses.
     configured_relays: Vec<(PeerId, Multiaddr)>,
     /// Circuit listeners: the relay each reserves on.
@@ -159,7 +157,6 @@ impl EventLoop {
             last_used: HashMap::new(),
             flood: flood::FloodGuard::default(),
             reach_tx,
-            verdict: reach::Verdict::default(),
             configured_relays,
             reservations: HashMap::new(),
             relays_held: BTreeSet::new(),
@@ -175,7 +172,17 @@ impl EventLoop {
             .external_addresses()
             .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
             .count();
-        self.verdict.reachability(direct)
+        let nat = self
+            .swarm
+            .behaviour()
+            .autonat
+            .as_ref()
+            .map(|a| match a.nat_status() {
+                autonat::NatStatus::Public(_) => Reachability::Public,
+                autonat::NatStatus::Private => Reachability::Private,
+                autonat::NatStatus::Unknown => Reachability::Unknown,
+            });
+        reach::reachability(nat, direct)
     }
 
     /// Asks for the relay reservations the node lacks (see
@@ -721,13 +728,12 @@ impl EventLoop {
                 }
                 self.reserve_relays();
             }
-            BehaviourEvent::Autonat(ev) => {
-                tracing::debug!(addr = %ev.tested_addr, ok = ev.result.is_ok(), "reachability probe");
-                self.verdict.probed(ev.result.is_ok());
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                tracing::info!(status = ?new, "reachability from outside changed");
                 self.publish_reach();
                 self.reserve_relays();
             }
-            BehaviourEvent::AutonatServer(_) => {}
+            BehaviourEvent::Autonat(_) => {}
             BehaviourEvent::Relay(_) => {}
             BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
                 relay_peer_id,

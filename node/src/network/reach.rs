@@ -9,16 +9,14 @@
 //! adverts then carry the circuit address, and requests reach it through
 //! the relay until DCUtR punches a direct connection.
 //!
-//! This file is the pure part: the verdict from probe results, and which
-//! relays to reserve on. The network task feeds it the AutoNAT results and
-//! the peers that serve as relays, and asks it whom to reserve on.
+//! This file is the pure part: the node's reachability, and which relays
+//! to reserve on. The network task feeds it AutoNAT's status and the peers
+//! that serve as relays, and asks it whom to reserve on.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-/// Failed probes, with no success, after which the node counts as private.
-pub(crate) const PRIVATE_AFTER: u32 = 3;
 /// Relays a private node reserves on when none are configured.
 pub(crate) const AUTO_RELAYS: usize = 2;
 
@@ -45,33 +43,14 @@ impl std::fmt::Display for Reachability {
     }
 }
 
-/// The verdict so far, from AutoNAT probe results.
-#[derive(Debug, Default)]
-pub(crate) struct Verdict {
-    succeeded: u32,
-    failed: u32,
-}
-
-impl Verdict {
-    /// A probe of one of this node's candidate addresses finished.
-    pub(crate) fn probed(&mut self, ok: bool) {
-        if ok {
-            self.succeeded += 1;
-        } else {
-            self.failed += 1;
-        }
-    }
-
-    /// The node's reachability: public once any address was confirmed,
-    /// private after [`PRIVATE_AFTER`] failures and no success.
-    pub(crate) fn reachability(&self, confirmed: usize) -> Reachability {
-        if self.succeeded > 0 || confirmed > 0 {
-            Reachability::Public
-        } else if self.failed >= PRIVATE_AFTER {
-            Reachability::Private
-        } else {
-            Reachability::Unknown
-        }
+/// The node's reachability: public when an address of its own (not a
+/// circuit) is confirmed, by AutoNAT or by its owner; otherwise AutoNAT's
+/// verdict (`None`: AutoNAT is off).
+pub(crate) fn reachability(autonat: Option<Reachability>, confirmed_direct: usize) -> Reachability {
+    if confirmed_direct > 0 {
+        Reachability::Public
+    } else {
+        autonat.unwrap_or_default()
     }
 }
 
@@ -113,25 +92,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_node_is_unknown_until_a_probe_decides() {
-        let mut v = Verdict::default();
-        assert_eq!(v.reachability(0), Reachability::Unknown);
-        v.probed(false);
-        v.probed(false);
-        assert_eq!(v.reachability(0), Reachability::Unknown);
-        v.probed(false);
-        assert_eq!(v.reachability(0), Reachability::Private);
-    }
-
-    #[test]
-    fn one_confirmed_address_makes_a_node_public_whatever_failed_before() {
-        let mut v = Verdict::default();
-        for _ in 0..10 {
-            v.probed(false);
-        }
-        v.probed(true);
-        assert_eq!(v.reachability(0), Reachability::Public);
-        assert_eq!(Verdict::default().reachability(1), Reachability::Public);
+    fn a_confirmed_address_of_its_own_makes_a_node_public_whatever_autonat_says() {
+        assert_eq!(reachability(Some(Reachability::Private), 1), Reachability::Public);
+        assert_eq!(
+            reachability(Some(Reachability::Private), 0),
+            Reachability::Private
+        );
+        assert_eq!(reachability(None, 0), Reachability::Unknown);
     }
 
     #[test]

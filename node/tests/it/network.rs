@@ -235,7 +235,14 @@ fn doctor_names_why_a_node_reaches_nobody_and_passes_a_connected_one() {
         (!peers.is_empty()).then_some(())
     });
     assert!(joined.is_some(), "{}", second.log());
+    // The first node dials the second back (AutoNAT): it is public.
+    let public = eventually(Duration::from_secs(20), || {
+        let s = rt.block_on(second.client().status()).ok()?;
+        (s.reachability == agora_node::network::Reachability::Public).then_some(())
+    });
+    assert!(public.is_some(), "{}", second.log());
     let (ok, report) = doctor(second.dir.path());
+    assert_eq!(findings(&report, "reachability", "ok").len(), 1, "{report}");
     assert!(ok, "{report}");
     assert_eq!(findings(&report, "clock", "ok").len(), 1, "{report}");
     assert_eq!(findings(&report, "peers", "ok").len(), 1, "{report}");
