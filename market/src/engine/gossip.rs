@@ -451,7 +451,24 @@ impl Engine {
     /// The node listens on a new address.
     pub fn on_listening(&mut self, addr: String) {
         if !self.listen.contains(&addr) {
-            self.listen.push(addr);
+            // A relay's circuit address goes first: for a node others
+            // cannot dial it is the one that works, and adverts carry
+            // only the first few addresses.
+            if addr.contains("/p2p-circuit") {
+                self.listen.insert(0, addr);
+            } else {
+                self.listen.push(addr);
+            }
+            self.timers.advert_due = true;
+        }
+    }
+
+    /// The node stopped listening on an address (a relay reservation
+    /// ended): adverts stop carrying it.
+    pub fn on_listen_closed(&mut self, addr: &str) {
+        let before = self.listen.len();
+        self.listen.retain(|a| a != addr);
+        if self.listen.len() != before {
             self.timers.advert_due = true;
         }
     }

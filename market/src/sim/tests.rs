@@ -337,3 +337,20 @@ fn a_proof_passed_over_for_its_publishers_quota_is_checked_when_another_brings_i
     );
     assert_eq!(e.counters().fraud_checks, passed_over + 1);
 }
+
+/// A relay's circuit address leads the node's advertised addresses (for a
+/// node nobody can dial it is the one that works, and adverts carry only
+/// the first few), and leaves them when the reservation ends.
+#[test]
+fn a_circuit_address_is_advertised_first_and_dropped_when_its_listener_closes() {
+    let disk = disk::Disk::default();
+    let me = Keypair::from_secret([0x41; 32]);
+    let mut e = node::engine(&me, None, 1, T0, &disk);
+    let direct = "/ip4/192.168.1.5/tcp/4001".to_owned();
+    let circuit = "/ip4/203.0.113.9/tcp/4001/p2p/12D3KooWRelay/p2p-circuit".to_owned();
+    e.on_listening(direct.clone());
+    e.on_listening(circuit.clone());
+    assert_eq!(e.listen(), [circuit.clone(), direct.clone()]);
+    e.on_listen_closed(&circuit);
+    assert_eq!(e.listen(), [direct]);
+}

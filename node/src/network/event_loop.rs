@@ -654,9 +654,17 @@ impl EventLoop {
                     self.emit(Event::Disconnected { peer }).await;
                 }
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.emit(Event::ListenClosed { addr: address }).await;
+            }
             SwarmEvent::ListenerClosed {
-                listener_id, reason, ..
+                listener_id,
+                reason,
+                addresses,
             } => {
+                for addr in addresses {
+                    self.emit(Event::ListenClosed { addr }).await;
+                }
                 if let Some(relay) = self.reservations.remove(&listener_id) {
                     tracing::info!(%relay, ?reason, "relay reservation ended");
                     self.relays_held.remove(&relay);

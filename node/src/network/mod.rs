@@ -262,6 +262,11 @@ pub enum Event {
         /// The address.
         addr: Multiaddr,
     },
+    /// The node stopped listening on an address.
+    ListenClosed {
+        /// The address.
+        addr: Multiaddr,
+    },
 }
 
 /// Where the answer to an inbound market request goes. Dropping it

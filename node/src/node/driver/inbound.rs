@@ -48,6 +48,7 @@ impl Driver {
             Event::Disconnected { peer } => self.engine.on_disconnected(peer),
             Event::Subscribed { peer, topic } => self.engine.on_subscribed(peer, &topic),
             Event::Listening { addr } => self.engine.on_listening(addr.to_string()),
+            Event::ListenClosed { addr } => self.engine.on_listen_closed(&addr.to_string()),
         }
     }
 }
