@@ -963,4 +963,140 @@ mod tests {
         assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
         cancel_token.cancel();
     }
+
+    /// One peer floods a relay with 1,000 reservation requests and 1,000
+    /// circuit requests; the relay grants it no more than its rate limits
+    /// (30 reservations and 30 circuits per peer per 2 minutes), and
+    /// an honest node behind the relay keeps its reservation and stays
+    /// reachable through it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_flooded_by_one_peer_keeps_serving_its_honest_clients() {
+        use futures::StreamExt;
+        use libp2p::multiaddr::Protocol;
+        use libp2p::swarm::SwarmEvent;
+        let cancel_token = CancellationToken::new();
+        let memory = || -> Multiaddr { format!("/memory/{}", rand::random::<u64>() >> 1).parse().unwrap() };
+        let (kr, kb, kc, km) = (
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+            Keypair::from_secret(rand::random()),
+        );
+        let relay_listen = memory();
+        let relay_addr = relay_listen
+            .clone()
+            .with(Protocol::P2p(kr.node_id().to_peer_id()));
+        let (rtx, _rrx) = mpsc::channel(1024);
+        let (_r, _) = spawn(
+            &kr,
+            Config {
+                external: vec![relay_listen.clone()],
+                ..memory_config(Some(relay_listen), vec![])
+            },
+            rtx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        let (btx, mut brx) = mpsc::channel(1024);
+        let (b, _) = spawn(
+            &kb,
+            Config {
+                relays: vec![relay_addr.clone()],
+                ..memory_config(None, vec![])
+            },
+            btx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        eventually("B holds a reservation on the relay", || {
+            b.reach().relays == vec![kr.node_id()]
+        })
+        .await;
+        let responder = b.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = brx.recv().await {
+                if let Event::Market { channel, .. } = ev {
+                    responder
+                        .respond_market(channel, MarketResponse::Declined(Decline::invalid("from B")))
+                        .await;
+                }
+            }
+        });
+
+        // The flood, from a bare swarm of the node's own make.
+        let mut m = behaviour::build_swarm(peer::libp2p_keypair(&km), &memory_config(None, vec![])).unwrap();
+        let via_relay = relay_addr.clone().with(Protocol::P2pCircuit);
+        let to_b = via_relay.clone().with(Protocol::P2p(kb.node_id().to_peer_id()));
+        m.dial(relay_addr.clone()).unwrap();
+        let relay_peer = kr.node_id().to_peer_id();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let SwarmEvent::ConnectionEstablished { peer_id, .. } = m.select_next_some().await
+                    && peer_id == relay_peer
+                {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the flooder reaches the relay");
+        for _ in 0..1000 {
+            let _ = m.listen_on(via_relay.clone());
+            let _ = m.dial(to_b.clone());
+        }
+        let (mut reservations, mut circuits, mut denied) = (0u32, 0u32, 0u32);
+        let flood_end = tokio::time::Instant::now() + Duration::from_secs(8);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(flood_end, m.next()).await {
+            match ev {
+                SwarmEvent::Behaviour(behaviour::BehaviourEvent::RelayClient(
+                    libp2p::relay::client::Event::ReservationReqAccepted { renewal: false, .. },
+                )) => reservations += 1,
+                SwarmEvent::ConnectionEstablished {
+                    peer_id, endpoint, ..
+                } if peer_id == kb.node_id().to_peer_id() && endpoint.is_relayed() => circuits += 1,
+                SwarmEvent::OutgoingConnectionError { .. } => denied += 1,
+                _ => {}
+            }
+        }
+        assert!(reservations <= 30, "the flooder got {reservations} reservations");
+        assert!(circuits <= 30, "the flooder got {circuits} circuits to B");
+        assert!(denied >= 900, "only {denied} of the flooder's dials failed");
+
+        // B kept its place, and a newcomer reaches it through the relay.
+        assert_eq!(b.reach().relays, vec![kr.node_id()]);
+        let (ctx, _crx) = mpsc::channel(1024);
+        let (c, _) = spawn(
+            &kc,
+            memory_config(Some(memory()), vec![relay_addr.clone()]),
+            ctx,
+            cancel_token.clone(),
+        )
+        .await
+        .unwrap();
+        let mut connected = false;
+        for _ in 0..500 {
+            connected = c.stats().await.unwrap().connected > 0;
+            if connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(connected, "C did not reach the relay");
+        c.add_address(kb.node_id(), to_b).await;
+        let mut outbox = Outbox::default();
+        let answer = outbox.push(kb.node_id(), cancel(&kc, 1));
+        c.send_all(outbox).await;
+        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+            .await
+            .expect("an answer through the flooded relay within 10 s")
+            .expect("delivered");
+        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        eprintln!(
+            "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked"
+        );
+        drop(m);
+        cancel_token.cancel();
+    }
 }
