@@ -21,6 +21,14 @@
 //!   domain's subnet: blackhole): packets are dropped silently, as on a cut
 //!   link, while the control link to the root namespace — how the testnet
 //!   reaches every node's API — keeps working.
+//! * Domains behind NAT (`--nat N`, [`Lab::with_nat`]): the domain's
+//!   bridge sits in its own router namespace instead of the hub, joined to
+//!   the hub by a WAN link (router 10.B.(128+K).1, hub 10.B.(128+K).254).
+//!   The router masquerades what its nodes send out (nftables), and lets in
+//!   from the WAN only replies to what they opened, and the testnet's own
+//!   control traffic (so that it can reach every node's API). A node behind
+//!   it cannot be dialled by other nodes: only through a relay, or a hole
+//!   its own traffic punched.
 //! * `B` is the first second octet from 100 up, after this process's id,
 //!   that no address or route of the root namespace uses: only addresses
 //!   the testnet creates itself are used.
@@ -54,6 +62,8 @@ struct State {
     used: HashMap<usize, u8>,
     /// Domains cut off now.
     cut: Vec<String>,
+    /// Subnets behind their own NAT router.
+    natted: Vec<usize>,
 }
 
 /// A set of namespaces for one testnet.
@@ -63,6 +73,8 @@ pub struct Lab {
     octet: u8,
     delay: Option<Duration>,
     netem: bool,
+    /// How many domains, after the first, go behind their own NAT.
+    nat: usize,
     state: Mutex<State>,
 }
 
@@ -120,6 +132,7 @@ impl Lab {
             octet,
             delay,
             netem: false,
+            nat: 0,
             state: Mutex::new(State::default()),
         };
         lab.create_hub()
@@ -131,6 +144,104 @@ impl Lab {
 
     fn hub(&self) -> String {
         format!("{}-hub", self.tag)
+    }
+
+    /// Puts the next `n` domains to appear after the first (the bootstrap
+    /// node's, which stays public) each behind its own NAT router. Needs
+    /// the `nft` tool (Debian's `nftables`).
+    pub fn with_nat(mut self, n: usize) -> anyhow::Result<Lab> {
+        if n > 0 && !nft_available() {
+            bail!("--nat needs the `nft` tool: apt-get install nftables");
+        }
+        if n > 100 {
+            bail!("--nat supports at most 100 domains behind NAT");
+        }
+        self.nat = n;
+        Ok(self)
+    }
+
+    fn router(&self, subnet: usize) -> String {
+        format!("{}-r{subnet}", self.tag)
+    }
+
+    /// The namespace holding subnet `k`'s bridge: its NAT router, or the hub.
+    fn bridge_ns(&self, st: &State, k: usize) -> String {
+        if st.natted.contains(&k) {
+            self.router(k)
+        } else {
+            self.hub()
+        }
+    }
+
+    /// Creates subnet `k`'s NAT router: a namespace with the domain's
+    /// bridge, a WAN link to the hub, masquerading out and only replies in.
+    fn create_nat(&self, k: usize) -> anyhow::Result<()> {
+        let (hub, r) = (self.hub(), self.router(k));
+        let wan_hub = format!("w{k}");
+        let (wan_net, lan_net, ctl_net) = (self.net(128 + k, 0), self.net(k, 0), self.net(0, 0));
+        run(&["netns", "add", &r])?;
+        run(&["-n", &r, "link", "set", "lo", "up"])?;
+        sysctl(&r, "net.ipv4.ip_forward=1")?;
+        run(&[
+            "-n", &hub, "link", "add", &wan_hub, "type", "veth", "peer", "name", "wan", "netns", &r,
+        ])?;
+        run(&[
+            "-n",
+            &hub,
+            "addr",
+            "add",
+            &format!("{}/24", self.net(128 + k, 254)),
+            "dev",
+            &wan_hub,
+        ])?;
+        run(&["-n", &hub, "link", "set", &wan_hub, "up"])?;
+        run(&[
+            "-n",
+            &r,
+            "addr",
+            "add",
+            &format!("{}/24", self.net(128 + k, 1)),
+            "dev",
+            "wan",
+        ])?;
+        run(&["-n", &r, "link", "set", "wan", "up"])?;
+        run(&[
+            "-n",
+            &r,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.net(128 + k, 254),
+        ])?;
+        // The hub routes the LAN's subnet to the router only so that the
+        // testnet's control traffic gets there; the router drops the rest.
+        run(&[
+            "-n",
+            &hub,
+            "route",
+            "add",
+            &format!("{lan_net}/24"),
+            "via",
+            &self.net(128 + k, 1),
+        ])?;
+        let rules = format!(
+            "table ip agtn_nat {{
+  chain masq {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"wan\" ip daddr != {ctl_net}/24 masquerade
+  }}
+  chain inbound {{
+    type filter hook forward priority filter; policy accept;
+    iifname \"wan\" ct state established,related accept
+    iifname \"wan\" ip saddr {ctl_net}/24 accept
+    iifname \"wan\" drop
+  }}
+}}
+"
+        );
+        nft(&r, &rules).with_context(|| format!("cannot set up the NAT of {wan_net}/24"))?;
+        Ok(())
     }
 
     fn root_veth(&self) -> String {
@@ -222,7 +333,11 @@ impl Lab {
         }
         st.domains.push(domain.to_owned());
         let k = st.domains.len();
-        let hub = self.hub();
+        if k >= 2 && st.natted.len() < self.nat {
+            self.create_nat(k)?;
+            st.natted.push(k);
+        }
+        let hub = self.bridge_ns(st, k);
         let br = format!("d{k}");
         run(&["-n", &hub, "link", "add", &br, "type", "bridge"])?;
         run(&[
@@ -264,7 +379,7 @@ impl Lab {
         *n += 1;
         let ip = self.net(k, *n);
         let ns = format!("{}-n{index}", self.tag);
-        let hub = self.hub();
+        let hub = self.bridge_ns(&st, k);
         let port = format!("n{index}");
         run(&["netns", "add", &ns])?;
         let wired = (|| {
@@ -300,7 +415,9 @@ impl Lab {
         if st.cut.iter().any(|d| d == domain) {
             return Ok(());
         }
-        let net = format!("{}/24", self.net(k, 0));
+        // A domain behind NAT reaches the hub from its router's WAN subnet.
+        let outer = if st.natted.contains(&k) { 128 + k } else { k };
+        let net = format!("{}/24", self.net(outer, 0));
         let hub = self.hub();
         let (p_from, p_to) = (format!("{}", 100 + 2 * k), format!("{}", 101 + 2 * k));
         run(&[
@@ -357,6 +474,9 @@ impl Drop for Lab {
         for h in st.hosts.values() {
             let _ = run(&["netns", "del", &h.netns]);
         }
+        for k in &st.natted {
+            let _ = run(&["netns", "del", &self.router(*k)]);
+        }
         let _ = run(&["netns", "del", &self.hub()]);
         let _ = run(&["link", "del", &self.root_veth()]);
     }
@@ -382,6 +502,35 @@ fn sysctl(ns: &str, setting: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Loads an nftables ruleset into namespace `ns`.
+fn nft(ns: &str, rules: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run nft")?;
+    child
+        .stdin
+        .take()
+        .context("nft's stdin")?
+        .write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Whether the `nft` tool is installed.
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn tc(ns: &str, args: &[&str]) -> anyhow::Result<()> {

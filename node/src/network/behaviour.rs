@@ -67,8 +67,11 @@ fn autonat_behaviour(peer_id: libp2p::PeerId, config: &Config) -> autonat::v1::B
         peer_id,
         autonat::v1::Config {
             boot_delay: Duration::from_secs(2),
-            retry_interval: Duration::from_secs(30),
-            refresh_interval: Duration::from_secs(300),
+            // The node judges reachability from its own count of answers
+            // from outside its subnet (see `reach`): keep asking, whatever
+            // AutoNAT's own confidence.
+            retry_interval: Duration::from_secs(15),
+            refresh_interval: Duration::from_secs(60),
             throttle_server_period: Duration::from_secs(5),
             confidence_max: 2,
             only_global_ips: !local,

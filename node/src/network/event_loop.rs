@@ -85,6 +85,12 @@ pub(crate) struct EventLoop {
     relay_candidates: HashMap<PeerId, Multiaddr>,
     /// Each connected peer's connections, and whether each is relayed.
     conns: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Where each connected peer is reached directly (for [`reach::Verdict`]).
+    remote: HashMap<PeerId, Multiaddr>,
+    /// AutoNAT's answers from peers outside this node's network.
+    verdict: reach::Verdict,
+    /// Whether the owner declared an external address.
+    declared_external: bool,
 }
 
 /// What the loop starts with, besides its channels.
@@ -97,6 +103,8 @@ pub(crate) struct Setup {
     pub(crate) reach_tx: tokio::sync::watch::Sender<Reach>,
     /// Relays the owner named.
     pub(crate) relays: Vec<Multiaddr>,
+    /// Whether the owner declared an external address.
+    pub(crate) declared_external: bool,
 }
 
 /// Below this many connections the node dials its bootstrap peers again.
@@ -128,6 +136,7 @@ impl EventLoop {
             target_connections,
             reach_tx,
             relays,
+            declared_external,
         } = setup;
         let configured_relays = relays
             .into_iter()
@@ -162,27 +171,21 @@ impl EventLoop {
             relays_held: BTreeSet::new(),
             relay_candidates: HashMap::new(),
             conns: HashMap::new(),
+            remote: HashMap::new(),
+            verdict: reach::Verdict::default(),
+            declared_external,
         }
     }
 
     /// The node's reachability now.
     fn reachability(&self) -> Reachability {
-        let direct = self
-            .swarm
-            .external_addresses()
-            .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
-            .count();
-        let nat = self
+        let probed = self
             .swarm
             .behaviour()
             .autonat
-            .as_ref()
-            .map(|a| match a.nat_status() {
-                autonat::NatStatus::Public(_) => Reachability::Public,
-                autonat::NatStatus::Private => Reachability::Private,
-                autonat::NatStatus::Unknown => Reachability::Unknown,
-            });
-        reach::reachability(nat, direct)
+            .is_enabled()
+            .then(|| self.verdict.reachability());
+        reach::reachability(probed, self.declared_external)
     }
 
     /// Asks for the relay reservations the node lacks (see
@@ -617,6 +620,9 @@ impl EventLoop {
                     .entry(peer_id)
                     .or_default()
                     .insert(connection_id, endpoint.is_relayed());
+                if !endpoint.is_relayed() {
+                    self.remote.insert(peer_id, endpoint.get_remote_address().clone());
+                }
                 self.drop_relayed(&peer_id);
                 self.publish_reach();
                 if endpoint.is_dialer() {
@@ -645,6 +651,7 @@ impl EventLoop {
                     self.last_used.remove(&peer_id);
                     self.flood.forget(&peer_id);
                     self.conns.remove(&peer_id);
+                    self.remote.remove(&peer_id);
                     self.relay_candidates.remove(&peer_id);
                 }
                 self.publish_reach();
@@ -736,8 +743,29 @@ impl EventLoop {
                 }
                 self.reserve_relays();
             }
-            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
-                tracing::info!(status = ?new, "reachability from outside changed");
+            BehaviourEvent::Autonat(autonat::Event::OutboundProbe(probe)) => {
+                let (peer, ok) = match probe {
+                    autonat::OutboundProbeEvent::Response { peer, address, .. } => {
+                        tracing::info!(%peer, %address, "a peer dialled this node back");
+                        (peer, true)
+                    }
+                    autonat::OutboundProbeEvent::Error {
+                        peer: Some(peer),
+                        error: autonat::OutboundProbeError::Response(autonat::ResponseError::DialError),
+                        ..
+                    } => {
+                        tracing::info!(%peer, "a peer could not dial this node back");
+                        (peer, false)
+                    }
+                    _ => return,
+                };
+                let before = self.reachability();
+                let listen: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                self.verdict.probed(self.remote.get(&peer), &listen, ok);
+                let now = self.reachability();
+                if now != before {
+                    tracing::info!(reachability = %now, "reachability from outside changed");
+                }
                 self.publish_reach();
                 self.reserve_relays();
             }

@@ -705,6 +705,7 @@ pub async fn spawn(
             target_connections: config.target_connections.min(config.max_connections) as usize,
             reach_tx,
             relays: config.relays.clone(),
+            declared_external: !config.external.is_empty(),
         },
     );
     let handle = tokio::spawn(event_loop.run());

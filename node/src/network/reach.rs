@@ -9,16 +9,29 @@
 //! adverts then carry the circuit address, and requests reach it through
 //! the relay until DCUtR punches a direct connection.
 //!
-//! This file is the pure part: the node's reachability, and which relays
-//! to reserve on. The network task feeds it AutoNAT's status and the peers
-//! that serve as relays, and asks it whom to reserve on.
+//! Only peers outside the node's own network count as witnesses: a
+//! neighbour on the same subnet (two devices behind one home router) dials
+//! the node back over the LAN and would call it public while nobody outside
+//! can reach it.
+//!
+//! This file is the pure part: the verdict from the probes, and which
+//! relays to reserve on. The network task feeds it AutoNAT's probe results
+//! with the address of the peer that answered, and the peers that serve as
+//! relays, and asks it whom to reserve on.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 
 use serde::{Deserialize, Serialize};
 
 /// Relays a private node reserves on when none are configured.
 pub(crate) const AUTO_RELAYS: usize = 2;
+/// Failed dial-backs from outside, with no success, after which the node
+/// counts as private.
+pub(crate) const PRIVATE_AFTER: u32 = 2;
 
 /// Whether other nodes can dial this one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,15 +56,72 @@ impl std::fmt::Display for Reachability {
     }
 }
 
-/// The node's reachability: public when an address of its own (not a
-/// circuit) is confirmed, by AutoNAT or by its owner; otherwise AutoNAT's
-/// verdict (`None`: AutoNAT is off).
-pub(crate) fn reachability(autonat: Option<Reachability>, confirmed_direct: usize) -> Reachability {
-    if confirmed_direct > 0 {
+/// The node's reachability: public when its owner declared an address
+/// others can dial; otherwise the verdict of the probes from outside
+/// (`None`: AutoNAT is off).
+pub(crate) fn reachability(probed: Option<Reachability>, declared: bool) -> Reachability {
+    if declared {
         Reachability::Public
     } else {
-        autonat.unwrap_or_default()
+        probed.unwrap_or_default()
     }
+}
+
+/// The verdict of the probes answered by peers outside the node's network.
+#[derive(Debug, Default)]
+pub(crate) struct Verdict {
+    succeeded: u32,
+    failed: u32,
+}
+
+impl Verdict {
+    /// A peer at `server` (the address the node reaches it at) answered a
+    /// probe: it dialled one of the node's addresses back (`ok`) or could
+    /// not. Peers on one of the node's own subnets (`listen`) are not
+    /// counted.
+    pub(crate) fn probed(&mut self, server: Option<&Multiaddr>, listen: &[Multiaddr], ok: bool) {
+        if server.is_some_and(|s| same_subnet(s, listen)) {
+            return;
+        }
+        if ok {
+            self.succeeded += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// Public after one dial-back from outside, private after
+    /// [`PRIVATE_AFTER`] failures and no success.
+    pub(crate) fn reachability(&self) -> Reachability {
+        if self.succeeded > 0 {
+            Reachability::Public
+        } else if self.failed >= PRIVATE_AFTER {
+            Reachability::Private
+        } else {
+            Reachability::Unknown
+        }
+    }
+}
+
+fn ip(a: &Multiaddr) -> Option<IpAddr> {
+    a.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::from(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::from(ip)),
+        _ => None,
+    })
+}
+
+/// Whether `addr` is on one of the subnets of `listen` (the same /24 for
+/// IPv4, /64 for IPv6), or is loopback while they are.
+pub(crate) fn same_subnet(addr: &Multiaddr, listen: &[Multiaddr]) -> bool {
+    let Some(a) = ip(addr) else { return false };
+    listen.iter().filter_map(ip).any(|l| match (a, l) {
+        (IpAddr::V4(a), IpAddr::V4(l)) => {
+            a.octets()[..3] == l.octets()[..3] && !(a.is_loopback() && l.is_loopback())
+        }
+        (IpAddr::V6(a), IpAddr::V6(l)) => a.segments()[..4] == l.segments()[..4] && !a.is_loopback(),
+        _ => false,
+    })
 }
 
 /// Relays to ask for a reservation now: the configured ones first (always
@@ -92,13 +162,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_confirmed_address_of_its_own_makes_a_node_public_whatever_autonat_says() {
-        assert_eq!(reachability(Some(Reachability::Private), 1), Reachability::Public);
+    fn an_address_the_owner_declared_makes_a_node_public_whatever_the_probes_say() {
         assert_eq!(
-            reachability(Some(Reachability::Private), 0),
+            reachability(Some(Reachability::Private), true),
+            Reachability::Public
+        );
+        assert_eq!(
+            reachability(Some(Reachability::Private), false),
             Reachability::Private
         );
-        assert_eq!(reachability(None, 0), Reachability::Unknown);
+        assert_eq!(reachability(None, false), Reachability::Unknown);
+    }
+
+    fn addr(s: &str) -> Multiaddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_neighbour_on_the_same_subnet_is_no_witness_of_reachability() {
+        let listen = [addr("/ip4/10.1.2.7/tcp/4001")];
+        let mut v = Verdict::default();
+        v.probed(Some(&addr("/ip4/10.1.2.9/tcp/4001")), &listen, true);
+        assert_eq!(v.reachability(), Reachability::Unknown);
+        v.probed(Some(&addr("/ip4/10.1.9.1/tcp/4001")), &listen, false);
+        assert_eq!(v.reachability(), Reachability::Unknown);
+        v.probed(Some(&addr("/ip4/203.0.113.5/tcp/4001")), &listen, false);
+        assert_eq!(v.reachability(), Reachability::Private);
+        v.probed(Some(&addr("/ip4/203.0.113.6/tcp/4001")), &listen, true);
+        assert_eq!(v.reachability(), Reachability::Public);
+    }
+
+    #[test]
+    fn nodes_on_one_machine_are_witnesses_for_each_other() {
+        let listen = [addr("/ip4/127.0.0.1/tcp/4001")];
+        assert!(!same_subnet(&addr("/ip4/127.0.0.1/tcp/4002"), &listen));
+        let mut v = Verdict::default();
+        v.probed(Some(&addr("/ip4/127.0.0.1/tcp/4002")), &listen, true);
+        assert_eq!(v.reachability(), Reachability::Public);
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct NetnsArgs {
     /// `0ms` for none.
     #[arg(long, default_value = "20ms", value_name = "DURATION", value_parser = parse_duration, requires = "netns")]
     pub delay: Duration,
+    /// With --netns, put this many domains (after the first, the bootstrap
+    /// node's) each behind its own NAT router (nftables masquerade): their
+    /// nodes can dial out but are reached only through relays or punched
+    /// holes. Needs the `nft` tool (Debian's `nftables`).
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "netns")]
+    pub nat: usize,
 }
 
 /// Where a command's nodes keep their data dirs and logs: the directory
@@ -102,7 +108,13 @@ impl NetnsArgs {
             return Ok(net);
         }
         let delay = (!self.delay.is_zero()).then_some(self.delay);
-        let lab = Lab::new(delay)?;
+        let lab = Lab::new(delay)?.with_nat(self.nat)?;
+        if !quiet && self.nat > 0 {
+            eprintln!(
+                "netns: {} domain(s) after the first each behind its own NAT router",
+                self.nat
+            );
+        }
         if !quiet {
             match (lab.delay(), lab.delay_note()) {
                 (_, Some(note)) => eprintln!("warning: {note}"),

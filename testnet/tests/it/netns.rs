@@ -96,3 +96,117 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
         assert!(healed, "eu/b did not come back whole after the heal");
     });
 }
+
+/// Two providers, each behind its own NAT router (nftables masquerade),
+/// find each other through the public nodes: each learns it is private,
+/// reserves a place on a relay, and is placed work. One of them submits a
+/// 20-task job with two replicas, run by the other and the public
+/// providers: every output is right and the credits are conserved.
+/// Skipped where namespaces cannot be made, or without the `nft` tool
+/// (Debian's `nftables`).
+#[test]
+fn two_providers_behind_their_own_nat_do_a_replicated_job_with_public_ones() {
+    if !netns::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    if !netns::nft_available() {
+        eprintln!("skipped: NAT routers need the nft tool (apt-get install nftables)");
+        return;
+    }
+    use agora_testnet::job::{self, Params};
+    use agora_testnet::workload::primes;
+    let _turn = crate::serial();
+    crate::runtime().block_on(async {
+        let agora = agora_testnet::artifacts::agora_binary().unwrap();
+        let modules = agora_testnet::artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let lab = Lab::new(None).unwrap().with_nat(2).unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
+        net.start_all(vec![
+            NodeSpec::provider("eu/pub").with_slots(1),
+            NodeSpec::provider("eu/pub").with_slots(1),
+            NodeSpec::provider("eu/pub").with_slots(1),
+            NodeSpec::provider("eu/home1").with_slots(1),
+            NodeSpec::provider("eu/home2").with_slots(1),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(90)).await.unwrap();
+        let (home1, home2) = (net.node(3).client.clone(), net.node(4).client.clone());
+
+        // Each home node finds out it is private and takes a relay.
+        let t = Instant::now();
+        let reach = loop {
+            let (s1, s2) = (home1.status().await.unwrap(), home2.status().await.unwrap());
+            let public = net.node(0).client.status().await.unwrap();
+            if !s1.relays.is_empty() && !s2.relays.is_empty() {
+                break (s1, s2, public);
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "the home nodes did not take relays: {:?} {:?} / {:?} {:?}",
+                s1.reachability,
+                s1.relays,
+                s2.reachability,
+                s2.relays
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let private = agora_node::network::Reachability::Private;
+        assert_eq!((reach.0.reachability, reach.1.reachability), (private, private));
+        eprintln!("public node 0: {}", reach.2.reachability);
+
+        let ranges = primes::even(20, 1_000_000_000, 60_000);
+        let inputs = primes::trial_inputs(&ranges);
+        let expected: Vec<Vec<u8>> = ranges.iter().map(|&(lo, hi)| primes::output(lo, hi)).collect();
+        let params = Params {
+            replicas: 2,
+            ..Params::default()
+        };
+        let spec = job::prepare(&home1, &modules.read("primes").unwrap(), None, &inputs, &params)
+            .await
+            .unwrap();
+        let id = job::submit(&home1, &spec).await.unwrap();
+        let status = job::wait_quietly(&home1, &id, Duration::from_secs(240), Duration::from_millis(200))
+            .await
+            .unwrap();
+        job::ensure_done(&status).unwrap();
+        let wrong = job::compare(&job::outputs(&home1, &id).await.unwrap(), &expected);
+        assert!(wrong.is_empty(), "{wrong:?}");
+        let ran: Vec<String> = status
+            .providers
+            .iter()
+            .filter(|p| p.verified > 0)
+            .map(|p| net.label(&p.peer_id))
+            .collect();
+        let mut punched = Vec::new();
+        for c in [&home1, &home2] {
+            let m = c.metrics().await.unwrap();
+            let count = |name: &str| {
+                m.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            punched.push(format!(
+                "{} punched, {} failed",
+                count("agora_holes_punched_total"),
+                count("agora_holes_failed_total")
+            ));
+        }
+        eprintln!(
+            "the job ran on {ran:?}; hole punching at home1: {}; at home2: {}",
+            punched[0], punched[1]
+        );
+        let balances = net.settle(Duration::from_secs(60)).await.unwrap();
+        net.stop();
+        assert!(
+            ran.contains(&net.node(4).name()),
+            "the other home node ran none of the job: {ran:?}"
+        );
+        assert_eq!(balances.outbox, 0, "vouchers still undelivered");
+        assert!(balances.conserved(), "{balances:?}");
+    });
+}
