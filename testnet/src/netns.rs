@@ -26,7 +26,9 @@
 //!   the hub by a WAN link (router 10.B.(128+K).1, hub 10.B.(128+K).254).
 //!   The router masquerades what its nodes send out (nftables), and lets in
 //!   from the WAN only replies to what they opened, and the testnet's own
-//!   control traffic (so that it can reach every node's API). A node behind
+//!   control traffic (so that it can reach every node's API); anything else
+//!   is dropped silently, as a home router does (no reset: a reset would
+//!   kill a hole punch whose first SYN arrives before the other side's). A node behind
 //!   it cannot be dialled by other nodes: only through a relay, or a hole
 //!   its own traffic punched.
 //! * `B` is the first second octet from 100 up, after this process's id,
@@ -235,6 +237,11 @@ impl Lab {
     type filter hook forward priority filter; policy accept;
     iifname \"wan\" ct state established,related accept
     iifname \"wan\" ip saddr {ctl_net}/24 accept
+    iifname \"wan\" drop
+  }}
+  chain to_router {{
+    type filter hook input priority filter; policy accept;
+    iifname \"wan\" ct state established,related accept
     iifname \"wan\" drop
   }}
 }}

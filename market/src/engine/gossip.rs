@@ -217,12 +217,7 @@ impl Engine {
             price: p.config().price,
             energy: p.config().energy,
             version: self.config.version.clone(),
-            addrs: self
-                .listen
-                .iter()
-                .take(agora_protocol::limits::MAX_ADDRS)
-                .map(|a| Addr(a.clone()))
-                .collect(),
+            addrs: self.advertised_addrs(),
             max_task_fuel: p.config().max_task_fuel,
             max_task_time: agora_protocol::units::Millis::from(p.config().max_task_time),
             max_output: p.config().max_output,
@@ -461,6 +456,34 @@ impl Engine {
             }
             self.timers.advert_due = true;
         }
+    }
+
+    /// Whether peers outside can dial this node (AutoNAT's verdict): a
+    /// private node with a relayed address advertises only its relayed
+    /// addresses, which are the ones others can use (a dial to its own
+    /// address would wait out a timeout behind its router).
+    pub fn on_reachability(&mut self, private: bool) {
+        if self.private != private {
+            self.private = private;
+            self.timers.advert_due = true;
+        }
+    }
+
+    /// The addresses adverts carry, as text.
+    pub fn local_advert_addrs(&self) -> Vec<String> {
+        self.advertised_addrs().into_iter().map(|a| a.0).collect()
+    }
+
+    /// The addresses adverts carry (see [`Engine::on_reachability`]).
+    fn advertised_addrs(&self) -> Vec<Addr> {
+        let relayed = |a: &&String| a.contains("/p2p-circuit");
+        let only_relayed = self.private && self.listen.iter().any(|a| relayed(&a));
+        self.listen
+            .iter()
+            .filter(|a| !only_relayed || relayed(a))
+            .take(agora_protocol::limits::MAX_ADDRS)
+            .map(|a| Addr(a.clone()))
+            .collect()
     }
 
     /// The node stopped listening on an address (a relay reservation

@@ -272,6 +272,9 @@ pub struct Engine {
     next_token: u64,
     calibrated_at: Timestamp,
     listen: Vec<String>,
+    /// Whether peers outside cannot dial this node (its own addresses are
+    /// then left out of adverts when it has a relayed one).
+    private: bool,
     started: Timestamp,
     load: Option<f64>,
     timers: Timers,
@@ -368,6 +371,7 @@ impl Engine {
             next_token: 0,
             calibrated_at: now,
             listen,
+            private: false,
             started: now,
             load: None,
             timers: Timers {

@@ -351,6 +351,14 @@ fn a_circuit_address_is_advertised_first_and_dropped_when_its_listener_closes() 
     e.on_listening(direct.clone());
     e.on_listening(circuit.clone());
     assert_eq!(e.listen(), [circuit.clone(), direct.clone()]);
+    e.on_reachability(true);
+    let advert = |e: &crate::engine::Engine| e.local_advert_addrs();
+    assert_eq!(
+        advert(&e),
+        [circuit.clone()],
+        "a private node advertises only its relayed address"
+    );
     e.on_listen_closed(&circuit);
-    assert_eq!(e.listen(), [direct]);
+    assert_eq!(e.listen(), [direct.clone()]);
+    assert_eq!(advert(&e), [direct], "without one, it advertises what it has");
 }

@@ -765,6 +765,7 @@ impl EventLoop {
                 let now = self.reachability();
                 if now != before {
                     tracing::info!(reachability = %now, "reachability from outside changed");
+                    self.emit(Event::Reachability(now)).await;
                 }
                 self.publish_reach();
                 self.reserve_relays();

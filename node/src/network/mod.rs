@@ -267,6 +267,8 @@ pub enum Event {
         /// The address.
         addr: Multiaddr,
     },
+    /// Whether peers outside can dial the node changed.
+    Reachability(Reachability),
 }
 
 /// Where the answer to an inbound market request goes. Dropping it

@@ -49,6 +49,9 @@ impl Driver {
             Event::Subscribed { peer, topic } => self.engine.on_subscribed(peer, &topic),
             Event::Listening { addr } => self.engine.on_listening(addr.to_string()),
             Event::ListenClosed { addr } => self.engine.on_listen_closed(&addr.to_string()),
+            Event::Reachability(r) => self
+                .engine
+                .on_reachability(r == crate::network::Reachability::Private),
         }
     }
 }
