@@ -70,9 +70,14 @@ pub(crate) fn reachability(probed: Option<Reachability>, declared: bool) -> Reac
 /// The verdict of the probes answered by peers outside the node's network.
 #[derive(Debug, Default)]
 pub(crate) struct Verdict {
-    succeeded: u32,
-    failed: u32,
+    /// The latest answers from outside, oldest first, at most [`REMEMBERED`]:
+    /// a laptop that moves from an open network to a home router is
+    /// private again within a few probes.
+    recent: std::collections::VecDeque<bool>,
 }
+
+/// Answers from outside the verdict weighs.
+pub(crate) const REMEMBERED: usize = 4;
 
 impl Verdict {
     /// A peer at `server` (the address the node reaches it at) answered a
@@ -83,19 +88,20 @@ impl Verdict {
         if server.is_some_and(|s| same_subnet(s, listen)) {
             return;
         }
-        if ok {
-            self.succeeded += 1;
-        } else {
-            self.failed += 1;
+        if self.recent.len() == REMEMBERED {
+            self.recent.pop_front();
         }
+        self.recent.push_back(ok);
     }
 
-    /// Public after one dial-back from outside, private after
-    /// [`PRIVATE_AFTER`] failures and no success.
+    /// Public when one of the latest [`REMEMBERED`] answers from outside
+    /// was a dial-back, private after [`PRIVATE_AFTER`] failures among
+    /// them and no success.
     pub(crate) fn reachability(&self) -> Reachability {
-        if self.succeeded > 0 {
+        let failed = self.recent.iter().filter(|ok| !**ok).count() as u32;
+        if self.recent.iter().any(|ok| *ok) {
             Reachability::Public
-        } else if self.failed >= PRIVATE_AFTER {
+        } else if failed >= PRIVATE_AFTER {
             Reachability::Private
         } else {
             Reachability::Unknown
@@ -190,6 +196,20 @@ mod tests {
         assert_eq!(v.reachability(), Reachability::Private);
         v.probed(Some(&addr("/ip4/203.0.113.6/tcp/4001")), &listen, true);
         assert_eq!(v.reachability(), Reachability::Public);
+    }
+
+    #[test]
+    fn a_node_that_moved_behind_a_router_is_private_again_within_a_few_probes() {
+        let listen = [addr("/ip4/10.1.2.7/tcp/4001")];
+        let outside = addr("/ip4/203.0.113.5/tcp/4001");
+        let mut v = Verdict::default();
+        v.probed(Some(&outside), &listen, true);
+        for _ in 0..REMEMBERED - 1 {
+            v.probed(Some(&outside), &listen, false);
+            assert_eq!(v.reachability(), Reachability::Public);
+        }
+        v.probed(Some(&outside), &listen, false);
+        assert_eq!(v.reachability(), Reachability::Private);
     }
 
     #[test]
