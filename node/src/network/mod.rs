@@ -854,116 +854,163 @@ mod tests {
         panic!("{what}: not within 10 s");
     }
 
+    /// A fresh in-process address.
+    fn memory_addr() -> Multiaddr {
+        format!("/memory/{}", rand::random::<u64>() >> 1).parse().unwrap()
+    }
+
+    /// A relay, and node B that listens on nothing of its own: only through
+    /// the relay, on which it holds a reservation. B answers every market
+    /// request with `Decline::invalid("from B")`.
+    struct BehindRelay {
+        relay: Keypair,
+        /// The relay's address, ending in its peer id.
+        relay_addr: Multiaddr,
+        b_key: Keypair,
+        b: Client,
+        /// The relay's handle and event channel: dropped, its task stops.
+        _relay_alive: (Client, mpsc::Receiver<Event>),
+    }
+
+    impl BehindRelay {
+        async fn start(cancel: &CancellationToken) -> BehindRelay {
+            let (relay, b_key) = (
+                Keypair::from_secret(rand::random()),
+                Keypair::from_secret(rand::random()),
+            );
+            let listen = memory_addr();
+            let relay_addr = listen
+                .clone()
+                .with(libp2p::multiaddr::Protocol::P2p(relay.node_id().to_peer_id()));
+            let (rtx, rrx) = mpsc::channel(1024);
+            let (r, _) = spawn(
+                &relay,
+                Config {
+                    external: vec![listen.clone()],
+                    ..memory_config(Some(listen), vec![])
+                },
+                rtx,
+                cancel.clone(),
+            )
+            .await
+            .unwrap();
+            let (btx, mut brx) = mpsc::channel(1024);
+            let (b, _) = spawn(
+                &b_key,
+                Config {
+                    relays: vec![relay_addr.clone()],
+                    ..memory_config(None, vec![])
+                },
+                btx,
+                cancel.clone(),
+            )
+            .await
+            .unwrap();
+            eventually("B holds a reservation on the relay", || {
+                b.reach().relays == vec![relay.node_id()]
+            })
+            .await;
+            let responder = b.clone();
+            tokio::spawn(async move {
+                while let Some(ev) = brx.recv().await {
+                    if let Event::Market { channel, .. } = ev {
+                        responder
+                            .respond_market(channel, MarketResponse::Declined(Decline::invalid("from B")))
+                            .await;
+                    }
+                }
+            });
+            BehindRelay {
+                relay,
+                relay_addr,
+                b_key,
+                b,
+                _relay_alive: (r, rrx),
+            }
+        }
+
+        /// B's address through the relay.
+        fn circuit(&self) -> Multiaddr {
+            use libp2p::multiaddr::Protocol;
+            self.relay_addr
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(self.b_key.node_id().to_peer_id()))
+        }
+
+        /// Starts node C on `listen`, bootstrapped from the relay, told B's
+        /// circuit address; returns once C is connected, with C's events.
+        async fn newcomer(
+            &self,
+            kc: &Keypair,
+            listen: Multiaddr,
+            cancel: &CancellationToken,
+        ) -> (Client, mpsc::Receiver<Event>) {
+            let (ctx, crx) = mpsc::channel(1024);
+            let (c, _) = spawn(
+                kc,
+                memory_config(Some(listen), vec![self.relay_addr.clone()]),
+                ctx,
+                cancel.clone(),
+            )
+            .await
+            .unwrap();
+            c.add_address(self.b_key.node_id(), self.circuit()).await;
+            let mut connected = false;
+            for _ in 0..500 {
+                connected = c.stats().await.unwrap().connected > 0;
+                if connected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(connected, "C did not reach the relay");
+            (c, crx)
+        }
+
+        /// C asks B once and gets B's answer within 10 s (`how`: the path).
+        async fn ask(&self, c: &Client, kc: &Keypair, i: u32, how: &str) {
+            let mut outbox = Outbox::default();
+            let answer = outbox.push(self.b_key.node_id(), cancel(kc, i));
+            c.send_all(outbox).await;
+            let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+                .await
+                .unwrap_or_else(|_| panic!("no answer {how} within 10 s"))
+                .expect("delivered");
+            assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        }
+    }
+
     /// A node nobody can dial (it listens on nothing) reserves a slot on
     /// its relay; another node reaches it through the relay's circuit
     /// address and gets its requests answered; once a direct connection
     /// exists, the relayed one is closed and requests go direct.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_nobody_can_dial_is_reached_through_its_relay_and_then_directly() {
-        use libp2p::multiaddr::Protocol;
         let cancel_token = CancellationToken::new();
-        let memory = || -> Multiaddr { format!("/memory/{}", rand::random::<u64>() >> 1).parse().unwrap() };
-        let (kr, kb, kc) = (
-            Keypair::from_secret(rand::random()),
-            Keypair::from_secret(rand::random()),
-            Keypair::from_secret(rand::random()),
-        );
-        let relay_addr = memory().with(Protocol::P2p(kr.node_id().to_peer_id()));
-        let (rtx, _rrx) = mpsc::channel(1024);
-        let relay_listen: Multiaddr = relay_addr.iter().next().map(Multiaddr::from).unwrap();
-        let (_r, _) = spawn(
-            &kr,
-            Config {
-                external: vec![relay_listen.clone()],
-                ..memory_config(Some(relay_listen), vec![])
-            },
-            rtx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        // B listens on nothing of its own: only through the relay.
-        let (btx, mut brx) = mpsc::channel(1024);
-        let (b, _) = spawn(
-            &kb,
-            Config {
-                relays: vec![relay_addr.clone()],
-                ..memory_config(None, vec![])
-            },
-            btx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        eventually("B holds a reservation on the relay", || {
-            b.reach().relays == vec![kr.node_id()]
-        })
-        .await;
-        let responder = b.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = brx.recv().await {
-                if let Event::Market { channel, .. } = ev {
-                    responder
-                        .respond_market(channel, MarketResponse::Declined(Decline::invalid("from B")))
-                        .await;
-                }
-            }
-        });
-        let (ctx, _crx) = mpsc::channel(1024);
-        let c_listen = memory();
-        let (c, _) = spawn(
-            &kc,
-            memory_config(Some(c_listen.clone()), vec![relay_addr.clone()]),
-            ctx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        let circuit = relay_addr
-            .clone()
-            .with(Protocol::P2pCircuit)
-            .with(Protocol::P2p(kb.node_id().to_peer_id()));
-        c.add_address(kb.node_id(), circuit).await;
-        let mut connected = false;
-        for _ in 0..500 {
-            connected = c.stats().await.unwrap().connected > 0;
-            if connected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(connected, "C did not reach the relay");
-        let mut outbox = Outbox::default();
-        let answer = outbox.push(kb.node_id(), cancel(&kc, 1));
-        c.send_all(outbox).await;
-        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
-            .await
-            .expect("an answer through the relay within 10 s")
-            .expect("delivered");
-        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        let net = BehindRelay::start(&cancel_token).await;
+        let kc = Keypair::from_secret(rand::random());
+        let c_listen = memory_addr();
+        let (c, _c_events) = net.newcomer(&kc, c_listen.clone(), &cancel_token).await;
+        let b_id = net.b_key.node_id();
+        net.ask(&c, &kc, 1, "through the relay").await;
         eventually("C sees B as reached through the relay", || {
-            c.reach().relayed.contains(&kb.node_id())
+            c.reach().relayed.contains(&b_id)
         })
         .await;
         // A direct connection appears (here B dials C; on a real network,
         // hole punching makes it): the relayed one is closed, and requests
         // take the direct path.
-        b.dial(c_listen.clone().with(Protocol::P2p(kc.node_id().to_peer_id())))
+        net.b
+            .dial(c_listen.with(libp2p::multiaddr::Protocol::P2p(kc.node_id().to_peer_id())))
             .await;
         eventually("C sees B directly, the relayed connection gone", || {
-            !c.reach().relayed.contains(&kb.node_id())
+            !c.reach().relayed.contains(&b_id)
         })
         .await;
         let s = c.stats().await.unwrap();
         assert!(s.connected >= 2, "C lost its connections: {s:?}");
-        let mut outbox = Outbox::default();
-        let answer = outbox.push(kb.node_id(), cancel(&kc, 2));
-        c.send_all(outbox).await;
-        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
-            .await
-            .expect("an answer over the direct connection within 10 s")
-            .expect("delivered");
-        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        net.ask(&c, &kc, 2, "over the direct connection").await;
         cancel_token.cancel();
     }
 
@@ -978,62 +1025,18 @@ mod tests {
         use libp2p::multiaddr::Protocol;
         use libp2p::swarm::SwarmEvent;
         let cancel_token = CancellationToken::new();
-        let memory = || -> Multiaddr { format!("/memory/{}", rand::random::<u64>() >> 1).parse().unwrap() };
-        let (kr, kb, kc, km) = (
-            Keypair::from_secret(rand::random()),
-            Keypair::from_secret(rand::random()),
+        let net = BehindRelay::start(&cancel_token).await;
+        let (kc, km) = (
             Keypair::from_secret(rand::random()),
             Keypair::from_secret(rand::random()),
         );
-        let relay_listen = memory();
-        let relay_addr = relay_listen
-            .clone()
-            .with(Protocol::P2p(kr.node_id().to_peer_id()));
-        let (rtx, _rrx) = mpsc::channel(1024);
-        let (_r, _) = spawn(
-            &kr,
-            Config {
-                external: vec![relay_listen.clone()],
-                ..memory_config(Some(relay_listen), vec![])
-            },
-            rtx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        let (btx, mut brx) = mpsc::channel(1024);
-        let (b, _) = spawn(
-            &kb,
-            Config {
-                relays: vec![relay_addr.clone()],
-                ..memory_config(None, vec![])
-            },
-            btx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        eventually("B holds a reservation on the relay", || {
-            b.reach().relays == vec![kr.node_id()]
-        })
-        .await;
-        let responder = b.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = brx.recv().await {
-                if let Event::Market { channel, .. } = ev {
-                    responder
-                        .respond_market(channel, MarketResponse::Declined(Decline::invalid("from B")))
-                        .await;
-                }
-            }
-        });
 
         // The flood, from a bare swarm of the node's own make.
         let mut m = behaviour::build_swarm(peer::libp2p_keypair(&km), &memory_config(None, vec![])).unwrap();
-        let via_relay = relay_addr.clone().with(Protocol::P2pCircuit);
-        let to_b = via_relay.clone().with(Protocol::P2p(kb.node_id().to_peer_id()));
-        m.dial(relay_addr.clone()).unwrap();
-        let relay_peer = kr.node_id().to_peer_id();
+        let via_relay = net.relay_addr.clone().with(Protocol::P2pCircuit);
+        let to_b = net.circuit();
+        m.dial(net.relay_addr.clone()).unwrap();
+        let relay_peer = net.relay.node_id().to_peer_id();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let SwarmEvent::ConnectionEstablished { peer_id, .. } = m.select_next_some().await
@@ -1049,6 +1052,7 @@ mod tests {
             let _ = m.listen_on(via_relay.clone());
             let _ = m.dial(to_b.clone());
         }
+        let b_peer = net.b_key.node_id().to_peer_id();
         let (mut reservations, mut circuits, mut denied) = (0u32, 0u32, 0u32);
         let flood_end = tokio::time::Instant::now() + Duration::from_secs(8);
         while let Ok(Some(ev)) = tokio::time::timeout_at(flood_end, m.next()).await {
@@ -1058,7 +1062,7 @@ mod tests {
                 )) => reservations += 1,
                 SwarmEvent::ConnectionEstablished {
                     peer_id, endpoint, ..
-                } if peer_id == kb.node_id().to_peer_id() && endpoint.is_relayed() => circuits += 1,
+                } if peer_id == b_peer && endpoint.is_relayed() => circuits += 1,
                 SwarmEvent::OutgoingConnectionError { .. } => denied += 1,
                 _ => {}
             }
@@ -1068,34 +1072,9 @@ mod tests {
         assert!(denied >= 900, "only {denied} of the flooder's dials failed");
 
         // B kept its place, and a newcomer reaches it through the relay.
-        assert_eq!(b.reach().relays, vec![kr.node_id()]);
-        let (ctx, _crx) = mpsc::channel(1024);
-        let (c, _) = spawn(
-            &kc,
-            memory_config(Some(memory()), vec![relay_addr.clone()]),
-            ctx,
-            cancel_token.clone(),
-        )
-        .await
-        .unwrap();
-        let mut connected = false;
-        for _ in 0..500 {
-            connected = c.stats().await.unwrap().connected > 0;
-            if connected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(connected, "C did not reach the relay");
-        c.add_address(kb.node_id(), to_b).await;
-        let mut outbox = Outbox::default();
-        let answer = outbox.push(kb.node_id(), cancel(&kc, 1));
-        c.send_all(outbox).await;
-        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
-            .await
-            .expect("an answer through the flooded relay within 10 s")
-            .expect("delivered");
-        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
+        assert_eq!(net.b.reach().relays, vec![net.relay.node_id()]);
+        let (c, _c_events) = net.newcomer(&kc, memory_addr(), &cancel_token).await;
+        net.ask(&c, &kc, 1, "through the flooded relay").await;
         eprintln!(
             "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked"
         );
