@@ -220,16 +220,18 @@ impl Relay {
 }
 
 impl Default for Relay {
+    /// The network's default limits (one place says what they are).
     fn default() -> Self {
+        let l = crate::network::RelayLimits::default();
         Relay {
             server: true,
-            max_reservations: 128,
-            max_reservations_per_peer: 4,
-            reservation_duration: Duration::from_secs(3600),
-            max_circuits: 64,
-            max_circuits_per_peer: 8,
-            max_circuit_duration: Duration::from_secs(600),
-            max_circuit_bytes: Bytes::mib(64),
+            max_reservations: l.max_reservations,
+            max_reservations_per_peer: l.max_reservations_per_peer,
+            reservation_duration: l.reservation_duration,
+            max_circuits: l.max_circuits,
+            max_circuits_per_peer: l.max_circuits_per_peer,
+            max_circuit_duration: l.max_circuit_duration,
+            max_circuit_bytes: Bytes(l.max_circuit_bytes),
             relays: vec![],
         }
     }
