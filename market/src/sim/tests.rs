@@ -49,7 +49,7 @@ fn market_survives_hostile_schedules() {
             std::env::var("AGORA_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(300),
+                .unwrap_or(150),
         ),
     };
     for seed in from..from + count {
