@@ -140,6 +140,8 @@ max_circuit_bytes = "64MiB"
 # /p2p/<id>). Empty: once AutoNAT finds this node unreachable from
 # outside, it reserves on up to two connected peers that serve as relays.
 relays = []
+# Upgrade relayed connections to direct ones by hole punching (DCUtR).
+hole_punching = true
 "#;
 
 /// The whole configuration.
@@ -202,6 +204,10 @@ pub struct Relay {
     /// Relays to reserve on.
     #[serde(with = "text_vec")]
     pub relays: Vec<Multiaddr>,
+    /// Upgrade relayed connections to direct ones by hole punching
+    /// (DCUtR). Off, a peer behind NAT stays reachable through its relay
+    /// only: every byte to it takes two hops.
+    pub hole_punching: bool,
 }
 
 impl Relay {
@@ -233,6 +239,7 @@ impl Default for Relay {
             max_circuit_duration: l.max_circuit_duration,
             max_circuit_bytes: Bytes(l.max_circuit_bytes),
             relays: vec![],
+            hole_punching: true,
         }
     }
 }

@@ -31,7 +31,7 @@ pub(crate) struct Behaviour {
     /// Reserves on relays and listens through them.
     pub(crate) relay_client: relay::client::Behaviour,
     /// Upgrades a relayed connection to a direct one.
-    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) dcutr: Toggle<dcutr::Behaviour>,
     /// Asks other nodes to dial this one back, and dials them back.
     pub(crate) autonat: Toggle<autonat::v1::Behaviour>,
 }
@@ -69,8 +69,10 @@ fn autonat_behaviour(peer_id: libp2p::PeerId, config: &Config) -> autonat::v1::B
             boot_delay: Duration::from_secs(2),
             // The node judges reachability from its own count of answers
             // from outside its subnet (see `reach`): keep asking, whatever
-            // AutoNAT's own confidence.
-            retry_interval: Duration::from_secs(15),
+            // AutoNAT's own confidence. Until the answers agree, ask again
+            // soon: a node behind NAT is placed work only once it knows
+            // it is private and has taken a relay.
+            retry_interval: Duration::from_secs(5),
             refresh_interval: Duration::from_secs(60),
             throttle_server_period: Duration::from_secs(5),
             confidence_max: 2,
@@ -204,7 +206,10 @@ fn behaviour(
             .map(|l| relay_server(peer_id, l))
             .into(),
         relay_client,
-        dcutr: dcutr::Behaviour::new(peer_id),
+        dcutr: config
+            .hole_punching
+            .then(|| dcutr::Behaviour::new(peer_id))
+            .into(),
         autonat: config.autonat.then(|| autonat_behaviour(peer_id, config)).into(),
     })
 }

@@ -96,9 +96,11 @@ pub struct Config {
     /// Relays to reserve a slot on and listen through (multiaddrs ending
     /// in `/p2p/<id>`), whatever AutoNAT finds.
     pub relays: Vec<Multiaddr>,
-    /// Probe this node's reachability with AutoNAT v2 (and answer other
+    /// Probe this node's reachability with AutoNAT (and answer other
     /// nodes' probes); a node found private reserves on relays it meets.
     pub autonat: bool,
+    /// Upgrade relayed connections to direct ones (DCUtR).
+    pub hole_punching: bool,
     /// Addresses others can dial this node at, known to the owner (a
     /// public address, a forwarded port): confirmed without a probe. A
     /// relay serves only once it has a confirmed address.
@@ -159,6 +161,7 @@ impl Default for Config {
             relay_server: Some(RelayLimits::default()),
             relays: Vec::new(),
             autonat: true,
+            hole_punching: true,
             external: Vec::new(),
         }
     }

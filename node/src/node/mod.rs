@@ -187,6 +187,7 @@ impl Node {
             external: config.external.clone(),
             // Nodes of one process share no real network: nothing to probe.
             autonat: options.transport != Transport::Memory,
+            hole_punching: config.relay.hole_punching,
             ..network::Config::default()
         };
         let (net, network_task) = network::spawn(&keypair, net_config, events_tx, cancel.child_token())

@@ -110,6 +110,18 @@ pub struct BenchReport {
     pub scale: Option<ScaleReport>,
     /// Why the scale run failed, if it did.
     pub scale_error: Option<String>,
+    /// A provider behind NAT: its start to its first task done, ms.
+    pub nat_join_ms: f64,
+    /// One-task job to it over a relay, submit to done, p50, ms.
+    pub e2e_relayed_p50_ms: f64,
+    /// The same over a direct connection after hole punching, p50, ms.
+    pub e2e_direct_p50_ms: f64,
+    /// New relayed connections to it that tried hole punching.
+    pub hole_punch_attempts: u64,
+    /// Of those, upgraded to direct ones.
+    pub holes_punched: u64,
+    /// Why the NAT part was skipped or failed, if it was or did.
+    pub nat_error: Option<String>,
     /// Load averages before and after (other work on the machine skews
     /// every figure).
     pub load_before: String,
@@ -154,6 +166,7 @@ impl BenchReport {
     pub(super) fn new(
         network: NetworkSamples,
         runs: Vec<MakespanRun>,
+        nat: super::nat::NatSamples,
         scale: Option<Result<ScaleReport, String>>,
         load_before: String,
     ) -> BenchReport {
@@ -190,6 +203,12 @@ impl BenchReport {
             makespan_runs: runs,
             scale,
             scale_error,
+            nat_join_ms: nat.join_ms,
+            e2e_relayed_p50_ms: percentile(&nat.relayed_ms, 50.0),
+            e2e_direct_p50_ms: percentile(&nat.direct_ms, 50.0),
+            hole_punch_attempts: nat.punched + nat.failed,
+            holes_punched: nat.punched,
+            nat_error: nat.skipped,
             profile: if crate::artifacts::is_release() {
                 "release"
             } else {

@@ -1,11 +1,12 @@
 //! `agora-testnet bench`: the benchmark suite against fresh testnets.
 //!
 //! Run it from a release build — `cargo run --release -p agora-testnet --
-//! bench` — which also builds a release `agora`. Four parts, one after the
+//! bench` — which also builds a release `agora`. Five parts, one after the
 //! other: the first two share a testnet of `agora node` processes, the
-//! third starts its own once that one is stopped, and the fourth runs its
-//! nodes inside this process. `--only-network` runs the first two parts
-//! alone, `--only-placement` the third.
+//! third starts its own once that one is stopped, the fourth runs its
+//! nodes inside this process, and the fifth puts nodes behind NAT routers
+//! on the namespace testnet. `--only-network` runs the first two parts
+//! alone, `--only-placement` the third, `--only-nat` the fifth.
 //!
 //! 1. **Latency and throughput** (`network.rs`): a requester and `--nodes`
 //!    providers (default 4) in one domain. `e2e_*`: sequential one-task
@@ -44,6 +45,15 @@
 //!    (`scale_advert_p95_ms`), and a 100-task job placed from one node
 //!    across them (`scale_job_ms`). If it fails, the bench says why
 //!    (`scale_error`) and keeps the other figures.
+//! 5. **Nodes behind NAT** (`nat.rs`; `--nat-rounds`, default 20; 0 or
+//!    either `--only-*` flag skips it; it needs root and nftables, and says
+//!    so when it skips for want of them): a requester and a provider each
+//!    behind its own NAT router on the namespace testnet, with a public
+//!    relay. `nat_join_ms` (provider start to its first task done),
+//!    `e2e_relayed_p50_ms` and `e2e_direct_p50_ms` (one-task jobs over the
+//!    relay, and once a hole is punched), and hole punching successes over
+//!    `--nat-rounds` new relayed connections. If it fails, `nat_error`
+//!    says why.
 //!
 //! This module runs the parts the flags ask for and prints the figures:
 //! one table, then one per placement run, and with `--json` one JSON
@@ -53,6 +63,7 @@
 
 mod adverts;
 mod figures;
+mod nat;
 mod network;
 mod placement;
 mod scale;
@@ -90,12 +101,19 @@ pub struct BenchCommand {
     /// minutes on two cores.
     #[arg(long, default_value_t = 200)]
     pub scale_nodes: usize,
+    /// New relayed connections to a provider behind NAT whose hole punching
+    /// is counted (0: skip the NAT part, which needs root and nftables).
+    #[arg(long, default_value_t = 20)]
+    pub nat_rounds: usize,
     /// Run only the placement-quality part.
-    #[arg(long, conflicts_with = "only_network")]
+    #[arg(long, conflicts_with_all = ["only_network", "only_nat"])]
     pub only_placement: bool,
     /// Run only the first part: latency, throughput, memory and adverts.
     #[arg(long)]
     pub only_network: bool,
+    /// Run only the NAT part.
+    #[arg(long, conflicts_with = "only_network")]
+    pub only_nat: bool,
     /// Where the nodes' data dirs go. Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -127,23 +145,36 @@ impl BenchCommand {
         let load_before = loadavg().unwrap_or_default();
         let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
         let dir = work.path();
-        let network = if self.only_placement {
+        let network = if self.only_placement || self.only_nat {
             NetworkSamples::skipped()
         } else {
             self.network(agora.clone(), &dir.join("latency"), &modules)
                 .await?
         };
-        let runs = if self.only_network {
+        let runs = if self.only_network || self.only_nat {
             vec![]
         } else {
-            placement::measure(agora, &dir.join("placement"), &modules, self.makespan_tasks).await?
+            placement::measure(
+                agora.clone(),
+                &dir.join("placement"),
+                &modules,
+                self.makespan_tasks,
+            )
+            .await?
         };
-        let scale = if self.scale_nodes > 0 && !self.only_placement && !self.only_network {
+        let scale = if self.scale_nodes > 0 && !self.only_placement && !self.only_network && !self.only_nat {
             Some(scale::measure(self.scale_nodes).await?)
         } else {
             None
         };
-        Ok(BenchReport::new(network, runs, scale, load_before))
+        let nat = if self.nat_rounds > 0 && !self.only_placement && !self.only_network {
+            nat::measure(agora, &dir.join("nat"), &modules, self.nat_rounds)
+                .await
+                .unwrap_or_else(|e| nat::NatSamples::failed(&e))
+        } else {
+            nat::NatSamples::default()
+        };
+        Ok(BenchReport::new(network, runs, nat, scale, load_before))
     }
 
     /// Parts 1 and 2 on one testnet: latency, throughput and memory, then
@@ -231,6 +262,14 @@ fn print_figures(r: &BenchReport) {
             "scored / random / round-robin",
         ),
         ("rss_mb", format!("{:.1}", r.rss_mb), ""),
+        ("nat_join_ms", format!("{:.0}", r.nat_join_ms), ""),
+        ("e2e_relayed_p50_ms", format!("{:.1}", r.e2e_relayed_p50_ms), ""),
+        ("e2e_direct_p50_ms", format!("{:.1}", r.e2e_direct_p50_ms), ""),
+        (
+            "hole punching: punched / attempts",
+            format!("{} / {}", r.holes_punched, r.hole_punch_attempts),
+            "",
+        ),
         ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
         ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
         ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),
@@ -246,6 +285,9 @@ fn print_figures(r: &BenchReport) {
     );
     if !r.audit.is_empty() {
         println!("{}", r.audit);
+    }
+    if let Some(e) = &r.nat_error {
+        println!("the NAT part did not run or failed: {e}");
     }
     if let Some(e) = &r.scale_error {
         println!("the scale run failed: {e}");
