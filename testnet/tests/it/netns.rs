@@ -106,12 +106,7 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
 /// (Debian's `nftables`).
 #[test]
 fn two_providers_behind_their_own_nat_do_a_replicated_job_with_public_ones() {
-    if !netns::available() {
-        eprintln!("skipped: network namespaces need root and iproute2");
-        return;
-    }
-    if !netns::nft_available() {
-        eprintln!("skipped: NAT routers need the nft tool (apt-get install nftables)");
+    if !nat_available() {
         return;
     }
     use agora_testnet::job::{self, Params};
@@ -209,4 +204,57 @@ fn two_providers_behind_their_own_nat_do_a_replicated_job_with_public_ones() {
         assert_eq!(balances.outbox, 0, "vouchers still undelivered");
         assert!(balances.conserved(), "{balances:?}");
     });
+}
+
+/// Whether NAT routers can be made here; if not, says why the test skips.
+fn nat_available() -> bool {
+    if !netns::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return false;
+    }
+    if !netns::nft_available() {
+        eprintln!("skipped: NAT routers need the nft tool (apt-get install nftables)");
+        return false;
+    }
+    true
+}
+
+/// `chaos relay-loss`: providers behind NAT, reached only through relays
+/// (hole punching off), lose the relay they are reached through mid-job:
+/// the job still finishes right, through the relay that is left.
+#[test]
+fn a_relay_killed_mid_job_leaves_its_providers_reached_through_the_other() {
+    if !nat_available() {
+        return;
+    }
+    let _turn = crate::serial();
+    let out = crate::run_ok(crate::testnet().args([
+        "chaos",
+        "relay-loss",
+        "--netns",
+        "--nat",
+        "2",
+        "--delay",
+        "0ms",
+        "--tasks",
+        "16",
+        "--json",
+    ]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["ok"], true, "{r}");
+    let held: Vec<String> = r["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["ok"] == true)
+        .filter_map(|c| c["what"].as_str().map(str::to_owned))
+        .collect();
+    for must in [
+        "the job is done with every output right",
+        "tasks were verified after the relay died",
+        "2 of the 2 providers hold a slot on the relay that is left",
+        "the chains sum to the grants issued",
+    ] {
+        assert!(held.iter().any(|c| c.contains(must)), "{must}: {r}");
+    }
 }

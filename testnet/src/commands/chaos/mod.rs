@@ -53,6 +53,8 @@
 //! * `disk-fill`: a second requester's tasks write as much output as they
 //!   can; the providers' owners cap output, stored content and retention
 //!   (see `disk.rs`).
+//! * `relay-loss` (`--netns --nat 2`): the relay that providers behind NAT
+//!   are reached through is killed mid-job (see `relay.rs`).
 //!
 //! The hostile-peer scenarios (`forged-fraud`, `replay-flood`,
 //! `sybil-flood`, `summary-poison`) add a stranger: a bare libp2p peer in
@@ -69,7 +71,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::job::{self, Params};
-use crate::process::{GRANT_MICROS, NodeSpec, Testnet};
+use crate::process::{GRANT_MICROS, Testnet};
 use crate::progress::JobProgress;
 use crate::report::{Table, credits};
 use crate::workload::primes;
@@ -80,6 +82,8 @@ mod disk;
 mod endless;
 mod fork;
 mod hostile;
+mod relay;
+mod specs;
 
 /// CPU share of each provider.
 const SHARE: f64 = 0.4;
@@ -119,6 +123,8 @@ pub enum Scenario {
     SummaryPoison,
     /// A requester whose tasks write as much output as they can.
     DiskFill,
+    /// The relay of providers behind NAT killed mid-job (--netns --nat 2).
+    RelayLoss,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -280,99 +286,6 @@ impl ChaosCommand {
         })
     }
 
-    fn specs(&self) -> Vec<NodeSpec> {
-        let p = |d: &str| NodeSpec::provider(d).with_cpu_share(SHARE).with_slots(1);
-        match self.scenario {
-            Scenario::KillProvider => vec![
-                NodeSpec::requester("local").with_slots(1),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local"),
-            ],
-            // The requester alone in its domain: every task goes to another
-            // domain, found through the summaries.
-            Scenario::Partition => vec![
-                NodeSpec::requester("eu/a").with_slots(1),
-                p("eu/b"),
-                p("eu/b"),
-                p("us/a"),
-                p("us/a"),
-            ],
-            Scenario::SlowNode => vec![
-                NodeSpec::requester("local").with_slots(1),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local").with_slowdown(4.0),
-            ],
-            Scenario::Cheater => vec![
-                NodeSpec::requester("local").with_slots(1),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local").with_cheat_rate(1.0),
-            ],
-            Scenario::Freeloader => {
-                let q = |d: &str| p(d).with_config("[credit]\npay_within = \"3s\"\n");
-                vec![
-                    NodeSpec::requester("local").with_slots(1),
-                    q("local"),
-                    q("local"),
-                    q("local"),
-                    q("local"),
-                    NodeSpec::requester("local").with_slots(1).never_paying(),
-                ]
-            }
-            Scenario::Sybil => {
-                let mut v = vec![
-                    NodeSpec::requester("local").with_slots(1),
-                    p("local"),
-                    p("local"),
-                    p("local"),
-                    p("local"),
-                ];
-                v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
-                v
-            }
-            Scenario::DiskFill => {
-                let q = || p("local").with_config(disk::CONFIG);
-                vec![
-                    NodeSpec::requester("local").with_slots(1),
-                    q(),
-                    q(),
-                    q(),
-                    q(),
-                    NodeSpec::requester("local").with_slots(1),
-                ]
-            }
-            Scenario::SummaryPoison => vec![
-                NodeSpec::requester("eu/a").with_slots(1),
-                p("eu/b"),
-                p("eu/b"),
-                p("us/a"),
-                p("us/a"),
-            ],
-            Scenario::EndlessTasks | Scenario::ForgedFraud | Scenario::ReplayFlood | Scenario::SybilFlood => {
-                vec![
-                    NodeSpec::requester("local").with_slots(1),
-                    p("local"),
-                    p("local"),
-                    p("local"),
-                    p("local"),
-                    NodeSpec::requester("local").with_slots(1),
-                ]
-            }
-            Scenario::Fork => vec![
-                NodeSpec::requester("local").with_slots(1).forking(),
-                p("local"),
-                p("local"),
-                p("local"),
-                p("local"),
-            ],
-        }
-    }
-
     /// Starts the scenario's nodes and waits until they see each other.
     async fn start(&self, net: &mut Testnet) -> anyhow::Result<()> {
         let specs = self.specs();
@@ -398,6 +311,7 @@ impl ChaosCommand {
             Scenario::SybilFlood => return Box::pin(self.sybil_flood(net, modules)).await,
             Scenario::SummaryPoison => return Box::pin(self.summary_poison(net, modules)).await,
             Scenario::DiskFill => return Box::pin(self.disk_fill(net, modules)).await,
+            Scenario::RelayLoss => return Box::pin(self.relay_loss(net, modules)).await,
             _ => {}
         }
         self.start(net).await?;
@@ -545,7 +459,8 @@ impl ChaosCommand {
                     | Scenario::ReplayFlood
                     | Scenario::SybilFlood
                     | Scenario::SummaryPoison
-                    | Scenario::DiskFill => {}
+                    | Scenario::DiskFill
+                    | Scenario::RelayLoss => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -881,7 +796,8 @@ impl ChaosCommand {
             | Scenario::ReplayFlood
             | Scenario::SybilFlood
             | Scenario::SummaryPoison
-            | Scenario::DiskFill => {}
+            | Scenario::DiskFill
+            | Scenario::RelayLoss => {}
         }
         let ok = checks.iter().all(|c| c.ok);
         Ok(ChaosReport {
