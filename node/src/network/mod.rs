@@ -1021,7 +1021,8 @@ mod tests {
     /// circuit requests; the relay grants it no more than its rate limits
     /// (30 reservations and 30 circuits per peer per 2 minutes), and
     /// an honest node behind the relay keeps its reservation and stays
-    /// reachable through it.
+    /// reachable through it. Memory stays bounded: the whole process
+    /// (relay, flooder and clients) grows by less than 32 MiB.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_relay_flooded_by_one_peer_keeps_serving_its_honest_clients() {
         use futures::StreamExt;
@@ -1051,6 +1052,7 @@ mod tests {
         })
         .await
         .expect("the flooder reaches the relay");
+        let rss_before = crate::capacity::resident_memory().unwrap_or(0);
         for _ in 0..1000 {
             let _ = m.listen_on(via_relay.clone());
             let _ = m.dial(to_b.clone());
@@ -1073,13 +1075,18 @@ mod tests {
         assert!(reservations <= 30, "the flooder got {reservations} reservations");
         assert!(circuits <= 30, "the flooder got {circuits} circuits to B");
         assert!(denied >= 900, "only {denied} of the flooder's dials failed");
+        let grown = crate::capacity::resident_memory()
+            .unwrap_or(0)
+            .saturating_sub(rss_before);
+        assert!(grown < 32 << 20, "the process grew by {grown} bytes under the flood");
 
         // B kept its place, and a newcomer reaches it through the relay.
         assert_eq!(net.b.reach().relays, vec![net.relay.node_id()]);
         let (c, _c_events) = net.newcomer(&kc, memory_addr(), &cancel_token).await;
         net.ask(&c, &kc, 1, "through the flooded relay").await;
         eprintln!(
-            "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked"
+            "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked; the process grew by {:.1} MiB",
+            grown as f64 / (1 << 20) as f64
         );
         drop(m);
         cancel_token.cancel();
