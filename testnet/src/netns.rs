@@ -30,7 +30,10 @@
 //!   is dropped silently, as a home router does (no reset: a reset would
 //!   kill a hole punch whose first SYN arrives before the other side's). A node behind
 //!   it cannot be dialled by other nodes: only through a relay, or a hole
-//!   its own traffic punched.
+//!   its own traffic punched. The routers keep a connection's source port
+//!   where they can; [`Lab::with_symmetric_nat`] makes them pick a random
+//!   one per connection instead (symmetric NAT), where no hole can be
+//!   punched.
 //! * `B` is the first second octet from 100 up, after this process's id,
 //!   that no address or route of the root namespace uses: only addresses
 //!   the testnet creates itself are used.
@@ -77,6 +80,9 @@ pub struct Lab {
     netem: bool,
     /// How many domains, after the first, go behind their own NAT.
     nat: usize,
+    /// Whether the routers map each connection to a random port
+    /// (symmetric NAT) instead of keeping the source port.
+    symmetric: bool,
     state: Mutex<State>,
 }
 
@@ -135,6 +141,7 @@ impl Lab {
             delay,
             netem: false,
             nat: 0,
+            symmetric: false,
             state: Mutex::new(State::default()),
         };
         lab.create_hub()
@@ -160,6 +167,15 @@ impl Lab {
         }
         self.nat = n;
         Ok(self)
+    }
+
+    /// Makes the NAT routers symmetric: each connection out gets a random
+    /// source port (`masquerade random`), so the port a peer saw through
+    /// one connection says nothing about the next, and hole punching
+    /// cannot work; the home routers made otherwise keep the source port.
+    pub fn with_symmetric_nat(mut self) -> Lab {
+        self.symmetric = true;
+        self
     }
 
     fn router(&self, subnet: usize) -> String {
@@ -227,11 +243,12 @@ impl Lab {
             "via",
             &self.net(128 + k, 1),
         ])?;
+        let mapping = if self.symmetric { " random" } else { "" };
         let rules = format!(
             "table ip agtn_nat {{
   chain masq {{
     type nat hook postrouting priority srcnat; policy accept;
-    oifname \"wan\" ip daddr != {ctl_net}/24 masquerade
+    oifname \"wan\" ip daddr != {ctl_net}/24 masquerade{mapping}
   }}
   chain inbound {{
     type filter hook forward priority filter; policy accept;

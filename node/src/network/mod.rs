@@ -1078,7 +1078,10 @@ mod tests {
         let grown = crate::capacity::resident_memory()
             .unwrap_or(0)
             .saturating_sub(rss_before);
-        assert!(grown < 32 << 20, "the process grew by {grown} bytes under the flood");
+        assert!(
+            grown < 32 << 20,
+            "the process grew by {grown} bytes under the flood"
+        );
 
         // B kept its place, and a newcomer reaches it through the relay.
         assert_eq!(net.b.reach().relays, vec![net.relay.node_id()]);

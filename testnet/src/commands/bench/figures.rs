@@ -120,6 +120,9 @@ pub struct BenchReport {
     pub hole_punch_attempts: u64,
     /// Of those, upgraded to direct ones.
     pub holes_punched: u64,
+    /// Behind symmetric NATs: attempts, successes, and one-task jobs done
+    /// through the relay.
+    pub symmetric_nat: [u64; 3],
     /// Why the NAT part was skipped or failed, if it was or did.
     pub nat_error: Option<String>,
     /// Load averages before and after (other work on the machine skews
@@ -208,6 +211,11 @@ impl BenchReport {
             e2e_direct_p50_ms: percentile(&nat.direct_ms, 50.0),
             hole_punch_attempts: nat.punched + nat.failed,
             holes_punched: nat.punched,
+            symmetric_nat: [
+                nat.symmetric.0 + nat.symmetric.1,
+                nat.symmetric.0,
+                nat.symmetric.2 as u64,
+            ],
             nat_error: nat.skipped,
             profile: if crate::artifacts::is_release() {
                 "release"

@@ -270,6 +270,14 @@ fn print_figures(r: &BenchReport) {
             format!("{} / {}", r.holes_punched, r.hole_punch_attempts),
             "",
         ),
+        (
+            "symmetric NAT: punched / attempts; jobs done",
+            format!(
+                "{} / {}; {}",
+                r.symmetric_nat[1], r.symmetric_nat[0], r.symmetric_nat[2]
+            ),
+            "0 punched; every job done (relayed)",
+        ),
         ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
         ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
         ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),

@@ -27,6 +27,10 @@
 //!   relayed connection through new NAT mappings; the provider counts the
 //!   upgrades that succeeded and failed (`agora_holes_punched_total`,
 //!   `agora_holes_failed_total`).
+//! * The same rounds (at most 5) again on a second lab whose routers are
+//!   symmetric (a random port per connection, `Lab::with_symmetric_nat`):
+//!   no hole can be punched there, and every job must still be done
+//!   through the relay.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -60,6 +64,9 @@ pub(super) struct NatSamples {
     pub punched: u64,
     /// Upgrades that failed.
     pub failed: u64,
+    /// Behind symmetric NATs: upgrades that succeeded and failed, and the
+    /// one-task jobs done (one per round).
+    pub symmetric: (u64, u64, usize),
 }
 
 impl Default for NatSamples {
@@ -72,6 +79,7 @@ impl Default for NatSamples {
             direct_ms: Vec::new(),
             punched: 0,
             failed: 0,
+            symmetric: (0, 0, 0),
         }
     }
 }
@@ -112,10 +120,66 @@ pub(super) async fn measure(
         ));
     }
     let lab = Lab::new(None)?.with_nat(2)?;
-    let mut net = Testnet::new(agora, dir)?.with_lab(lab);
+    let mut net = Testnet::new(agora.clone(), &dir.join("ports-kept"))?.with_lab(lab);
     let result = run(&mut net, modules, rounds).await;
     net.stop();
-    result
+    drop(net);
+    let mut samples = result?;
+    let lab = Lab::new(None)?.with_nat(2)?.with_symmetric_nat();
+    let mut net = Testnet::new(agora, &dir.join("symmetric"))?.with_lab(lab);
+    let result = symmetric(&mut net, modules, rounds.min(5)).await;
+    net.stop();
+    samples.symmetric = result?;
+    Ok(samples)
+}
+
+/// Behind symmetric NATs: `rounds` restarts of the requester, one job
+/// each; returns the provider's upgrades that succeeded and failed, and
+/// the jobs done.
+async fn symmetric(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Result<(u64, u64, usize)> {
+    eprintln!("nodes behind symmetric NAT (a random port per connection): {rounds} rounds");
+    net.start_all(vec![
+        NodeSpec::requester("eu/pub"),
+        NodeSpec::requester("eu/home1"),
+        NodeSpec::provider("eu/home2").with_slots(1),
+    ])
+    .await?;
+    net.wait_converged(Duration::from_secs(60)).await?;
+    let noop = modules.read("noop")?;
+    let spec = job::prepare(
+        &net.node(1).client,
+        &noop,
+        None,
+        &noop::inputs(1),
+        &Params::default(),
+    )
+    .await?;
+    let provider = net.node(2).client.clone();
+    let mut seed = 0;
+    let mut done = 0;
+    for r in 0..rounds {
+        if r > 0 {
+            net.stop_node(1);
+            net.restart(1).await?;
+        }
+        let requester = net.node(1).client.clone();
+        let t = Instant::now();
+        loop {
+            seed += 1;
+            if one_job(&requester, &spec, seed).await.is_ok() {
+                done += 1;
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(180) {
+                bail!("round {r}: no task done through the relay within 180 s");
+            }
+        }
+        // Give an attempt the time it takes where it can succeed.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (punched, failed) = holes(&provider).await;
+    eprintln!("  {done} of {rounds} jobs done; hole punching {punched} succeeded, {failed} failed");
+    Ok((punched, failed, done))
 }
 
 async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Result<NatSamples> {
@@ -219,6 +283,7 @@ async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Res
         direct_ms,
         punched,
         failed,
+        symmetric: (0, 0, 0),
     })
 }
 
