@@ -86,10 +86,15 @@ fn a_domain_cut_off_mid_job_then_healed() {
         .await
         .unwrap();
         let id = job::submit(&requester, &spec).await.unwrap();
-        // Cut once a quarter is verified.
+        // Cut once a quarter is verified and the other domain has work:
+        // placement may fill the requester's own domain first.
         loop {
-            let s = requester.job_summary(&id).await.unwrap();
-            if s.counts.verified * 4 >= s.total || s.state.is_terminal() {
+            let s = requester.job(&id).await.unwrap();
+            let b_busy = s
+                .providers
+                .iter()
+                .any(|p| b.contains(&p.peer_id) && p.running + p.verified > 0);
+            if (s.counts.verified * 4 >= s.total && b_busy) || s.state.is_terminal() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
