@@ -138,22 +138,7 @@ pub(super) async fn measure(
 /// the jobs done.
 async fn symmetric(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Result<(u64, u64, usize)> {
     eprintln!("nodes behind symmetric NAT (a random port per connection): {rounds} rounds");
-    net.start_all(vec![
-        NodeSpec::requester("eu/pub"),
-        NodeSpec::requester("eu/home1"),
-        NodeSpec::provider("eu/home2").with_slots(1),
-    ])
-    .await?;
-    net.wait_converged(Duration::from_secs(60)).await?;
-    let noop = modules.read("noop")?;
-    let spec = job::prepare(
-        &net.node(1).client,
-        &noop,
-        None,
-        &noop::inputs(1),
-        &Params::default(),
-    )
-    .await?;
+    let spec = homes(net, modules, Some(NodeSpec::provider("eu/home2").with_slots(1))).await?;
     let provider = net.node(2).client.clone();
     let mut seed = 0;
     let mut done = 0;
@@ -163,17 +148,15 @@ async fn symmetric(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyho
             net.restart(1).await?;
         }
         let requester = net.node(1).client.clone();
-        let t = Instant::now();
-        loop {
-            seed += 1;
-            if one_job(&requester, &spec, seed).await.is_ok() {
-                done += 1;
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(180) {
-                bail!("round {r}: no task done through the relay within 180 s");
-            }
-        }
+        until_done(
+            &requester,
+            &spec,
+            &mut seed,
+            Instant::now() + Duration::from_secs(180),
+        )
+        .await
+        .with_context(|| format!("round {r}: no task done through the relay"))?;
+        done += 1;
         // Give an attempt the time it takes where it can succeed.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -184,21 +167,7 @@ async fn symmetric(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyho
 
 async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Result<NatSamples> {
     eprintln!("nodes behind NAT: a public relay, a requester and a provider each behind its own router");
-    net.start_all(vec![
-        NodeSpec::requester("eu/pub"),
-        NodeSpec::requester("eu/home1"),
-    ])
-    .await?;
-    net.wait_converged(Duration::from_secs(60)).await?;
-    let noop = modules.read("noop")?;
-    let spec = job::prepare(
-        &net.node(1).client,
-        &noop,
-        None,
-        &noop::inputs(1),
-        &Params::default(),
-    )
-    .await?;
+    let spec = homes(net, modules, None).await?;
 
     // The relayed-only provider: its start to its first task.
     let t = Instant::now();
@@ -211,15 +180,9 @@ async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Res
         .await?;
     let requester = net.node(1).client.clone();
     let mut seed = 0;
-    loop {
-        seed += 1;
-        if one_job(&requester, &spec, seed).await.is_ok() {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(180) {
-            bail!("the provider behind NAT got no task within 180 s of its start");
-        }
-    }
+    until_done(&requester, &spec, &mut seed, t + Duration::from_secs(180))
+        .await
+        .context("the provider behind NAT got no task within 180 s of its start")?;
     let join_ms = ms(t);
     eprintln!("  the provider behind NAT ran its first task {join_ms:.0} ms after its start");
     let relayed_ms = timed_jobs(&requester, &spec, &mut seed).await?;
@@ -254,16 +217,14 @@ async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Res
         net.stop_node(1);
         net.restart(1).await?;
         let requester = net.node(1).client.clone();
-        let t = Instant::now();
-        loop {
-            seed += 1;
-            if one_job(&requester, &spec, seed).await.is_ok() {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(120) {
-                bail!("round {r}: the restarted requester placed no task within 120 s");
-            }
-        }
+        until_done(
+            &requester,
+            &spec,
+            &mut seed,
+            Instant::now() + Duration::from_secs(120),
+        )
+        .await
+        .with_context(|| format!("round {r}: the restarted requester placed no task within 120 s"))?;
         // The upgrade follows the first relayed request within a round trip
         // or two; give it a moment to be counted.
         let t = Instant::now();
@@ -285,6 +246,44 @@ async fn run(net: &mut Testnet, modules: &Modules, rounds: usize) -> anyhow::Res
         failed,
         symmetric: (0, 0, 0),
     })
+}
+
+/// Starts the public relay and the requester behind the first router (and
+/// `provider`, if given, behind the second), waits until they see each
+/// other, and prepares the one-task job the requester submits.
+async fn homes(net: &mut Testnet, modules: &Modules, provider: Option<NodeSpec>) -> anyhow::Result<JobSpec> {
+    let mut specs = vec![NodeSpec::requester("eu/pub"), NodeSpec::requester("eu/home1")];
+    specs.extend(provider);
+    net.start_all(specs).await?;
+    net.wait_converged(Duration::from_secs(60)).await?;
+    let noop = modules.read("noop")?;
+    job::prepare(
+        &net.node(1).client,
+        &noop,
+        None,
+        &noop::inputs(1),
+        &Params::default(),
+    )
+    .await
+}
+
+/// One-task jobs from `client` until one is done (each a new `seed`);
+/// an error once `deadline` passes without one.
+async fn until_done(
+    client: &Client,
+    spec: &JobSpec,
+    seed: &mut u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        *seed += 1;
+        if one_job(client, spec, *seed).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no one-task job was done in time");
+        }
+    }
 }
 
 /// One one-task job from `client`; an error if it did not end `done`.

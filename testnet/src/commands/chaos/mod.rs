@@ -236,6 +236,22 @@ struct Run {
 }
 
 impl Run {
+    /// A run starting now whose progress names every node of `net` with
+    /// its domain.
+    fn labelled(net: &Testnet, tasks: usize, quiet: bool) -> Run {
+        let labels: HashMap<_, _> = net
+            .nodes()
+            .iter()
+            .map(|n| (n.id(), format!("{} {}", n.name(), n.spec.domain)))
+            .collect();
+        Run {
+            t0: Instant::now(),
+            events: Vec::new(),
+            progress: JobProgress::new(tasks, labels, quiet),
+            quiet,
+        }
+    }
+
     fn event(&mut self, what: String) {
         let t = self.t0.elapsed().as_secs_f64();
         if !self.quiet {
@@ -355,17 +371,7 @@ impl ChaosCommand {
             let spec = job::prepare(&n.client, &modules.read("primes")?, None, &small, &small_params).await?;
             sybil_jobs.push((n.index, n.client.clone(), job::submit(&n.client, &spec).await?));
         }
-        let labels: HashMap<_, _> = net
-            .nodes()
-            .iter()
-            .map(|n| (n.id(), format!("{} {}", n.name(), n.spec.domain)))
-            .collect();
-        let mut run = Run {
-            t0: Instant::now(),
-            events: Vec::new(),
-            progress: JobProgress::new(inputs.len(), labels, self.json),
-            quiet: self.json,
-        };
+        let mut run = Run::labelled(net, inputs.len(), self.json);
         run.event(format!(
             "submitted job {id}: {} prime-count tasks{}",
             inputs.len(),

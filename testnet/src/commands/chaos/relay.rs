@@ -21,7 +21,6 @@ use super::{ChaosCommand, ChaosReport, Check, LO, Run, SHARE};
 use crate::artifacts::Modules;
 use crate::job::{self, Params};
 use crate::process::{NodeSpec, Testnet};
-use crate::progress::JobProgress;
 use crate::workload::primes;
 
 /// What the providers behind NAT add to their config: no hole punching,
@@ -84,17 +83,7 @@ impl ChaosCommand {
         };
         let spec = job::prepare(&requester, &modules.read("primes")?, None, &inputs, &params).await?;
         let id = job::submit(&requester, &spec).await?;
-        let labels: HashMap<_, _> = net
-            .nodes()
-            .iter()
-            .map(|n| (n.id(), format!("{} {}", n.name(), n.spec.domain)))
-            .collect();
-        let mut run = Run {
-            t0: Instant::now(),
-            events: Vec::new(),
-            progress: JobProgress::new(inputs.len(), labels, self.json),
-            quiet: self.json,
-        };
+        let mut run = Run::labelled(net, inputs.len(), self.json);
         run.event(format!(
             "submitted job {id} from behind one NAT: {} prime-count tasks for the 2 providers behind another",
             inputs.len()
