@@ -11,7 +11,9 @@
 //! balance − owed + credit line ≥ cost of the call's fuel limit
 //! ```
 //!
-//! (the worst case: an estimate is only the requester's word), where *owed*
+//! (the worst case: an estimate is only the requester's word), where
+//! *balance* counts only credits [`crate::backing`] traced to payers that
+//! held them (the chains of those payers are audited in turn), *owed*
 //! is what agreements (at their fuel limit) and delivered receipts of this
 //! provider still wait to be paid, and the *credit line* is small for a stranger
 //! (`line`) and grows with what it has paid here (`line_per_paid` of it).
@@ -27,10 +29,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use agora_protocol::chain::Audit;
+use agora_protocol::chain::{Audit, Source};
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{Credits, Timestamp};
 use agora_protocol::{ContentId, MessageId, NodeId};
+
+use crate::backing::{Backing, Verdict};
 
 /// Credit settings.
 #[derive(Debug, Clone)]
@@ -90,6 +94,13 @@ struct Account {
     paid: u64,
     /// Its chain did not audit: refused.
     broken: bool,
+    /// Why, if it did not.
+    broken_by: Option<String>,
+    /// Whether the credits its chain counts are backed (see
+    /// [`crate::backing`]).
+    backing: Backing,
+    /// The payment its backing waits for, if any.
+    waits: Option<Source>,
     /// A payment block of its arrived since its chain was last read: the
     /// chain is read again (within `audit_every`) so that a block it shows
     /// others at that position is compared with the one paid here.
@@ -108,6 +119,9 @@ impl Account {
             paid_early: std::collections::VecDeque::new(),
             paid: 0,
             broken: false,
+            broken_by: None,
+            backing: Backing::default(),
+            waits: None,
             unchecked: false,
         }
     }
@@ -197,7 +211,9 @@ impl Credit {
                 stale,
             );
         }
-        let balance = a.audit.as_ref().map_or(0, Audit::balance);
+        // Only backed credits count: received ones not (yet) traced to a
+        // payer that held them count nothing.
+        let balance = a.backing.balance();
         let extended = line.saturating_add((a.paid as f64 * per_paid) as u64);
         let available = i128::from(balance) - i128::from(a.owed()) + i128::from(extended);
         if i128::from(cost) > available {
@@ -242,11 +258,25 @@ impl Credit {
         let issuers = self.config.issuers.clone();
         let a = self.account(requester);
         let mut audit = a.audit.take().unwrap_or_else(|| Audit::new(requester));
+        if let Some(first) = blocks.first()
+            && first
+                .peek::<agora_protocol::chain::Block>()
+                .is_ok_and(|b| b.seq != audit.seq + 1)
+        {
+            // An answer to a read of an account since forgotten: not this
+            // audit's next blocks. Read again later.
+            a.audit = (audit.seq > 0).then_some(audit);
+            a.auditing = false;
+            return Ok(false);
+        }
         let mut result = Ok(blocks.len() >= agora_protocol::rpc::MAX_CHAIN_PAGE);
         for b in blocks {
-            if let Err(e) = audit.apply(b, &|n| issuers.contains(n)) {
-                result = Err(e);
-                break;
+            match audit.apply(b, &|n| issuers.contains(n)) {
+                Ok(counted) => a.backing.push(audit.seq, counted),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
             a.recent.insert(audit.seq, audit.head);
             while a.recent.len() > RECENT_BLOCKS {
@@ -254,10 +284,17 @@ impl Credit {
             }
         }
         match &result {
-            Ok(_) => a.audit = Some(audit),
-            Err(_) => {
+            Ok(more) => {
+                a.audit = Some(audit);
+                // A chain whose blocks wait for their payers is read no
+                // further until they drain.
+                result = Ok(*more && a.backing.has_room());
+            }
+            Err(e) => {
                 a.audit = None;
                 a.broken = true;
+                a.broken_by = Some(e.to_string());
+                a.backing.void();
             }
         }
         a.audited_at = now;
@@ -268,8 +305,113 @@ impl Credit {
     }
 
     /// The blocks could not be fetched.
-    pub fn audit_failed(&mut self, requester: NodeId) {
-        self.account(requester).auditing = false;
+    pub fn audit_failed(&mut self, requester: NodeId, now: Timestamp) {
+        let a = self.account(requester);
+        a.auditing = false;
+        a.audited_at = now;
+    }
+
+    /// Settles the backing of every chain as far as the chains known allow
+    /// (see [`crate::backing`]). Returns the payments still waiting, each
+    /// with the chain that received it: the payer's chain is to be read
+    /// (see [`Credit::read_for`]).
+    pub fn settle(&mut self, local: NodeId) -> Vec<(Source, NodeId)> {
+        let mut waiting = Vec::new();
+        // Each pass settles at least one more block or stops; the payment
+        // graph has no cycles, so a few passes reach the end.
+        for _ in 0..64 {
+            waiting.clear();
+            let mut moved = false;
+            let open: Vec<NodeId> = self
+                .accounts
+                .iter()
+                .filter(|(_, a)| a.backing.is_pending())
+                .map(|(n, _)| *n)
+                .collect();
+            for n in open {
+                let Some(mut b) = self.accounts.get_mut(&n).map(|a| std::mem::take(&mut a.backing)) else {
+                    continue;
+                };
+                let (wait, m) = b.settle(&|src| self.verdict(src, local));
+                moved |= m;
+                if let Some(a) = self.accounts.get_mut(&n) {
+                    a.backing = b;
+                    a.waits = wait;
+                }
+                if let Some(src) = wait {
+                    waiting.push((src, n));
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        waiting
+    }
+
+    /// What a payment block of `src.payer`'s chain is worth here (this
+    /// node's own payments never spend more than it holds).
+    fn verdict(&self, src: &Source, local: NodeId) -> Verdict {
+        if src.payer == local {
+            return Verdict::Backed;
+        }
+        if self.forked.contains(&src.payer) {
+            return Verdict::Unbacked;
+        }
+        match self.accounts.get(&src.payer) {
+            None => Verdict::Pending,
+            Some(a) if a.broken => Verdict::Unbacked,
+            Some(a) => a.backing.verdict(src.seq),
+        }
+    }
+
+    /// Whether to read the chain of a payer whose payment `src` another
+    /// chain's backing waits for: the position to read after, marked under
+    /// way; `None` while a read is under way, the chain was read far enough
+    /// (it waits on its own payers), or it was read less than
+    /// `audit_every` ago (a payer that does not show the block is not
+    /// asked again at once).
+    pub fn read_for(&mut self, src: &Source, now: Timestamp) -> Option<u64> {
+        let every = self.config.audit_every;
+        let a = self.account(src.payer);
+        let seq = a.audit.as_ref().map_or(0, |x| x.seq);
+        if a.auditing || a.broken || seq >= src.seq || (a.audited_at.0 > 0 && now.since(a.audited_at) < every)
+        {
+            return None;
+        }
+        Some(self.start_audit(src.payer))
+    }
+
+    /// Whether `owner`'s chain is audited and backed as far as it can be
+    /// now: no read under way for it or for a payer its backing waits on.
+    pub fn settled(&self, owner: &NodeId) -> bool {
+        let mut at = *owner;
+        for _ in 0..64 {
+            let Some(a) = self.accounts.get(&at) else {
+                return true;
+            };
+            if a.auditing {
+                return false;
+            }
+            match a.waits {
+                Some(src) => at = src.payer,
+                None => return true,
+            }
+        }
+        true
+    }
+
+    /// What an audit of `owner`'s chain found: the audit, its backing, or
+    /// why the chain fails.
+    pub fn audit_of(&self, owner: &NodeId) -> Option<Result<(&Audit, &Backing), String>> {
+        let a = self.accounts.get(owner)?;
+        if let Some(why) = &a.broken_by {
+            return Some(Err(why.clone()));
+        }
+        if self.forked.contains(owner) {
+            return Some(Err("the node forked its chain".into()));
+        }
+        a.audit.as_ref().map(|x| Ok((x, &a.backing)))
     }
 
     /// An agreement was signed: its estimated cost is owed until paid.
@@ -342,7 +484,7 @@ impl Credit {
     pub fn standing_of(&self, requester: &NodeId, now: Timestamp) -> Option<(Option<i64>, u64, usize)> {
         let a = self.accounts.get(requester)?;
         let late = a.unpaid.values().filter(|(_, due)| *due <= now).count();
-        Some((a.audit.as_ref().map(Audit::balance), a.owed(), late))
+        Some((a.audit.as_ref().map(|_| a.backing.balance()), a.owed(), late))
     }
 }
 
@@ -350,6 +492,10 @@ impl Credit {
 mod tests {
     use super::*;
     use agora_protocol::Keypair;
+    use agora_protocol::chain::{Block, Entry, Grant, block_hash};
+    use agora_protocol::id::{JobId, Nonce, TaskId};
+    use agora_protocol::settlement::Voucher;
+    use agora_protocol::units::{Fuel, Price};
 
     const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
@@ -391,6 +537,137 @@ mod tests {
         assert_eq!(c.admit(r, 1, later).0, Err(Decline::Unpaid { receipts: 3 }));
         c.paid(r, &MessageId([10; 32]), 1);
         assert!(c.admit(r, 1, later).0.is_ok());
+    }
+
+    /// A node's chain, built block by block with its key.
+    struct Chain {
+        key: Keypair,
+        blocks: Vec<agora_protocol::Envelope>,
+    }
+
+    impl Chain {
+        fn new(n: u8) -> Chain {
+            Chain {
+                key: Keypair::from_secret([n; 32]),
+                blocks: vec![],
+            }
+        }
+        fn id(&self) -> NodeId {
+            self.key.node_id()
+        }
+        fn append(&mut self, entry: Entry) -> agora_protocol::Envelope {
+            let b = Block {
+                seq: self.blocks.len() as u64 + 1,
+                prev: self.blocks.last().map_or(ContentId([0; 32]), block_hash),
+                entry,
+            };
+            let env = seal(&self.key, &b, b.seq);
+            self.blocks.push(env.clone());
+            env
+        }
+        fn pay(&mut self, to: NodeId, credits: u64) -> agora_protocol::Envelope {
+            let price = Price(1_000_000);
+            let fuel = Fuel(credits * 1_000_000);
+            self.append(Entry::Pay(Voucher {
+                receipt: MessageId([self.blocks.len() as u8; 32]),
+                agreement: MessageId([0; 32]),
+                task: TaskId::new(JobId([1; 16]), 0),
+                provider: to,
+                fuel,
+                price,
+                amount: price.cost(fuel),
+            }))
+        }
+    }
+
+    fn seal<T: agora_protocol::Payload>(k: &Keypair, p: &T, n: u64) -> agora_protocol::Envelope {
+        let mut nonce = [0; 16];
+        nonce[..8].copy_from_slice(&n.to_le_bytes());
+        agora_protocol::Envelope::seal(k, p, NOW, Duration::from_secs(3600), Nonce(nonce)).unwrap()
+    }
+
+    /// Feeds `chain` to `c` as a read of it would, then settles.
+    fn read(c: &mut Credit, chain: &Chain) -> Vec<(Source, NodeId)> {
+        c.start_audit(chain.id());
+        let _ = c.on_blocks(chain.id(), &chain.blocks, NOW);
+        c.settle(node(99))
+    }
+
+    const CREDIT: u64 = 1_000_000;
+
+    #[test]
+    fn credits_minted_between_accomplices_buy_no_more_than_the_credit_line() {
+        let mut c = Credit::new(Config {
+            line: Credits(CREDIT / 10),
+            ..Config::default()
+        });
+        // The minter holds nothing and pays its accomplice 5 credits.
+        let (mut minter, mut accomplice) = (Chain::new(1), Chain::new(2));
+        let pay = minter.pay(accomplice.id(), 5);
+        accomplice.append(Entry::Receive(pay));
+        // The accomplice's own chain audits: its backing waits for the
+        // minter's chain.
+        let waits = read(&mut c, &accomplice);
+        assert_eq!(
+            waits
+                .iter()
+                .map(|(s, by)| (s.payer, s.seq, *by))
+                .collect::<Vec<_>>(),
+            vec![(minter.id(), 1, accomplice.id())]
+        );
+        assert_eq!(
+            c.read_for(&waits[0].0, NOW),
+            Some(0),
+            "the minter's chain is to be read"
+        );
+        assert!(!c.settled(&accomplice.id()), "not settled while it is read");
+        assert_eq!(
+            c.admit(accomplice.id(), 2 * CREDIT, NOW).0,
+            Err(Decline::NoCredit {
+                available: Credits(CREDIT / 10)
+            }),
+            "meanwhile the payment counts nothing"
+        );
+        assert!(read(&mut c, &minter).is_empty());
+        assert!(c.settled(&accomplice.id()));
+        let (audit, backing) = c.audit_of(&accomplice.id()).unwrap().unwrap();
+        assert_eq!((audit.balance(), backing.balance()), (5 * CREDIT as i64, 0));
+        assert_eq!(backing.unbacked(), 5 * CREDIT);
+        assert_eq!(
+            c.admit(accomplice.id(), 2 * CREDIT, NOW).0,
+            Err(Decline::NoCredit {
+                available: Credits(CREDIT / 10)
+            }),
+            "the minted credits are worth nothing"
+        );
+    }
+
+    #[test]
+    fn credits_earned_from_a_funded_payer_are_lent_against_in_full() {
+        let issuer = Keypair::from_secret([9; 32]);
+        let mut c = Credit::new(Config {
+            issuers: [issuer.node_id()].into(),
+            line: Credits(0),
+            ..Config::default()
+        });
+        let (mut payer, mut payee) = (Chain::new(1), Chain::new(2));
+        let grant = Grant {
+            to: payer.id(),
+            amount: Credits(10 * CREDIT),
+            id: [1; 16],
+        };
+        payer.append(Entry::Grant(seal(&issuer, &grant, 1)));
+        let pay = payer.pay(payee.id(), 5);
+        payee.append(Entry::Receive(pay));
+        payee.pay(node(3), 1);
+        let waits = read(&mut c, &payee);
+        assert_eq!(waits.len(), 1);
+        assert!(c.admit(payee.id(), 1, NOW).0.is_err(), "nothing backed yet");
+        c.read_for(&waits[0].0, NOW);
+        assert!(read(&mut c, &payer).is_empty());
+        let (_, backing) = c.audit_of(&payee.id()).unwrap().unwrap();
+        assert_eq!((backing.balance(), backing.unbacked()), (4 * CREDIT as i64, 0));
+        assert!(c.admit(payee.id(), 4 * CREDIT, NOW).0.is_ok());
     }
 
     #[test]

@@ -23,13 +23,15 @@
 //!   run queue.
 //! * [`ledger::Ledger`] keeps the node's credit chain; [`credit::Credit`]
 //!   decides whom a provider works for (audited balances, credit lines,
-//!   unpaid receipts, forks); [`job`] holds the job and task records and
+//!   unpaid receipts, forks), counting only credits [`backing`] traces to
+//!   payers that held them; [`job`] holds the job and task records and
 //!   the spec a user submits.
 //! * [`refusal::Refusal`] is why a request got no useful answer, typed, so
 //!   that behaviour never depends on message text.
 
 #![deny(missing_docs)]
 
+pub mod backing;
 pub mod credit;
 pub mod engine;
 pub mod idle;

@@ -238,6 +238,31 @@ pub enum AuditError {
     },
 }
 
+/// What one block counted, as [`Audit::apply`] found it: what a
+/// further check of the credits' sources (SPEC.md §8.6, "Backing") needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Credits granted by an issuer the auditor trusts (0 for another).
+    Grant(u64),
+    /// Credits paid.
+    Pay(u64),
+    /// Credits received, with the payer's block they came with.
+    Receive(Source),
+}
+
+/// Where received credits came from: one block of the payer's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The payer.
+    pub payer: NodeId,
+    /// The position of its payment block.
+    pub seq: u64,
+    /// That block's hash.
+    pub hash: ContentId,
+    /// The amount.
+    pub amount: u64,
+}
+
 /// An audit of one node's chain, as far as it has gone.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -282,7 +307,11 @@ impl Audit {
 
     /// Checks the next block of the chain and counts it. `issuer` says
     /// whether a key may create credits.
-    pub fn apply(&mut self, block: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<(), AuditError> {
+    pub fn apply(
+        &mut self,
+        block: &Envelope,
+        issuer: &dyn Fn(&NodeId) -> bool,
+    ) -> Result<Counted, AuditError> {
         let seq = self.seq + 1;
         let bad = |reason: String| AuditError::Block { seq, reason };
         let v = block
@@ -298,8 +327,8 @@ impl Audit {
                 after: self.seq,
             });
         }
-        match &b.entry {
-            Entry::Grant(g) => self.grant(seq, g, issuer)?,
+        let counted = match &b.entry {
+            Entry::Grant(g) => Counted::Grant(self.grant(seq, g, issuer)?),
             Entry::Pay(voucher) => {
                 if !voucher.amount_is_consistent() || voucher.provider == self.owner {
                     return Err(AuditError::Payment {
@@ -314,25 +343,33 @@ impl Audit {
                         reason: "the payment spends more than the chain holds",
                     });
                 }
+                Counted::Pay(voucher.amount.0)
             }
             Entry::Receive(pay) => {
-                let amount =
-                    received(&self.owner, pay).map_err(|reason| AuditError::Payment { seq, reason })?;
-                if !self.payments.insert(block_hash(pay)) {
+                let (amount, payer, payer_seq) =
+                    received_from(&self.owner, pay).map_err(|reason| AuditError::Payment { seq, reason })?;
+                let hash = block_hash(pay);
+                if !self.payments.insert(hash) {
                     return Err(AuditError::Payment {
                         seq,
                         reason: "the payment is received twice",
                     });
                 }
                 self.received = self.received.saturating_add(amount);
+                Counted::Receive(Source {
+                    payer,
+                    seq: payer_seq,
+                    hash,
+                    amount,
+                })
             }
-        }
+        };
         self.seq = seq;
         self.head = block_hash(block);
-        Ok(())
+        Ok(counted)
     }
 
-    fn grant(&mut self, seq: u64, g: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<(), AuditError> {
+    fn grant(&mut self, seq: u64, g: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<u64, AuditError> {
         let fail = |reason| AuditError::Grant { seq, reason };
         let g = g
             .open_ignoring_time::<Grant>()
@@ -347,22 +384,27 @@ impl Audit {
         // chain is still sound (its owner may trust other issuers), and a
         // payment that spends such credits fails the balance check.
         if !issuer(&g.signer()) {
-            return Ok(());
+            return Ok(0);
         }
         self.granted = self.granted.saturating_add(g.payload().amount.0);
-        Ok(())
+        Ok(g.payload().amount.0)
     }
 }
 
 /// What a received payment is worth to `payee`: the payer's block must be
 /// a payment to it, signed by someone else.
 pub fn received(payee: &NodeId, pay: &Envelope) -> Result<u64, &'static str> {
+    received_from(payee, pay).map(|(amount, _, _)| amount)
+}
+
+/// [`received`], with the payer and the position of its block.
+fn received_from(payee: &NodeId, pay: &Envelope) -> Result<(u64, NodeId, u64), &'static str> {
     let p = pay
         .open_ignoring_time::<Block>()
         .map_err(|_| "the payment received does not verify")?;
     match &p.payload().entry {
         Entry::Pay(v) if v.provider == *payee && p.signer() != *payee && v.amount_is_consistent() => {
-            Ok(v.amount.0)
+            Ok((v.amount.0, p.signer(), p.payload().seq))
         }
         _ => Err("the block received is not a payment to this node"),
     }

@@ -268,6 +268,14 @@ impl Envelope {
         })
     }
 
+    /// The payload as its signer claims it, **unverified**: for sorting and
+    /// routing what is verified elsewhere (e.g. the position of a chain's
+    /// block before an audit checks it), never for trusting it.
+    pub fn peek<T: Payload>(&self) -> Result<T, OpenError> {
+        self.check_type::<T>()?;
+        Ok(T::from_bytes(&self.payload)?)
+    }
+
     fn check_type<T: Payload>(&self) -> Result<(), OpenError> {
         if self.payload_type != T::TYPE.code() {
             return Err(OpenError::WrongType {

@@ -374,6 +374,10 @@ pub struct Audits {
     pub blocks: u64,
     /// Where an audit disagreed with the node's own ledger.
     pub mismatches: Vec<String>,
+    /// Chains whose received credits are not all backed (SPEC.md §8.6):
+    /// paid by a chain that never held them, or whose payer's chain could
+    /// not be read.
+    pub unbacked: Vec<String>,
 }
 
 impl Audits {
@@ -381,8 +385,14 @@ impl Audits {
     pub fn line(&self) -> String {
         if self.mismatches.is_empty() {
             format!(
-                "audit: {} chains ({} blocks) fetched and checked by a peer, each equal to its own ledger",
-                self.checked, self.blocks
+                "audit: {} chains ({} blocks) fetched and checked by a peer, each equal to its own ledger; {}",
+                self.checked,
+                self.blocks,
+                if self.unbacked.is_empty() {
+                    "every credit backed".to_owned()
+                } else {
+                    format!("{} with credits not backed", self.unbacked.len())
+                }
             )
         } else {
             format!(
@@ -483,6 +493,11 @@ impl Testnet {
     /// Node `i`.
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
+    }
+
+    /// Node `i`, to change what the testnet expects of it.
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
     }
 
     /// The node with this peer id.
@@ -785,6 +800,16 @@ impl Testnet {
             };
             out.checked += 1;
             out.blocks += audited.blocks;
+            if audited.backed_micros != audited.balance_micros {
+                out.unbacked.push(format!(
+                    "{}: balance {}, backed {} ({} unbacked, {} unsettled)",
+                    n.name(),
+                    audited.balance,
+                    audited.backed,
+                    audited.unbacked,
+                    audited.unsettled
+                ));
+            }
             if audited.balance_micros != own.balance_micros || audited.blocks != own.seq {
                 out.mismatches.push(format!(
                     "{}: own ledger {} at block {}, audited by {} as {} at block {}",

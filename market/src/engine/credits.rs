@@ -24,7 +24,7 @@ use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Credits, Price, Timestamp};
 use agora_protocol::{ContentId, Decode, Encode, Envelope, FRAUD_TOPIC, HEADS_TOPIC, NodeId, Payload};
 
-use super::{Engine, Output, Pending, ReplyId, Verdict};
+use super::{ChainRead, Engine, Output, Pending, ReplyId, Verdict};
 use crate::ledger::{Ledger, Payment, Refused, Stored};
 use crate::records;
 
@@ -34,6 +34,8 @@ pub(super) const HEADS_EVERY: Duration = Duration::from_secs(5);
 const HEADS_REFRESH: Duration = Duration::from_secs(60);
 /// Other chains' heads remembered at most.
 const MAX_KNOWN_HEADS: usize = 1024;
+/// Nodes asked for a copy of a chain its owner cannot give, at most.
+const MAX_HOLDERS: usize = 4;
 
 /// The outcome of an audit the owner asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +52,17 @@ pub struct AuditReport {
     pub received: Credits,
     /// Credits it paid.
     pub paid: Credits,
+    /// Its balance counting only backed credits (SPEC.md §8.6, "Backing").
+    pub backed: i64,
+    /// Credits it received from payers that did not hold them.
+    pub unbacked: Credits,
+    /// Credits it received whose payers' chains could not be checked yet.
+    pub unsettled: Credits,
 }
 
 impl AuditReport {
-    /// What `audit` found.
-    pub fn of(audit: &agora_protocol::chain::Audit) -> AuditReport {
+    /// What `audit` and `backing` found.
+    pub fn of(audit: &agora_protocol::chain::Audit, backing: &crate::backing::Backing) -> AuditReport {
         AuditReport {
             owner: audit.owner,
             blocks: audit.seq,
@@ -62,6 +70,9 @@ impl AuditReport {
             granted: Credits(audit.granted),
             received: Credits(audit.received),
             paid: Credits(audit.paid),
+            backed: backing.balance(),
+            unbacked: Credits(backing.unbacked()),
+            unsettled: Credits(backing.unsettled()),
         }
     }
 }
@@ -178,7 +189,7 @@ impl Engine {
         let (verdict, read) = self.credit.admit(requester, price.cost(fuel).0, now);
         if read {
             let after = self.credit.start_audit(requester);
-            self.ask_chain(requester, requester, after, false);
+            self.read_chain(requester, after, None, now);
         }
         verdict
     }
@@ -189,78 +200,188 @@ impl Engine {
     /// holds at that position.
     pub(super) fn read_paid_chains(&mut self, now: Timestamp) {
         for (owner, after) in self.credit.due_audits(now) {
-            self.ask_chain(owner, owner, after, false);
+            self.read_chain(owner, after, None, now);
         }
     }
 
-    fn ask_chain(&mut self, to: NodeId, owner: NodeId, after: u64, for_owner: bool) {
-        let out = self.request(
-            to,
-            MarketRequest::Chain { owner, after },
-            Vec::new(),
-            Pending::Chain { owner, for_owner },
-        );
+    /// Reads `owner`'s chain after `after`: from `owner` itself, and when
+    /// it cannot answer, from `via` (a node it paid, which keeps a copy)
+    /// and then from nodes whose heads gossip showed they hold its blocks.
+    fn read_chain(&mut self, owner: NodeId, mut after: u64, via: Option<NodeId>, now: Timestamp) {
+        if owner == self.local {
+            // This node's own chain, from its records.
+            loop {
+                let blocks = self
+                    .ledger
+                    .blocks(self.host.as_ref(), &owner, after, MAX_CHAIN_PAGE)
+                    .unwrap_or_default();
+                match self.credit.on_blocks(owner, &blocks, now) {
+                    Ok(true) => after = self.credit.start_audit(owner),
+                    _ => break,
+                }
+            }
+            return self.settle_backing(now);
+        }
+        let mut fallback: Vec<NodeId> = Vec::new();
+        for n in via
+            .into_iter()
+            .chain(self.holders.get(&owner).into_iter().flatten().copied())
+        {
+            if n != owner && n != self.local && !fallback.contains(&n) && fallback.len() < MAX_HOLDERS {
+                fallback.push(n);
+            }
+        }
+        self.ask_chain(ChainRead {
+            owner,
+            after,
+            asked: owner,
+            fallback,
+        });
+    }
+
+    fn ask_chain(&mut self, read: ChainRead) {
+        let request = MarketRequest::Chain {
+            owner: read.owner,
+            after: read.after,
+        };
+        let out = self.request(read.asked, request, Vec::new(), Pending::Chain(read));
         self.out.push(out);
     }
 
     /// Blocks of a chain arrived (or did not).
     pub(super) fn on_chain(
         &mut self,
-        owner: NodeId,
-        for_owner: bool,
+        read: ChainRead,
         answer: Result<MarketResponse, String>,
         now: Timestamp,
     ) {
-        let blocks = match answer {
+        let ChainRead {
+            owner,
+            after,
+            asked,
+            mut fallback,
+        } = read;
+        let mut blocks = match answer {
             Ok(MarketResponse::Chain(b)) => b,
             other => {
                 let why = match other {
                     Err(e) => e,
                     Ok(r) => format!("unexpected answer {r:?}"),
                 };
-                if for_owner {
-                    self.audited(owner, Err(format!("cannot read the chain: {why}")));
-                } else {
-                    self.credit.audit_failed(owner);
-                }
-                return;
+                tracing::debug!(chain = %owner.short(), from = %asked.short(), error = %why, "cannot read the chain there");
+                return self.read_elsewhere(owner, after, fallback, now);
             }
         };
+        if asked != owner {
+            // A copy: only the blocks that follow on from `after` count (a
+            // holder may keep some blocks of a chain and not others).
+            let mut next = after + 1;
+            blocks.retain(|b| {
+                let ok = b.peek::<Block>().is_ok_and(|b| b.seq == next);
+                next += u64::from(ok);
+                ok
+            });
+            if blocks.is_empty() {
+                return self.read_elsewhere(owner, after, fallback, now);
+            }
+        }
         for b in &blocks {
             self.check_against_held(owner, b, now);
-        }
-        if for_owner {
-            return self.owner_audit_step(owner, &blocks);
+            self.keep_copy(owner, b, now);
         }
         match self.credit.on_blocks(owner, &blocks, now) {
             Ok(true) => {
                 let after = self.credit.start_audit(owner);
-                self.ask_chain(owner, owner, after, false);
+                fallback.retain(|n| *n != asked);
+                self.ask_chain(ChainRead {
+                    owner,
+                    after,
+                    asked,
+                    fallback,
+                });
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(requester = %owner.short(), error = %e, "its credit chain does not audit: it has no credit here")
+                tracing::warn!(chain = %owner.short(), error = %e, "its credit chain does not audit: it has no credit here")
+            }
+        }
+        self.settle_backing(now);
+    }
+
+    /// The chain could not be read at the node asked: the next holder, if
+    /// any.
+    fn read_elsewhere(&mut self, owner: NodeId, after: u64, mut fallback: Vec<NodeId>, now: Timestamp) {
+        if fallback.is_empty() {
+            self.credit.audit_failed(owner, now);
+            return self.settle_backing(now);
+        }
+        let asked = fallback.remove(0);
+        self.ask_chain(ChainRead {
+            owner,
+            after,
+            asked,
+            fallback,
+        });
+    }
+
+    /// Keeps `block` of `owner`'s chain, and the payer's block any `Receive`
+    /// carries: copies served to other auditors (SPEC.md §8.6), and
+    /// compared with what others show at those positions.
+    fn keep_copy(&mut self, owner: NodeId, block: &Envelope, now: Timestamp) {
+        let Ok(b) = block.peek::<Block>() else {
+            return;
+        };
+        fn keep(writes: &mut crate::records::Writes, owner: &NodeId, seq: u64, env: &Envelope) {
+            writes.put(
+                records::held_key(owner, seq),
+                &Stored {
+                    envelope: hex::encode(env.to_bytes()),
+                },
+            );
+        }
+        keep(&mut self.writes, &owner, b.seq, block);
+        // Gossiped with the other heads: forks come to light, and auditors
+        // learn where a copy is kept.
+        self.note_head(owner, b.seq, block_hash(block));
+        if let Entry::Receive(pay) = &b.entry
+            && let Ok(p) = pay.peek::<Block>()
+        {
+            let payer = pay.claimed_signer();
+            if payer == self.local {
+                return;
+            }
+            if self.held_block(&payer, p.seq).is_none() {
+                keep(&mut self.writes, &payer, p.seq, pay);
+            } else {
+                self.check_against_held(payer, pay, now);
             }
         }
     }
 
-    fn owner_audit_step(&mut self, owner: NodeId, blocks: &[Envelope]) {
-        let Some(mut audit) = self.audits.remove(&owner) else {
-            return;
-        };
-        let issuers = self.credit.config().issuers.clone();
-        for b in blocks {
-            if let Err(e) = audit.apply(b, &|n| issuers.contains(n)) {
-                return self.audited(owner, Err(format!("the chain does not audit: {e}")));
+    /// Settles the backing of the chains known as far as they allow, reads
+    /// the payers' chains it waits on, and reports the audits the owner
+    /// asked for that have gone as far as they can.
+    pub(super) fn settle_backing(&mut self, now: Timestamp) {
+        for (src, payee) in self.credit.settle(self.local) {
+            if let Some(after) = self.credit.read_for(&src, now) {
+                self.read_chain(src.payer, after, Some(payee), now);
             }
         }
-        if blocks.len() >= MAX_CHAIN_PAGE {
-            let after = audit.seq;
-            self.audits.insert(owner, audit);
-            self.ask_chain(owner, owner, after, true);
-            return;
+        let done: Vec<NodeId> = self
+            .audits
+            .iter()
+            .filter(|o| self.credit.settled(o))
+            .copied()
+            .collect();
+        self.answer_parked(now);
+        for owner in done {
+            let result = match self.credit.audit_of(&owner) {
+                Some(Ok((audit, backing))) => Ok(AuditReport::of(audit, backing)),
+                Some(Err(e)) => Err(format!("the chain does not audit: {e}")),
+                None => Err("cannot read the chain from it or from any node known to keep a copy".into()),
+            };
+            self.audited(owner, result);
         }
-        self.audited(owner, Ok(AuditReport::of(&audit)));
     }
 
     fn audited(&mut self, owner: NodeId, result: Result<AuditReport, String>) {
@@ -268,30 +389,18 @@ impl Engine {
         self.out.push(Output::Audited { owner, result });
     }
 
-    /// Audits `owner`'s chain from its first block, fetched from `owner`
-    /// itself; the report comes as [`Output::Audited`].
-    pub fn audit(&mut self, owner: NodeId) {
-        if owner == self.local {
-            // This node's own chain, from its records.
-            let blocks = self
-                .ledger
-                .blocks(self.host.as_ref(), &owner, 0, usize::MAX)
-                .unwrap_or_default();
-            let mut audit = agora_protocol::chain::Audit::new(owner);
-            let issuers = self.credit.config().issuers.clone();
-            for b in &blocks {
-                if let Err(e) = audit.apply(b, &|n| issuers.contains(n)) {
-                    return self.audited(owner, Err(format!("the chain does not audit: {e}")));
-                }
-            }
-            return self.audited(owner, Ok(AuditReport::of(&audit)));
-        }
-        if self.audits.contains_key(&owner) {
+    /// Audits `owner`'s chain, fetched from `owner` itself or from nodes
+    /// that keep copies, and backs the credits it counts by auditing its
+    /// payers' chains in turn; the report comes as [`Output::Audited`].
+    pub fn audit(&mut self, owner: NodeId, now: Timestamp) {
+        if !self.audits.insert(owner) {
             return;
         }
-        self.audits
-            .insert(owner, agora_protocol::chain::Audit::new(owner));
-        self.ask_chain(owner, owner, 0, true);
+        // From where this node's audit of the chain stands (every block
+        // before was checked when it came), brought up to date now.
+        let after = self.credit.start_audit(owner);
+        self.read_chain(owner, after, None, now);
+        self.settle_backing(now);
     }
 
     /// Serves blocks of a chain this node holds.
@@ -383,6 +492,7 @@ impl Engine {
             if h.owner == self.local || self.credit.is_forked(&h.owner) {
                 continue;
             }
+            self.note_holder(h.owner, publisher);
             if let Some(held) = self.held_block(&h.owner, h.seq)
                 && block_hash(&held) != h.hash
             {
@@ -407,6 +517,18 @@ impl Engine {
             }
         }
         Verdict::Accept
+    }
+
+    /// `holder` gossiped a head of `owner`'s chain: it keeps blocks of it,
+    /// and may be asked for them when `owner` cannot answer.
+    fn note_holder(&mut self, owner: NodeId, holder: NodeId) {
+        if holder == owner || (self.holders.len() >= MAX_KNOWN_HEADS && !self.holders.contains_key(&owner)) {
+            return;
+        }
+        let list = self.holders.entry(owner).or_default();
+        list.retain(|n| *n != holder);
+        list.insert(0, holder);
+        list.truncate(MAX_HOLDERS);
     }
 
     fn held_block(&self, owner: &NodeId, seq: u64) -> Option<Envelope> {
@@ -449,10 +571,11 @@ impl Engine {
     }
 
     fn check_against_held(&mut self, owner: NodeId, block: &Envelope, now: Timestamp) {
-        let Ok(b) = block.open_ignoring_time::<Block>() else {
+        // Unverified: a block that differs is checked with the proof.
+        let Ok(b) = block.peek::<Block>() else {
             return;
         };
-        let seq = b.payload().seq;
+        let seq = b.seq;
         if let Some(held) = self.held_block(&owner, seq)
             && held != *block
         {

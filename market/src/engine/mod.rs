@@ -218,12 +218,8 @@ enum Pending {
         signer: NodeId,
         contact: NodeId,
     },
-    /// Blocks of `owner`'s chain, for the credit check (`for_owner`: an
-    /// audit the owner of this node asked for).
-    Chain {
-        owner: NodeId,
-        for_owner: bool,
-    },
+    /// Blocks of a chain, for an audit.
+    Chain(ChainRead),
     /// The block of `owner`'s chain at `seq` a heads message claims, to
     /// compare with the one held.
     ForkCheck {
@@ -232,6 +228,19 @@ enum Pending {
         hash: ContentId,
         held: Envelope,
     },
+}
+
+/// A read of a chain under way.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainRead {
+    /// Whose chain.
+    owner: NodeId,
+    /// The position after which blocks are wanted.
+    after: u64,
+    /// The node asked: the owner, or a node keeping a copy.
+    asked: NodeId,
+    /// Nodes to ask next if this one cannot answer.
+    fallback: Vec<NodeId>,
 }
 
 /// A node's decisions. See the module docs.
@@ -245,8 +254,13 @@ pub struct Engine {
     provider: Provider,
     ledger: Ledger,
     credit: crate::credit::Credit,
-    /// Audits of other nodes' chains asked for by the owner, by node.
-    audits: HashMap<NodeId, agora_protocol::chain::Audit>,
+    /// Chains whose audit the owner asked for, reported once settled.
+    audits: HashSet<NodeId>,
+    /// Calls for offers waiting for their requesters' chains to be read.
+    parked: Vec<serve::Parked>,
+    /// Nodes known to keep blocks of a chain (from heads gossip), newest
+    /// first, by owner.
+    holders: HashMap<NodeId, Vec<NodeId>>,
     /// Heads of other chains this node learnt lately (gossiped so that
     /// forks come to light), by owner.
     heads: HashMap<NodeId, (u64, ContentId)>,
@@ -354,7 +368,9 @@ impl Engine {
             provider,
             ledger,
             credit: crate::credit::Credit::new(credit),
-            audits: HashMap::new(),
+            audits: HashSet::new(),
+            parked: Vec::new(),
+            holders: HashMap::new(),
             heads: HashMap::new(),
             fork_base: None,
             heads_moved: HashSet::new(),
@@ -516,6 +532,7 @@ impl Engine {
                 self.requester.on_peer_down(gone, now);
             }
             self.read_paid_chains(now);
+            self.settle_backing(now);
         }
         self.retry_deliveries(now);
         if now.since(self.timers.last_heads) >= credits::HEADS_EVERY {

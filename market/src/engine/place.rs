@@ -274,7 +274,7 @@ impl Engine {
                 signer,
                 contact,
             } => self.on_vouched((domain, signer, contact), answer, now),
-            Pending::Chain { owner, for_owner } => self.on_chain(owner, for_owner, answer, now),
+            Pending::Chain(read) => self.on_chain(read, answer, now),
             Pending::ForkCheck {
                 owner,
                 seq,

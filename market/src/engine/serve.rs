@@ -17,6 +17,22 @@ use crate::provider::Accepted;
 use crate::records::{self, PendingReceipt};
 use crate::requester::ReceiptError;
 
+/// How long a call for offers may wait for the requester's chain to be
+/// read before it is answered with what is known.
+const PARK_FOR: Duration = Duration::from_secs(1);
+/// Calls waiting so at most.
+const MAX_PARKED: usize = 256;
+
+/// A call for offers waiting for its requester's chain to be read.
+#[derive(Debug)]
+pub(super) struct Parked {
+    peer: NodeId,
+    call: MessageId,
+    cfo: CallForOffers,
+    reply: ReplyId,
+    until: Timestamp,
+}
+
 /// A receipt whose inline output is being stored before it is judged.
 #[derive(Debug)]
 pub(super) struct StoringReceipt {
@@ -71,14 +87,39 @@ impl Engine {
             Ok(v) => v,
             Err(d) => return self.decline(reply, d),
         };
-        let cfo = v.payload();
+        self.answer_call(
+            Parked {
+                peer,
+                call: env.id(),
+                cfo: v.into_payload(),
+                reply,
+                until: now.add(PARK_FOR),
+            },
+            true,
+            now,
+        );
+    }
+
+    /// Offers or declines; a call declined for credit while the
+    /// requester's chain is being read (a newcomer here, or one paid with
+    /// credits still being traced) waits for the read, up to [`PARK_FOR`],
+    /// when `may_park`.
+    fn answer_call(&mut self, call: Parked, may_park: bool, now: Timestamp) {
+        let Parked {
+            peer, reply, ref cfo, ..
+        } = call;
         let admitted = self.provider.call(peer, cfo, now).and_then(|offer| {
             self.admit_credit(peer, offer.price, cfo.requirements.fuel_limit, now)
                 .map(|()| offer)
         });
         match admitted {
+            Err(Decline::NoCredit { .. })
+                if may_park && self.parked.len() < MAX_PARKED && !self.credit.settled(&peer) =>
+            {
+                self.parked.push(call);
+            }
             Ok(mut offer) => {
-                offer.call = env.id();
+                offer.call = call.call;
                 offer.has_module = self.host.holds(&cfo.requirements.module);
                 offer.has_input = self.host.holds(&cfo.requirements.input);
                 let ttl = self.provider.config().offer_ttl;
@@ -89,6 +130,22 @@ impl Engine {
                 self.respond(reply, MarketResponse::Offer(oenv));
             }
             Err(d) => self.decline(reply, d),
+        }
+    }
+
+    /// Answers the calls parked for requesters whose chains are now read,
+    /// and those that waited [`PARK_FOR`].
+    pub(super) fn answer_parked(&mut self, now: Timestamp) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for call in parked {
+            if now >= call.until || self.credit.settled(&call.peer) {
+                self.answer_call(call, false, now);
+            } else {
+                self.parked.push(call);
+            }
         }
     }
 

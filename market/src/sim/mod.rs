@@ -111,6 +111,8 @@ pub struct Report {
     pub superseded: u64,
     /// Receipts refused for want of any copy at that provider.
     pub refused: u64,
+    /// Calls for offers providers declined for want of credit.
+    pub declined_for_credit: u64,
     /// What broke an invariant, if anything did.
     pub error: Option<String>,
     /// A digest of every event delivered and when: equal traces mean
@@ -563,6 +565,18 @@ impl Sim {
             caught_after: self.caught_after,
             superseded: requester.counters().receipts_superseded,
             refused: self.refused,
+            declined_for_credit: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.engine
+                        .counters()
+                        .declined
+                        .get("no_credit")
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum(),
             trace: *self.trace.clone().finalize().as_bytes(),
             vouchers_issued: self.vouchers.len(),
             ..Report::default()

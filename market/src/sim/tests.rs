@@ -78,6 +78,21 @@ fn receipts_of_withdrawn_copies_are_never_refused() {
     assert_eq!(refused, 0, "receipts refused for want of an agreement");
 }
 
+/// A funded requester new to every provider gets offers on its first
+/// calls: a provider holds a call until it has read the requester's chain
+/// instead of declining it for want of credit on an empty audit.
+#[test]
+fn a_funded_newcomer_is_never_declined_for_credit() {
+    let mut declined = 0;
+    for seed in 0..50u64 {
+        let w = World::calm(4, 8, 2, 20);
+        let rep = simulate(seed, w.clone());
+        check(seed, &w, &rep);
+        declined += rep.declined_for_credit;
+    }
+    assert_eq!(declined, 0, "calls declined for credit");
+}
+
 /// Replication 2 with cheaters among the providers: no wrong result is
 /// accepted and every cheater that ran a task is identified.
 #[test]

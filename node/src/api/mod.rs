@@ -487,6 +487,16 @@ pub struct AuditReport {
     pub received: Credits,
     /// Credits it paid.
     pub paid: Credits,
+    /// Its balance counting only backed credits, in micro-credits: credits
+    /// it received count once the payer's chain, audited in turn, shows the
+    /// payer held them (SPEC.md §8.6). What providers lend against.
+    pub backed_micros: i64,
+    /// The same as a decimal string.
+    pub backed: String,
+    /// Credits it received from payers that never held them (minted).
+    pub unbacked: Credits,
+    /// Credits it received whose payers' chains could not be checked yet.
+    pub unsettled: Credits,
 }
 
 /// An API error body.

@@ -182,10 +182,23 @@ fn short_task(t: &str) -> String {
 }
 
 fn render_audit(a: &AuditReport) -> String {
-    format!(
-        "audited   {} ({} blocks, every link and signature checked)\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\n",
-        a.peer_id, a.blocks, a.balance, a.granted, a.received, a.paid
-    )
+    let mut out = format!(
+        "audited   {} ({} blocks, every link and signature checked)\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nbacked    {} credits (received credits traced to payers that held them)\n",
+        a.peer_id, a.blocks, a.balance, a.granted, a.received, a.paid, a.backed
+    );
+    if a.unbacked.0 > 0 {
+        out.push_str(&format!(
+            "unbacked  {} received from payers that never held them: worth nothing\n",
+            a.unbacked
+        ));
+    }
+    if a.unsettled.0 > 0 {
+        out.push_str(&format!(
+            "unsettled {} received from payers whose chains could not be read yet\n",
+            a.unsettled
+        ));
+    }
+    out
 }
 
 fn render(l: &Ledger) -> String {

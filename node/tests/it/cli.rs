@@ -261,6 +261,10 @@ fn cli_commands_against_one_node() {
     // Its own chain, audited link by link, gives the same balance.
     let audit = node.json(&["ledger", "--audit", peer, "--json"]);
     assert_eq!(audit["balance_micros"], 1_000_000_000i64, "{audit}");
+    assert_eq!(
+        audit["backed_micros"], 1_000_000_000i64,
+        "a grant is backed: {audit}"
+    );
     assert_eq!(audit["blocks"], 1);
 
     // A dry run with no peers: valid JSON, and no task has a candidate.

@@ -295,7 +295,8 @@ impl DemoCommand {
             .collect();
         let conserved = after.conserved() && before.total == after.total;
         let audits = net.audit().await?;
-        let audited = audits.mismatches.is_empty() && audits.checked == net.nodes().len();
+        let audited =
+            audits.mismatches.is_empty() && audits.unbacked.is_empty() && audits.checked == net.nodes().len();
         let ok = conserved && audited && outcome.wrong_caught == 0 && outcome.verified == outcome.tasks;
         let summary = Summary {
             ok,

@@ -92,15 +92,18 @@ fn a_forked_chain_is_proven_everywhere_and_its_owner_gets_no_more_work() {
 }
 
 #[test]
-fn fresh_keys_without_grants_get_no_more_than_their_credit_lines() {
+fn fresh_keys_without_grants_and_credits_minted_between_accomplices_get_no_more_than_credit_lines() {
     let _turn = crate::serial();
     let out =
         crate::run_ok(crate::testnet().args(["chaos", "sybil", "--sybils", "12", "--tasks", "24", "--json"]));
     let r = crate::last_json(&out);
     assert_eq!(r["ok"], true, "{r}");
+    let c = checks(&r);
+    assert!(c.iter().any(|(w, ok)| w.contains("fresh keys") && *ok), "{r}");
     assert!(
-        checks(&r).iter().any(|(w, ok)| w.contains("fresh keys") && *ok),
-        "{r}"
+        c.iter()
+            .any(|(w, ok)| w.contains("minted credits") && w.contains("unbacked 1000") && *ok),
+        "a provider's audit counts the minted credits as unbacked: {r}"
     );
 }
 

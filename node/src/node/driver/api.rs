@@ -222,7 +222,7 @@ impl Driver {
             return;
         }
         self.audits.entry(peer).or_default().push(reply);
-        self.engine.audit(peer);
+        self.engine.audit(peer, super::now());
     }
 
     /// An audit ended: every caller waiting for it gets the report.
@@ -241,6 +241,10 @@ impl Driver {
                     granted: r.granted,
                     received: r.received,
                     paid: r.paid,
+                    backed_micros: r.backed,
+                    backed: format_balance(r.backed),
+                    unbacked: r.unbacked,
+                    unsettled: r.unsettled,
                 }),
                 Err(e) => Err(ApiError::unavailable(format!("cannot audit {owner}: {e}"))),
             });

@@ -37,7 +37,10 @@
 //!   alongside the honest one. A provider works for such a key only within
 //!   the credit line it extends to strangers (`credit.line`, 0.1 credits)
 //!   (its work, at most its fuel limits' worth); a key with nothing on its
-//!   chain cannot pay. The honest job must finish.
+//!   chain cannot pay. One of them is first paid 1,000 credits by a stranger
+//!   that never held any (see `mint.rs`): it must get no more than the
+//!   others, and a provider's audit must count those credits as unbacked.
+//!   The honest job must finish.
 //! * `endless-tasks`: a second requester asks for spinning tasks with a fuel
 //!   limit of 2^64 − 1 and a deadline 114 years away (no provider may take
 //!   one), then for four it can afford, which take every slot: cancelling
@@ -82,6 +85,7 @@ mod disk;
 mod endless;
 mod fork;
 mod hostile;
+mod mint;
 mod relay;
 mod specs;
 
@@ -331,6 +335,12 @@ impl ChaosCommand {
             _ => {}
         }
         self.start(net).await?;
+        // One fresh key of `sybil` is paid credits minted by an accomplice.
+        let accomplice = net.nodes().iter().find(|n| !n.spec.funded).map(|n| n.index);
+        let _minter = match accomplice {
+            Some(a) if self.scenario == Scenario::Sybil => Some(mint::mint(net, a).await?),
+            _ => None,
+        };
         let ranges = primes::even(self.tasks, LO, self.width);
         let inputs = primes::trial_inputs(&ranges);
         let expected: Vec<Vec<u8>> = ranges.iter().map(|&(lo, hi)| primes::output(lo, hi)).collect();
@@ -596,6 +606,25 @@ impl ChaosCommand {
                 }
             ));
         }
+        if let Some((f, _)) = &freeloader {
+            // Its chain, read from the copies its providers keep once it is
+            // gone.
+            let (f, granted) = (*f, net.node(*f).granted);
+            net.kill(f)?;
+            let audit = net.node(0).client.audit(&net.node(f).id()).await;
+            let (what, ok) = match audit {
+                Ok(a) => (
+                    format!(
+                        "node-{f} killed, its chain audited by node-0 from the copies others keep: {} block(s), balance {}",
+                        a.blocks, a.balance
+                    ),
+                    a.blocks >= 1 && a.balance_micros == granted,
+                ),
+                Err(e) => (format!("node-{f} killed, node-0 cannot audit it: {e}"), false),
+            };
+            run.event(what.clone());
+            checks.push(Check { what, ok });
+        }
         // What each fresh key got from each provider.
         let mut sybil_work: Vec<HashMap<agora_protocol::NodeId, job::ProviderWork>> = Vec::new();
         let mut sybil_ran: Vec<HashMap<agora_protocol::NodeId, usize>> = Vec::new();
@@ -620,6 +649,32 @@ impl ChaosCommand {
             what: audits.line(),
             ok: audits.mismatches.is_empty() && audits.checked > 0,
         });
+        if let (Some(a), Some(_)) = (accomplice, &_minter) {
+            // A provider's audit of the accomplice: the minted credits
+            // count nothing.
+            let name = net.node(a).name();
+            let audit = net.node(1).client.audit(&net.node(a).id()).await;
+            let (what, ok) = match audit {
+                Ok(r) => (
+                    format!(
+                        "{name}, paid {} minted credits, audited by node-1: balance {}, backed {}, unbacked {}",
+                        mint::MINTED,
+                        r.balance,
+                        r.backed,
+                        r.unbacked
+                    ),
+                    r.unbacked.0 == mint::MINTED * 1_000_000 && r.backed_micros <= 0,
+                ),
+                Err(e) => (format!("node-1 cannot audit {name}: {e}"), false),
+            };
+            run.event(what.clone());
+            checks.push(Check { what, ok });
+        } else if !audits.unbacked.is_empty() {
+            checks.push(Check {
+                what: format!("credits not backed: {}", audits.unbacked.join("; ")),
+                ok: false,
+            });
+        }
         let outcome = job::outcome(&status);
         let mut peers = requester.peers(None).await.unwrap_or_default();
         if self.scenario == Scenario::Cheater {
