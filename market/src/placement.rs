@@ -22,7 +22,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, FUEL_PER_CU_SECOND, Fuel, Price, Timestamp};
+use agora_protocol::rpc::Decline;
+use agora_protocol::units::{
+    Bytes, ComputeUnits, Credits, EnergyRate, FUEL_PER_CU_SECOND, Fuel, Price, Timestamp,
+};
 use agora_protocol::{ContentId, Domain, NodeId};
 use serde::Serialize;
 
@@ -94,6 +97,80 @@ pub struct ProviderStats {
     /// Content it is known to hold.
     #[serde(skip)]
     pub holds: HashSet<ContentId>,
+    /// What it said of its limits when it declined.
+    #[serde(skip)]
+    pub stated: Stated,
+}
+
+/// How long limits a provider stated in a decline stand for it.
+pub const STATED_MEMORY: Duration = Duration::from_secs(600);
+/// How long a provider that stopped taking work is taken at its word.
+const NOT_ACCEPTING_FOR: Duration = Duration::from_secs(10);
+
+/// Limits a provider stated when it declined a call. Its advert may be
+/// stale, and a domain summary lists contacts with no limits at all: what
+/// it said itself excludes it as an advert would, for [`STATED_MEMORY`]
+/// (its refusal of this node's credit for as long as the requester backs
+/// off from asking again), so that a decline for a lasting reason is not
+/// asked again and again, and a task no provider can take is seen as such.
+#[derive(Debug, Clone, Default)]
+pub struct Stated {
+    /// When it last stated a limit (ms timestamp).
+    pub at: u64,
+    /// The most memory it gives a task.
+    pub memory: Option<Bytes>,
+    /// Its asking price.
+    pub asking: Option<Price>,
+    /// Its energy cost.
+    pub energy: Option<EnergyRate>,
+    /// The largest output it lets a task write.
+    pub max_output: Option<Bytes>,
+    /// The largest module or input it accepts.
+    pub max_content: Option<Bytes>,
+    /// The most fuel it lets a task use.
+    pub max_fuel: Option<Fuel>,
+    /// The longest it lets a task run.
+    pub max_time: Option<Duration>,
+    /// Not taking work until then (ms timestamp).
+    pub not_accepting_until: u64,
+    /// It declined this node's credit (or this node), standing until then
+    /// (ms timestamp).
+    pub credit: Option<(Exclusion, u64)>,
+}
+
+impl Stated {
+    /// `info` as its own statements amend it, while they are fresh.
+    fn amend(&self, info: &ProviderInfo, now: Timestamp) -> Option<ProviderInfo> {
+        if self.at == 0 || now.0.saturating_sub(self.at) >= STATED_MEMORY.as_millis() as u64 {
+            return None;
+        }
+        let mut i = info.clone();
+        if let Some(m) = self.memory {
+            i.memory = i.memory.min(m);
+        }
+        if let Some(p) = self.asking {
+            i.price = i.price.max(p);
+        }
+        if let Some(e) = self.energy {
+            i.energy = Some(i.energy.map_or(e, |x| x.max(e)));
+        }
+        if let Some(m) = self.max_output {
+            i.max_output = i.max_output.min(m);
+        }
+        if let Some(m) = self.max_content {
+            i.max_content = i.max_content.min(m);
+        }
+        if let Some(f) = self.max_fuel {
+            i.max_task_fuel = i.max_task_fuel.min(f);
+        }
+        if let Some(t) = self.max_time {
+            i.max_task_time = i.max_task_time.min(t);
+        }
+        if self.not_accepting_until > now.0 {
+            i.accepting = false;
+        }
+        Some(i)
+    }
 }
 
 impl ProviderStats {
@@ -131,6 +208,7 @@ impl Default for ProviderStats {
             banned: None,
             backoff_until: 0,
             holds: HashSet::new(),
+            stated: Stated::default(),
         }
     }
 }
@@ -225,6 +303,47 @@ impl Book {
         }
     }
 
+    /// The provider declined a call for a task that may write `max_output`
+    /// with `decline`: limits it states are kept (see [`Stated`]), and a
+    /// refusal of this node's credit stands until `credit_until`. Whether
+    /// the decline stated anything.
+    pub fn stated(
+        &mut self,
+        p: NodeId,
+        decline: &Decline,
+        max_output: Bytes,
+        credit_until: Timestamp,
+        now: Timestamp,
+    ) -> bool {
+        let s = &mut self.entry(p).stated;
+        match decline {
+            Decline::MemoryTooLarge { max } => s.memory = Some(*max),
+            Decline::PriceTooLow { asking } => s.asking = Some(*asking),
+            Decline::EnergyTooHigh { rate } => s.energy = Some(*rate),
+            // Either the output or the module and input are too large.
+            Decline::TooLarge { max } if max_output > *max => s.max_output = Some(*max),
+            Decline::TooLarge { max } => s.max_content = Some(*max),
+            Decline::FuelTooHigh { max } => s.max_fuel = Some(*max),
+            Decline::TimeTooLong { max } => s.max_time = Some(max.duration()),
+            Decline::NotAccepting => s.not_accepting_until = now.add(NOT_ACCEPTING_FOR).0,
+            Decline::NoCredit { available } => {
+                s.credit = Some((
+                    Exclusion::Credit {
+                        available: *available,
+                    },
+                    credit_until.0,
+                ))
+            }
+            Decline::Unpaid { receipts } => {
+                s.credit = Some((Exclusion::Unpaid { receipts: *receipts }, credit_until.0))
+            }
+            Decline::Refused => s.credit = Some((Exclusion::Refused, credit_until.0)),
+            _ => return false,
+        }
+        s.at = now.0;
+        true
+    }
+
     /// The provider declined for lack of capacity: do not ask again for a while.
     pub fn back_off(&mut self, p: NodeId, until: Timestamp) {
         let e = self.entry(p);
@@ -297,6 +416,8 @@ pub struct ProviderInfo {
     pub max_task_time: Duration,
     /// The largest output it lets one task write.
     pub max_output: Bytes,
+    /// The largest module or input it accepts (unknown until it says).
+    pub max_content: Bytes,
     /// How far it has shown that it exists.
     pub standing: Standing,
 }
@@ -383,6 +504,24 @@ pub enum Exclusion {
         /// Estimated completion, in ms.
         ect_ms: u64,
     },
+    /// It accepts smaller modules and inputs than the task's.
+    ContentCap {
+        /// The largest it accepts.
+        max: Bytes,
+    },
+    /// It declined this node's credit: what it extends is less than a
+    /// task may cost.
+    Credit {
+        /// What it said is available to this node.
+        available: Credits,
+    },
+    /// It holds receipts this node left unpaid past their deadline.
+    Unpaid {
+        /// How many.
+        receipts: u32,
+    },
+    /// It does not work for this node.
+    Refused,
 }
 
 impl std::fmt::Display for Exclusion {
@@ -403,8 +542,174 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Probation { cap } => {
                 write!(f, "on probation: holds {cap} copies and has no verified work yet")
             }
+            Exclusion::ContentCap { max } => write!(f, "accepts modules and inputs of at most {max}"),
+            Exclusion::Credit { available } => {
+                write!(
+                    f,
+                    "extends this node {available} credits, less than a task may cost"
+                )
+            }
+            Exclusion::Unpaid { receipts } => {
+                write!(
+                    f,
+                    "holds {receipts} of this node's receipts unpaid past their deadline"
+                )
+            }
+            Exclusion::Refused => f.write_str("refuses to work for this node"),
         }
     }
+}
+
+/// Why no provider can take a task, one phrase per kind of exclusion, each
+/// with how far off the nearest provider is and how many are excluded so:
+/// e.g. "needs 256 MiB per task; the largest offer is 128 MiB (1 provider)".
+pub fn why_none(excluded: &[Exclusion], need: &Need) -> String {
+    fn n(count: usize) -> String {
+        if count == 1 {
+            "1 provider".into()
+        } else {
+            format!("{count} providers")
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let of = |f: &dyn Fn(&Exclusion) -> bool| excluded.iter().filter(|e| f(e)).collect::<Vec<_>>();
+    let mem = of(&|e| matches!(e, Exclusion::Memory { .. }));
+    if let Some(max) = mem
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::Memory { have, .. } => Some(*have),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "needs {} per task; the largest offer is {max} ({})",
+            need.memory,
+            n(mem.len())
+        ));
+    }
+    let price = of(&|e| matches!(e, Exclusion::Price { .. }));
+    if let Some(min) = price
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::Price { asking } => Some(*asking),
+            _ => None,
+        })
+        .min()
+    {
+        out.push(format!(
+            "pays at most {}; the cheapest asks {min} ({})",
+            need.max_price,
+            n(price.len())
+        ));
+    }
+    let fuel = of(&|e| matches!(e, Exclusion::FuelCap { .. }));
+    if let Some(max) = fuel
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::FuelCap { max } => Some(max.0),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "a task may use {} fuel; the most allowed is {max} ({})",
+            need.fuel_limit.0,
+            n(fuel.len())
+        ));
+    }
+    let output = of(&|e| matches!(e, Exclusion::OutputCap { .. }));
+    if let Some(max) = output
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::OutputCap { max } => Some(*max),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "a task may write {} of output; the most allowed is {max} ({})",
+            need.max_output,
+            n(output.len())
+        ));
+    }
+    let content = of(&|e| matches!(e, Exclusion::ContentCap { .. }));
+    if let Some(max) = content
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::ContentCap { max } => Some(*max),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "module {} and input {}; the largest accepted is {max} ({})",
+            need.module.1,
+            need.input.1,
+            n(content.len())
+        ));
+    }
+    let time = of(&|e| matches!(e, Exclusion::TimeCap { .. }));
+    if let Some(max) = time
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::TimeCap { max_ms } => Some(*max_ms),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "a task would run longer than any allows: at most {max} ms ({})",
+            n(time.len())
+        ));
+    }
+    let credit = of(&|e| matches!(e, Exclusion::Credit { .. }));
+    if let Some(max) = credit
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::Credit { available } => Some(*available),
+            _ => None,
+        })
+        .max()
+    {
+        out.push(format!(
+            "a task may cost up to its fuel limit at the provider's price; the most credit extended to this node is {max} credits ({}): get credits, or lower --fuel",
+            n(credit.len())
+        ));
+    }
+    for (label, f) in [
+        (
+            "hold receipts of this node unpaid past their deadline",
+            &(|e: &Exclusion| matches!(e, Exclusion::Unpaid { .. })) as &dyn Fn(&Exclusion) -> bool,
+        ),
+        ("refuse to work for this node", &|e| {
+            matches!(e, Exclusion::Refused)
+        }),
+        ("are not taking work", &|e| matches!(e, Exclusion::NotAccepting)),
+        ("are above the energy limit", &|e| matches!(e, Exclusion::Energy)),
+        ("are outside the requested domain", &|e| {
+            matches!(e, Exclusion::Domain)
+        }),
+        ("are banned", &|e| matches!(e, Exclusion::Banned)),
+        ("already hold a copy of the task", &|e| {
+            matches!(e, Exclusion::AlreadyUsed)
+        }),
+        ("cannot finish before the deadline", &|e| {
+            matches!(e, Exclusion::Deadline { .. })
+        }),
+        ("are busy", &|e| {
+            matches!(e, Exclusion::Busy | Exclusion::Probation { .. })
+        }),
+    ] {
+        let k = of(f).len();
+        if k > 0 {
+            out.push(format!("{} {label}", n(k)));
+        }
+    }
+    if out.is_empty() {
+        return "no provider fits".into();
+    }
+    out.join("; ")
 }
 
 /// Copies a provider with no verified work may hold at once, for a job of
@@ -465,6 +770,14 @@ pub fn evaluate(
     {
         return Err(Exclusion::Domain);
     }
+    // What it said when it declined stands in for its advert a while.
+    let amended = stats.and_then(|s| s.stated.amend(info, now));
+    let info = amended.as_ref().unwrap_or(info);
+    if let Some((e, until)) = stats.and_then(|s| s.stated.credit.as_ref())
+        && *until > now.0
+    {
+        return Err(e.clone());
+    }
     if !info.accepting {
         return Err(Exclusion::NotAccepting);
     }
@@ -484,6 +797,11 @@ pub fn evaluate(
     }
     if need.max_output > info.max_output {
         return Err(Exclusion::OutputCap { max: info.max_output });
+    }
+    if need.module.1 > info.max_content || need.input.1 > info.max_content {
+        return Err(Exclusion::ContentCap {
+            max: info.max_content,
+        });
     }
     if need.fuel_limit > info.max_task_fuel {
         return Err(Exclusion::FuelCap {
@@ -607,6 +925,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             max_task_fuel: p.advert.max_task_fuel,
             max_task_time: p.advert.max_task_time.duration(),
             max_output: p.advert.max_output,
+            max_content: Bytes(u64::MAX),
             standing: view.standing(&p.node),
         })
         .collect();
@@ -640,6 +959,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 max_task_fuel: Fuel(u64::MAX),
                 max_task_time: Duration::MAX,
                 max_output: Bytes(u64::MAX),
+                max_content: Bytes(u64::MAX),
                 // Listed by a vouched summary.
                 standing: view.standing(&c.node).max(Standing::Reachable),
             });
@@ -669,6 +989,7 @@ mod tests {
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Duration::from_secs(3600),
             max_output: Bytes::mib(16),
+            max_content: Bytes(u64::MAX),
             standing: Standing::Reachable,
         }
     }

@@ -269,7 +269,9 @@ impl fmt::Display for Bytes {
 
 impl FromStr for Bytes {
     type Err = UnitParseError;
-    /// Parses sizes like `65536`, `64KiB`, `64MiB`, `1GiB`, `10MB` (SI), `512 KB`.
+    /// Parses sizes like `64KiB`, `64MiB`, `1GiB`, `10MB` (SI), `512 KB`,
+    /// `4096B`. A number without a unit is refused (is `512` bytes or
+    /// mebibytes?), except `0`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -277,7 +279,13 @@ impl FromStr for Bytes {
         let bad = || UnitParseError(format!("`{s}` is not a size like `64MiB`, `512KiB` or `1GiB`"));
         let n: u64 = num.parse().map_err(|_| bad())?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
+            "" if n == 0 => 1,
+            "" => {
+                return Err(UnitParseError(format!(
+                    "`{s}` has no unit: write it with one of B, KiB, MiB, GiB (or KB, MB, GB), e.g. `{n}MiB` or `{n}B`"
+                )));
+            }
+            "b" => 1,
             "k" | "kib" => 1 << 10,
             "m" | "mib" => 1 << 20,
             "g" | "gib" => 1 << 30,
@@ -438,7 +446,10 @@ mod tests {
         assert_eq!("64MiB".parse::<Bytes>().unwrap(), Bytes::mib(64));
         assert_eq!("64 MiB".parse::<Bytes>().unwrap(), Bytes::mib(64));
         assert_eq!("10MB".parse::<Bytes>().unwrap(), Bytes(10_000_000));
-        assert_eq!("4096".parse::<Bytes>().unwrap(), Bytes(4096));
+        assert_eq!("4096B".parse::<Bytes>().unwrap(), Bytes(4096));
+        assert_eq!("0".parse::<Bytes>().unwrap(), Bytes(0));
+        let e = "512".parse::<Bytes>().unwrap_err().to_string();
+        assert!(e.contains("has no unit") && e.contains("`512MiB`"), "{e}");
         assert!("64XB".parse::<Bytes>().is_err());
         assert!("99999999999999GiB".parse::<Bytes>().is_err());
         assert_eq!(Bytes::mib(64).to_string(), "64 MiB");

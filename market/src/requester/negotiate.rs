@@ -68,14 +68,23 @@ impl Requester {
                 }
             }
             Err(refusal) => {
+                if let Refusal::Declined(d) = &refusal {
+                    // Limits it stated exclude it from calls it would
+                    // decline again (see `placement::Stated`).
+                    let credit_until = now.add(self.credit_backoff(&refusal).unwrap_or_default());
+                    self.book
+                        .stated(from, d, spec.limits().max_output, credit_until, now);
+                }
                 if let Some(wait) = self.credit_backoff(&refusal) {
                     self.book.back_off(from, now.add(wait));
-                } else if refusal.is_busy() {
-                    self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else if refusal.is_unreachable() {
                     self.book.failed(from);
                     self.book.unreachable(from);
                     self.book.back_off(from, now.add(self.config.unreachable_backoff));
+                } else {
+                    // Busy, or any other decline: not asked again for a
+                    // moment, so that a provider is never called in a loop.
+                    self.book.back_off(from, now.add(self.config.busy_backoff));
                 }
                 if !refusal.is_unreachable() {
                     self.book.answered(from);

@@ -203,17 +203,18 @@ impl Requester {
                 job.record.state = JobState::Running;
                 self.dirty_jobs.insert(id);
             }
+            // No copy anywhere while some task wants one and nobody is
+            // merely busy: the clock runs, even while providers are asked
+            // and decline (a call answered for a lasting reason is no
+            // progress), and the job fails once no provider took a task for
+            // `unplaceable_after`, with why.
             let negotiating = self.negotiating_jobs.contains_key(&id);
-            if placed_any
-                || busy
-                || negotiating
-                || !stuck
-                || job.tasks.iter().any(|t| t.live().next().is_some())
-            {
+            let live = job.tasks.iter().any(|t| t.live().next().is_some());
+            if live || busy || !(stuck || placed_any) {
                 job.no_fit_since = None;
             } else {
                 let since = *job.no_fit_since.get_or_insert(now);
-                if now.since(since) >= self.config.unplaceable_after {
+                if now.since(since) >= self.config.unplaceable_after && !negotiating {
                     let why = self.no_fit_reason(id, view, now);
                     self.fail_job(id, why, now);
                 }
@@ -238,19 +239,20 @@ impl Requester {
         if candidates.is_empty() {
             return "no provider fits: no providers are known (is the node connected to the network?)".into();
         }
-        let mut reasons: Vec<String> = candidates
+        let excluded: Vec<placement::Exclusion> = candidates
             .iter()
-            .filter_map(|c| {
-                placement::evaluate(c, self.book.get(&c.node), &need, now)
-                    .err()
-                    .map(|e| format!("{}: {e}", c.node.short()))
-            })
+            .filter_map(|c| placement::evaluate(c, self.book.get(&c.node), &need, now).err())
             .collect();
-        reasons.truncate(8);
         format!(
-            "no provider fits after {}: {}",
+            "no provider could take task {} ({}) for {}: {}",
+            idx,
+            job.record
+                .spec
+                .inputs
+                .get(idx as usize)
+                .map_or("", |i| i.name.as_str()),
             agora_protocol::units::format_duration(self.config.unplaceable_after),
-            reasons.join("; ")
+            placement::why_none(&excluded, &need)
         )
     }
 

@@ -145,7 +145,8 @@ fn a_busy_provider_is_backed_off_but_an_unreachable_one_also_loses_standing() {
         "unreachable: backed off and failed"
     );
     // The wording of a decline changes nothing: an invalid answer whose
-    // text says "no free slot" is not a busy provider.
+    // text says "no free slot" is neither a busy provider nor a limit it
+    // stated; it is only not asked again for a moment, like any answer.
     let (_, mut r, view, kps) = world(1);
     r.submit(JobId([2; 16]), spec(1, 1), NOW);
     r.place(NOW, &view);
@@ -159,7 +160,9 @@ fn a_busy_provider_is_backed_off_but_an_unreachable_one_also_loses_standing() {
         NOW,
         &view,
     );
-    assert_eq!(r.book().get(&p).map_or(0, |s| s.backoff_until), 0);
+    let s = r.book().get(&p).expect("known");
+    assert_eq!(s.backoff_until, NOW.add(Config::default().busy_backoff).0);
+    assert_eq!((s.stated.at, s.failed), (0, 0));
 }
 
 /// Takes a job through offer and agreement with each provider in turn,
@@ -487,4 +490,75 @@ fn keys_without_standing_are_asked_one_at_a_time_and_never_hold_honest_work_up()
         let s = r.book().get(p).expect("known");
         assert!(s.failed >= 1 && s.unreachable, "{p}: {s:?}");
     }
+}
+
+/// Drives a one-task job whose only provider answers every call with
+/// `decline`, ticking every 10 ms for up to a minute: how often that
+/// provider was asked, and the job as it ended.
+fn declined_throughout(decline: Decline, memory: Bytes) -> (usize, JobRecord) {
+    let (_, mut r, view, kps) = world(1);
+    let p = kps[0].node_id();
+    let id = JobId([5; 16]);
+    let mut s = spec(1, 1);
+    s.memory = memory;
+    r.submit(id, s, NOW);
+    let mut asked = 0;
+    let mut t = NOW;
+    while t < NOW.add(Duration::from_secs(60)) && !r.job(&id).expect("known").0.state.is_terminal() {
+        r.tick(t, &view);
+        for (task, attempt, to) in calls(&mut r) {
+            if to.contains(&p) {
+                asked += 1;
+                r.on_offer(
+                    task,
+                    attempt,
+                    p,
+                    Err(Refusal::Declined(decline.clone())),
+                    t,
+                    &view,
+                );
+            }
+        }
+        t = t.add(Duration::from_millis(10));
+    }
+    (asked, r.job(&id).expect("known").0.clone())
+}
+
+/// A provider whose advert (or a domain summary) promises what it then
+/// declines for a lasting reason is not asked again while its word stands,
+/// and a task no provider takes fails after `unplaceable_after`, saying
+/// why per constraint.
+#[test]
+fn a_provider_that_declines_for_memory_is_asked_once_and_the_job_fails_naming_the_constraint() {
+    let (asked, job) = declined_throughout(Decline::MemoryTooLarge { max: Bytes::mib(128) }, Bytes::mib(256));
+    assert_eq!(asked, 1, "asked once, then excluded on its word");
+    assert_eq!(job.state, JobState::Failed);
+    let took = job.finished_at.expect("ended").since(NOW);
+    let limit = Config::default().unplaceable_after;
+    assert!(
+        took >= limit && took <= limit + Duration::from_secs(5),
+        "failed after {took:?}"
+    );
+    let error = job.error.expect("a reason");
+    assert!(
+        error.contains("needs 256 MiB per task; the largest offer is 128 MiB (1 provider)"),
+        "{error}"
+    );
+}
+
+/// A provider that does not extend this node credit enough is asked again
+/// only after the credit back-off, and a job nobody will run for want of
+/// credit fails, saying so, instead of waiting for ever.
+#[test]
+fn a_job_no_provider_extends_credit_to_fails_saying_so() {
+    let available = agora_protocol::units::Credits(100_000);
+    let (asked, job) = declined_throughout(Decline::NoCredit { available }, Bytes::mib(64));
+    let backoff = Config::default().credit_backoff.as_millis() as usize;
+    assert!(asked <= 35_000 / backoff + 1, "asked {asked} times");
+    assert_eq!(job.state, JobState::Failed);
+    let error = job.error.expect("a reason");
+    assert!(
+        error.contains("the most credit extended to this node is 0.1 credits"),
+        "{error}"
+    );
 }
