@@ -353,6 +353,10 @@ pub struct Copy {
     /// Whether the requester is re-executing this copy's task to check it.
     #[serde(default)]
     pub spot_pending: bool,
+    /// The tail of the guest's stderr the provider sent with a receipt of
+    /// a run that did not succeed (its word: not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 impl Copy {

@@ -268,8 +268,16 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
         envelope().prop_map(MarketRequest::CallForOffers),
         (envelope(), vec(blob(MAX_INLINE_CONTENT), 0..=MAX_INLINE_BLOBS))
             .prop_map(|(accept, content)| MarketRequest::Accept { accept, content }),
-        (envelope(), proptest::option::of(blob(MAX_INLINE_CONTENT)))
-            .prop_map(|(receipt, output)| MarketRequest::Receipt { receipt, output }),
+        (
+            envelope(),
+            proptest::option::of(blob(MAX_INLINE_CONTENT)),
+            blob(crate::rpc::MAX_STDERR_TAIL)
+        )
+            .prop_map(|(receipt, output, stderr)| MarketRequest::Receipt {
+                receipt,
+                output,
+                stderr
+            }),
         envelope().prop_map(MarketRequest::Pay),
         envelope().prop_map(MarketRequest::Cancel),
         domain().prop_map(MarketRequest::Summaries),
@@ -508,8 +516,22 @@ fn one_over_each_limit_is_rejected() {
             [0; 16],
         ),
         output: Some(Blob(vec![0; MAX_INLINE_CONTENT + 1])),
+        stderr: Blob(vec![]),
     };
     assert!(MarketRequest::from_bytes(&req.to_bytes()).is_err());
+    let req = MarketRequest::Receipt {
+        receipt: sealed(
+            &Keypair::from_secret([1; 32]),
+            &crate::capacity::tests::sample_advert(),
+            [0; 16],
+        ),
+        output: None,
+        stderr: Blob(vec![b'x'; crate::rpc::MAX_STDERR_TAIL + 1]),
+    };
+    assert!(
+        MarketRequest::from_bytes(&req.to_bytes()).is_err(),
+        "a longer stderr tail is refused"
+    );
 
     // A payload one byte over the limit cannot be sealed, nor decoded.
     let kp = Keypair::from_secret([1; 32]);

@@ -20,6 +20,8 @@ use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
 
 /// Most blocks in one [`MarketResponse::Chain`].
 pub const MAX_CHAIN_PAGE: usize = 64;
+/// Most bytes of a guest's stderr a receipt request carries.
+pub const MAX_STDERR_TAIL: usize = 4096;
 
 /// The market protocol id.
 pub const MARKET_PROTOCOL: &str = "/agora/market/1";
@@ -46,6 +48,10 @@ pub enum MarketRequest {
         receipt: Envelope,
         /// The output.
         output: Option<Blob>,
+        /// The tail of the guest's stderr when the run did not succeed (at
+        /// most [`MAX_STDERR_TAIL`] bytes): what the developer needs to see
+        /// why. Not signed and not verified: the provider's word.
+        stderr: Blob,
     },
     /// A payment: the payer's signed [`crate::chain::Block`] whose entry
     /// is a [`crate::chain::Entry::Pay`] (its voucher). Answered with the
@@ -86,9 +92,11 @@ impl MarketRequest {
             MarketRequest::Accept { accept, content } => {
                 accept.encoded_len() + 4 + content.iter().map(blob).sum::<usize>()
             }
-            MarketRequest::Receipt { receipt, output } => {
-                receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob)
-            }
+            MarketRequest::Receipt {
+                receipt,
+                output,
+                stderr,
+            } => receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob) + blob(stderr),
             MarketRequest::Summaries(d) => d.to_bytes().len(),
             MarketRequest::Chain { .. } => 32 + 8,
             MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
@@ -396,10 +404,15 @@ impl Encode for MarketRequest {
                 accept.encode(w);
                 content.encode(w)
             }
-            MarketRequest::Receipt { receipt, output } => {
+            MarketRequest::Receipt {
+                receipt,
+                output,
+                stderr,
+            } => {
                 w.u8(2);
                 receipt.encode(w);
-                output.encode(w)
+                output.encode(w);
+                stderr.encode(w)
             }
             MarketRequest::Pay(e) => {
                 w.u8(3);
@@ -485,7 +498,12 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
                 1 => Some(decode_inline(r)?),
                 tag => return Err(DecodeError::InvalidTag { field: "output", tag }),
             };
-            MarketRequest::Receipt { receipt, output }
+            let stderr = Blob::decode_limited(r, MAX_STDERR_TAIL, "stderr tail")?;
+            MarketRequest::Receipt {
+                receipt,
+                output,
+                stderr,
+            }
         }
         3 => MarketRequest::Pay(Envelope::decode(r)?),
         4 => MarketRequest::Cancel(Envelope::decode(r)?),

@@ -199,7 +199,7 @@ impl Engine {
             self.deliver(
                 agreement,
                 p.requester,
-                serve::receipt_request(env, None),
+                serve::receipt_request(env, None, Vec::new()),
                 false,
                 now,
             );

@@ -45,6 +45,10 @@ pub struct Ran {
     /// The output bytes, when small enough to travel with the receipt
     /// (a larger output is stored by the host before it reports).
     pub inline: Option<Vec<u8>>,
+    /// The tail of the guest's stderr when the run did not succeed (at most
+    /// [`agora_protocol::rpc::MAX_STDERR_TAIL`] bytes), sent with the
+    /// receipt so that the developer sees why.
+    pub stderr: Vec<u8>,
 }
 
 impl Ran {

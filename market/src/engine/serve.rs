@@ -49,7 +49,11 @@ impl Engine {
         match request {
             MarketRequest::CallForOffers(env) => self.on_call(peer, &env, reply, now),
             MarketRequest::Accept { accept, content } => self.on_accept(peer, &accept, content, reply, now),
-            MarketRequest::Receipt { receipt, output } => self.on_receipt(peer, &receipt, output, reply, now),
+            MarketRequest::Receipt {
+                receipt,
+                output,
+                stderr,
+            } => self.on_receipt(peer, &receipt, output, stderr.0, reply, now),
             MarketRequest::Pay(env) => self.on_pay(peer, &env, reply, now),
             MarketRequest::Chain { owner, after } => self.serve_chain(owner, after, reply),
             MarketRequest::Cancel(env) => self.on_cancel(peer, &env, reply, now),
@@ -249,6 +253,7 @@ impl Engine {
         peer: NodeId,
         env: &Envelope,
         output: Option<Blob>,
+        stderr: Vec<u8>,
         reply: ReplyId,
         now: Timestamp,
     ) {
@@ -257,6 +262,9 @@ impl Engine {
             Ok(_) => return self.decline(reply, Decline::invalid("receipt signed by another node")),
             Err(e) => return self.decline(reply, Decline::invalid(e)),
         };
+        if !stderr.is_empty() {
+            self.requester.note_stderr(&v, &stderr);
+        }
         let r = v.payload();
         match output {
             Some(Blob(bytes)) => {
@@ -385,19 +393,29 @@ impl Engine {
                 bytes: Arc::new(bytes.clone()),
             }));
         }
-        let request = receipt_request(env, ran.inline.clone());
+        let request = receipt_request(env, ran.inline.clone(), ran.stderr.clone());
         self.deliver(agreement, acc.requester, request, false, now);
     }
 }
 
 use agora_protocol::Payload as _;
 
-/// The request that delivers a receipt (its output inline when small).
-pub(super) fn receipt_request(receipt: Envelope, output: Option<Vec<u8>>) -> MarketRequest {
+/// The request that delivers a receipt (its output inline when small, the
+/// tail of a failed run's stderr with it).
+pub(super) fn receipt_request(
+    receipt: Envelope,
+    output: Option<Vec<u8>>,
+    mut stderr: Vec<u8>,
+) -> MarketRequest {
+    let max = agora_protocol::rpc::MAX_STDERR_TAIL;
+    if stderr.len() > max {
+        stderr.drain(..stderr.len() - max);
+    }
     MarketRequest::Receipt {
         receipt,
         output: output
             .filter(|o| !o.is_empty() && o.len() <= agora_protocol::limits::MAX_INLINE_CONTENT)
             .map(Blob),
+        stderr: Blob(stderr),
     }
 }

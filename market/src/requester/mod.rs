@@ -817,6 +817,28 @@ impl Requester {
         ))
     }
 
+    /// The tail of a failed run's stderr its provider sent with `receipt`:
+    /// kept on the copy it reports (the first one sent counts).
+    pub fn note_stderr(&mut self, receipt: &Verified<Receipt>, stderr: &[u8]) {
+        let r = receipt.payload();
+        let from = receipt.signer();
+        let Some(t) = self
+            .jobs
+            .get_mut(&r.task.job)
+            .and_then(|j| j.tasks.get_mut(r.task.index as usize))
+        else {
+            return;
+        };
+        if let Some(c) = t
+            .copies
+            .iter_mut()
+            .find(|c| c.provider == from && c.agreement == Some(r.agreement) && c.stderr.is_none())
+        {
+            c.stderr = Some(String::from_utf8_lossy(stderr).into_owned());
+            self.dirty_tasks.insert(r.task);
+        }
+    }
+
     /// A provider's receipt envelope and reported outcome for a copy.
     pub fn copy(&self, task: TaskId, attempt: u16) -> Option<&Copy> {
         self.jobs

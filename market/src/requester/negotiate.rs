@@ -255,6 +255,7 @@ impl Requester {
             paid: None,
             wrong: false,
             spot_pending: false,
+            stderr: None,
             accept_env: None,
         });
         t.phase = TaskPhase::Running;

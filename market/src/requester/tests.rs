@@ -222,6 +222,7 @@ fn receipt(
         started_at: NOW,
         finished_at: NOW,
         inline: None,
+        stderr: Vec::new(),
     };
     let receipt = ran.receipt(&a, agreement.id(), r.local());
     seal(kp, &receipt).open(NOW).expect("opens")

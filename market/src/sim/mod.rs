@@ -302,6 +302,7 @@ impl Sim {
             started_at: ts(self.now.saturating_sub(10)),
             finished_at: ts(self.now),
             inline: Some(out),
+            stderr: Vec::new(),
         })
     }
 

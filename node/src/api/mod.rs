@@ -289,6 +289,13 @@ pub struct CopyStatus {
     /// The provider's signed receipt (hex of its envelope), for `agora verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
+    /// Its exit status, as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// The tail of the guest's stderr the provider sent with the receipt
+    /// of a run that did not succeed (its word: not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
 }
 
 /// One task of a job.
@@ -310,6 +317,14 @@ pub struct TaskStatus {
     pub exit: Option<String>,
     /// Error.
     pub error: Option<String>,
+    /// The tail of the guest's stderr from a copy that did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// For a task that failed or has a copy that did not succeed: the
+    /// `agora exec` line that runs it locally as the providers did
+    /// (`MODULE.wasm` stands for the job's module file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduce: Option<String>,
     /// Whether the requester re-executed it.
     pub spot_checked: bool,
     /// Every copy.

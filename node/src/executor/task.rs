@@ -89,6 +89,22 @@ impl Outcome {
             started_at: self.started_at,
             finished_at: self.finished_at,
             inline: None,
+            stderr: self.stderr_tail(),
+        }
+    }
+
+    /// The last bytes of the guest's stderr when it did not succeed (what a
+    /// receipt request carries), cut at a line start where one is near.
+    pub fn stderr_tail(&self) -> Vec<u8> {
+        let max = agora_protocol::rpc::MAX_STDERR_TAIL;
+        if self.exit_status().is_success() || self.stderr.is_empty() {
+            return Vec::new();
+        }
+        let from = self.stderr.len().saturating_sub(max);
+        let tail = &self.stderr[from..];
+        match tail.iter().position(|b| *b == b'\n') {
+            Some(nl) if from > 0 && nl + 1 < tail.len() => tail[nl + 1..].to_vec(),
+            _ => tail.to_vec(),
         }
     }
 }

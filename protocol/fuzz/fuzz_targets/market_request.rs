@@ -28,8 +28,9 @@ fn check(req: &MarketRequest, top: bool) {
             assert!(content.iter().all(|b| b.0.len() <= MAX_INLINE_CONTENT));
             open_every_type(accept, accept.issued_at());
         }
-        MarketRequest::Receipt { receipt, output } => {
+        MarketRequest::Receipt { receipt, output, stderr } => {
             assert!(output.as_ref().is_none_or(|b| b.0.len() <= MAX_INLINE_CONTENT));
+            assert!(stderr.0.len() <= agora_protocol::rpc::MAX_STDERR_TAIL);
             open_every_type(receipt, receipt.issued_at());
         }
         MarketRequest::Summaries(d) => {

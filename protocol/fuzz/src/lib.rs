@@ -764,6 +764,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         MarketRequest::Receipt {
             receipt: envelopes[7].clone(),
             output: Some(Blob(b"42".to_vec())),
+            stderr: Blob(b"oops".to_vec()),
         },
         MarketRequest::Pay(payer[1].clone()),
         MarketRequest::Cancel(envelopes[6].clone()),

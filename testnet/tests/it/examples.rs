@@ -159,6 +159,42 @@ fn every_example_job_runs_end_to_end() {
             assert_eq!(String::from_utf8_lossy(got), want);
         }
 
+        // A misspelt field: the task fails, and its status says why in the
+        // guest's own words, with the line that runs it locally.
+        let bad = [input("typo".into(), b"{\"sampels\":1000,\"stream\":0}".to_vec())];
+        let spec = job::prepare(
+            &c,
+            &modules.read("montecarlo-pi").unwrap(),
+            None,
+            &bad,
+            &Params::default(),
+        )
+        .await
+        .unwrap();
+        let id = job::submit(&c, &spec).await.unwrap();
+        let s = job::follow(
+            &c,
+            &id,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(job::ensure_done(&s).is_err(), "the misspelt input fails");
+        let s = c.job(&id).await.unwrap();
+        let t = &s.tasks[0];
+        let stderr = t.stderr.as_deref().unwrap_or_default();
+        assert!(
+            stderr.contains("sampels"),
+            "the guest's message names the field: {t:?}"
+        );
+        let line = t.reproduce.as_deref().unwrap_or_default();
+        assert!(
+            line.starts_with("agora exec MODULE.wasm --input typo --seed "),
+            "{line}"
+        );
+
         let balances = net.settle(Duration::from_secs(30)).await.unwrap();
         assert!(balances.conserved(), "{balances:?}");
         net.stop();

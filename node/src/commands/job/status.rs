@@ -74,6 +74,53 @@ fn render_status(s: &JobStatus, all: bool) -> String {
             ));
         }
     }
+    out.push_str(&failures(&s.tasks));
+    out
+}
+
+/// Most failing tasks detailed below the table.
+const FAILURES_SHOWN: usize = 5;
+/// Most lines of a guest's stderr shown per failing task.
+const STDERR_LINES: usize = 12;
+
+/// Why tasks failed, each failing input once: the error, the guest's last
+/// stderr lines its provider sent, and the `agora exec` line that runs it
+/// locally.
+pub(super) fn failures(tasks: &[TaskStatus]) -> String {
+    let failing: Vec<&TaskStatus> = tasks.iter().filter(|t| t.reproduce.is_some()).collect();
+    if failing.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} task(s) failed or have a copy that did not succeed:\n",
+        failing.len()
+    );
+    for t in failing.iter().take(FAILURES_SHOWN) {
+        let why = t
+            .error
+            .clone()
+            .or_else(|| t.exit.clone())
+            .or_else(|| t.copies.iter().find_map(|c| c.exit.clone()))
+            .unwrap_or_else(|| "did not succeed".into());
+        out.push_str(&format!("\ntask {} ({}): {why}\n", t.index, t.name));
+        if let Some(e) = &t.stderr {
+            let lines: Vec<&str> = e.lines().collect();
+            let from = lines.len().saturating_sub(STDERR_LINES);
+            out.push_str("  stderr (last lines, as the provider sent them):\n");
+            for l in &lines[from..] {
+                out.push_str(&format!("    {l}\n"));
+            }
+        }
+        if let Some(r) = &t.reproduce {
+            out.push_str(&format!("  run it here: {r}\n"));
+        }
+    }
+    if failing.len() > FAILURES_SHOWN {
+        out.push_str(&format!(
+            "\n({} more; `--json` has every one)\n",
+            failing.len() - FAILURES_SHOWN
+        ));
+    }
     out
 }
 
@@ -211,9 +258,31 @@ mod tests {
             fuel: None,
             exit: None,
             error: None,
+            stderr: None,
+            reproduce: None,
             spot_checked: false,
             copies: vec![],
         }
+    }
+
+    #[test]
+    fn a_failed_task_shows_the_guests_last_stderr_lines_and_how_to_run_it_here() {
+        let mut t = task(3, TaskPhase::Failed);
+        t.name = "bad.json".into();
+        t.exit = Some("exit code 101".into());
+        t.stderr = Some("warming up\npanicked at src/main.rs:9: missing field `width`\n".into());
+        t.reproduce = Some("agora exec MODULE.wasm --input bad.json --seed 7 --fuel 10 --memory 1B".into());
+        let out = failures(&[task(0, TaskPhase::Verified), t]);
+        assert!(out.contains("task 3 (bad.json): exit code 101"), "{out}");
+        assert!(
+            out.contains("    panicked at src/main.rs:9: missing field `width`"),
+            "{out}"
+        );
+        assert!(
+            out.contains("run it here: agora exec MODULE.wasm --input bad.json"),
+            "{out}"
+        );
+        assert!(failures(&[task(0, TaskPhase::Verified)]).is_empty());
     }
 
     #[test]

@@ -87,6 +87,12 @@ impl WatchCommand {
             let end = s.state.is_terminal();
             display.update(&s, end)?;
             if end {
+                // With its task rows, to say why each failing task failed.
+                if s.state != JobState::Done
+                    && let Ok(full) = client.job(&self.id).await
+                {
+                    return anyhow::Ok(full);
+                }
                 return anyhow::Ok(s);
             }
         }
@@ -117,6 +123,9 @@ impl WatchCommand {
                     last.id,
                     last.error.as_deref().unwrap_or("no reason given")
                 );
+                if !self.json {
+                    eprint!("{}", super::status::failures(&last.tasks));
+                }
                 Ok(ExitCode::FAILURE)
             }
         }

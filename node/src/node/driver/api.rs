@@ -448,9 +448,18 @@ fn task_status(
                     .filter(|_| detail.receipts)
                     .map(hex::encode),
                 exec_ms: c.reported.as_ref().map(|r| r.exec_ms),
+                exit: c.reported.as_ref().map(|r| r.exit.to_string()),
+                stderr: c.stderr.clone(),
             }
         })
         .collect();
+    let failing = t
+        .copies
+        .iter()
+        .filter_map(|c| c.reported.as_ref().filter(|r| !r.exit.is_success()).map(|_| c));
+    let stderr = failing.clone().find_map(|c| c.stderr.clone());
+    let reproduce = (t.phase == agora_market::job::TaskPhase::Failed || failing.clone().next().is_some())
+        .then(|| reproduce(rec, t.id.index));
     TaskStatus {
         index: t.id.index,
         name: rec.spec.inputs[t.id.index as usize].name.clone(),
@@ -460,8 +469,43 @@ fn task_status(
         fuel: t.fuel,
         exit: t.exit.as_ref().map(|e| e.to_string()),
         error: t.error.clone(),
+        stderr,
+        reproduce,
         spot_checked: t.spot_checked,
         copies,
+    }
+}
+
+/// The `agora exec` line that runs task `index` of a job locally with the
+/// limits, seed and arguments its providers had.
+fn reproduce(rec: &JobRecord, index: u32) -> String {
+    let spec = &rec.spec;
+    let name = spec
+        .inputs
+        .get(index as usize)
+        .map_or("INPUT", |i| i.name.as_str());
+    let mut line = format!(
+        "agora exec MODULE.wasm --input {} --seed {} --fuel {} --memory {}B",
+        shell_word(name),
+        spec.task_seed(index),
+        spec.fuel.0,
+        spec.memory.0
+    );
+    for a in &spec.args {
+        line.push_str(&format!(" --arg {}", shell_word(a)));
+    }
+    line
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
