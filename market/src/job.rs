@@ -249,14 +249,16 @@ pub enum JobState {
     Running,
     /// Every task verified (and reduced, if asked).
     Done,
-    /// A task failed for good, or the job was cancelled.
+    /// A task failed for good, or no provider took one in time.
     Failed,
+    /// Its owner cancelled it.
+    Cancelled,
 }
 
 impl JobState {
     /// Whether the job has ended.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed)
+        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
     }
 }
 

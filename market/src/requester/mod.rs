@@ -598,7 +598,7 @@ impl Requester {
         if job.record.state.is_terminal() {
             return false;
         }
-        self.fail_job(id, "cancelled by the user".into(), now);
+        self.end_job(id, JobState::Cancelled, "cancelled by the user".into(), now);
         true
     }
 
@@ -641,11 +641,17 @@ impl Requester {
     }
 
     fn fail_job(&mut self, id: JobId, error: String, now: Timestamp) {
+        self.end_job(id, JobState::Failed, error, now);
+    }
+
+    /// Ends a job that is not done (`Failed` or `Cancelled`): its unfinished
+    /// tasks fail, its live copies are withdrawn.
+    fn end_job(&mut self, id: JobId, state: JobState, error: String, now: Timestamp) {
         let Some(job) = self.jobs.get_mut(&id) else { return };
         if job.record.state.is_terminal() {
             return;
         }
-        job.record.state = JobState::Failed;
+        job.record.state = state;
         job.record.error = Some(error.clone());
         job.record.finished_at = Some(now);
         self.ended.push_back((now, id));
@@ -661,8 +667,10 @@ impl Requester {
             }
             if !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
                 t.phase = TaskPhase::Failed;
-                t.error
-                    .get_or_insert_with(|| format!("not run: the job failed ({error})"));
+                t.error.get_or_insert_with(|| match state {
+                    JobState::Cancelled => "not run: the job was cancelled".to_owned(),
+                    _ => format!("not run: the job failed ({error})"),
+                });
             }
             self.dirty_tasks.insert(t.id);
         }
@@ -679,10 +687,7 @@ impl Requester {
         }
         self.drop_negotiations(|t| t.job == id);
         self.dirty_jobs.insert(id);
-        self.out.push_back(Action::Ended {
-            job: id,
-            state: JobState::Failed,
-        });
+        self.out.push_back(Action::Ended { job: id, state });
     }
 
     fn finish_job(&mut self, id: JobId, now: Timestamp) {

@@ -336,7 +336,7 @@ pub struct TaskStatus {
 pub struct JobStatus {
     /// The job.
     pub id: JobId,
-    /// Its state: `pending`, `running`, `done` or `failed`.
+    /// Its state: `pending`, `running`, `done`, `failed` or `cancelled`.
     pub state: JobState,
     /// Why it failed.
     pub error: Option<String>,
@@ -402,10 +402,20 @@ pub struct OutputRef {
     pub index: u32,
     /// Task name (its input file's name).
     pub name: String,
-    /// Output id.
+    /// Output id, once the task is verified.
     pub id: Option<ContentId>,
     /// Output size.
     pub size: Option<u64>,
+    /// The task's phase.
+    #[serde(default = "pending_phase")]
+    pub phase: agora_market::job::TaskPhase,
+    /// Why a task that is not verified has no output: its error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn pending_phase() -> agora_market::job::TaskPhase {
+    agora_market::job::TaskPhase::Pending
 }
 
 /// `GET /v1/jobs/{id}/result`.

@@ -28,10 +28,10 @@ pub struct NodeCommand {
     #[arg(long, env = "AGORA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
-    #[arg(long = "listen", value_name = "MULTIADDR")]
+    #[arg(long = "listen", value_name = "MULTIADDR", value_parser = multiaddr_arg)]
     pub listen: Vec<Multiaddr>,
     /// Peer to dial at start (repeatable), e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW…
-    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    #[arg(long = "bootstrap", value_name = "MULTIADDR", value_parser = multiaddr_arg)]
     pub bootstrap: Vec<Multiaddr>,
     /// Local API address (keep it on loopback).
     #[arg(long, value_name = "ADDR")]
@@ -290,5 +290,41 @@ mod tests {
         assert!(!pid_alive(node.id()), "nor a reaped one");
         let _ = other.kill();
         let _ = other.wait();
+    }
+}
+
+/// A multiaddr from the command line; `host:port` and other near misses get
+/// the form they should take.
+fn multiaddr_arg(s: &str) -> Result<Multiaddr, String> {
+    if let Ok(a) = s.parse::<Multiaddr>() {
+        return Ok(a);
+    }
+    let example = match s.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.contains('/') => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(ip)) => format!("/ip4/{ip}/tcp/{port}"),
+                Ok(std::net::IpAddr::V6(ip)) => format!("/ip6/{ip}/tcp/{port}"),
+                Err(_) => format!("/dns/{host}/tcp/{port}"),
+            }
+        }
+        _ => "/ip4/1.2.3.4/tcp/4001".to_owned(),
+    };
+    Err(format!(
+        "`{s}` is not a multiaddr: write it like `{example}` (a peer's full address ends in /p2p/<its peer id>, as its node.json lists it)"
+    ))
+}
+
+#[cfg(test)]
+mod multiaddr_tests {
+    use super::multiaddr_arg;
+
+    #[test]
+    fn a_host_and_port_is_refused_with_the_multiaddr_it_means() {
+        let e = multiaddr_arg("127.0.0.1:35565").unwrap_err();
+        assert!(e.contains("`/ip4/127.0.0.1/tcp/35565`"), "{e}");
+        let e = multiaddr_arg("seed.example.org:4001").unwrap_err();
+        assert!(e.contains("`/dns/seed.example.org/tcp/4001`"), "{e}");
+        assert!(multiaddr_arg("/ip4/127.0.0.1/tcp/1").is_ok());
     }
 }

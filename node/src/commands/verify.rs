@@ -72,8 +72,16 @@ impl VerifyCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let bytes = std::fs::read(&self.receipt)
             .with_context(|| format!("cannot read the receipt {}", self.receipt.display()))?;
-        let envelope = Envelope::from_bytes(&bytes)
-            .with_context(|| format!("{} is not a signed envelope", self.receipt.display()))?;
+        let not_a_receipt = || {
+            anyhow::anyhow!(
+                "{} is not a receipt: receipts are the files `agora exec --receipt FILE` and `agora job receipts ID --out DIR` write",
+                self.receipt.display()
+            )
+        };
+        let envelope = Envelope::from_bytes(&bytes).map_err(|_| not_a_receipt())?;
+        if envelope.payload_type() != <Receipt as agora_protocol::Payload>::TYPE.code() {
+            return Err(not_a_receipt());
+        }
         let verified = match envelope.open_ignoring_time::<Receipt>() {
             Ok(v) => v,
             Err(e) => {

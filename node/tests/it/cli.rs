@@ -313,12 +313,21 @@ fn cli_commands_against_one_node() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not done"), "{}", stderr(&out));
 
-    // Cancelling ends it as failed; watch then exits 1 with the reason.
+    // Cancelling ends it as cancelled; watch then exits 1 saying so, and
+    // its result names the output missing and why (exit status 3).
     let cancelled = node.json(&["job", "cancel", &id, "--json"]);
-    assert_eq!(cancelled["state"], "failed");
+    assert_eq!(cancelled["state"], "cancelled");
     let out = node.agora(&["job", "watch", &id]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("failed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("was cancelled"), "{}", stderr(&out));
+    let out = node.agora(&["job", "result", &id, "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wrote 0 of 1 output(s)")
+            && text.contains("task 0 (a.json): not run: the job was cancelled"),
+        "{text}"
+    );
     let explain = node.json(&["job", "explain", &id, "--json"]);
     assert_eq!(explain["id"], id.as_str());
 

@@ -23,6 +23,7 @@ pub fn state_name(s: JobState) -> &'static str {
         JobState::Running => "running",
         JobState::Done => "done",
         JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
     }
 }
 

@@ -4,8 +4,9 @@
 //! and short enough for any file system; the node's content store serves
 //! them by content id, a few at a time, and each file is written through a
 //! temporary name so that it is either complete or absent. Writing never
-//! follows a link planted in the output directory. A job that is not done
-//! is refused unless `--partial` asks for what is verified so far.
+//! follows a link planted in the output directory. A job that ended without
+//! every output (failed, cancelled) gets what was verified, with the rest
+//! listed and why; a running one only with `--partial`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,14 +14,14 @@ use std::process::ExitCode;
 
 use agora_protocol::{ContentId, JobId};
 use anyhow::{Context, bail};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::TRANSFERS;
 use super::render::state_name;
 use crate::api::client::Client;
 use crate::api::{JobResult, OutputRef};
 use crate::commands::common::{NodeLocator, block_on, emitln, print_json};
-use crate::market::job::JobState;
+use crate::market::job::{JobState, TaskPhase};
 
 /// Download a job's outputs into a directory.
 ///
@@ -36,8 +37,10 @@ use crate::market::job::JobState;
 /// when it is a PNG image. Existing files are replaced; a symbolic link in
 /// DIR is replaced, never written through.
 ///
-/// Refuses, with exit status 1, unless the job is done; `--partial` downloads
-/// the outputs verified so far.
+/// Exit status: 0 when every output was written (the job is done); 3 when
+/// the job failed or was cancelled, or is still running and `--partial` was
+/// given: every verified output is written and each missing one is listed
+/// with why; 1 on an error, and for a running job without `--partial`.
 #[derive(Debug, clap::Args)]
 pub struct ResultCommand {
     /// The job.
@@ -54,6 +57,36 @@ pub struct ResultCommand {
     /// The node the job was submitted through.
     #[command(flatten)]
     pub node: NodeLocator,
+}
+
+/// Exit status of `job result` when outputs are missing (see
+/// [`ResultCommand`]).
+pub(super) const INCOMPLETE: u8 = 3;
+/// Missing outputs listed one per line at most.
+const MISSING_SHOWN: usize = 20;
+
+/// Each task without a written output, with why.
+fn missing<'a>(result: &'a JobResult, failed: &[(u32, String)]) -> Vec<(&'a OutputRef, String)> {
+    result
+        .outputs
+        .iter()
+        .filter_map(|o| {
+            if let Some((_, why)) = failed.iter().find(|(i, _)| *i == o.index) {
+                return Some((o, why.clone()));
+            }
+            if o.id.is_some() {
+                return None;
+            }
+            let why = match (&o.error, o.phase) {
+                (Some(e), _) => e.clone(),
+                (None, TaskPhase::Failed) => "failed".to_owned(),
+                (None, TaskPhase::Pending) => "not placed yet".to_owned(),
+                (None, TaskPhase::Verified) => "verified, but its output is not known here".to_owned(),
+                (None, _) => "still running".to_owned(),
+            };
+            Some((o, why))
+        })
+        .collect()
 }
 
 /// The PNG file signature.
@@ -123,24 +156,25 @@ impl ResultCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
         let result = block_on(async { client.result(&self.id).await })??;
-        if result.state != JobState::Done && !self.partial {
+        if !result.state.is_terminal() && !self.partial {
             let verified = result.outputs.iter().filter(|o| o.id.is_some()).count();
-            let why = match (&result.state, &result.error) {
-                (JobState::Failed, Some(e)) => format!("failed ({e})"),
-                (s, _) => state_name(*s).to_owned(),
-            };
             bail!(
-                "job {} is {why}, not done ({verified} of {} outputs verified); wait with `agora job watch {}`, or pass --partial to download what is there",
+                "job {} is {}, not done ({verified} of {} outputs verified): wait with `agora job watch {}`, or pass --partial to download what is verified",
                 self.id,
+                state_name(result.state),
                 result.outputs.len(),
                 self.id
             );
         }
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create the output directory {}", self.out.display()))?;
-        let (written, reduced) = block_on(self.download(&client, &result))??;
-        self.report(&result, written, reduced)?;
-        Ok(ExitCode::SUCCESS)
+        let (written, failed, reduced) = block_on(self.download(&client, &result))??;
+        let complete = self.report(&result, written, failed, reduced)?;
+        Ok(if complete {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(INCOMPLETE)
+        })
     }
 
     /// Downloads the verified outputs, a few at a time, and the reduced
@@ -149,7 +183,11 @@ impl ResultCommand {
         &self,
         client: &Client,
         result: &JobResult,
-    ) -> anyhow::Result<(Vec<serde_json::Value>, Option<serde_json::Value>)> {
+    ) -> anyhow::Result<(
+        Vec<serde_json::Value>,
+        Vec<(u32, String)>,
+        Option<serde_json::Value>,
+    )> {
         let names = output_names(&result.outputs);
         let jobs: Vec<(ContentId, PathBuf, &OutputRef)> = result
             .outputs
@@ -157,13 +195,15 @@ impl ResultCommand {
             .zip(&names)
             .filter_map(|(o, n)| o.id.map(|id| (id, self.out.join(n), o)))
             .collect();
-        let written: Vec<serde_json::Value> = futures::stream::iter(&jobs)
+        // One output that cannot be had does not stop the others.
+        let results: Vec<Result<serde_json::Value, (u32, String)>> = futures::stream::iter(&jobs)
             .map(|(id, path, o)| async move {
-                let bytes = client.get_content(id).await.with_context(|| {
-                    format!("cannot download the output of task {} ({})", o.index, o.name)
-                })?;
-                write_file(path, &bytes)?;
-                anyhow::Ok(serde_json::json!({
+                let bytes = client
+                    .get_content(id)
+                    .await
+                    .map_err(|e| (o.index, format!("cannot download it: {e}")))?;
+                write_file(path, &bytes).map_err(|e| (o.index, format!("{e:#}")))?;
+                Ok(serde_json::json!({
                     "index": o.index,
                     "name": o.name,
                     "id": id,
@@ -172,8 +212,15 @@ impl ResultCommand {
                 }))
             })
             .buffered(TRANSFERS)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let (mut written, mut failed) = (Vec::new(), Vec::new());
+        for r in results {
+            match r {
+                Ok(w) => written.push(w),
+                Err(f) => failed.push(f),
+            }
+        }
         let reduced = match &result.reduced {
             Some(id) => {
                 let bytes = client
@@ -186,48 +233,73 @@ impl ResultCommand {
             }
             None => None,
         };
-        Ok((written, reduced))
+        Ok((written, failed, reduced))
     }
 
-    /// Says what was written, and which tasks have no output yet.
+    /// Says what was written, and which tasks have no output and why;
+    /// whether every output was written.
     fn report(
         &self,
         result: &JobResult,
         written: Vec<serde_json::Value>,
+        failed: Vec<(u32, String)>,
         reduced: Option<serde_json::Value>,
-    ) -> anyhow::Result<()> {
-        let missing: Vec<u32> = result
-            .outputs
-            .iter()
-            .filter(|o| o.id.is_none())
-            .map(|o| o.index)
-            .collect();
+    ) -> anyhow::Result<bool> {
+        let missing = missing(result, &failed);
+        let complete = missing.is_empty() && result.state == JobState::Done;
         if self.json {
-            return print_json(&serde_json::json!({
+            print_json(&serde_json::json!({
                 "id": result.id,
                 "state": result.state,
+                "error": result.error,
                 "dir": self.out,
                 "outputs": written,
                 "reduced": reduced,
-                "missing": missing,
-            }));
+                "missing": missing
+                    .iter()
+                    .map(|(o, why)| serde_json::json!({"index": o.index, "name": o.name, "why": why}))
+                    .collect::<Vec<_>>(),
+            }))?;
+            return Ok(complete);
         }
         emitln(&format!(
-            "wrote {} output(s) to {}",
+            "wrote {} of {} output(s) to {}",
             written.len(),
+            result.outputs.len(),
             self.out.display()
         ))?;
         if let Some(r) = &reduced {
             emitln(&format!("reduced result: {}", r["path"].as_str().unwrap_or("?")))?;
         }
         if !missing.is_empty() {
-            emitln(&format!(
-                "{} task(s) have no verified output yet (job {})",
-                missing.len(),
-                state_name(result.state)
-            ))?;
+            emitln(&format!("{} output(s) missing:", missing.len()))?;
+            for (o, why) in missing.iter().take(MISSING_SHOWN) {
+                emitln(&format!("  task {} ({}): {why}", o.index, o.name))?;
+            }
+            if missing.len() > MISSING_SHOWN {
+                emitln(&format!(
+                    "  … and {} more (`--json` lists every one)",
+                    missing.len() - MISSING_SHOWN
+                ))?;
+            }
+            let advice = match result.state {
+                JobState::Failed => format!(
+                    "job {} failed ({}): `agora job status {}` shows why each task failed and how to run it here",
+                    result.id,
+                    result.error.as_deref().unwrap_or("no reason given"),
+                    result.id
+                ),
+                JobState::Cancelled => format!("job {} was cancelled", result.id),
+                s => format!(
+                    "job {} is {}: `agora job watch {}` follows it to the end",
+                    result.id,
+                    state_name(s),
+                    result.id
+                ),
+            };
+            emitln(&advice)?;
         }
-        Ok(())
+        Ok(complete)
     }
 }
 
@@ -277,7 +349,40 @@ mod tests {
             name: name.to_owned(),
             id: None,
             size: None,
+            phase: TaskPhase::Pending,
+            error: None,
         }
+    }
+
+    #[test]
+    fn every_missing_output_is_named_with_why() {
+        let mut outs: Vec<OutputRef> = (0..4).map(|i| output(i, &format!("in-{i}"))).collect();
+        outs[0].id = Some(ContentId([1; 32]));
+        outs[0].phase = TaskPhase::Verified;
+        outs[1].phase = TaskPhase::Failed;
+        outs[1].error = Some("exit code 1".into());
+        outs[2].id = Some(ContentId([2; 32]));
+        outs[2].phase = TaskPhase::Verified;
+        outs[3].phase = TaskPhase::Running;
+        let r = JobResult {
+            id: JobId([0; 16]),
+            state: JobState::Failed,
+            outputs: outs,
+            reduced: None,
+            error: Some("a task failed".into()),
+        };
+        let m: Vec<(u32, String)> = missing(&r, &[(2, "cannot download it: gone".into())])
+            .into_iter()
+            .map(|(o, why)| (o.index, why))
+            .collect();
+        assert_eq!(
+            m,
+            [
+                (1, "exit code 1".to_owned()),
+                (2, "cannot download it: gone".to_owned()),
+                (3, "still running".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -117,6 +117,10 @@ impl WatchCommand {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            JobState::Cancelled => {
+                eprintln!("error: job {} was cancelled after {took}", last.id);
+                Ok(ExitCode::FAILURE)
+            }
             _ => {
                 eprintln!(
                     "error: job {} failed after {took}: {}",

@@ -169,11 +169,20 @@ impl Driver {
             state: rec.state,
             outputs: tasks
                 .iter()
-                .map(|t| OutputRef {
-                    index: t.id.index,
-                    name: rec.spec.inputs[t.id.index as usize].name.clone(),
-                    id: t.output,
-                    size: t.output.and_then(|o| work::held_size(&self.sh, &o)),
+                .map(|t| {
+                    // Only a verified task's output is a result (a failure's
+                    // stdout, even agreed on, is not).
+                    let id = t
+                        .output
+                        .filter(|_| t.phase == agora_market::job::TaskPhase::Verified);
+                    OutputRef {
+                        index: t.id.index,
+                        name: rec.spec.inputs[t.id.index as usize].name.clone(),
+                        id,
+                        size: id.and_then(|o| work::held_size(&self.sh, &o)),
+                        phase: t.phase,
+                        error: t.error.clone(),
+                    }
                 })
                 .collect(),
             reduced: rec.reduced,
