@@ -179,6 +179,9 @@ pub enum SubmitError {
     /// Content it names is not on this node.
     #[error("{0}")]
     Missing(String),
+    /// No provider known could take it as asked.
+    #[error("{0}")]
+    Unplaceable(String),
 }
 
 /// Why a job could not be cancelled.
@@ -619,6 +622,9 @@ impl Engine {
     /// they are durable.
     pub fn submit(&mut self, spec: JobSpec, now: Timestamp) -> Result<JobId, SubmitError> {
         self.check_content(&spec)?;
+        self.requester
+            .check_placeable(&spec, now, &self.view)
+            .map_err(SubmitError::Unplaceable)?;
         self.must_flush = true;
         let id = JobId(self.rng.random());
         self.counters.jobs_submitted += 1;

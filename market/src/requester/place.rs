@@ -618,6 +618,72 @@ impl Requester {
     }
 }
 
+/// What the first task of `spec` asks of a provider (the others differ in
+/// their input only), with no copy placed yet.
+fn spec_need(spec: &JobSpec, idx: usize) -> Need {
+    let input = &spec.inputs[idx];
+    Need {
+        estimate: spec.estimate_of(idx),
+        fuel_limit: spec.fuel,
+        max_output: spec.limits().max_output,
+        memory: spec.memory,
+        deadline: spec.deadline,
+        max_price: spec.max_price,
+        max_energy: spec.max_energy,
+        domain: spec.domain.clone(),
+        module: (spec.module, spec.module_size),
+        input: (input.id, input.size),
+        exclude: Vec::new(),
+    }
+}
+
+impl Requester {
+    /// Whether `spec` can be placed on the providers known now, judged
+    /// before anything runs: `Err` says why not. Providers merely busy
+    /// count as able (they free up); with none known at all nothing is
+    /// refused (the job waits for providers, see `unplaceable_after`).
+    pub fn check_placeable(&self, spec: &JobSpec, now: Timestamp, view: &View) -> Result<(), String> {
+        // The largest input decides (the others are smaller).
+        let Some(idx) = (0..spec.inputs.len()).max_by_key(|i| spec.inputs[*i].size) else {
+            return Ok(());
+        };
+        let need = spec_need(spec, idx);
+        let candidates = placement::gather(view, &need, self.config.domains_to_try);
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let mut able = 0usize;
+        let mut excluded = Vec::new();
+        for c in &candidates {
+            match placement::evaluate(c, self.book.get(&c.node), &need, now) {
+                Ok(_) | Err(Exclusion::Busy | Exclusion::Probation { .. } | Exclusion::Deadline { .. }) => {
+                    able += 1
+                }
+                Err(e) => excluded.push(e),
+            }
+        }
+        if able == 0 {
+            return Err(format!(
+                "no provider known can take its tasks: {}",
+                placement::why_none(&excluded, &need)
+            ));
+        }
+        let replicas = usize::from(spec.replicas.max(1));
+        if replicas > able {
+            return Err(format!(
+                "--replicas {replicas} needs {replicas} distinct providers for each task; {able} of the {} known can take it{}",
+                candidates.len(),
+                if excluded.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the others: {})", placement::why_none(&excluded, &need))
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn need(job: &Job, idx: u32) -> Need {
     let spec = &job.record.spec;
     let task = &job.tasks[idx as usize];

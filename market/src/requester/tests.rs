@@ -563,3 +563,31 @@ fn a_job_no_provider_extends_credit_to_fails_saying_so() {
         "{error}"
     );
 }
+
+/// A job that cannot work as asked is refused at submission with why:
+/// more replicas than providers able to take a task, limits no advert
+/// meets. With no provider known at all it is accepted (it waits).
+#[test]
+fn a_job_that_cannot_be_placed_as_asked_is_refused_before_anything_runs() {
+    let (_, r, view, _) = world(3);
+    let mut s = spec(2, 1);
+    s.replicas = 9;
+    let e = r.check_placeable(&s, NOW, &view).unwrap_err();
+    assert!(
+        e.contains("--replicas 9 needs 9 distinct providers for each task; 3 of the 3 known can take it"),
+        "{e}"
+    );
+    let mut s = spec(2, 1);
+    s.memory = Bytes::mib(512);
+    let e = r.check_placeable(&s, NOW, &view).unwrap_err();
+    assert!(
+        e.contains("needs 512 MiB per task; the largest offer is 256 MiB (3 providers)"),
+        "{e}"
+    );
+    assert!(r.check_placeable(&spec(2, 3), NOW, &view).is_ok());
+    let (_, r, view, _) = world(0);
+    assert!(
+        r.check_placeable(&s, NOW, &view).is_ok(),
+        "no provider known: it waits"
+    );
+}

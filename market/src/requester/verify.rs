@@ -292,8 +292,26 @@ impl Requester {
                     t.phase = TaskPhase::Verified;
                 } else {
                     t.phase = TaskPhase::Failed;
+                    let limits = job.record.spec.limits();
+                    let hint = match &leader.2 {
+                        ExitStatus::OutOfFuel => format!(
+                            " (it used all {} fuel of its limit: raise --fuel, or measure it with `agora exec --json`)",
+                            leader.1.0
+                        ),
+                        ExitStatus::MemoryLimit => {
+                            format!(
+                                " (it needed more than its {} of memory: raise --memory)",
+                                limits.memory
+                            )
+                        }
+                        ExitStatus::OutputTooLarge => format!(
+                            " (it wrote more than its {} of output: raise --max-output)",
+                            limits.max_output
+                        ),
+                        _ => String::new(),
+                    };
                     t.error = Some(format!(
-                        "task failed on {} providers: {}",
+                        "task failed on {} providers: {}{hint}",
                         members.len(),
                         leader.2
                     ));
