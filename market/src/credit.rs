@@ -79,6 +79,8 @@ struct Account {
     audit: Option<Audit>,
     /// When it was last brought up to date.
     audited_at: Timestamp,
+    /// When its last read began.
+    read_at: Timestamp,
     /// Whether blocks are being fetched.
     auditing: bool,
     /// Recent block hashes of its chain, by position (to spot forks).
@@ -112,6 +114,7 @@ impl Account {
         Account {
             audit: None,
             audited_at: Timestamp(0),
+            read_at: Timestamp(0),
             auditing: false,
             recent: BTreeMap::new(),
             agreed: HashMap::new(),
@@ -225,9 +228,10 @@ impl Credit {
 
     /// The audit of `requester`'s chain to extend, and the position after
     /// which blocks are wanted; marks the audit under way.
-    pub fn start_audit(&mut self, requester: NodeId) -> u64 {
+    pub fn start_audit(&mut self, requester: NodeId, now: Timestamp) -> u64 {
         let a = self.account(requester);
         a.auditing = true;
+        a.read_at = now;
         a.unchecked = false;
         a.audit.as_ref().map_or(0, |x| x.seq)
     }
@@ -243,7 +247,7 @@ impl Credit {
             .filter(|(_, a)| a.unchecked && !a.auditing && now.since(a.audited_at) >= every)
             .map(|(n, _)| *n)
             .collect();
-        due.into_iter().map(|n| (n, self.start_audit(n))).collect()
+        due.into_iter().map(|n| (n, self.start_audit(n, now))).collect()
     }
 
     /// Blocks of `requester`'s chain arrived: they are checked and counted.
@@ -370,16 +374,18 @@ impl Credit {
     /// way; `None` while a read is under way, the chain was read far enough
     /// (it waits on its own payers), or it was read less than
     /// `audit_every` ago (a payer that does not show the block is not
-    /// asked again at once).
-    pub fn read_for(&mut self, src: &Source, now: Timestamp) -> Option<u64> {
+    /// asked again at once) — unless it was last read before `fresh_since`
+    /// (an audit the owner is waiting for began then).
+    pub fn read_for(&mut self, src: &Source, now: Timestamp, fresh_since: Option<Timestamp>) -> Option<u64> {
         let every = self.config.audit_every;
         let a = self.account(src.payer);
         let seq = a.audit.as_ref().map_or(0, |x| x.seq);
-        if a.auditing || a.broken || seq >= src.seq || (a.audited_at.0 > 0 && now.since(a.audited_at) < every)
-        {
+        let recent = a.audited_at.0 > 0 && now.since(a.audited_at) < every;
+        let stale_for_owner = fresh_since.is_some_and(|t| a.read_at < t);
+        if a.auditing || a.broken || seq >= src.seq || (recent && !stale_for_owner) {
             return None;
         }
-        Some(self.start_audit(src.payer))
+        Some(self.start_audit(src.payer, now))
     }
 
     /// Whether `owner`'s chain is audited and backed as far as it can be
@@ -588,7 +594,7 @@ mod tests {
 
     /// Feeds `chain` to `c` as a read of it would, then settles.
     fn read(c: &mut Credit, chain: &Chain) -> Vec<(Source, NodeId)> {
-        c.start_audit(chain.id());
+        c.start_audit(chain.id(), NOW);
         let _ = c.on_blocks(chain.id(), &chain.blocks, NOW);
         c.settle(node(99))
     }
@@ -616,7 +622,7 @@ mod tests {
             vec![(minter.id(), 1, accomplice.id())]
         );
         assert_eq!(
-            c.read_for(&waits[0].0, NOW),
+            c.read_for(&waits[0].0, NOW, None),
             Some(0),
             "the minter's chain is to be read"
         );
@@ -663,7 +669,7 @@ mod tests {
         let waits = read(&mut c, &payee);
         assert_eq!(waits.len(), 1);
         assert!(c.admit(payee.id(), 1, NOW).0.is_err(), "nothing backed yet");
-        c.read_for(&waits[0].0, NOW);
+        c.read_for(&waits[0].0, NOW, None);
         assert!(read(&mut c, &payer).is_empty());
         let (_, backing) = c.audit_of(&payee.id()).unwrap().unwrap();
         assert_eq!((backing.balance(), backing.unbacked()), (4 * CREDIT as i64, 0));

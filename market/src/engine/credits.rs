@@ -188,7 +188,7 @@ impl Engine {
     ) -> Result<(), Decline> {
         let (verdict, read) = self.credit.admit(requester, price.cost(fuel).0, now);
         if read {
-            let after = self.credit.start_audit(requester);
+            let after = self.credit.start_audit(requester, now);
             self.read_chain(requester, after, None, now);
         }
         verdict
@@ -216,7 +216,7 @@ impl Engine {
                     .blocks(self.host.as_ref(), &owner, after, MAX_CHAIN_PAGE)
                     .unwrap_or_default();
                 match self.credit.on_blocks(owner, &blocks, now) {
-                    Ok(true) => after = self.credit.start_audit(owner),
+                    Ok(true) => after = self.credit.start_audit(owner, now),
                     _ => break,
                 }
             }
@@ -291,7 +291,7 @@ impl Engine {
         }
         match self.credit.on_blocks(owner, &blocks, now) {
             Ok(true) => {
-                let after = self.credit.start_audit(owner);
+                let after = self.credit.start_audit(owner, now);
                 fallback.retain(|n| *n != asked);
                 self.ask_chain(ChainRead {
                     owner,
@@ -362,14 +362,17 @@ impl Engine {
     /// the payers' chains it waits on, and reports the audits the owner
     /// asked for that have gone as far as they can.
     pub(super) fn settle_backing(&mut self, now: Timestamp) {
+        // While the owner waits for an audit, a payer's chain not read since
+        // it asked is read now, however recently it was read before.
+        let asked = self.audits.values().min().copied();
         for (src, payee) in self.credit.settle(self.local) {
-            if let Some(after) = self.credit.read_for(&src, now) {
+            if let Some(after) = self.credit.read_for(&src, now, asked) {
                 self.read_chain(src.payer, after, Some(payee), now);
             }
         }
         let done: Vec<NodeId> = self
             .audits
-            .iter()
+            .keys()
             .filter(|o| self.credit.settled(o))
             .copied()
             .collect();
@@ -393,12 +396,12 @@ impl Engine {
     /// that keep copies, and backs the credits it counts by auditing its
     /// payers' chains in turn; the report comes as [`Output::Audited`].
     pub fn audit(&mut self, owner: NodeId, now: Timestamp) {
-        if !self.audits.insert(owner) {
+        if self.audits.insert(owner, now).is_some() {
             return;
         }
         // From where this node's audit of the chain stands (every block
         // before was checked when it came), brought up to date now.
-        let after = self.credit.start_audit(owner);
+        let after = self.credit.start_audit(owner, now);
         self.read_chain(owner, after, None, now);
         self.settle_backing(now);
     }

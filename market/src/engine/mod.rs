@@ -258,7 +258,9 @@ pub struct Engine {
     ledger: Ledger,
     credit: crate::credit::Credit,
     /// Chains whose audit the owner asked for, reported once settled.
-    audits: HashSet<NodeId>,
+    /// (When each was asked for: payers' chains not read since are read
+    /// at once, whatever their last read.)
+    audits: HashMap<NodeId, Timestamp>,
     /// Calls for offers waiting for their requesters' chains to be read.
     parked: Vec<serve::Parked>,
     /// Nodes known to keep blocks of a chain (from heads gossip), newest
@@ -371,7 +373,7 @@ impl Engine {
             provider,
             ledger,
             credit: crate::credit::Credit::new(credit),
-            audits: HashSet::new(),
+            audits: HashMap::new(),
             parked: Vec::new(),
             holders: HashMap::new(),
             heads: HashMap::new(),

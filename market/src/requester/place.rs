@@ -656,9 +656,19 @@ impl Requester {
         let mut excluded = Vec::new();
         for c in &candidates {
             match placement::evaluate(c, self.book.get(&c.node), &need, now) {
-                Ok(_) | Err(Exclusion::Busy | Exclusion::Probation { .. } | Exclusion::Deadline { .. }) => {
-                    able += 1
-                }
+                // Passing states: busy, paused by its owner, short of this
+                // node's credit for now, or slow for the deadline with its
+                // current queue. The job waits for them (and fails after
+                // `unplaceable_after` if they do not pass).
+                Ok(_)
+                | Err(
+                    Exclusion::Busy
+                    | Exclusion::Probation { .. }
+                    | Exclusion::Deadline { .. }
+                    | Exclusion::NotAccepting
+                    | Exclusion::Credit { .. }
+                    | Exclusion::Unpaid { .. },
+                ) => able += 1,
                 Err(e) => excluded.push(e),
             }
         }
