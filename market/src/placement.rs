@@ -105,7 +105,7 @@ pub struct ProviderStats {
 /// How long limits a provider stated in a decline stand for it.
 pub const STATED_MEMORY: Duration = Duration::from_secs(600);
 /// How long a provider that stopped taking work is taken at its word.
-const NOT_ACCEPTING_FOR: Duration = Duration::from_secs(10);
+const NOT_ACCEPTING_FOR: Duration = Duration::from_secs(2);
 
 /// Limits a provider stated when it declined a call. Its advert may be
 /// stale, and a domain summary lists contacts with no limits at all: what
