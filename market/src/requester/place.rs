@@ -618,8 +618,8 @@ impl Requester {
     }
 }
 
-/// What the first task of `spec` asks of a provider (the others differ in
-/// their input only), with no copy placed yet.
+/// What task `idx` of `spec` asks of a provider, with no copy placed yet
+/// (its copies add exclusions: see [`need`]).
 fn spec_need(spec: &JobSpec, idx: usize) -> Need {
     let input = &spec.inputs[idx];
     Need {
@@ -695,20 +695,8 @@ impl Requester {
 }
 
 pub(super) fn need(job: &Job, idx: u32) -> Need {
-    let spec = &job.record.spec;
     let task = &job.tasks[idx as usize];
-    let input = &spec.inputs[idx as usize];
     Need {
-        estimate: spec.estimate_of(idx as usize),
-        fuel_limit: spec.fuel,
-        max_output: spec.limits().max_output,
-        memory: spec.memory,
-        deadline: spec.deadline,
-        max_price: spec.max_price,
-        max_energy: spec.max_energy,
-        domain: spec.domain.clone(),
-        module: (spec.module, spec.module_size),
-        input: (input.id, input.size),
         // Replicas must run on distinct providers: leave out those holding a
         // live or reported copy, and those found wrong. A provider that
         // merely declined or failed may be asked again.
@@ -724,6 +712,7 @@ pub(super) fn need(job: &Job, idx: u32) -> Need {
             })
             .map(|c| c.provider)
             .collect(),
+        ..spec_need(&job.record.spec, idx as usize)
     }
 }
 
