@@ -573,108 +573,139 @@ pub fn why_none(excluded: &[Exclusion], need: &Need) -> String {
     }
     let mut out: Vec<String> = Vec::new();
     let of = |f: &dyn Fn(&Exclusion) -> bool| excluded.iter().filter(|e| f(e)).collect::<Vec<_>>();
-    let mem = of(&|e| matches!(e, Exclusion::Memory { .. }));
-    if let Some(max) = mem
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::Memory { have, .. } => Some(*have),
-            _ => None,
-        })
-        .max()
-    {
+    // The figure nearest to fitting among the exclusions `pick` finds (the
+    // largest with `largest`, else the smallest), and how many there are.
+    fn nearest<T: Ord>(
+        excluded: &[Exclusion],
+        pick: impl Fn(&Exclusion) -> Option<T>,
+        largest: bool,
+    ) -> Option<(T, usize)> {
+        let all: Vec<T> = excluded.iter().filter_map(pick).collect();
+        let n = all.len();
+        let best = if largest {
+            all.into_iter().max()
+        } else {
+            all.into_iter().min()
+        };
+        best.map(|b| (b, n))
+    }
+    let e = excluded;
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::Memory { have, .. } = e {
+                Some(*have)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "needs {} per task; the largest offer is {max} ({})",
             need.memory,
-            n(mem.len())
+            n(k)
         ));
     }
-    let price = of(&|e| matches!(e, Exclusion::Price { .. }));
-    if let Some(min) = price
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::Price { asking } => Some(*asking),
-            _ => None,
-        })
-        .min()
-    {
+    if let Some((min, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::Price { asking } = e {
+                Some(*asking)
+            } else {
+                None
+            }
+        },
+        false,
+    ) {
         out.push(format!(
             "pays at most {}; the cheapest asks {min} ({})",
             need.max_price,
-            n(price.len())
+            n(k)
         ));
     }
-    let fuel = of(&|e| matches!(e, Exclusion::FuelCap { .. }));
-    if let Some(max) = fuel
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::FuelCap { max } => Some(max.0),
-            _ => None,
-        })
-        .max()
-    {
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::FuelCap { max } = e {
+                Some(max.0)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "a task may use {} fuel; the most allowed is {max} ({})",
             need.fuel_limit.0,
-            n(fuel.len())
+            n(k)
         ));
     }
-    let output = of(&|e| matches!(e, Exclusion::OutputCap { .. }));
-    if let Some(max) = output
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::OutputCap { max } => Some(*max),
-            _ => None,
-        })
-        .max()
-    {
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::OutputCap { max } = e {
+                Some(*max)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "a task may write {} of output; the most allowed is {max} ({})",
             need.max_output,
-            n(output.len())
+            n(k)
         ));
     }
-    let content = of(&|e| matches!(e, Exclusion::ContentCap { .. }));
-    if let Some(max) = content
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::ContentCap { max } => Some(*max),
-            _ => None,
-        })
-        .max()
-    {
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::ContentCap { max } = e {
+                Some(*max)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "module {} and input {}; the largest accepted is {max} ({})",
             need.module.1,
             need.input.1,
-            n(content.len())
+            n(k)
         ));
     }
-    let time = of(&|e| matches!(e, Exclusion::TimeCap { .. }));
-    if let Some(max) = time
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::TimeCap { max_ms } => Some(*max_ms),
-            _ => None,
-        })
-        .max()
-    {
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::TimeCap { max_ms } = e {
+                Some(*max_ms)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "a task would run longer than any allows: at most {max} ms ({})",
-            n(time.len())
+            n(k)
         ));
     }
-    let credit = of(&|e| matches!(e, Exclusion::Credit { .. }));
-    if let Some(max) = credit
-        .iter()
-        .filter_map(|e| match e {
-            Exclusion::Credit { available } => Some(*available),
-            _ => None,
-        })
-        .max()
-    {
+    if let Some((max, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::Credit { available } = e {
+                Some(*available)
+            } else {
+                None
+            }
+        },
+        true,
+    ) {
         out.push(format!(
             "a task may cost up to its fuel limit at the provider's price; the most credit extended to this node is {max} credits ({}): get credits, or lower --fuel",
-            n(credit.len())
+            n(k)
         ));
     }
     for (label, f) in [
