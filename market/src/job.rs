@@ -117,6 +117,11 @@ pub struct JobSpec {
     /// The largest output a task may write (default [`DEFAULT_MAX_OUTPUT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output: Option<Bytes>,
+    /// Tasks that may fail for good before the job fails. With 0 (the
+    /// default) the first failure ends the job; above 0, every task runs
+    /// and the job is done with its failures named, unless more fail.
+    #[serde(default)]
+    pub max_failures: u32,
 }
 
 /// The largest output a task may write unless the job says otherwise.
@@ -149,6 +154,13 @@ impl JobSpec {
         }
         if self.replicas == 0 || self.replicas > Self::MAX_REPLICAS {
             return fail(format!("replicas must be between 1 and {}", Self::MAX_REPLICAS));
+        }
+        if self.max_failures as usize >= self.inputs.len() && self.max_failures > 0 {
+            return fail(format!(
+                "max-failures {} leaves nothing that must succeed: the job has {} task(s)",
+                self.max_failures,
+                self.inputs.len()
+            ));
         }
         if !(0.0..=1.0).contains(&self.spot_check) {
             return fail("the spot-check rate must be between 0 and 1".into());

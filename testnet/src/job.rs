@@ -117,6 +117,7 @@ pub async fn prepare(
         seed: params.seed,
         strategy: params.strategy,
         max_output: params.max_output,
+        max_failures: 0,
     })
 }
 

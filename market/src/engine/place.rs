@@ -15,7 +15,7 @@ use agora_protocol::{
 use rand::RngExt;
 
 use super::{Engine, Output, Pending, Ran, RequestId, Work};
-use crate::job::{Evidence, JobState};
+use crate::job::{Evidence, JobState, TaskPhase};
 use crate::refusal::Refusal;
 use crate::requester::Action;
 
@@ -195,7 +195,14 @@ impl Engine {
             return;
         };
         let Some(module) = record.spec.reduce else { return };
-        let Some(outputs) = tasks.iter().map(|t| t.output).collect::<Option<Vec<ContentId>>>() else {
+        // Failed tasks (as many as `max_failures` allows) have no output to
+        // combine: the reduce step gets the verified ones, in task order.
+        let Some(outputs) = tasks
+            .iter()
+            .filter(|t| t.phase != TaskPhase::Failed)
+            .map(|t| t.output)
+            .collect::<Option<Vec<ContentId>>>()
+        else {
             return self
                 .requester
                 .on_reduced(job, Err("a task has no output".into()), now);

@@ -95,6 +95,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         seed: 1,
         strategy: Strategy::Scored,
         max_output: None,
+        max_failures: 0,
     }
 }
 
@@ -589,5 +590,84 @@ fn a_job_that_cannot_be_placed_as_asked_is_refused_before_anything_runs() {
     assert!(
         r.check_placeable(&s, NOW, &view).is_ok(),
         "no provider known: it waits"
+    );
+}
+
+/// Runs a job to its end: every copy placed reports at once, tasks whose
+/// index `fails` names exiting with code 1 (on every provider, as a
+/// deterministic failure does), the others succeeding.
+fn run_to_end(r: &mut Requester, view: &View, kps: &[Keypair], job: JobId, fails: &[u32]) {
+    for _ in 0..40 {
+        if r.job(&job).is_some_and(|(rec, _)| rec.state.is_terminal()) {
+            return;
+        }
+        for (kp, ag, task) in agree(r, view, kps) {
+            let mut rc = receipt(&kp, &ag, r, task, b"out").payload().clone();
+            if fails.contains(&task.index) {
+                rc.exit = ExitStatus::ExitCode(1);
+                rc.output = ContentId::of(b"");
+                rc.output_size = Bytes(0);
+            }
+            let rc = seal(&kp, &rc).open(NOW).expect("opens");
+            assert!(r.on_receipt(kp.node_id(), &rc, true, NOW).is_ok());
+        }
+    }
+    panic!("the job did not end");
+}
+
+#[test]
+fn with_max_failures_every_task_runs_and_the_job_is_done_naming_each_failure() {
+    let (_, mut r, view, kps) = world(3);
+    let job = JobId([20; 16]);
+    let mut s = spec(8, 1);
+    s.max_failures = 2;
+    r.submit(job, s, NOW);
+    run_to_end(&mut r, &view, &kps, job, &[1, 5]);
+    let (rec, tasks) = r.job(&job).expect("job");
+    assert_eq!(rec.state, JobState::Done, "{:?}", rec.error);
+    let failed: Vec<u32> = tasks
+        .iter()
+        .filter(|t| t.phase == TaskPhase::Failed)
+        .map(|t| t.id.index)
+        .collect();
+    assert_eq!(failed, [1, 5]);
+    assert!(
+        tasks[1]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("exit code 1"))
+    );
+    assert_eq!(
+        tasks.iter().filter(|t| t.phase == TaskPhase::Verified).count(),
+        6,
+        "every good task ran"
+    );
+}
+
+#[test]
+fn one_failure_more_than_max_failures_allows_fails_the_job_saying_how_many() {
+    let (_, mut r, view, kps) = world(3);
+    let job = JobId([21; 16]);
+    let mut s = spec(8, 1);
+    s.max_failures = 1;
+    r.submit(job, s, NOW);
+    run_to_end(&mut r, &view, &kps, job, &[1, 5]);
+    let (rec, _) = r.job(&job).expect("job");
+    assert_eq!(rec.state, JobState::Failed);
+    let e = rec.error.clone().unwrap_or_default();
+    assert!(
+        e.starts_with("2 tasks failed, more than the 1 --max-failures allows; first, task 1 (in-1)"),
+        "{e}"
+    );
+    // The default stays strict: the first failure ends the job.
+    let (_, mut r, view, kps) = world(3);
+    r.submit(job, spec(8, 1), NOW);
+    run_to_end(&mut r, &view, &kps, job, &[1, 5]);
+    let (rec, _) = r.job(&job).expect("job");
+    assert_eq!(rec.state, JobState::Failed);
+    assert!(
+        rec.error.as_deref().is_some_and(|e| e.starts_with("task ")),
+        "{:?}",
+        rec.error
     );
 }

@@ -461,14 +461,7 @@ impl Requester {
             .tasks
             .iter()
             .all(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed));
-        let failed = job.tasks.iter().find(|t| t.phase == TaskPhase::Failed).map(|t| {
-            format!(
-                "task {} ({}): {}",
-                t.id.index,
-                job.record.spec.inputs[t.id.index as usize].name,
-                t.error.clone().unwrap_or_default()
-            )
-        });
+        let failed = over_budget(job);
         self.drop_negotiations(|t| *t == task);
         for (p, fuel, exec) in learnt {
             self.book.verified(p, fuel, exec, &[module, input], now);
@@ -506,6 +499,29 @@ impl Requester {
             self.finish_job(task.job, now);
         }
     }
+}
+
+/// Why the job fails, if its failed tasks exceed what it allows
+/// (`max_failures`, 0 by default: the first failure ends the job).
+fn over_budget(job: &Job) -> Option<String> {
+    let mut failed = job.tasks.iter().filter(|t| t.phase == TaskPhase::Failed);
+    let first = failed.next()?;
+    let count = 1 + failed.count();
+    let allowed = job.record.spec.max_failures as usize;
+    if count <= allowed {
+        return None;
+    }
+    let first = format!(
+        "task {} ({}): {}",
+        first.id.index,
+        job.record.spec.inputs[first.id.index as usize].name,
+        first.error.clone().unwrap_or_default()
+    );
+    Some(if allowed == 0 {
+        first
+    } else {
+        format!("{count} tasks failed, more than the {allowed} --max-failures allows; first, {first}")
+    })
 }
 
 /// Reported copies grouped by outcome, largest group first.

@@ -279,6 +279,7 @@ impl Sim {
             seed: 5,
             strategy: Strategy::Scored,
             max_output: None,
+            max_failures: 0,
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

@@ -362,6 +362,16 @@ pub struct JobStatus {
     pub replicas: u8,
     /// Spot-check rate.
     pub spot_check: f64,
+    /// Tasks that may fail before the job fails (`--max-failures`).
+    #[serde(default)]
+    pub max_failures: u32,
+    /// The arguments every task ran with (`agora verify --job` re-runs
+    /// tasks with them).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Memory limit of each task, bytes.
+    #[serde(default)]
+    pub memory: Bytes,
 }
 
 /// Placement decisions of one task.

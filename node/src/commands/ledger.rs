@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::common::{NodeLocator, Table, ago, block_on, emit, emitln, or_dash, print_json};
 use crate::api::{AuditReport, Ledger};
+use crate::commands::refs::PeerRef;
 
 /// Show a running node's credit chain: balance, totals and recent blocks;
 /// or audit a peer's chain; or issue and import grants.
@@ -26,9 +27,10 @@ pub struct LedgerCommand {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
     /// Fetch PEER's chain (through the node), check every link and
-    /// signature, and print its audited balance.
+    /// signature, and print its audited balance. PEER is a whole peer id,
+    /// or a unique part of one as `agora peers` prints it.
     #[arg(long, value_name = "PEER")]
-    pub audit: Option<NodeId>,
+    pub audit: Option<PeerRef>,
     /// Print the API's JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -112,7 +114,10 @@ impl LedgerCommand {
         }
         let client = self.node.client()?;
         if let Some(peer) = self.audit {
-            let report = block_on(async move { client.audit(&peer).await })??;
+            let report = block_on(async move {
+                let peer = peer.resolve(&client).await?;
+                anyhow::Ok(client.audit(&peer).await?)
+            })??;
             if self.json {
                 print_json(&report)?;
             } else {

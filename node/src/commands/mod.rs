@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod ledger;
 pub mod node;
 pub mod peers;
+pub mod refs;
 pub mod status;
 pub mod verify;

@@ -297,7 +297,9 @@ fn cli_commands_against_one_node() {
     assert_eq!(id.len(), 32, "{submitted}");
     let jobs = node.json(&["jobs", "--json"]);
     assert_eq!(jobs[0]["id"], id.as_str());
-    let job = node.json(&["job", "status", &id, "--json"]);
+    // Named by a prefix of its id, as anywhere a job id is taken.
+    let job = node.json(&["job", "status", &id[..6], "--json"]);
+    assert_eq!(job["id"], id.as_str());
     assert_eq!(job["total"], 1);
     assert_eq!(job["tasks"][0]["name"], "a.json");
     assert!(
@@ -330,6 +332,20 @@ fn cli_commands_against_one_node() {
     );
     let explain = node.json(&["job", "explain", &id, "--json"]);
     assert_eq!(explain["id"], id.as_str());
+
+    // Its receipts, none: nothing to hold.
+    let verified = node.json(&["verify", "--job", &id[..6], "--json"]);
+    assert_eq!(
+        (verified["receipts"].as_u64(), verified["hold"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let out = node.agora(&["job", "status", "ffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no job known here matches"),
+        "{}",
+        stderr(&out)
+    );
 
     // An unknown job: a clear error, exit status 1.
     let out = node.agora(&["job", "status", "0123456789abcdef0123456789abcdef"]);

@@ -49,7 +49,7 @@ fn every_example_job_runs_end_to_end() {
         let agora = artifacts::agora_binary().unwrap();
         let modules = artifacts::example_modules().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        let mut net = Testnet::new(agora.clone(), dir.path()).unwrap();
         let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
         specs.extend((0..3).map(|_| NodeSpec::provider("local").with_slots(1).with_cpu_share(0.5)));
         net.start_all(specs).await.unwrap();
@@ -158,19 +158,47 @@ fn every_example_job_runs_end_to_end() {
                 .collect();
             assert_eq!(String::from_utf8_lossy(got), want);
         }
+        // Every receipt of the job holds when re-executed here, the job
+        // named by a prefix of its id as the tables print it.
+        let prefix = s.id.to_string()[..8].to_owned();
+        let out = std::process::Command::new(&agora)
+            .args(["verify", "--job", &prefix, "--json", "--data-dir"])
+            .arg(&net.node(0).data_dir)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert!(out.status.success(), "{report}");
+        assert_eq!(report["job"], s.id.to_string());
+        assert!(report["receipts"].as_u64().unwrap() >= 3, "{report}");
+        assert_eq!(report["hold"], report["receipts"], "{report}");
 
-        // A misspelt field: the task fails, and its status says why in the
-        // guest's own words, with the line that runs it locally.
-        let bad = [input("typo".into(), b"{\"sampels\":1000,\"stream\":0}".to_vec())];
-        let spec = job::prepare(
+        // Misspelt fields in 2 inputs of 6, with `--max-failures 2`: every
+        // task runs, the job is done with both failures named, each in the
+        // guest's own words with the line that runs it locally.
+        let mut mixed: Vec<TaskInput> = (0..4)
+            .map(|k| {
+                input(
+                    format!("good-{k}"),
+                    format!("{{\"samples\":1000,\"stream\":{k}}}").into_bytes(),
+                )
+            })
+            .collect();
+        mixed.insert(
+            1,
+            input("typo".into(), b"{\"sampels\":1000,\"stream\":0}".to_vec()),
+        );
+        mixed.push(input("typo-2".into(), b"{\"samples\":1000,\"steam\":1}".to_vec()));
+        let mut spec = job::prepare(
             &c,
             &modules.read("montecarlo-pi").unwrap(),
             None,
-            &bad,
+            &mixed,
             &Params::default(),
         )
         .await
         .unwrap();
+        spec.max_failures = 2;
         let id = job::submit(&c, &spec).await.unwrap();
         let s = job::follow(
             &c,
@@ -181,15 +209,17 @@ fn every_example_job_runs_end_to_end() {
         )
         .await
         .unwrap();
-        assert!(job::ensure_done(&s).is_err(), "the misspelt input fails");
+        assert_eq!(s.state, agora_node::market::job::JobState::Done, "{:?}", s.error);
+        assert_eq!((s.counts.verified, s.counts.failed), (4, 2), "{:?}", s.counts);
         let s = c.job(&id).await.unwrap();
-        let t = &s.tasks[0];
-        let stderr = t.stderr.as_deref().unwrap_or_default();
-        assert!(
-            stderr.contains("sampels"),
-            "the guest's message names the field: {t:?}"
-        );
-        let line = t.reproduce.as_deref().unwrap_or_default();
+        for (t, field) in [(&s.tasks[1], "sampels"), (&s.tasks[5], "steam")] {
+            let stderr = t.stderr.as_deref().unwrap_or_default();
+            assert!(
+                stderr.contains(field),
+                "the guest's message names the field: {t:?}"
+            );
+        }
+        let line = s.tasks[1].reproduce.as_deref().unwrap_or_default();
         assert!(
             line.starts_with("agora exec MODULE.wasm --input typo --seed "),
             "{line}"

@@ -5,16 +5,16 @@
 
 use std::process::ExitCode;
 
-use agora_protocol::JobId;
-
 use super::render::state_name;
 use crate::commands::common::{NodeLocator, block_on, emitln, print_json};
+use crate::commands::refs::JobRef;
 
 /// Cancel a job: its pending tasks are dropped and running copies withdrawn.
 #[derive(Debug, clap::Args)]
 pub struct CancelCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// Print the job's summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -27,7 +27,10 @@ impl CancelCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let summary = block_on(async { client.cancel(&self.id).await })??;
+        let summary = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            anyhow::Ok(client.cancel(&id).await?)
+        })??;
         if self.json {
             print_json(&summary)?;
         } else {

@@ -8,10 +8,9 @@
 
 use std::process::ExitCode;
 
-use agora_protocol::JobId;
-
 use super::render::{EXPLAINED_TASKS, decisions, render_decision};
 use crate::commands::common::{NodeLocator, block_on, emit, print_json, utc};
+use crate::commands::refs::JobRef;
 
 /// Show the placement decisions taken for a job's tasks: per decision, the
 /// candidates with their scores (lower is better; `*` marks the chosen one),
@@ -20,8 +19,9 @@ use crate::commands::common::{NodeLocator, block_on, emit, print_json, utc};
 /// The node keeps the last few decisions of recent tasks only.
 #[derive(Debug, clap::Args)]
 pub struct ExplainCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// Detail every task, not only the first ten.
     #[arg(long)]
     pub all: bool,
@@ -37,7 +37,10 @@ impl ExplainCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let explain = block_on(async { client.explain(&self.id).await })??;
+        let explain = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            anyhow::Ok(client.explain(&id).await?)
+        })??;
         if self.json {
             print_json(&explain)?;
             return Ok(ExitCode::SUCCESS);

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agora_protocol::JobId;
 use anyhow::Context;
 
 use crate::commands::common::{NodeLocator, block_on, emitln, print_json};
+use crate::commands::refs::JobRef;
 
 /// Save every signed receipt a job's providers returned into DIR, one file
 /// per copy named `<task name>.<attempt>.receipt` (the receipt envelope's
@@ -19,8 +19,9 @@ use crate::commands::common::{NodeLocator, block_on, emitln, print_json};
 /// `agora verify DIR/<file> --module MODULE --input INPUT`.
 #[derive(Debug, clap::Args)]
 pub struct ReceiptsCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// Where to write the receipts.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -36,7 +37,10 @@ impl ReceiptsCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let status = block_on(async { client.job_with_receipts(&self.id).await })??;
+        let status = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            anyhow::Ok(client.job_with_receipts(&id).await?)
+        })??;
         std::fs::create_dir_all(&self.out)
             .with_context(|| format!("cannot create {}", self.out.display()))?;
         let mut written = Vec::new();

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use agora_protocol::{ContentId, JobId};
+use agora_protocol::ContentId;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 
@@ -21,6 +21,7 @@ use super::render::state_name;
 use crate::api::client::Client;
 use crate::api::{JobResult, OutputRef};
 use crate::commands::common::{NodeLocator, block_on, emitln, print_json};
+use crate::commands::refs::JobRef;
 use crate::market::job::{JobState, TaskPhase};
 
 /// Download a job's outputs into a directory.
@@ -38,13 +39,16 @@ use crate::market::job::{JobState, TaskPhase};
 /// DIR is replaced, never written through.
 ///
 /// Exit status: 0 when every output was written (the job is done); 3 when
-/// the job failed or was cancelled, or is still running and `--partial` was
-/// given: every verified output is written and each missing one is listed
-/// with why; 1 on an error, and for a running job without `--partial`.
+/// some are missing — the job failed or was cancelled, is done with failed
+/// tasks its `--max-failures` allows, or is still running and `--partial`
+/// was given: every verified output is written and each missing one is
+/// listed with why; 1 on an error, and for a running job without
+/// `--partial`.
 #[derive(Debug, clap::Args)]
 pub struct ResultCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// The directory to write the outputs to (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -155,15 +159,18 @@ impl ResultCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let result = block_on(async { client.result(&self.id).await })??;
+        let (id, result) = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            anyhow::Ok((id, client.result(&id).await?))
+        })??;
         if !result.state.is_terminal() && !self.partial {
             let verified = result.outputs.iter().filter(|o| o.id.is_some()).count();
             bail!(
                 "job {} is {}, not done ({verified} of {} outputs verified): wait with `agora job watch {}`, or pass --partial to download what is verified",
-                self.id,
+                id,
                 state_name(result.state),
                 result.outputs.len(),
-                self.id
+                id
             );
         }
         std::fs::create_dir_all(&self.out)
@@ -290,6 +297,10 @@ impl ResultCommand {
                     result.id
                 ),
                 JobState::Cancelled => format!("job {} was cancelled", result.id),
+                JobState::Done => format!(
+                    "job {} is done with failed tasks its --max-failures allows: `agora job status {}` shows why each task failed and how to run it here",
+                    result.id, result.id
+                ),
                 s => format!(
                     "job {} is {}: `agora job watch {}` follows it to the end",
                     result.id,
@@ -365,7 +376,7 @@ mod tests {
         outs[2].phase = TaskPhase::Verified;
         outs[3].phase = TaskPhase::Running;
         let r = JobResult {
-            id: JobId([0; 16]),
+            id: agora_protocol::JobId([0; 16]),
             state: JobState::Failed,
             outputs: outs,
             reduced: None,

@@ -7,14 +7,15 @@
 
 use std::process::ExitCode;
 
-use agora_protocol::{JobId, NodeId};
+use agora_protocol::NodeId;
 
 use super::render::{counts_line, state_name};
 use crate::api::{JobStatus, TaskStatus};
 use crate::commands::common::{
     NodeLocator, Table, block_on, ellipsize, emit, millis, or_dash, print_json, utc,
 };
-use crate::market::job::TaskPhase;
+use crate::commands::refs::JobRef;
+use crate::market::job::{JobState, TaskPhase};
 
 /// Task rows `job status` shows without `--all`.
 const TASK_ROWS: usize = 50;
@@ -27,8 +28,9 @@ const TASK_ROWS: usize = 50;
 /// in parentheses, those a task is placed on now.
 #[derive(Debug, clap::Args)]
 pub struct StatusCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// Show every task.
     #[arg(long)]
     pub all: bool,
@@ -44,7 +46,10 @@ impl StatusCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
-        let status = block_on(async { client.job(&self.id).await })??;
+        let status = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            anyhow::Ok(client.job(&id).await?)
+        })??;
         if self.json {
             print_json(&status)?;
         } else {
@@ -83,26 +88,37 @@ const FAILURES_SHOWN: usize = 5;
 /// Most lines of a guest's stderr shown per failing task.
 const STDERR_LINES: usize = 12;
 
-/// Why tasks failed, each failing input once: the error, the guest's last
-/// stderr lines its provider sent, and the `agora exec` line that runs it
-/// locally.
+/// Tasks named one per line below the detailed ones, at most.
+const NAMED_SHOWN: usize = 100;
+/// Names listed per reason a task never ran, at most.
+const NAMES_PER_REASON: usize = 20;
+
+/// Why tasks failed, every failing input named: the first few in detail
+/// (the error, the guest's last stderr lines its provider sent, and the
+/// `agora exec` line that runs it locally), the rest one line each; then the
+/// tasks that never ran to an outcome, grouped by why.
 pub(super) fn failures(tasks: &[TaskStatus]) -> String {
     let failing: Vec<&TaskStatus> = tasks.iter().filter(|t| t.reproduce.is_some()).collect();
-    if failing.is_empty() {
-        return String::new();
+    let unrun: Vec<&TaskStatus> = tasks
+        .iter()
+        .filter(|t| t.phase == TaskPhase::Failed && t.reproduce.is_none())
+        .collect();
+    let mut out = String::new();
+    if !failing.is_empty() {
+        out.push_str(&format!(
+            "\n{} task(s) failed or have a copy that did not succeed:\n",
+            failing.len()
+        ));
     }
-    let mut out = format!(
-        "\n{} task(s) failed or have a copy that did not succeed:\n",
-        failing.len()
-    );
-    for t in failing.iter().take(FAILURES_SHOWN) {
-        let why = t
-            .error
+    let why = |t: &TaskStatus| {
+        t.error
             .clone()
             .or_else(|| t.exit.clone())
             .or_else(|| t.copies.iter().find_map(|c| c.exit.clone()))
-            .unwrap_or_else(|| "did not succeed".into());
-        out.push_str(&format!("\ntask {} ({}): {why}\n", t.index, t.name));
+            .unwrap_or_else(|| "did not succeed".into())
+    };
+    for t in failing.iter().take(FAILURES_SHOWN) {
+        out.push_str(&format!("\ntask {} ({}): {}\n", t.index, t.name, why(t)));
         if let Some(e) = &t.stderr {
             let lines: Vec<&str> = e.lines().collect();
             let from = lines.len().saturating_sub(STDERR_LINES);
@@ -115,11 +131,40 @@ pub(super) fn failures(tasks: &[TaskStatus]) -> String {
             out.push_str(&format!("  run it here: {r}\n"));
         }
     }
-    if failing.len() > FAILURES_SHOWN {
-        out.push_str(&format!(
-            "\n({} more; `--json` has every one)\n",
-            failing.len() - FAILURES_SHOWN
-        ));
+    let rest = &failing[failing.len().min(FAILURES_SHOWN)..];
+    if !rest.is_empty() {
+        out.push_str("\nalso failed:\n");
+        for t in rest.iter().take(NAMED_SHOWN) {
+            out.push_str(&format!("  task {} ({}): {}\n", t.index, t.name, why(t)));
+        }
+        if rest.len() > NAMED_SHOWN {
+            out.push_str(&format!(
+                "  … and {} more (`--json` has every one)\n",
+                rest.len() - NAMED_SHOWN
+            ));
+        }
+    }
+    if !unrun.is_empty() {
+        out.push_str(&format!("\n{} task(s) never ran to an outcome:\n", unrun.len()));
+        let mut reasons: Vec<(String, Vec<&TaskStatus>)> = Vec::new();
+        for t in &unrun {
+            let w = why(t);
+            match reasons.iter_mut().find(|r| r.0 == w) {
+                Some(r) => r.1.push(t),
+                None => reasons.push((w, vec![t])),
+            }
+        }
+        for (w, ts) in reasons {
+            let mut names: Vec<String> = ts
+                .iter()
+                .take(NAMES_PER_REASON)
+                .map(|t| format!("{} ({})", t.index, t.name))
+                .collect();
+            if ts.len() > NAMES_PER_REASON {
+                names.push(format!("… and {} more", ts.len() - NAMES_PER_REASON));
+            }
+            out.push_str(&format!("  {w}: task {}\n", names.join(", ")));
+        }
     }
     out
 }
@@ -129,7 +174,20 @@ fn summary(s: &JobStatus) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<9} {v}\n"));
     line("job", s.id.to_string());
-    line("state", state_name(s.state).to_owned());
+    let state = match (s.state, s.counts.failed) {
+        (JobState::Done, n) if n > 0 => format!(
+            "done, with {n} failed task(s) (--max-failures {})",
+            s.max_failures
+        ),
+        (st, _) if s.max_failures > 0 && !st.is_terminal() => format!(
+            "{} ({} of at most {} failed so far)",
+            state_name(st),
+            s.counts.failed,
+            s.max_failures
+        ),
+        (st, _) => state_name(st).to_owned(),
+    };
+    line("state", state);
     line("tasks", format!("{} total: {}", s.total, counts_line(&s.counts)));
     let time = match s.finished_at {
         Some(_) => format!("submitted {}, took {}", utc(s.submitted_at), millis(s.wall_ms)),
@@ -283,6 +341,37 @@ mod tests {
             "{out}"
         );
         assert!(failures(&[task(0, TaskPhase::Verified)]).is_empty());
+    }
+
+    #[test]
+    fn every_failing_input_is_named_and_those_that_never_ran_are_grouped_by_why() {
+        let mut tasks: Vec<TaskStatus> = (0..12).map(|i| task(i, TaskPhase::Verified)).collect();
+        for t in &mut tasks[..7] {
+            t.phase = TaskPhase::Failed;
+            t.exit = Some("exit code 1".into());
+            t.reproduce = Some(format!("agora exec MODULE.wasm --input {}", t.name));
+        }
+        for t in &mut tasks[7..10] {
+            t.phase = TaskPhase::Failed;
+            t.error = Some("not run: the job failed (task 0 (t0): exit code 1)".into());
+        }
+        tasks[10].phase = TaskPhase::Failed;
+        tasks[10].error = Some("gave up after 24 attempts (last: unreachable)".into());
+        let out = failures(&tasks);
+        for i in 0..7 {
+            assert!(out.contains(&format!("task {i} (t{i}): exit code 1")), "{out}");
+        }
+        assert!(out.contains("also failed:"), "{out}");
+        assert!(out.contains("4 task(s) never ran to an outcome"), "{out}");
+        assert!(
+            out.contains("not run: the job failed (task 0 (t0): exit code 1): task 7 (t7), 8 (t8), 9 (t9)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("gave up after 24 attempts (last: unreachable): task 10 (t10)"),
+            "{out}"
+        );
+        assert!(!out.contains("(t11)"), "{out}");
     }
 
     #[test]

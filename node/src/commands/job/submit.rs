@@ -91,6 +91,12 @@ pub struct SubmitCommand {
     /// Fraction of tasks this node re-executes to check providers, in [0, 1].
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub spot_check: f64,
+    /// Failed tasks the job tolerates: a count (`3`), a percentage (`10%`)
+    /// or a fraction below 1 (`0.1`) of its tasks. Every task then runs,
+    /// and the job is done with its failures named unless more fail.
+    /// Default 0: the first task that fails ends the job.
+    #[arg(long, value_name = "N|P%", value_parser = parse_failures)]
+    pub max_failures: Option<Failures>,
     /// Highest declared energy cost accepted, millijoules per CU-second.
     #[arg(long, value_name = "N")]
     pub max_energy: Option<u64>,
@@ -134,6 +140,52 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--max-failures`: a count of tasks, or a share of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Failures {
+    /// At most this many tasks.
+    Count(u32),
+    /// At most this share of the tasks, in [0, 1).
+    Share(f64),
+}
+
+impl Failures {
+    /// The count for a job of `tasks` tasks (a share rounds down).
+    pub fn of(self, tasks: usize) -> u32 {
+        match self {
+            Failures::Count(n) => n,
+            Failures::Share(f) => (f * tasks as f64).floor() as u32,
+        }
+    }
+}
+
+fn parse_failures(s: &str) -> Result<Failures, String> {
+    let t = s.trim();
+    let share = |f: f64| {
+        if (0.0..1.0).contains(&f) {
+            Ok(Failures::Share(f))
+        } else {
+            Err(format!(
+                "`{s}` is not a share below 100% (give a count, like 3, or a share, like 10% or 0.1)"
+            ))
+        }
+    };
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a percentage"))?;
+        return share(p / 100.0);
+    }
+    if let Ok(n) = t.parse::<u32>() {
+        return Ok(Failures::Count(n));
+    }
+    match t.parse::<f64>() {
+        Ok(f) => share(f),
+        Err(_) => Err(format!("`{s}` is neither a count (3) nor a share (10% or 0.1)")),
+    }
+}
+
 /// `--strategy`: scored, random or round-robin.
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse()
@@ -149,6 +201,7 @@ impl SubmitCommand {
         inputs: Vec<InputSpec>,
         seed: u64,
     ) -> JobSpec {
+        let inputs_len = inputs.len();
         JobSpec {
             module: module.id,
             module_size: Bytes(module.size),
@@ -168,6 +221,7 @@ impl SubmitCommand {
             seed,
             strategy: self.strategy,
             max_output: self.max_output,
+            max_failures: self.max_failures.map_or(0, |f| f.of(inputs_len)),
         }
     }
 
@@ -506,6 +560,33 @@ mod tests {
         assert_eq!(spec.reduce, Some(reduce.id));
         assert_eq!(spec.reduce_args, ["--sum"]);
         assert_eq!(spec.strategy, Strategy::RoundRobin);
+    }
+
+    #[test]
+    fn max_failures_is_a_count_or_a_share_of_the_tasks() {
+        let inputs = |n| {
+            (0..n)
+                .map(|i| InputSpec {
+                    name: format!("{i}"),
+                    id: ContentId::of(b"i"),
+                    size: Bytes(1),
+                    estimate: None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let module = ContentRef {
+            id: ContentId::of(b"m"),
+            size: 1,
+        };
+        let count = |args: &[&str], n| submit(args).spec(&module, None, inputs(n), 1).max_failures;
+        assert_eq!(count(&["--inputs", "d"], 30), 0);
+        assert_eq!(count(&["--inputs", "d", "--max-failures", "3"], 30), 3);
+        assert_eq!(count(&["--inputs", "d", "--max-failures", "10%"], 30), 3);
+        assert_eq!(count(&["--inputs", "d", "--max-failures", "0.25"], 30), 7);
+        for bad in ["100%", "1.5", "-1", "some"] {
+            let argv = ["agora", "m.wat", "--inputs", "d", "--max-failures", bad];
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use agora_protocol::units::format_duration;
 use agora_protocol::{JobId, NodeId};
 
+use crate::commands::refs::JobRef;
+
 use super::render::{counts_line, state_name};
 use crate::api::client::{Client, ClientError};
 use crate::api::{JobStatus, PhaseCounts};
-use crate::commands::common::{NodeLocator, block_on, emitln};
+use crate::commands::common::{NodeLocator, block_on, emit, emitln};
 use crate::market::job::JobState;
 
 /// Provider lines `job watch` draws; the rest share one line.
@@ -36,8 +38,9 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 /// Exits 0 when the job is done, 1 when it failed.
 #[derive(Debug, clap::Args)]
 pub struct WatchCommand {
-    /// The job.
-    pub id: JobId,
+    /// The job: its id, or a unique prefix of it (at least 4 hex digits).
+    #[arg(value_name = "ID")]
+    pub id: JobRef,
     /// Print one JSON object per second (`id`, `state`, `total`, `counts`,
     /// `wall_ms`, `error`), and the last one when the job ends.
     #[arg(long)]
@@ -52,13 +55,16 @@ impl WatchCommand {
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
         let bars = !self.json && std::io::stdout().is_terminal();
-        let last = block_on(self.follow(&client, bars))??;
+        let last = block_on(async {
+            let id = self.id.resolve(&client).await?;
+            self.follow(&client, id, bars).await
+        })??;
         self.finish(&last)
     }
 
     /// Polls the job, showing each summary (as bars, or else as lines),
     /// until it ends; returns the last.
-    async fn follow(&self, client: &Client, bars: bool) -> anyhow::Result<JobStatus> {
+    async fn follow(&self, client: &Client, id: JobId, bars: bool) -> anyhow::Result<JobStatus> {
         let mut display = if bars {
             Display::Bars(Bars::new())
         } else {
@@ -72,7 +78,7 @@ impl WatchCommand {
         let mut failing_since: Option<Instant> = None;
         loop {
             ticker.tick().await;
-            let s = match client.job_summary(&self.id).await {
+            let s = match client.job_summary(&id).await {
                 Ok(s) => s,
                 Err(e @ ClientError::Api { .. }) => return Err(e.into()),
                 Err(e) => {
@@ -88,8 +94,8 @@ impl WatchCommand {
             display.update(&s, end)?;
             if end {
                 // With its task rows, to say why each failing task failed.
-                if s.state != JobState::Done
-                    && let Ok(full) = client.job(&self.id).await
+                if (s.state != JobState::Done || s.counts.failed > 0)
+                    && let Ok(full) = client.job(&id).await
                 {
                     return anyhow::Ok(full);
                 }
@@ -108,6 +114,13 @@ impl WatchCommand {
                         "job {} done: {}/{} tasks verified in {took}, {} credits spent",
                         last.id, last.counts.verified, last.total, last.spent
                     ))?;
+                    if last.counts.failed > 0 {
+                        emitln(&format!(
+                            "{} task(s) failed, as --max-failures {} allows:",
+                            last.counts.failed, last.max_failures
+                        ))?;
+                        emit(&super::status::failures(&last.tasks))?;
+                    }
                     if last.reduced.is_some() {
                         emitln(&format!(
                             "reduced result ready: `agora job result {} --out DIR`",

@@ -398,6 +398,9 @@ fn job_status(
         spent: Credits(spent),
         replicas: rec.spec.replicas,
         spot_check: rec.spec.spot_check,
+        max_failures: rec.spec.max_failures,
+        args: rec.spec.args.clone(),
+        memory: rec.spec.memory,
     }
 }
 
