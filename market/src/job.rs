@@ -92,10 +92,11 @@ pub struct JobSpec {
     pub estimate: Option<Fuel>,
     /// Memory limit of each task.
     pub memory: Bytes,
-    /// Time a task may take from placement to receipt.
-    #[serde(with = "millis")]
+    /// Time a task may take from placement to receipt (JSON: ms).
+    #[serde(with = "millis", rename = "deadline_ms", alias = "deadline")]
     pub deadline: Duration,
-    /// Highest price paid.
+    /// Highest price paid (JSON: micro-credits per CU-second).
+    #[serde(rename = "max_price_micros", alias = "max_price")]
     pub max_price: Price,
     /// Distinct providers per task.
     pub replicas: u8,

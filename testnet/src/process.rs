@@ -804,8 +804,8 @@ impl Testnet {
                 out.unbacked.push(format!(
                     "{}: balance {}, backed {} ({} unbacked, {} unsettled)",
                     n.name(),
-                    audited.balance,
-                    audited.backed,
+                    agora_node::api::format_balance(audited.balance_micros),
+                    agora_node::api::format_balance(audited.backed_micros),
                     audited.unbacked,
                     audited.unsettled
                 ));
@@ -814,10 +814,10 @@ impl Testnet {
                 out.mismatches.push(format!(
                     "{}: own ledger {} at block {}, audited by {} as {} at block {}",
                     n.name(),
-                    own.balance,
+                    agora_node::api::format_balance(own.balance_micros),
                     own.seq,
                     auditor.name(),
-                    audited.balance,
+                    agora_node::api::format_balance(audited.balance_micros),
                     audited.blocks
                 ));
             }

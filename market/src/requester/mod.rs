@@ -229,7 +229,8 @@ pub struct Decision {
 pub struct OfferNote {
     /// The provider.
     pub node: NodeId,
-    /// Its price.
+    /// Its price, micro-credits per CU-second.
+    #[serde(rename = "price_micros", alias = "price")]
     pub price: Price,
     /// Its expected start, ms.
     pub expected_start_ms: u64,

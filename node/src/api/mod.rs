@@ -89,16 +89,15 @@ pub struct Status {
     pub accepting: bool,
     /// Load of other processes, permille of all cores.
     pub load: u32,
-    /// Asking price.
+    /// Asking price, micro-credits per CU-second.
+    #[serde(rename = "price_micros")]
     pub price: Price,
     /// Declared energy cost.
     pub energy: EnergyRate,
     /// Memory per task.
     pub memory: Bytes,
-    /// Credit balance.
-    pub balance: Credits,
-    /// Whether the balance is negative (it is shown as its magnitude).
-    pub balance_negative: bool,
+    /// Credit balance in micro-credits (negative when it owes).
+    pub balance_micros: i64,
     /// Peers in the view.
     pub peers: usize,
     /// Connected peers.
@@ -146,8 +145,9 @@ pub struct PeerRow {
     pub free_slots: u32,
     /// Memory per task, bytes.
     pub memory: u64,
-    /// Asking price (credits per CU-second).
-    pub price: String,
+    /// Asking price, micro-credits per CU-second.
+    #[serde(rename = "price_micros")]
+    pub price: Price,
     /// Declared energy, mJ per CU-second.
     pub energy: u64,
     /// Smoothed round-trip time, ms.
@@ -188,10 +188,12 @@ pub struct DomainRow {
     pub free_cu: u64,
     /// Free slots.
     pub free_slots: u32,
-    /// Lowest price.
-    pub price_min: String,
-    /// Highest price.
-    pub price_max: String,
+    /// Lowest price, micro-credits per CU-second.
+    #[serde(rename = "price_min_micros")]
+    pub price_min: Price,
+    /// Highest price, micro-credits per CU-second.
+    #[serde(rename = "price_max_micros")]
+    pub price_max: Price,
     /// Best RTT from its summariser, ms.
     pub best_rtt_ms: u64,
     /// Whether this node is in it.
@@ -258,7 +260,8 @@ pub struct ProviderCount {
     pub verified: usize,
     /// Copies that failed or were wrong.
     pub failed: usize,
-    /// Credits paid to it for this job.
+    /// Micro-credits paid to it for this job.
+    #[serde(rename = "paid_micros")]
     pub paid: Credits,
 }
 
@@ -271,9 +274,11 @@ pub struct CopyStatus {
     pub provider: NodeId,
     /// State (`accepting`, `agreed`, `reported`, `cancelled`, `failed: …`).
     pub state: String,
-    /// Agreed price.
+    /// Agreed price, micro-credits per CU-second.
+    #[serde(rename = "price_micros")]
     pub price: Price,
-    /// Paid amount.
+    /// Amount paid, micro-credits.
+    #[serde(rename = "paid_micros")]
     pub paid: Option<Credits>,
     /// Found wrong.
     pub wrong: bool,
@@ -356,7 +361,8 @@ pub struct JobStatus {
     pub tasks: Vec<TaskStatus>,
     /// The reduced result's id.
     pub reduced: Option<ContentId>,
-    /// Credits paid so far.
+    /// Micro-credits paid so far.
+    #[serde(rename = "spent_micros")]
     pub spent: Credits,
     /// Replication factor.
     pub replicas: u8,
@@ -452,7 +458,9 @@ pub struct LedgerEntry {
     pub at: Timestamp,
     /// `grant`, `paid` or `received`.
     pub kind: String,
-    /// Amount (always positive; `kind` gives the direction).
+    /// Amount in micro-credits (always positive; `kind` gives the
+    /// direction).
+    #[serde(rename = "amount_micros")]
     pub amount: Credits,
     /// The other party.
     pub counterparty: Option<NodeId>,
@@ -469,13 +477,14 @@ pub struct LedgerEntry {
 pub struct Ledger {
     /// Balance in micro-credits (may be negative).
     pub balance_micros: i64,
-    /// Balance as a decimal string.
-    pub balance: String,
-    /// Total granted by issuers.
+    /// Total granted by issuers, micro-credits.
+    #[serde(rename = "granted_micros")]
     pub granted: Credits,
-    /// Total received.
+    /// Total received, micro-credits.
+    #[serde(rename = "received_micros")]
     pub received: Credits,
-    /// Total paid.
+    /// Total paid, micro-credits.
+    #[serde(rename = "paid_micros")]
     pub paid: Credits,
     /// The chain's length.
     pub seq: u64,
@@ -497,10 +506,11 @@ pub struct GrantRequest {
 /// The answer to a grant: counted once it is on disk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GrantResponse {
-    /// Credits it created.
+    /// Micro-credits it created.
+    #[serde(rename = "amount_micros")]
     pub amount: Credits,
-    /// The balance after it.
-    pub balance: String,
+    /// The balance after it, micro-credits.
+    pub balance_micros: i64,
     /// The block that records it.
     pub seq: u64,
 }
@@ -514,23 +524,26 @@ pub struct AuditReport {
     pub blocks: u64,
     /// Its audited balance in micro-credits.
     pub balance_micros: i64,
-    /// Its audited balance as a decimal string.
-    pub balance: String,
-    /// Credits granted to it by issuers this node trusts.
+    /// Micro-credits granted to it by issuers this node trusts.
+    #[serde(rename = "granted_micros")]
     pub granted: Credits,
-    /// Credits it received.
+    /// Micro-credits it received.
+    #[serde(rename = "received_micros")]
     pub received: Credits,
-    /// Credits it paid.
+    /// Micro-credits it paid.
+    #[serde(rename = "paid_micros")]
     pub paid: Credits,
     /// Its balance counting only backed credits, in micro-credits: credits
     /// it received count once the payer's chain, audited in turn, shows the
     /// payer held them (SPEC.md §8.6). What providers lend against.
     pub backed_micros: i64,
-    /// The same as a decimal string.
-    pub backed: String,
-    /// Credits it received from payers that never held them (minted).
+    /// Micro-credits it received from payers that never held them
+    /// (minted).
+    #[serde(rename = "unbacked_micros")]
     pub unbacked: Credits,
-    /// Credits it received whose payers' chains could not be checked yet.
+    /// Micro-credits it received whose payers' chains could not be checked
+    /// yet.
+    #[serde(rename = "unsettled_micros")]
     pub unsettled: Credits,
 }
 

@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use super::common::{NodeLocator, Table, block_on, emitln, print_json};
+use agora_protocol::units::Credits;
+
 use crate::api::DomainRow;
 
 /// List the domains a running node knows, with their summarised capacity.
@@ -53,9 +55,9 @@ fn table(domains: &[DomainRow]) -> Table {
             d.domain.to_string()
         };
         let price = if d.price_min == d.price_max {
-            d.price_min.clone()
+            Credits(d.price_min.0).to_string()
         } else {
-            format!("{}–{}", d.price_min, d.price_max)
+            format!("{}–{}", Credits(d.price_min.0), Credits(d.price_max.0))
         };
         t.row(vec![
             name,

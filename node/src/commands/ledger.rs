@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::common::{NodeLocator, Table, ago, block_on, emit, emitln, or_dash, print_json};
-use crate::api::{AuditReport, Ledger};
+use crate::api::{AuditReport, Ledger, format_balance};
 use crate::commands::refs::PeerRef;
 
 /// Show a running node's credit chain: balance, totals and recent blocks;
@@ -66,7 +66,7 @@ pub struct GrantCommand {
     /// Credits granted, e.g. 1000 or 0.5.
     #[arg(long, value_name = "CREDITS")]
     pub amount: Credits,
-    /// Print a JSON object (grant, issuer, to, amount).
+    /// Print a JSON object (grant, issuer, to, amount_micros).
     #[arg(long)]
     pub json: bool,
 }
@@ -89,6 +89,7 @@ struct IssuedGrant {
     grant: String,
     issuer: NodeId,
     to: NodeId,
+    #[serde(rename = "amount_micros")]
     amount: Credits,
 }
 
@@ -171,7 +172,9 @@ impl ImportCommand {
         } else {
             emitln(&format!(
                 "granted {} credits (block {}); balance {} credits",
-                answer.amount, answer.seq, answer.balance
+                answer.amount,
+                answer.seq,
+                format_balance(answer.balance_micros)
             ))?;
         }
         Ok(ExitCode::SUCCESS)
@@ -189,7 +192,13 @@ fn short_task(t: &str) -> String {
 fn render_audit(a: &AuditReport) -> String {
     let mut out = format!(
         "audited   {} ({} blocks, every link and signature checked)\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nbacked    {} credits (received credits traced to payers that held them)\n",
-        a.peer_id, a.blocks, a.balance, a.granted, a.received, a.paid, a.backed
+        a.peer_id,
+        a.blocks,
+        format_balance(a.balance_micros),
+        a.granted,
+        a.received,
+        a.paid,
+        format_balance(a.backed_micros)
     );
     if a.unbacked.0 > 0 {
         out.push_str(&format!(
@@ -209,7 +218,12 @@ fn render_audit(a: &AuditReport) -> String {
 fn render(l: &Ledger) -> String {
     let mut out = format!(
         "balance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nchain     {} blocks\noutbox    {} payment(s) not yet countersigned\n",
-        l.balance, l.granted, l.received, l.paid, l.seq, l.outbox
+        format_balance(l.balance_micros),
+        l.granted,
+        l.received,
+        l.paid,
+        l.seq,
+        l.outbox
     );
     if l.entries.is_empty() {
         out.push_str("\nno entries\n");

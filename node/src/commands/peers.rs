@@ -72,7 +72,7 @@ fn table(peers: &[PeerRow]) -> Table {
             p.cu.to_string(),
             format!("{}/{}", p.free_slots, p.slots),
             size(p.memory),
-            p.price.clone(),
+            agora_protocol::units::Credits(p.price.0).to_string(),
             float_or_dash(p.rtt_ms, 1),
             match p.path {
                 Some(Path::Direct) => "direct",

@@ -46,11 +46,7 @@ fn reach_line(s: &Status) -> String {
 
 /// The readable summary.
 fn render(s: &Status) -> String {
-    let balance = if s.balance_negative {
-        format!("-{}", s.balance)
-    } else {
-        s.balance.to_string()
-    };
+    let balance = crate::api::format_balance(s.balance_micros);
     let listen = if s.listen.is_empty() {
         "-".to_owned()
     } else {

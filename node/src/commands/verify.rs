@@ -86,10 +86,11 @@ const DEFAULT_MEMORY: Bytes = Bytes::mib(256);
 
 /// One compared field.
 #[derive(Debug, serde::Serialize)]
+/// Ids and exit statuses are strings, counts (fuel, bytes) numbers.
 struct Check {
     field: &'static str,
-    receipt: String,
-    actual: String,
+    receipt: serde_json::Value,
+    actual: serde_json::Value,
     ok: bool,
 }
 
@@ -98,8 +99,25 @@ fn check(field: &'static str, receipt: impl ToString, actual: impl ToString) -> 
     Check {
         field,
         ok: receipt == actual,
-        receipt,
-        actual,
+        receipt: receipt.into(),
+        actual: actual.into(),
+    }
+}
+
+fn check_count(field: &'static str, receipt: u64, actual: u64) -> Check {
+    Check {
+        field,
+        ok: receipt == actual,
+        receipt: receipt.into(),
+        actual: actual.into(),
+    }
+}
+
+/// A checked value as text: strings bare, numbers as they are.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -204,9 +222,9 @@ fn judge(
         .or_insert_with(|| run_module(executor, wasm, input, args, limits, r.seed));
     checks.extend([
         check("exit", &r.exit, outcome.exit_status()),
-        check("fuel_used", r.fuel_used.0, outcome.fuel_used.0),
+        check_count("fuel_used", r.fuel_used.0, outcome.fuel_used.0),
         check("output", r.output, outcome.output_id()),
-        check("output_size", r.output_size.0, outcome.output.len()),
+        check_count("output_size", r.output_size.0, outcome.output.len() as u64),
     ]);
     Verdict {
         holds: checks.iter().all(|c| c.ok),
@@ -413,7 +431,14 @@ fn differences(v: &Verdict) -> Vec<String> {
         .checks
         .iter()
         .filter(|c| !c.ok)
-        .map(|c| format!("{}: the receipt says {}, found {}", c.field, c.receipt, c.actual))
+        .map(|c| {
+            format!(
+                "{}: the receipt says {}, found {}",
+                c.field,
+                shown(&c.receipt),
+                shown(&c.actual)
+            )
+        })
         .collect();
     out.extend(v.note.clone());
     out

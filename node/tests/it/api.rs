@@ -59,7 +59,7 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
         let spec = serde_json::json!({"spec": {
             "module": "00".repeat(32), "module_size": 10,
             "inputs": [{"name": "a", "id": "11".repeat(32), "size": 1}], "fuel": 1, "memory": 1048576,
-            "deadline": 1000, "max_price": 1, "replicas": 1
+            "deadline_ms": 1000, "max_price_micros": 1, "replicas": 1
         }});
         let r = c
             .post(format!("{base}/v1/jobs"))

@@ -190,7 +190,7 @@ fn cli_commands_against_one_node() {
             "cu",
             "free_slots",
             "memory",
-            "price",
+            "price_micros",
             "rtt_ms",
             "advert_age_ms",
         ] {
@@ -238,7 +238,9 @@ fn cli_commands_against_one_node() {
     };
     let g = grant(issuer_dir.path());
     let answer = node.json(&["ledger", "import", &g, "--json"]);
-    assert_eq!(answer["balance"], "1000", "{answer}");
+    assert_eq!(answer["balance_micros"], 1_000_000_000i64, "{answer}");
+    assert_eq!(answer["amount_micros"], 1_000_000_000i64, "{answer}");
+    units_follow_the_convention(&answer);
     let again = node.agora(&["ledger", "import", &g]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("already taken"), "{}", stderr(&again));
@@ -251,8 +253,8 @@ fn cli_commands_against_one_node() {
         stderr(&forged)
     );
     let ledger = node.json(&["ledger", "--json"]);
-    assert_eq!(ledger["balance"], "1000");
     assert_eq!(ledger["balance_micros"], 1_000_000_000i64);
+    units_follow_the_convention(&ledger);
     assert_eq!(ledger["seq"], 1);
     assert_eq!(ledger["entries"][0]["kind"], "grant");
     assert_eq!(ledger["entries"][0]["counterparty"], issuer.to_string());
@@ -266,6 +268,8 @@ fn cli_commands_against_one_node() {
         "a grant is backed: {audit}"
     );
     assert_eq!(audit["blocks"], 1);
+    units_follow_the_convention(&audit);
+    units_follow_the_convention(&node.json(&["status", "--json"]));
 
     // A dry run with no peers: valid JSON, and no task has a candidate.
     let inputs = write_inputs(work.path(), &["b.json", "a.json", "c.json"]);
@@ -301,6 +305,7 @@ fn cli_commands_against_one_node() {
     let job = node.json(&["job", "status", &id[..6], "--json"]);
     assert_eq!(job["id"], id.as_str());
     assert_eq!(job["total"], 1);
+    units_follow_the_convention(&job);
     assert_eq!(job["tasks"][0]["name"], "a.json");
     assert!(
         ["pending", "running"].contains(&job["state"].as_str().unwrap()),
@@ -362,4 +367,37 @@ fn cli_says_when_no_node_runs() {
     let out = agora(&["jobs", "--json", "--data-dir", empty.path().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no node is running"), "{}", stderr(&out));
+}
+
+/// SPEC.md §13: every quantity in JSON is a number in its base unit, and
+/// money says so in its key (`…_micros`), as durations do (`…_ms`) and
+/// points in time (`…_at`).
+fn units_follow_the_convention(v: &Value) {
+    const MONEY: [&str; 9] = [
+        "price",
+        "paid",
+        "balance",
+        "amount",
+        "spent",
+        "granted",
+        "received",
+        "backed",
+        "unsettled",
+    ];
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map {
+                let number = x.is_number() || x.is_null();
+                if MONEY.iter().any(|m| k.contains(m)) {
+                    assert!(k.ends_with("_micros") && number, "money key `{k}`: {x}");
+                }
+                if k.ends_with("_ms") || k.ends_with("_at") || k.ends_with("_micros") {
+                    assert!(number, "`{k}` is not a number: {x}");
+                }
+                units_follow_the_convention(x);
+            }
+        }
+        Value::Array(xs) => xs.iter().for_each(units_follow_the_convention),
+        _ => {}
+    }
 }

@@ -21,7 +21,7 @@ fn spec(module: ContentId, module_size: usize, input: (&str, ContentId, usize)) 
     serde_json::json!({"spec": {
         "module": module, "module_size": module_size,
         "inputs": [{"name": input.0, "id": input.1, "size": input.2}],
-        "fuel": 1_000_000, "memory": 1048576, "deadline": 60000, "max_price": 1, "replicas": 1
+        "fuel": 1_000_000, "memory": 1048576, "deadline_ms": 60000, "max_price_micros": 1, "replicas": 1
     }})
 }
 

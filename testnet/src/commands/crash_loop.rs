@@ -72,8 +72,8 @@ pub struct CrashReport {
     pub expected_micros: i64,
     /// Every chain audited by a peer at the end.
     pub audit: String,
-    /// Wall time, seconds.
-    pub wall_s: f64,
+    /// Wall time, ms.
+    pub wall_ms: u64,
 }
 
 struct Submitted {
@@ -123,7 +123,7 @@ impl CrashLoopCommand {
             println!(
                 "{} in {:.0} s",
                 if report.ok { "OK" } else { "FAILED" },
-                report.wall_s
+                report.wall_ms as f64 / 1e3
             );
         }
         Ok(if report.ok {
@@ -260,7 +260,7 @@ impl CrashLoopCommand {
         report.expected_micros = balances.expected;
         let audits = net.audit().await?;
         report.audit = audits.line();
-        report.wall_s = t0.elapsed().as_secs_f64();
+        report.wall_ms = t0.elapsed().as_millis() as u64;
         report.ok = report.failed_restarts == 0
             && report.jobs_bad.is_empty()
             && report.jobs_correct == report.jobs_acknowledged

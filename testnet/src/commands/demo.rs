@@ -91,8 +91,10 @@ pub struct NodeRow {
     /// Credits it was paid (micro-credits).
     pub paid_micros: u64,
     /// Balance before the job (micro-credits).
+    #[serde(rename = "balance_before_micros")]
     pub balance_before: i64,
     /// Balance after (micro-credits).
+    #[serde(rename = "balance_after_micros")]
     pub balance_after: i64,
 }
 
@@ -105,7 +107,8 @@ pub struct Summary {
     pub png: String,
     /// Its size in bytes.
     pub png_bytes: usize,
-    /// Image width and height.
+    /// Image width and height, pixels.
+    #[serde(rename = "size_px")]
     pub size: (u32, u32),
     /// The job id.
     pub job: String,
@@ -116,8 +119,10 @@ pub struct Summary {
     /// Credits moved (sum of payments), micro-credits.
     pub credits_moved_micros: u64,
     /// Sum of balances before, micro-credits.
+    #[serde(rename = "total_before_micros")]
     pub total_before: i64,
     /// Sum of balances after, micro-credits.
+    #[serde(rename = "total_after_micros")]
     pub total_after: i64,
     /// Whether the sum is unchanged.
     pub conserved: bool,

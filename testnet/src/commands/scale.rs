@@ -71,12 +71,13 @@ pub struct ScaleReport {
     pub nodes: usize,
     /// Domains (leaves).
     pub domains: usize,
-    /// Seconds to start them all.
-    pub start_s: f64,
-    /// Seconds until every node saw every node of its domain.
-    pub views_s: f64,
-    /// Seconds (after that) until every domain's summary reached every node.
-    pub summaries_s: f64,
+    /// Milliseconds to start them all.
+    pub start_ms: u64,
+    /// Milliseconds until every node saw every node of its domain.
+    pub views_ms: u64,
+    /// Milliseconds (after that) until every domain's summary reached every
+    /// node.
+    pub summaries_ms: u64,
     /// Resident memory of the process, MB.
     pub rss_mb: f64,
     /// Resident memory per node, MB.
@@ -203,9 +204,9 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         anyhow::Ok(ScaleReport {
             nodes: cmd.nodes,
             domains: leaves,
-            start_s,
-            views_s: views.as_secs_f64(),
-            summaries_s: summaries.as_secs_f64(),
+            start_ms: (start_s * 1e3) as u64,
+            views_ms: views.as_millis() as u64,
+            summaries_ms: summaries.as_millis() as u64,
             rss_mb: rss,
             rss_per_node_mb: rss / net.members().len() as f64,
             threads,
@@ -283,11 +284,11 @@ impl ScaleCommand {
                 let rows: Vec<(&str, String)> = vec![
                     ("nodes", r.nodes.to_string()),
                     ("domains", r.domains.to_string()),
-                    ("start, s", format!("{:.1}", r.start_s)),
-                    ("views complete, s", format!("{:.1}", r.views_s)),
+                    ("start, s", format!("{:.1}", r.start_ms as f64 / 1e3)),
+                    ("views complete, s", format!("{:.1}", r.views_ms as f64 / 1e3)),
                     (
                         "summaries everywhere, s (after views)",
-                        format!("{:.1}", r.summaries_s),
+                        format!("{:.1}", r.summaries_ms as f64 / 1e3),
                     ),
                     ("RSS, MB", format!("{:.0}", r.rss_mb)),
                     ("RSS per node, MB", format!("{:.1}", r.rss_per_node_mb)),

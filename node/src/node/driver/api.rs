@@ -19,7 +19,7 @@ use crate::api::server::{ApiCommand, ApiError, JobDetail};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, LedgerEntry,
     OutputRef, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
-    count_phases, format_balance,
+    count_phases,
 };
 use crate::capacity::resident_memory;
 use crate::node::work::{self, Done};
@@ -140,8 +140,8 @@ impl Driver {
                 total_cu: s.total_cu.0,
                 free_cu: s.free_cu.0,
                 free_slots: s.free_slots,
-                price_min: Credits(s.price_min.0).to_string(),
-                price_max: Credits(s.price_max.0).to_string(),
+                price_min: s.price_min,
+                price_max: s.price_max,
                 best_rtt_ms: s.best_rtt.0,
             })
             .collect()
@@ -202,7 +202,7 @@ impl Driver {
                 let st = self.engine.ledger().state();
                 let answer = GrantResponse {
                     amount,
-                    balance: format_balance(st.balance()),
+                    balance_micros: st.balance(),
                     seq: st.seq,
                 };
                 self.api_after
@@ -246,12 +246,10 @@ impl Driver {
                     peer_id: r.owner,
                     blocks: r.blocks,
                     balance_micros: r.balance,
-                    balance: format_balance(r.balance),
                     granted: r.granted,
                     received: r.received,
                     paid: r.paid,
                     backed_micros: r.backed,
-                    backed: format_balance(r.backed),
                     unbacked: r.unbacked,
                     unsettled: r.unsettled,
                 }),
@@ -271,7 +269,6 @@ impl Driver {
             .collect();
         Ledger {
             balance_micros: st.balance(),
-            balance: format_balance(st.balance()),
             granted: Credits(st.granted),
             received: Credits(st.received),
             paid: Credits(st.paid),
@@ -308,8 +305,7 @@ impl Driver {
             price: p.config().price,
             energy: p.config().energy,
             memory: p.config().memory,
-            balance: Credits(st.balance().unsigned_abs()),
-            balance_negative: st.balance() < 0,
+            balance_micros: st.balance(),
             peers: e.view().len(),
             connected: e.connected(),
             domains: e.view().domains().len(),
@@ -337,7 +333,7 @@ impl Driver {
                     slots: p.advert.slots,
                     free_slots: p.advert.free_slots,
                     memory: p.advert.memory.0,
-                    price: Credits(p.advert.price.0).to_string(),
+                    price: p.advert.price,
                     energy: p.advert.energy.0,
                     rtt_ms: view.rtt(&p.node).map(|r| r.as_secs_f64() * 1000.0),
                     advert_age_ms: now.0.saturating_sub(p.received_at.0),

@@ -200,6 +200,7 @@ pub struct ProviderLine {
     /// Per-slot speed the requester learnt from its receipts, CU.
     pub learnt_cu: Option<f64>,
     /// Per-slot capacity it advertised, CU.
+    #[serde(rename = "per_slot_cu")]
     pub advertised_cu: u64,
     /// Whether the requester banned it.
     pub banned: bool,
@@ -212,8 +213,8 @@ pub struct ChaosReport {
     pub scenario: Scenario,
     /// Whether every check held.
     pub ok: bool,
-    /// What happened, in order, with seconds since submission.
-    pub events: Vec<(f64, String)>,
+    /// What happened, in order, with milliseconds since submission.
+    pub events: Vec<(u64, String)>,
     /// The checks.
     pub checks: Vec<Check>,
     /// Per provider.
@@ -234,7 +235,7 @@ pub struct ChaosReport {
 
 struct Run {
     t0: Instant,
-    events: Vec<(f64, String)>,
+    events: Vec<(u64, String)>,
     progress: JobProgress,
     quiet: bool,
 }
@@ -261,7 +262,7 @@ impl Run {
         if !self.quiet {
             self.progress.println(&format!("  [{t:6.2} s] {what}"));
         }
-        self.events.push((t, what));
+        self.events.push(((t * 1e3) as u64, what));
     }
 }
 
@@ -616,7 +617,8 @@ impl ChaosCommand {
                 Ok(a) => (
                     format!(
                         "node-{f} killed, its chain audited by node-0 from the copies others keep: {} block(s), balance {}",
-                        a.blocks, a.balance
+                        a.blocks,
+                        agora_node::api::format_balance(a.balance_micros)
                     ),
                     a.blocks >= 1 && a.balance_micros == granted,
                 ),
@@ -659,8 +661,8 @@ impl ChaosCommand {
                     format!(
                         "{name}, paid {} minted credits, audited by node-1: balance {}, backed {}, unbacked {}",
                         mint::MINTED,
-                        r.balance,
-                        r.backed,
+                        agora_node::api::format_balance(r.balance_micros),
+                        agora_node::api::format_balance(r.backed_micros),
                         r.unbacked
                     ),
                     r.unbacked.0 == mint::MINTED * 1_000_000 && r.backed_micros <= 0,
