@@ -228,12 +228,17 @@ impl JobSpec {
 
     /// The seed of task `i`: the first 8 bytes of blake3(job seed ‖ index).
     pub fn task_seed(&self, i: u32) -> u64 {
-        let mut h = blake3::Hasher::new();
-        h.update(&self.seed.to_le_bytes());
-        h.update(&i.to_le_bytes());
-        let b = h.finalize();
-        u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+        task_seed(self.seed, i)
     }
+}
+
+/// The seed of task `i` of a job seeded `job_seed`.
+pub fn task_seed(job_seed: u64, i: u32) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&job_seed.to_le_bytes());
+    h.update(&i.to_le_bytes());
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
 }
 
 /// Serde helper: durations as whole milliseconds.

@@ -285,8 +285,44 @@ fn cli_commands_against_one_node() {
         assert_eq!(t["candidates"], serde_json::json!([]), "{t}");
         assert!(t["chosen"].is_null(), "{t}");
     }
+    // Without --estimate, the estimate is measured on the largest input
+    // here: exactly the fuel `agora exec` of it uses, not the limit.
+    assert_eq!(plan["estimate"]["source"], "measured", "{}", plan["estimate"]);
+    let ran = node.json(&["exec", module, "--input", &format!("{inputs}/a.json"), "--json"]);
+    assert_eq!(plan["estimate"]["fuel"], ran["fuel_used"], "{}", plan["estimate"]);
+    // A sample that runs out of fuel tells nothing: the limit stands in,
+    // and the output says it is a guess.
+    let guess = node.json(&[
+        "job",
+        "submit",
+        module,
+        "--inputs",
+        inputs,
+        "--dry-run",
+        "--json",
+        "--fuel",
+        "10",
+    ]);
+    assert_eq!(guess["estimate"]["source"], "guess", "{}", guess["estimate"]);
+    assert_eq!(guess["estimate"]["fuel"], 10);
+    let given = node.json(&[
+        "job",
+        "submit",
+        module,
+        "--inputs",
+        inputs,
+        "--dry-run",
+        "--json",
+        "--estimate",
+        "77",
+    ]);
+    assert_eq!(
+        given["estimate"],
+        serde_json::json!({"source": "given", "fuel": 77})
+    );
     let text = node.text(&["job", "submit", module, "--inputs", inputs, "--dry-run"]);
     assert!(text.contains("0 would be placed"), "{text}");
+    assert!(text.contains("fuel per task, measured on "), "{text}");
     assert!(text.contains("no candidates"), "{text}");
     assert_eq!(
         node.json(&["jobs", "--json"]),

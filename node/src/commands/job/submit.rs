@@ -13,7 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agora_protocol::units::{Bytes, EnergyRate, Fuel, Price, parse_duration};
+use agora_protocol::execution::ExitStatus;
+use agora_protocol::limits::MAX_BLOB;
+use agora_protocol::market::Limits;
+use agora_protocol::units::{Bytes, EnergyRate, Fuel, Millis, Price, format_duration, parse_duration};
 use agora_protocol::{Domain, NodeId};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
@@ -26,8 +29,8 @@ use crate::api::client::Client;
 use crate::api::server::MAX_UPLOAD;
 use crate::api::{ContentRef, SubmitRequest, SubmitResponse, TaskExplain};
 use crate::commands::common::{NodeLocator, block_on, emit, emitln, print_json};
-use crate::commands::exec::read_module;
-use crate::market::job::{InputSpec, JobSpec, Strategy};
+use crate::commands::exec::{cli_executor, read_module, run_module};
+use crate::market::job::{DEFAULT_MAX_OUTPUT, InputSpec, JobSpec, Strategy};
 use crate::market::requester::Decision;
 
 /// Upload a module and its inputs to the node and submit them as a job: one
@@ -78,7 +81,9 @@ pub struct SubmitCommand {
     /// Fuel limit of each task.
     #[arg(long, value_name = "N", default_value_t = 10_000_000_000)]
     pub fuel: u64,
-    /// Fuel a task is expected to use, for placement. Default: the limit.
+    /// Fuel a task is expected to use, for placement. Default: measured by
+    /// running the largest input here first (at most 5 s, with its task's
+    /// seed and the job's limits); the limit if that run cannot tell.
     #[arg(long, value_name = "N")]
     pub estimate: Option<u64>,
     /// Memory limit of each task, like `64MiB`.
@@ -231,12 +236,19 @@ impl SubmitCommand {
         let files = self.task_inputs()?;
         let client = self.node.client()?;
         let seed = self.seed.unwrap_or_else(rand::random);
-        let response = block_on(self.send(&client, module, reduce, &files, seed))??;
+        let estimate = match self.estimate {
+            Some(fuel) => Estimate::Given { fuel },
+            None => self.sample(&module, &files, seed),
+        };
+        let response = block_on(self.send(&client, module, reduce, &files, seed, estimate.fuel()))??;
         if self.dry_run {
             let plan = response.plan.unwrap_or_default();
             if self.json {
-                print_json(&plan_json(&plan))?;
+                let mut v = plan_json(&plan);
+                v["estimate"] = serde_json::to_value(&estimate)?;
+                print_json(&v)?;
             } else {
+                emitln(&estimate.describe())?;
                 emit(&render_plan(&plan, self.all))?;
             }
             return Ok(ExitCode::SUCCESS);
@@ -245,8 +257,11 @@ impl SubmitCommand {
             .id
             .context("the node answered without a job id; is it an older version?")?;
         if self.json {
-            print_json(&serde_json::json!({ "id": id }))?;
+            print_json(&serde_json::json!({ "id": id, "estimate": estimate }))?;
         } else {
+            if !matches!(estimate, Estimate::Given { .. }) {
+                eprintln!("{}", estimate.describe());
+            }
             emitln(&id.to_string())?;
             if std::io::stderr().is_terminal() {
                 eprintln!(
@@ -271,6 +286,59 @@ impl SubmitCommand {
                 .map_err(|e| anyhow::anyhow!("{} cannot run as a reduce step: {e}", path.display()))?;
         }
         Ok((module, reduce))
+    }
+
+    /// The fuel estimate without `--estimate`: the job's largest input run
+    /// here as its task will run (its seed, the job's fuel, memory and
+    /// output limits) for at most [`SAMPLE_TIMEOUT`]. A run that ends for a
+    /// reason of its own (success, exit, trap) used exactly the fuel its
+    /// task will use anywhere; one that hits the time or fuel limit tells
+    /// nothing, and the limit stands in (a guess, said so).
+    fn sample(&self, module: &[u8], files: &[InputFile], seed: u64) -> Estimate {
+        let guess = |why: String| Estimate::Guess { fuel: self.fuel, why };
+        let Some((index, file)) = files.iter().enumerate().max_by_key(|(_, f)| f.size) else {
+            return guess("the job has no input to measure".into());
+        };
+        let input = match read_input(file, self.symlinks(), MAX_UPLOAD as u64) {
+            Ok(b) => b,
+            Err(e) => return guess(format!("{} could not be read: {e:#}", file.name)),
+        };
+        let data_dir = crate::paths::data_dir(self.node.data_dir.clone());
+        let executor = match cli_executor(&data_dir, self.memory) {
+            Ok(x) => x,
+            Err(e) => return guess(format!("no sandbox here to measure in: {e:#}")),
+        };
+        let limits = Limits {
+            fuel: Fuel(self.fuel),
+            memory: self.memory,
+            timeout: Millis::from(SAMPLE_TIMEOUT),
+            max_output: Bytes(
+                self.max_output
+                    .unwrap_or(DEFAULT_MAX_OUTPUT)
+                    .0
+                    .min(MAX_BLOB as u64),
+            ),
+        };
+        let task_seed = crate::market::job::task_seed(seed, index as u32);
+        let outcome = run_module(&executor, module, &input, &self.args, limits, task_seed);
+        let wall_ms = outcome.wall.as_millis() as u64;
+        match outcome.exit_status() {
+            ExitStatus::Deadline => guess(format!(
+                "a sample run of {} did not end within {} here",
+                file.name,
+                format_duration(SAMPLE_TIMEOUT)
+            )),
+            ExitStatus::OutOfFuel => guess(format!(
+                "a sample run of {} used all {} fuel of the limit: the tasks likely need a higher --fuel",
+                file.name, self.fuel
+            )),
+            exit => Estimate::Measured {
+                fuel: outcome.fuel_used.0.max(1),
+                input: file.name.clone(),
+                wall_ms,
+                exit: exit.to_string(),
+            },
+        }
     }
 
     /// Whether inputs may be read through symbolic links.
@@ -310,6 +378,7 @@ impl SubmitCommand {
         reduce: Option<Vec<u8>>,
         files: &[InputFile],
         seed: u64,
+        estimate: Option<Fuel>,
     ) -> anyhow::Result<SubmitResponse> {
         let module = client
             .put_content(module)
@@ -325,12 +394,81 @@ impl SubmitCommand {
             None => None,
         };
         let inputs = upload_inputs(client, files, self.symlinks()).await?;
-        let spec = self.spec(&module, reduce.as_ref(), inputs, seed);
+        let mut spec = self.spec(&module, reduce.as_ref(), inputs, seed);
+        spec.estimate = estimate;
         let req = SubmitRequest {
             spec,
             dry_run: self.dry_run,
         };
         client.submit(&req).await.context("the node refused the job")
+    }
+}
+
+/// How long `job submit` may run a sample task to measure the estimate.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A task's fuel estimate, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum Estimate {
+    /// `--estimate`.
+    Given {
+        /// Fuel per task.
+        fuel: u64,
+    },
+    /// Measured by running one input here.
+    Measured {
+        /// Fuel the sample used.
+        fuel: u64,
+        /// The input run.
+        input: String,
+        /// How long it took here.
+        wall_ms: u64,
+        /// How it ended.
+        exit: String,
+    },
+    /// The fuel limit, for want of a measure.
+    Guess {
+        /// Fuel per task (the limit).
+        fuel: u64,
+        /// Why nothing was measured.
+        why: String,
+    },
+}
+
+impl Estimate {
+    /// The estimate the job spec carries (none: the limit).
+    fn fuel(&self) -> Option<Fuel> {
+        match self {
+            Estimate::Given { fuel } | Estimate::Measured { fuel, .. } => Some(Fuel(*fuel)),
+            Estimate::Guess { .. } => None,
+        }
+    }
+
+    /// One line for people.
+    fn describe(&self) -> String {
+        match self {
+            Estimate::Given { fuel } => format!("estimate: {fuel} fuel per task (--estimate)"),
+            Estimate::Measured {
+                fuel,
+                input,
+                wall_ms,
+                exit,
+            } => {
+                let mut line = format!(
+                    "estimate: {fuel} fuel per task, measured on {input} here in {wall_ms} ms (--estimate N sets it)"
+                );
+                if exit != "success" {
+                    line.push_str(&format!(
+                        "\nwarning: that run failed here ({exit}): the job's tasks may fail the same way; `agora exec` shows why"
+                    ));
+                }
+                line
+            }
+            Estimate::Guess { fuel, why } => {
+                format!("estimate: a guess, the fuel limit ({fuel}) per task: {why} (--estimate N sets it)")
+            }
+        }
     }
 }
 
