@@ -18,8 +18,8 @@
 //!    arguments, seed, fuel limit) and its output must hash to its output
 //!    id. With `replicas = K`, an outcome is accepted once `K` copies agree
 //!    and no other outcome has as many; a disagreement adds a copy, and the
-//!    majority wins. A failure outcome (trap, out of fuel…) with `K = 1` is
-//!    confirmed by a second copy before the task is declared failed. Spot
+//!    majority wins. A deterministic failure (exit code, trap, out of
+//!    fuel…) is verified like a success, not run again elsewhere. Spot
 //!    checks are stratified per provider: of every `⌈1/rate⌉` receipts a
 //!    provider sends for a job, one chosen at random is re-executed here.
 //! 4. **Pay.** Every copy whose outcome is the accepted one is paid

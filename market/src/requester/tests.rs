@@ -671,3 +671,39 @@ fn one_failure_more_than_max_failures_allows_fails_the_job_saying_how_many() {
         rec.error
     );
 }
+
+#[test]
+fn a_deterministic_failure_settles_from_one_copy_is_paid_and_is_not_run_again() {
+    let (_, mut r, view, kps) = world(2);
+    let job = JobId([22; 16]);
+    let mut s = spec(1, 1);
+    s.max_failures = 0;
+    r.submit(job, s, NOW);
+    let copies = agree(&mut r, &view, &kps);
+    assert_eq!(copies.len(), 1);
+    let (kp, ag, task) = copies.first().expect("one copy");
+    let mut rc = receipt(kp, ag, &r, *task, b"").payload().clone();
+    rc.exit = ExitStatus::OutOfFuel;
+    rc.fuel_used = rc.fuel_limit;
+    let rc = seal(kp, &rc).open(NOW).expect("opens");
+    assert_eq!(
+        r.on_receipt(kp.node_id(), &rc, true, NOW),
+        Ok(ReceiptVerdict::Accepted)
+    );
+    let actions: Vec<Action> = std::iter::from_fn(|| r.poll_action()).collect();
+    let paid: Vec<NodeId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Pay { to, voucher } if voucher.fuel == rc.payload().fuel_used => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid, [kp.node_id()], "paid for the fuel it burnt: {actions:?}");
+    let (rec, tasks) = r.job(&job).expect("job");
+    assert_eq!(tasks[0].phase, TaskPhase::Failed);
+    assert_eq!(rec.state, JobState::Failed);
+    let e = tasks[0].error.clone().unwrap_or_default();
+    assert!(e.contains("out of fuel") && e.contains("raise --fuel"), "{e}");
+    r.place(NOW, &view);
+    assert!(calls(&mut r).is_empty(), "not run again elsewhere");
+}

@@ -277,8 +277,10 @@ impl Requester {
         if let Some((leader, members)) = groups.first() {
             let total: usize = groups.iter().map(|g| g.1.len()).sum();
             let runner_up = groups.get(1).map_or(0, |g| g.1.len());
+            // A deterministic failure settles like a success: it would
+            // fail the same way on every provider.
             let mut need = k;
-            if (!leader.2.is_success() && k == 1) || t.needs_replica {
+            if t.needs_replica {
                 need = need.max(2);
             }
             let decided = members.len() >= need
@@ -310,11 +312,11 @@ impl Requester {
                         ),
                         _ => String::new(),
                     };
-                    t.error = Some(format!(
-                        "task failed on {} providers: {}{hint}",
-                        members.len(),
-                        leader.2
-                    ));
+                    let on = match members.len() {
+                        1 => String::new(),
+                        n => format!(" on {n} providers"),
+                    };
+                    t.error = Some(format!("{}{on}{hint}", leader.2));
                 }
                 let task = t.id;
                 self.touch(task);

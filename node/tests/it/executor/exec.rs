@@ -115,6 +115,13 @@ fn exec_reports_failures_on_stderr_with_a_nonzero_exit() {
     let o = cli.agora(&["exec", path(&exit)]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("error: exit code 3"), "{}", stderr(&o));
+    // With --json too, the exit status follows the outcome.
+    let o = cli.agora(&["exec", path(&exit), "--json"]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"], "exit code 3", "{v}");
+    let o = cli.agora(&["exec", path(&rec), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "a trap is a failure");
 
     let forbidden = cli.file(
         "forbidden.wat",
@@ -200,6 +207,11 @@ fn verify_accepts_an_honest_receipt_and_rejects_tampering() {
     let o = verify(&receipt, &input, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("args:"));
+
+    // A file that is not a receipt is called that, not a version error.
+    let o = verify(&input, &input, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not a receipt"), "{}", stderr(&o));
 
     // A flipped bit anywhere in the signed bytes breaks the signature.
     let mut bytes = std::fs::read(&receipt).unwrap();
