@@ -388,6 +388,11 @@ impl Credit {
         Some(self.start_audit(src.payer, now))
     }
 
+    /// Whether a read of `owner`'s chain is under way.
+    pub fn is_auditing(&self, owner: &NodeId) -> bool {
+        self.accounts.get(owner).is_some_and(|a| a.auditing)
+    }
+
     /// Whether `owner`'s chain is audited and backed as far as it can be
     /// now: no read under way for it or for a payer its backing waits on.
     pub fn settled(&self, owner: &NodeId) -> bool {

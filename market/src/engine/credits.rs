@@ -400,9 +400,14 @@ impl Engine {
             return;
         }
         // From where this node's audit of the chain stands (every block
-        // before was checked when it came), brought up to date now.
-        let after = self.credit.start_audit(owner, now);
-        self.read_chain(owner, after, None, now);
+        // before was checked when it came), brought up to date now. A read
+        // already under way goes on to the chain's end: a second one from
+        // the same position would cross it, and its answer, the same blocks
+        // again, would end the audit where the first stood.
+        if !self.credit.is_auditing(&owner) {
+            let after = self.credit.start_audit(owner, now);
+            self.read_chain(owner, after, None, now);
+        }
         self.settle_backing(now);
     }
 
