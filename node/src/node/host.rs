@@ -34,6 +34,17 @@ impl Host for NodeHost {
             .map_err(|e| RecordError::Storage(e.to_string()))
     }
 
+    fn records_from(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        self.store
+            .scan_raw_from(prefix.as_bytes(), from.as_bytes(), limit)
+            .map_err(|e| RecordError::Storage(e.to_string()))
+    }
+
     fn records_rev(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
         self.store
             .scan_raw_rev(prefix.as_bytes(), limit)
