@@ -123,6 +123,15 @@ pub struct JobSpec {
     /// and the job is done with its failures named, unless more fail.
     #[serde(default)]
     pub max_failures: u32,
+    /// How long the job waits while no provider can take its tasks before
+    /// it fails (JSON: ms). Default: the requester's `unplaceable_after`.
+    #[serde(
+        default,
+        rename = "ttl_ms",
+        with = "millis_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl: Option<Duration>,
 }
 
 /// The largest output a task may write unless the job says otherwise.
@@ -174,6 +183,12 @@ impl JobSpec {
                 "the output limit may be at most {}",
                 Bytes(agora_protocol::limits::MAX_BLOB as u64)
             ));
+        }
+        if self
+            .ttl
+            .is_some_and(|t| t < Duration::from_secs(1) || t > Duration::from_secs(30 * 24 * 3600))
+        {
+            return fail("the time-to-live must be between 1s and 30 days".into());
         }
         if self.fuel.0 == 0 {
             return fail("the fuel limit must be positive".into());
@@ -239,6 +254,26 @@ pub fn task_seed(job_seed: u64, i: u32) -> u64 {
     h.update(&i.to_le_bytes());
     let b = h.finalize();
     u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// Serde helper: optional durations as whole milliseconds.
+pub mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes as milliseconds (or null).
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes from milliseconds (or null).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 /// Serde helper: durations as whole milliseconds.

@@ -95,8 +95,10 @@ interval = "10m"
 fanout = 3
 # How long to wait for offers and agreements.
 negotiation_timeout = "3s"
-# Fail a job when no provider fits for this long.
-unplaceable_after = "30s"
+# How long a job waits while no provider can take its tasks (none fits,
+# or every one that does declined for a lasting reason) before it fails;
+# `agora job submit --ttl` sets it per job.
+unplaceable_after = "1h"
 # Start backup copies of straggling tasks on idle providers.
 backups = true
 # How long a job's module, inputs and outputs are kept after it ends.
@@ -484,7 +486,7 @@ impl Default for Requester {
         Requester {
             fanout: 3,
             negotiation_timeout: Duration::from_secs(3),
-            unplaceable_after: Duration::from_secs(30),
+            unplaceable_after: Duration::from_secs(3600),
             backups: true,
             keep_results: Duration::from_secs(7 * 24 * 3600),
         }

@@ -118,6 +118,7 @@ pub async fn prepare(
         strategy: params.strategy,
         max_output: params.max_output,
         max_failures: 0,
+        ttl: None,
     })
 }
 

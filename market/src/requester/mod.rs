@@ -72,7 +72,8 @@ pub struct Config {
     pub max_extra_copies: usize,
     /// Placements of one task (failed ones included) before it fails.
     pub max_attempts: usize,
-    /// A job fails when no provider fits for this long.
+    /// A job fails when no provider fits for this long, unless its spec
+    /// says (`ttl`).
     pub unplaceable_after: Duration,
     /// Start backups for stragglers.
     pub backups: bool,
@@ -102,7 +103,7 @@ impl Default for Config {
             refused_backoff: Duration::from_secs(600),
             max_extra_copies: 3,
             max_attempts: 24,
-            unplaceable_after: Duration::from_secs(30),
+            unplaceable_after: Duration::from_secs(3600),
             backups: true,
             max_explained_tasks: 20_000,
             domains_to_try: 2,

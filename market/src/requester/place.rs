@@ -210,11 +210,12 @@ impl Requester {
             // `unplaceable_after`, with why.
             let negotiating = self.negotiating_jobs.contains_key(&id);
             let live = job.tasks.iter().any(|t| t.live().next().is_some());
+            let wait = job.record.spec.ttl.unwrap_or(self.config.unplaceable_after);
             if live || busy || !(stuck || placed_any) {
                 job.no_fit_since = None;
             } else {
                 let since = *job.no_fit_since.get_or_insert(now);
-                if now.since(since) >= self.config.unplaceable_after && !negotiating {
+                if now.since(since) >= wait && !negotiating {
                     let why = self.no_fit_reason(id, view, now);
                     self.fail_job(id, why, now);
                 }
@@ -226,34 +227,62 @@ impl Requester {
         let Some(job) = self.jobs.get(&id) else {
             return "no provider fits".into();
         };
-        let Some(idx) = job.order.iter().copied().find(|i| {
+        let wait = job.record.spec.ttl.unwrap_or(self.config.unplaceable_after);
+        match self.no_fit_why(job, view, now) {
+            Some((idx, name, why)) => format!(
+                "no provider could take task {idx} ({name}) for {}: {why}",
+                agora_protocol::units::format_duration(wait),
+            ),
+            None => "no provider fits".into(),
+        }
+    }
+
+    /// The first unsettled task of `job` and why no provider known can
+    /// take it now.
+    fn no_fit_why(&self, job: &Job, view: &View, now: Timestamp) -> Option<(u32, String, String)> {
+        let idx = job.order.iter().copied().find(|i| {
             !matches!(
                 job.tasks[*i as usize].phase,
                 TaskPhase::Verified | TaskPhase::Failed
             )
-        }) else {
-            return "no provider fits".into();
-        };
+        })?;
+        let name = job
+            .record
+            .spec
+            .inputs
+            .get(idx as usize)
+            .map_or(String::new(), |i| i.name.clone());
         let need = need(job, idx);
         let candidates = placement::gather(view, &need, self.config.domains_to_try);
         if candidates.is_empty() {
-            return "no provider fits: no providers are known (is the node connected to the network?)".into();
+            return Some((
+                idx,
+                name,
+                "no providers are known (is the node connected to the network?)".into(),
+            ));
         }
         let excluded: Vec<placement::Exclusion> = candidates
             .iter()
             .filter_map(|c| placement::evaluate(c, self.book.get(&c.node), &need, now).err())
             .collect();
-        format!(
-            "no provider could take task {} ({}) for {}: {}",
-            idx,
-            job.record
-                .spec
-                .inputs
-                .get(idx as usize)
-                .map_or("", |i| i.name.as_str()),
-            agora_protocol::units::format_duration(self.config.unplaceable_after),
-            placement::why_none(&excluded, &need)
-        )
+        Some((idx, name, placement::why_none(&excluded, &need)))
+    }
+
+    /// For a job no provider takes a task of now: what it waits for, how
+    /// long it has, and why no provider known fits.
+    pub fn waiting(&self, id: &JobId, view: &View, now: Timestamp) -> Option<String> {
+        let job = self.jobs.get(id)?;
+        let since = job.no_fit_since?;
+        if job.record.state.is_terminal() {
+            return None;
+        }
+        let wait = job.record.spec.ttl.unwrap_or(self.config.unplaceable_after);
+        let (_, _, why) = self.no_fit_why(job, view, now)?;
+        Some(format!(
+            "waiting {} for a provider (it fails after {}): {why}",
+            agora_protocol::units::format_duration(now.since(since)),
+            agora_protocol::units::format_duration(wait),
+        ))
     }
 
     /// Candidates for a task: those that pass every constraint (best
@@ -642,7 +671,12 @@ impl Requester {
     /// before anything runs: `Err` says why not. Providers merely busy
     /// count as able (they free up); with none known at all nothing is
     /// refused (the job waits for providers, see `unplaceable_after`).
+    /// A job given its own `ttl` is never refused here: it was asked to
+    /// wait for providers that may yet come.
     pub fn check_placeable(&self, spec: &JobSpec, now: Timestamp, view: &View) -> Result<(), String> {
+        if spec.ttl.is_some() {
+            return Ok(());
+        }
         // The largest input decides (the others are smaller).
         let Some(idx) = (0..spec.inputs.len()).max_by_key(|i| spec.inputs[*i].size) else {
             return Ok(());

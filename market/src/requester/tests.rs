@@ -96,6 +96,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         strategy: Strategy::Scored,
         max_output: None,
         max_failures: 0,
+        ttl: None,
     }
 }
 
@@ -494,6 +495,9 @@ fn keys_without_standing_are_asked_one_at_a_time_and_never_hold_honest_work_up()
     }
 }
 
+/// How long the jobs below wait for a provider.
+const TTL: Duration = Duration::from_secs(30);
+
 /// Drives a one-task job whose only provider answers every call with
 /// `decline`, ticking every 10 ms for up to a minute: how often that
 /// provider was asked, and the job as it ended.
@@ -503,6 +507,7 @@ fn declined_throughout(decline: Decline, memory: Bytes) -> (usize, JobRecord) {
     let id = JobId([5; 16]);
     let mut s = spec(1, 1);
     s.memory = memory;
+    s.ttl = Some(TTL);
     r.submit(id, s, NOW);
     let mut asked = 0;
     let mut t = NOW;
@@ -536,7 +541,7 @@ fn a_provider_that_declines_for_memory_is_asked_once_and_the_job_fails_naming_th
     assert_eq!(asked, 1, "asked once, then excluded on its word");
     assert_eq!(job.state, JobState::Failed);
     let took = job.finished_at.expect("ended").since(NOW);
-    let limit = Config::default().unplaceable_after;
+    let limit = TTL;
     assert!(
         took >= limit && took <= limit + Duration::from_secs(5),
         "failed after {took:?}"
@@ -706,4 +711,69 @@ fn a_deterministic_failure_settles_from_one_copy_is_paid_and_is_not_run_again() 
     assert!(e.contains("out of fuel") && e.contains("raise --fuel"), "{e}");
     r.place(NOW, &view);
     assert!(calls(&mut r).is_empty(), "not run again elsewhere");
+}
+
+#[test]
+fn a_job_no_provider_fits_waits_saying_why_and_starts_when_one_appears() {
+    let (_, mut r, mut view, _) = world(0);
+    let id = JobId([23; 16]);
+    r.submit(id, spec(2, 1), NOW);
+    let mut t = NOW;
+    for _ in 0..600 {
+        r.tick(t, &view);
+        assert!(calls(&mut r).is_empty());
+        t = t.add(Duration::from_secs(1));
+    }
+    let (rec, _) = r.job(&id).expect("known");
+    assert!(!rec.state.is_terminal(), "ten minutes on, it still waits");
+    let why = r.waiting(&id, &view, t).expect("it says what it waits for");
+    assert!(
+        why.starts_with("waiting 10m00s for a provider (it fails after 1h00m): no providers are known"),
+        "{why}"
+    );
+    assert!(why.contains("no providers are known"), "{why}");
+    // A provider appears: the job is placed at once.
+    let kp = Keypair::from_secret([40; 32]);
+    let a = Advert {
+        seq: 1,
+        domain: "d".parse().expect("domain"),
+        cu: ComputeUnits(1000),
+        calibrated_at: t,
+        memory: Bytes::mib(256),
+        slots: 1,
+        free_slots: 1,
+        queued: 0,
+        load: 0,
+        accepting: true,
+        price: Price(1_000),
+        energy: EnergyRate(0),
+        version: "test".into(),
+        addrs: vec![],
+        max_task_fuel: Fuel(u64::MAX),
+        max_task_time: Millis(3_600_000),
+        max_output: Bytes::mib(16),
+    };
+    let env = Envelope::seal(&kp, &a, t, Duration::from_secs(30), Nonce(rand::random())).expect("seals");
+    view.on_advert(&env.to_bytes(), None, t).expect("advert accepted");
+    r.tick(t, &view);
+    let to: Vec<NodeId> = calls(&mut r).into_iter().flat_map(|c| c.2).collect();
+    assert!(to.contains(&kp.node_id()), "{to:?}");
+    assert_eq!(r.waiting(&id, &view, t), None);
+    // Left waiting past its time-to-live, a job fails saying why.
+    let (_, mut r, view, _) = world(0);
+    let mut s = spec(1, 1);
+    s.ttl = Some(Duration::from_secs(5));
+    r.submit(id, s, NOW);
+    let mut t = NOW;
+    while t < NOW.add(Duration::from_secs(7)) {
+        r.tick(t, &view);
+        t = t.add(Duration::from_millis(100));
+    }
+    let (rec, _) = r.job(&id).expect("known");
+    assert_eq!(rec.state, JobState::Failed);
+    let e = rec.error.clone().unwrap_or_default();
+    assert!(
+        e.starts_with("no provider could take task 0 (in-0) for 5.0s: no providers are known"),
+        "{e}"
+    );
 }

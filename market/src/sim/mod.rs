@@ -280,6 +280,7 @@ impl Sim {
             strategy: Strategy::Scored,
             max_output: None,
             max_failures: 0,
+            ttl: None,
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

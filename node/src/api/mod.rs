@@ -378,6 +378,10 @@ pub struct JobStatus {
     /// Memory limit of each task, bytes.
     #[serde(default)]
     pub memory: Bytes,
+    /// While no provider can take its tasks: what it waits for, how long
+    /// it has waited and how long it may (`--ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// Placement decisions of one task.

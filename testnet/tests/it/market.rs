@@ -131,3 +131,55 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
     }
     assert!(verified >= 100);
 }
+
+/// A job submitted while no provider is there waits, saying what for,
+/// and completes once a provider joins.
+#[test]
+fn a_job_with_no_provider_waits_and_completes_when_one_joins() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        net.start_all(vec![NodeSpec::requester("local").with_slots(1)])
+            .await
+            .unwrap();
+        let requester = net.node(0).client.clone();
+        let inputs = primes::trial_inputs(&primes::even(3, 100_000, 1_000));
+        let spec = job::prepare(
+            &requester,
+            &modules.read("primes").unwrap(),
+            None,
+            &inputs,
+            &Params::default(),
+        )
+        .await
+        .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = requester.job_summary(&id).await.unwrap();
+        assert!(!waiting.state.is_terminal(), "{:?}", waiting.error);
+        let why = waiting.waiting.unwrap_or_default();
+        assert!(
+            why.starts_with("waiting ") && why.contains("no providers are known"),
+            "{why}"
+        );
+        net.start(NodeSpec::provider("local").with_slots(1))
+            .await
+            .unwrap();
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+        assert_eq!(status.counts.verified, 3);
+        net.stop();
+    });
+}

@@ -202,6 +202,9 @@ fn summary(s: &JobStatus) -> String {
     if let Some(r) = &s.reduced {
         line("reduced", r.to_string());
     }
+    if let Some(w) = &s.waiting {
+        line("waiting", w.clone());
+    }
     if let Some(e) = &s.error {
         line("error", e.clone());
     }

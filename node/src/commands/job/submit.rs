@@ -96,6 +96,12 @@ pub struct SubmitCommand {
     /// Fraction of tasks this node re-executes to check providers, in [0, 1].
     #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub spot_check: f64,
+    /// How long the job waits while no provider can take its tasks, like
+    /// `10m` or `24h`; `job status` says what it waits for. Default: the
+    /// node's `unplaceable_after` (1h). Given, the job is accepted even if
+    /// no provider known now fits it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
     /// Failed tasks the job tolerates: a count (`3`), a percentage (`10%`)
     /// or a fraction below 1 (`0.1`) of its tasks. Every task then runs,
     /// and the job is done with its failures named unless more fail.
@@ -227,6 +233,7 @@ impl SubmitCommand {
             strategy: self.strategy,
             max_output: self.max_output,
             max_failures: self.max_failures.map_or(0, |f| f.of(inputs_len)),
+            ttl: self.ttl,
         }
     }
 

@@ -176,17 +176,19 @@ impl Display {
                         "counts": s.counts,
                         "wall_ms": s.wall_ms,
                         "error": s.error,
+                        "waiting": s.waiting,
                     });
                     emitln(&line.to_string())?;
                 } else {
                     emitln(&format!(
-                        "[{:>7}] {}: {}/{} verified · {} · {} provider(s)",
+                        "[{:>7}] {}: {}/{} verified · {} · {} provider(s){}",
                         format_duration(Duration::from_millis(s.wall_ms)),
                         state_name(s.state),
                         s.counts.verified,
                         s.total,
                         counts_line(&s.counts),
-                        s.providers.len()
+                        s.providers.len(),
+                        s.waiting.as_ref().map(|w| format!(" · {w}")).unwrap_or_default()
                     ))?;
                 }
                 Ok(())
@@ -237,9 +239,10 @@ impl Bars {
         self.overall.set_length(total);
         self.overall.set_position(s.counts.verified as u64);
         self.phases.set_message(format!(
-            "{} · {}",
+            "{} · {}{}",
             state_name(s.state),
-            phase_counts_short(&s.counts)
+            phase_counts_short(&s.counts),
+            s.waiting.as_ref().map(|w| format!("\n  {w}")).unwrap_or_default()
         ));
         let mut other = (0, 0, 0);
         let mut has_other = false;

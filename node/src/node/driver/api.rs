@@ -359,6 +359,10 @@ impl Driver {
     fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {
         self.engine
             .with_job(id, |rec, tasks| job_status(id, rec, tasks, detail, now))
+            .map(|mut s| {
+                s.waiting = self.engine.requester().waiting(id, self.engine.view(), now);
+                s
+            })
     }
 }
 
@@ -397,6 +401,7 @@ fn job_status(
         max_failures: rec.spec.max_failures,
         args: rec.spec.args.clone(),
         memory: rec.spec.memory,
+        waiting: None,
     }
 }
 
