@@ -169,18 +169,31 @@ fn open_receipt(bytes: &[u8]) -> Result<Result<Verified<Receipt>, String>, NotAR
 /// replicas of one task are compared with one run.
 type Runs = HashMap<(ContentId, ContentId, ContentId, u64, Fuel, Bytes), Outcome>;
 
-/// Checks `receipt` against the module, input and arguments it should
-/// name, re-executing them (or reusing an identical run from `runs`).
+/// Where receipts are re-executed: the sandbox, its limits, and the runs
+/// already done.
+struct Sandbox<'a> {
+    executor: &'a Executor,
+    memory: Bytes,
+    timeout: Duration,
+    runs: Runs,
+}
+
+impl Sandbox<'_> {
+    /// Checks `verified` against the module, input and arguments it should
+    /// name, re-executing them (or reusing an identical run).
+    fn judge(&mut self, verified: Verified<Receipt>, wasm: &[u8], input: &[u8], args: &[String]) -> Verdict {
+        judge(verified, wasm, input, args, self)
+    }
+}
+
 fn judge(
     verified: Verified<Receipt>,
     wasm: &[u8],
     input: &[u8],
     args: &[String],
-    memory: Bytes,
-    timeout: Duration,
-    executor: &Executor,
-    runs: &mut Runs,
+    sandbox: &mut Sandbox<'_>,
 ) -> Verdict {
+    let (memory, timeout, executor) = (sandbox.memory, sandbox.timeout, sandbox.executor);
     let r = verified.payload().clone();
     let arg_list: Vec<Arg> = args.iter().cloned().map(Arg).collect();
     let mut checks = vec![
@@ -217,7 +230,8 @@ fn judge(
         max_output,
     };
     let key = (r.module, r.input, r.args, r.seed, r.fuel_limit, max_output);
-    let outcome = runs
+    let outcome = sandbox
+        .runs
         .entry(key)
         .or_insert_with(|| run_module(executor, wasm, input, args, limits, r.seed));
     checks.extend([
@@ -259,16 +273,13 @@ impl VerifyCommand {
         let memory = self.memory.unwrap_or(DEFAULT_MEMORY);
         let data_dir = crate::paths::data_dir(self.data_dir.clone());
         let executor = cli_executor(&data_dir, memory)?;
-        let verdict = judge(
-            verified,
-            &wasm,
-            &input,
-            &self.args,
+        let mut sandbox = Sandbox {
+            executor: &executor,
             memory,
-            self.timeout,
-            &executor,
-            &mut Runs::new(),
-        );
+            timeout: self.timeout,
+            runs: Runs::new(),
+        };
+        let verdict = sandbox.judge(verified, &wasm, &input, &self.args);
         Ok(self.report(&verdict))
     }
 
@@ -322,7 +333,12 @@ impl VerifyCommand {
         let data_dir = crate::paths::data_dir(self.data_dir.clone());
         let executor = cli_executor(&data_dir, memory)?;
         let mut content: HashMap<ContentId, Result<Vec<u8>, String>> = HashMap::new();
-        let mut runs = Runs::new();
+        let mut sandbox = Sandbox {
+            executor: &executor,
+            memory,
+            timeout: self.timeout,
+            runs: Runs::new(),
+        };
         let mut rows = Vec::new();
         let (mut held, mut broken, mut unjudged) = (0usize, 0usize, 0usize);
         for t in &status.tasks {
@@ -345,16 +361,7 @@ impl VerifyCommand {
                                 .clone()
                         };
                         match (fetch(r.module), fetch(r.input)) {
-                            (Ok(wasm), Ok(input)) => judge(
-                                v.clone(),
-                                &wasm,
-                                &input,
-                                &status.args,
-                                memory,
-                                self.timeout,
-                                &executor,
-                                &mut runs,
-                            ),
+                            (Ok(wasm), Ok(input)) => sandbox.judge(v.clone(), &wasm, &input, &status.args),
                             (Err(e), _) | (_, Err(e)) => Verdict {
                                 reproducible: false,
                                 ..Verdict::refused(

@@ -289,7 +289,7 @@ impl ChaosCommand {
         let modules = artifacts::example_modules()?;
         let dir = super::WorkDir::new(self.dir.as_deref(), "agora-chaos-")?;
         let mut net = self.net.testnet(agora, dir.path(), self.json)?;
-        let report = signal::interruptible(self.scenario(&mut net, &modules)).await;
+        let report = Box::pin(signal::interruptible(self.scenario(&mut net, &modules))).await;
         net.stop();
         if !matches!(&report, Ok(r) if r.ok) {
             dir.keep();
