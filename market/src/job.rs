@@ -132,6 +132,9 @@ pub struct JobSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub ttl: Option<Duration>,
+    /// Labels a provider must carry (`--select key=value`), all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select: Vec<agora_protocol::capacity::Label>,
 }
 
 /// The largest output a task may write unless the job says otherwise.
@@ -189,6 +192,19 @@ impl JobSpec {
             .is_some_and(|t| t < Duration::from_secs(1) || t > Duration::from_secs(30 * 24 * 3600))
         {
             return fail("the time-to-live must be between 1s and 30 days".into());
+        }
+        if self.select.len() > agora_protocol::limits::MAX_LABELS {
+            return fail(format!(
+                "at most {} selectors",
+                agora_protocol::limits::MAX_LABELS
+            ));
+        }
+        if let Some(bad) = self
+            .select
+            .iter()
+            .find(|l| agora_protocol::capacity::Label::new(&l.key, &l.value).is_err())
+        {
+            return fail(format!("the selector {bad} is not a valid label"));
         }
         if self.fuel.0 == 0 {
             return fail("the fuel limit must be positive".into());

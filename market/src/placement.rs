@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use agora_protocol::capacity::Label;
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{
     Bytes, ComputeUnits, Credits, EnergyRate, FUEL_PER_CU_SECOND, Fuel, Price, Timestamp,
@@ -420,6 +421,8 @@ pub struct ProviderInfo {
     pub max_content: Bytes,
     /// How far it has shown that it exists.
     pub standing: Standing,
+    /// Its labels (none known from a summary).
+    pub labels: Option<Vec<Label>>,
 }
 
 /// What a task asks of a provider.
@@ -447,6 +450,8 @@ pub struct Need {
     pub input: (ContentId, Bytes),
     /// Providers to leave out (replicas must differ).
     pub exclude: Vec<NodeId>,
+    /// Labels a provider must carry (`--select key=value`).
+    pub select: Vec<Label>,
 }
 
 /// Why a provider is not a candidate.
@@ -522,6 +527,14 @@ pub enum Exclusion {
     },
     /// It does not work for this node.
     Refused,
+    /// It lacks a label the job selects on.
+    Label {
+        /// The label wanted, `key=value`.
+        want: String,
+        /// Its value for that key, if it has one; `None` as well when its
+        /// labels are unknown (known from a domain summary only).
+        have: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Exclusion {
@@ -556,6 +569,16 @@ impl std::fmt::Display for Exclusion {
                 )
             }
             Exclusion::Refused => f.write_str("refuses to work for this node"),
+            Exclusion::Label { want, have: Some(v) } => {
+                let key = want.split('=').next().unwrap_or_default();
+                write!(f, "selector {want} removed it: it has {key}={v}")
+            }
+            Exclusion::Label { want, have: None } => {
+                write!(
+                    f,
+                    "selector {want} removed it: it has no such label (or none known)"
+                )
+            }
         }
     }
 }
@@ -708,6 +731,19 @@ pub fn why_none(excluded: &[Exclusion], need: &Need) -> String {
             n(k)
         ));
     }
+    let mut selectors: Vec<&String> = excluded
+        .iter()
+        .filter_map(|e| match e {
+            Exclusion::Label { want, .. } => Some(want),
+            _ => None,
+        })
+        .collect();
+    selectors.sort();
+    selectors.dedup();
+    for want in selectors {
+        let k = of(&|e| matches!(e, Exclusion::Label { want: w, .. } if w == want)).len();
+        out.push(format!("selects {want}; {} lack it", n(k)));
+    }
     for (label, f) in [
         (
             "hold receipts of this node unpaid past their deadline",
@@ -741,6 +777,23 @@ pub fn why_none(excluded: &[Exclusion], need: &Need) -> String {
         return "no provider fits".into();
     }
     out.join("; ")
+}
+
+/// The first selector `info` does not satisfy, as an exclusion: it must
+/// carry each `key=value` of `select` (a provider known only from a summary
+/// carries none that are known).
+fn selected_out(info: &ProviderInfo, select: &[Label]) -> Option<Exclusion> {
+    let labels = info.labels.as_deref().unwrap_or(&[]);
+    select.iter().find_map(|want| {
+        let have = labels.iter().find(|l| l.key == want.key);
+        match have {
+            Some(l) if l.value == want.value => None,
+            _ => Some(Exclusion::Label {
+                want: want.to_string(),
+                have: have.map(|l| l.value.clone()),
+            }),
+        }
+    })
 }
 
 /// Copies a provider with no verified work may hold at once, for a job of
@@ -792,6 +845,9 @@ pub fn evaluate(
 ) -> Result<Scored, Exclusion> {
     if stats.is_some_and(|s| s.banned.is_some()) {
         return Err(Exclusion::Banned);
+    }
+    if let Some(e) = selected_out(info, &need.select) {
+        return Err(e);
     }
     if need.exclude.contains(&info.node) {
         return Err(Exclusion::AlreadyUsed);
@@ -958,6 +1014,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             max_output: p.advert.max_output,
             max_content: Bytes(u64::MAX),
             standing: view.standing(&p.node),
+            labels: Some(p.advert.labels.clone()),
         })
         .collect();
     let known: HashSet<NodeId> = out.iter().map(|p| p.node).chain([view.local()]).collect();
@@ -993,6 +1050,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 max_content: Bytes(u64::MAX),
                 // Listed by a vouched summary.
                 standing: view.standing(&c.node).max(Standing::Reachable),
+                labels: None,
             });
         }
     }
@@ -1022,6 +1080,7 @@ mod tests {
             max_output: Bytes::mib(16),
             max_content: Bytes(u64::MAX),
             standing: Standing::Reachable,
+            labels: Some(vec![Label::new("arch", "x86_64").expect("a label")]),
         }
     }
 
@@ -1038,6 +1097,7 @@ mod tests {
             module: (ContentId([1; 32]), Bytes::mib(1)),
             input: (ContentId([2; 32]), Bytes(100)),
             exclude: vec![],
+            select: vec![],
         }
     }
 
@@ -1056,6 +1116,39 @@ mod tests {
         };
         let known = evaluate(&info(4, 1000, 100), Some(&good), &need(), NOW).unwrap();
         assert!(known.score < slow.score);
+    }
+
+    #[test]
+    fn a_selector_removes_providers_without_its_label_and_says_so() {
+        let mut n = need();
+        n.select = vec!["arch=x86_64".parse().unwrap()];
+        assert!(evaluate(&info(1, 1000, 100), None, &n, NOW).is_ok());
+        n.select.push("zone=rack-3".parse().unwrap());
+        let e = evaluate(&info(1, 1000, 100), None, &n, NOW).unwrap_err();
+        assert_eq!(
+            e,
+            Exclusion::Label {
+                want: "zone=rack-3".into(),
+                have: None
+            }
+        );
+        let mut zoned = info(2, 1000, 100);
+        zoned.labels = Some(vec![
+            "arch=x86_64".parse().unwrap(),
+            "zone=rack-1".parse().unwrap(),
+        ]);
+        let e2 = evaluate(&zoned, None, &n, NOW).unwrap_err();
+        assert_eq!(
+            e2.to_string(),
+            "selector zone=rack-3 removed it: it has zone=rack-1"
+        );
+        // Known from a summary only: its labels are unknown, so no selector
+        // is satisfied.
+        let mut summarised = info(3, 1000, 100);
+        summarised.labels = None;
+        n.select.truncate(1);
+        assert!(evaluate(&summarised, None, &n, NOW).is_err());
+        assert_eq!(why_none(&[e, e2], &n), "selects zone=rack-3; 2 providers lack it");
     }
 
     #[test]

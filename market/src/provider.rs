@@ -57,6 +57,9 @@ pub struct Config {
     pub max_output: Bytes,
     /// Most offers remembered at once.
     pub max_offers: usize,
+    /// What jobs may select this provider by (`arch`, `os` and the
+    /// owner's), sorted by key: advertised as they are.
+    pub labels: Vec<agora_protocol::capacity::Label>,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             max_task_time: DEFAULT_MAX_TASK_TIME,
             max_output: crate::job::DEFAULT_MAX_OUTPUT,
             max_offers: 10_000,
+            labels: Vec::new(),
         }
     }
 }

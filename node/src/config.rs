@@ -60,6 +60,10 @@ max_disk = "10GiB"
 # Content nothing needs any more (another node's module or input, an
 # output already delivered) is removed after this long unused.
 content_retention = "1h"
+# What jobs may select this provider by (`agora job submit --select
+# key=value`), e.g. { zone = "rack-3", gpu = "none" }, besides `arch` and
+# `os`, which the node sets itself. Keys: a-z, 0-9, `.`, `_`, `-`.
+labels = {}
 
 [provider.idle]
 # Take work only while the machine's own load (other processes) is low.
@@ -336,8 +340,27 @@ pub struct Provider {
     /// Unused content kept this long.
     #[serde(with = "duration")]
     pub content_retention: Duration,
+    /// The owner's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Idle policy.
     pub idle: Idle,
+}
+
+impl Provider {
+    /// The labels advertised: `arch` and `os` of this machine, then the
+    /// owner's, sorted by key.
+    pub fn labels(&self) -> Vec<agora_protocol::capacity::Label> {
+        let mut all: std::collections::BTreeMap<&str, &str> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        all.insert("arch", std::env::consts::ARCH);
+        all.insert("os", std::env::consts::OS);
+        all.into_iter()
+            .filter_map(|(k, v)| agora_protocol::capacity::Label::new(k, v).ok())
+            .collect()
+    }
 }
 
 /// `[provider.idle]`.
@@ -444,6 +467,7 @@ impl Default for Provider {
             max_output: agora_market::job::DEFAULT_MAX_OUTPUT,
             max_disk: Bytes::gib(10),
             content_retention: Duration::from_secs(3600),
+            labels: std::collections::BTreeMap::new(),
             idle: Idle::default(),
         }
     }
@@ -546,6 +570,21 @@ impl Config {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.provider;
+        if p.labels.len() + 2 > agora_protocol::limits::MAX_LABELS {
+            return Err(ConfigError::Invalid(format!(
+                "provider.labels: at most {} (besides arch and os)",
+                agora_protocol::limits::MAX_LABELS - 2
+            )));
+        }
+        for (k, v) in &p.labels {
+            if k == "arch" || k == "os" {
+                return Err(ConfigError::Invalid(format!(
+                    "provider.labels: `{k}` is set by the node itself"
+                )));
+            }
+            agora_protocol::capacity::Label::new(k, v)
+                .map_err(|e| ConfigError::Invalid(format!("provider.labels: {e}")))?;
+        }
         if !(p.cpu_share > 0.0 && p.cpu_share <= 1.0) {
             return Err(ConfigError::Invalid(format!(
                 "provider.cpu_share must be in (0, 1], not {}",
@@ -670,6 +709,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("size"), "{e}");
+    }
+
+    #[test]
+    fn owner_labels_join_the_machines_own_and_bad_ones_are_refused() {
+        let c = Config::parse("[provider]\nlabels = { zone = \"rack-3\", gpu = \"none\" }\n").unwrap();
+        let labels: Vec<String> = c.provider.labels().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            labels,
+            [
+                format!("arch={}", std::env::consts::ARCH),
+                "gpu=none".to_owned(),
+                format!("os={}", std::env::consts::OS),
+                "zone=rack-3".to_owned(),
+            ]
+        );
+        let e = Config::parse("[provider]\nlabels = { arch = \"sparc\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set by the node itself"), "{e}");
+        let e = Config::parse("[provider]\nlabels = { \"Zone\" = \"a\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a-z, 0-9"), "{e}");
     }
 
     #[test]

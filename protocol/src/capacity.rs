@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Domain;
 use crate::envelope::{Payload, PayloadType};
 use crate::id::NodeId;
-use crate::limits::{MAX_ADDR_LEN, MAX_ADDRS, MAX_CHILDREN, MAX_CONTACTS, MAX_VERSION_LEN};
+use crate::limits::{
+    MAX_ADDR_LEN, MAX_ADDRS, MAX_CHILDREN, MAX_CONTACTS, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS,
+    MAX_VERSION_LEN,
+};
 use crate::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
 use crate::wire::{Decode, DecodeError, Encode, Limited, Reader, Writer};
 use crate::wire_struct;
@@ -27,6 +30,78 @@ impl Encode for Addr {
 impl Decode for Addr {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Addr(String::decode_limited(r, MAX_ADDR_LEN, "addr")?))
+    }
+}
+
+/// A `key=value` fact about a provider that jobs may select on
+/// (`--select arch=x86_64`): `arch` and `os` set by the node itself, others
+/// by its owner. A key is 1 to 32 bytes of `a-z`, `0-9`, `.`, `_` and `-`;
+/// a value at most 64 bytes of UTF-8 without control characters. Both are
+/// the provider's word, like the rest of its advert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Label {
+    /// The key, e.g. `arch`.
+    pub key: String,
+    /// The value, e.g. `x86_64`.
+    pub value: String,
+}
+
+impl Label {
+    /// A label, if `key` and `value` are well formed.
+    pub fn new(key: &str, value: &str) -> Result<Label, String> {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_LABEL_KEY
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !key_ok {
+            return Err(format!(
+                "label key `{key}` must be 1 to {MAX_LABEL_KEY} bytes of a-z, 0-9, `.`, `_` and `-`"
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+            return Err(format!(
+                "label value `{}` must be at most {MAX_LABEL_VALUE} bytes without control characters",
+                value.escape_default()
+            ));
+        }
+        Ok(Label {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+impl std::str::FromStr for Label {
+    type Err = String;
+
+    /// `key=value`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not a label: write it as key=value, e.g. arch=x86_64"))?;
+        Label::new(k.trim(), v.trim())
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+impl Encode for Label {
+    fn encode(&self, w: &mut Writer) {
+        self.key.encode(w);
+        self.value.encode(w);
+    }
+}
+
+impl Decode for Label {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let key = String::decode_limited(r, MAX_LABEL_KEY, "label key")?;
+        let value = String::decode_limited(r, MAX_LABEL_VALUE, "label value")?;
+        Label::new(&key, &value).map_err(|e| DecodeError::invalid("label", e))
     }
 }
 
@@ -73,6 +148,8 @@ pub struct Advert {
     pub max_task_time: Millis,
     /// The largest output the owner lets one task write.
     pub max_output: Bytes,
+    /// What jobs may select it by, sorted by key, one value per key.
+    pub labels: Vec<Label>,
 }
 
 wire_struct!(Advert {
@@ -93,6 +170,7 @@ wire_struct!(Advert {
     max_task_fuel,
     max_task_time,
     max_output,
+    labels < MAX_LABELS,
 });
 
 impl Payload for Advert {
@@ -227,6 +305,7 @@ pub(crate) mod tests {
             max_task_fuel: Fuel(20_000_000_000_000),
             max_task_time: Millis(3_600_000),
             max_output: Bytes::mib(16),
+            labels: vec![],
         }
     }
 

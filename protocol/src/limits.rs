@@ -26,6 +26,12 @@ pub const MAX_ADDRS: usize = 8;
 pub const MAX_ADDR_LEN: usize = 256;
 /// Longest software version string.
 pub const MAX_VERSION_LEN: usize = 64;
+/// Most labels on one advert.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key, bytes.
+pub const MAX_LABEL_KEY: usize = 32;
+/// Longest label value, bytes.
+pub const MAX_LABEL_VALUE: usize = 64;
 /// Most contacts in a domain summary.
 pub const MAX_CONTACTS: usize = 8;
 /// Most child domains in a domain summary.

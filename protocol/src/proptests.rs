@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSummary};
+use crate::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSummary, Label};
 use crate::domain::Domain;
 use crate::envelope::{Envelope, OpenError, Payload, ReplayGuard};
 use crate::execution::{ExitStatus, Receipt};
@@ -42,6 +42,10 @@ fn domain() -> impl Strategy<Value = Domain> {
 fn text(max: usize) -> impl Strategy<Value = String> {
     proptest::string::string_regex(&format!("\\PC{{0,{}}}", (max / 4).min(40))).expect("regex")
 }
+fn label() -> impl Strategy<Value = Label> {
+    ("[a-z0-9._-]{1,32}", "[^\\p{Cc}]{0,16}").prop_map(|(k, v)| Label::new(&k, &v).expect("a valid label"))
+}
+
 fn addr() -> impl Strategy<Value = Addr> {
     "/ip4/[0-9.]{7,15}/tcp/[0-9]{1,5}".prop_map(Addr)
 }
@@ -71,11 +75,12 @@ prop_compose! {
                 mem in any::<u64>(), slots in any::<u32>(), free in any::<u32>(), queued in any::<u32>(),
                 load in any::<u32>(), accepting in any::<bool>(), price in any::<u64>(), energy in any::<u64>(),
                 version in text(MAX_VERSION_LEN), addrs in vec(addr(), 0..=MAX_ADDRS),
-                max_fuel in any::<u64>(), max_time in any::<u64>(), max_out in any::<u64>()) -> Advert {
+                max_fuel in any::<u64>(), max_time in any::<u64>(), max_out in any::<u64>(),
+                labels in vec(label(), 0..=MAX_LABELS)) -> Advert {
         Advert { seq, domain, cu: ComputeUnits(cu), calibrated_at: Timestamp(cal), memory: Bytes(mem), slots,
                  free_slots: free, queued, load, accepting, price: Price(price), energy: EnergyRate(energy),
                  version, addrs, max_task_fuel: Fuel(max_fuel), max_task_time: Millis(max_time),
-                 max_output: Bytes(max_out) }
+                 max_output: Bytes(max_out), labels }
     }
 }
 

@@ -119,6 +119,7 @@ pub async fn prepare(
         max_output: params.max_output,
         max_failures: 0,
         ttl: None,
+        select: Vec::new(),
     })
 }
 

@@ -221,6 +221,7 @@ impl Engine {
             max_task_fuel: p.config().max_task_fuel,
             max_task_time: agora_protocol::units::Millis::from(p.config().max_task_time),
             max_output: p.config().max_output,
+            labels: p.config().labels.clone(),
         };
         self.view.set_local_advert(advert.clone());
         if !p.config().enabled {

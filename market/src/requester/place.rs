@@ -663,6 +663,7 @@ fn spec_need(spec: &JobSpec, idx: usize) -> Need {
         module: (spec.module, spec.module_size),
         input: (input.id, input.size),
         exclude: Vec::new(),
+        select: spec.select.clone(),
     }
 }
 

@@ -59,6 +59,7 @@ fn world_with(providers: usize, config: Config) -> (Keypair, Requester, View, Ve
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Millis(3_600_000),
             max_output: Bytes::mib(16),
+            labels: vec![],
         };
         view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
             .expect("advert accepted");
@@ -97,6 +98,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         max_output: None,
         max_failures: 0,
         ttl: None,
+        select: Vec::new(),
     }
 }
 
@@ -752,6 +754,7 @@ fn a_job_no_provider_fits_waits_saying_why_and_starts_when_one_appears() {
         max_task_fuel: Fuel(u64::MAX),
         max_task_time: Millis(3_600_000),
         max_output: Bytes::mib(16),
+        labels: vec![],
     };
     let env = Envelope::seal(&kp, &a, t, Duration::from_secs(30), Nonce(rand::random())).expect("seals");
     view.on_advert(&env.to_bytes(), None, t).expect("advert accepted");

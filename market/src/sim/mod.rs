@@ -281,6 +281,7 @@ impl Sim {
             max_output: None,
             max_failures: 0,
             ttl: None,
+            select: Vec::new(),
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

@@ -304,6 +304,7 @@ fn a_proof_passed_over_for_its_publishers_quota_is_checked_when_another_brings_i
         max_task_fuel: Fuel(u64::MAX),
         max_task_time: Millis(3_600_000),
         max_output: Bytes::mib(16),
+        labels: vec![],
     };
     let topic = agora_protocol::Domain::advert_topic(&"sim".parse().expect("domain"));
     e.on_gossip(&topic, &sealed(&accused, &advert, 9).to_bytes(), None, now);

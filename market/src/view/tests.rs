@@ -26,6 +26,7 @@ fn advert(seq: u64, domain: &str) -> Advert {
         max_task_fuel: Fuel(u64::MAX),
         max_task_time: Millis(3_600_000),
         max_output: Bytes::mib(16),
+        labels: vec![],
     }
 }
 

@@ -173,6 +173,9 @@ pub struct PeerRow {
     /// How it is connected: `direct`, `relayed`, or null when it is not.
     #[serde(default)]
     pub path: Option<Path>,
+    /// Its labels, `key=value` (what `job submit --select` matches).
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 /// `GET /v1/domains`: one domain.

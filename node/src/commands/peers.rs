@@ -58,6 +58,7 @@ fn table(peers: &[PeerRow]) -> Table {
         "ACCEPTING",
         "LEARNT CU",
         "REPUTATION",
+        "LABELS",
     ])
     .with_right(&[2, 3, 5, 6, 8, 10, 11]);
     for p in peers {
@@ -84,6 +85,11 @@ fn table(peers: &[PeerRow]) -> Table {
             accepting.to_owned(),
             p.learnt_cu.map_or_else(|| "-".to_owned(), number),
             float_or_dash(p.reputation, 2),
+            if p.labels.is_empty() {
+                "-".to_owned()
+            } else {
+                p.labels.join(",")
+            },
         ]);
     }
     t

@@ -377,6 +377,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             max_task_fuel: agora_protocol::units::Fuel(p.max_task_fuel),
             max_task_time: p.max_task_time,
             max_output: p.max_output,
+            labels: p.labels(),
         },
         requester: requester::Config {
             fanout: c.requester.fanout,

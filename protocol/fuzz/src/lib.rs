@@ -399,6 +399,7 @@ pub fn advert() -> Advert {
         max_task_fuel: Fuel(20_000_000_000_000),
         max_task_time: Millis(3_600_000),
         max_output: Bytes::mib(16),
+        labels: vec![],
     }
 }
 

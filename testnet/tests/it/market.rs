@@ -183,3 +183,68 @@ fn a_job_with_no_provider_waits_and_completes_when_one_joins() {
         net.stop();
     });
 }
+
+/// Providers carry labels (`arch` and `os` of their own, others from their
+/// owner's configuration) in their adverts, and a job that selects on one
+/// runs only where it is.
+#[test]
+fn a_job_that_selects_a_label_runs_only_on_providers_carrying_it() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        let zoned = |zone: &str| {
+            let mut s = NodeSpec::provider("local").with_slots(1);
+            s.config = Some(format!("[provider]\nlabels = {{ zone = \"{zone}\" }}\n"));
+            s
+        };
+        net.start_all(vec![
+            NodeSpec::requester("local").with_slots(1),
+            zoned("a"),
+            zoned("b"),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let requester = net.node(0).client.clone();
+        let b = net.node(2).id();
+        let peers = requester.peers(None).await.unwrap();
+        let row = peers.iter().find(|p| p.peer_id == b).expect("zone b in the view");
+        assert!(row.labels.contains(&"zone=b".to_owned()), "{:?}", row.labels);
+        assert!(
+            row.labels.contains(&format!("arch={}", std::env::consts::ARCH)),
+            "{:?}",
+            row.labels
+        );
+        let inputs = primes::trial_inputs(&primes::even(6, 100_000, 1_000));
+        let mut spec = job::prepare(
+            &requester,
+            &modules.read("primes").unwrap(),
+            None,
+            &inputs,
+            &Params::default(),
+        )
+        .await
+        .unwrap();
+        spec.select = vec!["zone=b".parse().unwrap()];
+        let id = job::submit(&requester, &spec).await.unwrap();
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+        let status = requester.job(&id).await.unwrap();
+        for t in &status.tasks {
+            assert_eq!(t.providers, [b], "task {} ran off zone b", t.index);
+        }
+        net.stop();
+    });
+}

@@ -102,6 +102,11 @@ pub struct SubmitCommand {
     /// no provider known now fits it.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<Duration>,
+    /// Only providers carrying this label, like `arch=x86_64` or
+    /// `zone=rack-3` (`agora peers` lists them); repeat for more, all
+    /// required. `job explain` says which providers a selector removed.
+    #[arg(long = "select", value_name = "KEY=VALUE")]
+    pub select: Vec<agora_protocol::capacity::Label>,
     /// Failed tasks the job tolerates: a count (`3`), a percentage (`10%`)
     /// or a fraction below 1 (`0.1`) of its tasks. Every task then runs,
     /// and the job is done with its failures named unless more fail.
@@ -234,6 +239,7 @@ impl SubmitCommand {
             max_output: self.max_output,
             max_failures: self.max_failures.map_or(0, |f| f.of(inputs_len)),
             ttl: self.ttl,
+            select: self.select.clone(),
         }
     }
 

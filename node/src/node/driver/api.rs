@@ -349,6 +349,7 @@ impl Driver {
                     } else {
                         self.engine.is_connected(&p.node).then_some(Path::Direct)
                     },
+                    labels: p.advert.labels.iter().map(ToString::to_string).collect(),
                 }
             })
             .collect();

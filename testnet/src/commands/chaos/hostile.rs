@@ -805,6 +805,7 @@ fn fake_advert(domain: &Domain, addr: Addr) -> Advert {
         max_task_fuel: Fuel(u64::MAX),
         max_task_time: Millis(3_600_000),
         max_output: Bytes::mib(16),
+        labels: vec![],
     }
 }
 
