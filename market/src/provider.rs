@@ -553,6 +553,19 @@ impl Provider {
         }
     }
 
+    /// The provider stops: every task queued or running is forgotten and
+    /// returned, for its requester to be told (tasks done stay: their
+    /// receipts are still delivered).
+    pub fn withdraw_all(&mut self) -> Vec<Accepted> {
+        let open: Vec<MessageId> = self
+            .tasks
+            .values()
+            .filter(|t| matches!(t.stage, Stage::Queued | Stage::Running))
+            .map(|t| t.agreement)
+            .collect();
+        open.iter().filter_map(|a| self.forget(a)).collect()
+    }
+
     /// An accepted task.
     pub fn task(&self, agreement: &MessageId) -> Option<&Accepted> {
         self.tasks.get(agreement)

@@ -272,6 +272,9 @@ pub enum CancelReason {
     Superseded,
     /// The agreement's deadline passed.
     Overdue,
+    /// Sent by the provider: it stops (its node shuts down) and will not
+    /// run the task; the requester places it again at once.
+    Withdrawn,
 }
 
 impl Encode for CancelReason {
@@ -280,6 +283,7 @@ impl Encode for CancelReason {
             CancelReason::JobCancelled => 0,
             CancelReason::Superseded => 1,
             CancelReason::Overdue => 2,
+            CancelReason::Withdrawn => 3,
         })
     }
 }
@@ -290,6 +294,7 @@ impl Decode for CancelReason {
             0 => Ok(CancelReason::JobCancelled),
             1 => Ok(CancelReason::Superseded),
             2 => Ok(CancelReason::Overdue),
+            3 => Ok(CancelReason::Withdrawn),
             tag => Err(DecodeError::InvalidTag {
                 field: "cancel reason",
                 tag,
@@ -298,8 +303,10 @@ impl Decode for CancelReason {
     }
 }
 
-/// The requester withdraws an agreement; the provider stops the task and is
-/// not paid for it.
+/// The requester withdraws an agreement: the provider stops the task and is
+/// not paid for it. Or, with [`CancelReason::Withdrawn`], the provider
+/// withdraws it: it will not run the task, and the requester places it
+/// again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancel {
     /// The agreement withdrawn.

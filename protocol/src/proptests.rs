@@ -152,13 +152,14 @@ fn agreement() -> impl Strategy<Value = Agreement> {
 }
 
 fn cancel() -> impl Strategy<Value = Cancel> {
-    (message_id(), task_id(), 0u8..3).prop_map(|(agreement, task, r)| Cancel {
+    (message_id(), task_id(), 0u8..4).prop_map(|(agreement, task, r)| Cancel {
         agreement,
         task,
         reason: [
             CancelReason::JobCancelled,
             CancelReason::Superseded,
             CancelReason::Overdue,
+            CancelReason::Withdrawn,
         ][r as usize],
     })
 }

@@ -43,7 +43,7 @@ mod serve;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use agora_protocol::market::Arg;
+use agora_protocol::market::{Arg, Cancel, CancelReason};
 use agora_protocol::rpc::MarketRequest;
 use agora_protocol::units::{ComputeUnits, Timestamp};
 use agora_protocol::{
@@ -586,10 +586,43 @@ impl Engine {
         }
     }
 
-    /// Stops taking work (shutdown): the advert says so at once.
-    pub fn shutdown(&mut self, now: Timestamp) {
+    /// Stops taking work (shutdown): the advert says so at once, and each
+    /// agreement queued or running here is withdrawn, its requester told
+    /// (a `Cancel` this node signs, reason `Withdrawn`) so that it places
+    /// the task again at once. Returns how many were withdrawn: the caller
+    /// gives those messages a moment to leave.
+    pub fn shutdown(&mut self, now: Timestamp) -> usize {
         self.provider.drain();
+        let withdrawn = self.provider.withdraw_all();
+        for t in &withdrawn {
+            self.credit.released(t.requester, &t.agreement);
+            self.writes.delete(records::accepted_key(&t.agreement));
+            // A run that still ends sends no receipt.
+            self.cancelled_running.insert(t.agreement);
+            self.inline.remove(&t.agreement);
+            let cancel = Cancel {
+                agreement: t.agreement,
+                task: t.assignment.task,
+                reason: CancelReason::Withdrawn,
+            };
+            let env = self.seal(&cancel, place::CANCEL_LIFETIME, now);
+            let out = self.request(
+                t.requester,
+                MarketRequest::Cancel(env),
+                Vec::new(),
+                Pending::Cancel { to: t.requester },
+            );
+            self.out.push(out);
+        }
+        if !withdrawn.is_empty() {
+            tracing::info!(
+                tasks = withdrawn.len(),
+                "stopping: withdrew the tasks accepted here"
+            );
+            self.must_flush = true;
+        }
         self.publish_advert(now);
+        withdrawn.len()
     }
 
     /// A load sample of the machine's other processes (share of all

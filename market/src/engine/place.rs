@@ -22,7 +22,7 @@ use crate::requester::Action;
 /// How long a call for offers or an acceptance stays valid.
 const NEGOTIATION_LIFETIME: Duration = Duration::from_secs(20);
 /// How long a cancellation stays valid.
-const CANCEL_LIFETIME: Duration = Duration::from_secs(30);
+pub(super) const CANCEL_LIFETIME: Duration = Duration::from_secs(30);
 /// How long a fraud proof circulates.
 const FRAUD_LIFETIME: Duration = Duration::from_secs(3600);
 /// A reduce step may use this many times a task's fuel limit.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_protocol::execution::Receipt;
-use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel};
+use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, CancelReason};
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
 use agora_protocol::units::Timestamp;
 use agora_protocol::wire::Blob;
@@ -228,6 +228,15 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let agreement = v.payload().agreement;
+        if v.payload().reason == CancelReason::Withdrawn {
+            // From the provider of a copy this node placed: it stops.
+            let task = v.payload().task;
+            return if self.requester.on_withdrawn(peer, agreement, task, now) {
+                self.respond_durably(reply, MarketResponse::Ack);
+            } else {
+                self.decline(reply, Decline::Unknown);
+            };
+        }
         match self.provider.cancel(peer, &agreement) {
             Ok(Some(_)) => {
                 self.credit.released(peer, &agreement);

@@ -7,6 +7,39 @@
 use super::*;
 
 impl Requester {
+    /// The provider of a copy withdrew its agreement (it is stopping):
+    /// the copy fails, not counted against it, and the task is placed
+    /// again at once, elsewhere (the provider counts as not accepting for
+    /// a moment). Whether such a live copy was found.
+    pub fn on_withdrawn(&mut self, from: NodeId, agreement: MessageId, task: TaskId, now: Timestamp) -> bool {
+        let Some(t) = self
+            .jobs
+            .get_mut(&task.job)
+            .and_then(|j| j.tasks.get_mut(task.index as usize))
+        else {
+            return false;
+        };
+        let Some(c) = t.copies.iter_mut().find(|c| {
+            c.provider == from
+                && c.agreement == Some(agreement)
+                && matches!(c.state, CopyState::Accepting | CopyState::Agreed)
+        }) else {
+            return false;
+        };
+        c.state = CopyState::Failed("its provider withdrew: it is stopping".into());
+        self.book.released(from);
+        self.book.stated(
+            from,
+            &agora_protocol::rpc::Decline::NotAccepting,
+            Bytes(0),
+            now,
+            now,
+        );
+        self.touch(task);
+        self.settle(task.job, task.index, now);
+        true
+    }
+
     /// An answer to a call for offers: a verified offer, or why not.
     pub fn on_offer(
         &mut self,

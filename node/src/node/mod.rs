@@ -190,9 +190,14 @@ impl Node {
             hole_punching: config.relay.hole_punching,
             ..network::Config::default()
         };
-        let (net, network_task) = network::spawn(&keypair, net_config, events_tx, cancel.child_token())
+        // The network outlives the driver's own shutdown (which withdraws
+        // the tasks accepted here, over the network): it stops when the
+        // driver is done, or when this setup fails.
+        let net_cancel = CancellationToken::new();
+        let (net, network_task) = network::spawn(&keypair, net_config, events_tx, net_cancel.clone())
             .await
             .context("cannot start the network")?;
+        let stop_net = net_cancel.drop_guard();
         let token = hex::encode(rand::random::<[u8; 16]>());
         let (api_tx, api_rx) = mpsc::channel(256);
         let (api, api_task) = server::serve(
@@ -254,7 +259,10 @@ impl Node {
             write_node_json(&data_dir, &info)?;
         }
         let id = keypair.node_id();
-        let driver_task = tokio::spawn(driver.run(events_rx, api_rx));
+        let driver_task = tokio::spawn(async move {
+            Box::pin(driver.run(events_rx, api_rx)).await;
+            drop(stop_net);
+        });
         let book_task = tokio::spawn(address_book::keep(
             net_handle.clone(),
             book_store,

@@ -248,3 +248,75 @@ fn a_job_that_selects_a_label_runs_only_on_providers_carrying_it() {
         net.stop();
     });
 }
+
+/// A provider stopped cleanly (SIGTERM) mid-task withdraws its agreement:
+/// the requester places the task again at once, instead of waiting for the
+/// agreement's deadline.
+#[test]
+fn a_provider_stopped_mid_task_hands_it_back_at_once() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
+        specs.extend((0..2).map(|_| NodeSpec::provider("local").with_slots(1)));
+        net.start_all(specs).await.unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let requester = net.node(0).client.clone();
+        // One task of some seconds; its deadline is a minute.
+        let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 300_000));
+        let params = Params {
+            fuel: 20_000_000_000,
+            deadline: Duration::from_secs(60),
+            ..Params::default()
+        };
+        let spec = job::prepare(
+            &requester,
+            &modules.read("primes").unwrap(),
+            None,
+            &inputs,
+            &params,
+        )
+        .await
+        .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        let first = loop {
+            let s = requester.job(&id).await.unwrap();
+            if let Some(c) = s.tasks[0].copies.iter().find(|c| c.state == "agreed") {
+                break c.provider;
+            }
+            assert!(!s.state.is_terminal(), "{:?}", s.error);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let i = (1..=2).find(|i| net.node(*i).id() == first).unwrap();
+        let stopped = std::time::Instant::now();
+        assert!(net.stop_node(i), "it exits by itself on SIGTERM");
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+        let took = stopped.elapsed();
+        assert!(
+            took < Duration::from_secs(45),
+            "re-placed at once, not after the deadline: done {took:?} after the stop"
+        );
+        let s = requester.job(&id).await.unwrap();
+        let withdrawn = s.tasks[0]
+            .copies
+            .iter()
+            .find(|c| c.provider == first)
+            .expect("the first copy");
+        assert!(withdrawn.state.contains("withdrew"), "{}", withdrawn.state);
+        assert_ne!(s.tasks[0].providers, [first]);
+        net.stop();
+    });
+}

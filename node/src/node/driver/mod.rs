@@ -59,6 +59,8 @@ type Submitted = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// Audits waited for, per chain owner, and how many at most.
 const MAX_AUDITS: usize = 64;
+/// How long a stopping node waits for its withdrawals to be delivered.
+const WITHDRAW_GRACE: Duration = Duration::from_secs(1);
 
 /// What waits for a batch to be durable.
 #[derive(Default)]
@@ -222,13 +224,34 @@ impl Driver {
         for flag in self.running.values() {
             flag.store(true, Ordering::Relaxed);
         }
-        self.engine.shutdown(now());
+        let withdrawn = self.engine.shutdown(now());
         self.end_turn().await;
+        if withdrawn > 0 {
+            self.await_answers(WITHDRAW_GRACE).await;
+        }
         let _ = self.sh.store.flush().await;
         if self.options.write_node_json {
             super::remove_node_json(&self.options.data_dir);
         }
         // Dropping the driver aborts its work and pending answers.
+    }
+
+    /// Waits up to `grace` for the answers to requests in flight (at
+    /// shutdown: the withdrawals just sent), so that they leave before the
+    /// network stops.
+    async fn await_answers(&mut self, grace: Duration) {
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                next = self.answers.next() => match next {
+                    Some((id, answer)) => self.engine.on_answer(id, answer, now()),
+                    None => break,
+                },
+            }
+        }
+        self.end_turn().await;
     }
 
     fn on_tick(&mut self) {
