@@ -196,6 +196,9 @@ pub struct Provider {
     draining: bool,
     /// The owner's disk cap is reached: no new work until room is made.
     disk_full: bool,
+    /// Paused by the owner: no new work until then (`None`: not paused;
+    /// `Timestamp(u64::MAX)`: until resumed).
+    paused: Option<Timestamp>,
     offers: HashMap<MessageId, OfferRecord>,
     tasks: HashMap<MessageId, Accepted>,
     queue: VecDeque<MessageId>,
@@ -212,6 +215,7 @@ impl Provider {
             speed,
             draining: false,
             disk_full: false,
+            paused: None,
             offers: HashMap::new(),
             tasks: HashMap::new(),
             queue: VecDeque::new(),
@@ -261,7 +265,47 @@ impl Provider {
     /// owner enabled providing, the node is not shutting down, the idle
     /// policy allows it and the disk has room.
     pub fn accepting(&self) -> bool {
-        self.config.enabled && !self.draining && !self.disk_full && self.config.idle.allows_work()
+        self.why_not_accepting().is_none()
+    }
+
+    /// Why no new work is taken, if it is not: the first reason that holds.
+    pub fn why_not_accepting(&self) -> Option<&'static str> {
+        if self.draining {
+            Some("the node is shutting down")
+        } else if !self.config.enabled {
+            Some("providing is off in the owner's configuration")
+        } else if self.paused.is_some() {
+            Some("paused by its owner")
+        } else if self.disk_full {
+            Some("stored content is at the owner's disk cap")
+        } else if !self.config.idle.allows_work() {
+            Some("the machine's other processes are busy (idle policy)")
+        } else {
+            None
+        }
+    }
+
+    /// The owner pauses providing until `until` (`None`: until resumed).
+    /// Running and queued tasks go on; no new work is taken. Returns
+    /// whether that changed whether work is taken.
+    pub fn pause(&mut self, until: Option<Timestamp>) -> bool {
+        let before = self.accepting();
+        self.paused = Some(until.unwrap_or(Timestamp(u64::MAX)));
+        before != self.accepting()
+    }
+
+    /// The owner resumes providing. Returns whether that changed whether
+    /// work is taken.
+    pub fn resume(&mut self) -> bool {
+        let before = self.accepting();
+        self.paused = None;
+        before != self.accepting()
+    }
+
+    /// Until when the owner paused providing (`Timestamp(u64::MAX)`: until
+    /// resumed).
+    pub fn paused_until(&self) -> Option<Timestamp> {
+        self.paused
     }
 
     /// Settings.
@@ -639,6 +683,23 @@ mod tests {
             stage: Stage::Queued,
             estimate: Fuel(1000),
         }
+    }
+
+    #[test]
+    fn an_owners_pause_stops_new_work_and_says_why_until_resumed() {
+        let mut p = Provider::new(Config::default(), ComputeUnits(1000));
+        assert!(p.accepting());
+        assert!(p.pause(Some(Timestamp(5))), "it stops taking work");
+        assert_eq!(p.why_not_accepting(), Some("paused by its owner"));
+        assert_eq!(p.paused_until(), Some(Timestamp(5)));
+        assert!(!p.pause(None), "paused already");
+        assert_eq!(p.paused_until(), Some(Timestamp(u64::MAX)));
+        assert!(p.resume());
+        assert!(p.accepting() && p.paused_until().is_none());
+        // Shutting down outranks every other reason.
+        p.pause(None);
+        p.drain();
+        assert_eq!(p.why_not_accepting(), Some("the node is shutting down"));
     }
 
     #[test]

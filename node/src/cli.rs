@@ -43,6 +43,8 @@ pub enum Command {
     Jobs(commands::jobs::JobsCommand),
     /// Show a running node's credit balance and ledger.
     Ledger(commands::ledger::LedgerCommand),
+    /// Whether the node takes work and why not; pause or resume it.
+    Owner(commands::owner::OwnerCommand),
     /// Compile a module in an isolated process (used by the node itself).
     #[command(hide = true)]
     CompileWorker(commands::compile_worker::CompileWorkerCommand),
@@ -63,6 +65,7 @@ impl Command {
             Command::Job(c) => c.execute(),
             Command::Jobs(c) => c.execute(),
             Command::Ledger(c) => c.execute(),
+            Command::Owner(c) => c.execute(),
             Command::CompileWorker(c) => c.execute(),
         }
     }

@@ -524,6 +524,9 @@ impl Engine {
     /// view expiry, recalibration. Call it often (every 10 ms in a node).
     pub fn tick(&mut self, now: Timestamp) {
         self.requester.tick(now, &self.view);
+        if self.provider.paused_until().is_some_and(|until| now >= until) {
+            self.resume();
+        }
         if now.since(self.timers.last_advert) >= self.config.adverts.interval {
             self.timers.advert_due = true;
         }
@@ -623,6 +626,22 @@ impl Engine {
         }
         self.publish_advert(now);
         withdrawn.len()
+    }
+
+    /// The owner pauses providing, until `until` or until resumed: no new
+    /// work (adverts say so at once); tasks already accepted go on.
+    pub fn pause(&mut self, until: Option<Timestamp>) {
+        tracing::info!(?until, "the owner paused providing");
+        self.provider.pause(until);
+        self.timers.advert_due = true;
+    }
+
+    /// The owner resumes providing (or a timed pause ran out).
+    pub fn resume(&mut self) {
+        if self.provider.resume() {
+            tracing::info!("providing resumed");
+        }
+        self.timers.advert_due = true;
     }
 
     /// A load sample of the machine's other processes (share of all

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     AuditReport, ContentRef, DomainRow, ErrorBody, Explain, GrantRequest, GrantResponse, JobResult,
-    JobStatus, JobSummary, Ledger, NodeInfo, PeerRow, Status, SubmitRequest, SubmitResponse,
+    JobStatus, JobSummary, Ledger, NodeInfo, OwnerState, PauseRequest, PeerRow, Status, SubmitRequest,
+    SubmitResponse,
 };
 
 /// Where a node is: its API address and token.
@@ -256,6 +257,25 @@ impl Client {
     pub async fn cancel(&self, id: &JobId) -> Result<JobSummary, ClientError> {
         self.json(self.http.post(self.url(&format!("/v1/jobs/{id}/cancel"))))
             .await
+    }
+
+    /// `GET /v1/owner`.
+    pub async fn owner(&self) -> Result<OwnerState, ClientError> {
+        self.json(self.http.get(self.url("/v1/owner"))).await
+    }
+
+    /// `POST /v1/owner/pause`: for `pause`, or until resumed.
+    pub async fn pause(&self, pause: Option<std::time::Duration>) -> Result<OwnerState, ClientError> {
+        let body = PauseRequest {
+            for_ms: pause.map(|d| d.as_millis() as u64),
+        };
+        self.json(self.http.post(self.url("/v1/owner/pause")).json(&body))
+            .await
+    }
+
+    /// `POST /v1/owner/resume`.
+    pub async fn resume(&self) -> Result<OwnerState, ClientError> {
+        self.json(self.http.post(self.url("/v1/owner/resume"))).await
     }
 
     /// `GET /v1/ledger`.

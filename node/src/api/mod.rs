@@ -98,6 +98,9 @@ pub struct Status {
     pub memory: Bytes,
     /// Credit balance in micro-credits (negative when it owes).
     pub balance_micros: i64,
+    /// Why it takes no new work, when it does not.
+    #[serde(default)]
+    pub not_accepting: Option<String>,
     /// Peers in the view.
     pub peers: usize,
     /// Connected peers.
@@ -552,6 +555,32 @@ pub struct AuditReport {
     /// yet.
     #[serde(rename = "unsettled_micros")]
     pub unsettled: Credits,
+}
+
+/// `GET /v1/owner`, and the answer to pausing and resuming: whether the
+/// node takes work, and why not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OwnerState {
+    /// Whether it takes new work now.
+    pub accepting: bool,
+    /// Why not, when it does not (the first reason that holds).
+    pub not_accepting: Option<String>,
+    /// Whether its owner paused providing.
+    pub paused: bool,
+    /// Until when, ms since the epoch; null while paused until resumed.
+    pub paused_until: Option<Timestamp>,
+    /// Tasks running here now.
+    pub running: u32,
+    /// Tasks accepted and not finished (running ones included).
+    pub queued: u32,
+}
+
+/// `POST /v1/owner/pause`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// For how long, ms; absent: until resumed.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
 }
 
 /// An API error body.

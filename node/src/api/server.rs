@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AuditReport, ContentRef, DomainRow, ErrorBody, Explain, GrantRequest, GrantResponse, JobResult,
-    JobStatus, JobSummary, Ledger, PeerRow, Status, SubmitRequest, SubmitResponse,
+    JobStatus, JobSummary, Ledger, OwnerState, PauseRequest, PeerRow, Status, SubmitRequest, SubmitResponse,
 };
 use crate::store::Store;
 
@@ -114,6 +114,18 @@ pub enum ApiCommand {
     Grant(Envelope, oneshot::Sender<Result<GrantResponse, ApiError>>),
     /// Audit a peer's chain.
     Audit(NodeId, oneshot::Sender<Result<AuditReport, ApiError>>),
+    /// The owner's controls: pause (for a while, or until resumed),
+    /// resume, or neither (just the state).
+    Owner(Option<OwnerChange>, oneshot::Sender<OwnerState>),
+}
+
+/// What the owner changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerChange {
+    /// Take no new work, for this long or until resumed.
+    Pause(Option<std::time::Duration>),
+    /// Take work again.
+    Resume,
 }
 
 #[derive(Clone)]
@@ -198,6 +210,9 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Rout
         .route("/v1/ledger", get(ledger))
         .route("/v1/ledger/grants", post(grant))
         .route("/v1/ledger/audit/{peer}", get(audit))
+        .route("/v1/owner", get(owner))
+        .route("/v1/owner/pause", post(owner_pause))
+        .route("/v1/owner/resume", post(owner_resume))
         .fallback(|| async { ApiError::not_found("no such route; see the API table in `agora_node::api`") })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -333,6 +348,30 @@ async fn result(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<J
 async fn cancel(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<JobSummary>, ApiError> {
     let id = parse_job(&id)?;
     Ok(Json(ctx.ask(|tx| ApiCommand::Cancel(id, tx)).await??))
+}
+
+async fn owner(State(ctx): State<Ctx>) -> Result<Json<OwnerState>, ApiError> {
+    Ok(Json(ctx.ask(|tx| ApiCommand::Owner(None, tx)).await?))
+}
+
+async fn owner_pause(State(ctx): State<Ctx>, body: Body) -> Result<Json<OwnerState>, ApiError> {
+    let req: PauseRequest = if body.is_empty() {
+        PauseRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let pause = req.for_ms.map(std::time::Duration::from_millis);
+    Ok(Json(
+        ctx.ask(|tx| ApiCommand::Owner(Some(OwnerChange::Pause(pause)), tx))
+            .await?,
+    ))
+}
+
+async fn owner_resume(State(ctx): State<Ctx>) -> Result<Json<OwnerState>, ApiError> {
+    Ok(Json(
+        ctx.ask(|tx| ApiCommand::Owner(Some(OwnerChange::Resume), tx))
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ pub mod job;
 pub mod jobs;
 pub mod ledger;
 pub mod node;
+pub mod owner;
 pub mod peers;
 pub mod refs;
 pub mod status;

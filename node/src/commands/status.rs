@@ -69,11 +69,17 @@ fn render(s: &Status) -> String {
         ("tasks", format!("{} running, {} queued", s.running, s.queued)),
         (
             "accepting",
-            format!(
-                "{} (other processes' load {:.1}%)",
-                yes_no(s.accepting),
-                f64::from(s.load) / 10.0
-            ),
+            match &s.not_accepting {
+                Some(why) if !s.accepting => format!(
+                    "no: {why} (other processes' load {:.1}%)",
+                    f64::from(s.load) / 10.0
+                ),
+                _ => format!(
+                    "{} (other processes' load {:.1}%)",
+                    yes_no(s.accepting),
+                    f64::from(s.load) / 10.0
+                ),
+            },
         ),
         ("price", s.price.to_string()),
         ("energy", s.energy.to_string()),

@@ -214,6 +214,29 @@ fn cli_commands_against_one_node() {
     // jobs: none yet.
     assert_eq!(node.json(&["jobs", "--json"]), serde_json::json!([]));
 
+    // owner: a pause stops new work at once and says why; resume ends it.
+    let state = node.json(&["owner", "--json"]);
+    assert_eq!(
+        (state["accepting"].as_bool(), state["paused"].as_bool()),
+        (Some(true), Some(false)),
+        "{state}"
+    );
+    let paused = node.json(&["owner", "pause", "--for", "1h", "--json"]);
+    assert_eq!(paused["paused"], true, "{paused}");
+    assert_eq!(paused["accepting"], false, "{paused}");
+    assert_eq!(paused["not_accepting"], "paused by its owner", "{paused}");
+    assert!(paused["paused_until"].as_u64().is_some(), "{paused}");
+    let s = node.json(&["status", "--json"]);
+    assert_eq!(s["not_accepting"], "paused by its owner", "{s}");
+    assert!(node.text(&["status"]).contains("no: paused by its owner"));
+    let resumed = node.json(&["owner", "resume", "--json"]);
+    assert_eq!(
+        (resumed["paused"].as_bool(), resumed["accepting"].as_bool()),
+        (Some(false), Some(true)),
+        "{resumed}"
+    );
+    assert!(resumed["not_accepting"].is_null(), "{resumed}");
+
     // ledger: nothing before a grant; a grant from the trusted issuer
     // counts once; one from anyone else not at all.
     let peer = node.info["peer_id"].as_str().unwrap();

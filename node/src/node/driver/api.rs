@@ -15,11 +15,11 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::{Driver, MAX_AUDITS, now};
-use crate::api::server::{ApiCommand, ApiError, JobDetail};
+use crate::api::server::{ApiCommand, ApiError, JobDetail, OwnerChange};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, LedgerEntry,
-    OutputRef, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
-    count_phases,
+    OutputRef, OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain,
+    TaskStatus, count_phases,
 };
 use crate::capacity::resident_memory;
 use crate::node::work::{self, Done};
@@ -34,6 +34,14 @@ impl Driver {
         match c {
             ApiCommand::Status(r) => {
                 let _ = r.send(self.status(now));
+            }
+            ApiCommand::Owner(change, r) => {
+                match change {
+                    Some(OwnerChange::Pause(d)) => self.engine.pause(d.map(|d| now.add(d))),
+                    Some(OwnerChange::Resume) => self.engine.resume(),
+                    None => {}
+                }
+                let _ = r.send(self.owner_state());
             }
             ApiCommand::Peers(domain, r) => {
                 let _ = r.send(self.peers(domain.as_ref(), now));
@@ -281,6 +289,19 @@ impl Driver {
         }
     }
 
+    fn owner_state(&self) -> OwnerState {
+        let p = self.engine.provider();
+        let until = p.paused_until();
+        OwnerState {
+            accepting: p.accepting(),
+            not_accepting: p.why_not_accepting().map(str::to_owned),
+            paused: until.is_some(),
+            paused_until: until.filter(|t| t.0 != u64::MAX),
+            running: (p.load() - p.queued()) as u32,
+            queued: p.load() as u32,
+        }
+    }
+
     fn status(&self, now: Timestamp) -> Status {
         let e = &self.engine;
         let st = e.ledger().state();
@@ -306,6 +327,7 @@ impl Driver {
             energy: p.config().energy,
             memory: p.config().memory,
             balance_micros: st.balance(),
+            not_accepting: p.why_not_accepting().map(str::to_owned),
             peers: e.view().len(),
             connected: e.connected(),
             domains: e.view().domains().len(),
