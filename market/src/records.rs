@@ -45,6 +45,8 @@ pub const JOB_SUMMARY: &str = "jobsum/";
 pub const ACTIVE: &str = "active/";
 /// Providers this node's requester banned, with why.
 pub const BAN: &str = "ban/";
+/// Until when the owner paused providing (`u64::MAX`: until resumed).
+pub const OWNER_PAUSE: &str = "owner/pause";
 /// Which indexes exist.
 pub const INDEX: &str = "meta/index";
 /// Content kept for this node's user, until a time.

@@ -438,6 +438,14 @@ impl Engine {
             }
             self.provider.restore(acc.clone());
         }
+        // The owner's pause holds across a restart, until it runs out.
+        if let Some(until) = records::get::<Timestamp>(self.host.as_ref(), records::OWNER_PAUSE)? {
+            if until > now {
+                self.provider.pause(Some(until));
+            } else {
+                self.writes.delete(records::OWNER_PAUSE);
+            }
+        }
         for (key, why) in records::scan::<String>(self.host.as_ref(), records::BAN)? {
             if let Ok(node) = key[records::BAN.len()..].parse::<NodeId>() {
                 self.requester.restore_ban(node, why);
@@ -630,9 +638,13 @@ impl Engine {
 
     /// The owner pauses providing, until `until` or until resumed: no new
     /// work (adverts say so at once); tasks already accepted go on.
+    /// The pause is kept in the records: it holds across a restart.
     pub fn pause(&mut self, until: Option<Timestamp>) {
         tracing::info!(?until, "the owner paused providing");
         self.provider.pause(until);
+        self.writes
+            .put(records::OWNER_PAUSE, &until.unwrap_or(Timestamp(u64::MAX)));
+        self.must_flush = true;
         self.timers.advert_due = true;
     }
 
@@ -641,6 +653,8 @@ impl Engine {
         if self.provider.resume() {
             tracing::info!("providing resumed");
         }
+        self.writes.delete(records::OWNER_PAUSE);
+        self.must_flush = true;
         self.timers.advert_due = true;
     }
 

@@ -14,8 +14,8 @@ use crate::api::OwnerState;
 ///
 /// A pause stops new work at once (the node's adverts say it is not
 /// accepting); tasks already accepted run to their end. It lasts until
-/// `agora owner resume`, or for `--for` (a snooze). A pause is not kept
-/// across a restart of the node.
+/// `agora owner resume`, or for `--for` (a snooze), restarts of the node
+/// included.
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct OwnerCommand {

@@ -21,6 +21,29 @@ struct NodeProcess {
     child: Child,
     dir: TempDir,
     info: Value,
+    extra: Vec<String>,
+}
+
+/// `agora node` on `dir` with the test's flags and `extra`, logging to `log`.
+fn spawn_node(dir: &Path, extra: &[String], log: File) -> Child {
+    Command::new(AGORA)
+        .args(["node", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--idle-policy",
+            "off",
+            "--slots",
+            "1",
+        ])
+        .args(extra)
+        .env_remove("AGORA_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl NodeProcess {
@@ -29,28 +52,13 @@ impl NodeProcess {
     fn start_with(extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = File::create(dir.path().join("node.log")).unwrap();
-        let child = Command::new(AGORA)
-            .args(["node", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--idle-policy",
-                "off",
-                "--slots",
-                "1",
-            ])
-            .args(extra)
-            .env_remove("AGORA_DATA_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn_node(dir.path(), &extra, log);
         let mut node = NodeProcess {
             child,
             dir,
             info: Value::Null,
+            extra,
         };
         node.info = node.wait_ready();
         node
@@ -77,6 +85,20 @@ impl NodeProcess {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills the node (its pause, like everything acknowledged, is on
+    /// disk) and starts it again on the same data dir.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("node.json"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("node.log"))
+            .unwrap();
+        self.child = spawn_node(self.dir.path(), &self.extra, log);
+        self.info = self.wait_ready();
     }
 
     fn data_dir(&self) -> &Path {
@@ -157,7 +179,7 @@ fn cli_commands_against_one_node() {
     let issuer = agora_node::identity::load_or_create(issuer_dir.path())
         .unwrap()
         .node_id();
-    let node = NodeProcess::start_with(&["--issuer", &issuer.to_string()]);
+    let mut node = NodeProcess::start_with(&["--issuer", &issuer.to_string()]);
     let work = tempfile::tempdir().unwrap();
     let module = work.path().join("cat.wat");
     std::fs::write(&module, CAT).unwrap();
@@ -229,6 +251,13 @@ fn cli_commands_against_one_node() {
     let s = node.json(&["status", "--json"]);
     assert_eq!(s["not_accepting"], "paused by its owner", "{s}");
     assert!(node.text(&["status"]).contains("no: paused by its owner"));
+    // A pause holds across a restart.
+    let forever = node.json(&["owner", "pause", "--json"]);
+    assert!(forever["paused_until"].is_null(), "{forever}");
+    node.restart();
+    let again = node.json(&["owner", "--json"]);
+    assert_eq!(again["paused"], true, "{again}");
+    assert_eq!(again["not_accepting"], "paused by its owner", "{again}");
     let resumed = node.json(&["owner", "resume", "--json"]);
     assert_eq!(
         (resumed["paused"].as_bool(), resumed["accepting"].as_bool()),

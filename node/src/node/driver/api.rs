@@ -39,9 +39,17 @@ impl Driver {
                 match change {
                     Some(OwnerChange::Pause(d)) => self.engine.pause(d.map(|d| now.add(d))),
                     Some(OwnerChange::Resume) => self.engine.resume(),
-                    None => {}
+                    None => {
+                        let _ = r.send(self.owner_state());
+                        return;
+                    }
                 }
-                let _ = r.send(self.owner_state());
+                // A change is answered once it is on disk (it holds across
+                // a restart).
+                let state = self.owner_state();
+                self.api_after.push(Box::new(move |_| {
+                    let _ = r.send(state);
+                }));
             }
             ApiCommand::Peers(domain, r) => {
                 let _ = r.send(self.peers(domain.as_ref(), now));
