@@ -33,6 +33,31 @@ fn world(providers: usize) -> (Keypair, Requester, View, Vec<Keypair>) {
     world_with(providers, Config::default())
 }
 
+/// An idle provider's advert in domain `d`: one slot, 256 MiB, 1000 CU,
+/// calibrated at `at`.
+fn idle_advert(at: Timestamp) -> Advert {
+    Advert {
+        seq: 1,
+        domain: "d".parse().expect("domain"),
+        cu: ComputeUnits(1000),
+        calibrated_at: at,
+        memory: Bytes::mib(256),
+        slots: 1,
+        free_slots: 1,
+        queued: 0,
+        load: 0,
+        accepting: true,
+        price: Price(1_000),
+        energy: EnergyRate(0),
+        version: "test".into(),
+        addrs: vec![],
+        max_task_fuel: Fuel(u64::MAX),
+        max_task_time: Millis(3_600_000),
+        max_output: Bytes::mib(16),
+        labels: vec![],
+    }
+}
+
 /// The same, with the requester configured by `config`.
 fn world_with(providers: usize, config: Config) -> (Keypair, Requester, View, Vec<Keypair>) {
     let me = Keypair::from_secret([1; 32]);
@@ -41,26 +66,7 @@ fn world_with(providers: usize, config: Config) -> (Keypair, Requester, View, Ve
         .map(|i| Keypair::from_secret([10 + i as u8; 32]))
         .collect();
     for kp in &kps {
-        let a = Advert {
-            seq: 1,
-            domain: "d".parse().expect("domain"),
-            cu: ComputeUnits(1000),
-            calibrated_at: NOW,
-            memory: Bytes::mib(256),
-            slots: 1,
-            free_slots: 1,
-            queued: 0,
-            load: 0,
-            accepting: true,
-            price: Price(1_000),
-            energy: EnergyRate(0),
-            version: "test".into(),
-            addrs: vec![],
-            max_task_fuel: Fuel(u64::MAX),
-            max_task_time: Millis(3_600_000),
-            max_output: Bytes::mib(16),
-            labels: vec![],
-        };
+        let a = idle_advert(NOW);
         view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
             .expect("advert accepted");
     }
@@ -736,26 +742,7 @@ fn a_job_no_provider_fits_waits_saying_why_and_starts_when_one_appears() {
     assert!(why.contains("no providers are known"), "{why}");
     // A provider appears: the job is placed at once.
     let kp = Keypair::from_secret([40; 32]);
-    let a = Advert {
-        seq: 1,
-        domain: "d".parse().expect("domain"),
-        cu: ComputeUnits(1000),
-        calibrated_at: t,
-        memory: Bytes::mib(256),
-        slots: 1,
-        free_slots: 1,
-        queued: 0,
-        load: 0,
-        accepting: true,
-        price: Price(1_000),
-        energy: EnergyRate(0),
-        version: "test".into(),
-        addrs: vec![],
-        max_task_fuel: Fuel(u64::MAX),
-        max_task_time: Millis(3_600_000),
-        max_output: Bytes::mib(16),
-        labels: vec![],
-    };
+    let a = idle_advert(t);
     let env = Envelope::seal(&kp, &a, t, Duration::from_secs(30), Nonce(rand::random())).expect("seals");
     view.on_advert(&env.to_bytes(), None, t).expect("advert accepted");
     r.tick(t, &view);
