@@ -19,8 +19,8 @@
 //!   ([`placement`] scores candidates and keeps what the requester learns
 //!   about each provider), negotiation, verification, payment.
 //! * [`provider::Provider`] owns the tasks this node accepted: admission
-//!   control (with the owner's [`idle`] policy), offers, agreements and the
-//!   run queue.
+//!   control (with the owner's [`idle`] policy and [`limits`]), offers,
+//!   agreements and the run queue.
 //! * [`ledger::Ledger`] keeps the node's credit chain; [`credit::Credit`]
 //!   decides whom a provider works for (audited balances, credit lines,
 //!   unpaid receipts, forks), counting only credits [`backing`] traces to
@@ -37,6 +37,7 @@ pub mod engine;
 pub mod idle;
 pub mod job;
 pub mod ledger;
+pub mod limits;
 pub mod placement;
 pub mod provider;
 pub mod records;

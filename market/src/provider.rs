@@ -33,6 +33,8 @@ pub struct Config {
     pub enabled: bool,
     /// The owner's idle policy.
     pub idle: IdlePolicy,
+    /// The owner's limits (hours, battery, temperature).
+    pub limits: crate::limits::OwnerLimits,
     /// Asking price.
     pub price: Price,
     /// Tasks run at once.
@@ -67,6 +69,7 @@ impl Default for Config {
         Config {
             enabled: true,
             idle: IdlePolicy::new(false, 1.0, 1.0),
+            limits: crate::limits::OwnerLimits::default(),
             price: Price(1_000),
             slots: 1,
             backlog: 1,
@@ -199,6 +202,11 @@ pub struct Provider {
     /// Paused by the owner: no new work until then (`None`: not paused;
     /// `Timestamp(u64::MAX)`: until resumed).
     paused: Option<Timestamp>,
+    /// The owner's limits and what holds the node now (too hot, on
+    /// battery, outside the hours…).
+    limits: crate::limits::LimitPolicy,
+    /// What holds the node, in words (from `limits`).
+    held_why: Option<String>,
     offers: HashMap<MessageId, OfferRecord>,
     tasks: HashMap<MessageId, Accepted>,
     queue: VecDeque<MessageId>,
@@ -211,11 +219,13 @@ impl Provider {
     /// A provider with `config`, measured per-slot speed `speed`.
     pub fn new(config: Config, speed: ComputeUnits) -> Provider {
         Provider {
+            limits: crate::limits::LimitPolicy::new(config.limits.clone()),
             config,
             speed,
             draining: false,
             disk_full: false,
             paused: None,
+            held_why: None,
             offers: HashMap::new(),
             tasks: HashMap::new(),
             queue: VecDeque::new(),
@@ -269,13 +279,15 @@ impl Provider {
     }
 
     /// Why no new work is taken, if it is not: the first reason that holds.
-    pub fn why_not_accepting(&self) -> Option<&'static str> {
+    pub fn why_not_accepting(&self) -> Option<&str> {
         if self.draining {
             Some("the node is shutting down")
         } else if !self.config.enabled {
             Some("providing is off in the owner's configuration")
         } else if self.paused.is_some() {
             Some("paused by its owner")
+        } else if let Some(why) = &self.held_why {
+            Some(why)
         } else if self.disk_full {
             Some("stored content is at the owner's disk cap")
         } else if !self.config.idle.allows_work() {
@@ -285,9 +297,10 @@ impl Provider {
         }
     }
 
-    /// The owner pauses providing until `until` (`None`: until resumed).
-    /// Running and queued tasks go on; no new work is taken. Returns
-    /// whether that changed whether work is taken.
+    /// The owner pauses providing until `until` (`None`: until resumed):
+    /// no new work is taken and no queued task starts (the node suspends
+    /// the running ones, see [`Provider::suspends`]). Returns whether that
+    /// changed whether work is taken.
     pub fn pause(&mut self, until: Option<Timestamp>) -> bool {
         let before = self.accepting();
         self.paused = Some(until.unwrap_or(Timestamp(u64::MAX)));
@@ -300,6 +313,33 @@ impl Provider {
         let before = self.accepting();
         self.paused = None;
         before != self.accepting()
+    }
+
+    /// Feeds the owner's limits a sample of what they read; returns
+    /// whether what holds the node changed. While a limit holds, as while
+    /// paused, no new work is taken and running tasks are suspended.
+    pub fn on_readings(&mut self, r: &crate::limits::Readings) -> bool {
+        let changed = self.limits.update(r);
+        self.held_why = self.limits.held().map(ToString::to_string);
+        changed
+    }
+
+    /// The owner's limits and what they hold now.
+    pub fn limits(&self) -> &crate::limits::LimitPolicy {
+        &self.limits
+    }
+
+    /// New limits from the owner, applied from the next reading.
+    pub fn set_limits(&mut self, limits: crate::limits::OwnerLimits) {
+        self.config.limits = limits.clone();
+        self.limits.set_limits(limits);
+    }
+
+    /// Whether running tasks are to be suspended in place now: the owner
+    /// paused the node or one of their limits holds it. They resume where
+    /// they stopped when it clears.
+    pub fn suspends(&self) -> bool {
+        !self.draining && (self.paused.is_some() || self.held_why.is_some())
     }
 
     /// Until when the owner paused providing (`Timestamp(u64::MAX)`: until
@@ -553,7 +593,7 @@ impl Provider {
 
     /// The next task to run, if a slot is free.
     pub fn start_next(&mut self) -> Option<Accepted> {
-        if self.running >= self.config.slots as usize {
+        if self.running >= self.config.slots as usize || self.suspends() {
             return None;
         }
         let id = self.queue.pop_front()?;
@@ -608,6 +648,24 @@ impl Provider {
             .map(|t| t.agreement)
             .collect();
         open.iter().filter_map(|a| self.forget(a)).collect()
+    }
+
+    /// While the node holds, the tasks it can no longer finish in time: a
+    /// whole run at the measured speed no longer fits before the receipt
+    /// is due. They are forgotten here and returned, for the requesters to
+    /// be told at once (they re-place them) instead of at their deadline.
+    pub fn withdraw_late(&mut self, now: Timestamp) -> Vec<Accepted> {
+        if !self.suspends() {
+            return Vec::new();
+        }
+        let late: Vec<MessageId> = self
+            .tasks
+            .values()
+            .filter(|t| matches!(t.stage, Stage::Queued | Stage::Running))
+            .filter(|t| t.due.since(now) < self.speed.time_for(t.estimate))
+            .map(|t| t.agreement)
+            .collect();
+        late.iter().filter_map(|a| self.forget(a)).collect()
     }
 
     /// An accepted task.
@@ -700,6 +758,74 @@ mod tests {
         p.pause(None);
         p.drain();
         assert_eq!(p.why_not_accepting(), Some("the node is shutting down"));
+    }
+
+    fn hot(temp: f64) -> crate::limits::Readings {
+        crate::limits::Readings {
+            local: Err("not read".into()),
+            temp: Ok(temp),
+            battery: Ok(None),
+        }
+    }
+
+    #[test]
+    fn a_limit_that_holds_stops_new_work_and_queued_starts_and_says_which() {
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let mut p = Provider::new(
+            Config {
+                limits: crate::limits::OwnerLimits {
+                    max_temp: Some(80.0),
+                    ..Default::default()
+                },
+                ..Config::default()
+            },
+            ComputeUnits(1000),
+        );
+        p.restore(accepted(1, me, TaskId::new(JobId([1; 16]), 0)));
+        assert!(!p.on_readings(&hot(60.0)));
+        assert!(p.accepting() && !p.suspends());
+        assert!(p.on_readings(&hot(95.0)));
+        assert_eq!(
+            p.why_not_accepting(),
+            Some("the machine is at 95 °C, above the owner's 80 °C")
+        );
+        assert!(p.suspends());
+        assert!(p.start_next().is_none(), "nothing starts while held");
+        assert_eq!(p.free_slots(), 0);
+        assert!(p.on_readings(&hot(70.0)));
+        assert!(p.accepting() && !p.suspends());
+        assert!(p.start_next().is_some(), "it starts once the limit clears");
+        // An owner's pause suspends as well; shutting down does not (the
+        // runs are stopped and handed back instead).
+        p.pause(None);
+        assert!(p.suspends());
+        p.drain();
+        assert!(!p.suspends());
+    }
+
+    #[test]
+    fn held_tasks_that_can_no_longer_finish_by_their_due_time_are_handed_back() {
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let mut p = Provider::new(Config::default(), ComputeUnits(1000));
+        // 10 s of work at this speed each; one is due in 5 s, one in an hour.
+        let run = Fuel(10 * 1000 * agora_protocol::units::FUEL_PER_CU_SECOND);
+        let mut soon = accepted(1, me, TaskId::new(JobId([1; 16]), 0));
+        soon.estimate = run;
+        soon.due = NOW.add(Duration::from_secs(5));
+        let mut later = accepted(2, me, TaskId::new(JobId([1; 16]), 1));
+        later.estimate = run;
+        later.due = NOW.add(Duration::from_secs(3600));
+        p.restore(soon);
+        p.restore(later);
+        assert!(
+            p.withdraw_late(NOW).is_empty(),
+            "not held: nothing is handed back"
+        );
+        p.pause(None);
+        let late = p.withdraw_late(NOW);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].agreement, MessageId([1; 32]));
+        assert_eq!(p.load(), 1, "the other stays, suspended");
     }
 
     #[test]

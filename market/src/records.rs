@@ -47,6 +47,9 @@ pub const ACTIVE: &str = "active/";
 pub const BAN: &str = "ban/";
 /// Until when the owner paused providing (`u64::MAX`: until resumed).
 pub const OWNER_PAUSE: &str = "owner/pause";
+/// The owner's limits as last set live (`agora owner set`), over the
+/// configuration's.
+pub const OWNER_LIMITS: &str = "owner/limits";
 /// Which indexes exist.
 pub const INDEX: &str = "meta/index";
 /// Content kept for this node's user, until a time.

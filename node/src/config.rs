@@ -3,7 +3,7 @@
 //! a test checks that it parses to [`Config::default`].
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agora_protocol::units::{Bytes, Credits, EnergyRate, Price};
@@ -74,6 +74,21 @@ busy_above = 0.5
 resume_below = 0.3
 # How often to sample the load.
 interval = "5s"
+
+[provider.limits]
+# While one of these holds, the node takes no work and suspends its running
+# tasks where they are; they go on when it clears (`agora owner` shows which
+# holds). Each is off unless set. Change them live with `agora owner set`.
+# hours = "22:00-07:00"     # work only in this window of local time
+# weekdays = "mon-fri"      # work only on these days
+# stop_on_battery = true    # not while the machine runs on battery
+# min_battery = 30          # not below this battery percentage
+# max_temp = 85             # not above this temperature (°C, hottest zone)
+stop_on_battery = false
+# Where thermal zones and power supplies are read (a fake tree for tests).
+sysfs = "/sys"
+# How often they are read.
+interval = "1s"
 
 [adverts]
 # How often the node publishes its capacity advert.
@@ -344,6 +359,8 @@ pub struct Provider {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Idle policy.
     pub idle: Idle,
+    /// The owner's limits.
+    pub limits: Limits,
 }
 
 impl Provider {
@@ -376,6 +393,56 @@ pub struct Idle {
     /// Sampling interval.
     #[serde(with = "duration")]
     pub interval: Duration,
+}
+
+/// `[provider.limits]`: when the machine is not the network's to use
+/// (`agora_market::limits`). While one holds, the node takes no work and
+/// suspends its running tasks in place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Work only inside this daily window of local time (`22:00-07:00`).
+    pub hours: Option<agora_market::limits::Hours>,
+    /// Work only on these days (`mon-fri`).
+    pub weekdays: Option<agora_market::limits::Weekdays>,
+    /// Hold while on battery.
+    pub stop_on_battery: bool,
+    /// Hold below this battery percentage.
+    pub min_battery: Option<u8>,
+    /// Hold above this temperature (°C, hottest thermal zone).
+    pub max_temp: Option<f64>,
+    /// Where the thermal zones and power supplies are read.
+    pub sysfs: PathBuf,
+    /// How often they are read.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            hours: None,
+            weekdays: None,
+            stop_on_battery: false,
+            min_battery: None,
+            max_temp: None,
+            sysfs: PathBuf::from("/sys"),
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Limits {
+    /// The limits proper, as the policy takes them.
+    pub fn owner(&self) -> agora_market::limits::OwnerLimits {
+        agora_market::limits::OwnerLimits {
+            hours: self.hours,
+            weekdays: self.weekdays,
+            stop_on_battery: self.stop_on_battery,
+            min_battery: self.min_battery,
+            max_temp: self.max_temp,
+        }
+    }
 }
 
 /// `[adverts]`.
@@ -469,6 +536,7 @@ impl Default for Provider {
             content_retention: Duration::from_secs(3600),
             labels: std::collections::BTreeMap::new(),
             idle: Idle::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -570,6 +638,15 @@ impl Config {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.provider;
+        p.limits
+            .owner()
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("provider.limits: {e}")))?;
+        if p.limits.interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "provider.limits.interval must be positive".into(),
+            ));
+        }
         if p.labels.len() + 2 > agora_protocol::limits::MAX_LABELS {
             return Err(ConfigError::Invalid(format!(
                 "provider.labels: at most {} (besides arch and os)",

@@ -41,6 +41,7 @@ pub mod identity;
 pub mod network;
 pub mod node;
 pub mod paths;
+pub mod sensors;
 pub mod store;
 
 pub use agora_market as market;

@@ -223,7 +223,9 @@ impl Envelope {
             payload,
             signature: [0; 64],
         };
-        env.signature = keypair.sign(&env.signing_input(T::DOMAIN));
+        let input = env.signing_input(T::DOMAIN);
+        env.signature = keypair.sign(&input);
+        verified::remember(&input, &env.signature);
         Ok(env)
     }
 
@@ -256,11 +258,15 @@ impl Envelope {
     /// [`Envelope::open`].
     pub fn open_ignoring_time<T: Payload>(&self) -> Result<Verified<T>, OpenError> {
         self.check_type::<T>()?;
-        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
-        self.signer
-            .verifying_key()
-            .verify_strict(&self.signing_input(T::DOMAIN), &signature)
-            .map_err(|_| OpenError::BadSignature)?;
+        let input = self.signing_input(T::DOMAIN);
+        if !verified::seen(&input, &self.signature) {
+            let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
+            self.signer
+                .verifying_key()
+                .verify_strict(&input, &signature)
+                .map_err(|_| OpenError::BadSignature)?;
+            verified::remember(&input, &self.signature);
+        }
         let payload = T::from_bytes(&self.payload)?;
         Ok(Verified {
             payload,
@@ -438,6 +444,60 @@ impl<T> Verified<T> {
     /// The envelope's id.
     pub fn id(&self) -> MessageId {
         self.envelope.id()
+    }
+}
+
+/// Signatures already checked, so that an envelope opened again (a payment
+/// verified when it arrives, again when it is appended, again when its
+/// payer's chain is audited) costs a hash instead of a verification.
+///
+/// Sound because verification is a pure function of the key, the signed
+/// bytes and the signature: the entry is blake3 over the signed bytes (which
+/// hold the domain, the type, the signer and the payload) and the
+/// signature, so only those exact bytes ever match it. Bounded: two
+/// generations of [`verified::GENERATION`] entries; the older is dropped
+/// when the newer fills.
+mod verified {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    pub(super) const GENERATION: usize = 8192;
+
+    #[derive(Default)]
+    struct Seen {
+        new: HashSet<[u8; 32]>,
+        old: HashSet<[u8; 32]>,
+    }
+
+    fn seen_set() -> &'static Mutex<Seen> {
+        static SEEN: OnceLock<Mutex<Seen>> = OnceLock::new();
+        SEEN.get_or_init(|| Mutex::new(Seen::default()))
+    }
+
+    fn key(input: &[u8], signature: &[u8; 64]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(signature);
+        h.update(input);
+        *h.finalize().as_bytes()
+    }
+
+    /// Whether these bytes were verified (or signed) here before.
+    pub(super) fn seen(input: &[u8], signature: &[u8; 64]) -> bool {
+        let k = key(input, signature);
+        seen_set()
+            .lock()
+            .is_ok_and(|s| s.new.contains(&k) || s.old.contains(&k))
+    }
+
+    /// Records that these bytes carry a valid signature.
+    pub(super) fn remember(input: &[u8], signature: &[u8; 64]) {
+        let k = key(input, signature);
+        if let Ok(mut s) = seen_set().lock() {
+            if s.new.len() >= GENERATION {
+                s.old = std::mem::take(&mut s.new);
+            }
+            s.new.insert(k);
+        }
     }
 }
 

@@ -585,6 +585,8 @@ impl Testnet {
         }
         if let Some(toml) = &spec.config {
             let path = data_dir.join("agora.toml");
+            // `{data_dir}` stands for the node's own data dir.
+            let toml = toml.replace("{data_dir}", &data_dir.display().to_string());
             std::fs::write(&path, toml).with_context(|| format!("cannot write {}", path.display()))?;
             cmd.arg("--config").arg(&path);
         }

@@ -438,6 +438,12 @@ impl Engine {
             }
             self.provider.restore(acc.clone());
         }
+        // Limits the owner set live hold over the configuration's.
+        if let Some(limits) =
+            records::get::<crate::limits::OwnerLimits>(self.host.as_ref(), records::OWNER_LIMITS)?
+        {
+            self.provider.set_limits(limits);
+        }
         // The owner's pause holds across a restart, until it runs out.
         if let Some(until) = records::get::<Timestamp>(self.host.as_ref(), records::OWNER_PAUSE)? {
             if until > now {
@@ -535,6 +541,14 @@ impl Engine {
         if self.provider.paused_until().is_some_and(|until| now >= until) {
             self.resume();
         }
+        let late = self.provider.withdraw_late(now);
+        if !late.is_empty() {
+            tracing::info!(
+                tasks = late.len(),
+                "held too long to finish in time: handed the tasks back to their requesters"
+            );
+            self.withdraw(&late, now);
+        }
         if now.since(self.timers.last_advert) >= self.config.adverts.interval {
             self.timers.advert_due = true;
         }
@@ -605,11 +619,32 @@ impl Engine {
     pub fn shutdown(&mut self, now: Timestamp) -> usize {
         self.provider.drain();
         let withdrawn = self.provider.withdraw_all();
-        for t in &withdrawn {
+        self.withdraw(&withdrawn, now);
+        if !withdrawn.is_empty() {
+            tracing::info!(
+                tasks = withdrawn.len(),
+                "stopping: withdrew the tasks accepted here"
+            );
+        }
+        self.publish_advert(now);
+        withdrawn.len()
+    }
+
+    /// Hands accepted tasks back to their requesters: each gets a signed
+    /// `Withdrawn` cancel at once, so it re-places the task without
+    /// waiting for its deadline; a run of one that still ends sends no
+    /// receipt.
+    fn withdraw(&mut self, withdrawn: &[crate::provider::Accepted], now: Timestamp) {
+        for t in withdrawn {
             self.credit.released(t.requester, &t.agreement);
             self.writes.delete(records::accepted_key(&t.agreement));
-            // A run that still ends sends no receipt.
-            self.cancelled_running.insert(t.agreement);
+            if t.stage == crate::provider::Stage::Running {
+                // The run stops; if it still ends, it sends no receipt.
+                self.cancelled_running.insert(t.agreement);
+                self.out.push(Output::Interrupt {
+                    agreement: t.agreement,
+                });
+            }
             self.inline.remove(&t.agreement);
             let cancel = Cancel {
                 agreement: t.agreement,
@@ -626,18 +661,44 @@ impl Engine {
             self.out.push(out);
         }
         if !withdrawn.is_empty() {
-            tracing::info!(
-                tasks = withdrawn.len(),
-                "stopping: withdrew the tasks accepted here"
-            );
             self.must_flush = true;
         }
-        self.publish_advert(now);
-        withdrawn.len()
+    }
+
+    /// A sample of what the owner's limits read (temperature, battery,
+    /// local time). When one starts to hold the node, no new work is taken,
+    /// running tasks are suspended in place ([`Engine::suspends`]) and
+    /// adverts say the node takes no work; when it clears, they resume.
+    pub fn on_readings(&mut self, r: &crate::limits::Readings) {
+        if self.provider.on_readings(r) {
+            match self.provider.limits().held() {
+                Some(why) => {
+                    tracing::info!(why = %why, "an owner's limit holds the node: suspending its tasks")
+                }
+                None => tracing::info!("the owner's limits clear: resuming"),
+            }
+            self.timers.advert_due = true;
+        }
+    }
+
+    /// The owner sets new limits: applied from the next reading, and kept
+    /// in the records over the configuration's, across restarts.
+    pub fn set_limits(&mut self, limits: crate::limits::OwnerLimits) {
+        tracing::info!(limits = ?limits.describe(), "the owner set new limits");
+        self.writes.put(records::OWNER_LIMITS, &limits);
+        self.provider.set_limits(limits);
+        self.must_flush = true;
+    }
+
+    /// Whether running tasks are to be suspended in place now (the owner
+    /// paused the node, or one of their limits holds it).
+    pub fn suspends(&self) -> bool {
+        self.provider.suspends()
     }
 
     /// The owner pauses providing, until `until` or until resumed: no new
-    /// work (adverts say so at once); tasks already accepted go on.
+    /// work (adverts say so at once), and tasks already accepted are
+    /// suspended in place until the pause ends ([`Engine::suspends`]).
     /// The pause is kept in the records: it holds across a restart.
     pub fn pause(&mut self, until: Option<Timestamp>) {
         tracing::info!(?until, "the owner paused providing");

@@ -273,6 +273,15 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/owner/limits`: replaces the owner's limits.
+    pub async fn set_limits(
+        &self,
+        limits: &agora_market::limits::OwnerLimits,
+    ) -> Result<OwnerState, ClientError> {
+        self.json(self.http.post(self.url("/v1/owner/limits")).json(limits))
+            .await
+    }
+
     /// `POST /v1/owner/resume`.
     pub async fn resume(&self) -> Result<OwnerState, ClientError> {
         self.json(self.http.post(self.url("/v1/owner/resume"))).await

@@ -573,6 +573,23 @@ pub struct OwnerState {
     pub running: u32,
     /// Tasks accepted and not finished (running ones included).
     pub queued: u32,
+    /// Runs suspended in place right now (paused, or a limit holds).
+    #[serde(default)]
+    pub suspended: u32,
+    /// The owner's limits in force.
+    #[serde(default)]
+    pub limits: agora_market::limits::OwnerLimits,
+    /// The same, one phrase each.
+    #[serde(default)]
+    pub limits_in_words: Vec<String>,
+    /// The limit holding the node now (`hours`, `weekdays`,
+    /// `stop_on_battery`, `min_battery`, `max_temp`), if one does; its
+    /// reason in words is `not_accepting`.
+    #[serde(default)]
+    pub held_by: Option<String>,
+    /// Limits set that this machine cannot read, each with why.
+    #[serde(default)]
+    pub unavailable: Vec<String>,
 }
 
 /// `POST /v1/owner/pause`.

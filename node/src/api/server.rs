@@ -120,8 +120,10 @@ pub enum ApiCommand {
 }
 
 /// What the owner changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum OwnerChange {
+    /// New limits, in force from the next reading.
+    Limits(agora_market::limits::OwnerLimits),
     /// Take no new work, for this long or until resumed.
     Pause(Option<std::time::Duration>),
     /// Take work again.
@@ -213,6 +215,7 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Rout
         .route("/v1/owner", get(owner))
         .route("/v1/owner/pause", post(owner_pause))
         .route("/v1/owner/resume", post(owner_resume))
+        .route("/v1/owner/limits", post(owner_limits))
         .fallback(|| async { ApiError::not_found("no such route; see the API table in `agora_node::api`") })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -363,6 +366,17 @@ async fn owner_pause(State(ctx): State<Ctx>, body: Body) -> Result<Json<OwnerSta
     let pause = req.for_ms.map(std::time::Duration::from_millis);
     Ok(Json(
         ctx.ask(|tx| ApiCommand::Owner(Some(OwnerChange::Pause(pause)), tx))
+            .await?,
+    ))
+}
+
+/// `POST /v1/owner/limits`: the whole set of limits (as `GET /v1/owner`
+/// shows them under `limits`), in force at once and kept across restarts.
+async fn owner_limits(State(ctx): State<Ctx>, body: Body) -> Result<Json<OwnerState>, ApiError> {
+    let limits: agora_market::limits::OwnerLimits = parse_json(&body)?;
+    limits.validate().map_err(ApiError::bad_request)?;
+    Ok(Json(
+        ctx.ask(|tx| ApiCommand::Owner(Some(OwnerChange::Limits(limits)), tx))
             .await?,
     ))
 }

@@ -180,6 +180,7 @@ struct Inner {
     memory_cache: Mutex<cache::MemoryCache>,
     disk_cache: Option<cache::DiskCache>,
     share: Arc<AtomicU64>,
+    suspend: Arc<run::Suspend>,
     slots: engine::Slots,
     counters: Counters,
     // Dropped last among the fields that matter: stops the epoch thread.
@@ -237,6 +238,7 @@ impl Executor {
                 memory_cache: Mutex::new(cache::MemoryCache::new(config.max_cached_modules)),
                 disk_cache,
                 share: Arc::new(AtomicU64::new(config.cpu_share.to_bits())),
+                suspend: Arc::default(),
                 slots: engine::Slots::new(config.max_instances),
                 counters: Counters::default(),
                 ticker,
@@ -276,6 +278,7 @@ impl Executor {
                 max_memory: self.inner.config.max_memory.0,
                 max_stderr: self.inner.config.max_stderr,
                 share: &self.inner.share,
+                suspend: &self.inner.suspend,
                 cancel,
             },
             module,
@@ -292,6 +295,21 @@ impl Executor {
             share.clamp(0.01, 1.0)
         };
         self.inner.share.store(share.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Suspends every running task in place (`true`) at its next epoch
+    /// tick, or lets them go on (`false`). A suspended guest keeps its whole
+    /// state and uses no CPU; resumed, it goes on from where it stopped, so
+    /// its output and fuel are those of an uninterrupted run. Tasks started
+    /// while suspended stop at their first tick. A cancelled run stops even
+    /// while suspended.
+    pub fn suspend(&self, hold: bool) {
+        self.inner.suspend.hold.store(hold, Ordering::Relaxed);
+    }
+
+    /// How many runs are suspended right now.
+    pub fn suspended(&self) -> usize {
+        self.inner.suspend.suspended.load(Ordering::Relaxed)
     }
 
     /// The current cpu share.

@@ -3,7 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use agora_protocol::limits::MAX_BLOB;
@@ -22,9 +22,22 @@ pub(crate) struct RunSettings<'a> {
     pub(crate) max_memory: u64,
     pub(crate) max_stderr: usize,
     pub(crate) share: &'a Arc<AtomicU64>,
+    pub(crate) suspend: &'a Arc<Suspend>,
     /// Set to stop the run (its task was cancelled).
     pub(crate) cancel: Option<Arc<AtomicBool>>,
 }
+
+/// Whether runs are to be suspended, shared by every run of an executor.
+#[derive(Debug, Default)]
+pub(crate) struct Suspend {
+    /// Set: every run parks at its next epoch tick until it is cleared.
+    pub(crate) hold: AtomicBool,
+    /// Runs parked now.
+    pub(crate) suspended: AtomicUsize,
+}
+
+/// How often a suspended run looks whether it may go on.
+const SUSPEND_POLL: Duration = Duration::from_millis(20);
 
 /// Deadline and duty-cycle state, checked on every epoch tick.
 pub(crate) struct Throttle {
@@ -32,7 +45,30 @@ pub(crate) struct Throttle {
     /// When the guest last resumed after a throttling pause.
     resumed: Instant,
     share: Arc<AtomicU64>,
+    suspend: Arc<Suspend>,
     cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Throttle {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Parks the guest while runs are suspended: its state stays as it is,
+    /// between two instructions, and it uses no CPU.
+    fn park_while_suspended(&mut self) {
+        if !self.suspend.hold.load(Ordering::Relaxed) {
+            return;
+        }
+        self.suspend.suspended.fetch_add(1, Ordering::Relaxed);
+        while self.suspend.hold.load(Ordering::Relaxed) && !self.cancelled() {
+            std::thread::sleep(SUSPEND_POLL);
+        }
+        self.suspend.suspended.fetch_sub(1, Ordering::Relaxed);
+        // Time parked is neither running time for the cpu share nor
+        // anything the guest can observe (its clocks are frozen).
+        self.resumed = Instant::now();
+    }
 }
 
 /// The wall-clock limit was reached (raised from the epoch callback).
@@ -49,8 +85,9 @@ struct Interrupted;
 /// the deadline, and sleeps to hold the task's duty cycle to the cpu share.
 fn on_epoch(mut ctx: StoreContextMut<'_, State>) -> wasmtime::Result<UpdateDeadline> {
     let t = &mut ctx.data_mut().throttle;
+    t.park_while_suspended();
     let now = Instant::now();
-    if t.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+    if t.cancelled() {
         return Err(wasmtime::Error::new(Interrupted));
     }
     if t.deadline.is_some_and(|d| now >= d) {
@@ -140,6 +177,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             deadline: t0.checked_add(timeout),
             resumed: t0,
             share: s.share.clone(),
+            suspend: s.suspend.clone(),
             cancel: s.cancel.clone(),
         },
         meter: Meter::new(moved, task.args),

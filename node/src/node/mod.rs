@@ -373,6 +373,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
         provider: provider::Config {
             enabled: p.enabled,
             idle: IdlePolicy::new(p.idle.enabled, p.idle.busy_above, p.idle.resume_below),
+            limits: p.limits.owner(),
             price: p.price,
             slots,
             backlog: slots * agora_market::placement::TINY_BACKLOG,

@@ -207,3 +207,18 @@ fn outputs_meant_to_fill_disks_stay_within_the_owners_caps() {
         ],
     );
 }
+
+#[test]
+fn owners_taking_two_providers_back_mid_job_suspend_their_tasks_and_the_job_comes_out_right() {
+    scenario_holds(
+        &["owner-returns", "--tasks", "40"],
+        &[
+            "job done",
+            "all 40 outputs equal the expected prime counts",
+            "both heated providers held within 2 s and suspended their running tasks",
+            "every task suspended mid-run was finished",
+            "cooled, 2 of 2 take work again",
+            "ledger balanced",
+        ],
+    );
+}

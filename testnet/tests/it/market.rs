@@ -320,3 +320,158 @@ fn a_provider_stopped_mid_task_hands_it_back_at_once() {
         net.stop();
     });
 }
+
+/// CPU time (user + system, clock ticks) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the node's /proc stat");
+    // Fields after the command name (which may hold spaces) start after ")".
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks = |i: usize| f[i].parse::<u64>().expect("clock ticks");
+    ticks(11) + ticks(12)
+}
+
+#[test]
+fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_output_and_fuel() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A fake thermal zone the test heats and cools.
+    let sysfs = dir.path().join("sys");
+    let zone = sysfs.join("class/thermal/thermal_zone0");
+    std::fs::create_dir_all(&zone).unwrap();
+    let temp = zone.join("temp");
+    std::fs::write(&temp, "40000\n").unwrap();
+    let modules = artifacts::example_modules().unwrap();
+    let module = modules.read("primes").unwrap();
+    let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 300_000));
+    let (spec, status, suspended_within, idle_ticks) = rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let net_dir = dir.path().join("net");
+        std::fs::create_dir_all(&net_dir).unwrap();
+        let mut net = Testnet::new(agora, &net_dir).unwrap();
+        let limits = format!(
+            "[provider.limits]\nmax_temp = 80\nsysfs = {:?}\ninterval = \"200ms\"\n",
+            sysfs.display().to_string()
+        );
+        net.start_all(vec![
+            NodeSpec::requester("local").with_slots(1),
+            NodeSpec::provider("local").with_slots(1).with_config(&limits),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let requester = net.node(0).client.clone();
+        let provider = net.node(1).client.clone();
+        let params = Params {
+            fuel: 20_000_000_000,
+            deadline: Duration::from_secs(120),
+            ..Params::default()
+        };
+        let spec = job::prepare(&requester, &module, None, &inputs, &params)
+            .await
+            .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        loop {
+            let o = provider.owner().await.unwrap();
+            if o.running == 1 {
+                break;
+            }
+            let s = requester.job(&id).await.unwrap();
+            assert!(!s.state.is_terminal(), "{:?}", s.error);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // Hot: the running task is suspended within 2 s, no work is taken.
+        std::fs::write(&temp, "90000\n").unwrap();
+        let heated = std::time::Instant::now();
+        let held = loop {
+            let o = provider.owner().await.unwrap();
+            if o.suspended == 1 {
+                break o;
+            }
+            assert!(heated.elapsed() < Duration::from_secs(5), "not suspended: {o:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let suspended_within = heated.elapsed();
+        assert!(!held.accepting);
+        assert_eq!(held.held_by.as_deref(), Some("max_temp"));
+        assert!(
+            held.not_accepting.as_deref().unwrap_or("").contains("90 °C"),
+            "{:?}",
+            held.not_accepting
+        );
+        let status = provider.status().await.unwrap();
+        assert!(!status.accepting);
+        // Suspended, the guest uses no CPU.
+        let pid = net.node(1).pid().unwrap();
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_ticks = cpu_ticks(pid) - before;
+        assert_eq!(provider.owner().await.unwrap().suspended, 1, "still suspended");
+        assert!(!requester.job(&id).await.unwrap().state.is_terminal());
+
+        // Cool again (below the limit less the hysteresis): it goes on.
+        std::fs::write(&temp, "60000\n").unwrap();
+        let status = job::follow(
+            &requester,
+            &id,
+            Duration::from_secs(180),
+            Duration::from_millis(100),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        job::ensure_done(&status).unwrap();
+        let after = provider.owner().await.unwrap();
+        assert!(after.accepting && after.held_by.is_none(), "{after:?}");
+        net.stop();
+        (spec, status, suspended_within, idle_ticks)
+    });
+    eprintln!(
+        "suspended {} ms after the zone reached 90 °C; {idle_ticks} ticks of CPU in 2 s while suspended",
+        suspended_within.as_millis()
+    );
+    assert!(
+        suspended_within < Duration::from_secs(2),
+        "suspended {suspended_within:?} after the zone reached 90 °C"
+    );
+    // A working core uses 100 ticks a second; parked, the node idles.
+    assert!(
+        idle_ticks < 40,
+        "{idle_ticks} ticks of CPU in 2 s while suspended"
+    );
+
+    // One copy, run on the one provider through the suspension: its output
+    // and its fuel are those of an uninterrupted local run.
+    let ex = Executor::new(executor::Config::default()).unwrap();
+    let m = ex.load(&module).unwrap();
+    let local = ex.run(
+        &m,
+        &Task {
+            input: &inputs[0].bytes,
+            args: &[],
+            limits: Limits {
+                fuel: spec.fuel,
+                memory: spec.memory,
+                timeout: Millis(120_000),
+                max_output: Bytes(64 << 20),
+            },
+            seed: spec.task_seed(0),
+        },
+    );
+    assert!(local.result.is_ok(), "{:?}", local.result);
+    let copy = status.tasks[0]
+        .copies
+        .iter()
+        .find(|c| c.paid.is_some())
+        .expect("a paid copy");
+    assert_eq!(copy.output, Some(local.output_id()));
+    assert_eq!(
+        copy.fuel,
+        Some(local.fuel_used),
+        "fuel billed equals an uninterrupted run's"
+    );
+}

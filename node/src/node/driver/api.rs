@@ -39,6 +39,11 @@ impl Driver {
                 match change {
                     Some(OwnerChange::Pause(d)) => self.engine.pause(d.map(|d| now.add(d))),
                     Some(OwnerChange::Resume) => self.engine.resume(),
+                    Some(OwnerChange::Limits(l)) => {
+                        self.engine.set_limits(l);
+                        // Judged at once, not at the next sample.
+                        self.sample_limits();
+                    }
                     None => {
                         let _ = r.send(self.owner_state());
                         return;
@@ -307,6 +312,11 @@ impl Driver {
             paused_until: until.filter(|t| t.0 != u64::MAX),
             running: (p.load() - p.queued()) as u32,
             queued: p.load() as u32,
+            suspended: self.sh.executor.suspended() as u32,
+            limits: p.limits().limits().clone(),
+            limits_in_words: p.limits().limits().describe(),
+            held_by: p.limits().held().map(|h| h.limit().to_owned()),
+            unavailable: p.limits().unavailable().to_vec(),
         }
     }
 

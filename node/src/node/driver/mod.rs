@@ -133,6 +133,10 @@ pub(super) struct Driver {
     running: HashMap<agora_protocol::MessageId, Arc<AtomicBool>>,
     sampler: LoadSampler,
     last_idle: Instant,
+    /// What the owner's limits read, and how often.
+    sensors: crate::sensors::Sensors,
+    limits_interval: Duration,
+    last_limits: Option<Instant>,
     cancel: CancellationToken,
 }
 
@@ -168,6 +172,9 @@ impl Driver {
             running: HashMap::new(),
             sampler: LoadSampler::new(),
             last_idle: Instant::now(),
+            sensors: crate::sensors::Sensors::new(&config.provider.limits.sysfs),
+            limits_interval: config.provider.limits.interval,
+            last_limits: None,
             cancel,
         }
     }
@@ -261,6 +268,19 @@ impl Driver {
             self.last_idle = Instant::now();
             self.engine.on_load(self.sampler.sample());
         }
+        if self
+            .last_limits
+            .is_none_or(|t| t.elapsed() >= self.limits_interval)
+        {
+            self.sample_limits();
+        }
+    }
+
+    /// Reads what the owner's limits need and lets the engine judge it.
+    pub(super) fn sample_limits(&mut self) {
+        self.last_limits = Some(Instant::now());
+        let readings = self.sensors.read(self.engine.provider().limits().limits());
+        self.engine.on_readings(&readings);
     }
 
     fn on_joined(&mut self, joined: Result<Done, tokio::task::JoinError>) {
@@ -303,6 +323,9 @@ impl Driver {
     /// and the turn's network work to the network task.
     async fn end_turn(&mut self) {
         let turn = self.engine.end_turn(now());
+        // Paused by the owner or held by a limit: running tasks park at
+        // their next epoch tick, and go on where they stopped after.
+        self.sh.executor.suspend(self.engine.suspends());
         for out in turn.now {
             self.carry_out(out);
         }

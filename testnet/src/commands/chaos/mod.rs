@@ -86,6 +86,7 @@ mod endless;
 mod fork;
 mod hostile;
 mod mint;
+mod owner;
 mod relay;
 mod specs;
 
@@ -129,6 +130,9 @@ pub enum Scenario {
     DiskFill,
     /// The relay of providers behind NAT killed mid-job (--netns --nat 2).
     RelayLoss,
+    /// Two providers' owners take their machines back mid-job (too hot),
+    /// then let them go on.
+    OwnerReturns,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -336,6 +340,11 @@ impl ChaosCommand {
             _ => {}
         }
         self.start(net).await?;
+        if self.scenario == Scenario::OwnerReturns {
+            for n in net.nodes().iter().filter(|n| n.spec.provide) {
+                owner::set_temp(net, n.index, 40)?;
+            }
+        }
         // One fresh key of `sybil` is paid credits minted by an accomplice.
         let accomplice = net.nodes().iter().find(|n| !n.spec.funded).map(|n| n.index);
         let _minter = match accomplice {
@@ -396,6 +405,7 @@ impl ChaosCommand {
         let mut resume_at: Option<Instant> = None;
         let mut suspended: Vec<usize> = Vec::new();
         let mut killed: Option<usize> = None;
+        let mut heated: Vec<owner::Heated> = Vec::new();
         let mut cut = String::new();
         let mut ended = false;
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -466,6 +476,28 @@ impl ChaosCommand {
                         cut = domain.to_owned();
                         resume_at = Some(Instant::now() + Duration::from_secs(self.suspend_secs));
                     }
+                    Scenario::OwnerReturns => {
+                        // The two providers with the most copies running now.
+                        let running: HashMap<_, usize> =
+                            s.providers.iter().map(|p| (p.peer_id, p.running)).collect();
+                        let mut ps: Vec<(usize, usize)> = net
+                            .nodes()
+                            .iter()
+                            .filter(|n| n.spec.provide)
+                            .map(|n| (n.index, running.get(&n.id()).copied().unwrap_or(0)))
+                            .collect();
+                        ps.sort_by_key(|&(i, r)| (std::cmp::Reverse(r), i));
+                        let two: Vec<usize> = ps.iter().take(2).map(|&(i, _)| i).collect();
+                        heated = owner::heat(net, &two, &s).await?;
+                        run.event(format!(
+                            "heated node-{} and node-{} to 90 °C (their owners' limit: 80 °C) for {} s",
+                            two[0],
+                            two[1],
+                            owner::HOLD.as_secs()
+                        ));
+                        cut = format!("node-{} and node-{}", two[0], two[1]);
+                        resume_at = Some(Instant::now() + owner::HOLD);
+                    }
                     Scenario::SlowNode
                     | Scenario::Cheater
                     | Scenario::Freeloader
@@ -481,7 +513,11 @@ impl ChaosCommand {
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
-                let how = if net.lab().is_some() {
+                let how = if self.scenario == Scenario::OwnerReturns {
+                    let nodes: Vec<usize> = heated.iter().map(|h| h.node).collect();
+                    owner::cool(net, &nodes)?;
+                    "cooled to 40 °C"
+                } else if net.lab().is_some() {
                     net.heal_domain(&cut)?;
                     "healed domain"
                 } else {
@@ -544,6 +580,9 @@ impl ChaosCommand {
                 },
                 ok: bad.is_empty(),
             });
+        }
+        if self.scenario == Scenario::OwnerReturns {
+            checks.extend(owner::checks(net, &heated, &status).await);
         }
         if let Some(v) = killed {
             net.restart(v).await?;
@@ -860,7 +899,8 @@ impl ChaosCommand {
             | Scenario::SybilFlood
             | Scenario::SummaryPoison
             | Scenario::DiskFill
-            | Scenario::RelayLoss => {}
+            | Scenario::RelayLoss
+            | Scenario::OwnerReturns => {}
         }
         let ok = checks.iter().all(|c| c.ok);
         Ok(ChaosReport {

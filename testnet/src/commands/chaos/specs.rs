@@ -1,7 +1,7 @@
 //! The nodes each scenario starts (see the scenario list in the parent
 //! module).
 
-use super::{ChaosCommand, SHARE, Scenario, disk};
+use super::{ChaosCommand, SHARE, Scenario, disk, owner};
 use crate::process::NodeSpec;
 
 impl ChaosCommand {
@@ -60,6 +60,10 @@ impl ChaosCommand {
                 ];
                 v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
                 v
+            }
+            Scenario::OwnerReturns => {
+                let q = || p("local").with_config(owner::CONFIG);
+                vec![NodeSpec::requester("local").with_slots(1), q(), q(), q(), q()]
             }
             Scenario::DiskFill => {
                 let q = || p("local").with_config(disk::CONFIG);
