@@ -387,12 +387,14 @@ impl LimitPolicy {
                 Err(why) => unavailable.push(format!("hours and weekdays: {why}")),
             }
         }
-        if hold.is_none() && l.reads_battery() {
+        // Every reading is judged (an unreadable one is reported even while
+        // another limit holds); the first limit that holds is the one named.
+        if l.reads_battery() {
             match &r.battery {
                 Ok(Some(b)) => {
                     let was_low = matches!(self.held, Some(Hold::BatteryLow { .. }));
                     if l.stop_on_battery && b.discharging {
-                        hold = Some(Hold::OnBattery);
+                        hold = hold.or(Some(Hold::OnBattery));
                     } else if let (Some(min), Some(percent)) = (l.min_battery, b.percent) {
                         let clear = if was_low {
                             min.saturating_add(BATTERY_HYSTERESIS)
@@ -400,7 +402,7 @@ impl LimitPolicy {
                             min
                         };
                         if b.discharging && percent < clear {
-                            hold = Some(Hold::BatteryLow { percent, min });
+                            hold = hold.or(Some(Hold::BatteryLow { percent, min }));
                         }
                     } else if l.min_battery.is_some() && b.discharging {
                         unavailable.push("min_battery: the battery does not report its charge".into());
@@ -410,15 +412,13 @@ impl LimitPolicy {
                 Err(why) => unavailable.push(format!("battery: {why}")),
             }
         }
-        if hold.is_none()
-            && let Some(max) = l.max_temp
-        {
+        if let Some(max) = l.max_temp {
             match &r.temp {
                 Ok(temp) => {
                     let was_hot = matches!(self.held, Some(Hold::Hot { .. }));
                     let limit = if was_hot { max - TEMP_HYSTERESIS } else { max };
                     if *temp > limit {
-                        hold = Some(Hold::Hot { temp: *temp, max });
+                        hold = hold.or(Some(Hold::Hot { temp: *temp, max }));
                     }
                 }
                 Err(why) => unavailable.push(format!("max_temp: {why}")),
@@ -592,6 +592,21 @@ mod tests {
         };
         assert!(!p.update(&r));
         assert_eq!(p.held(), None);
+        // Reported even while another limit holds the node.
+        let mut q = LimitPolicy::new(OwnerLimits {
+            max_temp: Some(80.0),
+            hours: Some("01:00-02:00".parse().unwrap()),
+            ..OwnerLimits::default()
+        });
+        assert!(q.update(&Readings {
+            local: Ok(LocalTime {
+                weekday: 0,
+                minute: 0
+            }),
+            ..r.clone()
+        }));
+        assert_eq!(q.held().map(Hold::limit), Some("hours"));
+        assert_eq!(q.unavailable().len(), 1);
         assert_eq!(
             p.unavailable(),
             [

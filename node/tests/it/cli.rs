@@ -251,6 +251,25 @@ fn cli_commands_against_one_node() {
     let s = node.json(&["status", "--json"]);
     assert_eq!(s["not_accepting"], "paused by its owner", "{s}");
     assert!(node.text(&["status"]).contains("no: paused by its owner"));
+    // Limits set live are shown, kept across a restart, and refused by
+    // name when misspelt.
+    let set = node.json(&["owner", "set", "max_temp=85", "weekdays=mon-sun", "--json"]);
+    assert_eq!(set["limits"]["max_temp"], 85.0, "{set}");
+    assert_eq!(set["limits"]["weekdays"], "mon,tue,wed,thu,fri,sat,sun", "{set}");
+    assert!(
+        set["limits_in_words"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("stops above 85 °C")),
+        "{set}"
+    );
+    let typo = node.agora(&["owner", "set", "max_tmp=85"]);
+    assert!(!typo.status.success());
+    assert!(
+        stderr(&typo).contains("\"max_tmp\" is not a limit"),
+        "{}",
+        stderr(&typo)
+    );
     // A pause holds across a restart.
     let forever = node.json(&["owner", "pause", "--json"]);
     assert!(forever["paused_until"].is_null(), "{forever}");
@@ -265,6 +284,46 @@ fn cli_commands_against_one_node() {
         "{resumed}"
     );
     assert!(resumed["not_accepting"].is_null(), "{resumed}");
+    assert_eq!(
+        resumed["limits"]["max_temp"], 85.0,
+        "limits survive a restart: {resumed}"
+    );
+    // Hours that leave out the present hold the node at once, saying so;
+    // lifting them lets it take work again.
+    let now = agora_node::sensors::local_time().unwrap();
+    let hhmm = |m: u16| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
+    let away = format!(
+        "hours={}-{}",
+        hhmm((now.minute + 120) % 1440),
+        hhmm((now.minute + 180) % 1440)
+    );
+    let held = node.json(&["owner", "set", &away, "--json"]);
+    assert_eq!(held["held_by"], "hours", "{held}");
+    assert_eq!(held["accepting"], false, "{held}");
+    assert!(
+        held["not_accepting"]
+            .as_str()
+            .unwrap()
+            .starts_with("outside the owner's hours"),
+        "{held}"
+    );
+    assert!(
+        node.text(&["owner"])
+            .contains("holding   hours: outside the owner's hours")
+    );
+    let free = node.json(&[
+        "owner",
+        "set",
+        "hours=none",
+        "max_temp=none",
+        "weekdays=none",
+        "--json",
+    ]);
+    assert_eq!(free["accepting"], true, "{free}");
+    assert!(
+        free["held_by"].is_null() && free["limits_in_words"] == serde_json::json!([]),
+        "{free}"
+    );
 
     // ledger: nothing before a grant; a grant from the trusted issuer
     // counts once; one from anyone else not at all.
