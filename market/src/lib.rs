@@ -34,6 +34,7 @@
 pub mod backing;
 pub mod credit;
 pub mod engine;
+pub mod history;
 pub mod idle;
 pub mod job;
 pub mod ledger;

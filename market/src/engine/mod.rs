@@ -256,6 +256,8 @@ pub struct Engine {
     requester: Requester,
     provider: Provider,
     ledger: Ledger,
+    /// What this node ran and declined, for its owner.
+    history: crate::history::History,
     credit: crate::credit::Credit,
     /// Chains whose audit the owner asked for, reported once settled.
     /// (When each was asked for: payers' chains not read since are read
@@ -420,6 +422,7 @@ impl Engine {
             own_summaries: HashMap::new(),
             fraud_seen: HashSet::new(),
             counters: Counters::default(),
+            history: crate::history::History::default(),
         };
         e.restore(now)?;
         Ok(e)
@@ -438,6 +441,7 @@ impl Engine {
             }
             self.provider.restore(acc.clone());
         }
+        self.history = crate::history::History::load(self.host.as_ref(), now)?;
         // Limits the owner set live hold over the configuration's.
         if let Some(limits) =
             records::get::<crate::limits::OwnerLimits>(self.host.as_ref(), records::OWNER_LIMITS)?
@@ -589,6 +593,8 @@ impl Engine {
     /// Ends a turn: places what can be placed, starts what can run, and
     /// hands over the turn's writes and outputs.
     pub fn end_turn(&mut self, now: Timestamp) -> Turn {
+        self.history.declines(&self.counters.declined, now);
+        self.history.flush(&mut self.writes);
         self.requester.place(now, &self.view);
         self.drain_actions(now);
         self.write_dirty_jobs();

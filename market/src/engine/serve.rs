@@ -381,6 +381,18 @@ impl Engine {
     /// once: if this node crashes before the pending receipt is on disk,
     /// the task runs again from its agreement.
     fn receipt_ran(&mut self, mut acc: Accepted, ran: &Ran, now: Timestamp) {
+        self.history.ran(
+            &mut self.writes,
+            &crate::history::RanTask {
+                at: ran.finished_at,
+                task: acc.assignment.task,
+                requester: acc.requester,
+                fuel: ran.fuel,
+                run_ms: ran.finished_at.since(ran.started_at).as_millis() as u64,
+                exit: ran.exit.to_string(),
+                price: acc.price,
+            },
+        );
         let receipt = ran.receipt(&acc.assignment, acc.agreement, acc.requester);
         let env = self.seal(&receipt, Receipt::MAX_LIFETIME, now);
         acc.stage = crate::provider::Stage::Done;

@@ -273,6 +273,19 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/owner/history`.
+    pub async fn owner_history(
+        &self,
+        days: u64,
+        tasks: usize,
+    ) -> Result<crate::api::OwnerHistory, ClientError> {
+        self.json(
+            self.http
+                .get(self.url(&format!("/v1/owner/history?days={days}&tasks={tasks}"))),
+        )
+        .await
+    }
+
     /// `POST /v1/owner/limits`: replaces the owner's limits.
     pub async fn set_limits(
         &self,

@@ -592,6 +592,17 @@ pub struct OwnerState {
     pub unavailable: Vec<String>,
 }
 
+/// `GET /v1/owner/history`: what the node did for others, day by day
+/// (UTC), and the last tasks it ran. Also read from a stopped node's data
+/// dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OwnerHistory {
+    /// The days asked for, newest first.
+    pub days: Vec<agora_market::history::Day>,
+    /// The last tasks run, newest first.
+    pub tasks: Vec<agora_market::history::RanTask>,
+}
+
 /// `POST /v1/owner/pause`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PauseRequest {

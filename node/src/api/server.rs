@@ -117,6 +117,15 @@ pub enum ApiCommand {
     /// The owner's controls: pause (for a while, or until resumed),
     /// resume, or neither (just the state).
     Owner(Option<OwnerChange>, oneshot::Sender<OwnerState>),
+    /// The owner's history: days, tasks.
+    History {
+        /// Days, newest first.
+        days: u64,
+        /// Last tasks.
+        tasks: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<crate::api::OwnerHistory, ApiError>>,
+    },
 }
 
 /// What the owner changes.
@@ -216,6 +225,7 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Rout
         .route("/v1/owner/pause", post(owner_pause))
         .route("/v1/owner/resume", post(owner_resume))
         .route("/v1/owner/limits", post(owner_limits))
+        .route("/v1/owner/history", get(owner_history))
         .fallback(|| async { ApiError::not_found("no such route; see the API table in `agora_node::api`") })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -367,6 +377,25 @@ async fn owner_pause(State(ctx): State<Ctx>, body: Body) -> Result<Json<OwnerSta
     Ok(Json(
         ctx.ask(|tx| ApiCommand::Owner(Some(OwnerChange::Pause(pause)), tx))
             .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    days: Option<u64>,
+    tasks: Option<usize>,
+}
+
+/// `GET /v1/owner/history?days=7&tasks=20`.
+async fn owner_history(
+    State(ctx): State<Ctx>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<crate::api::OwnerHistory>, ApiError> {
+    let days = q.days.unwrap_or(7).clamp(1, 366);
+    let tasks = q.tasks.unwrap_or(20).min(agora_market::history::MAX_RAN);
+    Ok(Json(
+        ctx.ask(|reply| ApiCommand::History { days, tasks, reply })
+            .await??,
     ))
 }
 

@@ -37,6 +37,40 @@ impl NodeLocator {
     }
 }
 
+/// What a command that the records alone can answer reads: the running
+/// node, or its data dir's store when no node answers there.
+pub enum Source {
+    /// A running node.
+    Node(Client),
+    /// A stopped node's records.
+    Records(crate::store::Store),
+}
+
+impl NodeLocator {
+    /// The running node if one answers; otherwise (unless `--api` named
+    /// one) the data dir's records, opened directly — possible only while
+    /// no node holds them.
+    pub fn client_or_records(&self) -> anyhow::Result<Source> {
+        let dir = crate::paths::data_dir(self.data_dir.clone());
+        let running = match self.client() {
+            Ok(c) => match block_on(async { c.status().await })? {
+                Ok(_) => return Ok(Source::Node(c)),
+                Err(e) if self.api.is_some() => return Err(e.into()),
+                Err(e) => e.to_string(),
+            },
+            Err(e) if self.api.is_some() => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        let store = crate::store::Store::open(&dir)
+            .with_context(|| format!("no node answers ({running}) and its records cannot be opened"))?;
+        eprintln!(
+            "(no node is running with data dir {}: read from its records)",
+            dir.display()
+        );
+        Ok(Source::Records(store))
+    }
+}
+
 /// Runs `f` to completion on a small current-thread runtime.
 pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -113,6 +113,23 @@ impl LedgerCommand {
             Some(LedgerAction::Import(i)) => return i.execute(),
             None => {}
         }
+        if self.audit.is_none() {
+            let ledger = match self.node.client_or_records()? {
+                super::common::Source::Node(client) => {
+                    let limit = self.limit;
+                    block_on(async move { client.ledger(limit).await })??
+                }
+                super::common::Source::Records(store) => {
+                    crate::node::records_view::stored_ledger(&store, self.limit)?
+                }
+            };
+            if self.json {
+                print_json(&ledger)?;
+            } else {
+                emit(&render(&ledger))?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let client = self.node.client()?;
         if let Some(peer) = self.audit {
             let report = block_on(async move {
@@ -124,14 +141,6 @@ impl LedgerCommand {
             } else {
                 emit(&render_audit(&report))?;
             }
-            return Ok(ExitCode::SUCCESS);
-        }
-        let limit = self.limit;
-        let ledger = block_on(async move { client.ledger(limit).await })??;
-        if self.json {
-            print_json(&ledger)?;
-        } else {
-            emit(&render(&ledger))?;
         }
         Ok(ExitCode::SUCCESS)
     }

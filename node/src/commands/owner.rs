@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use agora_protocol::units::{Timestamp, parse_duration};
 
-use super::common::{NodeLocator, block_on, emit, print_json, utc};
+use agora_protocol::units::format_duration;
+
+use super::common::{NodeLocator, Source, block_on, emit, print_json, utc};
 use agora_market::limits::OwnerLimits;
 
 use crate::api::OwnerState;
@@ -46,6 +48,86 @@ pub enum OwnerAction {
     /// `NAME=none` (or `=false`) lifts one. Kept across restarts, over the
     /// configuration's `[provider.limits]`.
     Set(SetCommand),
+    /// What the node did for others, day by day (UTC): tasks run, compute
+    /// given, credits earned, requests declined; and the last tasks run.
+    /// Read from the records when the node is stopped.
+    History(HistoryCommand),
+}
+
+/// `agora owner history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryCommand {
+    /// Days, today included.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=366))]
+    pub days: u64,
+    /// Last tasks listed.
+    #[arg(long, default_value_t = 10)]
+    pub tasks: usize,
+    /// Print the JSON object (as `GET /v1/owner/history`).
+    #[arg(long)]
+    pub json: bool,
+    /// The node.
+    #[command(flatten)]
+    pub node: NodeLocator,
+}
+
+impl HistoryCommand {
+    fn execute(self) -> anyhow::Result<ExitCode> {
+        let tasks = self.tasks.min(agora_market::history::MAX_RAN);
+        let history = match self.node.client_or_records()? {
+            Source::Node(client) => block_on(async { client.owner_history(self.days, tasks).await })??,
+            Source::Records(store) => {
+                let now = Timestamp::from_system(std::time::SystemTime::now());
+                crate::node::records_view::history(&store, self.days, tasks, now)?
+            }
+        };
+        if self.json {
+            print_json(&history)?;
+        } else {
+            emit(&render_history(&history))?;
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The days as a table, then the last tasks.
+fn render_history(h: &crate::api::OwnerHistory) -> String {
+    let mut out = format!(
+        "{:<10}  {:>6}  {:>6}  {:>10}  {:>9}  {:>12}  DECLINED\n",
+        "DAY (UTC)", "TASKS", "FAILED", "CU·s", "RUN", "EARNED"
+    );
+    for d in &h.days {
+        let declined: Vec<String> = d.declined.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        out.push_str(&format!(
+            "{:<10}  {:>6}  {:>6}  {:>10.1}  {:>9}  {:>12}  {}\n",
+            d.date,
+            d.tasks_run,
+            d.tasks_failed,
+            d.cu_s,
+            format_duration(Duration::from_millis(d.run_ms)),
+            agora_protocol::units::Credits(d.earned_micros).to_string(),
+            if declined.is_empty() {
+                "-".to_owned()
+            } else {
+                declined.join(", ")
+            }
+        ));
+    }
+    if !h.tasks.is_empty() {
+        out.push_str("\nlast tasks run\n");
+        for t in &h.tasks {
+            out.push_str(&format!(
+                "  {}  {}  for {}  {} fuel in {}  {}\n",
+                utc(t.at),
+                t.task,
+                t.requester.short(),
+                t.fuel.0,
+                format_duration(Duration::from_millis(t.run_ms)),
+                t.exit
+            ));
+        }
+    }
+    out
 }
 
 /// `agora owner set`.
@@ -163,6 +245,7 @@ impl OwnerCommand {
                 let client = r.node.client()?;
                 (block_on(async { client.resume().await })??, r.json)
             }
+            Some(OwnerAction::History(h)) => return h.execute(),
             Some(OwnerAction::Set(s)) => {
                 let client = s.node.client()?;
                 let state = block_on(async {

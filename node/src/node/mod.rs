@@ -14,6 +14,7 @@
 pub mod address_book;
 mod driver;
 mod host;
+pub(crate) mod records_view;
 mod work;
 
 use std::net::SocketAddr;

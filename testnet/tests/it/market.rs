@@ -427,6 +427,48 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
         job::ensure_done(&status).unwrap();
         let after = provider.owner().await.unwrap();
         assert!(after.accepting && after.held_by.is_none(), "{after:?}");
+
+        // The owner's history names the task; the ledger and the history
+        // read the same from the records once the node is stopped.
+        let paid = loop {
+            let l = provider.ledger(10).await.unwrap();
+            if l.balance_micros > 1_000_000_000 {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let live = provider.owner_history(1, 5).await.unwrap();
+        assert_eq!(live.days.len(), 1);
+        assert_eq!(
+            (live.days[0].tasks_run, live.days[0].tasks_failed),
+            (1, 0),
+            "{live:?}"
+        );
+        assert_eq!(
+            live.days[0].earned_micros as i64,
+            paid.balance_micros - 1_000_000_000,
+            "{live:?}"
+        );
+        assert_eq!(live.tasks.len(), 1);
+        assert_eq!(live.tasks[0].exit, "success");
+        let data_dir = net.node(1).data_dir.clone();
+        assert!(net.stop_node(1));
+        let offline = |args: &[&str]| -> serde_json::Value {
+            let out = std::process::Command::new(artifacts::agora_binary().unwrap())
+                .args(args)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .arg("--json")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let history = offline(&["owner", "history", "--days", "1"]);
+        assert_eq!(history["days"], serde_json::to_value(&live.days).unwrap());
+        assert_eq!(history["tasks"], serde_json::to_value(&live.tasks).unwrap());
+        let ledger = offline(&["ledger"]);
+        assert_eq!(ledger["balance_micros"], paid.balance_micros, "{ledger}");
         net.stop();
         (spec, status, suspended_within, idle_ticks)
     });

@@ -5,10 +5,8 @@ use std::collections::HashMap;
 
 use agora_market::engine::{CancelError, SubmitError};
 use agora_market::job::{CopyState, JobRecord, TaskRecord};
-use agora_market::ledger::{Refused, Stored};
-use agora_market::records;
+use agora_market::ledger::Refused;
 use agora_protocol::Envelope;
-use agora_protocol::chain::{Block, Entry, Grant};
 use agora_protocol::units::{Credits, Timestamp};
 use agora_protocol::{Domain, JobId, NodeId, SOFTWARE_VERSION};
 use futures::FutureExt;
@@ -17,9 +15,9 @@ use tokio::sync::oneshot;
 use super::{Driver, MAX_AUDITS, now};
 use crate::api::server::{ApiCommand, ApiError, JobDetail, OwnerChange};
 use crate::api::{
-    AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, LedgerEntry,
-    OutputRef, OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain,
-    TaskStatus, count_phases,
+    AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, OutputRef,
+    OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
+    count_phases,
 };
 use crate::capacity::resident_memory;
 use crate::node::work::{self, Done};
@@ -55,6 +53,15 @@ impl Driver {
                 self.api_after.push(Box::new(move |_| {
                     let _ = r.send(state);
                 }));
+            }
+            ApiCommand::History { days, tasks, reply } => {
+                // Reads the chain back over the days asked: off the driver.
+                let store = self.sh.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = crate::node::records_view::history(&store, days, tasks, now)
+                        .map_err(|e| ApiError::unavailable(format!("cannot read the history: {e}")));
+                    let _ = reply.send(answer);
+                });
             }
             ApiCommand::Peers(domain, r) => {
                 let _ = r.send(self.peers(domain.as_ref(), now));
@@ -280,26 +287,7 @@ impl Driver {
     }
 
     fn ledger(&self, limit: usize) -> Ledger {
-        let st = self.engine.ledger().state();
-        let store = &self.sh.store;
-        let entries = store
-            .scan_rev::<Stored>(records::CHAIN.as_bytes(), limit)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, s)| ledger_entry(&s.envelope()?))
-            .collect();
-        Ledger {
-            balance_micros: st.balance(),
-            granted: Credits(st.granted),
-            received: Credits(st.received),
-            paid: Credits(st.paid),
-            seq: st.seq,
-            head: st.head.clone(),
-            outbox: store
-                .scan_raw(records::VOUCHER_OUTBOX.as_bytes())
-                .map_or(0, |v| v.len()),
-            entries,
-        }
+        crate::node::records_view::ledger(&self.sh.store, self.engine.ledger().state(), limit)
     }
 
     fn owner_state(&self) -> OwnerState {
@@ -561,34 +549,4 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
-}
-
-/// One block of this node's chain as the owner reads it.
-fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
-    let block = env.open_ignoring_time::<Block>().ok()?;
-    let b = block.payload();
-    let (kind, amount, counterparty, voucher) = match &b.entry {
-        Entry::Grant(g) => {
-            let grant = g.open_ignoring_time::<Grant>().ok()?;
-            ("grant", grant.payload().amount, Some(grant.signer()), None)
-        }
-        Entry::Pay(v) => ("paid", v.amount, Some(v.provider), Some(v.clone())),
-        Entry::Receive(pay) => {
-            let p = pay.open_ignoring_time::<Block>().ok()?;
-            let Entry::Pay(v) = &p.payload().entry else {
-                return None;
-            };
-            ("received", v.amount, Some(p.signer()), Some(v.clone()))
-        }
-    };
-    Some(LedgerEntry {
-        seq: b.seq,
-        at: env.issued_at(),
-        kind: kind.to_owned(),
-        amount,
-        counterparty,
-        task: voucher.as_ref().map(|v| v.task.to_string()),
-        fuel: voucher.map(|v| v.fuel),
-        block: agora_protocol::chain::block_hash(env).to_string(),
-    })
 }
