@@ -199,6 +199,21 @@ pub struct OwnerLimits {
     pub min_battery: Option<u8>,
     /// Hold while the hottest thermal zone is above this (°C).
     pub max_temp: Option<f64>,
+    /// Share of a core each task may use, over the configuration's
+    /// `cpu_share`.
+    pub cpu_share: Option<f64>,
+    /// Cores all tasks together may use: each running task gets at most
+    /// this divided by how many run ([`task_share`]).
+    pub max_cpu: Option<f64>,
+}
+
+/// The share of a core each of `running` tasks gets: the per-task `share`,
+/// cut so that together they use at most `max_cpu` cores.
+pub fn task_share(share: f64, max_cpu: Option<f64>, running: usize) -> f64 {
+    match max_cpu {
+        Some(cap) if running > 0 => share.min(cap / running as f64),
+        _ => share,
+    }
 }
 
 impl OwnerLimits {
@@ -210,6 +225,12 @@ impl OwnerLimits {
         }
         if self.max_temp.is_some_and(|t| !t.is_finite() || t <= 0.0) {
             return Err("max_temp must be a positive temperature in °C".into());
+        }
+        if self.cpu_share.is_some_and(|s| !(s > 0.0 && s <= 1.0)) {
+            return Err("cpu_share is a share of one core: above 0, at most 1".into());
+        }
+        if self.max_cpu.is_some_and(|c| !(c.is_finite() && c >= 0.01)) {
+            return Err("max_cpu is a number of cores: at least 0.01".into());
         }
         Ok(())
     }
@@ -241,6 +262,12 @@ impl OwnerLimits {
         }
         if let Some(t) = self.max_temp {
             v.push(format!("stops above {t} °C"));
+        }
+        if let Some(s) = self.cpu_share {
+            v.push(format!("each task at most {:.0}% of a core", s * 100.0));
+        }
+        if let Some(c) = self.max_cpu {
+            v.push(format!("all tasks together at most {c} cores"));
         }
         v
     }
@@ -444,6 +471,20 @@ mod tests {
     }
 
     const NOON: u16 = 12 * 60;
+
+    #[test]
+    fn a_total_cpu_cap_divides_among_the_running_tasks() {
+        assert_eq!(task_share(0.8, None, 4), 0.8);
+        assert_eq!(task_share(0.8, Some(2.0), 0), 0.8);
+        assert_eq!(task_share(0.8, Some(2.0), 2), 0.8);
+        assert_eq!(task_share(0.8, Some(2.0), 4), 0.5);
+        assert_eq!(task_share(1.0, Some(0.5), 1), 0.5);
+        let bad = OwnerLimits {
+            cpu_share: Some(1.5),
+            ..OwnerLimits::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("cpu_share"));
+    }
 
     #[test]
     fn hours_may_cross_midnight() {

@@ -84,6 +84,7 @@ interval = "5s"
 # stop_on_battery = true    # not while the machine runs on battery
 # min_battery = 30          # not below this battery percentage
 # max_temp = 85             # not above this temperature (°C, hottest zone)
+# max_cpu = 1.5             # all tasks together use at most this many cores
 stop_on_battery = false
 # Where thermal zones and power supplies are read (a fake tree for tests).
 sysfs = "/sys"
@@ -411,6 +412,8 @@ pub struct Limits {
     pub min_battery: Option<u8>,
     /// Hold above this temperature (°C, hottest thermal zone).
     pub max_temp: Option<f64>,
+    /// Cores all tasks together may use (besides `cpu_share` per task).
+    pub max_cpu: Option<f64>,
     /// Where the thermal zones and power supplies are read.
     pub sysfs: PathBuf,
     /// How often they are read.
@@ -426,6 +429,7 @@ impl Default for Limits {
             stop_on_battery: false,
             min_battery: None,
             max_temp: None,
+            max_cpu: None,
             sysfs: PathBuf::from("/sys"),
             interval: Duration::from_secs(1),
         }
@@ -441,6 +445,8 @@ impl Limits {
             stop_on_battery: self.stop_on_battery,
             min_battery: self.min_battery,
             max_temp: self.max_temp,
+            cpu_share: None,
+            max_cpu: self.max_cpu,
         }
     }
 }

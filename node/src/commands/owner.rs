@@ -44,7 +44,8 @@ pub enum OwnerAction {
     /// Take work again.
     Resume(ResumeCommand),
     /// Change the owner's limits, live: `max_temp=80`, `hours=22:00-07:00`,
-    /// `weekdays=mon-fri`, `stop_on_battery=true`, `min_battery=30`;
+    /// `weekdays=mon-fri`, `stop_on_battery=true`, `min_battery=30`,
+    /// `cpu_share=0.5` (per task), `max_cpu=1.5` (cores, all tasks);
     /// `NAME=none` (or `=false`) lifts one. Kept across restarts, over the
     /// configuration's `[provider.limits]`.
     Set(SetCommand),
@@ -187,6 +188,22 @@ pub fn apply_changes(limits: &mut OwnerLimits, changes: &[String]) -> anyhow::Re
                     )
                 }
             }
+            "cpu_share" | "max_cpu" => {
+                let v = if none {
+                    None
+                } else {
+                    Some(
+                        value
+                            .parse::<f64>()
+                            .map_err(|_| bad(format!("{value:?} is not a number")))?,
+                    )
+                };
+                if name == "cpu_share" {
+                    limits.cpu_share = v;
+                } else {
+                    limits.max_cpu = v;
+                }
+            }
             "max_temp" => {
                 limits.max_temp = if none {
                     None
@@ -201,7 +218,7 @@ pub fn apply_changes(limits: &mut OwnerLimits, changes: &[String]) -> anyhow::Re
                 }
             }
             _ => anyhow::bail!(
-                "{name:?} is not a limit (hours, weekdays, stop_on_battery, min_battery, max_temp)"
+                "{name:?} is not a limit (hours, weekdays, stop_on_battery, min_battery, max_temp, cpu_share, max_cpu)"
             ),
         }
     }

@@ -324,6 +324,15 @@ fn cli_commands_against_one_node() {
         free["held_by"].is_null() && free["limits_in_words"] == serde_json::json!([]),
         "{free}"
     );
+    // The share of a core each task gets is set live too.
+    let before = node.json(&["status", "--json"])["cpu_share"].as_f64().unwrap();
+    node.json(&["owner", "set", "cpu_share=0.25", "max_cpu=2", "--json"]);
+    assert_eq!(node.json(&["status", "--json"])["cpu_share"], 0.25);
+    node.json(&["owner", "set", "cpu_share=none", "max_cpu=none", "--json"]);
+    assert_eq!(
+        node.json(&["status", "--json"])["cpu_share"].as_f64(),
+        Some(before)
+    );
 
     // ledger: nothing before a grant; a grant from the trusted issuer
     // counts once; one from anyone else not at all.

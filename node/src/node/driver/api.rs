@@ -322,7 +322,7 @@ impl Driver {
             cu: p.capacity(),
             per_slot_cu: p.speed(),
             calibrated_at: e.calibrated_at(),
-            cpu_share: self.cpu_share,
+            cpu_share: self.task_share,
             slots: p.config().slots,
             free_slots: p.free_slots(),
             running: (p.load() - p.queued()) as u32,

@@ -115,8 +115,12 @@ pub(super) struct Driver {
     sh: Shared,
     options: Options,
     idle_interval: Duration,
-    /// The owner's CPU share per task, for the status.
+    /// The owner's CPU share per task in the configuration.
     cpu_share: f64,
+    /// The share each running task gets now (the owner's limits applied).
+    task_share: f64,
+    /// The injected slowdown (1 unless testing faults).
+    slowdown: f64,
     /// Reply channels of inbound requests the engine has not answered yet.
     replies: HashMap<ReplyId, Reply>,
     next_reply: u64,
@@ -158,6 +162,8 @@ impl Driver {
             options: options.clone(),
             idle_interval: config.provider.idle.interval,
             cpu_share: config.provider.cpu_share,
+            task_share: config.provider.cpu_share,
+            slowdown: options.faults.slowdown(),
             replies: HashMap::new(),
             next_reply: 0,
             outbox: Outbox::default(),
@@ -276,6 +282,24 @@ impl Driver {
         }
     }
 
+    /// The share of a core each running task gets: the owner's per-task
+    /// share, cut so that all running tasks together stay within their
+    /// total cap, applied to runs under way at their next epoch tick.
+    fn apply_cpu_limits(&mut self) {
+        let p = self.engine.provider();
+        let limits = p.limits().limits();
+        let running = p.load() - p.queued();
+        let share = agora_market::limits::task_share(
+            limits.cpu_share.unwrap_or(self.cpu_share),
+            limits.max_cpu,
+            running,
+        );
+        if share != self.task_share {
+            self.task_share = share;
+            self.sh.executor.set_cpu_share(share / self.slowdown);
+        }
+    }
+
     /// Reads what the owner's limits need and lets the engine judge it.
     pub(super) fn sample_limits(&mut self) {
         self.last_limits = Some(Instant::now());
@@ -326,6 +350,7 @@ impl Driver {
         // Paused by the owner or held by a limit: running tasks park at
         // their next epoch tick, and go on where they stopped after.
         self.sh.executor.suspend(self.engine.suspends());
+        self.apply_cpu_limits();
         for out in turn.now {
             self.carry_out(out);
         }
