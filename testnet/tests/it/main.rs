@@ -7,6 +7,7 @@
 
 mod chaos;
 mod examples;
+mod languages;
 mod market;
 mod memory;
 mod netns;

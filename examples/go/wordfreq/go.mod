@@ -1,0 +1,3 @@
+module agora.example/wordfreq
+
+go 1.21
