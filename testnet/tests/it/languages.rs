@@ -175,6 +175,10 @@ fn wordfreq(data: &[u8], top: usize) -> Vec<u8> {
     out
 }
 
+/// A job to run: what it is, its module, its parameters and the outputs
+/// expected.
+type LanguageJob = (&'static str, Vec<u8>, Params, Vec<Vec<u8>>);
+
 #[test]
 fn the_c_and_go_examples_run_on_a_testnet_and_match_native_runs() {
     let _turn = crate::serial();
@@ -208,7 +212,7 @@ fn the_c_and_go_examples_run_on_a_testnet_and_match_native_runs() {
         net.start_all(specs).await.unwrap();
         net.wait_converged(Duration::from_secs(60)).await.unwrap();
         let client = net.node(0).client.clone();
-        let jobs: Vec<(&str, Vec<u8>, Params, Vec<Vec<u8>>)> = [
+        let jobs: Vec<LanguageJob> = [
             c.ok().map(|m| {
                 let expected = inputs.iter().map(|i| wc(&i.bytes)).collect();
                 ("C wc", m, Params::default(), expected)
