@@ -291,6 +291,18 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
             owner: kp.node_id(),
             after
         }),
+        (
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            any::<u64>(),
+            blob(crate::rpc::MAX_LOG_CHUNK)
+        )
+            .prop_map(|(a, index, offset, text)| MarketRequest::Log {
+                agreement: crate::id::MessageId(a),
+                task: crate::id::TaskId::new(crate::id::JobId([7; 16]), index),
+                offset,
+                text
+            }),
     ]
 }
 

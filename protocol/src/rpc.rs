@@ -22,6 +22,8 @@ use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
 pub const MAX_CHAIN_PAGE: usize = 64;
 /// Most bytes of a guest's stderr a receipt request carries.
 pub const MAX_STDERR_TAIL: usize = 4096;
+/// Most bytes of a guest's stderr one [`MarketRequest::Log`] carries.
+pub const MAX_LOG_CHUNK: usize = 16 * 1024;
 
 /// The market protocol id.
 pub const MARKET_PROTOCOL: &str = "/agora/market/1";
@@ -69,6 +71,20 @@ pub enum MarketRequest {
         /// The last position the asker has.
         after: u64,
     },
+    /// What a running task's guest wrote to stderr since `offset`: its live
+    /// log, sent by the provider to the requester of `agreement` while the
+    /// task runs. Not signed and not verified (the connection names the
+    /// provider; a log is never part of a result). Answered with `Ack`.
+    Log {
+        /// The agreement of the task.
+        agreement: crate::id::MessageId,
+        /// The task.
+        task: crate::id::TaskId,
+        /// Where `text` starts in the guest's stderr.
+        offset: u64,
+        /// The bytes (at most [`MAX_LOG_CHUNK`]).
+        text: Blob,
+    },
     /// Several requests to one peer in one frame, answered by a
     /// [`MarketResponse::Batch`] of as many answers in the same order. At
     /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
@@ -99,6 +115,7 @@ impl MarketRequest {
             } => receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob) + blob(stderr),
             MarketRequest::Summaries(d) => d.to_bytes().len(),
             MarketRequest::Chain { .. } => 32 + 8,
+            MarketRequest::Log { text, .. } => 32 + 20 + 8 + blob(text),
             MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
         }
     }
@@ -435,6 +452,18 @@ impl Encode for MarketRequest {
                 owner.encode(w);
                 after.encode(w)
             }
+            MarketRequest::Log {
+                agreement,
+                task,
+                offset,
+                text,
+            } => {
+                w.u8(8);
+                agreement.encode(w);
+                task.encode(w);
+                offset.encode(w);
+                text.encode(w)
+            }
         }
     }
 }
@@ -511,6 +540,12 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
         7 => MarketRequest::Chain {
             owner: NodeId::decode(r)?,
             after: u64::decode(r)?,
+        },
+        8 => MarketRequest::Log {
+            agreement: crate::id::MessageId::decode(r)?,
+            task: crate::id::TaskId::decode(r)?,
+            offset: u64::decode(r)?,
+            text: Blob::decode_limited(r, MAX_LOG_CHUNK, "log chunk")?,
         },
         tag => {
             return Err(DecodeError::InvalidTag {

@@ -56,6 +56,18 @@ impl Engine {
             } => self.on_receipt(peer, &receipt, output, stderr.0, reply, now),
             MarketRequest::Pay(env) => self.on_pay(peer, &env, reply, now),
             MarketRequest::Chain { owner, after } => self.serve_chain(owner, after, reply),
+            MarketRequest::Log {
+                agreement,
+                task,
+                offset,
+                text,
+            } => match self.requester.on_log(peer, agreement, task, offset, &text.0) {
+                Ok(()) => self.out.push(Output::Respond {
+                    reply,
+                    response: MarketResponse::Ack,
+                }),
+                Err(_) => self.decline(reply, Decline::Unknown),
+            },
             MarketRequest::Cancel(env) => self.on_cancel(peer, &env, reply, now),
             MarketRequest::Summaries(d) => {
                 let mut summaries = self.view.summaries_for(&d);

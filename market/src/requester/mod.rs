@@ -327,6 +327,8 @@ pub struct Requester {
     local: NodeId,
     config: Config,
     jobs: BTreeMap<JobId, Job>,
+    /// Live logs of running copies.
+    logs: logs::Logs,
     negotiations: HashMap<(TaskId, u16), Negotiation>,
     negotiating: HashMap<TaskId, usize>,
     negotiating_jobs: HashMap<JobId, usize>,
@@ -350,6 +352,8 @@ pub struct Requester {
     ended: VecDeque<(Timestamp, JobId)>,
 }
 
+mod logs;
+pub use logs::{CopyLog, LogError, MAX_COPY_LOG, MAX_LOGS};
 mod negotiate;
 mod place;
 #[cfg(test)]
@@ -369,6 +373,7 @@ impl Requester {
             local,
             config,
             jobs: BTreeMap::new(),
+            logs: logs::Logs::default(),
             negotiations: HashMap::new(),
             negotiating: HashMap::new(),
             negotiating_jobs: HashMap::new(),
@@ -836,10 +841,19 @@ impl Requester {
         else {
             return;
         };
-        if let Some(c) = t
+        // Matched as the receipt is (`on_receipt`): by agreement, or, when
+        // the receipt overtook the agreement's answer, by provider.
+        let pos = t
             .copies
-            .iter_mut()
-            .find(|c| c.provider == from && c.agreement == Some(r.agreement) && c.stderr.is_none())
+            .iter()
+            .position(|c| c.provider == from && c.agreement == Some(r.agreement))
+            .or_else(|| {
+                t.copies.iter().position(|c| {
+                    c.provider == from && c.reported.is_none() && !matches!(c.state, CopyState::Cancelled)
+                })
+            });
+        if let Some(c) = pos.map(|p| &mut t.copies[p])
+            && c.stderr.is_none()
         {
             c.stderr = Some(String::from_utf8_lossy(stderr).into_owned());
             self.dirty_tasks.insert(r.task);

@@ -247,6 +247,13 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/jobs/{id}/logs[?task=N]`.
+    pub async fn logs(&self, id: &JobId, task: Option<u32>) -> Result<crate::api::JobLogs, ClientError> {
+        let q = task.map(|t| format!("?task={t}")).unwrap_or_default();
+        self.json(self.http.get(self.url(&format!("/v1/jobs/{id}/logs{q}"))))
+            .await
+    }
+
     /// `GET /v1/jobs/{id}/result`.
     pub async fn result(&self, id: &JobId) -> Result<JobResult, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/jobs/{id}/result"))))

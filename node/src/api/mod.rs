@@ -592,6 +592,33 @@ pub struct OwnerState {
     pub unavailable: Vec<String>,
 }
 
+/// `GET /v1/jobs/{id}/logs[?task=N]`: what the guests of a job's copies
+/// wrote to stderr while they ran, as their providers sent it (live logs:
+/// within about a second of the guest writing). The newest 32 KiB of each
+/// copy; not signed, not verified, never part of a result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobLogs {
+    /// One entry per copy that sent any, in task and attempt order.
+    pub copies: Vec<CopyLogView>,
+}
+
+/// One copy's live log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyLogView {
+    /// The task's index.
+    pub task: u32,
+    /// The copy's attempt.
+    pub attempt: u16,
+    /// Who runs it.
+    pub provider: NodeId,
+    /// Where `text` starts in the guest's stderr, bytes.
+    pub start: u64,
+    /// Where it ends.
+    pub end: u64,
+    /// The bytes, as UTF-8 (invalid sequences replaced).
+    pub text: String,
+}
+
 /// `GET /v1/owner/history`: what the node did for others, day by day
 /// (UTC), and the last tasks it ran. Also read from a stopped node's data
 /// dir.

@@ -104,6 +104,8 @@ pub enum ApiCommand {
     Job(JobId, JobDetail, oneshot::Sender<Option<JobStatus>>),
     /// Placement decisions.
     Explain(JobId, oneshot::Sender<Option<Explain>>),
+    /// Live logs, of one task or all.
+    Logs(JobId, Option<u32>, oneshot::Sender<Option<crate::api::JobLogs>>),
     /// Outputs.
     Result(JobId, oneshot::Sender<Option<JobResult>>),
     /// Cancel.
@@ -216,6 +218,7 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Rout
         .route("/v1/jobs", post(submit).get(jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/explain", get(explain))
+        .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/result", get(result))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/ledger", get(ledger))
@@ -345,6 +348,23 @@ async fn job(
 async fn explain(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<Json<Explain>, ApiError> {
     let id = parse_job(&id)?;
     ctx.ask(|tx| ApiCommand::Explain(id, tx))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown(id))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    task: Option<u32>,
+}
+
+async fn logs(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<crate::api::JobLogs>, ApiError> {
+    let id = parse_job(&id)?;
+    ctx.ask(|tx| ApiCommand::Logs(id, q.task, tx))
         .await?
         .map(Json)
         .ok_or_else(|| unknown(id))

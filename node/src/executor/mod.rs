@@ -64,6 +64,7 @@ pub use error::{SetupError, TaskError};
 pub use load::Module;
 pub use receipt::receipt;
 pub use task::{Outcome, Task};
+pub use wasi::LiveLog;
 
 /// Bytes in a WebAssembly page.
 const WASM_PAGE: u64 = 64 << 10;
@@ -269,6 +270,32 @@ impl Executor {
         task: &Task<'_>,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Outcome {
+        self.run_with(module, task, cancel, false, None)
+    }
+
+    /// Runs a task accepted from another node: like
+    /// [`Executor::run_cancellable`], and it also parks in place while the
+    /// executor is suspended ([`Executor::suspend`]); the guest's stderr is
+    /// copied to `live` as it is written. The node's own work (its spot
+    /// checks, reduce steps, fraud checks) is never suspended.
+    pub fn run_provided(
+        &self,
+        module: &Module,
+        task: &Task<'_>,
+        cancel: Option<Arc<AtomicBool>>,
+        live: Option<LiveLog>,
+    ) -> Outcome {
+        self.run_with(module, task, cancel, true, live)
+    }
+
+    fn run_with(
+        &self,
+        module: &Module,
+        task: &Task<'_>,
+        cancel: Option<Arc<AtomicBool>>,
+        suspendable: bool,
+        live: Option<LiveLog>,
+    ) -> Outcome {
         let _slot = self.inner.slots.acquire();
         let _running = self.inner.ticker.enter();
         self.inner.counters.runs.fetch_add(1, Ordering::Relaxed);
@@ -278,8 +305,9 @@ impl Executor {
                 max_memory: self.inner.config.max_memory.0,
                 max_stderr: self.inner.config.max_stderr,
                 share: &self.inner.share,
-                suspend: &self.inner.suspend,
+                suspend: suspendable.then_some(&self.inner.suspend),
                 cancel,
+                live,
             },
             module,
             task,
@@ -297,8 +325,8 @@ impl Executor {
         self.inner.share.store(share.to_bits(), Ordering::Relaxed);
     }
 
-    /// Suspends every running task in place (`true`) at its next epoch
-    /// tick, or lets them go on (`false`). A suspended guest keeps its whole
+    /// Suspends every task run for others ([`Executor::run_provided`]) in
+    /// place (`true`) at its next epoch tick, or lets them go on (`false`). A suspended guest keeps its whole
     /// state and uses no CPU; resumed, it goes on from where it stopped, so
     /// its output and fuel are those of an uninterrupted run. Tasks started
     /// while suspended stop at their first tick. A cancelled run stops even

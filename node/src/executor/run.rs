@@ -13,7 +13,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use super::engine::MAX_TABLE_ELEMENTS;
 use super::meter::{Meter, Moved};
-use super::wasi::{ARGV0, Capture, FrozenClock, GuestEnv, Input, Limiter, OutputOverflow, ProcExit, State};
+use super::wasi::{
+    ARGV0, Capture, FrozenClock, GuestEnv, Input, Limiter, LiveLog, OutputOverflow, ProcExit, State,
+};
 use super::{Module, Outcome, Task, TaskError};
 
 /// The settings of the executor a run needs.
@@ -22,9 +24,12 @@ pub(crate) struct RunSettings<'a> {
     pub(crate) max_memory: u64,
     pub(crate) max_stderr: usize,
     pub(crate) share: &'a Arc<AtomicU64>,
-    pub(crate) suspend: &'a Arc<Suspend>,
+    /// Shared with the executor when the run parks while it is suspended.
+    pub(crate) suspend: Option<&'a Arc<Suspend>>,
     /// Set to stop the run (its task was cancelled).
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    /// Where the guest's stderr is also copied as it is written.
+    pub(crate) live: Option<LiveLog>,
 }
 
 /// Whether runs are to be suspended, shared by every run of an executor.
@@ -45,7 +50,7 @@ pub(crate) struct Throttle {
     /// When the guest last resumed after a throttling pause.
     resumed: Instant,
     share: Arc<AtomicU64>,
-    suspend: Arc<Suspend>,
+    suspend: Option<Arc<Suspend>>,
     cancel: Option<Arc<AtomicBool>>,
 }
 
@@ -57,14 +62,17 @@ impl Throttle {
     /// Parks the guest while runs are suspended: its state stays as it is,
     /// between two instructions, and it uses no CPU.
     fn park_while_suspended(&mut self) {
-        if !self.suspend.hold.load(Ordering::Relaxed) {
+        let Some(suspend) = self.suspend.clone() else {
+            return;
+        };
+        if !suspend.hold.load(Ordering::Relaxed) {
             return;
         }
-        self.suspend.suspended.fetch_add(1, Ordering::Relaxed);
-        while self.suspend.hold.load(Ordering::Relaxed) && !self.cancelled() {
+        suspend.suspended.fetch_add(1, Ordering::Relaxed);
+        while suspend.hold.load(Ordering::Relaxed) && !self.cancelled() {
             std::thread::sleep(SUSPEND_POLL);
         }
-        self.suspend.suspended.fetch_sub(1, Ordering::Relaxed);
+        suspend.suspended.fetch_sub(1, Ordering::Relaxed);
         // Time parked is neither running time for the cpu share nor
         // anything the guest can observe (its clocks are frozen).
         self.resumed = Instant::now();
@@ -128,7 +136,10 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
     let max_output = task.limits.max_output.0.min(MAX_BLOB as u64);
     let moved = Moved::default();
     let stdout = Capture::new(max_output as usize, true, moved.clone());
-    let stderr = Capture::new(s.max_stderr, false, moved.clone());
+    let mut stderr = Capture::new(s.max_stderr, false, moved.clone());
+    if let Some(log) = &s.live {
+        stderr = stderr.tee(log.clone());
+    }
     let timeout = task.limits.timeout.duration();
 
     let finish = |result: Result<(), TaskError>, fuel_used: u64| Outcome {
@@ -177,7 +188,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             deadline: t0.checked_add(timeout),
             resumed: t0,
             share: s.share.clone(),
-            suspend: s.suspend.clone(),
+            suspend: s.suspend.cloned(),
             cancel: s.cancel.clone(),
         },
         meter: Meter::new(moved, task.args),

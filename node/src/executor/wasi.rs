@@ -541,6 +541,42 @@ struct CaptureBuf {
     cap: usize,
     strict: bool,
     overflowed: bool,
+    /// Where what is kept is also copied as it is written (a live log).
+    tee: Option<LiveLog>,
+}
+
+/// A run's stderr as the guest writes it, readable while the run goes on
+/// (the node sends it to the requester as the task's live log). Holds what
+/// the run's stderr capture keeps: at most the executor's `max_stderr`.
+#[derive(Debug, Clone, Default)]
+pub struct LiveLog(Arc<Mutex<Vec<u8>>>);
+
+impl LiveLog {
+    /// An empty log.
+    pub fn new() -> LiveLog {
+        LiveLog::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At most `max` bytes from `offset` on.
+    pub fn read_from(&self, offset: u64, max: usize) -> Vec<u8> {
+        let b = self.lock();
+        let from = (offset as usize).min(b.len());
+        b[from..(from + max).min(b.len())].to_vec()
+    }
+
+    /// How many bytes it holds.
+    pub fn len(&self) -> u64 {
+        self.lock().len() as u64
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Capture {
@@ -551,9 +587,16 @@ impl Capture {
                 cap,
                 strict,
                 overflowed: false,
+                tee: None,
             })),
             moved,
         )
+    }
+
+    /// Copies what it keeps to `log` as well, as it is written.
+    pub(crate) fn tee(self, log: LiveLog) -> Capture {
+        self.lock().tee = Some(log);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CaptureBuf> {
@@ -567,6 +610,9 @@ impl Capture {
         let room = b.cap.saturating_sub(b.data.len());
         let take = room.min(bytes.len());
         b.data.extend_from_slice(&bytes[..take]);
+        if let Some(tee) = &b.tee {
+            tee.lock().extend_from_slice(&bytes[..take]);
+        }
         if take < bytes.len() {
             b.overflowed = true;
             return !b.strict;

@@ -17,7 +17,7 @@ use agora_protocol::wire::Blob;
 use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId};
 
 use super::Shared;
-use crate::executor::{self, Task};
+use crate::executor::{self, LiveLog, Task};
 
 /// Work finished, for the engine.
 #[derive(Debug)]
@@ -39,7 +39,12 @@ pub(crate) enum Done {
 }
 
 /// Carries out one piece of work (`cancel` stops an execution).
-pub(crate) async fn run(sh: Shared, work: Work, cancel: Option<Arc<AtomicBool>>) -> Done {
+pub(crate) async fn run(
+    sh: Shared,
+    work: Work,
+    cancel: Option<Arc<AtomicBool>>,
+    live: Option<LiveLog>,
+) -> Done {
     match work {
         Work::Execute {
             agreement,
@@ -48,7 +53,7 @@ pub(crate) async fn run(sh: Shared, work: Work, cancel: Option<Arc<AtomicBool>>)
             inline,
         } => Done::Executed(
             agreement,
-            execute(&sh, requester, &assignment, &inline, cancel).await,
+            execute(&sh, requester, &assignment, &inline, cancel, live).await,
         ),
         Work::Keep { id, bytes } => {
             if let Err(e) = sh.store.content().put_lazy(id, bytes.to_vec()).await {
@@ -174,6 +179,7 @@ async fn run_blocking(
     module: ModuleSource,
     input: Arc<Vec<u8>>,
     cancel: Option<Arc<AtomicBool>>,
+    whose: Whose,
 ) -> Result<executor::Outcome, String> {
     let ex = sh.executor.clone();
     let args: Vec<String> = a.args.iter().map(|x| x.0.clone()).collect();
@@ -184,16 +190,18 @@ async fn run_blocking(
             ModuleSource::Bytes(b) => ex.load(&b),
         };
         match module {
-            Ok(m) => ex.run_cancellable(
-                &m,
-                &Task {
+            Ok(m) => {
+                let task = Task {
                     input: &input,
                     args: &args,
                     limits,
                     seed,
-                },
-                cancel,
-            ),
+                };
+                match whose {
+                    Whose::Provided(live) => ex.run_provided(&m, &task, cancel, live),
+                    Whose::Own => ex.run_cancellable(&m, &task, cancel),
+                }
+            }
             // The module itself is bad: that is a (deterministic) result too.
             Err(e) => executor::Outcome::failed(e),
         }
@@ -201,6 +209,14 @@ async fn run_blocking(
     .await
     .map_err(|e| format!("execution thread failed: {e}"))?;
     Ok(outcome)
+}
+
+/// For whom a run is: a task accepted from another node (suspended while
+/// the owner's pause or limits hold) or this node's own checking work.
+enum Whose {
+    /// With the live log its stderr is copied to.
+    Provided(Option<LiveLog>),
+    Own,
 }
 
 enum ModuleSource {
@@ -216,6 +232,7 @@ async fn execute(
     a: &Assignment,
     inline: &Inline,
     cancel: Option<Arc<AtomicBool>>,
+    live: Option<LiveLog>,
 ) -> Result<Ran, String> {
     let module = match sh.executor.cached(&a.module) {
         Some(m) => ModuleSource::Compiled(m),
@@ -228,7 +245,7 @@ async fn execute(
         .acquire_owned()
         .await
         .map_err(|e| e.to_string())?;
-    let mut outcome = run_blocking(sh, a, module, input, cancel).await?;
+    let mut outcome = run_blocking(sh, a, module, input, cancel, Whose::Provided(live)).await?;
     sh.faults.tamper(&mut outcome);
     let id = outcome.output_id();
     let mut ran = outcome.ran();
@@ -260,6 +277,7 @@ async fn run_here(sh: &Shared, a: &Assignment, input: Option<Vec<u8>>) -> Result
         ModuleSource::Bytes(Arc::new(module)),
         Arc::new(input),
         None,
+        Whose::Own,
     )
     .await?;
     if !outcome.output.is_empty() {
@@ -349,6 +367,7 @@ async fn check_fraud(sh: &Shared, publisher: NodeId, a: &Assignment) -> Result<R
         ModuleSource::Bytes(Arc::new(module)),
         Arc::new(input),
         None,
+        Whose::Own,
     )
     .await?;
     Ok(outcome.ran())

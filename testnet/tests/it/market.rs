@@ -517,3 +517,98 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
         "fuel billed equals an uninterrupted run's"
     );
 }
+
+/// Writes `tick 0` … `tick 7` to stderr, spinning between lines (about
+/// a quarter of a second each here).
+const TICKS: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "tick 0\n")
+  (func (export "_start")
+    (local $i i32) (local $j i32)
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 7))
+    (loop $line
+      (i32.store8 (i32.const 21) (i32.add (i32.const 48) (local.get $i)))
+      (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $j (i32.const 0))
+      (loop $spin
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $j) (i32.const 250000000))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $line (i32.lt_u (local.get $i) (i32.const 8))))))"#;
+
+#[test]
+fn a_running_tasks_stderr_reaches_its_requester_while_it_runs() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora.clone(), dir.path()).unwrap();
+        net.start_all(vec![
+            NodeSpec::requester("local").with_slots(1),
+            NodeSpec::provider("local").with_slots(1),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let requester = net.node(0).client.clone();
+        let module = wat::parse_str(TICKS).unwrap();
+        let inputs = vec![agora_testnet::workload::TaskInput {
+            name: "ticks".into(),
+            bytes: b"-".to_vec(),
+            estimate: Some(20_000_000_000),
+        }];
+        let params = Params {
+            fuel: 50_000_000_000,
+            deadline: Duration::from_secs(120),
+            ..Params::default()
+        };
+        let spec = job::prepare(&requester, &module, None, &inputs, &params)
+            .await
+            .unwrap();
+        let id = job::submit(&requester, &spec).await.unwrap();
+        // Poll the log while the task runs: lines must come while it runs,
+        // growing, not all at the end.
+        let mut seen_while_running: Vec<usize> = Vec::new();
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            let s = requester.job(&id).await.unwrap();
+            let logs = requester.logs(&id, None).await.unwrap();
+            if s.state.is_terminal() {
+                break s;
+            }
+            let lines = logs.copies.first().map_or(0, |c| c.text.lines().count());
+            if seen_while_running.last() != Some(&lines) {
+                seen_while_running.push(lines);
+            }
+            assert!(t0.elapsed() < Duration::from_secs(120), "the job did not end");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        job::ensure_done(&status).unwrap();
+        let distinct_nonzero = seen_while_running.iter().filter(|&&n| n > 0).count();
+        assert!(
+            distinct_nonzero >= 3,
+            "the log grew while the task ran: {seen_while_running:?}"
+        );
+        let logs = requester.logs(&id, Some(0)).await.unwrap();
+        assert_eq!(logs.copies.len(), 1);
+        let want: String = (0..8).map(|i| format!("tick {i}\n")).collect();
+        assert_eq!(logs.copies[0].text, want);
+        assert_eq!((logs.copies[0].start, logs.copies[0].end), (0, want.len() as u64));
+        // And from the command line, with its task and provider.
+        let out = std::process::Command::new(&agora)
+            .args(["job", "logs", &id.to_string(), "--data-dir"])
+            .arg(&net.node(0).data_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(text.lines().count(), 8, "{text}");
+        assert!(text.lines().all(|l| l.starts_with("task 0 [")), "{text}");
+        assert!(text.ends_with("tick 7\n"), "{text}");
+        eprintln!("log lines seen while the task ran, poll by poll: {seen_while_running:?}");
+        net.stop();
+    });
+}

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod cancel;
 mod explain;
 mod inputs;
+mod logs;
 mod receipts;
 mod render;
 mod result;
@@ -23,6 +24,7 @@ mod watch;
 pub use self::cancel::CancelCommand;
 pub use self::explain::ExplainCommand;
 pub use self::inputs::{InputFile, Symlinks, inputs_in_dir, read_input, single_input};
+pub use self::logs::LogsCommand;
 pub use self::receipts::ReceiptsCommand;
 pub use self::render::state_name;
 pub use self::result::{MAX_OUTPUT_NAME, ResultCommand, output_names, reduced_name};
@@ -58,6 +60,8 @@ pub enum JobAction {
     Explain(ExplainCommand),
     /// Save the providers' signed receipts, for `agora verify`.
     Receipts(ReceiptsCommand),
+    /// Show what the tasks' guests write to stderr, live (`--follow`).
+    Logs(LogsCommand),
 }
 
 impl JobCommand {
@@ -71,6 +75,7 @@ impl JobCommand {
             JobAction::Cancel(c) => c.execute(),
             JobAction::Explain(c) => c.execute(),
             JobAction::Receipts(c) => c.execute(),
+            JobAction::Logs(c) => c.execute(),
         }
     }
 }

@@ -90,6 +90,24 @@ impl Driver {
             ApiCommand::Explain(id, r) => {
                 let _ = r.send(self.explain(id));
             }
+            ApiCommand::Logs(id, task, r) => {
+                let req = self.engine.requester();
+                let answer = req.job(&id).map(|_| crate::api::JobLogs {
+                    copies: req
+                        .logs(id, task)
+                        .into_iter()
+                        .map(|l| crate::api::CopyLogView {
+                            task: l.task.index,
+                            attempt: l.attempt,
+                            provider: l.provider,
+                            start: l.start,
+                            end: l.end(),
+                            text: String::from_utf8_lossy(&l.bytes).into_owned(),
+                        })
+                        .collect(),
+                });
+                let _ = r.send(answer);
+            }
             ApiCommand::Result(id, r) => {
                 let _ = r.send(self.result(id));
             }

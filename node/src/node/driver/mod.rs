@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::network::ToPeerId;
 use agora_market::engine::{Engine, Output, ReplyId, RequestId};
-use agora_protocol::rpc::{Decline, MarketResponse};
+use agora_protocol::rpc::{Decline, MAX_LOG_CHUNK, MarketRequest, MarketResponse};
 use agora_protocol::units::Timestamp;
 use futures::FutureExt;
 use futures::StreamExt;
@@ -45,6 +45,7 @@ use super::{Options, Shared};
 use crate::api::server::{ApiCommand, ApiError};
 use crate::capacity::LoadSampler;
 use crate::config::Config;
+use crate::executor::LiveLog;
 use crate::network::{Event, Outbox, Reply};
 use crate::store::{Batch, StoreError};
 
@@ -110,6 +111,42 @@ impl Tasks {
     }
 }
 
+/// How often running tasks' live logs go to their requesters.
+const LOG_EVERY: Duration = Duration::from_millis(250);
+
+/// A running task's live log and how much of it its requester has.
+struct LiveTap {
+    log: LiveLog,
+    sent: u64,
+    to: agora_protocol::NodeId,
+    task: agora_protocol::TaskId,
+}
+
+impl LiveTap {
+    /// Queues what was written since the last send, in chunks of at most
+    /// [`MAX_LOG_CHUNK`] (the answer is not awaited: a lost chunk leaves a
+    /// gap in the requester's copy, never an error).
+    fn send(&mut self, agreement: agora_protocol::MessageId, outbox: &mut Outbox) {
+        loop {
+            let chunk = self.log.read_from(self.sent, MAX_LOG_CHUNK);
+            if chunk.is_empty() {
+                return;
+            }
+            let offset = self.sent;
+            self.sent += chunk.len() as u64;
+            drop(outbox.push(
+                self.to,
+                MarketRequest::Log {
+                    agreement,
+                    task: self.task,
+                    offset,
+                    text: agora_protocol::wire::Blob(chunk),
+                },
+            ));
+        }
+    }
+}
+
 pub(super) struct Driver {
     engine: Engine,
     sh: Shared,
@@ -135,6 +172,10 @@ pub(super) struct Driver {
     audits: HashMap<agora_protocol::NodeId, Vec<oneshot::Sender<Result<crate::api::AuditReport, ApiError>>>>,
     /// Stop flags of the executions running, by agreement.
     running: HashMap<agora_protocol::MessageId, Arc<AtomicBool>>,
+    /// Live logs of the executions running, by agreement, with what was
+    /// sent of each to its requester.
+    live: HashMap<agora_protocol::MessageId, LiveTap>,
+    last_logs: Instant,
     sampler: LoadSampler,
     last_idle: Instant,
     /// What the owner's limits read, and how often.
@@ -176,6 +217,8 @@ impl Driver {
             api_after: Vec::new(),
             audits: HashMap::new(),
             running: HashMap::new(),
+            live: HashMap::new(),
+            last_logs: Instant::now(),
             sampler: LoadSampler::new(),
             last_idle: Instant::now(),
             sensors: crate::sensors::Sensors::new(&config.provider.limits.sysfs),
@@ -280,6 +323,9 @@ impl Driver {
         {
             self.sample_limits();
         }
+        if !self.live.is_empty() && self.last_logs.elapsed() >= LOG_EVERY {
+            self.send_logs();
+        }
     }
 
     /// The share of a core each running task gets: the owner's per-task
@@ -297,6 +343,15 @@ impl Driver {
         if share != self.task_share {
             self.task_share = share;
             self.sh.executor.set_cpu_share(share / self.slowdown);
+        }
+    }
+
+    /// Sends each running task's requester what its guest wrote to stderr
+    /// since the last time.
+    fn send_logs(&mut self) {
+        self.last_logs = Instant::now();
+        for (agreement, tap) in self.live.iter_mut() {
+            tap.send(*agreement, &mut self.outbox);
         }
     }
 
@@ -325,6 +380,10 @@ impl Driver {
         match done {
             Done::Executed(agreement, r) => {
                 self.running.remove(&agreement);
+                // The last of its log goes before its receipt.
+                if let Some(mut tap) = self.live.remove(&agreement) {
+                    tap.send(agreement, &mut self.outbox);
+                }
                 e.on_executed(agreement, r, now)
             }
             Done::Stored(token, r) => e.on_output_stored(token, r, now),
@@ -451,16 +510,31 @@ impl Driver {
             }
             Output::Respond { reply, response } => self.respond(reply, response),
             Output::Run(w) => {
-                let cancel = match &w {
-                    agora_market::engine::Work::Execute { agreement, .. } => {
+                let (cancel, live) = match &w {
+                    agora_market::engine::Work::Execute {
+                        agreement,
+                        requester,
+                        assignment,
+                        ..
+                    } => {
                         let flag = Arc::new(AtomicBool::new(false));
                         self.running.insert(*agreement, flag.clone());
-                        Some(flag)
+                        let log = LiveLog::new();
+                        self.live.insert(
+                            *agreement,
+                            LiveTap {
+                                log: log.clone(),
+                                sent: 0,
+                                to: *requester,
+                                task: assignment.task,
+                            },
+                        );
+                        (Some(flag), Some(log))
                     }
-                    _ => None,
+                    _ => (None, None),
                 };
                 let sh = self.sh.clone();
-                self.tasks.spawn(work::run(sh, w, cancel));
+                self.tasks.spawn(work::run(sh, w, cancel, live));
             }
             Output::Publish { topic, data } => self.outbox.publish(topic, data),
             Output::Interrupt { agreement } => self.interrupt(&agreement),

@@ -256,3 +256,47 @@ fn tasks_beyond_the_pool_wait_for_a_slot() {
         assert_eq!(h.join().unwrap().result, Ok(()));
     }
 }
+
+#[test]
+fn a_suspended_executor_parks_provided_runs_in_place_and_they_end_as_if_never_parked() {
+    // Counts to 300 M and ends: its fuel is its own, below the limit.
+    const COUNT: &str = r#"(module (func (export "_start") (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
+    let _h = heavy();
+    let e = executor();
+    let module = e.load(&wasm(COUNT)).unwrap();
+    let l = Limits {
+        fuel: Fuel(20_000_000_000),
+        ..limits()
+    };
+    let uninterrupted = e.run(&module, &task(&[], &[], l));
+    assert!(uninterrupted.result.is_ok(), "{:?}", uninterrupted.result);
+    assert!(uninterrupted.fuel_used < l.fuel);
+    e.suspend(true);
+    let parked = thread::scope(|s| {
+        let run = s.spawn(|| e.run_provided(&module, &task(&[], &[], l), None, None));
+        // The node's own work is never parked.
+        let own = e.run(&module, &task(&[], &[], l));
+        assert_eq!(own.fuel_used, uninterrupted.fuel_used);
+        let t0 = std::time::Instant::now();
+        while e.suspended() == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never parked");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Parked for longer than the whole run takes: it does not end.
+        thread::sleep(uninterrupted.wall + Duration::from_millis(200));
+        assert!(!run.is_finished(), "a parked run went on");
+        assert_eq!(e.suspended(), 1);
+        e.suspend(false);
+        run.join().unwrap()
+    });
+    assert_eq!(e.suspended(), 0);
+    assert_eq!(parked.result, uninterrupted.result);
+    assert_eq!(
+        parked.fuel_used, uninterrupted.fuel_used,
+        "the same fuel as a run never parked"
+    );
+    assert!(parked.wall > uninterrupted.wall);
+    assert_healthy(&e);
+}
