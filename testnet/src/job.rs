@@ -162,6 +162,29 @@ pub async fn follow(
     }
 }
 
+/// Follows the job (every 100 ms, for at most `timeout`) to its end, and
+/// fails unless it is done.
+pub async fn finish(client: &Client, id: &JobId, timeout: Duration) -> anyhow::Result<JobStatus> {
+    let status = follow(client, id, timeout, Duration::from_millis(100), |_| {}).await?;
+    ensure_done(&status)?;
+    Ok(status)
+}
+
+/// Prepares, submits and [`finish`]es a job (within 180 s): its id and
+/// its final status.
+pub async fn run(
+    client: &Client,
+    module: &[u8],
+    reduce: Option<&[u8]>,
+    inputs: &[TaskInput],
+    params: &Params,
+) -> anyhow::Result<(JobId, JobStatus)> {
+    let spec = prepare(client, module, reduce, inputs, params).await?;
+    let id = submit(client, &spec).await?;
+    let status = finish(client, &id, Duration::from_secs(180)).await?;
+    Ok((id, status))
+}
+
 /// Waits for the job's end like [`follow`], but polls the cheap job list
 /// (`GET /v1/jobs`) instead of the full status, whose size grows with the
 /// tasks: a benchmark must not load the requester it measures. Returns the

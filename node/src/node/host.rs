@@ -6,6 +6,7 @@
 use agora_market::records::{Host, RecordError};
 use agora_protocol::ContentId;
 
+use super::records_view::RecordsOnly;
 use crate::executor::Executor;
 use crate::store::Store;
 
@@ -23,15 +24,11 @@ impl NodeHost {
 
 impl Host for NodeHost {
     fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
-        self.store
-            .get_raw(key.as_bytes())
-            .map_err(|e| RecordError::Storage(e.to_string()))
+        RecordsOnly(&self.store).record(key)
     }
 
     fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
-        self.store
-            .scan_raw(prefix.as_bytes())
-            .map_err(|e| RecordError::Storage(e.to_string()))
+        RecordsOnly(&self.store).records(prefix)
     }
 
     fn records_from(
@@ -40,15 +37,11 @@ impl Host for NodeHost {
         from: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
-        self.store
-            .scan_raw_from(prefix.as_bytes(), from.as_bytes(), limit)
-            .map_err(|e| RecordError::Storage(e.to_string()))
+        RecordsOnly(&self.store).records_from(prefix, from, limit)
     }
 
     fn records_rev(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
-        self.store
-            .scan_raw_rev(prefix.as_bytes(), limit)
-            .map_err(|e| RecordError::Storage(e.to_string()))
+        RecordsOnly(&self.store).records_rev(prefix, limit)
     }
 
     fn holds(&self, id: &ContentId) -> bool {

@@ -6,32 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agora_node::api::client::Client;
 use agora_testnet::artifacts;
 use agora_testnet::job::{self, Params};
 use agora_testnet::process::{NodeSpec, Testnet};
 use agora_testnet::workload::{TaskInput, mandelbrot};
-
-async fn run(
-    client: &Client,
-    module: &[u8],
-    reduce: Option<&[u8]>,
-    inputs: &[TaskInput],
-    params: &Params,
-) -> anyhow::Result<agora_node::api::JobStatus> {
-    let spec = job::prepare(client, module, reduce, inputs, params).await?;
-    let id = job::submit(client, &spec).await?;
-    let status = job::follow(
-        client,
-        &id,
-        Duration::from_secs(180),
-        Duration::from_millis(100),
-        |_| {},
-    )
-    .await?;
-    job::ensure_done(&status)?;
-    Ok(status)
-}
 
 fn input(name: String, bytes: Vec<u8>) -> TaskInput {
     TaskInput {
@@ -62,7 +40,7 @@ fn every_example_job_runs_end_to_end() {
 
         // mandelbrot: 12 tiles of a 240×180 image → one PNG.
         let tiles = mandelbrot::inputs(240, 180, 12, 200);
-        let s = run(
+        let (_, s) = job::run(
             &c,
             &modules.read("mandelbrot").unwrap(),
             Some(&modules.read("mandelbrot-reduce").unwrap()),
@@ -83,7 +61,7 @@ fn every_example_job_runs_end_to_end() {
                 )
             })
             .collect();
-        let s = run(
+        let (_, s) = job::run(
             &c,
             &modules.read("montecarlo-pi").unwrap(),
             Some(&modules.read("montecarlo-pi-reduce").unwrap()),
@@ -118,7 +96,7 @@ fn every_example_job_runs_end_to_end() {
             .enumerate()
             .map(|(i, l)| input(format!("shard-{i}"), (l.join("\n") + "\n").into_bytes()))
             .collect();
-        let s = run(
+        let (_, s) = job::run(
             &c,
             &modules.read("wordcount").unwrap(),
             Some(&modules.read("wordcount-reduce").unwrap()),
@@ -145,7 +123,9 @@ fn every_example_job_runs_end_to_end() {
             .enumerate()
             .map(|(i, t)| input(format!("text-{i}"), t.as_bytes().to_vec()))
             .collect();
-        let s = run(&c, &module, None, &inputs, &Params::default()).await.unwrap();
+        let (_, s) = job::run(&c, &module, None, &inputs, &Params::default())
+            .await
+            .unwrap();
         let outputs = job::outputs(&c, &s.id).await.unwrap();
         for ((_, got), text) in outputs.iter().zip(texts) {
             let want: String = text

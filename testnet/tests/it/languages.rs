@@ -230,20 +230,9 @@ fn the_c_and_go_examples_run_on_a_testnet_and_match_native_runs() {
         .flatten()
         .collect();
         for (what, module, params, expected) in jobs {
-            let spec = job::prepare(&client, &module, None, &inputs, &params)
+            let (id, status) = job::run(&client, &module, None, &inputs, &params)
                 .await
-                .unwrap();
-            let id = job::submit(&client, &spec).await.unwrap();
-            let status = job::follow(
-                &client,
-                &id,
-                Duration::from_secs(120),
-                Duration::from_millis(100),
-                |_| {},
-            )
-            .await
-            .unwrap();
-            job::ensure_done(&status).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
             let got = job::outputs(&client, &id).await.unwrap();
             let bad = job::compare(&got, &expected);
             assert!(bad.is_empty(), "{what}: {bad:?}");

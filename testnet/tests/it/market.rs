@@ -40,16 +40,9 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
             .await
             .unwrap();
         let id = job::submit(&requester, &spec).await.unwrap();
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(180),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        job::finish(&requester, &id, Duration::from_secs(180))
+            .await
+            .unwrap();
         let status = requester.job_with_receipts(&id).await.unwrap();
 
         let outputs = job::outputs(&requester, &id).await.unwrap();
@@ -169,16 +162,9 @@ fn a_job_with_no_provider_waits_and_completes_when_one_joins() {
         net.start(NodeSpec::provider("local").with_slots(1))
             .await
             .unwrap();
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(120),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        let status = job::finish(&requester, &id, Duration::from_secs(120))
+            .await
+            .unwrap();
         assert_eq!(status.counts.verified, 3);
         net.stop();
     });
@@ -231,16 +217,9 @@ fn a_job_that_selects_a_label_runs_only_on_providers_carrying_it() {
         .unwrap();
         spec.select = vec!["zone=b".parse().unwrap()];
         let id = job::submit(&requester, &spec).await.unwrap();
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(120),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        job::finish(&requester, &id, Duration::from_secs(120))
+            .await
+            .unwrap();
         let status = requester.job(&id).await.unwrap();
         for t in &status.tasks {
             assert_eq!(t.providers, [b], "task {} ran off zone b", t.index);
@@ -294,16 +273,9 @@ fn a_provider_stopped_mid_task_hands_it_back_at_once() {
         let i = (1..=2).find(|i| net.node(*i).id() == first).unwrap();
         let stopped = std::time::Instant::now();
         assert!(net.stop_node(i), "it exits by itself on SIGTERM");
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(120),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        job::finish(&requester, &id, Duration::from_secs(120))
+            .await
+            .unwrap();
         let took = stopped.elapsed();
         assert!(
             took < Duration::from_secs(45),
@@ -415,16 +387,9 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
 
         // Cool again (below the limit less the hysteresis): it goes on.
         std::fs::write(&temp, "60000\n").unwrap();
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(180),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        let status = job::finish(&requester, &id, Duration::from_secs(180))
+            .await
+            .unwrap();
         let after = provider.owner().await.unwrap();
         assert!(after.accepting && after.held_by.is_none(), "{after:?}");
 

@@ -103,16 +103,9 @@ fn a_domain_cut_off_mid_job_then_healed() {
             let other = if m.domain == "eu/a" { b.clone() } else { a.clone() };
             m.node.net.block(other).await;
         }
-        let status = job::follow(
-            &requester,
-            &id,
-            Duration::from_secs(120),
-            Duration::from_millis(100),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        job::ensure_done(&status).unwrap();
+        let status = job::finish(&requester, &id, Duration::from_secs(120))
+            .await
+            .unwrap();
         let on_b = |p: &agora_node::api::ProviderCount| b.contains(&p.peer_id);
         let (b_done, b_failed): (usize, usize) = status
             .providers
