@@ -45,6 +45,8 @@ pub enum Command {
     Ledger(commands::ledger::LedgerCommand),
     /// Whether the node takes work and why not; pause or resume it.
     Owner(commands::owner::OwnerCommand),
+    /// A one-time link that logs a browser in to the node's dashboard.
+    Dashboard(commands::dashboard::DashboardCommand),
     /// Compile a module in an isolated process (used by the node itself).
     #[command(hide = true)]
     CompileWorker(commands::compile_worker::CompileWorkerCommand),
@@ -66,6 +68,7 @@ impl Command {
             Command::Jobs(c) => c.execute(),
             Command::Ledger(c) => c.execute(),
             Command::Owner(c) => c.execute(),
+            Command::Dashboard(c) => c.execute(),
             Command::CompileWorker(c) => c.execute(),
         }
     }

@@ -313,6 +313,17 @@ impl Node {
         cpu_time_at(&format!("/proc/{}/stat", self.pid()?))
     }
 
+    /// A one-time link that logs a browser in to its dashboard, valid for
+    /// the longest a node allows (15 minutes).
+    pub async fn dashboard_url(&self) -> anyhow::Result<String> {
+        let code = self
+            .client
+            .dashboard_code(Some(agora_node::api::dashboard::session::MAX_CODE_TTL))
+            .await
+            .with_context(|| format!("{} gives no dashboard link", self.name()))?;
+        Ok(code.url)
+    }
+
     /// Its resident memory, from `/proc/PID/status`.
     pub fn rss_bytes(&self) -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;

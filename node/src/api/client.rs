@@ -271,6 +271,19 @@ impl Client {
         self.json(self.http.get(self.url("/v1/owner"))).await
     }
 
+    /// `POST /v1/dashboard/code`: a one-time login link for a browser,
+    /// valid for `ttl` (the node's default when `None`).
+    pub async fn dashboard_code(
+        &self,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<super::dashboard::LoginCode, ClientError> {
+        let body = super::dashboard::CodeRequest {
+            ttl_ms: ttl.map(|t| t.as_millis() as u64),
+        };
+        self.json(self.http.post(self.url("/v1/dashboard/code")).json(&body))
+            .await
+    }
+
     /// `POST /v1/owner/pause`: for `pause`, or until resumed.
     pub async fn pause(&self, pause: Option<std::time::Duration>) -> Result<OwnerState, ClientError> {
         let body = PauseRequest {

@@ -22,6 +22,7 @@
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
 pub mod client;
+pub mod dashboard;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -590,6 +591,34 @@ pub struct OwnerState {
     /// Limits set that this machine cannot read, each with why.
     #[serde(default)]
     pub unavailable: Vec<String>,
+    /// The tasks accepted here and not yet reported, running ones first.
+    #[serde(default)]
+    pub tasks: Vec<HeldTask>,
+}
+
+/// A task a provider accepted: what `GET /v1/owner` lists as running or
+/// waiting on this machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldTask {
+    /// The task (`JOB/INDEX`).
+    pub task: String,
+    /// The copy's attempt.
+    pub attempt: u16,
+    /// Whose it is.
+    pub requester: NodeId,
+    /// `queued`, `running` or `done` (its receipt on the way).
+    pub stage: String,
+    /// Whether its run is suspended in place now.
+    pub suspended: bool,
+    /// The agreed price, micro-credits per CU-second.
+    #[serde(rename = "price_micros")]
+    pub price: Price,
+    /// Its fuel limit.
+    pub fuel: Fuel,
+    /// Its memory limit, bytes.
+    pub memory: Bytes,
+    /// When its receipt is due, ms since the epoch.
+    pub due: Timestamp,
 }
 
 /// `GET /v1/jobs/{id}/logs[?task=N]`: what the guests of a job's copies

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agora_protocol::{ContentId, Decode, Domain, Envelope, JobId, NodeId};
 use axum::body::Bytes as Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::dashboard;
 use super::{
     AuditReport, ContentRef, DomainRow, ErrorBody, Explain, GrantRequest, GrantResponse, JobResult,
     JobStatus, JobSummary, Ledger, OwnerState, PauseRequest, PeerRow, Status, SubmitRequest, SubmitResponse,
@@ -141,15 +142,25 @@ pub enum OwnerChange {
     Resume,
 }
 
+/// What every route shares.
 #[derive(Clone)]
-struct Ctx {
+pub(crate) struct Ctx {
     token: Arc<String>,
     tx: mpsc::Sender<ApiCommand>,
     store: Store,
+    /// The API's port (what the `Host` of a request must name).
+    pub(crate) port: u16,
+    /// Dashboard logins.
+    pub(crate) sessions: Arc<std::sync::Mutex<dashboard::session::Sessions>>,
+    /// Dashboard event streams open.
+    pub(crate) streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Ctx {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ApiCommand) -> Result<T, ApiError> {
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> ApiCommand,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))
@@ -171,41 +182,78 @@ fn parse_job(id: &str) -> Result<JobId, ApiError> {
 }
 
 async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Err(refused) = dashboard::guard(&headers, ctx.port) {
+        return refused.into_response();
+    }
+    let path = req.uri().path().to_owned();
+    // The login page and its style sheet hold nothing of the node.
+    if path == "/login" || path == "/app.css" {
+        return next.run(req).await;
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), ctx.token.as_bytes()));
-    if !ok {
-        let msg = if given.is_none() {
-            "missing bearer token: send `Authorization: Bearer <token>` with the token from node.json"
-        } else {
-            "wrong bearer token: use the token from the node's node.json"
-        };
-        return ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: msg.into(),
-        }
-        .into_response();
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), ctx.token.as_bytes())) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let page = matches!(path.as_str(), "/" | "/app.js");
+    if given.is_none() && dashboard::session_of(&ctx, &headers).is_some() {
+        let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+        if path == "/v1/dashboard/code" {
+            return forbidden("login codes are for the bearer token's holder (`agora dashboard`)");
+        }
+        if changes && headers.get(header::ORIGIN).is_none() {
+            return forbidden("a request that changes anything must say where it comes from (Origin)");
+        }
+        return next.run(req).await;
+    }
+    if page {
+        return dashboard::login_page(
+            StatusCode::UNAUTHORIZED,
+            "This page needs a login. Run `agora dashboard` on the node's machine and open the link it prints.",
+        );
+    }
+    let msg = if given.is_none() {
+        "missing bearer token: send `Authorization: Bearer <token>` with the token from node.json"
+    } else {
+        "wrong bearer token: use the token from the node's node.json"
+    };
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: msg.into(),
+    }
+    .into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+fn forbidden(m: &str) -> Response {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        message: m.into(),
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    .into_response()
 }
+
+use dashboard::session::constant_time_eq;
 
 /// Builds the router (exposed for tests that drive it directly).
-pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store) -> Router {
+pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store, port: u16) -> Router {
     let ctx = Ctx {
         token: Arc::new(token),
         tx,
         store,
+        port,
+        sessions: Arc::default(),
+        streams: Arc::default(),
     };
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::app_js))
+        .route("/app.css", get(dashboard::app_css))
+        .route("/login", get(dashboard::login))
+        .route("/v1/dashboard/code", post(dashboard::code))
+        .route("/v1/dashboard/logout", post(dashboard::logout))
+        .route("/v1/events", get(dashboard::events))
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/domains", get(domains))
@@ -245,7 +293,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(token, tx, store);
+    let app = router(token, tx, store, bound.port());
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())

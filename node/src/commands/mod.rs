@@ -3,6 +3,7 @@
 pub mod build;
 pub mod common;
 pub mod compile_worker;
+pub mod dashboard;
 pub mod doctor;
 pub mod domains;
 pub mod exec;

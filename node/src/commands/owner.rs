@@ -345,6 +345,7 @@ mod tests {
             limits_in_words: vec![],
             held_by: None,
             unavailable: vec![],
+            tasks: vec![],
         };
         let out = render(&s);
         assert!(out.contains("taking no new work: paused by its owner"), "{out}");
@@ -367,6 +368,7 @@ mod tests {
             limits_in_words: vec!["stops above 80 °C".into(), "stops on battery".into()],
             held_by: Some("max_temp".into()),
             unavailable: vec!["battery: cannot read /sys/class/power_supply".into()],
+            tasks: vec![],
         };
         let out = render(&s);
         assert!(out.contains("1 running (1 suspended"), "{out}");

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod common;
+mod dashboard;
 mod executor;
 mod hostile;
 mod network;

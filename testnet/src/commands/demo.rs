@@ -27,7 +27,9 @@ const DEMO_SHARES: &[f64] = &[0.5, 0.25, 0.5, 0.25, 0.25];
 /// domains, submits the mandelbrot job through the requester's API (each
 /// tile on two providers whose outputs must agree), shows its progress,
 /// writes the assembled PNG to the output directory, and prints who did
-/// what, how it was verified and what was paid. Stops every node at the end.
+/// what, how it was verified and what was paid. Prints each node's dashboard
+/// link; the requester's shows the tiles filling in. Stops every node at the
+/// end (with --keep, at Ctrl-C).
 #[derive(Debug, clap::Args)]
 pub struct DemoCommand {
     /// Nodes, the requester included (at least 5).
@@ -55,6 +57,10 @@ pub struct DemoCommand {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Keep the nodes running after the job, until Ctrl-C, so that their
+    /// dashboards stay open (the requester's shows the finished image).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -170,6 +176,10 @@ impl DemoCommand {
             out.display()
         );
         let summary = signal::interruptible(self.demo(&mut net, specs, &modules, &out, started)).await;
+        if self.keep && summary.is_ok() {
+            eprintln!("the nodes keep running for their dashboards; Ctrl-C stops them");
+            signal::shutdown().await;
+        }
         let stopped = net.stop();
         eprintln!("stopped {} nodes", stopped.clean + stopped.killed);
         let summary = summary?;
@@ -210,6 +220,15 @@ impl DemoCommand {
                 ]);
             }
             print!("{}", t.render());
+        }
+        for n in net.nodes() {
+            let url = n.dashboard_url().await?;
+            let role = if n.spec.provide {
+                ""
+            } else {
+                " (the requester: watch the tiles fill in)"
+            };
+            eprintln!("dashboard of {}{role}: {url}", n.name());
         }
         let (width, height) = self.size;
         let inputs = mandelbrot::inputs(width, height, self.tiles, self.max_iter);

@@ -34,7 +34,7 @@ pub struct UpCommand {
     #[arg(long)]
     pub heterogeneous: bool,
     /// Print one JSON object per node (keys peer_id, listen, api, token,
-    /// data_dir, and domain, cpu_share, pid).
+    /// data_dir, and domain, cpu_share, pid, dashboard).
     #[arg(long)]
     pub json: bool,
     /// Separate hosts.
@@ -61,6 +61,9 @@ pub struct NodeLine {
     pub cpu_share: f64,
     /// Process id.
     pub pid: u32,
+    /// A one-time link to its dashboard (valid 15 minutes; `agora
+    /// dashboard --data-dir DIR` makes new ones).
+    pub dashboard: String,
 }
 
 /// The nodes `up` starts.
@@ -108,6 +111,7 @@ impl UpCommand {
         })
         .await?;
         for n in net.nodes() {
+            let dashboard = n.dashboard_url().await?;
             if self.json {
                 let line = NodeLine {
                     peer_id: n.info.peer_id.to_string(),
@@ -118,6 +122,7 @@ impl UpCommand {
                     domain: n.spec.domain.clone(),
                     cpu_share: n.spec.cpu_share,
                     pid: n.pid().unwrap_or(0),
+                    dashboard,
                 };
                 println!("{}", serde_json::to_string(&line)?);
             } else {
@@ -132,10 +137,13 @@ impl UpCommand {
                     n.info.token,
                     n.data_dir.display()
                 );
+                println!("        dashboard {dashboard}");
             }
         }
         eprintln!(
-            "testnet up: {} nodes see each other. Talk to one with `--data-dir DIR` (AGORA_DATA_DIR=DIR). Ctrl-C stops them.",
+            "testnet up: {} nodes see each other. Talk to one with `--data-dir DIR` (AGORA_DATA_DIR=DIR); \
+             each dashboard link works once, within 15 minutes (`agora dashboard --data-dir DIR` makes another). \
+             Ctrl-C stops them.",
             net.nodes().len()
         );
         let shutdown = signal::shutdown();

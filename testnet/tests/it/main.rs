@@ -6,6 +6,7 @@
 //! small CI machine by itself.
 
 mod chaos;
+mod dashboard;
 mod examples;
 mod languages;
 mod market;

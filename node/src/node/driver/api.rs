@@ -323,6 +323,7 @@ impl Driver {
             limits_in_words: p.limits().limits().describe(),
             held_by: p.limits().held().map(|h| h.limit().to_owned()),
             unavailable: p.limits().unavailable().to_vec(),
+            tasks: held_tasks(p, self.sh.executor.suspended() > 0),
         }
     }
 
@@ -567,4 +568,36 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// The provider's accepted tasks for the owner's view, running first.
+fn held_tasks(p: &agora_market::provider::Provider, suspended: bool) -> Vec<crate::api::HeldTask> {
+    use agora_market::provider::Stage;
+    let mut v: Vec<_> = p
+        .tasks()
+        .map(|t| crate::api::HeldTask {
+            task: t.assignment.task.to_string(),
+            attempt: t.assignment.attempt,
+            requester: t.requester,
+            stage: match t.stage {
+                Stage::Queued => "queued",
+                Stage::Running => "running",
+                Stage::Done => "done",
+            }
+            .to_owned(),
+            suspended: suspended && t.stage == Stage::Running,
+            price: t.price,
+            fuel: t.assignment.limits.fuel,
+            memory: t.assignment.limits.memory,
+            due: t.due,
+        })
+        .collect();
+    let rank = |s: &str| match s {
+        "running" => 0,
+        "queued" => 1,
+        _ => 2,
+    };
+    v.sort_by(|a, b| rank(&a.stage).cmp(&rank(&b.stage)).then(a.due.cmp(&b.due)));
+    v.truncate(256);
+    v
 }
