@@ -135,6 +135,14 @@ pub struct JobSpec {
     /// Labels a provider must carry (`--select key=value`), all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub select: Vec<agora_protocol::capacity::Label>,
+    /// Interactive (soonest, ahead of batch work) or batch (cheapest and
+    /// fastest; the default).
+    #[serde(default, skip_serializing_if = "is_batch")]
+    pub class: agora_protocol::market::LatencyClass,
+}
+
+fn is_batch(c: &agora_protocol::market::LatencyClass) -> bool {
+    *c == agora_protocol::market::LatencyClass::Batch
 }
 
 /// The largest output a task may write unless the job says otherwise.

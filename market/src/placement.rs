@@ -23,6 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use agora_protocol::capacity::Label;
+use agora_protocol::market::LatencyClass;
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{
     Bytes, ComputeUnits, Credits, EnergyRate, FUEL_PER_CU_SECOND, Fuel, Price, Timestamp,
@@ -452,6 +453,8 @@ pub struct Need {
     pub exclude: Vec<NodeId>,
     /// Labels a provider must carry (`--select key=value`).
     pub select: Vec<Label>,
+    /// Interactive or batch: what the score weighs.
+    pub class: LatencyClass,
 }
 
 /// Why a provider is not a candidate.
@@ -914,8 +917,10 @@ pub fn evaluate(
     if lanes.len() as u32 >= slots + backlog || stats.is_some_and(|s| s.backoff_until > now.0) {
         return Err(Exclusion::Busy);
     }
-    // Another requester's work fills the slots we do not use.
-    if lanes.is_empty() && info.free_slots == 0 && info.from_advert {
+    // Another requester's work fills the slots we do not use. An
+    // interactive task is asked for all the same: the provider queues it
+    // ahead of batch work, and its offer says when it would start.
+    if lanes.is_empty() && info.free_slots == 0 && info.from_advert && need.class == LatencyClass::Batch {
         return Err(Exclusion::Busy);
     }
     let wait_ms = if (lanes.len() as u32) < slots {
@@ -946,7 +951,15 @@ pub fn evaluate(
         info.price.0 as f64 / need.max_price.0 as f64
     };
     let reputation = stats.map_or(INITIAL_REPUTATION, |s| s.reputation);
-    let score = ect_ms * (1.0 + W_PRICE * price_term) * (1.0 + W_REPUTATION * (1.0 - reputation));
+    let trust = 1.0 + W_REPUTATION * (1.0 - reputation);
+    let score = match need.class {
+        // A person waits: the soonest finish within the price cap, the
+        // round trip included (near domains first).
+        LatencyClass::Interactive => ect_ms * trust,
+        // Throughput: price and speed; the round trip, small against the
+        // run, does not count.
+        LatencyClass::Batch => (ect_ms - rtt_ms).max(1.0) * (1.0 + W_PRICE * price_term) * trust,
+    };
     Ok(Scored {
         node: info.node,
         wait_ms,
@@ -1098,6 +1111,7 @@ mod tests {
             input: (ContentId([2; 32]), Bytes(100)),
             exclude: vec![],
             select: vec![],
+            class: LatencyClass::Batch,
         }
     }
 
@@ -1116,6 +1130,39 @@ mod tests {
         };
         let known = evaluate(&info(4, 1000, 100), Some(&good), &need(), NOW).unwrap();
         assert!(known.score < slow.score);
+    }
+
+    #[test]
+    fn interactive_work_goes_near_and_soon_and_batch_work_cheap_whatever_the_round_trip() {
+        // Equal speed; the near one is dearer, the far one 80 ms away.
+        let mut near = info(1, 1000, 900);
+        near.rtt = Some(Duration::from_millis(5));
+        let mut far = info(2, 1000, 100);
+        far.rtt = Some(Duration::from_millis(80));
+        let mut n = need();
+        n.estimate = Fuel(10_000_000);
+        n.class = LatencyClass::Interactive;
+        let (a, b) = (
+            evaluate(&near, None, &n, NOW).unwrap(),
+            evaluate(&far, None, &n, NOW).unwrap(),
+        );
+        assert!(
+            a.score < b.score,
+            "interactive: near {} vs far {}",
+            a.score,
+            b.score
+        );
+        n.class = LatencyClass::Batch;
+        let (a, b) = (
+            evaluate(&near, None, &n, NOW).unwrap(),
+            evaluate(&far, None, &n, NOW).unwrap(),
+        );
+        assert!(
+            b.score < a.score,
+            "batch: far and cheap {} vs near {}",
+            b.score,
+            a.score
+        );
     }
 
     #[test]

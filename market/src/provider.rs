@@ -6,14 +6,15 @@
 //! (its idle policy allows), the task fits its memory, its price is within
 //! the requester's maximum, its declared energy is within the limit, and it
 //! can start the task soon enough to finish before the deadline. It holds
-//! at most `slots + backlog` accepted tasks; an accept beyond that is
-//! declined with [`Decline::NoFreeSlot`]. An offer is not a reservation:
-//! capacity is checked again on accept.
+//! at most `slots + backlog` accepted tasks (interactive ones may take
+//! `slots` more); an accept beyond that is declined with
+//! [`Decline::NoFreeSlot`]. An offer is not a reservation: capacity is
+//! checked again on accept. Interactive tasks start before batch tasks.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use agora_protocol::market::{Accept, Assignment, CallForOffers, Offer};
+use agora_protocol::market::{Accept, Assignment, CallForOffers, LatencyClass, Offer};
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
 use agora_protocol::{Domain, MessageId, NodeId, TaskId};
@@ -98,6 +99,7 @@ struct OfferRecord {
     fuel_limit: Fuel,
     memory: Bytes,
     max_output: Bytes,
+    class: LatencyClass,
 }
 
 /// Where an accepted task stands at the provider.
@@ -132,6 +134,9 @@ pub struct Accepted {
     pub stage: Stage,
     /// The fuel estimate from the call.
     pub estimate: Fuel,
+    /// Its latency class, from the call (interactive tasks start first).
+    #[serde(default)]
+    pub class: LatencyClass,
 }
 
 impl Accepted {
@@ -171,6 +176,7 @@ impl Terms {
             due: self.due,
             stage: Stage::Queued,
             estimate: self.estimate,
+            class: self.class,
         }
     }
 }
@@ -188,6 +194,8 @@ pub struct Terms {
     pub due: Timestamp,
     /// Fuel estimate.
     pub estimate: Fuel,
+    /// Latency class.
+    pub class: LatencyClass,
 }
 
 /// The provider state machine. See the module docs.
@@ -371,8 +379,21 @@ impl Provider {
         self.queue.len()
     }
 
-    /// Estimated wait before a new task would start.
-    pub fn expected_start(&self) -> Duration {
+    /// How many tasks may be accepted at once for a task of `class`: the
+    /// slots and the backlog, and for interactive work one more slot's
+    /// worth, so that batch work never fills the queue against it.
+    fn room(&self, class: LatencyClass) -> usize {
+        let batch = (self.config.slots + self.config.backlog) as usize;
+        match class {
+            LatencyClass::Batch => batch,
+            LatencyClass::Interactive => batch + self.config.slots as usize,
+        }
+    }
+
+    /// Estimated wait before a new task of `class` would start: an
+    /// interactive task waits only for the interactive tasks queued ahead of
+    /// it (and the running ones), a batch task for the whole queue.
+    pub fn expected_start(&self, class: LatencyClass) -> Duration {
         if self.load() < self.config.slots as usize {
             return Duration::ZERO;
         }
@@ -380,6 +401,7 @@ impl Provider {
             .queue
             .iter()
             .filter_map(|id| self.tasks.get(id))
+            .filter(|t| class == LatencyClass::Batch || t.class == LatencyClass::Interactive)
             .map(|t| t.estimate.0)
             .sum();
         let running_fuel: u64 = self
@@ -438,10 +460,10 @@ impl Provider {
                 max: self.config.max_task_fuel,
             });
         }
-        if self.load() >= (self.config.slots + self.config.backlog) as usize {
+        if self.load() >= self.room(r.class) {
             return Err(Decline::NoFreeSlot);
         }
-        let start = self.expected_start();
+        let start = self.expected_start(r.class);
         let run = self.speed.time_for(r.fuel);
         if run > self.config.max_task_time {
             return Err(Decline::TimeTooLong {
@@ -490,6 +512,7 @@ impl Provider {
                 fuel_limit: cfo.requirements.fuel_limit,
                 memory: cfo.requirements.memory,
                 max_output: cfo.requirements.max_output,
+                class: cfo.requirements.class,
             },
         );
     }
@@ -539,7 +562,7 @@ impl Provider {
         if !self.accepting() {
             return Err(Decline::NotAccepting);
         }
-        if self.load() >= (self.config.slots + self.config.backlog) as usize {
+        if self.load() >= self.room(offer.class) {
             return Err(Decline::NoFreeSlot);
         }
         if self.by_task.contains_key(&(a.task, from)) {
@@ -552,6 +575,7 @@ impl Provider {
             price: offer.price,
             due,
             estimate: offer.fuel,
+            class: offer.class,
         })
     }
 
@@ -596,7 +620,17 @@ impl Provider {
         if self.running >= self.config.slots as usize || self.suspends() {
             return None;
         }
-        let id = self.queue.pop_front()?;
+        // Interactive tasks first, each class in arrival order.
+        let at = self
+            .queue
+            .iter()
+            .position(|id| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| t.class == LatencyClass::Interactive)
+            })
+            .unwrap_or(0);
+        let id = self.queue.remove(at)?;
         let t = self.tasks.get_mut(&id)?;
         t.stage = Stage::Running;
         self.running += 1;
@@ -705,6 +739,7 @@ mod tests {
                 input_size: Bytes(10),
                 fuel_limit: Fuel(fuel),
                 max_output: Bytes(10),
+                class: Default::default(),
             },
         }
     }
@@ -740,7 +775,42 @@ mod tests {
             due: NOW,
             stage: Stage::Queued,
             estimate: Fuel(1000),
+            class: LatencyClass::Batch,
         }
+    }
+
+    #[test]
+    fn an_interactive_task_starts_before_the_batch_tasks_queued_ahead_of_it() {
+        let config = Config {
+            slots: 1,
+            ..Config::default()
+        };
+        let mut p = Provider::new(config, ComputeUnits(1000));
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let t = |i| TaskId::new(JobId([1; 16]), i);
+        for i in 0..3 {
+            p.restore(accepted(i as u8 + 1, me, t(i)));
+        }
+        let mut urgent = accepted(9, me, t(9));
+        urgent.class = LatencyClass::Interactive;
+        p.restore(urgent);
+        let batch_wait = p.expected_start(LatencyClass::Batch);
+        let interactive_wait = p.expected_start(LatencyClass::Interactive);
+        assert!(
+            interactive_wait < batch_wait,
+            "an interactive call waits only for interactive work: {interactive_wait:?} vs {batch_wait:?}"
+        );
+        let order: Vec<u32> = std::iter::from_fn(|| {
+            let next = p.start_next()?;
+            p.finished(&next.agreement);
+            Some(next.assignment.task.index)
+        })
+        .collect();
+        assert_eq!(
+            order,
+            vec![9, 0, 1, 2],
+            "interactive first, then batch in arrival order"
+        );
     }
 
     #[test]

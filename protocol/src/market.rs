@@ -25,6 +25,73 @@ use crate::units::{Bytes, EnergyRate, Fuel, Millis, Price, Timestamp};
 use crate::wire::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::wire_struct;
 
+/// How a task weighs time against cost (the white paper's latency
+/// sensitivity).
+///
+/// An `interactive` task is placed where it finishes soonest within its
+/// deadline, whatever the price up to the requester's maximum, and a
+/// provider starts it before any `batch` task waiting in its queue. A
+/// `batch` task goes where it is cheapest and fastest, whatever the
+/// round-trip time. On the wire: one byte, 0 for batch, 1 for interactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyClass {
+    /// Throughput work: cheapest and fastest.
+    #[default]
+    Batch,
+    /// A person waits for it: soonest, and ahead of batch work.
+    Interactive,
+}
+
+impl LatencyClass {
+    /// Its name, as the command line and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LatencyClass::Batch => "batch",
+            LatencyClass::Interactive => "interactive",
+        }
+    }
+}
+
+impl std::fmt::Display for LatencyClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LatencyClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "batch" => Ok(LatencyClass::Batch),
+            "interactive" => Ok(LatencyClass::Interactive),
+            other => Err(format!("`{other}` is not a latency class: batch or interactive")),
+        }
+    }
+}
+
+impl Encode for LatencyClass {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(match self {
+            LatencyClass::Batch => 0,
+            LatencyClass::Interactive => 1,
+        })
+    }
+}
+
+impl Decode for LatencyClass {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(LatencyClass::Batch),
+            1 => Ok(LatencyClass::Interactive),
+            tag => Err(DecodeError::InvalidTag {
+                field: "latency class",
+                tag,
+            }),
+        }
+    }
+}
+
 /// What a task needs: the white paper's task features (intensity, latency,
 /// data) plus the requester's constraints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +122,9 @@ pub struct Requirements {
     pub fuel_limit: Fuel,
     /// The largest output the acceptance will allow (`Limits::max_output`).
     pub max_output: Bytes,
+    /// Interactive or batch.
+    #[serde(default)]
+    pub class: LatencyClass,
 }
 
 wire_struct!(Requirements {
@@ -71,6 +141,7 @@ wire_struct!(Requirements {
     input_size,
     fuel_limit,
     max_output,
+    class
 });
 
 /// A requester asks a provider what it would charge to run a task.

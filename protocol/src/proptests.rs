@@ -14,7 +14,8 @@ use crate::id::{ContentId, JobId, MessageId, NodeId, Nonce, TaskId};
 use crate::identity::Keypair;
 use crate::limits::*;
 use crate::market::{
-    Accept, Agreement, Arg, Assignment, CallForOffers, Cancel, CancelReason, Limits, Offer, Requirements,
+    Accept, Agreement, Arg, Assignment, CallForOffers, Cancel, CancelReason, LatencyClass, Limits, Offer,
+    Requirements,
 };
 use crate::rpc::{ContentRequest, ContentResponse, Decline, MarketRequest, MarketResponse};
 use crate::settlement::Voucher;
@@ -98,11 +99,12 @@ prop_compose! {
                       replication in any::<u8>(), domain in proptest::option::of(domain()),
                       max_energy in proptest::option::of(any::<u64>()), module in content_id(),
                       module_size in any::<u64>(), input in content_id(), input_size in any::<u64>(),
-                      fuel_limit in any::<u64>(), max_output in any::<u64>()) -> Requirements {
+                      fuel_limit in any::<u64>(), max_output in any::<u64>(), interactive in any::<bool>()) -> Requirements {
         Requirements { fuel: Fuel(fuel), memory: Bytes(memory), deadline: Millis(deadline), max_price: Price(max_price),
                        replication, domain, max_energy: max_energy.map(EnergyRate), module, module_size: Bytes(module_size),
                        input, input_size: Bytes(input_size), fuel_limit: Fuel(fuel_limit),
-                       max_output: Bytes(max_output) }
+                       max_output: Bytes(max_output),
+                       class: if interactive { LatencyClass::Interactive } else { LatencyClass::Batch } }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Params {
     pub strategy: Strategy,
     /// Largest output per task (default: the market's, 16 MiB).
     pub max_output: Option<Bytes>,
+    /// Interactive or batch.
+    pub class: agora_protocol::market::LatencyClass,
 }
 
 impl Default for Params {
@@ -57,6 +59,7 @@ impl Default for Params {
             seed: 1,
             strategy: Strategy::Scored,
             max_output: None,
+            class: agora_protocol::market::LatencyClass::Batch,
         }
     }
 }
@@ -120,6 +123,7 @@ pub async fn prepare(
         max_failures: 0,
         ttl: None,
         select: Vec::new(),
+        class: params.class,
     })
 }
 

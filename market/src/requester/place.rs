@@ -499,6 +499,7 @@ impl Requester {
                 input_size: input.size,
                 fuel_limit: spec.fuel,
                 max_output: spec.limits().max_output,
+                class: spec.class,
             },
         };
         if t.phase == TaskPhase::Pending {
@@ -664,6 +665,7 @@ fn spec_need(spec: &JobSpec, idx: usize) -> Need {
         input: (input.id, input.size),
         exclude: Vec::new(),
         select: spec.select.clone(),
+        class: spec.class,
     }
 }
 

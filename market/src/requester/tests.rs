@@ -105,6 +105,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         max_failures: 0,
         ttl: None,
         select: Vec::new(),
+        class: Default::default(),
     }
 }
 

@@ -282,6 +282,7 @@ impl Sim {
             max_failures: 0,
             ttl: None,
             select: Vec::new(),
+            class: Default::default(),
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

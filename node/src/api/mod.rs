@@ -1,5 +1,8 @@
 //! The local HTTP API: JSON over HTTP/1.1 on loopback, every route behind
-//! the bearer token written to `node.json`.
+//! the bearer token written to `node.json` (or, for the dashboard's page,
+//! a browser session opened with a one-time code: [`dashboard`]). Every
+//! request must name the node in its `Host` and, if it has an `Origin`, come
+//! from the node's own page.
 //!
 //! | method | path | body → answer |
 //! | --- | --- | --- |
@@ -18,6 +21,12 @@
 //! | GET | `/v1/ledger?limit=N` | → [`Ledger`] |
 //! | POST | `/v1/ledger/grants` | [`GrantRequest`] → [`GrantResponse`] |
 //! | GET | `/v1/ledger/audit/{peer}` | → [`AuditReport`] (the peer's chain fetched and checked) |
+//! | GET | `/v1/owner` | → [`OwnerState`] |
+//! | POST | `/v1/owner/pause`, `/v1/owner/resume`, `/v1/owner/limits` | → [`OwnerState`] |
+//! | GET | `/v1/owner/history?days=D&tasks=N` | → [`OwnerHistory`] |
+//! | GET | `/v1/jobs/{id}/logs?task=N` | → [`JobLogs`] |
+//! | POST | `/v1/dashboard/code` | → [`dashboard::LoginCode`] |
+//! | GET | `/v1/events?view=V` | server-sent events (see [`dashboard`]) |
 //!
 //! Errors are `{"error": "..."}` with a 4xx or 5xx status.
 
@@ -375,6 +384,9 @@ pub struct JobStatus {
     pub replicas: u8,
     /// Spot-check rate.
     pub spot_check: f64,
+    /// Its latency class (`batch` or `interactive`).
+    #[serde(default)]
+    pub class: agora_protocol::market::LatencyClass,
     /// Tasks that may fail before the job fails (`--max-failures`).
     #[serde(default)]
     pub max_failures: u32,

@@ -38,6 +38,7 @@ fn cfo() -> CallForOffers {
             input_size: Bytes(10),
             fuel_limit: Fuel(1_000),
             max_output: Bytes::mib(1),
+            class: Default::default(),
         },
     }
 }

@@ -448,6 +448,7 @@ pub fn call_for_offers() -> CallForOffers {
             input_size: Bytes(12),
             fuel_limit: Fuel(10_000_000),
             max_output: Bytes::mib(1),
+            class: Default::default(),
         },
     }
 }

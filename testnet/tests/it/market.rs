@@ -577,3 +577,94 @@ fn a_running_tasks_stderr_reaches_its_requester_while_it_runs() {
         net.stop();
     });
 }
+
+/// Spins about a second and writes nothing: batch work that holds a slot.
+const SPIN: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $j i64)
+    (loop $spin
+      (local.set $j (i64.add (local.get $j) (i64.const 1)))
+      (br_if $spin (i64.lt_u (local.get $j) (i64.const 800000000))))))"#;
+
+#[test]
+fn an_interactive_task_is_placed_and_run_at_once_while_batch_work_fills_every_provider() {
+    let _turn = crate::serial();
+    let rt = crate::runtime();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        net.start_all(vec![
+            NodeSpec::requester("local").with_slots(1),
+            NodeSpec::requester("local").with_slots(1),
+            NodeSpec::provider("local").with_slots(1),
+            NodeSpec::provider("local").with_slots(1),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let (batcher, person) = (net.node(0).client.clone(), net.node(1).client.clone());
+
+        // Eight tasks of about a second each fill both providers' slots.
+        let spin = wat::parse_str(SPIN).unwrap();
+        let inputs: Vec<_> = (0..8)
+            .map(|i| agora_testnet::workload::TaskInput {
+                name: format!("spin-{i}"),
+                bytes: vec![i],
+                estimate: Some(4_000_000_000),
+            })
+            .collect();
+        let batch = Params {
+            fuel: 20_000_000_000,
+            ..Params::default()
+        };
+        let spec = job::prepare(&batcher, &spin, None, &inputs, &batch)
+            .await
+            .unwrap();
+        let batch_id = job::submit(&batcher, &spec).await.unwrap();
+        loop {
+            let s = batcher.job(&batch_id).await.unwrap();
+            if s.counts.running == 2 {
+                break;
+            }
+            assert!(!s.state.is_terminal(), "{:?}", s.error);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // One interactive task from another requester: every provider's
+        // advert says busy, yet it is placed at once and runs as soon as a
+        // slot frees, before the batch work queued behind it.
+        let interactive = Params {
+            deadline: Duration::from_secs(20),
+            class: agora_protocol::market::LatencyClass::Interactive,
+            ..Params::default()
+        };
+        let noop = agora_testnet::workload::noop::inputs(1);
+        let submitted = std::time::Instant::now();
+        let (id, status) = job::run(&person, &modules.read("noop").unwrap(), None, &noop, &interactive)
+            .await
+            .unwrap();
+        let took = submitted.elapsed();
+        let batch_now = batcher.job(&batch_id).await.unwrap();
+        eprintln!(
+            "interactive task {id}: submit to verified in {} ms; the batch job had {}/8 verified then",
+            took.as_millis(),
+            batch_now.counts.verified
+        );
+        assert_eq!(status.class, agora_protocol::market::LatencyClass::Interactive);
+        assert!(
+            took < Duration::from_millis(3500),
+            "the interactive task waited {took:?} behind batch work"
+        );
+        assert!(
+            batch_now.counts.verified < 6,
+            "the batch job was still running when the interactive task was done"
+        );
+        job::finish(&batcher, &batch_id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        net.stop();
+    });
+}

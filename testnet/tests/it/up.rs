@@ -46,9 +46,14 @@ fn up_prints_one_json_line_per_node_and_stops_cleanly_on_sigterm() {
         };
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        for key in ["peer_id", "listen", "api", "token", "data_dir"] {
+        for key in ["peer_id", "listen", "api", "token", "data_dir", "dashboard"] {
             assert!(v.get(key).is_some(), "no {key} in {line}");
         }
+        let link = format!("http://{}/login?code=", v["api"].as_str().unwrap_or_default());
+        assert!(
+            v["dashboard"].as_str().is_some_and(|d| d.starts_with(&link)),
+            "the dashboard link is the node's: {line}"
+        );
         nodes.push(v);
     }
     let peer_ids: std::collections::HashSet<&str> =

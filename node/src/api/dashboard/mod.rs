@@ -8,7 +8,8 @@
 //! | POST | `/v1/dashboard/code` | [`LoginCode`] (bearer token only) |
 //! | GET | `/login?code=CODE` | a session cookie, and on to `/` |
 //! | POST | `/v1/dashboard/logout` | the session ends |
-//! | GET | `/`, `/app.js`, `/app.css` | the page (a session needed) |
+//! | GET | `/`, `/app.js` | the page (a session needed) |
+//! | GET | `/app.css` | its style sheet (also for the login notice) |
 //! | GET | `/v1/events?view=VIEW[&job=ID]` | server-sent events: a snapshot of the view each time it changes |
 //!
 //! The page is one HTML file, one script and one style sheet, embedded in
@@ -46,6 +47,10 @@ pub const APP_JS: &str = include_str!("assets/app.js");
 pub const APP_CSS: &str = include_str!("assets/app.css");
 /// What a browser without a session sees.
 const LOGIN_HTML: &str = include_str!("assets/login.html");
+
+/// Snapshots larger than this (bytes of JSON) are sent at most once a
+/// second.
+const LARGE_SNAPSHOT: usize = 256 * 1024;
 
 /// Most event streams open at once (one per open view of a browser tab).
 pub const MAX_STREAMS: usize = 16;
@@ -342,7 +347,14 @@ pub(crate) async fn events(
         }
         loop {
             if !st.first {
-                tokio::time::sleep(view.period()).await;
+                // A large view is sent less often.
+                let slow = st.last.as_ref().is_some_and(|l| l.len() > LARGE_SNAPSHOT);
+                let period = if slow {
+                    Duration::from_secs(1)
+                } else {
+                    view.period()
+                };
+                tokio::time::sleep(period).await;
             }
             st.first = false;
             match snapshot(&st.ctx, view, job).await {
@@ -363,6 +375,9 @@ pub(crate) async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// The largest job whose tasks the job view lists one by one.
+pub const MAX_GRID_TASKS: usize = 4096;
+
 /// Ledger entries the machine and ledger views show.
 const LEDGER_ROWS: usize = 500;
 
@@ -381,14 +396,23 @@ async fn snapshot(ctx: &Ctx, view: View, job: Option<JobId>) -> Result<serde_jso
         }
         View::Job => {
             let id = job.ok_or_else(|| ApiError::bad_request("view=job needs job=ID"))?;
-            let detail = JobDetail {
-                tasks: true,
-                receipts: false,
+            let ask = |tasks| {
+                let detail = JobDetail {
+                    tasks,
+                    receipts: false,
+                };
+                async move {
+                    ctx.ask(|tx| ApiCommand::Job(id, detail, tx))
+                        .await?
+                        .ok_or_else(|| ApiError::not_found(format!("no job {id} on this node")))
+                }
             };
-            let status = ctx
-                .ask(|tx| ApiCommand::Job(id, detail, tx))
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no job {id} on this node")))?;
+            // A row per task, up to a bound: beyond it the view shows the
+            // counts only.
+            let mut status = ask(false).await?;
+            if status.total <= MAX_GRID_TASKS {
+                status = ask(true).await?;
+            }
             let logs = ctx.ask(|tx| ApiCommand::Logs(id, None, tx)).await?;
             serde_json::json!({ "job": json(serde_json::to_value(status))?, "logs": json(serde_json::to_value(logs))? })
         }

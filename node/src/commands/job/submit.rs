@@ -107,6 +107,12 @@ pub struct SubmitCommand {
     /// required. `job explain` says which providers a selector removed.
     #[arg(long = "select", value_name = "KEY=VALUE")]
     pub select: Vec<agora_protocol::capacity::Label>,
+    /// Latency class: `interactive` tasks go where they finish soonest
+    /// (near domains first) and start ahead of batch work on a provider;
+    /// `batch` tasks go where they are cheapest and fastest. Pair
+    /// `interactive` with a tight --deadline.
+    #[arg(long, value_name = "CLASS", default_value = "batch")]
+    pub class: agora_protocol::market::LatencyClass,
     /// Failed tasks the job tolerates: a count (`3`), a percentage (`10%`)
     /// or a fraction below 1 (`0.1`) of its tasks. Every task then runs,
     /// and the job is done with its failures named unless more fail.
@@ -240,6 +246,7 @@ impl SubmitCommand {
             max_failures: self.max_failures.map_or(0, |f| f.of(inputs_len)),
             ttl: self.ttl,
             select: self.select.clone(),
+            class: self.class,
         }
     }
 

@@ -446,6 +446,7 @@ fn job_status(
         spent: Credits(spent),
         replicas: rec.spec.replicas,
         spot_check: rec.spec.spot_check,
+        class: rec.spec.class,
         max_failures: rec.spec.max_failures,
         args: rec.spec.args.clone(),
         memory: rec.spec.memory,

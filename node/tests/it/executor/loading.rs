@@ -144,11 +144,32 @@ fn subprocess_compilation_is_bounded_in_time_and_memory() {
         TaskError::CompileFailed("compilation exceeded the 1ms timeout".into())
     );
 
+    // A module whose compilation needs megabytes: a tiny one may compile
+    // in what the worker's heap has left free at start, whatever the limit.
     let small = Executor::new(Config {
         compile_memory: Bytes::mib(16),
         ..subprocess_config()
     })
     .unwrap();
-    let err = small.load(&wasm(HELLO)).unwrap_err();
+    let big = wasm(&big_function(50_000));
+    let err = small.load(&big).unwrap_err();
     assert!(matches!(err, TaskError::CompileFailed(_)), "{err}");
+    let ample = Executor::new(subprocess_config()).unwrap();
+    assert!(
+        ample.load(&big).is_ok(),
+        "the same module compiles within the default limit"
+    );
+}
+
+/// A module with one function of `n` additions (megabytes of compiler
+/// state).
+fn big_function(n: usize) -> String {
+    let mut body = String::from("(module (func (export \"_start\") (local $x i32)");
+    for i in 0..n {
+        body.push_str(&format!(
+            " (local.set $x (i32.add (local.get $x) (i32.const {i})))"
+        ));
+    }
+    body.push_str("))");
+    body
 }

@@ -889,6 +889,7 @@ fn call() -> CallForOffers {
             input_size: Bytes(10),
             fuel_limit: Fuel(1_000),
             max_output: Bytes::mib(1),
+            class: Default::default(),
         },
     }
 }

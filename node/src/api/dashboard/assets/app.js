@@ -237,6 +237,9 @@ function submitForm(onDone) {
     h('div', { class: 'row' },
       h('label', {}, 'Deadline (s)', h('input', { type: 'number', name: 'deadline', min: 1, value: '60' })),
       h('label', {}, 'Spot-check rate (0–1)', h('input', { type: 'text', name: 'spot_check', value: '0' }))),
+    h('label', {}, 'Latency class', h('select', { name: 'class' },
+      h('option', { value: 'batch' }, 'batch: cheapest and fastest'),
+      h('option', { value: 'interactive' }, 'interactive: soonest, ahead of batch work'))),
     h('button', { type: 'submit', id: 'submit-button' }, 'Submit'), status);
   f.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -265,7 +268,7 @@ function submitForm(onDone) {
         fuel: Number(fd.get('fuel')), memory: Number(fd.get('memory')) * 1024 * 1024,
         deadline_ms: Number(fd.get('deadline')) * 1000, max_price_micros: microsOf(fd.get('max_price')),
         replicas: Number(fd.get('replicas')), spot_check: parseFloat(fd.get('spot_check')) || 0,
-        seed: Math.floor(Math.random() * 2 ** 32),
+        seed: Math.floor(Math.random() * 2 ** 32), class: fd.get('class') || 'batch',
       };
       replace(status, 'submitting…');
       const r = await (await api('POST', '/v1/jobs', JSON.stringify({ spec }), 'application/json')).json();
@@ -461,9 +464,13 @@ function viewJob(root, id) {
         card('Wall time', ms(j.wall_ms)),
         card('Spent', credits(j.spent_micros)),
         card('Replicas', num(j.replicas)),
+        card('Class', j.class || 'batch'),
         card('Spot checks', `${Math.round(j.spot_check * 100)} %`)),
       progress(j.counts, j.total));
-    if (cells.length !== j.tasks.length) {
+    if (!j.tasks.length && j.total) {
+      replace(grid, h('span', { class: 'muted' }, `${num(j.total)} tasks: too many to list one by one here; the counts above are live (\`agora job status\` lists them).`));
+      cells = [];
+    } else if (cells.length !== j.tasks.length) {
       cells = j.tasks.map((t, i) => h('button', { type: 'button', class: 'cell', 'data-index': i, on: { click: () => select(i) } }));
       replace(grid, cells);
     }
