@@ -588,7 +588,10 @@ const SPIN: &str = r#"(module
       (br_if $spin (i64.lt_u (local.get $j) (i64.const 800000000))))))"#;
 
 #[test]
-fn an_interactive_task_is_placed_and_run_at_once_while_batch_work_fills_every_provider() {
+/// End to end through the wire and both roles; the ordering itself is the
+/// provider's and placement's unit tests' (here a slot frees every second
+/// or so, so a batch task of another requester gets through about as fast).
+fn an_interactive_task_submitted_while_batch_work_fills_every_provider_is_done_in_about_one_batch_task() {
     let _turn = crate::serial();
     let rt = crate::runtime();
     rt.block_on(async {
@@ -633,9 +636,8 @@ fn an_interactive_task_is_placed_and_run_at_once_while_batch_work_fills_every_pr
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        // One interactive task from another requester: every provider's
-        // advert says busy, yet it is placed at once and runs as soon as a
-        // slot frees, before the batch work queued behind it.
+        // One interactive task from another requester: every provider is
+        // busy, yet it is placed at once and runs as soon as a slot frees.
         let interactive = Params {
             deadline: Duration::from_secs(20),
             class: agora_protocol::market::LatencyClass::Interactive,
