@@ -139,6 +139,11 @@ pub struct JobSpec {
     /// fastest; the default).
     #[serde(default, skip_serializing_if = "is_batch")]
     pub class: agora_protocol::market::LatencyClass,
+    /// The most energy the job may take, joules, shared equally among its
+    /// tasks (`--energy-budget`): placement then prefers the least energy
+    /// among providers that meet the deadline.
+    #[serde(default, rename = "energy_budget_j", skip_serializing_if = "Option::is_none")]
+    pub energy_budget: Option<f64>,
 }
 
 fn is_batch(c: &agora_protocol::market::LatencyClass) -> bool {
@@ -185,6 +190,9 @@ impl JobSpec {
         }
         if !(0.0..=1.0).contains(&self.spot_check) {
             return fail("the spot-check rate must be between 0 and 1".into());
+        }
+        if self.energy_budget.is_some_and(|j| !(j.is_finite() && j > 0.0)) {
+            return fail("the energy budget must be a positive number of joules".into());
         }
         if self
             .max_output

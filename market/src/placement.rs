@@ -455,6 +455,10 @@ pub struct Need {
     pub select: Vec<Label>,
     /// Interactive or batch: what the score weighs.
     pub class: LatencyClass,
+    /// The job's energy budget shared out per task, mJ: when set, providers
+    /// whose estimated energy for the task exceeds it are left out and the
+    /// least energy wins among those that meet the deadline.
+    pub energy_cap_mj: Option<f64>,
 }
 
 /// Why a provider is not a candidate.
@@ -530,6 +534,15 @@ pub enum Exclusion {
     },
     /// It does not work for this node.
     Refused,
+    /// Its energy for the task would exceed the task's share of the
+    /// job's energy budget.
+    EnergyBudget {
+        /// What the task would take there, mJ.
+        need_mj: u64,
+    },
+    /// The job has an energy budget and this provider's energy rate is
+    /// unknown (neither measured nor declared).
+    EnergyUnknown,
     /// It lacks a label the job selects on.
     Label {
         /// The label wanted, `key=value`.
@@ -546,6 +559,16 @@ impl std::fmt::Display for Exclusion {
             Exclusion::Memory { need, have } => write!(f, "needs {need}, offers {have}"),
             Exclusion::Price { asking } => write!(f, "asks {asking}, above the max price"),
             Exclusion::Energy => f.write_str("energy cost above the limit"),
+            Exclusion::EnergyBudget { need_mj } => {
+                write!(
+                    f,
+                    "would use {:.1} J, above the task's share of the energy budget",
+                    *need_mj as f64 / 1000.0
+                )
+            }
+            Exclusion::EnergyUnknown => {
+                f.write_str("its energy per CU-second is unknown (needed for an energy budget)")
+            }
             Exclusion::Domain => f.write_str("outside the requested domain"),
             Exclusion::NotAccepting => f.write_str("not accepting work"),
             Exclusion::Banned => f.write_str("banned: caught returning a wrong result"),
@@ -631,6 +654,32 @@ pub fn why_none(excluded: &[Exclusion], need: &Need) -> String {
             "needs {} per task; the largest offer is {max} ({})",
             need.memory,
             n(k)
+        ));
+    }
+    if let Some((min, k)) = nearest(
+        e,
+        |e| {
+            if let Exclusion::EnergyBudget { need_mj } = e {
+                Some(*need_mj)
+            } else {
+                None
+            }
+        },
+        false,
+    ) && let Some(cap) = need.energy_cap_mj
+    {
+        out.push(format!(
+            "has an energy budget of {:.1} J per task; the most efficient provider needs {:.1} J ({})",
+            cap / 1000.0,
+            min as f64 / 1000.0,
+            n(k)
+        ));
+    }
+    let unknown = of(&|e| matches!(e, Exclusion::EnergyUnknown)).len();
+    if unknown > 0 {
+        out.push(format!(
+            "has an energy budget; {} measure or declare no energy per CU-second",
+            n(unknown)
         ));
     }
     if let Some((min, k)) = nearest(
@@ -945,6 +994,17 @@ pub fn evaluate(
             ect_ms: ect_ms as u64,
         });
     }
+    let task_mj = match need.energy_cap_mj {
+        None => None,
+        Some(cap) => {
+            let rate = info.energy.filter(|e| e.0 > 0).ok_or(Exclusion::EnergyUnknown)?;
+            let mj = task_energy_mj(need.estimate, rate);
+            if mj > cap {
+                return Err(Exclusion::EnergyBudget { need_mj: mj as u64 });
+            }
+            Some(mj)
+        }
+    };
     let price_term = if need.max_price.0 == 0 {
         0.0
     } else {
@@ -952,13 +1012,18 @@ pub fn evaluate(
     };
     let reputation = stats.map_or(INITIAL_REPUTATION, |s| s.reputation);
     let trust = 1.0 + W_REPUTATION * (1.0 - reputation);
-    let score = match need.class {
+    let score = match (task_mj, need.class) {
+        // Under an energy budget: the least energy among the placements
+        // that meet the deadline, the sooner of equals first.
+        (Some(mj), _) => {
+            mj.max(1e-3) * (1.0 + 0.1 * ect_ms / need.deadline.as_secs_f64().max(1e-3) / 1000.0) * trust
+        }
         // A person waits: the soonest finish within the price cap, the
         // round trip included (near domains first).
-        LatencyClass::Interactive => ect_ms * trust,
+        (None, LatencyClass::Interactive) => ect_ms * trust,
         // Throughput: price and speed; the round trip, small against the
         // run, does not count.
-        LatencyClass::Batch => (ect_ms - rtt_ms).max(1.0) * (1.0 + W_PRICE * price_term) * trust,
+        (None, LatencyClass::Batch) => (ect_ms - rtt_ms).max(1.0) * (1.0 + W_PRICE * price_term) * trust,
     };
     Ok(Scored {
         node: info.node,
@@ -970,6 +1035,12 @@ pub fn evaluate(
         score,
         speed_cu,
     })
+}
+
+/// The energy a task of `estimate` fuel takes at `rate`, mJ (one CU-second
+/// is 10^6 fuel).
+pub fn task_energy_mj(estimate: Fuel, rate: EnergyRate) -> f64 {
+    estimate.0 as f64 / FUEL_PER_CU_SECOND as f64 * rate.0 as f64
 }
 
 /// Domains ranked for a task (the white paper's hierarchical scheduling):
@@ -1112,6 +1183,7 @@ mod tests {
             exclude: vec![],
             select: vec![],
             class: LatencyClass::Batch,
+            energy_cap_mj: None,
         }
     }
 
@@ -1163,6 +1235,38 @@ mod tests {
             b.score,
             a.score
         );
+    }
+
+    #[test]
+    fn under_an_energy_budget_the_least_energy_wins_and_unknown_or_costly_providers_are_left_out() {
+        // 10^9 fuel is 1000 CU·s: at 10 mJ per CU·s, 10 J.
+        let mut n = need();
+        n.energy_cap_mj = Some(20_000.0);
+        let mut frugal = info(1, 1000, 900);
+        frugal.energy = Some(EnergyRate(10));
+        let mut fast = info(2, 4000, 10);
+        fast.energy = Some(EnergyRate(15));
+        let (a, b) = (
+            evaluate(&frugal, None, &n, NOW).unwrap(),
+            evaluate(&fast, None, &n, NOW).unwrap(),
+        );
+        assert!(a.score < b.score, "the frugal one wins though slower and dearer");
+        let mut hungry = info(3, 1000, 10);
+        hungry.energy = Some(EnergyRate(30));
+        let e = evaluate(&hungry, None, &n, NOW).unwrap_err();
+        assert_eq!(e, Exclusion::EnergyBudget { need_mj: 30_000 });
+        let mut silent = info(4, 1000, 10);
+        silent.energy = Some(EnergyRate(0));
+        let u = evaluate(&silent, None, &n, NOW).unwrap_err();
+        assert_eq!(u, Exclusion::EnergyUnknown);
+        assert_eq!(
+            why_none(&[e, u], &n),
+            "has an energy budget of 20.0 J per task; the most efficient provider needs 30.0 J (1 provider); \
+             has an energy budget; 1 provider measure or declare no energy per CU-second"
+        );
+        // Without a budget, energy does not count.
+        n.energy_cap_mj = None;
+        assert!(evaluate(&hungry, None, &n, NOW).is_ok());
     }
 
     #[test]

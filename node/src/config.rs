@@ -41,7 +41,10 @@ slots = 0
 cpu_share = 1.0
 # Memory a single task may use.
 memory = "256MiB"
-# Declared energy cost, in millijoules per CU-second.
+# Energy cost in millijoules per CU-second, for machines whose CPU energy
+# counters (RAPL, /sys/class/powercap) cannot be read: where they can, the
+# node measures it during calibration and this is not used. 0: unknown
+# (jobs with an energy budget then pass this node over).
 energy = 0
 # Largest module or input accepted.
 max_content = "16MiB"

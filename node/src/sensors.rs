@@ -12,6 +12,38 @@ use std::path::{Path, PathBuf};
 
 use agora_market::limits::{Battery, LocalTime, OwnerLimits, Readings};
 
+/// A reading of the CPU packages' energy counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnergyCounter {
+    /// The counters' sum, µJ.
+    pub uj: u64,
+    /// Where they wrap, summed, µJ.
+    pub range_uj: u64,
+}
+
+impl EnergyCounter {
+    /// Microjoules from `self` to `later`, allowing for one wrap.
+    pub fn until(&self, later: &EnergyCounter) -> u64 {
+        if later.uj >= self.uj {
+            later.uj - self.uj
+        } else {
+            later.range_uj.saturating_sub(self.uj).saturating_add(later.uj)
+        }
+    }
+}
+
+/// The energy per CU-second of work that used `uj` microjoules to burn
+/// `fuel`: one CU-second is 10^6 fuel, the rate is in millijoules.
+pub fn energy_rate(uj: u64, fuel: agora_protocol::units::Fuel) -> Option<agora_protocol::units::EnergyRate> {
+    let cu_s = fuel.0 as f64 / agora_protocol::units::FUEL_PER_CU_SECOND as f64;
+    if cu_s <= 0.0 || uj == 0 {
+        return None;
+    }
+    Some(agora_protocol::units::EnergyRate(
+        (uj as f64 / 1000.0 / cu_s).round().max(1.0) as u64,
+    ))
+}
+
 /// Reads the sensors under one sysfs root.
 #[derive(Debug, Clone)]
 pub struct Sensors {
@@ -46,6 +78,45 @@ impl Sensors {
                 skipped()
             },
         }
+    }
+
+    /// The energy counter of every CPU package (RAPL, through
+    /// `class/powercap/intel-rapl:N/energy_uj`; AMD processors appear there
+    /// too), summed, in microjoules, with the range at which it wraps.
+    pub fn package_energy(&self) -> Result<EnergyCounter, String> {
+        let dir = self.root.join("class/powercap");
+        let entries =
+            fs::read_dir(&dir).map_err(|e| format!("no RAPL here: cannot read {}: {e}", dir.display()))?;
+        let mut total = EnergyCounter::default();
+        let mut zones = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Packages only (`intel-rapl:0`), not their sub-zones
+            // (`intel-rapl:0:0`), which the package already counts.
+            let Some(rest) = name.strip_prefix("intel-rapl:") else {
+                continue;
+            };
+            if rest.contains(':') {
+                continue;
+            }
+            let read = |file: &str| -> Result<u64, String> {
+                let path = e.path().join(file);
+                let text = fs::read_to_string(&path)
+                    .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+                text.trim()
+                    .parse()
+                    .map_err(|err| format!("{} is not a number: {err}", path.display()))
+            };
+            total.uj = total.uj.saturating_add(read("energy_uj")?);
+            total.range_uj = total
+                .range_uj
+                .saturating_add(read("max_energy_range_uj").unwrap_or(u64::MAX / 4));
+            zones += 1;
+        }
+        if zones == 0 {
+            return Err(format!("no RAPL package zone under {}", dir.display()));
+        }
+        Ok(total)
     }
 
     /// The hottest thermal zone, in °C.
@@ -129,6 +200,55 @@ mod tests {
         write(dir.path(), "class/thermal/thermal_zone2/temp", "garbage\n");
         write(dir.path(), "class/thermal/cooling_device0/cur_state", "1\n");
         assert_eq!(Sensors::new(dir.path()).temperature(), Ok(91.5));
+    }
+
+    #[test]
+    fn package_energy_sums_packages_not_their_sub_zones_and_survives_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sensors::new(dir.path());
+        assert!(s.package_energy().unwrap_err().contains("no RAPL"));
+        write(dir.path(), "class/powercap/intel-rapl:0/energy_uj", "1000000\n");
+        write(
+            dir.path(),
+            "class/powercap/intel-rapl:0/max_energy_range_uj",
+            "2000000\n",
+        );
+        write(dir.path(), "class/powercap/intel-rapl:1/energy_uj", "500\n");
+        write(
+            dir.path(),
+            "class/powercap/intel-rapl:1/max_energy_range_uj",
+            "1000\n",
+        );
+        write(
+            dir.path(),
+            "class/powercap/intel-rapl:0:0/energy_uj",
+            "999999999\n",
+        );
+        let before = s.package_energy().unwrap();
+        assert_eq!(
+            before,
+            EnergyCounter {
+                uj: 1_000_500,
+                range_uj: 2_001_000
+            }
+        );
+        write(dir.path(), "class/powercap/intel-rapl:0/energy_uj", "1500000\n");
+        assert_eq!(before.until(&s.package_energy().unwrap()), 500_000);
+        // The counter wrapped past its range.
+        let wrapped = EnergyCounter {
+            uj: 100,
+            range_uj: 2_001_000,
+        };
+        assert_eq!(before.until(&wrapped), 2_001_000 - 1_000_500 + 100);
+    }
+
+    #[test]
+    fn the_energy_rate_is_millijoules_per_cu_second() {
+        use agora_protocol::units::{EnergyRate, Fuel};
+        // 15 J over 1000 CU·s (10^9 fuel): 15 mJ per CU·s.
+        assert_eq!(energy_rate(15_000_000, Fuel(1_000_000_000)), Some(EnergyRate(15)));
+        assert_eq!(energy_rate(0, Fuel(1_000_000_000)), None);
+        assert_eq!(energy_rate(15, Fuel(0)), None);
     }
 
     #[test]

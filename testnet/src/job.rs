@@ -124,6 +124,7 @@ pub async fn prepare(
         ttl: None,
         select: Vec::new(),
         class: params.class,
+        energy_budget: None,
     })
 }
 

@@ -666,6 +666,9 @@ fn spec_need(spec: &JobSpec, idx: usize) -> Need {
         exclude: Vec::new(),
         select: spec.select.clone(),
         class: spec.class,
+        energy_cap_mj: spec
+            .energy_budget
+            .map(|j| j * 1000.0 / spec.inputs.len().max(1) as f64),
     }
 }
 

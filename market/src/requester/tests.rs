@@ -106,6 +106,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         ttl: None,
         select: Vec::new(),
         class: Default::default(),
+        energy_budget: None,
     }
 }
 

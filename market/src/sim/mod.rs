@@ -283,6 +283,7 @@ impl Sim {
             ttl: None,
             select: Vec::new(),
             class: Default::default(),
+            energy_budget: None,
         };
         let now = ts(self.now);
         match self.nodes[REQUESTER].engine.submit(spec, now) {

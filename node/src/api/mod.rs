@@ -102,8 +102,12 @@ pub struct Status {
     /// Asking price, micro-credits per CU-second.
     #[serde(rename = "price_micros")]
     pub price: Price,
-    /// Declared energy cost.
+    /// Energy per CU-second, mJ (measured, declared, or 0 when unknown).
     pub energy: EnergyRate,
+    /// Where `energy` comes from: `measured` (RAPL during calibration),
+    /// `declared` (the owner's setting) or `unknown`.
+    #[serde(default)]
+    pub energy_source: crate::node::EnergySource,
     /// Memory per task.
     pub memory: Bytes,
     /// Credit balance in micro-credits (negative when it owes).
@@ -387,6 +391,17 @@ pub struct JobStatus {
     /// Its latency class (`batch` or `interactive`).
     #[serde(default)]
     pub class: agora_protocol::market::LatencyClass,
+    /// Its energy budget, joules, if it has one.
+    #[serde(default)]
+    pub energy_budget_j: Option<f64>,
+    /// The energy its reported copies took, joules: each copy's fuel at its
+    /// provider's advertised energy per CU-second.
+    #[serde(default)]
+    pub energy_j: f64,
+    /// Reported copies whose provider's energy rate is unknown (not in
+    /// `energy_j`).
+    #[serde(default)]
+    pub energy_unknown: usize,
     /// Tasks that may fail before the job fails (`--max-failures`).
     #[serde(default)]
     pub max_failures: u32,

@@ -156,15 +156,32 @@ impl Node {
             ..executor::Config::default()
         })
         .context("cannot start the executor")?;
-        let per_slot = match options.capacity {
-            Capacity::Assume(cu) => cu,
+        // The energy counters around the calibration give the energy per
+        // CU-second where the machine exposes them (RAPL); elsewhere the
+        // owner's declaration stands.
+        let sensors = crate::sensors::Sensors::new(&config.provider.limits.sysfs);
+        let (per_slot, measured_energy) = match options.capacity {
+            Capacity::Assume(cu) => (cu, None),
             Capacity::Measure => {
+                let before = sensors.package_energy().ok();
                 let c = crate::capacity::measure(&executor, config.calibration.budget)
                     .await
                     .context("calibration failed")?;
-                tracing::info!(cu = c.cu.0, fuel = c.fuel.0, elapsed = ?c.elapsed, "capacity measured");
-                c.cu
+                let after = sensors.package_energy().ok();
+                let burned = agora_protocol::units::Fuel(
+                    c.fuel.0.saturating_mul(u64::from(executor::CALIBRATION_ROUNDS)),
+                );
+                let energy = before
+                    .zip(after)
+                    .and_then(|(b, a)| crate::sensors::energy_rate(b.until(&a), burned));
+                tracing::info!(cu = c.cu.0, fuel = c.fuel.0, elapsed = ?c.elapsed, energy = ?energy, "capacity measured");
+                (c.cu, energy)
             }
+        };
+        let (energy, energy_source) = match measured_energy {
+            Some(e) => (e, EnergySource::Measured),
+            None if config.energy().0 > 0 => (config.energy(), EnergySource::Declared),
+            None => (config.energy(), EnergySource::Unknown),
         };
         if options.faults.slowdown() > 1.0 {
             // The advert keeps the measured figure while execution runs
@@ -240,6 +257,7 @@ impl Node {
             faults: options.faults.clone(),
             exec_permits: Arc::new(tokio::sync::Semaphore::new(slots.max(1) as usize)),
             calibration_budget: config.calibration.budget,
+            energy_source,
             disk: DiskPolicy {
                 retention: config.provider.content_retention,
                 cap: config.provider.max_disk,
@@ -247,7 +265,7 @@ impl Node {
         };
         let setup = Setup {
             keypair: keypair.clone(),
-            config: engine_config(&config, &options, slots),
+            config: engine_config(&config, &options, slots, energy),
             seed: options.seed,
             per_slot,
             listen: listen.iter().map(|a| a.to_string()).collect(),
@@ -345,6 +363,19 @@ pub(crate) fn remove_node_json(dir: &std::path::Path) {
 }
 
 /// Shared by the driver and its work.
+/// Where a node's energy per CU-second comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergySource {
+    /// Its CPU packages' energy counters (RAPL) during calibration.
+    Measured,
+    /// Its owner's `energy` setting.
+    Declared,
+    /// Neither: advertised as 0, which placement treats as unknown.
+    #[default]
+    Unknown,
+}
+
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) store: Store,
@@ -353,6 +384,8 @@ pub(crate) struct Shared {
     pub(crate) faults: crate::faults::Faults,
     pub(crate) exec_permits: Arc<tokio::sync::Semaphore>,
     pub(crate) calibration_budget: Duration,
+    /// Where the advertised energy rate comes from.
+    pub(crate) energy_source: EnergySource,
     pub(crate) disk: DiskPolicy,
 }
 
@@ -366,7 +399,12 @@ pub(crate) struct DiskPolicy {
 }
 
 /// The engine's settings from the node's configuration.
-fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::engine::Config {
+fn engine_config(
+    c: &Config,
+    options: &Options,
+    slots: u32,
+    energy: agora_protocol::units::EnergyRate,
+) -> agora_market::engine::Config {
     use agora_market::{engine, provider, requester};
     let p = &c.provider;
     engine::Config {
@@ -379,7 +417,7 @@ fn engine_config(c: &Config, options: &Options, slots: u32) -> agora_market::eng
             slots,
             backlog: slots * agora_market::placement::TINY_BACKLOG,
             memory: p.memory,
-            energy: c.energy(),
+            energy,
             domain: c.domain.clone(),
             offer_ttl: Duration::from_secs(5),
             max_content: p.max_content,

@@ -670,3 +670,81 @@ fn an_interactive_task_submitted_while_batch_work_fills_every_provider_is_done_i
         net.stop();
     });
 }
+
+#[test]
+fn an_energy_budget_keeps_work_off_hungry_providers_reports_the_joules_and_refuses_what_none_can_meet() {
+    let _turn = crate::serial();
+    let rt = crate::runtime();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        // Declared rates (this machine has no RAPL counters to measure).
+        let rates = [5u64, 40, 400];
+        let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
+        specs.extend(rates.iter().map(|r| {
+            NodeSpec::provider("local")
+                .with_slots(1)
+                .with_config(&format!("[provider]\nenergy = {r}\n"))
+        }));
+        net.start_all(specs).await.unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let client = net.node(0).client.clone();
+        let rate_of = |id: &agora_protocol::NodeId| {
+            (1..=3)
+                .find(|i| net.node(*i).id() == *id)
+                .map(|i| rates[i - 1])
+                .expect("a provider")
+        };
+        for i in 1..=3 {
+            let st = net.node(i).client.status().await.unwrap();
+            assert_eq!(st.energy.0, rates[i - 1]);
+            assert_eq!(st.energy_source, agora_node::node::EnergySource::Declared);
+        }
+        // Each task is estimated at 200 CU·s: 1 J at 5 mJ/CU·s, 8 J at 40,
+        // 80 J at 400. A budget of 10 J per task leaves the last one out.
+        let inputs: Vec<_> = agora_testnet::workload::noop::inputs(6)
+            .into_iter()
+            .map(|mut t| {
+                t.estimate = Some(200_000_000);
+                t
+            })
+            .collect();
+        let noop = modules.read("noop").unwrap();
+        let mut spec = job::prepare(&client, &noop, None, &inputs, &Params::default())
+            .await
+            .unwrap();
+        spec.energy_budget = Some(60.0);
+        let id = job::submit(&client, &spec).await.unwrap();
+        let status = job::finish(&client, &id, Duration::from_secs(120)).await.unwrap();
+        let mut expected = 0.0;
+        for t in &status.tasks {
+            for c in t.copies.iter().filter(|c| c.fuel.is_some()) {
+                let rate = rate_of(&c.provider);
+                assert_ne!(rate, 400, "no copy ran on the provider the budget rules out");
+                expected += c.fuel.unwrap().0 as f64 / 1e6 * rate as f64 / 1000.0;
+            }
+        }
+        assert!(expected > 0.0);
+        assert!(
+            (status.energy_j - expected).abs() < 1e-9 * expected.max(1.0),
+            "reported {} J, the copies' fuel at their rates gives {expected} J",
+            status.energy_j
+        );
+        assert_eq!(status.energy_unknown, 0);
+        assert_eq!(status.energy_budget_j, Some(60.0));
+
+        // Half a joule for six such tasks: no provider can, and the refusal
+        // says what it would take.
+        spec.energy_budget = Some(0.5);
+        spec.seed += 1;
+        let err = job::submit(&client, &spec).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("energy budget of 0.1 J per task; the most efficient provider needs 1.0 J"),
+            "{msg}"
+        );
+        net.stop();
+    });
+}

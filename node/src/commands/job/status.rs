@@ -199,6 +199,22 @@ fn summary(s: &JobStatus) -> String {
         format!("{} replica(s), spot-check rate {}", s.replicas, s.spot_check),
     );
     line("spent", format!("{} credits", s.spent));
+    if s.energy_j > 0.0 || s.energy_budget_j.is_some() || s.energy_unknown > 0 {
+        let mut e = format!("{:.2} J", s.energy_j);
+        if let Some(b) = s.energy_budget_j {
+            e.push_str(&format!(" of a {b:.2} J budget"));
+        }
+        if s.energy_unknown > 0 {
+            e.push_str(&format!(
+                " ({} copies ran where the energy rate is unknown)",
+                s.energy_unknown
+            ));
+        }
+        line("energy", e);
+    }
+    if s.class != agora_protocol::market::LatencyClass::Batch {
+        line("class", s.class.to_string());
+    }
     if let Some(r) = &s.reduced {
         line("reduced", r.to_string());
     }

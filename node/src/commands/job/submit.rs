@@ -113,6 +113,13 @@ pub struct SubmitCommand {
     /// `interactive` with a tight --deadline.
     #[arg(long, value_name = "CLASS", default_value = "batch")]
     pub class: agora_protocol::market::LatencyClass,
+    /// The most energy the whole job may take, in joules, from the
+    /// providers' energy per CU-second (measured with RAPL, or declared) and
+    /// each task's fuel estimate: placement then takes the least energy among
+    /// providers that meet the deadline, and a budget no provider known can
+    /// meet is refused with what it would take.
+    #[arg(long, value_name = "JOULES")]
+    pub energy_budget: Option<f64>,
     /// Failed tasks the job tolerates: a count (`3`), a percentage (`10%`)
     /// or a fraction below 1 (`0.1`) of its tasks. Every task then runs,
     /// and the job is done with its failures named unless more fail.
@@ -247,6 +254,7 @@ impl SubmitCommand {
             ttl: self.ttl,
             select: self.select.clone(),
             class: self.class,
+            energy_budget: self.energy_budget,
         }
     }
 

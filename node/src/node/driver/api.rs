@@ -350,6 +350,7 @@ impl Driver {
             load: agora_market::idle::permille(e.load()),
             price: p.config().price,
             energy: p.config().energy,
+            energy_source: self.sh.energy_source,
             memory: p.config().memory,
             balance_micros: st.balance(),
             not_accepting: p.why_not_accepting().map(str::to_owned),
@@ -405,13 +406,38 @@ impl Driver {
     }
 
     fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {
+        let view = self.engine.view();
+        let rate = |p: &NodeId| view.peer(p).map(|x| x.advert.energy).filter(|e| e.0 > 0);
         self.engine
-            .with_job(id, |rec, tasks| job_status(id, rec, tasks, detail, now))
+            .with_job(id, |rec, tasks| {
+                let mut s = job_status(id, rec, tasks, detail, now);
+                (s.energy_j, s.energy_unknown) = energy_spent(tasks, &rate);
+                s
+            })
             .map(|mut s| {
                 s.waiting = self.engine.requester().waiting(id, self.engine.view(), now);
                 s
             })
     }
+}
+
+/// The energy the job's reported copies took, joules, at their providers'
+/// advertised energy per CU-second, and how many reported copies ran where
+/// that is unknown.
+fn energy_spent(
+    tasks: &[TaskRecord],
+    rate: &dyn Fn(&NodeId) -> Option<agora_protocol::units::EnergyRate>,
+) -> (f64, usize) {
+    let mut joules = 0.0;
+    let mut unknown = 0;
+    for c in tasks.iter().flat_map(|t| &t.copies) {
+        let Some(r) = &c.reported else { continue };
+        match rate(&c.provider) {
+            Some(e) => joules += agora_market::placement::task_energy_mj(r.fuel, e) / 1000.0,
+            None => unknown += 1,
+        }
+    }
+    (joules, unknown)
 }
 
 /// One job's status, in the detail asked.
@@ -447,6 +473,9 @@ fn job_status(
         replicas: rec.spec.replicas,
         spot_check: rec.spec.spot_check,
         class: rec.spec.class,
+        energy_budget_j: rec.spec.energy_budget,
+        energy_j: 0.0,
+        energy_unknown: 0,
         max_failures: rec.spec.max_failures,
         args: rec.spec.args.clone(),
         memory: rec.spec.memory,

@@ -163,7 +163,8 @@ function viewNetwork(root) {
       card('Price', price(st.price_micros)),
       card('Peers', `${st.connected} connected, ${st.peers} known`),
       card('Domains known', num(st.domains)),
-      card('Reachability', st.reachability || 'unknown'));
+      card('Reachability', st.reachability || 'unknown'),
+      card('Energy', st.energy ? `${num(st.energy)} mJ/CU·s (${st.energy_source})` : 'unknown'));
     const doms = [...d.domains].sort((a, b) => String(a.domain).localeCompare(String(b.domain)));
     replace(tree, table([
       { label: 'domain', get: (r) => `${'  '.repeat(Math.max(0, depth(r.domain) - 1))}${r.domain || '/'}${r.local ? '  (this node)' : ''}` },
@@ -177,7 +178,7 @@ function viewNetwork(root) {
     const known = new Set(['']);
     const self = {
       class: 'self', peer_id: st.peer_id, domain: st.domain, cu: st.cu, slots: st.slots, free_slots: st.free_slots,
-      price_micros: st.price_micros, reputation: null, rtt_ms: null, path: null, labels: [], version: st.version,
+      price_micros: st.price_micros, energy: st.energy, reputation: null, rtt_ms: null, path: null, labels: [], version: st.version,
       accepting: st.accepting, me: true,
     };
     const rows = [self, ...[...d.peers].sort((a, b) => String(a.domain).localeCompare(String(b.domain)) || a.peer_id.localeCompare(b.peer_id))];
@@ -195,6 +196,7 @@ function viewNetwork(root) {
       { label: 'CU', num: true, get: (r) => num(r.cu) },
       { label: 'free slots', num: true, get: (r) => `${r.free_slots} / ${r.slots}` },
       { label: 'price', num: true, get: (r) => credits(r.price_micros) },
+      { label: 'energy', num: true, get: (r) => r.energy ? `${num(r.energy)} mJ/CU·s` : '–' },
       { label: 'reputation', num: true, get: (r) => r.reputation === null || r.reputation === undefined ? '–' : num(r.reputation, 2) },
       { label: 'RTT', num: true, get: (r) => r.rtt_ms === null || r.rtt_ms === undefined ? '–' : `${num(r.rtt_ms, 1)} ms` },
       { label: 'path', get: (r) => r.me ? '–' : (r.path || 'not connected') },
@@ -237,6 +239,7 @@ function submitForm(onDone) {
     h('div', { class: 'row' },
       h('label', {}, 'Deadline (s)', h('input', { type: 'number', name: 'deadline', min: 1, value: '60' })),
       h('label', {}, 'Spot-check rate (0–1)', h('input', { type: 'text', name: 'spot_check', value: '0' }))),
+    h('label', {}, 'Energy budget (J, optional)', h('input', { type: 'text', name: 'energy_budget' })),
     h('label', {}, 'Latency class', h('select', { name: 'class' },
       h('option', { value: 'batch' }, 'batch: cheapest and fastest'),
       h('option', { value: 'interactive' }, 'interactive: soonest, ahead of batch work'))),
@@ -269,6 +272,7 @@ function submitForm(onDone) {
         deadline_ms: Number(fd.get('deadline')) * 1000, max_price_micros: microsOf(fd.get('max_price')),
         replicas: Number(fd.get('replicas')), spot_check: parseFloat(fd.get('spot_check')) || 0,
         seed: Math.floor(Math.random() * 2 ** 32), class: fd.get('class') || 'batch',
+        energy_budget_j: parseFloat(fd.get('energy_budget')) || null,
       };
       replace(status, 'submitting…');
       const r = await (await api('POST', '/v1/jobs', JSON.stringify({ spec }), 'application/json')).json();
@@ -465,6 +469,7 @@ function viewJob(root, id) {
         card('Spent', credits(j.spent_micros)),
         card('Replicas', num(j.replicas)),
         card('Class', j.class || 'batch'),
+        card('Energy', `${num(j.energy_j, 2)} J${j.energy_budget_j ? ` of ${num(j.energy_budget_j, 2)} J` : ''}`),
         card('Spot checks', `${Math.round(j.spot_check * 100)} %`)),
       progress(j.counts, j.total));
     if (!j.tasks.length && j.total) {
