@@ -734,6 +734,10 @@ fn an_energy_budget_keeps_work_off_hungry_providers_reports_the_joules_and_refus
         );
         assert_eq!(status.energy_unknown, 0);
         assert_eq!(status.energy_budget_j, Some(60.0));
+        eprintln!(
+            "the budgeted job took {} ms and {:.6} J",
+            status.wall_ms, status.energy_j
+        );
 
         // Half a joule for six such tasks: no provider can, and the refusal
         // says what it would take.

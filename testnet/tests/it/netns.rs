@@ -10,7 +10,7 @@ use agora_testnet::netns::{self, Lab};
 use agora_testnet::process::{NodeSpec, Testnet};
 
 #[test]
-fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
+fn a_domain_cut_off_by_the_router_leaves_the_view_runs_its_own_jobs_and_comes_back_when_healed() {
     if !netns::available() {
         eprintln!("skipped: network namespaces need root and iproute2");
         return;
@@ -75,6 +75,46 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
             .collect();
         let a_mate_seen = peers.contains(&net.node(1).id());
 
+        // Autonomy: inside the cut-off domain, once it has noticed, a job is
+        // placed and completed on its own providers.
+        let b = net.node(2).client.clone();
+        let t = Instant::now();
+        while b
+            .domains()
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.domain.to_string() == "eu/a" && d.nodes > 0)
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "eu/b never noticed the cut"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ranges = agora_testnet::workload::primes::even(6, 1, 20_000);
+        let inputs = agora_testnet::workload::primes::inputs(&ranges);
+        let modules = agora_testnet::artifacts::example_modules().unwrap();
+        let submitted = Instant::now();
+        let (id, status) = agora_testnet::job::run(
+            &b,
+            &modules.read("primes").unwrap(),
+            None,
+            &inputs,
+            &agora_testnet::job::Params::default(),
+        )
+        .await
+        .unwrap();
+        let alone = submitted.elapsed();
+        let ran: HashSet<_> = status.tasks.iter().flat_map(|t| t.providers.clone()).collect();
+        let expected: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|(lo, hi)| agora_testnet::workload::primes::output(*lo, *hi))
+            .collect();
+        let got = agora_testnet::job::outputs(&b, &id).await.unwrap();
+        let wrong = agora_testnet::job::compare(&got, &expected);
+        eprintln!("cut off, eu/b ran a 6-task job on its own in {alone:?}");
+
         net.heal_domain("eu/b").unwrap();
         let healed_at = Instant::now();
         let healed = loop {
@@ -93,6 +133,11 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_and_comes_back_when_healed() {
         net.stop();
         assert!(dropped, "eu/b stayed in eu/a's view through the cut");
         assert!(a_mate_seen, "the cut broke eu/a inside");
+        assert!(wrong.is_empty(), "the cut-off domain's job: {wrong:?}");
+        assert!(
+            ran.iter().all(|p| b_ids.contains(p)),
+            "the cut-off domain's job ran only on its own providers: {ran:?}"
+        );
         assert!(healed, "eu/b did not come back whole after the heal");
     });
 }
