@@ -47,6 +47,13 @@ impl ApiError {
             message: m.into(),
         }
     }
+    /// 403.
+    pub fn forbidden(m: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: m.into(),
+        }
+    }
     /// 404.
     pub fn not_found(m: impl Into<String>) -> ApiError {
         ApiError {
@@ -201,10 +208,14 @@ async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Ne
     if given.is_none() && dashboard::session_of(&ctx, &headers).is_some() {
         let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
         if path == "/v1/dashboard/code" {
-            return forbidden("login codes are for the bearer token's holder (`agora dashboard`)");
+            return ApiError::forbidden("login codes are for the bearer token's holder (`agora dashboard`)")
+                .into_response();
         }
         if changes && headers.get(header::ORIGIN).is_none() {
-            return forbidden("a request that changes anything must say where it comes from (Origin)");
+            return ApiError::forbidden(
+                "a request that changes anything must say where it comes from (Origin)",
+            )
+            .into_response();
         }
         return next.run(req).await;
     }
@@ -222,14 +233,6 @@ async fn auth(State(ctx): State<Ctx>, headers: HeaderMap, req: Request, next: Ne
     ApiError {
         status: StatusCode::UNAUTHORIZED,
         message: msg.into(),
-    }
-    .into_response()
-}
-
-fn forbidden(m: &str) -> Response {
-    ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: m.into(),
     }
     .into_response()
 }

@@ -83,23 +83,19 @@ pub struct LoginCode {
 /// Whether a request reached the node under its own name and, when it says
 /// where it comes from, from the node's own page; `Err` is the refusal.
 pub(crate) fn guard(headers: &HeaderMap, port: u16) -> Result<(), ApiError> {
-    let refuse = |m: String| ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: m,
-    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| refuse("a request must name the node in its Host header".into()))?;
+        .ok_or_else(|| ApiError::forbidden("a request must name the node in its Host header"))?;
     if !session::host_allowed(host, port) {
-        return Err(refuse(format!(
+        return Err(ApiError::forbidden(format!(
             "Host `{host}` is not this node: reach the API at 127.0.0.1:{port}, localhost:{port} or another of its IP addresses"
         )));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !session::origin_allowed(origin, host) {
-            return Err(refuse(format!(
+            return Err(ApiError::forbidden(format!(
                 "requests from `{origin}` are refused: only the node's own page may call its API"
             )));
         }

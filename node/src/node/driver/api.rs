@@ -415,7 +415,7 @@ impl Driver {
                 s
             })
             .map(|mut s| {
-                s.waiting = self.engine.requester().waiting(id, self.engine.view(), now);
+                s.waiting = self.engine.requester().waiting(id, view, now);
                 s
             })
     }
@@ -600,11 +600,19 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// The provider's accepted tasks for the owner's view, running first.
+/// The provider's accepted tasks for the owner's view: running first, then
+/// queued, then done, each soonest due first; at most 256.
 fn held_tasks(p: &agora_market::provider::Provider, suspended: bool) -> Vec<crate::api::HeldTask> {
     use agora_market::provider::Stage;
-    let mut v: Vec<_> = p
-        .tasks()
+    let rank = |s: Stage| match s {
+        Stage::Running => 0,
+        Stage::Queued => 1,
+        Stage::Done => 2,
+    };
+    let mut held: Vec<_> = p.tasks().collect();
+    held.sort_by_key(|t| (rank(t.stage), t.due));
+    held.into_iter()
+        .take(256)
         .map(|t| crate::api::HeldTask {
             task: t.assignment.task.to_string(),
             attempt: t.assignment.attempt,
@@ -621,13 +629,5 @@ fn held_tasks(p: &agora_market::provider::Provider, suspended: bool) -> Vec<crat
             memory: t.assignment.limits.memory,
             due: t.due,
         })
-        .collect();
-    let rank = |s: &str| match s {
-        "running" => 0,
-        "queued" => 1,
-        _ => 2,
-    };
-    v.sort_by(|a, b| rank(&a.stage).cmp(&rank(&b.stage)).then(a.due.cmp(&b.due)));
-    v.truncate(256);
-    v
+        .collect()
 }
