@@ -38,8 +38,13 @@ impl DashboardCommand {
             print_json(&code)?;
         } else {
             println!("{}", code.url);
+            let capped = if u128::from(code.ttl_ms) < ttl.as_millis() {
+                " (the most a node allows)"
+            } else {
+                ""
+            };
             eprintln!(
-                "one-time link, valid for {} s: open it in a browser on this machine",
+                "one-time link, valid for {} s{capped}: open it in a browser on this machine",
                 code.ttl_ms / 1000
             );
         }
