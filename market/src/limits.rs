@@ -184,6 +184,39 @@ impl From<Weekdays> for String {
     }
 }
 
+/// A link rate in bits per second, written as tc writes it (`10mbit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Rate(pub u64);
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Rate, String> {
+        agora_protocol::units::parse_rate(s)
+            .map(Rate)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&agora_protocol::units::format_rate(self.0))
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+    fn try_from(s: String) -> Result<Rate, String> {
+        s.parse()
+    }
+}
+
+impl From<Rate> for String {
+    fn from(r: Rate) -> String {
+        r.to_string()
+    }
+}
+
 /// The owner's limits. Every one is optional; none set, the node never
 /// holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -205,6 +238,10 @@ pub struct OwnerLimits {
     /// Cores all tasks together may use: each running task gets at most
     /// this divided by how many run ([`task_share`]).
     pub max_cpu: Option<f64>,
+    /// The rate at which the node serves content (modules, inputs,
+    /// outputs) to other nodes, on average: each response starts once the
+    /// ones before it would have gone at this rate.
+    pub max_upload: Option<Rate>,
 }
 
 /// The share of a core each of `running` tasks gets: the per-task `share`,
@@ -268,6 +305,9 @@ impl OwnerLimits {
         }
         if let Some(c) = self.max_cpu {
             v.push(format!("all tasks together at most {c} cores"));
+        }
+        if let Some(r) = self.max_upload {
+            v.push(format!("serves content at most at {r}"));
         }
         v
     }

@@ -39,8 +39,16 @@ pub const W_PRICE: f64 = 0.5;
 pub const W_REPUTATION: f64 = 1.0;
 /// Reputation of a provider never seen.
 pub const INITIAL_REPUTATION: f64 = 0.5;
-/// Bandwidth assumed for transfer estimates, in bytes per second.
+/// Bandwidth assumed for transfer estimates to a provider nothing was
+/// measured to yet (neither it nor its domain), in bytes per second.
 pub const ASSUMED_BANDWIDTH: f64 = 50.0 * 1024.0 * 1024.0;
+
+/// The time `bytes` take to reach a provider at `bandwidth` (bytes/s, as
+/// measured; [`ASSUMED_BANDWIDTH`] when unknown), in ms.
+pub fn transfer_ms(bytes: u64, bandwidth: Option<f64>) -> f64 {
+    let rate = bandwidth.filter(|b| *b > 0.0).unwrap_or(ASSUMED_BANDWIDTH);
+    bytes as f64 / rate * 1000.0
+}
 /// Smoothing factor of learnt speeds (over the logarithm of each sample).
 pub const SPEED_ALPHA: f64 = 0.3;
 /// One receipt moves the learnt speed by at most this factor, up or down:
@@ -410,6 +418,9 @@ pub struct ProviderInfo {
     pub accepting: bool,
     /// Smoothed round-trip time, if measured.
     pub rtt: Option<Duration>,
+    /// The rate content goes to it at, bytes/s: measured to it or to its
+    /// domain ([`View::throughput`]); unknown, [`ASSUMED_BANDWIDTH`].
+    pub bandwidth: Option<f64>,
     /// Whether this comes from a full advert (else a summary estimate).
     pub from_advert: bool,
     /// The most fuel it lets one task use (unknown from a summary: none).
@@ -986,7 +997,7 @@ pub fn evaluate(
     if !holds(&need.input.0) {
         bytes += need.input.1.0;
     }
-    let transfer_ms = bytes as f64 / ASSUMED_BANDWIDTH * 1000.0;
+    let transfer_ms = transfer_ms(bytes, info.bandwidth);
     let rtt_ms = info.rtt.map_or(1.0, |r| r.as_secs_f64() * 1000.0);
     let ect_ms = wait_ms + transfer_ms + run_ms + rtt_ms;
     if ect_ms > need.deadline.as_secs_f64() * 1000.0 {
@@ -1079,6 +1090,16 @@ pub fn rank_domains(view: &View, need: &Need) -> Vec<(Domain, f64)> {
 /// its own domain's peers, and contacts of the best-ranked other domains
 /// (estimated from their summaries until they answer).
 pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderInfo> {
+    gather_explained(view, need, domains_to_try).0
+}
+
+/// [`gather`], and the other domains it did not ask, best-ranked first.
+///
+/// Domains are taken in rank order, `domains_to_try` of those that bring
+/// new contacts: a domain inside or around one already taken (`us` after
+/// `us/a`) holds the same nodes and is passed over, so that the tries go
+/// to different parts of the network.
+pub fn gather_explained(view: &View, need: &Need, domains_to_try: usize) -> (Vec<ProviderInfo>, Vec<Domain>) {
     let mut out: Vec<ProviderInfo> = view
         .peers()
         .map(|p| ProviderInfo {
@@ -1092,6 +1113,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
             energy: Some(p.advert.energy),
             accepting: p.advert.accepting,
             rtt: view.rtt(&p.node),
+            bandwidth: view.throughput(&p.node, Some(&p.advert.domain)),
             from_advert: true,
             max_task_fuel: p.advert.max_task_fuel,
             max_task_time: p.advert.max_task_time.duration(),
@@ -1103,7 +1125,16 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
         .collect();
     let known: HashSet<NodeId> = out.iter().map(|p| p.node).chain([view.local()]).collect();
     let mut seen = known;
-    for (domain, _) in rank_domains(view, need).into_iter().take(domains_to_try) {
+    let mut taken: Vec<Domain> = Vec::new();
+    let mut unasked = Vec::new();
+    for (domain, _) in rank_domains(view, need) {
+        if taken.len() >= domains_to_try {
+            unasked.push(domain);
+            continue;
+        }
+        if taken.iter().any(|t| t.is_within(&domain) || domain.is_within(t)) {
+            continue;
+        }
         // The summary of the domain itself, or the deepest held summary
         // that lists it as a child.
         let held = view
@@ -1112,6 +1143,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
         let Some(h) = held else { continue };
         let s = &h.summary;
         let per_node = s.stats.total_cu.0 / u64::from(s.stats.nodes.max(1));
+        let before = out.len();
         for c in &s.contacts {
             if !seen.insert(c.node) {
                 continue;
@@ -1127,6 +1159,7 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 energy: None,
                 accepting: true,
                 rtt: view.rtt(&c.node),
+                bandwidth: view.throughput(&c.node, Some(&domain)),
                 from_advert: false,
                 max_task_fuel: Fuel(u64::MAX),
                 max_task_time: Duration::MAX,
@@ -1137,8 +1170,32 @@ pub fn gather(view: &View, need: &Need, domains_to_try: usize) -> Vec<ProviderIn
                 labels: None,
             });
         }
+        if out.len() > before {
+            taken.push(domain);
+        }
     }
-    out
+    (out, unasked)
+}
+
+/// A need of 1000 CU·s per task with a 1 MiB module, for tests.
+#[cfg(test)]
+pub(crate) fn example_need() -> Need {
+    Need {
+        estimate: Fuel(1_000_000_000),
+        fuel_limit: Fuel(10_000_000_000),
+        max_output: Bytes::mib(1),
+        memory: Bytes::mib(64),
+        deadline: Duration::from_secs(60),
+        max_price: Price(1000),
+        max_energy: None,
+        domain: None,
+        module: (ContentId([1; 32]), Bytes::mib(1)),
+        input: (ContentId([2; 32]), Bytes(100)),
+        exclude: vec![],
+        select: vec![],
+        class: LatencyClass::Batch,
+        energy_cap_mj: None,
+    }
 }
 
 #[cfg(test)]
@@ -1158,6 +1215,7 @@ mod tests {
             energy: Some(EnergyRate(10)),
             accepting: true,
             rtt: Some(Duration::from_millis(1)),
+            bandwidth: None,
             from_advert: true,
             max_task_fuel: Fuel(u64::MAX),
             max_task_time: Duration::from_secs(3600),
@@ -1169,22 +1227,7 @@ mod tests {
     }
 
     fn need() -> Need {
-        Need {
-            estimate: Fuel(1_000_000_000),
-            fuel_limit: Fuel(10_000_000_000),
-            max_output: Bytes::mib(1),
-            memory: Bytes::mib(64),
-            deadline: Duration::from_secs(60),
-            max_price: Price(1000),
-            max_energy: None,
-            domain: None,
-            module: (ContentId([1; 32]), Bytes::mib(1)),
-            input: (ContentId([2; 32]), Bytes(100)),
-            exclude: vec![],
-            select: vec![],
-            class: LatencyClass::Batch,
-            energy_cap_mj: None,
-        }
+        example_need()
     }
 
     const NOW: Timestamp = Timestamp(1_000_000);
@@ -1235,6 +1278,35 @@ mod tests {
             b.score,
             a.score
         );
+    }
+
+    #[test]
+    fn a_provider_behind_a_slow_link_loses_large_inputs_but_not_small_ones() {
+        // Equal speed and price; one measured at 1 Mbit/s, one not measured.
+        let mut slow = info(1, 1000, 100);
+        slow.bandwidth = Some(125_000.0);
+        let fast = info(2, 1000, 100);
+        let mut n = need();
+        n.estimate = Fuel(100_000_000);
+        n.module = (ContentId([1; 32]), Bytes(100_000));
+        n.input = (ContentId([2; 32]), Bytes::mib(8));
+        let (a, b) = (
+            evaluate(&slow, None, &n, NOW).unwrap(),
+            evaluate(&fast, None, &n, NOW).unwrap(),
+        );
+        // 8.1 MB at 125 kB/s is over a minute.
+        assert!(a.transfer_ms > 60_000.0, "{}", a.transfer_ms);
+        assert!(b.score * 10.0 < a.score, "slow {} vs fast {}", a.score, b.score);
+        // A 1 KiB module and input, a one-second task: within 5 %.
+        n.estimate = Fuel(1_000_000_000);
+        n.module = (ContentId([1; 32]), Bytes(1024));
+        n.input = (ContentId([2; 32]), Bytes(1024));
+        let (a, b) = (
+            evaluate(&slow, None, &n, NOW).unwrap(),
+            evaluate(&fast, None, &n, NOW).unwrap(),
+        );
+        assert!(a.transfer_ms < 20.0, "{}", a.transfer_ms);
+        assert!(a.score < b.score * 1.05, "slow {} vs fast {}", a.score, b.score);
     }
 
     #[test]

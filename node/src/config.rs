@@ -88,6 +88,7 @@ interval = "5s"
 # min_battery = 30          # not below this battery percentage
 # max_temp = 85             # not above this temperature (°C, hottest zone)
 # max_cpu = 1.5             # all tasks together use at most this many cores
+# max_upload = "10mbit"     # serve content to other nodes at most this fast
 stop_on_battery = false
 # Where thermal zones and power supplies are read (a fake tree for tests).
 sysfs = "/sys"
@@ -417,6 +418,8 @@ pub struct Limits {
     pub max_temp: Option<f64>,
     /// Cores all tasks together may use (besides `cpu_share` per task).
     pub max_cpu: Option<f64>,
+    /// Serve content to other nodes at most this fast (`10mbit`).
+    pub max_upload: Option<agora_market::limits::Rate>,
     /// Where the thermal zones and power supplies are read.
     pub sysfs: PathBuf,
     /// How often they are read.
@@ -433,6 +436,7 @@ impl Default for Limits {
             min_battery: None,
             max_temp: None,
             max_cpu: None,
+            max_upload: None,
             sysfs: PathBuf::from("/sys"),
             interval: Duration::from_secs(1),
         }
@@ -450,6 +454,7 @@ impl Limits {
             max_temp: self.max_temp,
             cpu_share: None,
             max_cpu: self.max_cpu,
+            max_upload: self.max_upload,
         }
     }
 }

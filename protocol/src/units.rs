@@ -396,9 +396,51 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Parses a link rate in tc's units — `1mbit`, `500kbit`, `2gbit`,
+/// `9600bit` — into bits per second (1 kbit = 1000 bits; from 1 kbit to
+/// 100 gbit).
+pub fn parse_rate(s: &str) -> Result<u64, UnitParseError> {
+    let v = s.trim().to_ascii_lowercase();
+    let bad = |why: &str| UnitParseError(format!("rate `{s}` {why}"));
+    let units = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)];
+    let (n, scale) = units
+        .iter()
+        .find_map(|(u, k)| v.strip_suffix(u).map(|n| (n, *k)))
+        .ok_or_else(|| bad("needs a unit: kbit, mbit or gbit (e.g. 1mbit)"))?;
+    let n: f64 = n.trim().parse().map_err(|_| bad("needs a number before its unit"))?;
+    let bits = (n * scale).round();
+    if !(1e3..=100e9).contains(&bits) {
+        return Err(bad("must be between 1kbit and 100gbit"));
+    }
+    Ok(bits as u64)
+}
+
+/// Formats bits per second as [`parse_rate`] reads them (`1mbit`).
+pub fn format_rate(bits: u64) -> String {
+    match bits {
+        b if b >= 1_000_000_000 => format!("{}gbit", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{}mbit", b as f64 / 1e6),
+        b => format!("{}kbit", b as f64 / 1e3),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_read_in_tcs_units_and_print_back_the_same() {
+        assert_eq!(parse_rate("1mbit"), Ok(1_000_000));
+        assert_eq!(parse_rate(" 2.5Mbit "), Ok(2_500_000));
+        assert_eq!(parse_rate("500kbit"), Ok(500_000));
+        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
+        for r in ["1mbit", "500kbit", "2.5mbit", "10gbit"] {
+            assert_eq!(format_rate(parse_rate(r).unwrap()), r);
+        }
+        assert!(parse_rate("fast").unwrap_err().0.contains("needs a unit"));
+        assert!(parse_rate("xmbit").unwrap_err().0.contains("number"));
+        assert!(parse_rate("10bit").unwrap_err().0.contains("between"));
+    }
 
     #[test]
     fn cu_and_fuel_convert_both_ways() {

@@ -475,6 +475,26 @@ impl Testnet {
         self.lab.as_ref()
     }
 
+    /// With a lab that shapes its links: measures each shaped link (round
+    /// trips and a bulk transfer, a few seconds each) and prints what it
+    /// measured, so that a run says what network it really had.
+    pub fn print_links(&self) -> Vec<crate::netns::Probe> {
+        let Some(lab) = self.lab.as_ref().filter(|l| !l.shaping().is_empty()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for r in tokio::task::block_in_place(|| lab.check_links()) {
+            match r {
+                Ok(p) => {
+                    eprintln!("link {p}");
+                    out.push(p);
+                }
+                Err(e) => eprintln!("warning: cannot measure a link: {e:#}"),
+            }
+        }
+        out
+    }
+
     /// Cuts every node of `domain` off the other domains (needs a lab).
     pub fn cut_domain(&self, domain: &str) -> anyhow::Result<()> {
         match &self.lab {

@@ -501,6 +501,12 @@ impl Engine {
     pub fn on_rtt(&mut self, peer: NodeId, rtt: Duration) {
         self.view.on_rtt(peer, rtt);
     }
+
+    /// How fast a large transfer to a peer went, bytes/s (`at_most`: a
+    /// bound from one still under way or failed).
+    pub fn on_throughput(&mut self, peer: NodeId, bytes_per_s: f64, at_most: bool) {
+        self.view.on_throughput(peer, bytes_per_s, at_most);
+    }
 }
 
 /// Work a gossip publisher may cause this node per period (re-executing

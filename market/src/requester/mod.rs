@@ -43,7 +43,7 @@ use serde::Serialize;
 use crate::job::{
     Copy, CopyState, Evidence, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord,
 };
-use crate::placement::{self, Book, Exclusion, Need, ProviderInfo, Scored};
+use crate::placement::{self, Book, Exclusion, Need, Scored};
 use crate::refusal::Refusal;
 use crate::view::View;
 
@@ -223,6 +223,10 @@ pub struct Decision {
     pub declined: Vec<(NodeId, String)>,
     /// The provider chosen.
     pub chosen: Option<NodeId>,
+    /// Other domains known but not asked: ranked below the ones tried
+    /// (`domains_to_try`), best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unasked: Vec<agora_protocol::Domain>,
 }
 
 /// An offer as `explain` shows it.

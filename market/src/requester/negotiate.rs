@@ -178,7 +178,8 @@ impl Requester {
         if !o.has_input {
             bytes += input.size.0;
         }
-        let transfer_ms = bytes as f64 / placement::ASSUMED_BANDWIDTH * 1000.0;
+        let bandwidth = view.throughput(&from, view.peer(&from).map(|p| &p.advert.domain));
+        let transfer_ms = placement::transfer_ms(bytes, bandwidth);
         let rtt_ms = view.rtt(&from).map_or(1.0, |r| r.as_secs_f64() * 1000.0);
         let ect = o.expected_start.0 as f64 + transfer_ms + run_ms + rtt_ms;
         let price = if spec.max_price.0 == 0 {

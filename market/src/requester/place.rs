@@ -290,7 +290,7 @@ impl Requester {
     /// are busy, and what that means for placement.
     pub(super) fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> Candidates {
         let need = need(job, idx);
-        let infos: Vec<ProviderInfo> = placement::gather(view, &need, self.config.domains_to_try);
+        let (infos, unasked) = placement::gather_explained(view, &need, self.config.domains_to_try);
         let mut ok = Vec::new();
         let mut excluded = Vec::new();
         let mut busy = Vec::new();
@@ -358,6 +358,7 @@ impl Requester {
             class,
             unknown,
             busy_known,
+            unasked,
         }
     }
 
@@ -379,6 +380,7 @@ impl Requester {
             class,
             unknown,
             busy_known,
+            unasked,
         } = self.candidates(job, idx, now, view);
         let task = job.tasks[idx as usize].id;
         let strategy = job.record.spec.strategy;
@@ -425,6 +427,7 @@ impl Requester {
                 offers: vec![],
                 declined: vec![],
                 chosen: None,
+                unasked,
             };
             if class != Placement::Busy {
                 self.record_decision(task, d);
@@ -519,6 +522,7 @@ impl Requester {
                 offers: vec![],
                 declined: vec![],
                 chosen: None,
+                unasked,
             },
         );
         self.negotiation_started(
@@ -623,7 +627,9 @@ impl Requester {
         let mut out = vec![None; spec.inputs.len()];
         let mut reserved = Vec::new();
         for idx in order {
-            let Candidates { ok, excluded, .. } = self.candidates(&job, idx, now, view);
+            let Candidates {
+                ok, excluded, unasked, ..
+            } = self.candidates(&job, idx, now, view);
             let chosen = ok.first().map(|s| s.node);
             if let Some(best) = ok.first() {
                 let finish = Timestamp(now.0 + best.ect_ms as u64);
@@ -639,6 +645,7 @@ impl Requester {
                 offers: vec![],
                 declined: vec![],
                 chosen,
+                unasked,
             });
         }
         for p in reserved {
@@ -766,6 +773,8 @@ pub(super) struct Candidates {
     pub(super) unknown: HashSet<NodeId>,
     /// Whether a provider with standing is among the busy ones.
     pub(super) busy_known: bool,
+    /// Other domains not asked (see [`placement::gather_explained`]).
+    pub(super) unasked: Vec<agora_protocol::Domain>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -158,6 +158,10 @@ pub struct Metrics {
 
 /// Round-trip time smoothing factor.
 const RTT_ALPHA: f64 = 0.3;
+/// Smoothing of throughput samples (each is one large transfer).
+const THROUGHPUT_ALPHA: f64 = 0.5;
+/// Peers whose throughput is remembered at most.
+const MAX_THROUGHPUT_PEERS: usize = 4096;
 /// Unknown peers admitted per second at most.
 const NEW_PEERS_PER_SECOND: u32 = 50;
 /// Peers this node has seen do verified work, remembered at most.
@@ -171,6 +175,9 @@ pub struct View {
     peers: HashMap<NodeId, Peer>,
     summaries: summaries::Summaries,
     rtt: HashMap<NodeId, Duration>,
+    /// Smoothed rate of content sent to each peer, bytes/s, with the
+    /// peer's domain when it was measured.
+    throughput: HashMap<NodeId, (f64, Option<Domain>)>,
     /// Peers that answered a request of this node.
     reached: HashSet<NodeId>,
     proven: HashSet<NodeId>,
@@ -195,6 +202,7 @@ impl View {
             peers: HashMap::new(),
             summaries: summaries::Summaries::default(),
             rtt: HashMap::new(),
+            throughput: HashMap::new(),
             reached: HashSet::new(),
             proven: HashSet::new(),
             unknown: VecDeque::new(),
@@ -386,6 +394,51 @@ impl View {
         *e = Duration::from_secs_f64(e.as_secs_f64() * (1.0 - RTT_ALPHA) + rtt.as_secs_f64() * RTT_ALPHA);
     }
 
+    /// Records how fast a large transfer to `peer` went, bytes/s; with
+    /// `at_most`, only that it went no faster (a transfer still under way
+    /// or failed), which lowers the estimate to the bound if above it.
+    pub fn on_throughput(&mut self, peer: NodeId, bytes_per_s: f64, at_most: bool) {
+        if !bytes_per_s.is_finite() || bytes_per_s <= 0.0 {
+            return;
+        }
+        if !self.throughput.contains_key(&peer) && self.throughput.len() >= MAX_THROUGHPUT_PEERS {
+            return;
+        }
+        let domain = self.peers.get(&peer).map(|p| p.advert.domain.clone()).or_else(|| {
+            self.summaries()
+                .find(|h| h.summary.contacts.iter().any(|c| c.node == peer))
+                .map(|h| h.summary.domain.clone())
+        });
+        let e = self.throughput.entry(peer).or_insert((bytes_per_s, None));
+        e.0 = if at_most {
+            e.0.min(bytes_per_s)
+        } else {
+            e.0 * (1.0 - THROUGHPUT_ALPHA) + bytes_per_s * THROUGHPUT_ALPHA
+        };
+        e.1 = domain;
+    }
+
+    /// The rate content is expected to go to `peer` at, bytes/s: as
+    /// measured to it, else the median of what was measured to other
+    /// nodes of `domain` (a domain's access link is shared), else `None`.
+    pub fn throughput(&self, peer: &NodeId, domain: Option<&Domain>) -> Option<f64> {
+        if let Some((r, _)) = self.throughput.get(peer) {
+            return Some(*r);
+        }
+        let domain = domain?;
+        let mut rates: Vec<f64> = self
+            .throughput
+            .values()
+            .filter(|(_, d)| d.as_ref().is_some_and(|d| d.is_within(domain)))
+            .map(|(r, _)| *r)
+            .collect();
+        if rates.is_empty() {
+            return None;
+        }
+        rates.sort_by(f64::total_cmp);
+        Some(rates[rates.len() / 2])
+    }
+
     /// The smoothed round-trip time to a peer, if measured.
     pub fn rtt(&self, peer: &NodeId) -> Option<Duration> {
         self.rtt.get(peer).copied()
@@ -408,6 +461,7 @@ impl View {
         for g in &gone {
             self.peers.remove(g);
             self.rtt.remove(g);
+            self.throughput.remove(g);
         }
         self.metrics.peers_expired += gone.len() as u64;
         self.summaries.expire(now);

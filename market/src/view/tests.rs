@@ -482,3 +482,69 @@ fn fresh_figures_of_a_vouched_signer_replace_the_oldest_held() {
         "the fresh figures count"
     );
 }
+
+/// A vouched summary of `domain` listing one contact (secret byte `c`),
+/// `cu` per node.
+fn held_summary(v: &mut View, signer: u8, domain: &str, cu: u64, c: u8) -> NodeId {
+    let kp = Keypair::from_secret([signer; 32]);
+    let contact = Keypair::from_secret([c; 32]).node_id();
+    let mut s = summary_of(
+        domain,
+        T0.0,
+        2,
+        vec![Contact {
+            node: contact,
+            addrs: vec![],
+        }],
+    );
+    s.stats.total_cu = ComputeUnits(2 * cu);
+    let held = v.on_summary(&sealed_summary(&kp, &s), T0).unwrap();
+    v.vouch(&held.domain, &held.signer);
+    contact
+}
+
+/// The demo's requester asked `us` and `us/a`, the same nodes twice, and
+/// never `eu/b`: a domain around or inside one already asked is passed
+/// over, and what is left unasked is named.
+#[test]
+fn gathering_asks_different_parts_of_the_network_and_names_those_it_left() {
+    let mut v = view();
+    let us = held_summary(&mut v, 1, "us", 4000, 11);
+    let us_a = held_summary(&mut v, 2, "us/a", 4000, 11);
+    let fr = held_summary(&mut v, 3, "eu/fr", 2000, 13);
+    held_summary(&mut v, 4, "ap/a", 1000, 14);
+    assert_eq!(us, us_a);
+    let need = crate::placement::example_need();
+    let (infos, unasked) = crate::placement::gather_explained(&v, &need, 2);
+    let asked: HashSet<NodeId> = infos.iter().map(|i| i.node).collect();
+    assert_eq!(asked, HashSet::from([us, fr]));
+    let unasked: Vec<String> = unasked.iter().map(ToString::to_string).collect();
+    assert_eq!(unasked, ["ap/a"]);
+}
+
+/// Throughput measured to a peer is its own; a peer never measured gets
+/// the median of its domain's, and nothing outside it.
+#[test]
+fn a_peer_never_measured_gets_its_domains_median_throughput() {
+    let mut v = view();
+    let peers: Vec<Keypair> = (1..=3).map(|i| Keypair::from_secret([i; 32])).collect();
+    for (i, kp) in peers.iter().enumerate() {
+        v.on_advert(&signed(kp, &advert(1, "eu/de"), T0), Some(kp.node_id()), T0)
+            .unwrap();
+        v.on_throughput(kp.node_id(), 1000.0 * (i + 1) as f64, false);
+    }
+    let de: Domain = "eu/de".parse().unwrap();
+    assert_eq!(v.throughput(&peers[0].node_id(), Some(&de)), Some(1000.0));
+    let stranger = Keypair::from_secret([9; 32]).node_id();
+    assert_eq!(v.throughput(&stranger, Some(&de)), Some(2000.0));
+    assert_eq!(v.throughput(&stranger, Some(&"us".parse().unwrap())), None);
+    assert_eq!(v.throughput(&stranger, None), None);
+    // Samples are smoothed, not replaced.
+    v.on_throughput(peers[0].node_id(), 3000.0, false);
+    assert_eq!(v.throughput(&peers[0].node_id(), None), Some(2000.0));
+    // A bound lowers it to the bound, and never raises it.
+    v.on_throughput(peers[0].node_id(), 500.0, true);
+    assert_eq!(v.throughput(&peers[0].node_id(), None), Some(500.0));
+    v.on_throughput(peers[0].node_id(), 9000.0, true);
+    assert_eq!(v.throughput(&peers[0].node_id(), None), Some(500.0));
+}

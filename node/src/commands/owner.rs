@@ -45,7 +45,8 @@ pub enum OwnerAction {
     Resume(ResumeCommand),
     /// Change the owner's limits, live: `max_temp=80`, `hours=22:00-07:00`,
     /// `weekdays=mon-fri`, `stop_on_battery=true`, `min_battery=30`,
-    /// `cpu_share=0.5` (per task), `max_cpu=1.5` (cores, all tasks);
+    /// `cpu_share=0.5` (per task), `max_cpu=1.5` (cores, all tasks),
+    /// `max_upload=10mbit` (content served to other nodes);
     /// `NAME=none` (or `=false`) lifts one. Kept across restarts, over the
     /// configuration's `[provider.limits]`.
     Set(SetCommand),
@@ -217,8 +218,15 @@ pub fn apply_changes(limits: &mut OwnerLimits, changes: &[String]) -> anyhow::Re
                     )
                 }
             }
+            "max_upload" => {
+                limits.max_upload = if none {
+                    None
+                } else {
+                    Some(value.parse().map_err(bad)?)
+                }
+            }
             _ => anyhow::bail!(
-                "{name:?} is not a limit (hours, weekdays, stop_on_battery, min_battery, max_temp, cpu_share, max_cpu)"
+                "{name:?} is not a limit (hours, weekdays, stop_on_battery, min_battery, max_temp, cpu_share, max_cpu, max_upload)"
             ),
         }
     }

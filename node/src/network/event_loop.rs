@@ -50,6 +50,13 @@ type InboundBatch = BoxFuture<
 /// Most queued commands handled before the outbox is sent.
 const MAX_DRAIN: usize = 512;
 
+/// Most large content responses timed at once (each an entry until it is
+/// flushed or fails).
+const MAX_TIMED_SENDS: usize = 256;
+
+/// A large response unsent after this long reports a bound on its rate.
+const SLOW_SEND: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -60,6 +67,9 @@ pub(crate) struct EventLoop {
     outbox: HashMap<PeerId, Vec<(MarketRequest, MarketWaiter)>>,
     inbound_batches: FuturesUnordered<InboundBatch>,
     pending_content: Pending<ContentResponse>,
+    /// Large content responses being sent: to whom, since when, how many
+    /// bytes (at most [`MAX_TIMED_SENDS`]).
+    sending: HashMap<request_response::InboundRequestId, (PeerId, Instant, usize)>,
     pending_providers: HashMap<kad::QueryId, PendingProviders>,
     stats: Stats,
     bootstrapped: bool,
@@ -157,6 +167,7 @@ impl EventLoop {
             outbox: HashMap::new(),
             inbound_batches: FuturesUnordered::new(),
             pending_content: HashMap::new(),
+            sending: HashMap::new(),
             pending_providers: HashMap::new(),
             stats: Stats::default(),
             bootstrapped: bootstrap.is_empty(),
@@ -278,6 +289,7 @@ impl EventLoop {
                 }
                 ev = self.swarm.select_next_some() => self.event(ev).await,
                 _ = redial.tick() => {
+                    self.bound_slow_sends();
                     self.heal();
                     self.trim();
                     self.reserve_relays();
@@ -285,6 +297,29 @@ impl EventLoop {
             }
         }
         tracing::debug!("network task stopped");
+    }
+
+    /// Tells the node how fast a large response went (see
+    /// [`Event::Throughput`]).
+    fn report_throughput(&self, (peer, since, len): (PeerId, Instant, usize), at_most: bool) {
+        let Some(to) = node(&peer) else { return };
+        let secs = since.elapsed().as_secs_f64().max(1e-6);
+        let _ = self.events.try_send(Event::Throughput {
+            peer: to,
+            bytes_per_s: len as f64 / secs,
+            at_most,
+        });
+    }
+
+    /// A large response still unsent after [`SLOW_SEND`] bounds the rate to
+    /// its peer before it ends: a link of 1 Mbit/s shows as such within
+    /// seconds of the first large transfer, not a minute later.
+    fn bound_slow_sends(&self) {
+        for sent in self.sending.values() {
+            if sent.1.elapsed() >= SLOW_SEND {
+                self.report_throughput(*sent, true);
+            }
+        }
     }
 
     /// A node that lost most of its peers (a partition healed, a restart of
@@ -439,7 +474,16 @@ impl EventLoop {
                 self.touch(peer);
             }
             Command::RespondContent { channel, response } => {
-                let _ = b.content.send_response(channel, response);
+                let len = match &response {
+                    ContentResponse::Found(blob) => blob.0.len(),
+                    ContentResponse::NotFound => 0,
+                };
+                if b.content.send_response(channel.channel, response).is_ok()
+                    && len >= super::MIN_THROUGHPUT_SAMPLE
+                    && self.sending.len() < MAX_TIMED_SENDS
+                {
+                    self.sending.insert(channel.id, (channel.peer, Instant::now(), len));
+                }
             }
             Command::AddAddress { peer, addr } => {
                 b.kad.add_address(&peer, addr.clone());
@@ -931,8 +975,17 @@ impl EventLoop {
         }
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request {
+                    request,
+                    channel,
+                    request_id,
+                } => {
                     let Some(from) = node(&peer) else { return };
+                    let channel = super::ContentReply {
+                        id: request_id,
+                        peer,
+                        channel,
+                    };
                     match self.events.try_send(Event::Content {
                         peer: from,
                         request,
@@ -945,7 +998,7 @@ impl EventLoop {
                                 .swarm
                                 .behaviour_mut()
                                 .content
-                                .send_response(channel, ContentResponse::NotFound);
+                                .send_response(channel.channel, ContentResponse::NotFound);
                         }
                         Err(_) => {}
                     }
@@ -966,8 +1019,18 @@ impl EventLoop {
                     let _ = reply.send(Err(request_error(&peer, error)));
                 }
             }
-            request_response::Event::InboundFailure { .. } => self.stats.inbound_failures += 1,
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::InboundFailure { request_id, .. } => {
+                // Not delivered in all that time: the rate is at most this.
+                if let Some(sent) = self.sending.remove(&request_id) {
+                    self.report_throughput(sent, true);
+                }
+                self.stats.inbound_failures += 1;
+            }
+            request_response::Event::ResponseSent { request_id, .. } => {
+                if let Some(sent) = self.sending.remove(&request_id) {
+                    self.report_throughput(sent, false);
+                }
+            }
         }
     }
 }

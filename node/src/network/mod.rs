@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use agora_protocol::rpc::{ContentRequest, ContentResponse, MarketRequest, MarketResponse};
 use agora_protocol::{Keypair, NodeId};
-use libp2p::request_response::ResponseChannel;
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -201,6 +201,19 @@ pub enum NetworkError {
     Dht(String),
 }
 
+/// Content responses smaller than this say too little about a link's
+/// rate (the connection's buffers swallow them whole), so they are not
+/// timed.
+pub const MIN_THROUGHPUT_SAMPLE: usize = 256 * 1024;
+
+/// Where the answer to a content request goes.
+#[derive(Debug)]
+pub struct ContentReply {
+    id: InboundRequestId,
+    peer: PeerId,
+    channel: ResponseChannel<ContentResponse>,
+}
+
 /// What the network tells the node.
 #[derive(Debug)]
 pub enum Event {
@@ -234,7 +247,19 @@ pub enum Event {
         /// The request.
         request: ContentRequest,
         /// Where the answer goes.
-        channel: ResponseChannel<ContentResponse>,
+        channel: ContentReply,
+    },
+    /// How fast content sent to a peer went: measured from handing a
+    /// response of at least [`MIN_THROUGHPUT_SAMPLE`] bytes to the swarm
+    /// until it was flushed to the connection.
+    Throughput {
+        /// The peer.
+        peer: NodeId,
+        /// Bytes per second.
+        bytes_per_s: f64,
+        /// Whether this is only a bound: a response still unsent (or
+        /// failed) after so long shows the rate is at most this.
+        at_most: bool,
     },
     /// A round-trip time measured by ping.
     Rtt {
@@ -358,7 +383,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<ContentResponse, NetworkError>>,
     },
     RespondContent {
-        channel: ResponseChannel<ContentResponse>,
+        channel: ContentReply,
         response: ContentResponse,
     },
     AddAddress {
@@ -591,11 +616,7 @@ impl Client {
     }
 
     /// Answers an inbound content request.
-    pub async fn respond_content(
-        &self,
-        channel: ResponseChannel<ContentResponse>,
-        response: ContentResponse,
-    ) {
+    pub async fn respond_content(&self, channel: ContentReply, response: ContentResponse) {
         let _ = self.send(Command::RespondContent { channel, response }).await;
     }
 

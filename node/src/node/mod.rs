@@ -14,6 +14,7 @@
 pub mod address_book;
 mod driver;
 mod host;
+mod pacer;
 pub(crate) mod records_view;
 mod work;
 
@@ -262,6 +263,7 @@ impl Node {
                 retention: config.provider.content_retention,
                 cap: config.provider.max_disk,
             },
+            upload: Arc::new(pacer::UploadPacer::default()),
         };
         let setup = Setup {
             keypair: keypair.clone(),
@@ -387,6 +389,8 @@ pub(crate) struct Shared {
     /// Where the advertised energy rate comes from.
     pub(crate) energy_source: EnergySource,
     pub(crate) disk: DiskPolicy,
+    /// Spaces the content served to others to the owner's `max_upload`.
+    pub(crate) upload: Arc<pacer::UploadPacer>,
 }
 
 /// How stored content is kept.

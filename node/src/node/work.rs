@@ -132,10 +132,13 @@ pub(crate) async fn send_with_content(
 pub(crate) async fn serve_content(
     sh: Shared,
     request: ContentRequest,
-    channel: libp2p::request_response::ResponseChannel<ContentResponse>,
+    channel: crate::network::ContentReply,
 ) -> Done {
     let resp = match sh.store.content().get(&request.id).await {
-        Ok(Some(b)) => ContentResponse::Found(Blob(b)),
+        Ok(Some(b)) => {
+            sh.upload.wait(b.len()).await;
+            ContentResponse::Found(Blob(b))
+        }
         _ => ContentResponse::NotFound,
     };
     sh.net.respond_content(channel, resp).await;

@@ -207,6 +207,7 @@ impl DemoCommand {
             "all nodes see each other ({} ms after the last one started)",
             took.as_millis()
         );
+        net.print_links();
         if !self.json {
             let mut t =
                 Table::new(&["node", "role", "domain", "cpu share", "measured CU/slot"]).with_right(&[3, 4]);

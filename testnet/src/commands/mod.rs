@@ -30,7 +30,8 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
 /// CPU shares of a heterogeneous testnet, in turn.
 pub const SHARES: &[f64] = &[1.0, 0.5, 0.25];
 
-/// `--netns` and `--delay`, shared by the commands that start processes.
+/// `--netns` and the links between its domains, shared by the commands
+/// that start processes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NetnsArgs {
     /// Run every node in its own network namespace, joined by veth pairs
@@ -38,10 +39,24 @@ pub struct NetnsArgs {
     /// partitions. Needs root and iproute2.
     #[arg(long)]
     pub netns: bool,
-    /// One-way delay between domains with --netns (tc netem), e.g. `20ms`;
-    /// `0ms` for none.
-    #[arg(long, default_value = "20ms", value_name = "DURATION", value_parser = parse_duration, requires = "netns")]
-    pub delay: Duration,
+    /// One-way delay (each way) between domains with --netns: `20ms` for
+    /// every pair, or `eu/a:us/a=80ms` for the domains within two prefixes
+    /// (the most specific wins). Repeatable. Applied by the lab's own
+    /// forwarder (no netem needed); the testnet prints what it measured.
+    #[arg(long, value_name = "[A:B=]DURATION", requires = "netns")]
+    pub delay: Vec<String>,
+    /// Jitter added to the delay, uniformly within ± this, as --delay
+    /// (`5ms` or `eu/a:us/a=5ms`). A flow is never reordered.
+    #[arg(long, value_name = "[A:B=]DURATION", requires = "netns")]
+    pub jitter: Vec<String>,
+    /// Packet loss between domains, as --delay (`1%` or `eu/a:us/a=0.5%`).
+    #[arg(long, value_name = "[A:B=]PERCENT", requires = "netns")]
+    pub loss: Vec<String>,
+    /// A domain's access link rate, each way, for traffic to and from
+    /// other domains: `eu/b=1mbit` (kbit, mbit, gbit). Repeatable. A
+    /// packet waits at most 200 ms for the link, then is dropped.
+    #[arg(long, value_name = "DOMAIN=RATE", requires = "netns")]
+    pub bandwidth: Vec<String>,
     /// With --netns, put this many domains (after the first, the bootstrap
     /// node's) each behind its own NAT router (nftables masquerade): their
     /// nodes can dial out but are reached only through relays or punched
@@ -95,6 +110,24 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl NetnsArgs {
+    /// The links asked for.
+    pub fn shaping(&self) -> anyhow::Result<crate::netns::Shaping> {
+        let mut s = crate::netns::Shaping::default();
+        for d in &self.delay {
+            s.add_delay(d).context("--delay")?;
+        }
+        for j in &self.jitter {
+            s.add_jitter(j).context("--jitter")?;
+        }
+        for l in &self.loss {
+            s.add_loss(l).context("--loss")?;
+        }
+        for b in &self.bandwidth {
+            s.add_bandwidth(b).context("--bandwidth")?;
+        }
+        Ok(s)
+    }
+
     /// A testnet in `dir` whose nodes run `agora`, in namespaces if asked.
     /// Prints what the lab could not do (a kernel without netem).
     pub fn testnet(
@@ -107,8 +140,7 @@ impl NetnsArgs {
         if !self.netns {
             return Ok(net);
         }
-        let delay = (!self.delay.is_zero()).then_some(self.delay);
-        let lab = Lab::new(delay)?.with_nat(self.nat)?;
+        let lab = Lab::new(self.shaping()?)?.with_nat(self.nat)?;
         if !quiet && self.nat > 0 {
             eprintln!(
                 "netns: {} domain(s) after the first each behind its own NAT router",
@@ -116,12 +148,14 @@ impl NetnsArgs {
             );
         }
         if !quiet {
-            match (lab.delay(), lab.delay_note()) {
-                (_, Some(note)) => eprintln!("warning: {note}"),
-                (Some(d), None) => {
-                    eprintln!("netns: every node in its own namespace; {d:?} each way between domains")
+            let links = lab.shaping().describe();
+            if links.is_empty() {
+                eprintln!("netns: every node in its own namespace; no delay between domains");
+            } else {
+                eprintln!("netns: every node in its own namespace; links between domains:");
+                for l in links {
+                    eprintln!("  {l}");
                 }
-                (None, None) => eprintln!("netns: every node in its own namespace; no delay between domains"),
             }
         }
         Ok(net.with_lab(lab))

@@ -16,8 +16,8 @@ use crate::signal;
 ///
 /// Every node has its own data dir (identity, store, `node.json`, `node.log`)
 /// under DIR, its own ports, and the idle policy off. With `--netns`, every
-/// node runs in its own network namespace on its own address, with
-/// `--delay` between domains.
+/// node runs in its own network namespace on its own address, with the
+/// `--delay`, `--jitter`, `--loss` and `--bandwidth` asked between domains.
 #[derive(Debug, clap::Args)]
 pub struct UpCommand {
     /// Nodes to start.
@@ -110,6 +110,7 @@ impl UpCommand {
             net.wait_converged(Duration::from_secs(60)).await
         })
         .await?;
+        net.print_links();
         for n in net.nodes() {
             let dashboard = n.dashboard_url().await?;
             if self.json {

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use agora_testnet::netns::{self, Lab};
+use agora_testnet::netns::{self, Lab, Shaping};
 use agora_testnet::process::{NodeSpec, Testnet};
 
 #[test]
@@ -19,7 +19,7 @@ fn a_domain_cut_off_by_the_router_leaves_the_view_runs_its_own_jobs_and_comes_ba
     crate::runtime().block_on(async {
         let agora = agora_testnet::artifacts::agora_binary().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let lab = Lab::new(None).unwrap();
+        let lab = Lab::new(Shaping::default()).unwrap();
         let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
         net.start_all(vec![
             NodeSpec::provider("eu/a"),
@@ -161,7 +161,7 @@ fn two_providers_behind_their_own_nat_do_a_replicated_job_with_public_ones() {
         let agora = agora_testnet::artifacts::agora_binary().unwrap();
         let modules = agora_testnet::artifacts::example_modules().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let lab = Lab::new(None).unwrap().with_nat(2).unwrap();
+        let lab = Lab::new(Shaping::default()).unwrap().with_nat(2).unwrap();
         let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
         net.start_all(vec![
             NodeSpec::provider("eu/pub").with_slots(1),
@@ -332,4 +332,129 @@ fn a_relay_killed_mid_job_leaves_its_providers_reached_through_the_other() {
     ] {
         assert!(held.iter().any(|c| c.contains(must)), "{must}: {r}");
     }
+}
+
+/// Real delays without netem: the lab's own forwarder holds packets
+/// between domains for the pair's delay, and a shaped domain's traffic to
+/// and from the others goes at its rate, each way; measured by round trips
+/// and bulk transfers between the hosts' namespaces (no nodes needed).
+#[test]
+fn the_labs_links_have_the_delay_and_rate_they_were_given() {
+    if !netns::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    let _turn = crate::serial();
+    let mut shaping = Shaping::default();
+    shaping.add_delay("eu/a:us/a=40ms").unwrap();
+    shaping.add_bandwidth("eu/b=1mbit").unwrap();
+    let lab = Lab::new(shaping).unwrap();
+    for (i, d) in ["eu/a", "us/a", "eu/b"].iter().enumerate() {
+        lab.host(i, d).unwrap();
+    }
+    let far = lab.probe("eu/a", "us/a").unwrap();
+    let near = lab.probe("eu/a", "eu/b").unwrap();
+    let up = lab.probe("eu/b", "eu/a").unwrap();
+    let free = lab.probe("us/a", "eu/b").unwrap();
+    for p in [&far, &near, &up, &free] {
+        eprintln!("{p}");
+    }
+    // 40 ms each way.
+    assert!((80.0..90.0).contains(&far.rtt_median_ms), "{far}");
+    // Unshaped, undelayed: fast, and far more than the shaped link.
+    assert!(near.rtt_median_ms < 10.0, "{near}");
+    // 1 Mbit/s each way, within 15 %.
+    for p in [&near, &up] {
+        assert!((0.85..1.15).contains(&p.bulk_mbit_s), "{p}");
+    }
+    // The far pair is not shaped: the forwarder passes well over 1 Mbit/s
+    // even at 80 ms.
+    assert!(far.bulk_mbit_s > 5.0, "{far}");
+    let (forwarded, lost, _) = lab.forwarded().unwrap();
+    assert!(forwarded > 1000, "{forwarded} packets forwarded");
+    assert_eq!(lost, 0);
+}
+
+/// The white paper's latency-aware placement on a network with real
+/// delays: a requester with one domain 5 ms away (round trip) and one
+/// 80 ms away, of equal capacity. Interactive tasks with a 20 ms deadline
+/// run near; batch tasks, where the round trip does not count, go to both.
+#[test]
+fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_over_both() {
+    if !netns::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    use agora_protocol::market::LatencyClass;
+    use agora_testnet::job::{self, Params};
+    let _turn = crate::serial();
+    crate::runtime().block_on(async {
+        let agora = agora_testnet::artifacts::agora_binary().unwrap();
+        let modules = agora_testnet::artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut shaping = Shaping::default();
+        shaping.add_delay("eu/a:eu/b=2ms").unwrap();
+        shaping.add_delay("eu/a:us/a=40ms").unwrap();
+        let lab = Lab::new(shaping).unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
+        net.start_all(vec![
+            NodeSpec::requester("eu/a"),
+            NodeSpec::provider("eu/b").with_slots(2),
+            NodeSpec::provider("eu/b").with_slots(2),
+            NodeSpec::provider("us/a").with_slots(2),
+            NodeSpec::provider("us/a").with_slots(2),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let links = net.print_links();
+        assert_eq!(links.len(), 2, "{links:?}");
+        let near: HashSet<_> = [net.node(1).id(), net.node(2).id()].into();
+        let requester = net.node(0).client.clone();
+        let noop = modules.read("noop").unwrap();
+
+        // A first batch job connects the requester to every provider, so
+        // that it has measured each round trip.
+        let batch = Params::default();
+        let (_, warm) = job::run(&requester, &noop, None, &agora_testnet::workload::noop::inputs(8), &batch)
+            .await
+            .unwrap();
+        assert_eq!(warm.counts.verified, 8);
+
+        let interactive = Params {
+            deadline: Duration::from_millis(20),
+            class: LatencyClass::Interactive,
+            ..Params::default()
+        };
+        let tasks = agora_testnet::workload::noop::inputs(40);
+        let (_, status) = job::run(&requester, &noop, None, &tasks, &interactive)
+            .await
+            .unwrap();
+        let ran_near: usize = status
+            .providers
+            .iter()
+            .filter(|p| near.contains(&p.peer_id))
+            .map(|p| p.verified)
+            .sum();
+        let verified: usize = status.providers.iter().map(|p| p.verified).sum();
+        eprintln!("interactive, 20 ms deadline: {ran_near} of {verified} verified copies ran in the near domain");
+        assert_eq!(status.counts.verified, 40, "{:?}", status.error);
+        assert!(ran_near * 10 >= verified * 9, "{ran_near} of {verified} near");
+
+        let (_, status) = job::run(&requester, &noop, None, &tasks, &batch).await.unwrap();
+        let ran_near: usize = status
+            .providers
+            .iter()
+            .filter(|p| near.contains(&p.peer_id))
+            .map(|p| p.verified)
+            .sum();
+        let verified: usize = status.providers.iter().map(|p| p.verified).sum();
+        eprintln!("batch: {ran_near} of {verified} verified copies ran in the near domain");
+        assert_eq!(status.counts.verified, 40);
+        assert!(
+            ran_near * 5 >= verified && ran_near * 5 <= verified * 4,
+            "batch work goes to both domains: {ran_near} of {verified} near"
+        );
+        net.stop();
+    });
 }

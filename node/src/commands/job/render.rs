@@ -67,6 +67,14 @@ pub(super) fn render_decision(d: &Decision, out: &mut String) {
             out.push_str(&format!("    {}  {why}\n", n.short()));
         }
     }
+    if !d.unasked.is_empty() {
+        let names: Vec<String> = d.unasked.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "  not asked ({}; ranked below the domains tried, by free capacity, round trip and price): {}\n",
+            names.len(),
+            names.join(", ")
+        ));
+    }
 }
 
 /// `*` on the provider a decision chose.

@@ -775,6 +775,7 @@ mod tests {
                 offers: vec![],
                 declined: vec![],
                 chosen: None,
+                unasked: vec![],
             }],
         }];
         let v = plan_json(&plan);

@@ -44,6 +44,11 @@ impl Driver {
                 self.tasks.spawn(work::serve_content(sh, request, channel));
             }
             Event::Rtt { peer, rtt } => self.engine.on_rtt(peer, rtt),
+            Event::Throughput {
+                peer,
+                bytes_per_s,
+                at_most,
+            } => self.engine.on_throughput(peer, bytes_per_s, at_most),
             Event::Connected { peer } => self.engine.on_connected(peer),
             Event::Disconnected { peer } => self.engine.on_disconnected(peer),
             Event::Subscribed { peer, topic } => self.engine.on_subscribed(peer, &topic),

@@ -330,8 +330,9 @@ impl Driver {
 
     /// The share of a core each running task gets: the owner's per-task
     /// share, cut so that all running tasks together stay within their
-    /// total cap, applied to runs under way at their next epoch tick.
-    fn apply_cpu_limits(&mut self) {
+    /// total cap, applied to runs under way at their next epoch tick; and
+    /// the pace of the content served to others (`max_upload`).
+    fn apply_rate_limits(&mut self) {
         let p = self.engine.provider();
         let limits = p.limits().limits();
         let running = p.load() - p.queued();
@@ -344,6 +345,7 @@ impl Driver {
             self.task_share = share;
             self.sh.executor.set_cpu_share(share / self.slowdown);
         }
+        self.sh.upload.set(limits.max_upload.map(|r| r.0));
     }
 
     /// Sends each running task's requester what its guest wrote to stderr
@@ -409,7 +411,7 @@ impl Driver {
         // Paused by the owner or held by a limit: running tasks park at
         // their next epoch tick, and go on where they stopped after.
         self.sh.executor.suspend(self.engine.suspends());
-        self.apply_cpu_limits();
+        self.apply_rate_limits();
         for out in turn.now {
             self.carry_out(out);
         }

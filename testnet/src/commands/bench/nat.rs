@@ -41,7 +41,7 @@ use anyhow::{Context, bail};
 
 use crate::artifacts::Modules;
 use crate::job::{self, Params};
-use crate::netns::{self, Lab};
+use crate::netns::{self, Lab, Shaping};
 use crate::process::{NodeSpec, Testnet};
 use crate::report::percentile;
 use crate::workload::noop;
@@ -119,13 +119,13 @@ pub(super) async fn measure(
             "NAT routers need the nft tool (apt-get install nftables)",
         ));
     }
-    let lab = Lab::new(None)?.with_nat(2)?;
+    let lab = Lab::new(Shaping::default())?.with_nat(2)?;
     let mut net = Testnet::new(agora.clone(), &dir.join("ports-kept"))?.with_lab(lab);
     let result = run(&mut net, modules, rounds).await;
     net.stop();
     drop(net);
     let mut samples = result?;
-    let lab = Lab::new(None)?.with_nat(2)?.with_symmetric_nat();
+    let lab = Lab::new(Shaping::default())?.with_nat(2)?.with_symmetric_nat();
     let mut net = Testnet::new(agora, &dir.join("symmetric"))?.with_lab(lab);
     let result = symmetric(&mut net, modules, rounds.min(5)).await;
     net.stop();

@@ -13,10 +13,15 @@
 //! ```
 //!
 //! * Nodes of one domain share a bridge: their traffic never leaves it.
-//! * Traffic between domains is routed by the hub, and the hub delays it
-//!   with `tc netem` on each domain bridge (routed packets pass the
-//!   bridge's own queue; bridged ones do not), so a packet between two
-//!   domains is delayed once each way: round-trip time ≈ 2 × delay.
+//! * Traffic between domains is routed by the hub. When the lab shapes
+//!   links ([`Shaping`]: `--delay`, `--jitter`, `--loss`, `--bandwidth`),
+//!   the hub routes every packet between two domains through a TUN device
+//!   (`agd`, policy table 200) to the [`forwarder`], which holds it for the
+//!   pair's delay and the access links' rates and writes it back; what
+//!   comes back in from the device is routed normally (rule `iif agd`).
+//!   The kernel here has no `sch_netem`, and this needs none. A delay is
+//!   one way, each way: round-trip time ≈ 2 × delay. Traffic inside a
+//!   domain is bridged and never delayed, and the control link never is.
 //! * A partition is two policy rules in the hub (`from` and `to` the
 //!   domain's subnet: blackhole): packets are dropped silently, as on a cut
 //!   link, while the control link to the root namespace — how the testnet
@@ -41,9 +46,22 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+pub mod forwarder;
+pub mod probe;
+pub mod shaping;
+
+pub use probe::Probe;
+pub use shaping::Shaping;
+
+use forwarder::Forwarder;
+
+/// The TUN device of the forwarder, in the hub.
+const TUN: &str = "agd";
+/// The policy table that sends traffic between domains to [`TUN`].
+const TUN_TABLE: &str = "200";
 
 /// Prefix of everything a lab creates (namespaces, the root-side veth).
 const PREFIX: &str = "agtn";
@@ -76,8 +94,9 @@ struct State {
 pub struct Lab {
     tag: String,
     octet: u8,
-    delay: Option<Duration>,
-    netem: bool,
+    shaping: Shaping,
+    /// Running when `shaping` is not empty; dropped before the namespaces.
+    forwarder: Option<Forwarder>,
     /// How many domains, after the first, go behind their own NAT.
     nat: usize,
     /// Whether the routers map each connection to a random port
@@ -124,10 +143,9 @@ fn collect_stale() {
 }
 
 impl Lab {
-    /// Creates the hub and the control link. `delay` is the one-way delay
-    /// between domains; if the kernel has no `sch_netem`, the lab works
-    /// without it and [`Lab::delay`] says so.
-    pub fn new(delay: Option<Duration>) -> anyhow::Result<Lab> {
+    /// Creates the hub and the control link, and the delay forwarder if
+    /// `shaping` shapes anything.
+    pub fn new(shaping: Shaping) -> anyhow::Result<Lab> {
         if !is_root() {
             bail!("--netns needs root (it creates network namespaces and veth pairs)");
         }
@@ -135,20 +153,113 @@ impl Lab {
         collect_stale();
         let tag = format!("{PREFIX}{}", std::process::id());
         let octet = free_octet()?;
-        let lab = Lab {
+        let mut lab = Lab {
             tag,
             octet,
-            delay,
-            netem: false,
+            shaping,
+            forwarder: None,
             nat: 0,
             symmetric: false,
             state: Mutex::new(State::default()),
         };
         lab.create_hub()
             .with_context(|| format!("cannot create the namespaces of {}", lab.tag))?;
-        let mut lab = lab;
-        lab.netem = delay.is_some() && lab.netem_works();
+        if !lab.shaping.is_empty() {
+            lab.forwarder = Some(
+                lab.start_forwarder()
+                    .context("cannot start the delay forwarder (it needs the kernel's TUN driver)")?,
+            );
+        }
         Ok(lab)
+    }
+
+    /// Creates the TUN device in the hub and routes every packet between
+    /// two domains through it: after the control rules (50, 51) and the
+    /// cuts (100 + 2k), so that control traffic is never delayed and a
+    /// cut domain stays cut.
+    fn start_forwarder(&self) -> anyhow::Result<Forwarder> {
+        let hub = self.hub();
+        // Packets come back in on the device with their original sources,
+        // which the reverse-path filter would take for spoofed.
+        for conf in ["all", "default"] {
+            sysctl(&hub, &format!("net.ipv4.conf.{conf}.rp_filter=0"))?;
+        }
+        let scheduler = shaping::Scheduler::new(self.shaping.clone());
+        let fwd = Forwarder::start(&hub, TUN, self.octet, scheduler)?;
+        sysctl(&hub, &format!("net.ipv4.conf.{TUN}.rp_filter=0"))?;
+        run(&["-n", &hub, "link", "set", TUN, "up"])?;
+        run(&[
+            "-n", &hub, "route", "add", "default", "dev", TUN, "table", TUN_TABLE,
+        ])?;
+        let lab_net = format!("10.{}.0.0/16", self.octet);
+        run(&[
+            "-n", &hub, "rule", "add", "iif", TUN, "lookup", "main", "priority", "900",
+        ])?;
+        run(&[
+            "-n", &hub, "rule", "add", "from", &lab_net, "to", &lab_net, "lookup", TUN_TABLE, "priority",
+            "901",
+        ])?;
+        Ok(fwd)
+    }
+
+    /// What the lab shapes.
+    pub fn shaping(&self) -> &Shaping {
+        &self.shaping
+    }
+
+    /// Packets the forwarder put back, lost and dropped for a full buffer
+    /// so far.
+    pub fn forwarded(&self) -> Option<(u64, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.forwarder.as_ref().map(|f| {
+            let c = &f.counters;
+            (
+                c.forwarded.load(Relaxed),
+                c.lost.load(Relaxed),
+                c.overflowed.load(Relaxed),
+            )
+        })
+    }
+
+    /// Measures round trips and bulk throughput from a host of domain
+    /// `from` to one of domain `to` (each must have a node already).
+    pub fn probe(&self, from: &str, to: &str) -> anyhow::Result<Probe> {
+        let (a, b) = {
+            let st = self.state();
+            let first = |domain: &str| -> anyhow::Result<Host> {
+                let k = subnet_index(&st, domain)?;
+                let net = format!("10.{}.{k}.", self.octet);
+                st.hosts
+                    .iter()
+                    .filter(|(_, h)| h.ip.starts_with(&net))
+                    .min_by_key(|(i, _)| **i)
+                    .map(|(_, h)| h.clone())
+                    .with_context(|| format!("no node runs in domain {domain}"))
+            };
+            (first(from)?, first(to)?)
+        };
+        probe::probe((from, &a.netns), (to, &b.netns, &b.ip))
+    }
+
+    /// Probes every pair of domains in use that the shaping touches, both
+    /// ways when a domain's bandwidth is shaped.
+    pub fn check_links(&self) -> Vec<anyhow::Result<Probe>> {
+        let domains = self.state().domains.clone();
+        let mut out = Vec::new();
+        for (i, x) in domains.iter().enumerate() {
+            for y in &domains[i + 1..] {
+                let link = self.shaping.link(x, y);
+                let rated = self.shaping.rate(x).is_some() || self.shaping.rate(y).is_some();
+                if link.is_none() && !rated {
+                    continue;
+                }
+                out.push(self.probe(x, y));
+                if rated {
+                    out.push(self.probe(y, x));
+                }
+            }
+        }
+        out
     }
 
     fn hub(&self) -> String {
@@ -317,37 +428,6 @@ impl Lab {
         Ok(())
     }
 
-    fn netem_works(&self) -> bool {
-        let hub = self.hub();
-        let probe = "probe";
-        if run(&["-n", &hub, "link", "add", probe, "type", "dummy"]).is_err() {
-            return false;
-        }
-        let ok = tc(
-            &hub,
-            &["qdisc", "add", "dev", probe, "root", "netem", "delay", "1ms"],
-        )
-        .is_ok();
-        let _ = run(&["-n", &hub, "link", "del", probe]);
-        ok
-    }
-
-    /// The one-way delay between domains actually applied: `None` when
-    /// none was asked for or the kernel has no `sch_netem`.
-    pub fn delay(&self) -> Option<Duration> {
-        if self.netem { self.delay } else { None }
-    }
-
-    /// Why the asked delay is not applied, if it is not.
-    pub fn delay_note(&self) -> Option<String> {
-        match (self.delay, self.netem) {
-            (Some(d), false) => Some(format!(
-                "the kernel has no sch_netem (tc netem): the {d:?} delay between domains is not applied; partitions still are"
-            )),
-            _ => None,
-        }
-    }
-
     fn subnet_of(&self, st: &mut State, domain: &str) -> anyhow::Result<usize> {
         if let Some(i) = st.domains.iter().position(|d| d == domain) {
             return Ok(i + 1);
@@ -374,16 +454,11 @@ impl Lab {
             &br,
         ])?;
         run(&["-n", &hub, "link", "set", &br, "up"])?;
-        if self.netem
-            && let Some(d) = self.delay
-        {
-            let us = format!("{}us", d.as_micros());
-            tc(
-                &hub,
-                &[
-                    "qdisc", "add", "dev", &br, "root", "netem", "delay", &us, "limit", "100000",
-                ],
-            )?;
+        if let Some(f) = &self.forwarder {
+            f.scheduler
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .name(k, domain);
         }
         Ok(k)
     }
@@ -494,6 +569,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.forwarder.take();
         let st = self.state();
         for h in st.hosts.values() {
             let _ = run(&["netns", "del", &h.netns]);
@@ -555,22 +631,6 @@ pub fn nft_available() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-fn tc(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "tc"])
-        .args(args)
-        .output()
-        .context("cannot run tc")?;
-    if !out.status.success() {
-        bail!(
-            "tc {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 fn is_root() -> bool {
