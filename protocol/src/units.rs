@@ -407,7 +407,10 @@ pub fn parse_rate(s: &str) -> Result<u64, UnitParseError> {
         .iter()
         .find_map(|(u, k)| v.strip_suffix(u).map(|n| (n, *k)))
         .ok_or_else(|| bad("needs a unit: kbit, mbit or gbit (e.g. 1mbit)"))?;
-    let n: f64 = n.trim().parse().map_err(|_| bad("needs a number before its unit"))?;
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| bad("needs a number before its unit"))?;
     let bits = (n * scale).round();
     if !(1e3..=100e9).contains(&bits) {
         return Err(bad("must be between 1kbit and 100gbit"));

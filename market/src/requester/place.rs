@@ -628,7 +628,10 @@ impl Requester {
         let mut reserved = Vec::new();
         for idx in order {
             let Candidates {
-                ok, excluded, unasked, ..
+                ok,
+                excluded,
+                unasked,
+                ..
             } = self.candidates(&job, idx, now, view);
             let chosen = ok.first().map(|s| s.node);
             if let Some(best) = ok.first() {

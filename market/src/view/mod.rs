@@ -404,11 +404,15 @@ impl View {
         if !self.throughput.contains_key(&peer) && self.throughput.len() >= MAX_THROUGHPUT_PEERS {
             return;
         }
-        let domain = self.peers.get(&peer).map(|p| p.advert.domain.clone()).or_else(|| {
-            self.summaries()
-                .find(|h| h.summary.contacts.iter().any(|c| c.node == peer))
-                .map(|h| h.summary.domain.clone())
-        });
+        let domain = self
+            .peers
+            .get(&peer)
+            .map(|p| p.advert.domain.clone())
+            .or_else(|| {
+                self.summaries()
+                    .find(|h| h.summary.contacts.iter().any(|c| c.node == peer))
+                    .map(|h| h.summary.domain.clone())
+            });
         let e = self.throughput.entry(peer).or_insert((bytes_per_s, None));
         e.0 = if at_most {
             e.0.min(bytes_per_s)

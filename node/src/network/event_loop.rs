@@ -482,7 +482,8 @@ impl EventLoop {
                     && len >= super::MIN_THROUGHPUT_SAMPLE
                     && self.sending.len() < MAX_TIMED_SENDS
                 {
-                    self.sending.insert(channel.id, (channel.peer, Instant::now(), len));
+                    self.sending
+                        .insert(channel.id, (channel.peer, Instant::now(), len));
                 }
             }
             Command::AddAddress { peer, addr } => {

@@ -20,7 +20,10 @@ pub(crate) struct UploadPacer {
 impl UploadPacer {
     /// Sets the rate, bits per second; `None` lifts it.
     pub(crate) fn set(&self, rate: Option<u64>) {
-        let mut g = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if g.0 != rate {
             *g = (rate, None);
         }
@@ -28,7 +31,10 @@ impl UploadPacer {
 
     /// Books `len` bytes arriving `now`: when they may start.
     pub(crate) fn book(&self, len: usize, now: Instant) -> Instant {
-        let mut g = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(rate) = g.0.filter(|r| *r > 0) else {
             return now;
         };

@@ -387,6 +387,7 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
     }
     use agora_protocol::market::LatencyClass;
     use agora_testnet::job::{self, Params};
+    use agora_testnet::workload::primes;
     let _turn = crate::serial();
     crate::runtime().block_on(async {
         let agora = agora_testnet::artifacts::agora_binary().unwrap();
@@ -399,10 +400,10 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
         let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
         net.start_all(vec![
             NodeSpec::requester("eu/a"),
-            NodeSpec::provider("eu/b").with_slots(2),
-            NodeSpec::provider("eu/b").with_slots(2),
-            NodeSpec::provider("us/a").with_slots(2),
-            NodeSpec::provider("us/a").with_slots(2),
+            NodeSpec::provider("eu/b").with_slots(1),
+            NodeSpec::provider("eu/b").with_slots(1),
+            NodeSpec::provider("us/a").with_slots(1),
+            NodeSpec::provider("us/a").with_slots(1),
         ])
         .await
         .unwrap();
@@ -416,9 +417,15 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
         // A first batch job connects the requester to every provider, so
         // that it has measured each round trip.
         let batch = Params::default();
-        let (_, warm) = job::run(&requester, &noop, None, &agora_testnet::workload::noop::inputs(8), &batch)
-            .await
-            .unwrap();
+        let (_, warm) = job::run(
+            &requester,
+            &noop,
+            None,
+            &agora_testnet::workload::noop::inputs(8),
+            &batch,
+        )
+        .await
+        .unwrap();
         assert_eq!(warm.counts.verified, 8);
 
         let interactive = Params {
@@ -437,11 +444,25 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
             .map(|p| p.verified)
             .sum();
         let verified: usize = status.providers.iter().map(|p| p.verified).sum();
-        eprintln!("interactive, 20 ms deadline: {ran_near} of {verified} verified copies ran in the near domain");
+        eprintln!(
+            "interactive, 20 ms deadline: {ran_near} of {verified} verified copies ran in the near domain"
+        );
         assert_eq!(status.counts.verified, 40, "{:?}", status.error);
         assert!(ran_near * 10 >= verified * 9, "{ran_near} of {verified} near");
 
-        let (_, status) = job::run(&requester, &noop, None, &tasks, &batch).await.unwrap();
+        // Batch work of some 300 ms of CPU a task: the far domain's slots
+        // are worth their round trips, and both domains run it, right.
+        let ranges = primes::even(16, 1_000_000_000, 20_000);
+        let primes_wasm = modules.read("primes").unwrap();
+        let (id, status) = job::run(
+            &requester,
+            &primes_wasm,
+            None,
+            &primes::trial_inputs(&ranges),
+            &batch,
+        )
+        .await
+        .unwrap();
         let ran_near: usize = status
             .providers
             .iter()
@@ -449,12 +470,128 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
             .map(|p| p.verified)
             .sum();
         let verified: usize = status.providers.iter().map(|p| p.verified).sum();
-        eprintln!("batch: {ran_near} of {verified} verified copies ran in the near domain");
-        assert_eq!(status.counts.verified, 40);
+        eprintln!(
+            "batch: {ran_near} of {verified} verified copies ran in the near domain ({} ms)",
+            status.wall_ms
+        );
+        assert_eq!(status.counts.verified, 16);
         assert!(
             ran_near * 5 >= verified && ran_near * 5 <= verified * 4,
             "batch work goes to both domains: {ran_near} of {verified} near"
         );
+        let outputs = job::outputs(&requester, &id).await.unwrap();
+        for ((lo, hi), (_, got)) in ranges.iter().zip(&outputs) {
+            assert_eq!(got, &primes::output(*lo, *hi), "[{lo}, {hi})");
+        }
+        net.stop();
+    });
+}
+
+/// Placement by measured bandwidth: `eu/b`'s access link shaped to
+/// 1 Mbit/s. Small inputs: the shaping makes no difference, both domains
+/// run the work. 8 MiB inputs: the first transfer to `eu/b` shows the
+/// link's rate within seconds, and the tasks run elsewhere.
+#[test]
+fn tasks_with_large_inputs_avoid_a_domain_behind_a_slow_link_and_small_ones_do_not() {
+    if !netns::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    use agora_testnet::job::{self, Params};
+    use agora_testnet::workload::{TaskInput, primes};
+    let _turn = crate::serial();
+    crate::runtime().block_on(async {
+        let agora = agora_testnet::artifacts::agora_binary().unwrap();
+        let modules = agora_testnet::artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut shaping = Shaping::default();
+        shaping.add_bandwidth("eu/b=1mbit").unwrap();
+        let lab = Lab::new(shaping).unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap().with_lab(lab);
+        net.start_all(vec![
+            NodeSpec::requester("eu/a"),
+            NodeSpec::provider("eu/b").with_slots(1),
+            NodeSpec::provider("eu/b").with_slots(1),
+            NodeSpec::provider("eu/c").with_slots(1),
+            NodeSpec::provider("eu/c").with_slots(1),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        net.print_links();
+        let slow: HashSet<_> = [net.node(1).id(), net.node(2).id()].into();
+        let requester = net.node(0).client.clone();
+        let share_slow = |status: &agora_node::api::JobStatus| {
+            let on_slow: usize = status
+                .providers
+                .iter()
+                .filter(|p| slow.contains(&p.peer_id))
+                .map(|p| p.verified)
+                .sum();
+            let all: usize = status.providers.iter().map(|p| p.verified).sum();
+            (on_slow, all)
+        };
+
+        // The module (110 KB, a second over the shaped link) reaches every
+        // provider first: one task run by all four.
+        let primes_wasm = modules.read("primes").unwrap();
+        let warm = Params {
+            replicas: 4,
+            ..Params::default()
+        };
+        let one = primes::trial_inputs(&primes::even(1, 1_000_000, 1_000));
+        job::run(&requester, &primes_wasm, None, &one, &warm)
+            .await
+            .unwrap();
+
+        // Inputs of a few dozen bytes, some 500 ms of CPU each.
+        let ranges = primes::even(24, 1_000_000_000, 100_000);
+        let (small_id, small) = job::run(
+            &requester,
+            &primes_wasm,
+            None,
+            &primes::trial_inputs(&ranges),
+            &Params::default(),
+        )
+        .await
+        .unwrap();
+        let (on_slow, all) = share_slow(&small);
+        eprintln!("small inputs: {on_slow} of {all} copies behind the 1 Mbit/s link");
+        if on_slow * 4 < all {
+            let ex = requester.explain(&small_id).await.unwrap();
+            eprintln!("{}", serde_json::to_string_pretty(&ex.tasks[6..8]).unwrap());
+            eprintln!("slow: {slow:?}");
+        }
+        assert_eq!(small.counts.verified, 24);
+        assert!(
+            on_slow * 10 >= all * 3 && on_slow * 10 <= all * 7,
+            "small inputs go to both domains alike: {on_slow} of {all}"
+        );
+
+        // 8 MiB inputs, each its own: 67 s each over the shaped link. The
+        // deadline (10 s) ends the first copies sent there.
+        let inputs: Vec<TaskInput> = (0..12u8)
+            .map(|i| TaskInput {
+                name: format!("big-{i:02}"),
+                bytes: (0..8usize << 20).map(|j| (j as u8) ^ i).collect(),
+                estimate: Some(10_000_000),
+            })
+            .collect();
+        let params = Params {
+            deadline: Duration::from_secs(10),
+            ..Params::default()
+        };
+        let started = std::time::Instant::now();
+        let (_, big) = job::run(&requester, &modules.read("noop").unwrap(), None, &inputs, &params)
+            .await
+            .unwrap();
+        let (on_slow, all) = share_slow(&big);
+        eprintln!(
+            "8 MiB inputs: {on_slow} of {all} verified copies behind the 1 Mbit/s link; the job took {} ms",
+            started.elapsed().as_millis()
+        );
+        assert_eq!(big.counts.verified, 12, "{:?}", big.error);
+        assert!(on_slow * 10 <= all, "{on_slow} of {all} behind the slow link");
         net.stop();
     });
 }
