@@ -411,6 +411,10 @@ pub struct Copy {
     pub state: CopyState,
     /// The agreed price.
     pub price: Price,
+    /// The energy per CU-second the provider's offer stated (0: unknown,
+    /// or a copy from before offers stated it).
+    #[serde(default)]
+    pub energy: agora_protocol::units::EnergyRate,
     /// The agreement's id, once agreed.
     pub agreement: Option<MessageId>,
     /// The agreement envelope's bytes (evidence), once agreed.

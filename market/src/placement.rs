@@ -1005,16 +1005,20 @@ pub fn evaluate(
             ect_ms: ect_ms as u64,
         });
     }
-    let task_mj = match need.energy_cap_mj {
-        None => None,
-        Some(cap) => {
-            let rate = info.energy.filter(|e| e.0 > 0).ok_or(Exclusion::EnergyUnknown)?;
+    let task_mj = match (need.energy_cap_mj, info.energy.filter(|e| e.0 > 0)) {
+        (None, _) => None,
+        (Some(cap), Some(rate)) => {
             let mj = task_energy_mj(need.estimate, rate);
             if mj > cap {
                 return Err(Exclusion::EnergyBudget { need_mj: mj as u64 });
             }
             Some(mj)
         }
+        // A summary's contact: its rate comes with its offer, and the call
+        // caps it (`max_energy`). Ranked as if it used the whole share,
+        // after every provider known to need less.
+        (Some(cap), None) if !info.from_advert => Some(cap),
+        (Some(_), None) => return Err(Exclusion::EnergyUnknown),
     };
     let price_term = if need.max_price.0 == 0 {
         0.0
@@ -1290,6 +1294,12 @@ mod tests {
         n.estimate = Fuel(100_000_000);
         n.module = (ContentId([1; 32]), Bytes(100_000));
         n.input = (ContentId([2; 32]), Bytes::mib(8));
+        // Over a minute: it cannot meet a one-minute deadline at all.
+        assert!(matches!(
+            evaluate(&slow, None, &n, NOW),
+            Err(Exclusion::Deadline { .. })
+        ));
+        n.deadline = Duration::from_secs(600);
         let (a, b) = (
             evaluate(&slow, None, &n, NOW).unwrap(),
             evaluate(&fast, None, &n, NOW).unwrap(),
@@ -1307,6 +1317,25 @@ mod tests {
         );
         assert!(a.transfer_ms < 20.0, "{}", a.transfer_ms);
         assert!(a.score < b.score * 1.05, "slow {} vs fast {}", a.score, b.score);
+    }
+
+    #[test]
+    fn under_an_energy_budget_a_summary_contact_is_asked_after_the_providers_known_to_fit() {
+        let mut n = need();
+        n.energy_cap_mj = Some(20_000.0);
+        let mut known = info(1, 1000, 100);
+        known.energy = Some(EnergyRate(15));
+        let mut contact = info(2, 1000, 100);
+        contact.energy = None;
+        contact.from_advert = false;
+        let (k, c) = (
+            evaluate(&known, None, &n, NOW).unwrap(),
+            evaluate(&contact, None, &n, NOW).unwrap(),
+        );
+        assert!(k.score < c.score, "known {} vs contact {}", k.score, c.score);
+        // A peer with an advert that states no rate cannot keep a budget.
+        contact.from_advert = true;
+        assert_eq!(evaluate(&contact, None, &n, NOW).unwrap_err(), Exclusion::EnergyUnknown);
     }
 
     #[test]

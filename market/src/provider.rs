@@ -440,8 +440,9 @@ impl Provider {
                 asking: self.config.price,
             });
         }
+        // An energy cap is kept only by a node that knows its rate.
         if let Some(max) = r.max_energy
-            && self.config.energy > max
+            && (self.config.energy > max || self.config.energy.0 == 0)
         {
             return Err(Decline::EnergyTooHigh {
                 rate: self.config.energy,
@@ -488,6 +489,7 @@ impl Provider {
             expected_run: Millis::from(run),
             has_module: false,
             has_input: false,
+            energy: self.config.energy,
         })
     }
 

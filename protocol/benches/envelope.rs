@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use agora_protocol::market::Offer;
-use agora_protocol::units::{Millis, Price, Timestamp};
+use agora_protocol::units::{EnergyRate, Millis, Price, Timestamp};
 use agora_protocol::{Decode, Encode, Envelope, JobId, Keypair, MessageId, Nonce, TaskId};
 use criterion::Criterion;
 
@@ -30,6 +30,7 @@ fn offer() -> Offer {
         expected_run: Millis(1200),
         has_module: true,
         has_input: false,
+        energy: EnergyRate(40),
     }
 }
 

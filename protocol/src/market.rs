@@ -185,6 +185,10 @@ pub struct Offer {
     pub has_module: bool,
     /// Whether the provider already holds the input.
     pub has_input: bool,
+    /// The provider's energy per CU-second (its advert's; 0: unknown), so
+    /// that a requester that holds no advert of it (a contact from a
+    /// domain summary) can keep an energy budget and account for it.
+    pub energy: EnergyRate,
 }
 
 wire_struct!(Offer {
@@ -195,6 +199,7 @@ wire_struct!(Offer {
     expected_run,
     has_module,
     has_input,
+    energy,
 });
 
 impl Payload for Offer {

@@ -118,8 +118,8 @@ fn cfo() -> impl Strategy<Value = CallForOffers> {
 
 prop_compose! {
     fn offer()(call in message_id(), task in task_id(), price in any::<u64>(), s in any::<u64>(), r in any::<u64>(),
-               has_module in any::<bool>(), has_input in any::<bool>()) -> Offer {
-        Offer { call, task, price: Price(price), expected_start: Millis(s), expected_run: Millis(r), has_module, has_input }
+               has_module in any::<bool>(), has_input in any::<bool>(), energy in any::<u64>()) -> Offer {
+        Offer { call, task, price: Price(price), expected_start: Millis(s), expected_run: Millis(r), has_module, has_input, energy: EnergyRate(energy) }
     }
 }
 

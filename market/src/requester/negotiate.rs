@@ -79,9 +79,23 @@ impl Requester {
             Ok(offer) => {
                 self.book.answered(from);
                 let o = offer.payload();
+                let over_budget = super::place::energy_cap_mj(spec).and_then(|cap| {
+                    let mj = placement::task_energy_mj(spec.estimate_of(task.index as usize), o.energy);
+                    (o.energy.0 == 0 || mj > cap).then(|| {
+                        format!(
+                            "its offer states {} mJ per CU-second: over the task's share of the energy budget ({:.1} J)",
+                            o.energy.0,
+                            cap / 1000.0
+                        )
+                    })
+                });
                 if o.task != task || o.price > spec.max_price || offer.signer() != from {
                     if let Some(d) = self.explain.get_mut(&task).and_then(|q| q.get_mut(decision)) {
                         d.declined.push((from, "offer does not match the call".into()));
+                    }
+                } else if let Some(why) = over_budget {
+                    if let Some(d) = self.explain.get_mut(&task).and_then(|q| q.get_mut(decision)) {
+                        d.declined.push((from, why));
                     }
                 } else {
                     let score = self.offer_score(job, task.index, from, o, view, now);
@@ -278,6 +292,7 @@ impl Requester {
             provider,
             state: CopyState::Accepting,
             price: o.price,
+            energy: o.energy,
             agreement: None,
             agreement_env: None,
             placed_at: now,

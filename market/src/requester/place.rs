@@ -495,7 +495,7 @@ impl Requester {
                 max_price: spec.max_price,
                 replication: spec.replicas,
                 domain: spec.domain.clone(),
-                max_energy: spec.max_energy,
+                max_energy: energy_rate_cap(spec, idx as usize),
                 module: spec.module,
                 module_size: spec.module_size,
                 input: input.id,
@@ -676,9 +676,29 @@ fn spec_need(spec: &JobSpec, idx: usize) -> Need {
         exclude: Vec::new(),
         select: spec.select.clone(),
         class: spec.class,
-        energy_cap_mj: spec
-            .energy_budget
-            .map(|j| j * 1000.0 / spec.inputs.len().max(1) as f64),
+        energy_cap_mj: energy_cap_mj(spec),
+    }
+}
+
+/// A task's share of the job's energy budget, mJ.
+pub(super) fn energy_cap_mj(spec: &JobSpec) -> Option<f64> {
+    spec.energy_budget
+        .map(|j| j * 1000.0 / spec.inputs.len().max(1) as f64)
+}
+
+/// The highest energy rate task `idx` may run at: the job's `max_energy`,
+/// and under an energy budget the rate at which the task's estimate
+/// would use its share. Sent in the call for offers, so that a provider
+/// the requester holds no advert of (a summary's contact) declines rather
+/// than break the budget.
+fn energy_rate_cap(spec: &JobSpec, idx: usize) -> Option<agora_protocol::units::EnergyRate> {
+    let cu_s = spec.estimate_of(idx).0 as f64 / agora_protocol::units::FUEL_PER_CU_SECOND as f64;
+    let from_budget = energy_cap_mj(spec)
+        .filter(|_| cu_s > 0.0)
+        .map(|cap| agora_protocol::units::EnergyRate((cap / cu_s).floor().max(1.0) as u64));
+    match (spec.max_energy, from_budget) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -447,6 +447,7 @@ fn offer_from(kp: &Keypair, task: TaskId) -> Verified<Offer> {
         expected_run: Millis(10),
         has_module: true,
         has_input: true,
+        energy: agora_protocol::units::EnergyRate(10),
     };
     seal(kp, &offer).open::<Offer>(NOW).expect("opens")
 }

@@ -432,7 +432,8 @@ fn energy_spent(
     let mut unknown = 0;
     for c in tasks.iter().flat_map(|t| &t.copies) {
         let Some(r) = &c.reported else { continue };
-        match rate(&c.provider) {
+        // The rate its offer stated, else its advert's.
+        match Some(c.energy).filter(|e| e.0 > 0).or_else(|| rate(&c.provider)) {
             Some(e) => joules += agora_market::placement::task_energy_mj(r.fuel, e) / 1000.0,
             None => unknown += 1,
         }

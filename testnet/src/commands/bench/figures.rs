@@ -125,6 +125,18 @@ pub struct BenchReport {
     pub symmetric_nat: [u64; 3],
     /// Why the NAT part was skipped or failed, if it was or did.
     pub nat_error: Option<String>,
+    /// Interactive tasks with a 20 ms deadline run in the domain 5 ms
+    /// away rather than the one 80 ms away (equal capacity), a share.
+    pub near_share: f64,
+    /// One-task interactive jobs while batch work fills every provider,
+    /// submit to done, p99, ms.
+    pub interactive_p99_ms: f64,
+    /// Their deadline, ms.
+    pub interactive_deadline_ms: f64,
+    /// Joules a job under an energy budget reports.
+    pub energy_j: f64,
+    /// Why the routing part was skipped or failed, if it was or did.
+    pub routing_error: Option<String>,
     /// Load averages before and after (other work on the machine skews
     /// every figure).
     pub load_before: String,
@@ -170,6 +182,7 @@ impl BenchReport {
         network: NetworkSamples,
         runs: Vec<MakespanRun>,
         nat: super::nat::NatSamples,
+        routing: super::routing::RoutingSamples,
         scale: Option<Result<ScaleReport, String>>,
         load_before: String,
     ) -> BenchReport {
@@ -217,6 +230,11 @@ impl BenchReport {
                 nat.symmetric.2 as u64,
             ],
             nat_error: nat.skipped,
+            near_share: routing.near_share,
+            interactive_p99_ms: percentile(&routing.interactive_ms, 99.0),
+            interactive_deadline_ms: super::routing::INTERACTIVE_DEADLINE.as_secs_f64() * 1000.0,
+            energy_j: routing.energy_j,
+            routing_error: routing.skipped,
             profile: if crate::artifacts::is_release() {
                 "release"
             } else {

@@ -55,6 +55,17 @@
 //!    `--nat-rounds` new relayed connections. If it fails, `nat_error`
 //!    says why.
 //!
+//! 6. **Compute routing** (`routing.rs`; skipped by every `--only-*` flag
+//!    but `--only-routing`, and without root): on the namespace testnet
+//!    with the lab's own delays, a requester with two providers 5 ms away
+//!    (round trip) and two 80 ms away. `near_share`: the share of 40
+//!    interactive tasks with a 20 ms deadline run near;
+//!    `interactive_p99_ms`: one-task interactive jobs submitted while a
+//!    batch job fills every provider, submit to done (deadline
+//!    `interactive_deadline_ms`; the batch job must still finish right);
+//!    `energy_j`: the joules of a job under an energy budget. If it fails,
+//!    `routing_error` says why.
+//!
 //! This module runs the parts the flags ask for and prints the figures:
 //! one table, then one per placement run, and with `--json` one JSON
 //! object as the last line, whose keys are the fields of [`BenchReport`]
@@ -66,6 +77,7 @@ mod figures;
 mod nat;
 mod network;
 mod placement;
+mod routing;
 mod scale;
 
 use std::path::{Path, PathBuf};
@@ -106,7 +118,7 @@ pub struct BenchCommand {
     #[arg(long, default_value_t = 20)]
     pub nat_rounds: usize,
     /// Run only the placement-quality part.
-    #[arg(long, conflicts_with_all = ["only_network", "only_nat"])]
+    #[arg(long, conflicts_with_all = ["only_network", "only_nat", "only_routing"])]
     pub only_placement: bool,
     /// Run only the first part: latency, throughput, memory and adverts.
     #[arg(long)]
@@ -114,6 +126,9 @@ pub struct BenchCommand {
     /// Run only the NAT part.
     #[arg(long, conflicts_with = "only_network")]
     pub only_nat: bool,
+    /// Run only the compute-routing part.
+    #[arg(long, conflicts_with_all = ["only_network", "only_nat"])]
+    pub only_routing: bool,
     /// Where the nodes' data dirs go. Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -145,13 +160,14 @@ impl BenchCommand {
         let load_before = loadavg().unwrap_or_default();
         let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
         let dir = work.path();
-        let network = if self.only_placement || self.only_nat {
+        let only_other = |mine: bool| !mine && (self.only_placement || self.only_network || self.only_nat || self.only_routing);
+        let network = if self.only_placement || self.only_nat || self.only_routing {
             NetworkSamples::skipped()
         } else {
             self.network(agora.clone(), &dir.join("latency"), &modules)
                 .await?
         };
-        let runs = if self.only_network || self.only_nat {
+        let runs = if self.only_network || self.only_nat || self.only_routing {
             vec![]
         } else {
             placement::measure(
@@ -162,19 +178,26 @@ impl BenchCommand {
             )
             .await?
         };
-        let scale = if self.scale_nodes > 0 && !self.only_placement && !self.only_network && !self.only_nat {
+        let scale = if self.scale_nodes > 0 && !only_other(false) {
             Some(scale::measure(self.scale_nodes).await?)
         } else {
             None
         };
-        let nat = if self.nat_rounds > 0 && !self.only_placement && !self.only_network {
-            nat::measure(agora, &dir.join("nat"), &modules, self.nat_rounds)
+        let nat = if self.nat_rounds > 0 && !only_other(self.only_nat) {
+            nat::measure(agora.clone(), &dir.join("nat"), &modules, self.nat_rounds)
                 .await
                 .unwrap_or_else(|e| nat::NatSamples::failed(&e))
         } else {
             nat::NatSamples::default()
         };
-        Ok(BenchReport::new(network, runs, nat, scale, load_before))
+        let routing = if only_other(self.only_routing) {
+            routing::RoutingSamples::default()
+        } else {
+            routing::measure(agora, &dir.join("routing"), &modules)
+                .await
+                .unwrap_or_else(|e| routing::RoutingSamples::failed(&e))
+        };
+        Ok(BenchReport::new(network, runs, nat, routing, scale, load_before))
     }
 
     /// Parts 1 and 2 on one testnet: latency, throughput and memory, then
@@ -278,6 +301,13 @@ fn print_figures(r: &BenchReport) {
             ),
             "0 punched; every job done (relayed)",
         ),
+        ("near_share", format!("{:.2}", r.near_share), "≥ 0.90 (20 ms deadline; 5 vs 80 ms)"),
+        (
+            "interactive_p99_ms",
+            format!("{:.0}", r.interactive_p99_ms),
+            "under batch load; within interactive_deadline_ms",
+        ),
+        ("energy_j", format!("{:.3}", r.energy_j), "within the 60 J budget"),
         ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
         ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
         ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),
@@ -296,6 +326,9 @@ fn print_figures(r: &BenchReport) {
     }
     if let Some(e) = &r.nat_error {
         println!("the NAT part did not run or failed: {e}");
+    }
+    if let Some(e) = &r.routing_error {
+        println!("the routing part did not run or failed: {e}");
     }
     if let Some(e) = &r.scale_error {
         println!("the scale run failed: {e}");
