@@ -1335,7 +1335,10 @@ mod tests {
         assert!(k.score < c.score, "known {} vs contact {}", k.score, c.score);
         // A peer with an advert that states no rate cannot keep a budget.
         contact.from_advert = true;
-        assert_eq!(evaluate(&contact, None, &n, NOW).unwrap_err(), Exclusion::EnergyUnknown);
+        assert_eq!(
+            evaluate(&contact, None, &n, NOW).unwrap_err(),
+            Exclusion::EnergyUnknown
+        );
     }
 
     #[test]

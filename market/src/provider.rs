@@ -617,21 +617,35 @@ impl Provider {
         self.tasks.insert(id, accepted);
     }
 
-    /// The next task to run, if a slot is free.
+    /// The next task to run, if a slot is free, or if an interactive task
+    /// waits and a batch task holds a slot: the node then pauses that batch
+    /// task in place while the interactive one runs (preemption; the batch
+    /// task loses nothing and goes on after).
     pub fn start_next(&mut self) -> Option<Accepted> {
-        if self.running >= self.config.slots as usize || self.suspends() {
+        if self.suspends() {
             return None;
         }
         // Interactive tasks first, each class in arrival order.
-        let at = self
-            .queue
-            .iter()
-            .position(|id| {
-                self.tasks
-                    .get(id)
-                    .is_some_and(|t| t.class == LatencyClass::Interactive)
-            })
-            .unwrap_or(0);
+        let interactive = self.queue.iter().position(|id| {
+            self.tasks
+                .get(id)
+                .is_some_and(|t| t.class == LatencyClass::Interactive)
+        });
+        let slots = self.config.slots as usize;
+        let at = if self.running < slots {
+            interactive.unwrap_or(0)
+        } else {
+            // Each task beyond the slots pauses one running batch task.
+            let running_batch = self
+                .tasks
+                .values()
+                .filter(|t| t.stage == Stage::Running && t.class == LatencyClass::Batch)
+                .count();
+            if self.running - slots >= running_batch {
+                return None;
+            }
+            interactive?
+        };
         let id = self.queue.remove(at)?;
         let t = self.tasks.get_mut(&id)?;
         t.stage = Stage::Running;
@@ -812,6 +826,45 @@ mod tests {
             order,
             vec![9, 0, 1, 2],
             "interactive first, then batch in arrival order"
+        );
+    }
+
+    #[test]
+    fn an_interactive_task_starts_beside_full_slots_by_pausing_a_batch_task_and_batch_work_never_does() {
+        let config = Config {
+            slots: 2,
+            ..Config::default()
+        };
+        let mut p = Provider::new(config, ComputeUnits(1000));
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let t = |i| TaskId::new(JobId([1; 16]), i);
+        for i in 0..3 {
+            p.restore(accepted(i as u8 + 1, me, t(i)));
+        }
+        let started: Vec<u32> =
+            std::iter::from_fn(|| p.start_next().map(|a| a.assignment.task.index)).collect();
+        assert_eq!(started, [0, 1], "batch work fills the slots and no more");
+        // Two interactive tasks: each pauses one of the two batch tasks; a
+        // third has none left to pause and waits.
+        for i in 7..10u8 {
+            let mut urgent = accepted(i, me, t(u32::from(i)));
+            urgent.class = LatencyClass::Interactive;
+            p.restore(urgent);
+        }
+        let started: Vec<u32> =
+            std::iter::from_fn(|| p.start_next().map(|a| a.assignment.task.index)).collect();
+        assert_eq!(started, [7, 8]);
+        // One interactive task done: the next interactive one takes its place.
+        let done = p
+            .tasks
+            .values()
+            .find(|a| a.assignment.task.index == 7)
+            .map(|a| a.agreement);
+        p.finished(&done.expect("task 7 runs"));
+        assert_eq!(p.start_next().map(|a| a.assignment.task.index), Some(9));
+        assert!(
+            p.start_next().is_none(),
+            "the batch task queued still waits for a slot"
         );
     }
 

@@ -92,6 +92,9 @@ pub enum Work {
         assignment: Assignment,
         /// Content that came inline with the acceptance.
         inline: Inline,
+        /// Its latency class: an interactive task started beyond the
+        /// slots pauses a running batch task while it runs.
+        class: agora_protocol::market::LatencyClass,
     },
     /// Keep content that arrived inline (no report).
     Keep {

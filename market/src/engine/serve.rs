@@ -358,6 +358,7 @@ impl Engine {
                 requester: acc.requester,
                 assignment: acc.run_assignment(now, cap),
                 inline,
+                class: acc.class,
             }));
         }
     }

@@ -270,22 +270,25 @@ impl Executor {
         task: &Task<'_>,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Outcome {
-        self.run_with(module, task, cancel, false, None)
+        self.run_with(module, task, cancel, false, None, None)
     }
 
     /// Runs a task accepted from another node: like
     /// [`Executor::run_cancellable`], and it also parks in place while the
     /// executor is suspended ([`Executor::suspend`]); the guest's stderr is
     /// copied to `live` as it is written. The node's own work (its spot
-    /// checks, reduce steps, fraud checks) is never suspended.
+    /// checks, reduce steps, fraud checks) is never suspended. While
+    /// `pause` is set, this run alone parks in the same way (preempted by
+    /// an interactive task).
     pub fn run_provided(
         &self,
         module: &Module,
         task: &Task<'_>,
         cancel: Option<Arc<AtomicBool>>,
         live: Option<LiveLog>,
+        pause: Option<Arc<AtomicBool>>,
     ) -> Outcome {
-        self.run_with(module, task, cancel, true, live)
+        self.run_with(module, task, cancel, true, live, pause)
     }
 
     fn run_with(
@@ -295,6 +298,7 @@ impl Executor {
         cancel: Option<Arc<AtomicBool>>,
         suspendable: bool,
         live: Option<LiveLog>,
+        pause: Option<Arc<AtomicBool>>,
     ) -> Outcome {
         let _slot = self.inner.slots.acquire();
         let _running = self.inner.ticker.enter();
@@ -308,6 +312,7 @@ impl Executor {
                 suspend: suspendable.then_some(&self.inner.suspend),
                 cancel,
                 live,
+                pause,
             },
             module,
             task,

@@ -28,6 +28,9 @@ pub(crate) struct RunSettings<'a> {
     pub(crate) suspend: Option<&'a Arc<Suspend>>,
     /// Set to stop the run (its task was cancelled).
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    /// While set, this run alone parks as a suspended one does (an
+    /// interactive task has its slot).
+    pub(crate) pause: Option<Arc<AtomicBool>>,
     /// Where the guest's stderr is also copied as it is written.
     pub(crate) live: Option<LiveLog>,
 }
@@ -52,6 +55,7 @@ pub(crate) struct Throttle {
     share: Arc<AtomicU64>,
     suspend: Option<Arc<Suspend>>,
     cancel: Option<Arc<AtomicBool>>,
+    pause: Option<Arc<AtomicBool>>,
 }
 
 impl Throttle {
@@ -59,17 +63,22 @@ impl Throttle {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    /// Parks the guest while runs are suspended: its state stays as it is,
-    /// between two instructions, and it uses no CPU.
+    /// Parks the guest while runs are suspended, or this one is paused:
+    /// its state stays as it is, between two instructions, and it uses no
+    /// CPU.
     fn park_while_suspended(&mut self) {
         let Some(suspend) = self.suspend.clone() else {
             return;
         };
-        if !suspend.hold.load(Ordering::Relaxed) {
+        let paused = self.pause.clone();
+        let held = || {
+            suspend.hold.load(Ordering::Relaxed) || paused.as_ref().is_some_and(|p| p.load(Ordering::Relaxed))
+        };
+        if !held() {
             return;
         }
         suspend.suspended.fetch_add(1, Ordering::Relaxed);
-        while suspend.hold.load(Ordering::Relaxed) && !self.cancelled() {
+        while held() && !self.cancelled() {
             std::thread::sleep(SUSPEND_POLL);
         }
         suspend.suspended.fetch_sub(1, Ordering::Relaxed);
@@ -190,6 +199,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             share: s.share.clone(),
             suspend: s.suspend.cloned(),
             cancel: s.cancel.clone(),
+            pause: s.pause.clone(),
         },
         meter: Meter::new(moved, task.args),
     };

@@ -15,6 +15,7 @@ pub mod address_book;
 mod driver;
 mod host;
 mod pacer;
+mod preempt;
 pub(crate) mod records_view;
 mod work;
 
@@ -264,6 +265,7 @@ impl Node {
                 cap: config.provider.max_disk,
             },
             upload: Arc::new(pacer::UploadPacer::default()),
+            preempt: Arc::new(preempt::Preemption::default()),
         };
         let setup = Setup {
             keypair: keypair.clone(),
@@ -391,6 +393,8 @@ pub(crate) struct Shared {
     pub(crate) disk: DiskPolicy,
     /// Spaces the content served to others to the owner's `max_upload`.
     pub(crate) upload: Arc<pacer::UploadPacer>,
+    /// Batch runs an interactive task may pause.
+    pub(crate) preempt: Arc<preempt::Preemption>,
 }
 
 /// How stored content is kept.

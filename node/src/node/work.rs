@@ -10,7 +10,7 @@ use std::time::Duration;
 use agora_market::engine::{Inline, Ran, RequestId, Work};
 use agora_protocol::execution::ExitStatus;
 use agora_protocol::limits::MAX_INLINE_CONTENT;
-use agora_protocol::market::Assignment;
+use agora_protocol::market::{Assignment, LatencyClass};
 use agora_protocol::rpc::{ContentRequest, ContentResponse, MarketRequest, MarketResponse};
 use agora_protocol::units::ComputeUnits;
 use agora_protocol::wire::Blob;
@@ -51,9 +51,10 @@ pub(crate) async fn run(
             requester,
             assignment,
             inline,
+            class,
         } => Done::Executed(
             agreement,
-            execute(&sh, requester, &assignment, &inline, cancel, live).await,
+            execute(&sh, requester, &assignment, &inline, class, cancel, live).await,
         ),
         Work::Keep { id, bytes } => {
             if let Err(e) = sh.store.content().put_lazy(id, bytes.to_vec()).await {
@@ -201,7 +202,7 @@ async fn run_blocking(
                     seed,
                 };
                 match whose {
-                    Whose::Provided(live) => ex.run_provided(&m, &task, cancel, live),
+                    Whose::Provided(live, pause) => ex.run_provided(&m, &task, cancel, live, pause),
                     Whose::Own => ex.run_cancellable(&m, &task, cancel),
                 }
             }
@@ -217,8 +218,9 @@ async fn run_blocking(
 /// For whom a run is: a task accepted from another node (suspended while
 /// the owner's pause or limits hold) or this node's own checking work.
 enum Whose {
-    /// With the live log its stderr is copied to.
-    Provided(Option<LiveLog>),
+    /// With the live log its stderr is copied to, and the flag it parks on
+    /// while an interactive task has its slot.
+    Provided(Option<LiveLog>, Option<Arc<AtomicBool>>),
     Own,
 }
 
@@ -234,6 +236,7 @@ async fn execute(
     requester: NodeId,
     a: &Assignment,
     inline: &Inline,
+    class: LatencyClass,
     cancel: Option<Arc<AtomicBool>>,
     live: Option<LiveLog>,
 ) -> Result<Ran, String> {
@@ -242,13 +245,29 @@ async fn execute(
         None => ModuleSource::Bytes(content(sh, inline, a.module, requester).await?),
     };
     let input = content(sh, inline, a.input, requester).await?;
-    let _permit = sh
-        .exec_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut outcome = run_blocking(sh, a, module, input, cancel, Whose::Provided(live)).await?;
+    // A slot, or for an interactive task on full slots, a batch run paused
+    // while it runs (see `preempt`).
+    let interactive = class == LatencyClass::Interactive;
+    let (permit, _paused) = match sh.exec_permits.clone().try_acquire_owned() {
+        Ok(p) => (Some(p), None),
+        Err(_) => match interactive.then(|| sh.preempt.pause_one()).flatten() {
+            Some(paused) => (None, Some(paused)),
+            None => (
+                Some(
+                    sh.exec_permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+                None,
+            ),
+        },
+    };
+    let batch = (!interactive && permit.is_some()).then(|| sh.preempt.batch());
+    let pause = batch.as_ref().map(super::preempt::BatchRun::flag);
+    let mut outcome = run_blocking(sh, a, module, input, cancel, Whose::Provided(live, pause)).await?;
+    drop((permit, batch));
     sh.faults.tamper(&mut outcome);
     let id = outcome.output_id();
     let mut ran = outcome.ran();

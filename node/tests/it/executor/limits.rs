@@ -275,7 +275,7 @@ fn a_suspended_executor_parks_provided_runs_in_place_and_they_end_as_if_never_pa
     assert!(uninterrupted.fuel_used < l.fuel);
     e.suspend(true);
     let parked = thread::scope(|s| {
-        let run = s.spawn(|| e.run_provided(&module, &task(&[], &[], l), None, None));
+        let run = s.spawn(|| e.run_provided(&module, &task(&[], &[], l), None, None, None));
         // The node's own work is never parked.
         let own = e.run(&module, &task(&[], &[], l));
         assert_eq!(own.fuel_used, uninterrupted.fuel_used);

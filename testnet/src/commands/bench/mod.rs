@@ -160,7 +160,9 @@ impl BenchCommand {
         let load_before = loadavg().unwrap_or_default();
         let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
         let dir = work.path();
-        let only_other = |mine: bool| !mine && (self.only_placement || self.only_network || self.only_nat || self.only_routing);
+        let only_other = |mine: bool| {
+            !mine && (self.only_placement || self.only_network || self.only_nat || self.only_routing)
+        };
         let network = if self.only_placement || self.only_nat || self.only_routing {
             NetworkSamples::skipped()
         } else {
@@ -301,13 +303,17 @@ fn print_figures(r: &BenchReport) {
             ),
             "0 punched; every job done (relayed)",
         ),
-        ("near_share", format!("{:.2}", r.near_share), "≥ 0.90 (20 ms deadline; 5 vs 80 ms)"),
+        (
+            "near_share",
+            format!("{:.2}", r.near_share),
+            "≥ 0.90 (20 ms deadline; 5 vs 80 ms)",
+        ),
         (
             "interactive_p99_ms",
             format!("{:.0}", r.interactive_p99_ms),
             "under batch load; within interactive_deadline_ms",
         ),
-        ("energy_j", format!("{:.3}", r.energy_j), "within the 60 J budget"),
+        ("energy_j", format!("{:.2}", r.energy_j), "within the 40 J budget"),
         ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
         ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
         ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),

@@ -16,9 +16,11 @@
 //!   `done` on the client's clock (deadline [`INTERACTIVE_DEADLINE`],
 //!   `interactive_deadline_ms`). The batch job must then finish with every
 //!   count right, or the part fails.
-//! * `energy_j`: a job of 8 tasks estimated at 200 CU·s each under an
-//!   energy budget of 60 J: the joules its status reports (the budget
-//!   keeps it off the 40 mJ providers where the deadline allows).
+//! * `energy_j`: a job of 8 prime ranges (about 310 CU·s each) under an
+//!   energy budget of 40 J (5 J a task): the joules its status reports. The
+//!   budget keeps it off the 40 mJ/CU·s providers (12 J a task); their
+//!   rates reach the requester only in their offers (it holds no advert
+//!   of another domain's nodes).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ const INTERACTIVE_TASKS: usize = 40;
 const PROBES: usize = 20;
 /// Their deadline.
 pub(super) const INTERACTIVE_DEADLINE: Duration = Duration::from_secs(3);
+/// The energy budget of the last job, J.
+pub(super) const ENERGY_BUDGET_J: f64 = 40.0;
 
 /// What the routing part measured.
 #[derive(Debug, Clone)]
@@ -88,7 +92,9 @@ impl RoutingSamples {
 /// Runs the part in `dir` (see the module docs).
 pub(super) async fn measure(agora: PathBuf, dir: &Path, modules: &Modules) -> anyhow::Result<RoutingSamples> {
     if !netns::available() {
-        return Ok(RoutingSamples::skipped("network namespaces need root and iproute2"));
+        return Ok(RoutingSamples::skipped(
+            "network namespaces need root and iproute2",
+        ));
     }
     let mut shaping = Shaping::default();
     shaping.add_delay("eu/a:eu/b=2ms")?;
@@ -123,7 +129,14 @@ async fn run(net: &mut Testnet, modules: &Modules) -> anyhow::Result<RoutingSamp
         class: LatencyClass::Interactive,
         ..Params::default()
     };
-    let (_, status) = job::run(&requester, &noop_wasm, None, &noop::inputs(INTERACTIVE_TASKS), &interactive).await?;
+    let (_, status) = job::run(
+        &requester,
+        &noop_wasm,
+        None,
+        &noop::inputs(INTERACTIVE_TASKS),
+        &interactive,
+    )
+    .await?;
     let on_near: usize = status
         .providers
         .iter()
@@ -140,7 +153,14 @@ async fn run(net: &mut Testnet, modules: &Modules) -> anyhow::Result<RoutingSamp
         fuel: 50_000_000_000,
         ..Params::default()
     };
-    let spec = job::prepare(&requester, &primes_wasm, None, &primes::trial_inputs(&ranges), &batch).await?;
+    let spec = job::prepare(
+        &requester,
+        &primes_wasm,
+        None,
+        &primes::trial_inputs(&ranges),
+        &batch,
+    )
+    .await?;
     let batch_id = job::submit(&requester, &spec).await?;
     let t = Instant::now();
     loop {
@@ -179,19 +199,20 @@ async fn run(net: &mut Testnet, modules: &Modules) -> anyhow::Result<RoutingSamp
     }
 
     eprintln!("routing: a job under an energy budget");
-    let inputs: Vec<_> = noop::inputs(8)
-        .into_iter()
-        .map(|mut t| {
-            t.estimate = Some(200_000_000);
-            t
-        })
-        .collect();
-    let mut spec = job::prepare(&requester, &noop_wasm, None, &inputs, &Params::default()).await?;
-    spec.energy_budget = Some(60.0);
+    // About 310 CU·s a task: 1.6 J at 5 mJ/CU·s, 12 J at 40; 5 J a task.
+    let inputs = primes::trial_inputs(&primes::even(8, 1_000_000_000, 20_000));
+    let mut spec = job::prepare(&requester, &primes_wasm, None, &inputs, &Params::default()).await?;
+    spec.energy_budget = Some(ENERGY_BUDGET_J);
     let id = job::submit(&requester, &spec).await?;
     let status = job::finish(&requester, &id, Duration::from_secs(120))
         .await
         .context("the budgeted job")?;
+    if status.energy_unknown > 0 {
+        bail!(
+            "{} copies of the budgeted job ran at an unknown rate",
+            status.energy_unknown
+        );
+    }
     Ok(RoutingSamples {
         skipped: None,
         near_share,
