@@ -8,7 +8,7 @@
 //! the hub's rules route what comes in from the device normally). The
 //! device belongs to the hub namespace: the reading thread enters it to
 //! create the device and stays there. Both stop when the forwarder is
-//! dropped, within [`POLL`].
+//! dropped, within 100 ms.
 
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -179,7 +179,7 @@ impl Forwarder {
         let stop = Arc::new(AtomicBool::new(false));
         let scheduler = Arc::new(Mutex::new(scheduler));
         let counters = Arc::new(Counters::default());
-        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<File>>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<anyhow::Result<File>>(1);
         let (held_tx, held_rx) = mpsc::sync_channel::<Held>(MAX_HELD);
         let reader = {
             let (netns, dev) = (netns.to_owned(), dev.to_owned());

@@ -578,18 +578,8 @@ fn a_running_tasks_stderr_reaches_its_requester_while_it_runs() {
     });
 }
 
-/// Spins about a second and writes nothing: batch work that holds a slot.
+/// A guest that spins 2·10⁹ times (1.6·10¹⁰ fuel: some 5 s here).
 const SPIN: &str = r#"(module
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (local $j i64)
-    (loop $spin
-      (local.set $j (i64.add (local.get $j) (i64.const 1)))
-      (br_if $spin (i64.lt_u (local.get $j) (i64.const 800000000))))))"#;
-
-/// A guest that spins 2.5 times as long as [`SPIN`] (1.6·10¹⁰ fuel: some
-/// 5 s here).
-const LONG_SPIN: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start")
     (local $j i64)
@@ -624,7 +614,7 @@ fn an_interactive_task_submitted_while_batch_work_fills_every_provider_pauses_a_
         let (batcher, person) = (net.node(0).client.clone(), net.node(1).client.clone());
 
         // Four tasks of some seconds each fill both providers' slots.
-        let spin = wat::parse_str(LONG_SPIN).unwrap();
+        let spin = wat::parse_str(SPIN).unwrap();
         let inputs: Vec<_> = (0..4)
             .map(|i| agora_testnet::workload::TaskInput {
                 name: format!("spin-{i}"),
