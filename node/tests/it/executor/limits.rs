@@ -300,3 +300,43 @@ fn a_suspended_executor_parks_provided_runs_in_place_and_they_end_as_if_never_pa
     assert!(parked.wall > uninterrupted.wall);
     assert_healthy(&e);
 }
+
+#[test]
+fn a_run_paused_alone_parks_while_others_go_on_and_ends_as_if_never_paused() {
+    const COUNT: &str = r#"(module (func (export "_start") (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
+    let _h = heavy();
+    let e = executor();
+    let module = e.load(&wasm(COUNT)).unwrap();
+    let l = Limits {
+        fuel: Fuel(20_000_000_000),
+        ..limits()
+    };
+    let uninterrupted = e.run(&module, &task(&[], &[], l));
+    assert!(uninterrupted.result.is_ok(), "{:?}", uninterrupted.result);
+    let pause = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let paused = thread::scope(|s| {
+        let flag = pause.clone();
+        let run = s.spawn(|| e.run_provided(&module, &task(&[], &[], l), None, None, Some(flag)));
+        // Another provided run, not paused, goes through meanwhile.
+        let other = e.run_provided(&module, &task(&[], &[], l), None, None, None);
+        assert_eq!(other.fuel_used, uninterrupted.fuel_used);
+        assert!(!run.is_finished(), "the paused run went on");
+        let t0 = std::time::Instant::now();
+        while e.suspended() == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "never parked");
+            thread::sleep(Duration::from_millis(5));
+        }
+        pause.store(false, std::sync::atomic::Ordering::Relaxed);
+        run.join().unwrap()
+    });
+    assert_eq!(e.suspended(), 0);
+    assert_eq!(paused.result, uninterrupted.result);
+    assert_eq!(
+        paused.fuel_used, uninterrupted.fuel_used,
+        "the same fuel as a run never paused"
+    );
+    assert!(paused.wall > uninterrupted.wall);
+    assert_healthy(&e);
+}
