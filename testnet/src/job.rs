@@ -221,6 +221,18 @@ pub async fn wait_quietly(
     }
 }
 
+/// Of a job's verified copies, how many ran on `nodes`, and how many
+/// there are in all.
+pub fn verified_on(s: &JobStatus, nodes: &std::collections::HashSet<NodeId>) -> (usize, usize) {
+    let on: usize = s
+        .providers
+        .iter()
+        .filter(|p| nodes.contains(&p.peer_id))
+        .map(|p| p.verified)
+        .sum();
+    (on, s.providers.iter().map(|p| p.verified).sum())
+}
+
 /// Whether a finished job is done; otherwise an error with its reason.
 pub fn ensure_done(s: &JobStatus) -> anyhow::Result<()> {
     match s.state {

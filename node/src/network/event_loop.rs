@@ -57,6 +57,9 @@ const MAX_TIMED_SENDS: usize = 256;
 /// A large response unsent after this long reports a bound on its rate.
 const SLOW_SEND: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A timed response is forgotten after this long.
+const FORGET_SEND: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub(crate) struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -314,12 +317,16 @@ impl EventLoop {
     /// A large response still unsent after [`SLOW_SEND`] bounds the rate to
     /// its peer before it ends: a link of 1 Mbit/s shows as such within
     /// seconds of the first large transfer, not a minute later.
-    fn bound_slow_sends(&self) {
+    fn bound_slow_sends(&mut self) {
         for sent in self.sending.values() {
             if sent.1.elapsed() >= SLOW_SEND {
                 self.report_throughput(*sent, true);
             }
         }
+        // The swarm ends every response with an event; should one be
+        // missed, its entry goes rather than bound the rate for ever.
+        self.sending
+            .retain(|_, (_, since, _)| since.elapsed() < FORGET_SEND);
     }
 
     /// A node that lost most of its peers (a partition healed, a restart of

@@ -437,13 +437,7 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
         let (_, status) = job::run(&requester, &noop, None, &tasks, &interactive)
             .await
             .unwrap();
-        let ran_near: usize = status
-            .providers
-            .iter()
-            .filter(|p| near.contains(&p.peer_id))
-            .map(|p| p.verified)
-            .sum();
-        let verified: usize = status.providers.iter().map(|p| p.verified).sum();
+        let (ran_near, verified) = job::verified_on(&status, &near);
         eprintln!(
             "interactive, 20 ms deadline: {ran_near} of {verified} verified copies ran in the near domain"
         );
@@ -463,13 +457,7 @@ fn tasks_with_a_tight_deadline_run_in_the_near_domain_and_batch_tasks_spread_ove
         )
         .await
         .unwrap();
-        let ran_near: usize = status
-            .providers
-            .iter()
-            .filter(|p| near.contains(&p.peer_id))
-            .map(|p| p.verified)
-            .sum();
-        let verified: usize = status.providers.iter().map(|p| p.verified).sum();
+        let (ran_near, verified) = job::verified_on(&status, &near);
         eprintln!(
             "batch: {ran_near} of {verified} verified copies ran in the near domain ({} ms)",
             status.wall_ms
@@ -521,16 +509,6 @@ fn tasks_with_large_inputs_avoid_a_domain_behind_a_slow_link_and_small_ones_do_n
         net.print_links();
         let slow: HashSet<_> = [net.node(1).id(), net.node(2).id()].into();
         let requester = net.node(0).client.clone();
-        let share_slow = |status: &agora_node::api::JobStatus| {
-            let on_slow: usize = status
-                .providers
-                .iter()
-                .filter(|p| slow.contains(&p.peer_id))
-                .map(|p| p.verified)
-                .sum();
-            let all: usize = status.providers.iter().map(|p| p.verified).sum();
-            (on_slow, all)
-        };
 
         // The module (110 KB, a second over the shaped link) reaches every
         // provider first: one task run by all four.
@@ -555,7 +533,7 @@ fn tasks_with_large_inputs_avoid_a_domain_behind_a_slow_link_and_small_ones_do_n
         )
         .await
         .unwrap();
-        let (on_slow, all) = share_slow(&small);
+        let (on_slow, all) = job::verified_on(&small, &slow);
         eprintln!("small inputs: {on_slow} of {all} copies behind the 1 Mbit/s link");
         if on_slow * 4 < all {
             let ex = requester.explain(&small_id).await.unwrap();
@@ -585,7 +563,7 @@ fn tasks_with_large_inputs_avoid_a_domain_behind_a_slow_link_and_small_ones_do_n
         let (_, big) = job::run(&requester, &modules.read("noop").unwrap(), None, &inputs, &params)
             .await
             .unwrap();
-        let (on_slow, all) = share_slow(&big);
+        let (on_slow, all) = job::verified_on(&big, &slow);
         eprintln!(
             "8 MiB inputs: {on_slow} of {all} verified copies behind the 1 Mbit/s link; the job took {} ms",
             started.elapsed().as_millis()

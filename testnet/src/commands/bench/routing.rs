@@ -137,13 +137,7 @@ async fn run(net: &mut Testnet, modules: &Modules) -> anyhow::Result<RoutingSamp
         &interactive,
     )
     .await?;
-    let on_near: usize = status
-        .providers
-        .iter()
-        .filter(|p| near.contains(&p.peer_id))
-        .map(|p| p.verified)
-        .sum();
-    let all: usize = status.providers.iter().map(|p| p.verified).sum();
+    let (on_near, all) = job::verified_on(&status, &near);
     let near_share = on_near as f64 / all.max(1) as f64;
 
     eprintln!("routing: {PROBES} one-task interactive jobs while batch work fills every provider");
