@@ -958,6 +958,23 @@ pub fn evaluate(
             max: info.max_task_fuel,
         });
     }
+    // The energy budget before any passing state (busy, slow for now): a
+    // provider that can never keep it must not count as one that will.
+    let task_mj = match (need.energy_cap_mj, info.energy.filter(|e| e.0 > 0)) {
+        (None, _) => None,
+        (Some(cap), Some(rate)) => {
+            let mj = task_energy_mj(need.estimate, rate);
+            if mj > cap {
+                return Err(Exclusion::EnergyBudget { need_mj: mj as u64 });
+            }
+            Some(mj)
+        }
+        // A summary's contact: its rate comes with its offer, and the call
+        // caps it (`max_energy`). Ranked as if it used the whole share,
+        // after every provider known to need less.
+        (Some(cap), None) if !info.from_advert => Some(cap),
+        (Some(_), None) => return Err(Exclusion::EnergyUnknown),
+    };
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
     let speed_cu = speed(info, stats, now);
@@ -1005,21 +1022,6 @@ pub fn evaluate(
             ect_ms: ect_ms as u64,
         });
     }
-    let task_mj = match (need.energy_cap_mj, info.energy.filter(|e| e.0 > 0)) {
-        (None, _) => None,
-        (Some(cap), Some(rate)) => {
-            let mj = task_energy_mj(need.estimate, rate);
-            if mj > cap {
-                return Err(Exclusion::EnergyBudget { need_mj: mj as u64 });
-            }
-            Some(mj)
-        }
-        // A summary's contact: its rate comes with its offer, and the call
-        // caps it (`max_energy`). Ranked as if it used the whole share,
-        // after every provider known to need less.
-        (Some(cap), None) if !info.from_advert => Some(cap),
-        (Some(_), None) => return Err(Exclusion::EnergyUnknown),
-    };
     let price_term = if need.max_price.0 == 0 {
         0.0
     } else {
