@@ -54,15 +54,16 @@ fn relay_server(peer_id: libp2p::PeerId, limits: &super::RelayLimits) -> super::
 /// settle whether it is public or private. Dial-backs go to global
 /// addresses only, unless every address the node listens on is local (a
 /// testnet on one machine or one LAN), where only local ones exist.
+///
+/// The node picks who may answer its probes itself (`use_connected` off):
+/// the network task adds each peer reached directly from outside the
+/// node's subnet as a server ([`super::reach::witness`]). A neighbour
+/// behind the same home router would dial the node back over the LAN and
+/// call it public; AutoNAT would then confirm a LAN address as external
+/// and, confident, probe again only minutes later, leaving a node behind
+/// NAT without a relay all that time.
 fn autonat_behaviour(peer_id: libp2p::PeerId, config: &Config) -> autonat::v1::Behaviour {
-    let local = !config.listen.is_empty()
-        && config.listen.iter().all(|a| {
-            a.iter().any(|p| match p {
-                libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback() || ip.is_private(),
-                libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
-                _ => false,
-            })
-        });
+    let local = !super::reach::only_global_ips(&config.listen);
     autonat::v1::Behaviour::new(
         peer_id,
         autonat::v1::Config {
@@ -77,6 +78,7 @@ fn autonat_behaviour(peer_id: libp2p::PeerId, config: &Config) -> autonat::v1::B
             throttle_server_period: Duration::from_secs(5),
             confidence_max: 2,
             only_global_ips: !local,
+            use_connected: false,
             ..autonat::v1::Config::default()
         },
     )

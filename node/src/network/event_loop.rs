@@ -104,6 +104,8 @@ pub(crate) struct EventLoop {
     verdict: reach::Verdict,
     /// Whether the owner declared an external address.
     declared_external: bool,
+    /// Whether AutoNAT witnesses must be at global addresses.
+    only_global_ips: bool,
 }
 
 /// What the loop starts with, besides its channels.
@@ -118,6 +120,9 @@ pub(crate) struct Setup {
     pub(crate) relays: Vec<Multiaddr>,
     /// Whether the owner declared an external address.
     pub(crate) declared_external: bool,
+    /// Whether AutoNAT witnesses must be at global addresses (see
+    /// [`reach::only_global_ips`]).
+    pub(crate) only_global_ips: bool,
 }
 
 /// Below this many connections the node dials its bootstrap peers again.
@@ -150,6 +155,7 @@ impl EventLoop {
             reach_tx,
             relays,
             declared_external,
+            only_global_ips,
         } = setup;
         let configured_relays = relays
             .into_iter()
@@ -188,6 +194,7 @@ impl EventLoop {
             remote: HashMap::new(),
             verdict: reach::Verdict::default(),
             declared_external,
+            only_global_ips,
         }
     }
 
@@ -673,7 +680,14 @@ impl EventLoop {
                     .or_default()
                     .insert(connection_id, endpoint.is_relayed());
                 if !endpoint.is_relayed() {
-                    self.remote.insert(peer_id, endpoint.get_remote_address().clone());
+                    let remote = endpoint.get_remote_address();
+                    let listen: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                    if reach::witness(remote, &listen, self.only_global_ips)
+                        && let Some(autonat) = self.swarm.behaviour_mut().autonat.as_mut()
+                    {
+                        autonat.add_server(peer_id, None);
+                    }
+                    self.remote.insert(peer_id, remote.clone());
                 }
                 self.drop_relayed(&peer_id);
                 self.publish_reach();
@@ -705,6 +719,9 @@ impl EventLoop {
                     self.conns.remove(&peer_id);
                     self.remote.remove(&peer_id);
                     self.relay_candidates.remove(&peer_id);
+                    if let Some(autonat) = self.swarm.behaviour_mut().autonat.as_mut() {
+                        autonat.remove_server(&peer_id);
+                    }
                 }
                 self.publish_reach();
                 if num_established == 0

@@ -732,6 +732,7 @@ pub async fn spawn(
             reach_tx,
             relays: config.relays.clone(),
             declared_external: !config.external.is_empty(),
+            only_global_ips: reach::only_global_ips(&config.listen),
         },
     );
     let handle = tokio::spawn(event_loop.run());

@@ -130,6 +130,55 @@ pub(crate) fn same_subnet(addr: &Multiaddr, listen: &[Multiaddr]) -> bool {
     })
 }
 
+/// Whether AutoNAT should dial back only global addresses: unless every
+/// address the node listens on is local (a testnet on one machine or one
+/// LAN, where only local ones exist).
+pub(crate) fn only_global_ips(listen: &[Multiaddr]) -> bool {
+    let local = !listen.is_empty()
+        && listen.iter().all(|a| match ip(a) {
+            Some(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private(),
+            Some(IpAddr::V6(ip)) => ip.is_loopback(),
+            None => false,
+        });
+    !local
+}
+
+/// Whether a peer reached directly at `remote` may answer this node's
+/// reachability probes: it is outside the node's own subnet (`listen`),
+/// and at a global address unless `only_global` is off.
+pub(crate) fn witness(remote: &Multiaddr, listen: &[Multiaddr], only_global: bool) -> bool {
+    !same_subnet(remote, listen) && (!only_global || ip(remote).is_some_and(is_global))
+}
+
+/// Whether `ip` is reachable across the internet: not private, loopback,
+/// link-local, shared (CGNAT), documentation, unique-local or unspecified.
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [o0, o1, ..] = a.octets();
+            !(a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (o0 == 100 && (o1 & 0xc0) == 0x40)
+                || o0 >= 240
+                || o0 == 0)
+        }
+        IpAddr::V6(a) => {
+            let s0 = a.segments()[0];
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (s0 & 0xfe00) == 0xfc00
+                || (s0 & 0xffc0) == 0xfe80
+                || (s0 == 0x2001 && a.segments()[1] == 0x0db8))
+        }
+    }
+}
+
 /// Relays to ask for a reservation now: the configured ones first (always
 /// reserved on), then, while the node is private, connected peers that
 /// serve as relays, up to [`AUTO_RELAYS`] reservations in all. `held`: the
@@ -219,6 +268,25 @@ mod tests {
         let mut v = Verdict::default();
         v.probed(Some(&addr("/ip4/127.0.0.1/tcp/4002")), &listen, true);
         assert_eq!(v.reachability(), Reachability::Public);
+    }
+
+    #[test]
+    fn only_peers_outside_the_subnet_at_an_address_fit_for_the_network_answer_probes() {
+        let home = [addr("/ip4/192.168.1.7/tcp/4001")];
+        assert!(!only_global_ips(&home));
+        assert!(!witness(&addr("/ip4/192.168.1.9/tcp/4001"), &home, false));
+        assert!(witness(&addr("/ip4/192.168.7.1/tcp/4001"), &home, false));
+        let open = [
+            addr("/ip4/203.0.113.7/tcp/4001"),
+            addr("/ip4/192.168.1.7/tcp/4001"),
+        ];
+        assert!(only_global_ips(&open));
+        assert!(witness(&addr("/ip4/198.51.99.1/tcp/4001"), &open, true));
+        assert!(!witness(&addr("/ip4/10.0.0.1/tcp/4001"), &open, true));
+        assert!(!witness(&addr("/ip4/100.64.3.3/tcp/4001"), &open, true));
+        assert!(!witness(&addr("/ip6/fd00::1/tcp/4001"), &open, true));
+        assert!(witness(&addr("/ip6/2a01:4f8::1/tcp/4001"), &open, true));
+        assert!(!witness(&addr("/memory/7"), &open, true));
     }
 
     #[test]
