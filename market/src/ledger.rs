@@ -200,7 +200,7 @@ impl Ledger {
         if v.signer() != from {
             return Err(Refused::Invalid("the payment is signed by another node".into()));
         }
-        agora_protocol::chain::received(&self.local, pay).map_err(|e| Refused::Invalid(e.into()))?;
+        agora_protocol::chain::paid_to(&self.local, &v).map_err(|e| Refused::Invalid(e.into()))?;
         let Entry::Pay(voucher) = &v.payload().entry else {
             return Err(Refused::Invalid("not a payment".into()));
         };
@@ -284,9 +284,10 @@ impl Ledger {
         &self.state
     }
 
-    /// The voucher a payment block carries.
+    /// The voucher a payment block carries, unverified: for a block
+    /// [`Ledger::receive`] has checked.
     pub fn voucher_of(pay: &Envelope) -> Option<Voucher> {
-        match pay.open_ignoring_time::<Block>().ok()?.into_payload().entry {
+        match pay.peek::<Block>().ok()?.entry {
             Entry::Pay(v) => Some(v),
             _ => None,
         }

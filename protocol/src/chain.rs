@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::envelope::{Envelope, OpenError, Payload, PayloadType};
+use crate::envelope::{Envelope, OpenError, Payload, PayloadType, Verified};
 use crate::id::{ContentId, NodeId};
 use crate::settlement::Voucher;
 use crate::units::Credits;
@@ -465,6 +465,12 @@ fn received_from(payee: &NodeId, pay: &Envelope) -> Result<(u64, NodeId, u64), &
     let p = pay
         .open_ignoring_time::<Block>()
         .map_err(|_| "the payment received does not verify")?;
+    paid_to(payee, &p)
+}
+
+/// [`received`] of a block already opened (its signature checked once,
+/// by whoever opened it): the amount, the payer and the block's position.
+pub fn paid_to(payee: &NodeId, p: &Verified<Block>) -> Result<(u64, NodeId, u64), &'static str> {
     match &p.payload().entry {
         Entry::Pay(v) if v.provider == *payee && p.signer() != *payee && v.amount_is_consistent() => {
             Ok((v.amount.0, p.signer(), p.payload().seq))

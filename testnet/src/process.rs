@@ -326,8 +326,19 @@ impl Node {
 
     /// Its resident memory, from `/proc/PID/status`.
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// The part of its resident memory that is its own (heap, stacks,
+    /// mappings of no file), not pages of the binary and libraries that
+    /// every process running them shares and the kernel can drop.
+    pub fn rss_anon_bytes(&self) -> Option<u64> {
+        self.status_bytes("RssAnon:")
+    }
+
+    fn status_bytes(&self, field: &str) -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = text.lines().find(|l| l.starts_with(field))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }

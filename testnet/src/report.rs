@@ -62,6 +62,31 @@ pub fn loadavg() -> Option<String> {
     Some(t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
+/// The machine's CPU ticks so far: (stolen by the hypervisor, all), from
+/// the `cpu` line of `/proc/stat`.
+pub fn cpu_ticks() -> Option<(u64, u64)> {
+    let t = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = t
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map_while(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
+/// The share of the machine's CPU time stolen by the hypervisor between
+/// two [`cpu_ticks`] readings.
+pub fn steal_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.1.saturating_sub(before.1);
+    if all == 0 {
+        return 0.0;
+    }
+    after.0.saturating_sub(before.0) as f64 / all as f64
+}
+
 /// Percentile `p` (0–100) of sorted values, nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -82,6 +107,14 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&v, 100.0), 100.0);
         assert_eq!(percentile(&[3.0], 99.0), 3.0);
+    }
+
+    #[test]
+    fn the_steal_share_is_stolen_ticks_over_all_ticks_between_readings() {
+        assert_eq!(steal_share((10, 1000), (40, 1100)), 0.3);
+        assert_eq!(steal_share((10, 1000), (10, 1000)), 0.0, "no time passed");
+        let (steal, all) = cpu_ticks().expect("/proc/stat reads on Linux");
+        assert!(steal <= all);
     }
 
     #[test]

@@ -569,12 +569,13 @@ impl Engine {
         self.prove_fork(owner, seq, held, theirs, now);
     }
 
-    /// A block of `owner`'s chain received now: compared with the one held
-    /// at its position (a payment received, or an audit's recent blocks).
+    /// A block of `owner`'s chain received now, its signature already
+    /// checked: compared with the one held at its position (a payment
+    /// received, or an audit's recent blocks).
     fn check_held(&mut self, owner: NodeId, block: &Envelope, now: Timestamp) {
         self.check_against_held(owner, block, now);
-        if let Ok(b) = block.open_ignoring_time::<Block>() {
-            self.note_head(owner, b.payload().seq, block_hash(block));
+        if let Ok(b) = block.peek::<Block>() {
+            self.note_head(owner, b.seq, block_hash(block));
         }
     }
 

@@ -130,11 +130,22 @@ fn submit(node: &NodeProcess, args: &[&str]) -> std::process::Output {
 }
 
 /// Every blob the node stores, concatenated.
+/// Every byte the node wrote: its blob files and its database (where small
+/// blobs live, uncompressed).
 fn stored_bytes(node: &NodeProcess) -> Vec<u8> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(node.dir.path().join("content")).unwrap() {
-        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    fn read_all(dir: &std::path::Path, all: &mut Vec<u8>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                read_all(&p, all);
+            } else if let Ok(b) = std::fs::read(&p) {
+                all.extend(b);
+            }
+        }
     }
+    let mut all = Vec::new();
+    read_all(&node.dir.path().join("content"), &mut all);
+    read_all(&node.dir.path().join(agora_node::store::STORE_DIR), &mut all);
     all
 }
 
@@ -171,8 +182,16 @@ fn links_to_secrets_among_the_inputs_are_refused_and_nothing_leaves() {
     let out = submit(&node, &[module, "--input", "/proc/self/environ"]);
     assert_eq!(out.status.code(), Some(1));
     // Nothing was uploaded, the environment least of all.
-    let stored = stored_bytes(&node);
-    assert!(stored.is_empty(), "{} bytes uploaded", stored.len());
+    let metrics = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(node.client().metrics())
+        .expect("the metrics");
+    assert!(
+        metrics.lines().any(|l| l == "agora_content_bytes 0"),
+        "content was uploaded"
+    );
+    let stored = String::from_utf8_lossy(&stored_bytes(&node)).into_owned();
+    assert!(!stored.contains("OPENSSH") && !stored.contains("hunter2"));
 
     // Following a link to an ordinary file is what --follow-symlinks is for.
     std::fs::remove_file(inputs.join("env.json")).unwrap();

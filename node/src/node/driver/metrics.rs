@@ -196,7 +196,7 @@ impl Driver {
             );
         }
         let p = e.provider();
-        let gauges: [(Def, f64); 6] = [
+        let gauges: [(Def, f64); 7] = [
             (
                 (
                     "agora_receipts_superseded_total",
@@ -220,6 +220,14 @@ impl Driver {
             (
                 ("agora_resident_memory_bytes", "gauge", "Resident memory"),
                 resident_memory().unwrap_or(0) as f64,
+            ),
+            (
+                (
+                    "agora_content_bytes",
+                    "gauge",
+                    "Bytes of stored content (modules, inputs, outputs)",
+                ),
+                self.sh.store.content().held() as f64,
             ),
             (
                 ("agora_uptime_seconds", "gauge", "Uptime"),

@@ -72,6 +72,11 @@ pub struct BenchReport {
     pub e2e_node_p50_ms: f64,
     /// Tiny tasks per second, one requester.
     pub tasks_per_s: f64,
+    /// CPU time of every node process over the throughput job, per task, ms.
+    pub cpu_ms_per_task: f64,
+    /// The share of the machine's CPU time the hypervisor stole during the
+    /// throughput job (0 on a machine of one's own).
+    pub steal_share: f64,
     /// Credit-chain blocks the throughput job added per task, over all
     /// nodes (each block is one signature).
     pub chain_blocks_per_task: f64,
@@ -96,6 +101,9 @@ pub struct BenchReport {
     pub rss_mb: f64,
     /// The largest, MB.
     pub rss_max_mb: f64,
+    /// The anonymous part of an idle node's resident memory (heap,
+    /// stacks; not the binary's pages), MB, median over the providers.
+    pub rss_anon_mb: f64,
     /// The placement runs in detail.
     pub makespan_runs: Vec<MakespanRun>,
     /// Build profile of the testnet and the nodes.
@@ -153,12 +161,18 @@ pub(super) struct NetworkSamples {
     pub e2e_node_ms: Vec<f64>,
     /// Tasks per second of the throughput job (NaN if not run).
     pub tasks_per_s: f64,
+    /// CPU ms per task over it.
+    pub cpu_ms_per_task: f64,
+    /// The share of CPU time stolen meanwhile.
+    pub steal_share: f64,
     /// Chain blocks it added per task.
     pub chain_blocks_per_task: f64,
     /// The audit after it.
     pub audit: String,
     /// Each idle provider's resident memory, MB.
     pub rss_mb: Vec<f64>,
+    /// Each idle provider's anonymous resident memory, MB.
+    pub rss_anon_mb: Vec<f64>,
     /// Each new node's advert until every other view listed it, ms.
     pub advert_ms: Vec<f64>,
 }
@@ -168,6 +182,8 @@ impl NetworkSamples {
     pub(super) fn skipped() -> NetworkSamples {
         NetworkSamples {
             tasks_per_s: f64::NAN,
+            cpu_ms_per_task: f64::NAN,
+            steal_share: f64::NAN,
             chain_blocks_per_task: f64::NAN,
             ..NetworkSamples::default()
         }
@@ -200,6 +216,8 @@ impl BenchReport {
             e2e_p99_ms: percentile(&network.e2e_ms, 99.0),
             e2e_node_p50_ms: percentile(&network.e2e_node_ms, 50.0),
             tasks_per_s: network.tasks_per_s,
+            cpu_ms_per_task: network.cpu_ms_per_task,
+            steal_share: network.steal_share,
             chain_blocks_per_task: network.chain_blocks_per_task,
             chain_bytes_per_task: super::network::chain_bytes_per_payment() as f64
                 * network.chain_blocks_per_task
@@ -213,6 +231,7 @@ impl BenchReport {
             makespan_ratio_kernel: [kernel("scored"), kernel("random"), kernel("round_robin")],
             rss_mb: percentile(rss, 50.0),
             rss_max_mb: rss.last().copied().unwrap_or(f64::NAN),
+            rss_anon_mb: percentile(&network.rss_anon_mb, 50.0),
             scale_nodes: scale.as_ref().map_or(0, |s| s.nodes),
             scale_advert_p95_ms: scale.as_ref().map_or(f64::NAN, |s| s.advert_p95_ms),
             scale_job_ms: scale.as_ref().map_or(f64::NAN, |s| s.job_ms as f64),

@@ -16,9 +16,16 @@
 //!    jobs on the requester's own clock. `tasks_per_s`: one job of
 //!    `--tasks` no-op tasks (default 2000; inputs uploaded beforehand,
 //!    after a 64-task warm-up job so that every provider has compiled the
-//!    module), tasks / wall time from the same client clock. `rss_mb`: the
+//!    module), tasks / wall time from the same client clock;
+//!    `cpu_ms_per_task` the CPU time all node processes used over that job
+//!    per task, and `steal_share` the share of the machine's CPU time the
+//!    hypervisor stole meanwhile (on a shared host both figures worsen
+//!    with it: compare runs of like steal). `rss_mb`: the
 //!    median VmRSS of the providers after the jobs, once idle
-//!    (`rss_max_mb` the largest).
+//!    (`rss_max_mb` the largest); `rss_anon_mb` the median of its
+//!    anonymous part (`RssAnon`: heap, stacks), the rest being pages of
+//!    the binary, shared by every node process and dropped by the kernel
+//!    under pressure.
 //! 2. **Advert propagation** (`adverts.rs`): the same testnet grown to 9
 //!    processes, then a 10th node started and stopped `--advert-rounds`
 //!    times (default 20): from the moment its `node.json` appears (its
@@ -209,7 +216,7 @@ impl BenchCommand {
         let noop = modules.read("noop")?;
         let (e2e_ms, e2e_node_ms) = network::latency(&net, &noop, self.e2e_jobs).await?;
         let blocks_before = network::chain_blocks(&net).await?;
-        let tasks_per_s = network::throughput(&net, &noop, self.tasks).await?;
+        let throughput = network::throughput(&net, &noop, self.tasks).await?;
         let blocks_after = network::chain_blocks(&net).await?;
         let chain_blocks_per_task =
             blocks_after.saturating_sub(blocks_before) as f64 / self.tasks.max(1) as f64;
@@ -217,16 +224,19 @@ impl BenchCommand {
         if !audits.mismatches.is_empty() {
             anyhow::bail!("{}", audits.line());
         }
-        let rss_mb = network::idle_rss(&net).await;
+        let (rss_mb, rss_anon_mb) = network::idle_rss(&net).await;
         let advert_ms = adverts::propagation(&mut net, self.advert_rounds).await?;
         net.stop();
         Ok(NetworkSamples {
             e2e_ms,
             e2e_node_ms,
-            tasks_per_s,
+            tasks_per_s: throughput.rate,
+            cpu_ms_per_task: throughput.cpu_ms_per_task,
+            steal_share: throughput.steal,
             chain_blocks_per_task,
             audit: audits.line(),
             rss_mb,
+            rss_anon_mb,
             advert_ms,
         })
     }
@@ -252,6 +262,16 @@ fn print_figures(r: &BenchReport) {
         ("e2e_p50_ms", format!("{:.2}", r.e2e_p50_ms), "≤ 5"),
         ("e2e_p99_ms", format!("{:.2}", r.e2e_p99_ms), "≤ 25"),
         ("tasks_per_s", format!("{:.0}", r.tasks_per_s), "≥ 1000"),
+        (
+            "cpu_ms_per_task (all nodes)",
+            format!("{:.2}", r.cpu_ms_per_task),
+            "",
+        ),
+        (
+            "steal_share (during the throughput job)",
+            format!("{:.2}", r.steal_share),
+            "≈ 0 for a fair figure",
+        ),
         (
             "chain per task: blocks / signatures",
             format!("{:.2} / {:.2}", r.chain_blocks_per_task, r.chain_blocks_per_task),
@@ -287,6 +307,11 @@ fn print_figures(r: &BenchReport) {
             "scored / random / round-robin",
         ),
         ("rss_mb", format!("{:.1}", r.rss_mb), ""),
+        (
+            "rss_anon_mb (the node's own part of it)",
+            format!("{:.1}", r.rss_anon_mb),
+            "",
+        ),
         ("nat_join_ms", format!("{:.0}", r.nat_join_ms), ""),
         ("e2e_relayed_p50_ms", format!("{:.1}", r.e2e_relayed_p50_ms), ""),
         ("e2e_direct_p50_ms", format!("{:.1}", r.e2e_direct_p50_ms), ""),

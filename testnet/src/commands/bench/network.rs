@@ -11,9 +11,12 @@
 //! * **Throughput**: after a 64-task warm-up job (so that every provider
 //!   holds and has compiled the module), one job of `--tasks` no-op tasks
 //!   whose inputs were uploaded beforehand: tasks over the wall time from
-//!   submission to the end. Printed besides: when each quarter of the tasks
-//!   was verified, what the providers declined, and how many of the
-//!   requester's market requests travelled in batches.
+//!   submission to the end. Beside it, what the rate does not show on a
+//!   shared machine: the CPU time all the nodes used per task, and the
+//!   share of the machine's time the hypervisor stole meanwhile. Printed
+//!   besides: when each quarter of the tasks was verified, what the
+//!   providers declined, and how many of the requester's market requests
+//!   travelled in batches.
 //! * **Memory**: every provider's VmRSS after the jobs, once idle.
 //!
 //! The testnet is then handed on to the advert part.
@@ -28,7 +31,7 @@ use anyhow::Context;
 
 use crate::job::{self, Params};
 use crate::process::{NodeSpec, Testnet};
-use crate::report::percentile;
+use crate::report::{cpu_ticks, percentile, steal_share};
 use crate::workload::noop;
 
 /// Latency jobs run before the timed ones.
@@ -91,18 +94,42 @@ pub(super) async fn latency(
     Ok((client_ms, node_ms))
 }
 
-/// One job of `tasks` no-op tasks of `module` from node 0: tasks per
-/// second.
-pub(super) async fn throughput(net: &Testnet, module: &[u8], tasks: usize) -> anyhow::Result<f64> {
+/// What the throughput job measured.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Throughput {
+    /// Tasks per second, client clock.
+    pub rate: f64,
+    /// CPU time (user + system) of every node process over the job, per
+    /// task, ms.
+    pub cpu_ms_per_task: f64,
+    /// The share of the machine's CPU time stolen by the hypervisor over
+    /// the job.
+    pub steal: f64,
+}
+
+/// CPU time used so far by every running node process.
+fn nodes_cpu(net: &Testnet) -> Duration {
+    net.nodes().iter().filter_map(|n| n.cpu_time()).sum()
+}
+
+/// One job of `tasks` no-op tasks of `module` from node 0.
+pub(super) async fn throughput(net: &Testnet, module: &[u8], tasks: usize) -> anyhow::Result<Throughput> {
     let client = &net.node(0).client;
     let inputs = noop::inputs(tasks);
     let spec = job::prepare(client, module, None, &inputs, &Params::default()).await?;
     warm_up(client, module).await?;
+    let cpu = nodes_cpu(net);
+    let ticks = cpu_ticks();
     let t = Instant::now();
     let id = job::submit(client, &spec).await?;
     let submitted = t.elapsed();
     let quarters = follow(client, &id, tasks, t).await?;
     let secs = t.elapsed().as_secs_f64();
+    let cpu_ms_per_task = nodes_cpu(net).saturating_sub(cpu).as_secs_f64() * 1000.0 / tasks.max(1) as f64;
+    let steal = match (ticks, cpu_ticks()) {
+        (Some(a), Some(b)) => steal_share(a, b),
+        _ => f64::NAN,
+    };
     let status = client.job(&id).await?;
     job::ensure_done(&status)?;
     let o = job::outcome(&status);
@@ -117,9 +144,17 @@ pub(super) async fn throughput(net: &Testnet, module: &[u8], tasks: usize) -> an
         submitted.as_millis(),
         per.join(", ")
     );
+    eprintln!(
+        "  the nodes used {cpu_ms_per_task:.2} ms of CPU per task; the hypervisor stole {:.0} % of the machine's time meanwhile",
+        steal * 100.0
+    );
     print_declined(net).await;
     print_batching(client).await;
-    Ok(rate)
+    Ok(Throughput {
+        rate,
+        cpu_ms_per_task,
+        steal,
+    })
 }
 
 /// A short job first, so that every provider holds the module and has
@@ -196,18 +231,20 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Every provider's resident memory once idle (after a pause), MB, sorted.
-pub(super) async fn idle_rss(net: &Testnet) -> Vec<f64> {
+/// Every provider's resident memory once idle (after a pause), MB, sorted:
+/// all of it, and its anonymous part.
+pub(super) async fn idle_rss(net: &Testnet) -> (Vec<f64>, Vec<f64>) {
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut rss: Vec<f64> = net
-        .nodes()
-        .iter()
-        .filter(|n| n.spec.provide)
-        .filter_map(|n| n.rss_bytes())
-        .map(|b| b as f64 / 1e6)
-        .collect();
-    rss.sort_by(f64::total_cmp);
-    rss
+    let providers = || net.nodes().iter().filter(|n| n.spec.provide);
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let mb = |b: u64| b as f64 / 1e6;
+    (
+        sorted(providers().filter_map(|n| n.rss_bytes()).map(mb).collect()),
+        sorted(providers().filter_map(|n| n.rss_anon_bytes()).map(mb).collect()),
+    )
 }
 
 /// Blocks on every running node's credit chain (payments settled first).

@@ -50,7 +50,8 @@ const FLOOD: &str = r#"(module
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $l (i32.lt_u (local.get $i) (i32.const 64))))))"#;
 
-/// Bytes of the blobs in a data dir's content store.
+/// Bytes of the blob files in a data dir's content store: the attacker's
+/// outputs are far above `SMALL_BLOB_MAX`, so they are files, not records.
 fn held(data_dir: &Path) -> u64 {
     std::fs::read_dir(data_dir.join("content"))
         .map(|d| {
