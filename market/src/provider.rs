@@ -635,7 +635,10 @@ impl Provider {
         let at = if self.running < slots {
             interactive.unwrap_or(0)
         } else {
-            // Each task beyond the slots pauses one running batch task.
+            // Only an interactive task starts beyond the slots (the common
+            // case, none waiting, ends here without counting), and each
+            // such task pauses one running batch task.
+            let at = interactive?;
             let running_batch = self
                 .tasks
                 .values()
@@ -644,7 +647,7 @@ impl Provider {
             if self.running - slots >= running_batch {
                 return None;
             }
-            interactive?
+            at
         };
         let id = self.queue.remove(at)?;
         let t = self.tasks.get_mut(&id)?;

@@ -257,12 +257,14 @@ fn tasks_beyond_the_pool_wait_for_a_slot() {
     }
 }
 
+/// Counts to 300 M and ends: its fuel is its own, below the limit of the
+/// pause tests.
+const COUNT: &str = r#"(module (func (export "_start") (local $i i32)
+    (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+             (br_if $l (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
+
 #[test]
 fn a_suspended_executor_parks_provided_runs_in_place_and_they_end_as_if_never_parked() {
-    // Counts to 300 M and ends: its fuel is its own, below the limit.
-    const COUNT: &str = r#"(module (func (export "_start") (local $i i32)
-        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                 (br_if $l (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
     let _h = heavy();
     let e = executor();
     let module = e.load(&wasm(COUNT)).unwrap();
@@ -303,9 +305,6 @@ fn a_suspended_executor_parks_provided_runs_in_place_and_they_end_as_if_never_pa
 
 #[test]
 fn a_run_paused_alone_parks_while_others_go_on_and_ends_as_if_never_paused() {
-    const COUNT: &str = r#"(module (func (export "_start") (local $i i32)
-        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
-                 (br_if $l (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
     let _h = heavy();
     let e = executor();
     let module = e.load(&wasm(COUNT)).unwrap();
