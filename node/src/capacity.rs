@@ -66,8 +66,21 @@ impl LoadSampler {
     }
 }
 
-/// Busy and total jiffies over all cores, from `/proc/stat`.
-fn read_proc_stat() -> Option<(u64, u64)> {
+/// The machine's CPU time so far over all cores, in jiffies, from the
+/// `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jiffies {
+    /// Neither idle nor waiting for I/O (stolen time included).
+    pub busy: u64,
+    /// Taken by the hypervisor for other guests.
+    pub steal: u64,
+    /// All of it (user, nice, system, idle, iowait, irq, softirq, steal;
+    /// guest time is inside user).
+    pub total: u64,
+}
+
+/// Reads [`Jiffies`] now.
+pub fn jiffies() -> Option<Jiffies> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().next()?;
     let mut fields = line.split_whitespace();
@@ -80,7 +93,16 @@ fn read_proc_stat() -> Option<(u64, u64)> {
     }
     let idle = v[3] + v.get(4).copied().unwrap_or(0);
     let total: u64 = v.iter().take(8).sum();
-    Some((total - idle, total))
+    Some(Jiffies {
+        busy: total - idle,
+        steal: v.get(7).copied().unwrap_or(0),
+        total,
+    })
+}
+
+/// Busy and total jiffies over all cores.
+fn read_proc_stat() -> Option<(u64, u64)> {
+    jiffies().map(|j| (j.busy, j.total))
 }
 
 /// This process's user+system jiffies, from `/proc/self/stat`.

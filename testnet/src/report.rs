@@ -62,19 +62,9 @@ pub fn loadavg() -> Option<String> {
     Some(t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
-/// The machine's CPU ticks so far: (stolen by the hypervisor, all), from
-/// the `cpu` line of `/proc/stat`.
+/// The machine's CPU ticks so far: (stolen by the hypervisor, all).
 pub fn cpu_ticks() -> Option<(u64, u64)> {
-    let t = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = t
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .map_while(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+    agora_node::capacity::jiffies().map(|j| (j.steal, j.total))
 }
 
 /// The share of the machine's CPU time stolen by the hypervisor between
