@@ -398,6 +398,9 @@ pub struct Reported {
     pub exec_ms: u64,
     /// Whether the output bytes are here and match.
     pub output_held: bool,
+    /// The checkpoint the run started from (its fuel is in `fuel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<ContentId>,
 }
 
 /// One placement of a task on one provider.
@@ -448,9 +451,22 @@ pub struct Copy {
     /// a run that did not succeed (its word: not verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// The checkpoint the copy was told to resume from, and the fuel used
+    /// up to it (not billed again: the copy is paid for what it added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<(ContentId, Fuel)>,
+    /// The fuel it was paid for, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed: Option<Fuel>,
 }
 
 impl Copy {
+    /// The fuel this copy is paid for when it reported `fuel` in all: what
+    /// it added to the checkpoint it resumed from.
+    pub fn billed(&self, fuel: Fuel) -> Fuel {
+        Fuel(fuel.0.saturating_sub(self.resume.map_or(0, |(_, f)| f.0)))
+    }
+
     /// Withdrawn while its accept was in flight: cancelled, with no
     /// agreement id yet to cancel it by at the provider.
     pub fn withdrawn_unagreed(&self) -> bool {
@@ -528,6 +544,36 @@ pub struct TaskRecord {
     /// not re-execute it under its limits, or the check could not run).
     #[serde(default)]
     pub needs_replica: bool,
+    /// The checkpoint the verified outcome's run started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<ContentId>,
+    /// The latest checkpoints its copies reported (at most
+    /// [`MAX_TASK_CHECKPOINTS`], oldest first): a copy placed after one
+    /// fails resumes from the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<TaskCheckpoint>,
+}
+
+/// The most checkpoints a requester keeps per task besides those a copy
+/// started from: the latest, and the few before it a provider restarting
+/// may still resume from (it resumes from the last one the requester
+/// acknowledged, which a crash can leave one or two behind).
+pub const MAX_TASK_CHECKPOINTS: usize = 4;
+
+/// A checkpoint of a task, reported by a copy's provider in a signed
+/// progress receipt (SPEC.md §8.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpoint {
+    /// Its content id (the encoded checkpoint is kept as content).
+    pub id: ContentId,
+    /// Its index in the task's chain of checkpoints.
+    pub index: u32,
+    /// Fuel used from the task's start to it.
+    pub fuel: Fuel,
+    /// The copy whose provider reported it.
+    pub attempt: u16,
+    /// The progress receipt's envelope id.
+    pub progress: MessageId,
 }
 
 impl TaskRecord {
@@ -545,6 +591,8 @@ impl TaskRecord {
             spot_checked: false,
             pinned: None,
             needs_replica: false,
+            resumed: None,
+            checkpoints: Vec::new(),
         }
     }
 

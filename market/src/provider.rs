@@ -17,7 +17,7 @@ use std::time::Duration;
 use agora_protocol::market::{Accept, Assignment, CallForOffers, LatencyClass, Offer};
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Millis, Price, Timestamp};
-use agora_protocol::{Domain, MessageId, NodeId, TaskId};
+use agora_protocol::{ContentId, Domain, MessageId, NodeId, TaskId};
 use serde::{Deserialize, Serialize};
 
 use crate::idle::IdlePolicy;
@@ -137,6 +137,14 @@ pub struct Accepted {
     /// Its latency class, from the call (interactive tasks start first).
     #[serde(default)]
     pub class: LatencyClass,
+    /// The last checkpoint of its run the requester acknowledged: a run
+    /// started after a restart resumes from it (SPEC.md §8.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<ContentId>,
+    /// The fuel of the checkpoint the assignment resumed from: the run is
+    /// paid for what it adds to it.
+    #[serde(default)]
+    pub billed_from: Fuel,
 }
 
 impl Accepted {
@@ -177,6 +185,8 @@ impl Terms {
             stage: Stage::Queued,
             estimate: self.estimate,
             class: self.class,
+            checkpoint: None,
+            billed_from: Fuel(0),
         }
     }
 }
@@ -726,6 +736,14 @@ impl Provider {
         self.tasks.get(agreement)
     }
 
+    /// Notes that the requester of `agreement` keeps checkpoint `id` of
+    /// its run; returns the task to persist.
+    pub fn checkpointed(&mut self, agreement: &MessageId, id: ContentId) -> Option<&Accepted> {
+        let t = self.tasks.get_mut(agreement)?;
+        t.checkpoint = Some(id);
+        Some(t)
+    }
+
     /// Every accepted task.
     pub fn tasks(&self) -> impl Iterator<Item = &Accepted> {
         self.tasks.values()
@@ -780,6 +798,7 @@ mod tests {
                     max_output: Bytes(10),
                 },
                 seed: 0,
+                resume: None,
             },
         }
     }
@@ -795,6 +814,8 @@ mod tests {
             stage: Stage::Queued,
             estimate: Fuel(1000),
             class: LatencyClass::Batch,
+            checkpoint: None,
+            billed_from: Fuel(0),
         }
     }
 

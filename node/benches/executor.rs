@@ -212,6 +212,8 @@ fn task() -> Task<'static> {
         args: &[],
         limits: limits(),
         seed: 0,
+        resume: None,
+        checkpoints: None,
     }
 }
 

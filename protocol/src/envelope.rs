@@ -51,6 +51,8 @@ pub enum PayloadType {
     Cancel = 0x0014,
     /// [`crate::execution::Receipt`].
     Receipt = 0x0020,
+    /// [`crate::execution::Progress`].
+    Progress = 0x0021,
     /// [`crate::settlement::Voucher`].
     Voucher = 0x0030,
     /// [`crate::chain::Grant`].
@@ -67,7 +69,7 @@ pub enum PayloadType {
 
 impl PayloadType {
     /// All payload types.
-    pub const ALL: [PayloadType; 14] = [
+    pub const ALL: [PayloadType; 15] = [
         PayloadType::Advert,
         PayloadType::DomainSummary,
         PayloadType::CallForOffers,
@@ -76,6 +78,7 @@ impl PayloadType {
         PayloadType::Agreement,
         PayloadType::Cancel,
         PayloadType::Receipt,
+        PayloadType::Progress,
         PayloadType::Voucher,
         PayloadType::Grant,
         PayloadType::Block,

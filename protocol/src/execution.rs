@@ -161,6 +161,9 @@ pub struct Receipt {
     pub started_at: Timestamp,
     /// When it ended.
     pub finished_at: Timestamp,
+    /// The checkpoint the run started from (none: the beginning). Its
+    /// fuel is included in `fuel_used`.
+    pub resumed: Option<ContentId>,
 }
 
 wire_struct!(Receipt {
@@ -178,6 +181,7 @@ wire_struct!(Receipt {
     exit,
     started_at,
     finished_at,
+    resumed,
 });
 
 impl Payload for Receipt {
@@ -194,12 +198,137 @@ impl Receipt {
     }
 
     /// Whether two receipts ran the same computation (same module, input,
-    /// arguments, seed and fuel limit) and so must agree.
+    /// arguments, seed and fuel limit, from the same checkpoint) and so
+    /// must agree.
     pub fn same_computation(&self, other: &Receipt) -> bool {
         self.module == other.module
             && self.input == other.input
             && self.args == other.args
             && self.seed == other.seed
             && self.fuel_limit == other.fuel_limit
+            && self.resumed == other.resumed
     }
+}
+
+/// The most bytes of state a guest may save in one checkpoint.
+pub const MAX_CHECKPOINT_STATE: usize = 512 * 1024;
+/// The most output a task may have written when it checkpoints (the
+/// checkpoint carries it; with the state, it fits in one message's inline
+/// content).
+pub const MAX_CHECKPOINT_OUTPUT: usize = 256 * 1024;
+
+/// A long task's saved progress: the state its guest saved (`agora`
+/// `checkpoint`, GUEST-CONTRACT.md) and where the task's world stood then.
+/// It travels as content, named by the blake3 hash of its encoding; a run
+/// that resumes from it starts a fresh instance whose `restore` hands the
+/// guest `state` and puts stdin, stdout, the random stream and the clocks
+/// back where they were. It names the computation it belongs to, so it
+/// cannot be resumed under another (SPEC.md §8.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// blake3 of the module.
+    pub module: ContentId,
+    /// blake3 of the input.
+    pub input: ContentId,
+    /// Digest of the arguments.
+    pub args: ContentId,
+    /// The guest's random seed.
+    pub seed: u64,
+    /// The fuel limit of the task.
+    pub fuel_limit: Fuel,
+    /// How many checkpoints the task has taken, this one included.
+    pub index: u32,
+    /// The checkpoint the run that took this one started from.
+    pub from: Option<ContentId>,
+    /// Fuel used from the start of the task to this checkpoint, across
+    /// every run of the chain.
+    pub fuel_used: Fuel,
+    /// The task's virtual time, in nanoseconds.
+    pub time: u64,
+    /// Bytes of the random stream drawn.
+    pub random: u64,
+    /// Bytes of stdin read.
+    pub input_read: u64,
+    /// Everything written to stdout so far.
+    pub output: crate::wire::Blob,
+    /// What the guest saved.
+    pub state: crate::wire::Blob,
+}
+
+wire_struct!(Checkpoint {
+    module,
+    input,
+    args,
+    seed,
+    fuel_limit,
+    index,
+    from,
+    fuel_used,
+    time,
+    random,
+    input_read,
+    output < MAX_CHECKPOINT_OUTPUT,
+    state < MAX_CHECKPOINT_STATE,
+});
+
+impl Checkpoint {
+    /// Its content id: blake3 of its encoding.
+    pub fn id(&self) -> ContentId {
+        ContentId::of(&self.to_bytes())
+    }
+
+    /// Whether it belongs to the computation `receipt`-like fields name.
+    pub fn belongs_to(
+        &self,
+        module: &ContentId,
+        input: &ContentId,
+        args: &ContentId,
+        seed: u64,
+        fuel_limit: Fuel,
+    ) -> bool {
+        self.module == *module
+            && self.input == *input
+            && self.args == *args
+            && self.seed == seed
+            && self.fuel_limit == fuel_limit
+    }
+}
+
+/// A provider's signed word that a task it runs reached a checkpoint: the
+/// progress receipt. The requester keeps the checkpoint, and a copy placed
+/// after this one fails resumes from it; the final receipt names the
+/// checkpoint its run started from, so the receipts of a task form a chain
+/// from its start to its result (SPEC.md §8.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The agreement being fulfilled.
+    pub agreement: MessageId,
+    /// The task.
+    pub task: TaskId,
+    /// Who asked for it.
+    pub requester: NodeId,
+    /// The checkpoint the run started from (none: the beginning).
+    pub from: Option<ContentId>,
+    /// The checkpoint reached (its content id).
+    pub checkpoint: ContentId,
+    /// Its index.
+    pub index: u32,
+    /// Fuel used from the start of the task to it.
+    pub fuel_used: Fuel,
+}
+
+wire_struct!(Progress {
+    agreement,
+    task,
+    requester,
+    from,
+    checkpoint,
+    index,
+    fuel_used,
+});
+
+impl Payload for Progress {
+    const TYPE: PayloadType = PayloadType::Progress;
+    const DOMAIN: &'static str = "agora/1/execution/progress";
+    const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 }

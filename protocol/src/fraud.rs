@@ -207,6 +207,7 @@ mod tests {
                 max_output: Bytes::mib(1),
             },
             seed: 9,
+            resume: None,
         }
     }
 
@@ -257,6 +258,7 @@ mod tests {
             exit: ExitStatus::Success,
             started_at: T0,
             finished_at: T0,
+            resumed: None,
         }
     }
 

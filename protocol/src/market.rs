@@ -245,6 +245,9 @@ pub struct Assignment {
     pub limits: Limits,
     /// Seed of the guest's random number generator.
     pub seed: u64,
+    /// The checkpoint to resume from (none: run from the beginning); the
+    /// provider gets it as content, like the module and input.
+    pub resume: Option<ContentId>,
 }
 
 /// One task argument, at most [`MAX_ARG_LEN`] bytes of UTF-8.
@@ -271,6 +274,7 @@ wire_struct!(Assignment {
     args < MAX_ARGS,
     limits,
     seed,
+    resume,
 });
 
 impl Assignment {

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use crate::capacity::{Addr, Advert, ChildSummary, Contact, DomainStats, DomainSummary, Label};
 use crate::domain::Domain;
 use crate::envelope::{Envelope, OpenError, Payload, ReplayGuard};
-use crate::execution::{ExitStatus, Receipt};
+use crate::execution::{Checkpoint, ExitStatus, Progress, Receipt};
 use crate::fraud::{Evidence, FraudProof};
 use crate::id::{ContentId, JobId, MessageId, NodeId, Nonce, TaskId};
 use crate::identity::Keypair;
@@ -126,10 +126,11 @@ prop_compose! {
 prop_compose! {
     fn assignment()(task in task_id(), attempt in any::<u16>(), module in content_id(), input in content_id(),
                     args in vec(text(MAX_ARG_LEN).prop_map(Arg), 0..6), fuel in any::<u64>(), memory in any::<u64>(),
-                    timeout in any::<u64>(), max_output in any::<u64>(), seed in any::<u64>()) -> Assignment {
+                    timeout in any::<u64>(), max_output in any::<u64>(), seed in any::<u64>(),
+                    resume in proptest::option::of(content_id())) -> Assignment {
         Assignment { task, attempt, module, input, args,
                      limits: Limits { fuel: Fuel(fuel), memory: Bytes(memory), timeout: Millis(timeout), max_output: Bytes(max_output) },
-                     seed }
+                     seed, resume }
     }
 }
 
@@ -184,10 +185,29 @@ prop_compose! {
     fn receipt()(agreement in message_id(), task in task_id(), requester in node_id(), module in content_id(),
                  input in content_id(), args in content_id(), seed in any::<u64>(), fuel_limit in any::<u64>(),
                  output in content_id(), output_size in any::<u64>(), fuel_used in any::<u64>(),
-                 exit in exit_status(), started in any::<u64>(), finished in any::<u64>()) -> Receipt {
+                 exit in exit_status(), started in any::<u64>(), finished in any::<u64>(),
+                 resumed in proptest::option::of(content_id())) -> Receipt {
         Receipt { agreement, task, requester, module, input, args, seed, fuel_limit: Fuel(fuel_limit), output,
                   output_size: Bytes(output_size), fuel_used: Fuel(fuel_used), exit, started_at: Timestamp(started),
-                  finished_at: Timestamp(finished) }
+                  finished_at: Timestamp(finished), resumed }
+    }
+}
+
+prop_compose! {
+    fn checkpoint()(module in content_id(), input in content_id(), args in content_id(), seed in any::<u64>(),
+                    fuel_limit in any::<u64>(), index in any::<u32>(), from in proptest::option::of(content_id()),
+                    fuel_used in any::<u64>(), time in any::<u64>(), random in any::<u64>(), input_read in any::<u64>(),
+                    output in blob(512), state in blob(512)) -> Checkpoint {
+        Checkpoint { module, input, args, seed, fuel_limit: Fuel(fuel_limit), index, from, fuel_used: Fuel(fuel_used),
+                     time, random, input_read, output, state }
+    }
+}
+
+prop_compose! {
+    fn progress()(agreement in message_id(), task in task_id(), requester in node_id(),
+                  from in proptest::option::of(content_id()), checkpoint in content_id(), index in any::<u32>(),
+                  fuel_used in any::<u64>()) -> Progress {
+        Progress { agreement, task, requester, from, checkpoint, index, fuel_used: Fuel(fuel_used) }
     }
 }
 
@@ -305,6 +325,8 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
                 offset,
                 text
             }),
+        (envelope(), blob(MAX_INLINE_CONTENT))
+            .prop_map(|(progress, checkpoint)| MarketRequest::Progress { progress, checkpoint }),
     ]
 }
 
@@ -359,7 +381,8 @@ proptest! {
 
     #[test]
     fn every_message_roundtrips(kp in keypair(), a in advert(), s in summary(), c in cfo(), o in offer(), ac in accept(),
-                                ag in agreement(), ca in cancel(), r in receipt(), v in voucher(), f in fraud_proof()) {
+                                ag in agreement(), ca in cancel(), r in receipt(), v in voucher(), f in fraud_proof(),
+                                cp in checkpoint(), pr in progress()) {
         roundtrip(&a)?; seal_roundtrip(&kp, &a)?;
         roundtrip(&s)?; seal_roundtrip(&kp, &s)?;
         roundtrip(&c)?; seal_roundtrip(&kp, &c)?;
@@ -370,6 +393,8 @@ proptest! {
         roundtrip(&r)?; seal_roundtrip(&kp, &r)?;
         roundtrip(&v)?; seal_roundtrip(&kp, &v)?;
         roundtrip(&f)?; seal_roundtrip(&kp, &f)?;
+        roundtrip(&cp)?;
+        roundtrip(&pr)?; seal_roundtrip(&kp, &pr)?;
     }
 
     #[test]

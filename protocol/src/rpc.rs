@@ -85,6 +85,16 @@ pub enum MarketRequest {
         /// The bytes (at most [`MAX_LOG_CHUNK`]).
         text: Blob,
     },
+    /// A signed [`crate::execution::Progress`]: a running task reached a
+    /// checkpoint, carried whole (its encoding, at most
+    /// [`MAX_INLINE_CONTENT`] bytes). Answered with `Ack` once the requester
+    /// has it on disk.
+    Progress {
+        /// The progress receipt.
+        progress: Envelope,
+        /// The [`crate::execution::Checkpoint`] it names, encoded.
+        checkpoint: Blob,
+    },
     /// Several requests to one peer in one frame, answered by a
     /// [`MarketResponse::Batch`] of as many answers in the same order. At
     /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
@@ -116,6 +126,7 @@ impl MarketRequest {
             MarketRequest::Summaries(d) => d.to_bytes().len(),
             MarketRequest::Chain { .. } => 32 + 8,
             MarketRequest::Log { text, .. } => 32 + 20 + 8 + blob(text),
+            MarketRequest::Progress { progress, checkpoint } => progress.encoded_len() + blob(checkpoint),
             MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
         }
     }
@@ -464,6 +475,11 @@ impl Encode for MarketRequest {
                 offset.encode(w);
                 text.encode(w)
             }
+            MarketRequest::Progress { progress, checkpoint } => {
+                w.u8(9);
+                progress.encode(w);
+                checkpoint.encode(w)
+            }
         }
     }
 }
@@ -546,6 +562,10 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
             task: crate::id::TaskId::decode(r)?,
             offset: u64::decode(r)?,
             text: Blob::decode_limited(r, MAX_LOG_CHUNK, "log chunk")?,
+        },
+        9 => MarketRequest::Progress {
+            progress: Envelope::decode(r)?,
+            checkpoint: decode_inline(r)?,
         },
         tag => {
             return Err(DecodeError::InvalidTag {

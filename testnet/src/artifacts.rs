@@ -184,7 +184,13 @@ impl Modules {
 }
 
 /// Modules every testnet command may use.
-pub const NEEDED_MODULES: &[&str] = &["mandelbrot", "mandelbrot-reduce", "primes", "noop"];
+pub const NEEDED_MODULES: &[&str] = &[
+    "mandelbrot",
+    "mandelbrot-reduce",
+    "primes",
+    "noop",
+    "checkpointed-pi",
+];
 
 /// The example modules, built if missing or stale.
 pub fn example_modules() -> anyhow::Result<Modules> {

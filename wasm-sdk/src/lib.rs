@@ -21,6 +21,7 @@
 //! | diagnostics | stderr, captured up to a cap, never part of the result | [`log!`] |
 //! | arguments | `argv[1..]`, the same for every task of the job | [`args`] |
 //! | randomness | WASI `random_get`, seeded by the node from the task's seed | [`seed`], [`Rng`] |
+//! | checkpoints | the `agora` import module: save state, resume from it | [`checkpoint`], [`restore`], [`checkpoint_json`], [`restore_json`] |
 //! | success | exit code 0 (return from `main`) | `main` returning `Err` exits 1 |
 //!
 //! Nothing else is granted: no files or preopened directories, no network,
@@ -82,18 +83,68 @@
 //! but a job that needs independent samplers should also say which sampler a
 //! task is in its input, and use [`Rng::with_stream`].
 //!
+//! ## Checkpoints
+//!
+//! A long task may save its own state so that, if it is interrupted (its
+//! provider killed or restarted), it resumes from its last checkpoint, on
+//! the same node or another, in a fresh instance, instead of from the start:
+//!
+//! ```no_run
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct State { round: u32, sum: u64 }
+//! fn main() -> Result<(), agora_sdk::Error> {
+//!     let mut state = agora_sdk::restore_json()?.unwrap_or(State { round: 0, sum: 0 });
+//!     while state.round < 100 {
+//!         state.sum += u64::from(state.round); // the long work of one round
+//!         state.round += 1;
+//!         if let Err(e) = agora_sdk::checkpoint_json(&state) {
+//!             agora_sdk::log!("no checkpoint after round {}: {e}", state.round);
+//!         }
+//!     }
+//!     agora_sdk::output_json(&state.sum)
+//! }
+//! ```
+//!
+//! Call [`restore`] first thing: it returns the saved state, or `None` when
+//! the run starts from the beginning. Then [`checkpoint`] every so often
+//! (each costs 1000 fuel plus the state's size). With the state the node
+//! saves where the task's world stood, and [`restore`] rewinds it there:
+//! stdin goes on after the bytes read then, stdout holds exactly what had
+//! been written then, random numbers and clocks go on from there. So a
+//! resumed task writes the same output as one that was never interrupted,
+//! *if everything it needs is in the state*:
+//!
+//! - Keep generators in the state (or a seed and a position), not in
+//!   memory only. [`seed`] itself is safe: [`restore`] draws it first, so it
+//!   is the same in every run.
+//! - Read the input before the first checkpoint and keep what later rounds
+//!   need in the state: std's stdin buffers, so the node may have handed
+//!   over more bytes than the program consumed, and a resumed run does not
+//!   see them again.
+//! - Stdout is flushed by [`checkpoint`]; the state may be at most
+//!   [`MAX_CHECKPOINT`] (512 KiB) and the output written so far at most
+//!   [`MAX_CHECKPOINT_OUTPUT`] (256 KiB), else no checkpoint is taken
+//!   ([`CheckpointError`]) and the task goes on. Write a large output at
+//!   the end.
+//!
+//! A module that imports `agora` runs on Agora nodes only (not under a
+//! plain `wasmtime run`); one that never calls these functions imports
+//! nothing of it and behaves as before.
+//!
 //! ## Testing on the host
 //!
 //! The crate compiles natively, so a job's logic is unit-tested with plain
 //! `cargo test`. Off WASI, [`seed`] reads the `AGORA_SEED` environment
 //! variable (default 0), and [`local`] runs a map or reduce step on bytes in
-//! memory, JSON encoding included. To run the real module in the node's sandbox:
-//! `agora exec target/wasm32-wasip1/release/JOB.wasm --input FILE --seed N`.
+//! memory, JSON encoding included; [`checkpoint`] keeps the state in a
+//! thread-local and [`restore`] finds none. To run the real module in the
+//! node's sandbox: `agora exec target/wasm32-wasip1/release/JOB.wasm --input
+//! FILE --seed N`.
 
 #![deny(missing_docs)]
 // A failing unwrap in a test is the assertion message we want.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod checkpoint;
 mod error;
 pub mod frame;
 mod io;
@@ -102,6 +153,13 @@ mod rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use checkpoint::{
+    CheckpointError, MAX_CHECKPOINT, MAX_CHECKPOINT_OUTPUT, checkpoint, checkpoint_json, restore,
+    restore_json,
+};
+#[cfg(not(all(target_os = "wasi", target_env = "p1")))]
+#[doc(hidden)]
+pub use checkpoint::{last_checkpoint_for_tests, set_resume_for_tests};
 pub use error::Error;
 pub use io::{
     args, input, input_json, input_text, log_line, output, output_json, output_text, task_outputs,

@@ -53,6 +53,11 @@ pub struct Counters {
     /// Receipts for copies withdrawn before their agreement arrived
     /// (acknowledged, not recorded, not paid).
     pub receipts_superseded: u64,
+    /// Progress receipts this node sent for its running tasks.
+    pub progress_sent: u64,
+    /// Checkpoints of this node's tasks it kept from providers' progress
+    /// receipts.
+    pub progress_kept: u64,
 }
 
 impl Counters {

@@ -228,13 +228,18 @@ impl Engine {
         let Ok(r) = receipt.open_ignoring_time::<agora_protocol::execution::Receipt>() else {
             return;
         };
-        let Some((price, due)) = self.provider.task(&agreement).map(|t| (t.price, t.due)) else {
+        let Some((price, due, from)) = self
+            .provider
+            .task(&agreement)
+            .map(|t| (t.price, t.due, t.billed_from))
+        else {
             return;
         };
         if !r.payload().exit.is_deterministic() {
             return;
         }
-        let amount = price.cost(r.payload().fuel_used).0;
+        let billed = agora_protocol::units::Fuel(r.payload().fuel_used.0.saturating_sub(from.0));
+        let amount = price.cost(billed).0;
         self.credit.delivered(
             r.payload().requester,
             &agreement,

@@ -38,6 +38,7 @@ mod gossip;
 mod jobs;
 mod output;
 mod place;
+mod progress;
 mod serve;
 
 use std::collections::{HashMap, HashSet};
@@ -223,6 +224,11 @@ enum Pending {
     },
     /// Blocks of a chain, for an audit.
     Chain(ChainRead),
+    /// A progress receipt of a running task, to its requester.
+    Progress {
+        agreement: MessageId,
+        checkpoint: ContentId,
+    },
     /// The block of `owner`'s chain at `seq` a heads message claims, to
     /// compare with the one held.
     ForkCheck {
@@ -290,6 +296,8 @@ pub struct Engine {
     deliveries: deliver::Deliveries,
     /// Receipts whose inline output is being stored, by token.
     storing: HashMap<u64, serve::StoringReceipt>,
+    /// Progress receipts whose checkpoint is being stored, by token.
+    storing_progress: HashMap<u64, progress::StoringProgress>,
     next_token: u64,
     calibrated_at: Timestamp,
     listen: Vec<String>,
@@ -391,6 +399,7 @@ impl Engine {
             pending: HashMap::new(),
             deliveries: deliver::Deliveries::default(),
             storing: HashMap::new(),
+            storing_progress: HashMap::new(),
             next_token: 0,
             calibrated_at: now,
             listen,
@@ -880,10 +889,13 @@ impl Engine {
         let mut out = std::collections::HashSet::new();
         for t in self.provider.tasks() {
             out.extend([t.assignment.module, t.assignment.input]);
+            out.extend(t.assignment.resume);
+            out.extend(t.checkpoint);
         }
         for j in self.requester.jobs().filter(|j| !j.state.is_terminal()) {
             out.extend(job_content(&self.requester, j));
         }
+        out.extend(self.requester.checkpoints_held());
         out
     }
 

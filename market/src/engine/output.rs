@@ -49,6 +49,11 @@ pub struct Ran {
     /// [`agora_protocol::rpc::MAX_STDERR_TAIL`] bytes), sent with the
     /// receipt so that the developer sees why.
     pub stderr: Vec<u8>,
+    /// The checkpoint the run started from (its fuel is in `fuel`).
+    pub resumed: Option<ContentId>,
+    /// The fuel of the checkpoint the assignment resumed from (what the
+    /// requester does not pay this run for).
+    pub billed_from: Fuel,
 }
 
 impl Ran {
@@ -70,6 +75,7 @@ impl Ran {
             exit: self.exit.clone(),
             started_at: self.started_at,
             finished_at: self.finished_at,
+            resumed: self.resumed,
         }
     }
 
@@ -95,6 +101,10 @@ pub enum Work {
         /// Its latency class: an interactive task started beyond the
         /// slots pauses a running batch task while it runs.
         class: agora_protocol::market::LatencyClass,
+        /// A checkpoint of this run's own the requester acknowledged
+        /// before a restart: the run goes on from it rather than from the
+        /// assignment's start.
+        restart_from: Option<ContentId>,
     },
     /// Keep content that arrived inline (no report).
     Keep {

@@ -71,7 +71,10 @@ impl Engine {
             } => {
                 let env = self.seal(&accept, NEGOTIATION_LIFETIME, now);
                 self.requester.accept_sealed(task, attempt, env.to_bytes());
-                let mut attach = Vec::new();
+                // The checkpoint to resume from is this node's: sent first
+                // (at most two blobs travel inline; the provider fetches
+                // the rest).
+                let mut attach: Vec<ContentId> = accept.assignment.resume.into_iter().collect();
                 if send_module {
                     attach.push(accept.assignment.module);
                 }
@@ -121,7 +124,7 @@ impl Engine {
                 output,
             })),
             Action::SpotCheck { task, attempt } => {
-                if let Some((_, assignment)) = self.requester.assignment_of(task) {
+                if let Some(assignment) = self.requester.check_assignment(task, attempt) {
                     self.out.push(Output::Run(Work::SpotCheck {
                         task,
                         attempt,
@@ -282,6 +285,10 @@ impl Engine {
                 contact,
             } => self.on_vouched((domain, signer, contact), answer, now),
             Pending::Chain(read) => self.on_chain(read, answer, now),
+            Pending::Progress {
+                agreement,
+                checkpoint,
+            } => self.on_progress_answer(agreement, checkpoint, answer),
             Pending::ForkCheck {
                 owner,
                 seq,
@@ -307,7 +314,7 @@ impl Engine {
     ) {
         match result {
             Ok(ran) => {
-                let Some((_, assignment)) = self.requester.assignment_of(task) else {
+                let Some(assignment) = self.requester.check_assignment(task, attempt) else {
                     return;
                 };
                 let own = ran.receipt(&assignment, MessageId([0; 32]), self.local);

@@ -79,6 +79,9 @@ impl Engine {
                 }
                 self.respond(reply, MarketResponse::Summaries(summaries));
             }
+            MarketRequest::Progress { progress, checkpoint } => {
+                self.on_progress(peer, &progress, checkpoint.0, reply, now)
+            }
             MarketRequest::Batch(_) => self.decline(reply, Decline::invalid("nested batch")),
         }
     }
@@ -88,11 +91,11 @@ impl Engine {
     }
 
     /// Answers once the turn's writes are durable.
-    fn respond_durably(&mut self, reply: ReplyId, response: MarketResponse) {
+    pub(super) fn respond_durably(&mut self, reply: ReplyId, response: MarketResponse) {
         self.after.push(Output::Respond { reply, response });
     }
 
-    fn decline(&mut self, reply: ReplyId, d: Decline) {
+    pub(super) fn decline(&mut self, reply: ReplyId, d: Decline) {
         self.counters.declined(&d);
         self.respond(reply, MarketResponse::Declined(d));
     }
@@ -196,10 +199,10 @@ impl Engine {
         let mut inline = Vec::new();
         for Blob(bytes) in content {
             let id = ContentId::of(&bytes);
-            if id != a.assignment.module && id != a.assignment.input {
+            if id != a.assignment.module && id != a.assignment.input && Some(id) != a.assignment.resume {
                 return self.decline(
                     reply,
-                    Decline::invalid("inline content is neither the module nor the input"),
+                    Decline::invalid("inline content is neither the module, the input nor the checkpoint"),
                 );
             }
             inline.push((id, Arc::new(bytes)));
@@ -316,6 +319,7 @@ impl Engine {
     /// A receipt's inline output was stored (or could not be).
     pub fn on_output_stored(&mut self, token: u64, result: Result<(), String>, now: Timestamp) {
         let Some(s) = self.storing.remove(&token) else {
+            self.on_progress_stored(token, result);
             return;
         };
         match result {
@@ -359,6 +363,7 @@ impl Engine {
                 assignment: acc.run_assignment(now, cap),
                 inline,
                 class: acc.class,
+                restart_from: acc.checkpoint,
             }));
         }
     }
@@ -409,6 +414,7 @@ impl Engine {
         let receipt = ran.receipt(&acc.assignment, acc.agreement, acc.requester);
         let env = self.seal(&receipt, Receipt::MAX_LIFETIME, now);
         acc.stage = crate::provider::Stage::Done;
+        acc.billed_from = ran.billed_from;
         let agreement = acc.agreement;
         self.writes.put(records::accepted_key(&agreement), &acc);
         self.writes.put(

@@ -360,6 +360,8 @@ mod logs;
 pub use logs::{CopyLog, LogError, MAX_COPY_LOG, MAX_LOGS};
 mod negotiate;
 mod place;
+mod progress;
+pub use progress::ProgressError;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -829,8 +831,21 @@ impl Requester {
                 args: job.args.clone(),
                 limits: spec.limits(),
                 seed: spec.task_seed(task.index),
+                resume: None,
             },
         ))
+    }
+
+    /// The assignment to re-run here to check copy `attempt` of `task`:
+    /// from the checkpoint its run started from, so that its fuel is
+    /// comparable.
+    pub fn check_assignment(&self, task: TaskId, attempt: u16) -> Option<Assignment> {
+        let (_, mut a) = self.assignment_of(task)?;
+        a.resume = self
+            .copy(task, attempt)
+            .and_then(|c| c.reported.as_ref())
+            .and_then(|r| r.resumed);
+        Some(a)
     }
 
     /// The tail of a failed run's stderr its provider sent with `receipt`:

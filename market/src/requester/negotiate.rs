@@ -271,6 +271,9 @@ impl Requester {
         let o = offer.payload();
         let idx = task.index as usize;
         let input = &spec.inputs[idx];
+        // A copy placed after another reached a checkpoint goes on from the
+        // latest one instead of starting over.
+        let resume = job.tasks[idx].checkpoints.last().map(|c| (c.id, c.fuel));
         let assignment = Assignment {
             task,
             attempt,
@@ -279,6 +282,7 @@ impl Requester {
             args: job.args.clone(),
             limits: spec.limits(),
             seed: spec.task_seed(task.index),
+            resume: resume.map(|(id, _)| id),
         };
         let accept = Accept {
             offer: offer.id(),
@@ -306,6 +310,8 @@ impl Requester {
             spot_pending: false,
             stderr: None,
             accept_env: None,
+            resume,
+            billed: None,
         });
         t.phase = TaskPhase::Running;
         self.book.placed(provider, Timestamp(predicted));

@@ -235,6 +235,8 @@ fn receipt(
         finished_at: NOW,
         inline: None,
         stderr: Vec::new(),
+        resumed: None,
+        billed_from: Fuel(0),
     };
     let receipt = ran.receipt(&a, agreement.id(), r.local());
     seal(kp, &receipt).open(NOW).expect("opens")

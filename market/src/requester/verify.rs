@@ -54,6 +54,7 @@ impl Requester {
                 Err(ReceiptError::NoAgreement)
             };
         };
+        let may_resume = super::progress::started_from(t, &t.copies[pos], r.resumed);
         let c = &mut t.copies[pos];
         if c.reported.is_some() {
             return Ok(ReceiptVerdict::Duplicate);
@@ -76,6 +77,10 @@ impl Requester {
             Some("fuel limit")
         } else if r.fuel_used > r.fuel_limit {
             Some("fuel used above the limit")
+        } else if !may_resume {
+            Some("checkpoint resumed from")
+        } else if r.fuel_used < c.resume.map_or(Fuel(0), |(_, f)| f) {
+            Some("fuel used below the checkpoint's")
         } else {
             None
         };
@@ -98,6 +103,7 @@ impl Requester {
             exit: r.exit.clone(),
             exec_ms,
             output_held: output_held || r.output_size.0 == 0,
+            resumed: r.resumed,
         });
         c.receipt_env = Some(agora_protocol::Encode::to_bytes(receipt.envelope()));
         if c.agreement.is_none() {
@@ -193,11 +199,15 @@ impl Requester {
         let agrees = rep.output == outcome.0 && rep.fuel == outcome.1 && rep.exit == outcome.2;
         if !agrees {
             c.wrong = true;
-            let accused = c.evidence();
+            // A run resumed from a checkpoint is checked from it here, and
+            // others could not re-run it without the checkpoint: no proof
+            // is published for it (SPEC.md §8.8).
+            let accused = c.evidence().filter(|_| rep.resumed.is_none());
             // Our own execution is the truth for us: accept it.
             t.output = Some(outcome.0);
             t.fuel = Some(outcome.1);
             t.exit = Some(outcome.2.clone());
+            t.resumed = rep.resumed;
             t.phase = if outcome.2.is_success() {
                 TaskPhase::Verified
             } else {
@@ -290,6 +300,11 @@ impl Requester {
                 t.output = Some(leader.0);
                 t.fuel = Some(leader.1);
                 t.exit = Some(leader.2.clone());
+                t.resumed = members
+                    .first()
+                    .and_then(|a| t.copies.iter().find(|c| c.attempt == *a))
+                    .and_then(|c| c.reported.as_ref())
+                    .and_then(|r| r.resumed);
                 if leader.2.is_success() {
                     t.phase = TaskPhase::Verified;
                 } else {
@@ -375,14 +390,16 @@ impl Requester {
                     && r.exit.is_deterministic()
                     && let Some(agreement) = c.agreement
                 {
-                    let amount = c.price.cost(r.fuel);
+                    let fuel = c.billed(r.fuel);
+                    let amount = c.price.cost(fuel);
                     c.paid = Some(amount);
+                    c.billed = Some(fuel);
                     pays.push(Voucher {
                         receipt: r.receipt,
                         agreement,
                         task: t.id,
                         provider: c.provider,
-                        fuel: r.fuel,
+                        fuel,
                         price: c.price,
                         amount,
                     });
@@ -409,6 +426,14 @@ impl Requester {
         let input = job.record.spec.inputs[task.index as usize].id;
         let t = &mut job.tasks[task.index as usize];
         let accepted = (t.output, t.fuel, t.exit.clone());
+        let from = t.resumed;
+        // Runs from different checkpoints agree on output and exit; their
+        // fuel differs by the work each redid after its start.
+        let same = |r: &Reported| {
+            Some(r.output) == accepted.0
+                && Some(&r.exit) == accepted.2.as_ref()
+                && (Some(r.fuel) == accepted.1 || r.resumed != from)
+        };
         let witness = t
             .copies
             .iter()
@@ -416,7 +441,7 @@ impl Requester {
                 !c.wrong
                     && c.reported
                         .as_ref()
-                        .is_some_and(|r| Some(r.output) == accepted.0 && Some(r.fuel) == accepted.1)
+                        .is_some_and(|r| same(r) && r.resumed.is_none())
             })
             .and_then(Copy::evidence);
         let mut pays = Vec::new();
@@ -426,27 +451,28 @@ impl Requester {
         for c in &mut t.copies {
             match (&c.state, &c.reported) {
                 (CopyState::Reported, Some(r)) => {
-                    let agrees = Some(r.output) == accepted.0
-                        && Some(r.fuel) == accepted.1
-                        && Some(&r.exit) == accepted.2.as_ref();
-                    if agrees && !c.wrong {
+                    if same(r) && !c.wrong {
                         if c.paid.is_none() {
-                            let amount = c.price.cost(r.fuel);
+                            let fuel = c.billed(r.fuel);
+                            let amount = c.price.cost(fuel);
                             c.paid = Some(amount);
+                            c.billed = Some(fuel);
                             pays.push(Voucher {
                                 receipt: r.receipt,
                                 agreement: c.agreement.unwrap_or(MessageId([0; 32])),
                                 task,
                                 provider: c.provider,
-                                fuel: r.fuel,
+                                fuel,
                                 price: c.price,
                                 amount,
                             });
-                            learnt.push((c.provider, r.fuel, Duration::from_millis(r.exec_ms)));
+                            learnt.push((c.provider, fuel, Duration::from_millis(r.exec_ms)));
                         }
                     } else if !c.wrong && r.exit.is_deterministic() {
                         c.wrong = true;
-                        if let (Some(accused), Some(witness)) = (c.evidence(), witness.clone()) {
+                        // Only a run from the start can be re-run by others.
+                        let accused = c.evidence().filter(|_| r.resumed.is_none());
+                        if let (Some(accused), Some(witness)) = (accused, witness.clone()) {
                             frauds.push((c.provider, accused, witness));
                         }
                     }
@@ -457,6 +483,9 @@ impl Requester {
                 }
                 _ => {}
             }
+        }
+        if t.phase == TaskPhase::Verified {
+            pays.extend(pay_progress(t));
         }
         job.settled += 1;
         let all_settled = job
@@ -526,9 +555,54 @@ fn over_budget(job: &Job) -> Option<String> {
     })
 }
 
+/// The providers whose checkpoints the verified run went on from, each
+/// paid for the progress it made (from its own start to its checkpoint)
+/// under the progress receipt that reported it: work a provider did before
+/// it died is billed once, by the one who did it (SPEC.md §8.8).
+fn pay_progress(t: &mut TaskRecord) -> Vec<Voucher> {
+    let mut pays = Vec::new();
+    let mut next = t
+        .copies
+        .iter()
+        .find(|c| c.paid.is_some() && !c.wrong && c.state == CopyState::Reported)
+        .and_then(|c| c.resume.map(|(id, _)| id));
+    // A chain has as many links as copies, at most.
+    for _ in 0..t.copies.len() {
+        let Some(id) = next else { break };
+        let Some(k) = t.checkpoints.iter().find(|k| k.id == id).cloned() else {
+            break;
+        };
+        let Some(c) = t.copies.iter_mut().find(|c| c.attempt == k.attempt) else {
+            break;
+        };
+        if c.paid.is_none()
+            && let Some(agreement) = c.agreement
+        {
+            let fuel = c.billed(k.fuel);
+            let amount = c.price.cost(fuel);
+            c.paid = Some(amount);
+            c.billed = Some(fuel);
+            pays.push(Voucher {
+                receipt: k.progress,
+                agreement,
+                task: t.id,
+                provider: c.provider,
+                fuel,
+                price: c.price,
+                amount,
+            });
+        }
+        next = c.resume.map(|(id, _)| id);
+    }
+    pays
+}
+
 /// Reported copies grouped by outcome, largest group first.
 pub(super) fn outcome_groups(t: &TaskRecord) -> Vec<(Observed, Vec<u16>)> {
-    let mut groups: Vec<(Observed, Vec<u16>)> = Vec::new();
+    // Each group with the checkpoint its first member started from: runs
+    // from different checkpoints agree on output and exit, and their fuel
+    // differs by the work each redid after its start.
+    let mut groups: Vec<(Observed, Vec<u16>, Option<ContentId>)> = Vec::new();
     for c in t
         .copies
         .iter()
@@ -539,11 +613,14 @@ pub(super) fn outcome_groups(t: &TaskRecord) -> Vec<(Observed, Vec<u16>)> {
             continue;
         }
         let o = (r.output, r.fuel, r.exit.clone());
-        match groups.iter_mut().find(|g| g.0 == o) {
+        let joins = |g: &(Observed, Vec<u16>, Option<ContentId>)| {
+            g.0.0 == o.0 && g.0.2 == o.2 && (g.0.1 == o.1 || g.2 != r.resumed)
+        };
+        match groups.iter_mut().find(|g| joins(g)) {
             Some(g) => g.1.push(c.attempt),
-            None => groups.push((o, vec![c.attempt])),
+            None => groups.push((o, vec![c.attempt], r.resumed)),
         }
     }
     groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
-    groups
+    groups.into_iter().map(|(o, members, _)| (o, members)).collect()
 }

@@ -308,6 +308,8 @@ impl Sim {
             finished_at: ts(self.now),
             inline: Some(out),
             stderr: Vec::new(),
+            resumed: None,
+            billed_from: Fuel(0),
         })
     }
 

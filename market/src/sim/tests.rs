@@ -231,6 +231,7 @@ fn a_proof_passed_over_for_its_publishers_quota_is_checked_when_another_brings_i
             max_output: Bytes::mib(1),
         },
         seed: 9,
+        resume: None,
     };
     let copy = |requester: &Keypair, provider: &Keypair, task: u32, n: u8, out: &[u8]| {
         let a = assignment(task);
@@ -269,6 +270,7 @@ fn a_proof_passed_over_for_its_publishers_quota_is_checked_when_another_brings_i
             exit: ExitStatus::Success,
             started_at: Timestamp(T0),
             finished_at: Timestamp(T0),
+            resumed: None,
         };
         Evidence {
             receipt: sealed(provider, &receipt, n),

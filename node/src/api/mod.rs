@@ -321,6 +321,14 @@ pub struct CopyStatus {
     /// of a run that did not succeed (its word: not verified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// The checkpoint its run started from, as its receipt names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<ContentId>,
+    /// The fuel it is paid for, once paid: what it added to the checkpoint
+    /// it was told to resume from (up to its own last checkpoint, for a
+    /// copy whose provider died and whose progress the result used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billed_fuel: Option<Fuel>,
 }
 
 /// One task of a job.
@@ -354,6 +362,10 @@ pub struct TaskStatus {
     pub spot_checked: bool,
     /// Every copy.
     pub copies: Vec<CopyStatus>,
+    /// The latest checkpoints its providers reported in progress receipts
+    /// (oldest first): a copy placed now resumes from the last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<agora_market::job::TaskCheckpoint>,
 }
 
 /// `GET /v1/jobs/{id}`.

@@ -117,6 +117,7 @@ impl ExecCommand {
             args: self.args.iter().cloned().map(Arg).collect(),
             limits,
             seed: self.seed,
+            resume: None,
         }
     }
 }
@@ -143,6 +144,8 @@ pub(crate) fn run_module(
         args,
         limits,
         seed,
+        resume: None,
+        checkpoints: None,
     };
     match executor.load(wasm) {
         Ok(module) => executor.run(&module, &task),

@@ -109,6 +109,8 @@ fn run_once(executor: &Executor, module: &Arc<Module>, timeout: Duration) -> Res
             args: &[],
             limits,
             seed: 0,
+            resume: None,
+            checkpoints: None,
         },
     );
     match outcome.result {

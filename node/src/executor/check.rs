@@ -115,9 +115,8 @@ pub(super) fn precheck(wasm: &[u8], max_memory: u64) -> Result<(), TaskError> {
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
                     let import = import.map_err(invalid)?;
-                    let granted = import.module == wasi::WASI_MODULE
-                        && matches!(import.ty, TypeRef::Func(_))
-                        && wasi::GRANTED_FUNCTIONS.contains(&import.name);
+                    let granted =
+                        matches!(import.ty, TypeRef::Func(_)) && granted(import.module, import.name);
                     if !granted {
                         return Err(TaskError::ForbiddenImport {
                             module: import.module.to_owned(),
@@ -141,6 +140,13 @@ pub(super) fn precheck(wasm: &[u8], max_memory: u64) -> Result<(), TaskError> {
         }
     }
     Ok(())
+}
+
+/// Whether a function import is granted: WASI preview 1's functions, and
+/// Agora's checkpoint functions.
+pub(crate) fn granted(module: &str, name: &str) -> bool {
+    (module == wasi::WASI_MODULE && wasi::GRANTED_FUNCTIONS.contains(&name))
+        || (module == super::checkpoint::AGORA_MODULE && super::checkpoint::AGORA_FUNCTIONS.contains(&name))
 }
 
 #[cfg(test)]

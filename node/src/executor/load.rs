@@ -30,6 +30,8 @@ pub struct Module {
     pub(super) pre: InstancePre<wasi::State>,
     /// Initial size of its memory in bytes.
     pub(super) min_memory: u64,
+    /// Whether it imports the checkpoint functions.
+    pub(super) checkpoints: bool,
 }
 
 impl Module {
@@ -44,6 +46,7 @@ impl fmt::Debug for Module {
         f.debug_struct("Module")
             .field("id", &self.id)
             .field("min_memory", &self.min_memory)
+            .field("checkpoints", &self.checkpoints)
             .finish_non_exhaustive()
     }
 }
@@ -132,9 +135,8 @@ impl Executor {
     /// Checks the compiled module against the guest contract and links it.
     fn link(&self, id: ContentId, m: wasmtime::Module) -> Result<Module, TaskError> {
         for import in m.imports() {
-            let granted = import.module() == wasi::WASI_MODULE
-                && import.ty().func().is_some()
-                && wasi::GRANTED_FUNCTIONS.contains(&import.name());
+            let granted =
+                import.ty().func().is_some() && super::check::granted(import.module(), import.name());
             if !granted {
                 return Err(TaskError::ForbiddenImport {
                     module: import.module().to_owned(),
@@ -160,7 +162,13 @@ impl Executor {
             .linker
             .instantiate_pre(&m)
             .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
-        Ok(Module { id, pre, min_memory })
+        let checkpoints = m.imports().any(|i| i.module() == super::checkpoint::AGORA_MODULE);
+        Ok(Module {
+            id,
+            pre,
+            min_memory,
+            checkpoints,
+        })
     }
 }
 

@@ -281,6 +281,8 @@ mod tests {
             args: &[],
             limits,
             seed: 0,
+            resume: None,
+            checkpoints: None,
         };
         let outcome = executor.run(&module, &task);
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);

@@ -23,6 +23,9 @@
 //!   deterministic clocks and randomness ([`wasi`]). Every way a run can
 //!   end is an [`Outcome`] (`task.rs`) whose result is a typed
 //!   [`TaskError`] (`error.rs`); guest behaviour never panics the node.
+//! * A guest may save its state ([`checkpoint`]): a task interrupted
+//!   later resumes from its last checkpoint in a fresh run
+//!   ([`Task::resume`]), with the same output as an uninterrupted run.
 //! * [`receipt()`] (`receipt.rs`) signs a receipt for a run made outside
 //!   the market's engine, filled from the task's
 //!   [`Assignment`](agora_protocol::market::Assignment) and
@@ -47,6 +50,7 @@ use wasmtime::{Engine, Linker};
 mod cache;
 mod calibrate;
 mod check;
+pub mod checkpoint;
 pub mod compile;
 pub mod engine;
 mod error;
@@ -59,6 +63,7 @@ pub mod wasi;
 
 pub use calibrate::{CALIBRATION_ROUNDS, Calibration, KERNEL_WAT, calibrate};
 pub use check::validate;
+pub use checkpoint::CheckpointSink;
 pub use engine::wasm_config;
 pub use error::{SetupError, TaskError};
 pub use load::Module;

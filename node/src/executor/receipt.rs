@@ -75,6 +75,7 @@ mod tests {
                 max_output: Bytes(64),
             },
             seed: 9,
+            resume: None,
         };
         let outcome = Outcome {
             result: Err(TaskError::ExitCode(4)),
@@ -84,6 +85,7 @@ mod tests {
             started_at: Timestamp(10),
             finished_at: Timestamp(20),
             wall: Duration::from_millis(10),
+            resumed: None,
         };
         let agreement = MessageId([5; 32]);
         let signed = receipt(&keypair, &assignment, agreement, requester, &outcome);
@@ -105,6 +107,7 @@ mod tests {
                 exit: ExitStatus::ExitCode(4),
                 started_at: Timestamp(10),
                 finished_at: Timestamp(20),
+                resumed: None,
             }
         );
     }

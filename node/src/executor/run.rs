@@ -11,6 +11,7 @@ use agora_protocol::units::{Bytes, Fuel, Timestamp};
 use wasmtime::{Engine, Store, StoreContextMut, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
+use super::checkpoint::Checkpointing;
 use super::engine::MAX_TABLE_ELEMENTS;
 use super::meter::{Meter, Moved};
 use super::wasi::{
@@ -150,6 +151,11 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
         stderr = stderr.tee(log.clone());
     }
     let timeout = task.limits.timeout.duration();
+    let resume = task.resume.clone().map(|c| {
+        let id = c.id();
+        (c, id)
+    });
+    let resumed = resume.as_ref().map(|(_, id)| *id);
 
     let finish = |result: Result<(), TaskError>, fuel_used: u64| Outcome {
         result,
@@ -159,6 +165,7 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
         started_at,
         finished_at: Timestamp::from_system(SystemTime::now()),
         wall: t0.elapsed(),
+        resumed,
     };
 
     // A module whose initial memory exceeds the limit never starts.
@@ -171,20 +178,52 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
         );
     }
 
+    let input = Input::new(bytes::Bytes::copy_from_slice(task.input), moved.clone());
+    // Only a module that can take checkpoints names its computation in
+    // them (hashing the input costs time).
+    let computation = if module.checkpoints {
+        let args: Vec<agora_protocol::market::Arg> = task
+            .args
+            .iter()
+            .cloned()
+            .map(agora_protocol::market::Arg)
+            .collect();
+        (
+            module.id,
+            agora_protocol::ContentId::of(task.input),
+            agora_protocol::market::args_digest(&args),
+            task.seed,
+            task.limits.fuel,
+        )
+    } else {
+        let none = agora_protocol::ContentId([0; 32]);
+        (none, none, none, task.seed, task.limits.fuel)
+    };
+    let checkpoints = Checkpointing {
+        computation,
+        index: resume.as_ref().map_or(0, |(c, _)| c.index),
+        resume,
+        sink: task.checkpoints.clone(),
+        input: input.clone(),
+        stdout: stdout.clone(),
+    };
+    // A resumed run counts on from the fuel its checkpoint had used.
+    let start_fuel = task
+        .limits
+        .fuel
+        .0
+        .saturating_sub(task.resume.as_ref().map_or(0, |c| c.fuel_used.0));
     let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(Input::new(
-        bytes::Bytes::copy_from_slice(task.input),
-        moved.clone(),
-    ))
-    .stdout(stdout.clone())
-    .stderr(stderr.clone())
-    .arg(ARGV0)
-    .args(task.args)
-    .wall_clock(FrozenClock)
-    .monotonic_clock(FrozenClock)
-    .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
-    .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
-    .insecure_random_seed(0);
+    wasi.stdin(input)
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .arg(ARGV0)
+        .args(task.args)
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .secure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+        .insecure_random(wasmtime_wasi::Deterministic::new(vec![0]))
+        .insecure_random_seed(0);
     let state = State {
         wasi: wasi.build_p1(),
         limiter: Limiter {
@@ -202,10 +241,11 @@ pub(crate) fn run(s: &RunSettings<'_>, module: &Module, task: &Task<'_>) -> Outc
             pause: s.pause.clone(),
         },
         meter: Meter::new(moved, task.args),
+        checkpoints,
     };
     let mut store = Store::new(s.engine, state);
     store.limiter(|s| &mut s.limiter);
-    if let Err(e) = store.set_fuel(task.limits.fuel.0) {
+    if let Err(e) = store.set_fuel(start_fuel) {
         return finish(Err(TaskError::Trap(format!("cannot set fuel: {e}"))), 0);
     }
     store.set_epoch_deadline(1);

@@ -9,14 +9,17 @@
 //! bytes), which the market's engine, and [`receipt()`](super::receipt),
 //! turn into a receipt.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use agora_protocol::execution::Checkpoint;
 
 use agora_protocol::execution::ExitStatus;
 use agora_protocol::id::ContentId;
 use agora_protocol::market::Limits;
 use agora_protocol::units::{Bytes, Fuel, Timestamp};
 
-use super::TaskError;
+use super::{CheckpointSink, TaskError};
 
 /// One execution request.
 #[derive(Debug, Clone)]
@@ -29,6 +32,12 @@ pub struct Task<'a> {
     pub limits: Limits,
     /// Seed of the guest's random stream.
     pub seed: u64,
+    /// The checkpoint to resume from (none: start from the beginning). It
+    /// must belong to this task ([`Checkpoint::belongs_to`]).
+    pub resume: Option<Arc<Checkpoint>>,
+    /// Where the run's checkpoints go as the guest takes them (none: they
+    /// are not kept).
+    pub checkpoints: Option<CheckpointSink>,
 }
 
 /// How a run ended and what it produced.
@@ -48,6 +57,8 @@ pub struct Outcome {
     pub finished_at: Timestamp,
     /// Wall time of the run, instantiation included.
     pub wall: Duration,
+    /// The checkpoint the run started from (its fuel is in `fuel_used`).
+    pub resumed: Option<ContentId>,
 }
 
 impl Outcome {
@@ -63,6 +74,7 @@ impl Outcome {
             started_at: now,
             finished_at: now,
             wall: Duration::ZERO,
+            resumed: None,
         }
     }
 
@@ -90,6 +102,8 @@ impl Outcome {
             finished_at: self.finished_at,
             inline: None,
             stderr: self.stderr_tail(),
+            resumed: self.resumed,
+            billed_from: agora_protocol::units::Fuel(0),
         }
     }
 

@@ -17,7 +17,6 @@ use std::time::Duration;
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 
@@ -117,6 +116,7 @@ pub(crate) struct State {
     pub(crate) env: GuestEnv,
     pub(crate) throttle: super::run::Throttle,
     pub(crate) meter: Meter,
+    pub(crate) checkpoints: super::checkpoint::Checkpointing,
 }
 
 /// The deterministic part of the guest's environment: virtual time and the
@@ -165,6 +165,18 @@ impl GuestEnv {
     pub(crate) fn fill_random(&mut self, buf: &mut [u8]) {
         self.rng.fill(buf);
     }
+
+    /// Virtual time and the bytes of the random stream drawn.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.now, self.rng.position())
+    }
+
+    /// Puts virtual time and the random stream where a checkpoint found
+    /// them.
+    pub(crate) fn rewind(&mut self, now: u64, random: u64) {
+        self.now = now;
+        self.rng.set_position(random);
+    }
 }
 
 /// `proc_exit(code)`: ends the task; zero is success.
@@ -181,6 +193,7 @@ pub(crate) struct OutputOverflow;
 /// (`meter.rs`), and our deterministic ones, which charge fuel as they do.
 pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     super::meter::add_wasi(linker)?;
+    super::checkpoint::add_to_linker(linker)?;
     linker.func_wrap(
         WASI_MODULE,
         "clock_time_get",
@@ -479,20 +492,46 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// The task's input as its stdin: wasmtime-wasi's in-memory pipe, counting
-/// the bytes the guest reads (they cost fuel, `meter.rs`).
+/// The task's input as its stdin: the bytes and how many the guest has
+/// read (shared by every handle, so that `restore` can set it), counting
+/// the bytes read as moved (they cost fuel, `meter.rs`). Reading behaves
+/// as wasmtime-wasi's in-memory pipe does: at most the bytes asked for,
+/// then `Closed` at the end.
 #[derive(Clone)]
 pub(crate) struct Input {
-    pipe: MemoryInputPipe,
+    bytes: bytes::Bytes,
+    read: Arc<std::sync::atomic::AtomicUsize>,
     moved: Moved,
 }
 
 impl Input {
     pub(crate) fn new(bytes: bytes::Bytes, moved: Moved) -> Input {
         Input {
-            pipe: MemoryInputPipe::new(bytes),
+            bytes,
+            read: Arc::default(),
             moved,
         }
+    }
+
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed) as u64
+    }
+
+    /// Goes on reading from `position` (clamped to the end).
+    pub(crate) fn seek(&self, position: u64) {
+        let at = usize::try_from(position)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        self.read.store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn take(&self, size: usize) -> bytes::Bytes {
+        use std::sync::atomic::Ordering;
+        let at = self.read.load(Ordering::Relaxed).min(self.bytes.len());
+        let n = size.min(self.bytes.len() - at);
+        self.read.store(at + n, Ordering::Relaxed);
+        self.bytes.slice(at..at + n)
     }
 }
 
@@ -510,7 +549,7 @@ impl StdinStream for Input {
     /// Only preview-2 guests read this one, and a task is a preview-1
     /// module.
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
-        Box::new(self.pipe.clone())
+        Box::new(self.clone())
     }
 }
 
@@ -521,9 +560,25 @@ impl Pollable for Input {
 
 impl InputStream for Input {
     fn read(&mut self, size: usize) -> Result<bytes::Bytes, StreamError> {
-        let read = self.pipe.read(size)?;
+        if self.position() >= self.bytes.len() as u64 {
+            return Err(StreamError::Closed);
+        }
+        let read = self.take(size);
         self.moved.add(read.len());
         Ok(read)
+    }
+}
+
+impl tokio::io::AsyncRead for Input {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = self.take(buf.remaining());
+        self.moved.add(read.len());
+        buf.put_slice(&read);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -624,6 +679,24 @@ impl Capture {
     pub(crate) fn overflowed(&self) -> bool {
         let b = self.lock();
         b.strict && b.overflowed
+    }
+
+    /// How many bytes it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().data.len()
+    }
+
+    /// A copy of what it holds.
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        self.lock().data.clone()
+    }
+
+    /// Holds exactly `bytes` from now on (a restored checkpoint's output);
+    /// nothing counts as moved.
+    pub(crate) fn replace(&self, bytes: &[u8]) {
+        let mut b = self.lock();
+        let take = bytes.len().min(b.cap);
+        b.data = bytes[..take].to_vec();
     }
 
     /// Takes the captured bytes.

@@ -8,16 +8,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use agora_market::engine::{Inline, Ran, RequestId, Work};
-use agora_protocol::execution::ExitStatus;
-use agora_protocol::limits::MAX_INLINE_CONTENT;
+use agora_protocol::execution::{Checkpoint, ExitStatus};
+use agora_protocol::limits::{MAX_INLINE_BLOBS, MAX_INLINE_CONTENT};
 use agora_protocol::market::{Assignment, LatencyClass};
 use agora_protocol::rpc::{ContentRequest, ContentResponse, MarketRequest, MarketResponse};
-use agora_protocol::units::ComputeUnits;
+use agora_protocol::units::{ComputeUnits, Fuel};
 use agora_protocol::wire::Blob;
-use agora_protocol::{ContentId, JobId, MessageId, NodeId, TaskId};
+use agora_protocol::{ContentId, Decode, JobId, MessageId, NodeId, TaskId};
 
 use super::Shared;
-use crate::executor::{self, LiveLog, Task};
+use crate::executor::{self, CheckpointSink, LiveLog, Task};
 
 /// Work finished, for the engine.
 #[derive(Debug)]
@@ -44,6 +44,7 @@ pub(crate) async fn run(
     work: Work,
     cancel: Option<Arc<AtomicBool>>,
     live: Option<LiveLog>,
+    saved: Option<CheckpointSink>,
 ) -> Done {
     match work {
         Work::Execute {
@@ -52,9 +53,23 @@ pub(crate) async fn run(
             assignment,
             inline,
             class,
+            restart_from,
         } => Done::Executed(
             agreement,
-            execute(&sh, requester, &assignment, &inline, class, cancel, live).await,
+            execute(
+                &sh,
+                Run {
+                    requester,
+                    a: &assignment,
+                    inline: &inline,
+                    class,
+                    restart_from,
+                    cancel,
+                    live,
+                    saved,
+                },
+            )
+            .await,
         ),
         Work::Keep { id, bytes } => {
             if let Err(e) = sh.store.content().put_lazy(id, bytes.to_vec()).await {
@@ -105,7 +120,9 @@ pub(crate) async fn run(
 }
 
 /// Sends an acceptance with the content the provider lacks, read from the
-/// store, on its own (content does not join a batch).
+/// store, on its own (content does not join a batch): at most
+/// [`MAX_INLINE_BLOBS`] of them, in the order given; the provider fetches
+/// the rest by id.
 pub(crate) async fn send_with_content(
     sh: Shared,
     id: RequestId,
@@ -116,6 +133,9 @@ pub(crate) async fn send_with_content(
     let request = match request {
         MarketRequest::Accept { accept, mut content } => {
             for c in attach {
+                if content.len() == MAX_INLINE_BLOBS {
+                    break;
+                }
                 if let Ok(Some(bytes)) = sh.store.content().get(&c).await
                     && bytes.len() <= MAX_INLINE_CONTENT
                 {
@@ -182,6 +202,7 @@ async fn run_blocking(
     a: &Assignment,
     module: ModuleSource,
     input: Arc<Vec<u8>>,
+    resume: Option<Arc<Checkpoint>>,
     cancel: Option<Arc<AtomicBool>>,
     whose: Whose,
 ) -> Result<executor::Outcome, String> {
@@ -200,9 +221,14 @@ async fn run_blocking(
                     args: &args,
                     limits,
                     seed,
+                    resume,
+                    checkpoints: match &whose {
+                        Whose::Provided { saved, .. } => saved.clone(),
+                        Whose::Own => None,
+                    },
                 };
                 match whose {
-                    Whose::Provided(live, pause) => ex.run_provided(&m, &task, cancel, live, pause),
+                    Whose::Provided { live, pause, .. } => ex.run_provided(&m, &task, cancel, live, pause),
                     Whose::Own => ex.run_cancellable(&m, &task, cancel),
                 }
             }
@@ -218,10 +244,45 @@ async fn run_blocking(
 /// For whom a run is: a task accepted from another node (suspended while
 /// the owner's pause or limits hold) or this node's own checking work.
 enum Whose {
-    /// With the live log its stderr is copied to, and the flag it parks on
-    /// while an interactive task has its slot.
-    Provided(Option<LiveLog>, Option<Arc<AtomicBool>>),
+    /// With the live log its stderr is copied to, the flag it parks on
+    /// while an interactive task has its slot, and where its checkpoints
+    /// go.
+    Provided {
+        live: Option<LiveLog>,
+        pause: Option<Arc<AtomicBool>>,
+        saved: Option<CheckpointSink>,
+    },
     Own,
+}
+
+/// An accepted task to run, and what its run reports to.
+struct Run<'a> {
+    requester: NodeId,
+    a: &'a Assignment,
+    inline: &'a Inline,
+    class: LatencyClass,
+    /// A checkpoint of its own to go on from, after a restart.
+    restart_from: Option<ContentId>,
+    cancel: Option<Arc<AtomicBool>>,
+    live: Option<LiveLog>,
+    saved: Option<CheckpointSink>,
+}
+
+/// The checkpoint `id`, from the inline set, the store or `from`, checked
+/// against the task it is to resume.
+async fn checkpoint(
+    sh: &Shared,
+    inline: &Inline,
+    id: ContentId,
+    from: NodeId,
+    a: &Assignment,
+) -> Result<Arc<Checkpoint>, String> {
+    let bytes = content(sh, inline, id, from).await?;
+    let c = Checkpoint::from_bytes(&bytes).map_err(|e| format!("checkpoint {id} does not decode: {e}"))?;
+    if !c.belongs_to(&a.module, &a.input, &a.args_digest(), a.seed, a.limits.fuel) {
+        return Err(format!("checkpoint {id} belongs to another task"));
+    }
+    Ok(Arc::new(c))
 }
 
 enum ModuleSource {
@@ -231,20 +292,39 @@ enum ModuleSource {
 
 /// Runs an accepted task. A large output is stored before the receipt
 /// goes out (the requester fetches it by id); a small one travels inline.
-async fn execute(
-    sh: &Shared,
-    requester: NodeId,
-    a: &Assignment,
-    inline: &Inline,
-    class: LatencyClass,
-    cancel: Option<Arc<AtomicBool>>,
-    live: Option<LiveLog>,
-) -> Result<Ran, String> {
+async fn execute(sh: &Shared, run: Run<'_>) -> Result<Ran, String> {
+    let Run {
+        requester,
+        a,
+        inline,
+        class,
+        restart_from,
+        cancel,
+        live,
+        saved,
+    } = run;
     let module = match sh.executor.cached(&a.module) {
         Some(m) => ModuleSource::Compiled(m),
         None => ModuleSource::Bytes(content(sh, inline, a.module, requester).await?),
     };
     let input = content(sh, inline, a.input, requester).await?;
+    // The assignment's checkpoint is what the requester does not pay for;
+    // after a restart, the run goes on from its own latest instead.
+    let assigned = match a.resume {
+        Some(id) => Some(checkpoint(sh, inline, id, requester, a).await?),
+        None => None,
+    };
+    let billed_from = assigned.as_ref().map_or(Fuel(0), |c| c.fuel_used);
+    let resume = match restart_from {
+        Some(id) if Some(id) != a.resume => match checkpoint(sh, inline, id, requester, a).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(task = %a.task, error = %e, "cannot go on from this task's last checkpoint; going on from its assignment's");
+                assigned
+            }
+        },
+        _ => assigned,
+    };
     // A slot, or for an interactive task on full slots, a batch run paused
     // while it runs (see `preempt`).
     let interactive = class == LatencyClass::Interactive;
@@ -266,11 +346,13 @@ async fn execute(
     };
     let batch = (!interactive && permit.is_some()).then(|| sh.preempt.batch());
     let pause = batch.as_ref().map(super::preempt::BatchRun::flag);
-    let mut outcome = run_blocking(sh, a, module, input, cancel, Whose::Provided(live, pause)).await?;
+    let whose = Whose::Provided { live, pause, saved };
+    let mut outcome = run_blocking(sh, a, module, input, resume, cancel, whose).await?;
     drop((permit, batch));
     sh.faults.tamper(&mut outcome);
     let id = outcome.output_id();
     let mut ran = outcome.ran();
+    ran.billed_from = billed_from;
     if outcome.output.len() > MAX_INLINE_CONTENT {
         sh.store
             .content()
@@ -293,11 +375,19 @@ async fn run_here(sh: &Shared, a: &Assignment, input: Option<Vec<u8>>) -> Result
         Some(i) => i,
         None => stored(sh, &a.input, "input").await?,
     };
+    let resume = match a.resume {
+        Some(id) => Some(Arc::new(
+            Checkpoint::from_bytes(&stored(sh, &id, "checkpoint").await?)
+                .map_err(|e| format!("checkpoint {id} does not decode: {e}"))?,
+        )),
+        None => None,
+    };
     let outcome = run_blocking(
         sh,
         a,
         ModuleSource::Bytes(Arc::new(module)),
         Arc::new(input),
+        resume,
         None,
         Whose::Own,
     )
@@ -363,6 +453,7 @@ async fn reduce(
         args: agora_market::engine::args_of(&args),
         limits,
         seed,
+        resume: None,
     };
     let (ran, stderr) = run_here(sh, &a, Some(framed)).await?;
     if ran.exit != ExitStatus::Success {
@@ -388,6 +479,7 @@ async fn check_fraud(sh: &Shared, publisher: NodeId, a: &Assignment) -> Result<R
         a,
         ModuleSource::Bytes(Arc::new(module)),
         Arc::new(input),
+        None,
         None,
         Whose::Own,
     )

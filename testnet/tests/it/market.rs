@@ -79,6 +79,8 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
                 args: &[],
                 limits,
                 seed: spec.task_seed(i as u32),
+                resume: None,
+                checkpoints: None,
             },
         );
         assert!(local.result.is_ok(), "task {i}: {:?}", local.result);
@@ -113,6 +115,8 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
                     args: &[],
                     limits,
                     seed: r.seed,
+                    resume: None,
+                    checkpoints: None,
                 },
             );
             assert_eq!(
@@ -467,6 +471,8 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
                 max_output: Bytes(64 << 20),
             },
             seed: spec.task_seed(0),
+            resume: None,
+            checkpoints: None,
         },
     );
     assert!(local.result.is_ok(), "{:?}", local.result);

@@ -339,6 +339,7 @@ mod tests {
             reproduce: None,
             spot_checked: false,
             copies: vec![],
+            checkpoints: Vec::new(),
         }
     }
 

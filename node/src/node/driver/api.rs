@@ -542,6 +542,8 @@ fn task_status(
                 exec_ms: c.reported.as_ref().map(|r| r.exec_ms),
                 exit: c.reported.as_ref().map(|r| r.exit.to_string()),
                 stderr: c.stderr.clone(),
+                resumed: c.reported.as_ref().and_then(|r| r.resumed),
+                billed_fuel: c.billed,
             }
         })
         .collect();
@@ -565,6 +567,7 @@ fn task_status(
         reproduce,
         spot_checked: t.spot_checked,
         copies,
+        checkpoints: t.checkpoints.clone(),
     }
 }
 

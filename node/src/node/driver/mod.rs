@@ -45,7 +45,7 @@ use super::{Options, Shared};
 use crate::api::server::{ApiCommand, ApiError};
 use crate::capacity::LoadSampler;
 use crate::config::Config;
-use crate::executor::LiveLog;
+use crate::executor::{CheckpointSink, LiveLog};
 use crate::network::{Event, Outbox, Reply};
 use crate::store::{Batch, StoreError};
 
@@ -114,9 +114,11 @@ impl Tasks {
 /// How often running tasks' live logs go to their requesters.
 const LOG_EVERY: Duration = Duration::from_millis(250);
 
-/// A running task's live log and how much of it its requester has.
+/// A running task's live log and how much of it its requester has, and
+/// where its checkpoints arrive.
 struct LiveTap {
     log: LiveLog,
+    saved: CheckpointSink,
     sent: u64,
     to: agora_protocol::NodeId,
     task: agora_protocol::TaskId,
@@ -325,6 +327,7 @@ impl Driver {
         }
         if !self.live.is_empty() && self.last_logs.elapsed() >= LOG_EVERY {
             self.send_logs();
+            self.send_checkpoints();
         }
     }
 
@@ -346,6 +349,17 @@ impl Driver {
             self.sh.executor.set_cpu_share(share / self.slowdown);
         }
         self.sh.upload.set(limits.max_upload.map(|r| r.0));
+    }
+
+    /// Hands the engine each running task's latest checkpoint since the
+    /// last time, for its requester.
+    fn send_checkpoints(&mut self) {
+        let now = now();
+        for (agreement, tap) in &self.live {
+            if let Some(c) = tap.saved.take() {
+                self.engine.on_checkpoint(*agreement, c, now);
+            }
+        }
     }
 
     /// Sends each running task's requester what its guest wrote to stderr
@@ -512,7 +526,7 @@ impl Driver {
             }
             Output::Respond { reply, response } => self.respond(reply, response),
             Output::Run(w) => {
-                let (cancel, live) = match &w {
+                let (cancel, live, saved) = match &w {
                     agora_market::engine::Work::Execute {
                         agreement,
                         requester,
@@ -522,21 +536,23 @@ impl Driver {
                         let flag = Arc::new(AtomicBool::new(false));
                         self.running.insert(*agreement, flag.clone());
                         let log = LiveLog::new();
+                        let saved = CheckpointSink::new();
                         self.live.insert(
                             *agreement,
                             LiveTap {
                                 log: log.clone(),
+                                saved: saved.clone(),
                                 sent: 0,
                                 to: *requester,
                                 task: assignment.task,
                             },
                         );
-                        (Some(flag), Some(log))
+                        (Some(flag), Some(log), Some(saved))
                     }
-                    _ => (None, None),
+                    _ => (None, None, None),
                 };
                 let sh = self.sh.clone();
-                self.tasks.spawn(work::run(sh, w, cancel, live));
+                self.tasks.spawn(work::run(sh, w, cancel, live, saved));
             }
             Output::Publish { topic, data } => self.outbox.publish(topic, data),
             Output::Interrupt { agreement } => self.interrupt(&agreement),

@@ -25,6 +25,8 @@ fn run_twice_on_two_executors(wat: &str, input: &[u8], seed: u64) -> Vec<Outcome
                 args: &[],
                 limits: limits(),
                 seed,
+                resume: None,
+                checkpoints: None,
             },
         ));
     }

@@ -252,6 +252,7 @@ fn verify_detects_a_receipt_whose_outcome_was_not_reproduced() {
         args: Vec::new(),
         limits,
         seed: 0,
+        resume: None,
     };
     let receipt = executor::receipt(
         &kp,

@@ -166,6 +166,8 @@ fn sixty_four_bit_division_is_exact_on_both_sides_of_two_to_the_32() {
             args: &[],
             limits: limits(),
             seed: 0,
+            resume: None,
+            checkpoints: None,
         },
     );
     assert_eq!(o.result, Ok(()));

@@ -13,6 +13,7 @@ use agora_protocol::market::Limits;
 use agora_protocol::units::{Bytes, Fuel, Millis};
 
 mod calibration;
+mod checkpoints;
 mod determinism;
 mod exec;
 mod guests;
@@ -50,6 +51,8 @@ fn task<'a>(input: &'a [u8], args: &'a [String], limits: Limits) -> Task<'a> {
         args,
         limits,
         seed: 0,
+        resume: None,
+        checkpoints: None,
     }
 }
 

@@ -824,6 +824,7 @@ fn assignment_of(r: &Receipt) -> Assignment {
             max_output: Bytes::mib(1),
         },
         seed: r.seed,
+        resume: r.resumed,
     }
 }
 

@@ -58,6 +58,9 @@
 //!   (see `disk.rs`).
 //! * `relay-loss` (`--netns --nat 2`): the relay that providers behind NAT
 //!   are reached through is killed mid-job (see `relay.rs`).
+//! * `long-task`: one long task that checkpoints, its provider killed half
+//!   way, then restarted half way; it must go on from its last checkpoint
+//!   with the output of an uninterrupted run (see `long_task.rs`).
 //!
 //! The hostile-peer scenarios (`forged-fraud`, `replay-flood`,
 //! `sybil-flood`, `summary-poison`) add a stranger: a bare libp2p peer in
@@ -85,6 +88,7 @@ mod disk;
 mod endless;
 mod fork;
 mod hostile;
+mod long_task;
 mod mint;
 mod owner;
 mod relay;
@@ -133,6 +137,9 @@ pub enum Scenario {
     /// Two providers' owners take their machines back mid-job (too hot),
     /// then let them go on.
     OwnerReturns,
+    /// A long task that checkpoints: its provider killed half way (the
+    /// task goes on elsewhere), then restarted half way (it goes on there).
+    LongTask,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -158,6 +165,9 @@ pub struct ChaosCommand {
     /// Fake identities `sybil-flood` advertises.
     #[arg(long, default_value_t = 10_000)]
     pub fake_ids: usize,
+    /// How long the task of `long-task` runs uninterrupted, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub task_secs: u64,
     /// How long `partition` keeps the domain cut off, seconds.
     #[arg(long, default_value_t = 6)]
     pub suspend_secs: u64,
@@ -337,6 +347,7 @@ impl ChaosCommand {
             Scenario::SummaryPoison => return Box::pin(self.summary_poison(net, modules)).await,
             Scenario::DiskFill => return Box::pin(self.disk_fill(net, modules)).await,
             Scenario::RelayLoss => return Box::pin(self.relay_loss(net, modules)).await,
+            Scenario::LongTask => return Box::pin(self.long_task(net, modules)).await,
             _ => {}
         }
         self.start(net).await?;
@@ -509,7 +520,8 @@ impl ChaosCommand {
                     | Scenario::SybilFlood
                     | Scenario::SummaryPoison
                     | Scenario::DiskFill
-                    | Scenario::RelayLoss => {}
+                    | Scenario::RelayLoss
+                    | Scenario::LongTask => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -900,6 +912,7 @@ impl ChaosCommand {
             | Scenario::SummaryPoison
             | Scenario::DiskFill
             | Scenario::RelayLoss
+            | Scenario::LongTask
             | Scenario::OwnerReturns => {}
         }
         let ok = checks.iter().all(|c| c.ok);

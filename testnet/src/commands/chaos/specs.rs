@@ -61,6 +61,12 @@ impl ChaosCommand {
                 v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
                 v
             }
+            // Whole cores: the run's wall time is what is measured.
+            Scenario::LongTask => vec![
+                NodeSpec::requester("local").with_slots(1),
+                NodeSpec::provider("local").with_slots(1),
+                NodeSpec::provider("local").with_slots(1),
+            ],
             Scenario::OwnerReturns => {
                 let q = || p("local").with_config(owner::CONFIG);
                 vec![NodeSpec::requester("local").with_slots(1), q(), q(), q(), q()]
