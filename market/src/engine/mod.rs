@@ -298,6 +298,9 @@ pub struct Engine {
     storing: HashMap<u64, serve::StoringReceipt>,
     /// Progress receipts whose checkpoint is being stored, by token.
     storing_progress: HashMap<u64, progress::StoringProgress>,
+    /// Running tasks whose requester declined a progress receipt: it gets
+    /// no more (a replicated task, or a requester that keeps none).
+    no_progress: HashSet<MessageId>,
     next_token: u64,
     calibrated_at: Timestamp,
     listen: Vec<String>,
@@ -400,6 +403,7 @@ impl Engine {
             deliveries: deliver::Deliveries::default(),
             storing: HashMap::new(),
             storing_progress: HashMap::new(),
+            no_progress: HashSet::new(),
             next_token: 0,
             calibrated_at: now,
             listen,

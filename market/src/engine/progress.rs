@@ -39,8 +39,12 @@ impl Engine {
     /// and sent to the task's requester with a signed progress receipt.
     pub fn on_checkpoint(&mut self, agreement: MessageId, checkpoint: Checkpoint, now: Timestamp) {
         let Some(acc) = self.provider.task(&agreement) else {
+            self.no_progress.remove(&agreement);
             return;
         };
+        if self.no_progress.contains(&agreement) {
+            return;
+        }
         let bytes = checkpoint.to_bytes();
         let id = ContentId::of(&bytes);
         let progress = Progress {
@@ -90,7 +94,12 @@ impl Engine {
                 }
             }
             Ok(other) => {
+                // Declined: the requester keeps no checkpoint of this task
+                // (replicated, or it cannot check it); no more are sent.
                 tracing::debug!(%agreement, answer = ?other, "progress receipt not kept by the requester");
+                if let MarketResponse::Declined(Decline::Invalid { .. }) = other {
+                    self.no_progress.insert(agreement);
+                }
             }
             Err(e) => tracing::debug!(%agreement, error = %e, "progress receipt not delivered"),
         }

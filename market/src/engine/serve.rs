@@ -372,6 +372,7 @@ impl Engine {
     /// content could not be fetched).
     pub fn on_executed(&mut self, agreement: MessageId, result: Result<Ran, String>, now: Timestamp) {
         self.counters.executed += 1;
+        self.no_progress.remove(&agreement);
         let acc = self.provider.finished(&agreement);
         if self.cancelled_running.remove(&agreement) {
             self.forget_accepted(&agreement);

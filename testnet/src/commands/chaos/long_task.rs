@@ -50,8 +50,11 @@ impl ChaosCommand {
         let mut run = Run::labelled(net, 1, self.json);
         let mut checks = Vec::new();
 
-        // The time of a sample here, from a short run, sizes the task.
-        let probe = params(4, 2_000_000, Duration::from_secs(60));
+        // The time of a sample here, from a run of about a quarter of a
+        // second (long enough that starting it is a small part), sizes the
+        // task.
+        let (probe_rounds, probe_samples) = (4, 12_500_000);
+        let probe = params(probe_rounds, probe_samples, Duration::from_secs(60));
         let (_, s) = job::run(&client, &module, None, &input(&probe), &probe).await?;
         let exec_ms = s.tasks[0]
             .copies
@@ -59,7 +62,7 @@ impl ChaosCommand {
             .find_map(|c| c.exec_ms)
             .unwrap_or(1)
             .max(1);
-        let ns_per_sample = exec_ms as f64 * 1e6 / 8e6;
+        let ns_per_sample = exec_ms as f64 * 1e6 / (probe_rounds * probe_samples) as f64;
         let rounds = (self.task_secs * ROUNDS_PER_SEC).max(8);
         let samples = ((self.task_secs as f64 * 1e9 / rounds as f64 / ns_per_sample) as u64).max(1000);
         let deadline = Duration::from_secs(self.task_secs * 4 + 60);
@@ -123,7 +126,7 @@ impl ChaosCommand {
     ) -> anyhow::Result<Outcome> {
         let spec = job::prepare(client, module, None, &input(p), p).await?;
         let id = job::submit(client, &spec).await?;
-        let status = job::finish(client, &id, deadline).await?;
+        let status = finish(client, &id, deadline).await?;
         outcome(client, status).await
     }
 
@@ -171,9 +174,29 @@ impl ChaosCommand {
             net.restart(i).await?;
             run.event(format!("node-{i} restarted on its data dir"));
         }
-        let status = job::finish(client, &id, Duration::from_secs(self.task_secs * 4 + 60)).await?;
+        let status = finish(client, &id, Duration::from_secs(self.task_secs * 4 + 60)).await?;
         outcome(client, status).await
     }
+}
+
+/// Follows the job to its end like [`job::finish`]; one that does not
+/// end in time says what it was waiting for.
+async fn finish(
+    client: &agora_node::api::client::Client,
+    id: &agora_protocol::JobId,
+    timeout: Duration,
+) -> anyhow::Result<JobStatus> {
+    let mut last = None;
+    let status = job::follow(client, id, timeout, Duration::from_millis(100), |s| {
+        last = Some((
+            s.waiting.clone(),
+            s.tasks.first().map(|t| (t.phase, t.copies.len())),
+        ));
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; last seen (waiting, phase, copies): {last:?}"))?;
+    job::ensure_done(&status)?;
+    Ok(status)
 }
 
 /// Whether the paid copy's receipt names a checkpoint the requester holds

@@ -61,12 +61,18 @@ impl ChaosCommand {
                 v.extend((0..self.sybils).map(|_| NodeSpec::requester("local").with_slots(1).unfunded()));
                 v
             }
-            // Whole cores: the run's wall time is what is measured.
-            Scenario::LongTask => vec![
-                NodeSpec::requester("local").with_slots(1),
-                NodeSpec::provider("local").with_slots(1),
-                NodeSpec::provider("local").with_slots(1),
-            ],
+            // Whole cores: the run's wall time is what is measured. A tenth
+            // of the default price, so that the requester's grant covers
+            // three runs of a minute (a fuel limit of 1.2 T reserves 120
+            // credits).
+            Scenario::LongTask => {
+                let q = || {
+                    NodeSpec::provider("local")
+                        .with_slots(1)
+                        .with_config("[provider]\nprice = \"0.0001\"\n")
+                };
+                vec![NodeSpec::requester("local").with_slots(1), q(), q()]
+            }
             Scenario::OwnerReturns => {
                 let q = || p("local").with_config(owner::CONFIG);
                 vec![NodeSpec::requester("local").with_slots(1), q(), q(), q(), q()]
