@@ -26,9 +26,6 @@ pub enum ProgressError {
     /// The progress receipt or its checkpoint does not match the task.
     #[error("the checkpoint does not match the task: {0}")]
     Mismatch(&'static str),
-    /// A later checkpoint of the task is kept already.
-    #[error("a later checkpoint of the task is kept already")]
-    Stale,
 }
 
 impl Requester {
@@ -85,16 +82,10 @@ impl Requester {
         } else {
             None
         };
-        if let Some(m) = mismatch {
-            return Err(ProgressError::Mismatch(m));
+        match mismatch {
+            Some(m) => Err(ProgressError::Mismatch(m)),
+            None => Ok(()),
         }
-        if t.checkpoints
-            .last()
-            .is_some_and(|k| k.index >= p.index && k.id != p.checkpoint)
-        {
-            return Err(ProgressError::Stale);
-        }
-        Ok(())
     }
 
     /// Keeps a checked progress receipt's checkpoint (its content already
@@ -123,13 +114,20 @@ impl Requester {
             .iter()
             .find(|c| c.provider == from && c.agreement == Some(p.agreement))
             .map_or(0, |c| c.attempt);
-        t.checkpoints.push(TaskCheckpoint {
-            id: p.checkpoint,
-            index: p.index,
-            fuel: p.fuel_used,
-            attempt,
-            progress: progress.id(),
-        });
+        // Kept in index order: a provider restarted from an earlier
+        // checkpoint than the latest reports lower indices again, and the
+        // latest (a copy placed now resumes from it) stays last.
+        let at = t.checkpoints.partition_point(|k| k.index <= p.index);
+        t.checkpoints.insert(
+            at,
+            TaskCheckpoint {
+                id: p.checkpoint,
+                index: p.index,
+                fuel: p.fuel_used,
+                attempt,
+                progress: progress.id(),
+            },
+        );
         // The oldest goes, unless a copy started from it: the chain from
         // the task's start to its result stays here.
         if t.checkpoints.len() > MAX_TASK_CHECKPOINTS {
@@ -139,7 +137,9 @@ impl Requester {
                         || c.reported.as_ref().and_then(|r| r.resumed) == Some(*id)
                 })
             };
-            if let Some(pos) = t.checkpoints.iter().position(|k| !used(&k.id)) {
+            // Never the one just acknowledged: its provider may go on from it.
+            let fresh = p.checkpoint;
+            if let Some(pos) = t.checkpoints.iter().position(|k| !used(&k.id) && k.id != fresh) {
                 t.checkpoints.remove(pos);
             }
         }

@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use agora_protocol::capacity::Advert;
-use agora_protocol::execution::ExitStatus;
+use agora_protocol::execution::{Checkpoint, ExitStatus, Progress};
 use agora_protocol::market::Agreement;
 use agora_protocol::rpc::Decline;
 use agora_protocol::units::{Bytes, ComputeUnits, EnergyRate, Fuel, Price, Timestamp};
+use agora_protocol::wire::Blob;
 use agora_protocol::{ContentId, Encode, Envelope, JobId, Keypair, Nonce, Payload};
 
 use super::*;
@@ -770,5 +771,221 @@ fn a_job_no_provider_fits_waits_saying_why_and_starts_when_one_appears() {
     assert!(
         e.starts_with("no provider could take task 0 (in-0) for 5.0s: no providers are known"),
         "{e}"
+    );
+}
+
+/// Places what the requester wants placed now, every call answered with an
+/// offer by the provider asked (of `kps`), every acceptance agreed; returns
+/// the acceptances with their agreements.
+fn place_round(
+    r: &mut Requester,
+    view: &View,
+    kps: &[Keypair],
+    now: Timestamp,
+) -> Vec<(Keypair, Accept, Envelope)> {
+    r.place(now, view);
+    for (task, attempt, to) in calls(r) {
+        for p in &to {
+            if let Some(kp) = kps.iter().find(|k| k.node_id() == *p) {
+                r.on_offer(task, attempt, *p, Ok(offer_from(kp, task)), now, view);
+            } else {
+                r.on_offer(
+                    task,
+                    attempt,
+                    *p,
+                    Err(Refusal::Unreachable("gone".into())),
+                    now,
+                    view,
+                );
+            }
+        }
+    }
+    let accepts: Vec<(TaskId, u16, NodeId, Accept)> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Accept {
+                task,
+                attempt,
+                to,
+                accept,
+                ..
+            } => Some((task, attempt, to, accept)),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (task, attempt, to, accept) in accepts {
+        let kp = kps
+            .iter()
+            .find(|k| k.node_id() == to)
+            .expect("a provider")
+            .clone();
+        let ag = Agreement {
+            accept: MessageId([0; 32]),
+            task,
+            requester: r.local(),
+            price: accept.price,
+            due: now.add(Duration::from_secs(30)),
+        };
+        let env = seal(&kp, &ag);
+        r.on_agreement(task, attempt, to, Ok(env.open(now).expect("opens")), now);
+        out.push((kp, accept, env));
+    }
+    out
+}
+
+/// A checkpoint of `a` at `fuel`, taken by a run that started from `from`.
+fn checkpoint_of(a: &Assignment, index: u32, from: Option<ContentId>, fuel: u64) -> Checkpoint {
+    Checkpoint {
+        module: a.module,
+        input: a.input,
+        args: a.args_digest(),
+        seed: a.seed,
+        fuel_limit: a.limits.fuel,
+        index,
+        from,
+        fuel_used: Fuel(fuel),
+        time: 0,
+        random: 0,
+        input_read: 0,
+        output: Blob(Vec::new()),
+        state: Blob(vec![index as u8]),
+    }
+}
+
+fn progress_of(
+    kp: &Keypair,
+    agreement: &Envelope,
+    r: &Requester,
+    a: &Assignment,
+    c: &Checkpoint,
+) -> Verified<Progress> {
+    let p = Progress {
+        agreement: agreement.id(),
+        task: a.task,
+        requester: r.local(),
+        from: c.from,
+        checkpoint: c.id(),
+        index: c.index,
+        fuel_used: c.fuel_used,
+    };
+    seal(kp, &p).open(NOW).expect("opens")
+}
+
+#[test]
+fn a_copy_placed_after_its_provider_died_resumes_from_its_checkpoint_and_each_provider_is_paid_for_its_own_progress()
+ {
+    let (_, mut r, view, kps) = world(2);
+    let job = JobId([8; 16]);
+    r.submit(job, spec(1, 1), NOW);
+    let first = place_round(&mut r, &view, &kps, NOW);
+    let (kp_a, accept_a, ag_a) = first.first().expect("one copy").clone();
+    assert_eq!(
+        accept_a.assignment.resume, None,
+        "the first copy starts from the beginning"
+    );
+    let a = accept_a.assignment.clone();
+
+    // Its provider reports a checkpoint at 300 fuel. One of another
+    // computation, or from a provider without the copy, is refused.
+    let cp = checkpoint_of(&a, 1, None, 300);
+    let mut other = a.clone();
+    other.seed += 1;
+    let foreign = checkpoint_of(&other, 1, None, 300);
+    assert_eq!(
+        r.on_progress(
+            kp_a.node_id(),
+            &progress_of(&kp_a, &ag_a, &r, &a, &foreign),
+            &foreign
+        ),
+        Err(ProgressError::Mismatch("computation"))
+    );
+    let stranger = Keypair::from_secret([99; 32]);
+    assert_eq!(
+        r.on_progress(
+            stranger.node_id(),
+            &progress_of(&stranger, &ag_a, &r, &a, &cp),
+            &cp
+        ),
+        Err(ProgressError::Unknown)
+    );
+    let p_a = progress_of(&kp_a, &ag_a, &r, &a, &cp);
+    assert_eq!(r.on_progress(kp_a.node_id(), &p_a, &cp), Ok(()));
+
+    // It dies; the copy placed next resumes from the checkpoint.
+    r.on_peer_down(kp_a.node_id(), NOW);
+    let later = NOW.add(Duration::from_secs(1));
+    let alive: Vec<Keypair> = kps
+        .iter()
+        .filter(|k| k.node_id() != kp_a.node_id())
+        .cloned()
+        .collect();
+    let second = place_round(&mut r, &view, &alive, later);
+    let (kp_b, accept_b, ag_b) = second.first().expect("a second copy").clone();
+    assert_eq!(accept_b.assignment.resume, Some(cp.id()));
+
+    // Its receipt names the checkpoint and counts fuel from the task's
+    // start; one naming a checkpoint the requester never kept is refused.
+    let ran = |resumed: Option<ContentId>| crate::engine::Ran {
+        output: ContentId::of(b"pi"),
+        output_size: Bytes(2),
+        fuel: Fuel(1_000),
+        exit: ExitStatus::Success,
+        started_at: NOW,
+        finished_at: NOW,
+        inline: None,
+        stderr: Vec::new(),
+        resumed,
+        billed_from: Fuel(300),
+    };
+    let bogus = ran(Some(ContentId([5; 32]))).receipt(&accept_b.assignment, ag_b.id(), r.local());
+    assert!(!super::progress::started_from(
+        &r.job(&job).expect("job").1[0],
+        r.copy(a.task, accept_b.assignment.attempt).expect("the copy"),
+        bogus.resumed
+    ));
+    let good = seal(
+        &kp_b,
+        &ran(Some(cp.id())).receipt(&accept_b.assignment, ag_b.id(), r.local()),
+    );
+    assert_eq!(
+        r.on_receipt(kp_b.node_id(), &good.open(NOW).expect("opens"), true, later),
+        Ok(ReceiptVerdict::Accepted)
+    );
+
+    // The copy that finished is paid for the 700 it added, the dead one for
+    // its 300 under its progress receipt: 1,000 in all, once.
+    let pays: Vec<Voucher> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Pay { voucher, .. } => Some(voucher),
+            _ => None,
+        })
+        .collect();
+    let mut billed: Vec<(NodeId, u64, MessageId)> =
+        pays.iter().map(|v| (v.provider, v.fuel.0, v.receipt)).collect();
+    billed.sort_by_key(|b| b.1);
+    assert_eq!(
+        billed,
+        vec![(kp_a.node_id(), 300, p_a.id()), (kp_b.node_id(), 700, good.id())],
+        "{pays:?}"
+    );
+    let (rec, tasks) = r.job(&job).expect("job");
+    assert_eq!(rec.state, JobState::Done);
+    assert_eq!(tasks[0].resumed, Some(cp.id()));
+}
+
+#[test]
+fn a_replicated_task_keeps_no_checkpoint() {
+    let (_, mut r, view, kps) = world(2);
+    r.submit(JobId([9; 16]), spec(1, 2), NOW);
+    let copies = place_round(&mut r, &view, &kps, NOW);
+    let (kp, accept, ag) = copies.first().expect("a copy").clone();
+    let cp = checkpoint_of(&accept.assignment, 1, None, 300);
+    assert_eq!(
+        r.on_progress(
+            kp.node_id(),
+            &progress_of(&kp, &ag, &r, &accept.assignment, &cp),
+            &cp
+        ),
+        Err(ProgressError::Replicated)
     );
 }
