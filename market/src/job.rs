@@ -467,6 +467,32 @@ impl Copy {
         Fuel(fuel.0.saturating_sub(self.resume.map_or(0, |(_, f)| f.0)))
     }
 
+    /// Pays this copy of `task`, which reached `fuel` in all, under
+    /// `receipt` (its receipt, or its progress receipt) and `agreement`:
+    /// marks it paid for what it added ([`Copy::billed`]) and returns the
+    /// voucher.
+    pub fn pay(
+        &mut self,
+        receipt: MessageId,
+        agreement: MessageId,
+        task: TaskId,
+        fuel: Fuel,
+    ) -> agora_protocol::settlement::Voucher {
+        let fuel = self.billed(fuel);
+        let amount = self.price.cost(fuel);
+        self.paid = Some(amount);
+        self.billed = Some(fuel);
+        agora_protocol::settlement::Voucher {
+            receipt,
+            agreement,
+            task,
+            provider: self.provider,
+            fuel,
+            price: self.price,
+            amount,
+        }
+    }
+
     /// Withdrawn while its accept was in flight: cancelled, with no
     /// agreement id yet to cancel it by at the provider.
     pub fn withdrawn_unagreed(&self) -> bool {

@@ -183,37 +183,8 @@ fn a_busy_provider_is_backed_off_but_an_unreachable_one_also_loses_standing() {
 fn agree(r: &mut Requester, view: &View, kps: &[Keypair]) -> Vec<(Keypair, Envelope, TaskId)> {
     let mut out = Vec::new();
     for _ in 0..kps.len() {
-        r.place(NOW, view);
-        for (task, attempt, to) in calls(r) {
-            for p in &to {
-                let kp = kps.iter().find(|k| k.node_id() == *p).expect("a provider");
-                r.on_offer(task, attempt, *p, Ok(offer_from(kp, task)), NOW, view);
-            }
-        }
-        let accepts: Vec<(TaskId, u16, NodeId, Accept)> = std::iter::from_fn(|| r.poll_action())
-            .filter_map(|a| match a {
-                Action::Accept {
-                    task,
-                    attempt,
-                    to,
-                    accept,
-                    ..
-                } => Some((task, attempt, to, accept)),
-                _ => None,
-            })
-            .collect();
-        for (task, attempt, to, accept) in accepts {
-            let kp = kps.iter().find(|k| k.node_id() == to).expect("a provider");
-            let ag = Agreement {
-                accept: MessageId([0; 32]),
-                task,
-                requester: r.local(),
-                price: accept.price,
-                due: NOW.add(Duration::from_secs(30)),
-            };
-            let env = seal(kp, &ag);
-            r.on_agreement(task, attempt, to, Ok(env.open(NOW).expect("opens")), NOW);
-            out.push((kp.clone(), env, task));
+        for (kp, accept, env) in place_round(r, view, kps, NOW) {
+            out.push((kp, env, accept.assignment.task));
         }
     }
     out

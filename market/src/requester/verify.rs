@@ -390,19 +390,8 @@ impl Requester {
                     && r.exit.is_deterministic()
                     && let Some(agreement) = c.agreement
                 {
-                    let fuel = c.billed(r.fuel);
-                    let amount = c.price.cost(fuel);
-                    c.paid = Some(amount);
-                    c.billed = Some(fuel);
-                    pays.push(Voucher {
-                        receipt: r.receipt,
-                        agreement,
-                        task: t.id,
-                        provider: c.provider,
-                        fuel,
-                        price: c.price,
-                        amount,
-                    });
+                    let (receipt, fuel) = (r.receipt, r.fuel);
+                    pays.push(c.pay(receipt, agreement, t.id, fuel));
                 }
             }
         }
@@ -453,20 +442,11 @@ impl Requester {
                 (CopyState::Reported, Some(r)) => {
                     if same(r) && !c.wrong {
                         if c.paid.is_none() {
-                            let fuel = c.billed(r.fuel);
-                            let amount = c.price.cost(fuel);
-                            c.paid = Some(amount);
-                            c.billed = Some(fuel);
-                            pays.push(Voucher {
-                                receipt: r.receipt,
-                                agreement: c.agreement.unwrap_or(MessageId([0; 32])),
-                                task,
-                                provider: c.provider,
-                                fuel,
-                                price: c.price,
-                                amount,
-                            });
-                            learnt.push((c.provider, fuel, Duration::from_millis(r.exec_ms)));
+                            let (receipt, fuel, exec) = (r.receipt, r.fuel, Duration::from_millis(r.exec_ms));
+                            let agreement = c.agreement.unwrap_or(MessageId([0; 32]));
+                            let v = c.pay(receipt, agreement, task, fuel);
+                            learnt.push((c.provider, v.fuel, exec));
+                            pays.push(v);
                         }
                     } else if !c.wrong && r.exit.is_deterministic() {
                         c.wrong = true;
@@ -578,19 +558,7 @@ fn pay_progress(t: &mut TaskRecord) -> Vec<Voucher> {
         if c.paid.is_none()
             && let Some(agreement) = c.agreement
         {
-            let fuel = c.billed(k.fuel);
-            let amount = c.price.cost(fuel);
-            c.paid = Some(amount);
-            c.billed = Some(fuel);
-            pays.push(Voucher {
-                receipt: k.progress,
-                agreement,
-                task: t.id,
-                provider: c.provider,
-                fuel,
-                price: c.price,
-                amount,
-            });
+            pays.push(c.pay(k.progress, agreement, t.id, k.fuel));
         }
         next = c.resume.map(|(id, _)| id);
     }

@@ -26,8 +26,8 @@ use agora_protocol::units::Fuel;
 use agora_protocol::wire::Blob;
 use wasmtime::{Caller, Linker};
 
-use super::meter::{HOST_BYTE_FUEL, HOST_CALL_FUEL, charge};
-use super::wasi::{Capture, Input, State, memory};
+use super::meter::{HOST_CALL_FUEL, call_cost, charge};
+use super::wasi::{Capture, ERRNO_FAULT, ERRNO_INVAL, Input, State, guest_range, memory, write_guest};
 
 /// The import module of Agora's own functions.
 pub const AGORA_MODULE: &str = "agora";
@@ -36,8 +36,6 @@ pub const AGORA_MODULE: &str = "agora";
 pub const AGORA_FUNCTIONS: [&str; 3] = ["checkpoint", "restore_size", "restore"];
 
 const ERRNO_2BIG: i32 = 1;
-const ERRNO_FAULT: i32 = 21;
-const ERRNO_INVAL: i32 = 28;
 const ERRNO_NOENT: i32 = 44;
 
 /// Where a run's checkpoints go as it takes them: the latest one, until
@@ -86,21 +84,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         "checkpoint",
         |mut caller: Caller<'_, State>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             let len = len as u32 as usize;
-            charge(&mut caller, cost(len))?;
+            charge(&mut caller, call_cost(len as u64))?;
             if len > MAX_CHECKPOINT_STATE || caller.data().checkpoints.stdout.len() > MAX_CHECKPOINT_OUTPUT {
                 return Ok(ERRNO_2BIG);
             }
             let Some(memory) = memory(&mut caller) else {
                 return Ok(ERRNO_FAULT);
             };
-            let Some(state) = memory
-                .data(&caller)
-                .get(ptr as u32 as usize..)
-                .and_then(|d| d.get(..len))
-                .map(<[u8]>::to_vec)
-            else {
+            let data = memory.data(&caller);
+            let Some(range) = guest_range(data.len(), ptr as u32, len) else {
                 return Ok(ERRNO_FAULT);
             };
+            let state = data[range].to_vec();
             let left = caller.get_fuel()?;
             let data = caller.data_mut();
             let (time, random) = data.env.position();
@@ -144,24 +139,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         "restore",
         |mut caller: Caller<'_, State>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
             let len = len as u32 as usize;
-            charge(&mut caller, cost(len))?;
+            charge(&mut caller, call_cost(len as u64))?;
             let Some((c, _)) = caller.data().checkpoints.resume.clone() else {
                 return Ok(ERRNO_NOENT);
             };
             if len != c.state.0.len() {
                 return Ok(ERRNO_INVAL);
             }
-            let Some(memory) = memory(&mut caller) else {
-                return Ok(ERRNO_FAULT);
-            };
-            let Some(dest) = memory
-                .data_mut(&mut caller)
-                .get_mut(ptr as u32 as usize..)
-                .and_then(|d| d.get_mut(..len))
-            else {
-                return Ok(ERRNO_FAULT);
-            };
-            dest.copy_from_slice(&c.state.0);
+            let written = write_guest(&mut caller, ptr as u32, &c.state.0);
+            if written != 0 {
+                return Ok(written);
+            }
             let data = caller.data_mut();
             data.env.rewind(c.time, c.random);
             data.checkpoints.input.seek(c.input_read);
@@ -170,9 +158,4 @@ pub(crate) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> 
         },
     )?;
     Ok(())
-}
-
-/// A call that copies `len` bytes of guest memory.
-fn cost(len: usize) -> u64 {
-    HOST_CALL_FUEL.saturating_add((len as u64).saturating_mul(HOST_BYTE_FUEL))
 }

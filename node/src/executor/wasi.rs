@@ -94,8 +94,8 @@ pub const RANDOM_CONTEXT: &str = "agora/1 guest random_get";
 
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
-const ERRNO_FAULT: i32 = 21;
-const ERRNO_INVAL: i32 = 28;
+pub(crate) const ERRNO_FAULT: i32 = 21;
+pub(crate) const ERRNO_INVAL: i32 = 28;
 
 const CLOCK_REALTIME: u32 = 0;
 const CLOCK_MONOTONIC: u32 = 1;
@@ -286,13 +286,13 @@ pub(crate) fn memory(caller: &mut Caller<'_, State>) -> Option<wasmtime::Memory>
     caller.get_export("memory").and_then(Extern::into_memory)
 }
 
-fn guest_range(mem_len: usize, ptr: u32, len: usize) -> Option<std::ops::Range<usize>> {
+pub(crate) fn guest_range(mem_len: usize, ptr: u32, len: usize) -> Option<std::ops::Range<usize>> {
     let start = ptr as usize;
     let end = start.checked_add(len)?;
     (end <= mem_len).then_some(start..end)
 }
 
-fn write_guest(caller: &mut Caller<'_, State>, ptr: u32, bytes: &[u8]) -> i32 {
+pub(crate) fn write_guest(caller: &mut Caller<'_, State>, ptr: u32, bytes: &[u8]) -> i32 {
     let Some(memory) = memory(caller) else {
         return ERRNO_FAULT;
     };
