@@ -78,6 +78,11 @@ pub struct JobSpec {
     pub reduce: Option<ContentId>,
     /// One input per task.
     pub inputs: Vec<InputSpec>,
+    /// The published dataset the inputs are files of (`--inputs-id`): they
+    /// need not be on this node, since providers fetch them from the
+    /// dataset's holders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<ContentId>,
     /// Arguments passed to every task.
     #[serde(default)]
     pub args: Vec<String>,

@@ -54,6 +54,9 @@ pub const OWNER_LIMITS: &str = "owner/limits";
 pub const INDEX: &str = "meta/index";
 /// Content kept for this node's user, until a time.
 pub const PIN: &str = "pin/";
+/// Datasets this node published: the manifest's id, then its files'
+/// ids. Announced in the DHT at every start and never collected.
+pub const PUBLISHED: &str = "published/";
 /// The current index version.
 pub const INDEX_VERSION: u32 = 1;
 /// Tasks this node accepted as a provider.
@@ -81,6 +84,11 @@ pub fn job_key(id: &JobId) -> String {
 /// The key pinning content.
 pub fn pin_key(id: &ContentId) -> String {
     format!("{PIN}{id}")
+}
+
+/// The key of a dataset this node published.
+pub fn published_key(id: &ContentId) -> String {
+    format!("{PUBLISHED}{id}")
 }
 
 /// The key of a job's summary.

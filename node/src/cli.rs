@@ -37,6 +37,8 @@ pub enum Command {
     Peers(commands::peers::PeersCommand),
     /// List the domains a running node knows.
     Domains(commands::domains::DomainsCommand),
+    /// Publish a directory's files as a dataset that jobs take as inputs.
+    Publish(commands::publish::PublishCommand),
     /// Submit, follow, fetch, cancel and explain jobs.
     Job(commands::job::JobCommand),
     /// List the jobs submitted through a running node.
@@ -64,6 +66,7 @@ impl Command {
             Command::Doctor(c) => c.execute(),
             Command::Peers(c) => c.execute(),
             Command::Domains(c) => c.execute(),
+            Command::Publish(c) => c.execute(),
             Command::Job(c) => c.execute(),
             Command::Jobs(c) => c.execute(),
             Command::Ledger(c) => c.execute(),

@@ -24,6 +24,8 @@
 //!   (vouchers: what a payment pays for), [`chain`] (credit chains: grants,
 //!   the blocks that record payments, fork proofs, heads), [`fraud`] (fraud
 //!   proofs), and [`rpc`], the request-response frames that carry them.
+//! * [`dataset`]: published sets of files, and the DHT key under which
+//!   holders of a piece of content announce it.
 //! * [`domain`]: hierarchical domains and the gossip topics and DHT keys
 //!   derived from them.
 
@@ -31,6 +33,7 @@
 
 pub mod capacity;
 pub mod chain;
+pub mod dataset;
 pub mod domain;
 pub mod envelope;
 pub mod execution;

@@ -96,6 +96,7 @@ pub async fn prepare(
         module: m.id,
         module_size: Bytes(m.size),
         reduce: r,
+        dataset: None,
         inputs: inputs
             .iter()
             .zip(refs)

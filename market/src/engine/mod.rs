@@ -807,6 +807,11 @@ impl Engine {
         if let Some(r) = &s.reduce {
             check(format!("reduce module {r}"), self.host.stored_size(r), None)?;
         }
+        if let Some(d) = &s.dataset {
+            // The files are fetched from the dataset's holders; its
+            // manifest, resolved when the job was built, must be here.
+            return check(format!("dataset {d}"), self.host.stored_size(d), None);
+        }
         for i in &s.inputs {
             // An empty input needs no upload.
             let stored = if i.id == ContentId::of(&[]) {
@@ -907,6 +912,13 @@ impl Engine {
     /// what is pinned for the user; expired pins go.
     fn collect(&mut self, now: Timestamp) {
         let mut keep = self.referenced_content();
+        match records::scan::<Vec<ContentId>>(self.host.as_ref(), records::PUBLISHED) {
+            Ok(published) => keep.extend(published.into_iter().flat_map(|(_, ids)| ids)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the published datasets; not collecting content this time");
+                return;
+            }
+        }
         match records::scan::<Timestamp>(self.host.as_ref(), records::PIN) {
             Ok(pins) => {
                 for (key, until) in pins {

@@ -80,6 +80,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         module: ContentId([9; 32]),
         module_size: Bytes(100),
         reduce: None,
+        dataset: None,
         inputs: (0..tasks)
             .map(|i| InputSpec {
                 name: format!("in-{i}"),

@@ -265,6 +265,7 @@ impl Sim {
             module_size: Bytes(module.len() as u64),
             reduce: None,
             inputs,
+            dataset: None,
             args: vec!["x".into()],
             reduce_args: vec![],
             fuel: Fuel(10_000_000_000),

@@ -212,6 +212,21 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// Publishes uploaded files as a dataset.
+    pub async fn publish(
+        &self,
+        req: &crate::api::PublishRequest,
+    ) -> Result<crate::api::DatasetView, ClientError> {
+        self.json(self.http.post(self.url("/v1/datasets")).json(req))
+            .await
+    }
+
+    /// A dataset's manifest, found by the node here or on the network.
+    pub async fn dataset(&self, id: &ContentId) -> Result<crate::api::DatasetView, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/datasets/{id}"))))
+            .await
+    }
+
     /// `POST /v1/jobs`.
     pub async fn submit(&self, req: &SubmitRequest) -> Result<SubmitResponse, ClientError> {
         self.json(self.http.post(self.url("/v1/jobs")).json(req)).await

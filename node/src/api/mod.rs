@@ -229,6 +229,37 @@ pub struct ContentRef {
     pub size: u64,
 }
 
+/// `POST /v1/datasets`: files already uploaded with `PUT /v1/content`,
+/// published as one dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishRequest {
+    /// The files (any order; the manifest sorts them by name).
+    pub files: Vec<agora_protocol::dataset::DatasetFile>,
+}
+
+/// A dataset: what `POST /v1/datasets` published or
+/// `GET /v1/datasets/{id}` found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetView {
+    /// The manifest's id: what `job submit --inputs-id` takes.
+    pub id: ContentId,
+    /// Its files, in name order.
+    pub files: Vec<agora_protocol::dataset::DatasetFile>,
+    /// Total bytes of the files.
+    pub bytes: u64,
+}
+
+impl DatasetView {
+    /// The view of a manifest.
+    pub fn of(d: agora_protocol::dataset::Dataset) -> DatasetView {
+        DatasetView {
+            id: d.id(),
+            bytes: d.bytes().0,
+            files: d.files,
+        }
+    }
+}
+
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmitRequest {

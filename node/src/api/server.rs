@@ -101,6 +101,16 @@ pub enum ApiCommand {
     Domains(oneshot::Sender<Vec<DomainRow>>),
     /// Metrics text.
     Metrics(oneshot::Sender<String>),
+    /// Publish a dataset of stored files: announce them and the manifest.
+    Publish(
+        agora_protocol::dataset::Dataset,
+        oneshot::Sender<Result<crate::api::DatasetView, ApiError>>,
+    ),
+    /// A dataset's manifest, from here or from its holders.
+    Dataset(
+        ContentId,
+        oneshot::Sender<Result<crate::api::DatasetView, ApiError>>,
+    ),
     /// Submit (or plan) a job.
     Submit(
         Box<SubmitRequest>,
@@ -266,6 +276,8 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store, port: u
             put(put_content).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
         )
         .route("/v1/content/{id}", get(get_content))
+        .route("/v1/datasets", post(publish))
+        .route("/v1/datasets/{id}", get(dataset))
         .route("/v1/jobs", post(submit).get(jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/explain", get(explain))
@@ -357,6 +369,21 @@ async fn get_content(State(ctx): State<Ctx>, Path(id): Path<String>) -> Result<R
         Some(bytes) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()),
         None => Err(ApiError::not_found(format!("no content {id} here"))),
     }
+}
+
+async fn publish(State(ctx): State<Ctx>, body: Body) -> Result<Json<crate::api::DatasetView>, ApiError> {
+    let req: crate::api::PublishRequest = parse_json(&body)?;
+    let dataset =
+        agora_protocol::dataset::Dataset::new(req.files).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Publish(dataset, tx)).await??))
+}
+
+async fn dataset(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::api::DatasetView>, ApiError> {
+    let id: ContentId = id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    Ok(Json(ctx.ask(|tx| ApiCommand::Dataset(id, tx)).await??))
 }
 
 async fn submit(State(ctx): State<Ctx>, body: Body) -> Result<Json<SubmitResponse>, ApiError> {

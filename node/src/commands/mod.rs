@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod node;
 pub mod owner;
 pub mod peers;
+pub mod publish;
 pub mod refs;
 pub mod status;
 pub mod verify;

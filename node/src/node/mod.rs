@@ -253,6 +253,7 @@ impl Node {
         let now = Timestamp::from_system(std::time::SystemTime::now());
         let book_store = store.clone();
         let sh = Shared {
+            local: keypair.node_id(),
             store: store.clone(),
             executor: executor.clone(),
             net,
@@ -382,6 +383,8 @@ pub enum EnergySource {
 
 #[derive(Clone)]
 pub(crate) struct Shared {
+    /// This node.
+    pub(crate) local: NodeId,
     pub(crate) store: Store,
     pub(crate) executor: Executor,
     pub(crate) net: network::Client,

@@ -8,15 +8,18 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use agora_market::engine::{Inline, Ran, RequestId, Work};
+use agora_protocol::dataset::{Dataset, content_key};
 use agora_protocol::execution::{Checkpoint, ExitStatus};
 use agora_protocol::limits::{MAX_INLINE_BLOBS, MAX_INLINE_CONTENT};
 use agora_protocol::market::{Assignment, LatencyClass};
 use agora_protocol::rpc::{ContentRequest, ContentResponse, MarketRequest, MarketResponse};
 use agora_protocol::units::{ComputeUnits, Fuel};
 use agora_protocol::wire::Blob;
-use agora_protocol::{ContentId, Decode, JobId, MessageId, NodeId, TaskId};
+use agora_protocol::{ContentId, Decode, Encode, JobId, MessageId, NodeId, TaskId};
 
 use super::Shared;
+use crate::api::DatasetView;
+use crate::api::server::ApiError;
 use crate::executor::{self, CheckpointSink, LiveLog, Task};
 
 /// Work finished, for the engine.
@@ -90,7 +93,7 @@ pub(crate) async fn run(
             attempt,
             from,
             output,
-        } => Done::Fetched(task, attempt, fetch(&sh, from, output).await.is_ok()),
+        } => Done::Fetched(task, attempt, fetch(&sh, Some(from), output).await.is_ok()),
         Work::SpotCheck {
             task,
             attempt,
@@ -166,34 +169,84 @@ pub(crate) async fn serve_content(
     Done::Nothing
 }
 
-/// Fetches content from a peer, checks it against its id and stores it.
-async fn fetch(sh: &Shared, from: NodeId, id: ContentId) -> Result<Vec<u8>, String> {
+/// Most holders one fetch asks, besides the peer the work came from.
+const MAX_HOLDERS_ASKED: usize = 8;
+
+/// Content at least this large is announced in the DHT by the node that
+/// fetched it, so the next node that needs it may fetch it from here: small
+/// content travels inline with the work and is not worth a provider record.
+const ANNOUNCE_FROM: usize = MAX_INLINE_CONTENT;
+
+/// Content from the store, else from `first` (the peer the work came from),
+/// else from the holders the DHT names for it, one after another, until one
+/// sends bytes that hash to `id`; those are stored (and, if large,
+/// announced). A holder that sends other bytes is named in the error.
+pub(crate) async fn fetch(sh: &Shared, first: Option<NodeId>, id: ContentId) -> Result<Vec<u8>, String> {
     if let Ok(Some(b)) = sh.store.content().get(&id).await {
         return Ok(b);
     }
-    match sh.net.fetch(from, ContentRequest { id }).await {
-        Ok(ContentResponse::Found(Blob(bytes))) => {
-            if !id.matches(&bytes) {
-                return Err(format!("content from {} does not match {id}", from.short()));
-            }
-            sh.store
-                .content()
-                .put_verified(id, bytes.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(bytes)
+    let mut failures = Vec::new();
+    if let Some(from) = first {
+        match fetch_from(sh, from, id).await {
+            Ok(b) => return keep_fetched(sh, id, b).await,
+            Err(e) => failures.push(e),
         }
-        Ok(ContentResponse::NotFound) => Err(format!("{} does not hold {id}", from.short())),
-        Err(e) => Err(e.to_string()),
+    }
+    let holders = match sh.net.get_providers(content_key(&id)).await {
+        Ok(h) => h,
+        Err(e) => {
+            failures.push(format!("the DHT named no holder: {e}"));
+            Default::default()
+        }
+    };
+    let local = sh.local;
+    for holder in holders
+        .into_iter()
+        .filter(|h| *h != local && Some(*h) != first)
+        .take(MAX_HOLDERS_ASKED)
+    {
+        match fetch_from(sh, holder, id).await {
+            Ok(b) => return keep_fetched(sh, id, b).await,
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.is_empty() {
+        failures.push("no peer announces it".into());
+    }
+    Err(format!("cannot fetch {id}: {}", failures.join("; ")))
+}
+
+/// The bytes of `id` from one peer, checked against the id.
+async fn fetch_from(sh: &Shared, from: NodeId, id: ContentId) -> Result<Vec<u8>, String> {
+    match sh.net.fetch(from, ContentRequest { id }).await {
+        Ok(ContentResponse::Found(Blob(bytes))) if id.matches(&bytes) => Ok(bytes),
+        Ok(ContentResponse::Found(_)) => Err(format!("{} sent bytes that do not hash to it", from.short())),
+        Ok(ContentResponse::NotFound) => Err(format!("{} does not hold it", from.short())),
+        Err(e) => Err(format!("{}: {e}", from.short())),
     }
 }
 
-/// Content from the inline set, the store, or the peer that has it.
+/// Stores fetched content and, if it is large, announces this node as a
+/// holder.
+async fn keep_fetched(sh: &Shared, id: ContentId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    sh.store
+        .content()
+        .put_verified(id, bytes.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    if bytes.len() >= ANNOUNCE_FROM {
+        sh.net.start_providing(content_key(&id)).await;
+    }
+    Ok(bytes)
+}
+
+/// Content from the inline set, the store, the peer the work came from or
+/// any holder.
 async fn content(sh: &Shared, inline: &Inline, id: ContentId, from: NodeId) -> Result<Arc<Vec<u8>>, String> {
     if let Some((_, b)) = inline.iter().find(|(i, _)| *i == id) {
         return Ok(b.clone());
     }
-    fetch(sh, from, id).await.map(Arc::new)
+    fetch(sh, Some(from), id).await.map(Arc::new)
 }
 
 /// Runs `a` with `module` (bytes, or compiled already) on a blocking thread.
@@ -373,7 +426,8 @@ async fn run_here(sh: &Shared, a: &Assignment, input: Option<Vec<u8>>) -> Result
     let module = stored(sh, &a.module, "module").await?;
     let input = match input {
         Some(i) => i,
-        None => stored(sh, &a.input, "input").await?,
+        // A dataset's input may be held only by its publishers.
+        None => fetch(sh, None, a.input).await?,
     };
     let resume = match a.resume {
         Some(id) => Some(Arc::new(
@@ -472,8 +526,8 @@ async fn reduce(
 /// Re-executes a fraud proof's computation with the module and input
 /// fetched from its publisher.
 async fn check_fraud(sh: &Shared, publisher: NodeId, a: &Assignment) -> Result<Ran, String> {
-    let module = fetch(sh, publisher, a.module).await?;
-    let input = fetch(sh, publisher, a.input).await?;
+    let module = fetch(sh, Some(publisher), a.module).await?;
+    let input = fetch(sh, Some(publisher), a.input).await?;
     let outcome = run_blocking(
         sh,
         a,
@@ -517,6 +571,65 @@ async fn calibrate(sh: &Shared) -> Result<ComputeUnits, String> {
         .await
         .map(|c| c.cu)
         .map_err(|e| e.to_string())
+}
+
+/// Publishes a dataset whose files are stored here: stores its manifest,
+/// records it (kept from collection, announced again at every start) and
+/// announces the manifest and every file in the DHT. Answered once the
+/// record is on disk.
+pub(crate) async fn publish(sh: &Shared, d: Dataset) -> Result<DatasetView, ApiError> {
+    for f in &d.files {
+        match held_size(sh, &f.id) {
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "the file {} ({}) is not on this node: upload it first (PUT /v1/content)",
+                    f.name, f.id
+                )));
+            }
+            Some(n) if n != f.size.0 => {
+                return Err(ApiError::bad_request(format!(
+                    "the file {} is declared as {} bytes but {n} bytes were uploaded",
+                    f.name, f.size.0
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let manifest = d.to_bytes();
+    let id = ContentId::of(&manifest);
+    let internal = |e: crate::store::StoreError| ApiError::internal(format!("cannot store the dataset: {e}"));
+    sh.store
+        .content()
+        .put_verified(id, manifest)
+        .await
+        .map_err(internal)?;
+    let empty = ContentId::of(&[]);
+    let mut ids = vec![id];
+    ids.extend(d.files.iter().map(|f| f.id).filter(|i| *i != empty));
+    ids.dedup();
+    let mut batch = crate::store::Batch::new();
+    batch.put(agora_market::records::published_key(&id), &ids);
+    sh.store.write(batch).await.map_err(internal)?;
+    announce(sh, &ids).await;
+    tracing::info!(dataset = %id, files = d.files.len(), bytes = d.bytes().0, "dataset published");
+    Ok(DatasetView::of(d))
+}
+
+/// Announces this node in the DHT as a holder of each of `ids`.
+pub(crate) async fn announce(sh: &Shared, ids: &[ContentId]) {
+    for id in ids {
+        sh.net.start_providing(content_key(id)).await;
+    }
+}
+
+/// A dataset's manifest, from the store or from its holders.
+pub(crate) async fn dataset(sh: &Shared, id: ContentId) -> Result<DatasetView, ApiError> {
+    let bytes = fetch(sh, None, id)
+        .await
+        .map_err(|e| ApiError::not_found(format!("no dataset {id} here or on the network: {e}")))?;
+    let d = Dataset::from_bytes(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("{id} is not a dataset manifest: {e}")))?;
+    Ok(DatasetView::of(d))
 }
 
 /// The size of content held, for results (the empty output is never stored).

@@ -7,6 +7,7 @@
 
 mod chaos;
 mod dashboard;
+mod data;
 mod examples;
 mod languages;
 mod market;

@@ -12,13 +12,13 @@ use std::process::ExitCode;
 
 mod cancel;
 mod explain;
-mod inputs;
+pub(crate) mod inputs;
 mod logs;
 mod receipts;
 mod render;
 mod result;
 mod status;
-mod submit;
+pub(crate) mod submit;
 mod watch;
 
 pub use self::cancel::CancelCommand;

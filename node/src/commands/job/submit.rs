@@ -17,7 +17,7 @@ use agora_protocol::execution::ExitStatus;
 use agora_protocol::limits::MAX_BLOB;
 use agora_protocol::market::Limits;
 use agora_protocol::units::{Bytes, EnergyRate, Fuel, Millis, Price, format_duration, parse_duration};
-use agora_protocol::{Domain, NodeId};
+use agora_protocol::{ContentId, Domain, NodeId};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -36,6 +36,11 @@ use crate::market::requester::Decision;
 /// Upload a module and its inputs to the node and submit them as a job: one
 /// task per input.
 ///
+/// With `--inputs-id ID`, every file of a dataset published with `agora
+/// publish` (on any node) is one task, named after its file; the node finds
+/// the dataset's manifest on the network and nothing but the module is
+/// uploaded.
+///
 /// With `--inputs DIR`, every regular file directly in DIR (subdirectories
 /// and hidden files, whose names start with `.`, left out) is one task, in
 /// file-name order, named after its file. With `--input FILE`, the job has
@@ -49,7 +54,7 @@ use crate::market::requester::Decision;
 /// asked with their scores (lower is better), those left out and why, and
 /// the one that would be chosen.
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("task_inputs").required(true).args(["input", "inputs"]))]
+#[command(group = clap::ArgGroup::new("task_inputs").required(true).args(["input", "inputs", "inputs_id"]))]
 pub struct SubmitCommand {
     /// The module: a wasm binary or WebAssembly text.
     pub module: PathBuf,
@@ -59,6 +64,11 @@ pub struct SubmitCommand {
     /// A directory of inputs, one task per file.
     #[arg(long, value_name = "DIR")]
     pub inputs: Option<PathBuf>,
+    /// A dataset published on the network (`agora publish`), one task per
+    /// file: nothing is uploaded, providers fetch the files from the
+    /// dataset's holders.
+    #[arg(long, value_name = "ID")]
+    pub inputs_id: Option<ContentId>,
     /// Read inputs that are symbolic links (to regular files); without it a
     /// link among the inputs is an error.
     #[arg(long)]
@@ -236,6 +246,7 @@ impl SubmitCommand {
             module_size: Bytes(module.size),
             reduce: reduce.map(|r| r.id),
             inputs,
+            dataset: None,
             args: self.args.clone(),
             reduce_args: self.reduce_args.clone(),
             fuel: Fuel(self.fuel),
@@ -261,14 +272,23 @@ impl SubmitCommand {
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
         let (module, reduce) = self.modules()?;
-        let files = self.task_inputs()?;
         let client = self.node.client()?;
+        let inputs = match self.inputs_id {
+            Some(id) => {
+                let c = client.clone();
+                let d = block_on(async move { c.dataset(&id).await })?
+                    .with_context(|| format!("cannot find the dataset {id}"))?;
+                TaskInputs::Dataset(d)
+            }
+            None => TaskInputs::Files(self.task_inputs()?),
+        };
         let seed = self.seed.unwrap_or_else(rand::random);
         let estimate = match self.estimate {
             Some(fuel) => Estimate::Given { fuel },
-            None => self.sample(&module, &files, seed),
+            None => self.sample(&client, &module, &inputs, seed),
         };
-        let response = block_on(self.send(&client, module, reduce, &files, seed, estimate.fuel()))??;
+        let tasks = inputs.len();
+        let response = block_on(self.send(&client, module, reduce, inputs, seed, estimate.fuel()))??;
         if self.dry_run {
             let plan = response.plan.unwrap_or_default();
             if self.json {
@@ -292,10 +312,7 @@ impl SubmitCommand {
             }
             emitln(&id.to_string())?;
             if std::io::stderr().is_terminal() {
-                eprintln!(
-                    "submitted {} task(s); follow it with `agora job watch {id}`",
-                    files.len()
-                );
+                eprintln!("submitted {tasks} task(s); follow it with `agora job watch {id}`");
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -322,14 +339,34 @@ impl SubmitCommand {
     /// reason of its own (success, exit, trap) used exactly the fuel its
     /// task will use anywhere; one that hits the time or fuel limit tells
     /// nothing, and the limit stands in (a guess, said so).
-    fn sample(&self, module: &[u8], files: &[InputFile], seed: u64) -> Estimate {
+    fn sample(&self, client: &Client, module: &[u8], inputs: &TaskInputs, seed: u64) -> Estimate {
         let guess = |why: String| Estimate::Guess { fuel: self.fuel, why };
-        let Some((index, file)) = files.iter().enumerate().max_by_key(|(_, f)| f.size) else {
-            return guess("the job has no input to measure".into());
+        let (index, name, input) = match inputs {
+            TaskInputs::Files(files) => {
+                let Some((index, file)) = files.iter().enumerate().max_by_key(|(_, f)| f.size) else {
+                    return guess("the job has no input to measure".into());
+                };
+                (
+                    index,
+                    &file.name,
+                    read_input(file, self.symlinks(), MAX_UPLOAD as u64),
+                )
+            }
+            TaskInputs::Dataset(d) => {
+                let Some((index, file)) = d.files.iter().enumerate().max_by_key(|(_, f)| f.size) else {
+                    return guess("the job has no input to measure".into());
+                };
+                let (c, id) = (client.clone(), file.id);
+                let bytes = block_on(async move { c.get_content(&id).await })
+                    .and_then(|r| r.map_err(anyhow::Error::from))
+                    .with_context(|| "it is not on this node".to_string());
+                (index, &file.name, bytes)
+            }
         };
-        let input = match read_input(file, self.symlinks(), MAX_UPLOAD as u64) {
+        let name = name.clone();
+        let input = match input {
             Ok(b) => b,
-            Err(e) => return guess(format!("{} could not be read: {e:#}", file.name)),
+            Err(e) => return guess(format!("{name} could not be read: {e:#}")),
         };
         let data_dir = crate::paths::data_dir(self.node.data_dir.clone());
         let executor = match cli_executor(&data_dir, self.memory) {
@@ -353,16 +390,16 @@ impl SubmitCommand {
         match outcome.exit_status() {
             ExitStatus::Deadline => guess(format!(
                 "a sample run of {} did not end within {} here",
-                file.name,
+                name,
                 format_duration(SAMPLE_TIMEOUT)
             )),
             ExitStatus::OutOfFuel => guess(format!(
                 "a sample run of {} used all {} fuel of the limit: the tasks likely need a higher --fuel",
-                file.name, self.fuel
+                name, self.fuel
             )),
             exit => Estimate::Measured {
                 fuel: outcome.fuel_used.0.max(1),
-                input: file.name.clone(),
+                input: name.clone(),
                 wall_ms,
                 exit: exit.to_string(),
             },
@@ -404,7 +441,7 @@ impl SubmitCommand {
         client: &Client,
         module: Vec<u8>,
         reduce: Option<Vec<u8>>,
-        files: &[InputFile],
+        inputs: TaskInputs,
         seed: u64,
         estimate: Option<Fuel>,
     ) -> anyhow::Result<SubmitResponse> {
@@ -421,14 +458,47 @@ impl SubmitCommand {
             ),
             None => None,
         };
-        let inputs = upload_inputs(client, files, self.symlinks()).await?;
+        let (inputs, dataset) = match inputs {
+            TaskInputs::Files(files) => (upload_inputs(client, &files, self.symlinks()).await?, None),
+            TaskInputs::Dataset(d) => (
+                d.files
+                    .into_iter()
+                    .map(|f| InputSpec {
+                        name: f.name,
+                        id: f.id,
+                        size: f.size,
+                        estimate: None,
+                    })
+                    .collect(),
+                Some(d.id),
+            ),
+        };
         let mut spec = self.spec(&module, reduce.as_ref(), inputs, seed);
         spec.estimate = estimate;
+        spec.dataset = dataset;
         let req = SubmitRequest {
             spec,
             dry_run: self.dry_run,
         };
         client.submit(&req).await.context("the node refused the job")
+    }
+}
+
+/// Where a job's task inputs come from.
+enum TaskInputs {
+    /// Files here, uploaded at submit.
+    Files(Vec<InputFile>),
+    /// A dataset on the network.
+    Dataset(crate::api::DatasetView),
+}
+
+impl TaskInputs {
+    /// The number of tasks.
+    fn len(&self) -> usize {
+        match self {
+            TaskInputs::Files(f) => f.len(),
+            TaskInputs::Dataset(d) => d.files.len(),
+        }
     }
 }
 
@@ -503,7 +573,7 @@ impl Estimate {
 /// Uploads the inputs, a few at a time, and returns their specs in order,
 /// each declaring the size that was read (the node checks it against what
 /// it stored).
-async fn upload_inputs(
+pub(crate) async fn upload_inputs(
     client: &Client,
     files: &[InputFile],
     links: Symlinks,
@@ -760,6 +830,11 @@ mod tests {
         assert!(Cli::try_parse_from(["agora", "m.wat"]).is_err());
         assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--inputs", "d"]).is_err());
         assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--spot-check", "1.5"]).is_err());
+        let id = agora_protocol::ContentId::of(b"manifest").to_string();
+        assert!(Cli::try_parse_from(["agora", "m.wat", "--inputs-id", &id, "--inputs", "d"]).is_err());
+        assert!(Cli::try_parse_from(["agora", "m.wat", "--inputs-id", "not-an-id"]).is_err());
+        let c = Cli::try_parse_from(["agora", "m.wat", "--inputs-id", &id]).unwrap();
+        assert_eq!(c.submit.inputs_id.map(|i| i.to_string()), Some(id));
     }
 
     #[test]

@@ -80,6 +80,26 @@ impl Driver {
                     .boxed(),
                 );
             }
+            ApiCommand::Publish(dataset, r) => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(
+                    async move {
+                        let _ = r.send(work::publish(&sh, dataset).await);
+                        Done::Nothing
+                    }
+                    .boxed(),
+                );
+            }
+            ApiCommand::Dataset(id, r) => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(
+                    async move {
+                        let _ = r.send(work::dataset(&sh, id).await);
+                        Done::Nothing
+                    }
+                    .boxed(),
+                );
+            }
             ApiCommand::Submit(req, r) => self.submit(*req, r, now),
             ApiCommand::Jobs(r) => {
                 let _ = r.send(self.engine.job_summaries(MAX_JOBS_LISTED));

@@ -242,6 +242,21 @@ impl Driver {
         for k in keys {
             self.sh.net.start_providing(k).await;
         }
+        // Datasets published here are announced again at every start.
+        match self
+            .sh
+            .store
+            .scan::<Vec<agora_protocol::ContentId>>(agora_market::records::PUBLISHED.as_bytes())
+        {
+            Ok(published) => {
+                let ids: Vec<agora_protocol::ContentId> =
+                    published.into_iter().flat_map(|(_, ids)| ids).collect();
+                super::work::announce(&self.sh, &ids).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the published datasets; they are not announced")
+            }
+        }
         let mut tick = tokio::time::interval(self.options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

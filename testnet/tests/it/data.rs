@@ -1,0 +1,158 @@
+//! Data by content: a dataset published on one node (`agora publish`) is
+//! the input of a job submitted on another (`agora job submit --inputs-id`);
+//! providers find its files through the DHT and fetch them from whoever
+//! holds them, so the submitting node never holds, or uploads, an input.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use agora_protocol::ContentId;
+use agora_testnet::artifacts;
+use agora_testnet::job;
+use agora_testnet::process::{NodeSpec, Testnet};
+
+use crate::run_ok;
+
+/// A shard of text over a small vocabulary: `words` words, varied by `k`.
+fn shard(k: usize, words: usize) -> String {
+    const VOCAB: [&str; 9] = [
+        "agora", "compute", "market", "wasm", "node", "peer", "fuel", "receipt", "dataset",
+    ];
+    let mut text = String::with_capacity(words * 8);
+    for i in 0..words {
+        text.push_str(VOCAB[(i * 7 + i / 5 + k * 3) % VOCAB.len()]);
+        text.push(if i % 11 == 10 { '\n' } else { ' ' });
+    }
+    text
+}
+
+fn counts(text: &str) -> BTreeMap<String, u64> {
+    let mut c = BTreeMap::new();
+    for w in text.split_whitespace() {
+        *c.entry(w.to_owned()).or_default() += 1;
+    }
+    c
+}
+
+/// `agora ARGS… --data-dir DIR --json`, its output as JSON.
+fn agora_json(agora: &Path, data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(agora)
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--json"),
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn a_dataset_published_on_one_node_is_the_input_of_a_job_submitted_on_another() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora.clone(), &dir.path().join("net")).unwrap();
+        // node-0 submits; node-1 publishes (and provides); node-2 and
+        // node-3 provide.
+        let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
+        specs.extend((0..3).map(|_| NodeSpec::provider("local").with_slots(1)));
+        net.start_all(specs).await.unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+
+        // Six shards over 1 MiB each: too large to travel inline, so every
+        // provider that runs one fetches it, and announces it in turn.
+        let data = dir.path().join("corpus");
+        std::fs::create_dir_all(&data).unwrap();
+        let texts: Vec<String> = (0..6).map(|k| shard(k, 200_000 + 1000 * k)).collect();
+        for (k, t) in texts.iter().enumerate() {
+            assert!(t.len() > agora_protocol::limits::MAX_INLINE_CONTENT);
+            std::fs::write(data.join(format!("part-{k}.txt")), t).unwrap();
+        }
+        let published = agora_json(
+            &agora,
+            &net.node(1).data_dir,
+            &["publish", data.to_str().unwrap()],
+        );
+        let id: ContentId = published["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(published["files"].as_array().unwrap().len(), 6, "{published}");
+        let total: usize = texts.iter().map(String::len).sum();
+        assert_eq!(published["bytes"].as_u64(), Some(total as u64));
+
+        // The requester finds the manifest on the network.
+        let requester = net.node(0).client.clone();
+        let found = requester.dataset(&id).await.unwrap();
+        assert_eq!(found.files.len(), 6);
+        assert!(found.files.iter().all(|f| f.name.starts_with("part-")));
+
+        // Two replicas on three providers: every shard also runs on a node
+        // that did not publish it, which must fetch it from a holder.
+        let wasm = dir.path().join("wordcount.wasm");
+        std::fs::write(&wasm, modules.read("wordcount").unwrap()).unwrap();
+        let requester_dir = net.node(0).data_dir.clone();
+        let submit = |seed: &str, replicas: &str| {
+            let out = agora_json(
+                &agora,
+                &requester_dir,
+                &[
+                    "job",
+                    "submit",
+                    wasm.to_str().unwrap(),
+                    "--inputs-id",
+                    &id.to_string(),
+                    "--replicas",
+                    replicas,
+                    "--estimate",
+                    "2000000000",
+                    "--seed",
+                    seed,
+                ],
+            );
+            out["id"].as_str().unwrap().parse().unwrap()
+        };
+        let first = submit("1", "2");
+        let status = job::finish(&requester, &first, Duration::from_secs(180))
+            .await
+            .unwrap();
+        let got = job::outputs(&requester, &first).await.unwrap();
+        for ((name, bytes), text) in got.iter().zip(&texts) {
+            let c: BTreeMap<String, u64> = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(c, counts(text), "{name}");
+        }
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, (0..6).map(|k| format!("part-{k}.txt")).collect::<Vec<_>>());
+        let publisher = net.node(1).id();
+        let elsewhere = status
+            .tasks
+            .iter()
+            .filter(|t| t.providers.iter().any(|p| *p != publisher))
+            .count();
+        assert_eq!(elsewhere, 6, "every task ran on a node that fetched its shard");
+
+        // The requester never held a shard, so it uploaded none.
+        for f in &found.files {
+            assert!(
+                requester.get_content(&f.id).await.is_err(),
+                "the requester holds {}",
+                f.name
+            );
+        }
+
+        // With the publisher gone, the nodes that fetched the shards serve
+        // them: a second job over the same dataset still completes.
+        net.kill(1).unwrap();
+        let second = submit("2", "1");
+        let status = job::finish(&requester, &second, Duration::from_secs(180))
+            .await
+            .unwrap();
+        let ran_on: HashSet<_> = status.tasks.iter().flat_map(|t| t.providers.clone()).collect();
+        assert!(!ran_on.contains(&publisher));
+        let again = job::outputs(&requester, &second).await.unwrap();
+        assert_eq!(again, got, "the same outputs from the other holders");
+        net.stop();
+    });
+}
