@@ -83,6 +83,11 @@ pub struct JobSpec {
     /// dataset's holders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<ContentId>,
+    /// The job on this node whose outputs are this job's inputs
+    /// (`--inputs-from`): task i takes task i's verified output, and starts
+    /// as soon as that is verified. The node fills `inputs` at submit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_from: Option<JobId>,
     /// Arguments passed to every task.
     #[serde(default)]
     pub args: Vec<String>,
@@ -356,6 +361,9 @@ impl JobState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskPhase {
+    /// Waiting for its input: the output of the same task of the job this
+    /// one takes its inputs from (`inputs_from`).
+    Waiting,
     /// Waiting to be placed.
     Pending,
     /// Calls for offers are out.

@@ -190,6 +190,8 @@ pub const NEEDED_MODULES: &[&str] = &[
     "primes",
     "noop",
     "checkpointed-pi",
+    "wordcount",
+    "wordcount-top",
 ];
 
 /// The example modules, built if missing or stale.

@@ -97,6 +97,7 @@ pub async fn prepare(
         module_size: Bytes(m.size),
         reduce: r,
         dataset: None,
+        inputs_from: None,
         inputs: inputs
             .iter()
             .zip(refs)

@@ -74,6 +74,15 @@ pub fn merge(shards: Vec<Counts>) -> Counts {
     total
 }
 
+/// The `n` most frequent words, most frequent first; equal counts in word
+/// order.
+pub fn top(counts: &Counts, n: usize) -> Vec<(&str, u64)> {
+    let mut v: Vec<(&str, u64)> = counts.iter().map(|(w, c)| (w.as_str(), *c)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.truncate(n);
+    v
+}
+
 /// Cuts `text` into `n` shards of roughly equal size, each cut at a
 /// whitespace character (which starts the next shard), so that no word is
 /// split. Shards may be empty when the text has too little whitespace;
@@ -107,6 +116,14 @@ mod tests {
         let mut v = Vec::new();
         for_each_word(text, |w| v.push(w.to_owned()));
         v
+    }
+
+    #[test]
+    fn top_words_come_most_frequent_first_and_ties_in_word_order() {
+        let c = count_words("b a c b a b d");
+        assert_eq!(top(&c, 3), [("b", 3), ("a", 2), ("c", 1)]);
+        assert_eq!(top(&c, 0), []);
+        assert_eq!(top(&c, 10).len(), 4);
     }
 
     #[test]

@@ -58,11 +58,11 @@ pub use counters::Counters;
 pub use credits::AuditReport;
 pub use output::{Inline, Output, Ran, ReplyId, RequestId, Turn, Verdict, Work};
 
-use crate::job::{JobSpec, SpecError};
+use crate::job::{InputSpec, JobSpec, SpecError};
 use crate::ledger::Ledger;
 use crate::provider::{self, Provider};
 use crate::records::{self, Host, RecordError, Writes};
-use crate::requester::{self, Decision, Requester};
+use crate::requester::{self, Decision, Feed, Requester};
 use crate::view::View;
 
 /// Advert and summary cadence.
@@ -768,7 +768,8 @@ impl Engine {
     /// Accepts a job (its content already on this node). The job is in the
     /// turn's writes, which the turn flushes: acknowledge the submitter once
     /// they are durable.
-    pub fn submit(&mut self, spec: JobSpec, now: Timestamp) -> Result<JobId, SubmitError> {
+    pub fn submit(&mut self, mut spec: JobSpec, now: Timestamp) -> Result<JobId, SubmitError> {
+        let feeds = self.pipe_inputs(&mut spec)?;
         self.check_content(&spec)?;
         self.requester
             .check_placeable(&spec, now, &self.view)
@@ -778,13 +779,51 @@ impl Engine {
         self.counters.jobs_submitted += 1;
         tracing::info!(job = %id, tasks = spec.inputs.len(), "job submitted");
         self.requester.submit(id, spec, now);
+        if let Some(feeds) = feeds {
+            self.requester.start_pipeline(id, &feeds, now);
+        }
         Ok(id)
+    }
+
+    /// For a job that takes its inputs from another job here
+    /// (`inputs_from`): one input per upstream task, named after it, bound
+    /// to its output where that is verified already; and what each
+    /// upstream task feeds now.
+    fn pipe_inputs(&self, spec: &mut JobSpec) -> Result<Option<Vec<Feed>>, SubmitError> {
+        let Some(up) = spec.inputs_from else {
+            return Ok(None);
+        };
+        if spec.dataset.is_some() {
+            return Err(SubmitError::Invalid(SpecError(
+                "a job takes its inputs from a dataset or from another job, not both".into(),
+            )));
+        }
+        let (inputs, feeds): (Vec<InputSpec>, Vec<Feed>) = self
+            .with_job(&up, |rec, tasks| {
+                tasks
+                    .iter()
+                    .map(|t| {
+                        let feed = Feed::of(t);
+                        let name = rec.spec.inputs[t.id.index as usize].name.clone();
+                        (feed.input(name), feed)
+                    })
+                    .unzip()
+            })
+            .ok_or_else(|| {
+                SubmitError::Missing(format!(
+                    "job {up} is not on this node: a job takes its inputs from a job submitted on the same node"
+                ))
+            })?;
+        spec.inputs = inputs;
+        Ok(Some(feeds))
     }
 
     /// The placement each task would get now, without sending anything.
     pub fn plan(&mut self, spec: &JobSpec, now: Timestamp) -> Result<Vec<Decision>, SubmitError> {
-        self.check_content(spec)?;
-        Ok(self.requester.plan(spec, now, &self.view))
+        let mut spec = spec.clone();
+        self.pipe_inputs(&mut spec)?;
+        self.check_content(&spec)?;
+        Ok(self.requester.plan(&spec, now, &self.view))
     }
 
     /// Refuses a spec whose content this node could not send to providers:
@@ -806,6 +845,10 @@ impl Engine {
         check(format!("module {}", s.module), module, Some(s.module_size.0))?;
         if let Some(r) = &s.reduce {
             check(format!("reduce module {r}"), self.host.stored_size(r), None)?;
+        }
+        if s.inputs_from.is_some() {
+            // The inputs are the upstream job's verified outputs, held here.
+            return Ok(());
         }
         if let Some(d) = &s.dataset {
             // The files are fetched from the dataset's holders; its

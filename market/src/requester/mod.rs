@@ -354,11 +354,15 @@ pub struct Requester {
     dirty_jobs: HashSet<JobId>,
     /// Ended jobs still in memory, oldest first.
     ended: VecDeque<(Timestamp, JobId)>,
+    /// Jobs that take their inputs from each job (`inputs_from`).
+    downstream: HashMap<JobId, BTreeSet<JobId>>,
 }
 
 mod logs;
 pub use logs::{CopyLog, LogError, MAX_COPY_LOG, MAX_LOGS};
 mod negotiate;
+mod pipeline;
+pub use pipeline::Feed;
 mod place;
 mod progress;
 pub use progress::ProgressError;
@@ -395,6 +399,7 @@ impl Requester {
             dirty_tasks: HashSet::new(),
             dirty_jobs: HashSet::new(),
             ended: VecDeque::new(),
+            downstream: HashMap::new(),
         }
     }
 
@@ -601,6 +606,7 @@ impl Requester {
                 self.settle(id, i, now);
             }
         }
+        self.restore_pipeline(id, now);
     }
 
     /// Cancels a job: live copies are withdrawn and the job fails.
@@ -628,6 +634,11 @@ impl Requester {
                 break;
             }
             self.ended.pop_front();
+            self.downstream.remove(&id);
+            self.downstream.retain(|_, down| {
+                down.remove(&id);
+                !down.is_empty()
+            });
             if let Some(job) = self.jobs.remove(&id) {
                 for t in &job.tasks {
                     self.explain.remove(&t.id);
@@ -671,6 +682,7 @@ impl Requester {
         self.pay_unsettled(id);
         let Some(job) = self.jobs.get_mut(&id) else { return };
         let mut withdraw = Vec::new();
+        let mut ended = Vec::new();
         for t in &mut job.tasks {
             for c in &mut t.copies {
                 if matches!(c.state, CopyState::Accepting | CopyState::Agreed) {
@@ -679,6 +691,7 @@ impl Requester {
                 }
             }
             if !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+                ended.push(t.id);
                 t.phase = TaskPhase::Failed;
                 t.error.get_or_insert_with(|| match state {
                     JobState::Cancelled => "not run: the job was cancelled".to_owned(),
@@ -701,6 +714,9 @@ impl Requester {
         self.drop_negotiations(|t| t.job == id);
         self.dirty_jobs.insert(id);
         self.out.push_back(Action::Ended { job: id, state });
+        for t in ended {
+            self.feed_downstream(t, now);
+        }
     }
 
     fn finish_job(&mut self, id: JobId, now: Timestamp) {

@@ -125,7 +125,10 @@ impl Requester {
     /// How many more copies a task needs now.
     pub(super) fn wanted(&self, job: &Job, idx: u32) -> usize {
         let t = &job.tasks[idx as usize];
-        if matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+        if matches!(
+            t.phase,
+            TaskPhase::Verified | TaskPhase::Failed | TaskPhase::Waiting
+        ) {
             return 0;
         }
         let live = t.live().count();
@@ -556,7 +559,10 @@ impl Requester {
             if job.record.state != JobState::Running {
                 continue;
             }
-            let pending = job.tasks.iter().any(|t| t.phase == TaskPhase::Pending);
+            let pending = job
+                .tasks
+                .iter()
+                .any(|t| matches!(t.phase, TaskPhase::Pending | TaskPhase::Waiting));
             if pending {
                 continue;
             }

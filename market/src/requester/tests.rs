@@ -81,6 +81,7 @@ fn spec(tasks: usize, replicas: u8) -> JobSpec {
         module_size: Bytes(100),
         reduce: None,
         dataset: None,
+        inputs_from: None,
         inputs: (0..tasks)
             .map(|i| InputSpec {
                 name: format!("in-{i}"),
@@ -960,4 +961,114 @@ fn a_replicated_task_keeps_no_checkpoint() {
         ),
         Err(ProgressError::Replicated)
     );
+}
+
+/// A job of `tasks` tasks that takes its inputs from `upstream`, submitted
+/// as the engine does: inputs from the upstream tasks, then their feeds.
+fn submit_pipeline(r: &mut Requester, id: JobId, upstream: JobId, tasks: usize) {
+    let (rec, up) = r.job(&upstream).expect("upstream");
+    let feeds: Vec<Feed> = up.iter().map(Feed::of).collect();
+    let mut s = spec(tasks, 1);
+    s.inputs = up
+        .iter()
+        .zip(&feeds)
+        .map(|(t, f)| f.input(rec.spec.inputs[t.id.index as usize].name.clone()))
+        .collect();
+    s.inputs_from = Some(upstream);
+    r.submit(id, s, NOW);
+    r.start_pipeline(id, &feeds, NOW);
+}
+
+#[test]
+fn a_pipeline_task_waits_for_its_input_and_is_placed_once_that_output_is_verified() {
+    let (_, mut r, view, kps) = world(2);
+    let (up, down) = (JobId([40; 16]), JobId([41; 16]));
+    r.submit(up, spec(2, 1), NOW);
+    submit_pipeline(&mut r, down, up, 2);
+    let (_, tasks) = r.job(&down).expect("downstream");
+    assert!(tasks.iter().all(|t| t.phase == TaskPhase::Waiting));
+
+    // Only the upstream tasks are placed.
+    let copies = agree(&mut r, &view, &kps);
+    assert!(copies.iter().all(|(_, _, t)| t.job == up), "{copies:?}");
+    let (kp, ag, task) = copies.iter().find(|(_, _, t)| t.index == 0).expect("task 0");
+    let v = receipt(kp, ag, &r, *task, b"first stage");
+    assert_eq!(
+        r.on_receipt(kp.node_id(), &v, true, NOW),
+        Ok(ReceiptVerdict::Accepted)
+    );
+
+    // Task 0 downstream takes that output, named after the upstream task;
+    // task 1 still waits.
+    let (rec, tasks) = r.job(&down).expect("downstream");
+    assert_eq!(tasks[0].phase, TaskPhase::Pending);
+    assert_eq!(tasks[1].phase, TaskPhase::Waiting);
+    assert_eq!(rec.spec.inputs[0].id, ContentId::of(b"first stage"));
+    assert_eq!(rec.spec.inputs[0].size, Bytes(11));
+    assert_eq!(rec.spec.inputs[0].name, "in-0");
+    let (jobs, _) = r.take_dirty();
+    assert!(jobs.iter().any(|j| j.id == down), "the bound input is persisted");
+
+    // It is placed while the upstream job still runs, with that input.
+    r.place(NOW, &view);
+    let placed: Vec<TaskId> = calls(&mut r).into_iter().map(|(t, _, _)| t).collect();
+    assert_eq!(placed, vec![TaskId::new(down, 0)]);
+}
+
+#[test]
+fn when_an_upstream_task_fails_for_good_the_same_downstream_task_fails_naming_it() {
+    let (_, mut r, _, _) = world(1);
+    let (up, down) = (JobId([42; 16]), JobId([43; 16]));
+    r.submit(up, spec(3, 1), NOW);
+    submit_pipeline(&mut r, down, up, 3);
+    r.cancel(up, NOW);
+    let (rec, tasks) = r.job(&down).expect("downstream");
+    assert!(tasks.iter().all(|t| t.phase == TaskPhase::Failed));
+    let why = tasks[0].error.clone().unwrap_or_default();
+    assert!(
+        why.contains(&format!("its input, task 0 of job {up}, failed")),
+        "{why}"
+    );
+    // With no failures allowed, the first one ends the job and names it.
+    assert_eq!(rec.state, JobState::Failed);
+    assert!(rec.error.clone().unwrap_or_default().contains(&why));
+
+    // With failures allowed, each task fails for its own input.
+    let (_, mut r, _, _) = world(1);
+    r.submit(up, spec(3, 1), NOW);
+    let (rec, tasks) = r.job(&up).expect("up");
+    let feeds: Vec<Feed> = tasks.iter().map(Feed::of).collect();
+    let mut s = spec(3, 1);
+    s.inputs = feeds
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.input(rec.spec.inputs[i].name.clone()))
+        .collect();
+    s.inputs_from = Some(up);
+    s.max_failures = 2;
+    r.submit(down, s, NOW);
+    r.start_pipeline(down, &feeds, NOW);
+    r.cancel(up, NOW);
+    let (rec, tasks) = r.job(&down).expect("downstream");
+    for t in tasks {
+        let why = t.error.clone().unwrap_or_default();
+        assert!(why.contains(&format!("task {} of job {up}", t.id.index)), "{why}");
+    }
+    assert_eq!(rec.state, JobState::Failed, "three failures, two allowed");
+}
+
+#[test]
+fn a_pipeline_over_a_finished_job_starts_with_every_input_bound() {
+    let (_, mut r, view, kps) = world(1);
+    let (up, down) = (JobId([44; 16]), JobId([45; 16]));
+    r.submit(up, spec(1, 1), NOW);
+    let copies = agree(&mut r, &view, &kps);
+    let (kp, ag, task) = copies.first().expect("a copy");
+    let v = receipt(kp, ag, &r, *task, b"done");
+    r.on_receipt(kp.node_id(), &v, true, NOW).expect("accepted");
+    assert_eq!(r.job(&up).expect("up").0.state, JobState::Done);
+    submit_pipeline(&mut r, down, up, 1);
+    let (rec, tasks) = r.job(&down).expect("downstream");
+    assert_eq!(tasks[0].phase, TaskPhase::Pending);
+    assert_eq!(rec.spec.inputs[0].id, ContentId::of(b"done"));
 }

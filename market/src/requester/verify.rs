@@ -509,12 +509,13 @@ impl Requester {
         } else if all_settled {
             self.finish_job(task.job, now);
         }
+        self.feed_downstream(task, now);
     }
 }
 
 /// Why the job fails, if its failed tasks exceed what it allows
 /// (`max_failures`, 0 by default: the first failure ends the job).
-fn over_budget(job: &Job) -> Option<String> {
+pub(super) fn over_budget(job: &Job) -> Option<String> {
     let mut failed = job.tasks.iter().filter(|t| t.phase == TaskPhase::Failed);
     let first = failed.next()?;
     let count = 1 + failed.count();

@@ -266,6 +266,7 @@ impl Sim {
             reduce: None,
             inputs,
             dataset: None,
+            inputs_from: None,
             args: vec!["x".into()],
             reduce_args: vec![],
             fuel: Fuel(10_000_000_000),

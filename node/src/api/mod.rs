@@ -286,6 +286,10 @@ pub use agora_market::job::Summary as JobSummary;
 /// Task counts by phase.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PhaseCounts {
+    /// Waiting for their input (the same task of the job the inputs come
+    /// from).
+    #[serde(default)]
+    pub waiting: usize,
     /// Waiting to be placed.
     pub pending: usize,
     /// Calls for offers out.
@@ -755,6 +759,7 @@ pub fn count_phases<'a>(phases: impl Iterator<Item = &'a TaskPhase>) -> PhaseCou
     let mut c = PhaseCounts::default();
     for p in phases {
         match p {
+            TaskPhase::Waiting => c.waiting += 1,
             TaskPhase::Pending => c.pending += 1,
             TaskPhase::Placed => c.placed += 1,
             TaskPhase::Running => c.running += 1,

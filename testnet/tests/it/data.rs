@@ -142,6 +142,39 @@ fn a_dataset_published_on_one_node_is_the_input_of_a_job_submitted_on_another() 
             );
         }
 
+        // A job file of two stages: counts per shard, then each shard's
+        // top three words, every task of the second stage starting as soon
+        // as its count is verified.
+        let top = dir.path().join("wordcount-top.wasm");
+        std::fs::write(&top, modules.read("wordcount-top").unwrap()).unwrap();
+        let file = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[stage]]\nname = \"count\"\nmodule = \"wordcount.wasm\"\ninputs_id = \"{id}\"\nestimate = 2000000000\n\n\
+                 [[stage]]\nname = \"top\"\nmodule = \"wordcount-top.wasm\"\nargs = [\"3\"]\nestimate = 100000000\n"
+            ),
+        )
+        .unwrap();
+        let stages = agora_json(&agora, &requester_dir, &["job", "submit", file.to_str().unwrap()]);
+        let names: Vec<&str> = stages["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["count", "top"], "{stages}");
+        let last: agora_protocol::JobId = stages["id"].as_str().unwrap().parse().unwrap();
+        job::finish(&requester, &last, Duration::from_secs(180)).await.unwrap();
+        let tops = job::outputs(&requester, &last).await.unwrap();
+        assert_eq!(tops.len(), 6);
+        for ((name, bytes), text) in tops.iter().zip(&texts) {
+            let mut want: Vec<(String, u64)> = counts(text).into_iter().collect();
+            want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let want: String = want.iter().take(3).map(|(w, n)| format!("{n} {w}\n")).collect();
+            assert_eq!(String::from_utf8_lossy(bytes), want, "{name}");
+        }
+
         // With the publisher gone, the nodes that fetched the shards serve
         // them: a second job over the same dataset still completes.
         net.kill(1).unwrap();

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 mod cancel;
 mod explain;
 pub(crate) mod inputs;
+mod jobfile;
 mod logs;
 mod receipts;
 mod render;

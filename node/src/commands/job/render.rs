@@ -29,10 +29,20 @@ pub fn state_name(s: JobState) -> &'static str {
 
 /// Every phase's count, on one line.
 pub(super) fn counts_line(c: &PhaseCounts) -> String {
-    format!(
+    let line = format!(
         "pending {} · placed {} · running {} · verifying {} · verified {} · failed {}",
         c.pending, c.placed, c.running, c.verifying, c.verified, c.failed
-    )
+    );
+    with_waiting(c, line)
+}
+
+/// `line`, led by the tasks waiting for their input, if any.
+pub(super) fn with_waiting(c: &PhaseCounts, line: String) -> String {
+    if c.waiting == 0 {
+        line
+    } else {
+        format!("waiting for input {} · {line}", c.waiting)
+    }
 }
 
 /// The placement decisions recorded for a task, oldest first.

@@ -85,6 +85,7 @@ fn missing<'a>(result: &'a JobResult, failed: &[(u32, String)]) -> Vec<(&'a Outp
                 (Some(e), _) => e.clone(),
                 (None, TaskPhase::Failed) => "failed".to_owned(),
                 (None, TaskPhase::Pending) => "not placed yet".to_owned(),
+                (None, TaskPhase::Waiting) => "waiting for its input".to_owned(),
                 (None, TaskPhase::Verified) => "verified, but its output is not known here".to_owned(),
                 (None, _) => "still running".to_owned(),
             };

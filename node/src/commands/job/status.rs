@@ -268,6 +268,7 @@ fn tasks_table(rows: &[&TaskStatus]) -> Table {
 /// The phase as the CLI spells it.
 fn phase_name(p: TaskPhase) -> &'static str {
     match p {
+        TaskPhase::Waiting => "waiting",
         TaskPhase::Pending => "pending",
         TaskPhase::Placed => "placed",
         TaskPhase::Running => "running",
@@ -312,7 +313,8 @@ fn task_rows(tasks: &[TaskStatus], limit: usize) -> Vec<&TaskStatus> {
         TaskPhase::Verifying => 2,
         TaskPhase::Placed => 3,
         TaskPhase::Pending => 4,
-        TaskPhase::Verified => 5,
+        TaskPhase::Waiting => 5,
+        TaskPhase::Verified => 6,
     };
     let mut picked: Vec<&TaskStatus> = tasks.iter().collect();
     picked.sort_by_key(|t| (rank(t.phase), t.index));

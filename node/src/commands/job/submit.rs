@@ -17,7 +17,7 @@ use agora_protocol::execution::ExitStatus;
 use agora_protocol::limits::MAX_BLOB;
 use agora_protocol::market::Limits;
 use agora_protocol::units::{Bytes, EnergyRate, Fuel, Millis, Price, format_duration, parse_duration};
-use agora_protocol::{ContentId, Domain, NodeId};
+use agora_protocol::{ContentId, Domain, JobId, NodeId};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -30,11 +30,18 @@ use crate::api::server::MAX_UPLOAD;
 use crate::api::{ContentRef, SubmitRequest, SubmitResponse, TaskExplain};
 use crate::commands::common::{NodeLocator, block_on, emit, emitln, print_json};
 use crate::commands::exec::{cli_executor, read_module, run_module};
+use crate::commands::refs::JobRef;
 use crate::market::job::{DEFAULT_MAX_OUTPUT, InputSpec, JobSpec, Strategy};
 use crate::market::requester::Decision;
 
 /// Upload a module and its inputs to the node and submit them as a job: one
 /// task per input.
+///
+/// With `--inputs-from JOB`, the job is the next stage of a pipeline: task
+/// i takes task i's verified output of JOB (a job submitted on the same
+/// node, named by a unique prefix of its id), named after that task, and is
+/// placed as soon as it is verified, while JOB still runs. A task whose
+/// input failed for good fails too.
 ///
 /// With `--inputs-id ID`, every file of a dataset published with `agora
 /// publish` (on any node) is one task, named after its file; the node finds
@@ -54,7 +61,7 @@ use crate::market::requester::Decision;
 /// asked with their scores (lower is better), those left out and why, and
 /// the one that would be chosen.
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("task_inputs").required(true).args(["input", "inputs", "inputs_id"]))]
+#[command(group = clap::ArgGroup::new("task_inputs").args(["input", "inputs", "inputs_id", "inputs_from"]))]
 pub struct SubmitCommand {
     /// The module: a wasm binary or WebAssembly text.
     pub module: PathBuf,
@@ -69,6 +76,11 @@ pub struct SubmitCommand {
     /// dataset's holders.
     #[arg(long, value_name = "ID")]
     pub inputs_id: Option<ContentId>,
+    /// Another job on this node whose outputs are the inputs, one task per
+    /// task of it: task i starts as soon as that job's task i is verified
+    /// (a pipeline stage).
+    #[arg(long, value_name = "JOB")]
+    pub inputs_from: Option<JobRef>,
     /// Read inputs that are symbolic links (to regular files); without it a
     /// link among the inputs is an error.
     #[arg(long)]
@@ -247,6 +259,7 @@ impl SubmitCommand {
             reduce: reduce.map(|r| r.id),
             inputs,
             dataset: None,
+            inputs_from: None,
             args: self.args.clone(),
             reduce_args: self.reduce_args.clone(),
             fuel: Fuel(self.fuel),
@@ -271,40 +284,33 @@ impl SubmitCommand {
 
     /// Runs the command.
     pub fn execute(self) -> anyhow::Result<ExitCode> {
-        let (module, reduce) = self.modules()?;
-        let client = self.node.client()?;
-        let inputs = match self.inputs_id {
-            Some(id) => {
-                let c = client.clone();
-                let d = block_on(async move { c.dataset(&id).await })?
-                    .with_context(|| format!("cannot find the dataset {id}"))?;
-                TaskInputs::Dataset(d)
-            }
-            None => TaskInputs::Files(self.task_inputs()?),
-        };
-        let seed = self.seed.unwrap_or_else(rand::random);
-        let estimate = match self.estimate {
-            Some(fuel) => Estimate::Given { fuel },
-            None => self.sample(&client, &module, &inputs, seed),
-        };
-        let tasks = inputs.len();
-        let response = block_on(self.send(&client, module, reduce, inputs, seed, estimate.fuel()))??;
-        if self.dry_run {
+        if super::jobfile::is_job_file(&self.module) {
+            return super::jobfile::submit(self);
+        }
+        let json = self.json;
+        let dry_run = self.dry_run;
+        let all = self.all;
+        let Submitted {
+            response,
+            estimate,
+            tasks,
+        } = self.submit()?;
+        if dry_run {
             let plan = response.plan.unwrap_or_default();
-            if self.json {
+            if json {
                 let mut v = plan_json(&plan);
                 v["estimate"] = serde_json::to_value(&estimate)?;
                 print_json(&v)?;
             } else {
                 emitln(&estimate.describe())?;
-                emit(&render_plan(&plan, self.all))?;
+                emit(&render_plan(&plan, all))?;
             }
             return Ok(ExitCode::SUCCESS);
         }
         let id = response
             .id
             .context("the node answered without a job id; is it an older version?")?;
-        if self.json {
+        if json {
             print_json(&serde_json::json!({ "id": id, "estimate": estimate }))?;
         } else {
             if !matches!(estimate, Estimate::Given { .. }) {
@@ -316,6 +322,51 @@ impl SubmitCommand {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// Uploads what the job needs and submits (or, with `--dry-run`,
+    /// plans) it.
+    pub(super) fn submit(self) -> anyhow::Result<Submitted> {
+        if self.input.is_none()
+            && self.inputs.is_none()
+            && self.inputs_id.is_none()
+            && self.inputs_from.is_none()
+        {
+            bail!(
+                "give the tasks' inputs: --input FILE, --inputs DIR, --inputs-id DATASET or --inputs-from JOB"
+            );
+        }
+        let (module, reduce) = self.modules()?;
+        let client = self.node.client()?;
+        let inputs = match (self.inputs_id, &self.inputs_from) {
+            (Some(id), _) => {
+                let c = client.clone();
+                let d = block_on(async move { c.dataset(&id).await })?
+                    .with_context(|| format!("cannot find the dataset {id}"))?;
+                TaskInputs::Dataset(d)
+            }
+            (None, Some(job)) => {
+                let (c, job) = (client.clone(), job.clone());
+                let id = block_on(async move { job.resolve(&c).await })??;
+                let c = client.clone();
+                let upstream = block_on(async move { c.job_summary(&id).await })?
+                    .with_context(|| format!("cannot read the job {id}"))?;
+                TaskInputs::Job(id, upstream.total)
+            }
+            (None, None) => TaskInputs::Files(self.task_inputs()?),
+        };
+        let seed = self.seed.unwrap_or_else(rand::random);
+        let estimate = match self.estimate {
+            Some(fuel) => Estimate::Given { fuel },
+            None => self.sample(&client, &module, &inputs, seed),
+        };
+        let tasks = inputs.len();
+        let response = block_on(self.send(&client, module, reduce, inputs, seed, estimate.fuel()))??;
+        Ok(Submitted {
+            response,
+            estimate,
+            tasks,
+        })
     }
 
     /// The module and the reduce module, refused if no provider would run
@@ -351,6 +402,9 @@ impl SubmitCommand {
                     &file.name,
                     read_input(file, self.symlinks(), MAX_UPLOAD as u64),
                 )
+            }
+            TaskInputs::Job(..) => {
+                return guess("the inputs are another job's outputs, not known before it runs".into());
             }
             TaskInputs::Dataset(d) => {
                 let Some((index, file)) = d.files.iter().enumerate().max_by_key(|(_, f)| f.size) else {
@@ -458,8 +512,11 @@ impl SubmitCommand {
             ),
             None => None,
         };
-        let (inputs, dataset) = match inputs {
-            TaskInputs::Files(files) => (upload_inputs(client, &files, self.symlinks()).await?, None),
+        let tasks = inputs.len();
+        let (inputs, dataset, upstream) = match inputs {
+            TaskInputs::Files(files) => (upload_inputs(client, &files, self.symlinks()).await?, None, None),
+            // The node fills the inputs from the upstream job.
+            TaskInputs::Job(id, _) => (Vec::new(), None, Some(id)),
             TaskInputs::Dataset(d) => (
                 d.files
                     .into_iter()
@@ -471,11 +528,15 @@ impl SubmitCommand {
                     })
                     .collect(),
                 Some(d.id),
+                None,
             ),
         };
         let mut spec = self.spec(&module, reduce.as_ref(), inputs, seed);
         spec.estimate = estimate;
         spec.dataset = dataset;
+        spec.inputs_from = upstream;
+        // A share of failures counts the tasks the node fills in too.
+        spec.max_failures = self.max_failures.map_or(0, |f| f.of(tasks));
         let req = SubmitRequest {
             spec,
             dry_run: self.dry_run,
@@ -484,12 +545,24 @@ impl SubmitCommand {
     }
 }
 
+/// What the node answered to a submission.
+pub(super) struct Submitted {
+    /// Its answer: the job id, or the plan.
+    pub(super) response: SubmitResponse,
+    /// The fuel estimate the job carries.
+    estimate: Estimate,
+    /// How many tasks it has.
+    pub(super) tasks: usize,
+}
+
 /// Where a job's task inputs come from.
 enum TaskInputs {
     /// Files here, uploaded at submit.
     Files(Vec<InputFile>),
     /// A dataset on the network.
     Dataset(crate::api::DatasetView),
+    /// The outputs of a job on the node, and how many tasks it has.
+    Job(JobId, usize),
 }
 
 impl TaskInputs {
@@ -498,6 +571,7 @@ impl TaskInputs {
         match self {
             TaskInputs::Files(f) => f.len(),
             TaskInputs::Dataset(d) => d.files.len(),
+            TaskInputs::Job(_, tasks) => *tasks,
         }
     }
 }
@@ -827,7 +901,11 @@ mod tests {
 
     #[test]
     fn submit_needs_exactly_one_input_source() {
-        assert!(Cli::try_parse_from(["agora", "m.wat"]).is_err());
+        // No input at all parses (a job file names its own) but is refused
+        // before anything is read or uploaded.
+        let none = Cli::try_parse_from(["agora", "m.wat"]).unwrap().submit;
+        let err = none.submit().err().expect("refused").to_string();
+        assert!(err.contains("--inputs-from JOB"), "{err}");
         assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--inputs", "d"]).is_err());
         assert!(Cli::try_parse_from(["agora", "m.wat", "--input", "a", "--spot-check", "1.5"]).is_err());
         let id = agora_protocol::ContentId::of(b"manifest").to_string();

@@ -292,8 +292,9 @@ fn style(template: &str) -> indicatif::ProgressStyle {
 }
 
 fn phase_counts_short(c: &PhaseCounts) -> String {
-    format!(
+    let line = format!(
         "pending {} · placed {} · running {} · verifying {} · failed {}",
         c.pending, c.placed, c.running, c.verifying, c.failed
-    )
+    );
+    super::render::with_waiting(c, line)
 }

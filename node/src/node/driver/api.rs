@@ -168,7 +168,13 @@ impl Driver {
                     plan: Some(
                         plan.into_iter()
                             .enumerate()
-                            .map(|(i, d)| TaskExplain::new(i as u32, spec.inputs[i].name.clone(), vec![d]))
+                            .map(|(i, d)| {
+                                let name = spec
+                                    .inputs
+                                    .get(i)
+                                    .map_or_else(|| format!("task {i}"), |s| s.name.clone());
+                                TaskExplain::new(i as u32, name, vec![d])
+                            })
                             .collect(),
                     ),
                 });
