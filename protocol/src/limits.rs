@@ -57,6 +57,14 @@ pub const MAX_MARKET_FRAME: usize = MAX_INLINE_BLOBS * (MAX_INLINE_CONTENT + 8) 
 /// batch of answers (offers, agreements, declines, acks: one envelope at
 /// most each) always fits in [`MAX_MARKET_FRAME`].
 pub const MAX_BATCH: usize = 32;
+/// Most content bytes one slice of the content protocol carries; a slice
+/// starts at a multiple of [`SLICE_ALIGN`].
+pub const MAX_SLICE: u64 = 4 * 1024 * 1024;
+/// Slices start at a multiple of this: one blake3 chunk.
+pub const SLICE_ALIGN: u64 = 1024;
+/// Largest content fetched in slices (a whole blob is at most
+/// [`MAX_BLOB`]).
+pub const MAX_SLICED: u64 = 64 * 1024 * 1024 * 1024;
 /// Largest content frame.
 pub const MAX_CONTENT_FRAME: usize = MAX_BLOB + 64;
 /// Most summaries in one summaries response.

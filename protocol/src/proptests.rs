@@ -403,7 +403,9 @@ proptest! {
         roundtrip(&req)?;
         roundtrip(&resp)?;
         roundtrip(&d)?;
-        roundtrip(&ContentRequest { id })?;
+        roundtrip(&ContentRequest { id, slice: None })?;
+        roundtrip(&ContentRequest { id, slice: Some(crate::rpc::Slice { start: 1024 * (b.0.len() as u64), len: 1 + b.0.len() as u64 }) })?;
+        roundtrip(&ContentResponse::Slice(b.clone()))?;
         roundtrip(&ContentResponse::Found(b))?;
         roundtrip(&ContentResponse::NotFound)?;
     }

@@ -642,14 +642,53 @@ fn decode_single_response(r: &mut Reader<'_>) -> Result<MarketResponse, DecodeEr
     })
 }
 
-/// A request on the content protocol: send me the bytes of this id.
+/// A request on the content protocol: send me the bytes of this id, or
+/// one slice of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentRequest {
     /// The content wanted.
     pub id: ContentId,
+    /// Only this range, as a verifiable slice (SPEC.md §4.4).
+    pub slice: Option<Slice>,
 }
 
-crate::wire_struct!(ContentRequest { id });
+crate::wire_struct!(ContentRequest { id, slice });
+
+/// A range of content: `len` bytes from `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// First byte; a multiple of [`crate::limits::SLICE_ALIGN`].
+    pub start: u64,
+    /// Bytes wanted, 1 to [`crate::limits::MAX_SLICE`] (fewer come back at
+    /// the end of the content).
+    pub len: u64,
+}
+
+impl Encode for Slice {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.start);
+        w.u64(self.len);
+    }
+}
+
+impl Decode for Slice {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let s = Slice {
+            start: r.u64()?,
+            len: r.u64()?,
+        };
+        if !s.start.is_multiple_of(crate::limits::SLICE_ALIGN) {
+            return Err(DecodeError::invalid(
+                "slice",
+                "its start is not a multiple of 1024",
+            ));
+        }
+        if s.len == 0 || s.len > crate::limits::MAX_SLICE {
+            return Err(DecodeError::invalid("slice", "its length is 0 or above 4 MiB"));
+        }
+        Ok(s)
+    }
+}
 
 /// A response on the content protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -658,6 +697,10 @@ pub enum ContentResponse {
     Found(Blob),
     /// The peer does not hold that content.
     NotFound,
+    /// The slice asked for, in the bao slice encoding: the content's length
+    /// (`u64`) then the chunks of the range with the tree hashes that
+    /// verify them against the content id.
+    Slice(Blob),
 }
 
 impl Encode for ContentResponse {
@@ -668,6 +711,10 @@ impl Encode for ContentResponse {
                 b.encode(w)
             }
             ContentResponse::NotFound => w.u8(1),
+            ContentResponse::Slice(b) => {
+                w.u8(2);
+                b.encode(w)
+            }
         }
     }
 }
@@ -677,6 +724,7 @@ impl Decode for ContentResponse {
         Ok(match r.u8()? {
             0 => ContentResponse::Found(Blob::decode_limited(r, MAX_BLOB, "content")?),
             1 => ContentResponse::NotFound,
+            2 => ContentResponse::Slice(Blob::decode_limited(r, MAX_BLOB, "slice")?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "content response",
@@ -707,4 +755,25 @@ pub fn frame_len(prefix: [u8; 4], max: usize, field: &'static str) -> Result<usi
         });
     }
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice_bytes(start: u64, len: u64) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u64(start);
+        w.u64(len);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn a_slice_must_start_on_a_chunk_and_carry_between_one_byte_and_four_mib() {
+        assert!(Slice::from_bytes(&slice_bytes(2048, 1)).is_ok());
+        assert!(Slice::from_bytes(&slice_bytes(2048, crate::limits::MAX_SLICE)).is_ok());
+        assert!(Slice::from_bytes(&slice_bytes(1000, 1)).is_err());
+        assert!(Slice::from_bytes(&slice_bytes(0, 0)).is_err());
+        assert!(Slice::from_bytes(&slice_bytes(0, crate::limits::MAX_SLICE + 1)).is_err());
+    }
 }

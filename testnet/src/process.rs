@@ -336,6 +336,11 @@ impl Node {
         self.status_bytes("RssAnon:")
     }
 
+    /// The most memory it has had resident since it started (VmHWM).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.status_bytes("VmHWM:")
+    }
+
     fn status_bytes(&self, field: &str) -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let line = text.lines().find(|l| l.starts_with(field))?;

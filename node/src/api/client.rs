@@ -212,6 +212,12 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// Fetches content to the node from its holders.
+    pub async fn fetch_content(&self, id: &ContentId) -> Result<crate::api::FetchedContent, ClientError> {
+        self.json(self.http.post(self.url(&format!("/v1/content/{id}/fetch"))))
+            .await
+    }
+
     /// Publishes uploaded files as a dataset.
     pub async fn publish(
         &self,

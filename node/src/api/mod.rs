@@ -229,6 +229,22 @@ pub struct ContentRef {
     pub size: u64,
 }
 
+/// `POST /v1/content/{id}/fetch`: content fetched to this node from its
+/// holders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchedContent {
+    /// The content.
+    pub id: ContentId,
+    /// Its size.
+    pub size: u64,
+    /// Whether it was here already (nothing was fetched).
+    pub held: bool,
+    /// Holders that sent slices of it.
+    pub holders: usize,
+    /// How long the fetch took.
+    pub took_ms: u64,
+}
+
 /// `POST /v1/datasets`: files already uploaded with `PUT /v1/content`,
 /// published as one dataset.
 #[derive(Debug, Clone, Serialize, Deserialize)]

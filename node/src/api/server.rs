@@ -106,6 +106,11 @@ pub enum ApiCommand {
         agora_protocol::dataset::Dataset,
         oneshot::Sender<Result<crate::api::DatasetView, ApiError>>,
     ),
+    /// Content fetched here from its holders.
+    FetchContent(
+        ContentId,
+        oneshot::Sender<Result<crate::api::FetchedContent, ApiError>>,
+    ),
     /// A dataset's manifest, from here or from its holders.
     Dataset(
         ContentId,
@@ -276,6 +281,7 @@ pub fn router(token: String, tx: mpsc::Sender<ApiCommand>, store: Store, port: u
             put(put_content).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
         )
         .route("/v1/content/{id}", get(get_content))
+        .route("/v1/content/{id}/fetch", post(fetch_content))
         .route("/v1/datasets", post(publish))
         .route("/v1/datasets/{id}", get(dataset))
         .route("/v1/jobs", post(submit).get(jobs))
@@ -376,6 +382,22 @@ async fn publish(State(ctx): State<Ctx>, body: Body) -> Result<Json<crate::api::
     let dataset =
         agora_protocol::dataset::Dataset::new(req.files).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(ctx.ask(|tx| ApiCommand::Publish(dataset, tx)).await??))
+}
+
+async fn fetch_content(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::api::FetchedContent>, ApiError> {
+    let id: ContentId = id.parse().map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let (tx, rx) = oneshot::channel();
+    ctx.tx
+        .send(ApiCommand::FetchContent(id, tx))
+        .await
+        .map_err(|_| ApiError::unavailable("the node is shutting down"))?;
+    // A large fetch takes longer than the other commands' 30 s.
+    rx.await
+        .map_err(|_| ApiError::unavailable("the node is shutting down"))?
+        .map(Json)
 }
 
 async fn dataset(

@@ -489,7 +489,7 @@ impl EventLoop {
             }
             Command::RespondContent { channel, response } => {
                 let len = match &response {
-                    ContentResponse::Found(blob) => blob.0.len(),
+                    ContentResponse::Found(blob) | ContentResponse::Slice(blob) => blob.0.len(),
                     ContentResponse::NotFound => 0,
                 };
                 if b.content.send_response(channel.channel, response).is_ok()

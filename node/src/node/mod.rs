@@ -17,6 +17,7 @@ mod host;
 mod pacer;
 mod preempt;
 pub(crate) mod records_view;
+pub(crate) mod transfer;
 mod work;
 
 use std::net::SocketAddr;

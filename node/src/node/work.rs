@@ -93,7 +93,13 @@ pub(crate) async fn run(
             attempt,
             from,
             output,
-        } => Done::Fetched(task, attempt, fetch(&sh, Some(from), output).await.is_ok()),
+        } => Done::Fetched(
+            task,
+            attempt,
+            super::transfer::fetch_into_store(&sh, Some(from), output)
+                .await
+                .is_ok(),
+        ),
         Work::SpotCheck {
             task,
             attempt,
@@ -152,92 +158,41 @@ pub(crate) async fn send_with_content(
     Done::Answer(id, sh.net.market(to, request).await.map_err(|e| e.to_string()))
 }
 
-/// Answers a content request from the store.
+/// Answers a content request from the store: the whole blob, or one
+/// verifiable slice read from disk.
 pub(crate) async fn serve_content(
     sh: Shared,
     request: ContentRequest,
     channel: crate::network::ContentReply,
 ) -> Done {
-    let resp = match sh.store.content().get(&request.id).await {
-        Ok(Some(b)) => {
-            sh.upload.wait(b.len()).await;
-            ContentResponse::Found(Blob(b))
+    let resp = match request.slice {
+        Some(slice) => {
+            let store = sh.store.clone();
+            let id = request.id;
+            match tokio::task::spawn_blocking(move || store.content().slice(&id, slice.start, slice.len))
+                .await
+            {
+                Ok(Ok(Some(b))) => {
+                    sh.upload.wait(b.len()).await;
+                    ContentResponse::Slice(Blob(b))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(content = %id, error = %e, "cannot read a slice");
+                    ContentResponse::NotFound
+                }
+                _ => ContentResponse::NotFound,
+            }
         }
-        _ => ContentResponse::NotFound,
+        None => match sh.store.content().get(&request.id).await {
+            Ok(Some(b)) => {
+                sh.upload.wait(b.len()).await;
+                ContentResponse::Found(Blob(b))
+            }
+            _ => ContentResponse::NotFound,
+        },
     };
     sh.net.respond_content(channel, resp).await;
     Done::Nothing
-}
-
-/// Most holders one fetch asks, besides the peer the work came from.
-const MAX_HOLDERS_ASKED: usize = 8;
-
-/// Content at least this large is announced in the DHT by the node that
-/// fetched it, so the next node that needs it may fetch it from here: small
-/// content travels inline with the work and is not worth a provider record.
-const ANNOUNCE_FROM: usize = MAX_INLINE_CONTENT;
-
-/// Content from the store, else from `first` (the peer the work came from),
-/// else from the holders the DHT names for it, one after another, until one
-/// sends bytes that hash to `id`; those are stored (and, if large,
-/// announced). A holder that sends other bytes is named in the error.
-pub(crate) async fn fetch(sh: &Shared, first: Option<NodeId>, id: ContentId) -> Result<Vec<u8>, String> {
-    if let Ok(Some(b)) = sh.store.content().get(&id).await {
-        return Ok(b);
-    }
-    let mut failures = Vec::new();
-    if let Some(from) = first {
-        match fetch_from(sh, from, id).await {
-            Ok(b) => return keep_fetched(sh, id, b).await,
-            Err(e) => failures.push(e),
-        }
-    }
-    let holders = match sh.net.get_providers(content_key(&id)).await {
-        Ok(h) => h,
-        Err(e) => {
-            failures.push(format!("the DHT named no holder: {e}"));
-            Default::default()
-        }
-    };
-    let local = sh.local;
-    for holder in holders
-        .into_iter()
-        .filter(|h| *h != local && Some(*h) != first)
-        .take(MAX_HOLDERS_ASKED)
-    {
-        match fetch_from(sh, holder, id).await {
-            Ok(b) => return keep_fetched(sh, id, b).await,
-            Err(e) => failures.push(e),
-        }
-    }
-    if failures.is_empty() {
-        failures.push("no peer announces it".into());
-    }
-    Err(format!("cannot fetch {id}: {}", failures.join("; ")))
-}
-
-/// The bytes of `id` from one peer, checked against the id.
-async fn fetch_from(sh: &Shared, from: NodeId, id: ContentId) -> Result<Vec<u8>, String> {
-    match sh.net.fetch(from, ContentRequest { id }).await {
-        Ok(ContentResponse::Found(Blob(bytes))) if id.matches(&bytes) => Ok(bytes),
-        Ok(ContentResponse::Found(_)) => Err(format!("{} sent bytes that do not hash to it", from.short())),
-        Ok(ContentResponse::NotFound) => Err(format!("{} does not hold it", from.short())),
-        Err(e) => Err(format!("{}: {e}", from.short())),
-    }
-}
-
-/// Stores fetched content and, if it is large, announces this node as a
-/// holder.
-async fn keep_fetched(sh: &Shared, id: ContentId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    sh.store
-        .content()
-        .put_verified(id, bytes.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    if bytes.len() >= ANNOUNCE_FROM {
-        sh.net.start_providing(content_key(&id)).await;
-    }
-    Ok(bytes)
 }
 
 /// Content from the inline set, the store, the peer the work came from or
@@ -246,7 +201,7 @@ async fn content(sh: &Shared, inline: &Inline, id: ContentId, from: NodeId) -> R
     if let Some((_, b)) = inline.iter().find(|(i, _)| *i == id) {
         return Ok(b.clone());
     }
-    fetch(sh, Some(from), id).await.map(Arc::new)
+    super::transfer::fetch(sh, Some(from), id).await.map(Arc::new)
 }
 
 /// Runs `a` with `module` (bytes, or compiled already) on a blocking thread.
@@ -427,7 +382,7 @@ async fn run_here(sh: &Shared, a: &Assignment, input: Option<Vec<u8>>) -> Result
     let input = match input {
         Some(i) => i,
         // A dataset's input may be held only by its publishers.
-        None => fetch(sh, None, a.input).await?,
+        None => super::transfer::fetch(sh, None, a.input).await?,
     };
     let resume = match a.resume {
         Some(id) => Some(Arc::new(
@@ -526,8 +481,8 @@ async fn reduce(
 /// Re-executes a fraud proof's computation with the module and input
 /// fetched from its publisher.
 async fn check_fraud(sh: &Shared, publisher: NodeId, a: &Assignment) -> Result<Ran, String> {
-    let module = fetch(sh, Some(publisher), a.module).await?;
-    let input = fetch(sh, Some(publisher), a.input).await?;
+    let module = super::transfer::fetch(sh, Some(publisher), a.module).await?;
+    let input = super::transfer::fetch(sh, Some(publisher), a.input).await?;
     let outcome = run_blocking(
         sh,
         a,
@@ -624,7 +579,7 @@ pub(crate) async fn announce(sh: &Shared, ids: &[ContentId]) {
 
 /// A dataset's manifest, from the store or from its holders.
 pub(crate) async fn dataset(sh: &Shared, id: ContentId) -> Result<DatasetView, ApiError> {
-    let bytes = fetch(sh, None, id)
+    let bytes = super::transfer::fetch(sh, None, id)
         .await
         .map_err(|e| ApiError::not_found(format!("no dataset {id} here or on the network: {e}")))?;
     let d = Dataset::from_bytes(&bytes)

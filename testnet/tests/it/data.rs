@@ -68,7 +68,10 @@ fn a_dataset_published_on_one_node_is_the_input_of_a_job_submitted_on_another() 
         // provider that runs one fetches it, and announces it in turn.
         let data = dir.path().join("corpus");
         std::fs::create_dir_all(&data).unwrap();
-        let texts: Vec<String> = (0..6).map(|k| shard(k, 200_000 + 1000 * k)).collect();
+        // The last is over two slices (2 MiB each): fetched slice by slice.
+        let texts: Vec<String> = (0..6)
+            .map(|k| shard(k, if k == 5 { 700_000 } else { 200_000 + 1000 * k }))
+            .collect();
         for (k, t) in texts.iter().enumerate() {
             assert!(t.len() > agora_protocol::limits::MAX_INLINE_CONTENT);
             std::fs::write(data.join(format!("part-{k}.txt")), t).unwrap();

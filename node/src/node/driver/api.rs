@@ -90,6 +90,27 @@ impl Driver {
                     .boxed(),
                 );
             }
+            ApiCommand::FetchContent(id, r) => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let answer = crate::node::transfer::fetch_into_store(&sh, None, id)
+                            .await
+                            .map(|f| crate::api::FetchedContent {
+                                id,
+                                size: f.size,
+                                held: f.held,
+                                holders: f.holders,
+                                took_ms: started.elapsed().as_millis() as u64,
+                            })
+                            .map_err(ApiError::not_found);
+                        let _ = r.send(answer);
+                        Done::Nothing
+                    }
+                    .boxed(),
+                );
+            }
             ApiCommand::Dataset(id, r) => {
                 let sh = self.sh.clone();
                 self.tasks.spawn(

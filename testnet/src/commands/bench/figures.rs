@@ -145,6 +145,10 @@ pub struct BenchReport {
     pub energy_j: f64,
     /// Why the routing part was skipped or failed, if it was or did.
     pub routing_error: Option<String>,
+    /// The data part's figures (`fetch_mib_s_1`, `fetch_mib_s_3`,
+    /// `serve_rss_mb`, …).
+    #[serde(flatten)]
+    pub data: super::fetch::FetchSamples,
     /// Load averages before and after (other work on the machine skews
     /// every figure).
     pub load_before: String,
@@ -254,6 +258,7 @@ impl BenchReport {
             interactive_deadline_ms: super::routing::INTERACTIVE_DEADLINE.as_secs_f64() * 1000.0,
             energy_j: routing.energy_j,
             routing_error: routing.skipped,
+            data: super::fetch::FetchSamples::failed("skipped"),
             profile: if crate::artifacts::is_release() {
                 "release"
             } else {

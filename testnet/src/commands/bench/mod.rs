@@ -73,6 +73,12 @@
 //!    `energy_j`: the joules of a job under an energy budget. If it fails,
 //!    `routing_error` says why.
 //!
+//! 7. **Data** (`fetch.rs`; `--fetch-mib`, default 256, 0 skips it;
+//!    `--only-fetch` runs it alone): four nodes; fetches by content id from
+//!    one holder (`fetch_mib_s_1`) and from three (`fetch_mib_s_3`), beside
+//!    plain loopback TCP (`fetch_tcp_mib_s`), and the peak memory of a node
+//!    serving a `--serve-mib` (1 GiB) blob (`serve_rss_mb`).
+//!
 //! This module runs the parts the flags ask for and prints the figures:
 //! one table, then one per placement run, and with `--json` one JSON
 //! object as the last line, whose keys are the fields of [`BenchReport`]
@@ -80,6 +86,7 @@
 //! progress of each part goes to stderr as it runs.
 
 mod adverts;
+mod fetch;
 mod figures;
 mod nat;
 mod network;
@@ -136,6 +143,16 @@ pub struct BenchCommand {
     /// Run only the compute-routing part.
     #[arg(long, conflicts_with_all = ["only_network", "only_nat"])]
     pub only_routing: bool,
+    /// Run only the data part: fetches by content from one and from three
+    /// holders, and the memory of a node serving a large blob.
+    #[arg(long, conflicts_with_all = ["only_network", "only_nat", "only_routing", "only_placement"])]
+    pub only_fetch: bool,
+    /// MiB fetched from one and from three holders (0: skip the data part).
+    #[arg(long, default_value_t = 256)]
+    pub fetch_mib: u64,
+    /// MiB of the blob whose serving node's memory is measured.
+    #[arg(long, default_value_t = 1024)]
+    pub serve_mib: u64,
     /// Where the nodes' data dirs go. Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -158,6 +175,7 @@ impl BenchCommand {
     /// their figures.
     async fn run(&self) -> anyhow::Result<BenchReport> {
         let agora = artifacts::agora_binary()?;
+        let agora_path = agora.clone();
         let modules = artifacts::example_modules()?;
         if !artifacts::is_release() {
             eprintln!(
@@ -168,15 +186,20 @@ impl BenchCommand {
         let work = super::WorkDir::new(self.dir.as_deref(), "agora-bench-")?;
         let dir = work.path();
         let only_other = |mine: bool| {
-            !mine && (self.only_placement || self.only_network || self.only_nat || self.only_routing)
+            !mine
+                && (self.only_placement
+                    || self.only_network
+                    || self.only_nat
+                    || self.only_routing
+                    || self.only_fetch)
         };
-        let network = if self.only_placement || self.only_nat || self.only_routing {
+        let network = if self.only_placement || self.only_nat || self.only_routing || self.only_fetch {
             NetworkSamples::skipped()
         } else {
             self.network(agora.clone(), &dir.join("latency"), &modules)
                 .await?
         };
-        let runs = if self.only_network || self.only_nat || self.only_routing {
+        let runs = if self.only_network || self.only_nat || self.only_routing || self.only_fetch {
             vec![]
         } else {
             placement::measure(
@@ -206,7 +229,21 @@ impl BenchCommand {
                 .await
                 .unwrap_or_else(|e| routing::RoutingSamples::failed(&e))
         };
-        Ok(BenchReport::new(network, runs, nat, routing, scale, load_before))
+        let data = if self.fetch_mib > 0 && !only_other(self.only_fetch) {
+            fetch::measure(
+                agora_path.clone(),
+                &dir.join("data"),
+                self.fetch_mib,
+                self.serve_mib,
+            )
+            .await
+            .unwrap_or_else(|e| fetch::FetchSamples::failed(&format!("{e:#}")))
+        } else {
+            fetch::FetchSamples::failed("skipped")
+        };
+        let mut report = BenchReport::new(network, runs, nat, routing, scale, load_before);
+        report.data = data;
+        Ok(report)
     }
 
     /// Parts 1 and 2 on one testnet: latency, throughput and memory, then
@@ -342,6 +379,26 @@ fn print_figures(r: &BenchReport) {
         ("scale_nodes (in process)", r.scale_nodes.to_string(), ""),
         ("scale_advert_p95_ms", format!("{:.0}", r.scale_advert_p95_ms), ""),
         ("scale_job_ms (100 tasks)", format!("{:.0}", r.scale_job_ms), ""),
+        (
+            "fetch_mib_s_1",
+            format!("{:.0}", r.data.fetch_mib_s_1),
+            "one holder",
+        ),
+        (
+            "fetch_mib_s_3",
+            format!("{:.0}", r.data.fetch_mib_s_3),
+            "three holders, above one",
+        ),
+        (
+            "fetch_tcp_mib_s",
+            format!("{:.0}", r.data.fetch_tcp_mib_s),
+            "plain loopback TCP, the naive ceiling",
+        ),
+        (
+            "serve_rss_mb",
+            format!("{:.1}", r.data.serve_rss_mb),
+            "peak, serving the large blob",
+        ),
     ];
     for (k, v, g) in rows {
         t.row(vec![k.to_owned(), v, g.to_owned()]);
