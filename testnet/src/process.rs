@@ -578,6 +578,20 @@ impl Testnet {
         Ok(index)
     }
 
+    /// Puts `bytes` in the store of the node that [`Testnet::start`] will
+    /// start next as node `index`, before it starts (content larger than
+    /// the API takes in one upload); returns its id.
+    pub fn preload(&self, index: usize, bytes: &[u8]) -> anyhow::Result<agora_protocol::ContentId> {
+        let id = agora_protocol::ContentId::of(bytes);
+        let dir = self
+            .dir
+            .join(format!("node-{index}"))
+            .join(agora_node::store::CONTENT_DIR);
+        agora_node::paths::create_private_dir(&dir)?;
+        std::fs::write(dir.join(id.to_string()), bytes)?;
+        Ok(id)
+    }
+
     /// Starts node `i` again from its data dir (same identity and store),
     /// after it was killed or stopped.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {

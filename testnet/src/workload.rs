@@ -4,6 +4,14 @@
 
 use serde::Serialize;
 
+/// `mib` MiB that neither compress nor repeat (blake3's output stream
+/// keyed by `seed`): a stand-in for a large dataset file.
+pub fn incompressible(mib: u64, seed: u8) -> Vec<u8> {
+    let mut out = vec![0u8; (mib * 1024 * 1024) as usize];
+    blake3::Hasher::new_keyed(&[seed; 32]).finalize_xof().fill(&mut out);
+    out
+}
+
 /// One task's input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskInput {

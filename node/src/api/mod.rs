@@ -241,6 +241,12 @@ pub struct FetchedContent {
     pub held: bool,
     /// Holders that sent slices of it.
     pub holders: usize,
+    /// Slices it came in.
+    pub slices: u64,
+    /// Slices asked again of another holder after one failed them (a
+    /// holder gone mid-transfer costs its slices in flight, not the
+    /// transfer).
+    pub retried: u64,
     /// How long the fetch took.
     pub took_ms: u64,
 }

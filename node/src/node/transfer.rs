@@ -53,6 +53,10 @@ pub(crate) struct Fetched {
     pub(crate) holders: usize,
     /// Whether it was already here.
     pub(crate) held: bool,
+    /// Slices it was fetched in.
+    pub(crate) slices: u64,
+    /// Slices asked again of another holder after one failed them.
+    pub(crate) retried: u64,
 }
 
 /// Content from the store, else from `first` (the peer the work came from),
@@ -68,6 +72,8 @@ pub(crate) async fn fetch_into_store(
             size,
             holders: 0,
             held: true,
+            slices: 0,
+            retried: 0,
         });
     }
     let mut failures = Vec::new();
@@ -106,6 +112,8 @@ pub(crate) async fn fetch_into_store(
             size,
             holders: 1,
             held: false,
+            slices: 1,
+            retried: 0,
         });
     }
     let mut sources = vec![source];
@@ -118,7 +126,7 @@ pub(crate) async fn fetch_into_store(
     let path = sh.store.content().partial_path(&id);
     let result = fill(sh, &path, id, size, head, sources).await;
     match result {
-        Ok(used) => {
+        Ok((used, retried)) => {
             let store = sh.store.clone();
             let p = path.clone();
             tokio::task::spawn_blocking(move || store.content().adopt(id, &p, size))
@@ -130,6 +138,8 @@ pub(crate) async fn fetch_into_store(
                 size,
                 holders: used,
                 held: false,
+                slices: size.div_ceil(SLICE),
+                retried,
             })
         }
         Err(e) => {
@@ -185,7 +195,8 @@ async fn announce_if_large(sh: &Shared, id: &ContentId, size: u64) {
 }
 
 /// Fetches slices 1.. of `id` from `sources` into the file at `path`
-/// (slice 0, `head`, is in hand); how many holders sent slices.
+/// (slice 0, `head`, is in hand); how many holders sent slices, and how
+/// many slices were asked again after a holder failed them.
 async fn fill(
     sh: &Shared,
     path: &std::path::Path,
@@ -193,7 +204,7 @@ async fn fill(
     size: u64,
     head: Vec<u8>,
     sources: Vec<NodeId>,
-) -> Result<usize, String> {
+) -> Result<(usize, u64), String> {
     if size > MAX_SLICED {
         return Err(format!(
             "it is {size} bytes, more than the {MAX_SLICED} a node fetches"
@@ -211,6 +222,7 @@ async fn fill(
     let mut busy: HashMap<NodeId, usize> = HashMap::new();
     let mut used: HashSet<NodeId> = HashSet::from([sources[0]]);
     let mut last_error = String::new();
+    let mut retried = 0;
     let mut in_flight = FuturesUnordered::new();
     loop {
         // Hand out slices to the live holders with room, least busy first.
@@ -236,7 +248,7 @@ async fn fill(
         }
         let Some((holder, index, got)) = in_flight.next().await else {
             if todo.is_empty() {
-                return Ok(used.len());
+                return Ok((used.len(), retried));
             }
             return Err(format!(
                 "every holder failed ({} of {slices} slices missing); last: {last_error}",
@@ -255,6 +267,7 @@ async fn fill(
                 tracing::debug!(content = %id, holder = %holder.short(), slice = index, error = %e, "slice failed; another holder takes it");
                 *strikes.entry(holder).or_default() += 1;
                 last_error = e;
+                retried += 1;
                 todo.push_front(index);
             }
         }

@@ -236,3 +236,15 @@ fn a_long_task_goes_on_from_its_last_checkpoint_when_its_provider_dies_or_restar
         ],
     );
 }
+
+#[test]
+fn a_fetch_goes_on_from_another_holder_when_one_dies_mid_transfer() {
+    scenario_holds(
+        &["holder-dies", "--mib", "48"],
+        &[
+            "the fetcher holds exactly the blob's bytes",
+            "only the slices in flight on the dead holder were asked again",
+            "both holders sent slices",
+        ],
+    );
+}

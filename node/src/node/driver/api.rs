@@ -102,6 +102,8 @@ impl Driver {
                                 size: f.size,
                                 held: f.held,
                                 holders: f.holders,
+                                slices: f.slices,
+                                retried: f.retried,
                                 took_ms: started.elapsed().as_millis() as u64,
                             })
                             .map_err(ApiError::not_found);

@@ -20,7 +20,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use agora_node::api::PublishRequest;
-use agora_protocol::ContentId;
 use agora_protocol::dataset::DatasetFile;
 use agora_protocol::units::Bytes;
 use anyhow::Context;
@@ -28,6 +27,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::process::{NodeSpec, Testnet};
+use crate::workload::incompressible;
 
 /// What the part measured (NaN where it did not run).
 #[derive(Debug, Clone, Serialize)]
@@ -66,25 +66,6 @@ impl FetchSamples {
     }
 }
 
-/// Bytes that do not compress or repeat: blake3's output stream.
-fn blob(mib: u64, seed: u8) -> Vec<u8> {
-    let mut out = vec![0u8; (mib * 1024 * 1024) as usize];
-    blake3::Hasher::new_keyed(&[seed; 32])
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-/// Puts `bytes` in the store of the node whose data dir is `data_dir`,
-/// before it starts (a blob above the API's upload limit).
-fn preload(data_dir: &Path, bytes: &[u8]) -> anyhow::Result<ContentId> {
-    let id = ContentId::of(bytes);
-    let dir = data_dir.join(agora_node::store::CONTENT_DIR);
-    agora_node::paths::create_private_dir(&dir)?;
-    std::fs::write(dir.join(id.to_string()), bytes)?;
-    Ok(id)
-}
-
 /// Runs the part in `dir`.
 pub(super) async fn measure(
     agora: std::path::PathBuf,
@@ -93,12 +74,12 @@ pub(super) async fn measure(
     serve_mib: u64,
 ) -> anyhow::Result<FetchSamples> {
     eprintln!("data: {fetch_mib} MiB from one holder, then from three; a {serve_mib} MiB blob served");
-    let data = blob(fetch_mib, 1);
-    let big = blob(serve_mib, 2);
-    let id = preload(&dir.join("node-0"), &data)?;
-    let big_id = preload(&dir.join("node-0"), &big)?;
-    drop(big);
+    let data = incompressible(fetch_mib, 1);
+    let big = incompressible(serve_mib, 2);
     let mut net = Testnet::new(agora, dir)?;
+    let id = net.preload(0, &data)?;
+    let big_id = net.preload(0, &big)?;
+    drop(big);
     let specs = (0..4).map(|_| NodeSpec::provider("bench")).collect();
     net.start_all(specs).await?;
     net.wait_converged(Duration::from_secs(60)).await?;

@@ -61,6 +61,9 @@
 //! * `long-task`: one long task that checkpoints, its provider killed half
 //!   way, then restarted half way; it must go on from its last checkpoint
 //!   with the output of an uninterrupted run (see `long_task.rs`).
+//! * `holder-dies`: a node fetches a `--mib` blob from two holders; one is
+//!   killed a third of the way; the fetch finishes from the other, asking
+//!   again only the slices in flight on the dead one (see `holder.rs`).
 //!
 //! The hostile-peer scenarios (`forged-fraud`, `replay-flood`,
 //! `sybil-flood`, `summary-poison`) add a stranger: a bare libp2p peer in
@@ -88,6 +91,7 @@ mod disk;
 mod endless;
 mod fork;
 mod hostile;
+mod holder;
 mod long_task;
 mod mint;
 mod owner;
@@ -140,6 +144,8 @@ pub enum Scenario {
     /// A long task that checkpoints: its provider killed half way (the
     /// task goes on elsewhere), then restarted half way (it goes on there).
     LongTask,
+    /// A holder of a large blob killed while a node fetches it from two.
+    HolderDies,
 }
 
 /// Run a fault scenario and check that the job still comes out right.
@@ -168,6 +174,9 @@ pub struct ChaosCommand {
     /// How long the task of `long-task` runs uninterrupted, seconds.
     #[arg(long, default_value_t = 60)]
     pub task_secs: u64,
+    /// MiB of the blob `holder-dies` fetches.
+    #[arg(long, default_value_t = 256)]
+    pub mib: u64,
     /// How long `partition` keeps the domain cut off, seconds.
     #[arg(long, default_value_t = 6)]
     pub suspend_secs: u64,
@@ -348,6 +357,7 @@ impl ChaosCommand {
             Scenario::DiskFill => return Box::pin(self.disk_fill(net, modules)).await,
             Scenario::RelayLoss => return Box::pin(self.relay_loss(net, modules)).await,
             Scenario::LongTask => return Box::pin(self.long_task(net, modules)).await,
+            Scenario::HolderDies => return Box::pin(self.holder_dies(net)).await,
             _ => {}
         }
         self.start(net).await?;
@@ -521,7 +531,8 @@ impl ChaosCommand {
                     | Scenario::SummaryPoison
                     | Scenario::DiskFill
                     | Scenario::RelayLoss
-                    | Scenario::LongTask => {}
+                    | Scenario::LongTask
+                    | Scenario::HolderDies => {}
                 }
             }
             if resume_at.is_some_and(|t| Instant::now() >= t) {
@@ -913,6 +924,7 @@ impl ChaosCommand {
             | Scenario::DiskFill
             | Scenario::RelayLoss
             | Scenario::LongTask
+            | Scenario::HolderDies
             | Scenario::OwnerReturns => {}
         }
         let ok = checks.iter().all(|c| c.ok);

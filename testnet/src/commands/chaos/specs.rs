@@ -73,6 +73,8 @@ impl ChaosCommand {
                 };
                 vec![NodeSpec::requester("local").with_slots(1), q(), q()]
             }
+            // A fetcher and two holders; nothing runs.
+            Scenario::HolderDies => (0..3).map(|_| NodeSpec::provider("local")).collect(),
             Scenario::OwnerReturns => {
                 let q = || p("local").with_config(owner::CONFIG);
                 vec![NodeSpec::requester("local").with_slots(1), q(), q(), q(), q()]
