@@ -31,6 +31,8 @@ pub enum Command {
     Chaos(commands::chaos::ChaosCommand),
     /// Run many nodes in this process over the memory transport.
     Scale(commands::scale::ScaleCommand),
+    /// Publish a text corpus from one provider and count its words from another node.
+    Corpus(commands::corpus::CorpusCommand),
     /// Kill and restart nodes at random mid-job, then check nothing was lost.
     CrashLoop(commands::crash_loop::CrashLoopCommand),
 }
@@ -44,6 +46,7 @@ impl Command {
             Command::Bench(c) => c.execute(),
             Command::Chaos(c) => c.execute(),
             Command::Scale(c) => c.execute(),
+            Command::Corpus(c) => c.execute(),
             Command::CrashLoop(c) => c.execute(),
         }
     }

@@ -8,7 +8,9 @@ use serde::Serialize;
 /// keyed by `seed`): a stand-in for a large dataset file.
 pub fn incompressible(mib: u64, seed: u8) -> Vec<u8> {
     let mut out = vec![0u8; (mib * 1024 * 1024) as usize];
-    blake3::Hasher::new_keyed(&[seed; 32]).finalize_xof().fill(&mut out);
+    blake3::Hasher::new_keyed(&[seed; 32])
+        .finalize_xof()
+        .fill(&mut out);
     out
 }
 

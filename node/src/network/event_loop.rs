@@ -476,6 +476,9 @@ impl EventLoop {
                     .report_message_validation_result(&id, &source, acceptance);
             }
             Command::Market { peer, request, reply } => {
+                if let agora_protocol::rpc::MarketRequest::Accept { content, .. } = &request {
+                    self.stats.content_sent_bytes += content.iter().map(|b| b.0.len() as u64).sum::<u64>();
+                }
                 self.outbox.entry(peer).or_default().push((request, reply));
             }
             Command::Turn(o) => self.turn(*o),
@@ -492,6 +495,7 @@ impl EventLoop {
                     ContentResponse::Found(blob) | ContentResponse::Slice(blob) => blob.0.len(),
                     ContentResponse::NotFound => 0,
                 };
+                self.stats.content_sent_bytes += len as u64;
                 if b.content.send_response(channel.channel, response).is_ok()
                     && len >= super::MIN_THROUGHPUT_SAMPLE
                     && self.sending.len() < MAX_TIMED_SENDS

@@ -347,6 +347,9 @@ pub struct Stats {
     pub batched_requests: u64,
     /// Market requests sent alone.
     pub single_requests: u64,
+    /// Content bytes sent to other nodes: content responses (whole blobs
+    /// and slices) and blobs inline in acceptances.
+    pub content_sent_bytes: u64,
 }
 
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod corpus;
 pub mod crash_loop;
 pub mod demo;
 pub mod scale;

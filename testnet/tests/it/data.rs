@@ -192,3 +192,22 @@ fn a_dataset_published_on_one_node_is_the_input_of_a_job_submitted_on_another() 
         net.stop();
     });
 }
+
+#[test]
+fn a_corpus_published_on_a_provider_is_counted_without_passing_through_the_submitter() {
+    let _turn = crate::serial();
+    let out =
+        run_ok(crate::testnet().args(["corpus", "--mib", "12", "--chunks", "8", "--nodes", "4", "--json"]));
+    let r = crate::last_json(&out);
+    assert_eq!(r["counts_equal"], true, "{r}");
+    assert!(r["words"].as_u64().unwrap() > 1000, "{r}");
+    let sent = r["requester_sent_bytes"].as_u64().unwrap();
+    assert!(sent < 1024 * 1024, "the submitter sent {sent} bytes: {r}");
+    // The chunks left the publisher: a node sent at least the corpus once.
+    let corpus = r["corpus_bytes"].as_u64().unwrap();
+    let served = r["publisher_sent_bytes"].as_u64().unwrap() + r["others_sent_bytes"].as_u64().unwrap();
+    assert!(
+        served >= corpus / 2,
+        "{served} bytes served of a {corpus}-byte corpus: {r}"
+    );
+}

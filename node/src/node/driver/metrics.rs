@@ -289,7 +289,15 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 12] = [
+    let plain: [(Def, u64); 13] = [
+        (
+            (
+                "agora_content_sent_bytes_total",
+                "counter",
+                "Content bytes sent to other nodes (served and inline)",
+            ),
+            s.content_sent_bytes,
+        ),
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
