@@ -288,6 +288,12 @@ impl Book {
         e.holds.extend(held.iter().copied());
     }
 
+    /// Content a node announces it holds (a DHT provider record): it is
+    /// not sent to that node, so placing work there costs no transfer.
+    pub fn learn_holds(&mut self, p: NodeId, ids: &[ContentId]) {
+        self.entry(p).holds.extend(ids.iter().copied());
+    }
+
     /// The per-slot speed a provider advertises (noted when it is asked, so
     /// that what is learnt stays within range of it).
     pub fn advertised(&mut self, p: NodeId, per_slot: f64) {

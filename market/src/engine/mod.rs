@@ -899,6 +899,13 @@ impl Engine {
         &self.requester
     }
 
+    /// Holders of content found in the DHT (for placement near data).
+    pub fn on_holders(&mut self, found: Vec<(ContentId, Vec<NodeId>)>) {
+        for (id, holders) in found {
+            self.requester.learn_holders(id, &holders);
+        }
+    }
+
     /// The provider side.
     pub fn provider(&self) -> &Provider {
         &self.provider

@@ -429,6 +429,14 @@ impl Requester {
         (jobs, tasks)
     }
 
+    /// The nodes the DHT names as holders of `id`: placement counts no
+    /// transfer of it to them.
+    pub fn learn_holders(&mut self, id: ContentId, holders: &[NodeId]) {
+        for h in holders.iter().filter(|h| **h != self.local) {
+            self.book.learn_holds(*h, &[id]);
+        }
+    }
+
     /// What the requester knows of providers.
     pub fn book(&self) -> &Book {
         &self.book

@@ -1072,3 +1072,29 @@ fn a_pipeline_over_a_finished_job_starts_with_every_input_bound() {
     assert_eq!(tasks[0].phase, TaskPhase::Pending);
     assert_eq!(rec.spec.inputs[0].id, ContentId::of(b"done"));
 }
+
+#[test]
+fn a_task_goes_to_the_provider_the_dht_names_as_holding_its_large_input() {
+    let (_, mut r, view, kps) = world(3);
+    let job = JobId([46; 16]);
+    let mut s = spec(1, 1);
+    // 512 MiB: about ten seconds at the assumed bandwidth, against a
+    // five-second task.
+    s.inputs[0].size = Bytes::mib(512);
+    let input = s.inputs[0].id;
+    let holder = kps[2].node_id();
+    r.learn_holders(input, &[holder]);
+    r.submit(job, s, NOW);
+    r.place(NOW, &view);
+    let (_, _, to) = calls(&mut r).pop().expect("a call");
+    assert_eq!(to.first(), Some(&holder), "the holder is asked first: {to:?}");
+    let d = r.decisions(&TaskId::new(job, 0));
+    let first = &d[0].candidates[0];
+    assert_eq!(first.node, holder);
+    assert!(first.transfer_ms < 1.0, "nothing to send it: {first:?}");
+    assert!(
+        d[0].candidates[1].transfer_ms > 5_000.0,
+        "{:?}",
+        d[0].candidates[1]
+    );
+}

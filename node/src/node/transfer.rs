@@ -188,6 +188,36 @@ async fn holders(
     }
 }
 
+/// Most holder lookups one job starts (its largest inputs first).
+const MAX_LOOKUPS: usize = 256;
+/// Holder lookups in flight at once.
+const LOOKUPS_IN_FLIGHT: usize = 16;
+
+/// The holders the DHT names for each of `files` (id and size) of at least
+/// [`ANNOUNCE_FROM`] bytes, the largest first: what placement needs to put
+/// tasks where their inputs are.
+pub(crate) async fn find_holders(
+    sh: &Shared,
+    mut files: Vec<(ContentId, u64)>,
+) -> Vec<(ContentId, Vec<NodeId>)> {
+    files.retain(|(_, size)| *size >= ANNOUNCE_FROM);
+    files.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
+    files.truncate(MAX_LOOKUPS);
+    futures::stream::iter(files)
+        .map(|(id, _)| async move {
+            let found = tokio::time::timeout(LOOKUP_TIMEOUT, sh.net.get_providers(content_key(&id))).await;
+            let holders: Vec<NodeId> = match found {
+                Ok(Ok(h)) => h.into_iter().filter(|n| *n != sh.local).collect(),
+                _ => Vec::new(),
+            };
+            (id, holders)
+        })
+        .buffer_unordered(LOOKUPS_IN_FLIGHT)
+        .filter(|(_, h)| std::future::ready(!h.is_empty()))
+        .collect()
+        .await
+}
+
 async fn announce_if_large(sh: &Shared, id: &ContentId, size: u64) {
     if size >= ANNOUNCE_FROM {
         sh.net.start_providing(content_key(id)).await;

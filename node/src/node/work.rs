@@ -37,6 +37,8 @@ pub(crate) enum Done {
     Collected(crate::store::Collected),
     /// The answer to a request sent alone (an acceptance with content).
     Answer(RequestId, Result<MarketResponse, String>),
+    /// Holders the DHT names for content (placement near data).
+    Holders(Vec<(ContentId, Vec<NodeId>)>),
     /// Nothing to report (content kept, a content request served).
     Nothing,
 }

@@ -275,6 +275,23 @@ deadline = "2m"
     }
 
     #[test]
+    fn the_example_pipeline_file_is_a_job_file_of_two_stages() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pipeline.toml");
+        let stages = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(stages.len(), 2);
+        let up = JobId([1; 16]);
+        let base = Path::new("examples");
+        let first = stage_argv(&stages[0], base, &HashMap::new(), None).unwrap();
+        assert!(
+            StageArgs::try_parse_from(&first).is_err(),
+            "DATASET is a placeholder, not an id"
+        );
+        let second = stage_argv(&stages[1], base, &HashMap::new(), Some(up)).unwrap();
+        let parsed = StageArgs::try_parse_from(&second).unwrap().submit;
+        assert_eq!(parsed.args, ["10"]);
+    }
+
+    #[test]
     fn inputs_from_names_an_earlier_stage() {
         let text = "[[stage]]\nmodule = \"a.wasm\"\ninputs_from = \"count\"\n";
         let t = parse(text).unwrap();

@@ -117,8 +117,14 @@ impl Driver {
                 let sh = self.sh.clone();
                 self.tasks.spawn(
                     async move {
-                        let _ = r.send(work::dataset(&sh, id).await);
-                        Done::Nothing
+                        let found = work::dataset(&sh, id).await;
+                        let files: Vec<_> = found
+                            .as_ref()
+                            .map(|d| d.files.iter().map(|f| (f.id, f.size.0)).collect())
+                            .unwrap_or_default();
+                        let _ = r.send(found);
+                        // A job over it is likely next: where its files are.
+                        Done::Holders(crate::node::transfer::find_holders(&sh, files).await)
                     }
                     .boxed(),
                 );
@@ -204,23 +210,37 @@ impl Driver {
             let _ = reply.send(answer);
             return;
         }
+        let dataset_files: Vec<_> = match req.spec.dataset {
+            Some(_) => req.spec.inputs.iter().map(|i| (i.id, i.size.0)).collect(),
+            None => Vec::new(),
+        };
         match self.engine.submit(req.spec, now) {
-            // Answered once the job is on disk.
-            Ok(id) => self
-                .api_after
-                .push(Box::new(move |written: Result<(), &StoreError>| {
-                    let _ = reply.send(match written {
-                        Ok(()) => Ok(SubmitResponse {
-                            id: Some(id),
-                            plan: None,
-                        }),
-                        Err(e) => Err(ApiError::internal(format!("the job could not be stored: {e}"))),
-                    });
-                })),
+            Ok(id) if !dataset_files.is_empty() => {
+                let sh = self.sh.clone();
+                self.tasks.spawn(
+                    async move { Done::Holders(crate::node::transfer::find_holders(&sh, dataset_files).await) }.boxed(),
+                );
+                self.answer_when_stored(id, reply);
+            }
+            Ok(id) => self.answer_when_stored(id, reply),
             Err(e) => {
                 let _ = reply.send(Err(bad(e)));
             }
         }
+    }
+
+    /// Answers a submission once the job is on disk.
+    fn answer_when_stored(&mut self, id: JobId, reply: oneshot::Sender<Result<SubmitResponse, ApiError>>) {
+        self.api_after
+            .push(Box::new(move |written: Result<(), &StoreError>| {
+                let _ = reply.send(match written {
+                    Ok(()) => Ok(SubmitResponse {
+                        id: Some(id),
+                        plan: None,
+                    }),
+                    Err(e) => Err(ApiError::internal(format!("the job could not be stored: {e}"))),
+                });
+            }));
     }
 
     fn domains(&self) -> Vec<DomainRow> {

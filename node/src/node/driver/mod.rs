@@ -426,6 +426,7 @@ impl Driver {
             Done::Calibrated(r) => e.on_calibrated(r, now),
             Done::Collected(c) => e.on_disk_full(c.full),
             Done::Answer(id, r) => e.on_answer(id, r, now),
+            Done::Holders(found) => e.on_holders(found),
             Done::Nothing => {}
         }
         if self.sh.store.content().held() > self.sh.disk.cap.0 {
