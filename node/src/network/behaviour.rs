@@ -114,7 +114,17 @@ fn behaviour(
         .set_provider_publication_interval(Some(Duration::from_secs(600)))
         .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
         .set_max_packet_size(64 * 1024);
-    let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    // Content is announced under its own key (SPEC §4.4): room for the
+    // keys of a few thousand large blobs, here and from others.
+    let store = kad::store::MemoryStore::with_config(
+        peer_id,
+        kad::store::MemoryStoreConfig {
+            max_records: 4096,
+            max_provided_keys: 4096,
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
     kad.set_mode(Some(kad::Mode::Server));
 
     // Adverts must reach every view in well under a second: a short

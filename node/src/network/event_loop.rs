@@ -516,7 +516,9 @@ impl EventLoop {
             }
             Command::StartProviding { key } => {
                 if let Err(e) = b.kad.start_providing(kad::RecordKey::new(&key)) {
-                    tracing::warn!(error = %e, "cannot register as DHT provider");
+                    // The store is full of this node's announcements: it
+                    // still serves what it holds to whoever asks.
+                    tracing::debug!(error = %e, "cannot register as DHT provider");
                 }
             }
             Command::GetProviders { key, reply } => {

@@ -155,7 +155,12 @@ fn a_job_with_no_provider_waits_and_completes_when_one_joins() {
         .await
         .unwrap();
         let id = job::submit(&requester, &spec).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // 3 s here; `AGORA_JOIN_AFTER_SECS=120` runs the two minutes.
+        let after = std::env::var("AGORA_JOIN_AFTER_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
+        tokio::time::sleep(Duration::from_secs(after)).await;
         let waiting = requester.job_summary(&id).await.unwrap();
         assert!(!waiting.state.is_terminal(), "{:?}", waiting.error);
         let why = waiting.waiting.unwrap_or_default();
