@@ -101,10 +101,12 @@ pub(crate) async fn fetch_into_store(
             Err(e) => failures.push(e),
         }
     };
+    // Durable before it is reported fetched: a requester records an output
+    // verified once it is here.
     if size <= SLICE {
         sh.store
             .content()
-            .put_lazy(id, head)
+            .put_verified(id, head)
             .await
             .map_err(|e| format!("cannot store {id}: {e}"))?;
         announce_if_large(sh, &id, size).await;
@@ -254,7 +256,7 @@ async fn fill(
     let mut last_error = String::new();
     let mut retried = 0;
     let mut in_flight = FuturesUnordered::new();
-    loop {
+    let all_written = loop {
         // Hand out slices to the live holders with room, least busy first.
         while in_flight.len() < MAX_IN_FLIGHT
             && let Some(&index) = todo.front()
@@ -278,7 +280,7 @@ async fn fill(
         }
         let Some((holder, index, got)) = in_flight.next().await else {
             if todo.is_empty() {
-                return Ok((used.len(), retried));
+                break (used.len(), retried);
             }
             return Err(format!(
                 "every holder failed ({} of {slices} slices missing); last: {last_error}",
@@ -301,7 +303,13 @@ async fn fill(
                 todo.push_front(index);
             }
         }
-    }
+    };
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|_| "the writer stopped".to_string())?
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(all_written)
 }
 
 async fn write_at(file: &std::sync::Arc<std::fs::File>, offset: u64, bytes: Vec<u8>) -> Result<(), String> {
