@@ -963,18 +963,20 @@ fn a_replicated_task_keeps_no_checkpoint() {
     );
 }
 
-/// A job of `tasks` tasks that takes its inputs from `upstream`, submitted
-/// as the engine does: inputs from the upstream tasks, then their feeds.
-fn submit_pipeline(r: &mut Requester, id: JobId, upstream: JobId, tasks: usize) {
+/// A job that takes its inputs from `upstream`, allowing `max_failures`,
+/// submitted as the engine does: inputs from the upstream tasks, then their
+/// feeds.
+fn submit_pipeline(r: &mut Requester, id: JobId, upstream: JobId, max_failures: u32) {
     let (rec, up) = r.job(&upstream).expect("upstream");
     let feeds: Vec<Feed> = up.iter().map(Feed::of).collect();
-    let mut s = spec(tasks, 1);
+    let mut s = spec(up.len(), 1);
     s.inputs = up
         .iter()
         .zip(&feeds)
         .map(|(t, f)| f.input(rec.spec.inputs[t.id.index as usize].name.clone()))
         .collect();
     s.inputs_from = Some(upstream);
+    s.max_failures = max_failures;
     r.submit(id, s, NOW);
     r.start_pipeline(id, &feeds, NOW);
 }
@@ -984,7 +986,7 @@ fn a_pipeline_task_waits_for_its_input_and_is_placed_once_that_output_is_verifie
     let (_, mut r, view, kps) = world(2);
     let (up, down) = (JobId([40; 16]), JobId([41; 16]));
     r.submit(up, spec(2, 1), NOW);
-    submit_pipeline(&mut r, down, up, 2);
+    submit_pipeline(&mut r, down, up, 0);
     let (_, tasks) = r.job(&down).expect("downstream");
     assert!(tasks.iter().all(|t| t.phase == TaskPhase::Waiting));
 
@@ -1020,7 +1022,7 @@ fn when_an_upstream_task_fails_for_good_the_same_downstream_task_fails_naming_it
     let (_, mut r, _, _) = world(1);
     let (up, down) = (JobId([42; 16]), JobId([43; 16]));
     r.submit(up, spec(3, 1), NOW);
-    submit_pipeline(&mut r, down, up, 3);
+    submit_pipeline(&mut r, down, up, 0);
     r.cancel(up, NOW);
     let (rec, tasks) = r.job(&down).expect("downstream");
     assert!(tasks.iter().all(|t| t.phase == TaskPhase::Failed));
@@ -1036,18 +1038,7 @@ fn when_an_upstream_task_fails_for_good_the_same_downstream_task_fails_naming_it
     // With failures allowed, each task fails for its own input.
     let (_, mut r, _, _) = world(1);
     r.submit(up, spec(3, 1), NOW);
-    let (rec, tasks) = r.job(&up).expect("up");
-    let feeds: Vec<Feed> = tasks.iter().map(Feed::of).collect();
-    let mut s = spec(3, 1);
-    s.inputs = feeds
-        .iter()
-        .enumerate()
-        .map(|(i, f)| f.input(rec.spec.inputs[i].name.clone()))
-        .collect();
-    s.inputs_from = Some(up);
-    s.max_failures = 2;
-    r.submit(down, s, NOW);
-    r.start_pipeline(down, &feeds, NOW);
+    submit_pipeline(&mut r, down, up, 2);
     r.cancel(up, NOW);
     let (rec, tasks) = r.job(&down).expect("downstream");
     for t in tasks {
@@ -1067,7 +1058,7 @@ fn a_pipeline_over_a_finished_job_starts_with_every_input_bound() {
     let v = receipt(kp, ag, &r, *task, b"done");
     r.on_receipt(kp.node_id(), &v, true, NOW).expect("accepted");
     assert_eq!(r.job(&up).expect("up").0.state, JobState::Done);
-    submit_pipeline(&mut r, down, up, 1);
+    submit_pipeline(&mut r, down, up, 0);
     let (rec, tasks) = r.job(&down).expect("downstream");
     assert_eq!(tasks[0].phase, TaskPhase::Pending);
     assert_eq!(rec.spec.inputs[0].id, ContentId::of(b"done"));
