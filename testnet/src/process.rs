@@ -1011,6 +1011,27 @@ pub fn domain_names(count: usize) -> Vec<String> {
         .collect()
 }
 
+/// Runs `agora ARGS… --data-dir DIR --json` (the CLI a user runs against
+/// that node) and returns what it printed, as JSON; an error carries its
+/// stderr.
+pub fn agora_json(agora: &Path, data_dir: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(agora)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--json")
+        .output()
+        .with_context(|| format!("cannot run {}", agora.display()))?;
+    if !out.status.success() {
+        bail!(
+            "agora {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("agora printed no JSON")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

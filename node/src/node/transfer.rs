@@ -172,21 +172,27 @@ async fn holders(
     skip: &HashSet<NodeId>,
     failures: &mut Vec<String>,
 ) -> Vec<NodeId> {
-    match tokio::time::timeout(LOOKUP_TIMEOUT, sh.net.get_providers(content_key(id))).await {
-        Ok(Ok(found)) => {
+    match lookup(sh, id).await {
+        Ok(found) => {
             let mut v: Vec<NodeId> = found.into_iter().filter(|h| !skip.contains(h)).collect();
             v.sort();
             v.truncate(MAX_HOLDERS);
             v
         }
-        Ok(Err(e)) => {
-            failures.push(format!("the DHT named no holder: {e}"));
+        Err(e) => {
+            failures.push(e);
             Vec::new()
         }
-        Err(_) => {
-            failures.push("the DHT lookup timed out".into());
-            Vec::new()
-        }
+    }
+}
+
+/// The nodes other than this one that the DHT names as holding `id`,
+/// within [`LOOKUP_TIMEOUT`].
+async fn lookup(sh: &Shared, id: &ContentId) -> Result<Vec<NodeId>, String> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, sh.net.get_providers(content_key(id))).await {
+        Ok(Ok(found)) => Ok(found.into_iter().filter(|h| *h != sh.local).collect()),
+        Ok(Err(e)) => Err(format!("the DHT named no holder: {e}")),
+        Err(_) => Err("the DHT lookup timed out".into()),
     }
 }
 
@@ -206,14 +212,7 @@ pub(crate) async fn find_holders(
     files.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
     files.truncate(MAX_LOOKUPS);
     futures::stream::iter(files)
-        .map(|(id, _)| async move {
-            let found = tokio::time::timeout(LOOKUP_TIMEOUT, sh.net.get_providers(content_key(&id))).await;
-            let holders: Vec<NodeId> = match found {
-                Ok(Ok(h)) => h.into_iter().filter(|n| *n != sh.local).collect(),
-                _ => Vec::new(),
-            };
-            (id, holders)
-        })
+        .map(|(id, _)| async move { (id, lookup(sh, &id).await.unwrap_or_default()) })
         .buffer_unordered(LOOKUPS_IN_FLIGHT)
         .filter(|(_, h)| std::future::ready(!h.is_empty()))
         .collect()
@@ -222,7 +221,7 @@ pub(crate) async fn find_holders(
 
 async fn announce_if_large(sh: &Shared, id: &ContentId, size: u64) {
     if size >= ANNOUNCE_FROM {
-        sh.net.start_providing(content_key(id)).await;
+        super::work::announce(sh, &[*id]).await;
     }
 }
 

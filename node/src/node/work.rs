@@ -581,9 +581,11 @@ pub(crate) async fn announce(sh: &Shared, ids: &[ContentId]) {
 
 /// A dataset's manifest, from the store or from its holders.
 pub(crate) async fn dataset(sh: &Shared, id: ContentId) -> Result<DatasetView, ApiError> {
-    let bytes = super::transfer::fetch(sh, None, id)
-        .await
-        .map_err(|e| ApiError::not_found(format!("no dataset {id} here or on the network: {e}")))?;
+    let bytes = super::transfer::fetch(sh, None, id).await.map_err(|e| {
+        ApiError::not_found(format!(
+            "{e} (is the id right, and is a node that published it online?)"
+        ))
+    })?;
     let d = Dataset::from_bytes(&bytes)
         .map_err(|e| ApiError::bad_request(format!("{id} is not a dataset manifest: {e}")))?;
     Ok(DatasetView::of(d))

@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use agora_protocol::{ContentId, JobId};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::process::{NodeSpec, Testnet};
+use crate::process::{NodeSpec, Testnet, agora_json};
 use crate::{artifacts, job};
 
 /// Content node 0 may send: the modules to each provider, not the corpus.
@@ -183,7 +183,7 @@ impl CorpusCommand {
         say: &impl Fn(String),
     ) -> anyhow::Result<(JobId, u64, u64)> {
         let t = Instant::now();
-        let out = cli(
+        let out = agora_json(
             agora,
             &net.node(1).data_dir,
             &["publish", &data.display().to_string()],
@@ -207,7 +207,7 @@ impl CorpusCommand {
             ),
         )?;
         let t = Instant::now();
-        let out = cli(
+        let out = agora_json(
             agora,
             &net.node(0).data_dir,
             &["job", "submit", &file.display().to_string()],
@@ -219,29 +219,6 @@ impl CorpusCommand {
         say(format!("the job ended in {job_ms} ms"));
         Ok((id, publish_ms, job_ms))
     }
-}
-
-/// `agora ARGS… --data-dir DIR --json`, its output as JSON.
-fn cli(
-    agora: &std::path::Path,
-    data_dir: &std::path::Path,
-    args: &[&str],
-) -> anyhow::Result<serde_json::Value> {
-    let out = Command::new(agora)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--json")
-        .output()
-        .with_context(|| format!("cannot run {}", agora.display()))?;
-    if !out.status.success() {
-        bail!(
-            "agora {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("agora printed no JSON")
 }
 
 /// The node's `agora_content_sent_bytes_total`.

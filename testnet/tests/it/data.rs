@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use agora_protocol::ContentId;
@@ -38,14 +37,7 @@ fn counts(text: &str) -> BTreeMap<String, u64> {
 
 /// `agora ARGS… --data-dir DIR --json`, its output as JSON.
 fn agora_json(agora: &Path, data_dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = run_ok(
-        Command::new(agora)
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--json"),
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    agora_testnet::process::agora_json(agora, data_dir, args).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[test]

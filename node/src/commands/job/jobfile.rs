@@ -92,12 +92,12 @@ pub(super) fn submit(cmd: SubmitCommand) -> anyhow::Result<ExitCode> {
         let name = match table.get("name") {
             Some(toml::Value::String(n)) => n.clone(),
             Some(_) => bail!("stage {}: `name` must be a string", i + 1),
-            None => format!("stage-{}", i + 1),
+            None => (i + 1).to_string(),
         };
         let previous = done.last().map(|s| s.id);
         let argv = stage_argv(table, &base, &by_name, previous).with_context(|| format!("stage {name}"))?;
         let mut stage = StageArgs::try_parse_from(&argv)
-            .map_err(|e| anyhow::anyhow!("stage {name}: {}", e.to_string().trim()))?
+            .map_err(|e| stage_error(&name, &e))?
             .submit;
         stage.node = cmd.node.clone();
         let Submitted { response, tasks, .. } = stage
@@ -125,6 +125,28 @@ pub(super) fn submit(cmd: SubmitCommand) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stage's keys that `job submit` refused, said in the file's terms: the
+/// key, not the flag it became.
+fn stage_error(name: &str, e: &clap::Error) -> anyhow::Error {
+    use clap::error::{ContextKind, ErrorKind};
+    let key = |flag: String| flag.trim_start_matches('-').replace('-', "_");
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(arg) = e.get(ContextKind::InvalidArg)
+    {
+        let hint = e
+            .get(ContextKind::SuggestedArg)
+            .map(|s| format!(" (did you mean `{}`?)", key(s.to_string())))
+            .unwrap_or_default();
+        return anyhow::anyhow!(
+            "stage {name}: unknown key `{}`{hint}; a stage's keys are `agora job submit`'s flags",
+            key(arg.to_string())
+        );
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    anyhow::anyhow!("stage {name}: {}", first.trim_start_matches("error: "))
 }
 
 /// The stages of a job file, checked for shape.
@@ -305,8 +327,19 @@ deadline = "2m"
     fn a_misspelt_flag_or_a_command_line_key_is_refused() {
         let t = parse("[[stage]]\nmodule = \"a.wasm\"\ninput = \"x\"\nreplicaz = 2\n").unwrap();
         let a = stage_argv(&t[0], Path::new("."), &HashMap::new(), None).unwrap();
-        let err = StageArgs::try_parse_from(&a).unwrap_err().to_string();
-        assert!(err.contains("--replicaz"), "{err}");
+        let err = StageArgs::try_parse_from(&a).unwrap_err();
+        let said = stage_error("count", &err).to_string();
+        assert_eq!(
+            said,
+            "stage count: unknown key `replicaz` (did you mean `replicas`?); a stage's keys are `agora job submit`'s flags"
+        );
+        let t = parse("[[stage]]\nmodule = \"a.wasm\"\ninput = \"x\"\nreplicas = \"two\"\n").unwrap();
+        let a = stage_argv(&t[0], Path::new("."), &HashMap::new(), None).unwrap();
+        let said = stage_error("count", &StageArgs::try_parse_from(&a).unwrap_err()).to_string();
+        assert!(
+            said.starts_with("stage count: invalid value 'two' for '--replicas"),
+            "{said}"
+        );
         let t = parse("[[stage]]\nmodule = \"a.wasm\"\ninput = \"x\"\njson = true\n").unwrap();
         assert!(stage_argv(&t[0], Path::new("."), &HashMap::new(), None).is_err());
         assert!(parse("[job]\nmodule = \"a\"\n").is_err());

@@ -341,8 +341,7 @@ impl SubmitCommand {
         let inputs = match (self.inputs_id, &self.inputs_from) {
             (Some(id), _) => {
                 let c = client.clone();
-                let d = block_on(async move { c.dataset(&id).await })?
-                    .with_context(|| format!("cannot find the dataset {id}"))?;
+                let d = block_on(async move { c.dataset(&id).await })?.context("cannot find the dataset")?;
                 TaskInputs::Dataset(d)
             }
             (None, Some(job)) => {
