@@ -226,7 +226,7 @@ fn owners_taking_two_providers_back_mid_job_suspend_their_tasks_and_the_job_come
 #[test]
 fn a_long_task_goes_on_from_its_last_checkpoint_when_its_provider_dies_or_restarts() {
     scenario_holds(
-        &["long-task", "--task-secs", "15"],
+        &["long-task", "--task-secs", "25"],
         &[
             "provider killed, the task moved: the output equals the uninterrupted run's",
             "provider killed, the task moved: the receipt resumed from checkpoint",
