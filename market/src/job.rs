@@ -471,9 +471,38 @@ pub struct Copy {
     /// The fuel it was paid for, once paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billed: Option<Fuel>,
+    /// Whether it was placed by an order (no offer before), and whether
+    /// its provider declined that order.
+    #[serde(default, skip_serializing_if = "Order::is_none")]
+    pub order: Order,
+}
+
+/// How a copy was placed: after an offer, or by an order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// After an offer.
+    #[default]
+    None,
+    /// By an order.
+    Placed,
+    /// By an order its provider declined: a provider's "not now", like a
+    /// declined call for offers, not counted as an attempt of the task.
+    Declined,
+}
+
+impl Order {
+    fn is_none(&self) -> bool {
+        *self == Order::None
+    }
 }
 
 impl Copy {
+    /// An order its provider declined (not an attempt of the task).
+    pub fn declined_order(&self) -> bool {
+        self.order == Order::Declined
+    }
+
     /// The fuel this copy is paid for when it reported `fuel` in all: what
     /// it added to the checkpoint it resumed from.
     pub fn billed(&self, fuel: Fuel) -> Fuel {

@@ -5,7 +5,8 @@
 //!
 //! * Credits arrive as **grants** signed by an issuer the network's
 //!   configuration names ([`Ledger::grant`]); nothing else creates them.
-//! * A requester **pays** with a block ([`Entry::Pay`], its voucher) that it
+//! * A requester **pays** with a block ([`Entry::Pay`], its voucher, or
+//!   [`Entry::PayMany`] for several receipts of one provider) that it
 //!   appends, records in its outbox and delivers in the same atomic writes.
 //! * A provider **receives** a payment by appending a block that carries the
 //!   payer's block whole ([`Entry::Receive`]) and answers with it: its
@@ -147,16 +148,23 @@ impl Ledger {
                     writes.put(records::grant_key(&g.signer(), &g.payload().id), &block.seq);
                 }
             }
-            Entry::Pay(v) => self.state.paid = self.state.paid.saturating_add(v.amount.0),
+            entry @ (Entry::Pay(_) | Entry::PayMany(_)) => {
+                let amount = entry
+                    .vouchers()
+                    .iter()
+                    .map(|v| v.amount.0)
+                    .fold(0u64, u64::saturating_add);
+                self.state.paid = self.state.paid.saturating_add(amount);
+            }
             Entry::Receive(pay) => {
-                if let Ok(amount) = agora_protocol::chain::received(&self.local, pay)
-                    && let Ok(p) = pay.open_ignoring_time::<Block>()
-                    && let Entry::Pay(v) = &p.payload().entry
+                // Checked by `receive` before it was sealed: read, not
+                // verified again.
+                if let Ok(p) = pay.peek::<Block>()
+                    && let Some(Ok((_, amount))) = p.entry.payment()
                 {
                     self.state.received = self.state.received.saturating_add(amount);
-                    writes.put(records::paid_for_key(&v.receipt), &block.seq);
                     writes.put(
-                        records::held_key(&p.signer(), p.payload().seq),
+                        records::held_key(&pay.claimed_signer(), p.seq),
                         &Stored {
                             envelope: hex::encode(pay.to_bytes()),
                         },
@@ -164,7 +172,10 @@ impl Ledger {
                     if self.recent.len() >= RECENT {
                         self.recent.clear();
                     }
-                    self.recent.insert(v.receipt, block.seq);
+                    for v in p.entry.vouchers() {
+                        writes.put(records::paid_for_key(&v.receipt), &block.seq);
+                        self.recent.insert(v.receipt, block.seq);
+                    }
                 }
             }
         }
@@ -201,14 +212,15 @@ impl Ledger {
             return Err(Refused::Invalid("the payment is signed by another node".into()));
         }
         agora_protocol::chain::paid_to(&self.local, &v).map_err(|e| Refused::Invalid(e.into()))?;
-        let Entry::Pay(voucher) = &v.payload().entry else {
-            return Err(Refused::Invalid("not a payment".into()));
-        };
-        if let Some(seq) = self.paid_block(host, &voucher.receipt)? {
-            let env = records::get::<Stored>(host, &records::chain_key(seq))?
-                .and_then(|s| s.envelope())
-                .ok_or_else(|| Refused::Invalid("the countersignature given is lost".into()))?;
-            return Ok(Payment::Counted(env));
+        // A receipt counts once: a payment sent again gets the
+        // countersignature given for it then.
+        for voucher in v.payload().entry.vouchers() {
+            if let Some(seq) = self.paid_block(host, &voucher.receipt)? {
+                let env = records::get::<Stored>(host, &records::chain_key(seq))?
+                    .and_then(|s| s.envelope())
+                    .ok_or_else(|| Refused::Invalid("the countersignature given is lost".into()))?;
+                return Ok(Payment::Counted(env));
+            }
         }
         Ok(Payment::Append(self.next(Entry::Receive(pay.clone()))))
     }
@@ -284,12 +296,13 @@ impl Ledger {
         &self.state
     }
 
-    /// The voucher a payment block carries, unverified: for a block
+    /// The vouchers a payment block carries, unverified: for a block
     /// [`Ledger::receive`] has checked.
-    pub fn voucher_of(pay: &Envelope) -> Option<Voucher> {
-        match pay.peek::<Block>().ok()?.entry {
-            Entry::Pay(v) => Some(v),
-            _ => None,
+    pub fn vouchers_of(pay: &Envelope) -> Vec<Voucher> {
+        match pay.peek::<Block>().map(|b| b.entry) {
+            Ok(Entry::Pay(v)) => vec![v],
+            Ok(Entry::PayMany(vs)) => vs,
+            _ => Vec::new(),
         }
     }
 }

@@ -62,8 +62,55 @@ pub enum Entry {
     /// The owner pays `voucher.provider` `voucher.amount` for a receipt.
     Pay(Voucher),
     /// The owner receives a payment: the payer's signed [`Block`] whose
-    /// entry is a [`Entry::Pay`] to the owner, carried whole.
+    /// entry is a [`Entry::Pay`] or [`Entry::PayMany`] to the owner,
+    /// carried whole.
     Receive(Envelope),
+    /// The owner pays one provider for several receipts at once (2 to
+    /// [`MAX_VOUCHERS`] vouchers, every one to the same provider, no
+    /// receipt twice): one block, one countersignature, for all of them.
+    PayMany(Vec<Voucher>),
+}
+
+/// Most vouchers one [`Entry::PayMany`] carries.
+pub const MAX_VOUCHERS: usize = 32;
+
+impl Entry {
+    /// The vouchers a payment block carries (none for other entries).
+    pub fn vouchers(&self) -> &[Voucher] {
+        match self {
+            Entry::Pay(v) => std::slice::from_ref(v),
+            Entry::PayMany(vs) => vs,
+            Entry::Grant(_) | Entry::Receive(_) => &[],
+        }
+    }
+
+    /// For a payment block, whom it pays and how much in all, once its
+    /// vouchers are checked: each amount is what its fuel and price make,
+    /// every voucher names the same provider, and no receipt is paid twice
+    /// within the block. `None` for other entries.
+    pub fn payment(&self) -> Option<Result<(NodeId, u64), &'static str>> {
+        let vs = self.vouchers();
+        let first = vs.first()?;
+        if let Entry::PayMany(_) = self
+            && !(2..=MAX_VOUCHERS).contains(&vs.len())
+        {
+            return Some(Err("a block paying several receipts carries 2 to 32 vouchers"));
+        }
+        let mut total = 0u64;
+        for (i, v) in vs.iter().enumerate() {
+            if !v.amount_is_consistent() {
+                return Some(Err("the payment is inconsistent"));
+            }
+            if v.provider != first.provider {
+                return Some(Err("the block pays more than one provider"));
+            }
+            if vs[..i].iter().any(|w| w.receipt == v.receipt) {
+                return Some(Err("the block pays one receipt twice"));
+            }
+            total = total.saturating_add(v.amount.0);
+        }
+        Some(Ok((first.provider, total)))
+    }
 }
 
 impl Encode for Entry {
@@ -81,6 +128,10 @@ impl Encode for Entry {
                 w.u8(2);
                 e.encode(w)
             }
+            Entry::PayMany(vs) => {
+                w.u8(3);
+                vs.encode(w)
+            }
         }
     }
 }
@@ -91,6 +142,7 @@ impl Decode for Entry {
             0 => Entry::Grant(Decode::decode(r)?),
             1 => Entry::Pay(Decode::decode(r)?),
             2 => Entry::Receive(Decode::decode(r)?),
+            3 => Entry::PayMany(crate::wire::Limited::decode_limited(r, MAX_VOUCHERS, "vouchers")?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "chain entry",
@@ -392,21 +444,25 @@ impl Audit {
         }
         let counted = match &b.entry {
             Entry::Grant(g) => Counted::Grant(self.grant(seq, g, issuer)?),
-            Entry::Pay(voucher) => {
-                if !voucher.amount_is_consistent() || voucher.provider == self.owner {
+            entry @ (Entry::Pay(_) | Entry::PayMany(_)) => {
+                let (to, amount) = entry
+                    .payment()
+                    .unwrap_or(Err("not a payment"))
+                    .map_err(|reason| AuditError::Payment { seq, reason })?;
+                if to == self.owner {
                     return Err(AuditError::Payment {
                         seq,
-                        reason: "the payment is inconsistent or to the payer itself",
+                        reason: "the payment is to the payer itself",
                     });
                 }
-                self.paid = self.paid.saturating_add(voucher.amount.0);
+                self.paid = self.paid.saturating_add(amount);
                 if self.balance() < 0 {
                     return Err(AuditError::Payment {
                         seq,
                         reason: "the payment spends more than the chain holds",
                     });
                 }
-                Counted::Pay(voucher.amount.0)
+                Counted::Pay(amount)
             }
             Entry::Receive(pay) => {
                 let (amount, payer, payer_seq) =
@@ -471,10 +527,11 @@ fn received_from(payee: &NodeId, pay: &Envelope) -> Result<(u64, NodeId, u64), &
 /// [`received`] of a block already opened (its signature checked once,
 /// by whoever opened it): the amount, the payer and the block's position.
 pub fn paid_to(payee: &NodeId, p: &Verified<Block>) -> Result<(u64, NodeId, u64), &'static str> {
-    match &p.payload().entry {
-        Entry::Pay(v) if v.provider == *payee && p.signer() != *payee && v.amount_is_consistent() => {
-            Ok((v.amount.0, p.signer(), p.payload().seq))
+    match p.payload().entry.payment() {
+        Some(Ok((to, amount))) if to == *payee && p.signer() != *payee => {
+            Ok((amount, p.signer(), p.payload().seq))
         }
+        Some(Err(reason)) => Err(reason),
         _ => Err("the block received is not a payment to this node"),
     }
 }
@@ -626,6 +683,73 @@ mod tests {
         assert!(matches!(p.audit(&[]), Err(AuditError::Payment { .. })));
         q.append(Entry::Receive(pay));
         assert!(matches!(q.audit(&[]), Err(AuditError::Payment { .. })));
+    }
+
+    #[test]
+    fn one_block_pays_several_receipts_of_one_provider_and_counts_their_sum_once() {
+        let issuer = kp(9);
+        let (mut r, mut p) = (Chain::new(kp(1)), Chain::new(kp(2)));
+        let grant = seal(
+            &issuer,
+            &Grant {
+                to: r.key.node_id(),
+                amount: Credits(10_000_000),
+                id: [1; 16],
+            },
+            1,
+        );
+        r.append(Entry::Grant(grant));
+        let to = p.key.node_id();
+        let many = Entry::PayMany((1..=3).map(|f| voucher(to, f * 1_000_000)).collect());
+        assert_eq!(many.payment(), Some(Ok((to, 6_000))));
+        let pay = r.append(many);
+        p.append(Entry::Receive(pay.clone()));
+        let issuers = [issuer.node_id()];
+        let (ar, ap) = (r.audit(&issuers).unwrap(), p.audit(&issuers).unwrap());
+        assert_eq!((ar.balance(), ap.balance()), (10_000_000 - 6_000, 6_000));
+        // Its encoding round-trips, and the block counts once at its payee.
+        assert_eq!(
+            Block::from_bytes(&pay.peek::<Block>().unwrap().to_bytes()).unwrap(),
+            pay.peek::<Block>().unwrap()
+        );
+        p.append(Entry::Receive(pay));
+        assert!(matches!(p.audit(&issuers), Err(AuditError::Payment { .. })));
+    }
+
+    #[test]
+    fn a_block_paying_several_receipts_must_pay_one_provider_each_receipt_once() {
+        let (a, b) = (kp(2).node_id(), kp(3).node_id());
+        let bad = [
+            (
+                vec![voucher(a, 1), voucher(b, 2)],
+                "the block pays more than one provider",
+            ),
+            (
+                vec![voucher(a, 1), voucher(a, 1)],
+                "the block pays one receipt twice",
+            ),
+            (
+                vec![voucher(a, 1)],
+                "a block paying several receipts carries 2 to 32 vouchers",
+            ),
+        ];
+        for (vs, why) in bad {
+            let entry = Entry::PayMany(vs);
+            assert_eq!(entry.payment(), Some(Err(why)));
+            let mut r = Chain::new(kp(1));
+            r.append(entry);
+            assert!(matches!(r.audit(&[]), Err(AuditError::Payment { reason, .. }) if reason == why));
+        }
+        let mut inconsistent = voucher(a, 2);
+        inconsistent.amount = Credits(inconsistent.amount.0 + 1);
+        assert_eq!(
+            Entry::PayMany(vec![voucher(a, 1), inconsistent]).payment(),
+            Some(Err("the payment is inconsistent"))
+        );
+        // More than the most a block carries does not even decode.
+        let mut w = Writer::new();
+        Entry::PayMany((0..=MAX_VOUCHERS as u64).map(|f| voucher(a, f)).collect()).encode(&mut w);
+        assert!(Entry::from_bytes(&w.into_bytes()).is_err());
     }
 
     #[test]

@@ -168,6 +168,17 @@ impl Payload for CallForOffers {
     const MAX_LIFETIME: Duration = Duration::from_secs(30);
 }
 
+/// The `offer` an [`Accept`] names when it travels in an order
+/// ([`crate::rpc::MarketRequest::Order`]), with no offer before it: the
+/// hash of the requirements it was placed under, so that the requester's
+/// signature binds them.
+pub fn order_id(requirements: &Requirements) -> MessageId {
+    let mut w = Writer::new();
+    w.raw(b"agora/1/market/order");
+    requirements.encode(&mut w);
+    MessageId::of(&w.into_bytes())
+}
+
 /// A provider's signed offer. It expires with its envelope (a few seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {

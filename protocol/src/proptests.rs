@@ -297,6 +297,16 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
         (envelope(), vec(blob(MAX_INLINE_CONTENT), 0..=MAX_INLINE_BLOBS))
             .prop_map(|(accept, content)| MarketRequest::Accept { accept, content }),
         (
+            requirements(),
+            envelope(),
+            vec(blob(MAX_INLINE_CONTENT), 0..=MAX_INLINE_BLOBS)
+        )
+            .prop_map(|(requirements, accept, content)| MarketRequest::Order {
+                requirements: Box::new(requirements),
+                accept,
+                content
+            }),
+        (
             envelope(),
             proptest::option::of(blob(MAX_INLINE_CONTENT)),
             blob(crate::rpc::MAX_STDERR_TAIL)

@@ -95,6 +95,23 @@ pub enum MarketRequest {
         /// The [`crate::execution::Checkpoint`] it names, encoded.
         checkpoint: Blob,
     },
+    /// A call for offers and its acceptance in one round trip: the
+    /// requester states the task's requirements and sends its signed
+    /// [`crate::market::Accept`] at once, at the price it pre-accepts (the
+    /// provider's advertised one); the acceptance's `offer` is
+    /// [`crate::market::order_id`] of the requirements, so the signature
+    /// binds them too. The provider checks the requirements as it would a
+    /// call, and that its asking price is at most the acceptance's, and
+    /// answers with its [`crate::market::Agreement`] (at the acceptance's
+    /// price) or a decline. Content as in `Accept`.
+    Order {
+        /// What the task needs, as a call for offers states it.
+        requirements: Box<crate::market::Requirements>,
+        /// The acceptance.
+        accept: Envelope,
+        /// Inline content, verified against its content id on arrival.
+        content: Vec<Blob>,
+    },
     /// Several requests to one peer in one frame, answered by a
     /// [`MarketResponse::Batch`] of as many answers in the same order. At
     /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
@@ -103,6 +120,14 @@ pub enum MarketRequest {
 }
 
 impl MarketRequest {
+    /// The content an acceptance (or an order) carries inline.
+    pub fn content_mut(&mut self) -> Option<&mut Vec<Blob>> {
+        match self {
+            MarketRequest::Accept { content, .. } | MarketRequest::Order { content, .. } => Some(content),
+            _ => None,
+        }
+    }
+
     /// Whether this request may travel inside a [`MarketRequest::Batch`].
     pub fn batchable(&self) -> bool {
         !matches!(self, MarketRequest::Summaries(_) | MarketRequest::Batch(_))
@@ -117,6 +142,16 @@ impl MarketRequest {
             }
             MarketRequest::Accept { accept, content } => {
                 accept.encoded_len() + 4 + content.iter().map(blob).sum::<usize>()
+            }
+            MarketRequest::Order {
+                requirements,
+                accept,
+                content,
+            } => {
+                requirements.to_bytes().len()
+                    + accept.encoded_len()
+                    + 4
+                    + content.iter().map(blob).sum::<usize>()
             }
             MarketRequest::Receipt {
                 receipt,
@@ -420,6 +455,15 @@ fn decode_inline(r: &mut Reader<'_>) -> Result<Blob, DecodeError> {
     Blob::decode_limited(r, MAX_INLINE_CONTENT, "inline content")
 }
 
+fn decode_inline_blobs(r: &mut Reader<'_>) -> Result<Vec<Blob>, DecodeError> {
+    let n = r.count(MAX_INLINE_BLOBS, "inline content")?;
+    let mut content = Vec::with_capacity(n);
+    for _ in 0..n {
+        content.push(decode_inline(r)?);
+    }
+    Ok(content)
+}
+
 impl Encode for MarketRequest {
     fn encode(&self, w: &mut Writer) {
         match self {
@@ -480,6 +524,16 @@ impl Encode for MarketRequest {
                 progress.encode(w);
                 checkpoint.encode(w)
             }
+            MarketRequest::Order {
+                requirements,
+                accept,
+                content,
+            } => {
+                w.u8(10);
+                requirements.encode(w);
+                accept.encode(w);
+                content.encode(w)
+            }
         }
     }
 }
@@ -529,12 +583,18 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
         0 => MarketRequest::CallForOffers(Envelope::decode(r)?),
         1 => {
             let accept = Envelope::decode(r)?;
-            let n = r.count(MAX_INLINE_BLOBS, "inline content")?;
-            let mut content = Vec::with_capacity(n);
-            for _ in 0..n {
-                content.push(decode_inline(r)?);
-            }
+            let content = decode_inline_blobs(r)?;
             MarketRequest::Accept { accept, content }
+        }
+        10 => {
+            let requirements = Box::new(crate::market::Requirements::decode(r)?);
+            let accept = Envelope::decode(r)?;
+            let content = decode_inline_blobs(r)?;
+            MarketRequest::Order {
+                requirements,
+                accept,
+                content,
+            }
         }
         2 => {
             let receipt = Envelope::decode(r)?;

@@ -11,6 +11,8 @@ pub struct Counters {
     pub calls_in: u64,
     /// Offers made.
     pub offers_made: u64,
+    /// Orders taken (tasks agreed without an offer before).
+    pub orders_taken: u64,
     /// Requests declined, by reason label.
     pub declined: BTreeMap<&'static str, u64>,
     /// Agreements signed.

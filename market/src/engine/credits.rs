@@ -2,9 +2,13 @@
 //! parties' chains, admitting requesters on their audited balance, serving
 //! and auditing chains, taking grants, and bringing forks to light.
 //!
-//! * **Paying**: a requester appends a [`Entry::Pay`] block, keeps it in its
-//!   outbox and delivers it (once durable) until the payee answers with its
-//!   countersignature ([`MarketResponse::Received`]).
+//! * **Paying**: the vouchers a requester decides in one turn are gathered
+//!   by payee; at the turn's end each payee's become one block
+//!   ([`Entry::Pay`] for one, [`Entry::PayMany`] for up to
+//!   [`MAX_VOUCHERS`]), which it appends, keeps in its outbox and delivers
+//!   (once durable) until the payee answers with its countersignature
+//!   ([`MarketResponse::Received`]). Under load one block and one
+//!   countersignature pay for many tasks; alone, a task is paid at once.
 //! * **Being paid**: a provider appends an [`Entry::Receive`] block
 //!   carrying the payer's, and answers with it (once durable).
 //! * **Admitting**: before offering, a provider asks [`crate::credit`];
@@ -18,7 +22,7 @@
 
 use std::time::Duration;
 
-use agora_protocol::chain::{Block, Entry, ForkProof, Head, Heads, MAX_HEADS, block_hash};
+use agora_protocol::chain::{Block, Entry, ForkProof, Head, Heads, MAX_HEADS, MAX_VOUCHERS, block_hash};
 use agora_protocol::rpc::{Decline, MAX_CHAIN_PAGE, MarketRequest, MarketResponse};
 use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Credits, Price, Timestamp};
@@ -78,26 +82,58 @@ impl AuditReport {
 }
 
 impl Engine {
-    /// Appends a payment block for `voucher`, keeps it in the outbox, and
-    /// delivers it to `to` once the writes are durable.
-    pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher, now: Timestamp) {
+    /// Pays `to` for verified work: the voucher waits for the turn's end,
+    /// when the turn's vouchers to `to` become one block.
+    pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher) {
         // Verified work: the provider has standing from now on.
         self.view.prove(to);
-        let balance = self.ledger.state().balance();
-        if !self.config.pays || i128::from(balance) < i128::from(voucher.amount.0) {
-            // A payment beyond the balance would break this node's own
-            // chain: every auditor would refuse it from then on.
-            self.counters.payments_unmade += 1;
-            if self.config.pays {
-                tracing::warn!(
-                    provider = %to.short(),
-                    owed = %voucher.amount,
-                    balance,
-                    "cannot pay for verified work: the chain does not hold enough credits"
-                );
+        self.to_pay.entry(to).or_default().push(voucher);
+    }
+
+    /// Makes the turn's payments: for each payee, blocks of at most
+    /// [`MAX_VOUCHERS`] vouchers, as far as the balance covers them.
+    pub(super) fn make_payments(&mut self, now: Timestamp) {
+        for (to, vouchers) in std::mem::take(&mut self.to_pay) {
+            let mut block: Vec<Voucher> = Vec::new();
+            let mut total = 0i128;
+            let balance = i128::from(self.ledger.state().balance());
+            for v in vouchers {
+                if !self.config.pays || balance < total + i128::from(v.amount.0) {
+                    // A payment beyond the balance would break this node's
+                    // own chain: every auditor would refuse it from then on.
+                    self.counters.payments_unmade += 1;
+                    if self.config.pays {
+                        tracing::warn!(
+                            provider = %to.short(),
+                            owed = %v.amount,
+                            balance = balance - total,
+                            "cannot pay for verified work: the chain does not hold enough credits"
+                        );
+                    }
+                    continue;
+                }
+                total += i128::from(v.amount.0);
+                block.push(v);
+                // A forking payer (an injected fault) forks one voucher
+                // at a time.
+                if block.len() == MAX_VOUCHERS || self.config.fork_payments {
+                    self.pay_block(to, std::mem::take(&mut block), now);
+                }
             }
-            return;
+            if !block.is_empty() {
+                self.pay_block(to, block, now);
+            }
         }
+    }
+
+    /// Appends one payment block for `vouchers` (1 to [`MAX_VOUCHERS`], all
+    /// to `to`), keeps it in the outbox, and delivers it once the writes
+    /// are durable.
+    fn pay_block(&mut self, to: NodeId, mut vouchers: Vec<Voucher>, now: Timestamp) {
+        let entry = match vouchers.len() {
+            1 => Entry::Pay(vouchers.remove(0)),
+            _ => Entry::PayMany(vouchers),
+        };
         if self.config.fork_payments
             && let Some((seq, prev, first)) = self.fork_base
             && first != to
@@ -106,18 +142,14 @@ impl Engine {
             // shown only to this payee; the node's own chain goes on
             // without it.
             self.fork_base = None;
-            let block = Block {
-                seq,
-                prev,
-                entry: Entry::Pay(voucher),
-            };
+            let block = Block { seq, prev, entry };
             let env = self.seal(&block, Block::MAX_LIFETIME, now);
             Ledger::send(&mut self.writes, to, &env);
             self.counters.vouchers_out += 1;
             self.deliver(env.id(), to, MarketRequest::Pay(env), true, now);
             return;
         }
-        let block = self.ledger.next(Entry::Pay(voucher));
+        let block = self.ledger.next(entry);
         let env = self.seal(&block, Block::MAX_LIFETIME, now);
         self.ledger.append(&mut self.writes, &block, &env);
         Ledger::send(&mut self.writes, to, &env);
@@ -151,7 +183,7 @@ impl Engine {
                 let ours = self.seal(&block, Block::MAX_LIFETIME, now);
                 self.ledger.append(&mut self.writes, &block, &ours);
                 self.note_head(self.local, block.seq, block_hash(&ours));
-                if let Some(v) = Ledger::voucher_of(env) {
+                for v in Ledger::vouchers_of(env) {
                     self.credit.paid(peer, &v.receipt, v.amount.0);
                 }
                 self.counters.vouchers_in += 1;

@@ -41,7 +41,8 @@ mod place;
 mod progress;
 mod serve;
 
-use std::collections::{HashMap, HashSet};
+use agora_protocol::settlement::Voucher;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use agora_protocol::market::{Arg, Cancel, CancelReason};
@@ -280,6 +281,9 @@ pub struct Engine {
     /// Injected fault only: the position of the last payment, to sign a
     /// second, different block there for another payee.
     fork_base: Option<(u64, ContentId, NodeId)>,
+    /// Vouchers decided this turn, by payee: each payee's become one
+    /// payment block at the turn's end ([`Engine::make_payments`]).
+    to_pay: BTreeMap<NodeId, Vec<Voucher>>,
     /// Chains whose head moved since heads were last published.
     heads_moved: HashSet<NodeId>,
     /// When every head was last published.
@@ -391,6 +395,7 @@ impl Engine {
             holders: HashMap::new(),
             heads: HashMap::new(),
             fork_base: None,
+            to_pay: BTreeMap::new(),
             heads_moved: HashSet::new(),
             heads_refreshed: Timestamp(0),
             rng,
@@ -610,6 +615,7 @@ impl Engine {
         self.history.flush(&mut self.writes);
         self.requester.place(now, &self.view);
         self.drain_actions(now);
+        self.make_payments(now);
         self.write_dirty_jobs();
         self.start_tasks(now);
         let free = self.provider.free_slots();

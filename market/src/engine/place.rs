@@ -68,6 +68,7 @@ impl Engine {
                 accept,
                 send_module,
                 send_input,
+                order,
             } => {
                 let env = self.seal(&accept, NEGOTIATION_LIFETIME, now);
                 self.requester.accept_sealed(task, attempt, env.to_bytes());
@@ -87,9 +88,16 @@ impl Engine {
                     from: to,
                     accept: env.id(),
                 };
-                let request = MarketRequest::Accept {
-                    accept: env,
-                    content: vec![],
+                let request = match order {
+                    Some(requirements) => MarketRequest::Order {
+                        requirements,
+                        accept: env,
+                        content: vec![],
+                    },
+                    None => MarketRequest::Accept {
+                        accept: env,
+                        content: vec![],
+                    },
                 };
                 let out = self.request(to, request, attach, pending);
                 self.out.push(out);
@@ -132,7 +140,7 @@ impl Engine {
                     }));
                 }
             }
-            Action::Pay { to, voucher } => self.pay(to, voucher, now),
+            Action::Pay { to, voucher } => self.pay(to, voucher),
             Action::Fraud {
                 culprit,
                 accused,

@@ -48,7 +48,14 @@ impl Engine {
     pub fn on_request(&mut self, peer: NodeId, request: MarketRequest, reply: ReplyId, now: Timestamp) {
         match request {
             MarketRequest::CallForOffers(env) => self.on_call(peer, &env, reply, now),
-            MarketRequest::Accept { accept, content } => self.on_accept(peer, &accept, content, reply, now),
+            MarketRequest::Accept { accept, content } => {
+                self.on_accept(peer, &accept, None, content, reply, now)
+            }
+            MarketRequest::Order {
+                requirements,
+                accept,
+                content,
+            } => self.on_accept(peer, &accept, Some(*requirements), content, reply, now),
             MarketRequest::Receipt {
                 receipt,
                 output,
@@ -168,10 +175,13 @@ impl Engine {
         }
     }
 
+    /// An acceptance of an offer made here, or, with `order`, of none: an
+    /// order whose requirements are checked now as a call's would be.
     fn on_accept(
         &mut self,
         peer: NodeId,
         env: &Envelope,
+        order: Option<agora_protocol::market::Requirements>,
         content: Vec<Blob>,
         reply: ReplyId,
         now: Timestamp,
@@ -187,6 +197,11 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let a = v.payload();
+        if let Some(requirements) = order
+            && let Err(d) = self.take_order(peer, a, requirements, now)
+        {
+            return self.decline(reply, d);
+        }
         // Offers are made before agreements are counted: the credit rules
         // are checked again for what is agreed since.
         if let (Err(d), _) = self.credit.admit(peer, 0, now) {
@@ -235,6 +250,39 @@ impl Engine {
         }
         self.counters.agreements += 1;
         self.respond_durably(reply, MarketResponse::Agreement(aenv));
+    }
+
+    /// An order: the requirements are checked as a call's would be, the
+    /// acceptance must name them and pre-accept at least the asking price,
+    /// and the requester's credit must cover the task; then the offer the
+    /// order stands for is recorded, at the acceptance's price, for the
+    /// acceptance to take as if it had been made.
+    fn take_order(
+        &mut self,
+        peer: NodeId,
+        a: &Accept,
+        requirements: agora_protocol::market::Requirements,
+        now: Timestamp,
+    ) -> Result<(), Decline> {
+        if a.offer != agora_protocol::market::order_id(&requirements) {
+            return Err(Decline::invalid(
+                "the acceptance does not name the order's requirements",
+            ));
+        }
+        let cfo = CallForOffers {
+            task: a.assignment.task,
+            attempt: a.assignment.attempt,
+            requirements,
+        };
+        let asking = self.provider.call(peer, &cfo, now)?.price;
+        if asking > a.price {
+            return Err(Decline::PriceTooLow { asking });
+        }
+        self.admit_credit(peer, a.price, cfo.requirements.fuel_limit, now)?;
+        let expires = now.add(self.provider.config().offer_ttl);
+        self.provider.offered(a.offer, peer, &cfo, a.price, expires);
+        self.counters.orders_taken += 1;
+        Ok(())
     }
 
     fn on_cancel(&mut self, peer: NodeId, env: &Envelope, reply: ReplyId, now: Timestamp) {

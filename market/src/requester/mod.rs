@@ -41,7 +41,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 
 use crate::job::{
-    Copy, CopyState, Evidence, JobRecord, JobSpec, JobState, Reported, Strategy, TaskPhase, TaskRecord,
+    Copy, CopyState, Evidence, JobRecord, JobSpec, JobState, Order, Reported, Strategy, TaskPhase, TaskRecord,
 };
 use crate::placement::{self, Book, Exclusion, Need, Scored};
 use crate::refusal::Refusal;
@@ -89,6 +89,10 @@ pub struct Config {
     /// needs more cannot be re-executed here, so it is verified by a second
     /// copy instead of a spot check.
     pub local_memory: Bytes,
+    /// Order tiny tasks from providers with standing at their advertised
+    /// price in one round trip ([`Action::Accept`] with `order`), instead
+    /// of a call for offers and an acceptance.
+    pub orders: bool,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             keep_finished: 256,
             retire_after: Duration::from_secs(60),
             local_memory: Bytes::mib(256),
+            orders: true,
         }
     }
 }
@@ -130,7 +135,9 @@ pub enum Action {
         to: Vec<NodeId>,
     },
     /// Sign `accept` and send it with the content the provider lacks; feed
-    /// the answer to [`Requester::on_agreement`].
+    /// the answer to [`Requester::on_agreement`]. With `order`, there was
+    /// no offer: the acceptance goes with the requirements it names
+    /// ([`agora_protocol::rpc::MarketRequest::Order`]).
     Accept {
         /// The task.
         task: TaskId,
@@ -144,6 +151,8 @@ pub enum Action {
         send_module: bool,
         /// Send the input inline.
         send_input: bool,
+        /// The requirements of an order (none: the acceptance of an offer).
+        order: Option<Box<Requirements>>,
     },
     /// Sign and send a cancel.
     Cancel {

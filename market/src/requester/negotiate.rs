@@ -312,6 +312,7 @@ impl Requester {
             accept_env: None,
             resume,
             billed: None,
+            order: Order::None,
         });
         t.phase = TaskPhase::Running;
         self.book.placed(provider, Timestamp(predicted));
@@ -329,6 +330,99 @@ impl Requester {
             accept,
             send_module: !o.has_module,
             send_input: !o.has_input,
+            order: None,
+        });
+    }
+
+    /// Orders a tiny task from `provider` at its advertised `price`, in one
+    /// round trip: the copy is recorded as accepting, and the acceptance
+    /// goes with the requirements it names. A decline fails this copy and
+    /// the task is placed again.
+    #[allow(clippy::too_many_arguments)] // one order and its context
+    pub(super) fn order(
+        &mut self,
+        provider: &Scored,
+        price: Price,
+        energy: agora_protocol::units::EnergyRate,
+        cfo: CallForOffers,
+        decision: usize,
+        now: Timestamp,
+    ) {
+        let CallForOffers {
+            task,
+            attempt,
+            requirements,
+        } = cfo;
+        let Some(job) = self.jobs.get_mut(&task.job) else {
+            return;
+        };
+        let spec = &job.record.spec;
+        let idx = task.index as usize;
+        let resume = job.tasks[idx].checkpoints.last().map(|c| (c.id, c.fuel));
+        let assignment = Assignment {
+            task,
+            attempt,
+            module: spec.module,
+            input: requirements.input,
+            args: job.args.clone(),
+            limits: spec.limits(),
+            seed: spec.task_seed(task.index),
+            resume: resume.map(|(id, _)| id),
+        };
+        let accept = Accept {
+            offer: agora_protocol::market::order_id(&requirements),
+            price,
+            assignment,
+        };
+        let holds = |id: &ContentId| {
+            self.book
+                .get(&provider.node)
+                .is_some_and(|s| s.holds.contains(id))
+        };
+        let send_module = !holds(&spec.module);
+        let send_input = !holds(&requirements.input);
+        let t = &mut job.tasks[idx];
+        t.copies.push(Copy {
+            attempt,
+            provider: provider.node,
+            state: CopyState::Accepting,
+            price,
+            energy,
+            agreement: None,
+            agreement_env: None,
+            placed_at: now,
+            due: now.add(spec.deadline),
+            expected_start_ms: provider.wait_ms as u64,
+            reported: None,
+            receipt_env: None,
+            backup: false,
+            paid: None,
+            wrong: false,
+            spot_pending: false,
+            stderr: None,
+            accept_env: None,
+            resume,
+            billed: None,
+            order: Order::Placed,
+        });
+        t.phase = TaskPhase::Running;
+        // Once sent (or fetched by the provider), the module is there for
+        // the job's next orders.
+        self.book.learn_holds(provider.node, &[spec.module]);
+        self.book
+            .placed(provider.node, Timestamp(now.0 + provider.ect_ms as u64));
+        if let Some(d) = self.decision_mut(&task, decision) {
+            d.chosen = Some(provider.node);
+        }
+        self.touch(task);
+        self.out.push_back(Action::Accept {
+            task,
+            attempt,
+            to: provider.node,
+            accept,
+            send_module,
+            send_input,
+            order: Some(Box::new(requirements)),
         });
     }
 
@@ -422,6 +516,27 @@ impl Requester {
                 c.due = c.due.min(a.payload().due.max(now));
                 self.fallbacks.remove(&(task, attempt));
                 self.touch(task);
+            }
+            Err(Refusal::Declined(d)) if c.order == Order::Placed => {
+                // As a declined call: the provider is not asked again for
+                // a moment (or while what it stated holds), and the task is
+                // placed again, this copy not counted as an attempt. Only
+                // the latest declined order of a task is kept, so that its
+                // attempt number stays taken.
+                c.state = CopyState::Failed(format!("declined the order: {d}"));
+                c.order = Order::Declined;
+                let max_output = job.record.spec.limits().max_output;
+                t.copies.retain(|c| c.attempt >= attempt || !c.declined_order());
+                let refusal = Refusal::Declined(d);
+                let credit_until = now.add(self.credit_backoff(&refusal).unwrap_or_default());
+                let Refusal::Declined(d) = &refusal else { return };
+                self.book.released(from);
+                self.book.answered(from);
+                self.book.stated(from, d, max_output, credit_until, now);
+                let wait = self.credit_backoff(&refusal).unwrap_or(self.config.busy_backoff);
+                self.book.back_off(from, now.add(wait));
+                self.touch(task);
+                self.settle(task.job, task.index, now);
             }
             Ok(_) => {
                 c.state = CopyState::Failed("agreement does not match the acceptance".into());

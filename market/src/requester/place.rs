@@ -512,6 +512,34 @@ impl Requester {
             t.phase = TaskPhase::Placed;
         }
         let best = chosen[0].clone();
+        // A tiny task for a provider with standing whose advert states a
+        // price within the job's: ordered at once, without offers.
+        let max_price = spec.max_price;
+        let advertised = infos_price(view, &best.node).filter(|(price, _)| *price <= max_price);
+        if let Some((price, energy)) = advertised
+            && self.config.orders
+            && strategy == Strategy::Scored
+            && chosen.len() == 1
+            && unknown.is_empty()
+            && best.run_ms < placement::TINY_TASK.as_secs_f64() * 1000.0
+            && cfo.requirements.max_energy.is_none()
+        {
+            let decision = self.record_decision(
+                task,
+                Decision {
+                    at: now,
+                    attempt,
+                    candidates: ok_with_chosen_first(chosen, ok),
+                    excluded,
+                    offers: vec![],
+                    declined: vec![],
+                    chosen: None,
+                    unasked,
+                },
+            );
+            self.order(&best, price, energy, cfo, decision, now);
+            return Placement::Started;
+        }
         let finish = Timestamp(now.0 + (best.ect_ms as u64));
         self.book.placed(best.node, finish);
         let to: Vec<NodeId> = chosen.iter().map(|s| s.node).collect();
@@ -812,6 +840,12 @@ pub(super) enum Placement {
     Busy,
     Skip,
     NoFit,
+}
+
+/// The price and energy rate a provider's own advert states (none for a
+/// contact known only from a domain summary).
+fn infos_price(view: &View, node: &NodeId) -> Option<(Price, agora_protocol::units::EnergyRate)> {
+    view.peer(node).map(|p| (p.advert.price, p.advert.energy))
 }
 
 pub(super) fn ok_with_chosen_first(chosen: Vec<Scored>, rest: Vec<Scored>) -> Vec<Scored> {

@@ -1089,3 +1089,117 @@ fn a_task_goes_to_the_provider_the_dht_names_as_holding_its_large_input() {
         d[0].candidates[1]
     );
 }
+
+/// A requester whose one provider has standing, and a job of one tiny task
+/// (a millisecond at its advertised speed).
+fn tiny_world(config: Config) -> (Requester, View, Keypair, JobId) {
+    let (_, mut r, mut view, kps) = world_with(1, config);
+    view.prove(kps[0].node_id());
+    let mut s = spec(1, 1);
+    s.fuel = Fuel(1_000_000);
+    let job = JobId([1; 16]);
+    r.submit(job, s, NOW);
+    (r, view, kps[0].clone(), job)
+}
+
+#[test]
+fn a_tiny_task_for_a_provider_with_standing_is_ordered_at_its_advertised_price_in_one_round_trip() {
+    let (mut r, view, kp, job) = tiny_world(Config::default());
+    r.place(NOW, &view);
+    let actions: Vec<Action> = std::iter::from_fn(|| r.poll_action()).collect();
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Call { .. })),
+        "no call for offers: {actions:?}"
+    );
+    let Some(Action::Accept {
+        task,
+        attempt,
+        to,
+        accept,
+        send_module,
+        order: Some(requirements),
+        ..
+    }) = actions.into_iter().find(|a| matches!(a, Action::Accept { .. }))
+    else {
+        panic!("an order")
+    };
+    assert_eq!(to, kp.node_id());
+    assert_eq!(accept.price, Price(1_000), "the advertised price");
+    assert_eq!(
+        accept.offer,
+        agora_protocol::market::order_id(&requirements),
+        "the signed acceptance names the requirements it was placed under"
+    );
+    assert_eq!(
+        (requirements.module, requirements.input),
+        (accept.assignment.module, accept.assignment.input)
+    );
+    assert!(send_module, "the provider is not known to hold the module yet");
+    let ag = Agreement {
+        accept: MessageId([0; 32]),
+        task,
+        requester: r.local(),
+        price: accept.price,
+        due: NOW.add(Duration::from_secs(30)),
+    };
+    r.on_agreement(
+        task,
+        attempt,
+        to,
+        Ok(seal(&kp, &ag).open(NOW).expect("opens")),
+        NOW,
+    );
+    let (_, tasks) = r.job(&job).expect("the job");
+    assert_eq!(tasks[0].copies[0].state, CopyState::Agreed);
+    assert_eq!(tasks[0].copies[0].order, Order::Placed);
+
+    // Without orders, the same task goes through a call for offers.
+    let (mut r, view, _, _) = tiny_world(Config {
+        orders: false,
+        ..Config::default()
+    });
+    r.place(NOW, &view);
+    assert_eq!(calls(&mut r).len(), 1);
+}
+
+#[test]
+fn a_declined_order_is_not_an_attempt_and_the_task_is_placed_again_once_the_provider_has_room() {
+    let config = Config {
+        max_attempts: 3,
+        ..Config::default()
+    };
+    let (mut r, view, kp, job) = tiny_world(config);
+    let mut now = NOW;
+    // Declined for a full queue ten times, more than `max_attempts`: the
+    // task neither fails nor piles up copies.
+    for round in 0..10 {
+        r.place(now, &view);
+        let order = std::iter::from_fn(|| r.poll_action()).find_map(|a| match a {
+            Action::Accept {
+                task,
+                attempt,
+                order: Some(_),
+                ..
+            } => Some((task, attempt)),
+            _ => None,
+        });
+        let (task, attempt) = order.unwrap_or_else(|| panic!("round {round}: an order"));
+        r.on_agreement(
+            task,
+            attempt,
+            kp.node_id(),
+            Err(Refusal::Declined(Decline::NoFreeSlot)),
+            now,
+        );
+        let (record, tasks) = r.job(&job).expect("the job");
+        assert!(!record.state.is_terminal(), "round {round}: {:?}", record.error);
+        assert_eq!(tasks[0].copies.len(), 1, "only the latest declined order is kept");
+        assert!(tasks[0].copies[0].declined_order());
+        assert_eq!(
+            tasks[0].copies[0].attempt, attempt,
+            "attempt numbers are not reused"
+        );
+        // Past the busy back-off.
+        now = now.add(Duration::from_secs(1));
+    }
+}

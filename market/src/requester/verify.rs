@@ -340,7 +340,7 @@ impl Requester {
             }
         }
         let live = t.live().count();
-        let tried = t.copies.len();
+        let tried = t.copies.iter().filter(|c| !c.declined_order()).count();
         let reports = t.reported().count();
         if live == 0
             && (tried >= max_attempts || reports >= max_reports)

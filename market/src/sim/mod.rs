@@ -113,6 +113,8 @@ pub struct Report {
     pub refused: u64,
     /// Calls for offers providers declined for want of credit.
     pub declined_for_credit: u64,
+    /// Orders providers took (tasks agreed without an offer before).
+    pub orders: u64,
     /// What broke an invariant, if anything did.
     pub error: Option<String>,
     /// A digest of every event delivered and when: equal traces mean
@@ -248,7 +250,10 @@ impl Sim {
             let bytes = format!("input {i} {}", self.rng.random::<u32>()).into_bytes();
             let id = ContentId::of(&bytes);
             let out = blake3::hash(&bytes).as_bytes().to_vec();
-            let fuel = Fuel(1_000_000 + u64::from(bytes[bytes.len() - 1]) * 10_000_000);
+            // Every other task is tiny (milliseconds: placed by orders once
+            // a provider has standing), the rest take about a second.
+            let scale = if i % 2 == 0 { 10_000_000 } else { 100_000 };
+            let fuel = Fuel(1_000_000 + u64::from(bytes[bytes.len() - 1]) * scale);
             self.truth.insert(id, (out, fuel));
             self.nodes[REQUESTER].disk.keep(id, bytes.len());
             self.nodes[REQUESTER].blobs.insert(id, bytes.clone());
@@ -525,7 +530,7 @@ impl Sim {
     fn observe_request(&mut self, from: usize, request: &MarketRequest) {
         match request {
             MarketRequest::Pay(env) => {
-                if let Some(v) = crate::ledger::Ledger::voucher_of(env) {
+                for v in crate::ledger::Ledger::vouchers_of(env) {
                     self.vouchers.entry(v.receipt).or_default().insert(env.id());
                 }
             }
@@ -575,6 +580,7 @@ impl Sim {
             caught_after: self.caught_after,
             superseded: requester.counters().receipts_superseded,
             refused: self.refused,
+            orders: self.nodes.iter().map(|n| n.engine.counters().orders_taken).sum(),
             declined_for_credit: self
                 .nodes
                 .iter()
@@ -735,7 +741,7 @@ impl Sim {
             },
         );
         let Some(dest) = self.index_of(to) else { return };
-        if let MarketRequest::Accept { content, .. } = &mut request {
+        if let Some(content) = request.content_mut() {
             for c in attach {
                 if let Some(b) = self.nodes[n].blobs.get(c) {
                     content.push(agora_protocol::wire::Blob(b.clone()));

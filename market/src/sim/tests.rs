@@ -52,11 +52,17 @@ fn market_survives_hostile_schedules() {
                 .unwrap_or(150),
         ),
     };
+    let mut orders = 0;
     for seed in from..from + count {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0xa60a);
         let w = world(&mut rng);
         let rep = simulate(seed, w.clone());
         check(seed, &w, &rep);
+        orders += rep.orders;
+    }
+    eprintln!("orders taken: {orders}");
+    if count >= 100 {
+        assert!(orders > 0, "no run placed a task by an order");
     }
 }
 

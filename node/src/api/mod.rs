@@ -571,10 +571,14 @@ pub struct LedgerEntry {
     pub amount: Credits,
     /// The other party.
     pub counterparty: Option<NodeId>,
-    /// The task paid for.
+    /// The task paid for (when the block paid one).
     pub task: Option<String>,
     /// Fuel paid for.
     pub fuel: Option<Fuel>,
+    /// How many receipts the payment paid (0 for a grant): one block may
+    /// pay several receipts of one provider.
+    #[serde(default)]
+    pub receipts: u32,
     /// The block's hash (what the next block links to).
     pub block: String,
 }

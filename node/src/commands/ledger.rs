@@ -248,7 +248,10 @@ fn render(l: &Ledger) -> String {
             e.kind.clone(),
             format!("{sign}{}", e.amount),
             or_dash(e.counterparty.map(|c| c.short())),
-            or_dash(e.task.as_deref().map(short_task)),
+            match e.receipts {
+                0 | 1 => or_dash(e.task.as_deref().map(short_task)),
+                n => format!("{n} tasks"),
+            },
             or_dash(e.fuel),
         ]);
     }

@@ -476,7 +476,9 @@ impl EventLoop {
                     .report_message_validation_result(&id, &source, acceptance);
             }
             Command::Market { peer, request, reply } => {
-                if let agora_protocol::rpc::MarketRequest::Accept { content, .. } = &request {
+                if let agora_protocol::rpc::MarketRequest::Accept { content, .. }
+                | agora_protocol::rpc::MarketRequest::Order { content, .. } = &request
+                {
                     self.stats.content_sent_bytes += content.iter().map(|b| b.0.len() as u64).sum::<u64>();
                 }
                 self.outbox.entry(peer).or_default().push((request, reply));

@@ -8,7 +8,7 @@ use agora_market::ledger::{State, Stored};
 use agora_market::records::{self, Host, RecordError};
 use agora_protocol::Envelope;
 use agora_protocol::chain::{Block, Entry, Grant};
-use agora_protocol::units::{Credits, Timestamp};
+use agora_protocol::units::{Credits, Fuel, Timestamp};
 
 use crate::api::{Ledger, LedgerEntry, OwnerHistory};
 use crate::store::Store;
@@ -122,28 +122,58 @@ pub(crate) fn history(
 pub(crate) fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
     let block = env.open_ignoring_time::<Block>().ok()?;
     let b = block.payload();
-    let (kind, amount, counterparty, voucher) = match &b.entry {
+    let (kind, counterparty, vouchers) = match &b.entry {
         Entry::Grant(g) => {
             let grant = g.open_ignoring_time::<Grant>().ok()?;
-            ("grant", grant.payload().amount, Some(grant.signer()), None)
+            return Some(LedgerEntry {
+                seq: b.seq,
+                at: env.issued_at(),
+                kind: "grant".to_owned(),
+                amount: grant.payload().amount,
+                counterparty: Some(grant.signer()),
+                task: None,
+                fuel: None,
+                receipts: 0,
+                block: agora_protocol::chain::block_hash(env).to_string(),
+            });
         }
-        Entry::Pay(v) => ("paid", v.amount, Some(v.provider), Some(v.clone())),
+        Entry::Pay(_) | Entry::PayMany(_) => {
+            let (to, _) = b.entry.payment()?.ok()?;
+            ("paid", to, b.entry.vouchers())
+        }
         Entry::Receive(pay) => {
             let p = pay.open_ignoring_time::<Block>().ok()?;
-            let Entry::Pay(v) = &p.payload().entry else {
-                return None;
-            };
-            ("received", v.amount, Some(p.signer()), Some(v.clone()))
+            let signer = p.signer();
+            let vouchers = p.into_payload().entry;
+            return ledger_entry_of(b.seq, env, "received", signer, vouchers.vouchers());
         }
     };
+    ledger_entry_of(b.seq, env, kind, counterparty, vouchers)
+}
+
+/// A payment's line: one task, or the count of receipts a block paid.
+fn ledger_entry_of(
+    seq: u64,
+    env: &Envelope,
+    kind: &str,
+    counterparty: agora_protocol::NodeId,
+    vouchers: &[agora_protocol::settlement::Voucher],
+) -> Option<LedgerEntry> {
+    let sum = |f: fn(&agora_protocol::settlement::Voucher) -> u64| {
+        vouchers.iter().map(f).fold(0u64, u64::saturating_add)
+    };
     Some(LedgerEntry {
-        seq: b.seq,
+        seq,
         at: env.issued_at(),
         kind: kind.to_owned(),
-        amount,
-        counterparty,
-        task: voucher.as_ref().map(|v| v.task.to_string()),
-        fuel: voucher.map(|v| v.fuel),
+        amount: Credits(sum(|v| v.amount.0)),
+        counterparty: Some(counterparty),
+        task: match vouchers {
+            [one] => Some(one.task.to_string()),
+            _ => None,
+        },
+        fuel: Some(Fuel(sum(|v| v.fuel.0))),
+        receipts: u32::try_from(vouchers.len()).unwrap_or(u32::MAX),
         block: agora_protocol::chain::block_hash(env).to_string(),
     })
 }

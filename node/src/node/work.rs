@@ -141,22 +141,19 @@ pub(crate) async fn send_with_content(
     request: MarketRequest,
     attach: Vec<ContentId>,
 ) -> Done {
-    let request = match request {
-        MarketRequest::Accept { accept, mut content } => {
-            for c in attach {
-                if content.len() == MAX_INLINE_BLOBS {
-                    break;
-                }
-                if let Ok(Some(bytes)) = sh.store.content().get(&c).await
-                    && bytes.len() <= MAX_INLINE_CONTENT
-                {
-                    content.push(Blob(bytes));
-                }
+    let mut request = request;
+    if let Some(content) = request.content_mut() {
+        for c in attach {
+            if content.len() == MAX_INLINE_BLOBS {
+                break;
             }
-            MarketRequest::Accept { accept, content }
+            if let Ok(Some(bytes)) = sh.store.content().get(&c).await
+                && bytes.len() <= MAX_INLINE_CONTENT
+            {
+                content.push(Blob(bytes));
+            }
         }
-        other => other,
-    };
+    }
     Done::Answer(id, sh.net.market(to, request).await.map_err(|e| e.to_string()))
 }
 

@@ -21,7 +21,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 25] = [
+        let counters: [(Def, u64); 26] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -51,6 +51,14 @@ impl Driver {
                 c.calls_in,
             ),
             (("agora_offers_total", "counter", "Offers made"), c.offers_made),
+            (
+                (
+                    "agora_orders_total",
+                    "counter",
+                    "Orders taken: tasks agreed without an offer before",
+                ),
+                c.orders_taken,
+            ),
             (
                 ("agora_agreements_total", "counter", "Agreements signed"),
                 c.agreements,
