@@ -220,6 +220,16 @@ impl Credit {
         let extended = line.saturating_add((a.paid as f64 * per_paid) as u64);
         let available = i128::from(balance) - i128::from(a.owed()) + i128::from(extended);
         if i128::from(cost) > available {
+            tracing::debug!(
+                requester = %requester.short(),
+                balance,
+                owed = a.owed(),
+                agreed = a.agreed.len(),
+                unpaid = a.unpaid.len(),
+                extended,
+                cost,
+                "not enough credit for the task"
+            );
             let available = Credits(available.clamp(0, i128::from(u64::MAX)) as u64);
             return (Err(Decline::NoCredit { available }), stale);
         }

@@ -465,6 +465,16 @@ impl Engine {
         acc.stage = crate::provider::Stage::Done;
         acc.billed_from = ran.billed_from;
         let agreement = acc.agreement;
+        // Run: the requester owes what the receipt bills, no longer the
+        // fuel limit's worst case (the rest of its credit here is free at
+        // once, not when the receipt's delivery is acknowledged).
+        let billed = agora_protocol::units::Fuel(receipt.fuel_used.0.saturating_sub(acc.billed_from.0));
+        let owed = if receipt.exit.is_deterministic() {
+            acc.price.cost(billed).0
+        } else {
+            0
+        };
+        self.credit.agreed(acc.requester, agreement, owed);
         self.writes.put(records::accepted_key(&agreement), &acc);
         self.writes.put(
             records::pending_receipt_key(&agreement),

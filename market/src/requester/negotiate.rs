@@ -118,11 +118,11 @@ impl Requester {
                 if let Refusal::Declined(d) = &refusal {
                     // Limits it stated exclude it from calls it would
                     // decline again (see `placement::Stated`).
-                    let credit_until = now.add(self.credit_backoff(&refusal).unwrap_or_default());
+                    let credit_until = now.add(self.credit_backoff(from, &refusal).unwrap_or_default());
                     self.book
                         .stated(from, d, spec.limits().max_output, credit_until, now);
                 }
-                if let Some(wait) = self.credit_backoff(&refusal) {
+                if let Some(wait) = self.credit_backoff(from, &refusal) {
                     self.book.back_off(from, now.add(wait));
                 } else if refusal.is_unreachable() {
                     self.book.failed(from);
@@ -153,9 +153,19 @@ impl Requester {
     /// How long a provider that declined this node's credit, or refused
     /// this node, is not asked again: such an answer says nothing against
     /// the provider, and asking again sooner would only be declined again.
-    fn credit_backoff(&self, refusal: &Refusal) -> Option<Duration> {
+    /// Credit that this node's own tasks in flight there hold (each
+    /// reserved at its fuel limit's cost until its receipt comes) is free
+    /// again as soon as one ends: while another is in flight there (two
+    /// lanes: the one asked for may be counted already), only the busy
+    /// back-off.
+    fn credit_backoff(&self, from: NodeId, refusal: &Refusal) -> Option<Duration> {
         use agora_protocol::rpc::Decline;
         match refusal {
+            Refusal::Declined(Decline::NoCredit { .. })
+                if self.book.get(&from).is_some_and(|s| s.lanes.len() >= 2) =>
+            {
+                Some(self.config.busy_backoff)
+            }
             Refusal::Declined(Decline::NoCredit { .. } | Decline::Unpaid { .. }) => {
                 Some(self.config.credit_backoff)
             }
@@ -528,12 +538,14 @@ impl Requester {
                 let max_output = job.record.spec.limits().max_output;
                 t.copies.retain(|c| c.attempt >= attempt || !c.declined_order());
                 let refusal = Refusal::Declined(d);
-                let credit_until = now.add(self.credit_backoff(&refusal).unwrap_or_default());
+                let credit_until = now.add(self.credit_backoff(from, &refusal).unwrap_or_default());
                 let Refusal::Declined(d) = &refusal else { return };
                 self.book.released(from);
                 self.book.answered(from);
                 self.book.stated(from, d, max_output, credit_until, now);
-                let wait = self.credit_backoff(&refusal).unwrap_or(self.config.busy_backoff);
+                let wait = self
+                    .credit_backoff(from, &refusal)
+                    .unwrap_or(self.config.busy_backoff);
                 self.book.back_off(from, now.add(wait));
                 self.touch(task);
                 self.settle(task.job, task.index, now);
@@ -553,7 +565,7 @@ impl Requester {
                     Refusal::Declined(agora_protocol::rpc::Decline::NoFreeSlot)
                 ) {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
-                } else if let Some(wait) = self.credit_backoff(&refusal) {
+                } else if let Some(wait) = self.credit_backoff(from, &refusal) {
                     self.book.back_off(from, now.add(wait));
                 } else {
                     self.book.failed(from);

@@ -350,3 +350,152 @@ fn a_flood_of_connections_leaves_the_api_responsive() {
     assert!(rss_after < rss_before + 200 * 1024);
     assert!(rt.block_on(node.client().status()).is_ok());
 }
+
+/// An order (requirements and a signed acceptance in one request): a
+/// genuine one is agreed at the acceptance's price, and the same order
+/// again gets the same agreement; one whose acceptance names other
+/// requirements, or pre-accepts less than the asking price, is declined.
+#[test]
+fn an_order_is_agreed_once_and_only_as_signed() {
+    use agora_protocol::market::{Accept, Agreement, Assignment, Limits, order_id};
+    let node = NodeProcess::start(&[]);
+    let target: NodeId = node.info.peer_id;
+    let me = Keypair::from_secret(rand::random());
+    let order = |price: Price, offer: Option<MessageId>| {
+        let call = cfo();
+        let r = &call.requirements;
+        let accept = Accept {
+            offer: offer.unwrap_or_else(|| order_id(r)),
+            price,
+            assignment: Assignment {
+                task: call.task,
+                attempt: 0,
+                module: r.module,
+                input: r.input,
+                args: vec![],
+                limits: Limits {
+                    fuel: r.fuel_limit,
+                    memory: r.memory,
+                    timeout: Millis(10_000),
+                    max_output: r.max_output,
+                },
+                seed: 1,
+                resume: None,
+            },
+        };
+        let env = Envelope::seal(
+            &me,
+            &accept,
+            now(),
+            Duration::from_secs(20),
+            Nonce(rand::random()),
+        )
+        .unwrap();
+        MarketRequest::Order {
+            requirements: Box::new(call.requirements),
+            accept: env,
+            content: vec![],
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (c, cancel) = peer(&me, &node).await;
+        let genuine = order(Price(1_000_000), None);
+        let MarketRequest::Order { accept, .. } = &genuine else {
+            unreachable!()
+        };
+        let accept_id = accept.id();
+        let r = c.market(target, genuine.clone()).await.unwrap();
+        let MarketResponse::Agreement(first) = r else {
+            panic!("not agreed: {r:?}")
+        };
+        let a = first.open_ignoring_time::<Agreement>().unwrap();
+        assert_eq!((a.signer(), a.payload().accept), (target, accept_id));
+        assert_eq!(
+            a.payload().price,
+            Price(1_000_000),
+            "the price the order pre-accepted"
+        );
+        let again = c.market(target, genuine).await.unwrap();
+        assert_eq!(again, MarketResponse::Agreement(first), "the same agreement");
+        let r = c
+            .market(target, order(Price(1_000_000), Some(MessageId(rand::random()))))
+            .await
+            .unwrap();
+        assert!(
+            invalid(&r).is_some_and(|m| m.contains("does not name the order")),
+            "{r:?}"
+        );
+        let r = c.market(target, order(Price(1), None)).await.unwrap();
+        assert!(
+            matches!(r, MarketResponse::Declined(Decline::PriceTooLow { .. })),
+            "{r:?}"
+        );
+        cancel.cancel();
+    });
+}
+
+/// One block paying several receipts counts their sum once, and a receipt
+/// it paid is not paid again by another block; a block paying two
+/// providers is refused.
+#[test]
+fn a_payment_of_several_receipts_counts_each_once() {
+    let node = NodeProcess::start(&[]);
+    let target: NodeId = node.info.peer_id;
+    let me = Keypair::from_secret(rand::random());
+    let voucher = |to: NodeId| Voucher {
+        receipt: MessageId(rand::random()),
+        agreement: MessageId(rand::random()),
+        task: TaskId::new(JobId(rand::random()), 0),
+        provider: to,
+        fuel: Fuel(2_000_000),
+        price: Price(500),
+        amount: Price(500).cost(Fuel(2_000_000)),
+    };
+    let pay = |seq: u64, vs: Vec<Voucher>| {
+        let b = Block {
+            seq,
+            prev: ContentId([seq as u8; 32]),
+            entry: Entry::PayMany(vs),
+        };
+        Envelope::seal(&me, &b, now(), Duration::from_secs(3600), Nonce(rand::random())).unwrap()
+    };
+    let vs: Vec<Voucher> = (0..3).map(|_| voucher(target)).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received = || rt.block_on(node.client().ledger(5)).unwrap().received.0;
+    let (first, second) = rt.block_on(async {
+        let (c, cancel) = peer(&me, &node).await;
+        let first = c
+            .market(target, MarketRequest::Pay(pay(1, vs.clone())))
+            .await
+            .unwrap();
+        assert!(matches!(first, MarketResponse::Received(_)), "{first:?}");
+        // The second receipt again, with a new one.
+        let second = c
+            .market(
+                target,
+                MarketRequest::Pay(pay(2, vec![vs[1].clone(), voucher(target)])),
+            )
+            .await
+            .unwrap();
+        let other = Keypair::from_secret(rand::random()).node_id();
+        let r = c
+            .market(
+                target,
+                MarketRequest::Pay(pay(3, vec![voucher(target), voucher(other)])),
+            )
+            .await
+            .unwrap();
+        assert!(
+            invalid(&r).is_some_and(|m| m.contains("more than one provider")),
+            "{r:?}"
+        );
+        cancel.cancel();
+        (first, second)
+    });
+    assert_eq!(
+        second, first,
+        "a receipt paid already gets the countersignature given then"
+    );
+    assert_eq!(received(), 3 * vs[0].amount.0, "the three receipts, counted once");
+}

@@ -223,9 +223,7 @@ impl BenchReport {
             cpu_ms_per_task: network.cpu_ms_per_task,
             steal_share: network.steal_share,
             chain_blocks_per_task: network.chain_blocks_per_task,
-            chain_bytes_per_task: super::network::chain_bytes_per_payment() as f64
-                * network.chain_blocks_per_task
-                / 2.0,
+            chain_bytes_per_task: super::network::chain_bytes_per_task(network.chain_blocks_per_task),
             audit: network.audit.clone(),
             advert_p95_ms: percentile(&network.advert_ms, 95.0),
             advert_p50_ms: percentile(&network.advert_ms, 50.0),

@@ -312,7 +312,7 @@ fn print_figures(r: &BenchReport) {
         (
             "chain per task: blocks / signatures",
             format!("{:.2} / {:.2}", r.chain_blocks_per_task, r.chain_blocks_per_task),
-            "2 (a pay and a receive block)",
+            "≤ 2: a pay and a receive block per payment of 1 to 32 tasks",
         ),
         (
             "chain per task: bytes",

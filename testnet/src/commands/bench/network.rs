@@ -260,10 +260,20 @@ pub(super) async fn chain_blocks(net: &Testnet) -> anyhow::Result<u64> {
     Ok(blocks)
 }
 
-/// The bytes of the two blocks one paid task adds: the requester's pay
-/// block and the provider's receive block (which carries the pay block
-/// whole), both signed envelopes, encoded as they are stored and sent.
-pub(super) fn chain_bytes_per_payment() -> usize {
+/// The bytes of chain one paid task adds when each payment pays `per`
+/// receipts (one block on each side: the requester's pay block and the
+/// provider's receive block, which carries the pay block whole), both
+/// signed envelopes, encoded as they are stored and sent, shared by the
+/// `per` tasks. `per` is what the run showed: two blocks per payment.
+pub(super) fn chain_bytes_per_task(blocks_per_task: f64) -> f64 {
+    let per = (2.0 / blocks_per_task.max(1e-9))
+        .round()
+        .clamp(1.0, agora_protocol::chain::MAX_VOUCHERS as f64);
+    chain_bytes_per_payment(per as usize) as f64 / per
+}
+
+/// The bytes of the two blocks of one payment of `n` receipts.
+fn chain_bytes_per_payment(n: usize) -> usize {
     use agora_protocol::chain::{Block, Entry};
     use agora_protocol::settlement::Voucher;
     use agora_protocol::units::{Fuel, Price, Timestamp};
@@ -283,10 +293,21 @@ pub(super) fn chain_bytes_per_payment() -> usize {
         amount: price.cost(fuel),
     };
     let seal = |k: &Keypair, b: &Block| Envelope::seal(k, b, now, Block::MAX_LIFETIME, Nonce([6; 16]));
+    let entry = match n {
+        0 | 1 => Entry::Pay(voucher),
+        _ => Entry::PayMany(
+            (0..n)
+                .map(|i| Voucher {
+                    receipt: MessageId([i as u8; 32]),
+                    ..voucher.clone()
+                })
+                .collect(),
+        ),
+    };
     let pay = Block {
         seq: 1_000,
         prev: ContentId([7; 32]),
-        entry: Entry::Pay(voucher),
+        entry,
     };
     let Ok(pay) = seal(&requester, &pay) else { return 0 };
     let receive = Block {
