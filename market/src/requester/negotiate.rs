@@ -344,17 +344,16 @@ impl Requester {
         });
     }
 
-    /// Orders a tiny task from `provider` at its advertised `price`, in one
-    /// round trip: the copy is recorded as accepting, and the acceptance
-    /// goes with the requirements it names. A decline fails this copy and
-    /// the task is placed again.
-    #[allow(clippy::too_many_arguments)] // one order and its context
+    /// Orders a tiny task from `provider` at the price (and energy rate)
+    /// its advert states, in one round trip: the copy is recorded as
+    /// accepting, and the acceptance goes with the requirements it names.
+    /// A decline fails this copy and the task is placed again.
     pub(super) fn order(
         &mut self,
         provider: &Scored,
-        price: Price,
-        energy: agora_protocol::units::EnergyRate,
+        (price, energy): (Price, agora_protocol::units::EnergyRate),
         cfo: CallForOffers,
+        backup: bool,
         decision: usize,
         now: Timestamp,
     ) {
@@ -405,7 +404,7 @@ impl Requester {
             expected_start_ms: provider.wait_ms as u64,
             reported: None,
             receipt_env: None,
-            backup: false,
+            backup,
             paid: None,
             wrong: false,
             spot_pending: false,

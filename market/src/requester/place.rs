@@ -555,7 +555,7 @@ impl Requester {
                     unasked,
                 },
             );
-            self.order(&best, price, energy, cfo, decision, now);
+            self.order(&best, (price, energy), cfo, backup, decision, now);
             return Placement::Started;
         }
         let finish = Timestamp(now.0 + (best.ect_ms as u64));

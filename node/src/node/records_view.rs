@@ -144,8 +144,8 @@ pub(crate) fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
         Entry::Receive(pay) => {
             let p = pay.open_ignoring_time::<Block>().ok()?;
             let signer = p.signer();
-            let vouchers = p.into_payload().entry;
-            return ledger_entry_of(b.seq, env, "received", signer, vouchers.vouchers());
+            let paid = p.into_payload().entry;
+            return ledger_entry_of(b.seq, env, "received", signer, paid.vouchers());
         }
     };
     ledger_entry_of(b.seq, env, kind, counterparty, vouchers)
