@@ -451,6 +451,8 @@ impl std::fmt::Debug for ContentStore {
 /// A blob's size, last use (ms since the epoch) and where it is.
 #[derive(Debug, Clone, Copy)]
 struct Usage {
+    /// Its bytes on disk: the blob, and its tree once built (an owner's
+    /// disk cap counts both).
     size: u64,
     used: u64,
     /// In the blob tree rather than a file.
@@ -555,7 +557,8 @@ impl ContentStore {
                     .as_ref()
                     .and_then(|m| m.modified().ok())
                     .map_or(0, |t| agora_protocol::units::Timestamp::from_system(t).0);
-                let size = meta.map_or(0, |m| m.len());
+                let tree = std::fs::metadata(dir.join(format!("{id}.obao"))).map_or(0, |m| m.len());
+                let size = meta.map_or(0, |m| m.len()) + tree;
                 known.insert(
                     id,
                     Usage {
@@ -867,6 +870,14 @@ impl ContentStore {
             return Ok(false);
         }
         std::fs::rename(&tmp, tree).map_err(|e| blob_err(tree, e))?;
+        // The tree takes disk too: it counts with its blob.
+        let len = std::fs::metadata(tree).map_or(0, |m| m.len());
+        if let Ok(mut k) = self.known.lock()
+            && let Some(u) = k.get_mut(id)
+        {
+            u.size += len;
+            self.held.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(true)
     }
 
@@ -1104,6 +1115,19 @@ mod tests {
         assert_eq!(got, big[start as usize..]);
         let tree = dir.join(CONTENT_DIR).join(format!("{id}.obao"));
         assert!(tree.exists(), "the tree is kept for the next slice");
+        let tree_len = std::fs::metadata(&tree).unwrap().len();
+        assert_eq!(
+            s.content().held(),
+            big.len() as u64 + tree_len,
+            "the tree counts against the disk cap with its blob"
+        );
+        drop(s);
+        let s = reopen(&dir);
+        assert_eq!(
+            s.content().held(),
+            big.len() as u64 + tree_len,
+            "also after a restart"
+        );
         assert_eq!(
             s.content().slice(&id, 3_000_000, len).unwrap(),
             None,

@@ -613,7 +613,6 @@ impl Engine {
     pub fn end_turn(&mut self, now: Timestamp) -> Turn {
         self.history.declines(&self.counters.declined, now);
         self.history.flush(&mut self.writes);
-        self.requester.set_balance(self.ledger.state().balance());
         self.requester.place(now, &self.view);
         self.drain_actions(now);
         self.make_payments(now);

@@ -347,11 +347,6 @@ pub struct Requester {
     negotiating_jobs: HashMap<JobId, usize>,
     /// Negotiations asking only a provider without standing.
     probes: usize,
-    /// This node's balance, micro-credits, as its ledger last said (none:
-    /// not told): a provider admits a task only while the balance covers
-    /// every task of this node in flight there at its fuel limit's cost,
-    /// so more are not sent ([`Requester::set_balance`]).
-    balance: Option<i64>,
     /// Providers without standing whose negotiation ended before they
     /// answered, and since when they were asked: counted as failed if they
     /// never answer (see [`Requester::expire_negotiations`]).
@@ -402,7 +397,6 @@ impl Requester {
             negotiating: HashMap::new(),
             negotiating_jobs: HashMap::new(),
             probes: 0,
-            balance: None,
             silent: HashMap::new(),
             fallbacks: HashMap::new(),
             book: Book::default(),
@@ -493,13 +487,6 @@ impl Requester {
 
     fn negotiating(&self, t: &TaskId) -> usize {
         self.negotiating.get(t).copied().unwrap_or(0)
-    }
-
-    /// This node's balance now (micro-credits): providers are not sent
-    /// more of its tasks at once than it covers at their fuel limit's cost,
-    /// which they would decline for credit.
-    pub fn set_balance(&mut self, micros: i64) {
-        self.balance = Some(micros);
     }
 
     fn negotiation_started(&mut self, key: (TaskId, u16), n: Negotiation) {

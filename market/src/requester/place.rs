@@ -307,24 +307,6 @@ impl Requester {
                     busy.push(info.node);
                     excluded.push((info.node, Exclusion::Probation { cap: probation }.to_string()));
                 }
-                // Its credit rule: every task of this node there reserves its
-                // fuel limit's cost until it has run, which this node learns
-                // a little later: a fifth of the balance is left for those.
-                // (One task at a time is always asked for: the provider's
-                // credit line may cover what the balance does not.)
-                Ok(_)
-                    if self.balance.is_some_and(|b| {
-                        let lanes = stats.map_or(0, |s| s.lanes.len()) as i128;
-                        let cost = i128::from(info.price.cost(need.fuel_limit).0);
-                        lanes > 0 && (lanes + 1) * cost * 5 > i128::from(b) * 4
-                    }) =>
-                {
-                    busy.push(info.node);
-                    excluded.push((
-                        info.node,
-                        "this node's balance is held by its tasks in flight there".to_string(),
-                    ));
-                }
                 Ok(s) => ok.push(s),
                 Err(e) => {
                     if e == Exclusion::Busy {

@@ -41,16 +41,30 @@ impl ChaosCommand {
         let store = net.node(0).data_dir.join(agora_node::store::CONTENT_DIR);
         let until = Instant::now() + Duration::from_secs(120);
         let third = data.len() as u64 / 3;
+        // Killed once a third is written and node-1 has served a slice (on
+        // a loaded machine its first answer can lag: it builds the blob's
+        // tree first).
+        let doomed = net.node(1).client.clone();
+        let served = || async {
+            doomed.metrics().await.ok().is_some_and(|text| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("agora_content_sent_bytes_total "))
+                    .any(|v| v.trim().parse::<f64>().is_ok_and(|b| b > 0.0))
+            })
+        };
         loop {
-            anyhow::ensure!(!fetch.is_finished(), "the fetch ended before a third was written");
+            anyhow::ensure!(
+                !fetch.is_finished(),
+                "the fetch ended before a third was written with both holders serving"
+            );
             anyhow::ensure!(Instant::now() < until, "a third was never written");
-            if written(&store, &id.to_string()) >= third {
+            if written(&store, &id.to_string()) >= third && served().await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         net.kill(1)?;
-        run.event("node-1 killed (SIGKILL) with a third of the blob written".into());
+        run.event("node-1 killed (SIGKILL) with a third of the blob written, after it served a slice".into());
         let got = fetch.await??;
         let slices = got.slices;
         run.event(format!(
