@@ -451,12 +451,21 @@ impl std::fmt::Debug for ContentStore {
 /// A blob's size, last use (ms since the epoch) and where it is.
 #[derive(Debug, Clone, Copy)]
 struct Usage {
-    /// Its bytes on disk: the blob, and its tree once built (an owner's
-    /// disk cap counts both).
+    /// The blob's size.
     size: u64,
+    /// The bytes of its bao tree on disk, once built (an owner's disk cap
+    /// counts them with the blob's).
+    tree: u64,
     used: u64,
     /// In the blob tree rather than a file.
     small: bool,
+}
+
+impl Usage {
+    /// Its bytes on disk: the blob and its tree.
+    fn disk(&self) -> u64 {
+        self.size + self.tree
+    }
 }
 
 /// What a collection did.
@@ -530,6 +539,7 @@ impl ContentStore {
                     ContentId(id),
                     Usage {
                         size: v.len() as u64,
+                        tree: 0,
                         used: now,
                         small: true,
                     },
@@ -558,18 +568,19 @@ impl ContentStore {
                     .and_then(|m| m.modified().ok())
                     .map_or(0, |t| agora_protocol::units::Timestamp::from_system(t).0);
                 let tree = std::fs::metadata(dir.join(format!("{id}.obao"))).map_or(0, |m| m.len());
-                let size = meta.map_or(0, |m| m.len()) + tree;
+                let size = meta.map_or(0, |m| m.len());
                 known.insert(
                     id,
                     Usage {
                         size,
+                        tree,
                         used,
                         small: false,
                     },
                 );
             }
         }
-        let held = known.values().map(|u: &Usage| u.size).sum();
+        let held = known.values().map(Usage::disk).sum();
         Ok(ContentStore {
             dir: dir.to_owned(),
             blobs,
@@ -645,11 +656,12 @@ impl ContentStore {
                 id,
                 Usage {
                     size: bytes_len,
+                    tree: 0,
                     used: now_ms(),
                     small,
                 },
             );
-            let old = old.map_or(0, |u| u.size);
+            let old = old.map_or(0, |u| u.disk());
             self.held
                 .fetch_add(bytes_len, std::sync::atomic::Ordering::Relaxed);
             self.held.fetch_sub(old, std::sync::atomic::Ordering::Relaxed);
@@ -760,9 +772,9 @@ impl ContentStore {
                 continue;
             }
             self.forget(&id);
-            held = held.saturating_sub(u.size);
+            held = held.saturating_sub(u.disk());
             out.removed += 1;
-            out.freed += u.size;
+            out.freed += u.disk();
         }
         out.held = held;
         out.full = held > cap;
@@ -875,8 +887,9 @@ impl ContentStore {
         if let Ok(mut k) = self.known.lock()
             && let Some(u) = k.get_mut(id)
         {
-            u.size += len;
             self.held.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            self.held.fetch_sub(u.tree, std::sync::atomic::Ordering::Relaxed);
+            u.tree = len;
         }
         Ok(true)
     }
@@ -901,6 +914,7 @@ impl ContentStore {
                 id,
                 Usage {
                     size,
+                    tree: 0,
                     used: now_ms(),
                     small: false,
                 },
@@ -915,7 +929,8 @@ impl ContentStore {
         if let Ok(mut k) = self.known.lock()
             && let Some(u) = k.remove(id)
         {
-            self.held.fetch_sub(u.size, std::sync::atomic::Ordering::Relaxed);
+            self.held
+                .fetch_sub(u.disk(), std::sync::atomic::Ordering::Relaxed);
         }
         if let Ok(mut h) = self.hot.lock() {
             h.remove(id);
