@@ -521,6 +521,9 @@ impl Requester {
             && strategy == Strategy::Scored
             && chosen.len() == 1
             && unknown.is_empty()
+            // It has done work for this node: it knows this node's credit
+            // (an order is not held while a chain is read, as a call is).
+            && self.book.get(&best.node).is_some_and(|s| s.verified > 0)
             && best.run_ms < placement::TINY_TASK.as_secs_f64() * 1000.0
             && cfo.requirements.max_energy.is_none()
         {

@@ -1095,6 +1095,14 @@ fn a_task_goes_to_the_provider_the_dht_names_as_holding_its_large_input() {
 fn tiny_world(config: Config) -> (Requester, View, Keypair, JobId) {
     let (_, mut r, mut view, kps) = world_with(1, config);
     view.prove(kps[0].node_id());
+    // It has verified work for this requester before.
+    r.book.verified(
+        kps[0].node_id(),
+        Fuel(1_000_000),
+        Duration::from_millis(1),
+        &[],
+        NOW,
+    );
     let mut s = spec(1, 1);
     s.fuel = Fuel(1_000_000);
     let job = JobId([1; 16]);
