@@ -38,6 +38,17 @@ enum Waiting {
     Batch(Vec<MarketWaiter>),
 }
 
+/// An outbound market frame in flight.
+struct InFlight {
+    peer: PeerId,
+    waiting: Waiting,
+    /// A copy of the frame, kept while the peer has a relayed connection:
+    /// that connection is closed as soon as a direct one appears, and a
+    /// frame it was carrying is sent again on the direct one rather than
+    /// failed. Taken when resent, so a frame is resent at most once.
+    resend: Option<MarketRequest>,
+}
+
 /// An inbound batch, answered once all its parts are.
 type InboundBatch = BoxFuture<
     'static,
@@ -65,7 +76,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
-    pending_market: HashMap<OutboundRequestId, (PeerId, Waiting)>,
+    pending_market: HashMap<OutboundRequestId, InFlight>,
     /// Market requests queued this turn, per peer, in order.
     outbox: HashMap<PeerId, Vec<(MarketRequest, MarketWaiter)>>,
     inbound_batches: FuturesUnordered<InboundBatch>,
@@ -256,6 +267,13 @@ impl EventLoop {
         });
     }
 
+    /// Whether any connection to `peer` is relayed.
+    fn relayed_to(&self, peer: &PeerId) -> bool {
+        self.conns
+            .get(peer)
+            .is_some_and(|c| c.values().any(|relayed| *relayed))
+    }
+
     /// A direct connection to `peer` exists: its relayed ones go, so that
     /// requests (and large transfers) take the direct path and the relay's
     /// slot is freed.
@@ -375,7 +393,7 @@ impl EventLoop {
         let now = Instant::now();
         let gossip = &self.swarm.behaviour().gossipsub;
         let mut protected: HashSet<PeerId> = gossip.all_mesh_peers().copied().collect();
-        protected.extend(self.pending_market.values().map(|(p, _)| *p));
+        protected.extend(self.pending_market.values().map(|f| f.peer));
         protected.extend(self.pending_content.values().map(|(p, _)| *p));
         let mut topics: HashMap<&gossipsub::TopicHash, Vec<PeerId>> =
             gossip.topics().map(|t| (t, Vec::new())).collect();
@@ -599,7 +617,8 @@ impl EventLoop {
     /// Sends the queued market requests: each peer's in as few frames as
     /// fit.
     fn flush_outbox(&mut self) {
-        for (peer, queued) in self.outbox.drain() {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (peer, queued) in outbox.drain() {
             let (requests, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
             let mut waiters: Vec<Option<MarketWaiter>> = waiters.into_iter().map(Some).collect();
             for (frame, idx) in MarketRequest::group(requests) {
@@ -615,11 +634,21 @@ impl EventLoop {
                         None => continue,
                     }
                 };
+                let resend = self.relayed_to(&peer).then(|| frame.clone());
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
-                self.pending_market.insert(id, (peer, waiting));
+                self.pending_market.insert(
+                    id,
+                    InFlight {
+                        peer,
+                        waiting,
+                        resend,
+                    },
+                );
             }
             touch(&mut self.last_used, peer);
         }
+        // The map's room is kept for the next turn.
+        self.outbox = outbox;
     }
 
     /// Hands each part of an inbound batch to the node and answers the
@@ -969,8 +998,8 @@ impl EventLoop {
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some((_, waiting)) = self.pending_market.remove(&request_id) {
-                        answer(&peer, waiting, response);
+                    if let Some(f) = self.pending_market.remove(&request_id) {
+                        answer(&peer, f.waiting, response);
                     }
                 }
             },
@@ -980,9 +1009,23 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                if let Some((_, waiting)) = self.pending_market.remove(&request_id) {
+                if let Some(mut f) = self.pending_market.remove(&request_id) {
+                    // A relayed connection closed under the frame: send it
+                    // again, on the direct connection that replaced it (or
+                    // on a new one, dialled as for any request: the peer
+                    // may close its side before this one has seen the
+                    // direct connection). A repeat is answered as a repeat
+                    // (SPEC §4.3).
+                    if matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                        && let Some(frame) = f.resend.take()
+                    {
+                        self.stats.market_resent += 1;
+                        let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
+                        self.pending_market.insert(id, f);
+                        return;
+                    }
                     let e = request_error(&peer, error);
-                    match waiting {
+                    match f.waiting {
                         Waiting::One(w) => {
                             let _ = w.send(Err(e));
                         }

@@ -322,6 +322,9 @@ pub struct Stats {
     pub gossip_dropped: u64,
     /// Market requests refused because the node was busy.
     pub market_overload: u64,
+    /// Market frames sent again because the relayed connection carrying
+    /// them closed in favour of a direct one.
+    pub market_resent: u64,
     /// Inbound request-response failures (malformed frames, resets).
     pub inbound_failures: u64,
     /// Connections established (either side; each cost a handshake).
@@ -1029,9 +1032,18 @@ mod tests {
         // A direct connection appears (here B dials C; on a real network,
         // hole punching makes it): the relayed one is closed, and requests
         // take the direct path.
-        net.b
-            .dial(c_listen.with(libp2p::multiaddr::Protocol::P2p(kc.node_id().to_peer_id())))
-            .await;
+        // Requests sent while the relayed connection gives way are all
+        // answered: one it was carrying is sent again on the direct one.
+        let direct = c_listen
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(kc.node_id().to_peer_id()));
+        let asks = async {
+            for i in 10..30 {
+                net.ask(&c, &kc, i, "while the relayed connection closes").await;
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::join!(net.b.dial(direct), asks);
         eventually("C sees B directly, the relayed connection gone", || {
             !c.reach().relayed.contains(&b_id)
         })
