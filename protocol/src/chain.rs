@@ -565,6 +565,17 @@ mod tests {
         fn new(key: Keypair) -> Chain {
             Chain { key, blocks: vec![] }
         }
+        /// A chain whose first block records `issuer`'s grant of `amount`.
+        fn funded(key: Keypair, issuer: &Keypair, amount: u64) -> Chain {
+            let grant = Grant {
+                to: key.node_id(),
+                amount: Credits(amount),
+                id: [1; 16],
+            };
+            let mut c = Chain::new(key);
+            c.append(Entry::Grant(seal(issuer, &grant, 1)));
+            c
+        }
         fn append(&mut self, entry: Entry) -> Envelope {
             let prev = self.blocks.last().map_or(ContentId([0; 32]), block_hash);
             let b = Block {
@@ -614,17 +625,7 @@ mod tests {
     #[test]
     fn a_granted_payment_moves_credits_between_two_chains() {
         let issuer = kp(9);
-        let (mut r, mut p) = (Chain::new(kp(1)), Chain::new(kp(2)));
-        let grant = seal(
-            &issuer,
-            &Grant {
-                to: r.key.node_id(),
-                amount: Credits(10_000_000),
-                id: [1; 16],
-            },
-            1,
-        );
-        r.append(Entry::Grant(grant));
+        let (mut r, mut p) = (Chain::funded(kp(1), &issuer, 10_000_000), Chain::new(kp(2)));
         let pay = r.append(Entry::Pay(voucher(p.key.node_id(), 2_000_000_000)));
         p.append(Entry::Receive(pay));
         let issuers = [issuer.node_id()];
@@ -688,17 +689,7 @@ mod tests {
     #[test]
     fn one_block_pays_several_receipts_of_one_provider_and_counts_their_sum_once() {
         let issuer = kp(9);
-        let (mut r, mut p) = (Chain::new(kp(1)), Chain::new(kp(2)));
-        let grant = seal(
-            &issuer,
-            &Grant {
-                to: r.key.node_id(),
-                amount: Credits(10_000_000),
-                id: [1; 16],
-            },
-            1,
-        );
-        r.append(Entry::Grant(grant));
+        let (mut r, mut p) = (Chain::funded(kp(1), &issuer, 10_000_000), Chain::new(kp(2)));
         let to = p.key.node_id();
         let many = Entry::PayMany((1..=3).map(|f| voucher(to, f * 1_000_000)).collect());
         assert_eq!(many.payment(), Some(Ok((to, 6_000))));

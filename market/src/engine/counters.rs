@@ -21,12 +21,16 @@ pub struct Counters {
     pub executed: u64,
     /// Receipts sent.
     pub receipts_sent: u64,
-    /// Vouchers counted.
+    /// Vouchers counted (each paying one receipt).
     pub vouchers_in: u64,
-    /// Vouchers already counted (not counted again).
+    /// Payment blocks counted (each holding one voucher or more).
+    pub payments_in: u64,
+    /// Payment blocks already counted (not counted again).
     pub vouchers_dup: u64,
     /// Vouchers issued.
     pub vouchers_out: u64,
+    /// Payment blocks appended (each holding one voucher or more).
+    pub payments_out: u64,
     /// Payments owed but not made: the chain does not hold enough (or
     /// the node does not pay, by injected fault).
     pub payments_unmade: u64,

@@ -130,6 +130,8 @@ impl Engine {
     /// to `to`), keeps it in the outbox, and delivers it once the writes
     /// are durable.
     fn pay_block(&mut self, to: NodeId, mut vouchers: Vec<Voucher>, now: Timestamp) {
+        self.counters.vouchers_out += vouchers.len() as u64;
+        self.counters.payments_out += 1;
         let entry = match vouchers.len() {
             1 => Entry::Pay(vouchers.remove(0)),
             _ => Entry::PayMany(vouchers),
@@ -145,7 +147,6 @@ impl Engine {
             let block = Block { seq, prev, entry };
             let env = self.seal(&block, Block::MAX_LIFETIME, now);
             Ledger::send(&mut self.writes, to, &env);
-            self.counters.vouchers_out += 1;
             self.deliver(env.id(), to, MarketRequest::Pay(env), true, now);
             return;
         }
@@ -154,7 +155,6 @@ impl Engine {
         self.ledger.append(&mut self.writes, &block, &env);
         Ledger::send(&mut self.writes, to, &env);
         self.note_head(self.local, block.seq, block_hash(&env));
-        self.counters.vouchers_out += 1;
         if self.config.fork_payments {
             self.fork_base = Some((block.seq, block.prev, to));
         }
@@ -183,10 +183,12 @@ impl Engine {
                 let ours = self.seal(&block, Block::MAX_LIFETIME, now);
                 self.ledger.append(&mut self.writes, &block, &ours);
                 self.note_head(self.local, block.seq, block_hash(&ours));
-                for v in Ledger::vouchers_of(env) {
+                let vouchers = Ledger::vouchers_of(env);
+                self.counters.vouchers_in += vouchers.len() as u64;
+                self.counters.payments_in += 1;
+                for v in vouchers {
                     self.credit.paid(peer, &v.receipt, v.amount.0);
                 }
-                self.counters.vouchers_in += 1;
                 self.after.push(Output::Respond {
                     reply,
                     response: MarketResponse::Received(ours),

@@ -277,54 +277,20 @@ impl Requester {
         let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
-        let spec = &job.record.spec;
         let o = offer.payload();
-        let idx = task.index as usize;
-        let input = &spec.inputs[idx];
-        // A copy placed after another reached a checkpoint goes on from the
-        // latest one instead of starting over.
-        let resume = job.tasks[idx].checkpoints.last().map(|c| (c.id, c.fuel));
-        let assignment = Assignment {
-            task,
-            attempt,
-            module: spec.module,
-            input: input.id,
-            args: job.args.clone(),
-            limits: spec.limits(),
-            seed: spec.task_seed(task.index),
-            resume: resume.map(|(id, _)| id),
+        let terms = Terms {
+            price: o.price,
+            energy: o.energy,
+            expected_start_ms: o.expected_start.0,
+            backup,
+            order: Order::None,
         };
         let accept = Accept {
             offer: offer.id(),
             price: o.price,
-            assignment,
+            assignment: job.accepting(task, attempt, provider, terms, now),
         };
         let predicted = now.0 + o.expected_start.0 + o.expected_run.0;
-        let t = &mut job.tasks[idx];
-        t.copies.push(Copy {
-            attempt,
-            provider,
-            state: CopyState::Accepting,
-            price: o.price,
-            energy: o.energy,
-            agreement: None,
-            agreement_env: None,
-            placed_at: now,
-            due: now.add(spec.deadline),
-            expected_start_ms: o.expected_start.0,
-            reported: None,
-            receipt_env: None,
-            backup,
-            paid: None,
-            wrong: false,
-            spot_pending: false,
-            stderr: None,
-            accept_env: None,
-            resume,
-            billed: None,
-            order: Order::None,
-        });
-        t.phase = TaskPhase::Running;
         self.book.placed(provider, Timestamp(predicted));
         if let Some(d) = self.decision_mut(&task, decision) {
             d.chosen = Some(provider);
@@ -365,59 +331,29 @@ impl Requester {
         let Some(job) = self.jobs.get_mut(&task.job) else {
             return;
         };
-        let spec = &job.record.spec;
-        let idx = task.index as usize;
-        let resume = job.tasks[idx].checkpoints.last().map(|c| (c.id, c.fuel));
-        let assignment = Assignment {
-            task,
-            attempt,
-            module: spec.module,
-            input: requirements.input,
-            args: job.args.clone(),
-            limits: spec.limits(),
-            seed: spec.task_seed(task.index),
-            resume: resume.map(|(id, _)| id),
-        };
-        let accept = Accept {
-            offer: agora_protocol::market::order_id(&requirements),
-            price,
-            assignment,
-        };
+        let module = job.record.spec.module;
         let holds = |id: &ContentId| {
             self.book
                 .get(&provider.node)
                 .is_some_and(|s| s.holds.contains(id))
         };
-        let send_module = !holds(&spec.module);
+        let send_module = !holds(&module);
         let send_input = !holds(&requirements.input);
-        let t = &mut job.tasks[idx];
-        t.copies.push(Copy {
-            attempt,
-            provider: provider.node,
-            state: CopyState::Accepting,
+        let terms = Terms {
             price,
             energy,
-            agreement: None,
-            agreement_env: None,
-            placed_at: now,
-            due: now.add(spec.deadline),
             expected_start_ms: provider.wait_ms as u64,
-            reported: None,
-            receipt_env: None,
             backup,
-            paid: None,
-            wrong: false,
-            spot_pending: false,
-            stderr: None,
-            accept_env: None,
-            resume,
-            billed: None,
             order: Order::Placed,
-        });
-        t.phase = TaskPhase::Running;
+        };
+        let accept = Accept {
+            offer: agora_protocol::market::order_id(&requirements),
+            price,
+            assignment: job.accepting(task, attempt, provider.node, terms, now),
+        };
         // Once sent (or fetched by the provider), the module is there for
         // the job's next orders.
-        self.book.learn_holds(provider.node, &[spec.module]);
+        self.book.learn_holds(provider.node, &[module]);
         self.book
             .placed(provider.node, Timestamp(now.0 + provider.ect_ms as u64));
         if let Some(d) = self.decision_mut(&task, decision) {
@@ -574,6 +510,71 @@ impl Requester {
                     self.settle(task.job, task.index, now);
                 }
             }
+        }
+    }
+}
+
+/// The terms a copy is accepted on: from an offer, or from the provider's
+/// advert for an order.
+struct Terms {
+    price: Price,
+    energy: agora_protocol::units::EnergyRate,
+    expected_start_ms: u64,
+    backup: bool,
+    order: Order,
+}
+
+impl Job {
+    /// Records copy `attempt` of `task` at `provider` as accepting, on
+    /// `terms`, and gives the assignment its acceptance carries: the
+    /// task's module, input, arguments, limits and seed, and the latest
+    /// checkpoint to go on from (a copy placed after another reached one
+    /// does not start over).
+    fn accepting(
+        &mut self,
+        task: TaskId,
+        attempt: u16,
+        provider: NodeId,
+        terms: Terms,
+        now: Timestamp,
+    ) -> Assignment {
+        let spec = &self.record.spec;
+        let idx = task.index as usize;
+        let t = &mut self.tasks[idx];
+        let resume = t.checkpoints.last().map(|c| (c.id, c.fuel));
+        t.copies.push(Copy {
+            attempt,
+            provider,
+            state: CopyState::Accepting,
+            price: terms.price,
+            energy: terms.energy,
+            agreement: None,
+            agreement_env: None,
+            placed_at: now,
+            due: now.add(spec.deadline),
+            expected_start_ms: terms.expected_start_ms,
+            reported: None,
+            receipt_env: None,
+            backup: terms.backup,
+            paid: None,
+            wrong: false,
+            spot_pending: false,
+            stderr: None,
+            accept_env: None,
+            resume,
+            billed: None,
+            order: terms.order,
+        });
+        t.phase = TaskPhase::Running;
+        Assignment {
+            task,
+            attempt,
+            module: spec.module,
+            input: spec.inputs[idx].id,
+            args: self.args.clone(),
+            limits: spec.limits(),
+            seed: spec.task_seed(task.index),
+            resume: resume.map(|(id, _)| id),
         }
     }
 }

@@ -169,13 +169,18 @@ impl Requester {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            let Some(job) = self.jobs.get(&id) else { continue };
-            let positions: Vec<usize> = job.ready.iter().copied().collect();
             let mut placed_any = false;
             let mut busy = false;
             let mut stuck = false;
-            for p in positions {
+            // The ready positions in order, read one at a time: placement
+            // usually stops at the first busy answer, long before the end.
+            let mut from = 0;
+            loop {
                 let Some(job) = self.jobs.get(&id) else { break };
+                let Some(&p) = job.ready.range(from..).next() else {
+                    break;
+                };
+                from = p + 1;
                 let idx = job.order[p];
                 if self.wanted(job, idx) == 0 {
                     if let Some(job) = self.jobs.get_mut(&id) {
@@ -212,9 +217,8 @@ impl Requester {
             // progress), and the job fails once no provider took a task for
             // `unplaceable_after`, with why.
             let negotiating = self.negotiating_jobs.contains_key(&id);
-            let live = job.tasks.iter().any(|t| t.live().next().is_some());
             let wait = job.record.spec.ttl.unwrap_or(self.config.unplaceable_after);
-            if live || busy || !(stuck || placed_any) {
+            if busy || !(stuck || placed_any) || job.tasks.iter().any(|t| t.live().next().is_some()) {
                 job.no_fit_since = None;
             } else {
                 let since = *job.no_fit_since.get_or_insert(now);

@@ -467,12 +467,13 @@ impl Requester {
         if t.phase == TaskPhase::Verified {
             pays.extend(pay_progress(t));
         }
+        // Only a failed task can put the job over its failure budget.
+        let failed = (t.phase == TaskPhase::Failed).then(|| over_budget(job)).flatten();
         job.settled += 1;
         let all_settled = job
             .tasks
             .iter()
             .all(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed));
-        let failed = over_budget(job);
         self.drop_negotiations(|t| *t == task);
         for (p, fuel, exec) in learnt {
             self.book.verified(p, fuel, exec, &[module, input], now);

@@ -498,4 +498,22 @@ fn a_payment_of_several_receipts_counts_each_once() {
         "a receipt paid already gets the countersignature given then"
     );
     assert_eq!(received(), 3 * vs[0].amount.0, "the three receipts, counted once");
+    let metrics = rt.block_on(node.client().metrics()).unwrap();
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    assert_eq!(
+        (
+            value("agora_payments_received_total"),
+            value("agora_vouchers_received_total")
+        ),
+        (Some(1), Some(3)),
+        "one block counted, of three vouchers: the block repeating a receipt is not counted"
+    );
 }

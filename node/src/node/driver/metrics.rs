@@ -81,15 +81,31 @@ impl Driver {
             ),
             (
                 (
+                    "agora_payments_received_total",
+                    "counter",
+                    "Payment blocks counted, each of one voucher or more",
+                ),
+                c.payments_in,
+            ),
+            (
+                (
                     "agora_vouchers_duplicate_total",
                     "counter",
-                    "Vouchers already counted (not counted again)",
+                    "Payment blocks already counted (not counted again)",
                 ),
                 c.vouchers_dup,
             ),
             (
                 ("agora_vouchers_paid_total", "counter", "Vouchers issued"),
                 c.vouchers_out,
+            ),
+            (
+                (
+                    "agora_payments_sent_total",
+                    "counter",
+                    "Payment blocks appended, each of one voucher or more",
+                ),
+                c.payments_out,
             ),
             (
                 (
