@@ -175,8 +175,7 @@ impl Requester {
             // The ready positions in order, read one at a time: placement
             // usually stops at the first busy answer, long before the end.
             let mut from = 0;
-            loop {
-                let Some(job) = self.jobs.get(&id) else { break };
+            while let Some(job) = self.jobs.get(&id) {
                 let Some(&p) = job.ready.range(from..).next() else {
                     break;
                 };
