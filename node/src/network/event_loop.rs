@@ -44,7 +44,7 @@ struct InFlight {
     waiting: Waiting,
     /// A copy of the frame, kept while the peer has a relayed connection:
     /// that connection is closed as soon as a direct one appears, and a
-    /// frame it was carrying is sent again on the direct one rather than
+    /// frame whose connection closes under it is sent again rather than
     /// failed. Taken when resent, so a frame is resent at most once.
     resend: Option<MarketRequest>,
 }

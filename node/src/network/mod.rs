@@ -322,8 +322,8 @@ pub struct Stats {
     pub gossip_dropped: u64,
     /// Market requests refused because the node was busy.
     pub market_overload: u64,
-    /// Market frames sent again because the relayed connection carrying
-    /// them closed in favour of a direct one.
+    /// Market frames sent again because a connection closed under them
+    /// while the peer had a relayed one (closed once a direct one exists).
     pub market_resent: u64,
     /// Inbound request-response failures (malformed frames, resets).
     pub inbound_failures: u64,
