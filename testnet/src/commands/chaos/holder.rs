@@ -13,6 +13,10 @@ use crate::workload::incompressible;
 /// The most slices a fetch has in flight at once: at most these are asked
 /// again when a holder dies.
 const MAX_IN_FLIGHT: u64 = 8;
+/// The most slices a fetch asks of one holder at once.
+const PER_HOLDER: u64 = 2;
+/// The bytes in a slice.
+const SLICE: u64 = 2 << 20;
 
 impl ChaosCommand {
     /// `holder-dies`: see the module docs.
@@ -41,15 +45,25 @@ impl ChaosCommand {
         let store = net.node(0).data_dir.join(agora_node::store::CONTENT_DIR);
         let until = Instant::now() + Duration::from_secs(120);
         let third = data.len() as u64 / 3;
-        // Killed once a third is written and node-1 has served a slice (on
-        // a loaded machine its first answer can lag: it builds the blob's
-        // tree first).
+        // Killed once a third is written and the fetcher has a slice from
+        // node-1 (on a loaded machine its first answer can lag: it builds
+        // the blob's tree first). A holder counts a slice as sent when it
+        // queues the answer, so an answer sent may die with it; but the
+        // fetcher asks a holder for at most PER_HOLDER slices at a time and
+        // asks again only once an answer is in, so a holder that has sent
+        // more than PER_HOLDER answers has had one of them received. An
+        // answer is a slice and its proof, a few percent over the slice:
+        // more than PER_HOLDER + 1 slices' bytes take more answers.
         let doomed = net.node(1).client.clone();
         let served = || async {
             doomed.metrics().await.ok().is_some_and(|text| {
                 text.lines()
                     .filter_map(|l| l.strip_prefix("agora_content_sent_bytes_total "))
-                    .any(|v| v.trim().parse::<f64>().is_ok_and(|b| b > 0.0))
+                    .any(|v| {
+                        v.trim()
+                            .parse::<f64>()
+                            .is_ok_and(|b| b > ((PER_HOLDER + 1) * SLICE) as f64)
+                    })
             })
         };
         loop {
@@ -64,7 +78,10 @@ impl ChaosCommand {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         net.kill(1)?;
-        run.event("node-1 killed (SIGKILL) with a third of the blob written, after it served a slice".into());
+        run.event(
+            "node-1 killed (SIGKILL) with a third of the blob written, after the fetcher had a slice from it"
+                .into(),
+        );
         let got = fetch.await??;
         let slices = got.slices;
         run.event(format!(
@@ -82,7 +99,7 @@ impl ChaosCommand {
                     "only the slices in flight on the dead holder were asked again ({} of {slices}, at most {MAX_IN_FLIGHT})",
                     got.retried
                 ),
-                ok: got.retried <= MAX_IN_FLIGHT && slices == data.len().div_ceil(2 << 20) as u64,
+                ok: got.retried <= MAX_IN_FLIGHT && slices == (data.len() as u64).div_ceil(SLICE),
             },
             Check {
                 what: format!("both holders sent slices ({})", got.holders),
