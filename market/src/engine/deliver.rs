@@ -3,7 +3,7 @@
 //! counts only if it arrives. Each is persisted before it is first sent
 //! (a receipt as pending, a payment's block in the ledger's outbox), so a
 //! restart resumes them; between attempts the wait doubles from 100 ms to
-//! 30 s. A delivered receipt is owed to its provider until paid
+//! 30 s, and starts again when a connection to the peer opens. A delivered receipt is owed to its provider until paid
 //! ([`crate::credit`]).
 
 use std::collections::BTreeMap;
@@ -108,6 +108,22 @@ impl Engine {
             .collect();
         for key in due {
             self.send_delivery(key, false);
+        }
+    }
+
+    /// `peer` is connected again: what waits for it goes at the next tick,
+    /// the wait between attempts counted from the start again. Without
+    /// this, a provider back after a minute down waited up to
+    /// [`MAX_RETRY`] more for its receipts' payments.
+    pub(super) fn redeliver_to(&mut self, peer: NodeId) {
+        for d in self
+            .deliveries
+            .0
+            .values_mut()
+            .filter(|d| d.to == peer && d.in_flight.is_none())
+        {
+            d.wait = FIRST_RETRY;
+            d.next_at = Timestamp(0);
         }
     }
 
@@ -259,4 +275,48 @@ fn countersigns(ours: &Envelope, payee: NodeId, pay: &Envelope) -> bool {
 
 fn decode_hex_envelope(h: &str) -> Option<Envelope> {
     Envelope::from_bytes(&hex::decode(h).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{disk::Disk, node};
+    use agora_protocol::Keypair;
+
+    /// The first sending and every retry due by `now`: their request ids.
+    fn sent(e: &mut Engine, to: NodeId, now: Timestamp) -> Vec<RequestId> {
+        e.tick(now);
+        e.end_turn(now)
+            .now
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { id, to: t, .. } if t == to => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_peer_that_connects_again_gets_what_waits_for_it_at_the_next_tick() {
+        let t0 = 1_800_000_000_000;
+        let disk = Disk::default();
+        let mut e = node::engine(&Keypair::from_secret([0x51; 32]), None, 1, t0, &disk);
+        let peer = Keypair::from_secret([0x52; 32]).node_id();
+        let request = MarketRequest::Summaries("sim".parse().expect("a domain"));
+        let mut now = Timestamp(t0);
+        e.deliver(MessageId([9; 32]), peer, request, false, now);
+        // Unreachable eight times: the wait grows to 25.6 s.
+        let mut id = sent(&mut e, peer, now);
+        for _ in 0..8 {
+            assert_eq!(id.len(), 1, "one sending at a time");
+            e.on_answer(id[0], Err("unreachable".into()), now);
+            now = now.add(Duration::from_secs(30));
+            id = sent(&mut e, peer, now);
+        }
+        e.on_answer(id[0], Err("unreachable".into()), now);
+        let soon = now.add(Duration::from_secs(1));
+        assert!(sent(&mut e, peer, soon).is_empty(), "not due for a while yet");
+        e.on_connected(peer);
+        assert_eq!(sent(&mut e, peer, soon).len(), 1, "sent once the peer is back");
+    }
 }

@@ -410,9 +410,11 @@ impl Engine {
         }
     }
 
-    /// A connection to `peer` was established.
+    /// A connection to `peer` was established: receipts and payments
+    /// waiting for it go at the next tick.
     pub fn on_connected(&mut self, peer: NodeId) {
         self.connected.insert(peer);
+        self.redeliver_to(peer);
     }
 
     /// The last connection to `peer` closed. A closed connection alone says

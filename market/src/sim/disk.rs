@@ -32,7 +32,7 @@ struct State {
 
 /// A node's disk, shared by the node and its engine's host.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Disk(Arc<Mutex<State>>);
+pub(crate) struct Disk(Arc<Mutex<State>>);
 
 fn apply(map: &mut BTreeMap<String, Vec<u8>>, writes: &[Write]) {
     for w in writes {

@@ -12,8 +12,8 @@
 //! reply ids, answers or timeouts, gossip, connection events, work results
 //! and ticks.
 
-mod disk;
-mod node;
+pub(crate) mod disk;
+pub(crate) mod node;
 #[cfg(test)]
 mod tests;
 

@@ -78,7 +78,7 @@ fn config(provider: Option<(u64, u32)>) -> Config {
     c
 }
 
-pub(super) fn engine(
+pub(crate) fn engine(
     keypair: &Keypair,
     provider: Option<(u64, u32)>,
     seed: u64,
