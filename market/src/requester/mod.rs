@@ -295,7 +295,6 @@ struct Job {
     order: Vec<u32>,
     args: Vec<Arg>,
     args_digest: ContentId,
-    settled: usize,
     rr_cursor: usize,
     no_fit_since: Option<Timestamp>,
     /// Positions in `order` of tasks that may want another copy.
@@ -558,10 +557,6 @@ impl Requester {
                 )
             })
             .collect();
-        let settled = tasks
-            .iter()
-            .filter(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed))
-            .count();
         self.jobs.insert(
             record.id,
             Job {
@@ -570,7 +565,6 @@ impl Requester {
                 order,
                 args,
                 args_digest: digest,
-                settled,
                 rr_cursor: 0,
                 no_fit_since: None,
                 ready,

@@ -169,7 +169,6 @@ impl Requester {
                     Some(up) => format!("not run: its input, task {idx} of job {up}, failed: {why}"),
                     None => format!("not run: its input failed: {why}"),
                 });
-                job.settled += 1;
                 let all_settled = job
                     .tasks
                     .iter()

@@ -655,7 +655,6 @@ impl Requester {
             order: Vec::new(),
             args: Vec::new(),
             args_digest: ContentId([0; 32]),
-            settled: 0,
             rr_cursor: 0,
             no_fit_since: None,
             ready: BTreeSet::new(),

@@ -469,7 +469,6 @@ impl Requester {
         }
         // Only a failed task can put the job over its failure budget.
         let failed = (t.phase == TaskPhase::Failed).then(|| over_budget(job)).flatten();
-        job.settled += 1;
         let all_settled = job
             .tasks
             .iter()
