@@ -3,8 +3,8 @@
 //! counts only if it arrives. Each is persisted before it is first sent
 //! (a receipt as pending, a payment's block in the ledger's outbox), so a
 //! restart resumes them; between attempts the wait doubles from 100 ms to
-//! 30 s, and starts again when a connection to the peer opens. A delivered receipt is owed to its provider until paid
-//! ([`crate::credit`]).
+//! 30 s, and starts again when a connection to the peer opens. A delivered
+//! receipt is owed to its provider until paid ([`crate::credit`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -305,7 +305,7 @@ mod tests {
         let request = MarketRequest::Summaries("sim".parse().expect("a domain"));
         let mut now = Timestamp(t0);
         e.deliver(MessageId([9; 32]), peer, request, false, now);
-        // Unreachable eight times: the wait grows to 25.6 s.
+        // Unreachable nine times: the next try is 25.6 s away.
         let mut id = sent(&mut e, peer, now);
         for _ in 0..8 {
             assert_eq!(id.len(), 1, "one sending at a time");
