@@ -38,6 +38,7 @@ pub mod config;
 pub mod executor;
 pub mod faults;
 pub mod identity;
+pub mod memory;
 pub mod network;
 pub mod node;
 pub mod paths;

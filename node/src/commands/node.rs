@@ -164,6 +164,9 @@ impl NodeCommand {
             options.faults.never_pay = self.never_pay;
             options.faults.fork_payments = self.fork_payments;
         }
+        if !crate::memory::limit_arenas() {
+            tracing::debug!("the allocator's arenas are not capped here");
+        }
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         let result = rt.block_on(async move {
             if let Ok(info) = crate::api::client::read_node_info(&data_dir)
