@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use agora_protocol::ContentId;
 use agora_protocol::chain::{Counted, Source};
 
 /// Counted blocks waiting to be settled, at most per chain: beyond it, the
@@ -56,9 +57,23 @@ pub struct Backing {
     overdrawn: BTreeSet<u64>,
     /// The chain backs nothing (it failed, forked, or overdrew too often).
     void: bool,
+    /// Checkpoints settled with every credit before them backed (position
+    /// and hash), not yet taken by [`Backing::take_attestable`].
+    attestable: Vec<(u64, ContentId)>,
 }
 
 impl Backing {
+    /// The backing of a chain whose audit starts at a checkpoint (position
+    /// `seq`) that an auditor trusted attested as backed: every credit
+    /// through it is, so the backed balance is the audited one.
+    pub fn resumed(seq: u64, balance: i64) -> Backing {
+        Backing {
+            settled: seq,
+            backed: i128::from(balance),
+            ..Backing::default()
+        }
+    }
+
     /// Adds the next counted block of the chain (its position `seq`).
     pub fn push(&mut self, seq: u64, counted: Counted) {
         self.queue.push_back((seq, counted));
@@ -109,6 +124,11 @@ impl Backing {
                     Verdict::Unbacked => self.unbacked = self.unbacked.saturating_add(src.amount),
                     Verdict::Pending => return (Some(src), moved),
                 },
+                Counted::Checkpoint(hash) => {
+                    if self.unbacked == 0 && self.overdrawn.is_empty() {
+                        self.attestable.push((seq, hash));
+                    }
+                }
             }
             self.queue.pop_front();
             self.settled = seq;
@@ -143,7 +163,7 @@ impl Backing {
             match c {
                 Counted::Grant(a) => b += i128::from(*a),
                 Counted::Pay(a) => b -= i128::from(*a),
-                Counted::Receive(_) => {}
+                Counted::Receive(_) | Counted::Checkpoint(_) => {}
             }
         }
         b.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
@@ -168,6 +188,13 @@ impl Backing {
     /// The last position settled.
     pub fn settled(&self) -> u64 {
         self.settled
+    }
+
+    /// The checkpoints settled since the last call at which every credit
+    /// the chain had counted was backed: what an auditor may attest
+    /// (SPEC.md §8.6, "Checkpoints").
+    pub fn take_attestable(&mut self) -> Vec<(u64, ContentId)> {
+        std::mem::take(&mut self.attestable)
     }
 }
 
@@ -241,6 +268,36 @@ mod tests {
         assert_eq!(payee.unsettled(), 2_000);
         payee.settle(&|_| Verdict::Backed);
         assert_eq!((payee.balance(), payee.settled()), (2_050, 3));
+    }
+
+    #[test]
+    fn a_checkpoint_is_attestable_only_once_every_credit_before_it_is_backed() {
+        let mut c = Backing::default();
+        c.push(1, Counted::Grant(100));
+        c.push(2, from(7, 3, 2_000));
+        c.push(3, Counted::Checkpoint(ContentId([3; 32])));
+        c.settle(&|_| Verdict::Pending);
+        assert_eq!(
+            c.take_attestable(),
+            vec![],
+            "the receipt before it is not settled"
+        );
+        c.settle(&|_| Verdict::Backed);
+        assert_eq!(c.take_attestable(), vec![(3, ContentId([3; 32]))]);
+        assert_eq!(c.take_attestable(), vec![], "taken once");
+        // A chain that took credits nobody backed has nothing to attest.
+        let mut d = Backing::default();
+        d.push(1, from(7, 3, 2_000));
+        d.push(2, Counted::Checkpoint(ContentId([2; 32])));
+        d.settle(&|_| Verdict::Unbacked);
+        assert_eq!(d.take_attestable(), vec![]);
+        // An audit resumed at an attested checkpoint backs its balance and
+        // every payment through it.
+        let r = Backing::resumed(40, 5_000);
+        assert_eq!(
+            (r.balance(), r.settled(), r.verdict(39), r.verdict(41)),
+            (5_000, 40, Verdict::Backed, Verdict::Pending)
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ use crate::backing::{Backing, Verdict};
 pub struct Config {
     /// Keys whose grants create credits.
     pub issuers: HashSet<NodeId>,
+    /// Auditors whose attestation of a chain's checkpoint this node takes
+    /// as its own: an audit of that chain may start there (besides these,
+    /// the issuers and this node itself).
+    pub auditors: HashSet<NodeId>,
     /// Credit extended to any requester, in micro-credits.
     pub line: Credits,
     /// Extra credit per micro-credit a requester has paid this provider.
@@ -61,6 +65,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             issuers: HashSet::new(),
+            auditors: HashSet::new(),
             line: Credits(100_000),
             line_per_paid: 0.1,
             max_unpaid: 3,
@@ -317,6 +322,58 @@ impl Credit {
             a.auditing = false;
         }
         result
+    }
+
+    /// Starts the audit of `owner`'s chain at `checkpoint`, one of its
+    /// blocks an auditor this node trusts attested as backed (SPEC.md
+    /// §8.6, "Checkpoints"): the position to read after. An audit already
+    /// under way goes on where it stands.
+    pub fn resume(
+        &mut self,
+        owner: NodeId,
+        checkpoint: &agora_protocol::Envelope,
+    ) -> Result<u64, agora_protocol::chain::AuditError> {
+        let issuers = self.config.issuers.clone();
+        let forked = self.forked.contains(&owner);
+        let a = self.account(owner);
+        if let Some(audit) = &a.audit {
+            return Ok(audit.seq);
+        }
+        if a.broken || forked {
+            // Refused whatever its checkpoint says.
+            return Ok(0);
+        }
+        let audit = Audit::resume(owner, checkpoint, &|n| issuers.contains(n))?;
+        a.backing = Backing::resumed(audit.seq, audit.balance());
+        a.recent.insert(audit.seq, audit.head);
+        let seq = audit.seq;
+        a.audit = Some(audit);
+        Ok(seq)
+    }
+
+    /// Whether an attestation signed by `auditor` lets an audit start at
+    /// the checkpoint it names.
+    pub fn trusts_auditor(&self, auditor: &NodeId) -> bool {
+        self.config.auditors.contains(auditor) || self.config.issuers.contains(auditor)
+    }
+
+    /// The checkpoints this node may now attest: chains audited through
+    /// one with every credit before it backed, by owner, position and
+    /// hash. Each is given once.
+    pub fn take_attestable(&mut self) -> Vec<(NodeId, u64, ContentId)> {
+        let mut out = Vec::new();
+        for (owner, a) in &mut self.accounts {
+            if a.broken {
+                continue;
+            }
+            out.extend(
+                a.backing
+                    .take_attestable()
+                    .into_iter()
+                    .map(|(seq, hash)| (*owner, seq, hash)),
+            );
+        }
+        out
     }
 
     /// The blocks could not be fetched.

@@ -24,8 +24,9 @@
 
 use std::collections::HashMap;
 
-use agora_protocol::chain::{Block, Entry, Grant, block_hash};
+use agora_protocol::chain::{Audit, Block, Counted, Entry, Grant, Position, Summary, block_hash};
 use agora_protocol::settlement::Voucher;
+use agora_protocol::units::Timestamp;
 use agora_protocol::{ContentId, Decode, Encode, Envelope, MessageId, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub struct State {
     pub received: u64,
     /// Credits paid.
     pub paid: u64,
+    /// The position of the last checkpoint (0: none).
+    #[serde(default)]
+    pub checkpoint: u64,
 }
 
 impl State {
@@ -113,6 +117,14 @@ pub struct Ledger {
     state: State,
     /// Receipts paid for whose records may not be readable yet.
     recent: HashMap<MessageId, u64>,
+    /// The audit of this node's own chain, kept block by block: what its
+    /// next checkpoint states, and which payments it may still receive.
+    own: Box<Audit>,
+    /// When each payer's latest payment was received, since the last
+    /// checkpoint.
+    last_paid: HashMap<NodeId, Timestamp>,
+    /// When the last checkpoint was appended.
+    checkpoint_at: Timestamp,
 }
 
 /// Receipts remembered as paid before the records are asked.
@@ -122,10 +134,58 @@ impl Ledger {
     /// Loads the ledger of `local`.
     pub fn open(local: NodeId, host: &dyn Host) -> Result<Ledger, RecordError> {
         let state: State = records::get(host, records::LEDGER_STATE)?.unwrap_or_default();
+        let corrupt = |seq: u64, reason: String| RecordError::Corrupt {
+            key: records::chain_key(seq),
+            reason,
+        };
+        let all = |_: &NodeId| true;
+        let read = |after: u64, limit: usize| -> Result<Vec<Envelope>, RecordError> {
+            let prefix = records::CHAIN;
+            let from = format!("{prefix}{:020}", after.saturating_add(1));
+            Ok(host
+                .records_from(prefix, &from, limit)?
+                .into_iter()
+                .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
+                .collect())
+        };
+        // The audit of the chain from its last checkpoint (whole without
+        // one), every block read as it was written.
+        let (mut own, mut checkpoint_at) = (Audit::new(local), Timestamp(0));
+        if state.checkpoint > 0 {
+            let cp = read(state.checkpoint - 1, 1)?
+                .pop()
+                .ok_or_else(|| corrupt(state.checkpoint, "the last checkpoint is missing".into()))?;
+            own = Audit::resume(local, &cp, &all).map_err(|e| corrupt(state.checkpoint, e.to_string()))?;
+            checkpoint_at = cp.issued_at();
+        }
+        let mut last_paid = HashMap::new();
+        while own.seq < state.seq {
+            let page = read(own.seq, 256)?;
+            if page.is_empty() {
+                return Err(corrupt(
+                    own.seq + 1,
+                    "a block of this node's chain is missing".into(),
+                ));
+            }
+            for b in &page {
+                if own.seq >= state.seq {
+                    break;
+                }
+                if let Counted::Receive(src) = own
+                    .apply_own(b, &all)
+                    .map_err(|e| corrupt(own.seq + 1, e.to_string()))?
+                {
+                    last_paid.insert(src.payer, b.issued_at());
+                }
+            }
+        }
         Ok(Ledger {
             local,
             state,
             recent: HashMap::new(),
+            own: Box::new(own),
+            last_paid,
+            checkpoint_at,
         })
     }
 
@@ -178,6 +238,18 @@ impl Ledger {
                     }
                 }
             }
+            Entry::Checkpoint(_) => {
+                self.state.checkpoint = block.seq;
+                self.checkpoint_at = env.issued_at();
+                self.last_paid.clear();
+            }
+        }
+        match self.own.apply_own(env, &|_| true) {
+            Ok(Counted::Receive(src)) => {
+                self.last_paid.insert(src.payer, env.issued_at());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "a block appended to this node's chain does not audit"),
         }
         self.state.seq = block.seq;
         self.state.head = block_hash(env).to_string();
@@ -222,7 +294,38 @@ impl Ledger {
                 return Ok(Payment::Counted(env));
             }
         }
+        // A payment counts once per position of its payer's chain, and
+        // not at all at or below the floor a checkpoint set: this node's
+        // chain must pass every audit (SPEC.md §8.6).
+        let at = v.payload().seq;
+        if at <= self.own.floor(&from) {
+            return Err(Refused::Invalid(format!(
+                "the payment (block {at} of its payer's chain) is at or below the floor this chain's last checkpoint set for its payer"
+            )));
+        }
+        if self.own.has_received(&Position { payer: from, seq: at }) {
+            return Err(Refused::Invalid(format!(
+                "another block at position {at} of the payer's chain was received here: its chain is forked"
+            )));
+        }
         Ok(Payment::Append(self.next(Entry::Receive(pay.clone()))))
+    }
+
+    /// Whether a checkpoint is due: `every` blocks (0: never) or more since
+    /// the last one.
+    pub fn checkpoint_due(&self, every: u64) -> bool {
+        every > 0 && self.state.seq >= self.state.checkpoint + every
+    }
+
+    /// The summary of the chain a checkpoint appended now states (SPEC.md
+    /// §8.6, "Checkpoints"). A payer's payments fold into its floor once
+    /// none has come for `quiet`: one still in flight below the floor
+    /// could no longer be received. `None` if the summary would be too
+    /// long to carry.
+    pub fn summary(&self, now: Timestamp, quiet: std::time::Duration) -> Option<Summary> {
+        let settled =
+            |p: &NodeId| now.since(self.last_paid.get(p).copied().unwrap_or(self.checkpoint_at)) >= quiet;
+        self.own.summary(&settled)
     }
 
     fn paid_block(&self, host: &dyn Host, receipt: &MessageId) -> Result<Option<u64>, RecordError> {

@@ -75,6 +75,8 @@ pub const GRANT: &str = "ledger/grant/";
 pub const PAID_FOR: &str = "ledger/paid-for/";
 /// Vouchers awaiting their provider's acknowledgement.
 pub const VOUCHER_OUTBOX: &str = "outbox/voucher/";
+/// Attestations of this node's checkpoints, by position then auditor.
+pub const ATTESTATION: &str = "ledger/attest/";
 
 /// The key of a job record.
 pub fn job_key(id: &JobId) -> String {
@@ -139,6 +141,16 @@ pub fn held_prefix(owner: &NodeId) -> String {
 /// The key of a block of `owner`'s chain held.
 pub fn held_key(owner: &NodeId, seq: u64) -> String {
     format!("{}{seq:020}", held_prefix(owner))
+}
+
+/// The prefix of the attestations of this node's checkpoint at `seq`.
+pub fn attestations_of(seq: u64) -> String {
+    format!("{ATTESTATION}{seq:020}/")
+}
+
+/// The key of `auditor`'s attestation of this node's checkpoint at `seq`.
+pub fn attestation_key(seq: u64, auditor: &NodeId) -> String {
+    format!("{}{auditor}", attestations_of(seq))
 }
 
 /// The key marking a grant taken.

@@ -145,6 +145,14 @@ pay_within = "60s"
 deny_requesters = []
 # When not empty, the only requesters this node works for.
 allow_requesters = []
+# Blocks of this node's credit chain between two checkpoints (signed
+# summaries its auditors attest, so that an audit need not start at block
+# 1); 0 for none.
+checkpoint_every = 1024
+# Auditors (peer ids) whose attestation of another chain's checkpoint this
+# node takes as its own, besides the issuers and itself: its audit of that
+# chain may start there.
+auditors = []
 
 [relay]
 # Relay connections for nodes behind NAT (circuit relay v2), within the
@@ -293,6 +301,11 @@ pub struct Credit {
     /// When not empty, the only requesters worked for.
     #[serde(with = "text_vec")]
     pub allow_requesters: Vec<NodeId>,
+    /// Blocks of the node's chain between two checkpoints (0: none).
+    pub checkpoint_every: u64,
+    /// Auditors whose checkpoint attestations this node trusts.
+    #[serde(with = "text_vec")]
+    pub auditors: Vec<NodeId>,
 }
 
 impl Default for Credit {
@@ -305,6 +318,8 @@ impl Default for Credit {
             pay_within: Duration::from_secs(60),
             deny_requesters: Vec::new(),
             allow_requesters: Vec::new(),
+            checkpoint_every: 1024,
+            auditors: Vec::new(),
         }
     }
 }
@@ -314,6 +329,7 @@ impl Credit {
     pub fn to_market(&self) -> agora_market::credit::Config {
         agora_market::credit::Config {
             issuers: self.issuers.iter().copied().collect(),
+            auditors: self.auditors.iter().copied().collect(),
             line: self.line,
             line_per_paid: self.line_per_paid,
             max_unpaid: self.max_unpaid,

@@ -21,7 +21,7 @@
 //!   keeps the state and applies new blocks as they come) and yields its
 //!   balance.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::envelope::{Envelope, OpenError, Payload, PayloadType, Verified};
@@ -69,6 +69,10 @@ pub enum Entry {
     /// [`MAX_VOUCHERS`] vouchers, every one to the same provider, no
     /// receipt twice): one block, one countersignature, for all of them.
     PayMany(Vec<Voucher>),
+    /// A summary of the chain through the block before: what an audit
+    /// that starts here needs instead of the blocks before it
+    /// (SPEC.md §8.6, "Checkpoints").
+    Checkpoint(Summary),
 }
 
 /// Most vouchers one [`Entry::PayMany`] carries.
@@ -80,7 +84,7 @@ impl Entry {
         match self {
             Entry::Pay(v) => std::slice::from_ref(v),
             Entry::PayMany(vs) => vs,
-            Entry::Grant(_) | Entry::Receive(_) => &[],
+            Entry::Grant(_) | Entry::Receive(_) | Entry::Checkpoint(_) => &[],
         }
     }
 
@@ -132,6 +136,10 @@ impl Encode for Entry {
                 w.u8(3);
                 vs.encode(w)
             }
+            Entry::Checkpoint(s) => {
+                w.u8(4);
+                s.encode(w)
+            }
         }
     }
 }
@@ -143,6 +151,7 @@ impl Decode for Entry {
             1 => Entry::Pay(Decode::decode(r)?),
             2 => Entry::Receive(Decode::decode(r)?),
             3 => Entry::PayMany(crate::wire::Limited::decode_limited(r, MAX_VOUCHERS, "vouchers")?),
+            4 => Entry::Checkpoint(Decode::decode(r)?),
             tag => {
                 return Err(DecodeError::InvalidTag {
                     field: "chain entry",
@@ -152,6 +161,112 @@ impl Decode for Entry {
         })
     }
 }
+
+/// Most grants a [`Summary`] lists.
+pub const MAX_SUMMARY_GRANTS: usize = 64;
+/// Most payers a [`Summary`] lists floors for.
+pub const MAX_SUMMARY_FLOORS: usize = 512;
+/// Most payments a [`Summary`] lists as received above their payers'
+/// floors.
+pub const MAX_SUMMARY_RECENT: usize = 512;
+
+/// A grant a chain took: its issuer, its id and its amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GrantTaken {
+    /// Who signed it.
+    pub issuer: NodeId,
+    /// Its id.
+    pub id: [u8; 16],
+    /// Its amount, in micro-credits.
+    pub amount: u64,
+}
+
+wire_struct!(GrantTaken { issuer, id, amount });
+
+/// One block of a payer's chain (`payer`, `seq`): a payment received, or
+/// a payer's floor (every payment of `payer` at `seq` or below is spent
+/// for this chain: received already, or never to be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The payer.
+    pub payer: NodeId,
+    /// The position in its chain.
+    pub seq: u64,
+}
+
+wire_struct!(Position { payer, seq });
+
+/// What a [`Entry::Checkpoint`] states about the chain through the block
+/// before it: its totals and what an audit must remember so that nothing
+/// counts twice. Every list is in increasing order, without repeats (the
+/// order of the encodings' fields: node ids compare as bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Credits received, in micro-credits.
+    pub received: u64,
+    /// Credits paid.
+    pub paid: u64,
+    /// Every grant the chain took, of any issuer: a grant counts once, and
+    /// each auditor counts those of the issuers it trusts.
+    pub grants: Vec<GrantTaken>,
+    /// Per payer, the position at or below which no payment of it may be
+    /// received any more.
+    pub floors: Vec<Position>,
+    /// Payments received above their payer's floor.
+    pub recent: Vec<Position>,
+}
+
+wire_struct!(Summary {
+    received,
+    paid,
+    grants < MAX_SUMMARY_GRANTS,
+    floors < MAX_SUMMARY_FLOORS,
+    recent < MAX_SUMMARY_RECENT,
+});
+
+impl Summary {
+    /// The floor of `payer`'s payments (0: none).
+    pub fn floor(&self, payer: &NodeId) -> u64 {
+        self.floors
+            .binary_search_by(|f| f.payer.cmp(payer))
+            .map_or(0, |i| self.floors[i].seq)
+    }
+
+    /// Whether every list is in increasing order without repeats.
+    pub fn is_canonical(&self) -> bool {
+        let sorted = |a: &[Position]| a.windows(2).all(|w| w[0] < w[1]);
+        self.grants
+            .windows(2)
+            .all(|w| (w[0].issuer, w[0].id) < (w[1].issuer, w[1].id))
+            && self.floors.windows(2).all(|w| w[0].payer < w[1].payer)
+            && sorted(&self.recent)
+    }
+}
+
+/// An auditor's signed statement that it audited a chain through one of
+/// its checkpoints and backed every credit counted there (SPEC.md §8.6,
+/// "Checkpoints"): whoever trusts the auditor may start its own audit of
+/// the chain at that block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attestation {
+    /// Whose chain.
+    pub owner: NodeId,
+    /// The checkpoint's position.
+    pub seq: u64,
+    /// The checkpoint block's hash.
+    pub hash: ContentId,
+}
+
+wire_struct!(Attestation { owner, seq, hash });
+
+impl Payload for Attestation {
+    const TYPE: PayloadType = PayloadType::Attestation;
+    const DOMAIN: &'static str = "agora/1/chain/attest";
+    const MAX_LIFETIME: Duration = RECORD_LIFETIME;
+}
+
+/// Most attestations of one checkpoint a node keeps and serves.
+pub const MAX_ATTESTATIONS: usize = 16;
 
 /// One entry of a node's chain, signed by the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +394,14 @@ pub enum AuditError {
         /// Why.
         reason: &'static str,
     },
+    /// A checkpoint whose summary is not the chain's.
+    #[error("block {seq}: {reason}")]
+    Checkpoint {
+        /// The block's position.
+        seq: u64,
+        /// Why.
+        reason: &'static str,
+    },
     /// A payment that is not one: inconsistent, to itself, or received
     /// twice.
     #[error("block {seq}: {reason}")]
@@ -300,6 +423,9 @@ pub enum Counted {
     Pay(u64),
     /// Credits received, with the payer's block they came with.
     Receive(Source),
+    /// A checkpoint whose summary matched the audit: nothing counted. Its
+    /// block's hash.
+    Checkpoint(ContentId),
 }
 
 /// Where received credits came from: one block of the payer's chain.
@@ -313,6 +439,19 @@ pub struct Source {
     pub hash: ContentId,
     /// The amount.
     pub amount: u64,
+}
+
+/// How much of a block an audit checks itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every signature.
+    All,
+    /// Not the block's own signature: a later block of its owner, whose
+    /// signature was checked, links to it.
+    Vouched,
+    /// No signature at all: the auditor's own chain, read from its own
+    /// records.
+    Own,
 }
 
 /// An audit of one node's chain, as far as it has gone.
@@ -330,10 +469,16 @@ pub struct Audit {
     pub received: u64,
     /// Credits paid.
     pub paid: u64,
-    /// Grants counted, by (issuer, id).
-    grants: HashSet<(NodeId, [u8; 16])>,
-    /// Payments received, by the payer's block hash.
-    payments: HashSet<ContentId>,
+    /// The position of the first block applied (1, or the checkpoint the
+    /// audit started from).
+    pub start: u64,
+    /// Grants counted, by (issuer, id), with their amounts.
+    grants: HashMap<(NodeId, [u8; 16]), u64>,
+    /// Per payer, the position at or below which no payment counts any
+    /// more (from the last checkpoint).
+    floors: HashMap<NodeId, u64>,
+    /// Payments received above their payers' floors.
+    recent: HashSet<Position>,
 }
 
 impl Audit {
@@ -346,15 +491,112 @@ impl Audit {
             granted: 0,
             received: 0,
             paid: 0,
-            grants: HashSet::new(),
-            payments: HashSet::new(),
+            start: 1,
+            grants: HashMap::new(),
+            floors: HashMap::new(),
+            recent: HashSet::new(),
         }
+    }
+
+    /// An audit of `owner`'s chain that starts at `checkpoint`, one of its
+    /// blocks whose entry is a [`Entry::Checkpoint`], taking the summary at
+    /// its word: for a checkpoint attested by an auditor the caller trusts
+    /// (SPEC.md §8.6, "Checkpoints"). `issuer` says which grants count.
+    pub fn resume(
+        owner: NodeId,
+        checkpoint: &Envelope,
+        issuer: &dyn Fn(&NodeId) -> bool,
+    ) -> Result<Audit, AuditError> {
+        let v = checkpoint
+            .open_ignoring_time::<Block>()
+            .map_err(|e| AuditError::Block {
+                seq: 0,
+                reason: e.to_string(),
+            })?;
+        let b = v.payload();
+        let fail = |reason| AuditError::Checkpoint { seq: b.seq, reason };
+        if v.signer() != owner {
+            return Err(fail("the checkpoint is signed by another node"));
+        }
+        let Entry::Checkpoint(s) = &b.entry else {
+            return Err(fail("the block is not a checkpoint"));
+        };
+        if !s.is_canonical() {
+            return Err(fail("the summary's lists are not in order"));
+        }
+        Ok(Audit {
+            owner,
+            seq: b.seq,
+            head: block_hash(checkpoint),
+            granted: s
+                .grants
+                .iter()
+                .filter(|g| issuer(&g.issuer))
+                .fold(0u64, |t, g| t.saturating_add(g.amount)),
+            received: s.received,
+            paid: s.paid,
+            start: b.seq,
+            grants: s.grants.iter().map(|g| ((g.issuer, g.id), g.amount)).collect(),
+            floors: s.floors.iter().map(|f| (f.payer, f.seq)).collect(),
+            recent: s.recent.iter().copied().collect(),
+        })
     }
 
     /// The balance so far, in micro-credits (negative: a debt).
     pub fn balance(&self) -> i64 {
         (i128::from(self.granted) + i128::from(self.received) - i128::from(self.paid))
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
+    /// The position of `payer`'s chain at or below which no payment of it
+    /// counts any more (0: none).
+    pub fn floor(&self, payer: &NodeId) -> u64 {
+        self.floors.get(payer).copied().unwrap_or(0)
+    }
+
+    /// Whether a payment at `at` counted already (above its payer's
+    /// floor; at or below it nothing counts).
+    pub fn has_received(&self, at: &Position) -> bool {
+        self.recent.contains(at)
+    }
+
+    /// The summary a checkpoint appended now must state. The payments
+    /// received from a payer for which `settled` holds fold into its floor
+    /// (its highest position received); the others stay listed. `None` if
+    /// a list would be longer than a summary may carry.
+    pub fn summary(&self, settled: &dyn Fn(&NodeId) -> bool) -> Option<Summary> {
+        let mut floors = self.floors.clone();
+        let mut recent = Vec::new();
+        for p in &self.recent {
+            if settled(&p.payer) {
+                let f = floors.entry(p.payer).or_insert(0);
+                *f = (*f).max(p.seq);
+            } else {
+                recent.push(*p);
+            }
+        }
+        let mut floors: Vec<Position> = floors
+            .into_iter()
+            .map(|(payer, seq)| Position { payer, seq })
+            .collect();
+        floors.sort_unstable();
+        recent.sort_unstable();
+        let mut grants: Vec<GrantTaken> = self
+            .grants
+            .iter()
+            .map(|(&(issuer, id), &amount)| GrantTaken { issuer, id, amount })
+            .collect();
+        grants.sort_unstable();
+        (grants.len() <= MAX_SUMMARY_GRANTS
+            && floors.len() <= MAX_SUMMARY_FLOORS
+            && recent.len() <= MAX_SUMMARY_RECENT)
+            .then_some(Summary {
+                received: self.received,
+                paid: self.paid,
+                grants,
+                floors,
+                recent,
+            })
     }
 
     /// Checks the next block of the chain and counts it. `issuer` says
@@ -364,7 +606,18 @@ impl Audit {
         block: &Envelope,
         issuer: &dyn Fn(&NodeId) -> bool,
     ) -> Result<Counted, AuditError> {
-        self.apply_block(block, issuer, false)
+        self.apply_block(block, issuer, Check::All)
+    }
+
+    /// Counts the next block of the auditor's own chain, read from its own
+    /// records: every check but the signatures (its own and those of the
+    /// envelopes it carries, checked when they came).
+    pub fn apply_own(
+        &mut self,
+        block: &Envelope,
+        issuer: &dyn Fn(&NodeId) -> bool,
+    ) -> Result<Counted, AuditError> {
+        self.apply_block(block, issuer, Check::Own)
     }
 
     /// Checks and counts a run of blocks that should follow on from this
@@ -380,10 +633,14 @@ impl Audit {
         blocks: &[Envelope],
         issuer: &dyn Fn(&NodeId) -> bool,
     ) -> (Vec<Counted>, Option<AuditError>) {
-        let vouched = self.vouched(blocks);
+        let check = if self.vouched(blocks) {
+            Check::Vouched
+        } else {
+            Check::All
+        };
         let mut counted = Vec::with_capacity(blocks.len());
         for b in blocks {
-            match self.apply_block(b, issuer, vouched) {
+            match self.apply_block(b, issuer, check) {
                 Ok(c) => counted.push(c),
                 Err(e) => return (counted, Some(e)),
             }
@@ -413,21 +670,16 @@ impl Audit {
             .is_ok_and(|v| v.signer() == self.owner)
     }
 
-    /// [`Audit::apply`]; with `vouched`, the block's own signature is not
-    /// checked (a later block's covers it, see [`Audit::apply_run`]).
     fn apply_block(
         &mut self,
         block: &Envelope,
         issuer: &dyn Fn(&NodeId) -> bool,
-        vouched: bool,
+        check: Check,
     ) -> Result<Counted, AuditError> {
         let seq = self.seq + 1;
         let bad = |reason: String| AuditError::Block { seq, reason };
         let (peeked, verified);
-        let b: &Block = if vouched {
-            peeked = block.peek::<Block>().map_err(|e| bad(e.to_string()))?;
-            &peeked
-        } else {
+        let b: &Block = if check == Check::All {
             verified = block
                 .open_ignoring_time::<Block>()
                 .map_err(|e| bad(e.to_string()))?;
@@ -435,6 +687,12 @@ impl Audit {
                 return Err(bad("signed by another node".into()));
             }
             verified.payload()
+        } else {
+            peeked = block.peek::<Block>().map_err(|e| bad(e.to_string()))?;
+            if block.claimed_signer() != self.owner {
+                return Err(bad("signed by another node".into()));
+            }
+            &peeked
         };
         if b.seq != seq || b.prev != self.head {
             return Err(AuditError::Link {
@@ -442,8 +700,9 @@ impl Audit {
                 after: self.seq,
             });
         }
+        let hash = block_hash(block);
         let counted = match &b.entry {
-            Entry::Grant(g) => Counted::Grant(self.grant(seq, g, issuer)?),
+            Entry::Grant(g) => Counted::Grant(self.grant(seq, g, issuer, check == Check::Own)?),
             entry @ (Entry::Pay(_) | Entry::PayMany(_)) => {
                 let (to, amount) = entry
                     .payment()
@@ -465,48 +724,117 @@ impl Audit {
                 Counted::Pay(amount)
             }
             Entry::Receive(pay) => {
-                let (amount, payer, payer_seq) =
-                    received_from(&self.owner, pay).map_err(|reason| AuditError::Payment { seq, reason })?;
-                let hash = block_hash(pay);
-                if !self.payments.insert(hash) {
-                    return Err(AuditError::Payment {
-                        seq,
-                        reason: "the payment is received twice",
-                    });
+                let fail = |reason| AuditError::Payment { seq, reason };
+                let (amount, payer, payer_seq) = if check == Check::Own {
+                    let p = pay
+                        .peek::<Block>()
+                        .map_err(|_| fail("the payment received does not decode"))?;
+                    match p.entry.payment() {
+                        Some(Ok((to, amount))) if to == self.owner && pay.claimed_signer() != self.owner => {
+                            (amount, pay.claimed_signer(), p.seq)
+                        }
+                        Some(Err(reason)) => return Err(fail(reason)),
+                        _ => return Err(fail("the block received is not a payment to this node")),
+                    }
+                } else {
+                    received_from(&self.owner, pay).map_err(fail)?
+                };
+                let at = Position {
+                    payer,
+                    seq: payer_seq,
+                };
+                if payer_seq <= self.floors.get(&payer).copied().unwrap_or(0) {
+                    return Err(fail("the payment is at or below its payer's floor"));
+                }
+                if !self.recent.insert(at) {
+                    return Err(fail("the payment is received twice"));
                 }
                 self.received = self.received.saturating_add(amount);
                 Counted::Receive(Source {
                     payer,
                     seq: payer_seq,
-                    hash,
+                    hash: block_hash(pay),
                     amount,
                 })
             }
+            Entry::Checkpoint(s) => {
+                self.checkpoint(seq, s)?;
+                Counted::Checkpoint(hash)
+            }
         };
         self.seq = seq;
-        self.head = block_hash(block);
+        self.head = hash;
         Ok(counted)
     }
 
-    fn grant(&mut self, seq: u64, g: &Envelope, issuer: &dyn Fn(&NodeId) -> bool) -> Result<u64, AuditError> {
+    /// Checks a checkpoint's summary against the audit, and takes its
+    /// floors and recent payments from then on.
+    fn checkpoint(&mut self, seq: u64, s: &Summary) -> Result<(), AuditError> {
+        let fail = |reason| Err(AuditError::Checkpoint { seq, reason });
+        if !s.is_canonical() {
+            return fail("the summary's lists are not in order");
+        }
+        if s.received != self.received || s.paid != self.paid {
+            return fail("the summary's totals differ from the chain's");
+        }
+        if s.grants.len() != self.grants.len()
+            || s.grants
+                .iter()
+                .any(|g| self.grants.get(&(g.issuer, g.id)) != Some(&g.amount))
+        {
+            return fail("the summary's grants differ from the chain's");
+        }
+        if self.floors.iter().any(|(p, f)| s.floor(p) < *f) {
+            return fail("the summary lowers a payer's floor");
+        }
+        if s.recent
+            .iter()
+            .any(|p| p.seq <= s.floor(&p.payer) || !self.recent.contains(p))
+        {
+            return fail("the summary lists a payment the chain did not receive above its floor");
+        }
+        if self
+            .recent
+            .iter()
+            .any(|p| p.seq > s.floor(&p.payer) && s.recent.binary_search(p).is_err())
+        {
+            return fail("the summary leaves out a payment received above its payer's floor");
+        }
+        self.floors = s.floors.iter().map(|f| (f.payer, f.seq)).collect();
+        self.recent = s.recent.iter().copied().collect();
+        Ok(())
+    }
+
+    fn grant(
+        &mut self,
+        seq: u64,
+        g: &Envelope,
+        issuer: &dyn Fn(&NodeId) -> bool,
+        own: bool,
+    ) -> Result<u64, AuditError> {
         let fail = |reason| AuditError::Grant { seq, reason };
-        let g = g
-            .open_ignoring_time::<Grant>()
-            .map_err(|_| fail("the grant does not verify"))?;
-        if g.payload().to != self.owner {
+        let (signer, grant) = if own {
+            (
+                g.claimed_signer(),
+                g.peek::<Grant>().map_err(|_| fail("the grant does not decode"))?,
+            )
+        } else {
+            let v = g
+                .open_ignoring_time::<Grant>()
+                .map_err(|_| fail("the grant does not verify"))?;
+            (v.signer(), v.payload().clone())
+        };
+        if grant.to != self.owner {
             return Err(fail("the grant is for another node"));
         }
-        if !self.grants.insert((g.signer(), g.payload().id)) {
+        if self.grants.insert((signer, grant.id), grant.amount.0).is_some() {
             return Err(fail("the grant is counted twice"));
         }
-        // An issuer this auditor does not trust creates nothing here; the
-        // chain is still sound (its owner may trust other issuers), and a
-        // payment that spends such credits fails the balance check.
-        if !issuer(&g.signer()) {
+        if !issuer(&signer) {
             return Ok(0);
         }
-        self.granted = self.granted.saturating_add(g.payload().amount.0);
-        Ok(g.payload().amount.0)
+        self.granted = self.granted.saturating_add(grant.amount.0);
+        Ok(grant.amount.0)
     }
 }
 
@@ -605,6 +933,11 @@ mod tests {
                 (runs.seq, runs.head, runs.balance()),
                 (a.seq, a.head, a.balance())
             );
+            let mut own = Audit::new(self.key.node_id());
+            for b in &self.blocks {
+                own.apply_own(b, &|n| issuers.contains(n)).unwrap();
+            }
+            assert_eq!((own.seq, own.head, own.balance()), (a.seq, a.head, a.balance()));
             Ok(a)
         }
     }
@@ -799,6 +1132,184 @@ mod tests {
         let (counted, err) = a.apply_run(&forged, &trust);
         assert_eq!(counted.len(), 3);
         assert!(matches!(err, Some(AuditError::Block { seq: 4, .. })), "{err:?}");
+    }
+
+    /// A requester funded with `grant`, a provider it paid `n` times
+    /// (1,000 micro-credits each), and the provider's chain receiving them.
+    fn paid(n: u64) -> (Keypair, Chain, Chain, Vec<Envelope>) {
+        let issuer = kp(9);
+        let (mut r, mut p) = (Chain::funded(kp(1), &issuer, 10_000_000), Chain::new(kp(2)));
+        let mut pays = Vec::new();
+        for i in 0..n {
+            let mut v = voucher(p.key.node_id(), 1_000_000);
+            v.receipt = MessageId([i as u8 + 100; 32]);
+            let pay = r.append(Entry::Pay(v));
+            p.append(Entry::Receive(pay.clone()));
+            pays.push(pay);
+        }
+        (issuer, r, p, pays)
+    }
+
+    fn own_audit(c: &Chain, issuers: &[NodeId]) -> Audit {
+        let mut a = Audit::new(c.key.node_id());
+        for b in &c.blocks {
+            a.apply_own(b, &|n| issuers.contains(n)).unwrap();
+        }
+        a
+    }
+
+    #[test]
+    fn an_audit_resumed_at_a_checkpoint_counts_what_one_from_block_one_counts() {
+        let (issuer, mut r, mut p, _) = paid(3);
+        let issuers = [issuer.node_id()];
+        // The requester's checkpoint states its grant; the provider's folds
+        // its receipts into their payer's floor.
+        for c in [&mut r, &mut p] {
+            let s = own_audit(c, &issuers).summary(&|_| true).unwrap();
+            c.append(Entry::Checkpoint(s));
+        }
+        assert_eq!(r.blocks.len(), 5);
+        // One grant, no payer: 41 + 28 + 56 bytes of payload, 135 of envelope.
+        assert_eq!(r.blocks[4].to_bytes().len(), 260);
+        let summary = |c: &Chain, i: usize| match c.blocks[i].peek::<Block>().unwrap().entry {
+            Entry::Checkpoint(s) => s,
+            _ => unreachable!(),
+        };
+        assert_eq!(summary(&r, 4).grants.len(), 1);
+        assert_eq!(
+            summary(&p, 3).floors,
+            vec![Position {
+                payer: r.key.node_id(),
+                seq: 4
+            }]
+        );
+        let pay = r.append(Entry::Pay(voucher(p.key.node_id(), 2_000_000)));
+        p.append(Entry::Receive(pay));
+        for (c, at) in [(&r, 4), (&p, 3)] {
+            let whole = c.audit(&issuers).unwrap();
+            let mut resumed =
+                Audit::resume(c.key.node_id(), &c.blocks[at], &|n| issuers.contains(n)).unwrap();
+            assert_eq!((resumed.start, resumed.seq), (at as u64 + 1, at as u64 + 1));
+            let (counted, err) = resumed.apply_run(&c.blocks[at + 1..], &|n| issuers.contains(n));
+            assert_eq!((counted.len(), err), (c.blocks.len() - at - 1, None));
+            assert_eq!(
+                (resumed.seq, resumed.head, resumed.balance()),
+                (whole.seq, whole.head, whole.balance())
+            );
+        }
+        assert_eq!(p.audit(&issuers).unwrap().balance(), 5_000);
+        // To an auditor that does not trust the issuer, the resumed audit
+        // counts the grant as nothing, as one from block 1 does.
+        let untrusting = Audit::resume(r.key.node_id(), &r.blocks[4], &|_| false).unwrap();
+        assert_eq!(untrusting.balance(), -3_000);
+    }
+
+    #[test]
+    fn a_payment_under_a_checkpoints_floor_counts_no_more_for_either_audit() {
+        let (issuer, _, mut p, pays) = paid(2);
+        let issuers = [issuer.node_id()];
+        let s = own_audit(&p, &issuers).summary(&|_| true).unwrap();
+        let at = p.blocks.len();
+        p.append(Entry::Checkpoint(s));
+        // The first payment again, after the checkpoint: no set of
+        // payments received remains to catch it, the floor does.
+        p.append(Entry::Receive(pays[0].clone()));
+        let err = p.audit(&issuers).unwrap_err();
+        assert_eq!(
+            err,
+            AuditError::Payment {
+                seq: 4,
+                reason: "the payment is at or below its payer's floor"
+            }
+        );
+        let mut resumed = Audit::resume(p.key.node_id(), &p.blocks[at], &|n| issuers.contains(n)).unwrap();
+        assert_eq!(
+            resumed.apply(&p.blocks[at + 1], &|n| issuers.contains(n)),
+            Err(err)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_that_misstates_the_chain_fails_the_audit() {
+        let (issuer, _, p, _) = paid(2);
+        let issuers = [issuer.node_id()];
+        let honest = own_audit(&p, &issuers).summary(&|_| false).unwrap();
+        assert_eq!(honest.recent.len(), 2);
+        let payer = honest.recent[0].payer;
+        type Lie = (fn(&mut Summary), &'static str);
+        let lies: [Lie; 6] = [
+            (
+                |s| s.received += 1,
+                "the summary's totals differ from the chain's",
+            ),
+            (|s| s.paid = 1, "the summary's totals differ from the chain's"),
+            (
+                |s| {
+                    s.grants.push(GrantTaken {
+                        issuer: kp(9).node_id(),
+                        id: [7; 16],
+                        amount: 1,
+                    })
+                },
+                "the summary's grants differ from the chain's",
+            ),
+            (
+                |s| {
+                    s.recent.pop();
+                },
+                "the summary leaves out a payment received above its payer's floor",
+            ),
+            (
+                |s| {
+                    s.recent.push(Position {
+                        payer: s.recent[0].payer,
+                        seq: 99,
+                    })
+                },
+                "the summary lists a payment the chain did not receive above its floor",
+            ),
+            (|s| s.recent.reverse(), "the summary's lists are not in order"),
+        ];
+        for (lie, why) in lies {
+            let mut s = honest.clone();
+            lie(&mut s);
+            let mut c = Chain::new(kp(2));
+            c.blocks = p.blocks.clone();
+            c.append(Entry::Checkpoint(s));
+            assert_eq!(
+                c.audit(&issuers).unwrap_err(),
+                AuditError::Checkpoint { seq: 3, reason: why }
+            );
+        }
+        // A later checkpoint may not lower a floor set before.
+        let mut c = Chain::new(kp(2));
+        c.blocks = p.blocks.clone();
+        c.append(Entry::Checkpoint(
+            own_audit(&p, &issuers).summary(&|_| true).unwrap(),
+        ));
+        let mut lower = own_audit(&c, &issuers).summary(&|_| true).unwrap();
+        lower.floors[0].seq -= 1;
+        assert_eq!(lower.floors[0].payer, payer);
+        c.append(Entry::Checkpoint(lower));
+        assert_eq!(
+            c.audit(&issuers).unwrap_err(),
+            AuditError::Checkpoint {
+                seq: 4,
+                reason: "the summary lowers a payer's floor"
+            }
+        );
+        // The honest one passes, and round-trips.
+        let mut c = Chain::new(kp(2));
+        c.blocks = p.blocks.clone();
+        let cp = c.append(Entry::Checkpoint(honest));
+        assert!(c.audit(&issuers).is_ok());
+        assert_eq!(
+            Block::from_bytes(&cp.peek::<Block>().unwrap().to_bytes()).unwrap(),
+            cp.peek::<Block>().unwrap()
+        );
+        // Only a checkpoint, signed by the owner, resumes an audit.
+        assert!(Audit::resume(kp(3).node_id(), &cp, &|_| true).is_err());
+        assert!(Audit::resume(kp(2).node_id(), &c.blocks[0], &|_| true).is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum PayloadType {
     Grant = 0x0031,
     /// [`crate::chain::Block`].
     Block = 0x0032,
+    /// [`crate::chain::Attestation`].
+    Attestation = 0x0033,
     /// [`crate::fraud::FraudProof`].
     FraudProof = 0x0040,
     /// [`crate::chain::ForkProof`].
@@ -69,7 +71,7 @@ pub enum PayloadType {
 
 impl PayloadType {
     /// All payload types.
-    pub const ALL: [PayloadType; 15] = [
+    pub const ALL: [PayloadType; 16] = [
         PayloadType::Advert,
         PayloadType::DomainSummary,
         PayloadType::CallForOffers,
@@ -82,6 +84,7 @@ impl PayloadType {
         PayloadType::Voucher,
         PayloadType::Grant,
         PayloadType::Block,
+        PayloadType::Attestation,
         PayloadType::FraudProof,
         PayloadType::ForkProof,
         PayloadType::Heads,

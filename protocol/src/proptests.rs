@@ -337,6 +337,8 @@ fn market_request() -> impl Strategy<Value = MarketRequest> {
             }),
         (envelope(), blob(MAX_INLINE_CONTENT))
             .prop_map(|(progress, checkpoint)| MarketRequest::Progress { progress, checkpoint }),
+        envelope().prop_map(MarketRequest::Attest),
+        keypair().prop_map(|kp| MarketRequest::ChainCheckpoint { owner: kp.node_id() }),
     ]
 }
 
@@ -349,6 +351,8 @@ fn market_response() -> impl Strategy<Value = MarketResponse> {
         vec(envelope(), 0..3).prop_map(MarketResponse::Summaries),
         envelope().prop_map(MarketResponse::Received),
         vec(envelope(), 0..3).prop_map(MarketResponse::Chain),
+        (envelope(), vec(envelope(), 0..3))
+            .prop_map(|(block, attestations)| MarketResponse::ChainCheckpoint { block, attestations }),
     ]
 }
 

@@ -112,6 +112,18 @@ pub enum MarketRequest {
         /// Inline content, verified against its content id on arrival.
         content: Vec<Blob>,
     },
+    /// A signed [`crate::chain::Attestation`]: the sender audited the
+    /// receiver's chain through one of its checkpoints and backed every
+    /// credit counted there. Sent to the chain's owner, which keeps it and
+    /// serves it with the checkpoint. Answered with `Ack`.
+    Attest(Envelope),
+    /// Asks for the latest checkpoint of `owner`'s chain the answerer
+    /// holds with its attestations ([`MarketResponse::ChainCheckpoint`]), or
+    /// `Declined(Unknown)` when it holds none.
+    ChainCheckpoint {
+        /// Whose chain.
+        owner: NodeId,
+    },
     /// Several requests to one peer in one frame, answered by a
     /// [`MarketResponse::Batch`] of as many answers in the same order. At
     /// most [`MAX_BATCH`]; never nested, never a `Summaries` request. Each
@@ -137,9 +149,10 @@ impl MarketRequest {
     pub fn encoded_len(&self) -> usize {
         let blob = |b: &Blob| 4 + b.0.len();
         1 + match self {
-            MarketRequest::CallForOffers(e) | MarketRequest::Pay(e) | MarketRequest::Cancel(e) => {
-                e.encoded_len()
-            }
+            MarketRequest::CallForOffers(e)
+            | MarketRequest::Pay(e)
+            | MarketRequest::Cancel(e)
+            | MarketRequest::Attest(e) => e.encoded_len(),
             MarketRequest::Accept { accept, content } => {
                 accept.encoded_len() + 4 + content.iter().map(blob).sum::<usize>()
             }
@@ -160,6 +173,7 @@ impl MarketRequest {
             } => receipt.encoded_len() + 1 + output.as_ref().map_or(0, blob) + blob(stderr),
             MarketRequest::Summaries(d) => d.to_bytes().len(),
             MarketRequest::Chain { .. } => 32 + 8,
+            MarketRequest::ChainCheckpoint { .. } => 32,
             MarketRequest::Log { text, .. } => 32 + 20 + 8 + blob(text),
             MarketRequest::Progress { progress, checkpoint } => progress.encoded_len() + blob(checkpoint),
             MarketRequest::Batch(items) => 4 + items.iter().map(MarketRequest::encoded_len).sum::<usize>(),
@@ -228,6 +242,14 @@ pub enum MarketResponse {
     Received(Envelope),
     /// Blocks of a credit chain, in order (possibly none).
     Chain(Vec<Envelope>),
+    /// A checkpoint of a credit chain (its block) and the attestations of
+    /// it the answerer holds (at most [`crate::chain::MAX_ATTESTATIONS`]).
+    ChainCheckpoint {
+        /// The checkpoint's block.
+        block: Envelope,
+        /// Signed [`crate::chain::Attestation`]s of it.
+        attestations: Vec<Envelope>,
+    },
 }
 
 /// Why a provider (or requester) refused a request.
@@ -534,6 +556,14 @@ impl Encode for MarketRequest {
                 accept.encode(w);
                 content.encode(w)
             }
+            MarketRequest::Attest(e) => {
+                w.u8(11);
+                e.encode(w)
+            }
+            MarketRequest::ChainCheckpoint { owner } => {
+                w.u8(12);
+                owner.encode(w)
+            }
         }
     }
 }
@@ -627,6 +657,10 @@ fn decode_single_request(r: &mut Reader<'_>) -> Result<MarketRequest, DecodeErro
             progress: Envelope::decode(r)?,
             checkpoint: decode_inline(r)?,
         },
+        11 => MarketRequest::Attest(Envelope::decode(r)?),
+        12 => MarketRequest::ChainCheckpoint {
+            owner: NodeId::decode(r)?,
+        },
         tag => {
             return Err(DecodeError::InvalidTag {
                 field: "market request",
@@ -668,6 +702,11 @@ impl Encode for MarketResponse {
                 w.u8(7);
                 blocks.encode(w)
             }
+            MarketResponse::ChainCheckpoint { block, attestations } => {
+                w.u8(8);
+                block.encode(w);
+                attestations.encode(w)
+            }
         }
     }
 }
@@ -693,6 +732,10 @@ fn decode_single_response(r: &mut Reader<'_>) -> Result<MarketResponse, DecodeEr
         4 => MarketResponse::Summaries(Vec::decode_limited(r, MAX_SUMMARIES, "summaries")?),
         6 => MarketResponse::Received(Envelope::decode(r)?),
         7 => MarketResponse::Chain(Vec::decode_limited(r, MAX_CHAIN_PAGE, "chain")?),
+        8 => MarketResponse::ChainCheckpoint {
+            block: Envelope::decode(r)?,
+            attestations: Vec::decode_limited(r, crate::chain::MAX_ATTESTATIONS, "attestations")?,
+        },
         tag => {
             return Err(DecodeError::InvalidTag {
                 field: "market response",

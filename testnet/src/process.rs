@@ -40,6 +40,10 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// micro-credits (1000 credits).
 pub const GRANT_MICROS: i64 = 1_000_000_000;
 
+/// Blocks between two checkpoints of each node's chain (the default of a
+/// node is 1024).
+pub const TESTNET_CHECKPOINT_EVERY: u64 = 64;
+
 /// The testnet's issuer: its key lives in `DIR/issuer/identity.key`, every
 /// node started trusts it (`--issuer`), and it funds the nodes it is asked
 /// to with a signed grant.
@@ -636,6 +640,9 @@ impl Testnet {
             .args(["--api", &format!("{ip}:0")])
             .args(["--idle-policy", "off"])
             .args(["--issuer", &self.issuer.id().to_string()])
+            // A testnet's chains are short: checkpoints come often enough
+            // that every run takes and attests some.
+            .args(["--checkpoint-every", &TESTNET_CHECKPOINT_EVERY.to_string()])
             .args(spec.args())
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())

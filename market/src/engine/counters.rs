@@ -31,6 +31,13 @@ pub struct Counters {
     pub vouchers_out: u64,
     /// Payment blocks appended (each holding one voucher or more).
     pub payments_out: u64,
+    /// Checkpoints this node appended to its chain.
+    pub checkpoints: u64,
+    /// Attestations of this node's checkpoints it kept.
+    pub attestations_in: u64,
+    /// Audits of other chains started at an attested checkpoint rather
+    /// than at block 1.
+    pub audits_resumed: u64,
     /// Payments owed but not made: the chain does not hold enough (or
     /// the node does not pay, by injected fault).
     pub payments_unmade: u64,

@@ -22,7 +22,9 @@
 
 use std::time::Duration;
 
-use agora_protocol::chain::{Block, Entry, ForkProof, Head, Heads, MAX_HEADS, MAX_VOUCHERS, block_hash};
+use agora_protocol::chain::{
+    Attestation, Block, Entry, ForkProof, Head, Heads, MAX_ATTESTATIONS, MAX_HEADS, MAX_VOUCHERS, block_hash,
+};
 use agora_protocol::rpc::{Decline, MAX_CHAIN_PAGE, MarketRequest, MarketResponse};
 use agora_protocol::settlement::Voucher;
 use agora_protocol::units::{Credits, Price, Timestamp};
@@ -40,14 +42,25 @@ const HEADS_REFRESH: Duration = Duration::from_secs(60);
 const MAX_KNOWN_HEADS: usize = 1024;
 /// Nodes asked for a copy of a chain its owner cannot give, at most.
 const MAX_HOLDERS: usize = 4;
+/// Most bytes of blocks one `Chain` answer carries (a page of payments is
+/// far smaller; checkpoints are up to 60 KiB each).
+const MAX_CHAIN_BYTES: usize = 512 * 1024;
+/// Attestations looked through for the latest one by the asker.
+const ATTESTATIONS_SEARCHED: usize = 256;
+/// How long a payer must have sent no payment before a checkpoint folds
+/// its payments into its floor (SPEC.md §8.6, "Checkpoints").
+const CHECKPOINT_QUIET: Duration = Duration::from_secs(30);
 
 /// The outcome of an audit the owner asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
     /// Whose chain.
     pub owner: NodeId,
-    /// Blocks checked.
+    /// Blocks checked: through this position.
     pub blocks: u64,
+    /// Where the audit started: 1, or a checkpoint an auditor this node
+    /// trusts attested (SPEC.md §8.6, "Checkpoints").
+    pub from_block: u64,
     /// Its balance, in micro-credits.
     pub balance: i64,
     /// Credits granted to it.
@@ -70,6 +83,7 @@ impl AuditReport {
         AuditReport {
             owner: audit.owner,
             blocks: audit.seq,
+            from_block: audit.start,
             balance: audit.balance(),
             granted: Credits(audit.granted),
             received: Credits(audit.received),
@@ -202,6 +216,9 @@ impl Engine {
                 });
             }
             Err(e) => {
+                // A payment refused because another block is known at its
+                // position proves a fork (the proof checks both).
+                self.check_against_held(peer, env, now);
                 self.counters.declined(&Decline::invalid(""));
                 self.out.push(Output::Respond {
                     reply,
@@ -256,6 +273,24 @@ impl Engine {
             }
             return self.settle_backing(now);
         }
+        if after == 0 && via.is_none() {
+            // A chain this node has no audit of: from its latest attested
+            // checkpoint, if an auditor this node trusts attested one.
+            let request = MarketRequest::ChainCheckpoint { owner };
+            let read = ChainRead {
+                owner,
+                after,
+                asked: owner,
+                fallback: Vec::new(),
+            };
+            let out = self.request(owner, request, Vec::new(), Pending::ChainCheckpoint(read));
+            self.out.push(out);
+            return;
+        }
+        self.read_chain_from(owner, after, via);
+    }
+
+    fn read_chain_from(&mut self, owner: NodeId, after: u64, via: Option<NodeId>) {
         let mut fallback: Vec<NodeId> = Vec::new();
         for n in via
             .into_iter()
@@ -411,6 +446,7 @@ impl Engine {
             .copied()
             .collect();
         self.answer_parked(now);
+        self.attest_checkpoints(now);
         for owner in done {
             let result = match self.credit.audit_of(&owner) {
                 Some(Ok((audit, backing))) => Ok(AuditReport::of(audit, backing)),
@@ -445,12 +481,20 @@ impl Engine {
         self.settle_backing(now);
     }
 
-    /// Serves blocks of a chain this node holds.
+    /// Serves blocks of a chain this node holds: at most a page, and at
+    /// most [`MAX_CHAIN_BYTES`] of them (a checkpoint block is large).
     pub(super) fn serve_chain(&mut self, owner: NodeId, after: u64, reply: ReplyId) {
-        let blocks = self
+        let mut blocks = self
             .ledger
             .blocks(self.host.as_ref(), &owner, after, MAX_CHAIN_PAGE)
             .unwrap_or_default();
+        let mut bytes = 0;
+        if let Some(cut) = blocks.iter().position(|b| {
+            bytes += b.encoded_len();
+            bytes > MAX_CHAIN_BYTES
+        }) {
+            blocks.truncate(cut.max(1));
+        }
         self.out.push(Output::Respond {
             reply,
             response: MarketResponse::Chain(blocks),
@@ -662,5 +706,180 @@ impl Engine {
         self.counters.fraud_confirmed += 1;
         self.forked(forker);
         Verdict::Accept
+    }
+}
+
+/// Checkpoints (SPEC.md §8.6, "Checkpoints"): a node summarises its own
+/// chain every `checkpoint_every` blocks; its auditors, once they have
+/// audited and backed the chain through a checkpoint, attest it to the
+/// owner, which serves the checkpoint with its attestations; an auditor
+/// with no audit of a chain starts at the latest checkpoint an auditor it
+/// trusts (itself, an issuer, or one its configuration names) attested.
+impl Engine {
+    /// Appends a checkpoint when one is due.
+    pub(super) fn make_checkpoint(&mut self, now: Timestamp) {
+        if !self.ledger.checkpoint_due(self.config.checkpoint_every)
+            || self.checkpoint_tried == self.ledger.state().seq
+        {
+            return;
+        }
+        self.checkpoint_tried = self.ledger.state().seq;
+        let Some(summary) = self.ledger.summary(now, CHECKPOINT_QUIET) else {
+            tracing::warn!("no checkpoint: the chain's summary would list more than a checkpoint carries");
+            return;
+        };
+        let block = self.ledger.next(Entry::Checkpoint(summary));
+        let env = self.seal(&block, Block::MAX_LIFETIME, now);
+        if env.encoded_len() > agora_protocol::limits::MAX_ENVELOPE {
+            return;
+        }
+        self.ledger.append(&mut self.writes, &block, &env);
+        self.note_head(self.local, block.seq, block_hash(&env));
+        self.counters.checkpoints += 1;
+        tracing::debug!(seq = block.seq, bytes = env.encoded_len(), "checkpoint appended");
+    }
+
+    /// Attests the checkpoints of other chains this node has audited and
+    /// backed through, to their owners.
+    pub(super) fn attest_checkpoints(&mut self, now: Timestamp) {
+        for (owner, seq, hash) in self.credit.take_attestable() {
+            if owner == self.local {
+                continue;
+            }
+            let env = self.seal(&Attestation { owner, seq, hash }, Attestation::MAX_LIFETIME, now);
+            let out = self.request(
+                owner,
+                MarketRequest::Attest(env),
+                Vec::new(),
+                Pending::Attest { owner },
+            );
+            self.out.push(out);
+        }
+    }
+
+    /// An attestation of one of this node's checkpoints: kept (up to
+    /// [`MAX_ATTESTATIONS`] per checkpoint) and served with it.
+    pub(super) fn on_attest(&mut self, env: &Envelope, reply: ReplyId) {
+        let response = match self.take_attestation(env) {
+            Ok(()) => MarketResponse::Ack,
+            Err(e) => MarketResponse::Declined(Decline::invalid(e)),
+        };
+        self.out.push(Output::Respond { reply, response });
+    }
+
+    fn take_attestation(&mut self, env: &Envelope) -> Result<(), String> {
+        let v = env
+            .open_ignoring_time::<Attestation>()
+            .map_err(|e| format!("the attestation does not verify: {e}"))?;
+        let a = v.payload();
+        if a.owner != self.local {
+            return Err("the attestation is of another node's chain".into());
+        }
+        let ours = self
+            .ledger
+            .blocks(self.host.as_ref(), &self.local, a.seq.saturating_sub(1), 1)
+            .map_err(|e| e.to_string())?
+            .pop()
+            .filter(|b| block_hash(b) == a.hash)
+            .ok_or("the attestation names no block of this chain")?;
+        if !matches!(ours.peek::<Block>().map(|b| b.entry), Ok(Entry::Checkpoint(_))) {
+            return Err("the attestation names a block that is not a checkpoint".into());
+        }
+        let held = self
+            .host
+            .records(&records::attestations_of(a.seq))
+            .map_err(|e| e.to_string())?;
+        let key = records::attestation_key(a.seq, &v.signer());
+        if held.len() >= MAX_ATTESTATIONS || held.iter().any(|(k, _)| *k == key) {
+            return Ok(());
+        }
+        self.writes.put(
+            key,
+            &Stored {
+                envelope: hex::encode(env.to_bytes()),
+            },
+        );
+        self.counters.attestations_in += 1;
+        Ok(())
+    }
+
+    /// Serves this node's latest checkpoint that `peer` attested, or else
+    /// its latest attested one (its latest, when none is), with its
+    /// attestations.
+    pub(super) fn serve_checkpoint(&mut self, peer: NodeId, owner: NodeId, reply: ReplyId) {
+        let response = match self.latest_checkpoint(peer, owner) {
+            Some((block, attestations)) => MarketResponse::ChainCheckpoint { block, attestations },
+            None => MarketResponse::Declined(Decline::Unknown),
+        };
+        self.out.push(Output::Respond { reply, response });
+    }
+
+    fn latest_checkpoint(&self, peer: NodeId, owner: NodeId) -> Option<(Envelope, Vec<Envelope>)> {
+        let last = self.ledger.state().checkpoint;
+        if owner != self.local || last == 0 {
+            return None;
+        }
+        let host = self.host.as_ref();
+        // The latest attestations, newest first: `seq/auditor` keys.
+        let recent: Vec<(u64, String)> = host
+            .records_rev(records::ATTESTATION, ATTESTATIONS_SEARCHED)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix(records::ATTESTATION)?;
+                Some((rest.get(..20)?.parse().ok()?, rest.get(21..)?.to_owned()))
+            })
+            .collect();
+        let by_peer = recent.iter().find(|(_, a)| *a == peer.to_string());
+        let seq = by_peer.or(recent.first()).map_or(last, |(s, _)| *s);
+        let block = self.ledger.blocks(host, &self.local, seq - 1, 1).ok()?.pop()?;
+        let attestations = host
+            .records(&records::attestations_of(seq))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
+            .take(MAX_ATTESTATIONS)
+            .collect();
+        Some((block, attestations))
+    }
+
+    /// A chain's latest checkpoint arrived (or did not): the audit starts
+    /// there if an auditor this node trusts attested it, else at block 1.
+    pub(super) fn on_chain_checkpoint(
+        &mut self,
+        read: ChainRead,
+        answer: Result<MarketResponse, String>,
+        now: Timestamp,
+    ) {
+        let owner = read.owner;
+        let mut after = 0;
+        if let Ok(MarketResponse::ChainCheckpoint { block, attestations }) = answer {
+            let named = |a: &Attestation| {
+                a.owner == owner
+                    && block
+                        .peek::<Block>()
+                        .is_ok_and(|b| b.seq == a.seq && block_hash(&block) == a.hash)
+            };
+            let trusted = attestations.iter().any(|e| {
+                e.open_ignoring_time::<Attestation>().is_ok_and(|v| {
+                    named(v.payload())
+                        && (v.signer() == self.local || self.credit.trusts_auditor(&v.signer()))
+                })
+            });
+            if trusted {
+                self.check_against_held(owner, &block, now);
+                match self.credit.resume(owner, &block) {
+                    Ok(seq) => {
+                        self.keep_copy(owner, &block, now);
+                        self.counters.audits_resumed += 1;
+                        after = seq;
+                    }
+                    Err(e) => {
+                        tracing::debug!(chain = %owner.short(), error = %e, "its attested checkpoint does not open")
+                    }
+                }
+            }
+        }
+        self.read_chain_from(owner, after, None);
     }
 }

@@ -133,6 +133,8 @@ pub struct Config {
     /// at the position of the last payment (a forked chain: the same
     /// credits spent twice), for the testnet's chaos runs.
     pub fork_payments: bool,
+    /// Blocks of this node's chain between two checkpoints (0: none).
+    pub checkpoint_every: u64,
 }
 
 impl Default for Config {
@@ -152,6 +154,7 @@ impl Default for Config {
             version: agora_protocol::SOFTWARE_VERSION.to_owned(),
             pays: true,
             fork_payments: false,
+            checkpoint_every: 1024,
         }
     }
 }
@@ -225,6 +228,13 @@ enum Pending {
     },
     /// Blocks of a chain, for an audit.
     Chain(ChainRead),
+    /// The latest checkpoint of a chain and its attestations, for an audit
+    /// that may start there.
+    ChainCheckpoint(ChainRead),
+    /// An attestation of a checkpoint, to the chain's owner.
+    Attest {
+        owner: NodeId,
+    },
     /// A progress receipt of a running task, to its requester.
     Progress {
         agreement: MessageId,
@@ -281,6 +291,9 @@ pub struct Engine {
     /// Injected fault only: the position of the last payment, to sign a
     /// second, different block there for another payee.
     fork_base: Option<(u64, ContentId, NodeId)>,
+    /// The chain position at which a checkpoint was last tried (one that
+    /// could not be made is not tried again at the same position).
+    checkpoint_tried: u64,
     /// Vouchers decided this turn, by payee: each payee's become one
     /// payment block at the turn's end ([`Engine::make_payments`]).
     to_pay: BTreeMap<NodeId, Vec<Voucher>>,
@@ -395,6 +408,7 @@ impl Engine {
             holders: HashMap::new(),
             heads: HashMap::new(),
             fork_base: None,
+            checkpoint_tried: 0,
             to_pay: BTreeMap::new(),
             heads_moved: HashSet::new(),
             heads_refreshed: Timestamp(0),
@@ -616,6 +630,7 @@ impl Engine {
         self.requester.place(now, &self.view);
         self.drain_actions(now);
         self.make_payments(now);
+        self.make_checkpoint(now);
         self.write_dirty_jobs();
         self.start_tasks(now);
         let free = self.provider.free_slots();

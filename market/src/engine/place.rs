@@ -293,6 +293,12 @@ impl Engine {
                 contact,
             } => self.on_vouched((domain, signer, contact), answer, now),
             Pending::Chain(read) => self.on_chain(read, answer, now),
+            Pending::ChainCheckpoint(read) => self.on_chain_checkpoint(read, answer, now),
+            Pending::Attest { owner } => {
+                if !matches!(answer, Ok(MarketResponse::Ack)) {
+                    tracing::debug!(chain = %owner.short(), ?answer, "attestation not taken");
+                }
+            }
             Pending::Progress {
                 agreement,
                 checkpoint,

@@ -63,6 +63,8 @@ impl Engine {
             } => self.on_receipt(peer, &receipt, output, stderr.0, reply, now),
             MarketRequest::Pay(env) => self.on_pay(peer, &env, reply, now),
             MarketRequest::Chain { owner, after } => self.serve_chain(owner, after, reply),
+            MarketRequest::ChainCheckpoint { owner } => self.serve_checkpoint(peer, owner, reply),
+            MarketRequest::Attest(env) => self.on_attest(&env, reply),
             MarketRequest::Log {
                 agreement,
                 task,

@@ -115,6 +115,12 @@ pub struct Report {
     pub declined_for_credit: u64,
     /// Orders providers took (tasks agreed without an offer before).
     pub orders: u64,
+    /// Checkpoints the nodes appended to their chains.
+    pub checkpoints: u64,
+    /// Attestations of those checkpoints their owners kept.
+    pub attestations: u64,
+    /// Audits started at an attested checkpoint.
+    pub audits_resumed: u64,
     /// What broke an invariant, if anything did.
     pub error: Option<String>,
     /// A digest of every event delivered and when: equal traces mean
@@ -475,7 +481,8 @@ impl Sim {
                 if !self.nodes[to].alive || self.nodes[to].epoch != epoch {
                     return;
                 }
-                let reply = self.nodes[to].reply_to(from, from_epoch, id, sent);
+                let receipt = matches!(request, MarketRequest::Receipt { .. });
+                let reply = self.nodes[to].reply_to(from, from_epoch, id, sent, receipt);
                 let peer = self.nodes[from].id;
                 self.nodes[to].engine.on_request(peer, request, reply, now);
                 self.end_turn(to);
@@ -632,6 +639,16 @@ impl Sim {
                 node::GRANT
             ));
         }
+        // Every chain audits from block 1 to its ledger's balance, and an
+        // audit resumed at its last checkpoint counts the same.
+        for n in &self.nodes {
+            if let Err(e) = audit_own_chain(n) {
+                rep.error = Some(format!("node {:?}: {e}", self.index_of(n.id)));
+            }
+            rep.checkpoints += n.engine.counters().checkpoints;
+            rep.attestations += n.engine.counters().attestations_in;
+            rep.audits_resumed += n.engine.counters().audits_resumed;
+        }
         // Nobody was paid for a wrong result.
         for n in self.nodes.iter().filter(|n| n.cheat) {
             if n.engine.ledger().state().balance() > 0 && self.world.replicas > 1 {
@@ -767,8 +784,9 @@ impl Sim {
         let Some(r) = self.nodes[n].replies.remove(&reply) else {
             return;
         };
-        // A requester answers `Unknown` only to a receipt it has no copy for.
+        // A requester answers a receipt `Unknown` when it has no copy for it.
         if n == REQUESTER
+            && r.receipt
             && matches!(
                 response,
                 MarketResponse::Declined(agora_protocol::rpc::Decline::Unknown)
@@ -842,4 +860,53 @@ impl Sim {
         };
         self.at(self.now + after, Event::Done { node: n, epoch, done });
     }
+}
+
+/// Audits `n`'s chain as any auditor would, from its records: from block 1,
+/// and from its last checkpoint; both must reach its ledger's balance.
+fn audit_own_chain(n: &node::SimNode) -> Result<(), String> {
+    use agora_protocol::chain::{Audit, Block, Entry};
+    let host = n.disk.host();
+    let ledger = n.engine.ledger();
+    let mut blocks = Vec::new();
+    loop {
+        let page = ledger
+            .blocks(host.as_ref(), &n.id, blocks.len() as u64, 64)
+            .map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        blocks.extend(page);
+    }
+    let issuers = [node::issuer().node_id()];
+    let trust = |k: &NodeId| issuers.contains(k);
+    let mut whole = Audit::new(n.id);
+    let (_, err) = whole.apply_run(&blocks, &trust);
+    if let Some(e) = err {
+        return Err(format!("its chain does not audit: {e}"));
+    }
+    let want = ledger.state().balance();
+    if whole.balance() != want || whole.seq != ledger.state().seq {
+        return Err(format!(
+            "its audit counts {} in {} blocks, its ledger {want} in {}",
+            whole.balance(),
+            whole.seq,
+            ledger.state().seq
+        ));
+    }
+    let last = blocks
+        .iter()
+        .rposition(|b| matches!(b.peek::<Block>().map(|b| b.entry), Ok(Entry::Checkpoint(_))));
+    if let Some(at) = last {
+        let mut resumed = Audit::resume(n.id, &blocks[at], &trust).map_err(|e| e.to_string())?;
+        let (_, err) = resumed.apply_run(&blocks[at + 1..], &trust);
+        if err.is_some() || resumed.balance() != want {
+            return Err(format!(
+                "from its checkpoint at {}, the audit counts {} ({err:?})",
+                at + 1,
+                resumed.balance()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub(super) struct ReplyTo {
     pub(super) from: usize,
     pub(super) from_epoch: u64,
     pub(super) id: RequestId,
+    /// The request is a receipt.
+    pub(super) receipt: bool,
 }
 
 pub(super) struct SimNode {
@@ -54,7 +56,7 @@ pub(super) struct SimNode {
 pub(super) const GRANT: u64 = 1_000_000_000_000;
 
 /// The simulation's issuer.
-fn issuer() -> Keypair {
+pub(super) fn issuer() -> Keypair {
     Keypair::from_secret([0x15; 32])
 }
 
@@ -69,6 +71,9 @@ fn config(provider: Option<(u64, u32)>) -> Config {
         ..Config::default()
     };
     c.credit.issuers = [issuer().node_id()].into();
+    // Checkpoints every few blocks: each run's chains take several, under
+    // the same drops, duplicates and crashes as every other message.
+    c.checkpoint_every = 2;
     c.provider = provider::Config {
         enabled: provider.is_some(),
         slots: provider.map_or(1, |(_, s)| s),
@@ -147,10 +152,25 @@ impl SimNode {
     }
 
     /// Keeps where the answer to a request goes.
-    pub(super) fn reply_to(&mut self, from: usize, from_epoch: u64, id: RequestId, _sent: u64) -> ReplyId {
+    pub(super) fn reply_to(
+        &mut self,
+        from: usize,
+        from_epoch: u64,
+        id: RequestId,
+        _sent: u64,
+        receipt: bool,
+    ) -> ReplyId {
         let r = ReplyId(self.next_reply);
         self.next_reply += 1;
-        self.replies.insert(r, ReplyTo { from, from_epoch, id });
+        self.replies.insert(
+            r,
+            ReplyTo {
+                from,
+                from_epoch,
+                id,
+                receipt,
+            },
+        );
         r
     }
 

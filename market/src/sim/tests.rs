@@ -52,17 +52,19 @@ fn market_survives_hostile_schedules() {
                 .unwrap_or(150),
         ),
     };
-    let mut orders = 0;
+    let (mut orders, mut checkpoints) = (0, 0);
     for seed in from..from + count {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0xa60a);
         let w = world(&mut rng);
         let rep = simulate(seed, w.clone());
         check(seed, &w, &rep);
         orders += rep.orders;
+        checkpoints += rep.checkpoints;
     }
-    eprintln!("orders taken: {orders}");
+    eprintln!("orders taken: {orders}, checkpoints appended: {checkpoints}");
     if count >= 100 {
         assert!(orders > 0, "no run placed a task by an order");
+        assert!(checkpoints > 0, "no chain took a checkpoint");
     }
 }
 
@@ -385,4 +387,31 @@ fn a_circuit_address_is_advertised_first_and_dropped_when_its_listener_closes() 
     e.on_listen_closed(&circuit);
     assert_eq!(e.listen(), std::slice::from_ref(&direct));
     assert_eq!(advert(&e), [direct], "without one, it advertises what it has");
+}
+
+/// Chains take a checkpoint every two blocks here. Providers attest the
+/// requester's checkpoints once they have audited and backed the chain
+/// through them; a provider that restarts (its audits lost with its
+/// memory) starts its audit of the requester at a checkpoint it attested
+/// rather than at block 1. Every chain still audits, from block 1 and from
+/// its last checkpoint, to its ledger's balance (checked in every run).
+#[test]
+fn providers_attest_checkpoints_and_a_restarted_one_resumes_its_audit_there() {
+    let (mut checkpoints, mut attestations, mut resumed) = (0, 0, 0);
+    for seed in 0..20u64 {
+        let mut w = World::calm(3, 200, 1, 300);
+        w.provider_crashes = 3;
+        let rep = simulate(seed, w.clone());
+        check(seed, &w, &rep);
+        checkpoints += rep.checkpoints;
+        attestations += rep.attestations;
+        resumed += rep.audits_resumed;
+    }
+    eprintln!("checkpoints {checkpoints}, attestations kept {attestations}, audits resumed {resumed}");
+    assert!(checkpoints > 0, "no chain took a checkpoint");
+    assert!(attestations > 0, "no checkpoint was attested");
+    assert!(
+        resumed > 0,
+        "no restarted provider resumed an audit at a checkpoint"
+    );
 }

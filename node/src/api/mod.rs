@@ -626,13 +626,23 @@ pub struct GrantResponse {
     pub seq: u64,
 }
 
+fn first_block() -> u64 {
+    1
+}
+
 /// `GET /v1/ledger/audit/{peer}`: a chain fetched and checked link by link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Whose chain.
     pub peer_id: NodeId,
-    /// Blocks checked.
+    /// Blocks checked: through this position.
     pub blocks: u64,
+    /// Where the audit started: block 1, or a checkpoint of the chain that
+    /// an auditor this node trusts (itself, an issuer, a configured
+    /// auditor) attested, whose summary it took instead of the blocks
+    /// before.
+    #[serde(default = "first_block")]
+    pub from_block: u64,
     /// Its audited balance in micro-credits.
     pub balance_micros: i64,
     /// Micro-credits granted to it by issuers this node trusts.

@@ -199,10 +199,17 @@ fn short_task(t: &str) -> String {
 }
 
 fn render_audit(a: &AuditReport) -> String {
+    let checked = if a.from_block <= 1 {
+        format!("{} blocks, every link and signature checked", a.blocks)
+    } else {
+        format!(
+            "blocks {} to {}, every link and signature checked, from a checkpoint an auditor this node trusts attested",
+            a.from_block, a.blocks
+        )
+    };
     let mut out = format!(
-        "audited   {} ({} blocks, every link and signature checked)\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nbacked    {} credits (received credits traced to payers that held them)\n",
+        "audited   {} ({checked})\nbalance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nbacked    {} credits (received credits traced to payers that held them)\n",
         a.peer_id,
-        a.blocks,
         format_balance(a.balance_micros),
         a.granted,
         a.received,
@@ -241,12 +248,16 @@ fn render(l: &Ledger) -> String {
     let mut t =
         Table::new(&["SEQ", "WHEN", "KIND", "AMOUNT", "COUNTERPARTY", "TASK", "FUEL"]).with_right(&[0, 3, 6]);
     for e in &l.entries {
-        let sign = if e.kind == "paid" { "-" } else { "+" };
+        let amount = match e.kind.as_str() {
+            "paid" => format!("-{}", e.amount),
+            "checkpoint" => "-".to_owned(),
+            _ => format!("+{}", e.amount),
+        };
         t.row(vec![
             e.seq.to_string(),
             ago(e.at),
             e.kind.clone(),
-            format!("{sign}{}", e.amount),
+            amount,
             or_dash(e.counterparty.map(|c| c.short())),
             match e.receipts {
                 0 | 1 => or_dash(e.task.as_deref().map(short_task)),

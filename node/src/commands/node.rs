@@ -67,6 +67,15 @@ pub struct NodeCommand {
     /// config's `credit.issuers`).
     #[arg(long = "issuer", value_name = "PEER_ID")]
     pub issuers: Vec<agora_protocol::NodeId>,
+    /// Blocks of this node's credit chain between two checkpoints (0:
+    /// none; overrides the config's `credit.checkpoint_every`).
+    #[arg(long, value_name = "BLOCKS")]
+    pub checkpoint_every: Option<u64>,
+    /// Take this auditor's attestations of other chains' checkpoints as
+    /// this node's own (repeatable; adds to the config's
+    /// `credit.auditors`).
+    #[arg(long = "auditor", value_name = "PEER_ID")]
+    pub auditors: Vec<agora_protocol::NodeId>,
     /// Configuration file (TOML); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -139,6 +148,14 @@ impl NodeCommand {
             if !c.credit.issuers.contains(i) {
                 c.credit.issuers.push(*i);
             }
+        }
+        for a in &self.auditors {
+            if !c.credit.auditors.contains(a) {
+                c.credit.auditors.push(*a);
+            }
+        }
+        if let Some(n) = self.checkpoint_every {
+            c.credit.checkpoint_every = n;
         }
         c.validate()?;
         Ok(c)

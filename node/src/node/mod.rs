@@ -459,6 +459,7 @@ fn engine_config(
         credit: c.credit.to_market(),
         pays: options.faults.pays(),
         fork_payments: options.faults.forks(),
+        checkpoint_every: c.credit.checkpoint_every,
         keep_results: c.requester.keep_results,
         // Content unused for the retention period goes at the next
         // collection: at least every minute, as often as the period asks.

@@ -147,6 +147,19 @@ pub(crate) fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
             let paid = p.into_payload().entry;
             return ledger_entry_of(b.seq, env, "received", signer, paid.vouchers());
         }
+        Entry::Checkpoint(_) => {
+            return Some(LedgerEntry {
+                seq: b.seq,
+                at: env.issued_at(),
+                kind: "checkpoint".to_owned(),
+                amount: Credits(0),
+                counterparty: None,
+                task: None,
+                fuel: None,
+                receipts: 0,
+                block: agora_protocol::chain::block_hash(env).to_string(),
+            });
+        }
     };
     ledger_entry_of(b.seq, env, kind, counterparty, vouchers)
 }

@@ -37,6 +37,10 @@ fn check(req: &MarketRequest, top: bool) {
             assert!(top, "a summaries request inside a batch was decoded");
             check_domain(d)
         }
+        MarketRequest::Attest(e) => open_every_type(e, e.issued_at()),
+        MarketRequest::ChainCheckpoint { owner } => {
+            assert_eq!(owner.to_string().parse::<NodeId>().as_ref(), Ok(owner));
+        }
         MarketRequest::Chain { owner, after: _ } => {
             assert_eq!(owner.to_string().parse::<NodeId>().as_ref(), Ok(owner));
         }

@@ -46,6 +46,15 @@ fn check(resp: &MarketResponse, top: bool) {
             }
             check_chain(blocks);
         }
+        MarketResponse::ChainCheckpoint { block, attestations } => {
+            assert!(attestations.len() <= agora_protocol::chain::MAX_ATTESTATIONS);
+            if let Some(v) = open_as::<Block>(block, block.issued_at()) {
+                check_block(&v);
+            }
+            for e in attestations {
+                let _ = open_as::<agora_protocol::chain::Attestation>(e, e.issued_at());
+            }
+        }
         MarketResponse::Batch(items) => {
             assert!(top, "a nested batch was decoded");
             assert!(items.len() <= MAX_BATCH);

@@ -360,6 +360,7 @@ impl Driver {
                 Ok(r) => Ok(AuditReport {
                     peer_id: r.owner,
                     blocks: r.blocks,
+                    from_block: r.from_block,
                     balance_micros: r.balance,
                     granted: r.granted,
                     received: r.received,

@@ -21,7 +21,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 28] = [
+        let counters: [(Def, u64); 30] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -98,6 +98,22 @@ impl Driver {
             (
                 ("agora_vouchers_paid_total", "counter", "Vouchers issued"),
                 c.vouchers_out,
+            ),
+            (
+                (
+                    "agora_chain_checkpoints_total",
+                    "counter",
+                    "Checkpoints appended to this node's credit chain",
+                ),
+                c.checkpoints,
+            ),
+            (
+                (
+                    "agora_audits_resumed_total",
+                    "counter",
+                    "Audits of other chains started at an attested checkpoint",
+                ),
+                c.audits_resumed,
             ),
             (
                 (
