@@ -120,11 +120,9 @@ pub struct Ledger {
     /// The audit of this node's own chain, kept block by block: what its
     /// next checkpoint states, and which payments it may still receive.
     own: Box<Audit>,
-    /// When each payer's latest payment was received, since the last
-    /// checkpoint.
-    last_paid: HashMap<NodeId, Timestamp>,
-    /// When the last checkpoint was appended.
-    checkpoint_at: Timestamp,
+    /// When each payment above its payer's floor was received (those a
+    /// checkpoint listed: when it was appended).
+    received_at: HashMap<Position, Timestamp>,
 }
 
 /// Receipts remembered as paid before the records are asked.
@@ -150,15 +148,21 @@ impl Ledger {
         };
         // The audit of the chain from its last checkpoint (whole without
         // one), every block read as it was written.
-        let (mut own, mut checkpoint_at) = (Audit::new(local), Timestamp(0));
+        let mut own = Audit::new(local);
+        let mut received_at = HashMap::new();
         if state.checkpoint > 0 {
             let cp = read(state.checkpoint - 1, 1)?
                 .pop()
                 .ok_or_else(|| corrupt(state.checkpoint, "the last checkpoint is missing".into()))?;
             own = Audit::resume(local, &cp, &all).map_err(|e| corrupt(state.checkpoint, e.to_string()))?;
-            checkpoint_at = cp.issued_at();
+            if let Ok(Block {
+                entry: Entry::Checkpoint(s),
+                ..
+            }) = cp.peek::<Block>()
+            {
+                received_at.extend(s.recent.iter().map(|p| (*p, cp.issued_at())));
+            }
         }
-        let mut last_paid = HashMap::new();
         while own.seq < state.seq {
             let page = read(own.seq, 256)?;
             if page.is_empty() {
@@ -175,7 +179,13 @@ impl Ledger {
                     .apply_own(b, &all)
                     .map_err(|e| corrupt(own.seq + 1, e.to_string()))?
                 {
-                    last_paid.insert(src.payer, b.issued_at());
+                    received_at.insert(
+                        Position {
+                            payer: src.payer,
+                            seq: src.seq,
+                        },
+                        b.issued_at(),
+                    );
                 }
             }
         }
@@ -184,8 +194,7 @@ impl Ledger {
             state,
             recent: HashMap::new(),
             own: Box::new(own),
-            last_paid,
-            checkpoint_at,
+            received_at,
         })
     }
 
@@ -238,15 +247,18 @@ impl Ledger {
                     }
                 }
             }
-            Entry::Checkpoint(_) => {
+            Entry::Checkpoint(s) => {
                 self.state.checkpoint = block.seq;
-                self.checkpoint_at = env.issued_at();
-                self.last_paid.clear();
+                self.received_at.retain(|p, _| s.recent.binary_search(p).is_ok());
             }
         }
         match self.own.apply_own(env, &|_| true) {
             Ok(Counted::Receive(src)) => {
-                self.last_paid.insert(src.payer, env.issued_at());
+                let at = Position {
+                    payer: src.payer,
+                    seq: src.seq,
+                };
+                self.received_at.insert(at, env.issued_at());
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "a block appended to this node's chain does not audit"),
@@ -318,14 +330,24 @@ impl Ledger {
     }
 
     /// The summary of the chain a checkpoint appended now states (SPEC.md
-    /// §8.6, "Checkpoints"). A payer's payments fold into its floor once
-    /// none has come for `quiet`: one still in flight below the floor
-    /// could no longer be received. `None` if the summary would be too
-    /// long to carry.
+    /// §8.6, "Checkpoints"). Each payer's floor rises to its highest
+    /// payment received at least `quiet` ago: a payment of that payer
+    /// still in flight below it, sent before one that arrived that long
+    /// ago, could no longer be received. When the payments received since
+    /// are too many to list, the wait halves, down to a second. `None` if
+    /// even then the summary would be too long to carry.
     pub fn summary(&self, now: Timestamp, quiet: std::time::Duration) -> Option<Summary> {
-        let settled =
-            |p: &NodeId| now.since(self.last_paid.get(p).copied().unwrap_or(self.checkpoint_at)) >= quiet;
-        self.own.summary(&settled)
+        let mut wait = quiet;
+        loop {
+            let fold = |p: &Position| self.received_at.get(p).is_none_or(|t| now.since(*t) >= wait);
+            if let Some(s) = self.own.summary(&fold) {
+                return Some(s);
+            }
+            if wait <= std::time::Duration::from_secs(1) {
+                return None;
+            }
+            wait /= 2;
+        }
     }
 
     fn paid_block(&self, host: &dyn Host, receipt: &MessageId) -> Result<Option<u64>, RecordError> {

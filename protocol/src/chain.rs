@@ -560,21 +560,22 @@ impl Audit {
         self.recent.contains(at)
     }
 
-    /// The summary a checkpoint appended now must state. The payments
-    /// received from a payer for which `settled` holds fold into its floor
-    /// (its highest position received); the others stay listed. `None` if
+    /// The summary a checkpoint appended now must state. Each payer's
+    /// floor rises to the highest of its payments received for which
+    /// `fold` holds; the payments above the floors stay listed. `None` if
     /// a list would be longer than a summary may carry.
-    pub fn summary(&self, settled: &dyn Fn(&NodeId) -> bool) -> Option<Summary> {
+    pub fn summary(&self, fold: &dyn Fn(&Position) -> bool) -> Option<Summary> {
         let mut floors = self.floors.clone();
-        let mut recent = Vec::new();
-        for p in &self.recent {
-            if settled(&p.payer) {
-                let f = floors.entry(p.payer).or_insert(0);
-                *f = (*f).max(p.seq);
-            } else {
-                recent.push(*p);
-            }
+        for p in self.recent.iter().filter(|p| fold(p)) {
+            let f = floors.entry(p.payer).or_insert(0);
+            *f = (*f).max(p.seq);
         }
+        let mut recent: Vec<Position> = self
+            .recent
+            .iter()
+            .filter(|p| p.seq > floors.get(&p.payer).copied().unwrap_or(0))
+            .copied()
+            .collect();
         let mut floors: Vec<Position> = floors
             .into_iter()
             .map(|(payer, seq)| Position { payer, seq })

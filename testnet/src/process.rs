@@ -405,6 +405,9 @@ pub struct Audits {
     pub blocks: u64,
     /// Where an audit disagreed with the node's own ledger.
     pub mismatches: Vec<String>,
+    /// Checkpoints the chains hold at their last one, and the
+    /// attestations their owners hold of it.
+    pub checkpoints: (usize, usize),
     /// Chains whose received credits are not all backed (SPEC.md §8.6):
     /// paid by a chain that never held them, or whose payer's chain could
     /// not be read.
@@ -416,9 +419,11 @@ impl Audits {
     pub fn line(&self) -> String {
         if self.mismatches.is_empty() {
             format!(
-                "audit: {} chains ({} blocks) fetched and checked by a peer, each equal to its own ledger; {}",
+                "audit: {} chains ({} blocks) fetched and checked by a peer, each equal to its own ledger; {} with a checkpoint, {} of them attested; {}",
                 self.checked,
                 self.blocks,
+                self.checkpoints.0,
+                self.checkpoints.1,
                 if self.unbacked.is_empty() {
                     "every credit backed".to_owned()
                 } else {
@@ -461,6 +466,8 @@ pub struct Testnet {
     dir: PathBuf,
     nodes: Vec<Node>,
     issuer: Issuer,
+    /// Blocks between two checkpoints of each node's chain.
+    checkpoint_every: u64,
     // Declared after `nodes` and dropped after them: the namespaces go once
     // the processes in them are stopped.
     lab: Option<Lab>,
@@ -479,8 +486,16 @@ impl Testnet {
             dir,
             issuer,
             nodes: Vec::new(),
+            checkpoint_every: TESTNET_CHECKPOINT_EVERY,
             lab: None,
         })
+    }
+
+    /// Nodes started from now on checkpoint their chains every `blocks`
+    /// blocks (by default [`TESTNET_CHECKPOINT_EVERY`]).
+    pub fn with_checkpoint_every(mut self, blocks: u64) -> Testnet {
+        self.checkpoint_every = blocks;
+        self
     }
 
     /// Runs every node started from now on in its own network namespace
@@ -642,7 +657,7 @@ impl Testnet {
             .args(["--issuer", &self.issuer.id().to_string()])
             // A testnet's chains are short: checkpoints come often enough
             // that every run takes and attests some.
-            .args(["--checkpoint-every", &TESTNET_CHECKPOINT_EVERY.to_string()])
+            .args(["--checkpoint-every", &self.checkpoint_every.to_string()])
             .args(spec.args())
             .env_remove("AGORA_DATA_DIR")
             .stdin(Stdio::null())
@@ -870,6 +885,10 @@ impl Testnet {
             };
             out.checked += 1;
             out.blocks += audited.blocks;
+            if own.checkpoint > 0 {
+                out.checkpoints.0 += 1;
+                out.checkpoints.1 += usize::from(own.attested_checkpoint > 0);
+            }
             if audited.backed_micros != audited.balance_micros {
                 out.unbacked.push(format!(
                     "{}: balance {}, backed {} ({} unbacked, {} unsettled)",

@@ -45,6 +45,9 @@ const MAX_HOLDERS: usize = 4;
 /// Most bytes of blocks one `Chain` answer carries (a page of payments is
 /// far smaller; checkpoints are up to 60 KiB each).
 const MAX_CHAIN_BYTES: usize = 512 * 1024;
+/// Blocks after a checkpoint that could not be made before it is tried
+/// again.
+const CHECKPOINT_RETRY: u64 = 16;
 /// Attestations looked through for the latest one by the asker.
 const ATTESTATIONS_SEARCHED: usize = 256;
 /// How long a payer must have sent no payment before a checkpoint folds
@@ -718,8 +721,10 @@ impl Engine {
 impl Engine {
     /// Appends a checkpoint when one is due.
     pub(super) fn make_checkpoint(&mut self, now: Timestamp) {
+        // One that could not be made is tried again some blocks later.
         if !self.ledger.checkpoint_due(self.config.checkpoint_every)
-            || self.checkpoint_tried == self.ledger.state().seq
+            || (self.checkpoint_tried > 0
+                && self.ledger.state().seq < self.checkpoint_tried + CHECKPOINT_RETRY)
         {
             return;
         }

@@ -563,7 +563,7 @@ pub struct LedgerEntry {
     pub seq: u64,
     /// When.
     pub at: Timestamp,
-    /// `grant`, `paid` or `received`.
+    /// `grant`, `paid`, `received` or `checkpoint`.
     pub kind: String,
     /// Amount in micro-credits (always positive; `kind` gives the
     /// direction).
@@ -603,6 +603,15 @@ pub struct Ledger {
     pub head: String,
     /// Payments not yet countersigned by their provider.
     pub outbox: usize,
+    /// The position of the chain's last checkpoint (0: none).
+    #[serde(default)]
+    pub checkpoint: u64,
+    /// The position of its last checkpoint an auditor attested (0: none).
+    #[serde(default)]
+    pub attested_checkpoint: u64,
+    /// The auditors whose attestations of that one this node holds.
+    #[serde(default)]
+    pub attested_by: Vec<NodeId>,
     /// Newest entries first.
     pub entries: Vec<LedgerEntry>,
 }

@@ -233,12 +233,21 @@ fn render_audit(a: &AuditReport) -> String {
 
 fn render(l: &Ledger) -> String {
     let mut out = format!(
-        "balance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nchain     {} blocks\noutbox    {} payment(s) not yet countersigned\n",
+        "balance   {} credits\ngranted   {}\nreceived  {}\npaid      {}\nchain     {} blocks{}\noutbox    {} payment(s) not yet countersigned\n",
         format_balance(l.balance_micros),
         l.granted,
         l.received,
         l.paid,
         l.seq,
+        match (l.checkpoint, l.attested_checkpoint) {
+            (0, _) => String::new(),
+            (c, 0) => format!(", last checkpoint at block {c}, not attested yet"),
+            (c, a) => format!(
+                ", last checkpoint at block {c}, block {a} attested by {} auditor{}",
+                l.attested_by.len(),
+                if l.attested_by.len() == 1 { "" } else { "s" }
+            ),
+        },
         l.outbox
     );
     if l.entries.is_empty() {

@@ -63,6 +63,14 @@ pub(crate) fn ledger(store: &Store, st: &State, limit: usize) -> Ledger {
         .into_iter()
         .filter_map(|(_, s)| ledger_entry(&s.envelope()?))
         .collect();
+    // Attestations are kept by position: the last key names the latest
+    // checkpoint attested.
+    let attested = store
+        .scan_raw_rev(records::ATTESTATION.as_bytes(), 1)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .and_then(|(k, _)| k.strip_prefix(records::ATTESTATION)?.get(..20)?.parse().ok())
+        .unwrap_or(0);
     Ledger {
         balance_micros: st.balance(),
         granted: Credits(st.granted),
@@ -73,6 +81,14 @@ pub(crate) fn ledger(store: &Store, st: &State, limit: usize) -> Ledger {
         outbox: store
             .scan_raw(records::VOUCHER_OUTBOX.as_bytes())
             .map_or(0, |v| v.len()),
+        checkpoint: st.checkpoint,
+        attested_checkpoint: attested,
+        attested_by: store
+            .scan_raw(records::attestations_of(attested).as_bytes())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+            .collect(),
         entries,
     }
 }

@@ -22,7 +22,8 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
         let agora = artifacts::agora_binary().unwrap();
         let modules = artifacts::example_modules().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        // Chains checkpoint every 8 blocks: the requester's takes several.
+        let mut net = Testnet::new(agora, dir.path()).unwrap().with_checkpoint_every(8);
         let mut specs = vec![NodeSpec::requester("local").with_slots(1)];
         specs.extend((0..4).map(|_| NodeSpec::provider("local").with_slots(1).with_cpu_share(0.5)));
         net.start_all(specs).await.unwrap();
@@ -48,6 +49,54 @@ fn fifty_replicated_tasks_on_five_nodes_agree_with_local_runs() {
         let outputs = job::outputs(&requester, &id).await.unwrap();
         // Credits moved, and none appeared or vanished.
         let balances = net.settle(Duration::from_secs(30)).await.unwrap();
+        // The requester's chain took checkpoints, its providers attested
+        // them, and a provider that restarts (its audits lost with its
+        // memory) audits the chain again from one it attested, to the
+        // balance the requester's own ledger has.
+        // A provider reads a paying requester's chain again within its
+        // `audit_every` (5 s), and attests the checkpoints it backed.
+        let mut own = requester.ledger(0).await.unwrap();
+        for _ in 0..60 {
+            if own.attested_checkpoint > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            own = requester.ledger(0).await.unwrap();
+        }
+        assert!(own.checkpoint > 0, "no checkpoint in {} blocks", own.seq);
+        assert!(
+            own.attested_checkpoint > 0 && !own.attested_by.is_empty(),
+            "none of the checkpoints up to {} attested",
+            own.checkpoint
+        );
+        let p = (1..5)
+            .find(|&i| own.attested_by.contains(&net.node(i).id()))
+            .expect("a provider of the testnet attested it");
+        assert!(net.stop_node(p));
+        net.restart(p).await.unwrap();
+        let mut audited = None;
+        for _ in 0..20 {
+            match net.node(p).client.audit(&net.node(0).id()).await {
+                Ok(a) => {
+                    audited = Some(a);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        let audited = audited.expect("the restarted provider audits the requester");
+        assert!(
+            audited.from_block >= own.attested_checkpoint && audited.from_block <= own.checkpoint,
+            "the audit started at block {}",
+            audited.from_block
+        );
+        assert_eq!(
+            (audited.blocks, audited.balance_micros),
+            (own.seq, own.balance_micros)
+        );
+        assert_eq!(audited.backed_micros, audited.balance_micros);
+        let audits = net.audit().await.unwrap();
+        assert!(audits.mismatches.is_empty(), "{}", audits.line());
         net.stop();
         (module, inputs, spec, status, outputs, balances)
     });
