@@ -215,46 +215,8 @@ pub fn days(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::Write;
+    use crate::records::Mem;
     use agora_protocol::JobId;
-
-    #[derive(Default)]
-    struct Mem(BTreeMap<String, Vec<u8>>);
-
-    impl Host for Mem {
-        fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
-            Ok(self.0.get(key).cloned())
-        }
-        fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
-            Ok(self
-                .0
-                .range(prefix.to_owned()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect())
-        }
-        fn holds(&self, _: &agora_protocol::ContentId) -> bool {
-            false
-        }
-        fn stored_size(&self, _: &agora_protocol::ContentId) -> Option<u64> {
-            None
-        }
-    }
-
-    impl Mem {
-        fn apply(&mut self, w: Writes) {
-            for w in w.into_vec() {
-                match w {
-                    Write::Put { key, value } => {
-                        self.0.insert(key, value);
-                    }
-                    Write::Delete { key } => {
-                        self.0.remove(&key);
-                    }
-                }
-            }
-        }
-    }
 
     fn ran(at: u64, exit: &str, fuel: u64) -> RanTask {
         RanTask {

@@ -431,3 +431,107 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use agora_protocol::chain::Position;
+    use agora_protocol::units::{Fuel, Price};
+    use agora_protocol::{JobId, Keypair, Nonce, Payload, TaskId};
+
+    use super::*;
+    use crate::records::Mem;
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn seal<T: Payload>(k: &Keypair, p: &T, at: Timestamp, n: u8) -> Envelope {
+        Envelope::seal(k, p, at, T::MAX_LIFETIME, Nonce([n; 16])).unwrap()
+    }
+
+    /// The payer's block at `seq` paying `to` for receipt `n`.
+    fn pay(payer: &Keypair, to: NodeId, seq: u64, n: u8) -> Envelope {
+        let price = Price(1_000);
+        let v = Voucher {
+            receipt: MessageId([n; 32]),
+            agreement: MessageId([n; 32]),
+            task: TaskId::new(JobId([1; 16]), u32::from(n)),
+            provider: to,
+            fuel: Fuel(1_000_000),
+            price,
+            amount: price.cost(Fuel(1_000_000)),
+        };
+        let b = Block {
+            seq,
+            prev: ContentId([seq as u8; 32]),
+            entry: Entry::Pay(v),
+        };
+        seal(payer, &b, T0, n)
+    }
+
+    /// `ledger` receives `pay` at `at`; its writes land in `mem`.
+    fn receive(
+        ledger: &mut Ledger,
+        key: &Keypair,
+        mem: &mut Mem,
+        pay: &Envelope,
+        at: Timestamp,
+    ) -> Result<(), Refused> {
+        match ledger.receive(mem, pay.claimed_signer(), pay)? {
+            Payment::Append(block) => {
+                let env = seal(key, &block, at, 200);
+                let mut w = Writes::default();
+                ledger.append(&mut w, &block, &env);
+                mem.apply(w);
+                Ok(())
+            }
+            Payment::Counted(_) => Ok(()),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_floors_a_payers_payments_received_long_enough_ago_and_a_payment_under_the_floor_is_refused_even_after_a_restart()
+     {
+        let (payer, payee) = (Keypair::from_secret([1; 32]), Keypair::from_secret([2; 32]));
+        let mut mem = Mem::default();
+        let mut ledger = Ledger::open(payee.node_id(), &mem).unwrap();
+        let to = payee.node_id();
+        let at = |s: u64| Timestamp(T0.0 + s * 1000);
+        receive(&mut ledger, &payee, &mut mem, &pay(&payer, to, 3, 1), at(0)).unwrap();
+        receive(&mut ledger, &payee, &mut mem, &pay(&payer, to, 5, 2), at(40)).unwrap();
+        // At 45 s, the payment at 3 is 45 s old, the one at 5 only 5 s.
+        let s = ledger.summary(at(45), Duration::from_secs(30)).unwrap();
+        let p = payer.node_id();
+        assert_eq!(s.floors, vec![Position { payer: p, seq: 3 }]);
+        assert_eq!(s.recent, vec![Position { payer: p, seq: 5 }]);
+        assert_eq!((s.received, s.paid), (2_000, 0));
+        let block = ledger.next(Entry::Checkpoint(s));
+        let env = seal(&payee, &block, at(45), 201);
+        let mut w = Writes::default();
+        ledger.append(&mut w, &block, &env);
+        mem.apply(w);
+        assert_eq!(ledger.state().checkpoint, 3);
+        for ledger in [&mut ledger, &mut Ledger::open(to, &mem).unwrap()] {
+            // A block of the payer under its floor counts no more; one
+            // above it that was not received still does; the one at 5 is
+            // not received twice, even as another block at that position.
+            let under = pay(&payer, to, 2, 3);
+            assert!(
+                matches!(ledger.receive(&mem, p, &under), Err(Refused::Invalid(e)) if e.contains("floor"))
+            );
+            let again = pay(&payer, to, 5, 4);
+            assert!(
+                matches!(ledger.receive(&mem, p, &again), Err(Refused::Invalid(e)) if e.contains("forked"))
+            );
+            assert!(matches!(
+                ledger.receive(&mem, p, &pay(&payer, to, 4, 5)),
+                Ok(Payment::Append(_))
+            ));
+        }
+        // The chain audits from block 1 and from its checkpoint alike.
+        let blocks = ledger.blocks(&mem, &to, 0, 64).unwrap();
+        let mut whole = agora_protocol::chain::Audit::new(to);
+        assert_eq!(whole.apply_run(&blocks, &|_| true).1, None);
+        assert_eq!(whole.balance(), 2_000);
+    }
+}

@@ -343,3 +343,46 @@ mod tests {
         assert_eq!(id_after("ptask/not-hex", ACCEPTED), None);
     }
 }
+
+/// An in-memory [`Host`] for tests: records in a map, no content.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Mem(pub(crate) std::collections::BTreeMap<String, Vec<u8>>);
+
+#[cfg(test)]
+impl Host for Mem {
+    fn record(&self, key: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+        Ok(self
+            .0
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn holds(&self, _: &ContentId) -> bool {
+        false
+    }
+    fn stored_size(&self, _: &ContentId) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(test)]
+impl Mem {
+    /// Applies a turn's writes.
+    pub(crate) fn apply(&mut self, w: Writes) {
+        for w in w.into_vec() {
+            match w {
+                Write::Put { key, value } => {
+                    self.0.insert(key, value);
+                }
+                Write::Delete { key } => {
+                    self.0.remove(&key);
+                }
+            }
+        }
+    }
+}
