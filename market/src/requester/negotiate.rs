@@ -502,6 +502,13 @@ impl Requester {
                     self.book.back_off(from, now.add(self.config.busy_backoff));
                 } else if let Some(wait) = self.credit_backoff(from, &refusal) {
                     self.book.back_off(from, now.add(wait));
+                } else if refusal.is_unreachable() {
+                    // As an unreachable call: not chosen again until the
+                    // back-off ends, so that a provider that just died
+                    // does not take every attempt the task has.
+                    self.book.failed(from);
+                    self.book.unreachable(from);
+                    self.book.back_off(from, now.add(self.config.unreachable_backoff));
                 } else {
                     self.book.failed(from);
                 }

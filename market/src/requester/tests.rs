@@ -180,6 +180,41 @@ fn a_busy_provider_is_backed_off_but_an_unreachable_one_also_loses_standing() {
     assert_eq!((s.stated.at, s.failed), (0, 0));
 }
 
+/// A provider that cannot be reached when it is sent the acceptance (it
+/// died after offering) is backed off like one unreachable on a call: the
+/// task's next attempt goes elsewhere rather than to it again at once.
+#[test]
+fn a_provider_unreachable_with_the_acceptance_is_backed_off_and_the_next_attempt_goes_elsewhere() {
+    let (_, mut r, view, kps) = world(2);
+    r.submit(JobId([3; 16]), spec(1, 1), NOW);
+    r.place(NOW, &view);
+    let (task, attempt, to) = calls(&mut r).pop().expect("a call");
+    for p in &to {
+        let kp = kps.iter().find(|k| k.node_id() == *p).expect("a provider");
+        r.on_offer(task, attempt, *p, Ok(offer_from(kp, task)), NOW, &view);
+    }
+    let gone = std::iter::from_fn(|| r.poll_action())
+        .find_map(|a| match a {
+            Action::Accept { to, .. } => Some(to),
+            _ => None,
+        })
+        .expect("an acceptance");
+    r.on_agreement(task, attempt, gone, Err(Refusal::Unreachable("gone".into())), NOW);
+    let g = r.book().get(&gone).expect("known");
+    assert!(g.backoff_until > NOW.0 && g.failed == 1 && g.unreachable, "{g:?}");
+    // Whatever the task does next (the other offer, or a new call), it
+    // does not go to the unreachable provider within the back-off.
+    let later = NOW.add(Duration::from_millis(100));
+    r.place(later, &view);
+    for a in std::iter::from_fn(|| r.poll_action()) {
+        match a {
+            Action::Call { to, .. } => assert!(!to.contains(&gone), "called again"),
+            Action::Accept { to, .. } => assert_ne!(to, gone, "accepted again"),
+            _ => {}
+        }
+    }
+}
+
 /// Takes a job through offer and agreement with each provider in turn,
 /// returning the agreement envelope of each copy.
 fn agree(r: &mut Requester, view: &View, kps: &[Keypair]) -> Vec<(Keypair, Envelope, TaskId)> {
