@@ -163,6 +163,15 @@ fn wait_for_info(dir: &Path) -> NodeInfo {
 }
 
 /// A small current-thread runtime for API calls.
+/// Tests that measure resident memory, CPU time or latency under load run
+/// one at a time: each would otherwise count the others' work as its own.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held for the whole of such a test.
+pub(crate) fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -147,6 +147,7 @@ fn forged_tampered_expired_and_replayed_requests_are_refused() {
 
 #[test]
 fn a_flood_of_calls_leaves_the_api_responsive() {
+    let _heavy = crate::common::heavy();
     let node = NodeProcess::start(&[]);
     let target: NodeId = node.info.peer_id;
     let rss_before = rss(node.child.id());
@@ -303,6 +304,7 @@ fn a_payment_never_counts_twice() {
 /// limits and its API keeps answering.
 #[test]
 fn a_flood_of_connections_leaves_the_api_responsive() {
+    let _heavy = crate::common::heavy();
     let node = NodeProcess::start(&[]);
     let addr = node.info.listen[0].clone();
     // /ip4/127.0.0.1/tcp/PORT

@@ -30,9 +30,21 @@ fn outcome(r: &mut Reader<'_>) -> Option<(Fuel, ExitStatus, Vec<u8>)> {
 
 /// A copy of the sample task run by provider `p` with `outcome`, bound by
 /// the requester's acceptance (signed by `accept_signer`).
-fn copy(p: u8, accept_signer: u8, seed_shift: u64, (fuel, exit, output): &(Fuel, ExitStatus, Vec<u8>)) -> Evidence {
+fn copy(
+    p: u8,
+    accept_signer: u8,
+    seed_shift: u64,
+    (fuel, exit, output): &(Fuel, ExitStatus, Vec<u8>),
+) -> Evidence {
     let acc = seal(&keypair(accept_signer), &accept(), p * 10);
-    let ag = seal(&keypair(p), &Agreement { accept: acc.id(), ..agreement() }, p * 10 + 1);
+    let ag = seal(
+        &keypair(p),
+        &Agreement {
+            accept: acc.id(),
+            ..agreement()
+        },
+        p * 10 + 1,
+    );
     let mut r = receipt(exit.clone(), output);
     r.agreement = ag.id();
     r.fuel_used = *fuel;
@@ -65,8 +77,9 @@ fn built(data: &[u8]) -> Option<(FraudProof, bool)> {
     } else {
         copy(3, 1, 0, &b)
     };
-    let conflict =
-        (ContentId::of(&a.2), a.0, &a.1) != (ContentId::of(&b.2), b.0, &b.1) && a.1.is_deterministic() && b.1.is_deterministic();
+    let conflict = (ContentId::of(&a.2), a.0, &a.1) != (ContentId::of(&b.2), b.0, &b.1)
+        && a.1.is_deterministic()
+        && b.1.is_deterministic();
     let evidence = conflict && !stranger && !reseeded;
     Some((FraudProof { accused, witness }, evidence))
 }

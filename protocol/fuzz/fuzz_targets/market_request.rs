@@ -28,7 +28,11 @@ fn check(req: &MarketRequest, top: bool) {
             assert!(content.iter().all(|b| b.0.len() <= MAX_INLINE_CONTENT));
             open_every_type(accept, accept.issued_at());
         }
-        MarketRequest::Receipt { receipt, output, stderr } => {
+        MarketRequest::Receipt {
+            receipt,
+            output,
+            stderr,
+        } => {
             assert!(output.as_ref().is_none_or(|b| b.0.len() <= MAX_INLINE_CONTENT));
             assert!(stderr.0.len() <= agora_protocol::rpc::MAX_STDERR_TAIL);
             open_every_type(receipt, receipt.issued_at());
@@ -38,6 +42,16 @@ fn check(req: &MarketRequest, top: bool) {
             check_domain(d)
         }
         MarketRequest::Attest(e) => open_every_type(e, e.issued_at()),
+        MarketRequest::Order { accept, content, .. } => {
+            assert!(content.len() <= MAX_INLINE_BLOBS);
+            assert!(content.iter().all(|b| b.0.len() <= MAX_INLINE_CONTENT));
+            open_every_type(accept, accept.issued_at());
+        }
+        MarketRequest::Log { text, .. } => assert!(text.0.len() <= agora_protocol::rpc::MAX_LOG_CHUNK),
+        MarketRequest::Progress { progress, checkpoint } => {
+            assert!(checkpoint.0.len() <= MAX_INLINE_CONTENT);
+            open_every_type(progress, progress.issued_at());
+        }
         MarketRequest::ChainCheckpoint { owner } => {
             assert_eq!(owner.to_string().parse::<NodeId>().as_ref(), Ok(owner));
         }

@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 
 use agora_protocol::capacity::{Advert, DomainSummary};
-use agora_protocol::chain::{Block, ForkProof, Grant, Heads};
-use agora_protocol::execution::Receipt;
+use agora_protocol::chain::{Attestation, Block, ForkProof, Grant, Heads};
+use agora_protocol::execution::{Progress, Receipt};
 use agora_protocol::fraud::FraudProof;
 use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, Offer};
 use agora_protocol::settlement::Voucher;
@@ -60,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
         PayloadType::Agreement => drop(run::<Agreement>(payload)),
         PayloadType::Cancel => drop(run::<Cancel>(payload)),
         PayloadType::Receipt => drop(run::<Receipt>(payload)),
+        PayloadType::Progress => drop(run::<Progress>(payload)),
+        PayloadType::Attestation => drop(run::<Attestation>(payload)),
         PayloadType::Voucher => drop(run::<Voucher>(payload)),
         PayloadType::Grant => drop(run::<Grant>(payload)),
         // `open_every_type` checks the block (`check_block`).

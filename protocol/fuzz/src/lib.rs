@@ -463,6 +463,7 @@ pub fn offer() -> Offer {
         expected_run: Millis(1200),
         has_module: true,
         has_input: false,
+        energy: EnergyRate::default(),
     }
 }
 
@@ -484,6 +485,7 @@ pub fn accept() -> Accept {
                 max_output: Bytes::mib(1),
             },
             seed: 42,
+            resume: None,
         },
     }
 }
@@ -526,6 +528,7 @@ pub fn receipt(exit: ExitStatus, output: &[u8]) -> Receipt {
         exit,
         started_at: T0,
         finished_at: T0.add(Duration::from_millis(800)),
+        resumed: None,
     }
 }
 
@@ -821,6 +824,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             &[0][..],
             &ContentRequest {
                 id: ContentId::of(b"x"),
+                slice: None,
             }
             .to_bytes(),
         ]

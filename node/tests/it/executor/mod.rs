@@ -4,7 +4,7 @@
 //! and the memory probes of the heavy tests.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -21,12 +21,7 @@ mod host_fuel;
 mod limits;
 mod loading;
 
-/// Tests that measure resident memory or CPU time run one at a time.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::common::heavy;
 
 fn executor() -> Executor {
     Executor::new(Config::default()).unwrap()
