@@ -50,8 +50,8 @@ const MAX_CHAIN_BYTES: usize = 512 * 1024;
 const CHECKPOINT_RETRY: u64 = 16;
 /// Attestations looked through for the latest one by the asker.
 const ATTESTATIONS_SEARCHED: usize = 256;
-/// How long a payer must have sent no payment before a checkpoint folds
-/// its payments into its floor (SPEC.md §8.6, "Checkpoints").
+/// How long ago a payment must have been received for a checkpoint to
+/// raise its payer's floor to it (SPEC.md §8.6, "Checkpoints").
 const CHECKPOINT_QUIET: Duration = Duration::from_secs(30);
 
 /// The outcome of an audit the owner asked for.
@@ -874,11 +874,13 @@ impl Engine {
             if trusted {
                 self.check_against_held(owner, &block, now);
                 match self.credit.resume(owner, &block) {
-                    Ok(seq) => {
+                    Ok(seq) if seq > 0 => {
                         self.keep_copy(owner, &block, now);
                         self.counters.audits_resumed += 1;
                         after = seq;
                     }
+                    // A chain refused here is not audited from a checkpoint.
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(chain = %owner.short(), error = %e, "its attested checkpoint does not open")
                     }
