@@ -137,15 +137,7 @@ impl Ledger {
             reason,
         };
         let all = |_: &NodeId| true;
-        let read = |after: u64, limit: usize| -> Result<Vec<Envelope>, RecordError> {
-            let prefix = records::CHAIN;
-            let from = format!("{prefix}{:020}", after.saturating_add(1));
-            Ok(host
-                .records_from(prefix, &from, limit)?
-                .into_iter()
-                .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
-                .collect())
-        };
+        let read = |after, limit| read_blocks(host, records::CHAIN, after, limit);
         // The audit of the chain from its last checkpoint (whole without
         // one), every block read as it was written.
         let mut own = Audit::new(local);
@@ -408,12 +400,7 @@ impl Ledger {
         } else {
             records::held_prefix(owner)
         };
-        let from = format!("{prefix}{:020}", after.saturating_add(1));
-        Ok(host
-            .records_from(&prefix, &from, limit)?
-            .into_iter()
-            .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
-            .collect())
+        read_blocks(host, &prefix, after, limit)
     }
 
     /// The totals.
@@ -430,6 +417,22 @@ impl Ledger {
             _ => Vec::new(),
         }
     }
+}
+
+/// The blocks stored under `prefix` (a chain's, by position) after
+/// `after`, at most `limit`, in order.
+fn read_blocks(
+    host: &dyn Host,
+    prefix: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Envelope>, RecordError> {
+    let from = format!("{prefix}{:020}", after.saturating_add(1));
+    Ok(host
+        .records_from(prefix, &from, limit)?
+        .into_iter()
+        .filter_map(|(k, b)| records::decode::<Stored>(&k, &b).ok()?.envelope())
+        .collect())
 }
 
 #[cfg(test)]

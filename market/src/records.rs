@@ -153,6 +153,12 @@ pub fn attestation_key(seq: u64, auditor: &NodeId) -> String {
     format!("{}{auditor}", attestations_of(seq))
 }
 
+/// The checkpoint position and the auditor an attestation's key names.
+pub fn attestation_after(key: &str) -> Option<(u64, NodeId)> {
+    let (seq, auditor) = key.strip_prefix(ATTESTATION)?.split_once('/')?;
+    Some((seq.parse().ok()?, auditor.parse().ok()?))
+}
+
 /// The key marking a grant taken.
 pub fn grant_key(issuer: &NodeId, id: &[u8; 16]) -> String {
     format!("{GRANT}{issuer}/{}", hex::encode(id))

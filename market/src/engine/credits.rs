@@ -826,16 +826,13 @@ impl Engine {
         }
         let host = self.host.as_ref();
         // The latest attestations, newest first: `seq/auditor` keys.
-        let recent: Vec<(u64, String)> = host
+        let recent: Vec<(u64, NodeId)> = host
             .records_rev(records::ATTESTATION, ATTESTATIONS_SEARCHED)
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(k, _)| {
-                let rest = k.strip_prefix(records::ATTESTATION)?;
-                Some((rest.get(..20)?.parse().ok()?, rest.get(21..)?.to_owned()))
-            })
+            .filter_map(|(k, _)| records::attestation_after(&k))
             .collect();
-        let by_peer = recent.iter().find(|(_, a)| *a == peer.to_string());
+        let by_peer = recent.iter().find(|(_, a)| *a == peer);
         let seq = by_peer.or(recent.first()).map_or(last, |(s, _)| *s);
         let block = self.ledger.blocks(host, &self.local, seq - 1, 1).ok()?.pop()?;
         let attestations = host

@@ -69,8 +69,8 @@ pub(crate) fn ledger(store: &Store, st: &State, limit: usize) -> Ledger {
         .scan_raw_rev(records::ATTESTATION.as_bytes(), 1)
         .ok()
         .and_then(|v| v.into_iter().next())
-        .and_then(|(k, _)| k.strip_prefix(records::ATTESTATION)?.get(..20)?.parse().ok())
-        .unwrap_or(0);
+        .and_then(|(k, _)| records::attestation_after(&k))
+        .map_or(0, |(seq, _)| seq);
     Ledger {
         balance_micros: st.balance(),
         granted: Credits(st.granted),
@@ -87,7 +87,7 @@ pub(crate) fn ledger(store: &Store, st: &State, limit: usize) -> Ledger {
             .scan_raw(records::attestations_of(attested).as_bytes())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(k, _)| k.rsplit('/').next()?.parse().ok())
+            .filter_map(|(k, _)| Some(records::attestation_after(&k)?.1))
             .collect(),
         entries,
     }
