@@ -256,6 +256,23 @@ impl Client {
             .await
     }
 
+    /// `GET /v1/jobs/{id}?wait_ms=`: the job once it has ended, or after
+    /// `wait` (at most 20 s) as it is then. With `tasks` false, without its
+    /// task rows.
+    pub async fn job_waiting(
+        &self,
+        id: &JobId,
+        wait: Duration,
+        tasks: bool,
+    ) -> Result<JobStatus, ClientError> {
+        let ms = wait.as_millis().max(1);
+        self.json(
+            self.http
+                .get(self.url(&format!("/v1/jobs/{id}?tasks={tasks}&wait_ms={ms}"))),
+        )
+        .await
+    }
+
     /// `GET /v1/jobs/{id}?receipts=true`: with every copy's signed receipt.
     pub async fn job_with_receipts(&self, id: &JobId) -> Result<JobStatus, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/jobs/{id}?receipts=true"))))

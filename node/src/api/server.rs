@@ -427,7 +427,16 @@ pub struct JobDetail {
     /// Include each copy's signed receipt (default false).
     #[serde(default)]
     pub receipts: bool,
+    /// Answer once the job has ended, or after this many milliseconds (at
+    /// most [`MAX_JOB_WAIT_MS`]) with its state then; 0 (the default)
+    /// answers at once. A client waiting for a job asks once instead of
+    /// polling, and hears of its end as soon as the node knows it.
+    #[serde(default)]
+    pub wait_ms: u64,
 }
+
+/// The longest a `GET /v1/jobs/{id}?wait_ms=` waits for the job to end.
+pub const MAX_JOB_WAIT_MS: u64 = 20_000;
 
 fn yes() -> bool {
     true

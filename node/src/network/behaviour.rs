@@ -226,6 +226,19 @@ fn behaviour(
     })
 }
 
+/// The swarm's settings. Substreams open with multistream-select's
+/// `V1Lazy`: a dialer proposing one protocol (every request-response
+/// exchange here) sends its request with the proposal instead of waiting a
+/// round trip for the listener's confirmation. A listener that lacks the
+/// protocol fails the stream, as it would have failed the negotiation; a
+/// dialer proposing several protocols still negotiates in full.
+fn swarm_config(idle: Duration) -> impl FnOnce(libp2p::swarm::Config) -> libp2p::swarm::Config {
+    move |c| {
+        c.with_idle_connection_timeout(idle)
+            .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+    }
+}
+
 /// Builds the swarm for the configured transport.
 pub(crate) fn build_swarm(
     key: libp2p::identity::Keypair,
@@ -254,7 +267,7 @@ pub(crate) fn build_swarm(
             .map_err(|e| NetworkError::Config(format!("relay client: {e}")))?
             .with_behaviour(|key, relay| behaviour(key, relay, config).map_err(Box::from))
             .map_err(|e| NetworkError::Config(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config(idle))
             .build(),
         Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
@@ -270,7 +283,7 @@ pub(crate) fn build_swarm(
             .map_err(|e| NetworkError::Config(format!("relay client: {e}")))?
             .with_behaviour(|key, relay| behaviour(key, relay, config).map_err(Box::from))
             .map_err(|e| NetworkError::Config(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config(idle))
             .build(),
     };
     Ok(swarm)

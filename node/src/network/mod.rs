@@ -874,6 +874,67 @@ mod tests {
         cancel_token.cancel();
     }
 
+    /// Requests open their streams lazily (the request goes with the
+    /// protocol's proposal): a peer that does not speak the market protocol
+    /// still fails the request at once with an error, as the full
+    /// negotiation did, not after the request timeout and never with an
+    /// answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_to_a_peer_without_the_market_protocol_fails_at_once() {
+        use libp2p::futures::StreamExt as _;
+        let cancel_token = CancellationToken::new();
+        // A bare libp2p node that speaks ping and nothing else.
+        let stranger_key = Keypair::from_secret(rand::random());
+        let mut stranger = libp2p::SwarmBuilder::with_existing_identity(peer::libp2p_keypair(&stranger_key))
+            .with_tokio()
+            .with_other_transport(|key| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                use libp2p::Transport as _;
+                Ok(libp2p::core::transport::MemoryTransport::default()
+                    .upgrade(libp2p::core::upgrade::Version::V1)
+                    .authenticate(libp2p::noise::Config::new(key)?)
+                    .multiplex(libp2p::yamux::Config::default()))
+            })
+            .unwrap()
+            .with_behaviour(|_| libp2p::ping::Behaviour::default())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let addr = memory_addr();
+        stranger.listen_on(addr.clone()).unwrap();
+        tokio::spawn(async move {
+            loop {
+                stranger.select_next_some().await;
+            }
+        });
+        let ka = Keypair::from_secret(rand::random());
+        let (atx, _arx) = mpsc::channel(1024);
+        let boot = addr.with(libp2p::multiaddr::Protocol::P2p(
+            stranger_key.node_id().to_peer_id(),
+        ));
+        let (a, _) = spawn(&ka, memory_config(None, vec![boot]), atx, cancel_token.clone())
+            .await
+            .unwrap();
+        let mut connected = false;
+        for _ in 0..200 {
+            if a.stats().await.unwrap().connected > 0 {
+                connected = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(connected, "the node did not connect to the stranger");
+        let mut outbox = Outbox::default();
+        let answer = outbox.push(stranger_key.node_id(), cancel(&ka, 1));
+        a.send_all(outbox).await;
+        let t = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+            .await
+            .expect("an outcome well before the request timeout");
+        assert!(r.is_err(), "a peer without the protocol answered: {r:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        cancel_token.cancel();
+    }
+
     /// Waits up to 10 s for `f` to hold.
     async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         for _ in 0..500 {

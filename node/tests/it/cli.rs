@@ -476,10 +476,54 @@ fn cli_commands_against_one_node() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not done"), "{}", stderr(&out));
 
+    // A status request that waits for the job's end: answered after the
+    // wait with the job as it is while it goes on, and at once when it ends
+    // (here by its cancellation) however long the wait asked.
+    let (api, token) = (
+        node.info["api"].as_str().unwrap().to_owned(),
+        node.info["token"].as_str().unwrap().to_owned(),
+    );
+    let waiting = |ms: u64| {
+        let url = format!("http://{api}/v1/jobs/{id}?tasks=false&wait_ms={ms}");
+        let token = token.clone();
+        thread::spawn(move || {
+            crate::common::rt().block_on(async {
+                let t = Instant::now();
+                let r = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                (r.json::<Value>().await.unwrap(), t.elapsed())
+            })
+        })
+    };
+    let (job, took) = waiting(300).join().unwrap();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(
+        ["pending", "running"].contains(&job["state"].as_str().unwrap()),
+        "{job}"
+    );
+    let long = waiting(20_000);
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+
     // Cancelling ends it as cancelled; watch then exits 1 saying so, and
     // its result names the output missing and why (exit status 3).
     let cancelled = node.json(&["job", "cancel", &id, "--json"]);
     assert_eq!(cancelled["state"], "cancelled");
+    let (job, _) = long.join().unwrap();
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the waiting request heard of the end {:?} after the cancellation",
+        t.elapsed()
+    );
     let out = node.agora(&["job", "watch", &id]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("was cancelled"), "{}", stderr(&out));

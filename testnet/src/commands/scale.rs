@@ -106,6 +106,26 @@ pub struct ScaleReport {
     pub job_outputs_ok: bool,
     /// Gossip and view counters summed over all nodes at the end.
     pub counters: std::collections::BTreeMap<String, f64>,
+    /// The same counters' growth per second, summed over all nodes, while
+    /// idle (those that moved): what the idle CPU was spent on.
+    pub idle_rates: std::collections::BTreeMap<String, f64>,
+}
+
+/// Per-second growth of the reported counters between two sums (those that
+/// grew).
+fn rates(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    secs: f64,
+) -> std::collections::BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter(|(k, _)| COUNTERS.iter().any(|c| k.starts_with(c)) && k.contains("_total"))
+        .filter_map(|(k, v)| {
+            let d = v - before.get(k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| (k.clone(), d / secs))
+        })
+        .collect()
 }
 
 /// The counters `scale` reports: what gossip delivered, dropped and refused.
@@ -165,12 +185,19 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         eprintln!("every node sees its domain after {:.1} s; waiting for the summaries…", views.as_secs_f64());
         let summaries = net.wait_summaries(Duration::from_secs(300)).await?;
         eprintln!("every domain's summary reached every node after {:.1} s more", summaries.as_secs_f64());
-        // Idle cost: a few seconds of nothing but adverts and heartbeats.
+        // Idle cost: a few seconds of nothing but adverts and heartbeats,
+        // and what the nodes did meanwhile.
+        let before = net.metric_sums().await;
         let c0 = memory::cpu_time().unwrap_or_default();
         let w0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let idle_cpu_cores = (memory::cpu_time().unwrap_or_default().saturating_sub(c0)).as_secs_f64()
-            / w0.elapsed().as_secs_f64();
+        let idle_secs = w0.elapsed().as_secs_f64();
+        let idle_cpu_cores =
+            (memory::cpu_time().unwrap_or_default().saturating_sub(c0)).as_secs_f64() / idle_secs;
+        let idle_rates = rates(&before, &net.metric_sums().await, idle_secs);
+        for (k, v) in &idle_rates {
+            eprintln!("  idle: {k} {v:.1}/s");
+        }
         let rss = memory::rss_bytes().unwrap_or(0) as f64 / 1e6;
         let threads = memory::threads().unwrap_or(0);
         let mut adverts = Vec::new();
@@ -221,6 +248,7 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
             job_domains,
             job_outputs_ok,
             counters,
+            idle_rates,
         })
     }
     .await;

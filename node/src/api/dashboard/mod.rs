@@ -396,6 +396,7 @@ async fn snapshot(ctx: &Ctx, view: View, job: Option<JobId>) -> Result<serde_jso
                 let detail = JobDetail {
                     tasks,
                     receipts: false,
+                    wait_ms: 0,
                 };
                 async move {
                     ctx.ask(|tx| ApiCommand::Job(id, detail, tx))

@@ -1,6 +1,7 @@
 //! `agora job watch`: follow a job live until it ends.
 //!
-//! The job's summary is polled every 200 ms. On a terminal it is drawn as
+//! The job's summary is asked for every 200 ms, each request answered as
+//! soon as the job ends (`wait_ms`), so its end shows at once. On a terminal it is drawn as
 //! progress bars: one for the whole job and one per provider (at most
 //! sixteen; the rest share an `others` line). Otherwise a progress line, or
 //! a JSON object, is printed every second and once more at the end. The
@@ -78,7 +79,9 @@ impl WatchCommand {
         let mut failing_since: Option<Instant> = None;
         loop {
             ticker.tick().await;
-            let s = match client.job_summary(&id).await {
+            // Answered at the job's end, or a poll period later at most:
+            // the end is drawn as soon as the node knows it.
+            let s = match client.job_waiting(&id, POLL, false).await {
                 Ok(s) => s,
                 Err(e @ ClientError::Api { .. }) => return Err(e.into()),
                 Err(e) => {

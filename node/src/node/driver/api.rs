@@ -2,6 +2,7 @@
 //! to it (submit, cancel).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use agora_market::engine::{CancelError, SubmitError};
 use agora_market::job::{CopyState, JobRecord, TaskRecord};
@@ -13,7 +14,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::{Driver, MAX_AUDITS, now};
-use crate::api::server::{ApiCommand, ApiError, JobDetail, OwnerChange};
+use crate::api::server::{ApiCommand, ApiError, JobDetail, MAX_JOB_WAIT_MS, OwnerChange};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, OutputRef,
     OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
@@ -25,6 +26,18 @@ use crate::store::StoreError;
 
 /// Most jobs `GET /v1/jobs` lists, newest first.
 const MAX_JOBS_LISTED: usize = 1000;
+
+/// Most requests waiting at once for their job to end; more are answered
+/// at once, as if they had not asked to wait.
+const MAX_JOB_WAITERS: usize = 256;
+
+/// A `GET /v1/jobs/{id}?wait_ms=` waiting for its job to end.
+pub(super) struct JobWaiter {
+    id: agora_protocol::JobId,
+    detail: JobDetail,
+    until: Instant,
+    reply: oneshot::Sender<Option<JobStatus>>,
+}
 
 impl Driver {
     pub(super) fn on_api(&mut self, c: ApiCommand) {
@@ -133,8 +146,18 @@ impl Driver {
             ApiCommand::Jobs(r) => {
                 let _ = r.send(self.engine.job_summaries(MAX_JOBS_LISTED));
             }
-            ApiCommand::Job(id, detail, r) => {
-                let _ = r.send(self.job_status(&id, detail, now));
+            ApiCommand::Job(id, detail, reply) => {
+                if detail.wait_ms > 0 && !self.job_ended(&id) && self.job_waiters.len() < MAX_JOB_WAITERS {
+                    let wait = Duration::from_millis(detail.wait_ms.min(MAX_JOB_WAIT_MS));
+                    self.job_waiters.push(JobWaiter {
+                        id,
+                        detail,
+                        until: Instant::now() + wait,
+                        reply,
+                    });
+                } else {
+                    let _ = reply.send(self.job_status(&id, detail, now));
+                }
             }
             ApiCommand::Explain(id, r) => {
                 let _ = r.send(self.explain(id));
@@ -473,6 +496,34 @@ impl Driver {
             .collect();
         rows.sort_by(|a, b| a.domain.cmp(&b.domain).then(a.peer_id.cmp(&b.peer_id)));
         rows
+    }
+
+    /// Whether job `id` has ended here (or is not one of the jobs in
+    /// memory: nothing more will happen to it).
+    fn job_ended(&self, id: &JobId) -> bool {
+        self.engine
+            .requester()
+            .job(id)
+            .is_none_or(|(rec, _)| rec.state.is_terminal())
+    }
+
+    /// Answers each request waiting for a job whose job has ended, or whose
+    /// wait is over; forgets those whose asker left. Called once per turn.
+    pub(super) fn wake_job_waiters(&mut self) {
+        if self.job_waiters.is_empty() {
+            return;
+        }
+        let (at, now) = (Instant::now(), now());
+        for w in std::mem::take(&mut self.job_waiters) {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if at >= w.until || self.job_ended(&w.id) {
+                let _ = w.reply.send(self.job_status(&w.id, w.detail, now));
+            } else {
+                self.job_waiters.push(w);
+            }
+        }
     }
 
     fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {

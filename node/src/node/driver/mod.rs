@@ -170,6 +170,8 @@ pub(super) struct Driver {
     durable: FuturesUnordered<BoxFuture<'static, Flushed>>,
     /// API answers of this turn that wait for its batch.
     api_after: Vec<Submitted>,
+    /// Status requests waiting for their job to end.
+    job_waiters: Vec<api::JobWaiter>,
     /// API calls waiting for an audit, by chain owner.
     audits: HashMap<agora_protocol::NodeId, Vec<oneshot::Sender<Result<crate::api::AuditReport, ApiError>>>>,
     /// Stop flags of the executions running, by agreement.
@@ -217,6 +219,7 @@ impl Driver {
             },
             durable: FuturesUnordered::new(),
             api_after: Vec::new(),
+            job_waiters: Vec::new(),
             audits: HashMap::new(),
             running: HashMap::new(),
             live: HashMap::new(),
@@ -286,6 +289,7 @@ impl Driver {
                 }
             }
             self.end_turn().await;
+            self.wake_job_waiters();
         }
         self.shutdown().await;
     }

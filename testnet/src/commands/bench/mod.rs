@@ -12,7 +12,8 @@
 //!    providers (default 4) in one domain. `e2e_*`: sequential one-task
 //!    no-op jobs (`--e2e-jobs`, default 300, after 10 untimed ones), each
 //!    timed by the client from `POST /v1/jobs` until `GET /v1/jobs/{id}`
-//!    says `done` (polled every ~0.25 ms); `e2e_node_p50_ms` is the same
+//!    says `done` (asked once with `wait_ms`: the node answers as the job
+//!    ends); `e2e_node_p50_ms` is the same
 //!    jobs on the requester's own clock. `tasks_per_s`: one job of
 //!    `--tasks` no-op tasks (default 2000; inputs uploaded beforehand,
 //!    after a 64-task warm-up job so that every provider has compiled the

@@ -5,8 +5,9 @@
 //! own clock:
 //!
 //! * **Latency**: one-task no-op jobs one after the other, each timed from
-//!   `POST /v1/jobs` until `GET /v1/jobs/{id}` says it is terminal, polled
-//!   every ~0.25 ms; the first ten are not counted. The requester's own
+//!   `POST /v1/jobs` until the answer to `GET /v1/jobs/{id}?wait_ms=`,
+//!   which the node sends as soon as the job ends; the first ten are not
+//!   counted. The requester's own
 //!   `wall_ms` of each job is kept beside it.
 //! * **Throughput**: after a 64-task warm-up job (so that every provider
 //!   holds and has compiled the module), one job of `--tasks` no-op tasks
@@ -66,14 +67,12 @@ pub(super) async fn latency(
         spec.seed = i as u64;
         let t = Instant::now();
         let id = job::submit(client, &spec).await?;
+        // One request that the node answers as soon as the job ends.
         let status = loop {
-            let s = client.job(&id).await?;
+            let s = client.job_waiting(&id, Duration::from_secs(10), true).await?;
             if s.state.is_terminal() {
                 break s;
             }
-            // A short blocking pause, finer than the async timer's 1 ms:
-            // this loop is the only work of the bench client.
-            std::thread::sleep(Duration::from_micros(250));
         };
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         job::ensure_done(&status)?;
