@@ -839,15 +839,7 @@ mod tests {
             n
         });
         // Wait for the connection, then queue 20 requests at once.
-        let mut ok = false;
-        for _ in 0..200 {
-            if a.stats().await.unwrap().connected > 0 {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(ok, "the two nodes did not connect");
+        until_connected(&a, "the two nodes did not connect").await;
         let mut outbox = Outbox::default();
         let answers: Vec<Answer> = (0..20)
             .map(|i| outbox.push(kb.node_id(), cancel(&ka, i)))
@@ -914,15 +906,7 @@ mod tests {
         let (a, _) = spawn(&ka, memory_config(None, vec![boot]), atx, cancel_token.clone())
             .await
             .unwrap();
-        let mut connected = false;
-        for _ in 0..200 {
-            if a.stats().await.unwrap().connected > 0 {
-                connected = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(connected, "the node did not connect to the stranger");
+        until_connected(&a, "the node did not connect to the stranger").await;
         let mut outbox = Outbox::default();
         let answer = outbox.push(stranger_key.node_id(), cancel(&ka, 1));
         a.send_all(outbox).await;
@@ -933,6 +917,17 @@ mod tests {
         assert!(r.is_err(), "a peer without the protocol answered: {r:?}");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         cancel_token.cancel();
+    }
+
+    /// Waits up to 4 s for `c` to hold a connection; fails with `why`.
+    async fn until_connected(c: &Client, why: &str) {
+        for _ in 0..200 {
+            if c.stats().await.unwrap().connected > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{why}");
     }
 
     /// Waits up to 10 s for `f` to hold.
