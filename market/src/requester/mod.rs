@@ -301,6 +301,24 @@ struct Job {
     ready: BTreeSet<usize>,
     /// Position in `order` of each task index.
     pos: Vec<usize>,
+    /// Every task before this index is settled (verified or failed): a
+    /// settled task stays settled, so whether all are is answered without
+    /// a scan of the job per receipt.
+    settled_upto: usize,
+}
+
+impl Job {
+    /// Whether every task is settled (verified or failed). Amortised O(1):
+    /// the scan goes on from where the last one stopped.
+    fn all_settled(&mut self) -> bool {
+        while let Some(t) = self.tasks.get(self.settled_upto) {
+            if !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed) {
+                return false;
+            }
+            self.settled_upto += 1;
+        }
+        true
+    }
 }
 
 /// What a receipt was found to be.
@@ -569,6 +587,7 @@ impl Requester {
                 no_fit_since: None,
                 ready,
                 pos,
+                settled_upto: 0,
             },
         );
     }

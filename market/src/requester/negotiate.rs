@@ -249,7 +249,10 @@ impl Requester {
             .collect();
         let Some((provider, offer)) = offers.pop_front() else {
             let t = &mut job.tasks[task.index as usize];
-            if t.live().next().is_none() && t.reported().next().is_none() {
+            if t.live().next().is_none()
+                && t.reported().next().is_none()
+                && !matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed)
+            {
                 t.phase = TaskPhase::Pending;
             }
             t.unplaced_rounds += 1;

@@ -169,10 +169,7 @@ impl Requester {
                     Some(up) => format!("not run: its input, task {idx} of job {up}, failed: {why}"),
                     None => format!("not run: its input failed: {why}"),
                 });
-                let all_settled = job
-                    .tasks
-                    .iter()
-                    .all(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed));
+                let all_settled = job.all_settled();
                 let failed = verify::over_budget(job);
                 self.touch(TaskId::new(id, idx));
                 if let Some(why) = failed {

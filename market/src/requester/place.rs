@@ -659,6 +659,7 @@ impl Requester {
             no_fit_since: None,
             ready: BTreeSet::new(),
             pos: Vec::new(),
+            settled_upto: 0,
         };
         let mut order: Vec<u32> = (0..spec.inputs.len() as u32).collect();
         order.sort_by_key(|i| std::cmp::Reverse(spec.estimate_of(*i as usize)));

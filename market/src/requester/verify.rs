@@ -469,10 +469,7 @@ impl Requester {
         }
         // Only a failed task can put the job over its failure budget.
         let failed = (t.phase == TaskPhase::Failed).then(|| over_budget(job)).flatten();
-        let all_settled = job
-            .tasks
-            .iter()
-            .all(|t| matches!(t.phase, TaskPhase::Verified | TaskPhase::Failed));
+        let all_settled = job.all_settled();
         self.drop_negotiations(|t| *t == task);
         for (p, fuel, exec) in learnt {
             self.book.verified(p, fuel, exec, &[module, input], now);

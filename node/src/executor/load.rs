@@ -71,6 +71,44 @@ impl Executor {
         if let Some(m) = self.cached(&id) {
             return Ok(m);
         }
+        // One compile per module at a time: who finds it being compiled
+        // waits, then takes it from the cache, or that compile's error (a
+        // module that times out compiling costs one timeout, not one per
+        // task waiting).
+        let lock = self.compile_lock(&id);
+        let result = {
+            let mut failed = lock.lock().unwrap_or_else(|e| e.into_inner());
+            match (&*failed, self.cached(&id)) {
+                (Some(e), _) => Err(e.clone()),
+                (None, Some(m)) => Ok(m),
+                (None, None) => {
+                    let r = self.compile(id, module);
+                    if let Err(e) = &r {
+                        *failed = Some(e.clone());
+                    }
+                    r
+                }
+            }
+        };
+        // Clones of a lock are made and dropped under the map's lock only:
+        // the last of its holders finds it alone in the map, and removes it.
+        let mut compiling = self.inner.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        drop(lock);
+        if compiling.get(&id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            compiling.remove(&id);
+        }
+        result
+    }
+
+    /// The lock held while `id` is compiled, with that compile's error.
+    fn compile_lock(&self, id: &ContentId) -> Arc<std::sync::Mutex<Option<TaskError>>> {
+        let mut compiling = self.inner.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        compiling.entry(*id).or_default().clone()
+    }
+
+    /// Checks, compiles, links and caches a module missing from both caches.
+    fn compile(&self, id: ContentId, module: &[u8]) -> Result<Arc<Module>, TaskError> {
+        let c = &self.inner.config;
         check::precheck(module, c.max_memory.0)?;
         let compiled = match &c.compile {
             CompileIsolation::InProcess => {
@@ -199,5 +237,43 @@ mod tests {
         assert_eq!(executor.stats().cached_modules, 2);
         assert!(executor.cached(&a.id()).is_some());
         assert!(executor.cached(&ContentId::of(&module(2))).is_none());
+    }
+
+    #[test]
+    fn tasks_of_a_new_module_arriving_together_compile_it_once() {
+        let executor = Executor::new(Config {
+            max_instances: 4,
+            ..Config::default()
+        })
+        .unwrap();
+        // Enough code that the compile takes a while: the other threads
+        // arrive while it runs.
+        let funcs: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "(func (param i64) (result i64) local.get 0 i64.const {i} i64.mul i64.const 7 i64.rem_u)"
+                )
+            })
+            .collect();
+        let wasm = wat::parse_str(format!(r#"(module {funcs} (func (export "_start")))"#)).unwrap();
+        let barrier = std::sync::Barrier::new(4);
+        let ids: Vec<ContentId> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        executor.load(&wasm).unwrap().id()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|id| *id == ContentId::of(&wasm)));
+        assert_eq!(executor.stats().compiled, 1, "one compile for four loads");
+        assert_eq!(executor.stats().memory_hits, 3);
+        assert!(
+            executor.inner.compiling.lock().unwrap().is_empty(),
+            "the compile's lock is gone"
+        );
     }
 }

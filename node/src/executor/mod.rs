@@ -38,12 +38,14 @@
 //! Callers: the market's task runner (on a blocking thread), `agora exec`,
 //! `agora verify` and the capacity calibration at start-up.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_protocol::id::ContentId;
 use agora_protocol::units::Bytes;
 use wasmtime::{Engine, Linker};
 
@@ -185,6 +187,11 @@ struct Inner {
     linker: Linker<wasi::State>,
     memory_cache: Mutex<cache::MemoryCache>,
     disk_cache: Option<cache::DiskCache>,
+    /// Modules being compiled, each with the lock its compiler holds and,
+    /// once it failed, the error: another task of the same new module waits
+    /// for that compile instead of starting its own (a provider's slots
+    /// would otherwise compile a new module once each, at once).
+    compiling: Mutex<HashMap<ContentId, Arc<Mutex<Option<TaskError>>>>>,
     share: Arc<AtomicU64>,
     suspend: Arc<run::Suspend>,
     slots: engine::Slots,
@@ -243,6 +250,7 @@ impl Executor {
             inner: Arc::new(Inner {
                 memory_cache: Mutex::new(cache::MemoryCache::new(config.max_cached_modules)),
                 disk_cache,
+                compiling: Mutex::default(),
                 share: Arc::new(AtomicU64::new(config.cpu_share.to_bits())),
                 suspend: Arc::default(),
                 slots: engine::Slots::new(config.max_instances),
