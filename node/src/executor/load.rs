@@ -3,7 +3,9 @@
 //!
 //! [`Executor::load`] refuses a module over the size cap before parsing
 //! it, looks in the in-memory LRU, then the disk cache, and compiles only
-//! when both miss: the module's first sections are checked against the
+//! when both miss, once per module however many tasks ask for it at the
+//! same moment (the others wait for that compile and take its result):
+//! the module's first sections are checked against the
 //! guest contract (`check.rs`) before any code is generated, then it is
 //! compiled in this process or in `agora compile-worker`
 //! ([`CompileIsolation`]), and its artifact written to the disk cache.
