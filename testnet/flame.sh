@@ -39,6 +39,9 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 if [ -n "${AGORA_BIN:-}" ]; then
     bin=$(dirname "$AGORA_BIN")
+    for b in "$AGORA_BIN" "$bin/agora-testnet"; do
+        [ -x "$b" ] || { echo "flame.sh: $b is not an executable (AGORA_BIN names the agora binary; agora-testnet must sit beside it)" >&2; exit 1; }
+    done
 else
     cargo build --release -q -p agora-node -p agora-testnet
     bin=${CARGO_TARGET_DIR:-target}/release

@@ -28,7 +28,11 @@ def main() -> None:
     pid = int(sys.argv[1])
     binary = None
     maps = []
-    for line in open(f"/proc/{pid}/maps"):
+    try:
+        lines = open(f"/proc/{pid}/maps").readlines()
+    except FileNotFoundError:
+        sys.exit(f"no process {pid}: give the pid of a running `agora node`")
+    for line in lines:
         parts = line.split()
         if len(parts) >= 6 and parts[5].endswith("/agora"):
             binary = parts[5]
