@@ -59,6 +59,9 @@ pub struct Counters {
     pub fraud_checks: u64,
     /// Gossip messages rejected.
     pub gossip_rejected: u64,
+    /// Adverts this node published, by what made each due
+    /// ([`super::AdvertCause`]).
+    pub adverts_published: BTreeMap<&'static str, u64>,
     /// Summaries this node published (as an elected publisher).
     pub summaries_published: u64,
     /// Questions asked of a summary's contacts, whether it is a member.

@@ -16,7 +16,7 @@ use agora_protocol::{
 };
 use rand::RngExt;
 
-use super::{Engine, Output, Ran, Verdict, Work};
+use super::{AdvertCause, Engine, Output, Ran, Verdict, Work};
 use crate::idle;
 use crate::view::Rejected;
 
@@ -199,7 +199,9 @@ impl Engine {
     /// Builds, signs and publishes this node's advert.
     pub(super) fn publish_advert(&mut self, now: Timestamp) {
         let t = &mut self.timers;
-        t.advert_due = false;
+        if let Some(cause) = t.advert_due.take() {
+            *self.counters.adverts_published.entry(cause.label()).or_default() += 1;
+        }
         t.last_advert = now;
         t.advert_seq = t.advert_seq.max(now.0).saturating_add(1);
         let p = &self.provider;
@@ -442,7 +444,7 @@ impl Engine {
     /// republishing to every reconnection would flood the domain.
     pub fn on_subscribed(&mut self, peer: NodeId, topic: &str) {
         if topic == self.config.domain.advert_topic() && self.view.peer(&peer).is_none() {
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Newcomer);
         }
     }
 
@@ -457,7 +459,7 @@ impl Engine {
             } else {
                 self.listen.push(addr);
             }
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Address);
         }
     }
 
@@ -468,7 +470,7 @@ impl Engine {
     pub fn on_reachability(&mut self, private: bool) {
         if self.private != private {
             self.private = private;
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Reachability);
         }
     }
 
@@ -495,7 +497,7 @@ impl Engine {
         let before = self.listen.len();
         self.listen.retain(|a| a != addr);
         if self.listen.len() != before {
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Address);
         }
     }
 
@@ -571,6 +573,49 @@ impl Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Adverts the turn at `now` publishes.
+    fn adverts_out(e: &mut Engine, now: Timestamp) -> usize {
+        e.tick(now);
+        e.end_turn(now)
+            .now
+            .iter()
+            .filter(|o| matches!(o, Output::Publish { topic, .. } if topic.contains("/adverts/")))
+            .count()
+    }
+
+    #[test]
+    fn each_advert_is_counted_under_what_made_it_due() {
+        use crate::sim::{disk::Disk, node};
+        let t0 = 1_800_000_000_000;
+        let disk = Disk::default();
+        let keypair = agora_protocol::Keypair::from_secret([0x61; 32]);
+        let mut e = node::engine(&keypair, Some((1_000, 2)), 1, t0, &disk);
+        let now = Timestamp(t0);
+        assert_eq!(adverts_out(&mut e, now), 1, "the first turn announces the node");
+        // Nothing changed and the refresh is not due: silence.
+        let soon = now.add(Duration::from_millis(500));
+        assert_eq!(adverts_out(&mut e, soon), 0);
+        // A peer of the domain the view does not hold subscribes: it gets
+        // the advert at once (after the 100 ms spacing).
+        let newcomer = agora_protocol::Keypair::from_secret([0x62; 32]).node_id();
+        let topic = e.config.domain.advert_topic();
+        e.on_subscribed(newcomer, &topic);
+        // A subscription to another topic, or a second reason before the
+        // advert went, adds nothing.
+        e.on_subscribed(newcomer, "agora/other");
+        e.on_listening("/memory/9".into());
+        assert_eq!(adverts_out(&mut e, soon), 1);
+        let refresh = soon.add(e.config.adverts.interval);
+        assert_eq!(adverts_out(&mut e, refresh), 1);
+        let counted: Vec<(&str, u64)> = e
+            .counters()
+            .adverts_published
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        assert_eq!(counted, vec![("newcomer", 1), ("refresh", 1), ("start", 1)]);
+    }
 
     #[test]
     fn a_publisher_gets_its_quota_per_period_and_others_theirs() {

@@ -352,7 +352,8 @@ pub struct Engine {
 struct Timers {
     advert_seq: u64,
     last_advert: Timestamp,
-    advert_due: bool,
+    /// Why the next advert is due (the first reason since the last one).
+    advert_due: Option<AdvertCause>,
     last_free: u32,
     last_summary: Timestamp,
     last_expire: Timestamp,
@@ -361,6 +362,64 @@ struct Timers {
     /// A collection of stored content is under way.
     collecting: bool,
     last_heads: Timestamp,
+}
+
+/// Why a node publishes its advert: counted per cause, so that an operator
+/// (or the scale bench) sees which trigger makes a domain's gossip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdvertCause {
+    /// The node started.
+    Start,
+    /// The periodic refresh, before the last advert expires.
+    Refresh,
+    /// Its free slots changed (a task started or ended).
+    FreeSlots,
+    /// A peer of its domain not yet in its view subscribed.
+    Newcomer,
+    /// An address it listens on came or went.
+    Address,
+    /// AutoNAT's verdict on its reachability changed.
+    Reachability,
+    /// An owner's limit started or stopped holding the node.
+    Limits,
+    /// The owner paused or resumed providing.
+    Pause,
+    /// The idle policy started or stopped taking work.
+    IdlePolicy,
+    /// Its capacity was measured again.
+    Capacity,
+    /// The content disk reached or left its cap.
+    Disk,
+    /// The node is stopping: it takes no more work.
+    Shutdown,
+}
+
+impl AdvertCause {
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            AdvertCause::Start => "start",
+            AdvertCause::Refresh => "refresh",
+            AdvertCause::FreeSlots => "free_slots",
+            AdvertCause::Newcomer => "newcomer",
+            AdvertCause::Address => "address",
+            AdvertCause::Reachability => "reachability",
+            AdvertCause::Limits => "limits",
+            AdvertCause::Pause => "pause",
+            AdvertCause::IdlePolicy => "idle_policy",
+            AdvertCause::Capacity => "capacity",
+            AdvertCause::Disk => "disk",
+            AdvertCause::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl Timers {
+    /// An advert is due for `cause` (the first cause since the last advert
+    /// is the one counted).
+    fn want_advert(&mut self, cause: AdvertCause) {
+        self.advert_due.get_or_insert(cause);
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -432,7 +491,7 @@ impl Engine {
             timers: Timers {
                 advert_seq: 0,
                 last_advert: Timestamp(0),
-                advert_due: true,
+                advert_due: Some(AdvertCause::Start),
                 last_free: u32::MAX,
                 last_summary: Timestamp(0),
                 last_expire: now,
@@ -586,7 +645,7 @@ impl Engine {
             self.withdraw(&late, now);
         }
         if now.since(self.timers.last_advert) >= self.config.adverts.interval {
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Refresh);
         }
         if now.since(self.timers.last_summary) >= self.config.adverts.summary_interval {
             self.publish_summaries(now);
@@ -636,9 +695,11 @@ impl Engine {
         let free = self.provider.free_slots();
         if free != self.timers.last_free {
             self.timers.last_free = free;
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::FreeSlots);
         }
-        if self.timers.advert_due && now.since(self.timers.last_advert) >= Duration::from_millis(100) {
+        if self.timers.advert_due.is_some()
+            && now.since(self.timers.last_advert) >= Duration::from_millis(100)
+        {
             self.publish_advert(now);
         }
         let after = std::mem::take(&mut self.after);
@@ -666,6 +727,7 @@ impl Engine {
                 "stopping: withdrew the tasks accepted here"
             );
         }
+        self.timers.advert_due = Some(AdvertCause::Shutdown);
         self.publish_advert(now);
         withdrawn.len()
     }
@@ -717,7 +779,7 @@ impl Engine {
                 }
                 None => tracing::info!("the owner's limits clear: resuming"),
             }
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Limits);
         }
     }
 
@@ -746,7 +808,7 @@ impl Engine {
         self.writes
             .put(records::OWNER_PAUSE, &until.unwrap_or(Timestamp(u64::MAX)));
         self.must_flush = true;
-        self.timers.advert_due = true;
+        self.timers.want_advert(AdvertCause::Pause);
     }
 
     /// The owner resumes providing (or a timed pause ran out).
@@ -756,7 +818,7 @@ impl Engine {
         }
         self.writes.delete(records::OWNER_PAUSE);
         self.must_flush = true;
-        self.timers.advert_due = true;
+        self.timers.want_advert(AdvertCause::Pause);
     }
 
     /// A load sample of the machine's other processes (share of all
@@ -769,7 +831,7 @@ impl Engine {
                 accepting = self.provider.accepting(),
                 "idle policy changed"
             );
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::IdlePolicy);
         }
     }
 
@@ -780,7 +842,7 @@ impl Engine {
             Ok(cu) => {
                 self.calibrated_at = now;
                 self.provider.set_speed(cu);
-                self.timers.advert_due = true;
+                self.timers.want_advert(AdvertCause::Capacity);
             }
             Err(e) => tracing::warn!(error = %e, "recalibration failed"),
         }
@@ -1028,7 +1090,7 @@ impl Engine {
         self.timers.collecting = false;
         if self.provider.set_disk_full(full) {
             tracing::warn!(full, "content disk cap: taking new work = {}", !full);
-            self.timers.advert_due = true;
+            self.timers.want_advert(AdvertCause::Disk);
         }
     }
 

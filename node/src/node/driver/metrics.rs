@@ -226,6 +226,15 @@ impl Driver {
                 *n as f64,
             );
         }
+        for (cause, n) in &c.adverts_published {
+            m.add(
+                "agora_adverts_published_total",
+                "counter",
+                "Adverts this node published, by what made each due",
+                &[("cause", cause)],
+                *n as f64,
+            );
+        }
         for (reason, n) in &c.declined {
             m.add(
                 "agora_declined_total",
