@@ -8,8 +8,8 @@ use agora_protocol::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, SOFTWARE_VERSION};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, noise, ping,
-    relay, request_response, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, connection_limits, dcutr, gossipsub, identify, kad,
+    mdns, noise, ping, relay, request_response, tcp, yamux,
 };
 
 use super::codec::{Codec, Content, Market};
@@ -226,6 +226,30 @@ fn behaviour(
     })
 }
 
+impl Behaviour {
+    /// Tells Kademlia of a peer's address unless that would make it dial.
+    /// Into a full bucket that does not hold the peer, Kademlia parks the
+    /// newcomer and dials the bucket's least recently seen entry to check
+    /// that it is alive. Adverts, summaries and identify name peers many
+    /// times a second, so at a few hundred nodes those checks were most of
+    /// the connections opened while idle: each a handshake on both sides,
+    /// trimmed unused half a minute later and opened again by the next
+    /// name. The routing table still fills while a bucket has room, keeps
+    /// the addresses of the peers it holds up to date, and takes in the
+    /// peers the node connects to (Kademlia's own rule).
+    ///
+    /// Returns whether Kademlia was told.
+    pub(crate) fn learn_address(&mut self, peer: &PeerId, addr: Multiaddr) -> bool {
+        let room = self.kad.kbucket(*peer).is_none_or(|bucket| {
+            bucket.num_entries() < kad::K_VALUE.get() || bucket.iter().any(|e| e.node.key.preimage() == peer)
+        });
+        if room {
+            self.kad.add_address(peer, addr);
+        }
+        room
+    }
+}
+
 /// The swarm's settings. Substreams open with multistream-select's
 /// `V1Lazy`: a dialer proposing one protocol (every request-response
 /// exchange here) sends its request with the proposal instead of waiting a
@@ -287,4 +311,65 @@ pub(crate) fn build_swarm(
             .build(),
     };
     Ok(swarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+
+    /// A behaviour as a node builds it, with its Kademlia routing table.
+    fn node_behaviour() -> (PeerId, Behaviour) {
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let (_, relay_client) = relay::client::new(peer);
+        let config = Config {
+            autonat: false,
+            ..Config::default()
+        };
+        (peer, behaviour(&key, relay_client, &config).expect("a behaviour"))
+    }
+
+    #[test]
+    fn a_full_bucket_is_not_told_of_newcomers_so_kademlia_dials_no_one() {
+        let (local, mut b) = node_behaviour();
+        let addr: Multiaddr = "/memory/7".parse().expect("an address");
+        // Peers at the largest distance from this node: half of all keys,
+        // so one bucket's worth and one more come quickly.
+        let mut same_bucket = Vec::new();
+        while same_bucket.len() <= kad::K_VALUE.get() {
+            let p = PeerId::random();
+            let d = kad::KBucketKey::from(local).distance(&kad::KBucketKey::from(p));
+            if d.ilog2() == Some(255) {
+                same_bucket.push(p);
+            }
+        }
+        let (newcomer, members) = same_bucket.split_last().expect("peers");
+        for p in members {
+            assert!(b.learn_address(p, addr.clone()), "a bucket with room is told");
+        }
+        assert!(
+            !b.learn_address(newcomer, addr.clone()),
+            "a full bucket is not told of a newcomer"
+        );
+        let held: Vec<PeerId> = b
+            .kad
+            .kbucket(*newcomer)
+            .expect("a bucket")
+            .iter()
+            .map(|e| *e.node.key.preimage())
+            .collect();
+        assert_eq!(held.len(), kad::K_VALUE.get());
+        assert!(
+            !held.contains(newcomer),
+            "the newcomer is neither held nor pending"
+        );
+        assert!(
+            !b.kad.kbucket(*newcomer).expect("a bucket").has_pending(),
+            "no entry waits on a liveness dial"
+        );
+        // A peer the bucket holds still has its addresses kept up to date.
+        let other: Multiaddr = "/memory/8".parse().expect("an address");
+        assert!(b.learn_address(&members[0], other));
+    }
 }

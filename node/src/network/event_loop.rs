@@ -525,7 +525,7 @@ impl EventLoop {
                 }
             }
             Command::AddAddress { peer, addr } => {
-                b.kad.add_address(&peer, addr.clone());
+                b.learn_address(&peer, addr.clone());
                 self.swarm.add_peer_address(peer, addr);
             }
             Command::Dial { addr } => {
@@ -603,7 +603,7 @@ impl EventLoop {
             }
         }
         for (peer, addr) in o.addresses {
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm.behaviour_mut().learn_address(&peer, addr.clone());
             self.swarm.add_peer_address(peer, addr);
         }
         for addr in o.dials {
@@ -730,7 +730,7 @@ impl EventLoop {
                 self.publish_reach();
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    self.swarm.behaviour_mut().learn_address(&peer_id, addr);
                 }
                 if !self.bootstrapped {
                     self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
@@ -845,7 +845,7 @@ impl EventLoop {
                 }
                 let b = self.swarm.behaviour_mut();
                 for addr in info.listen_addrs {
-                    b.kad.add_address(&peer_id, addr);
+                    b.learn_address(&peer_id, addr);
                 }
                 self.reserve_relays();
             }
