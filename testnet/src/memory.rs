@@ -82,6 +82,14 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// How often elected publishers sign their domain summaries: half again
+    /// the advert pace, at least every 3 s.
+    pub fn summary_interval(&self) -> Duration {
+        (self.advert_interval * 3 / 2).max(Duration::from_secs(3))
+    }
+}
+
 /// One node of the in-process testnet.
 #[derive(Debug)]
 pub struct Member {
@@ -238,7 +246,7 @@ impl Testnet {
         c.credit.issuers = vec![self.issuer.id()];
         c.adverts.interval = self.options.advert_interval;
         c.adverts.lifetime = self.options.advert_lifetime;
-        c.adverts.summary_interval = (self.options.advert_interval * 3 / 2).max(Duration::from_secs(3));
+        c.adverts.summary_interval = self.options.summary_interval();
         let mut o = agora_node::node::Options::new(self.dir.path().join(format!("node-{i}")));
         o.transport = Transport::Memory;
         o.compile = CompileIsolation::InProcess;

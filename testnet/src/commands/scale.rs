@@ -37,10 +37,13 @@ pub struct ScaleCommand {
     /// Tasks of the job placed across the nodes (0: no job).
     #[arg(long, default_value_t = 100)]
     pub tasks: usize,
-    /// How often each node publishes its advert (lifetime: 5×). A real
-    /// node's default is 2 s; hundreds of nodes sharing two cores need a
-    /// calmer pace, as a real network of that size would choose.
-    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    /// How often each node refreshes its advert when nothing changed
+    /// (lifetime: 5×, at most 60 s); a change (free slots, addresses,
+    /// limits) is published at once whatever the pace. A real node's
+    /// default is 2 s; hundreds of nodes sharing two cores need a calmer
+    /// pace, as a real network of that size would choose: at 200 nodes a
+    /// 5 s pace alone keeps both cores busy.
+    #[arg(long, default_value = "20s", value_parser = super::parse_duration)]
     pub advert_interval: Duration,
     /// Gossipsub heartbeat of every node (a real node: 200 ms).
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
@@ -131,6 +134,7 @@ fn rates(
 /// The counters `scale` reports: what gossip delivered, dropped and refused.
 const COUNTERS: &[&str] = &[
     "agora_adverts_accepted_total",
+    "agora_adverts_published_total",
     "agora_adverts_rejected_total",
     "agora_summaries_accepted_total",
     "agora_summaries_rejected_total",
@@ -147,6 +151,9 @@ const COUNTERS: &[&str] = &[
     "agora_vouch_questions_total",
     "agora_flooders_cut_total",
 ];
+
+/// How long the idle cost is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(15);
 
 /// rot13 of ASCII letters.
 pub fn rot13(input: &[u8]) -> Vec<u8> {
@@ -185,26 +192,37 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         eprintln!("every node sees its domain after {:.1} s; waiting for the summaries…", views.as_secs_f64());
         let summaries = net.wait_summaries(Duration::from_secs(300)).await?;
         eprintln!("every domain's summary reached every node after {:.1} s more", summaries.as_secs_f64());
-        // Idle cost: a few seconds of nothing but adverts and heartbeats,
-        // and what the nodes did meanwhile.
+        // Idle cost: fifteen seconds of nothing but adverts and heartbeats
+        // (a shorter window gave figures twice apart between runs of the
+        // same code), and what the nodes did meanwhile.
+        // The counters are read node by node, which takes a while with
+        // hundreds of them: each node's two readings lie as far apart as
+        // the ends of the two collections, not only the sleep.
         let before = net.metric_sums().await;
+        let read0 = Instant::now();
         let c0 = memory::cpu_time().unwrap_or_default();
         let w0 = Instant::now();
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(IDLE_WINDOW).await;
         let idle_secs = w0.elapsed().as_secs_f64();
         let idle_cpu_cores =
             (memory::cpu_time().unwrap_or_default().saturating_sub(c0)).as_secs_f64() / idle_secs;
-        let idle_rates = rates(&before, &net.metric_sums().await, idle_secs);
+        let after = net.metric_sums().await;
+        let idle_rates = rates(&before, &after, read0.elapsed().as_secs_f64());
         for (k, v) in &idle_rates {
             eprintln!("  idle: {k} {v:.1}/s");
         }
         let rss = memory::rss_bytes().unwrap_or(0) as f64 / 1e6;
         let threads = memory::threads().unwrap_or(0);
+        // A new node is counted once an elected publisher of its domain
+        // signs its next summary (up to one summary interval later) and that
+        // summary is taken everywhere (a receiver may first ask a member to
+        // vouch for a new signer): two intervals and some margin.
+        let round_limit = (options.summary_interval() * 2 + Duration::from_secs(30)).max(Duration::from_secs(60));
         let mut adverts = Vec::new();
         let mut summaries_ms = Vec::new();
         for r in 0..cmd.rounds {
             let domain = options.domains[r % leaves].clone();
-            let p = net.propagation(&domain, Duration::from_secs(60)).await?;
+            let p = net.propagation(&domain, round_limit).await?;
             eprintln!(
                 "  new node {} in {domain}: in all {} views of its domain after {} ms, counted by every node after {} ms",
                 p.node,
