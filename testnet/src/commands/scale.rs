@@ -194,10 +194,10 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         eprintln!("every domain's summary reached every node after {:.1} s more", summaries.as_secs_f64());
         // Idle cost: fifteen seconds of nothing but adverts and heartbeats
         // (a shorter window gave figures twice apart between runs of the
-        // same code), and what the nodes did meanwhile.
-        // The counters are read node by node, which takes a while with
-        // hundreds of them: each node's two readings lie as far apart as
-        // the ends of the two collections, not only the sleep.
+        // same code), and what the nodes did meanwhile. The counters are
+        // read node by node, which takes a while with hundreds of them:
+        // each node's two readings lie as far apart as the ends of the two
+        // collections, not only the sleep.
         let before = net.metric_sums().await;
         let read0 = Instant::now();
         let c0 = memory::cpu_time().unwrap_or_default();
