@@ -329,9 +329,14 @@ function tiles() {
   const imgBox = h('figure', { hidden: true }, img, h('figcaption', { class: 'muted' }, 'the reduced result'));
   const drawn = new Set();
   const busy = new Set();
+  // Tiles asked for while five are being fetched wait here: a view that
+  // stops changing (a job done in one step) sends no snapshot to ask again.
+  const waiting = new Set();
   let ctx = null;
   async function tile(id) {
-    if (drawn.has(id) || busy.has(id) || busy.size > 4) return;
+    waiting.delete(id);
+    if (drawn.has(id) || busy.has(id)) return;
+    if (busy.size > 4) { waiting.add(id); return; }
     busy.add(id);
     try {
       const buf = new Uint8Array(await (await api('GET', `/v1/content/${id}`)).arrayBuffer());
@@ -350,7 +355,13 @@ function tiles() {
       }
       ctx.putImageData(im, x, y);
       canvas.dataset.tiles = String(drawn.size);
-    } catch (_) { /* a preview is best effort */ } finally { busy.delete(id); }
+    } catch (_) { /* a preview is best effort */ } finally {
+      busy.delete(id);
+      for (const next of [...waiting]) {
+        if (busy.size > 4) break;
+        tile(next);
+      }
+    }
   }
   async function reduced(id) {
     if (drawn.has(id) || busy.has(id)) return;
