@@ -15,6 +15,18 @@ fn add(m: &mut Metrics, (name, kind, help): Def, value: f64) {
     m.add(name, kind, help, &[], value);
 }
 
+/// One counter per value of `label` (a reason, a cause).
+fn add_each<'a>(
+    m: &mut Metrics,
+    (name, kind, help): Def,
+    label: &str,
+    counts: impl IntoIterator<Item = (&'a &'static str, &'a u64)>,
+) {
+    for (value, n) in counts {
+        m.add(name, kind, help, &[(label, value)], *n as f64);
+    }
+}
+
 impl Driver {
     pub(super) fn metrics(&self, now: Timestamp) -> Metrics {
         let mut m = Metrics::default();
@@ -208,42 +220,42 @@ impl Driver {
         for (def, v) in counters {
             add(&mut m, def, v as f64);
         }
-        for (reason, n) in &vm.adverts_rejected {
-            m.add(
+        add_each(
+            &mut m,
+            (
                 "agora_adverts_rejected_total",
                 "counter",
                 "Adverts rejected, by reason",
-                &[("reason", reason)],
-                *n as f64,
-            );
-        }
-        for (reason, n) in &vm.summaries_rejected {
-            m.add(
+            ),
+            "reason",
+            &vm.adverts_rejected,
+        );
+        add_each(
+            &mut m,
+            (
                 "agora_summaries_rejected_total",
                 "counter",
                 "Domain summaries rejected, by reason",
-                &[("reason", reason)],
-                *n as f64,
-            );
-        }
-        for (cause, n) in &c.adverts_published {
-            m.add(
+            ),
+            "reason",
+            &vm.summaries_rejected,
+        );
+        add_each(
+            &mut m,
+            (
                 "agora_adverts_published_total",
                 "counter",
                 "Adverts this node published, by what made each due",
-                &[("cause", cause)],
-                *n as f64,
-            );
-        }
-        for (reason, n) in &c.declined {
-            m.add(
-                "agora_declined_total",
-                "counter",
-                "Requests declined, by reason",
-                &[("reason", reason)],
-                *n as f64,
-            );
-        }
+            ),
+            "cause",
+            &c.adverts_published,
+        );
+        add_each(
+            &mut m,
+            ("agora_declined_total", "counter", "Requests declined, by reason"),
+            "reason",
+            &c.declined,
+        );
         let p = e.provider();
         let gauges: [(Def, f64); 7] = [
             (
