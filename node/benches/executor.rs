@@ -494,6 +494,7 @@ fn summary() {
         "per-task overhead, one fd_write of 6 bytes: {:.1} µs",
         h.as_secs_f64() * 1e6
     );
+    rust_noop(&pooled);
 
     let wasm = wat::parse_str(mandelbrot_wat(&TILE)).unwrap();
     let module = pooled.load(&wasm).unwrap();
@@ -597,6 +598,33 @@ fn summary() {
         calls.push(t);
     }
     println!("  fuel on/off = {:.2}", ratio(calls[0], calls[1]));
+}
+
+/// The Rust no-op example (the end-to-end bench's task): the standard
+/// library's start-up, a line of stdin to stdout. Skipped with a message
+/// when the examples are not built.
+fn rust_noop(pooled: &Executor) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/target/wasm32-wasip1/release/noop.wasm"
+    );
+    let Ok(bytes) = std::fs::read(path) else {
+        println!("per-task overhead, Rust no-op example: skipped ({path} not built: see examples/README.md)");
+        return;
+    };
+    let module = pooled.load(&bytes).unwrap();
+    let input = b"1\n";
+    let task = || Task { input, ..task() };
+    for _ in 0..500 {
+        black_box(pooled.run(&module, &task()));
+    }
+    let t = time(5_000, || {
+        black_box(pooled.run(&module, &task()));
+    });
+    println!(
+        "per-task overhead, Rust no-op example (std start-up, stdin to stdout): {:.1} µs",
+        t.as_secs_f64() * 1e6
+    );
 }
 
 fn main() {

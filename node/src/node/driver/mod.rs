@@ -288,6 +288,10 @@ impl Driver {
                     break;
                 }
             }
+            // A job this turn ended is answered before the turn's
+            // placement, payments and writes, which its answer does not
+            // wait for; one the turn's end ended, after them.
+            self.wake_job_waiters();
             self.end_turn().await;
             self.wake_job_waiters();
         }

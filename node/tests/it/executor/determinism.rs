@@ -174,3 +174,38 @@ fn clocks_and_random_are_the_same_every_run() {
     assert_ne!(&other[0].output[16..48], &out[16..48]);
     assert_eq!(&other[0].output[..16], &out[..16]);
 }
+
+/// Reads three words of its memory: in the first page, just under 1 MiB
+/// (where a Rust or C guest's stack starts) and past 2 MiB; prints `0` if
+/// all were zero and `1` otherwise; then writes to all three.
+const SNOOP: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 40)
+  (func (export "_start")
+    (local $seen i32)
+    (local.set $seen (i32.or (i32.load (i32.const 256))
+      (i32.or (i32.load (i32.const 1048568)) (i32.load (i32.const 2097252)))))
+    (i32.store8 (i32.const 16) (select (i32.const 49) (i32.const 48) (local.get $seen)))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 256) (i32.const -1))
+    (i32.store (i32.const 1048568) (i32.const -1))
+    (i32.store (i32.const 2097252) (i32.const -1))))"#;
+
+#[test]
+fn a_task_sees_none_of_what_the_last_task_in_its_slot_wrote() {
+    // One instance slot: every run reuses the memory the last one wrote,
+    // reset in place for the pages kept resident and decommitted beyond.
+    let e = Executor::new(Config {
+        max_instances: 1,
+        ..Config::default()
+    })
+    .unwrap();
+    let m = e.load(&wasm(SNOOP)).unwrap();
+    for run in 0..5 {
+        let o = e.run(&m, &super::task(&[], &[], limits()));
+        assert_eq!(o.result, Ok(()), "run {run}");
+        assert_eq!(o.output, b"0", "run {run} saw memory an earlier run wrote");
+    }
+}
