@@ -132,6 +132,38 @@ pub enum MarketRequest {
 }
 
 impl MarketRequest {
+    /// The kinds of the requests a frame carries, `+` between those of a
+    /// batch (`Order+Pay`), for logs.
+    pub fn kinds(&self) -> String {
+        match self {
+            MarketRequest::Batch(items) => items
+                .iter()
+                .map(MarketRequest::kind)
+                .collect::<Vec<_>>()
+                .join("+"),
+            r => r.kind().to_owned(),
+        }
+    }
+
+    /// The request's kind, as named in the enum (for logs and metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MarketRequest::CallForOffers(_) => "CallForOffers",
+            MarketRequest::Accept { .. } => "Accept",
+            MarketRequest::Receipt { .. } => "Receipt",
+            MarketRequest::Pay(_) => "Pay",
+            MarketRequest::Cancel(_) => "Cancel",
+            MarketRequest::Summaries(_) => "Summaries",
+            MarketRequest::Chain { .. } => "Chain",
+            MarketRequest::Log { .. } => "Log",
+            MarketRequest::Progress { .. } => "Progress",
+            MarketRequest::Order { .. } => "Order",
+            MarketRequest::Attest(..) => "Attest",
+            MarketRequest::ChainCheckpoint { .. } => "ChainCheckpoint",
+            MarketRequest::Batch(_) => "Batch",
+        }
+    }
+
     /// The content an acceptance (or an order) carries inline.
     pub fn content_mut(&mut self) -> Option<&mut Vec<Blob>> {
         match self {
@@ -869,6 +901,21 @@ mod tests {
         w.u64(start);
         w.u64(len);
         w.into_bytes()
+    }
+
+    #[test]
+    fn a_batch_is_named_by_the_kinds_it_carries() {
+        let summaries = MarketRequest::Summaries(Domain::root());
+        let chain = MarketRequest::Chain {
+            owner: crate::identity::Keypair::from_secret([7; 32]).node_id(),
+            after: 0,
+        };
+        assert_eq!(summaries.kinds(), "Summaries");
+        assert_eq!(
+            MarketRequest::Batch(vec![chain, summaries.clone()]).kinds(),
+            "Chain+Summaries"
+        );
+        assert_eq!(MarketRequest::Batch(vec![summaries]).kind(), "Batch");
     }
 
     #[test]

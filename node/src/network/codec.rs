@@ -71,8 +71,12 @@ where
             format!("frame of {} bytes exceeds the limit of {max}", body.len()),
         ));
     }
-    io.write_all(&(body.len() as u32).to_le_bytes()).await?;
-    io.write_all(&body).await?;
+    // One write: each write on a yamux stream is a frame of its own, sent
+    // (and woken for at the other end) by itself.
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    io.write_all(&frame).await?;
     io.close().await
 }
 

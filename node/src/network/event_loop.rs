@@ -635,6 +635,7 @@ impl EventLoop {
                     }
                 };
                 let resend = self.relayed_to(&peer).then(|| frame.clone());
+                tracing::debug!(target: "hop", "request out {}", frame.kinds());
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
                 self.pending_market.insert(
                     id,
@@ -963,6 +964,7 @@ impl EventLoop {
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
+                    tracing::debug!(target: "hop", "request in {}", request.kinds());
                     let Some(from) = node(&peer) else {
                         let _ = self.swarm.behaviour_mut().market.send_response(
                             channel,

@@ -216,7 +216,9 @@ async fn run_blocking(
     let ex = sh.executor.clone();
     let args: Vec<String> = a.args.iter().map(|x| x.0.clone()).collect();
     let (limits, seed) = (a.limits, a.seed);
+    tracing::debug!(target: "hop", "run queued");
     let outcome = tokio::task::spawn_blocking(move || {
+        tracing::debug!(target: "hop", "run starts");
         let module = match module {
             ModuleSource::Compiled(m) => Ok(m),
             ModuleSource::Bytes(b) => ex.load(&b),
@@ -355,6 +357,7 @@ async fn execute(sh: &Shared, run: Run<'_>) -> Result<Ran, String> {
     let pause = batch.as_ref().map(super::preempt::BatchRun::flag);
     let whose = Whose::Provided { live, pause, saved };
     let mut outcome = run_blocking(sh, a, module, input, resume, cancel, whose).await?;
+    tracing::debug!(target: "hop", "run ends");
     drop((permit, batch));
     sh.faults.tamper(&mut outcome);
     let id = outcome.output_id();

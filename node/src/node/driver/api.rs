@@ -245,7 +245,10 @@ impl Driver {
                 );
                 self.answer_when_stored(id, reply);
             }
-            Ok(id) => self.answer_when_stored(id, reply),
+            Ok(id) => {
+                tracing::debug!(target: "hop", "job submitted");
+                self.answer_when_stored(id, reply)
+            }
             Err(e) => {
                 let _ = reply.send(Err(bad(e)));
             }
@@ -519,6 +522,7 @@ impl Driver {
                 continue;
             }
             if at >= w.until || self.job_ended(&w.id) {
+                tracing::debug!(target: "hop", "job answered");
                 let _ = w.reply.send(self.job_status(&w.id, w.detail, now));
             } else {
                 self.job_waiters.push(w);

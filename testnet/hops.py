@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Where a one-task job's time goes, hop by hop, from the nodes' own logs.
+
+Nodes started with `RUST_LOG=warn,hop=debug` log each hop of a job's path
+(SPEC.md §8.2, "Orders"): the job submitted, the order sent and received,
+the run queued for a blocking thread, started and ended, the receipt sent
+and received, and the job's waiting client answered. Run one-task jobs one
+after another (the bench's latency part, or any client), then:
+
+    testnet/hops.py REQUESTER_LOG PROVIDER_LOG [PROVIDER_LOG...]
+
+prints the median, 90th percentile and mean of each segment in µs. Every
+node must run on this machine (one clock). Jobs that overlap, or that go
+through calls for offers instead of an order, are skipped.
+"""
+
+import re
+import sys
+from datetime import datetime
+
+EVENT = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z.*?"
+    r"(job submitted|job answered|request out [\w+]+|request in [\w+]+|run queued|run starts|run ends)"
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+# (who, event, name of the segment that ends with it)
+PATH = [
+    ("R", "request out Order", "requester: place, sign, to the network"),
+    ("P", "request in Order", "order on the wire"),
+    ("P", "run queued", "provider: admit, agree, queue the run"),
+    ("P", "run starts", "blocking thread wakes"),
+    ("P", "run ends", "run (instantiate, execute, hash)"),
+    ("P", "request out Receipt", "provider: sign the receipt, to the network"),
+    ("R", "request in Receipt", "receipt on the wire"),
+    ("R", "job answered", "requester: verify, answer the client"),
+]
+LONGEST_US = 1_000_000
+
+
+def is_event(ev, who, what):
+    """Whether `ev` is `what` at `who`; a request sent or received in a
+    batch (`request out Order+Pay`) counts for each of its kinds."""
+    if ev[1] != who:
+        return False
+    if not what.startswith("request "):
+        return ev[2] == what
+    head, _, kinds = ev[2].rpartition(" ")
+    want_head, _, want_kind = what.rpartition(" ")
+    return head == want_head and want_kind in kinds.split("+")
+
+
+def events(path, who):
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = EVENT.search(ANSI.sub("", line))
+            if m:
+                t = datetime.fromisoformat(m.group(1)[:26])
+                out.append((t.timestamp() * 1e6, who, m.group(2)))
+    return out
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    evs = events(sys.argv[1], "R")
+    for p in sys.argv[2:]:
+        evs += events(p, "P")
+    evs.sort()
+    segments = [[] for _ in PATH]
+    totals = []
+    for i, (t0, who, what) in enumerate(evs):
+        if who != "R" or what != "job submitted":
+            continue
+        j, prev, spans = i + 1, t0, []
+        for want_who, want, _ in PATH:
+            # Another job submitted before this one's path is complete: they
+            # overlap, and which event is whose cannot be told.
+            while j < len(evs) and not is_event(evs[j], want_who, want):
+                if (evs[j][1], evs[j][2]) == ("R", "job submitted"):
+                    break
+                j += 1
+            if j >= len(evs) or not is_event(evs[j], want_who, want):
+                break
+            spans.append(evs[j][0] - prev)
+            prev = evs[j][0]
+        if len(spans) == len(PATH) and prev - t0 < LONGEST_US:
+            for s, v in zip(segments, spans):
+                s.append(v)
+            totals.append(prev - t0)
+    if not totals:
+        sys.exit("no complete job path found: were the nodes started with RUST_LOG=warn,hop=debug?")
+
+    def row(name, v):
+        v = sorted(v)
+        p50, p90 = v[len(v) // 2], v[int(len(v) * 0.9)]
+        print(f"{name:45s} {p50:7.0f} {p90:7.0f} {sum(v) / len(v):7.0f}")
+
+    print(f"{len(totals)} jobs; µs: {'p50':>37s} {'p90':>7s} {'mean':>7s}")
+    for (_, _, name), v in zip(PATH, segments):
+        row(name, v)
+    row("submitted to answered", totals)
+
+
+if __name__ == "__main__":
+    main()
