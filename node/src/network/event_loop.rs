@@ -1016,11 +1016,16 @@ impl EventLoop {
                     // again, on the direct connection that replaced it (or
                     // on a new one, dialled as for any request: the peer
                     // may close its side before this one has seen the
-                    // direct connection). A repeat is answered as a repeat
-                    // (SPEC §4.3).
-                    if matches!(error, request_response::OutboundFailure::ConnectionClosed)
-                        && let Some(frame) = f.resend.take()
-                    {
+                    // direct connection). So too when the frame found no
+                    // connection and its dial failed while the direct
+                    // connection was being made, once that one is up. A
+                    // repeat is answered as a repeat (SPEC §4.3).
+                    let switching = match error {
+                        request_response::OutboundFailure::ConnectionClosed => true,
+                        request_response::OutboundFailure::DialFailure => self.swarm.is_connected(&peer),
+                        _ => false,
+                    };
+                    if switching && let Some(frame) = f.resend.take() {
                         self.stats.market_resent += 1;
                         let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
                         self.pending_market.insert(id, f);
