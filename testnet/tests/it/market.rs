@@ -639,13 +639,21 @@ fn a_running_tasks_stderr_reaches_its_requester_while_it_runs() {
 }
 
 /// A guest that spins 2·10⁹ times (1.6·10¹⁰ fuel: some 5 s here).
+/// About 4 s here: a chain of 900 million 64-bit divisions, whose divisor
+/// the compiler cannot know (the memory's size), 15.3 billion fuel. (A
+/// loop of additions as long in fuel runs in under a second, less than a
+/// loaded machine may take to place the job's second task.)
 const SPIN: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start")
-    (local $j i64)
+    (local $j i64) (local $x i64)
+    (local.set $x (i64.const -1))
     (loop $spin
+      (local.set $x (i64.or
+        (i64.div_u (local.get $x) (i64.add (i64.extend_i32_u (memory.size)) (i64.const 2)))
+        (i64.const 0x4000000000000000)))
       (local.set $j (i64.add (local.get $j) (i64.const 1)))
-      (br_if $spin (i64.lt_u (local.get $j) (i64.const 2000000000))))))"#;
+      (br_if $spin (i64.lt_u (local.get $j) (i64.const 900000000))))))"#;
 
 /// End to end through the wire and both roles: every slot runs a batch
 /// task of some seconds, and an interactive task from another requester
