@@ -392,8 +392,10 @@ impl ChaosCommand {
         let freeloaded = match &freeloader {
             Some((_, c)) => {
                 // Long enough to still be running when its first receipts
-                // fall due: 400 tasks of ~150 M fuel.
-                let long = primes::trial_inputs(&primes::even(400, LO + 10_000_000, 10_000));
+                // fall due (8 s after they are placed), however fast the
+                // providers: 1,200 tasks of ~150 M fuel, some 25 s of work
+                // for all of them (400 were done in 9 s on 2 cores).
+                let long = primes::trial_inputs(&primes::even(1_200, LO + 10_000_000, 10_000));
                 let spec = job::prepare(c, &modules.read("primes")?, None, &long, &params).await?;
                 Some(job::submit(c, &spec).await?)
             }
@@ -636,6 +638,7 @@ impl ChaosCommand {
             // had run stops growing.
             let until = Instant::now() + Duration::from_secs(60);
             let mut last = (usize::MAX, Instant::now());
+            let mut ended = false;
             while Instant::now() < until {
                 let s = client
                     .job_with_receipts(&fid)
@@ -649,6 +652,7 @@ impl ChaosCommand {
                     break;
                 }
                 if s.state.is_terminal() {
+                    ended = true;
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -665,6 +669,7 @@ impl ChaosCommand {
                 s.total,
                 match stalled {
                     Some(_) => "then nothing for 8 s: refused by every provider".to_owned(),
+                    None if ended => "its job ended before every provider refused it".to_owned(),
                     None => "and it was still getting work after 60 s".to_owned(),
                 }
             ));
