@@ -304,7 +304,7 @@ fn a_provider_stopped_mid_task_hands_it_back_at_once() {
         net.wait_converged(Duration::from_secs(60)).await.unwrap();
         let requester = net.node(0).client.clone();
         // One task of some seconds; its deadline is a minute.
-        let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 300_000));
+        let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 900_000));
         let params = Params {
             fuel: 20_000_000_000,
             deadline: Duration::from_secs(60),
@@ -375,7 +375,7 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
     std::fs::write(&temp, "40000\n").unwrap();
     let modules = artifacts::example_modules().unwrap();
     let module = modules.read("primes").unwrap();
-    let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 300_000));
+    let inputs = primes::trial_inputs(&primes::even(1, 1_000_000_000, 900_000));
     let (spec, status, suspended_within, idle_ticks) = rt.block_on(async {
         let agora = artifacts::agora_binary().unwrap();
         let net_dir = dir.path().join("net");
@@ -395,7 +395,7 @@ fn a_hot_machine_suspends_its_running_task_in_place_and_it_resumes_to_the_same_o
         let requester = net.node(0).client.clone();
         let provider = net.node(1).client.clone();
         let params = Params {
-            fuel: 20_000_000_000,
+            fuel: 60_000_000_000,
             deadline: Duration::from_secs(120),
             ..Params::default()
         };
