@@ -182,6 +182,8 @@ pub(super) struct Driver {
     last_logs: Instant,
     sampler: LoadSampler,
     last_idle: Instant,
+    /// When the allocator's free memory goes back after a burst of work.
+    trim: crate::memory::IdleTrim,
     /// What the owner's limits read, and how often.
     sensors: crate::sensors::Sensors,
     limits_interval: Duration,
@@ -226,6 +228,7 @@ impl Driver {
             last_logs: Instant::now(),
             sampler: LoadSampler::new(),
             last_idle: Instant::now(),
+            trim: crate::memory::IdleTrim::new(Instant::now()),
             sensors: crate::sensors::Sensors::new(&config.provider.limits.sysfs),
             limits_interval: config.provider.limits.interval,
             last_limits: None,
@@ -351,6 +354,13 @@ impl Driver {
         if !self.live.is_empty() && self.last_logs.elapsed() >= LOG_EVERY {
             self.send_logs();
             self.send_checkpoints();
+        }
+        let busy = self.tasks.len() > 0 || !self.durable.is_empty();
+        if self.trim.tick(busy, Instant::now()) {
+            tokio::task::spawn_blocking(|| {
+                let gave = crate::memory::give_back();
+                tracing::debug!(gave, "idle: the allocator's free pages given back");
+            });
         }
     }
 
