@@ -4,7 +4,7 @@
 //!
 //! The kernel maps a neighbourhood of pages around each page of code a
 //! process touches, so code run once and scattered over the binary stays
-//! resident. Laid out together, a fresh node held 23 MB instead of 32 MB
+//! resident. Laid out together, a fresh node held 20 MB instead of 33 MB
 //! (testnet README, "What an idle node's memory is"). `testnet/symbol-order.py`
 //! writes the list; names a build no longer has are skipped, so a stale list
 //! costs memory, never correctness.

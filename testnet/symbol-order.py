@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes node/agora.order: the functions a node runs, hottest first.
 
-    testnet/symbol-order.py [AGORA_BIN]
+    testnet/symbol-order.py [AGORA_BIN] [--also OTHER_BIN ...]
 
 A release `agora` binary links its functions in the order this file lists
 them (node/build.rs passes it to the linker). Most of an idle node's
@@ -17,7 +17,10 @@ primes tasks from node 0) and requests (a job of its own), then stops.
 Every function callgrind saw run in the binary is listed, by instructions
 run. Names the next build no longer has are skipped by the linker, so a
 stale list costs memory, never correctness; run this again after
-dependency updates. Needs valgrind, and the binary the testnet uses:
+dependency updates. A build with other features names the node's own
+functions with other hashes: `--also` a binary of each such build (the
+plain `cargo build --release -p agora-node`, which a device owner runs)
+lists its names of the same functions next to the profiled ones. Needs valgrind, and the binary the testnet uses:
 `cargo build --release -p agora-node --bin agora --features
 fault-injection` (the default AGORA_BIN) and the examples built
 (`cargo build --release --target wasm32-wasip1` in examples/).
@@ -125,15 +128,53 @@ def callgrind_functions(out, binary):
             if c > 0 and f in names and os.path.realpath(objs.get(obj_of.get(f), "")) == real]
 
 
+HASH = re.compile(r"17h[0-9a-f]{16}E$")
+MAX_TWINS = 2
+
+
+def twins(names, others):
+    """`names` with, after each that an `others` binary lacks, that binary's
+    functions that differ from it only in the hash (a legacy symbol's
+    `17h…E`): the same function built with other features."""
+    out, seen = [], set()
+    extra = {n: [] for n in names}
+    for other in others:
+        nm = subprocess.run(["nm", "--defined-only", other], capture_output=True, text=True, check=True)
+        has, by_path = set(), {}
+        for line in nm.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] in "tTwW":
+                has.add(parts[2])
+                by_path.setdefault(HASH.sub("", parts[2]), []).append(parts[2])
+        for n in names:
+            same = by_path.get(HASH.sub("", n), [])
+            # A path many functions share is a generic one, instantiated
+            # for types of their own: not this function's twin.
+            if n not in has and HASH.search(n) and len(same) <= MAX_TWINS:
+                extra[n] += same
+    for name in names:
+        for n in [name] + extra[name]:
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+    return out
+
+
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(TARGET, "release", "agora")
+    args = sys.argv[1:]
+    others = []
+    while "--also" in args:
+        i = args.index("--also")
+        others.append(args[i + 1])
+        del args[i : i + 2]
+    binary = args[0] if args else os.path.join(TARGET, "release", "agora")
     testnet = os.path.join(TARGET, "release", "agora-testnet")
     for tool, hint in (("valgrind", "Debian's valgrind"),):
         if shutil.which(tool) is None:
             sys.exit(f"needs {tool} ({hint})")
-    for f, hint in ((binary, "cargo build --release -p agora-node --bin agora --features fault-injection"),
+    for f, hint in [(o, "build it, or leave out --also") for o in others] + [(binary, "cargo build --release -p agora-node --bin agora --features fault-injection"),
                     (testnet, "cargo build --release -p agora-testnet"),
-                    (os.path.join(EXAMPLES, "noop.wasm"), "cargo build --release --target wasm32-wasip1 in examples/")):
+                    (os.path.join(EXAMPLES, "noop.wasm"), "cargo build --release --target wasm32-wasip1 in examples/")]:
         if not os.path.exists(f):
             sys.exit(f"no {f}: build it first ({hint})")
     work = tempfile.mkdtemp(prefix="agora-order-")
@@ -170,10 +211,11 @@ def main():
         node = None
         funcs = callgrind_functions(out, binary)
         funcs.sort(key=lambda cf: -cf[0])
+        names = twins([name for _, name in funcs], others)
         dest = os.path.join(ROOT, "node", "agora.order")
         with open(dest, "w") as f:
-            f.write("".join(name + "\n" for _, name in funcs))
-        print(f"{dest}: {len(funcs)} functions", file=sys.stderr)
+            f.write("".join(name + "\n" for name in names))
+        print(f"{dest}: {len(funcs)} functions run, {len(names)} names", file=sys.stderr)
     finally:
         if node is not None:
             node.kill()

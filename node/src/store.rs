@@ -46,13 +46,13 @@ pub const CONTENT_DIR: &str = "content";
 pub const SMALL_BLOB_MAX: usize = 64 * 1024;
 /// The sled tree of small blobs.
 const BLOB_TREE: &[u8] = b"blobs";
-/// The database's page cache. Its reads are few (a node keeps what it
-/// works on in memory and reads records back when asked for history), and
-/// what sled caches is mostly what the node just wrote. With 64 MiB a
-/// provider's memory grew with every task it ran (its anonymous memory 10
-/// MB more after 3,000 no-op tasks than after 1,000); at 4 MiB the bench's
-/// throughput is the same within its run-to-run spread.
-const CACHE_BYTES: u64 = 4 * 1024 * 1024;
+/// The database's page cache: mostly what the node just wrote. A
+/// provider's memory grows with its work up to it (its anonymous memory
+/// was 10 MB more after 3,000 no-op tasks than after 1,000). A 4 MiB cache
+/// cost throughput instead: the bench's 1,324–1,726 tasks/s against
+/// 1,685–1,771 at 64 MiB, three alternated runs, presumably as writes into
+/// tree nodes sled had evicted read them back first.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const QUEUE: usize = 1024;
 
 /// Store errors.
