@@ -62,6 +62,30 @@ async fn peer(kp: &Keypair, node: &NodeProcess) -> (network::Client, Cancellatio
     (client, cancel)
 }
 
+/// A peer like [`peer`] that leaves the node's requests to it unanswered
+/// (it holds them until it stops): a task agreed with it waits for its
+/// module from this peer, instead of failing at once and being forgotten.
+async fn peer_holding_requests(kp: &Keypair, node: &NodeProcess) -> (network::Client, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let config = network::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![node.bootstrap_addr().parse().unwrap()],
+        transport: Transport::TcpQuic,
+        ..network::Config::default()
+    };
+    let (client, _) = network::spawn(kp, config, tx, cancel.clone()).await.unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(ev) = rx.recv().await {
+            if held.len() < 1024 {
+                held.push(ev);
+            }
+        }
+    });
+    (client, cancel)
+}
+
 fn invalid(r: &MarketResponse) -> Option<&str> {
     match r {
         MarketResponse::Declined(Decline::Invalid { message }) => Some(message.as_str()),
@@ -401,7 +425,10 @@ fn an_order_is_agreed_once_and_only_as_signed() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (c, cancel) = peer(&me, &node).await;
+        // The agreed task waits for its module from us: the node still holds
+        // it when the order comes again (once it is done and forgotten, the
+        // order's nonce is a replay).
+        let (c, cancel) = peer_holding_requests(&me, &node).await;
         let genuine = order(Price(1_000_000), None);
         let MarketRequest::Order { accept, .. } = &genuine else {
             unreachable!()
