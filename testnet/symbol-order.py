@@ -78,6 +78,8 @@ def run_job(node_json, module, inputs, fuel):
     while True:
         s = req("GET", f"/v1/jobs/{job['id']}?wait_ms=10000&tasks=false")
         if s["state"] in ("done", "failed", "cancelled"):
+            if s["state"] != "done":
+                print(f"  the job ended {s['state']}: {s.get('error')}", file=sys.stderr)
             return s["state"]
 
 
@@ -165,6 +167,8 @@ def main():
     others = []
     while "--also" in args:
         i = args.index("--also")
+        if i + 1 == len(args):
+            sys.exit("--also names a binary: --also target/release/agora")
         others.append(args[i + 1])
         del args[i : i + 2]
     binary = args[0] if args else os.path.join(TARGET, "release", "agora")
@@ -183,7 +187,10 @@ def main():
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     node = None
     try:
-        nodes = [json.loads(up.stdout.readline()) for _ in range(2)]
+        lines = [up.stdout.readline() for _ in range(2)]
+        if not all(lines):
+            sys.exit(f"the testnet did not start: run `{testnet} up --nodes 2` to see why")
+        nodes = [json.loads(line) for line in lines]
         # The third node joins as node 1 did: same bootstrap, issuer, settings.
         args = open(f"/proc/{nodes[1]['pid']}/cmdline", "rb").read().split(b"\0")[1:-1]
         args = [a.decode() for a in args]
