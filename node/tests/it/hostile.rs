@@ -49,15 +49,7 @@ fn seal(kp: &Keypair, at: Timestamp, life: Duration) -> Envelope {
 
 /// A bare libp2p peer speaking the market protocol, with no node behind it.
 async fn peer(kp: &Keypair, node: &NodeProcess) -> (network::Client, CancellationToken) {
-    let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel(1024);
-    let config = network::Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![node.bootstrap_addr().parse().unwrap()],
-        transport: Transport::TcpQuic,
-        ..network::Config::default()
-    };
-    let (client, _) = network::spawn(kp, config, tx, cancel.clone()).await.unwrap();
+    let (client, cancel, mut rx) = network_peer(kp, node).await;
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     (client, cancel)
 }
@@ -66,15 +58,7 @@ async fn peer(kp: &Keypair, node: &NodeProcess) -> (network::Client, Cancellatio
 /// (it holds them until it stops): a task agreed with it waits for its
 /// module from this peer, instead of failing at once and being forgotten.
 async fn peer_holding_requests(kp: &Keypair, node: &NodeProcess) -> (network::Client, CancellationToken) {
-    let cancel = CancellationToken::new();
-    let (tx, mut rx) = mpsc::channel(1024);
-    let config = network::Config {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap: vec![node.bootstrap_addr().parse().unwrap()],
-        transport: Transport::TcpQuic,
-        ..network::Config::default()
-    };
-    let (client, _) = network::spawn(kp, config, tx, cancel.clone()).await.unwrap();
+    let (client, cancel, mut rx) = network_peer(kp, node).await;
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Some(ev) = rx.recv().await {
@@ -84,6 +68,23 @@ async fn peer_holding_requests(kp: &Keypair, node: &NodeProcess) -> (network::Cl
         }
     });
     (client, cancel)
+}
+
+/// A network of our own bootstrapped from `node`, and its events.
+async fn network_peer(
+    kp: &Keypair,
+    node: &NodeProcess,
+) -> (network::Client, CancellationToken, mpsc::Receiver<network::Event>) {
+    let cancel = CancellationToken::new();
+    let (tx, rx) = mpsc::channel(1024);
+    let config = network::Config {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: vec![node.bootstrap_addr().parse().unwrap()],
+        transport: Transport::TcpQuic,
+        ..network::Config::default()
+    };
+    let (client, _) = network::spawn(kp, config, tx, cancel.clone()).await.unwrap();
+    (client, cancel, rx)
 }
 
 fn invalid(r: &MarketResponse) -> Option<&str> {
