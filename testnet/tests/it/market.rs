@@ -698,9 +698,19 @@ fn an_interactive_task_submitted_while_batch_work_fills_every_provider_pauses_a_
             .await
             .unwrap();
         let batch_id = job::submit(&batcher, &spec).await.unwrap();
+        // Both providers hold a batch task (a provider may also agree to
+        // one queued behind its running one, so the count of running
+        // tasks can pass 2 without ever being 2).
         loop {
             let s = batcher.job(&batch_id).await.unwrap();
-            if s.counts.running == 2 {
+            let holding: std::collections::HashSet<_> = s
+                .tasks
+                .iter()
+                .flat_map(|t| &t.copies)
+                .filter(|c| c.state == "agreed")
+                .map(|c| c.provider)
+                .collect();
+            if holding.len() == 2 {
                 break;
             }
             assert!(!s.state.is_terminal(), "{:?}", s.error);
