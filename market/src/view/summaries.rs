@@ -2,8 +2,9 @@
 //! and the summaries this node builds for its own domain and ancestors.
 //!
 //! Any key can sign a summary of any domain, so summaries are held per
-//! domain *and signer* (at most [`SIGNERS_PER_DOMAIN`] signers each), and
-//! a summary counts — for ranking domains, for listing them, for building
+//! domain *and signer* ([`SIGNERS_PER_DOMAIN`] places for signers vouched
+//! for, and the rest of them, at least one, for signers not yet vouched
+//! for, which only take each other's place), and a summary counts — for ranking domains, for listing them, for building
 //! this node's own summaries — only once it is **vouched**:
 //! * a summary of this node's own domain is taken only from a member whose
 //!   advert it holds, and counts if that member has standing;
@@ -26,6 +27,12 @@ use super::{Rejected, Standing, View, future_bound};
 
 /// Signers whose summaries of one domain are held.
 pub const SIGNERS_PER_DOMAIN: usize = 4;
+
+/// Places for signers not vouched for, beside `vouched` vouched ones: what
+/// the vouched leave of [`SIGNERS_PER_DOMAIN`], and always one.
+fn unvouched_places(vouched: usize) -> usize {
+    SIGNERS_PER_DOMAIN.saturating_sub(vouched).max(1)
+}
 
 /// A domain summary as held.
 #[derive(Debug, Clone)]
@@ -160,11 +167,17 @@ impl View {
         })
     }
 
-    /// Room for one more signer's summary of `domain`, or why not. A
-    /// summary already vouched for (`vouched_seq`: its seq) may also take
-    /// the place of the vouched summary with the oldest figures: elected
-    /// publishers change every period, and fresh figures must not wait for
-    /// stale ones to expire.
+    /// Room for one more signer's summary of `domain`, or why not.
+    ///
+    /// A domain has [`SIGNERS_PER_DOMAIN`] places for vouched signers, and
+    /// the places they leave (at least one) for signers not yet vouched
+    /// for. So a newcomer always gets a hearing: elected publishers change
+    /// every term, and the new ones must be asked about while the last
+    /// term's summaries live on, yet a signer nobody vouched for can only
+    /// take the place of another such signer (the one expiring first).
+    /// A summary already vouched for (`vouched_seq`: its seq) may also take
+    /// the place of the vouched summary with the oldest figures: fresh
+    /// figures must not wait for stale ones to expire.
     fn make_room(
         &mut self,
         domain: &Domain,
@@ -180,31 +193,53 @@ impl View {
         let Some(held) = self.summaries.by_domain.get_mut(domain) else {
             return Ok(());
         };
-        if held.len() < SIGNERS_PER_DOMAIN {
-            return Ok(());
-        }
-        // Full: an unvouched signer makes room, the one expiring first;
-        // else, for a vouched summary, the vouched one with older figures.
-        let unvouched = held
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.vouched)
-            .min_by_key(|(_, s)| s.expires_at)
-            .map(|(i, _)| i);
-        let stale = || {
-            let seq = vouched_seq?;
-            held.iter()
+        if let Some(seq) = vouched_seq
+            && held.iter().filter(|s| s.vouched).count() >= SIGNERS_PER_DOMAIN
+        {
+            let stale = held
+                .iter()
                 .enumerate()
-                .filter(|(_, s)| s.summary.seq < seq)
+                .filter(|(_, s)| s.vouched && s.summary.seq < seq)
                 .min_by_key(|(_, s)| s.summary.seq)
-                .map(|(i, _)| i)
-        };
-        let Some(i) = unvouched.or_else(stale) else {
-            return Err(Rejected::Full);
-        };
-        held.swap_remove(i);
-        self.summaries.count -= 1;
+                .map(|(i, _)| i);
+            let Some(i) = stale else {
+                return Err(Rejected::Full);
+            };
+            held.swap_remove(i);
+            self.summaries.count -= 1;
+        }
+        // A signer not vouched for always finds a place: `hold` then
+        // drops the other such signer expiring first if there is no room.
         Ok(())
+    }
+
+    /// A domain's summaries back within their places (a signer held was
+    /// vouched for, or judged again): of the vouched, the oldest figures
+    /// go; of the others, the one expiring first.
+    fn settle(&mut self, domain: &Domain) {
+        let Some(held) = self.summaries.by_domain.get_mut(domain) else {
+            return;
+        };
+        loop {
+            let vouched = held.iter().filter(|s| s.vouched).count();
+            let unvouched = held.len() - vouched;
+            let over = if vouched > SIGNERS_PER_DOMAIN {
+                held.iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.vouched)
+                    .min_by_key(|(_, s)| s.summary.seq)
+            } else if unvouched > unvouched_places(vouched) {
+                held.iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.vouched)
+                    .min_by_key(|(_, s)| s.expires_at)
+            } else {
+                None
+            };
+            let Some((i, _)) = over else { break };
+            held.swap_remove(i);
+            self.summaries.count -= 1;
+        }
     }
 
     fn hold(&mut self, s: HeldSummary) {
@@ -213,6 +248,7 @@ impl View {
             .by_domain
             .entry(s.summary.domain.clone())
             .or_default();
+        let domain = s.summary.domain.clone();
         match held.iter_mut().find(|h| h.signer == s.signer) {
             Some(h) => *h = s,
             None => {
@@ -220,6 +256,7 @@ impl View {
                 self.summaries.count += 1;
             }
         }
+        self.settle(&domain);
     }
 
     /// A member of `domain` answered for `signer`'s summary of it: that
@@ -237,6 +274,7 @@ impl View {
         {
             s.vouched = true;
         }
+        self.settle(domain);
     }
 
     /// Stores a summary this node published itself (gossip does not echo).
@@ -249,6 +287,12 @@ impl View {
             signer: self.local,
             vouched: true,
         });
+    }
+
+    /// How many signers' summaries of `domain` are held.
+    #[cfg(test)]
+    pub(super) fn signers_held(&self, domain: &Domain) -> usize {
+        self.summaries.by_domain.get(domain).map_or(0, Vec::len)
     }
 
     /// The summary that counts for each domain (the freshest vouched one).

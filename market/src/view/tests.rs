@@ -445,7 +445,7 @@ fn a_signer_once_vouched_counts_again_when_its_turn_comes_back() {
 
 /// A domain's four places all held by vouched signers: a fifth vouched
 /// signer's newer summary takes the place of the oldest figures, while an
-/// unknown signer's is turned away.
+/// unknown signer's waits beside them, counting for nothing.
 #[test]
 fn fresh_figures_of_a_vouched_signer_replace_the_oldest_held() {
     let mut v = view();
@@ -470,10 +470,11 @@ fn fresh_figures_of_a_vouched_signer_replace_the_oldest_held() {
     let domain: Domain = "eu/fr".parse().unwrap();
     v.vouch(&domain, &signers[4].node_id());
     let stranger = Keypair::from_secret([66; 32]);
+    assert!(v.on_summary(&seal_at(&stranger, 9, at(10)), at(10)).is_ok());
     assert_eq!(
-        v.on_summary(&seal_at(&stranger, 9, at(10)), at(10)),
-        Err(Rejected::Full),
-        "an unknown signer waits"
+        v.summary(&domain).map(|s| s.summary.stats.nodes),
+        Some(1),
+        "an unknown signer waits, counting for nothing"
     );
     assert!(v.on_summary(&seal_at(&signers[4], 7, at(20)), at(20)).is_ok());
     assert_eq!(
@@ -481,6 +482,70 @@ fn fresh_figures_of_a_vouched_signer_replace_the_oldest_held() {
         Some(7),
         "the fresh figures count"
     );
+}
+
+/// A new term's publisher, unknown to a receiver that holds four vouched
+/// signers of its domain (the last term's, whose summaries live on), is
+/// held and asked about at once, and counts as soon as a member answers;
+/// signers nobody vouches for take only each other's place, never a
+/// vouched one's.
+#[test]
+fn a_new_publisher_is_heard_while_four_vouched_signers_are_held_and_strangers_displace_only_strangers() {
+    let mut v = view();
+    let at = |ms: u64| T0.add(Duration::from_millis(ms));
+    let member = Contact {
+        node: Keypair::from_secret([40; 32]).node_id(),
+        addrs: vec![],
+    };
+    let seal_at = |kp: &Keypair, nodes: u32, t: Timestamp| {
+        Envelope::seal(
+            kp,
+            &summary_of("eu/fr", t.0, nodes, vec![member.clone()]),
+            t,
+            Duration::from_secs(10),
+            Nonce(rand::random()),
+        )
+        .unwrap()
+        .to_bytes()
+    };
+    let domain: Domain = "eu/fr".parse().unwrap();
+    let last_term: Vec<Keypair> = (20..24u8).map(|i| Keypair::from_secret([i; 32])).collect();
+    for (i, k) in last_term.iter().enumerate() {
+        let s = v.on_summary(&seal_at(k, 1, at(i as u64)), at(i as u64)).unwrap();
+        v.vouch(&s.domain, &s.signer);
+    }
+    let count = |v: &View| v.summary(&domain).map(|s| s.summary.stats.nodes);
+    assert_eq!(count(&v), Some(1));
+
+    // Strangers come and go in the one place left, one at a time.
+    for (i, byte) in (60..70u8).enumerate() {
+        let t = at(100 + i as u64);
+        let s = v.on_summary(&seal_at(&Keypair::from_secret([byte; 32]), 99, t), t);
+        assert_eq!(
+            s.map(|s| s.ask),
+            Ok(Some(member.node)),
+            "stranger {i} is asked about"
+        );
+    }
+    assert_eq!(count(&v), Some(1), "no stranger counts");
+    assert_eq!(
+        v.signers_held(&domain),
+        5,
+        "four vouched signers and one stranger"
+    );
+    for k in &last_term {
+        let again = v.on_summary(&seal_at(k, 1, at(150)), at(150));
+        assert!(again.is_ok(), "every vouched signer is still held: {again:?}");
+    }
+
+    // The new publisher is held, asked about, and counts once vouched for.
+    let publisher = Keypair::from_secret([30; 32]);
+    let s = v.on_summary(&seal_at(&publisher, 2, at(200)), at(200)).unwrap();
+    assert_eq!(s.ask, Some(member.node), "the new publisher is asked about");
+    assert_eq!(count(&v), Some(1), "not before a member answers");
+    v.vouch(&s.domain, &s.signer);
+    assert_eq!(count(&v), Some(2), "its fresh figures count");
+    assert_eq!(v.signers_held(&domain), 4, "the oldest figures made room");
 }
 
 /// A vouched summary of `domain` listing one contact (secret byte `c`),
