@@ -113,7 +113,11 @@ fn behaviour(
         .set_provider_record_ttl(Some(Duration::from_secs(3600)))
         .set_provider_publication_interval(Some(Duration::from_secs(600)))
         .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
-        .set_max_packet_size(64 * 1024);
+        .set_max_packet_size(64 * 1024)
+        // Peers the node connects to reach the routing table through
+        // `learn_address` too (`RoutablePeer`), which paces the liveness
+        // dials a full bucket costs.
+        .set_kbucket_inserts(kad::BucketInserts::Manual);
     // Content is announced under its own key (SPEC §4.4): room for the
     // keys of a few thousand large blobs, here and from others.
     let store = kad::store::MemoryStore::with_config(
@@ -227,28 +231,55 @@ fn behaviour(
 }
 
 impl Behaviour {
-    /// Tells Kademlia of a peer's address unless that would make it dial.
-    /// Into a full bucket that does not hold the peer, Kademlia parks the
-    /// newcomer and dials the bucket's least recently seen entry to check
-    /// that it is alive. Adverts, summaries and identify name peers many
-    /// times a second, so at a few hundred nodes those checks were most of
-    /// the connections opened while idle: each a handshake on both sides,
-    /// trimmed unused half a minute later and opened again by the next
-    /// name. The routing table still fills while a bucket has room, keeps
-    /// the addresses of the peers it holds up to date, and takes in the
-    /// peers the node connects to (Kademlia's own rule).
-    ///
-    /// Returns whether Kademlia was told.
-    pub(crate) fn learn_address(&mut self, peer: &PeerId, addr: Multiaddr) -> bool {
+    /// Tells Kademlia of a peer's address unless that would make it dial
+    /// (or, with `check`, even so). Into a full bucket that does not hold
+    /// the peer, Kademlia parks the newcomer and dials the bucket's least
+    /// recently seen entry to check that it is alive. Adverts, summaries
+    /// and identify name peers many times a second, and every connection
+    /// (a market request, a vouch question) names one more, so at a few
+    /// hundred nodes those checks were most of the connections opened while
+    /// idle: each a handshake on both sides, trimmed unused half a minute
+    /// later and opened again by the next name. So names never set off a
+    /// check; a peer the node connected to may, at the pace the caller
+    /// allows (see [`LIVENESS_CHECK_EVERY`]): that is how a bucket whose
+    /// entries went away takes live peers in their place. The routing
+    /// table still fills while a bucket has room, and keeps the addresses
+    /// of the peers it holds up to date.
+    pub(crate) fn learn_address(&mut self, peer: &PeerId, addr: Multiaddr, check: bool) -> Learned {
         let room = self.kad.kbucket(*peer).is_none_or(|bucket| {
             bucket.num_entries() < kad::K_VALUE.get() || bucket.iter().any(|e| e.node.key.preimage() == peer)
         });
         if room {
             self.kad.add_address(peer, addr);
+            Learned::Told
+        } else if check {
+            match self.kad.add_address(peer, addr) {
+                kad::RoutingUpdate::Pending => Learned::Checking,
+                kad::RoutingUpdate::Success => Learned::Told,
+                // A check is already under way in that bucket.
+                kad::RoutingUpdate::Failed => Learned::Skipped,
+            }
+        } else {
+            Learned::Skipped
         }
-        room
     }
 }
+
+/// What Kademlia was told of an address (see [`Behaviour::learn_address`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// The bucket had room or holds the peer: the address is in the table.
+    Told,
+    /// The bucket was full: the peer waits while Kademlia dials the entry
+    /// seen least recently, and takes its place if that one is gone.
+    Checking,
+    /// The bucket was full and no check was allowed: nothing changed.
+    Skipped,
+}
+
+/// At most one liveness check of a full bucket this often, for peers the
+/// node connected to (`kad::Event::RoutablePeer`).
+pub(crate) const LIVENESS_CHECK_EVERY: Duration = Duration::from_secs(15);
 
 /// The swarm's settings. Substreams open with multistream-select's
 /// `V1Lazy`: a dialer proposing one protocol (every request-response
@@ -331,7 +362,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_bucket_is_not_told_of_newcomers_so_kademlia_dials_no_one() {
+    fn a_full_bucket_is_not_told_of_newcomers_so_kademlia_dials_no_one_unless_a_check_is_allowed() {
         let (local, mut b) = node_behaviour();
         let addr: Multiaddr = "/memory/7".parse().expect("an address");
         // Peers at the largest distance from this node: half of all keys,
@@ -346,10 +377,15 @@ mod tests {
         }
         let (newcomer, members) = same_bucket.split_last().expect("peers");
         for p in members {
-            assert!(b.learn_address(p, addr.clone()), "a bucket with room is told");
+            assert_eq!(
+                b.learn_address(p, addr.clone(), false),
+                Learned::Told,
+                "a bucket with room is told"
+            );
         }
-        assert!(
-            !b.learn_address(newcomer, addr.clone()),
+        assert_eq!(
+            b.learn_address(newcomer, addr.clone(), false),
+            Learned::Skipped,
             "a full bucket is not told of a newcomer"
         );
         let held: Vec<PeerId> = b
@@ -370,6 +406,11 @@ mod tests {
         );
         // A peer the bucket holds still has its addresses kept up to date.
         let other: Multiaddr = "/memory/8".parse().expect("an address");
-        assert!(b.learn_address(&members[0], other));
+        assert_eq!(b.learn_address(&members[0], other, false), Learned::Told);
+        // Even where a check is allowed, Kademlia parks only a peer it is
+        // connected to (`RoutablePeer` names such peers): a name alone
+        // changes nothing.
+        assert_eq!(b.learn_address(newcomer, addr.clone(), true), Learned::Skipped);
+        assert!(!b.kad.kbucket(*newcomer).expect("a bucket").has_pending());
     }
 }

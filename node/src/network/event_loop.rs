@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, kad,
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, LIVENESS_CHECK_EVERY, Learned};
 use super::reach::{self, Reachability};
 use super::trim;
 use super::{Command, Event, NetworkError, Reach, Reply, ReplyTo, Stats, flood};
@@ -117,6 +117,8 @@ pub(crate) struct EventLoop {
     declared_external: bool,
     /// Whether AutoNAT witnesses must be at global addresses.
     only_global_ips: bool,
+    /// When Kademlia may next check a full bucket's oldest entry.
+    next_liveness_check: Option<Instant>,
 }
 
 /// What the loop starts with, besides its channels.
@@ -206,6 +208,7 @@ impl EventLoop {
             verdict: reach::Verdict::default(),
             declared_external,
             only_global_ips,
+            next_liveness_check: None,
         }
     }
 
@@ -525,7 +528,7 @@ impl EventLoop {
                 }
             }
             Command::AddAddress { peer, addr } => {
-                b.learn_address(&peer, addr.clone());
+                b.learn_address(&peer, addr.clone(), false);
                 self.swarm.add_peer_address(peer, addr);
             }
             Command::Dial { addr } => {
@@ -603,7 +606,9 @@ impl EventLoop {
             }
         }
         for (peer, addr) in o.addresses {
-            self.swarm.behaviour_mut().learn_address(&peer, addr.clone());
+            self.swarm
+                .behaviour_mut()
+                .learn_address(&peer, addr.clone(), false);
             self.swarm.add_peer_address(peer, addr);
         }
         for addr in o.dials {
@@ -731,7 +736,7 @@ impl EventLoop {
                 self.publish_reach();
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
-                    self.swarm.behaviour_mut().learn_address(&peer_id, addr);
+                    self.swarm.behaviour_mut().learn_address(&peer_id, addr, false);
                 }
                 if !self.bootstrapped {
                     self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
@@ -846,7 +851,7 @@ impl EventLoop {
                 }
                 let b = self.swarm.behaviour_mut();
                 for addr in info.listen_addrs {
-                    b.learn_address(&peer_id, addr);
+                    b.learn_address(&peer_id, addr, false);
                 }
                 self.reserve_relays();
             }
@@ -916,6 +921,14 @@ impl EventLoop {
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { id, result, step, .. }) => {
                 if let kad::QueryResult::GetProviders(r) = result {
                     self.providers_progress(id, r, step.last);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutablePeer { peer, address }) => {
+                let now = Instant::now();
+                let check = self.next_liveness_check.is_none_or(|t| now >= t);
+                if self.swarm.behaviour_mut().learn_address(&peer, address, check) == Learned::Checking {
+                    self.next_liveness_check = Some(now + LIVENESS_CHECK_EVERY);
+                    self.stats.liveness_checks += 1;
                 }
             }
             BehaviourEvent::Kad(_) => {}

@@ -332,6 +332,9 @@ pub struct Stats {
     /// Dials this node asked for itself (bootstrap, address book, its
     /// domain's peers); request and DHT dials are not counted.
     pub dials: u64,
+    /// Kademlia liveness checks of a full bucket's oldest entry, each a
+    /// dial (see `Behaviour::learn_address`).
+    pub liveness_checks: u64,
     /// Connections refused by the connection limits.
     pub connections_refused: u64,
     /// Relayed connections upgraded to direct ones by hole punching.

@@ -146,6 +146,7 @@ const COUNTERS: &[&str] = &[
     "agora_connections_refused_total",
     "agora_connections_opened_total",
     "agora_dials_total",
+    "agora_kad_liveness_checks_total",
     "agora_market_overload_total",
     "agora_summaries_published_total",
     "agora_vouch_questions_total",

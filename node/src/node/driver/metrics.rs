@@ -350,7 +350,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 13] = [
+    let plain: [(Def, u64); 14] = [
         (
             (
                 "agora_content_sent_bytes_total",
@@ -418,6 +418,14 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
                 "Dials the node asked for itself (bootstrap, address book, domain peers)",
             ),
             s.dials,
+        ),
+        (
+            (
+                "agora_kad_liveness_checks_total",
+                "counter",
+                "Dials Kademlia made to check that a full bucket's oldest entry is alive",
+            ),
+            s.liveness_checks,
         ),
         (
             (
