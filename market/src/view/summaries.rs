@@ -4,8 +4,9 @@
 //! Any key can sign a summary of any domain, so summaries are held per
 //! domain *and signer* ([`SIGNERS_PER_DOMAIN`] places for signers vouched
 //! for, and the rest of them, at least one, for signers not yet vouched
-//! for, which only take each other's place), and a summary counts — for ranking domains, for listing them, for building
-//! this node's own summaries — only once it is **vouched**:
+//! for, which only take each other's place), and a summary counts — for
+//! ranking domains, for listing them, for building this node's own
+//! summaries — only once it is **vouched**:
 //! * a summary of this node's own domain is taken only from a member whose
 //!   advert it holds, and counts if that member has standing;
 //! * a summary of any other domain is vouched once one of the contacts it
