@@ -141,7 +141,7 @@ impl View {
             || previous.is_some_and(|p| p.vouched)
             || self.summaries.vouched.contains(&(domain.clone(), signer));
         if previous.is_none() {
-            self.make_room(&domain, vouched.then_some(seq), now)?;
+            self.room_for(&domain, vouched.then_some(seq), now)?;
         }
         let ask = (!vouched && !own)
             .then(|| {
@@ -168,7 +168,7 @@ impl View {
         })
     }
 
-    /// Room for one more signer's summary of `domain`, or why not.
+    /// Whether one more signer's summary of `domain` has a place, or why not.
     ///
     /// A domain has [`SIGNERS_PER_DOMAIN`] places for vouched signers, and
     /// the places they leave (at least one) for signers not yet vouched
@@ -179,7 +179,7 @@ impl View {
     /// A summary already vouched for (`vouched_seq`: its seq) may also take
     /// the place of the vouched summary with the oldest figures: fresh
     /// figures must not wait for stale ones to expire.
-    fn make_room(
+    fn room_for(
         &mut self,
         domain: &Domain,
         vouched_seq: Option<u64>,
@@ -191,26 +191,20 @@ impl View {
         if self.summaries.count >= self.max_peers {
             return Err(Rejected::Full);
         }
-        let Some(held) = self.summaries.by_domain.get_mut(domain) else {
+        let Some(held) = self.summaries.by_domain.get(domain) else {
             return Ok(());
         };
-        if let Some(seq) = vouched_seq
-            && held.iter().filter(|s| s.vouched).count() >= SIGNERS_PER_DOMAIN
-        {
-            let stale = held
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.vouched && s.summary.seq < seq)
-                .min_by_key(|(_, s)| s.summary.seq)
-                .map(|(i, _)| i);
-            let Some(i) = stale else {
-                return Err(Rejected::Full);
-            };
-            held.swap_remove(i);
-            self.summaries.count -= 1;
+        // A vouched newcomer to a domain with four vouched signers needs
+        // one with older figures, which `hold` then drops for it; a signer
+        // not vouched for always finds a place, `hold` dropping the other
+        // such signer expiring first if there is no room.
+        let full = |seq| {
+            held.iter().filter(|s| s.vouched).count() >= SIGNERS_PER_DOMAIN
+                && !held.iter().any(|s| s.vouched && s.summary.seq < seq)
+        };
+        if vouched_seq.is_some_and(full) {
+            return Err(Rejected::Full);
         }
-        // A signer not vouched for always finds a place: `hold` then
-        // drops the other such signer expiring first if there is no room.
         Ok(())
     }
 
