@@ -66,6 +66,11 @@ use crate::records::{self, Host, RecordError, Writes};
 use crate::requester::{self, Decision, Feed, Requester};
 use crate::view::View;
 
+/// How often a quiet engine ([`Engine::quiet`]) needs [`Engine::tick`]:
+/// the pace of its finest housekeeping (expired adverts dropped, paid
+/// chains read). A node with work under way ticks much more often.
+pub const QUIET_TICK: Duration = Duration::from_millis(250);
+
 /// Advert and summary cadence.
 #[derive(Debug, Clone)]
 pub struct Adverts {
@@ -650,7 +655,7 @@ impl Engine {
         if now.since(self.timers.last_summary) >= self.config.adverts.summary_interval {
             self.publish_summaries(now);
         }
-        if now.since(self.timers.last_expire) >= Duration::from_millis(250) {
+        if now.since(self.timers.last_expire) >= QUIET_TICK {
             self.timers.last_expire = now;
             for gone in self.view.expire(now) {
                 tracing::info!(peer = %gone.short(), "peer's advert expired; dropping it from the view");
@@ -1092,6 +1097,28 @@ impl Engine {
             tracing::warn!(full, "content disk cap: taking new work = {}", !full);
             self.timers.want_advert(AdvertCause::Disk);
         }
+    }
+
+    /// Whether nothing here waits on a clock finer than [`QUIET_TICK`],
+    /// the pace of [`Engine::tick`]'s housekeeping (adverts expired,
+    /// refreshed and summarised, heads published): no live job of this
+    /// node's, no task accepted from others, no request, delivery,
+    /// payment, parked call or audit under way, no calibration. A quiet
+    /// engine needs a tick only every [`QUIET_TICK`]; whatever arrives
+    /// meanwhile is handled when it comes, and may end the quiet.
+    pub fn quiet(&self) -> bool {
+        self.pending.is_empty()
+            && self.deliveries.len() == 0
+            && self.to_pay.is_empty()
+            && self.parked.is_empty()
+            && self.audits.is_empty()
+            && self.storing.is_empty()
+            && self.storing_progress.is_empty()
+            && !self.calibrating
+            && !self.timers.collecting
+            && self.provider.load() == 0
+            && self.provider.tasks().next().is_none()
+            && !self.requester.busy()
     }
 
     /// The last load sample of other processes.

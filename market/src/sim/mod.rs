@@ -41,6 +41,10 @@ const REQUEST_TIMEOUT_MS: u64 = 10_000;
 const PROBE_MS: u64 = 200;
 /// The requester is node 0.
 const REQUESTER: usize = 0;
+/// A node's tick while it has work under way (a real node's default).
+const TICK_MS: u64 = 10;
+/// A quiet node's tick.
+const QUIET_TICK_MS: u64 = crate::engine::QUIET_TICK.as_millis() as u64;
 
 /// How hostile the simulated world is.
 #[derive(Debug, Clone)]
@@ -111,6 +115,8 @@ pub struct Report {
     pub superseded: u64,
     /// Receipts refused for want of any copy at that provider.
     pub refused: u64,
+    /// Engine ticks, all nodes (a quiet node ticks seldom).
+    pub ticks: u64,
     /// Calls for offers providers declined for want of credit.
     pub declined_for_credit: u64,
     /// Orders providers took (tasks agreed without an offer before).
@@ -173,6 +179,8 @@ struct Sim {
     /// Agreements whose receipt each provider sent.
     receipts_sent: Vec<HashSet<MessageId>>,
     refused: u64,
+    /// Engine ticks, all nodes.
+    ticks: u64,
     trace: blake3::Hasher,
 }
 
@@ -218,6 +226,7 @@ impl Sim {
             caught_after: None,
             vouchers: HashMap::new(),
             refused: 0,
+            ticks: 0,
             trace: blake3::Hasher::new(),
         }
     }
@@ -380,10 +389,11 @@ impl Sim {
                 };
                 if let Some(e) = self.events.remove(&seq) {
                     self.deliver(e);
+                    self.hasten_ticks();
                 }
             } else {
-                next_tick = self.now + 10;
-                self.tick_all();
+                next_tick = self.now + TICK_MS;
+                self.tick_due();
             }
             if self.world.stop_when_caught && self.caught_after.is_some() {
                 break;
@@ -451,14 +461,33 @@ impl Sim {
         done && self.nodes.iter().all(|n| !n.alive || n.engine.in_flight().1 == 0)
     }
 
-    fn tick_all(&mut self) {
+    /// Every live node's disk moves on; the engines whose tick is due
+    /// tick, and their next tick is set by whether they are quiet.
+    fn tick_due(&mut self) {
         for n in 0..self.nodes.len() {
             if !self.nodes[n].alive {
                 continue;
             }
             self.nodes[n].disk.tick(self.now);
+            if self.nodes[n].next_tick > self.now {
+                continue;
+            }
+            self.ticks += 1;
             self.nodes[n].engine.tick(ts(self.now));
             self.end_turn(n);
+            let quiet = self.nodes[n].engine.quiet();
+            self.nodes[n].next_tick = self.now + if quiet { QUIET_TICK_MS } else { TICK_MS };
+        }
+    }
+
+    /// A quiet node that an event gave work ticks again at the busy pace,
+    /// as a node's driver brings its next tick forward.
+    fn hasten_ticks(&mut self) {
+        let soon = self.now + TICK_MS;
+        for node in &mut self.nodes {
+            if node.alive && node.next_tick > soon && !node.engine.quiet() {
+                node.next_tick = soon;
+            }
         }
     }
 
@@ -587,6 +616,7 @@ impl Sim {
             caught_after: self.caught_after,
             superseded: requester.counters().receipts_superseded,
             refused: self.refused,
+            ticks: self.ticks,
             orders: self.nodes.iter().map(|n| n.engine.counters().orders_taken).sum(),
             declined_for_credit: self
                 .nodes

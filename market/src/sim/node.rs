@@ -48,6 +48,10 @@ pub(super) struct SimNode {
     pub(super) epoch: u64,
     /// Per-slot speed, CU (0 for the requester).
     pub(super) cu: u64,
+    /// When its engine ticks next (virtual ms): soon while it has work
+    /// under way, a [`crate::engine::QUIET_TICK`] later while quiet, as a
+    /// node's driver does.
+    pub(super) next_tick: u64,
     provider: Option<(u64, u32)>,
     seed: u64,
 }
@@ -125,6 +129,7 @@ impl SimNode {
             cheat,
             alive: true,
             epoch: 0,
+            next_tick: 0,
             cu: provider.map_or(0, |(cu, _)| cu),
             provider,
             seed,
@@ -179,6 +184,7 @@ impl SimNode {
     pub(super) fn crash(&mut self, now: u64) {
         self.disk.crash();
         self.epoch += 1;
+        self.next_tick = now;
         self.replies.clear();
         self.engine = engine(
             &self.keypair,

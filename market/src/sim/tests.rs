@@ -415,3 +415,21 @@ fn providers_attest_checkpoints_and_a_restarted_one_resumes_its_audit_there() {
         "no restarted provider resumed an audit at a checkpoint"
     );
 }
+
+/// A node with nothing under way ticks at the quiet pace, and the job
+/// still finishes: over a calm run where most providers get no task, the
+/// engines tick well under half as often as at the busy pace throughout.
+#[test]
+fn quiet_nodes_tick_seldom_and_the_job_still_finishes() {
+    let w = World::calm(8, 2, 1, 20);
+    let rep = simulate(7, w.clone());
+    check(7, &w, &rep);
+    let nodes = (w.providers + 1) as u64;
+    let busy_pace = nodes * rep.virtual_ms / TICK_MS;
+    assert!(
+        rep.ticks * 2 < busy_pace,
+        "{} ticks in {} ms over {nodes} nodes (the busy pace throughout: {busy_pace})",
+        rep.ticks,
+        rep.virtual_ms
+    );
+}

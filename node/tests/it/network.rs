@@ -282,3 +282,46 @@ fn a_bootstrap_peer_named_by_dns_is_joined() {
     });
     assert!(joined.is_some(), "{}", second.log());
 }
+
+/// Two connected nodes with no work wake seldom: once they see each
+/// other and are calibrated, each driver ticks at the quiet pace (four a
+/// second) while their adverts come and go, not at its busy pace (a
+/// hundred a second).
+#[test]
+fn idle_nodes_tick_at_the_quiet_pace_while_adverts_flow() {
+    let a = NodeProcess::start(&[]);
+    let b = NodeProcess::start(&["--bootstrap", &a.bootstrap_addr()]);
+    let rt = rt();
+    let sees = |n: &NodeProcess, other: &NodeProcess| {
+        rt.block_on(n.client().peers(None)).is_ok_and(|peers| {
+            peers
+                .iter()
+                .any(|p| p.peer_id.to_string() == other.info.peer_id.to_string())
+        })
+    };
+    let met = eventually(Duration::from_secs(20), || {
+        (sees(&a, &b) && sees(&b, &a)).then_some(())
+    });
+    assert!(met.is_some(), "the two nodes never saw each other");
+    let ticks = |n: &NodeProcess| -> Option<f64> {
+        let text = rt.block_on(n.client().metrics()).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("agora_driver_ticks_total ")?.trim().parse().ok())
+    };
+    let window = Duration::from_secs(3);
+    for n in [&a, &b] {
+        // Calibration and start-up are work; the quiet follows them.
+        let rate = eventually(Duration::from_secs(60), || {
+            let t0 = ticks(n)?;
+            std::thread::sleep(window);
+            let per_s = (ticks(n)? - t0) / window.as_secs_f64();
+            (per_s <= 6.0).then_some(per_s)
+        });
+        assert!(
+            rate.is_some(),
+            "node {} kept ticking faster than 6 a second for a minute",
+            n.info.peer_id
+        );
+    }
+    assert!(sees(&a, &b) && sees(&b, &a), "the nodes still see each other");
+}

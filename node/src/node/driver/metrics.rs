@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 30] = [
+        let counters: [(Def, u64); 31] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -215,6 +215,14 @@ impl Driver {
                     "Gossip messages rejected",
                 ),
                 c.gossip_rejected,
+            ),
+            (
+                (
+                    "agora_driver_ticks_total",
+                    "counter",
+                    "Driver ticks: one per tick interval while work is under way, four a second while quiet",
+                ),
+                self.ticks,
             ),
         ];
         for (def, v) in counters {

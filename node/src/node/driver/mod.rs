@@ -188,6 +188,9 @@ pub(super) struct Driver {
     sensors: crate::sensors::Sensors,
     limits_interval: Duration,
     last_limits: Option<Instant>,
+    /// Ticks so far (a hundred a second while work is under way, four
+    /// while quiet).
+    ticks: u64,
     cancel: CancellationToken,
 }
 
@@ -232,6 +235,7 @@ impl Driver {
             sensors: crate::sensors::Sensors::new(&config.provider.limits.sysfs),
             limits_interval: config.provider.limits.interval,
             last_limits: None,
+            ticks: 0,
             cancel,
         }
     }
@@ -263,8 +267,13 @@ impl Driver {
                 tracing::warn!(error = %e, "cannot read the published datasets; they are not announced")
             }
         }
-        let mut tick = tokio::time::interval(self.options.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The next tick: `options.tick` after the last while anything is
+        // under way, the engine's QUIET_TICK after it while the node is
+        // quiet (four wake-ups a second, not a hundred). Work that arrives
+        // while quiet brings the next tick forward at once.
+        let tick = tokio::time::sleep(self.options.tick);
+        tokio::pin!(tick);
+        let mut quiet = false;
         loop {
             tokio::select! {
                 biased;
@@ -276,7 +285,12 @@ impl Driver {
                 Some((id, answer)) = self.answers.next() => self.engine.on_answer(id, answer, now()),
                 Some((result, after)) = self.durable.next() => self.on_flushed(result, after),
                 Some(ev) = events.recv() => self.on_network(ev),
-                _ = tick.tick() => self.on_tick(),
+                _ = &mut tick => {
+                    self.on_tick();
+                    quiet = self.quiet();
+                    let pace = if quiet { agora_market::engine::QUIET_TICK.max(self.options.tick) } else { self.options.tick };
+                    tick.as_mut().reset(tokio::time::Instant::now() + pace);
+                }
             }
             // Whatever else is ready joins this turn: one placement pass and
             // one store write for all of it.
@@ -297,6 +311,13 @@ impl Driver {
             self.wake_job_waiters();
             self.end_turn().await;
             self.wake_job_waiters();
+            if quiet && !self.quiet() {
+                quiet = false;
+                let sooner = tokio::time::Instant::now() + self.options.tick;
+                if tick.deadline() > sooner {
+                    tick.as_mut().reset(sooner);
+                }
+            }
         }
         self.shutdown().await;
     }
@@ -338,7 +359,22 @@ impl Driver {
         self.end_turn().await;
     }
 
+    /// Whether nothing here needs the driver's short tick: the engine is
+    /// quiet and no run, unanswered request, waiting client or live log is
+    /// under way. (Writes and answers in flight end as events of their
+    /// own: they need no tick.)
+    fn quiet(&self) -> bool {
+        self.tasks.len() == 0
+            && self.replies.is_empty()
+            && self.job_waiters.is_empty()
+            && self.audits.is_empty()
+            && self.live.is_empty()
+            && self.api_after.is_empty()
+            && self.engine.quiet()
+    }
+
     fn on_tick(&mut self) {
+        self.ticks += 1;
         let now = now();
         self.engine.tick(now);
         if self.last_idle.elapsed() >= self.idle_interval {
