@@ -62,6 +62,8 @@ fn run(
     let flush_every = Duration::from_millis(flush_every_ms);
     let mut shutdown = shutdown.lock();
     let mut wrote_data = false;
+    // agora patch: the count of log writes the last fsync covered.
+    let mut synced = None;
     while shutdown.is_running() || wrote_data {
         let before = std::time::Instant::now();
         let cc = concurrency_control::read();
@@ -134,8 +136,17 @@ fn run(
                 && before.elapsed() < flush_every / 2
         } {}
 
-        if let Err(e) = pagecache.config.file.sync_all() {
-            error!("failed to fsync from periodic flush thread: {}", e);
+        // agora patch: fsync only when a log write came after the last
+        // one (the count is read first: a write that races the fsync is
+        // counted after it, so the next round syncs it).
+        let written = pagecache.log.iobufs.written.load(SeqCst);
+        if synced != Some(written) {
+            match pagecache.config.file.sync_all() {
+                Ok(()) => synced = Some(written),
+                Err(e) => {
+                    error!("failed to fsync from periodic flush thread: {}", e)
+                }
+            }
         }
 
         let sleep_duration = flush_every

@@ -311,6 +311,10 @@ pub(crate) struct IoBufs {
     pub stable_lsn: AtomicLsn,
     pub max_reserved_lsn: AtomicLsn,
     pub max_header_stable_lsn: Arc<AtomicLsn>,
+    // agora patch: log buffers written so far, so that the periodic flush
+    // thread fsyncs the file only when something was written since its
+    // last fsync (an idle database then issues no device flushes).
+    pub written: AtomicU64,
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
@@ -414,6 +418,7 @@ impl IoBufs {
             stable_lsn: AtomicLsn::new(stable),
             max_reserved_lsn: AtomicLsn::new(stable),
             max_header_stable_lsn: Arc::new(AtomicLsn::new(next_lsn)),
+            written: AtomicU64::new(0),
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
@@ -780,6 +785,8 @@ impl IoBufs {
         }
 
         M.written_bytes.measure(total_len as u64);
+        // agora patch: see `IoBufs::written`.
+        self.written.fetch_add(1, SeqCst);
 
         // NB the below deferred logic is important to ensure
         // that we never actually free a segment until all threads
