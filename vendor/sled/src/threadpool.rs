@@ -92,7 +92,15 @@ fn init_queue() -> Queue {
 }
 
 fn perform_work(is_immortal: bool) {
-    let wait_limit = Duration::from_secs(1);
+    // agora patch: the permanent threads wait for work, not for a second at
+    // a time (each woke every second to find nothing: seven wake-ups a
+    // second in an idle process). Only the extra threads need the timeout,
+    // to notice they are surplus and exit.
+    let wait_limit = if is_immortal {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(1)
+    };
 
     let mut performed = 0;
     let mut contiguous_overshoots = 0;
