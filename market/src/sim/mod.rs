@@ -10,7 +10,8 @@
 //! and fuel (a cheating provider forges its output instead). Each node's
 //! engine sees exactly the calls a node's driver makes: requests with
 //! reply ids, answers or timeouts, gossip, connection events, work results
-//! and ticks.
+//! and ticks, at a driver's pace: every 10 ms while the engine has work
+//! under way, every [`crate::engine::QUIET_TICK`] while it is quiet.
 
 pub(crate) mod disk;
 pub(crate) mod node;
