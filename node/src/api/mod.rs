@@ -573,6 +573,10 @@ pub struct LedgerEntry {
     pub counterparty: Option<NodeId>,
     /// The task paid for (when the block paid one).
     pub task: Option<String>,
+    /// Every task the block paid, one per receipt (empty for a grant or a
+    /// checkpoint).
+    #[serde(default)]
+    pub tasks: Vec<String>,
     /// Fuel paid for.
     pub fuel: Option<Fuel>,
     /// How many receipts the payment paid (0 for a grant): one block may

@@ -148,6 +148,7 @@ pub(crate) fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
                 amount: grant.payload().amount,
                 counterparty: Some(grant.signer()),
                 task: None,
+                tasks: Vec::new(),
                 fuel: None,
                 receipts: 0,
                 block: agora_protocol::chain::block_hash(env).to_string(),
@@ -171,6 +172,7 @@ pub(crate) fn ledger_entry(env: &Envelope) -> Option<LedgerEntry> {
                 amount: Credits(0),
                 counterparty: None,
                 task: None,
+                tasks: Vec::new(),
                 fuel: None,
                 receipts: 0,
                 block: agora_protocol::chain::block_hash(env).to_string(),
@@ -201,8 +203,68 @@ fn ledger_entry_of(
             [one] => Some(one.task.to_string()),
             _ => None,
         },
+        tasks: vouchers.iter().map(|v| v.task.to_string()).collect(),
         fuel: Some(Fuel(sum(|v| v.fuel.0))),
         receipts: u32::try_from(vouchers.len()).unwrap_or(u32::MAX),
         block: agora_protocol::chain::block_hash(env).to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use agora_protocol::id::{ContentId, MessageId};
+    use agora_protocol::settlement::Voucher;
+    use agora_protocol::units::Price;
+    use agora_protocol::{JobId, Keypair, NodeId, Nonce, TaskId};
+
+    use super::*;
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    fn voucher(to: NodeId, n: u8) -> Voucher {
+        let price = Price(1_000);
+        Voucher {
+            receipt: MessageId([n; 32]),
+            agreement: MessageId([n; 32]),
+            task: TaskId::new(JobId([7; 16]), u32::from(n)),
+            provider: to,
+            fuel: Fuel(1_000_000),
+            price,
+            amount: price.cost(Fuel(1_000_000)),
+        }
+    }
+
+    fn block(k: &Keypair, seq: u64, entry: Entry) -> Envelope {
+        let b = Block {
+            seq,
+            prev: ContentId([seq as u8; 32]),
+            entry,
+        };
+        Envelope::seal(k, &b, T0, Duration::from_secs(60), Nonce([seq as u8; 16])).unwrap()
+    }
+
+    #[test]
+    fn a_payment_of_several_receipts_lists_every_task_it_paid_on_both_sides() {
+        let (payer, payee) = (Keypair::from_secret([1; 32]), Keypair::from_secret([2; 32]));
+        let vs = vec![voucher(payee.node_id(), 3), voucher(payee.node_id(), 4)];
+        let tasks: Vec<String> = vs.iter().map(|v| v.task.to_string()).collect();
+        let paid = block(&payer, 5, Entry::PayMany(vs));
+        let received = block(&payee, 9, Entry::Receive(paid.clone()));
+        for (env, kind, other) in [
+            (&paid, "paid", payee.node_id()),
+            (&received, "received", payer.node_id()),
+        ] {
+            let e = ledger_entry(env).unwrap();
+            assert_eq!(e.kind, kind);
+            assert_eq!(e.counterparty, Some(other));
+            assert_eq!(e.tasks, tasks, "{kind}");
+            assert_eq!(e.task, None, "{kind}: no single task");
+            assert_eq!(e.receipts, 2);
+        }
+        let one = block(&payer, 6, Entry::Pay(voucher(payee.node_id(), 8)));
+        let e = ledger_entry(&one).unwrap();
+        assert_eq!(e.tasks, vec![e.task.clone().unwrap()]);
+    }
 }

@@ -247,11 +247,14 @@ impl CrashLoopCommand {
             let ledger = n.client.ledger(100_000).await?;
             let mut seen: HashSet<String> = HashSet::new();
             let mut per_task: BTreeMap<String, usize> = BTreeMap::new();
+            // A block may pay several receipts: each of its tasks counts.
             for e in ledger.entries.iter().filter(|e| e.kind == "received") {
-                let key = format!("{:?}/{:?}", e.task, e.counterparty);
-                *per_task.entry(key.clone()).or_default() += 1;
-                if !seen.insert(key) {
-                    report.duplicate_vouchers += 1;
+                for task in &e.tasks {
+                    let key = format!("{task}/{:?}", e.counterparty);
+                    *per_task.entry(key.clone()).or_default() += 1;
+                    if !seen.insert(key) {
+                        report.duplicate_vouchers += 1;
+                    }
                 }
             }
         }
