@@ -139,6 +139,10 @@ impl Node {
     /// `node.json` is written.
     pub async fn start(config: Config, options: Options) -> anyhow::Result<Node> {
         config.validate()?;
+        // libp2p's timeouts on this runtime's timer, not futures-timer's
+        // own thread (vendor/README.md): the node runs on a runtime with
+        // its time driver, as its own ticks need one.
+        futures_timer::use_tokio_timer();
         let data_dir = options.data_dir.clone();
         crate::paths::create_private_dir(&data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;

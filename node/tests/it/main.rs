@@ -10,3 +10,4 @@ mod executor;
 mod hostile;
 mod network;
 mod uploads;
+mod vendored;
