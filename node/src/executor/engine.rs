@@ -215,25 +215,36 @@ impl Drop for RunningGuard<'_> {
 
 /// A counting semaphore over instance slots: the pooling allocator refuses
 /// an instance beyond its pool, so tasks wait for a slot instead.
+///
+/// A released slot wakes a waiter only if there is one: `Condvar::notify_one`
+/// makes a futex call whether or not anyone waits, and in the common case,
+/// a free slot for every task, nobody does.
 pub(crate) struct Slots {
-    free: Mutex<u32>,
+    state: Mutex<SlotState>,
     cond: Condvar,
+}
+
+struct SlotState {
+    free: u32,
+    waiting: u32,
 }
 
 impl Slots {
     pub(crate) fn new(n: u32) -> Slots {
         Slots {
-            free: Mutex::new(n),
+            state: Mutex::new(SlotState { free: n, waiting: 0 }),
             cond: Condvar::new(),
         }
     }
 
     pub(crate) fn acquire(&self) -> SlotGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.cond.wait(free).unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.free == 0 {
+            s.waiting += 1;
+            s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.waiting -= 1;
         }
-        *free -= 1;
+        s.free -= 1;
         SlotGuard(self)
     }
 }
@@ -243,9 +254,13 @@ pub(crate) struct SlotGuard<'a>(&'a Slots);
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
-        *free += 1;
-        self.0.cond.notify_one();
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.free += 1;
+        let wake = s.waiting > 0;
+        drop(s);
+        if wake {
+            self.0.cond.notify_one();
+        }
     }
 }
 

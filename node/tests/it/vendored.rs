@@ -32,11 +32,13 @@ impl AsyncRead for CountingSocket {
     }
 }
 
-#[test]
-fn yamux_sends_the_frames_queued_for_one_poll_in_one_write() {
+/// Opens five yamux streams on a buffered counting socket, writes `len`
+/// bytes on each, polls the connection once and returns how many writes
+/// reached the socket.
+fn socket_writes_for_five_streams_of(len: usize) -> usize {
     // Behind a buffer, as behind noise: only a flush reaches the socket.
     let writes = Arc::new(AtomicUsize::new(0));
-    let socket = BufWriter::new(CountingSocket(writes.clone()));
+    let socket = BufWriter::with_capacity(1 << 20, CountingSocket(writes.clone()));
     let mut conn = yamux::Connection::new(socket, yamux::Config::default(), yamux::Mode::Client);
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
     let mut streams = Vec::new();
@@ -44,7 +46,7 @@ fn yamux_sends_the_frames_queued_for_one_poll_in_one_write() {
         let Poll::Ready(Ok(mut s)) = conn.poll_new_outbound(&mut cx) else {
             panic!("no outbound stream");
         };
-        futures::executor::block_on(s.write_all(&[i; 100])).unwrap();
+        futures::executor::block_on(s.write_all(&vec![i; len])).unwrap();
         streams.push(s);
     }
     assert_eq!(
@@ -53,9 +55,21 @@ fn yamux_sends_the_frames_queued_for_one_poll_in_one_write() {
         "nothing is written before the connection is polled"
     );
     assert!(conn.poll_next_inbound(&mut cx).is_pending());
+    writes.load(Ordering::SeqCst)
+}
+
+#[test]
+fn yamux_sends_the_frames_queued_for_one_poll_in_one_write() {
     // Five frames (each stream's SYN with its data); the crate as published
     // flushed after each of them.
-    assert_eq!(writes.load(Ordering::SeqCst), 1);
+    assert_eq!(socket_writes_for_five_streams_of(100), 1);
+}
+
+#[test]
+fn yamux_flushes_as_soon_as_16_kib_wait() {
+    // 10 KiB frames: a flush after the second (20 KiB), after the fourth,
+    // and the last at the end of the poll.
+    assert_eq!(socket_writes_for_five_streams_of(10 * 1024), 3);
 }
 
 #[tokio::test(start_paused = true)]

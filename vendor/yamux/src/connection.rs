@@ -299,6 +299,8 @@ struct Active<T> {
     pending_read_frame: Option<Frame<()>>,
     pending_write_frame: Option<Frame<()>>,
     new_outbound_stream_waker: Option<Waker>,
+    /// agora patch: bytes of the frames started since the last flush.
+    unflushed: usize,
 
     rtt: rtt::Rtt,
 
@@ -373,6 +375,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             },
             pending_read_frame: None,
             pending_write_frame: None,
+            unflushed: 0,
             new_outbound_stream_waker: None,
             rtt: rtt::Rtt::new(),
             accumulated_max_stream_windows: Default::default(),
@@ -399,6 +402,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Stream>> {
+        /// agora patch: started frames are flushed once this many bytes
+        /// wait, whatever else is to do.
+        const FLUSH_AT: usize = 16 * 1024;
         loop {
             // agora patch: the frames started below are flushed once, when
             // there is nothing more to send or read (or the socket is not
@@ -410,7 +416,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                 // connection) no ping is sent. This is deliberate as an idle connection does not
                 // need RTT measurements to increase its stream receive window.
                 if let Some(frame) = self.rtt.next_ping() {
-                    self.socket.start_send_unpin(frame.into())?;
+                    let frame: Frame<()> = frame.into();
+                    self.unflushed += frame.wire_len();
+                    self.socket.start_send_unpin(frame)?;
                     continue;
                 }
 
@@ -421,15 +429,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                     .take()
                     .or_else(|| self.pending_write_frame.take())
                 {
+                    self.unflushed += frame.wire_len();
                     self.socket.start_send_unpin(frame)?;
                     continue;
                 }
             }
 
-            if !ready {
-                match self.socket.poll_flush_unpin(cx)? {
-                    Poll::Ready(()) => {}
-                    Poll::Pending => {}
+            // Past FLUSH_AT bytes they go out at once, so the buffers below
+            // hold little more than one full frame, as they did before.
+            if !ready || self.unflushed >= FLUSH_AT {
+                if self.socket.poll_flush_unpin(cx)?.is_ready() {
+                    self.unflushed = 0;
                 }
             }
 
@@ -474,7 +484,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                                 log::trace!("{}: new inbound {} of {}", self.id, stream, self);
                                 // agora patch: what was started goes out
                                 // before the new stream is handed over.
-                                let _ = self.socket.poll_flush_unpin(cx)?;
+                                if self.socket.poll_flush_unpin(cx)?.is_ready() {
+                                    self.unflushed = 0;
+                                }
                                 return Poll::Ready(Ok(stream));
                             }
                             Action::Ping(f) => {
@@ -498,7 +510,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             // agora patch: nothing more to send or read; write out every
             // frame started above in one go. Pending registers the waker for
             // the socket, and a frame left in the buffer goes out then.
-            let _ = self.socket.poll_flush_unpin(cx)?;
+            if self.socket.poll_flush_unpin(cx)?.is_ready() {
+                self.unflushed = 0;
+            }
 
             // If we make it this far, at least one of the above must have registered a waker.
             return Poll::Pending;

@@ -41,6 +41,11 @@ impl<T> Frame<T> {
         &mut self.header
     }
 
+    /// agora patch: the bytes this frame takes on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        header::HEADER_SIZE + self.body.len()
+    }
+
     /// Introduce this frame to the right of a binary frame type.
     pub(crate) fn right<U>(self) -> Frame<Either<U, T>> {
         Frame {
