@@ -61,6 +61,16 @@ type InboundBatch = BoxFuture<
 /// Most queued commands handled before the outbox is sent.
 const MAX_DRAIN: usize = 512;
 
+/// Market frames to one peer unanswered at once. Requests queued for a
+/// peer with this many wait in the outbox, and go together, in as few
+/// frames as fit, as soon as one is answered. A lone request meets no
+/// frame in flight and leaves at once, so a one-task job waits for
+/// nothing; a stream of them (a job's orders, a provider's receipts) then
+/// travels in batches of what accumulated during one round trip, instead
+/// of one substream per request. Two, not one: a payment awaiting its
+/// countersignature does not hold up the next job's order.
+const MAX_FRAMES_IN_FLIGHT: usize = 2;
+
 /// Most large content responses timed at once (each an entry until it is
 /// flushed or fails).
 const MAX_TIMED_SENDS: usize = 256;
@@ -77,7 +87,10 @@ pub(crate) struct EventLoop {
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     pending_market: HashMap<OutboundRequestId, InFlight>,
-    /// Market requests queued this turn, per peer, in order.
+    /// How many of `pending_market` go to each peer.
+    frames_out: HashMap<PeerId, usize>,
+    /// Market requests not yet sent, per peer, in order: queued this turn,
+    /// or held while [`MAX_FRAMES_IN_FLIGHT`] frames to the peer wait.
     outbox: HashMap<PeerId, Vec<(MarketRequest, MarketWaiter)>>,
     inbound_batches: FuturesUnordered<InboundBatch>,
     pending_content: Pending<ContentResponse>,
@@ -186,6 +199,7 @@ impl EventLoop {
             events,
             cancel,
             pending_market: HashMap::new(),
+            frames_out: HashMap::new(),
             outbox: HashMap::new(),
             inbound_batches: FuturesUnordered::new(),
             pending_content: HashMap::new(),
@@ -397,6 +411,7 @@ impl EventLoop {
         let gossip = &self.swarm.behaviour().gossipsub;
         let mut protected: HashSet<PeerId> = gossip.all_mesh_peers().copied().collect();
         protected.extend(self.pending_market.values().map(|f| f.peer));
+        protected.extend(self.outbox.keys().copied());
         protected.extend(self.pending_content.values().map(|(p, _)| *p));
         let mut topics: HashMap<&gossipsub::TopicHash, Vec<PeerId>> =
             gossip.topics().map(|t| (t, Vec::new())).collect();
@@ -619,11 +634,52 @@ impl EventLoop {
         }
     }
 
-    /// Sends the queued market requests: each peer's in as few frames as
-    /// fit.
+    /// Sends the queued market requests of every peer with room for them
+    /// (see [`MAX_FRAMES_IN_FLIGHT`]): each peer's in as few frames as fit.
     fn flush_outbox(&mut self) {
-        let mut outbox = std::mem::take(&mut self.outbox);
-        for (peer, queued) in outbox.drain() {
+        let ready: Vec<PeerId> = self
+            .outbox
+            .keys()
+            .filter(|p| {
+                // Not connected: one dial serves them all, and a failed
+                // dial fails them all at once.
+                !self.swarm.is_connected(p)
+                    || self.frames_out.get(p).copied().unwrap_or(0) < MAX_FRAMES_IN_FLIGHT
+            })
+            .copied()
+            .collect();
+        for peer in ready {
+            self.flush_peer(peer);
+        }
+    }
+
+    /// A market frame to `peer` was answered or failed: what waits for it
+    /// goes now.
+    fn settled(&mut self, request_id: &OutboundRequestId) -> Option<InFlight> {
+        let f = self.pending_market.remove(request_id)?;
+        if let Some(n) = self.frames_out.get_mut(&f.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.frames_out.remove(&f.peer);
+            }
+        }
+        if self.outbox.contains_key(&f.peer) {
+            self.flush_peer(f.peer);
+        }
+        Some(f)
+    }
+
+    fn in_flight(&mut self, id: OutboundRequestId, f: InFlight) {
+        *self.frames_out.entry(f.peer).or_default() += 1;
+        self.pending_market.insert(id, f);
+    }
+
+    /// Sends everything queued for `peer`, in as few frames as fit.
+    fn flush_peer(&mut self, peer: PeerId) {
+        let Some(queued) = self.outbox.remove(&peer) else {
+            return;
+        };
+        {
             let (requests, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
             let mut waiters: Vec<Option<MarketWaiter>> = waiters.into_iter().map(Some).collect();
             for (frame, idx) in MarketRequest::group(requests) {
@@ -642,7 +698,7 @@ impl EventLoop {
                 let resend = self.relayed_to(&peer).then(|| frame.clone());
                 tracing::debug!(target: "hop", "request out {}", frame.kinds());
                 let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
-                self.pending_market.insert(
+                self.in_flight(
                     id,
                     InFlight {
                         peer,
@@ -653,8 +709,6 @@ impl EventLoop {
             }
             touch(&mut self.last_used, peer);
         }
-        // The map's room is kept for the next turn.
-        self.outbox = outbox;
     }
 
     /// Hands each part of an inbound batch to the node and answers the
@@ -1013,7 +1067,7 @@ impl EventLoop {
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(f) = self.pending_market.remove(&request_id) {
+                    if let Some(f) = self.settled(&request_id) {
                         answer(&peer, f.waiting, response);
                     }
                 }
@@ -1024,7 +1078,7 @@ impl EventLoop {
                 peer,
                 ..
             } => {
-                if let Some(mut f) = self.pending_market.remove(&request_id) {
+                if let Some(mut f) = self.settled(&request_id) {
                     // A relayed connection closed under the frame: send it
                     // again, on the direct connection that replaced it (or
                     // on a new one, dialled as for any request: the peer
@@ -1041,7 +1095,7 @@ impl EventLoop {
                     if switching && let Some(frame) = f.resend.take() {
                         self.stats.market_resent += 1;
                         let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
-                        self.pending_market.insert(id, f);
+                        self.in_flight(id, f);
                         return;
                     }
                     let e = request_error(&peer, error);

@@ -11,6 +11,9 @@
 //! together: the loop drains every queued command before it sends, and
 //! groups each peer's requests into [`MarketRequest::Batch`] frames (one
 //! substream for up to [`agora_protocol::limits::MAX_BATCH`] requests).
+//! While two frames to a connected peer are unanswered, what is queued for
+//! it waits and goes in one batch when either is answered: under load, the
+//! requests of a round trip share one substream.
 //! Inbound batches are unpacked: each request inside reaches the node as its
 //! own [`Event::Market`], and the loop answers the batch once every part is
 //! answered. Batching is invisible above this module.
@@ -788,11 +791,18 @@ mod tests {
         MarketRequest::Cancel(env)
     }
 
-    /// Requests queued together reach the peer as one batch, each is handed
-    /// to the node alone, and each gets its own answer back, in order; a
-    /// part the node drops unanswered is declined, not lost.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queued_requests_travel_as_one_batch_and_each_gets_its_answer() {
+    /// Two nodes over the memory transport, `a` dialling `b`; `b`'s events
+    /// come out of `brx`.
+    struct Pair {
+        a: Client,
+        ka: Keypair,
+        b: Client,
+        kb: Keypair,
+        brx: mpsc::Receiver<Event>,
+        cancel_token: CancellationToken,
+    }
+
+    async fn pair() -> Pair {
         let port = rand::random::<u64>() >> 1;
         let addr: Multiaddr = format!("/memory/{port}").parse().unwrap();
         let cancel_token = CancellationToken::new();
@@ -800,7 +810,7 @@ mod tests {
             Keypair::from_secret(rand::random()),
             Keypair::from_secret(rand::random()),
         );
-        let (btx, mut brx) = mpsc::channel(1024);
+        let (btx, brx) = mpsc::channel(1024);
         let (b, _) = spawn(
             &kb,
             memory_config(Some(addr.clone()), vec![]),
@@ -814,6 +824,110 @@ mod tests {
         let (a, _) = spawn(&ka, memory_config(None, vec![boot]), atx, cancel_token.clone())
             .await
             .unwrap();
+        Pair {
+            a,
+            ka,
+            b,
+            kb,
+            brx,
+            cancel_token,
+        }
+    }
+
+    /// The next market request `b` hears of, within `within`.
+    async fn next_market(
+        brx: &mut mpsc::Receiver<Event>,
+        within: Duration,
+    ) -> Option<(MarketRequest, Reply)> {
+        tokio::time::timeout(within, async {
+            while let Some(ev) = brx.recv().await {
+                if let Event::Market { request, channel, .. } = ev {
+                    return Some((request, channel));
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// With two frames to a peer unanswered, further requests wait; once
+    /// one is answered they all go in one batch, and every request gets
+    /// its answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_behind_two_unanswered_frames_wait_and_then_go_as_one_batch() {
+        let Pair {
+            a,
+            ka,
+            b,
+            kb,
+            mut brx,
+            cancel_token,
+        } = pair().await;
+        until_connected(&a, "the two nodes did not connect").await;
+        let id = |r: &MarketRequest| match r {
+            MarketRequest::Cancel(env) => env.peek::<Cancel>().unwrap().agreement.0[0],
+            other => panic!("a batch reached the node: {other:?}"),
+        };
+        // One request per turn: the first two leave at once, alone.
+        let mut answers = Vec::new();
+        let mut heard = Vec::new();
+        for i in 0..7 {
+            let mut outbox = Outbox::default();
+            answers.push(outbox.push(kb.node_id(), cancel(&ka, i)));
+            a.send_all(outbox).await;
+            if i < 2 {
+                let (r, reply) = next_market(&mut brx, Duration::from_secs(10))
+                    .await
+                    .expect("a request with room in flight leaves at once");
+                assert_eq!(id(&r), i as u8);
+                heard.push(reply);
+            }
+        }
+        // The other five wait while neither is answered.
+        assert!(
+            next_market(&mut brx, Duration::from_millis(300)).await.is_none(),
+            "a third frame went out while two were unanswered"
+        );
+        let first = heard.remove(0);
+        b.respond_market(first, MarketResponse::Declined(Decline::invalid(0)))
+            .await;
+        for i in 2..7u8 {
+            let (r, reply) = next_market(&mut brx, Duration::from_secs(10))
+                .await
+                .expect("the waiting requests leave once a frame is answered");
+            assert_eq!(id(&r), i, "in the order they were queued");
+            b.respond_market(reply, MarketResponse::Declined(Decline::invalid(i)))
+                .await;
+        }
+        b.respond_market(heard.remove(0), MarketResponse::Declined(Decline::invalid(1)))
+            .await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
+                .await
+                .expect("an answer within the timeout")
+                .expect("delivered");
+            assert_eq!(r, MarketResponse::Declined(Decline::invalid(i)), "answer {i}");
+        }
+        let s = a.stats().await.unwrap();
+        assert_eq!((s.batches_sent, s.batched_requests, s.single_requests), (1, 5, 2));
+        cancel_token.cancel();
+    }
+
+    /// Requests queued together reach the peer as one batch, each is handed
+    /// to the node alone, and each gets its own answer back, in order; a
+    /// part the node drops unanswered is declined, not lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_travel_as_one_batch_and_each_gets_its_answer() {
+        let Pair {
+            a,
+            ka,
+            b,
+            kb,
+            mut brx,
+            cancel_token,
+        } = pair().await;
         // The receiving node: answers each cancel with its agreement's first
         // byte, and drops the seventh without answering.
         let responder = b.clone();
