@@ -669,6 +669,7 @@ impl EventLoop {
         Some(f)
     }
 
+    /// Frame `id` to `f.peer` was sent.
     fn in_flight(&mut self, id: OutboundRequestId, f: InFlight) {
         *self.frames_out.entry(f.peer).or_default() += 1;
         self.pending_market.insert(id, f);
@@ -679,36 +680,34 @@ impl EventLoop {
         let Some(queued) = self.outbox.remove(&peer) else {
             return;
         };
-        {
-            let (requests, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
-            let mut waiters: Vec<Option<MarketWaiter>> = waiters.into_iter().map(Some).collect();
-            for (frame, idx) in MarketRequest::group(requests) {
-                let mut w: Vec<MarketWaiter> = idx.iter().filter_map(|&i| waiters[i].take()).collect();
-                let waiting = if matches!(frame, MarketRequest::Batch(_)) {
-                    self.stats.batches_sent += 1;
-                    self.stats.batched_requests += w.len() as u64;
-                    Waiting::Batch(w)
-                } else {
-                    self.stats.single_requests += 1;
-                    match w.pop() {
-                        Some(one) => Waiting::One(one),
-                        None => continue,
-                    }
-                };
-                let resend = self.relayed_to(&peer).then(|| frame.clone());
-                tracing::debug!(target: "hop", "request out {}", frame.kinds());
-                let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
-                self.in_flight(
-                    id,
-                    InFlight {
-                        peer,
-                        waiting,
-                        resend,
-                    },
-                );
-            }
-            touch(&mut self.last_used, peer);
+        let (requests, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+        let mut waiters: Vec<Option<MarketWaiter>> = waiters.into_iter().map(Some).collect();
+        for (frame, idx) in MarketRequest::group(requests) {
+            let mut w: Vec<MarketWaiter> = idx.iter().filter_map(|&i| waiters[i].take()).collect();
+            let waiting = if matches!(frame, MarketRequest::Batch(_)) {
+                self.stats.batches_sent += 1;
+                self.stats.batched_requests += w.len() as u64;
+                Waiting::Batch(w)
+            } else {
+                self.stats.single_requests += 1;
+                match w.pop() {
+                    Some(one) => Waiting::One(one),
+                    None => continue,
+                }
+            };
+            let resend = self.relayed_to(&peer).then(|| frame.clone());
+            tracing::debug!(target: "hop", "request out {}", frame.kinds());
+            let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
+            self.in_flight(
+                id,
+                InFlight {
+                    peer,
+                    waiting,
+                    resend,
+                },
+            );
         }
+        touch(&mut self.last_used, peer);
     }
 
     /// Hands each part of an inbound batch to the node and answers the
