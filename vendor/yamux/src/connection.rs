@@ -401,6 +401,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
         Cleanup::new(self.stream_receivers, error)
     }
 
+    /// agora patch: flushes the frames started so far; once they are out,
+    /// none counts towards `FLUSH_AT` any more. Pending registers the
+    /// socket's waker, and what is left goes out when it is ready.
+    fn poll_flush_started(&mut self, cx: &mut Context<'_>) -> Result<()> {
+        if self.socket.poll_flush_unpin(cx)?.is_ready() {
+            self.unflushed = 0;
+        }
+        Ok(())
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Stream>> {
         /// agora patch: started frames are flushed once this many bytes
         /// wait, whatever else is to do.
@@ -438,9 +448,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             // Past FLUSH_AT bytes they go out at once, so the buffers below
             // hold little more than one full frame, as they did before.
             if !ready || self.unflushed >= FLUSH_AT {
-                if self.socket.poll_flush_unpin(cx)?.is_ready() {
-                    self.unflushed = 0;
-                }
+                self.poll_flush_started(cx)?;
             }
 
             if self.pending_write_frame.is_none() {
@@ -484,9 +492,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                                 log::trace!("{}: new inbound {} of {}", self.id, stream, self);
                                 // agora patch: what was started goes out
                                 // before the new stream is handed over.
-                                if self.socket.poll_flush_unpin(cx)?.is_ready() {
-                                    self.unflushed = 0;
-                                }
+                                self.poll_flush_started(cx)?;
                                 return Poll::Ready(Ok(stream));
                             }
                             Action::Ping(f) => {
@@ -510,9 +516,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             // agora patch: nothing more to send or read; write out every
             // frame started above in one go. Pending registers the waker for
             // the socket, and a frame left in the buffer goes out then.
-            if self.socket.poll_flush_unpin(cx)?.is_ready() {
-                self.unflushed = 0;
-            }
+            self.poll_flush_started(cx)?;
 
             // If we make it this far, at least one of the above must have registered a waker.
             return Poll::Pending;
