@@ -852,6 +852,15 @@ mod tests {
         .flatten()
     }
 
+    /// The answer to a queued request: it must come within 10 s and be
+    /// the peer's.
+    async fn delivered(answer: Answer) -> MarketResponse {
+        tokio::time::timeout(Duration::from_secs(10), answer.get())
+            .await
+            .expect("an answer within the timeout")
+            .expect("delivered")
+    }
+
     /// With two frames to a peer unanswered, further requests wait; once
     /// one is answered they all go in one batch, and every request gets
     /// its answer.
@@ -904,10 +913,7 @@ mod tests {
         b.respond_market(heard.remove(0), MarketResponse::Declined(Decline::invalid(1)))
             .await;
         for (i, answer) in answers.into_iter().enumerate() {
-            let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
-                .await
-                .expect("an answer within the timeout")
-                .expect("delivered");
+            let r = delivered(answer).await;
             assert_eq!(r, MarketResponse::Declined(Decline::invalid(i)), "answer {i}");
         }
         let s = a.stats().await.unwrap();
@@ -963,10 +969,7 @@ mod tests {
             .collect();
         a.send_all(outbox).await;
         for (i, answer) in answers.into_iter().enumerate() {
-            let r = tokio::time::timeout(Duration::from_secs(10), answer.get())
-                .await
-                .expect("an answer within the timeout")
-                .expect("delivered");
+            let r = delivered(answer).await;
             let want = if i == 7 {
                 "not answered".to_owned()
             } else {
