@@ -4,7 +4,8 @@
 Nodes started with `RUST_LOG=warn,hop=debug` log each hop of a job's path
 (SPEC.md §8.2, "Orders"): the job submitted, the order sent and received,
 the run queued for a blocking thread, started and ended, the receipt sent
-and received, and the job's waiting client answered. Run one-task jobs one
+and received (as a request, or in the order's answer for an interactive
+task), and the job's waiting client answered. Run one-task jobs one
 after another (the bench's latency part, or any client), then:
 
     testnet/hops.py REQUESTER_LOG PROVIDER_LOG [PROVIDER_LOG...]
@@ -20,21 +21,33 @@ from datetime import datetime
 
 EVENT = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z.*?"
-    r"(job submitted|job answered|request out [\w+]+|request in [\w+]+|run queued|run starts|run ends)"
+    r"(job submitted|job answered|request out [\w+]+|request in [\w+]+|answer out Ran|answer in Ran"
+    r"|run queued|run starts|run ends)"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-# (who, event, name of the segment that ends with it)
-PATH = [
+# (who, event, name of the segment that ends with it), for each way a
+# receipt comes back: in the order's answer (an interactive task run at
+# once, SPEC.md §8.1), or as a request of its own.
+HEAD = [
     ("R", "request out Order", "requester: place, sign, to the network"),
     ("P", "request in Order", "order on the wire"),
     ("P", "run queued", "provider: admit, agree, queue the run"),
     ("P", "run starts", "blocking thread wakes"),
     ("P", "run ends", "run (instantiate, execute, hash)"),
-    ("P", "request out Receipt", "provider: sign the receipt, to the network"),
-    ("R", "request in Receipt", "receipt on the wire"),
-    ("R", "job answered", "requester: verify, answer the client"),
 ]
+PATHS = {
+    "the receipt in the order's answer": HEAD + [
+        ("P", "answer out Ran", "provider: sign the receipt, to the network"),
+        ("R", "answer in Ran", "answer on the wire"),
+        ("R", "job answered", "requester: verify, answer the client"),
+    ],
+    "the receipt as a request": HEAD + [
+        ("P", "request out Receipt", "provider: sign the receipt, to the network"),
+        ("R", "request in Receipt", "receipt on the wire"),
+        ("R", "job answered", "requester: verify, answer the client"),
+    ],
+}
 LONGEST_US = 1_000_000
 
 
@@ -61,6 +74,24 @@ def events(path, who):
     return out
 
 
+def spans_of(evs, i, path):
+    """The spans of `path` for the job submitted at `evs[i]`, or None."""
+    t0 = evs[i][0]
+    j, prev, spans = i + 1, t0, []
+    for want_who, want, _ in path:
+        # Another job submitted before this one's path is complete: they
+        # overlap, and which event is whose cannot be told.
+        while j < len(evs) and not is_event(evs[j], want_who, want):
+            if (evs[j][1], evs[j][2]) == ("R", "job submitted"):
+                return None
+            j += 1
+        if j >= len(evs):
+            return None
+        spans.append(evs[j][0] - prev)
+        prev = evs[j][0]
+    return spans if prev - t0 < LONGEST_US else None
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -68,28 +99,16 @@ def main():
     for p in sys.argv[2:]:
         evs += events(p, "P")
     evs.sort()
-    segments = [[] for _ in PATH]
-    totals = []
-    for i, (t0, who, what) in enumerate(evs):
+    found = {name: [] for name in PATHS}
+    for i, (_, who, what) in enumerate(evs):
         if who != "R" or what != "job submitted":
             continue
-        j, prev, spans = i + 1, t0, []
-        for want_who, want, _ in PATH:
-            # Another job submitted before this one's path is complete: they
-            # overlap, and which event is whose cannot be told.
-            while j < len(evs) and not is_event(evs[j], want_who, want):
-                if (evs[j][1], evs[j][2]) == ("R", "job submitted"):
-                    break
-                j += 1
-            if j >= len(evs) or not is_event(evs[j], want_who, want):
+        for name, path in PATHS.items():
+            spans = spans_of(evs, i, path)
+            if spans is not None:
+                found[name].append(spans)
                 break
-            spans.append(evs[j][0] - prev)
-            prev = evs[j][0]
-        if len(spans) == len(PATH) and prev - t0 < LONGEST_US:
-            for s, v in zip(segments, spans):
-                s.append(v)
-            totals.append(prev - t0)
-    if not totals:
+    if not any(found.values()):
         sys.exit("no complete job path found: were the nodes started with RUST_LOG=warn,hop=debug?")
 
     def row(name, v):
@@ -97,10 +116,13 @@ def main():
         p50, p90 = v[len(v) // 2], v[int(len(v) * 0.9)]
         print(f"{name:45s} {p50:7.0f} {p90:7.0f} {sum(v) / len(v):7.0f}")
 
-    print(f"{len(totals)} jobs; µs: {'p50':>37s} {'p90':>7s} {'mean':>7s}")
-    for (_, _, name), v in zip(PATH, segments):
-        row(name, v)
-    row("submitted to answered", totals)
+    for name, jobs in found.items():
+        if not jobs:
+            continue
+        print(f"{len(jobs)} jobs with {name}; µs: {'p50':>7s} {'p90':>7s} {'mean':>7s}")
+        for k, (_, _, segment) in enumerate(PATHS[name]):
+            row(segment, [spans[k] for spans in jobs])
+        row("submitted to answered", [sum(spans) for spans in jobs])
 
 
 if __name__ == "__main__":

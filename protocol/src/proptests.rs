@@ -353,6 +353,18 @@ fn market_response() -> impl Strategy<Value = MarketResponse> {
         vec(envelope(), 0..3).prop_map(MarketResponse::Chain),
         (envelope(), vec(envelope(), 0..3))
             .prop_map(|(block, attestations)| MarketResponse::ChainCheckpoint { block, attestations }),
+        (
+            envelope(),
+            envelope(),
+            proptest::option::of(blob(16 * 1024)),
+            blob(crate::rpc::MAX_STDERR_TAIL)
+        )
+            .prop_map(|(agreement, receipt, output, stderr)| MarketResponse::Ran {
+                agreement,
+                receipt,
+                output,
+                stderr
+            }),
     ]
 }
 
@@ -592,6 +604,37 @@ fn one_over_each_limit_is_rejected() {
     assert!(
         MarketRequest::from_bytes(&req.to_bytes()).is_err(),
         "a longer stderr tail is refused"
+    );
+
+    // A ran answer is bounded as a whole, so that a batch of them fits a frame.
+    let env = sealed(
+        &Keypair::from_secret([1; 32]),
+        &crate::capacity::tests::sample_advert(),
+        [0; 16],
+    );
+    let ran = |n: usize| MarketResponse::Ran {
+        agreement: env.clone(),
+        receipt: env.clone(),
+        output: Some(Blob(vec![7; n])),
+        stderr: Blob(vec![]),
+    };
+    let exact = crate::rpc::MAX_RAN_ANSWER - ran(0).to_bytes().len();
+    assert_eq!(ran(exact).to_bytes().len(), crate::rpc::MAX_RAN_ANSWER);
+    assert!(MarketResponse::from_bytes(&ran(exact).to_bytes()).is_ok());
+    let receipt = |n: usize| MarketRequest::Receipt {
+        receipt: env.clone(),
+        output: Some(Blob(vec![7; n])),
+        stderr: Blob(vec![]),
+    };
+    assert_eq!(MarketResponse::ran(&env, &receipt(exact)), Some(ran(exact)));
+    assert_eq!(
+        MarketResponse::ran(&env, &receipt(exact + 1)),
+        None,
+        "too long to answer with"
+    );
+    assert!(
+        MarketResponse::from_bytes(&ran(exact + 1).to_bytes()).is_err(),
+        "a ran answer one byte over its limit is refused"
     );
 
     // A payload one byte over the limit cannot be sealed, nor decoded.

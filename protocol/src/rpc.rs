@@ -22,6 +22,9 @@ use crate::wire::{Blob, Decode, DecodeError, Encode, Limited, Reader, Writer};
 pub const MAX_CHAIN_PAGE: usize = 64;
 /// Most bytes of a guest's stderr a receipt request carries.
 pub const MAX_STDERR_TAIL: usize = 4096;
+/// Largest encoding of one [`MarketResponse::Ran`]: [`crate::limits::MAX_BATCH`]
+/// of them fit in a [`MAX_MARKET_FRAME`].
+pub const MAX_RAN_ANSWER: usize = 64 * 1024;
 /// Most bytes of a guest's stderr one [`MarketRequest::Log`] carries.
 pub const MAX_LOG_CHUNK: usize = 16 * 1024;
 
@@ -254,6 +257,35 @@ impl MarketRequest {
     }
 }
 
+impl MarketResponse {
+    /// The [`MarketResponse::Ran`] answer carrying `agreement` and what a
+    /// [`MarketRequest::Receipt`] request carries, if `receipt` is one and
+    /// the answer fits in [`MAX_RAN_ANSWER`] bytes.
+    pub fn ran(agreement: &Envelope, receipt: &MarketRequest) -> Option<MarketResponse> {
+        let MarketRequest::Receipt {
+            receipt,
+            output,
+            stderr,
+        } = receipt
+        else {
+            return None;
+        };
+        let len = 1
+            + agreement.encoded_len()
+            + receipt.encoded_len()
+            + 1
+            + output.as_ref().map_or(0, |o| 4 + o.0.len())
+            + 4
+            + stderr.0.len();
+        (len <= MAX_RAN_ANSWER).then(|| MarketResponse::Ran {
+            agreement: agreement.clone(),
+            receipt: receipt.clone(),
+            output: output.clone(),
+            stderr: stderr.clone(),
+        })
+    }
+}
+
 /// A response on the market protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarketResponse {
@@ -272,6 +304,24 @@ pub enum MarketResponse {
     Batch(Vec<MarketResponse>),
     /// A payment counted: the payee's signed block receiving it.
     Received(Envelope),
+    /// The answer to an [`MarketRequest::Order`] whose task the provider
+    /// ran at once: its signed [`crate::market::Agreement`] and the signed
+    /// [`crate::execution::Receipt`] of the run, with the output and the
+    /// stderr tail as a [`MarketRequest::Receipt`] carries them. The whole
+    /// answer encodes to at most [`MAX_RAN_ANSWER`] bytes, so that a batch
+    /// of them fits in a frame. The requester acknowledges the receipt by
+    /// paying for it (or, when the provider sends it again as a
+    /// `Receipt`, with `Ack`).
+    Ran {
+        /// The agreement.
+        agreement: Envelope,
+        /// The receipt.
+        receipt: Envelope,
+        /// The output, when the receipt's requester does not fetch it.
+        output: Option<Blob>,
+        /// The tail of the guest's stderr when the run did not succeed.
+        stderr: Blob,
+    },
     /// Blocks of a credit chain, in order (possibly none).
     Chain(Vec<Envelope>),
     /// A checkpoint of a credit chain (its block) and the attestations of
@@ -739,6 +789,18 @@ impl Encode for MarketResponse {
                 block.encode(w);
                 attestations.encode(w)
             }
+            MarketResponse::Ran {
+                agreement,
+                receipt,
+                output,
+                stderr,
+            } => {
+                w.u8(9);
+                agreement.encode(w);
+                receipt.encode(w);
+                output.encode(w);
+                stderr.encode(w)
+            }
         }
     }
 }
@@ -768,6 +830,26 @@ fn decode_single_response(r: &mut Reader<'_>) -> Result<MarketResponse, DecodeEr
             block: Envelope::decode(r)?,
             attestations: Vec::decode_limited(r, crate::chain::MAX_ATTESTATIONS, "attestations")?,
         },
+        9 => {
+            let start = r.remaining() + 1;
+            let ran = MarketResponse::Ran {
+                agreement: Envelope::decode(r)?,
+                receipt: Envelope::decode(r)?,
+                output: match r.u8()? {
+                    0 => None,
+                    1 => Some(decode_inline(r)?),
+                    tag => return Err(DecodeError::InvalidTag { field: "output", tag }),
+                },
+                stderr: Blob::decode_limited(r, MAX_STDERR_TAIL, "stderr tail")?,
+            };
+            if start - r.remaining() > MAX_RAN_ANSWER {
+                return Err(DecodeError::InvalidValue {
+                    field: "ran",
+                    reason: format!("longer than {MAX_RAN_ANSWER} bytes"),
+                });
+            }
+            ran
+        }
         tag => {
             return Err(DecodeError::InvalidTag {
                 field: "market response",

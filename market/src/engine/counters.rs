@@ -21,6 +21,10 @@ pub struct Counters {
     pub executed: u64,
     /// Receipts sent.
     pub receipts_sent: u64,
+    /// Of those, receipts sent in an order's answer with its agreement.
+    pub receipts_answered: u64,
+    /// `Receipt` requests sent: first sendings and retries.
+    pub receipt_requests: u64,
     /// Vouchers counted (each paying one receipt).
     pub vouchers_in: u64,
     /// Payment blocks counted (each holding one voucher or more).

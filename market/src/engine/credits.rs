@@ -204,6 +204,7 @@ impl Engine {
                 self.counters.vouchers_in += vouchers.len() as u64;
                 self.counters.payments_in += 1;
                 for v in vouchers {
+                    self.paid_answered(&v.receipt, now);
                     self.credit.paid(peer, &v.receipt, v.amount.0);
                 }
                 self.after.push(Output::Respond {

@@ -5,8 +5,13 @@
 //! restart resumes them; between attempts the wait doubles from 100 ms to
 //! 30 s, and starts again when a connection to the peer opens. A delivered
 //! receipt is owed to its provider until paid ([`crate::credit`]).
+//!
+//! A receipt that went back in an order's answer ([`MarketResponse::Ran`])
+//! is already with its requester unless that answer was lost: its payment
+//! is its acknowledgement, and only if none comes within [`PAID_WITHIN`]
+//! is it sent as a request (answered with `Ack` like any other).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use agora_protocol::rpc::{MarketRequest, MarketResponse};
@@ -20,6 +25,11 @@ use crate::refusal::Refusal;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long a receipt sent in an order's answer waits for its payment
+/// before it is sent again as a request. A requester pays a task as soon
+/// as it is verified, within milliseconds for a tiny task without
+/// replicas.
+const PAID_WITHIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -37,15 +47,29 @@ struct Delivery {
     wait: Duration,
     next_at: Timestamp,
     in_flight: Option<RequestId>,
+    /// The receipt's id, when it went in an order's answer.
+    answered: Option<MessageId>,
 }
 
 /// Deliveries in progress, by key.
 #[derive(Debug, Default)]
-pub(super) struct Deliveries(BTreeMap<MessageId, Delivery>);
+pub(super) struct Deliveries {
+    by_key: BTreeMap<MessageId, Delivery>,
+    /// Receipts sent in orders' answers, by receipt id: their keys.
+    answered: HashMap<MessageId, MessageId>,
+}
 
 impl Deliveries {
     pub(super) fn len(&self) -> usize {
-        self.0.len()
+        self.by_key.len()
+    }
+
+    fn remove(&mut self, key: &MessageId) -> Option<Delivery> {
+        let d = self.by_key.remove(key)?;
+        if let Some(receipt) = &d.answered {
+            self.answered.remove(receipt);
+        }
+        Some(d)
     }
 }
 
@@ -65,7 +89,7 @@ impl Engine {
             MarketRequest::Pay(_) => Kind::Payment,
             _ => Kind::Receipt,
         };
-        self.deliveries.0.insert(
+        self.deliveries.by_key.insert(
             key,
             Delivery {
                 kind,
@@ -74,19 +98,57 @@ impl Engine {
                 wait: FIRST_RETRY,
                 next_at: now,
                 in_flight: None,
+                answered: None,
             },
         );
         self.send_delivery(key, durably);
     }
 
+    /// A receipt (keyed by its agreement) that went to its requester in an
+    /// order's answer: delivered once paid ([`Engine::paid_answered`]),
+    /// sent again as a request if not paid within [`PAID_WITHIN`].
+    pub(super) fn deliver_answered(
+        &mut self,
+        key: MessageId,
+        to: NodeId,
+        request: MarketRequest,
+        receipt: MessageId,
+        now: Timestamp,
+    ) {
+        self.deliveries.answered.insert(receipt, key);
+        self.deliveries.by_key.insert(
+            key,
+            Delivery {
+                kind: Kind::Receipt,
+                to,
+                request,
+                wait: FIRST_RETRY,
+                next_at: now.add(PAID_WITHIN),
+                in_flight: None,
+                answered: Some(receipt),
+            },
+        );
+    }
+
+    /// A payment for `receipt` came: if the receipt went in an order's
+    /// answer, the payment says it arrived, as an `Ack` would have.
+    pub(super) fn paid_answered(&mut self, receipt: &MessageId, now: Timestamp) {
+        if let Some(key) = self.deliveries.answered.get(receipt).copied() {
+            self.on_delivered(key, Ok(MarketResponse::Ack), now);
+        }
+    }
+
     fn send_delivery(&mut self, key: MessageId, durably: bool) {
-        let Some(d) = self.deliveries.0.get(&key) else {
+        let Some(d) = self.deliveries.by_key.get(&key) else {
             return;
         };
         let (to, request) = (d.to, d.request.clone());
+        if d.kind == Kind::Receipt {
+            self.counters.receipt_requests += 1;
+        }
         let out = self.request(to, request, Vec::new(), Pending::Delivery { key });
         if let Output::Send { id, .. } = &out
-            && let Some(d) = self.deliveries.0.get_mut(&key)
+            && let Some(d) = self.deliveries.by_key.get_mut(&key)
         {
             d.in_flight = Some(*id);
         }
@@ -101,7 +163,7 @@ impl Engine {
     pub(super) fn retry_deliveries(&mut self, now: Timestamp) {
         let due: Vec<MessageId> = self
             .deliveries
-            .0
+            .by_key
             .iter()
             .filter(|(_, d)| d.in_flight.is_none() && d.next_at <= now)
             .map(|(k, _)| *k)
@@ -118,9 +180,9 @@ impl Engine {
     pub(super) fn redeliver_to(&mut self, peer: NodeId) {
         for d in self
             .deliveries
-            .0
+            .by_key
             .values_mut()
-            .filter(|d| d.to == peer && d.in_flight.is_none())
+            .filter(|d| d.to == peer && d.in_flight.is_none() && d.answered.is_none())
         {
             d.wait = FIRST_RETRY;
             d.next_at = Timestamp(0);
@@ -134,7 +196,7 @@ impl Engine {
         answer: Result<MarketResponse, Refusal>,
         now: Timestamp,
     ) {
-        let Some(d) = self.deliveries.0.get_mut(&key) else {
+        let Some(d) = self.deliveries.by_key.get_mut(&key) else {
             return;
         };
         d.in_flight = None;
@@ -171,7 +233,7 @@ impl Engine {
                 return;
             }
         };
-        let Some(d) = self.deliveries.0.remove(&key) else {
+        let Some(d) = self.deliveries.remove(&key) else {
             return;
         };
         match d.kind {

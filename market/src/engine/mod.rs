@@ -316,6 +316,8 @@ pub struct Engine {
     next_request: u64,
     pending: HashMap<RequestId, Pending>,
     deliveries: deliver::Deliveries,
+    /// Orders' answers held while their tasks run, by agreement.
+    held: HashMap<MessageId, serve::Held>,
     /// Receipts whose inline output is being stored, by token.
     storing: HashMap<u64, serve::StoringReceipt>,
     /// Progress receipts whose checkpoint is being stored, by token.
@@ -484,6 +486,7 @@ impl Engine {
             next_request: 0,
             pending: HashMap::new(),
             deliveries: deliver::Deliveries::default(),
+            held: HashMap::new(),
             storing: HashMap::new(),
             storing_progress: HashMap::new(),
             no_progress: HashSet::new(),
@@ -664,6 +667,7 @@ impl Engine {
             self.read_paid_chains(now);
             self.settle_backing(now);
         }
+        self.release_held(serve::Release::Overdue, now);
         self.retry_deliveries(now);
         if now.since(self.timers.last_heads) >= credits::HEADS_EVERY {
             self.timers.last_heads = now;
@@ -697,6 +701,7 @@ impl Engine {
         self.make_checkpoint(now);
         self.write_dirty_jobs();
         self.start_tasks(now);
+        self.release_held(serve::Release::NotStarted, now);
         let free = self.provider.free_slots();
         if free != self.timers.last_free {
             self.timers.last_free = free;
@@ -724,6 +729,9 @@ impl Engine {
     /// gives those messages a moment to leave.
     pub fn shutdown(&mut self, now: Timestamp) -> usize {
         self.provider.drain();
+        // Orders' held answers go now, the agreements alone (their
+        // withdrawals follow).
+        self.release_held(serve::Release::All, now);
         let withdrawn = self.provider.withdraw_all();
         self.withdraw(&withdrawn, now);
         if !withdrawn.is_empty() {

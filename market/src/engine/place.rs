@@ -268,6 +268,20 @@ impl Engine {
                 from,
                 accept,
             } => {
+                // An order's task the provider ran at once: its agreement,
+                // then its receipt as if delivered alone.
+                let (answer, ran) = match answer {
+                    Ok(MarketResponse::Ran {
+                        agreement,
+                        receipt,
+                        output,
+                        stderr,
+                    }) => (
+                        Ok(MarketResponse::Agreement(agreement)),
+                        Some((receipt, output, stderr)),
+                    ),
+                    other => (other, None),
+                };
                 let agreement = opened::<Agreement>(answer, Expect::Agreement, now).and_then(|v| {
                     if v.signer() != from {
                         Err(Refusal::Invalid("agreement signed by another node".into()))
@@ -277,7 +291,11 @@ impl Engine {
                         Ok(v)
                     }
                 });
+                let agreed = agreement.is_ok();
                 self.requester.on_agreement(task, attempt, from, agreement, now);
+                if agreed && let Some((receipt, output, stderr)) = ran {
+                    self.on_receipt(from, &receipt, output, stderr.0, None, now);
+                }
             }
             Pending::Cancel { to } => {
                 if let Err(e) = answer {

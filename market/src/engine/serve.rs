@@ -33,12 +33,42 @@ pub(super) struct Parked {
     until: Timestamp,
 }
 
+/// How long an order's answer may wait for the run it started: orders
+/// are for tiny tasks (runs under 50 ms, SPEC.md §8.1).
+const HOLD_FOR: Duration = Duration::from_millis(100);
+
+/// An order's answer, held while its task runs so that the agreement and
+/// the receipt go back together ([`MarketResponse::Ran`]): one round trip
+/// for a tiny task instead of two messages.
+#[derive(Debug)]
+pub(super) struct Held {
+    reply: ReplyId,
+    agreement: Envelope,
+    /// The run started in the order's own turn (otherwise the agreement
+    /// goes alone at that turn's end).
+    started: bool,
+    /// When the agreement goes alone if the run has not ended.
+    until: Timestamp,
+}
+
+/// Which held answers go with the agreement alone.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Release {
+    /// Those whose run did not start in the order's own turn.
+    NotStarted,
+    /// Those whose run outlasted [`HOLD_FOR`].
+    Overdue,
+    /// All (the node is shutting down).
+    All,
+}
+
 /// A receipt whose inline output is being stored before it is judged.
 #[derive(Debug)]
 pub(super) struct StoringReceipt {
     peer: NodeId,
     receipt: Verified<Receipt>,
-    reply: ReplyId,
+    /// `None`: it came in an order's answer, and there is no one to answer.
+    reply: Option<ReplyId>,
 }
 
 impl Engine {
@@ -60,7 +90,7 @@ impl Engine {
                 receipt,
                 output,
                 stderr,
-            } => self.on_receipt(peer, &receipt, output, stderr.0, reply, now),
+            } => self.on_receipt(peer, &receipt, output, stderr.0, Some(reply), now),
             MarketRequest::Pay(env) => self.on_pay(peer, &env, reply, now),
             MarketRequest::Chain { owner, after } => self.serve_chain(owner, after, reply),
             MarketRequest::ChainCheckpoint { owner } => self.serve_checkpoint(peer, owner, reply),
@@ -199,6 +229,12 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let a = v.payload();
+        // An interactive order is answered when its run ends, with its
+        // receipt: one round trip for the task. A batch order is answered
+        // at once (a held answer would hold up the batch it came in).
+        let hold = order
+            .as_ref()
+            .is_some_and(|r| r.class == agora_protocol::market::LatencyClass::Interactive);
         if let Some(requirements) = order
             && let Err(d) = self.take_order(peer, a, requirements, now)
         {
@@ -251,7 +287,54 @@ impl Engine {
             self.inline.insert(id, inline);
         }
         self.counters.agreements += 1;
-        self.respond_durably(reply, MarketResponse::Agreement(aenv));
+        if hold {
+            // The answer goes when the run ends, with its receipt; only
+            // an agreement answered alone waits for its record to be on
+            // disk (SPEC.md §8.1): a receipt is the promised work done.
+            self.held.insert(
+                id,
+                Held {
+                    reply,
+                    agreement: aenv,
+                    started: false,
+                    until: now.add(HOLD_FOR),
+                },
+            );
+        } else {
+            self.respond_durably(reply, MarketResponse::Agreement(aenv));
+        }
+    }
+
+    /// Answers with the agreement alone the held answers that cannot wait
+    /// for their runs; their receipts go as requests when the runs end.
+    pub(super) fn release_held(&mut self, which: Release, now: Timestamp) {
+        let due: Vec<MessageId> = self
+            .held
+            .iter()
+            .filter(|(_, h)| match which {
+                Release::NotStarted => !h.started,
+                Release::Overdue => now >= h.until,
+                Release::All => true,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(h) = self.held.remove(&id) {
+                self.answer_agreement(h);
+            }
+        }
+    }
+
+    /// An order's held answer for a run that ends without a receipt: the
+    /// agreement alone, as it would have gone at once.
+    fn release_one(&mut self, agreement: &MessageId) {
+        if let Some(h) = self.held.remove(agreement) {
+            self.answer_agreement(h);
+        }
+    }
+
+    fn answer_agreement(&mut self, h: Held) {
+        self.respond_durably(h.reply, MarketResponse::Agreement(h.agreement));
     }
 
     /// An order: the requirements are checked as a call's would be, the
@@ -322,19 +405,19 @@ impl Engine {
         }
     }
 
-    fn on_receipt(
+    pub(super) fn on_receipt(
         &mut self,
         peer: NodeId,
         env: &Envelope,
         output: Option<Blob>,
         stderr: Vec<u8>,
-        reply: ReplyId,
+        reply: Option<ReplyId>,
         now: Timestamp,
     ) {
         let v = match env.open::<Receipt>(now) {
             Ok(v) if v.signer() == peer => v,
-            Ok(_) => return self.decline(reply, Decline::invalid("receipt signed by another node")),
-            Err(e) => return self.decline(reply, Decline::invalid(e)),
+            Ok(_) => return self.refuse_receipt(reply, Decline::invalid("receipt signed by another node")),
+            Err(e) => return self.refuse_receipt(reply, Decline::invalid(e)),
         };
         if !stderr.is_empty() {
             self.requester.note_stderr(&v, &stderr);
@@ -343,7 +426,8 @@ impl Engine {
         match output {
             Some(Blob(bytes)) => {
                 if !r.output.matches(&bytes) || bytes.len() as u64 != r.output_size.0 {
-                    return self.decline(reply, Decline::invalid("the output does not match the receipt"));
+                    return self
+                        .refuse_receipt(reply, Decline::invalid("the output does not match the receipt"));
                 }
                 // The output is stored durably before the receipt is acted on.
                 let token = self.next_token;
@@ -374,7 +458,16 @@ impl Engine {
         };
         match result {
             Ok(()) => self.judge_receipt(s.peer, &s.receipt, true, s.reply, now),
-            Err(e) => self.decline(s.reply, Decline::invalid(format!("storage failure: {e}"))),
+            Err(e) => self.refuse_receipt(s.reply, Decline::invalid(format!("storage failure: {e}"))),
+        }
+    }
+
+    /// Declines a receipt's delivery; one that came in an order's answer
+    /// is only logged (its provider sends it again unless paid).
+    fn refuse_receipt(&mut self, reply: Option<ReplyId>, d: Decline) {
+        match reply {
+            Some(reply) => self.decline(reply, d),
+            None => tracing::debug!(reason = %d, "receipt in an order's answer not taken"),
         }
     }
 
@@ -383,7 +476,7 @@ impl Engine {
         peer: NodeId,
         v: &Verified<Receipt>,
         held: bool,
-        reply: ReplyId,
+        reply: Option<ReplyId>,
         now: Timestamp,
     ) {
         match self.requester.on_receipt(peer, v, held, now) {
@@ -391,13 +484,19 @@ impl Engine {
                 // Nothing is owed: the provider forgets it without waiting
                 // for a payment.
                 self.counters.receipts_superseded += 1;
-                self.respond(reply, MarketResponse::Declined(Decline::Superseded));
+                if let Some(reply) = reply {
+                    self.respond(reply, MarketResponse::Declined(Decline::Superseded));
+                }
             }
-            Ok(_) => self.respond_durably(reply, MarketResponse::Ack),
+            Ok(_) => {
+                if let Some(reply) = reply {
+                    self.respond_durably(reply, MarketResponse::Ack)
+                }
+            }
             Err(ReceiptError::UnknownTask | ReceiptError::NoAgreement) => {
-                self.decline(reply, Decline::Unknown)
+                self.refuse_receipt(reply, Decline::Unknown)
             }
-            Err(e) => self.decline(reply, Decline::invalid(e)),
+            Err(e) => self.refuse_receipt(reply, Decline::invalid(e)),
         }
     }
 
@@ -406,6 +505,9 @@ impl Engine {
     pub(super) fn start_tasks(&mut self, now: Timestamp) {
         let cap = self.provider.config().max_task_time;
         while let Some(acc) = self.provider.start_next() {
+            if let Some(h) = self.held.get_mut(&acc.agreement) {
+                h.started = true;
+            }
             let inline = self.inline.remove(&acc.agreement).unwrap_or_default();
             self.out.push(Output::Run(Work::Execute {
                 agreement: acc.agreement,
@@ -425,13 +527,18 @@ impl Engine {
         self.no_progress.remove(&agreement);
         let acc = self.provider.finished(&agreement);
         if self.cancelled_running.remove(&agreement) {
+            self.release_one(&agreement);
             self.forget_accepted(&agreement);
             return;
         }
-        let Some(acc) = acc else { return };
+        let Some(acc) = acc else {
+            self.release_one(&agreement);
+            return;
+        };
         match result {
             Ok(ran) => self.receipt_ran(acc, &ran, now),
             Err(e) => {
+                self.release_one(&agreement);
                 tracing::warn!(task = %acc.assignment.task, error = %e, "could not run the task; dropping it (the requester re-places it)");
                 self.forget_accepted(&agreement);
             }
@@ -494,7 +601,21 @@ impl Engine {
                 bytes: Arc::new(bytes.clone()),
             }));
         }
+        let receipt_id = env.id();
         let request = receipt_request(env, ran.inline.clone(), ran.stderr.clone());
+        if let Some(h) = self.held.remove(&agreement) {
+            match MarketResponse::ran(&h.agreement, &request) {
+                Some(answer) => {
+                    self.counters.receipts_answered += 1;
+                    self.deliver_answered(agreement, acc.requester, request, receipt_id, now);
+                    self.respond(h.reply, answer);
+                    return;
+                }
+                // Too long for an answer: the agreement alone, the receipt
+                // as a request.
+                None => self.answer_agreement(h),
+            }
+        }
         self.deliver(agreement, acc.requester, request, false, now);
     }
 }

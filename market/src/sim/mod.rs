@@ -122,6 +122,8 @@ pub struct Report {
     pub declined_for_credit: u64,
     /// Orders providers took (tasks agreed without an offer before).
     pub orders: u64,
+    /// Receipts providers sent in an order's answer.
+    pub receipts_answered: u64,
     /// Checkpoints the nodes appended to their chains.
     pub checkpoints: u64,
     /// Attestations of those checkpoints their owners kept.
@@ -281,6 +283,13 @@ impl Sim {
             });
         }
         self.nodes[REQUESTER].blobs.insert(module_id, module.clone());
+        // Half the jobs interactive: their orders are answered with their
+        // receipts when a provider runs them at once.
+        let class = if self.rng.random::<bool>() {
+            agora_protocol::market::LatencyClass::Interactive
+        } else {
+            agora_protocol::market::LatencyClass::Batch
+        };
         let spec = JobSpec {
             module: module_id,
             module_size: Bytes(module.len() as u64),
@@ -305,7 +314,7 @@ impl Sim {
             max_failures: 0,
             ttl: None,
             select: Vec::new(),
-            class: Default::default(),
+            class,
             energy_budget: None,
         };
         let now = ts(self.now);
@@ -619,6 +628,11 @@ impl Sim {
             refused: self.refused,
             ticks: self.ticks,
             orders: self.nodes.iter().map(|n| n.engine.counters().orders_taken).sum(),
+            receipts_answered: self
+                .nodes
+                .iter()
+                .map(|n| n.engine.counters().receipts_answered)
+                .sum(),
             declined_for_credit: self
                 .nodes
                 .iter()
@@ -815,6 +829,11 @@ impl Sim {
         let Some(r) = self.nodes[n].replies.remove(&reply) else {
             return;
         };
+        if let MarketResponse::Ran { receipt, .. } = &response
+            && let Ok(r) = receipt.open_ignoring_time::<agora_protocol::execution::Receipt>()
+        {
+            self.receipts_sent[n].insert(r.payload().agreement);
+        }
         // A requester answers a receipt `Unknown` when it has no copy for it.
         if n == REQUESTER
             && r.receipt

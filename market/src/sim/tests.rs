@@ -52,18 +52,22 @@ fn market_survives_hostile_schedules() {
                 .unwrap_or(150),
         ),
     };
-    let (mut orders, mut checkpoints) = (0, 0);
+    let (mut orders, mut answered, mut checkpoints) = (0, 0, 0);
     for seed in from..from + count {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0xa60a);
         let w = world(&mut rng);
         let rep = simulate(seed, w.clone());
         check(seed, &w, &rep);
         orders += rep.orders;
+        answered += rep.receipts_answered;
         checkpoints += rep.checkpoints;
     }
-    eprintln!("orders taken: {orders}, checkpoints appended: {checkpoints}");
+    eprintln!(
+        "orders taken: {orders}, receipts in their answers: {answered}, checkpoints appended: {checkpoints}"
+    );
     if count >= 100 {
         assert!(orders > 0, "no run placed a task by an order");
+        assert!(answered > 0, "no order was answered with its receipt");
         assert!(checkpoints > 0, "no chain took a checkpoint");
     }
 }

@@ -326,11 +326,9 @@ impl EventLoop {
                     None => break,
                 },
                 Some((channel, answers)) = self.inbound_batches.next(), if !self.inbound_batches.is_empty() => {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .market
-                        .send_response(channel, MarketResponse::Batch(answers));
+                    let answers = MarketResponse::Batch(answers);
+                    hop_ran("out", &answers);
+                    let _ = self.swarm.behaviour_mut().market.send_response(channel, answers);
                 }
                 ev = self.swarm.select_next_some() => self.event(ev).await,
                 _ = redial.tick() => {
@@ -521,6 +519,7 @@ impl EventLoop {
             }
             Command::Turn(o) => self.turn(*o),
             Command::RespondMarket { channel, response } => {
+                hop_ran("out", &response);
                 let _ = b.market.send_response(channel, response);
             }
             Command::Fetch { peer, request, reply } => {
@@ -594,6 +593,7 @@ impl EventLoop {
         }
         let b = self.swarm.behaviour_mut();
         for (channel, response) in o.responses {
+            hop_ran("out", &response);
             let _ = b.market.send_response(channel, response);
         }
         let now = Instant::now();
@@ -1184,10 +1184,24 @@ impl EventLoop {
     }
 }
 
+/// Logs at the `hop` target an answer that carries a run (`Ran`, alone or
+/// in a batch) as it leaves or arrives, for `testnet/hops.py`.
+fn hop_ran(way: &str, response: &MarketResponse) {
+    let ran = |r: &MarketResponse| matches!(r, MarketResponse::Ran { .. });
+    let carries = match response {
+        MarketResponse::Batch(items) => items.iter().any(ran),
+        r => ran(r),
+    };
+    if carries {
+        tracing::debug!(target: "hop", "answer {way} Ran");
+    }
+}
+
 /// Hands a market answer to whoever waits for it. A batch's answers go one
 /// to each request; a batch declined as a whole (an overloaded peer) is
 /// declined for each; any other mismatch is an error for all.
 fn answer(peer: &PeerId, waiting: Waiting, response: MarketResponse) {
+    hop_ran("in", &response);
     let mismatch = || NetworkError::Request {
         peer: peer.to_string(),
         reason: "answer does not match the request".into(),

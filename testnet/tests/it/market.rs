@@ -844,3 +844,82 @@ fn an_energy_budget_keeps_work_off_hungry_providers_reports_the_joules_and_refus
         net.stop();
     });
 }
+
+/// A sample's value in a node's Prometheus text (0 when absent).
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// An interactive tiny task costs one round trip: its provider answers the
+/// order with the agreement and the receipt together, and the requester's
+/// payment acknowledges the receipt, which is never sent on its own. A
+/// batch job's orders are answered at once, their receipts sent as
+/// requests.
+#[test]
+fn an_interactive_tiny_task_comes_back_in_its_orders_answer_and_its_payment_acknowledges_the_receipt() {
+    let _turn = crate::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let agora = artifacts::agora_binary().unwrap();
+        let modules = artifacts::example_modules().unwrap();
+        let noop = modules.read("noop").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = Testnet::new(agora, dir.path()).unwrap();
+        net.start_all(vec![
+            NodeSpec::requester("local").with_slots(1),
+            NodeSpec::provider("local").with_slots(2),
+        ])
+        .await
+        .unwrap();
+        net.wait_converged(Duration::from_secs(60)).await.unwrap();
+        let requester = net.node(0).client.clone();
+        let provider = net.node(1).client.clone();
+        let read = |name: &'static str| {
+            let provider = provider.clone();
+            async move { counter(&provider.metrics().await.unwrap(), name) }
+        };
+
+        // A batch job first: its orders are answered at once.
+        let inputs = agora_testnet::workload::noop::inputs(8);
+        let (_, status) = job::run(&requester, &noop, None, &inputs, &Params::default())
+            .await
+            .unwrap();
+        assert_eq!(status.counts.verified, 8);
+        assert_eq!(read("agora_receipts_answered_total").await, 0.0);
+        let orders = read("agora_orders_total").await;
+        let requests = read("agora_receipt_requests_total").await;
+        assert!(requests >= 8.0, "the batch job's receipts went as requests");
+
+        // Then interactive one-task jobs, one after another.
+        let interactive = Params {
+            class: agora_protocol::market::LatencyClass::Interactive,
+            ..Params::default()
+        };
+        let one = agora_testnet::workload::noop::inputs(1);
+        for _ in 0..5 {
+            let (_, status) = job::run(&requester, &noop, None, &one, &interactive)
+                .await
+                .unwrap();
+            assert_eq!(status.counts.verified, 1);
+        }
+        assert_eq!(
+            read("agora_orders_total").await - orders,
+            5.0,
+            "each task was ordered"
+        );
+        assert_eq!(read("agora_receipts_answered_total").await, 5.0);
+        // Each is paid, and the payment stands for the receipt's
+        // acknowledgement: past the 2 s a provider waits for it, no receipt
+        // was sent on its own.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(read("agora_vouchers_received_total").await, 13.0);
+        assert_eq!(
+            read("agora_receipt_requests_total").await,
+            requests,
+            "no receipt request after the batch job"
+        );
+        net.stop();
+    });
+}

@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 31] = [
+        let counters: [(Def, u64); 33] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -86,6 +86,22 @@ impl Driver {
             (
                 ("agora_receipts_sent_total", "counter", "Receipts sent"),
                 c.receipts_sent,
+            ),
+            (
+                (
+                    "agora_receipts_answered_total",
+                    "counter",
+                    "Receipts sent in an order's answer, with its agreement",
+                ),
+                c.receipts_answered,
+            ),
+            (
+                (
+                    "agora_receipt_requests_total",
+                    "counter",
+                    "Receipt requests sent (first sendings and retries)",
+                ),
+                c.receipt_requests,
             ),
             (
                 ("agora_vouchers_received_total", "counter", "Vouchers counted"),

@@ -319,7 +319,8 @@ impl Driver {
                 }
             }
         }
-        self.shutdown().await;
+        // Boxed: the driver (its engine inline) is a large future to move.
+        Box::pin(self.shutdown()).await;
     }
 
     async fn shutdown(mut self) {

@@ -11,6 +11,8 @@
 //! 1. **Latency and throughput** (`network.rs`): a requester and `--nodes`
 //!    providers (default 4) in one domain. `e2e_*`: sequential one-task
 //!    no-op jobs (`--e2e-jobs`, default 300, after 10 untimed ones), each
+//!    interactive (as a caller waiting on one result states it; its
+//!    provider answers the order with the receipt, SPEC.md §8.1), each
 //!    timed by the client from `POST /v1/jobs` until `GET /v1/jobs/{id}`
 //!    says `done` (asked once with `wait_ms`: the node answers as the job
 //!    ends); `e2e_node_p50_ms` is the same

@@ -52,6 +52,8 @@ pub(super) async fn start(agora: PathBuf, dir: &Path, providers: usize) -> anyho
 
 /// `jobs` sequential one-task jobs of `module` from node 0 (after a few
 /// untimed ones): client-timed and node-timed latencies, sorted, in ms.
+/// Each is interactive, as a caller waiting on one task's result states
+/// it: the provider answers its order with the receipt (one round trip).
 pub(super) async fn latency(
     net: &Testnet,
     module: &[u8],
@@ -59,7 +61,11 @@ pub(super) async fn latency(
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let client = &net.node(0).client;
     let input = noop::inputs(1);
-    let spec = job::prepare(client, module, None, &input, &Params::default()).await?;
+    let params = Params {
+        class: agora_protocol::market::LatencyClass::Interactive,
+        ..Params::default()
+    };
+    let spec = job::prepare(client, module, None, &input, &params).await?;
     let mut client_ms = Vec::new();
     let mut node_ms = Vec::new();
     for i in 0..WARM_UP_JOBS + jobs {
@@ -149,6 +155,7 @@ pub(super) async fn throughput(net: &Testnet, module: &[u8], tasks: usize) -> an
     );
     print_declined(net).await;
     print_batching(client).await;
+    print_receipts(net).await;
     Ok(Throughput {
         rate,
         cpu_ms_per_task,
@@ -221,6 +228,20 @@ async fn print_batching(client: &Client) {
             batched / batches.max(1.0)
         );
     }
+}
+
+/// Prints how the providers' receipts went: in their orders' answers
+/// (one round trip for the task) or as requests of their own. The counters
+/// cover the whole run, warm-up and latency jobs included.
+async fn print_receipts(net: &Testnet) {
+    let (mut sent, mut answered) = (0.0, 0.0);
+    for n in net.nodes().iter().filter(|n| n.spec.provide) {
+        if let Ok(text) = n.client.metrics().await {
+            sent += metric(&text, "agora_receipts_sent_total");
+            answered += metric(&text, "agora_receipts_answered_total");
+        }
+    }
+    eprintln!("  the providers sent {sent:.0} receipts, {answered:.0} of them in their orders' answers");
 }
 
 /// A sample's value in Prometheus text (0 when absent).
