@@ -657,8 +657,10 @@ impl ContentStore {
 
     /// Stores bytes known to hash to `id` without waiting for the disk: for
     /// content that can be had again (a provider's copy of an input, an
-    /// output it can recompute). A copy left torn by a crash fails its hash
-    /// check on read and counts as missing.
+    /// output it can recompute), or, when small, content that nothing
+    /// counts on before a later durable batch (the flush of a small blob is
+    /// that batch's: sled's flush covers every tree). A copy left torn by a
+    /// crash fails its hash check on read and counts as missing.
     pub async fn put_lazy(&self, id: ContentId, bytes: Vec<u8>) -> Result<(), StoreError> {
         self.put_inner(id, bytes, false).await
     }

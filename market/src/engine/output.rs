@@ -113,8 +113,9 @@ pub enum Work {
         /// The bytes.
         bytes: Arc<Vec<u8>>,
     },
-    /// Store a receipt's inline output durably; report with
-    /// [`Engine::on_output_stored`].
+    /// Store a receipt's inline output, durably before anything this
+    /// engine answers or sends after its turn's writes (the receipt's `Ack`,
+    /// the payment); report with [`Engine::on_output_stored`].
     StoreOutput {
         /// The pending receipt.
         token: u64,

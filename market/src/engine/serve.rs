@@ -429,7 +429,8 @@ impl Engine {
                     return self
                         .refuse_receipt(reply, Decline::invalid("the output does not match the receipt"));
                 }
-                // The output is stored durably before the receipt is acted on.
+                // The output is stored before the receipt is acted on, and
+                // on disk before the receipt is acknowledged or paid.
                 let token = self.next_token;
                 self.next_token += 1;
                 let id = r.output;

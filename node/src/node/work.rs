@@ -82,14 +82,20 @@ pub(crate) async fn run(
             }
             Done::Nothing
         }
-        Work::StoreOutput { token, id, bytes } => Done::Stored(
-            token,
-            sh.store
-                .content()
-                .put_verified(id, bytes)
-                .await
-                .map_err(|e| e.to_string()),
-        ),
+        Work::StoreOutput { token, id, bytes } => {
+            // A small output is applied to the database now and reaches the
+            // disk with its next flush, which whatever lets its provider
+            // forget it waits for (the receipt's `Ack`, the payment: both go
+            // after their turn's durable write). A larger one is a file of
+            // its own, synced here.
+            let content = sh.store.content();
+            let stored = if bytes.len() <= crate::store::SMALL_BLOB_MAX {
+                content.put_lazy(id, bytes).await
+            } else {
+                content.put_verified(id, bytes).await
+            };
+            Done::Stored(token, stored.map_err(|e| e.to_string()))
+        }
         Work::Fetch {
             task,
             attempt,
