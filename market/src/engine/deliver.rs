@@ -64,6 +64,35 @@ impl Deliveries {
         self.by_key.len()
     }
 
+    /// Starts a delivery, first due at `next_at`; `answered`: the receipt's
+    /// id, when it went in an order's answer.
+    fn insert(
+        &mut self,
+        key: MessageId,
+        to: NodeId,
+        request: MarketRequest,
+        next_at: Timestamp,
+        answered: Option<MessageId>,
+    ) {
+        let kind = match request {
+            MarketRequest::Pay(_) => Kind::Payment,
+            _ => Kind::Receipt,
+        };
+        if let Some(receipt) = answered {
+            self.answered.insert(receipt, key);
+        }
+        let d = Delivery {
+            kind,
+            to,
+            request,
+            wait: FIRST_RETRY,
+            next_at,
+            in_flight: None,
+            answered,
+        };
+        self.by_key.insert(key, d);
+    }
+
     fn remove(&mut self, key: &MessageId) -> Option<Delivery> {
         let d = self.by_key.remove(key)?;
         if let Some(receipt) = &d.answered {
@@ -85,22 +114,7 @@ impl Engine {
         durably: bool,
         now: Timestamp,
     ) {
-        let kind = match request {
-            MarketRequest::Pay(_) => Kind::Payment,
-            _ => Kind::Receipt,
-        };
-        self.deliveries.by_key.insert(
-            key,
-            Delivery {
-                kind,
-                to,
-                request,
-                wait: FIRST_RETRY,
-                next_at: now,
-                in_flight: None,
-                answered: None,
-            },
-        );
+        self.deliveries.insert(key, to, request, now, None);
         self.send_delivery(key, durably);
     }
 
@@ -115,19 +129,8 @@ impl Engine {
         receipt: MessageId,
         now: Timestamp,
     ) {
-        self.deliveries.answered.insert(receipt, key);
-        self.deliveries.by_key.insert(
-            key,
-            Delivery {
-                kind: Kind::Receipt,
-                to,
-                request,
-                wait: FIRST_RETRY,
-                next_at: now.add(PAID_WITHIN),
-                in_flight: None,
-                answered: Some(receipt),
-            },
-        );
+        self.deliveries
+            .insert(key, to, request, now.add(PAID_WITHIN), Some(receipt));
     }
 
     /// A payment for `receipt` came: if the receipt went in an order's
