@@ -65,7 +65,11 @@ def is_event(ev, who, what):
 
 def events(path, who):
     out = []
-    with open(path, errors="replace") as f:
+    try:
+        f = open(path, errors="replace")
+    except OSError as e:
+        sys.exit(f"cannot read the node log {path}: {e.strerror} (give the node.log of each node, requester first)")
+    with f:
         for line in f:
             m = EVENT.search(ANSI.sub("", line))
             if m:
