@@ -74,6 +74,10 @@ pub struct World {
     pub kill_one: bool,
     /// Stop once a cheater is caught.
     pub stop_when_caught: bool,
+    /// The job's latency class (`None`: interactive or batch at random).
+    pub class: Option<agora_protocol::market::LatencyClass>,
+    /// Every run takes at least this long, ms.
+    pub min_run_ms: u64,
 }
 
 impl World {
@@ -92,6 +96,8 @@ impl World {
             provider_crashes: 0,
             kill_one: false,
             stop_when_caught: false,
+            class: None,
+            min_run_ms: 0,
         }
     }
 }
@@ -290,6 +296,7 @@ impl Sim {
         } else {
             agora_protocol::market::LatencyClass::Batch
         };
+        let class = self.world.class.unwrap_or(class);
         let spec = JobSpec {
             module: module_id,
             module_size: Bytes(module.len() as u64),
@@ -867,6 +874,7 @@ impl Sim {
                 let cu = self.nodes[n].cu.max(1);
                 let ran = self.run(n, &assignment.input);
                 let run = ran.as_ref().map_or(1, |r| r.fuel.0 / (cu * 1000) + 1);
+                let run = run.max(self.world.min_run_ms);
                 (
                     run,
                     Done::Executed(agreement, ran.ok_or_else(|| "unknown input".into())),

@@ -19,6 +19,8 @@ fn world(rng: &mut SmallRng) -> World {
         provider_crashes: if rng.random_bool(0.2) { 1 } else { 0 },
         kill_one: rng.random_bool(0.1),
         stop_when_caught: false,
+        class: None,
+        min_run_ms: 0,
     }
 }
 
@@ -187,6 +189,8 @@ fn a_seed_replays_exactly() {
         provider_crashes: 1,
         kill_one: false,
         stop_when_caught: false,
+        class: None,
+        min_run_ms: 0,
     };
     for seed in 0..20 {
         let a = simulate(seed, w.clone());
@@ -435,5 +439,42 @@ fn quiet_nodes_tick_seldom_and_the_job_still_finishes() {
         "{} ticks in {} ms over {nodes} nodes (the busy pace throughout: {busy_pace})",
         rep.ticks,
         rep.virtual_ms
+    );
+}
+
+/// An interactive order whose run outlasts the provider's hold is answered
+/// with its agreement alone when the hold ends, and its receipt goes as a
+/// request of its own; the same job with quick runs gets receipts in its
+/// orders' answers. (Were a held answer never released, the slow runs'
+/// answers would still carry their receipts at the end of each run.)
+#[test]
+fn an_interactive_order_whose_run_outlasts_the_hold_is_answered_with_its_agreement_alone() {
+    let interactive = |min_run_ms| World {
+        class: Some(agora_protocol::market::LatencyClass::Interactive),
+        min_run_ms,
+        ..World::calm(3, 24, 1, 5)
+    };
+    let (mut quick_answered, mut quick_orders) = (0, 0);
+    for seed in 0..10u64 {
+        let w = interactive(0);
+        let quick = simulate(seed, w.clone());
+        check(seed, &w, &quick);
+        quick_answered += quick.receipts_answered;
+        quick_orders += quick.orders;
+
+        let w = interactive(300);
+        let slow = simulate(seed, w.clone());
+        check(seed, &w, &slow);
+        assert!(slow.orders > 0, "seed {seed}: no task was ordered ({slow:?})");
+        assert_eq!(
+            slow.receipts_answered, 0,
+            "seed {seed}: a 300 ms run's receipt came in its order's answer"
+        );
+        assert_eq!(slow.vouchers_issued, 24, "seed {seed}: every task paid once");
+    }
+    assert!(quick_orders > 0, "no quick task was ordered");
+    assert!(
+        quick_answered > 0,
+        "no quick run's receipt came in its order's answer"
     );
 }
