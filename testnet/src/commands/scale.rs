@@ -87,7 +87,8 @@ pub struct ScaleReport {
     pub rss_per_node_mb: f64,
     /// Threads of the process.
     pub threads: usize,
-    /// CPU used while idle, in cores (1.0 = one core busy).
+    /// CPU used while idle, in cores (1.0 = one core busy): 30 s, after
+    /// 15 s of settling once every summary has arrived.
     pub idle_cpu_cores: f64,
     /// Advert propagation to every view of the domain: p50, ms.
     pub advert_p50_ms: f64,
@@ -153,8 +154,11 @@ const COUNTERS: &[&str] = &[
     "agora_flooders_cut_total",
 ];
 
+/// How long the nodes idle before their idle cost is measured.
+const IDLE_SETTLE: Duration = Duration::from_secs(15);
+
 /// How long the idle cost is measured.
-const IDLE_WINDOW: Duration = Duration::from_secs(15);
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
 /// rot13 of ASCII letters.
 pub fn rot13(input: &[u8]) -> Vec<u8> {
@@ -193,12 +197,16 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         eprintln!("every node sees its domain after {:.1} s; waiting for the summaries…", views.as_secs_f64());
         let summaries = net.wait_summaries(Duration::from_secs(300)).await?;
         eprintln!("every domain's summary reached every node after {:.1} s more", summaries.as_secs_f64());
-        // Idle cost: fifteen seconds of nothing but adverts and heartbeats
-        // (a shorter window gave figures twice apart between runs of the
-        // same code), and what the nodes did meanwhile. The counters are
-        // read node by node, which takes a while with hundreds of them:
-        // each node's two readings lie as far apart as the ends of the two
-        // collections, not only the sleep.
+        // Idle cost: nothing but adverts, summaries and heartbeats. The
+        // first seconds after the last summary lands are quieter than what
+        // follows (one 200-node run: 1.32 cores over its first 10 s, then
+        // 1.26-1.88 per 10 s for 80 s), so the window starts after
+        // `IDLE_SETTLE` and lasts `IDLE_WINDOW` (200 nodes, the same build:
+        // a 15 s window straight after the summaries gave 1.04-1.69 cores
+        // over five runs, the settled 30 s 1.58 and 1.62). The counters are read node by node, which takes a
+        // while with hundreds of them: each node's two readings lie as far
+        // apart as the ends of the two collections, not only the sleep.
+        tokio::time::sleep(IDLE_SETTLE).await;
         let before = net.metric_sums().await;
         let read0 = Instant::now();
         let c0 = memory::cpu_time().unwrap_or_default();
