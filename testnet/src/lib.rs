@@ -25,6 +25,7 @@
 //! * [`job`] uploads a workload through a node's API, submits it, follows it
 //!   to the end and summarises what happened (tasks per provider,
 //!   verification, payments); [`progress`] draws it live.
+//! * [`metrics`] reads a node's counters off its `/metrics` text.
 //! * [`commands`] holds one module per subcommand of the `agora-testnet`
 //!   binary (`up`, `demo`, `bench`, `chaos`, `scale`); [`report`] prints
 //!   their tables.
@@ -39,6 +40,7 @@ pub mod cli;
 pub mod commands;
 pub mod job;
 pub mod memory;
+pub mod metrics;
 pub mod netns;
 pub mod process;
 pub mod progress;

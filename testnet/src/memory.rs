@@ -292,12 +292,8 @@ impl Testnet {
         let mut sums = std::collections::BTreeMap::new();
         for m in &self.members {
             let Ok(text) = m.metrics().await else { continue };
-            for line in text.lines().filter(|l| !l.starts_with('#')) {
-                if let Some((key, value)) = line.rsplit_once(' ')
-                    && let Ok(v) = value.parse::<f64>()
-                {
-                    *sums.entry(key.to_owned()).or_insert(0.0) += v;
-                }
+            for (series, v) in crate::metrics::samples(&text) {
+                *sums.entry(series.to_owned()).or_insert(0.0) += v;
             }
         }
         sums

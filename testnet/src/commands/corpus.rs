@@ -224,11 +224,7 @@ impl CorpusCommand {
 /// The node's `agora_content_sent_bytes_total`.
 async fn content_sent(client: &agora_node::api::client::Client) -> anyhow::Result<u64> {
     let text = client.metrics().await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("agora_content_sent_bytes_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64)
+    Ok(crate::metrics::value(&text, "agora_content_sent_bytes_total").unwrap_or(0.0) as u64)
 }
 
 /// `mib` MiB of text: lines of lowercase words from a vocabulary of a few

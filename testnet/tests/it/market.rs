@@ -11,6 +11,7 @@ use agora_protocol::units::{Bytes, Millis};
 use agora_protocol::{Decode, Envelope};
 use agora_testnet::artifacts;
 use agora_testnet::job::{self, Params};
+use agora_testnet::metrics;
 use agora_testnet::process::{NodeSpec, Testnet};
 use agora_testnet::workload::primes;
 
@@ -845,13 +846,6 @@ fn an_energy_budget_keeps_work_off_hungry_providers_reports_the_joules_and_refus
     });
 }
 
-/// A sample's value in a node's Prometheus text (0 when absent).
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// An interactive tiny task costs one round trip: its provider answers the
 /// order with the agreement and the receipt together, and the requester's
 /// payment acknowledges the receipt, which is never sent on its own. A
@@ -878,7 +872,7 @@ fn an_interactive_tiny_task_comes_back_in_its_orders_answer_and_its_payment_ackn
         let provider = net.node(1).client.clone();
         let read = |name: &'static str| {
             let provider = provider.clone();
-            async move { counter(&provider.metrics().await.unwrap(), name) }
+            async move { metrics::value(&provider.metrics().await.unwrap(), name).unwrap_or(0.0) }
         };
 
         // A batch job first: its orders are answered at once.

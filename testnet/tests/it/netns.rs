@@ -254,11 +254,7 @@ fn two_providers_behind_their_own_nat_do_a_replicated_job_with_public_ones() {
         for c in [&home1, &home2] {
             let m = c.metrics().await.unwrap();
             let count = |name: &str| {
-                m.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.rsplit(' ').next())
-                    .unwrap_or("?")
-                    .to_owned()
+                agora_testnet::metrics::value(&m, name).map_or_else(|| "?".to_owned(), |v| v.to_string())
             };
             punched.push(format!(
                 "{} punched, {} failed",

@@ -325,9 +325,5 @@ async fn counter(client: &Client, name: &str) -> u64 {
     let Ok(text) = client.metrics().await else {
         return 0;
     };
-    text.lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    crate::metrics::value(&text, name).map_or(0, |v| v as u64)
 }

@@ -205,9 +205,9 @@ async fn print_declined(net: &Testnet) {
     let mut declined = BTreeMap::<String, f64>::new();
     for n in net.nodes().iter().filter(|n| n.spec.provide) {
         if let Ok(text) = n.client.metrics().await {
-            for l in text.lines().filter(|l| l.starts_with("agora_declined_total{")) {
-                if let Some((k, v)) = l.rsplit_once(' ') {
-                    *declined.entry(k.to_owned()).or_default() += v.parse::<f64>().unwrap_or(0.0);
+            for (series, v) in crate::metrics::samples(&text) {
+                if series.starts_with("agora_declined_total{") {
+                    *declined.entry(series.to_owned()).or_default() += v;
                 }
             }
         }
@@ -245,10 +245,8 @@ async fn print_receipts(net: &Testnet) {
 }
 
 /// A sample's value in Prometheus text (0 when absent).
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
+fn metric(text: &str, series: &str) -> f64 {
+    crate::metrics::value(text, series).unwrap_or(0.0)
 }
 
 /// Every provider's resident memory once idle (after a pause), MB, sorted:
@@ -339,21 +337,4 @@ fn chain_bytes_per_payment(n: usize) -> usize {
         return 0;
     };
     pay.to_bytes().len() + receive.to_bytes().len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::metric;
-
-    #[test]
-    fn a_metric_is_read_by_its_name_and_labels() {
-        let text = "# TYPE x counter\n\
-                    agora_market_frames_sent_total{kind=\"batch\"} 12\n\
-                    agora_market_frames_sent_total{kind=\"single\"} 3\n";
-        assert_eq!(
-            metric(text, "agora_market_frames_sent_total{kind=\"single\"}"),
-            3.0
-        );
-        assert_eq!(metric(text, "agora_market_batched_requests_total"), 0.0);
-    }
 }

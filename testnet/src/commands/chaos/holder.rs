@@ -57,13 +57,8 @@ impl ChaosCommand {
         let doomed = net.node(1).client.clone();
         let served = || async {
             doomed.metrics().await.ok().is_some_and(|text| {
-                text.lines()
-                    .filter_map(|l| l.strip_prefix("agora_content_sent_bytes_total "))
-                    .any(|v| {
-                        v.trim()
-                            .parse::<f64>()
-                            .is_ok_and(|b| b > ((PER_HOLDER + 1) * SLICE) as f64)
-                    })
+                crate::metrics::value(&text, "agora_content_sent_bytes_total")
+                    .is_some_and(|b| b > ((PER_HOLDER + 1) * SLICE) as f64)
             })
         };
         loop {

@@ -973,10 +973,7 @@ async fn metric(client: &agora_node::api::client::Client, name: &str) -> u64 {
     let Ok(text) = client.metrics().await else {
         return 0;
     };
-    text.lines()
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
+    crate::metrics::sum(&text, name) as u64
 }
 
 fn print_report(r: &ChaosReport) {
