@@ -203,9 +203,10 @@ pub async fn measure(cmd: &ScaleCommand) -> anyhow::Result<ScaleReport> {
         // 1.26-1.88 per 10 s for 80 s), so the window starts after
         // `IDLE_SETTLE` and lasts `IDLE_WINDOW` (200 nodes, the same build:
         // a 15 s window straight after the summaries gave 1.04-1.69 cores
-        // over five runs, the settled 30 s 1.58 and 1.62). The counters are read node by node, which takes a
-        // while with hundreds of them: each node's two readings lie as far
-        // apart as the ends of the two collections, not only the sleep.
+        // over five runs, a settled 30 s window 1.58 and 1.62). The
+        // counters are read node by node, which takes a while with hundreds
+        // of them: each node's two readings lie as far apart as the ends of
+        // the two collections, not only the sleep.
         tokio::time::sleep(IDLE_SETTLE).await;
         let before = net.metric_sums().await;
         let read0 = Instant::now();
