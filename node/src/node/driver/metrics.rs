@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 33] = [
+        let counters: [(Def, u64); 34] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -239,6 +239,14 @@ impl Driver {
                     "Driver ticks: one per tick interval while work is under way, four a second while quiet",
                 ),
                 self.ticks,
+            ),
+            (
+                (
+                    "agora_memory_trims_total",
+                    "counter",
+                    "Times this process, idle, gave back its allocator's free pages and its mappings of its binary",
+                ),
+                crate::memory::trims(),
             ),
         ];
         for (def, v) in counters {

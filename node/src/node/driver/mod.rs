@@ -395,8 +395,13 @@ impl Driver {
         let busy = self.tasks.len() > 0 || !self.durable.is_empty();
         if self.trim.tick(busy, Instant::now()) {
             tokio::task::spawn_blocking(|| {
-                let gave = crate::memory::give_back();
-                tracing::debug!(gave, "idle: the allocator's free pages given back");
+                if let Some(t) = crate::memory::trim() {
+                    tracing::debug!(
+                        heap = t.heap,
+                        code = ?t.code,
+                        "idle: the allocator's free pages given back, the binary's pages unmapped"
+                    );
+                }
             });
         }
     }
