@@ -1,13 +1,16 @@
 //! Lays out the release `agora` binary's code in the order `agora.order`
-//! lists it: the functions a node runs, hottest first, together at the
-//! start of `.text`.
+//! lists it: the functions a node runs while idle, then those it runs at
+//! work, then the rest, together at the start of `.text`.
 //!
-//! The kernel maps a neighbourhood of pages around each page of code a
-//! process touches, so code run once and scattered over the binary stays
-//! resident. Laid out together, a fresh node held 20 MB instead of 33 MB
-//! (testnet README, "What an idle node's memory is"). `testnet/symbol-order.py`
-//! writes the list; names a build no longer has are skipped, so a stale list
-//! costs memory, never correctness.
+//! The kernel maps a neighbourhood of pages (a whole page-cache folio, on
+//! recent kernels) around each page of code a process touches, so code run
+//! once and scattered over the binary stays resident, and an idle node that
+//! drops its mappings of the binary (`memory::drop_code`) maps again every
+//! folio its idle code is spread over. Laid out so, an idle provider's pages
+//! of files were 6–7 MB instead of 22 after a job (testnet README, "What an
+//! idle node's memory is"). `testnet/symbol-order.py` writes the list; names
+//! a build no longer has are skipped, so a stale list costs memory, never
+//! correctness.
 //!
 //! Only where rustc links with its own lld (x86_64 Linux, the default since
 //! Rust 1.90) and nothing names another linker; `AGORA_SYMBOL_ORDER=0`
