@@ -24,7 +24,9 @@
 //!    per task, and `steal_share` the share of the machine's CPU time the
 //!    hypervisor stole meanwhile (on a shared host both figures worsen
 //!    with it: compare runs of like steal). `rss_mb`: the
-//!    median VmRSS of the providers after the jobs, once idle
+//!    median VmRSS of the providers after the jobs and the audit of their
+//!    chains, once idle: once each has given back what it no longer uses
+//!    (its `agora_memory_trims_total` counts up; at most 30 s)
 //!    (`rss_max_mb` the largest); `rss_anon_mb` the median of its
 //!    anonymous part (`RssAnon`: heap, stacks), the rest being pages of
 //!    the binary, shared by every node process and dropped by the kernel

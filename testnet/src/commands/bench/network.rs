@@ -249,11 +249,30 @@ fn metric(text: &str, series: &str) -> f64 {
     crate::metrics::value(text, series).unwrap_or(0.0)
 }
 
-/// Every provider's resident memory once idle (after a pause), MB, sorted:
-/// all of it, and its anonymous part.
+/// Every provider's resident memory once idle, MB, sorted: all of it, and
+/// its anonymous part. Idle is once each provider has given back what it
+/// no longer uses (`agora_memory_trims_total` counts up, at most 30 s;
+/// a node without that metric is given 3 s).
 pub(super) async fn idle_rss(net: &Testnet) -> (Vec<f64>, Vec<f64>) {
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let providers = || net.nodes().iter().filter(|n| n.spec.provide);
+    let trims = async |n: &crate::process::Node| {
+        let text = n.client.metrics().await.ok()?;
+        crate::metrics::value(&text, "agora_memory_trims_total")
+    };
+    let mut before = Vec::new();
+    for n in providers() {
+        before.push(trims(n).await);
+    }
+    if before.iter().all(Option::is_some) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        for (n, b) in providers().zip(&before) {
+            while trims(n).await <= *b && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v
