@@ -204,6 +204,9 @@ struct Mapping {
     /// anonymous memory.
     device: (u32, u32),
     inode: u64,
+    /// The file's path as the kernel names it (` (deleted)` appended once
+    /// the file is gone); none for anonymous memory.
+    path: Option<String>,
     /// Resident, anonymous (written, so no longer the file's) and swapped
     /// out, kB.
     rss_kb: u64,
@@ -242,7 +245,9 @@ fn mappings(smaps: &str) -> Vec<Mapping> {
 /// A mapping's first line: `start-end perms offset major:minor inode [path]`.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn header(line: &str) -> Option<Mapping> {
-    let mut fields = line.split_ascii_whitespace();
+    // Single spaces up to the inode, then padding and the path, which may
+    // hold spaces.
+    let mut fields = line.splitn(6, ' ');
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
     let _offset = fields.next()?;
@@ -251,6 +256,8 @@ fn header(line: &str) -> Option<Mapping> {
     if perms.len() != 4 {
         return None;
     }
+    // The rest of the line, which may hold spaces.
+    let path = fields.next().map(str::trim).filter(|p| !p.is_empty());
     Some(Mapping {
         start: usize::from_str_radix(start, 16).ok()?,
         end: usize::from_str_radix(end, 16).ok()?,
@@ -260,6 +267,7 @@ fn header(line: &str) -> Option<Mapping> {
             u32::from_str_radix(minor, 16).ok()?,
         ),
         inode,
+        path: path.map(str::to_owned),
         // Until its lines say otherwise, a mapping counts as written.
         rss_kb: 0,
         anonymous_kb: u64::MAX,
@@ -267,13 +275,15 @@ fn header(line: &str) -> Option<Mapping> {
     })
 }
 
-/// The mappings of the file `(device, inode)` that may be dropped without
-/// losing a byte: read-only, resident, and without a page the process
-/// wrote (in memory or swapped out).
+/// The mappings of one file, known by its `(device, inode)` or its `path`,
+/// that may be dropped without losing a byte: read-only, resident, and
+/// without a page the process wrote (in memory or swapped out). Either
+/// name is enough: on an overlay filesystem a mapping's device and inode
+/// can be those of the file underneath, and `stat`'s those of the overlay.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn droppable(all: &[Mapping], device: (u32, u32), inode: u64) -> Vec<(usize, usize)> {
+fn droppable(all: &[Mapping], device: (u32, u32), inode: u64, path: &str) -> Vec<(usize, usize)> {
     all.iter()
-        .filter(|m| m.device == device && m.inode == inode && inode != 0)
+        .filter(|m| (m.device == device && m.inode == inode && inode != 0) || m.path.as_deref() == Some(path))
         .filter(|m| !m.writable && m.rss_kb > 0 && m.anonymous_kb == 0 && m.swap_kb == 0)
         .map(|m| (m.start, m.end))
         .collect()
@@ -288,9 +298,11 @@ mod code {
         let exe = std::fs::metadata("/proc/self/exe")?;
         let dev = exe.dev();
         let device = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        let path = std::fs::read_link("/proc/self/exe")?;
+        let path = path.to_string_lossy();
         let smaps = std::fs::read_to_string("/proc/self/smaps")?;
         let mut dropped = 0;
-        for (start, end) in super::droppable(&super::mappings(&smaps), device, exe.ino()) {
+        for (start, end) in super::droppable(&super::mappings(&smaps), device, exe.ino(), &path) {
             // SAFETY: the range is one whole mapping of this process's own
             // executable, private and not writable, whose every page is
             // still the file's (smaps counts none anonymous or swapped):
@@ -386,14 +398,22 @@ Anonymous:             0 kB
         let all = mappings(SMAPS);
         assert_eq!(all.len(), 8);
         assert_eq!(
-            droppable(&all, (0xfe, 1), 4242),
+            droppable(&all, (0xfe, 1), 4242, "/usr/bin/agora"),
             vec![(0x55d0a0000000, 0x55d0a0400000), (0x55d0a0400000, 0x55d0a2000000),],
             "the relocated constants (anonymous pages), the writable data, \
              another file, anonymous memory, a mapping with nothing \
              resident and one whose swap is unknown all stay",
         );
-        assert!(droppable(&all, (0xfe, 2), 4242).is_empty(), "another device");
-        assert!(droppable(&all, (0, 0), 0).is_empty(), "anonymous memory");
+        assert_eq!(
+            droppable(&all, (0x00, 0x2a), 99, "/usr/bin/agora"),
+            droppable(&all, (0xfe, 1), 4242, "/usr/bin/agora"),
+            "known by its path alone (an overlay filesystem)",
+        );
+        assert!(
+            droppable(&all, (0xfe, 2), 4242, "/usr/bin/other").is_empty(),
+            "another file"
+        );
+        assert!(droppable(&all, (0, 0), 0, "").is_empty(), "anonymous memory");
     }
 
     #[test]
@@ -403,7 +423,7 @@ Anonymous:             0 kB
                     garbage line\n";
         let all = mappings(text);
         assert_eq!(all.len(), 1);
-        assert!(droppable(&all, (0xfe, 1), 4242).is_empty());
+        assert!(droppable(&all, (0xfe, 1), 4242, "/usr/bin/agora").is_empty());
     }
 
     #[cfg(target_os = "linux")]
