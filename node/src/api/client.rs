@@ -238,6 +238,24 @@ impl Client {
         self.json(self.http.post(self.url("/v1/jobs")).json(req)).await
     }
 
+    /// `POST /v1/jobs?wait_ms=`: submits, and answers once the job is
+    /// stored and has ended, or after `wait`, with its status then
+    /// (`status`; with a row per task if `tasks`).
+    pub async fn submit_waiting(
+        &self,
+        req: &SubmitRequest,
+        wait: Duration,
+        tasks: bool,
+    ) -> Result<SubmitResponse, ClientError> {
+        let ms = wait.as_millis().max(1);
+        self.json(
+            self.http
+                .post(self.url(&format!("/v1/jobs?tasks={tasks}&wait_ms={ms}")))
+                .json(req),
+        )
+        .await
+    }
+
     /// `GET /v1/jobs`.
     pub async fn jobs(&self) -> Result<Vec<JobSummary>, ClientError> {
         self.json(self.http.get(self.url("/v1/jobs"))).await

@@ -300,6 +300,10 @@ pub struct SubmitResponse {
     /// The placement plan (dry run only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<TaskExplain>>,
+    /// The job's status when the answer left, if the submission asked to
+    /// wait for its end (`?wait_ms=`): terminal unless the wait ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<JobStatus>>,
 }
 
 /// `GET /v1/jobs`: one job in a line.

@@ -509,6 +509,54 @@ fn cli_commands_against_one_node() {
         ["pending", "running"].contains(&job["state"].as_str().unwrap()),
         "{job}"
     );
+    // A submission that waits for its job's end, which cannot come here
+    // (no provider): answered after the wait with the stored job's id and
+    // its state then.
+    let wasm = wat::parse_str(CAT).unwrap();
+    let input = std::fs::read(&single).unwrap();
+    let spec = serde_json::json!({"spec": {
+        "module": agora_protocol::ContentId::of(&wasm).to_string(),
+        "module_size": wasm.len(),
+        "inputs": [{"name": "a.json", "id": agora_protocol::ContentId::of(&input).to_string(), "size": input.len()}],
+        "fuel": 1_000_000,
+        "memory": 64 << 20,
+        "deadline_ms": 60_000,
+        "max_price_micros": 1_000,
+        "replicas": 1,
+    }});
+    let (answer, took) = crate::common::rt().block_on(async {
+        let t = Instant::now();
+        let r = reqwest::Client::new()
+            .post(format!("http://{api}/v1/jobs?tasks=false&wait_ms=300"))
+            .bearer_auth(&token)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        (r.json::<Value>().await.unwrap(), t.elapsed())
+    });
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let waited = answer["id"].as_str().unwrap();
+    assert_eq!(answer["status"]["id"], waited, "{answer}");
+    assert_eq!(answer["status"]["state"], "pending", "{answer}");
+    assert!(
+        answer["status"]
+            .get("tasks")
+            .is_none_or(|t| t.as_array().is_some_and(Vec::is_empty)),
+        "{answer}"
+    );
+    let jobs = node.json(&["jobs", "--json"]);
+    assert!(
+        jobs.as_array().unwrap().iter().any(|j| j["id"] == waited),
+        "{jobs}"
+    );
+    let cancelled = node.json(&["job", "cancel", waited, "--json"]);
+    assert_eq!(cancelled["state"], "cancelled");
+
     let long = waiting(20_000);
     thread::sleep(Duration::from_millis(300));
     let t = Instant::now();

@@ -725,12 +725,35 @@ fn an_interactive_task_submitted_while_batch_work_fills_every_provider_pauses_a_
             class: agora_protocol::market::LatencyClass::Interactive,
             ..Params::default()
         };
+        // Submitted as a call: one request, answered when the task is
+        // verified.
         let noop = agora_testnet::workload::noop::inputs(1);
+        let spec = job::prepare(&person, &modules.read("noop").unwrap(), None, &noop, &interactive)
+            .await
+            .unwrap();
         let submitted = std::time::Instant::now();
-        let (id, status) = job::run(&person, &modules.read("noop").unwrap(), None, &noop, &interactive)
+        let answer = person
+            .submit_waiting(
+                &agora_node::api::SubmitRequest { spec, dry_run: false },
+                Duration::from_secs(20),
+                true,
+            )
             .await
             .unwrap();
         let took = submitted.elapsed();
+        let id = answer.id.unwrap();
+        let status = *answer
+            .status
+            .expect("a waiting submission answers with the job's status");
+        assert_eq!(status.id, id);
+        assert_eq!(
+            status.state,
+            agora_node::market::job::JobState::Done,
+            "{:?}",
+            status.error
+        );
+        assert_eq!(status.counts.verified, 1);
+        assert_eq!(status.tasks.len(), 1, "the status holds the task's row");
         let batch_now = batcher.job(&batch_id).await.unwrap();
         eprintln!(
             "interactive task {id}: submit to verified in {} ms; the batch job had {}/4 verified then",

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::{Driver, MAX_AUDITS, now};
-use crate::api::server::{ApiCommand, ApiError, JobDetail, MAX_JOB_WAIT_MS, OwnerChange};
+use crate::api::server::{ApiCommand, ApiError, JobDetail, MAX_JOB_WAIT_MS, OwnerChange, SubmitWait};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, OutputRef,
     OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
@@ -31,12 +31,59 @@ const MAX_JOBS_LISTED: usize = 1000;
 /// at once, as if they had not asked to wait.
 const MAX_JOB_WAITERS: usize = 256;
 
-/// A `GET /v1/jobs/{id}?wait_ms=` waiting for its job to end.
+/// A request waiting for its job to end: a `GET /v1/jobs/{id}?wait_ms=`,
+/// or a `POST /v1/jobs?wait_ms=` whose job is stored.
 pub(super) struct JobWaiter {
     id: agora_protocol::JobId,
     detail: JobDetail,
     until: Instant,
-    reply: oneshot::Sender<Option<JobStatus>>,
+    reply: WaiterReply,
+}
+
+/// Where a waiting request's answer goes.
+enum WaiterReply {
+    Status(oneshot::Sender<Option<JobStatus>>),
+    Submitted(oneshot::Sender<Result<SubmitResponse, ApiError>>),
+}
+
+impl JobWaiter {
+    fn is_closed(&self) -> bool {
+        match &self.reply {
+            WaiterReply::Status(r) => r.is_closed(),
+            WaiterReply::Submitted(r) => r.is_closed(),
+        }
+    }
+
+    fn answer(self, status: Option<JobStatus>) {
+        match self.reply {
+            WaiterReply::Status(r) => {
+                let _ = r.send(status);
+            }
+            WaiterReply::Submitted(r) => {
+                let _ = r.send(Ok(SubmitResponse {
+                    id: Some(self.id),
+                    plan: None,
+                    status: status.map(Box::new),
+                }));
+            }
+        }
+    }
+
+    /// A submission whose job could not be stored is an error. (Only a
+    /// submission waits for a write; a status request has nothing to
+    /// lose and hears that the job is unknown.)
+    pub(super) fn storage_failed(self, e: &StoreError) {
+        match self.reply {
+            WaiterReply::Status(r) => {
+                let _ = r.send(None);
+            }
+            WaiterReply::Submitted(r) => {
+                let _ = r.send(Err(ApiError::internal(format!(
+                    "the job could not be stored: {e}"
+                ))));
+            }
+        }
+    }
 }
 
 impl Driver {
@@ -142,18 +189,18 @@ impl Driver {
                     .boxed(),
                 );
             }
-            ApiCommand::Submit(req, r) => self.submit(*req, r, now),
+            ApiCommand::Submit(req, wait, r) => self.submit(*req, wait, r, now),
             ApiCommand::Jobs(r) => {
                 let _ = r.send(self.engine.job_summaries(MAX_JOBS_LISTED));
             }
             ApiCommand::Job(id, detail, reply) => {
-                if detail.wait_ms > 0 && !self.job_ended(&id) && self.job_waiters.len() < MAX_JOB_WAITERS {
+                if detail.wait_ms > 0 && !self.job_ended(&id) && self.waiting() < MAX_JOB_WAITERS {
                     let wait = Duration::from_millis(detail.wait_ms.min(MAX_JOB_WAIT_MS));
                     self.job_waiters.push(JobWaiter {
                         id,
                         detail,
                         until: Instant::now() + wait,
-                        reply,
+                        reply: WaiterReply::Status(reply),
                     });
                 } else {
                     let _ = reply.send(self.job_status(&id, detail, now));
@@ -205,6 +252,7 @@ impl Driver {
     fn submit(
         &mut self,
         req: SubmitRequest,
+        wait: SubmitWait,
         reply: oneshot::Sender<Result<SubmitResponse, ApiError>>,
         now: Timestamp,
     ) {
@@ -217,6 +265,7 @@ impl Driver {
                 .map_err(bad)
                 .map(|plan| SubmitResponse {
                     id: None,
+                    status: None,
                     plan: Some(
                         plan.into_iter()
                             .enumerate()
@@ -243,11 +292,11 @@ impl Driver {
                 self.tasks.spawn(
                     async move { Done::Holders(crate::node::transfer::find_holders(&sh, dataset_files).await) }.boxed(),
                 );
-                self.answer_when_stored(id, reply);
+                self.answer_when_stored(id, wait, reply);
             }
             Ok(id) => {
                 tracing::debug!(target: "hop", "job submitted");
-                self.answer_when_stored(id, reply)
+                self.answer_when_stored(id, wait, reply)
             }
             Err(e) => {
                 let _ = reply.send(Err(bad(e)));
@@ -255,14 +304,36 @@ impl Driver {
         }
     }
 
-    /// Answers a submission once the job is on disk.
-    fn answer_when_stored(&mut self, id: JobId, reply: oneshot::Sender<Result<SubmitResponse, ApiError>>) {
+    /// Answers a submission once the job is on disk, or, if it asked to
+    /// wait, once it is on disk and has ended (or the wait is over): the
+    /// waiter joins the others when the turn's batch is flushed.
+    fn answer_when_stored(
+        &mut self,
+        id: JobId,
+        wait: SubmitWait,
+        reply: oneshot::Sender<Result<SubmitResponse, ApiError>>,
+    ) {
+        if wait.wait_ms > 0 && self.waiting() < MAX_JOB_WAITERS {
+            let detail = JobDetail {
+                tasks: wait.tasks,
+                receipts: false,
+                wait_ms: wait.wait_ms,
+            };
+            self.stored_waiters.push(JobWaiter {
+                id,
+                detail,
+                until: Instant::now() + Duration::from_millis(wait.wait_ms.min(MAX_JOB_WAIT_MS)),
+                reply: WaiterReply::Submitted(reply),
+            });
+            return;
+        }
         self.api_after
             .push(Box::new(move |written: Result<(), &StoreError>| {
                 let _ = reply.send(match written {
                     Ok(()) => Ok(SubmitResponse {
                         id: Some(id),
                         plan: None,
+                        status: None,
                     }),
                     Err(e) => Err(ApiError::internal(format!("the job could not be stored: {e}"))),
                 });
@@ -501,6 +572,12 @@ impl Driver {
         rows
     }
 
+    /// Requests waiting for their job to end, or for it to be stored
+    /// first.
+    fn waiting(&self) -> usize {
+        self.job_waiters.len() + self.stored_waiters.len()
+    }
+
     /// Whether job `id` has ended here (or is not one of the jobs in
     /// memory: nothing more will happen to it).
     fn job_ended(&self, id: &JobId) -> bool {
@@ -518,12 +595,13 @@ impl Driver {
         }
         let (at, now) = (Instant::now(), now());
         for w in std::mem::take(&mut self.job_waiters) {
-            if w.reply.is_closed() {
+            if w.is_closed() {
                 continue;
             }
             if at >= w.until || self.job_ended(&w.id) {
                 tracing::debug!(target: "hop", "job answered");
-                let _ = w.reply.send(self.job_status(&w.id, w.detail, now));
+                let status = self.job_status(&w.id, w.detail, now);
+                w.answer(status);
             } else {
                 self.job_waiters.push(w);
             }

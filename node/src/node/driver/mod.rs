@@ -70,11 +70,13 @@ struct After {
     outputs: Vec<Output>,
     /// Answers to job submissions.
     submitted: Vec<Submitted>,
+    /// Submissions that wait for their job's end once it is stored.
+    waiters: Vec<api::JobWaiter>,
 }
 
 impl After {
     fn is_empty(&self) -> bool {
-        self.outputs.is_empty() && self.submitted.is_empty()
+        self.outputs.is_empty() && self.submitted.is_empty() && self.waiters.is_empty()
     }
 }
 
@@ -172,6 +174,9 @@ pub(super) struct Driver {
     api_after: Vec<Submitted>,
     /// Status requests waiting for their job to end.
     job_waiters: Vec<api::JobWaiter>,
+    /// Submissions of this turn that wait for their job's end, once its
+    /// batch is stored.
+    stored_waiters: Vec<api::JobWaiter>,
     /// API calls waiting for an audit, by chain owner.
     audits: HashMap<agora_protocol::NodeId, Vec<oneshot::Sender<Result<crate::api::AuditReport, ApiError>>>>,
     /// Stop flags of the executions running, by agreement.
@@ -225,6 +230,7 @@ impl Driver {
             durable: FuturesUnordered::new(),
             api_after: Vec::new(),
             job_waiters: Vec::new(),
+            stored_waiters: Vec::new(),
             audits: HashMap::new(),
             running: HashMap::new(),
             live: HashMap::new(),
@@ -371,6 +377,7 @@ impl Driver {
             && self.audits.is_empty()
             && self.live.is_empty()
             && self.api_after.is_empty()
+            && self.stored_waiters.is_empty()
             && self.engine.quiet()
     }
 
@@ -515,6 +522,7 @@ impl Driver {
         let after = After {
             outputs: turn.after,
             submitted: std::mem::take(&mut self.api_after),
+            waiters: std::mem::take(&mut self.stored_waiters),
         };
         if !batch.is_empty() || !after.is_empty() {
             match self
@@ -544,6 +552,8 @@ impl Driver {
         for answer in after.submitted {
             answer(Ok(()));
         }
+        // Answered at the end of this turn if their jobs have ended.
+        self.job_waiters.extend(after.waiters);
     }
 
     /// What depended on a batch that could not be written is refused: a
@@ -566,6 +576,9 @@ impl Driver {
         }
         for answer in after.submitted {
             answer(Err(e));
+        }
+        for w in after.waiters {
+            w.storage_failed(e);
         }
     }
 

@@ -13,9 +13,9 @@
 //!    no-op jobs (`--e2e-jobs`, default 300, after 10 untimed ones), each
 //!    interactive (as a caller waiting on one result states it; its
 //!    provider answers the order with the receipt, SPEC.md §8.1), each
-//!    timed by the client from `POST /v1/jobs` until `GET /v1/jobs/{id}`
-//!    says `done` (asked once with `wait_ms`: the node answers as the job
-//!    ends); `e2e_node_p50_ms` is the same
+//!    timed by the client from `POST /v1/jobs?wait_ms=` until its answer
+//!    says `done` (the node answers as soon as the job is stored and has
+//!    ended); `e2e_node_p50_ms` is the same
 //!    jobs on the requester's own clock. `tasks_per_s`: one job of
 //!    `--tasks` no-op tasks (default 2000; inputs uploaded beforehand,
 //!    after a 64-task warm-up job so that every provider has compiled the

@@ -5,9 +5,10 @@
 //! own clock:
 //!
 //! * **Latency**: one-task no-op jobs one after the other, each timed from
-//!   `POST /v1/jobs` until the answer to `GET /v1/jobs/{id}?wait_ms=`,
-//!   which the node sends as soon as the job ends; the first ten are not
-//!   counted. The requester's own
+//!   `POST /v1/jobs?wait_ms=` until its answer, which the node sends as
+//!   soon as the job is stored and has ended (a call, as a caller wanting
+//!   one task's result makes it); the first ten are not counted. The
+//!   requester's own
 //!   `wall_ms` of each job is kept beside it.
 //! * **Throughput**: after a 64-task warm-up job (so that every provider
 //!   holds and has compiled the module), one job of `--tasks` no-op tasks
@@ -26,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use agora_node::api::SubmitRequest;
 use agora_node::api::client::Client;
 use agora_protocol::JobId;
 use anyhow::Context;
@@ -72,14 +74,25 @@ pub(super) async fn latency(
         let mut spec = spec.clone();
         spec.seed = i as u64;
         let t = Instant::now();
-        let id = job::submit(client, &spec).await?;
-        // One request that the node answers as soon as the job ends.
-        let status = loop {
-            let s = client.job_waiting(&id, Duration::from_secs(10), true).await?;
-            if s.state.is_terminal() {
-                break s;
-            }
-        };
+        // One request, which the node answers as soon as the job ends.
+        let submitted = client
+            .submit_waiting(
+                &SubmitRequest {
+                    spec: spec.clone(),
+                    dry_run: false,
+                },
+                Duration::from_secs(10),
+                true,
+            )
+            .await
+            .context("the node refused the job")?;
+        let id = submitted.id.context("the node answered without a job id")?;
+        let mut status = *submitted
+            .status
+            .context("the node answered without the job's status")?;
+        while !status.state.is_terminal() {
+            status = client.job_waiting(&id, Duration::from_secs(10), true).await?;
+        }
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         job::ensure_done(&status)?;
         if i >= WARM_UP_JOBS {
