@@ -7,11 +7,12 @@
 //!   written together or not at all.
 //! * **Writes** go through [`Store::write`] to a dedicated thread that takes
 //!   every batch waiting in its channel, applies them to each tree as one
-//!   atomic batch, in order, and then flushes once (group commit). sled
-//!   writes and syncs its log twice for every atomic batch: one per group
-//!   rather than one per write took a fifth off the CPU time of a no-op
-//!   task. `write` returns only after the flush: whatever it acknowledged
-//!   survives a crash. Reads go straight to sled, whose page cache answers them
+//!   atomic write, in order, and then flushes once (group commit). The
+//!   group's atomicity comes from a journal entry written first, not from
+//!   a sled batch, which writes and syncs sled's log twice more (see
+//!   [`apply_merged`]): a flush is then the only sync of a group. `write`
+//!   returns only after the flush: whatever it acknowledged survives a
+//!   crash. Reads go straight to sled, whose page cache answers them
 //!   without blocking the runtime in practice.
 //! * **Blobs** (modules, inputs, outputs) are checked against their id when
 //!   read. Small ones (up to [`SMALL_BLOB_MAX`]) live in sled's `blobs` tree
@@ -46,6 +47,14 @@ pub const CONTENT_DIR: &str = "content";
 pub const SMALL_BLOB_MAX: usize = 64 * 1024;
 /// The sled tree of small blobs.
 const BLOB_TREE: &[u8] = b"blobs";
+/// The sled tree holding, while a write group is applied to a tree, the
+/// group's operations, keyed by that tree's name (see [`apply_merged`]).
+const JOURNAL_TREE: &[u8] = b"journal";
+/// The largest journal entry, encoded: a group larger still is applied as
+/// one sled batch instead. Well under sled's threshold for storing a value
+/// in a file of its own (a quarter of its 512 KiB log segments), so that
+/// the entry is one message of the log.
+const JOURNAL_MAX: usize = 64 * 1024;
 /// The database's page cache: mostly what the node just wrote. A
 /// provider's memory grows with its work up to it (its anonymous memory
 /// was 10 MB more after 3,000 no-op tasks than after 1,000). A 4 MiB cache
@@ -212,6 +221,14 @@ impl Store {
             .flush_every_ms(Some(LAZY_FLUSH_MS))
             .open()?;
         let blobs = db.open_tree(BLOB_TREE)?;
+        let journal = db.open_tree(JOURNAL_TREE)?;
+        let replayed = replay_journal(&db, &journal, &[&db, &blobs])?;
+        if replayed > 0 {
+            tracing::info!(
+                groups = replayed,
+                "completed the writes a stop had interrupted, from the store's journal"
+            );
+        }
         let (tx, rx) = mpsc::channel::<Write>(QUEUE);
         let content = Arc::new(ContentStore::open(
             &data_dir.join(CONTENT_DIR),
@@ -221,7 +238,7 @@ impl Store {
         let writer_db = db.clone();
         let handle = thread::Builder::new()
             .name("agora-store".into())
-            .spawn(move || writer(writer_db, blobs, rx))
+            .spawn(move || writer(writer_db, blobs, journal, rx))
             .map_err(|e| StoreError::Db(format!("cannot start the store thread: {e}")))?;
         let writer = Arc::new(WriterThread {
             handle: Mutex::new(Some(handle)),
@@ -393,7 +410,7 @@ async fn enqueue(tx: &mpsc::Sender<Write>, batch: Batch, durable: bool) -> Resul
     Ok(Durable(rx))
 }
 
-fn writer(db: sled::Db, blobs: sled::Tree, mut rx: mpsc::Receiver<Write>) {
+fn writer(db: sled::Db, blobs: sled::Tree, journal: sled::Tree, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.blocking_recv() {
         if first.batch.is_empty() && first.reply.is_closed() {
             // The stop signal: everything before it has been applied.
@@ -406,13 +423,11 @@ fn writer(db: sled::Db, blobs: sled::Tree, mut rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        // The group goes to each tree as one batch: sled writes and syncs
-        // its log twice for every batch it applies atomically, so applying
-        // the group's batches one by one cost two synced writes each.
+        // The group goes to each tree as one atomic write.
         let (records, small): (Vec<&mut Write>, Vec<&mut Write>) =
             pending.iter_mut().partition(|w| !w.batch.blobs);
-        let records_result = apply_merged(&db, records);
-        let blobs_result = apply_merged(&blobs, small);
+        let records_result = apply_merged(&db, &journal, records);
+        let blobs_result = apply_merged(&blobs, &journal, small);
         // One flush for the whole group (sled's flush covers every tree),
         // and none if nobody waits for one.
         let flushed = if pending.iter().any(|w| w.durable) {
@@ -432,31 +447,154 @@ fn writer(db: sled::Db, blobs: sled::Tree, mut rx: mpsc::Receiver<Write>) {
     }
 }
 
-/// Applies the writes' batches to `tree` as one atomic batch, in order (a
-/// later write of a key wins); a single operation needs no batch.
-fn apply_merged(tree: &sled::Tree, writes: Vec<&mut Write>) -> Result<(), StoreError> {
-    let mut ops = writes
+/// Applies the writes' batches to `tree` as one atomic write, in order (a
+/// later write of a key wins); a single operation is atomic alone.
+///
+/// sled makes a batch atomic with a manifest in its log, and writes and
+/// syncs its log buffer twice for each: two synced writes per group on
+/// top of the flush, most of a node's disk syncs. Instead, the group's
+/// operations are first written as one value in the journal tree (a
+/// single insert, atomic), then applied without a manifest, then the
+/// entry is removed. sled recovers a prefix of its log, so after a crash
+/// either no operation of the group is there, or its journal entry is, and
+/// [`replay_journal`] applies the whole group again at open; the entry is
+/// gone only once every operation is in. Readers see the group all at once
+/// either way. A group whose entry would pass [`JOURNAL_MAX`] goes as a
+/// sled batch, as before.
+fn apply_merged(tree: &sled::Tree, journal: &sled::Tree, writes: Vec<&mut Write>) -> Result<(), StoreError> {
+    let ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
         .into_iter()
         .flat_map(|w| std::mem::take(&mut w.batch.ops))
-        .peekable();
-    let Some((k, v)) = ops.next() else {
-        return Ok(());
-    };
-    if ops.peek().is_none() {
+        .collect();
+    if let [(k, v)] = &ops[..] {
         return match v {
-            Some(v) => tree.insert(k, v).map(|_| ()),
+            Some(v) => tree.insert(k, v.as_slice()).map(|_| ()),
             None => tree.remove(k).map(|_| ()),
         }
         .map_err(StoreError::from);
     }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let entry = (journal::encoded_len(&ops) <= JOURNAL_MAX).then(|| journal::encode(&ops));
     let mut b = sled::Batch::default();
-    for (k, v) in std::iter::once((k, v)).chain(ops) {
+    for (k, v) in ops {
         match v {
             Some(v) => b.insert(k, v),
             None => b.remove(k),
         }
     }
-    tree.apply_batch(b).map_err(StoreError::from)
+    match entry {
+        Some(entry) => {
+            journal.insert(tree.name(), entry)?;
+            tree.apply_batch_unlogged(b)?;
+            journal.remove(tree.name())?;
+        }
+        None => tree.apply_batch(b)?,
+    }
+    Ok(())
+}
+
+/// Applies again, as one sled batch, each group a stop interrupted (an
+/// entry left in the journal), then removes the entries and flushes.
+/// Returns how many groups it completed.
+fn replay_journal(db: &sled::Db, journal: &sled::Tree, trees: &[&sled::Tree]) -> Result<usize, StoreError> {
+    let mut replayed = 0;
+    for tree in trees {
+        let Some(entry) = journal.get(tree.name())? else {
+            continue;
+        };
+        let ops = journal::decode(&entry).map_err(|reason| StoreError::Corrupt {
+            key: format!("journal/{}", String::from_utf8_lossy(&tree.name())),
+            reason,
+        })?;
+        let mut b = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => b.insert(k, v),
+                None => b.remove(k),
+            }
+        }
+        tree.apply_batch(b)?;
+        journal.remove(tree.name())?;
+        replayed += 1;
+    }
+    if replayed > 0 {
+        db.flush()?;
+    }
+    Ok(replayed)
+}
+
+/// The journal entry's format: the operations in order, each a key and,
+/// for a put, a value, every length a little-endian `u32`:
+/// `count, (key_len, key, 1, value_len, value | key_len, key, 0)*`.
+mod journal {
+    type Op = (Vec<u8>, Option<Vec<u8>>);
+
+    pub(super) fn encoded_len(ops: &[Op]) -> usize {
+        4 + ops
+            .iter()
+            .map(|(k, v)| 4 + k.len() + 1 + v.as_ref().map_or(0, |v| 4 + v.len()))
+            .sum::<usize>()
+    }
+
+    pub(super) fn encode(ops: &[Op]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(encoded_len(ops));
+        let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        out.extend_from_slice(&len(ops.len()));
+        for (k, v) in ops {
+            out.extend_from_slice(&len(k.len()));
+            out.extend_from_slice(k);
+            match v {
+                Some(v) => {
+                    out.push(1);
+                    out.extend_from_slice(&len(v.len()));
+                    out.extend_from_slice(v);
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    pub(super) fn decode(mut bytes: &[u8]) -> Result<Vec<Op>, String> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+            if bytes.len() < n {
+                return Err(format!("truncated: {n} bytes wanted, {} left", bytes.len()));
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Ok(head)
+        }
+        fn len(bytes: &mut &[u8]) -> Result<usize, String> {
+            let b = take(bytes, 4)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        }
+        let count = len(&mut bytes)?;
+        // Each operation takes at least 5 bytes: a count beyond that is
+        // corrupt, and allocates nothing.
+        if count > bytes.len() / 5 {
+            return Err(format!("{count} operations in {} bytes", bytes.len()));
+        }
+        let mut ops = Vec::with_capacity(count);
+        for _ in 0..count {
+            let n = len(&mut bytes)?;
+            let key = take(&mut bytes, n)?.to_vec();
+            let value = match take(&mut bytes, 1)?[0] {
+                0 => None,
+                1 => {
+                    let n = len(&mut bytes)?;
+                    Some(take(&mut bytes, n)?.to_vec())
+                }
+                t => return Err(format!("unknown operation {t}")),
+            };
+            ops.push((key, value));
+        }
+        if !bytes.is_empty() {
+            return Err(format!("{} bytes after the last operation", bytes.len()));
+        }
+        Ok(ops)
+    }
 }
 
 /// Content-addressed blobs on disk: small ones in the database, the others
@@ -1117,7 +1255,8 @@ mod tests {
             write(&[("k", Some("3")), ("b", Some("b"))]),
             write(&[("a", None)]),
         ];
-        apply_merged(&db, group.iter_mut().collect()).unwrap();
+        let journal = db.open_tree(JOURNAL_TREE).unwrap();
+        apply_merged(&db, &journal, group.iter_mut().collect()).unwrap();
         let got = |k: &str| {
             db.get(k)
                 .unwrap()
@@ -1129,10 +1268,104 @@ mod tests {
         assert_eq!(db.get("gone").unwrap(), None);
         assert!(group.iter().all(|w| w.batch.is_empty()), "every batch was taken");
         // A group of one operation is written without a batch.
-        apply_merged(&db, vec![&mut write(&[("c", Some("c"))])]).unwrap();
+        apply_merged(&db, &journal, vec![&mut write(&[("c", Some("c"))])]).unwrap();
         assert_eq!(got("c").as_deref(), Some("c"));
-        apply_merged(&db, Vec::new()).unwrap();
-        drop(db);
+        apply_merged(&db, &journal, Vec::new()).unwrap();
+        assert!(journal.is_empty(), "no entry outlives its group");
+        // A group too large for one journal entry still applies whole.
+        let big = "x".repeat(JOURNAL_MAX / 4);
+        let mut group: Vec<Write> = (0..5)
+            .map(|i| write(&[(&format!("big/{i}"), Some(big.as_str()))]))
+            .collect();
+        apply_merged(&db, &journal, group.iter_mut().collect()).unwrap();
+        assert_eq!(db.scan_prefix("big/").count(), 5);
+        assert!(journal.is_empty());
+        drop((journal, db));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_entry_decodes_to_the_operations_it_encoded_and_a_damaged_one_is_refused() {
+        let ops = vec![
+            (b"jobs/1".to_vec(), Some(b"{\"a\":1}".to_vec())),
+            (b"gone".to_vec(), None),
+            (Vec::new(), Some(Vec::new())),
+            (b"k".to_vec(), Some(vec![0xff; 300])),
+        ];
+        let bytes = journal::encode(&ops);
+        assert_eq!(bytes.len(), journal::encoded_len(&ops));
+        assert_eq!(journal::decode(&bytes).unwrap(), ops);
+        for cut in [0, 3, 4, 9, bytes.len() - 1] {
+            assert!(journal::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(journal::decode(&longer).unwrap_err().contains("after the last"));
+        let mut unknown = bytes.clone();
+        unknown[4 + 4 + 6] = 7;
+        assert!(
+            journal::decode(&unknown)
+                .unwrap_err()
+                .contains("unknown operation")
+        );
+        // A count no input could hold allocates nothing.
+        assert!(journal::decode(&u32::MAX.to_le_bytes()).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
+        let dir = tempdir();
+        {
+            let s = reopen(&dir);
+            let mut b = Batch::new();
+            b.put("job/1", &"old").put("job/2", &"old").put("stale", &1u32);
+            s.write(b).await.unwrap();
+        }
+        // What a crash leaves: the group's journal entry, and only the
+        // first of its operations applied.
+        {
+            let db = retry_lock(|| {
+                sled::Config::new()
+                    .path(dir.join(STORE_DIR))
+                    .open()
+                    .map_err(StoreError::from)
+            });
+            let journal = db.open_tree(JOURNAL_TREE).unwrap();
+            let ops = vec![
+                (b"job/1".to_vec(), Some(serde_json::to_vec("new").unwrap())),
+                (b"job/2".to_vec(), Some(serde_json::to_vec("new").unwrap())),
+                (b"stale".to_vec(), None),
+                (b"job/1".to_vec(), Some(serde_json::to_vec("newest").unwrap())),
+            ];
+            journal.insert(db.name(), journal::encode(&ops)).unwrap();
+            db.insert("job/1", serde_json::to_vec("new").unwrap()).unwrap();
+            db.flush().unwrap();
+        }
+        let s = reopen(&dir);
+        assert_eq!(s.get::<String>(b"job/1").unwrap().as_deref(), Some("newest"));
+        assert_eq!(s.get::<String>(b"job/2").unwrap().as_deref(), Some("new"));
+        assert_eq!(s.get::<u32>(b"stale").unwrap(), None);
+        assert!(s.db.open_tree(JOURNAL_TREE).unwrap().is_empty());
+        // A journal entry that does not decode stops the store from
+        // opening, naming it, rather than leave a group half applied.
+        s.db.open_tree(JOURNAL_TREE)
+            .unwrap()
+            .insert(s.db.name(), &[9u8, 0, 0][..])
+            .unwrap();
+        s.db.flush().unwrap();
+        drop(s);
+        let err = loop {
+            match Store::open(&dir) {
+                Err(StoreError::Db(e)) if e.contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                other => break other.expect_err("a damaged journal is refused"),
+            }
+        };
+        assert!(
+            matches!(&err, StoreError::Corrupt { key, .. } if key.starts_with("journal/")),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -379,6 +379,26 @@ impl Tree {
         self.apply_batch_inner(batch, &mut guard)
     }
 
+    /// agora patch: applies `batch` like [`Tree::apply_batch`], in order
+    /// and isolated from readers, but without its batch manifest, for
+    /// which sled rolls and writes its log buffer twice, each write
+    /// synced. A crash may then keep only a prefix of the batch (sled
+    /// recovers a prefix of its log): the caller makes it whole again.
+    /// agora's store first writes the batch as one value of a journal
+    /// tree (a single insert, atomic), and replays it at open.
+    pub fn apply_batch_unlogged(&self, batch: Batch) -> Result<()> {
+        let _cc = concurrency_control::write();
+        let mut guard = pin();
+        for (k, v_opt) in batch.writes {
+            loop {
+                if self.insert_inner(&k, v_opt.clone(), &mut guard)?.is_ok() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn apply_batch_inner(
         &self,
         batch: Batch,
