@@ -10,7 +10,7 @@
 //!   atomic write, in order, and then flushes once (group commit). The
 //!   group's atomicity comes from a journal entry written first, not from
 //!   a sled batch, which writes and syncs sled's log twice more (see
-//!   [`apply_merged`]): a flush is then the only sync of a group. `write`
+//!   `apply_merged`): a flush is then the only sync of a group. `write`
 //!   returns only after the flush: whatever it acknowledged survives a
 //!   crash. Reads go straight to sled, whose page cache answers them
 //!   without blocking the runtime in practice.
@@ -477,13 +477,7 @@ fn apply_merged(tree: &sled::Tree, journal: &sled::Tree, writes: Vec<&mut Write>
         return Ok(());
     }
     let entry = (journal::encoded_len(&ops) <= JOURNAL_MAX).then(|| journal::encode(&ops));
-    let mut b = sled::Batch::default();
-    for (k, v) in ops {
-        match v {
-            Some(v) => b.insert(k, v),
-            None => b.remove(k),
-        }
-    }
+    let b = sled_batch(ops);
     match entry {
         Some(entry) => {
             journal.insert(tree.name(), entry)?;
@@ -508,14 +502,7 @@ fn replay_journal(db: &sled::Db, journal: &sled::Tree, trees: &[&sled::Tree]) ->
             key: format!("journal/{}", String::from_utf8_lossy(&tree.name())),
             reason,
         })?;
-        let mut b = sled::Batch::default();
-        for (k, v) in ops {
-            match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
-            }
-        }
-        tree.apply_batch(b)?;
+        tree.apply_batch(sled_batch(ops))?;
         journal.remove(tree.name())?;
         replayed += 1;
     }
@@ -523,6 +510,17 @@ fn replay_journal(db: &sled::Db, journal: &sled::Tree, trees: &[&sled::Tree]) ->
         db.flush()?;
     }
     Ok(replayed)
+}
+
+fn sled_batch(ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> sled::Batch {
+    let mut b = sled::Batch::default();
+    for (k, v) in ops {
+        match v {
+            Some(v) => b.insert(k, v),
+            None => b.remove(k),
+        }
+    }
+    b
 }
 
 /// The journal entry's format: the operations in order, each a key and,
