@@ -142,6 +142,25 @@ pub async fn submit(client: &Client, spec: &JobSpec) -> anyhow::Result<JobId> {
     r.id.context("the node answered without a job id")
 }
 
+/// Submits a prepared job as one call (`POST /v1/jobs?wait_ms=`): its id
+/// and its status once it has ended, or as it stands after `wait`.
+pub async fn call(client: &Client, spec: &JobSpec, wait: Duration) -> anyhow::Result<(JobId, JobStatus)> {
+    let r = client
+        .submit_waiting(
+            &SubmitRequest {
+                spec: spec.clone(),
+                dry_run: false,
+            },
+            wait,
+            true,
+        )
+        .await
+        .context("the node refused the job")?;
+    let id = r.id.context("the node answered without a job id")?;
+    let status = r.status.context("the node answered without the job's status")?;
+    Ok((id, *status))
+}
+
 /// Polls the job every `poll` until it is done or failed, calling `seen`
 /// with every status; fails after `timeout`.
 pub async fn follow(

@@ -116,10 +116,11 @@ pub enum ApiCommand {
         ContentId,
         oneshot::Sender<Result<crate::api::DatasetView, ApiError>>,
     ),
-    /// Submit (or plan) a job; with a wait, answered once it has ended.
+    /// Submit (or plan) a job; with a wait, answered once it has ended,
+    /// with its status in the detail asked.
     Submit(
         Box<SubmitRequest>,
-        SubmitWait,
+        JobDetail,
         oneshot::Sender<Result<SubmitResponse, ApiError>>,
     ),
     /// List jobs.
@@ -409,25 +410,12 @@ async fn dataset(
     Ok(Json(ctx.ask(|tx| ApiCommand::Dataset(id, tx)).await??))
 }
 
-/// `POST /v1/jobs?wait_ms=N&tasks=…`: how long the submission's answer
-/// may wait for the job to end, and how much of its status it then holds.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub struct SubmitWait {
-    /// Answer once the job is stored and has ended, or after this many
-    /// milliseconds (at most [`MAX_JOB_WAIT_MS`]), with its status then
-    /// under `status`; 0 (the default) answers once it is stored. A caller
-    /// that wants one task's result makes one request, as it would to a
-    /// function.
-    #[serde(default)]
-    pub wait_ms: u64,
-    /// With a wait: include a row per task in `status` (default true).
-    #[serde(default = "yes")]
-    pub tasks: bool,
-}
-
+/// `POST /v1/jobs` takes the query of `GET /v1/jobs/{id}`: with
+/// `wait_ms`, the answer waits for the stored job's end and holds its
+/// status in that detail.
 async fn submit(
     State(ctx): State<Ctx>,
-    Query(wait): Query<SubmitWait>,
+    Query(wait): Query<JobDetail>,
     body: Body,
 ) -> Result<Json<SubmitResponse>, ApiError> {
     let req: SubmitRequest = parse_json(&body)?;

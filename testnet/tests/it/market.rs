@@ -732,19 +732,8 @@ fn an_interactive_task_submitted_while_batch_work_fills_every_provider_pauses_a_
             .await
             .unwrap();
         let submitted = std::time::Instant::now();
-        let answer = person
-            .submit_waiting(
-                &agora_node::api::SubmitRequest { spec, dry_run: false },
-                Duration::from_secs(20),
-                true,
-            )
-            .await
-            .unwrap();
+        let (id, status) = job::call(&person, &spec, Duration::from_secs(20)).await.unwrap();
         let took = submitted.elapsed();
-        let id = answer.id.unwrap();
-        let status = *answer
-            .status
-            .expect("a waiting submission answers with the job's status");
         assert_eq!(status.id, id);
         assert_eq!(
             status.state,

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::{Driver, MAX_AUDITS, now};
-use crate::api::server::{ApiCommand, ApiError, JobDetail, MAX_JOB_WAIT_MS, OwnerChange, SubmitWait};
+use crate::api::server::{ApiCommand, ApiError, JobDetail, MAX_JOB_WAIT_MS, OwnerChange};
 use crate::api::{
     AuditReport, CopyStatus, DomainRow, Explain, GrantResponse, JobResult, JobStatus, Ledger, OutputRef,
     OwnerState, Path, PeerRow, ProviderCount, Status, SubmitRequest, SubmitResponse, TaskExplain, TaskStatus,
@@ -252,7 +252,7 @@ impl Driver {
     fn submit(
         &mut self,
         req: SubmitRequest,
-        wait: SubmitWait,
+        wait: JobDetail,
         reply: oneshot::Sender<Result<SubmitResponse, ApiError>>,
         now: Timestamp,
     ) {
@@ -310,18 +310,13 @@ impl Driver {
     fn answer_when_stored(
         &mut self,
         id: JobId,
-        wait: SubmitWait,
+        wait: JobDetail,
         reply: oneshot::Sender<Result<SubmitResponse, ApiError>>,
     ) {
         if wait.wait_ms > 0 && self.waiting() < MAX_JOB_WAITERS {
-            let detail = JobDetail {
-                tasks: wait.tasks,
-                receipts: false,
-                wait_ms: wait.wait_ms,
-            };
             self.stored_waiters.push(JobWaiter {
                 id,
-                detail,
+                detail: wait,
                 until: Instant::now() + Duration::from_millis(wait.wait_ms.min(MAX_JOB_WAIT_MS)),
                 reply: WaiterReply::Submitted(reply),
             });

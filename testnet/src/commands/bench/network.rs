@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agora_node::api::SubmitRequest;
 use agora_node::api::client::Client;
 use agora_protocol::JobId;
 use anyhow::Context;
@@ -75,21 +74,7 @@ pub(super) async fn latency(
         spec.seed = i as u64;
         let t = Instant::now();
         // One request, which the node answers as soon as the job ends.
-        let submitted = client
-            .submit_waiting(
-                &SubmitRequest {
-                    spec: spec.clone(),
-                    dry_run: false,
-                },
-                Duration::from_secs(10),
-                true,
-            )
-            .await
-            .context("the node refused the job")?;
-        let id = submitted.id.context("the node answered without a job id")?;
-        let mut status = *submitted
-            .status
-            .context("the node answered without the job's status")?;
+        let (id, mut status) = job::call(client, &spec, Duration::from_secs(10)).await?;
         while !status.state.is_terminal() {
             status = client.job_waiting(&id, Duration::from_secs(10), true).await?;
         }
