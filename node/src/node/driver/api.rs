@@ -584,11 +584,13 @@ impl Driver {
 
     /// Answers each request waiting for a job whose job has ended, or whose
     /// wait is over; forgets those whose asker left. Called once per turn.
-    pub(super) fn wake_job_waiters(&mut self) {
+    /// Returns how many it answered.
+    pub(super) fn wake_job_waiters(&mut self) -> usize {
         if self.job_waiters.is_empty() {
-            return;
+            return 0;
         }
         let (at, now) = (Instant::now(), now());
+        let mut answered = 0;
         for w in std::mem::take(&mut self.job_waiters) {
             if w.is_closed() {
                 continue;
@@ -597,10 +599,12 @@ impl Driver {
                 tracing::debug!(target: "hop", "job answered");
                 let status = self.job_status(&w.id, w.detail, now);
                 w.answer(status);
+                answered += 1;
             } else {
                 self.job_waiters.push(w);
             }
         }
+        answered
     }
 
     fn job_status(&self, id: &JobId, detail: JobDetail, now: Timestamp) -> Option<JobStatus> {

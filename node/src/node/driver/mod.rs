@@ -281,15 +281,20 @@ impl Driver {
         tokio::pin!(tick);
         let mut quiet = false;
         loop {
+            // Whether this turn answered a call of the API.
+            let mut answered = false;
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
                 // The owner's API first: it is rare and cheap, and must stay
                 // responsive however busy the network is.
-                Some(c) = api.recv() => self.on_api(c),
+                Some(c) = api.recv() => {
+                    self.on_api(c);
+                    answered = true;
+                }
                 Some(done) = self.tasks.running.join_next() => self.on_joined(done),
                 Some((id, answer)) = self.answers.next() => self.engine.on_answer(id, answer, now()),
-                Some((result, after)) = self.durable.next() => self.on_flushed(result, after),
+                Some((result, after)) = self.durable.next() => answered = self.on_flushed(result, after),
                 Some(ev) = events.recv() => self.on_network(ev),
                 _ = &mut tick => {
                     self.on_tick();
@@ -314,7 +319,14 @@ impl Driver {
             // A job this turn ended is answered before the turn's
             // placement, payments and writes, which its answer does not
             // wait for; one the turn's end ended, after them.
-            self.wake_job_waiters();
+            answered |= self.wake_job_waiters() > 0;
+            if answered {
+                // An answer's HTTP task, woken from this thread, runs only
+                // once the driver yields (tokio's LIFO slot, which no other
+                // thread takes): without a yield here, the answer would wait
+                // for the turn's placement, payments and writes.
+                tokio::task::yield_now().await;
+            }
             self.end_turn().await;
             self.wake_job_waiters();
             if quiet && !self.quiet() {
@@ -542,9 +554,13 @@ impl Driver {
         self.sh.net.send_all(std::mem::take(&mut self.outbox)).await;
     }
 
-    fn on_flushed(&mut self, result: Result<(), StoreError>, after: After) {
+    /// Carries out what waited for a batch; returns whether that answered
+    /// a call of the API.
+    fn on_flushed(&mut self, result: Result<(), StoreError>, after: After) -> bool {
+        let answers = !after.submitted.is_empty();
         if let Err(e) = result {
-            return self.storage_failed(after, &e);
+            self.storage_failed(after, &e);
+            return answers;
         }
         for out in after.outputs {
             self.carry_out(out);
@@ -554,6 +570,7 @@ impl Driver {
         }
         // Answered at the end of this turn if their jobs have ended.
         self.job_waiters.extend(after.waiters);
+        answers
     }
 
     /// What depended on a batch that could not be written is refused: a
