@@ -571,7 +571,7 @@ pub mod opt_hex {
     /// Serialises.
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_some(&hex::encode(b)),
+            Some(b) => s.serialize_some(&agora_protocol::id::to_hex(b)),
             None => s.serialize_none(),
         }
     }

@@ -227,7 +227,7 @@ impl Ledger {
                     writes.put(
                         records::held_key(&pay.claimed_signer(), p.seq),
                         &Stored {
-                            envelope: hex::encode(pay.to_bytes()),
+                            envelope: agora_protocol::id::to_hex(pay.to_bytes()),
                         },
                     );
                     if self.recent.len() >= RECENT {
@@ -260,7 +260,7 @@ impl Ledger {
         writes.put(
             records::chain_key(block.seq),
             &Stored {
-                envelope: hex::encode(env.to_bytes()),
+                envelope: agora_protocol::id::to_hex(env.to_bytes()),
             },
         );
         writes.put(records::LEDGER_STATE, &self.state);
@@ -273,7 +273,7 @@ impl Ledger {
             records::voucher_key(&env.id()),
             &Outgoing {
                 to,
-                envelope: hex::encode(env.to_bytes()),
+                envelope: agora_protocol::id::to_hex(env.to_bytes()),
             },
         );
     }

@@ -165,7 +165,7 @@ impl Accepted {
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
     pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
+        s.serialize_str(&agora_protocol::id::to_hex(v))
     }
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)

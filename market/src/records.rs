@@ -161,7 +161,7 @@ pub fn attestation_after(key: &str) -> Option<(u64, NodeId)> {
 
 /// The key marking a grant taken.
 pub fn grant_key(issuer: &NodeId, id: &[u8; 16]) -> String {
-    format!("{GRANT}{issuer}/{}", hex::encode(id))
+    format!("{GRANT}{issuer}/{}", agora_protocol::id::to_hex(id))
 }
 
 /// The key marking a receipt paid for.

@@ -90,7 +90,7 @@ impl NodeId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&bs58::encode(self.peer_id_bytes()).into_string())
+        f.write_str(&names::peer_id(self))
     }
 }
 
@@ -180,6 +180,54 @@ mod keys {
     }
 }
 
+/// `bytes` in lowercase hex. (`hex::encode` builds its string a character
+/// at a time, a cost that showed in profiles of the records' JSON.)
+pub fn to_hex(bytes: impl AsRef<[u8]>) -> String {
+    let bytes = bytes.as_ref();
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// `bytes` in lowercase hex, written to `out` (twice as long).
+fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    hex::encode_to_slice(bytes, out).expect("the buffer is twice the input");
+    std::str::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// A node's peer id in base58 takes about as long to write as a hash of a
+/// kilobyte (the encoding is quadratic), and records name the same few
+/// nodes over and over: written names are kept in a small bounded cache.
+mod names {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use super::NodeId;
+
+    const CAPACITY: usize = 4096;
+
+    fn cache() -> &'static Mutex<HashMap<[u8; 32], Arc<str>>> {
+        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Arc<str>>>> = OnceLock::new();
+        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    /// The node's peer id in base58.
+    pub(super) fn peer_id(id: &NodeId) -> Arc<str> {
+        if let Some(s) = cache().lock().ok().and_then(|c| c.get(&id.0).cloned()) {
+            return s;
+        }
+        let s: Arc<str> = bs58::encode(id.peer_id_bytes()).into_string().into();
+        if let Ok(mut c) = cache().lock() {
+            if c.len() >= CAPACITY {
+                // Crude but bounded, as for keys.
+                c.clear();
+            }
+            c.insert(id.0, s.clone());
+        }
+        s
+    }
+}
+
 macro_rules! hex_id {
     ($(#[$m:meta])* $name:ident, $len:expr) => {
         $(#[$m])*
@@ -188,7 +236,8 @@ macro_rules! hex_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&hex::encode(self.0))
+                let mut buf = [0u8; $len * 2];
+                f.write_str(hex_into(&self.0, &mut buf))
             }
         }
         impl fmt::Debug for $name {
@@ -393,5 +442,24 @@ mod tests {
         let t = TaskId::new(JobId([3; 16]), 42);
         assert_eq!(t.to_string().parse::<TaskId>().unwrap(), t);
         assert!("abc".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn ids_print_the_same_hex_as_the_hex_crate() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(to_hex([]), "");
+        let m = MessageId([0xa7; 32]);
+        assert_eq!(m.to_string(), hex::encode(m.0));
+    }
+
+    #[test]
+    fn a_node_id_prints_the_same_from_the_cache_as_the_first_time() {
+        let id = Keypair::from_secret([9u8; 32]).node_id();
+        let fresh = bs58::encode(id.peer_id_bytes()).into_string();
+        assert_eq!(id.to_string(), fresh);
+        assert_eq!(id.to_string(), fresh);
+        let other = Keypair::from_secret([10u8; 32]).node_id();
+        assert_ne!(other.to_string(), fresh);
     }
 }

@@ -408,7 +408,7 @@ impl Engine {
             writes.put(
                 records::held_key(owner, seq),
                 &Stored {
-                    envelope: hex::encode(env.to_bytes()),
+                    envelope: agora_protocol::id::to_hex(env.to_bytes()),
                 },
             );
         }
@@ -802,7 +802,7 @@ impl Engine {
         self.writes.put(
             key,
             &Stored {
-                envelope: hex::encode(env.to_bytes()),
+                envelope: agora_protocol::id::to_hex(env.to_bytes()),
             },
         );
         self.counters.attestations_in += 1;

@@ -590,7 +590,7 @@ impl Engine {
             records::pending_receipt_key(&agreement),
             &PendingReceipt {
                 requester: acc.requester,
-                envelope: hex::encode(env.to_bytes()),
+                envelope: agora_protocol::id::to_hex(env.to_bytes()),
             },
         );
         self.counters.receipts_sent += 1;

@@ -289,8 +289,9 @@ impl Driver {
                 // The owner's API first: it is rare and cheap, and must stay
                 // responsive however busy the network is.
                 Some(c) = api.recv() => {
+                    // A submission is answered once its job is stored.
+                    answered = !matches!(c, ApiCommand::Submit(..));
                     self.on_api(c);
-                    answered = true;
                 }
                 Some(done) = self.tasks.running.join_next() => self.on_joined(done),
                 Some((id, answer)) = self.answers.next() => self.engine.on_answer(id, answer, now()),
