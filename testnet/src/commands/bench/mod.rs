@@ -301,9 +301,9 @@ impl BenchCommand {
 fn print_figures(r: &BenchReport) {
     let mut t = Table::new(&["figure", "value", "goal"]).with_right(&[1]);
     let rows: Vec<(&str, String, &str)> = vec![
-        ("e2e_p50_ms", format!("{:.2}", r.e2e_p50_ms), "≤ 5"),
-        ("e2e_p99_ms", format!("{:.2}", r.e2e_p99_ms), "≤ 25"),
-        ("tasks_per_s", format!("{:.0}", r.tasks_per_s), "≥ 1000"),
+        ("e2e_p50_ms", format!("{:.2}", r.e2e_p50_ms), "≤ 1.5"),
+        ("e2e_p99_ms", format!("{:.2}", r.e2e_p99_ms), "≤ 4"),
+        ("tasks_per_s", format!("{:.0}", r.tasks_per_s), "≥ 3000"),
         (
             "cpu_ms_per_task (all nodes)",
             format!("{:.2}", r.cpu_ms_per_task),
@@ -348,7 +348,7 @@ fn print_figures(r: &BenchReport) {
             ),
             "scored / random / round-robin",
         ),
-        ("rss_mb", format!("{:.1}", r.rss_mb), ""),
+        ("rss_mb", format!("{:.1}", r.rss_mb), "≤ 25"),
         (
             "rss_anon_mb (the node's own part of it)",
             format!("{:.1}", r.rss_anon_mb),
