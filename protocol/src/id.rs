@@ -195,9 +195,10 @@ fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
     std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
-/// A node's peer id in base58 takes about as long to write as a hash of a
-/// kilobyte (the encoding is quadratic), and records name the same few
-/// nodes over and over: written names are kept in a small bounded cache.
+/// Base58 is quadratic in the length (each digit divides the whole
+/// number), so a node's 38-byte peer id is slow to write, and records name
+/// the same few nodes over and over: written names are kept in a small
+/// bounded cache.
 mod names {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
