@@ -1,7 +1,9 @@
 //! Identifiers: nodes, content, messages, jobs and tasks.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -144,38 +146,55 @@ const PEER_ID_KEY_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
 /// The length of a node's peer id bytes.
 pub const PEER_ID_LEN: usize = 2 + PEER_ID_KEY_PREFIX.len() + 32;
 
-/// Decompressing a public key costs about as much as a third of a signature
-/// check, and a node sees the same few keys over and over: checked keys are
-/// kept in a small bounded cache.
-mod keys {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
+/// What is worked out from a node's key bytes, kept for the next time: a
+/// node sees the same few keys over and over. Bounded: a full cache starts
+/// afresh rather than track recency.
+struct KeyCache<V>(OnceLock<Mutex<HashMap<[u8; 32], V>>>);
 
-    use ed25519_dalek::VerifyingKey;
-
+impl<V: Clone> KeyCache<V> {
     const CAPACITY: usize = 4096;
 
-    fn cache() -> &'static Mutex<HashMap<[u8; 32], VerifyingKey>> {
-        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], VerifyingKey>>> = OnceLock::new();
-        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+    const fn new() -> KeyCache<V> {
+        KeyCache(OnceLock::new())
     }
+
+    fn map(&self) -> &Mutex<HashMap<[u8; 32], V>> {
+        self.0.get_or_init(|| Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<V> {
+        self.map().lock().ok().and_then(|c| c.get(key).cloned())
+    }
+
+    fn insert(&self, key: [u8; 32], value: V) {
+        if let Ok(mut c) = self.map().lock() {
+            if c.len() >= Self::CAPACITY {
+                c.clear();
+            }
+            c.insert(key, value);
+        }
+    }
+}
+
+/// Decompressing a public key costs about as much as a third of a signature
+/// check: checked keys are cached.
+mod keys {
+    use ed25519_dalek::VerifyingKey;
+
+    use super::KeyCache;
+
+    static CACHE: KeyCache<VerifyingKey> = KeyCache::new();
 
     /// The key, if the bytes decompress to a point that is not of small order.
     pub(super) fn checked(bytes: &[u8; 32]) -> Option<VerifyingKey> {
-        if let Some(k) = cache().lock().ok().and_then(|c| c.get(bytes).copied()) {
+        if let Some(k) = CACHE.get(bytes) {
             return Some(k);
         }
         let key = VerifyingKey::from_bytes(bytes).ok()?;
         if key.is_weak() {
             return None;
         }
-        if let Ok(mut c) = cache().lock() {
-            if c.len() >= CAPACITY {
-                // Crude but bounded: start afresh rather than track recency.
-                c.clear();
-            }
-            c.insert(*bytes, key);
-        }
+        CACHE.insert(*bytes, key);
         Some(key)
     }
 }
@@ -197,34 +216,21 @@ fn hex_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
 
 /// Base58 is quadratic in the length (each digit divides the whole
 /// number), so a node's 38-byte peer id is slow to write, and records name
-/// the same few nodes over and over: written names are kept in a small
-/// bounded cache.
+/// the same few nodes over and over: written names are cached.
 mod names {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
+    use std::sync::Arc;
 
-    use super::NodeId;
+    use super::{KeyCache, NodeId};
 
-    const CAPACITY: usize = 4096;
-
-    fn cache() -> &'static Mutex<HashMap<[u8; 32], Arc<str>>> {
-        static CACHE: OnceLock<Mutex<HashMap<[u8; 32], Arc<str>>>> = OnceLock::new();
-        CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-    }
+    static CACHE: KeyCache<Arc<str>> = KeyCache::new();
 
     /// The node's peer id in base58.
     pub(super) fn peer_id(id: &NodeId) -> Arc<str> {
-        if let Some(s) = cache().lock().ok().and_then(|c| c.get(&id.0).cloned()) {
+        if let Some(s) = CACHE.get(&id.0) {
             return s;
         }
         let s: Arc<str> = bs58::encode(id.peer_id_bytes()).into_string().into();
-        if let Ok(mut c) = cache().lock() {
-            if c.len() >= CAPACITY {
-                // Crude but bounded, as for keys.
-                c.clear();
-            }
-            c.insert(id.0, s.clone());
-        }
+        CACHE.insert(id.0, s.clone());
         s
     }
 }
