@@ -60,6 +60,11 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
+    /// Receipts sent in orders' answers and not paid yet.
+    pub(super) fn answered_len(&self) -> usize {
+        self.answered.len()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.by_key.len()
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_protocol::execution::Receipt;
-use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, CancelReason};
+use agora_protocol::market::{Accept, Agreement, CallForOffers, Cancel, CancelReason, LatencyClass};
 use agora_protocol::rpc::{Decline, MarketRequest, MarketResponse};
 use agora_protocol::units::Timestamp;
 use agora_protocol::wire::Blob;
@@ -37,6 +37,13 @@ pub(super) struct Parked {
 /// are for tiny tasks (runs under 50 ms, SPEC.md §8.1).
 const HOLD_FOR: Duration = Duration::from_millis(100);
 
+/// Receipts sent in orders' answers and not yet paid beyond which a batch
+/// order is answered at once. Each such receipt's task stays in memory,
+/// its receipt request kept for a resend, until the payment comes (tens of
+/// milliseconds under load, but a payer's bad spell must not grow this
+/// node's heap with it).
+const MAX_ANSWERED_UNPAID: usize = 256;
+
 /// An order's answer, held while its task runs so that the agreement and
 /// the receipt go back together ([`MarketResponse::Ran`]): one round trip
 /// for a tiny task instead of two messages.
@@ -44,9 +51,13 @@ const HOLD_FOR: Duration = Duration::from_millis(100);
 pub(super) struct Held {
     reply: ReplyId,
     agreement: Envelope,
-    /// The run started in the order's own turn (otherwise the agreement
-    /// goes alone at that turn's end).
+    /// The run started (an interactive task's answer goes with the
+    /// agreement alone at the end of the order's turn otherwise).
     started: bool,
+    /// A batch task's answer, held while the task waits for a slot as
+    /// well (its frame is answered once the last of the frame's held
+    /// orders ran, or at `until`).
+    may_queue: bool,
     /// When the agreement goes alone if the run has not ended.
     until: Timestamp,
 }
@@ -54,7 +65,8 @@ pub(super) struct Held {
 /// Which held answers go with the agreement alone.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Release {
-    /// Those whose run did not start in the order's own turn.
+    /// Interactive tasks whose run did not start in the order's own
+    /// turn.
     NotStarted,
     /// Those whose run outlasted [`HOLD_FOR`].
     Overdue,
@@ -229,12 +241,16 @@ impl Engine {
             Err(d) => return self.decline(reply, d),
         };
         let a = v.payload();
-        // An interactive order is answered when its run ends, with its
-        // receipt: one round trip for the task. A batch order is answered
-        // at once (a held answer would hold up the batch it came in).
-        let hold = order
-            .as_ref()
-            .is_some_and(|r| r.class == agora_protocol::market::LatencyClass::Interactive);
+        // An order is answered when its run ends, with its receipt: one
+        // round trip and one message fewer for the task. An interactive
+        // one only if its run starts in this turn (nothing may hold up the
+        // answer of a call somebody waits on); a batch one also while it
+        // waits for a slot, the frame it came in answered once the last
+        // of its orders ran (SPEC.md §8.1).
+        let class = order.as_ref().map(|r| r.class);
+        let may_queue =
+            class == Some(LatencyClass::Batch) && self.deliveries.answered_len() < MAX_ANSWERED_UNPAID;
+        let hold = class == Some(LatencyClass::Interactive) || may_queue;
         if let Some(requirements) = order
             && let Err(d) = self.take_order(peer, a, requirements, now)
         {
@@ -297,6 +313,7 @@ impl Engine {
                     reply,
                     agreement: aenv,
                     started: false,
+                    may_queue,
                     until: now.add(HOLD_FOR),
                 },
             );
@@ -312,7 +329,7 @@ impl Engine {
             .held
             .iter()
             .filter(|(_, h)| match which {
-                Release::NotStarted => !h.started,
+                Release::NotStarted => !h.started && !h.may_queue,
                 Release::Overdue => now >= h.until,
                 Release::All => true,
             })

@@ -858,13 +858,13 @@ fn an_energy_budget_keeps_work_off_hungry_providers_reports_the_joules_and_refus
     });
 }
 
-/// An interactive tiny task costs one round trip: its provider answers the
-/// order with the agreement and the receipt together, and the requester's
-/// payment acknowledges the receipt, which is never sent on its own. A
-/// batch job's orders are answered at once, their receipts sent as
-/// requests.
+/// A tiny task costs one round trip: its provider answers the order with
+/// the agreement and the receipt together, and the requester's payment
+/// acknowledges the receipt, which is then never sent on its own. So for
+/// an interactive task whose run starts at once, and for a batch job's
+/// tasks, whose answers are held while they wait for a slot as well.
 #[test]
-fn an_interactive_tiny_task_comes_back_in_its_orders_answer_and_its_payment_acknowledges_the_receipt() {
+fn a_tiny_task_comes_back_in_its_orders_answer_and_its_payment_acknowledges_the_receipt() {
     let _turn = crate::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -887,16 +887,15 @@ fn an_interactive_tiny_task_comes_back_in_its_orders_answer_and_its_payment_ackn
             async move { metrics::value(&provider.metrics().await.unwrap(), name).unwrap_or(0.0) }
         };
 
-        // A batch job first: its orders are answered at once.
+        // A batch job first, which gives the provider its standing: a
+        // requester orders only from providers with standing.
         let inputs = agora_testnet::workload::noop::inputs(8);
         let (_, status) = job::run(&requester, &noop, None, &inputs, &Params::default())
             .await
             .unwrap();
         assert_eq!(status.counts.verified, 8);
-        assert_eq!(read("agora_receipts_answered_total").await, 0.0);
         let orders = read("agora_orders_total").await;
-        let requests = read("agora_receipt_requests_total").await;
-        assert!(requests >= 8.0, "the batch job's receipts went as requests");
+        let answered = read("agora_receipts_answered_total").await;
 
         // Then interactive one-task jobs, one after another.
         let interactive = Params {
@@ -915,17 +914,41 @@ fn an_interactive_tiny_task_comes_back_in_its_orders_answer_and_its_payment_ackn
             5.0,
             "each task was ordered"
         );
-        assert_eq!(read("agora_receipts_answered_total").await, 5.0);
+        assert_eq!(read("agora_receipts_answered_total").await - answered, 5.0);
         // Each is paid, and the payment stands for the receipt's
         // acknowledgement: past the 2 s a provider waits for it, no receipt
         // was sent on its own.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        let requests = read("agora_receipt_requests_total").await;
         assert_eq!(read("agora_vouchers_received_total").await, 13.0);
+
+        // A batch job of more tasks than the provider's two slots: its
+        // orders arrive together, and those waiting for a slot are held
+        // too, so their frame comes back with the receipts.
+        let (orders, answered) = (orders + 5.0, answered + 5.0);
+        let (_, status) = job::run(&requester, &noop, None, &inputs, &Params::default())
+            .await
+            .unwrap();
+        assert_eq!(status.counts.verified, 8);
         assert_eq!(
-            read("agora_receipt_requests_total").await,
-            requests,
-            "no receipt request after the batch job"
+            read("agora_orders_total").await - orders,
+            8.0,
+            "each task was ordered"
         );
+        let batch_answered = read("agora_receipts_answered_total").await - answered;
+        assert!(
+            batch_answered >= 4.0,
+            "{batch_answered} of the batch job's 8 receipts came in their orders' answers"
+        );
+        // Each receipt went once: in its answer, or as a request when its
+        // run outlasted the hold.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            read("agora_receipt_requests_total").await - requests + batch_answered,
+            8.0,
+            "each receipt went once"
+        );
+        assert_eq!(read("agora_vouchers_received_total").await, 21.0);
         net.stop();
     });
 }
