@@ -729,11 +729,11 @@ impl Engine {
     /// gives those messages a moment to leave.
     pub fn shutdown(&mut self, now: Timestamp) -> usize {
         self.provider.drain();
-        // Orders' held answers go now, the agreements alone (their
-        // withdrawals follow).
-        self.release_held(serve::Release::All, now);
+        // Orders' held answers go with the agreements alone, each task's
+        // withdrawal after its answer (see `withdraw`).
         let withdrawn = self.provider.withdraw_all();
         self.withdraw(&withdrawn, now);
+        self.release_held(serve::Release::All, now);
         if !withdrawn.is_empty() {
             tracing::info!(
                 tasks = withdrawn.len(),
@@ -773,7 +773,15 @@ impl Engine {
                 Vec::new(),
                 Pending::Cancel { to: t.requester },
             );
-            self.out.push(out);
+            // An order whose answer was held (a batch task waiting for a
+            // slot) is answered first, with the agreement alone: the
+            // requester knows the agreement the withdrawal names only from
+            // that answer, which goes once the turn's writes are durable.
+            if self.release_one(&t.agreement) {
+                self.after.push(out);
+            } else {
+                self.out.push(out);
+            }
         }
         if !withdrawn.is_empty() {
             self.must_flush = true;

@@ -342,11 +342,21 @@ impl Engine {
         }
     }
 
-    /// An order's held answer for a run that ends without a receipt: the
-    /// agreement alone, as it would have gone at once.
-    fn release_one(&mut self, agreement: &MessageId) {
-        if let Some(h) = self.held.remove(agreement) {
-            self.answer_agreement(h);
+    /// Orders whose answers are held for their runs.
+    pub fn held_answers(&self) -> usize {
+        self.held.len()
+    }
+
+    /// An order's held answer for a run that ends without a receipt (or
+    /// a task withdrawn): the agreement alone, as it would have gone at
+    /// once. Whether an answer was held.
+    pub(super) fn release_one(&mut self, agreement: &MessageId) -> bool {
+        match self.held.remove(agreement) {
+            Some(h) => {
+                self.answer_agreement(h);
+                true
+            }
+            None => false,
         }
     }
 

@@ -31,7 +31,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::engine::{Ran, RequestId};
-use crate::job::{InputSpec, JobSpec, JobState, Strategy, TaskPhase};
+use crate::job::{CopyState, InputSpec, JobSpec, JobState, Strategy, TaskPhase};
 use node::{Done, SimNode};
 
 /// The simulation's epoch: virtual milliseconds start here.
@@ -74,6 +74,10 @@ pub struct World {
     pub kill_one: bool,
     /// Stop once a cheater is caught.
     pub stop_when_caught: bool,
+    /// The last provider stops this many ms in, as a node shutting down
+    /// does: it withdraws every task it holds (a signed `Cancel`), and is
+    /// gone a second later.
+    pub stop_one: Option<u64>,
     /// The job's latency class (`None`: interactive or batch at random).
     pub class: Option<agora_protocol::market::LatencyClass>,
     /// Every run takes at least this long, ms.
@@ -96,6 +100,7 @@ impl World {
             provider_crashes: 0,
             kill_one: false,
             stop_when_caught: false,
+            stop_one: None,
             class: None,
             min_run_ms: 0,
         }
@@ -130,6 +135,12 @@ pub struct Report {
     pub orders: u64,
     /// Receipts providers sent in an order's answer.
     pub receipts_answered: u64,
+    /// Tasks the stopping provider withdrew (`World::stop_one`).
+    pub withdrawn: u64,
+    /// Of those, orders whose answers it held when it stopped.
+    pub withdrawn_held: u64,
+    /// Copies the requester took as withdrawn by their provider.
+    pub copies_withdrawn: u64,
     /// Checkpoints the nodes appended to their chains.
     pub checkpoints: u64,
     /// Attestations of those checkpoints their owners kept.
@@ -188,6 +199,10 @@ struct Sim {
     /// Agreements whose receipt each provider sent.
     receipts_sent: Vec<HashSet<MessageId>>,
     refused: u64,
+    /// Tasks withdrawn by a provider's stop.
+    withdrawn: u64,
+    /// Of those, orders whose answers were held.
+    withdrawn_held: u64,
     /// Engine ticks, all nodes.
     ticks: u64,
     trace: blake3::Hasher,
@@ -235,6 +250,8 @@ impl Sim {
             caught_after: None,
             vouchers: HashMap::new(),
             refused: 0,
+            withdrawn: 0,
+            withdrawn_held: 0,
             ticks: 0,
             trace: blake3::Hasher::new(),
         }
@@ -376,6 +393,7 @@ impl Sim {
                 .push(p);
         }
         let mut kill_at = self.world.kill_one.then(|| T0 + self.rng.random_range(1..5_000));
+        let mut stop_at = self.world.stop_one.map(|ms| T0 + ms);
         let mut next_tick = self.now;
         let mut ended = false;
         loop {
@@ -399,6 +417,16 @@ impl Sim {
             {
                 kill_at = None;
                 self.kill(self.nodes.len() - 1);
+            }
+            if let Some(s) = stop_at
+                && self.now >= s
+            {
+                stop_at = None;
+                let last = self.nodes.len() - 1;
+                self.withdrawn_held += self.nodes[last].engine.held_answers() as u64;
+                self.withdrawn += self.nodes[last].engine.shutdown(ts(self.now)) as u64;
+                self.end_turn(last);
+                kill_at = Some(self.now + 1_000);
             }
             if next_event == Some(t) {
                 let Some(Reverse((_, seq))) = self.queue.pop() else {
@@ -675,6 +703,17 @@ impl Sim {
         };
         rep.state = Some(state);
         rep.wrong_accepted = wrong;
+        rep.withdrawn = self.withdrawn;
+        rep.withdrawn_held = self.withdrawn_held;
+        rep.copies_withdrawn = requester
+            .with_job(&self.job, |_, tasks| {
+                tasks
+                    .iter()
+                    .flat_map(|t| &t.copies)
+                    .filter(|c| matches!(&c.state, CopyState::Failed(r) if r.contains("withdrew")))
+                    .count() as u64
+            })
+            .unwrap_or(0);
         if let Some((r, v)) = self.vouchers.iter().find(|(_, v)| v.len() > 1) {
             rep.error = Some(format!("receipt {r} paid {} times", v.len()));
         }

@@ -370,17 +370,19 @@ impl Driver {
 
     /// Waits up to `grace` for the answers to requests in flight (at
     /// shutdown: the withdrawals just sent), so that they leave before the
-    /// network stops.
+    /// network stops, and for what waits for the store to be carried out
+    /// (orders' held answers, and the withdrawals that follow them).
     async fn await_answers(&mut self, grace: Duration) {
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
-        loop {
+        while !(self.answers.is_empty() && self.durable.is_empty()) {
             tokio::select! {
                 _ = &mut deadline => break,
-                next = self.answers.next() => match next {
-                    Some((id, answer)) => self.engine.on_answer(id, answer, now()),
-                    None => break,
-                },
+                Some((result, after)) = self.durable.next() => {
+                    self.on_flushed(result, after);
+                    self.end_turn().await;
+                }
+                Some((id, answer)) = self.answers.next() => self.engine.on_answer(id, answer, now()),
             }
         }
         self.end_turn().await;
