@@ -36,8 +36,15 @@ use crate::records;
 
 /// How often a node gossips the heads of the chains it holds.
 pub(super) const HEADS_EVERY: Duration = Duration::from_secs(5);
-/// How often every known head is published, moved or not.
-const HEADS_REFRESH: Duration = Duration::from_secs(60);
+/// How often every known head is published, moved or not. A head that
+/// moves is published within [`HEADS_EVERY`] by each node that sees it
+/// move, and that is what brings a fork to light: the refresh only repairs
+/// a lost message and tells newcomers who holds which chains. Every node
+/// holds at least its own chain and every node hears every `Heads`, so a
+/// network of N nodes refreshes at N / `HEADS_REFRESH` messages a second,
+/// each delivered N times: at one minute, 200 idle nodes sent more gossip
+/// for heads than for their adverts (testnet README, `scale`).
+const HEADS_REFRESH: Duration = Duration::from_secs(600);
 /// Other chains' heads remembered at most.
 const MAX_KNOWN_HEADS: usize = 1024;
 /// Nodes asked for a copy of a chain its owner cannot give, at most.
