@@ -548,7 +548,7 @@ impl Engine {
     /// Gossips the heads of the chains this node holds blocks of.
     pub(super) fn publish_heads(&mut self, now: Timestamp) {
         // Only heads that moved since the last message, and all of them
-        // once a minute: an idle network sends (almost) nothing.
+        // every HEADS_REFRESH: an idle network sends (almost) nothing.
         let refresh = now.since(self.heads_refreshed) >= HEADS_REFRESH;
         if refresh {
             self.heads_refreshed = now;
