@@ -571,6 +571,9 @@ impl EventLoop {
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.connected = self.swarm.connected_peers().count();
+                let gossip = &self.swarm.behaviour().gossipsub;
+                s.mesh_peers = gossip.all_mesh_peers().count();
+                s.mesh_links = gossip.topics().map(|t| gossip.mesh_peers(t).count()).sum();
                 s.flooders_refused = self.flood.cut_count(Instant::now());
                 let _ = reply.send(s);
             }

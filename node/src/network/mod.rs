@@ -321,6 +321,11 @@ enum ReplyTo {
 pub struct Stats {
     /// Connected peers.
     pub connected: usize,
+    /// Connected peers in at least one of the node's gossip meshes.
+    pub mesh_peers: usize,
+    /// Mesh memberships summed over the node's topics (a peer in the
+    /// meshes of three topics counts three times).
+    pub mesh_links: usize,
     /// Gossip messages dropped because the node was busy.
     pub gossip_dropped: u64,
     /// Market requests refused because the node was busy.

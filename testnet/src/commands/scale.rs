@@ -143,6 +143,8 @@ const COUNTERS: &[&str] = &[
     "agora_gossip_rejected_total",
     "agora_peers_expired_total",
     "agora_connected_peers",
+    "agora_gossip_mesh_peers",
+    "agora_gossip_mesh_links",
     "agora_connections_trimmed_total",
     "agora_connections_refused_total",
     "agora_connections_opened_total",

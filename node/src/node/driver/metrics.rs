@@ -382,7 +382,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 14] = [
+    let plain: [(Def, u64); 16] = [
         (
             (
                 "agora_content_sent_bytes_total",
@@ -394,6 +394,22 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
+        ),
+        (
+            (
+                "agora_gossip_mesh_peers",
+                "gauge",
+                "Connected peers in at least one gossip mesh of this node",
+            ),
+            s.mesh_peers as u64,
+        ),
+        (
+            (
+                "agora_gossip_mesh_links",
+                "gauge",
+                "Gossip mesh memberships summed over this node's topics",
+            ),
+            s.mesh_links as u64,
         ),
         (
             (
