@@ -70,6 +70,9 @@ pub struct Counters {
     pub summaries_published: u64,
     /// Questions asked of a summary's contacts, whether it is a member.
     pub vouch_questions: u64,
+    /// Questions asked of members that rank better in the summary election
+    /// and had no standing here.
+    pub rival_questions: u64,
     /// Receipts for copies withdrawn before their agreement arrived
     /// (acknowledged, not recorded, not paid).
     pub receipts_superseded: u64,

@@ -34,6 +34,13 @@ const FRAUD_SEEN: usize = 10_000;
 const VOUCH_RETRY: Duration = Duration::from_secs(30);
 /// Summaries being vouched for at most.
 const MAX_VOUCHING: usize = 256;
+/// Questions to election rivals per term at most (see [`Engine::elected`]):
+/// a flood of keys without standing costs a bounded number of questions.
+const RIVALS_PER_TERM: usize = 64;
+/// A rival that could not be reached is asked again after this long.
+const RIVAL_RETRY: Duration = Duration::from_secs(5);
+/// How often an elected node asks its rivals while it stays elected.
+pub(super) const RIVALS_EVERY: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// A gossip message (`author`: the signer gossipsub authenticated, if
@@ -161,15 +168,77 @@ impl Engine {
         answer: Result<MarketResponse, String>,
         now: Timestamp,
     ) {
-        let Ok(MarketResponse::Summaries(envs)) = answer else {
-            return;
-        };
-        let member = envs.iter().any(|e| {
-            e.open::<agora_protocol::capacity::DomainSummary>(now)
-                .is_ok_and(|v| v.signer() == contact && v.payload().domain == domain)
-        });
-        if member {
+        if signed_summary(&answer, contact, &domain, now) {
             self.view.vouch(&domain, &signer);
+        }
+    }
+
+    /// Whether this node is elected to publish its domain's summaries now,
+    /// as far as its view knows. If so, it asks the members that rank
+    /// better but have no standing in its view: views see different members
+    /// with standing (round-trip times are measured only to connected
+    /// peers), so without the questions a domain has more publishers than
+    /// `summary_publishers`, each a signer every receiver holds, asks about
+    /// and forwards. It asks again every [`RIVALS_EVERY`] while it stays
+    /// elected, so that it steps down at its next summary interval.
+    pub(super) fn elected(&mut self, now: Timestamp) -> bool {
+        let a = &self.config.adverts;
+        let elected = self
+            .view
+            .is_summary_publisher(now, a.election_term, a.summary_publishers);
+        self.timers.elected = elected;
+        if elected {
+            self.timers.last_rivals = now;
+            self.ask_rivals(now);
+        }
+        elected
+    }
+
+    /// Asks the rivals of [`Engine::elected`]: at most
+    /// `summary_publishers` at a time, the best ranks first, each member
+    /// once per term unless its question failed (then again after
+    /// [`RIVAL_RETRY`]: the best-ranked members are the ones every elected
+    /// node asks, and a member at its connection cap refuses some), and
+    /// [`RIVALS_PER_TERM`] questions in all.
+    fn ask_rivals(&mut self, now: Timestamp) {
+        let a = &self.config.adverts;
+        let (publishers, term) = (a.summary_publishers, a.election_term);
+        let period = now.0 / (term.as_millis().max(1) as u64);
+        if self.rivals.period != period {
+            self.rivals = Rivals {
+                period,
+                ..Rivals::default()
+            };
+        }
+        let room = RIVALS_PER_TERM.saturating_sub(self.rivals.questions);
+        let asked = &self.rivals.asked;
+        let rivals: Vec<NodeId> = self
+            .view
+            .election_rivals(now, term)
+            .into_iter()
+            .filter(|n| asked.get(n).is_none_or(|again| again.is_some_and(|t| now >= t)))
+            .take(publishers.min(room))
+            .collect();
+        for peer in rivals {
+            self.rivals.asked.insert(peer, None);
+            self.rivals.questions += 1;
+            self.counters.rival_questions += 1;
+            let request = agora_protocol::rpc::MarketRequest::Summaries(self.config.domain.clone());
+            let out = self.request(peer, request, Vec::new(), super::Pending::Rival { peer });
+            self.out.push(out);
+        }
+    }
+
+    /// A rival of [`Engine::elected`] answered: one that signs a summary
+    /// of this domain is a member behind a real endpoint, with standing; one
+    /// that could not be reached may be asked again a little later.
+    pub(super) fn on_rival(&mut self, peer: NodeId, answer: Result<MarketResponse, String>, now: Timestamp) {
+        if signed_summary(&answer, peer, &self.config.domain, now) {
+            self.view.reached(peer);
+        } else if answer.is_err()
+            && let Some(again) = self.rivals.asked.get_mut(&peer)
+        {
+            *again = Some(now.add(RIVAL_RETRY));
         }
     }
 
@@ -239,13 +308,10 @@ impl Engine {
     /// Publishes this node's domain summaries when it is elected to.
     pub(super) fn publish_summaries(&mut self, now: Timestamp) {
         self.timers.last_summary = now;
-        let a = &self.config.adverts;
-        if !self
-            .view
-            .is_summary_publisher(now, a.election_term, a.summary_publishers)
-        {
+        if !self.elected(now) {
             return;
         }
+        let a = &self.config.adverts;
         let lifetime = a.lifetime.max(a.summary_interval * 3);
         for s in self.view.build_summaries(now) {
             let Some(parent) = s.domain.parent() else { continue };
@@ -570,9 +636,152 @@ impl Quota {
     }
 }
 
+/// The election rivals a node asked in one term (see [`Engine::elected`]).
+#[derive(Debug, Default)]
+pub(super) struct Rivals {
+    /// The term.
+    period: u64,
+    /// Each rival asked, and when it may be asked again: never (`None`)
+    /// while its answer is awaited or once it answered.
+    asked: HashMap<NodeId, Option<Timestamp>>,
+    /// Questions asked this term.
+    questions: usize,
+}
+
+/// Whether `answer` holds a summary of `domain` that `signer` signed.
+fn signed_summary(
+    answer: &Result<MarketResponse, String>,
+    signer: NodeId,
+    domain: &Domain,
+    now: Timestamp,
+) -> bool {
+    let Ok(MarketResponse::Summaries(envs)) = answer else {
+        return false;
+    };
+    envs.iter().any(|e| {
+        e.open::<agora_protocol::capacity::DomainSummary>(now)
+            .is_ok_and(|v| v.signer() == signer && &v.payload().domain == domain)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ReplyId;
+    use crate::sim::{disk::Disk, node};
+    use agora_protocol::Keypair;
+
+    /// One turn of every engine at `now`, then what they said delivered:
+    /// gossip to every other engine, each request to its peer and the
+    /// answer back, until nothing is left. Returns the summaries published.
+    fn exchange(engines: &mut [Engine], now: Timestamp) -> u64 {
+        let before: u64 = engines.iter().map(|e| e.counters().summaries_published).sum();
+        let mut queue: Vec<(usize, Output)> = Vec::new();
+        for (i, e) in engines.iter_mut().enumerate() {
+            e.tick(now);
+            let turn = e.end_turn(now);
+            queue.extend(turn.now.into_iter().chain(turn.after).map(|o| (i, o)));
+        }
+        let ids: Vec<NodeId> = engines.iter().map(|e| e.local).collect();
+        let mut replies = HashMap::new();
+        while let Some((from, out)) = queue.pop() {
+            let touched: Vec<usize> = match out {
+                Output::Publish { topic, data } => {
+                    let others: Vec<usize> = (0..engines.len()).filter(|j| *j != from).collect();
+                    for &j in &others {
+                        engines[j].on_gossip(&topic, &data, None, now);
+                    }
+                    others
+                }
+                Output::Send { id, to, request, .. } => {
+                    let Some(j) = ids.iter().position(|n| *n == to) else {
+                        continue;
+                    };
+                    let reply = ReplyId(replies.len() as u64);
+                    replies.insert(reply, (from, id));
+                    engines[j].on_request(ids[from], request, reply, now);
+                    vec![j]
+                }
+                Output::Respond { reply, response } => {
+                    let Some((asker, id)) = replies.remove(&reply) else {
+                        continue;
+                    };
+                    engines[asker].on_answer(id, Ok(response), now);
+                    vec![asker]
+                }
+                _ => continue,
+            };
+            for j in touched {
+                let turn = engines[j].end_turn(now);
+                queue.extend(turn.now.into_iter().chain(turn.after).map(|o| (j, o)));
+            }
+        }
+        engines
+            .iter()
+            .map(|e| e.counters().summaries_published)
+            .sum::<u64>()
+            - before
+    }
+
+    /// Round-trip times are measured only to connected peers, so members
+    /// of one domain see different members with standing, and each that
+    /// sees none ranked better than itself elects itself. Each that does
+    /// asks the better-ranked members it has no standing for; once they
+    /// answer, only the `summary_publishers` best-ranked members publish.
+    #[test]
+    fn members_that_see_no_standing_converge_on_the_elected_publishers_once_they_ask() {
+        let t0 = 1_800_000_000_000;
+        let disks: Vec<Disk> = (0..8).map(|_| Disk::default()).collect();
+        let mut engines: Vec<Engine> = disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                node::engine(
+                    &Keypair::from_secret([0x60 + i as u8; 32]),
+                    Some((1_000, 1)),
+                    i as u64,
+                    t0,
+                    d,
+                )
+            })
+            .collect();
+        let interval = engines[0].config.adverts.summary_interval;
+        let at = |r: u32| Timestamp(t0).add((interval + Duration::from_millis(100)) * r);
+        exchange(&mut engines, at(0));
+        assert!(
+            engines.iter().all(|e| e.view().len() == 7),
+            "every member holds every other's advert"
+        );
+        let first = exchange(&mut engines, at(1));
+        // Each elected one publishes its domain's summary; the root has none.
+        assert_eq!(first, 8, "with no standing anywhere, every member elects itself");
+        let asked: u64 = engines.iter().map(|e| e.counters().rival_questions).sum();
+        assert!(
+            asked > 0 && asked <= 7 * 2,
+            "the better-ranked are asked, two per member at most: {asked}"
+        );
+        let second = exchange(&mut engines, at(2));
+        assert_eq!(second, 2, "only the two best-ranked publish once they answered");
+        let term = engines[0].config.adverts.election_term;
+        let mut ranked: Vec<_> = engines
+            .iter()
+            .map(|e| {
+                (
+                    crate::view::election_rank(&e.config.domain, at(2), term, &e.local),
+                    e.local,
+                )
+            })
+            .collect();
+        ranked.sort();
+        let publishing: Vec<NodeId> = engines
+            .iter()
+            .filter(|e| e.view.is_summary_publisher(at(2), term, 2))
+            .map(|e| e.local)
+            .collect();
+        assert_eq!(publishing.len(), 2);
+        assert!(publishing.iter().all(|n| ranked[..2].iter().any(|(_, m)| m == n)));
+        assert_eq!(exchange(&mut engines, at(3)), 2, "and it stays so");
+    }
 
     /// Adverts the turn at `now` publishes.
     fn adverts_out(e: &mut Engine, now: Timestamp) -> usize {

@@ -231,6 +231,11 @@ enum Pending {
         signer: NodeId,
         contact: NodeId,
     },
+    /// A member that ranks better in the summary election, asked for its
+    /// summary of the own domain.
+    Rival {
+        peer: NodeId,
+    },
     /// Blocks of a chain, for an audit.
     Chain(ChainRead),
     /// The latest checkpoint of a chain and its attestations, for an audit
@@ -347,6 +352,8 @@ pub struct Engine {
     fork_quota: gossip::Quota,
     /// Summaries being vouched for, and when this node last asked.
     vouching: HashMap<(Domain, NodeId), Timestamp>,
+    /// Election rivals asked this term (see [`Engine::elected`]).
+    rivals: gossip::Rivals,
     /// The summaries of its own domain and those containing it this node
     /// last signed for a question (one per level: bounded by the depth).
     own_summaries: HashMap<Domain, (Timestamp, Envelope)>,
@@ -363,6 +370,10 @@ struct Timers {
     advert_due: Option<AdvertCause>,
     last_free: u32,
     last_summary: Timestamp,
+    /// Whether this node found itself elected to publish summaries when it
+    /// last looked, and when it last asked its rivals.
+    elected: bool,
+    last_rivals: Timestamp,
     last_expire: Timestamp,
     last_calibration: Timestamp,
     last_collect: Timestamp,
@@ -502,6 +513,8 @@ impl Engine {
                 advert_due: Some(AdvertCause::Start),
                 last_free: u32::MAX,
                 last_summary: Timestamp(0),
+                elected: false,
+                last_rivals: Timestamp(0),
                 last_expire: now,
                 last_calibration: now,
                 last_collect: now,
@@ -518,6 +531,7 @@ impl Engine {
             fraud_quota: gossip::Quota::fraud(),
             fork_quota: gossip::Quota::forks(),
             vouching: HashMap::new(),
+            rivals: gossip::Rivals::default(),
             own_summaries: HashMap::new(),
             fraud_seen: HashSet::new(),
             counters: Counters::default(),
@@ -657,6 +671,8 @@ impl Engine {
         }
         if now.since(self.timers.last_summary) >= self.config.adverts.summary_interval {
             self.publish_summaries(now);
+        } else if self.timers.elected && now.since(self.timers.last_rivals) >= gossip::RIVALS_EVERY {
+            self.elected(now);
         }
         if now.since(self.timers.last_expire) >= QUIET_TICK {
             self.timers.last_expire = now;

@@ -310,6 +310,7 @@ impl Engine {
                 signer,
                 contact,
             } => self.on_vouched((domain, signer, contact), answer, now),
+            Pending::Rival { peer } => self.on_rival(peer, answer, now),
             Pending::Chain(read) => self.on_chain(read, answer, now),
             Pending::ChainCheckpoint(read) => self.on_chain_checkpoint(read, answer, now),
             Pending::Attest { owner } => {

@@ -546,6 +546,24 @@ impl View {
             .count();
         better < publishers
     }
+
+    /// Members this node holds no standing for that rank better than it in
+    /// the election of the period containing `now`, best first. A node
+    /// that finds itself elected asks them (SPEC.md §6.3): each that
+    /// answers gains standing, so views that saw different members with
+    /// standing converge on the same publishers.
+    pub fn election_rivals(&self, now: Timestamp, period: Duration) -> Vec<NodeId> {
+        let rank = |n: &NodeId| election_rank(&self.domain, now, period, n);
+        let mine = rank(&self.local);
+        let mut rivals: Vec<([u8; 32], NodeId)> = self
+            .members()
+            .filter(|p| self.standing(&p.node) == Standing::Unknown)
+            .map(|p| (rank(&p.node), p.node))
+            .filter(|(r, _)| *r < mine)
+            .collect();
+        rivals.sort_unstable();
+        rivals.into_iter().map(|(_, n)| n).collect()
+    }
 }
 
 /// A member's rank in the summary election of `domain` for the period

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::behaviour::{Behaviour, BehaviourEvent, LIVENESS_CHECK_EVERY, Learned};
 use super::reach::{self, Reachability};
 use super::trim;
-use super::{Command, Event, NetworkError, Reach, Reply, ReplyTo, Stats, flood};
+use super::{Command, Event, NetworkError, Reach, Reply, ReplyTo, Stats, flood, told};
 
 /// Providers found so far by a DHT query, and who waits for them.
 type PendingProviders = (
@@ -110,6 +110,8 @@ pub(crate) struct EventLoop {
     last_used: HashMap<PeerId, Instant>,
     /// Gossip neighbours' budgets of useless messages (see [`flood`]).
     flood: flood::FloodGuard<PeerId>,
+    /// Peer addresses told to the swarm (see [`told`]).
+    told: told::Told<PeerId, Multiaddr>,
     /// How the node is reached, for [`super::Client::reach`].
     reach_tx: tokio::sync::watch::Sender<Reach>,
     /// Relays the owner named, with their addresses.
@@ -212,6 +214,7 @@ impl EventLoop {
             target_connections,
             last_used: HashMap::new(),
             flood: flood::FloodGuard::default(),
+            told: told::Told::default(),
             reach_tx,
             configured_relays,
             reservations: HashMap::new(),
@@ -541,10 +544,7 @@ impl EventLoop {
                         .insert(channel.id, (channel.peer, Instant::now(), len));
                 }
             }
-            Command::AddAddress { peer, addr } => {
-                b.learn_address(&peer, addr.clone(), false);
-                self.swarm.add_peer_address(peer, addr);
-            }
+            Command::AddAddress { peer, addr } => self.add_address(peer, addr),
             Command::Dial { addr } => {
                 self.stats.dials += 1;
                 if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -624,10 +624,7 @@ impl EventLoop {
             }
         }
         for (peer, addr) in o.addresses {
-            self.swarm
-                .behaviour_mut()
-                .learn_address(&peer, addr.clone(), false);
-            self.swarm.add_peer_address(peer, addr);
+            self.add_address(peer, addr);
         }
         for addr in o.dials {
             self.stats.dials += 1;
@@ -635,6 +632,18 @@ impl EventLoop {
                 tracing::debug!(%addr, error = %e, "dial failed");
             }
         }
+    }
+
+    /// Tells Kademlia and the swarm's behaviours where `peer` is, unless
+    /// that was told a moment ago (see [`told`]).
+    fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
+        if !self.told.tell(&peer, &addr, Instant::now()) {
+            return;
+        }
+        self.swarm
+            .behaviour_mut()
+            .learn_address(&peer, addr.clone(), false);
+        self.swarm.add_peer_address(peer, addr);
     }
 
     /// Sends the queued market requests of every peer with room for them
@@ -813,6 +822,7 @@ impl EventLoop {
                     c.remove(&connection_id);
                 }
                 if num_established == 0 {
+                    self.told.forget(&peer_id);
                     self.last_used.remove(&peer_id);
                     self.flood.forget(&peer_id);
                     self.conns.remove(&peer_id);
@@ -851,6 +861,11 @@ impl EventLoop {
                 self.publish_reach();
             }
             SwarmEvent::ExternalAddrExpired { .. } => self.publish_reach(),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer), ..
+            } => {
+                self.told.forget(&peer);
+            }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
                     self.stats.connections_refused += 1;

@@ -29,6 +29,7 @@ mod flood;
 pub mod peer;
 mod reach;
 mod relay_server;
+mod told;
 mod trim;
 
 use std::collections::HashSet;

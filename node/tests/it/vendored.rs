@@ -72,6 +72,122 @@ fn yamux_flushes_as_soon_as_16_kib_wait() {
     assert_eq!(socket_writes_for_five_streams_of(10 * 1024), 3);
 }
 
+/// A socket that counts the bytes written through it.
+struct Metered<S> {
+    inner: S,
+    written: Arc<AtomicUsize>,
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.written.fetch_add(n, Ordering::SeqCst);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// Both ends of a connection over libp2p's memory transport.
+async fn memory_pipe() -> (
+    libp2p::core::transport::memory::Channel<Vec<u8>>,
+    libp2p::core::transport::memory::Channel<Vec<u8>>,
+) {
+    use libp2p::core::transport::{
+        DialOpts, ListenerId, MemoryTransport, PortUse, Transport, TransportEvent,
+    };
+    let port = 1 + u64::from(std::process::id()) * 1_000 + 7;
+    let addr: libp2p::Multiaddr = format!("/memory/{port}").parse().unwrap();
+    let mut listener = MemoryTransport::default();
+    listener.listen_on(ListenerId::next(), addr.clone()).unwrap();
+    let opts = DialOpts {
+        role: libp2p::core::Endpoint::Dialer,
+        port_use: PortUse::New,
+    };
+    let dial = MemoryTransport::default().dial(addr, opts).unwrap();
+    let accept = async {
+        loop {
+            let event = futures::future::poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await;
+            if let TransportEvent::Incoming { upgrade, .. } = event {
+                return upgrade.await.unwrap();
+            }
+        }
+    };
+    let (client, server) = futures::join!(dial, accept);
+    (client.unwrap(), server)
+}
+
+/// Polls a yamux connection every 50 ms, as a node's other traffic would.
+async fn keep_polling<S: AsyncRead + AsyncWrite + Unpin>(mut conn: yamux::Connection<S>) {
+    loop {
+        let closed = futures::future::poll_fn(|cx| {
+            Poll::Ready(matches!(
+                conn.poll_next_inbound(cx),
+                Poll::Ready(None | Some(Err(_)))
+            ))
+        })
+        .await;
+        if closed {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn yamux_measures_an_idle_connection_once_not_every_ten_seconds() {
+    // The vendored yamux measures the round-trip time at once and again
+    // only while streams send window updates; as published it pinged every
+    // connection every 10 s, whatever it carried.
+    let (client, server) = memory_pipe().await;
+    let written = Arc::new(AtomicUsize::new(0));
+    let client = Metered {
+        inner: client,
+        written: written.clone(),
+    };
+    let cfg = yamux::Config::default();
+    let client = tokio::spawn(keep_polling(yamux::Connection::new(
+        client,
+        cfg.clone(),
+        yamux::Mode::Client,
+    )));
+    let server = tokio::spawn(keep_polling(yamux::Connection::new(
+        server,
+        cfg,
+        yamux::Mode::Server,
+    )));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = written.load(Ordering::SeqCst);
+    // Its ping and its pong to the server's, 12 bytes each.
+    assert_eq!(first, 24, "the first measurement, both ways");
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(
+        written.load(Ordering::SeqCst),
+        first,
+        "nothing more on an idle connection"
+    );
+    client.abort();
+    server.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_delay_runs_on_the_tokio_timer_once_asked_to() {
     futures_timer::use_tokio_timer();

@@ -153,6 +153,7 @@ const COUNTERS: &[&str] = &[
     "agora_market_overload_total",
     "agora_summaries_published_total",
     "agora_vouch_questions_total",
+    "agora_election_questions_total",
     "agora_flooders_cut_total",
 ];
 

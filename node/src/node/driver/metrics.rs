@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 34] = [
+        let counters: [(Def, u64); 35] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -166,6 +166,14 @@ impl Driver {
                     "Questions asked of summaries' contacts whether they are members",
                 ),
                 c.vouch_questions,
+            ),
+            (
+                (
+                    "agora_election_questions_total",
+                    "counter",
+                    "Questions asked of members that rank better in the summary election, to learn their standing",
+                ),
+                c.rival_questions,
             ),
             (
                 (

@@ -11,7 +11,7 @@
 //! Connection round-trip time measurement
 
 use std::sync::{
-    atomic::{AtomicU32, Ordering},
+    atomic::{AtomicBool, AtomicU32, Ordering},
     Arc,
 };
 
@@ -28,6 +28,15 @@ pub(crate) struct Rtt {
     inner: Arc<Mutex<RttInner>>,
     /// Next ping identifier, used for matching pongs.
     next_id: Arc<AtomicU32>,
+    /// agora patch: whether a measurement is wanted. The round-trip time
+    /// only tunes a stream's receive window, once a stream has taken half
+    /// of it (a large transfer); the crate as published pinged every
+    /// connection every 10 s whatever it carried, and took a lock and
+    /// read the clock at every poll of the connection to see whether to.
+    /// Now the first measurement is made at once and the next ones only
+    /// while streams send window updates (at most every `PING_INTERVAL`,
+    /// as before).
+    wanted: Arc<AtomicBool>,
 }
 
 impl Rtt {
@@ -40,10 +49,21 @@ impl Rtt {
                 },
             })),
             next_id: Arc::new(AtomicU32::new(0)),
+            wanted: Arc::new(AtomicBool::new(true)),
         }
     }
 
+    /// agora patch: a stream is about to send a window update; the next
+    /// due ping measures the round-trip time again.
+    pub(crate) fn want(&self) {
+        self.wanted.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn next_ping(&mut self) -> Option<Frame<Ping>> {
+        // agora patch: no measurement wanted, nothing to look at.
+        if !self.wanted.load(Ordering::Relaxed) {
+            return None;
+        }
         let state = &mut self.inner.lock().state;
 
         match state {
@@ -56,6 +76,7 @@ impl Rtt {
         }
 
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.wanted.store(false, Ordering::Relaxed);
         *state = RttState::AwaitingPong {
             sent_at: Instant::now(),
             id,
@@ -102,6 +123,7 @@ impl quickcheck::Arbitrary for Rtt {
         Self {
             inner: Arc::new(Mutex::new(RttInner::arbitrary(g))),
             next_id: Arc::new(AtomicU32::new(0)),
+            wanted: Arc::new(AtomicBool::new(true)),
         }
     }
 }

@@ -52,6 +52,9 @@ impl FlowController {
         if next_window_update < self.max_receive_window / 2 {
             return None;
         }
+        // agora patch: a transfer is under way: keep measuring the
+        // round-trip time the tuning below uses (see `Rtt::want`).
+        self.rtt.want();
 
         log::trace!(
             "received {} mb in {} seconds ({} mbit/s)",
