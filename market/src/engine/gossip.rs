@@ -180,17 +180,15 @@ impl Engine {
     /// peers), so without the questions a domain has more publishers than
     /// `summary_publishers`, each a signer every receiver holds, asks about
     /// and forwards. It asks again every [`RIVALS_EVERY`] while it stays
-    /// elected, so that it steps down at its next summary interval.
+    /// elected and such members are left, so that it steps down at its
+    /// next summary interval.
     pub(super) fn elected(&mut self, now: Timestamp) -> bool {
         let a = &self.config.adverts;
         let elected = self
             .view
             .is_summary_publisher(now, a.election_term, a.summary_publishers);
-        self.timers.elected = elected;
-        if elected {
-            self.timers.last_rivals = now;
-            self.ask_rivals(now);
-        }
+        self.timers.asking_rivals = elected && self.ask_rivals(now);
+        self.timers.last_rivals = now;
         elected
     }
 
@@ -200,7 +198,9 @@ impl Engine {
     /// [`RIVAL_RETRY`]: the best-ranked members are the ones every elected
     /// node asks, and a member at its connection cap refuses some), and
     /// [`RIVALS_PER_TERM`] questions in all.
-    fn ask_rivals(&mut self, now: Timestamp) {
+    /// Returns whether any rival is left (asked and not yet answered, or
+    /// still to ask).
+    fn ask_rivals(&mut self, now: Timestamp) -> bool {
         let a = &self.config.adverts;
         let (publishers, term) = (a.summary_publishers, a.election_term);
         let period = now.0 / (term.as_millis().max(1) as u64);
@@ -211,10 +211,15 @@ impl Engine {
             };
         }
         let room = RIVALS_PER_TERM.saturating_sub(self.rivals.questions);
+        if room == 0 {
+            return false;
+        }
+        let all = self.view.election_rivals(now, term);
+        if all.is_empty() {
+            return false;
+        }
         let asked = &self.rivals.asked;
-        let rivals: Vec<NodeId> = self
-            .view
-            .election_rivals(now, term)
+        let rivals: Vec<NodeId> = all
             .into_iter()
             .filter(|n| asked.get(n).is_none_or(|again| again.is_some_and(|t| now >= t)))
             .take(publishers.min(room))
@@ -227,6 +232,7 @@ impl Engine {
             let out = self.request(peer, request, Vec::new(), super::Pending::Rival { peer });
             self.out.push(out);
         }
+        true
     }
 
     /// A rival of [`Engine::elected`] answered: one that signs a summary

@@ -370,9 +370,9 @@ struct Timers {
     advert_due: Option<AdvertCause>,
     last_free: u32,
     last_summary: Timestamp,
-    /// Whether this node found itself elected to publish summaries when it
-    /// last looked, and when it last asked its rivals.
-    elected: bool,
+    /// Whether this node found itself elected to publish summaries, with
+    /// rivals left to hear from, when it last looked; and when that was.
+    asking_rivals: bool,
     last_rivals: Timestamp,
     last_expire: Timestamp,
     last_calibration: Timestamp,
@@ -513,7 +513,7 @@ impl Engine {
                 advert_due: Some(AdvertCause::Start),
                 last_free: u32::MAX,
                 last_summary: Timestamp(0),
-                elected: false,
+                asking_rivals: false,
                 last_rivals: Timestamp(0),
                 last_expire: now,
                 last_calibration: now,
@@ -671,7 +671,7 @@ impl Engine {
         }
         if now.since(self.timers.last_summary) >= self.config.adverts.summary_interval {
             self.publish_summaries(now);
-        } else if self.timers.elected && now.since(self.timers.last_rivals) >= gossip::RIVALS_EVERY {
+        } else if self.timers.asking_rivals && now.since(self.timers.last_rivals) >= gossip::RIVALS_EVERY {
             self.elected(now);
         }
         if now.since(self.timers.last_expire) >= QUIET_TICK {
