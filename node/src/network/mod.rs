@@ -1183,33 +1183,13 @@ mod tests {
 
         /// C asks B once and gets B's answer within 10 s (`how`: the path).
         async fn ask(&self, c: &Client, kc: &Keypair, i: u32, how: &str) {
-            self.ask_within_10s(c, kc, i, how, false).await;
-        }
-
-        /// C asks B until B answers, for at most 10 s, as the market does
-        /// with a request whose dial failed; a failed try is printed.
-        async fn ask_again(&self, c: &Client, kc: &Keypair, i: u32, how: &str) {
-            self.ask_within_10s(c, kc, i, how, true).await;
-        }
-
-        async fn ask_within_10s(&self, c: &Client, kc: &Keypair, i: u32, how: &str, again: bool) {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let mut outbox = Outbox::default();
-                let answer = outbox.push(self.b_key.node_id(), cancel(kc, i));
-                c.send_all(outbox).await;
-                match tokio::time::timeout_at(deadline, answer.get()).await {
-                    Ok(Ok(r)) => {
-                        assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B")));
-                        return;
-                    }
-                    Ok(Err(e)) if again && tokio::time::Instant::now() < deadline => {
-                        eprintln!("asked {how}: {e}; asking again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Ok(Err(e)) => panic!("no answer {how} within 10 s: {e}"),
-                    Err(_) => panic!("no answer {how} within 10 s"),
-                }
+            let mut outbox = Outbox::default();
+            let answer = outbox.push(self.b_key.node_id(), cancel(kc, i));
+            c.send_all(outbox).await;
+            match tokio::time::timeout(Duration::from_secs(10), answer.get()).await {
+                Ok(Ok(r)) => assert_eq!(r, MarketResponse::Declined(Decline::invalid("from B"))),
+                Ok(Err(e)) => panic!("no answer {how}: {e}"),
+                Err(_) => panic!("no answer {how} within 10 s"),
             }
         }
     }
@@ -1322,12 +1302,19 @@ mod tests {
         // B kept its place, and a newcomer reaches it through the relay.
         assert_eq!(net.b.reach().relays, vec![net.relay.node_id()]);
         let (c, _c_events) = net.newcomer(&kc, memory_addr(), &cancel_token).await;
-        // Asked again if a dial fails: that happened once in CI (a dial
-        // failure, cause not found in 60 runs beside three busy loops here);
-        // the market re-sends a request whose dial failed the same way.
-        net.ask_again(&c, &kc, 1, "through the flooded relay").await;
+        // Asked once: the circuit to B queues behind the flooder's circuits
+        // to B, which hang in their handshake (the flooder's swarm is no
+        // longer polled), and must not wait for them (the relay client patch
+        // in vendor/README.md; unpatched, this failed about one run in three).
+        let asked = tokio::time::Instant::now();
+        net.ask(&c, &kc, 1, "through the flooded relay").await;
+        let answered = asked.elapsed();
+        assert!(
+            answered < Duration::from_secs(5),
+            "the newcomer waited {answered:?}: behind the flooder's handshakes (10 s each)?"
+        );
         eprintln!(
-            "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked; the process grew by {:.1} MiB",
+            "flooder: {reservations} reservations, {circuits} circuits ({denied} dials failed) of 1000 + 1000 asked; the process grew by {:.1} MiB; a newcomer was answered through the relay in {answered:?}",
             grown as f64 / (1 << 20) as f64
         );
         drop(m);
