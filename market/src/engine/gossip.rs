@@ -198,6 +198,7 @@ impl Engine {
     /// [`RIVAL_RETRY`]: the best-ranked members are the ones every elected
     /// node asks, and a member at its connection cap refuses some), and
     /// [`RIVALS_PER_TERM`] questions in all.
+    ///
     /// Returns whether any rival is left (asked and not yet answered, or
     /// still to ask).
     fn ask_rivals(&mut self, now: Timestamp) -> bool {

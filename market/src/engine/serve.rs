@@ -343,7 +343,7 @@ impl Engine {
     }
 
     /// Orders whose answers are held for their runs.
-    pub fn held_answers(&self) -> usize {
+    pub(crate) fn held_answers(&self) -> usize {
         self.held.len()
     }
 
