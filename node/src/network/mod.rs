@@ -1305,7 +1305,8 @@ mod tests {
         // Asked once: the circuit to B queues behind the flooder's circuits
         // to B, which hang in their handshake (the flooder's swarm is no
         // longer polled), and must not wait for them (the relay client patch
-        // in vendor/README.md; unpatched, this failed about one run in three).
+        // in vendor/README.md; unpatched, 4 of 20 runs failed and 8 more
+        // waited ~500 ms).
         let asked = tokio::time::Instant::now();
         net.ask(&c, &kc, 1, "through the flooded relay").await;
         let answered = asked.elapsed();
