@@ -554,7 +554,7 @@ mod tests {
     fn the_first_node_starts_alone_so_that_every_later_one_has_a_running_node_to_dial() {
         let all: Vec<_> = batches(30, 8).collect();
         assert_eq!(all, [0..1, 1..9, 9..17, 17..25, 25..30]);
-        assert_eq!(batches(1, 8).collect::<Vec<_>>(), [0..1]);
+        assert_eq!(batches(1, 8).collect::<Vec<_>>(), vec![(0..1)]);
         assert_eq!(batches(3, 0).collect::<Vec<_>>(), [0..1, 1..2, 2..3]);
         assert_eq!(batches(0, 8).count(), 0);
     }

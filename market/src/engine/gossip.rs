@@ -15,6 +15,7 @@ use agora_protocol::{
     Decode, Domain, Encode, Envelope, FRAUD_TOPIC, MessageId, NodeId, Nonce, TOPIC_PREFIX, Verified,
 };
 use rand::RngExt;
+use rand::seq::SliceRandom;
 
 use super::{AdvertCause, Engine, Output, Ran, Verdict, Work};
 use crate::idle;
@@ -34,6 +35,13 @@ const FRAUD_SEEN: usize = 10_000;
 const VOUCH_RETRY: Duration = Duration::from_secs(30);
 /// Summaries being vouched for at most.
 const MAX_VOUCHING: usize = 256;
+/// Contacts asked about one summary in one period at most: the next only
+/// when the last could not be reached. Every node of the other domains asks
+/// the same few contacts about a new signer, and one at its connection cap
+/// refuses some; without a second contact such a summary waited a whole
+/// summary interval (a minute at 500 nodes) to count, and a domain's new
+/// member stayed missing from the figures that long.
+const VOUCH_ASKS: usize = 3;
 /// Questions to election rivals per term at most (see [`Engine::elected`]):
 /// a flood of keys without standing costs a bounded number of questions.
 const RIVALS_PER_TERM: usize = 64;
@@ -60,10 +68,11 @@ impl Engine {
             match self.view.on_summary(data, now) {
                 Ok(s) => {
                     self.learn_contacts(&s.contacts);
-                    if s.ask.is_some()
-                        && let Some(contact) = self.vouching_contact(&s.contacts)
-                    {
-                        self.ask_to_vouch(s.domain, s.signer, contact, now);
+                    if s.ask.is_some() {
+                        let mut contacts = self.vouching_contacts(&s.contacts);
+                        if let Some(contact) = contacts.pop() {
+                            self.ask_to_vouch(s.domain, s.signer, (contact, contacts), now);
+                        }
                     }
                     Verdict::Accept
                 }
@@ -107,30 +116,38 @@ impl Engine {
         }
     }
 
-    /// Which of a summary's contacts to ask whether it is a member: one
-    /// this node is connected to if any, else one at random, so that the
-    /// questions of a whole network do not all go to the first contact
-    /// every summary lists.
-    fn vouching_contact(&mut self, contacts: &[Contact]) -> Option<NodeId> {
-        let others: Vec<NodeId> = contacts
+    /// Which of a summary's contacts to ask whether it is a member, the
+    /// first to ask last: one this node is connected to if any, else one at
+    /// random, so that the questions of a whole network do not all go to
+    /// the first contact every summary lists; then, for when it cannot be
+    /// reached, others at random, [`VOUCH_ASKS`] in all at most.
+    fn vouching_contacts(&mut self, contacts: &[Contact]) -> Vec<NodeId> {
+        let mut others: Vec<NodeId> = contacts
             .iter()
             .map(|c| c.node)
             .filter(|n| *n != self.local)
             .collect();
-        if let Some(n) = others.iter().find(|n| self.connected.contains(n)) {
-            return Some(*n);
+        others.shuffle(&mut self.rng);
+        if let Some(i) = others.iter().position(|n| self.connected.contains(n)) {
+            others.swap(0, i);
         }
-        if others.is_empty() {
-            return None;
-        }
-        Some(others[self.rng.random_range(0..others.len())])
+        others.truncate(VOUCH_ASKS);
+        others.reverse();
+        others
     }
 
     /// Asks a contact a summary lists whether it is a member of that
     /// domain: the summary counts once it answers with a summary of it.
     /// At most one question per summary and period, and a bounded number
-    /// at once.
-    fn ask_to_vouch(&mut self, domain: Domain, signer: NodeId, contact: NodeId, now: Timestamp) {
+    /// at once; `next` are the contacts to ask in turn (last first) if it
+    /// cannot be reached.
+    fn ask_to_vouch(
+        &mut self,
+        domain: Domain,
+        signer: NodeId,
+        (contact, next): (NodeId, Vec<NodeId>),
+        now: Timestamp,
+    ) {
         if contact == self.local {
             return;
         }
@@ -149,27 +166,39 @@ impl Engine {
             }
         }
         self.vouching.insert(key, now);
+        self.vouch(domain, signer, (contact, next));
+    }
+
+    fn vouch(&mut self, domain: Domain, signer: NodeId, (contact, next): (NodeId, Vec<NodeId>)) {
         self.counters.vouch_questions += 1;
         let request = agora_protocol::rpc::MarketRequest::Summaries(domain.clone());
         let pending = super::Pending::Vouch {
             domain,
             signer,
             contact,
+            next,
         };
         let out = self.request(contact, request, Vec::new(), pending);
         self.out.push(out);
     }
 
     /// A contact answered a question of [`Engine::ask_to_vouch`]: it is a
-    /// member if it signed a summary of the domain itself.
+    /// member if it signed a summary of the domain itself. One that could
+    /// not be reached, or declined (overloaded), passes the question to the
+    /// next contact, if any; one that answered with summaries but none it
+    /// signed ends it: it is no member, and the summary listed it.
     pub(super) fn on_vouched(
         &mut self,
-        (domain, signer, contact): (Domain, NodeId, NodeId),
+        (domain, signer, contact, mut next): (Domain, NodeId, NodeId, Vec<NodeId>),
         answer: Result<MarketResponse, String>,
         now: Timestamp,
     ) {
         if signed_summary(&answer, contact, &domain, now) {
             self.view.vouch(&domain, &signer);
+        } else if !matches!(answer, Ok(MarketResponse::Summaries(_)))
+            && let Some(contact) = next.pop()
+        {
+            self.vouch(domain, signer, (contact, next));
         }
     }
 
@@ -341,17 +370,19 @@ impl Engine {
     fn learn_addresses(&mut self, node: NodeId, now: Timestamp) {
         let Some(p) = self.view.peer(&node) else { return };
         let addrs: Vec<String> = p.advert.addrs.iter().map(|a| a.0.clone()).collect();
-        let domain_peers = self
-            .connected
-            .iter()
-            .filter(|c| self.view.peer(c).is_some())
-            .count();
+        // The count of connected members last: it walks every connection,
+        // and most adverts come from members connected already.
         let dial = !self.connected.contains(&node)
-            && domain_peers < self.config.domain_peers
             && self
                 .dialed
                 .get(&node)
-                .is_none_or(|t| now.since(*t) >= REDIAL_PEER);
+                .is_none_or(|t| now.since(*t) >= REDIAL_PEER)
+            && self
+                .connected
+                .iter()
+                .filter(|c| self.view.peer(c).is_some())
+                .count()
+                < self.config.domain_peers;
         if dial {
             if self.dialed.len() >= 4 * self.config.domain_peers {
                 self.dialed.retain(|_, t| now.since(*t) < REDIAL_PEER);
@@ -682,6 +713,12 @@ mod tests {
     /// gossip to every other engine, each request to its peer and the
     /// answer back, until nothing is left. Returns the summaries published.
     fn exchange(engines: &mut [Engine], now: Timestamp) -> u64 {
+        exchange_but(engines, now, &[])
+    }
+
+    /// [`exchange`], with requests to the `unreachable` failing as a dial
+    /// to them would.
+    fn exchange_but(engines: &mut [Engine], now: Timestamp, unreachable: &[NodeId]) -> u64 {
         let before: u64 = engines.iter().map(|e| e.counters().summaries_published).sum();
         let mut queue: Vec<(usize, Output)> = Vec::new();
         for (i, e) in engines.iter_mut().enumerate() {
@@ -701,6 +738,12 @@ mod tests {
                     others
                 }
                 Output::Send { id, to, request, .. } => {
+                    if unreachable.contains(&to) {
+                        engines[from].on_answer(id, Err("cannot dial".into()), now);
+                        let turn = engines[from].end_turn(now);
+                        queue.extend(turn.now.into_iter().chain(turn.after).map(|o| (from, o)));
+                        continue;
+                    }
                     let Some(j) = ids.iter().position(|n| *n == to) else {
                         continue;
                     };
@@ -798,6 +841,56 @@ mod tests {
             .iter()
             .filter(|o| matches!(o, Output::Publish { topic, .. } if topic.contains("/adverts/")))
             .count()
+    }
+
+    /// Every node of the other domains asks the few contacts a summary
+    /// lists whether its signer is a member, and one at its connection cap
+    /// refuses some. A contact that cannot be reached passes the question
+    /// to another at once, [`VOUCH_ASKS`] contacts in all at most.
+    #[test]
+    fn a_contact_that_cannot_be_reached_passes_the_vouch_question_to_another() {
+        let t0 = 1_800_000_000_000;
+        for unreachable in [2, 3] {
+            let disks: Vec<Disk> = (0..4).map(|_| Disk::default()).collect();
+            let mut engines: Vec<Engine> = disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let key = Keypair::from_secret([0x70 + i as u8; 32]);
+                    // Three members of "sim", and one node far away that
+                    // hears their summaries on the root's topic.
+                    let domain = if i < 3 { "sim" } else { "far" };
+                    node::engine_in(domain.parse().unwrap(), &key, Some((1_000, 1)), i as u64, t0, d)
+                })
+                .collect();
+            let cut: Vec<NodeId> = engines[..unreachable].iter().map(|e| e.local).collect();
+            let interval = engines[0].config.adverts.summary_interval;
+            let at = |r: u32| Timestamp(t0).add((interval + Duration::from_millis(100)) * r);
+            for r in 0..3 {
+                exchange_but(&mut engines, at(r), &cut);
+            }
+            let signers = engines[..3]
+                .iter()
+                .filter(|e| e.counters().summaries_published > 0)
+                .count() as u64;
+            let far = &engines[3];
+            let vouched = far.view().signers_vouched(&"sim".parse().unwrap()) as u64;
+            let asked = far.counters().vouch_questions;
+            if unreachable == 2 {
+                assert_eq!(vouched, signers, "the one contact left vouches for every signer");
+                assert!(
+                    asked <= VOUCH_ASKS as u64 * signers,
+                    "{asked} questions about {signers} signers"
+                );
+            } else {
+                assert_eq!(vouched, 0, "no contact could answer");
+                assert_eq!(
+                    asked,
+                    VOUCH_ASKS as u64 * signers,
+                    "each signer's contacts asked in turn, once"
+                );
+            }
+        }
     }
 
     #[test]

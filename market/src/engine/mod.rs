@@ -230,6 +230,8 @@ enum Pending {
         domain: Domain,
         signer: NodeId,
         contact: NodeId,
+        /// Contacts to ask in turn (last first) if it cannot be reached.
+        next: Vec<NodeId>,
     },
     /// A member that ranks better in the summary election, asked for its
     /// summary of the own domain.

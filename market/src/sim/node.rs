@@ -94,9 +94,24 @@ pub(crate) fn engine(
     now: u64,
     disk: &Disk,
 ) -> Engine {
+    engine_in(config(provider).domain, keypair, provider, seed, now, disk)
+}
+
+/// An engine as [`engine`] makes, in `domain`.
+pub(crate) fn engine_in(
+    domain: agora_protocol::Domain,
+    keypair: &Keypair,
+    provider: Option<(u64, u32)>,
+    seed: u64,
+    now: u64,
+    disk: &Disk,
+) -> Engine {
     let setup = Setup {
         keypair: keypair.clone(),
-        config: config(provider),
+        config: Config {
+            domain,
+            ..config(provider)
+        },
         seed,
         per_slot: ComputeUnits(provider.map_or(0, |(cu, _)| cu)),
         listen: vec![],

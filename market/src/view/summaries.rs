@@ -284,6 +284,15 @@ impl View {
         });
     }
 
+    /// How many signers' summaries of `domain` are held and vouched for.
+    #[cfg(test)]
+    pub(crate) fn signers_vouched(&self, domain: &Domain) -> usize {
+        self.summaries
+            .by_domain
+            .get(domain)
+            .map_or(0, |held| held.iter().filter(|s| s.vouched).count())
+    }
+
     /// How many signers' summaries of `domain` are held.
     #[cfg(test)]
     pub(super) fn signers_held(&self, domain: &Domain) -> usize {
