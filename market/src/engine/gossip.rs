@@ -69,10 +69,8 @@ impl Engine {
                 Ok(s) => {
                     self.learn_contacts(&s.contacts);
                     if s.ask.is_some() {
-                        let mut contacts = self.vouching_contacts(&s.contacts);
-                        if let Some(contact) = contacts.pop() {
-                            self.ask_to_vouch(s.domain, s.signer, (contact, contacts), now);
-                        }
+                        let contacts = self.vouching_contacts(&s.contacts);
+                        self.ask_to_vouch(s.domain, s.signer, contacts, now);
                     }
                     Verdict::Accept
                 }
@@ -139,16 +137,10 @@ impl Engine {
     /// Asks a contact a summary lists whether it is a member of that
     /// domain: the summary counts once it answers with a summary of it.
     /// At most one question per summary and period, and a bounded number
-    /// at once; `next` are the contacts to ask in turn (last first) if it
-    /// cannot be reached.
-    fn ask_to_vouch(
-        &mut self,
-        domain: Domain,
-        signer: NodeId,
-        (contact, next): (NodeId, Vec<NodeId>),
-        now: Timestamp,
-    ) {
-        if contact == self.local {
+    /// at once. `contacts` are asked in turn, last first, each only if the
+    /// one before cannot be reached.
+    fn ask_to_vouch(&mut self, domain: Domain, signer: NodeId, contacts: Vec<NodeId>, now: Timestamp) {
+        if contacts.is_empty() {
             return;
         }
         let key = (domain.clone(), signer);
@@ -166,10 +158,12 @@ impl Engine {
             }
         }
         self.vouching.insert(key, now);
-        self.vouch(domain, signer, (contact, next));
+        self.vouch(domain, signer, contacts);
     }
 
-    fn vouch(&mut self, domain: Domain, signer: NodeId, (contact, next): (NodeId, Vec<NodeId>)) {
+    /// Asks the last of `next` (if any) whether `signer` is a member.
+    fn vouch(&mut self, domain: Domain, signer: NodeId, mut next: Vec<NodeId>) {
+        let Some(contact) = next.pop() else { return };
         self.counters.vouch_questions += 1;
         let request = agora_protocol::rpc::MarketRequest::Summaries(domain.clone());
         let pending = super::Pending::Vouch {
@@ -189,16 +183,14 @@ impl Engine {
     /// signed ends it: it is no member, and the summary listed it.
     pub(super) fn on_vouched(
         &mut self,
-        (domain, signer, contact, mut next): (Domain, NodeId, NodeId, Vec<NodeId>),
+        (domain, signer, contact, next): (Domain, NodeId, NodeId, Vec<NodeId>),
         answer: Result<MarketResponse, String>,
         now: Timestamp,
     ) {
         if signed_summary(&answer, contact, &domain, now) {
             self.view.vouch(&domain, &signer);
-        } else if !matches!(answer, Ok(MarketResponse::Summaries(_)))
-            && let Some(contact) = next.pop()
-        {
-            self.vouch(domain, signer, (contact, next));
+        } else if !matches!(answer, Ok(MarketResponse::Summaries(_))) {
+            self.vouch(domain, signer, next);
         }
     }
 
@@ -737,13 +729,11 @@ mod tests {
                     }
                     others
                 }
+                Output::Send { id, to, .. } if unreachable.contains(&to) => {
+                    engines[from].on_answer(id, Err("cannot dial".into()), now);
+                    vec![from]
+                }
                 Output::Send { id, to, request, .. } => {
-                    if unreachable.contains(&to) {
-                        engines[from].on_answer(id, Err("cannot dial".into()), now);
-                        let turn = engines[from].end_turn(now);
-                        queue.extend(turn.now.into_iter().chain(turn.after).map(|o| (from, o)));
-                        continue;
-                    }
                     let Some(j) = ids.iter().position(|n| *n == to) else {
                         continue;
                     };
