@@ -378,6 +378,11 @@ pub enum TaskPhase {
     Failed,
 }
 
+/// Why a copy failed when its provider withdrew its agreement because it
+/// is stopping (a `Cancel` with reason `Withdrawn`): not counted against
+/// the provider.
+pub const WITHDRAWN_BY_PROVIDER: &str = "its provider withdrew: it is stopping";
+
 /// Where one copy (placement) of a task stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "detail")]

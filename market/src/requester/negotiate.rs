@@ -26,7 +26,7 @@ impl Requester {
         }) else {
             return false;
         };
-        c.state = CopyState::Failed("its provider withdrew: it is stopping".into());
+        c.state = CopyState::Failed(crate::job::WITHDRAWN_BY_PROVIDER.into());
         self.book.released(from);
         self.book.stated(
             from,

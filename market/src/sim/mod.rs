@@ -710,7 +710,7 @@ impl Sim {
                 tasks
                     .iter()
                     .flat_map(|t| &t.copies)
-                    .filter(|c| matches!(&c.state, CopyState::Failed(r) if r.contains("withdrew")))
+                    .filter(|c| matches!(&c.state, CopyState::Failed(r) if r == crate::job::WITHDRAWN_BY_PROVIDER))
                     .count() as u64
             })
             .unwrap_or(0);
