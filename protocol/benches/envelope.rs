@@ -44,8 +44,8 @@ fn offer() -> Offer {
     }
 }
 
-fn seal(kp: &Keypair, offer: &Offer) -> Envelope {
-    Envelope::seal(kp, offer, T0, LIFETIME, Nonce([9; 16])).expect("an offer fits an envelope")
+fn seal(kp: &Keypair, offer: &Offer, nonce: Nonce) -> Envelope {
+    Envelope::seal(kp, offer, T0, LIFETIME, nonce).expect("an offer fits an envelope")
 }
 
 /// The operations, each as a closure over prepared inputs, so that
@@ -64,7 +64,7 @@ impl Ops {
     fn new() -> Ops {
         let kp = Keypair::from_secret([1; 32]);
         let offer = offer();
-        let env = seal(&kp, &offer);
+        let env = seal(&kp, &offer, Nonce([9; 16]));
         let bytes = env.to_bytes();
         // The envelope must survive what the loops do to it.
         assert_eq!(Envelope::from_bytes(&bytes).as_ref(), Ok(&env));
@@ -73,7 +73,7 @@ impl Ops {
             .map(|i| {
                 let mut nonce = [0u8; 16];
                 nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-                Envelope::seal(&kp, &offer, T0, LIFETIME, Nonce(nonce)).expect("an offer fits an envelope")
+                seal(&kp, &offer, Nonce(nonce))
             })
             .collect();
         Ops {
@@ -86,7 +86,7 @@ impl Ops {
         }
     }
     fn sign(&self) {
-        black_box(seal(black_box(&self.kp), black_box(&self.offer)));
+        black_box(seal(black_box(&self.kp), black_box(&self.offer), Nonce([9; 16])));
     }
     fn verify(&self) {
         let i = self.next.get();
