@@ -23,12 +23,23 @@ use std::time::Duration;
 
 use crate::id::{MessageId, NodeId, Nonce};
 use crate::identity::Keypair;
-use crate::limits::{MAX_CLOCK_SKEW, MAX_PAYLOAD};
+use crate::limits::{MAX_CLOCK_SKEW, MAX_ENVELOPE, MAX_PAYLOAD};
 use crate::units::Timestamp;
 use crate::wire::{Decode, DecodeError, Encode, Reader, Writer};
 
-/// The envelope format version this implementation speaks.
+/// The envelope format version of an envelope signed alone.
 pub const ENVELOPE_VERSION: u8 = 1;
+/// The envelope format version of an envelope signed in a batch: its
+/// signature covers the root of a Merkle tree of many envelopes' signing
+/// inputs, and it carries its path to that root (SPEC.md §5.2).
+pub const BATCH_ENVELOPE_VERSION: u8 = 2;
+/// The deepest path a batch-signed envelope may carry: batches of up to
+/// 2^8 = 256 envelopes.
+pub const MAX_BATCH_DEPTH: usize = 8;
+/// The most envelopes [`Envelope::seal_batch`] signs under one root.
+pub const MAX_BATCH_LEAVES: usize = 1 << MAX_BATCH_DEPTH;
+/// The domain string of what a batch's signature covers: its Merkle root.
+pub const BATCH_DOMAIN: &str = "agora/1/envelope/batch";
 
 /// The kind of payload an envelope carries. The code is part of what is
 /// signed.
@@ -128,11 +139,120 @@ pub struct Envelope {
     nonce: Nonce,
     payload: Vec<u8>,
     signature: [u8; 64],
+    /// For an envelope signed in a batch, its path to the signed root.
+    batch: Option<Box<BatchPath>>,
 }
+
+/// An envelope's path from its leaf to the root of the Merkle tree its
+/// batch signed: the sibling at each level where it has one, bottom up,
+/// and on which side each sibling lies (bit `k` of `left` set: the `k`th
+/// sibling is on the left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BatchPath {
+    left: u16,
+    siblings: Vec<[u8; 32]>,
+}
+
+impl BatchPath {
+    fn encoded_len(&self) -> usize {
+        1 + 2 + 32 * self.siblings.len()
+    }
+}
+
+/// The Merkle tree of a batch (SPEC.md §5.2): a leaf is the keyed blake3
+/// of one envelope's signing input, an inner node the keyed blake3 of its
+/// two children, each level paired left to right with an odd last node
+/// carried up as it is. The two keys keep a leaf from ever passing for an
+/// inner node.
+mod merkle {
+    use super::BatchPath;
+
+    const LEAF: &str = "agora/1/envelope/leaf";
+    const NODE: &str = "agora/1/envelope/node";
+
+    pub(super) fn leaf(signing_input: &[u8]) -> [u8; 32] {
+        *blake3::Hasher::new_derive_key(LEAF)
+            .update(signing_input)
+            .finalize()
+            .as_bytes()
+    }
+
+    fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+        *blake3::Hasher::new_derive_key(NODE)
+            .update(left)
+            .update(right)
+            .finalize()
+            .as_bytes()
+    }
+
+    /// The root of `leaves` (at least one) and each leaf's path to it.
+    pub(super) fn tree(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<BatchPath>) {
+        let mut paths: Vec<BatchPath> = leaves
+            .iter()
+            .map(|_| BatchPath {
+                left: 0,
+                siblings: Vec::new(),
+            })
+            .collect();
+        let mut level: Vec<([u8; 32], Vec<usize>)> =
+            leaves.iter().enumerate().map(|(i, l)| (*l, vec![i])).collect();
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut nodes = level.into_iter();
+            while let Some((l, mut under_l)) = nodes.next() {
+                let Some((r, under_r)) = nodes.next() else {
+                    next.push((l, under_l));
+                    break;
+                };
+                for &i in &under_l {
+                    paths[i].siblings.push(r);
+                }
+                for &i in &under_r {
+                    let p = &mut paths[i];
+                    p.left |= 1 << p.siblings.len();
+                    p.siblings.push(l);
+                }
+                under_l.extend(under_r);
+                next.push((node(&l, &r), under_l));
+            }
+            level = next;
+        }
+        (level[0].0, paths)
+    }
+
+    /// The root that `leaf` and `path` lead to.
+    pub(super) fn root(leaf: [u8; 32], path: &BatchPath) -> [u8; 32] {
+        path.siblings.iter().enumerate().fold(leaf, |acc, (k, sibling)| {
+            if path.left & (1 << k) != 0 {
+                node(sibling, &acc)
+            } else {
+                node(&acc, sibling)
+            }
+        })
+    }
+
+    /// What a batch's signature covers (SPEC.md §5.2).
+    pub(super) fn signing_input(root: &[u8; 32]) -> Vec<u8> {
+        let mut w = crate::wire::Writer::with_capacity(64);
+        w.bytes(super::BATCH_DOMAIN.as_bytes());
+        w.raw(root);
+        w.into_bytes()
+    }
+}
+
+/// An envelope's bytes besides its payload and batch path: version, type,
+/// signer, times, nonce, the payload's length and the signature.
+const HEADER_LEN: usize = 1 + 2 + 32 + 8 + 8 + 16 + 4 + 64;
 
 /// Why an envelope could not be sealed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
+    /// More envelopes than one batch signs.
+    #[error("a batch of {size} envelopes exceeds the limit of {MAX_BATCH_LEAVES}")]
+    BatchTooLarge {
+        /// Envelopes asked for.
+        size: usize,
+    },
     /// The encoded payload exceeds [`MAX_PAYLOAD`].
     #[error("payload of {size} bytes exceeds the limit of {MAX_PAYLOAD}")]
     PayloadTooLarge {
@@ -209,6 +329,68 @@ impl Envelope {
         lifetime: Duration,
         nonce: Nonce,
     ) -> Result<Envelope, SealError> {
+        let mut env = Envelope::unsigned(keypair, payload, issued_at, lifetime, nonce, 0)?;
+        let input = env.signing_input(T::DOMAIN);
+        env.signature = keypair.sign(&input);
+        verified::remember(&input, &env.signature);
+        Ok(env)
+    }
+
+    /// Signs many payloads of one type with one signature: over the root
+    /// of a Merkle tree of their envelopes' signing inputs (SPEC.md §5.2).
+    /// Each envelope carries its path to the root, so each opens alone, as
+    /// any other envelope, and costs its verifier one signature check per
+    /// batch (the check of a root is remembered) and a few hashes each.
+    /// Each item is a payload, its issue time, lifetime and nonce. A batch
+    /// of one is sealed as a single envelope; a batch larger than
+    /// [`MAX_BATCH_LEAVES`] is refused.
+    pub fn seal_batch<T: Payload>(
+        keypair: &Keypair,
+        items: &[(&T, Timestamp, Duration, Nonce)],
+    ) -> Result<Vec<Envelope>, SealError> {
+        if let [(payload, issued_at, lifetime, nonce)] = items {
+            return Ok(vec![Envelope::seal(
+                keypair, *payload, *issued_at, *lifetime, *nonce,
+            )?]);
+        }
+        if items.len() > MAX_BATCH_LEAVES {
+            return Err(SealError::BatchTooLarge { size: items.len() });
+        }
+        let mut envs = Vec::with_capacity(items.len());
+        let mut leaves = Vec::with_capacity(items.len());
+        let depth = items.len().next_power_of_two().trailing_zeros() as usize;
+        let path_len = BatchPath {
+            left: 0,
+            siblings: vec![[0; 32]; depth],
+        }
+        .encoded_len();
+        for &(payload, issued_at, lifetime, nonce) in items {
+            let env = Envelope::unsigned(keypair, payload, issued_at, lifetime, nonce, path_len)?;
+            leaves.push(merkle::leaf(&env.signing_input(T::DOMAIN)));
+            envs.push(env);
+        }
+        let (root, paths) = merkle::tree(&leaves);
+        let input = merkle::signing_input(&root);
+        let signature = keypair.sign(&input);
+        verified::remember(&input, &signature);
+        for (env, path) in envs.iter_mut().zip(paths) {
+            env.signature = signature;
+            env.batch = Some(Box::new(path));
+        }
+        Ok(envs)
+    }
+
+    /// The envelope of `payload` before its signature, checked against the
+    /// type's lifetime and the largest envelope, with room for a batch path
+    /// of `path_len` bytes.
+    fn unsigned<T: Payload>(
+        keypair: &Keypair,
+        payload: &T,
+        issued_at: Timestamp,
+        lifetime: Duration,
+        nonce: Nonce,
+        path_len: usize,
+    ) -> Result<Envelope, SealError> {
         if lifetime > T::MAX_LIFETIME {
             return Err(SealError::LifetimeTooLong {
                 kind: T::TYPE,
@@ -217,10 +399,10 @@ impl Envelope {
             });
         }
         let payload = payload.to_bytes();
-        if payload.len() > MAX_PAYLOAD {
+        if payload.len() > MAX_PAYLOAD || HEADER_LEN + payload.len() + path_len > MAX_ENVELOPE {
             return Err(SealError::PayloadTooLarge { size: payload.len() });
         }
-        let mut env = Envelope {
+        Ok(Envelope {
             payload_type: T::TYPE.code(),
             signer: keypair.node_id(),
             issued_at,
@@ -228,11 +410,8 @@ impl Envelope {
             nonce,
             payload,
             signature: [0; 64],
-        };
-        let input = env.signing_input(T::DOMAIN);
-        env.signature = keypair.sign(&input);
-        verified::remember(&input, &env.signature);
-        Ok(env)
+            batch: None,
+        })
     }
 
     /// The bytes the signature covers (SPEC.md §5.2).
@@ -264,13 +443,12 @@ impl Envelope {
     /// [`Envelope::open`].
     pub fn open_ignoring_time<T: Payload>(&self) -> Result<Verified<T>, OpenError> {
         self.check_type::<T>()?;
-        let input = self.signing_input(T::DOMAIN);
+        let mut input = self.signing_input(T::DOMAIN);
+        if let Some(path) = &self.batch {
+            input = merkle::signing_input(&merkle::root(merkle::leaf(&input), path));
+        }
         if !verified::seen(&input, &self.signature) {
-            let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
-            self.signer
-                .verifying_key()
-                .verify_strict(&input, &signature)
-                .map_err(|_| OpenError::BadSignature)?;
+            strict::verify(&self.signer, &input, &self.signature).map_err(|_| OpenError::BadSignature)?;
             verified::remember(&input, &self.signature);
         }
         let payload = T::from_bytes(&self.payload)?;
@@ -348,7 +526,12 @@ impl Envelope {
 
     /// The encoded size.
     pub fn encoded_len(&self) -> usize {
-        1 + 2 + 32 + 8 + 8 + 16 + 4 + self.payload.len() + 64
+        HEADER_LEN + self.payload.len() + self.batch.as_ref().map_or(0, |p| p.encoded_len())
+    }
+
+    /// Whether it was signed in a batch (SPEC.md §5.2).
+    pub fn is_batch_signed(&self) -> bool {
+        self.batch.is_some()
     }
 
     #[cfg(test)]
@@ -379,7 +562,11 @@ impl fmt::Debug for Envelope {
 
 impl Encode for Envelope {
     fn encode(&self, w: &mut Writer) {
-        w.u8(ENVELOPE_VERSION);
+        w.u8(if self.batch.is_some() {
+            BATCH_ENVELOPE_VERSION
+        } else {
+            ENVELOPE_VERSION
+        });
         w.u16(self.payload_type);
         self.signer.encode(w);
         self.issued_at.encode(w);
@@ -387,19 +574,26 @@ impl Encode for Envelope {
         self.nonce.encode(w);
         w.bytes(&self.payload);
         w.raw(&self.signature);
+        if let Some(path) = &self.batch {
+            w.u8(path.siblings.len() as u8);
+            w.u16(path.left);
+            for s in &path.siblings {
+                w.raw(s);
+            }
+        }
     }
 }
 
 impl Decode for Envelope {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let version = r.u8()?;
-        if version != ENVELOPE_VERSION {
+        if version != ENVELOPE_VERSION && version != BATCH_ENVELOPE_VERSION {
             return Err(DecodeError::UnsupportedVersion {
                 found: version,
-                supported: ENVELOPE_VERSION,
+                supported: BATCH_ENVELOPE_VERSION,
             });
         }
-        Ok(Envelope {
+        let mut env = Envelope {
             payload_type: r.u16()?,
             signer: NodeId::decode(r)?,
             issued_at: Timestamp::decode(r)?,
@@ -407,8 +601,41 @@ impl Decode for Envelope {
             nonce: Nonce::decode(r)?,
             payload: r.bytes(MAX_PAYLOAD, "payload")?.to_vec(),
             signature: r.array()?,
-        })
+            batch: None,
+        };
+        if version == BATCH_ENVELOPE_VERSION {
+            env.batch = Some(Box::new(decode_path(r)?));
+            if env.encoded_len() > MAX_ENVELOPE {
+                return Err(DecodeError::TooLong {
+                    field: "envelope",
+                    len: env.encoded_len() as u64,
+                    max: MAX_ENVELOPE as u64,
+                });
+            }
+        }
+        Ok(env)
     }
+}
+
+/// A batch path, canonical: one to [`MAX_BATCH_DEPTH`] siblings (a batch
+/// of one is an ordinary envelope) and no side bit beyond the last.
+fn decode_path(r: &mut Reader<'_>) -> Result<BatchPath, DecodeError> {
+    let depth = r.u8()? as usize;
+    if depth == 0 || depth > MAX_BATCH_DEPTH {
+        return Err(DecodeError::InvalidValue {
+            field: "batch path",
+            reason: format!("{depth} levels, not 1 to {MAX_BATCH_DEPTH}"),
+        });
+    }
+    let left = r.u16()?;
+    if left >> depth != 0 {
+        return Err(DecodeError::InvalidValue {
+            field: "batch path",
+            reason: format!("side bits {left:#06x} beyond its {depth} levels"),
+        });
+    }
+    let siblings = (0..depth).map(|_| r.array()).collect::<Result<_, _>>()?;
+    Ok(BatchPath { left, siblings })
 }
 
 /// A payload whose envelope has been verified.
@@ -504,6 +731,72 @@ mod verified {
             }
             s.new.insert(k);
         }
+    }
+}
+
+/// Strict ed25519 verification (`verify_strict`'s rules) without its
+/// second decompression.
+///
+/// `verify_strict` rejects a weak key, an `R` that is not a point, an `R`
+/// of small order and a non-canonical `s`, then recomputes `R` from the
+/// signature and compares encodings. It decompresses `R` only to test its
+/// order, which costs about a sixth of a check. The same verdict needs no
+/// decompression: the recomputed `R` is always a canonical encoding of a
+/// point, so a signature passes the comparison only if its `R` is one, and a
+/// canonical encoding is of a small-order point only if it is one of the
+/// eight in [`strict::SMALL_ORDER`]. Keys come from [`NodeId`], which
+/// rejects weak ones when it is built.
+mod strict {
+    use ed25519_dalek::{Signature, SignatureError, Verifier};
+
+    use crate::id::NodeId;
+
+    /// The canonical encodings of the eight points of small order (the
+    /// 8-torsion subgroup of edwards25519).
+    pub(super) const SMALL_ORDER: [[u8; 32]; 8] = [
+        // The identity (order 1).
+        hex32(b"0100000000000000000000000000000000000000000000000000000000000000"),
+        // (0, -1), order 2.
+        hex32(b"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+        // (±sqrt(-1), 0), order 4.
+        hex32(b"0000000000000000000000000000000000000000000000000000000000000000"),
+        hex32(b"0000000000000000000000000000000000000000000000000000000000000080"),
+        // Order 8.
+        hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+        hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+        hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    ];
+
+    const fn hex32(text: &[u8; 64]) -> [u8; 32] {
+        const fn digit(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => panic!("not a lowercase hex digit"),
+            }
+        }
+        let mut out = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            out[i] = digit(text[2 * i]) << 4 | digit(text[2 * i + 1]);
+            i += 1;
+        }
+        out
+    }
+
+    /// Whether `signature` over `input` verifies under `signer` by the
+    /// rules of `verify_strict`.
+    pub(super) fn verify(signer: &NodeId, input: &[u8], signature: &[u8; 64]) -> Result<(), SignatureError> {
+        let r: &[u8] = &signature[..32];
+        if SMALL_ORDER.iter().any(|p| p.as_slice() == r) {
+            return Err(SignatureError::new());
+        }
+        // `verify` checks that `s` is canonical and compares the recomputed
+        // `R`'s encoding with the signature's.
+        signer
+            .verifying_key()
+            .verify(input, &Signature::from_bytes(signature))
     }
 }
 
@@ -700,6 +993,272 @@ mod tests {
         Keypair::from_secret([n; 32])
     }
 
+    /// A signature with a small-order `R` that the cofactorless equation
+    /// `[s]B = R + [k]A` accepts: with `R` the identity, `s = k·a`.
+    fn small_order_r_signature(signer: &Keypair, input: &[u8]) -> [u8; 64] {
+        use curve25519_dalek::Scalar;
+        use sha2::{Digest, Sha512};
+        let secret = ed25519_dalek::SigningKey::from_bytes(&signer.secret_bytes());
+        let r = strict::SMALL_ORDER[0];
+        let mut h = Sha512::new();
+        h.update(r);
+        h.update(signer.node_id().as_bytes());
+        h.update(input);
+        let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+        let s = k * secret.to_scalar();
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice(s.as_bytes());
+        signature
+    }
+
+    fn batch(n: usize) -> Vec<Envelope> {
+        let ad = sample_advert();
+        let items: Vec<_> = (0..n)
+            .map(|i| {
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                (&ad, T0, Duration::from_secs(10), Nonce(nonce))
+            })
+            .collect();
+        Envelope::seal_batch(&kp(3), &items).expect("seal")
+    }
+
+    #[test]
+    fn each_envelope_of_a_batch_opens_alone_under_the_one_signature() {
+        for n in [2, 3, 5, 8, 13, 32, 100, MAX_BATCH_LEAVES] {
+            let envs = batch(n);
+            assert_eq!(envs.len(), n);
+            let ids: HashSet<MessageId> = envs.iter().map(Envelope::id).collect();
+            assert_eq!(ids.len(), n, "distinct ids");
+            for (i, e) in envs.iter().enumerate() {
+                assert!(e.is_batch_signed());
+                assert_eq!(e.signature, envs[0].signature, "one signature");
+                let bytes = e.to_bytes();
+                assert_eq!(bytes[0], BATCH_ENVELOPE_VERSION);
+                assert_eq!(bytes.len(), e.encoded_len());
+                let back = Envelope::from_bytes(&bytes).expect("decodes");
+                assert_eq!(&back, e);
+                assert_eq!(back.id(), e.id());
+                let v = back
+                    .open::<Advert>(T0)
+                    .unwrap_or_else(|err| panic!("{n}/{i}: {err}"));
+                assert_eq!(v.signer(), kp(3).node_id());
+                assert_eq!(v.nonce().0[..8], (i as u64).to_le_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_built_by_hand_from_the_spec_is_the_one_sealed() {
+        // SPEC.md §5.2, three envelopes: root = node(node(a, b), c).
+        let envs = batch(3);
+        let derive = |context: &str, parts: &[&[u8]]| {
+            let mut h = blake3::Hasher::new_derive_key(context);
+            for p in parts {
+                h.update(p);
+            }
+            *h.finalize().as_bytes()
+        };
+        let leaf = |e: &Envelope| derive("agora/1/envelope/leaf", &[&e.signing_input(Advert::DOMAIN)]);
+        let node = |l: &[u8; 32], r: &[u8; 32]| derive("agora/1/envelope/node", &[l, r]);
+        let (a, b, c) = (leaf(&envs[0]), leaf(&envs[1]), leaf(&envs[2]));
+        let ab = node(&a, &b);
+        let root = node(&ab, &c);
+        let mut batch_input = 22u32.to_le_bytes().to_vec();
+        batch_input.extend_from_slice(b"agora/1/envelope/batch");
+        batch_input.extend_from_slice(&root);
+        let signature = kp(3).sign(&batch_input);
+        // Each envelope: its fields, the one signature, then its path.
+        let paths: [(u16, Vec<[u8; 32]>); 3] = [(0b00, vec![b, c]), (0b01, vec![a, c]), (0b1, vec![ab])];
+        for (e, (left, siblings)) in envs.iter().zip(paths) {
+            let mut w = Writer::new();
+            w.u8(2);
+            w.u16(PayloadType::Advert.code());
+            w.raw(kp(3).node_id().as_bytes());
+            w.u64(e.issued_at.0);
+            w.u64(e.expires_at.0);
+            w.raw(&e.nonce.0);
+            w.bytes(&e.payload);
+            w.raw(&signature);
+            w.u8(siblings.len() as u8);
+            w.u16(left);
+            for s in &siblings {
+                w.raw(s);
+            }
+            assert_eq!(w.into_bytes(), e.to_bytes());
+        }
+    }
+
+    #[test]
+    fn a_batch_of_one_is_an_ordinary_envelope_and_a_batch_too_large_is_refused() {
+        let one = batch(1);
+        assert!(!one[0].is_batch_signed());
+        assert_eq!(one[0].to_bytes()[0], ENVELOPE_VERSION);
+        assert!(one[0].open::<Advert>(T0).is_ok());
+        let ad = sample_advert();
+        let items = vec![(&ad, T0, Duration::from_secs(10), Nonce([0; 16])); MAX_BATCH_LEAVES + 1];
+        assert_eq!(
+            Envelope::seal_batch(&kp(3), &items),
+            Err(SealError::BatchTooLarge {
+                size: MAX_BATCH_LEAVES + 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_batch_envelope_with_any_part_changed_does_not_open() {
+        let envs = batch(13);
+        let e = &envs[6];
+        let path = e.batch.as_ref().expect("a path");
+        assert!(path.siblings.len() >= 3);
+        for k in 0..path.siblings.len() {
+            let mut t = e.clone();
+            t.batch.as_mut().unwrap().siblings[k][0] ^= 1;
+            assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature), "sibling {k}");
+            let mut t = e.clone();
+            t.batch.as_mut().unwrap().left ^= 1 << k;
+            assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature), "side {k}");
+        }
+        // Another envelope's path.
+        let mut t = e.clone();
+        t.batch = envs[7].batch.clone();
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
+        // The signed fields, as for an envelope signed alone.
+        let mut t = e.clone();
+        *t.raw_parts_mut().3 = T0.add(Duration::from_secs(20));
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
+        let mut t = e.clone();
+        *t.raw_parts_mut().0 = PayloadType::Offer.code();
+        assert!(t.open::<Offer>(T0).is_err());
+        // Cut short or stripped of its path, it is another envelope, whose
+        // signature covers nothing it holds.
+        let mut t = e.clone();
+        t.batch.as_mut().unwrap().siblings.pop();
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
+        let mut t = e.clone();
+        t.batch = None;
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
+    }
+
+    #[test]
+    fn a_batch_path_decodes_only_in_its_one_canonical_form() {
+        let e = batch(5).swap_remove(2);
+        let bytes = e.to_bytes();
+        let path_at = bytes.len() - e.batch.as_ref().unwrap().encoded_len();
+        let depth = bytes[path_at] as usize;
+        assert_eq!(depth, 3);
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = bytes.clone();
+            f(&mut b);
+            Envelope::from_bytes(&b)
+        };
+        // No levels, or more than a batch may have.
+        assert!(matches!(
+            with(&|b| {
+                b.truncate(path_at);
+                b.extend([0, 0, 0]);
+            }),
+            Err(DecodeError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            with(&|b| b[path_at] = MAX_BATCH_DEPTH as u8 + 1),
+            Err(DecodeError::InvalidValue { .. })
+        ));
+        // A side bit beyond the last level.
+        assert!(matches!(
+            with(&|b| b[path_at + 1] |= 1 << depth),
+            Err(DecodeError::InvalidValue { .. })
+        ));
+        // Truncated, or with a byte more.
+        assert!(
+            with(&|b| {
+                b.pop();
+            })
+            .is_err()
+        );
+        assert!(with(&|b| b.push(0)).is_err());
+        // A version-1 envelope followed by a path is not one.
+        assert!(with(&|b| b[0] = ENVELOPE_VERSION).is_err());
+        assert!(with(&|b| b[0] = 3).is_err());
+    }
+
+    #[test]
+    fn a_batch_envelope_is_no_larger_than_any_envelope_may_be() {
+        let big = vec![0u8; MAX_PAYLOAD];
+        let mut b = Envelope::from_bytes(&batch(200)[0].to_bytes()).unwrap();
+        b.payload = big;
+        assert!(b.encoded_len() > MAX_ENVELOPE);
+        assert!(matches!(
+            Envelope::from_bytes(&b.to_bytes()),
+            Err(DecodeError::TooLong {
+                field: "envelope",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_small_order_table_is_the_eight_canonical_small_order_encodings() {
+        let mut distinct = HashSet::new();
+        for bytes in strict::SMALL_ORDER {
+            let point = ed25519_dalek::VerifyingKey::from_bytes(&bytes).expect("a point");
+            assert!(point.is_weak(), "{} is of small order", crate::id::to_hex(bytes));
+            assert_eq!(point.to_edwards().compress().to_bytes(), bytes, "canonical");
+            distinct.insert(bytes);
+        }
+        // The curve has exactly eight points of small order.
+        assert_eq!(distinct.len(), 8);
+    }
+
+    #[test]
+    fn a_small_order_r_is_rejected_though_the_plain_equation_accepts_it() {
+        use ed25519_dalek::Verifier;
+        let signer = kp(7);
+        let input = b"domain and payload";
+        let forged = small_order_r_signature(&signer, input);
+        let key = signer.node_id().verifying_key();
+        let sig = ed25519_dalek::Signature::from_bytes(&forged);
+        assert!(key.verify(input, &sig).is_ok(), "the plain equation holds");
+        assert!(key.verify_strict(input, &sig).is_err());
+        assert!(strict::verify(&signer.node_id(), input, &forged).is_err());
+    }
+
+    #[test]
+    fn strict_verification_agrees_with_verify_strict_on_tampered_signatures() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let signers: Vec<Keypair> = (1..=4).map(kp).collect();
+        let mut accepted = 0;
+        for case in 0..600 {
+            let signer = &signers[case % signers.len()];
+            let input: Vec<u8> = (0..rng.random_range(0..200)).map(|_| rng.random()).collect();
+            let mut signature = match case % 3 {
+                0 => signer.sign(&input),
+                1 => small_order_r_signature(signer, &input),
+                _ => {
+                    let mut s = [0u8; 64];
+                    rng.fill(&mut s[..]);
+                    s
+                }
+            };
+            if case % 2 == 1 {
+                let bit = rng.random_range(0..512);
+                signature[bit / 8] ^= 1 << (bit % 8);
+            }
+            let strict_verdict = signer
+                .node_id()
+                .verifying_key()
+                .verify_strict(&input, &ed25519_dalek::Signature::from_bytes(&signature))
+                .is_ok();
+            let ours = strict::verify(&signer.node_id(), &input, &signature).is_ok();
+            assert_eq!(ours, strict_verdict, "case {case}");
+            accepted += usize::from(ours);
+        }
+        // The untampered honest signatures (every sixth case) pass.
+        assert_eq!(accepted, 100);
+    }
+
     const T0: Timestamp = Timestamp(1_800_000_000_000);
 
     fn sealed(nonce: u8, lifetime: Duration) -> Envelope {
@@ -884,10 +1443,16 @@ mod tests {
     #[test]
     fn unknown_version_is_rejected() {
         let mut bytes = sealed(1, Duration::from_secs(10)).to_bytes();
-        bytes[0] = 2;
+        bytes[0] = 3;
         assert!(matches!(
             Envelope::from_bytes(&bytes),
-            Err(DecodeError::UnsupportedVersion { found: 2, .. })
+            Err(DecodeError::UnsupportedVersion { found: 3, .. })
+        ));
+        // Version 2 is a batch envelope, which a path must follow.
+        bytes[0] = BATCH_ENVELOPE_VERSION;
+        assert!(matches!(
+            Envelope::from_bytes(&bytes),
+            Err(DecodeError::Truncated { .. })
         ));
     }
 }

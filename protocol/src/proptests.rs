@@ -283,8 +283,18 @@ fn decline() -> impl Strategy<Value = Decline> {
     ]
 }
 
+/// An envelope signed alone, or one of a batch signed together.
 fn envelope() -> impl Strategy<Value = Envelope> {
-    (keypair(), advert(), any::<[u8; 16]>()).prop_map(|(kp, a, n)| sealed(&kp, &a, n))
+    prop_oneof![
+        (keypair(), advert(), any::<[u8; 16]>()).prop_map(|(kp, a, n)| sealed(&kp, &a, n)),
+        (keypair(), advert(), 2..40usize, any::<prop::sample::Index>()).prop_map(|(kp, a, size, pick)| {
+            let items: Vec<_> = (0..size)
+                .map(|i| (&a, T0, Duration::from_secs(10), Nonce([i as u8; 16])))
+                .collect();
+            let mut batch = Envelope::seal_batch(&kp, &items).expect("seal");
+            batch.swap_remove(pick.index(size))
+        }),
+    ]
 }
 
 fn blob(max: usize) -> impl Strategy<Value = Blob> {

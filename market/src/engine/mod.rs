@@ -41,6 +41,7 @@ mod place;
 mod progress;
 mod serve;
 
+use agora_protocol::envelope::MAX_BATCH_LEAVES;
 use agora_protocol::settlement::Voucher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -627,6 +628,41 @@ impl Engine {
         )
         // Our own messages are small and within their type's lifetime.
         .expect("own messages always seal")
+    }
+
+    /// Seals payloads now, each with a fresh nonce, under one signature a
+    /// batch of [`MAX_BATCH_LEAVES`] (SPEC.md §5.2), in their order. One
+    /// too large to carry a batch path is sealed alone.
+    /// Returns the envelopes and how many signatures they took.
+    fn seal_all<T: Payload>(
+        &mut self,
+        payloads: &[&T],
+        lifetime: Duration,
+        now: Timestamp,
+    ) -> (Vec<Envelope>, u64) {
+        let lifetime = lifetime.min(T::MAX_LIFETIME);
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut signatures = 0;
+        for chunk in payloads.chunks(MAX_BATCH_LEAVES) {
+            let items: Vec<_> = chunk
+                .iter()
+                .map(|p| (*p, now, lifetime, Nonce(self.rng.random())))
+                .collect();
+            match Envelope::seal_batch(&self.keypair, &items) {
+                Ok(envs) => {
+                    out.extend(envs);
+                    signatures += 1;
+                }
+                Err(_) => {
+                    out.extend(items.iter().map(|(p, at, lifetime, nonce)| {
+                        Envelope::seal(&self.keypair, *p, *at, *lifetime, *nonce)
+                            .expect("own messages always seal")
+                    }));
+                    signatures += items.len() as u64;
+                }
+            }
+        }
+        (out, signatures)
     }
 
     /// Opens a live market message from `peer`: signature, time window,

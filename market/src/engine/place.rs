@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agora_protocol::execution::Receipt;
 use agora_protocol::fraud::FraudProof;
-use agora_protocol::market::{Agreement, Cancel, Offer};
+use agora_protocol::market::{Accept, Agreement, Cancel, Offer};
 use agora_protocol::rpc::{MarketRequest, MarketResponse};
 use agora_protocol::units::{Bytes, Fuel, Timestamp};
 use agora_protocol::{
@@ -29,13 +29,37 @@ const FRAUD_LIFETIME: Duration = Duration::from_secs(3600);
 const REDUCE_FUEL_FACTOR: u64 = 4;
 
 impl Engine {
+    /// Carries out what the requester decided. The acceptances among it
+    /// are signed together, one signature for the lot (SPEC.md §5.2): a
+    /// provider then checks one signature for every order of a frame.
     pub(super) fn drain_actions(&mut self, now: Timestamp) {
-        while let Some(a) = self.requester.poll_action() {
-            self.action(a, now);
+        loop {
+            let actions: Vec<Action> = std::iter::from_fn(|| self.requester.poll_action()).collect();
+            if actions.is_empty() {
+                return;
+            }
+            let accepts: Vec<&Accept> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Accept { accept, .. } => Some(accept),
+                    _ => None,
+                })
+                .collect();
+            let (sealed, signatures) = self.seal_all(&accepts, NEGOTIATION_LIFETIME, now);
+            self.counters.accepts_sent += sealed.len() as u64;
+            self.counters.accept_signatures += signatures;
+            let mut sealed = sealed.into_iter();
+            for a in actions {
+                let env = matches!(a, Action::Accept { .. })
+                    .then(|| sealed.next())
+                    .flatten();
+                self.action(a, env, now);
+            }
         }
     }
 
-    fn action(&mut self, a: Action, now: Timestamp) {
+    /// `accept_env`: the envelope of an [`Action::Accept`], sealed already.
+    fn action(&mut self, a: Action, accept_env: Option<Envelope>, now: Timestamp) {
         match a {
             Action::Call {
                 task,
@@ -70,7 +94,7 @@ impl Engine {
                 send_input,
                 order,
             } => {
-                let env = self.seal(&accept, NEGOTIATION_LIFETIME, now);
+                let env = accept_env.unwrap_or_else(|| self.seal(&accept, NEGOTIATION_LIFETIME, now));
                 self.requester.accept_sealed(task, attempt, env.to_bytes());
                 // The checkpoint to resume from is this node's: sent first
                 // (at most two blobs travel inline; the provider fetches

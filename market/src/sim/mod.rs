@@ -135,6 +135,10 @@ pub struct Report {
     pub orders: u64,
     /// Receipts providers sent in an order's answer.
     pub receipts_answered: u64,
+    /// Acceptances requesters sent (orders' included).
+    pub accepts: u64,
+    /// Signatures those took.
+    pub accept_signatures: u64,
     /// Tasks the stopping provider withdrew (`World::stop_one`).
     pub withdrawn: u64,
     /// Of those, orders whose answers it held when it stopped.
@@ -663,6 +667,12 @@ impl Sim {
             refused: self.refused,
             ticks: self.ticks,
             orders: self.nodes.iter().map(|n| n.engine.counters().orders_taken).sum(),
+            accepts: self.nodes.iter().map(|n| n.engine.counters().accepts_sent).sum(),
+            accept_signatures: self
+                .nodes
+                .iter()
+                .map(|n| n.engine.counters().accept_signatures)
+                .sum(),
             receipts_answered: self
                 .nodes
                 .iter()

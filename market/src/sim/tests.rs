@@ -534,3 +534,30 @@ fn a_stopping_provider_withdraws_held_orders_after_answering_them() {
     assert!(held > 0, "no held answer at any stop in {runs} runs");
     eprintln!("{withdrawn} tasks withdrawn over {runs} runs, {held} of them with held answers");
 }
+
+/// A requester signs the acceptances of one turn together (SPEC.md §5.2):
+/// a job of tiny tasks takes fewer signatures than acceptances, and the
+/// providers open each one alone (every task is done and paid once).
+#[test]
+fn the_acceptances_of_a_turn_share_one_signature() {
+    use agora_protocol::market::LatencyClass;
+    let w = World {
+        class: Some(LatencyClass::Batch),
+        ..World::calm(3, 48, 1, 5)
+    };
+    let (mut accepts, mut signatures) = (0, 0);
+    for seed in 0..5u64 {
+        let rep = simulate(seed, w.clone());
+        check(seed, &w, &rep);
+        assert_eq!(rep.vouchers_issued, 48, "seed {seed}: every task paid once");
+        assert!(rep.accepts >= 48, "seed {seed}: {rep:?}");
+        assert!(rep.accept_signatures >= 1 && rep.accept_signatures <= rep.accepts);
+        accepts += rep.accepts;
+        signatures += rep.accept_signatures;
+    }
+    // Alone, each acceptance would take a signature of its own.
+    assert!(
+        signatures < accepts * 3 / 4,
+        "{signatures} signatures for {accepts} acceptances"
+    );
+}

@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 35] = [
+        let counters: [(Def, u64); 37] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -74,6 +74,22 @@ impl Driver {
             (
                 ("agora_agreements_total", "counter", "Agreements signed"),
                 c.agreements,
+            ),
+            (
+                (
+                    "agora_accepts_total",
+                    "counter",
+                    "Acceptances sent as a requester, orders' included",
+                ),
+                c.accepts_sent,
+            ),
+            (
+                (
+                    "agora_accept_signatures_total",
+                    "counter",
+                    "Signatures the acceptances took: those of one turn share one",
+                ),
+                c.accept_signatures,
             ),
             (
                 (

@@ -253,6 +253,12 @@ async fn print_batching(client: &Client) {
             "  the requester sent {batched:.0} market requests in {batches:.0} batches ({:.1} per batch) and {single:.0} alone",
             batched / batches.max(1.0)
         );
+        let accepts = metric(&text, "agora_accepts_total");
+        let signatures = metric(&text, "agora_accept_signatures_total");
+        eprintln!(
+            "  its {accepts:.0} acceptances took {signatures:.0} signatures ({:.1} acceptances a signature)",
+            accepts / signatures.max(1.0)
+        );
     }
 }
 
