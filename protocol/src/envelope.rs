@@ -332,7 +332,7 @@ impl Envelope {
         let mut env = Envelope::unsigned(keypair, payload, issued_at, lifetime, nonce, 0)?;
         let input = env.signing_input(T::DOMAIN);
         env.signature = keypair.sign(&input);
-        verified::remember(&input, &env.signature);
+        verified::remember(&env.signer, &input, &env.signature);
         Ok(env)
     }
 
@@ -343,11 +343,14 @@ impl Envelope {
     /// batch (the check of a root is remembered) and a few hashes each.
     /// Each item is a payload, its issue time, lifetime and nonce. A batch
     /// of one is sealed as a single envelope; a batch larger than
-    /// [`MAX_BATCH_LEAVES`] is refused.
+    /// [`MAX_BATCH_LEAVES`] is refused, and none is none.
     pub fn seal_batch<T: Payload>(
         keypair: &Keypair,
         items: &[(&T, Timestamp, Duration, Nonce)],
     ) -> Result<Vec<Envelope>, SealError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         if let [(payload, issued_at, lifetime, nonce)] = items {
             return Ok(vec![Envelope::seal(
                 keypair, *payload, *issued_at, *lifetime, *nonce,
@@ -372,7 +375,7 @@ impl Envelope {
         let (root, paths) = merkle::tree(&leaves);
         let input = merkle::signing_input(&root);
         let signature = keypair.sign(&input);
-        verified::remember(&input, &signature);
+        verified::remember(&keypair.node_id(), &input, &signature);
         for (env, path) in envs.iter_mut().zip(paths) {
             env.signature = signature;
             env.batch = Some(Box::new(path));
@@ -447,9 +450,9 @@ impl Envelope {
         if let Some(path) = &self.batch {
             input = merkle::signing_input(&merkle::root(merkle::leaf(&input), path));
         }
-        if !verified::seen(&input, &self.signature) {
+        if !verified::seen(&self.signer, &input, &self.signature) {
             strict::verify(&self.signer, &input, &self.signature).map_err(|_| OpenError::BadSignature)?;
-            verified::remember(&input, &self.signature);
+            verified::remember(&self.signer, &input, &self.signature);
         }
         let payload = T::from_bytes(&self.payload)?;
         Ok(Verified {
@@ -685,14 +688,17 @@ impl<T> Verified<T> {
 /// payer's chain is audited) costs a hash instead of a verification.
 ///
 /// Sound because verification is a pure function of the key, the signed
-/// bytes and the signature: the entry is blake3 over the signed bytes (which
-/// hold the domain, the type, the signer and the payload) and the
-/// signature, so only those exact bytes ever match it. Bounded: two
+/// bytes and the signature: the entry is blake3 over the signer, the signed
+/// bytes (for an envelope signed alone, its domain, type, signer and
+/// payload; for a batch, the root) and the signature, so only those exact
+/// bytes under that key ever match it. Bounded: two
 /// generations of [`verified::GENERATION`] entries; the older is dropped
 /// when the newer fills.
 mod verified {
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock};
+
+    use crate::id::NodeId;
 
     pub(super) const GENERATION: usize = 8192;
 
@@ -707,24 +713,25 @@ mod verified {
         SEEN.get_or_init(|| Mutex::new(Seen::default()))
     }
 
-    fn key(input: &[u8], signature: &[u8; 64]) -> [u8; 32] {
+    fn key(signer: &NodeId, input: &[u8], signature: &[u8; 64]) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
+        h.update(signer.as_bytes());
         h.update(signature);
         h.update(input);
         *h.finalize().as_bytes()
     }
 
     /// Whether these bytes were verified (or signed) here before.
-    pub(super) fn seen(input: &[u8], signature: &[u8; 64]) -> bool {
-        let k = key(input, signature);
+    pub(super) fn seen(signer: &NodeId, input: &[u8], signature: &[u8; 64]) -> bool {
+        let k = key(signer, input, signature);
         seen_set()
             .lock()
             .is_ok_and(|s| s.new.contains(&k) || s.old.contains(&k))
     }
 
     /// Records that these bytes carry a valid signature.
-    pub(super) fn remember(input: &[u8], signature: &[u8; 64]) {
-        let k = key(input, signature);
+    pub(super) fn remember(signer: &NodeId, input: &[u8], signature: &[u8; 64]) {
+        let k = key(signer, input, signature);
         if let Ok(mut s) = seen_set().lock() {
             if s.new.len() >= GENERATION {
                 s.old = std::mem::take(&mut s.new);
@@ -1092,6 +1099,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_one_is_an_ordinary_envelope_and_a_batch_too_large_is_refused() {
+        assert!(batch(0).is_empty());
         let one = batch(1);
         assert!(!one[0].is_batch_signed());
         assert_eq!(one[0].to_bytes()[0], ENVELOPE_VERSION);
@@ -1120,6 +1128,10 @@ mod tests {
             t.batch.as_mut().unwrap().left ^= 1 << k;
             assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature), "side {k}");
         }
+        // Another signer's, with the same signature and path.
+        let mut t = e.clone();
+        t.signer = kp(4).node_id();
+        assert_eq!(t.open::<Advert>(T0), Err(OpenError::BadSignature));
         // Another envelope's path.
         let mut t = e.clone();
         t.batch = envs[7].batch.clone();
