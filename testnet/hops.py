@@ -21,7 +21,7 @@ from datetime import datetime
 
 EVENT = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z.*?"
-    r"(job submitted|job answered|request out [\w+]+|request in [\w+]+|answer out Ran|answer in Ran"
+    r"(api call in|api call out|job submitted|job answered|request out [\w+]+|request in [\w+]+|answer out Ran|answer in Ran"
     r"|run queued|run starts|run ends)"
 )
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -127,6 +127,42 @@ def main():
         for k, (_, _, segment) in enumerate(PATHS[name]):
             row(segment, [spans[k] for spans in jobs])
         row("submitted to answered", [sum(spans) for spans in jobs])
+    api = api_spans([e for e in evs if e[1] == "R"])
+    if api:
+        print(f"{len(api)} calls of POST /v1/jobs?wait_ms= at the requester; µs:")
+        for k, segment in enumerate(API):
+            row(segment, [spans[k] for spans in api if spans[k] is not None])
+
+
+# The requester's API around each job: from the handler's start to the
+# driver's submission, from the driver's answer to the handler's, and from
+# the handler's answer to the next call's start (the answer's encoding,
+# HTTP both ways, the client).
+API = [
+    "api: parse, to the driver, submit",
+    "driver's answer to the handler",
+    "answer out, client, next call in",
+]
+
+
+def api_spans(evs):
+    """Per call: the three segments of `API` (the last None for the last
+    call), from the requester's events in time order."""
+    want = ["api call in", "job submitted", "job answered", "api call out"]
+    out, k, times = [], 0, []
+    for t, _, what in evs:
+        if what == want[k]:
+            times.append(t)
+            k += 1
+            if k == len(want):
+                if out:
+                    gap = times[0] - out[-1][3]
+                    out[-1][2] = gap if gap < LONGEST_US else None
+                out.append([times[1] - times[0], times[3] - times[2], None, times[3]])
+                k, times = 0, []
+        elif what == "api call in":
+            k, times = 1, [t]
+    return [o[:3] for o in out]
 
 
 if __name__ == "__main__":

@@ -418,11 +418,13 @@ async fn submit(
     Query(wait): Query<JobDetail>,
     body: Body,
 ) -> Result<Json<SubmitResponse>, ApiError> {
+    tracing::debug!(target: "hop", "api call in");
     let req: SubmitRequest = parse_json(&body)?;
-    Ok(Json(
-        ctx.ask(|tx| ApiCommand::Submit(Box::new(req), wait, tx))
-            .await??,
-    ))
+    let answer = ctx
+        .ask(|tx| ApiCommand::Submit(Box::new(req), wait, tx))
+        .await??;
+    tracing::debug!(target: "hop", "api call out");
+    Ok(Json(answer))
 }
 
 async fn jobs(State(ctx): State<Ctx>) -> Result<Json<Vec<JobSummary>>, ApiError> {
