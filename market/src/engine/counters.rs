@@ -25,6 +25,8 @@ pub struct Counters {
     pub executed: u64,
     /// Receipts sent.
     pub receipts_sent: u64,
+    /// Signatures those took: the receipts of a turn share one.
+    pub receipt_signatures: u64,
     /// Of those, receipts sent in an order's answer with its agreement.
     pub receipts_answered: u64,
     /// `Receipt` requests sent: first sendings and retries.

@@ -739,7 +739,7 @@ mod tests {
                     };
                     let reply = ReplyId(replies.len() as u64);
                     replies.insert(reply, (from, id));
-                    engines[j].on_request(ids[from], request, reply, now);
+                    engines[j].on_request(ids[from], request, reply, None, now);
                     vec![j]
                 }
                 Output::Respond { reply, response } => {

@@ -58,7 +58,7 @@ use rand::{RngExt, SeedableRng};
 
 pub use counters::Counters;
 pub use credits::AuditReport;
-pub use output::{Inline, Output, Ran, ReplyId, RequestId, Turn, Verdict, Work};
+pub use output::{FrameId, Inline, Output, Ran, ReplyId, RequestId, Turn, Verdict, Work};
 
 use crate::job::{InputSpec, JobSpec, SpecError};
 use crate::ledger::Ledger;
@@ -326,6 +326,10 @@ pub struct Engine {
     deliveries: deliver::Deliveries,
     /// Orders' answers held while their tasks run, by agreement.
     held: HashMap<MessageId, serve::Held>,
+    /// Runs whose receipts are not signed yet: those that ended this
+    /// turn, and those waiting for the other orders of their frame
+    /// ([`Engine::sign_receipts`]).
+    ran: Vec<(provider::Accepted, Ran)>,
     /// Receipts whose inline output is being stored, by token.
     storing: HashMap<u64, serve::StoringReceipt>,
     /// Progress receipts whose checkpoint is being stored, by token.
@@ -501,6 +505,7 @@ impl Engine {
             pending: HashMap::new(),
             deliveries: deliver::Deliveries::default(),
             held: HashMap::new(),
+            ran: Vec::new(),
             storing: HashMap::new(),
             storing_progress: HashMap::new(),
             no_progress: HashSet::new(),
@@ -747,6 +752,7 @@ impl Engine {
     /// Ends a turn: places what can be placed, starts what can run, and
     /// hands over the turn's writes and outputs.
     pub fn end_turn(&mut self, now: Timestamp) -> Turn {
+        self.sign_receipts(now);
         self.history.declines(&self.counters.declined, now);
         self.history.flush(&mut self.writes);
         self.requester.place(now, &self.view);

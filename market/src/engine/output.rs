@@ -1,7 +1,7 @@
 //! What an engine says and hears besides messages: the outputs a host
 //! carries out ([`Output`], [`Work`]), what a turn hands over ([`Turn`]),
 //! what running a module produced ([`Ran`]), and the ids that route
-//! answers back ([`RequestId`], [`ReplyId`]).
+//! answers back ([`RequestId`], [`ReplyId`], [`FrameId`]).
 
 use std::sync::Arc;
 
@@ -23,6 +23,13 @@ pub struct RequestId(pub u64);
 /// Identifies an inbound request's reply channel, which the host keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReplyId(pub u64);
+
+/// The batch an inbound request came in with others (SPEC.md §4.3),
+/// numbered by the host: the batch's answer goes once every part is
+/// answered, so the receipts of its orders are signed together when the
+/// last of them has run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u64);
 
 /// Content that arrived inline with an acceptance, kept for its run.
 pub type Inline = Vec<(ContentId, Arc<Vec<u8>>)>;

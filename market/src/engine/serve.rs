@@ -2,6 +2,7 @@
 //! acceptances, cancellations, vouchers) and the requester's (receipts),
 //! and the executions the provider runs.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use agora_protocol::units::Timestamp;
 use agora_protocol::wire::Blob;
 use agora_protocol::{ContentId, Decode, Encode, Envelope, MessageId, NodeId, Verified};
 
-use super::{Engine, Output, Ran, ReplyId, Work};
+use super::{Engine, FrameId, Output, Ran, ReplyId, Work};
 use crate::provider::Accepted;
 use crate::records::{self, PendingReceipt};
 use crate::requester::ReceiptError;
@@ -60,6 +61,9 @@ pub(super) struct Held {
     may_queue: bool,
     /// When the agreement goes alone if the run has not ended.
     until: Timestamp,
+    /// The batch the order came in: its receipt is signed once every
+    /// held order of the batch has run, with theirs.
+    frame: Option<FrameId>,
 }
 
 /// Which held answers go with the agreement alone.
@@ -86,18 +90,25 @@ pub(super) struct StoringReceipt {
 impl Engine {
     /// An inbound market request from `peer` (authenticated by its
     /// connection); its answer goes to `reply`. Never a batch: the network
-    /// unpacks them.
-    pub fn on_request(&mut self, peer: NodeId, request: MarketRequest, reply: ReplyId, now: Timestamp) {
+    /// unpacks them, and gives `frame` to each part of one.
+    pub fn on_request(
+        &mut self,
+        peer: NodeId,
+        request: MarketRequest,
+        reply: ReplyId,
+        frame: Option<FrameId>,
+        now: Timestamp,
+    ) {
         match request {
             MarketRequest::CallForOffers(env) => self.on_call(peer, &env, reply, now),
             MarketRequest::Accept { accept, content } => {
-                self.on_accept(peer, &accept, None, content, reply, now)
+                self.on_accept(peer, &accept, None, content, (reply, frame), now)
             }
             MarketRequest::Order {
                 requirements,
                 accept,
                 content,
-            } => self.on_accept(peer, &accept, Some(*requirements), content, reply, now),
+            } => self.on_accept(peer, &accept, Some(*requirements), content, (reply, frame), now),
             MarketRequest::Receipt {
                 receipt,
                 output,
@@ -227,7 +238,7 @@ impl Engine {
         env: &Envelope,
         order: Option<agora_protocol::market::Requirements>,
         content: Vec<Blob>,
-        reply: ReplyId,
+        (reply, frame): (ReplyId, Option<FrameId>),
         now: Timestamp,
     ) {
         // A retransmitted acceptance gets the agreement already made.
@@ -315,6 +326,7 @@ impl Engine {
                     started: false,
                     may_queue,
                     until: now.add(HOLD_FOR),
+                    frame,
                 },
             );
         } else {
@@ -549,8 +561,10 @@ impl Engine {
     }
 
     /// An accepted task ran (`Err`: it could not be run at all, e.g. its
-    /// content could not be fetched).
-    pub fn on_executed(&mut self, agreement: MessageId, result: Result<Ran, String>, now: Timestamp) {
+    /// content could not be fetched). Its receipt is signed at the turn's
+    /// end, or once the other held orders of its batch have run
+    /// (`Engine::sign_receipts`).
+    pub fn on_executed(&mut self, agreement: MessageId, result: Result<Ran, String>) {
         self.counters.executed += 1;
         self.no_progress.remove(&agreement);
         let acc = self.provider.finished(&agreement);
@@ -564,7 +578,7 @@ impl Engine {
             return;
         };
         match result {
-            Ok(ran) => self.receipt_ran(acc, &ran, now),
+            Ok(ran) => self.ran.push((acc, ran)),
             Err(e) => {
                 self.release_one(&agreement);
                 tracing::warn!(task = %acc.assignment.task, error = %e, "could not run the task; dropping it (the requester re-places it)");
@@ -581,10 +595,60 @@ impl Engine {
         self.writes.delete(records::accepted_key(agreement));
     }
 
-    /// Signs the receipt of a run, records it as pending and sends it at
+    /// Signs the receipts of the runs that ended, one signature for all
+    /// of them (SPEC.md §5.2), so that a requester checks one signature
+    /// for a batch of them; one alone is signed alone. A run whose order's
+    /// answer is held and came in a batch waits until every held order of
+    /// that batch has run: the batch is answered only then anyway
+    /// (SPEC.md §8.1), and its receipts go under one signature. Called at
+    /// each turn's end, so that a batch whose last held order goes without
+    /// a receipt (released, withdrawn, failed) frees the others at once.
+    pub(super) fn sign_receipts(&mut self, now: Timestamp) {
+        if self.ran.is_empty() {
+            return;
+        }
+        let ended: HashSet<MessageId> = self.ran.iter().map(|(acc, _)| acc.agreement).collect();
+        let running: HashSet<FrameId> = self
+            .held
+            .iter()
+            .filter(|(id, _)| !ended.contains(id))
+            .filter_map(|(_, h)| h.frame)
+            .collect();
+        let waits = |acc: &Accepted, held: &HashMap<MessageId, Held>| {
+            held.get(&acc.agreement)
+                .and_then(|h| h.frame)
+                .is_some_and(|f| running.contains(&f))
+        };
+        let (ran, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ran)
+            .into_iter()
+            .partition(|(acc, _)| !waits(acc, &self.held));
+        self.ran = wait;
+        if ran.is_empty() {
+            return;
+        }
+        let receipts: Vec<Receipt> = ran
+            .iter()
+            .map(|(acc, r)| r.receipt(&acc.assignment, acc.agreement, acc.requester))
+            .collect();
+        let (sealed, signatures) =
+            self.seal_all(&receipts.iter().collect::<Vec<_>>(), Receipt::MAX_LIFETIME, now);
+        self.counters.receipt_signatures += signatures;
+        for (((acc, r), receipt), env) in ran.into_iter().zip(receipts).zip(sealed) {
+            self.receipt_ran(acc, &r, &receipt, env, now);
+        }
+    }
+
+    /// Records the signed receipt of a run as pending and sends it at
     /// once: if this node crashes before the pending receipt is on disk,
     /// the task runs again from its agreement.
-    fn receipt_ran(&mut self, mut acc: Accepted, ran: &Ran, now: Timestamp) {
+    fn receipt_ran(
+        &mut self,
+        mut acc: Accepted,
+        ran: &Ran,
+        receipt: &Receipt,
+        env: Envelope,
+        now: Timestamp,
+    ) {
         self.history.ran(
             &mut self.writes,
             &crate::history::RanTask {
@@ -597,8 +661,6 @@ impl Engine {
                 price: acc.price,
             },
         );
-        let receipt = ran.receipt(&acc.assignment, acc.agreement, acc.requester);
-        let env = self.seal(&receipt, Receipt::MAX_LIFETIME, now);
         acc.stage = crate::provider::Stage::Done;
         acc.billed_from = ran.billed_from;
         let agreement = acc.agreement;

@@ -82,6 +82,8 @@ pub struct World {
     pub class: Option<agora_protocol::market::LatencyClass>,
     /// Every run takes at least this long, ms.
     pub min_run_ms: u64,
+    /// Every provider's slots (`None`: one and two, alternately).
+    pub slots: Option<u32>,
 }
 
 impl World {
@@ -103,6 +105,7 @@ impl World {
             stop_one: None,
             class: None,
             min_run_ms: 0,
+            slots: None,
         }
     }
 }
@@ -139,6 +142,10 @@ pub struct Report {
     pub accepts: u64,
     /// Signatures those took.
     pub accept_signatures: u64,
+    /// Receipts providers sent.
+    pub receipts: u64,
+    /// Signatures those took.
+    pub receipt_signatures: u64,
     /// Tasks the stopping provider withdrew (`World::stop_one`).
     pub withdrawn: u64,
     /// Of those, orders whose answers it held when it stopped.
@@ -170,6 +177,8 @@ enum Event {
         id: RequestId,
         sent: u64,
         request: MarketRequest,
+        /// The batch it went in with others.
+        frame: Option<u64>,
     },
     /// An answer (or a timeout) reaches node `to`'s engine of `epoch`.
     Answer {
@@ -191,6 +200,10 @@ struct Sim {
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: HashMap<u64, Event>,
+    /// The batch number of the requests for each peer the turn being
+    /// carried out sends more than one (`Event::Request::frame`).
+    frames: HashMap<NodeId, u64>,
+    next_frame: u64,
     world: World,
     nodes: Vec<SimNode>,
     /// Every task's true output and fuel, by input.
@@ -230,7 +243,7 @@ impl Sim {
         for i in 0..world.providers {
             let kp = Keypair::from_secret(rng.random());
             let cu = 500 + rng.random_range(0..1500);
-            let slots = 1 + (i % 2) as u32;
+            let slots = world.slots.unwrap_or(1 + (i % 2) as u32);
             nodes.push(SimNode::new(
                 kp,
                 Some((cu, slots)),
@@ -245,6 +258,8 @@ impl Sim {
             seq: 0,
             queue: BinaryHeap::new(),
             events: HashMap::new(),
+            frames: HashMap::new(),
+            next_frame: 0,
             receipts_sent: vec![HashSet::new(); nodes.len()],
             nodes,
             world,
@@ -555,6 +570,7 @@ impl Sim {
                 id,
                 sent,
                 request,
+                frame,
             } => {
                 if !self.nodes[to].alive || self.nodes[to].epoch != epoch {
                     return;
@@ -562,7 +578,8 @@ impl Sim {
                 let receipt = matches!(request, MarketRequest::Receipt { .. });
                 let reply = self.nodes[to].reply_to(from, from_epoch, id, sent, receipt);
                 let peer = self.nodes[from].id;
-                self.nodes[to].engine.on_request(peer, request, reply, now);
+                let frame = frame.map(crate::engine::FrameId);
+                self.nodes[to].engine.on_request(peer, request, reply, frame, now);
                 self.end_turn(to);
             }
             Event::Answer {
@@ -589,8 +606,32 @@ impl Sim {
                     return;
                 }
                 self.nodes[node].finish(done, now);
+                // As a node's driver does, work of this node finished at
+                // the same instant joins the turn (runs that end together
+                // have their receipts signed together).
+                while let Some(more) = self.next_done_now(node, epoch) {
+                    self.nodes[node].finish(more, now);
+                }
                 self.end_turn(node);
             }
+        }
+    }
+
+    /// The next event in the queue if it is now and a piece of `node`'s
+    /// work done (of this `epoch`), taken out of the queue.
+    fn next_done_now(&mut self, node: usize, epoch: u64) -> Option<Done> {
+        let &Reverse((t, seq)) = self.queue.peek()?;
+        let same = t == self.now
+            && matches!(self.events.get(&seq), Some(Event::Done { node: n, epoch: e, .. }) if *n == node && *e == epoch);
+        if !same {
+            return None;
+        }
+        self.queue.pop();
+        self.trace.update(&self.now.to_le_bytes());
+        self.trace.update(b"Done");
+        match self.events.remove(&seq) {
+            Some(Event::Done { done, .. }) => Some(done),
+            _ => None,
         }
     }
 
@@ -672,6 +713,12 @@ impl Sim {
                 .nodes
                 .iter()
                 .map(|n| n.engine.counters().accept_signatures)
+                .sum(),
+            receipts: self.nodes.iter().map(|n| n.engine.counters().receipts_sent).sum(),
+            receipt_signatures: self
+                .nodes
+                .iter()
+                .map(|n| n.engine.counters().receipt_signatures)
                 .sum(),
             receipts_answered: self
                 .nodes
@@ -793,8 +840,25 @@ impl Sim {
         self.nodes[n]
             .disk
             .write(turn.writes.into_vec(), turn.flush, self.now);
-        for out in turn.now.into_iter().chain(turn.after) {
-            self.carry_out(n, out);
+        for outs in [turn.now, turn.after] {
+            // As a node's network does, the requests for one peer go as
+            // one batch, whose parts their receiver knows as one frame.
+            let mut count: BTreeMap<NodeId, usize> = BTreeMap::new();
+            for out in &outs {
+                if let Output::Send { to, .. } = out {
+                    *count.entry(*to).or_default() += 1;
+                }
+            }
+            for (to, k) in count {
+                if k > 1 {
+                    self.frames.insert(to, self.next_frame);
+                    self.next_frame += 1;
+                }
+            }
+            for out in outs {
+                self.carry_out(n, out);
+            }
+            self.frames.clear();
         }
     }
 }
@@ -876,6 +940,7 @@ impl Sim {
                 id,
                 sent: self.now,
                 request: request.clone(),
+                frame: self.frames.get(&to).copied(),
             };
             self.at(self.now + d, e);
         }

@@ -214,7 +214,7 @@ impl SimNode {
     pub(super) fn finish(&mut self, done: Done, now: Timestamp) {
         let e = &mut self.engine;
         match done {
-            Done::Executed(agreement, r) => e.on_executed(agreement, r, now),
+            Done::Executed(agreement, r) => e.on_executed(agreement, r),
             Done::Stored(token) => e.on_output_stored(token, Ok(()), now),
             Done::Fetched(task, attempt) => e.on_fetched(task, attempt, true, now),
             Done::SpotChecked(task, attempt, r) => e.on_spot_checked(task, attempt, r, now),

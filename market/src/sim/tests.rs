@@ -23,6 +23,9 @@ fn world(rng: &mut SmallRng) -> World {
         stop_one: (!kill_one && rng.random_bool(0.1)).then(|| rng.random_range(1..5_000)),
         class: None,
         min_run_ms: 0,
+        // Providers of more slots end runs together: their receipts are
+        // signed in batches.
+        slots: rng.random_bool(0.3).then(|| rng.random_range(2..5)),
     }
 }
 
@@ -194,6 +197,7 @@ fn a_seed_replays_exactly() {
         stop_one: None,
         class: None,
         min_run_ms: 0,
+        slots: None,
     };
     for seed in 0..20 {
         let a = simulate(seed, w.clone());
@@ -559,5 +563,35 @@ fn the_acceptances_of_a_turn_share_one_signature() {
     assert!(
         signatures < accepts * 3 / 4,
         "{signatures} signatures for {accepts} acceptances"
+    );
+}
+
+/// A provider signs the receipts of a batch of orders together, once the
+/// last of them has run (and those of runs that end in one turn): a job
+/// of tiny tasks on providers of several slots takes fewer signatures than
+/// receipts, and the requester opens, verifies and pays each receipt
+/// alone (every task is done and paid once).
+#[test]
+fn the_receipts_of_a_batch_of_orders_share_one_signature() {
+    use agora_protocol::market::LatencyClass;
+    let w = World {
+        class: Some(LatencyClass::Batch),
+        slots: Some(4),
+        ..World::calm(3, 48, 1, 5)
+    };
+    let (mut receipts, mut signatures) = (0, 0);
+    for seed in 0..5u64 {
+        let rep = simulate(seed, w.clone());
+        check(seed, &w, &rep);
+        assert_eq!(rep.vouchers_issued, 48, "seed {seed}: every task paid once");
+        assert!(rep.receipts >= 48, "seed {seed}: {rep:?}");
+        assert!(rep.receipt_signatures >= 1 && rep.receipt_signatures <= rep.receipts);
+        receipts += rep.receipts;
+        signatures += rep.receipt_signatures;
+    }
+    // Alone, each receipt would take a signature of its own.
+    assert!(
+        signatures < receipts * 3 / 4,
+        "{signatures} signatures for {receipts} receipts"
     );
 }

@@ -93,6 +93,8 @@ pub(crate) struct EventLoop {
     /// or held while [`MAX_FRAMES_IN_FLIGHT`] frames to the peer wait.
     outbox: HashMap<PeerId, Vec<(MarketRequest, MarketWaiter)>>,
     inbound_batches: FuturesUnordered<InboundBatch>,
+    /// The number the next batch received gets ([`Reply::frame`]).
+    frames_in: u64,
     pending_content: Pending<ContentResponse>,
     /// Large content responses being sent: to whom, since when, how many
     /// bytes (at most [`MAX_TIMED_SENDS`]).
@@ -204,6 +206,7 @@ impl EventLoop {
             frames_out: HashMap::new(),
             outbox: HashMap::new(),
             inbound_batches: FuturesUnordered::new(),
+            frames_in: 0,
             pending_content: HashMap::new(),
             sending: HashMap::new(),
             pending_providers: HashMap::new(),
@@ -732,12 +735,14 @@ impl EventLoop {
         channel: request_response::ResponseChannel<MarketResponse>,
     ) {
         let mut parts = Vec::with_capacity(items.len());
+        let frame = self.frames_in;
+        self.frames_in += 1;
         for request in items {
             let (tx, rx) = oneshot::channel();
             let ev = Event::Market {
                 peer: from,
                 request,
-                channel: Reply(ReplyTo::Part(tx)),
+                channel: Reply(ReplyTo::Part(tx, frame)),
             };
             match self.events.try_send(ev) {
                 Ok(()) => parts.push(Ok(rx)),

@@ -309,12 +309,24 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Reply(ReplyTo);
 
+impl Reply {
+    /// The batch the request came in, if it came in one: a number this
+    /// node gives each batch it receives. The batch is answered once its
+    /// every part is.
+    pub fn frame(&self) -> Option<u64> {
+        match self.0 {
+            ReplyTo::Alone(_) => None,
+            ReplyTo::Part(_, frame) => Some(frame),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum ReplyTo {
     /// The request came alone on its substream.
     Alone(ResponseChannel<MarketResponse>),
-    /// The request was one part of a batch.
-    Part(oneshot::Sender<MarketResponse>),
+    /// The request was one part of a batch (the batch's number).
+    Part(oneshot::Sender<MarketResponse>, u64),
 }
 
 /// Counters the network keeps.
@@ -471,7 +483,7 @@ impl Outbox {
     pub fn respond(&mut self, channel: Reply, response: MarketResponse) {
         match channel.0 {
             ReplyTo::Alone(channel) => self.responses.push((channel, response)),
-            ReplyTo::Part(tx) => {
+            ReplyTo::Part(tx, _) => {
                 let _ = tx.send(response);
             }
         }
@@ -612,7 +624,7 @@ impl Client {
                 let _ = self.send(Command::RespondMarket { channel, response }).await;
             }
             // The loop collects the batch's answers itself.
-            ReplyTo::Part(tx) => {
+            ReplyTo::Part(tx, _) => {
                 let _ = tx.send(response);
             }
         }

@@ -1,6 +1,6 @@
 //! Network events, handed to the engine.
 
-use agora_market::engine::{ReplyId, Verdict};
+use agora_market::engine::{FrameId, ReplyId, Verdict};
 
 use super::{Driver, now};
 use crate::network::{Event, MessageAcceptance};
@@ -32,8 +32,9 @@ impl Driver {
             } => {
                 let reply = ReplyId(self.next_reply);
                 self.next_reply += 1;
+                let frame = channel.frame().map(FrameId);
                 self.replies.insert(reply, channel);
-                self.engine.on_request(peer, request, reply, now);
+                self.engine.on_request(peer, request, reply, frame, now);
             }
             Event::Content {
                 peer: _,

@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 37] = [
+        let counters: [(Def, u64); 38] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -90,6 +90,14 @@ impl Driver {
                     "Signatures the acceptances took: those of one turn share one",
                 ),
                 c.accept_signatures,
+            ),
+            (
+                (
+                    "agora_receipt_signatures_total",
+                    "counter",
+                    "Signatures the receipts took: those of one turn share one",
+                ),
+                c.receipt_signatures,
             ),
             (
                 (

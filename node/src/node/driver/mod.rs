@@ -504,7 +504,7 @@ impl Driver {
                 if let Some(mut tap) = self.live.remove(&agreement) {
                     tap.send(agreement, &mut self.outbox);
                 }
-                e.on_executed(agreement, r, now)
+                e.on_executed(agreement, r)
             }
             Done::Stored(token, r) => e.on_output_stored(token, r, now),
             Done::Fetched(task, attempt, ok) => e.on_fetched(task, attempt, ok, now),

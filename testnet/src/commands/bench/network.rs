@@ -266,14 +266,18 @@ async fn print_batching(client: &Client) {
 /// (one round trip for the task) or as requests of their own. The counters
 /// cover the whole run, warm-up and latency jobs included.
 async fn print_receipts(net: &Testnet) {
-    let (mut sent, mut answered) = (0.0, 0.0);
+    let (mut sent, mut answered, mut signatures) = (0.0, 0.0, 0.0);
     for n in net.nodes().iter().filter(|n| n.spec.provide) {
         if let Ok(text) = n.client.metrics().await {
             sent += metric(&text, "agora_receipts_sent_total");
             answered += metric(&text, "agora_receipts_answered_total");
+            signatures += metric(&text, "agora_receipt_signatures_total");
         }
     }
-    eprintln!("  the providers sent {sent:.0} receipts, {answered:.0} of them in their orders' answers");
+    eprintln!(
+        "  the providers sent {sent:.0} receipts, {answered:.0} of them in their orders' answers, under {signatures:.0} signatures ({:.1} receipts a signature)",
+        sent / signatures.max(1.0)
+    );
 }
 
 /// A sample's value in Prometheus text (0 when absent).
