@@ -173,11 +173,13 @@ mod hex_bytes {
 }
 
 impl Terms {
-    /// The accepted task these terms make, once their agreement is signed.
-    pub fn accepted(&self, agreement: &agora_protocol::Envelope, assignment: Assignment) -> Accepted {
+    /// The accepted task these terms make, admitted under `provisional`
+    /// (its acceptance's id) until its agreement is signed
+    /// ([`Provider::signed`]).
+    pub fn admitted(&self, provisional: MessageId, assignment: Assignment) -> Accepted {
         Accepted {
-            agreement: agreement.id(),
-            agreement_env: agora_protocol::Encode::to_bytes(agreement),
+            agreement: provisional,
+            agreement_env: Vec::new(),
             requester: self.requester,
             assignment,
             price: self.price,
@@ -604,7 +606,42 @@ impl Provider {
     /// bytes), so that a duplicate acceptance is answered the same way.
     pub fn agreement_for(&self, accept: &MessageId) -> Option<&[u8]> {
         let id = self.by_accept.get(accept)?;
-        self.tasks.get(id).map(|t| t.agreement_env.as_slice())
+        self.tasks
+            .get(id)
+            .map(|t| t.agreement_env.as_slice())
+            .filter(|env| !env.is_empty())
+    }
+
+    /// Gives a task admitted under `provisional` ([`Terms::admitted`]) its
+    /// signed agreement, whose id it is known by from now on. Returns
+    /// the task, or `None` if no task is known by `provisional`.
+    pub fn signed(
+        &mut self,
+        provisional: &MessageId,
+        agreement: &agora_protocol::Envelope,
+    ) -> Option<&Accepted> {
+        let mut t = self.tasks.remove(provisional)?;
+        let id = agreement.id();
+        t.agreement = id;
+        t.agreement_env = agora_protocol::Encode::to_bytes(agreement);
+        if let Some(k) = self.by_task.get_mut(&(t.assignment.task, t.requester))
+            && k == provisional
+        {
+            *k = id;
+        }
+        // The provisional id is the acceptance's.
+        if let Some(v) = self.by_accept.get_mut(provisional)
+            && v == provisional
+        {
+            *v = id;
+        }
+        // Admitted this turn: at the back of the queue (it cannot have
+        // started before it was signed).
+        if let Some(q) = self.queue.iter_mut().rev().find(|q| *q == provisional) {
+            *q = id;
+        }
+        self.tasks.insert(id, t);
+        self.tasks.get(&id)
     }
 
     /// Re-inserts a task recovered from the store after a restart.

@@ -17,6 +17,8 @@ pub struct Counters {
     pub declined: BTreeMap<&'static str, u64>,
     /// Agreements signed.
     pub agreements: u64,
+    /// Signatures those took: the agreements of a turn share one.
+    pub agreement_signatures: u64,
     /// Acceptances sent (orders' included), as a requester.
     pub accepts_sent: u64,
     /// Signatures those took: the acceptances of a turn share one.

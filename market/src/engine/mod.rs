@@ -326,6 +326,9 @@ pub struct Engine {
     deliveries: deliver::Deliveries,
     /// Orders' answers held while their tasks run, by agreement.
     held: HashMap<MessageId, serve::Held>,
+    /// Tasks admitted this turn, their agreements signed together at its
+    /// end ([`Engine::sign_agreements`]).
+    unsigned: Vec<serve::Unsigned>,
     /// Runs whose receipts are not signed yet: those that ended this
     /// turn, and those waiting for the other orders of their frame
     /// ([`Engine::sign_receipts`]).
@@ -506,6 +509,7 @@ impl Engine {
             deliveries: deliver::Deliveries::default(),
             held: HashMap::new(),
             ran: Vec::new(),
+            unsigned: Vec::new(),
             storing: HashMap::new(),
             storing_progress: HashMap::new(),
             no_progress: HashSet::new(),
@@ -635,23 +639,24 @@ impl Engine {
         .expect("own messages always seal")
     }
 
-    /// Seals payloads now, each with a fresh nonce, under one signature a
-    /// batch of [`MAX_BATCH_LEAVES`] (SPEC.md §5.2), in their order. One
-    /// too large to carry a batch path is sealed alone.
-    /// Returns the envelopes and how many signatures they took.
-    fn seal_all<T: Payload>(
-        &mut self,
-        payloads: &[&T],
-        lifetime: Duration,
-        now: Timestamp,
-    ) -> (Vec<Envelope>, u64) {
-        let lifetime = lifetime.min(T::MAX_LIFETIME);
+    /// Seals payloads now, each for its lifetime and with a fresh nonce,
+    /// under one signature a batch of [`MAX_BATCH_LEAVES`] (SPEC.md §5.2),
+    /// in their order. One too large to carry a batch path is sealed
+    /// alone. Returns the envelopes and how many signatures they took.
+    fn seal_all<T: Payload>(&mut self, payloads: &[(&T, Duration)], now: Timestamp) -> (Vec<Envelope>, u64) {
         let mut out = Vec::with_capacity(payloads.len());
         let mut signatures = 0;
         for chunk in payloads.chunks(MAX_BATCH_LEAVES) {
             let items: Vec<_> = chunk
                 .iter()
-                .map(|p| (*p, now, lifetime, Nonce(self.rng.random())))
+                .map(|(p, lifetime)| {
+                    (
+                        *p,
+                        now,
+                        (*lifetime).min(T::MAX_LIFETIME),
+                        Nonce(self.rng.random()),
+                    )
+                })
                 .collect();
             match Envelope::seal_batch(&self.keypair, &items) {
                 Ok(envs) => {
@@ -752,6 +757,7 @@ impl Engine {
     /// Ends a turn: places what can be placed, starts what can run, and
     /// hands over the turn's writes and outputs.
     pub fn end_turn(&mut self, now: Timestamp) -> Turn {
+        self.sign_agreements(now);
         self.sign_receipts(now);
         self.history.declines(&self.counters.declined, now);
         self.history.flush(&mut self.writes);

@@ -38,14 +38,14 @@ impl Engine {
             if actions.is_empty() {
                 return;
             }
-            let accepts: Vec<&Accept> = actions
+            let accepts: Vec<(&Accept, Duration)> = actions
                 .iter()
                 .filter_map(|a| match a {
-                    Action::Accept { accept, .. } => Some(accept),
+                    Action::Accept { accept, .. } => Some((accept, NEGOTIATION_LIFETIME)),
                     _ => None,
                 })
                 .collect();
-            let (sealed, signatures) = self.seal_all(&accepts, NEGOTIATION_LIFETIME, now);
+            let (sealed, signatures) = self.seal_all(&accepts, now);
             self.counters.accepts_sent += sealed.len() as u64;
             self.counters.accept_signatures += signatures;
             let mut sealed = sealed.into_iter();

@@ -66,6 +66,22 @@ pub(super) struct Held {
     frame: Option<FrameId>,
 }
 
+/// A task admitted this turn whose agreement is not signed yet: known by
+/// its acceptance's id until then (`Engine::sign_agreements`).
+#[derive(Debug)]
+pub(super) struct Unsigned {
+    provisional: MessageId,
+    agreement: Agreement,
+    lifetime: Duration,
+    /// Its credit reservation.
+    cost: u64,
+    inline: super::Inline,
+    reply: ReplyId,
+    frame: Option<FrameId>,
+    /// `Some(may_queue)`: its answer is held for its run ([`Held`]).
+    hold: Option<bool>,
+}
+
 /// Which held answers go with the agreement alone.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Release {
@@ -300,37 +316,83 @@ impl Engine {
             price: terms.price,
             due: terms.due,
         };
-        let lifetime = terms.due.since(now) + Duration::from_secs(3600);
-        let aenv = self.seal(&agreement, lifetime, now);
-        let accepted = terms.accepted(&aenv, a.assignment.clone());
-        let id = accepted.agreement;
+        // Admitted now, under the acceptance's id, so that what is
+        // admitted after it in this turn sees its credit and its place in
+        // the queue; signed at the turn's end with the others of the turn.
+        let provisional = env.id();
         // Reserved at the worst case, the fuel limit: an estimate is the
         // requester's word, the limit what the run may really cost.
-        self.credit
-            .agreed(peer, id, terms.price.cost(a.assignment.limits.fuel).0);
-        self.writes.put(records::accepted_key(&id), &accepted);
-        self.provider.agreed(accepted, a.offer, env.id());
-        if !inline.is_empty() {
-            self.inline.insert(id, inline);
+        let cost = terms.price.cost(a.assignment.limits.fuel).0;
+        self.credit.agreed(peer, provisional, cost);
+        self.provider.agreed(
+            terms.admitted(provisional, a.assignment.clone()),
+            a.offer,
+            provisional,
+        );
+        self.unsigned.push(Unsigned {
+            provisional,
+            lifetime: terms.due.since(now) + Duration::from_secs(3600),
+            agreement,
+            cost,
+            inline,
+            reply,
+            frame,
+            // The answer goes when the run ends, with its receipt.
+            hold: hold.then_some(may_queue),
+        });
+    }
+
+    /// Signs the agreements of the tasks admitted this turn, one signature
+    /// for all of them (SPEC.md §5.2), so that a requester checks one
+    /// signature for a batch of them; one alone is signed alone. Each task
+    /// is known by its agreement's id from then on, and recorded; its
+    /// answer goes now, once the record is on disk, or is held for its
+    /// run. Called first at each turn's end: nothing can name an
+    /// agreement before it is signed, and no task starts before.
+    pub(super) fn sign_agreements(&mut self, now: Timestamp) {
+        if self.unsigned.is_empty() {
+            return;
         }
-        self.counters.agreements += 1;
-        if hold {
-            // The answer goes when the run ends, with its receipt; only
-            // an agreement answered alone waits for its record to be on
-            // disk (SPEC.md §8.1): a receipt is the promised work done.
-            self.held.insert(
-                id,
-                Held {
-                    reply,
-                    agreement: aenv,
-                    started: false,
-                    may_queue,
-                    until: now.add(HOLD_FOR),
-                    frame,
-                },
-            );
-        } else {
-            self.respond_durably(reply, MarketResponse::Agreement(aenv));
+        let unsigned = std::mem::take(&mut self.unsigned);
+        let payloads: Vec<_> = unsigned.iter().map(|u| (&u.agreement, u.lifetime)).collect();
+        let (sealed, signatures) = self.seal_all(&payloads, now);
+        self.counters.agreement_signatures += signatures;
+        for (u, aenv) in unsigned.into_iter().zip(sealed) {
+            let peer = u.agreement.requester;
+            let Some(accepted) = self.provider.signed(&u.provisional, &aenv) else {
+                // Gone before its signature (nothing names it yet, so
+                // nothing should have taken it): its answer says so.
+                self.credit.released(peer, &u.provisional);
+                self.decline(u.reply, Decline::Unknown);
+                continue;
+            };
+            let id = accepted.agreement;
+            self.writes.put(records::accepted_key(&id), accepted);
+            self.credit.released(peer, &u.provisional);
+            self.credit.agreed(peer, id, u.cost);
+            if !u.inline.is_empty() {
+                self.inline.insert(id, u.inline);
+            }
+            self.counters.agreements += 1;
+            match u.hold {
+                // Only an agreement answered alone waits for its record to
+                // be on disk (SPEC.md §8.1): a receipt is the promised work
+                // done.
+                Some(may_queue) => {
+                    self.held.insert(
+                        id,
+                        Held {
+                            reply: u.reply,
+                            agreement: aenv,
+                            started: false,
+                            may_queue,
+                            until: now.add(HOLD_FOR),
+                            frame: u.frame,
+                        },
+                    );
+                }
+                None => self.respond_durably(u.reply, MarketResponse::Agreement(aenv)),
+            }
         }
     }
 
@@ -630,8 +692,8 @@ impl Engine {
             .iter()
             .map(|(acc, r)| r.receipt(&acc.assignment, acc.agreement, acc.requester))
             .collect();
-        let (sealed, signatures) =
-            self.seal_all(&receipts.iter().collect::<Vec<_>>(), Receipt::MAX_LIFETIME, now);
+        let payloads: Vec<_> = receipts.iter().map(|r| (r, Receipt::MAX_LIFETIME)).collect();
+        let (sealed, signatures) = self.seal_all(&payloads, now);
         self.counters.receipt_signatures += signatures;
         for (((acc, r), receipt), env) in ran.into_iter().zip(receipts).zip(sealed) {
             self.receipt_ran(acc, &r, &receipt, env, now);

@@ -142,6 +142,10 @@ pub struct Report {
     pub accepts: u64,
     /// Signatures those took.
     pub accept_signatures: u64,
+    /// Agreements providers signed.
+    pub agreements: u64,
+    /// Signatures those took.
+    pub agreement_signatures: u64,
     /// Receipts providers sent.
     pub receipts: u64,
     /// Signatures those took.
@@ -203,6 +207,8 @@ struct Sim {
     /// The batch number of the requests for each peer the turn being
     /// carried out sends more than one (`Event::Request::frame`).
     frames: HashMap<NodeId, u64>,
+    /// The delay of each of those batches.
+    frame_delays: HashMap<u64, u64>,
     next_frame: u64,
     world: World,
     nodes: Vec<SimNode>,
@@ -259,6 +265,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             frames: HashMap::new(),
+            frame_delays: HashMap::new(),
             next_frame: 0,
             receipts_sent: vec![HashSet::new(); nodes.len()],
             nodes,
@@ -575,11 +582,17 @@ impl Sim {
                 if !self.nodes[to].alive || self.nodes[to].epoch != epoch {
                     return;
                 }
-                let receipt = matches!(request, MarketRequest::Receipt { .. });
-                let reply = self.nodes[to].reply_to(from, from_epoch, id, sent, receipt);
-                let peer = self.nodes[from].id;
-                let frame = frame.map(crate::engine::FrameId);
-                self.nodes[to].engine.on_request(peer, request, reply, frame, now);
+                let mut next = Some((from, from_epoch, id, sent, request));
+                // The other parts of its batch that arrive with it join
+                // the turn, as the parts of a frame do at a node.
+                while let Some((from, from_epoch, id, sent, request)) = next {
+                    let receipt = matches!(request, MarketRequest::Receipt { .. });
+                    let reply = self.nodes[to].reply_to(from, from_epoch, id, sent, receipt);
+                    let peer = self.nodes[from].id;
+                    let part = frame.map(crate::engine::FrameId);
+                    self.nodes[to].engine.on_request(peer, request, reply, part, now);
+                    next = frame.and_then(|f| self.next_part_now(to, epoch, f));
+                }
                 self.end_turn(to);
             }
             Event::Answer {
@@ -614,6 +627,38 @@ impl Sim {
                 }
                 self.end_turn(node);
             }
+        }
+    }
+
+    /// The next event in the queue if it is now and a request of batch
+    /// `frame` for `node` (of this `epoch`), taken out of the queue: its
+    /// sender, sender's epoch, id, sending time and the request.
+    fn next_part_now(
+        &mut self,
+        node: usize,
+        epoch: u64,
+        frame: u64,
+    ) -> Option<(usize, u64, RequestId, u64, MarketRequest)> {
+        let &Reverse((t, seq)) = self.queue.peek()?;
+        let same = t == self.now
+            && matches!(self.events.get(&seq), Some(Event::Request { to, epoch: e, frame: Some(f), .. })
+                if *to == node && *e == epoch && *f == frame);
+        if !same {
+            return None;
+        }
+        self.queue.pop();
+        self.trace.update(&self.now.to_le_bytes());
+        self.trace.update(b"Request");
+        match self.events.remove(&seq) {
+            Some(Event::Request {
+                from,
+                from_epoch,
+                id,
+                sent,
+                request,
+                ..
+            }) => Some((from, from_epoch, id, sent, request)),
+            _ => None,
         }
     }
 
@@ -713,6 +758,12 @@ impl Sim {
                 .nodes
                 .iter()
                 .map(|n| n.engine.counters().accept_signatures)
+                .sum(),
+            agreements: self.nodes.iter().map(|n| n.engine.counters().agreements).sum(),
+            agreement_signatures: self
+                .nodes
+                .iter()
+                .map(|n| n.engine.counters().agreement_signatures)
                 .sum(),
             receipts: self.nodes.iter().map(|n| n.engine.counters().receipts_sent).sum(),
             receipt_signatures: self
@@ -859,6 +910,7 @@ impl Sim {
                 self.carry_out(n, out);
             }
             self.frames.clear();
+            self.frame_delays.clear();
         }
     }
 }
@@ -930,8 +982,21 @@ impl Sim {
                 }
             }
         }
-        for _ in 0..self.copies() {
-            let d = self.delay();
+        let frame = self.frames.get(&to).copied();
+        for copy in 0..self.copies() {
+            // A batch travels as one frame: its parts arrive together
+            // (a duplicate of one arrives on its own).
+            let d = match frame {
+                Some(f) if copy == 0 => match self.frame_delays.get(&f) {
+                    Some(d) => *d,
+                    None => {
+                        let d = self.delay();
+                        self.frame_delays.insert(f, d);
+                        d
+                    }
+                },
+                _ => self.delay(),
+            };
             let e = Event::Request {
                 from: n,
                 from_epoch: epoch,
@@ -940,7 +1005,7 @@ impl Sim {
                 id,
                 sent: self.now,
                 request: request.clone(),
-                frame: self.frames.get(&to).copied(),
+                frame,
             };
             self.at(self.now + d, e);
         }

@@ -566,32 +566,42 @@ fn the_acceptances_of_a_turn_share_one_signature() {
     );
 }
 
-/// A provider signs the receipts of a batch of orders together, once the
-/// last of them has run (and those of runs that end in one turn): a job
-/// of tiny tasks on providers of several slots takes fewer signatures than
-/// receipts, and the requester opens, verifies and pays each receipt
-/// alone (every task is done and paid once).
+/// A provider signs the agreements of the orders it admits in one turn
+/// together, and the receipts of a batch of orders together once the last
+/// of them has run (and those of runs that end in one turn): a job of tiny
+/// tasks on providers of several slots takes fewer signatures than
+/// agreements and receipts, and the requester opens, verifies and pays
+/// each alone (every task is done and paid once).
 #[test]
-fn the_receipts_of_a_batch_of_orders_share_one_signature() {
+fn a_batch_of_orders_takes_one_signature_for_its_agreements_and_one_for_its_receipts() {
     use agora_protocol::market::LatencyClass;
     let w = World {
         class: Some(LatencyClass::Batch),
-        slots: Some(4),
+        slots: Some(8),
         ..World::calm(3, 48, 1, 5)
     };
     let (mut receipts, mut signatures) = (0, 0);
+    let (mut agreements, mut agreement_signatures) = (0, 0);
     for seed in 0..5u64 {
         let rep = simulate(seed, w.clone());
         check(seed, &w, &rep);
         assert_eq!(rep.vouchers_issued, 48, "seed {seed}: every task paid once");
         assert!(rep.receipts >= 48, "seed {seed}: {rep:?}");
         assert!(rep.receipt_signatures >= 1 && rep.receipt_signatures <= rep.receipts);
+        assert!(rep.agreements >= 48, "seed {seed}: {rep:?}");
+        assert!(rep.agreement_signatures >= 1 && rep.agreement_signatures <= rep.agreements);
         receipts += rep.receipts;
         signatures += rep.receipt_signatures;
+        agreements += rep.agreements;
+        agreement_signatures += rep.agreement_signatures;
     }
-    // Alone, each receipt would take a signature of its own.
+    // Alone, each would take a signature of its own.
     assert!(
         signatures < receipts * 3 / 4,
         "{signatures} signatures for {receipts} receipts"
+    );
+    assert!(
+        agreement_signatures < agreements * 3 / 4,
+        "{agreement_signatures} signatures for {agreements} agreements"
     );
 }

@@ -33,7 +33,7 @@ impl Driver {
         let e = &self.engine;
         let c = e.counters();
         let vm = e.view().metrics();
-        let counters: [(Def, u64); 38] = [
+        let counters: [(Def, u64); 39] = [
             (
                 ("agora_peers", "gauge", "Peers with a fresh advert in the view"),
                 e.view().len() as u64,
@@ -74,6 +74,14 @@ impl Driver {
             (
                 ("agora_agreements_total", "counter", "Agreements signed"),
                 c.agreements,
+            ),
+            (
+                (
+                    "agora_agreement_signatures_total",
+                    "counter",
+                    "Signatures the agreements took: those of one turn share one",
+                ),
+                c.agreement_signatures,
             ),
             (
                 (

@@ -262,20 +262,29 @@ async fn print_batching(client: &Client) {
     }
 }
 
-/// Prints how the providers' receipts went: in their orders' answers
-/// (one round trip for the task) or as requests of their own. The counters
+/// Prints how many signatures the providers' agreements and receipts took
+/// (those of a turn, and the receipts of a frame, share one), and how the
+/// receipts went: in their orders' answers (one round trip for the task)
+/// or as requests of their own. The counters
 /// cover the whole run, warm-up and latency jobs included.
 async fn print_receipts(net: &Testnet) {
     let (mut sent, mut answered, mut signatures) = (0.0, 0.0, 0.0);
+    let (mut agreements, mut agreement_signatures) = (0.0, 0.0);
     for n in net.nodes().iter().filter(|n| n.spec.provide) {
         if let Ok(text) = n.client.metrics().await {
             sent += metric(&text, "agora_receipts_sent_total");
             answered += metric(&text, "agora_receipts_answered_total");
             signatures += metric(&text, "agora_receipt_signatures_total");
+            agreements += metric(&text, "agora_agreements_total");
+            agreement_signatures += metric(&text, "agora_agreement_signatures_total");
         }
     }
     eprintln!(
-        "  the providers sent {sent:.0} receipts, {answered:.0} of them in their orders' answers, under {signatures:.0} signatures ({:.1} receipts a signature)",
+        "  the providers signed {agreements:.0} agreements under {agreement_signatures:.0} signatures ({:.1} a signature)",
+        agreements / agreement_signatures.max(1.0)
+    );
+    eprintln!(
+        "  and sent {sent:.0} receipts, {answered:.0} of them in their orders' answers, under {signatures:.0} signatures ({:.1} a signature)",
         sent / signatures.max(1.0)
     );
 }
