@@ -75,6 +75,8 @@ pub const GRANT: &str = "ledger/grant/";
 pub const PAID_FOR: &str = "ledger/paid-for/";
 /// Vouchers awaiting their provider's acknowledgement.
 pub const VOUCHER_OUTBOX: &str = "outbox/voucher/";
+/// Vouchers decided and not yet in a payment block, by receipt.
+pub const OWED: &str = "ledger/owed/";
 /// Attestations of this node's checkpoints, by position then auditor.
 pub const ATTESTATION: &str = "ledger/attest/";
 
@@ -167,6 +169,11 @@ pub fn grant_key(issuer: &NodeId, id: &[u8; 16]) -> String {
 /// The key marking a receipt paid for.
 pub fn paid_for_key(receipt: &MessageId) -> String {
     format!("{PAID_FOR}{receipt}")
+}
+
+/// The key of a voucher decided and not yet in a payment block.
+pub fn owed_key(receipt: &MessageId) -> String {
+    format!("{OWED}{receipt}")
 }
 
 /// The key of an outgoing voucher.

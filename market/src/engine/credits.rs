@@ -20,6 +20,7 @@
 //!   a [`ForkProof`]. Whoever checks a fork proof refuses the forker as a
 //!   requester and bans it as a provider.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agora_protocol::chain::{
@@ -105,19 +106,76 @@ impl AuditReport {
     }
 }
 
-impl Engine {
-    /// Pays `to` for verified work: the voucher waits for the turn's end,
-    /// when the turn's vouchers to `to` become one block.
-    pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher) {
-        // Verified work: the provider has standing from now on.
-        self.view.prove(to);
-        self.to_pay.entry(to).or_default().push(voucher);
+/// How long a payee's first voucher waits for others before their block
+/// is made: at most this much later than at once, a payee is paid for
+/// every task it ran meanwhile with one block.
+pub(super) const PAY_EVERY: Duration = Duration::from_millis(20);
+
+/// Vouchers decided and not yet in a payment block, by payee, with when
+/// the first of each payee's was decided.
+#[derive(Debug, Default)]
+pub(super) struct Owed(BTreeMap<NodeId, (Timestamp, Vec<Voucher>)>);
+
+impl Owed {
+    /// Owes `voucher` to `to` from `now`.
+    pub(super) fn owe(&mut self, to: NodeId, voucher: Voucher, now: Timestamp) {
+        self.0
+            .entry(to)
+            .or_insert_with(|| (now, Vec::new()))
+            .1
+            .push(voucher);
     }
 
-    /// Makes the turn's payments: for each payee, blocks of at most
-    /// [`MAX_VOUCHERS`] vouchers, as far as the balance covers them.
-    pub(super) fn make_payments(&mut self, now: Timestamp) {
-        for (to, vouchers) in std::mem::take(&mut self.to_pay) {
+    /// Whether nothing is owed.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How many vouchers are owed.
+    pub(super) fn len(&self) -> usize {
+        self.0.values().map(|(_, v)| v.len()).sum()
+    }
+
+    /// Takes the vouchers of every payee whose first waited [`PAY_EVERY`]
+    /// by `now` or who is owed [`MAX_VOUCHERS`] (of every payee, with
+    /// `all`), in the order they were decided.
+    pub(super) fn take_due(&mut self, all: bool, now: Timestamp) -> Vec<(NodeId, Vec<Voucher>)> {
+        let due: Vec<NodeId> = self
+            .0
+            .iter()
+            .filter(|(_, (since, v))| all || v.len() >= MAX_VOUCHERS || now.since(*since) >= PAY_EVERY)
+            .map(|(to, _)| *to)
+            .collect();
+        due.into_iter()
+            .filter_map(|to| self.0.remove(&to).map(|(_, v)| (to, v)))
+            .collect()
+    }
+}
+
+impl Engine {
+    /// Pays `to` for verified work: the voucher is recorded, and waits
+    /// with the others to `to` for their block ([`Engine::make_payments`]).
+    pub(super) fn pay(&mut self, to: NodeId, voucher: Voucher, now: Timestamp) {
+        // Verified work: the provider has standing from now on.
+        self.view.prove(to);
+        // In the turn's writes with the copy marked paid: a crash loses
+        // neither without the other.
+        self.writes.put(records::owed_key(&voucher.receipt), &voucher);
+        self.to_pay.owe(to, voucher, now);
+    }
+
+    /// Makes the payments that are due: for each payee whose first
+    /// voucher waited [`PAY_EVERY`] (or that is owed a block's worth, or
+    /// all with `all`), blocks of at most [`MAX_VOUCHERS`] vouchers, as far
+    /// as the balance covers them. Gathering for a moment makes one block,
+    /// one signature and one countersignature pay for every task a payee
+    /// ran meanwhile, and keeps the block's write and message off the path
+    /// of the next task.
+    pub(super) fn make_payments(&mut self, all: bool, now: Timestamp) {
+        for (to, vouchers) in self.to_pay.take_due(all, now) {
+            for v in &vouchers {
+                self.writes.delete(records::owed_key(&v.receipt));
+            }
             let mut block: Vec<Voucher> = Vec::new();
             let mut total = 0i128;
             let balance = i128::from(self.ledger.state().balance());
@@ -893,5 +951,73 @@ impl Engine {
             }
         }
         self.read_chain_from(owner, after, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_protocol::{Keypair, MessageId, TaskId};
+
+    fn voucher(n: u8, provider: NodeId) -> Voucher {
+        Voucher {
+            receipt: MessageId([n; 32]),
+            agreement: MessageId([n; 32]),
+            task: TaskId {
+                job: agora_protocol::JobId([n; 16]),
+                index: u32::from(n),
+            },
+            provider,
+            fuel: agora_protocol::units::Fuel(1_000),
+            price: Price(1_000),
+            amount: Credits(0),
+        }
+    }
+
+    fn node(seed: u8) -> NodeId {
+        Keypair::from_secret([seed; 32]).node_id()
+    }
+
+    #[test]
+    fn a_voucher_waits_until_the_first_of_its_payee_has_waited_a_moment() {
+        let (a, t0) = (node(1), Timestamp(1_000_000));
+        let mut owed = Owed::default();
+        owed.owe(a, voucher(1, a), t0);
+        owed.owe(a, voucher(2, a), t0.add(Duration::from_millis(15)));
+        assert!(owed.take_due(false, t0.add(Duration::from_millis(19))).is_empty());
+        assert_eq!(owed.len(), 2);
+        let due = owed.take_due(false, t0.add(PAY_EVERY));
+        assert_eq!(due.len(), 1);
+        let receipts: Vec<u8> = due[0].1.iter().map(|v| v.receipt.0[0]).collect();
+        assert_eq!(
+            (due[0].0, receipts),
+            (a, vec![1, 2]),
+            "both, in the order decided"
+        );
+        assert!(owed.is_empty());
+    }
+
+    #[test]
+    fn a_block_s_worth_of_vouchers_is_paid_at_once() {
+        let (a, b, t0) = (node(1), node(2), Timestamp(1_000_000));
+        let mut owed = Owed::default();
+        for n in 0..MAX_VOUCHERS as u8 {
+            owed.owe(a, voucher(n, a), t0);
+        }
+        owed.owe(b, voucher(200, b), t0);
+        let due = owed.take_due(false, t0);
+        assert_eq!(due.len(), 1, "only the payee owed a full block");
+        assert_eq!((due[0].0, due[0].1.len()), (a, MAX_VOUCHERS));
+        assert_eq!(owed.len(), 1);
+    }
+
+    #[test]
+    fn all_takes_every_payee_at_once() {
+        let (a, b, t0) = (node(1), node(2), Timestamp(1_000_000));
+        let mut owed = Owed::default();
+        owed.owe(a, voucher(1, a), t0);
+        owed.owe(b, voucher(2, b), t0);
+        assert_eq!(owed.take_due(true, t0).len(), 2);
+        assert!(owed.is_empty());
     }
 }

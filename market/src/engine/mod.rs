@@ -43,7 +43,7 @@ mod serve;
 
 use agora_protocol::envelope::MAX_BATCH_LEAVES;
 use agora_protocol::settlement::Voucher;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use agora_protocol::market::{Arg, Cancel, CancelReason};
@@ -307,9 +307,10 @@ pub struct Engine {
     /// The chain position at which a checkpoint was last tried (one that
     /// could not be made is not tried again at the same position).
     checkpoint_tried: u64,
-    /// Vouchers decided this turn, by payee: each payee's become one
-    /// payment block at the turn's end ([`Engine::make_payments`]).
-    to_pay: BTreeMap<NodeId, Vec<Voucher>>,
+    /// Vouchers decided and not yet paid, by payee: each payee's become
+    /// one payment block once the first has waited a moment
+    /// ([`Engine::make_payments`]).
+    to_pay: credits::Owed,
     /// Chains whose head moved since heads were last published.
     heads_moved: HashSet<NodeId>,
     /// When every head was last published.
@@ -496,7 +497,7 @@ impl Engine {
             heads: HashMap::new(),
             fork_base: None,
             checkpoint_tried: 0,
-            to_pay: BTreeMap::new(),
+            to_pay: credits::Owed::default(),
             heads_moved: HashSet::new(),
             heads_refreshed: Timestamp(0),
             rng,
@@ -589,6 +590,10 @@ impl Engine {
         for (job, tasks) in self.active_jobs()? {
             self.requester.restore(job, tasks, now);
             jobs += 1;
+        }
+        // Vouchers decided before the stop and not paid yet.
+        for (_, v) in records::scan::<Voucher>(self.host.as_ref(), records::OWED)? {
+            self.to_pay.owe(v.provider, v, now);
         }
         if !accepted.is_empty() || jobs > 0 {
             tracing::info!(tasks = accepted.len(), jobs, "restored unfinished work");
@@ -763,7 +768,7 @@ impl Engine {
         self.history.flush(&mut self.writes);
         self.requester.place(now, &self.view);
         self.drain_actions(now);
-        self.make_payments(now);
+        self.make_payments(false, now);
         self.make_checkpoint(now);
         self.write_dirty_jobs();
         self.start_tasks(now);
@@ -800,6 +805,8 @@ impl Engine {
         let withdrawn = self.provider.withdraw_all();
         self.withdraw(&withdrawn, now);
         self.release_held(serve::Release::All, now);
+        // What is owed is paid now, not a moment later.
+        self.make_payments(true, now);
         if !withdrawn.is_empty() {
             tracing::info!(
                 tasks = withdrawn.len(),
@@ -1218,9 +1225,15 @@ impl Engine {
         self.connected.contains(peer)
     }
 
-    /// Requests awaiting an answer, deliveries awaiting acknowledgement.
+    /// Vouchers decided and not yet in a payment block.
+    pub fn owed(&self) -> usize {
+        self.to_pay.len()
+    }
+
+    /// Requests awaiting an answer; deliveries awaiting acknowledgement,
+    /// and vouchers not yet in a payment block.
     pub fn in_flight(&self) -> (usize, usize) {
-        (self.pending.len(), self.deliveries.len())
+        (self.pending.len(), self.deliveries.len() + self.to_pay.len())
     }
 }
 

@@ -164,7 +164,7 @@ impl Engine {
                     }));
                 }
             }
-            Action::Pay { to, voucher } => self.pay(to, voucher),
+            Action::Pay { to, voucher } => self.pay(to, voucher, now),
             Action::Fraud {
                 culprit,
                 accused,

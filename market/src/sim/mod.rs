@@ -84,6 +84,9 @@ pub struct World {
     pub min_run_ms: u64,
     /// Every provider's slots (`None`: one and two, alternately).
     pub slots: Option<u32>,
+    /// Crashes of the requester while it owes a voucher not yet in a
+    /// payment block (each as soon as it does).
+    pub crashes_owing: usize,
 }
 
 impl World {
@@ -106,6 +109,7 @@ impl World {
             class: None,
             min_run_ms: 0,
             slots: None,
+            crashes_owing: 0,
         }
     }
 }
@@ -404,6 +408,7 @@ impl Sim {
         self.end_turn(REQUESTER);
         let limit = self.now + 20 * 60 * 1000;
         let crash_window = 20_000;
+        let mut owing_crashes = self.world.crashes_owing;
         let mut crashes: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for _ in 0..self.world.requester_crashes {
             crashes
@@ -437,6 +442,10 @@ impl Sim {
                         self.crash(n);
                     }
                 }
+            }
+            if owing_crashes > 0 && self.nodes[REQUESTER].alive && self.nodes[REQUESTER].engine.owed() > 0 {
+                owing_crashes -= 1;
+                self.crash(REQUESTER);
             }
             if let Some(k) = kill_at
                 && self.now >= k
@@ -475,6 +484,9 @@ impl Sim {
             }
         }
         let mut report = self.report();
+        if ended && report.error.is_none() {
+            report.error = self.every_copy_marked_paid_was_paid();
+        }
         if ended
             && report.error.is_none()
             && let Some(e) = self.restart_after_the_end()
@@ -482,6 +494,33 @@ impl Sim {
             report.error = Some(e);
         }
         report
+    }
+
+    /// Once the job has ended and nothing is owed or undelivered, every
+    /// copy the requester marked paid had its voucher sent in a payment
+    /// (a voucher decided and then lost, to a crash say, is caught here:
+    /// the ledgers would still balance without it).
+    fn every_copy_marked_paid_was_paid(&self) -> Option<String> {
+        let requester = &self.nodes[REQUESTER];
+        if !requester.alive || requester.engine.in_flight().1 > 0 {
+            return None;
+        }
+        let paid = requester
+            .engine
+            .with_job(&self.job, |_, tasks| {
+                tasks
+                    .iter()
+                    .flat_map(|t| &t.copies)
+                    .filter(|c| c.paid.is_some())
+                    .count()
+            })
+            .unwrap_or(0);
+        (self.vouchers.len() < paid).then(|| {
+            format!(
+                "{paid} copies marked paid, vouchers sent for {} receipts",
+                self.vouchers.len()
+            )
+        })
     }
 
     /// Once the job has ended and its records are durable, a restart of

@@ -26,6 +26,7 @@ fn world(rng: &mut SmallRng) -> World {
         // Providers of more slots end runs together: their receipts are
         // signed in batches.
         slots: rng.random_bool(0.3).then(|| rng.random_range(2..5)),
+        crashes_owing: 0,
     }
 }
 
@@ -198,6 +199,7 @@ fn a_seed_replays_exactly() {
         class: None,
         min_run_ms: 0,
         slots: None,
+        crashes_owing: 0,
     };
     for seed in 0..20 {
         let a = simulate(seed, w.clone());
@@ -604,4 +606,25 @@ fn a_batch_of_orders_takes_one_signature_for_its_agreements_and_one_for_its_rece
         agreement_signatures < agreements * 3 / 4,
         "{agreement_signatures} signatures for {agreements} agreements"
     );
+}
+
+/// A requester pays a provider's vouchers together a moment after the
+/// first (SPEC.md §8.5): a voucher waiting for its block is recorded with
+/// the copy it pays, so a requester that crashes while it owes one pays
+/// it after its restart (every task is paid once, and the ledgers
+/// balance).
+#[test]
+fn a_voucher_owed_when_the_requester_crashes_is_paid_after_its_restart() {
+    let w = World {
+        crashes_owing: 3,
+        ..World::calm(2, 12, 1, 5)
+    };
+    for seed in 0..10u64 {
+        let rep = simulate(seed, w.clone());
+        check(seed, &w, &rep);
+        assert_eq!(
+            rep.vouchers_issued, 12,
+            "seed {seed}: every task paid once ({rep:?})"
+        );
+    }
 }
