@@ -609,7 +609,8 @@ pub struct Ledger {
     pub seq: u64,
     /// The hash of its last block (hex; empty before the first).
     pub head: String,
-    /// Payments not yet countersigned by their provider.
+    /// Payments not yet countersigned by their provider: blocks sent, and
+    /// vouchers decided that wait (a moment) for their block.
     pub outbox: usize,
     /// The position of the chain's last checkpoint (0: none).
     #[serde(default)]

@@ -78,9 +78,12 @@ pub(crate) fn ledger(store: &Store, st: &State, limit: usize) -> Ledger {
         paid: Credits(st.paid),
         seq: st.seq,
         head: st.head.clone(),
-        outbox: store
-            .scan_raw(records::VOUCHER_OUTBOX.as_bytes())
-            .map_or(0, |v| v.len()),
+        // Payment blocks not yet countersigned, and vouchers not yet in a
+        // block (a requester gathers a payee's for a moment).
+        outbox: [records::VOUCHER_OUTBOX, records::OWED]
+            .iter()
+            .map(|prefix| store.scan_raw(prefix.as_bytes()).map_or(0, |v| v.len()))
+            .sum(),
         checkpoint: st.checkpoint,
         attested_checkpoint: attested,
         attested_by: store
