@@ -385,7 +385,7 @@ impl Driver {
             (
                 "agora_deliveries_pending",
                 "gauge",
-                "Receipts and vouchers awaiting acknowledgement",
+                "Receipts and vouchers awaiting acknowledgement, and vouchers awaiting their payment block",
             ),
             deliveries as f64,
         );
