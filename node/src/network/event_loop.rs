@@ -1,6 +1,6 @@
 //! The task that owns the swarm.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use agora_protocol::NodeId;
@@ -42,10 +42,12 @@ enum Waiting {
 struct InFlight {
     peer: PeerId,
     waiting: Waiting,
-    /// A copy of the frame, kept while the peer has a relayed connection:
-    /// that connection is closed as soon as a direct one appears, and a
-    /// frame whose connection closes under it is sent again rather than
-    /// failed. Taken when resent, so a frame is resent at most once.
+    /// A copy of the frame, kept while the peer has a relayed connection
+    /// or none: a relayed connection is closed soon after a direct one
+    /// appears, and a frame whose connection closes under it, or whose
+    /// dial fails while the peer's direct connection is being made, is
+    /// sent again rather than failed. Taken when resent, so a frame is
+    /// resent at most once.
     resend: Option<MarketRequest>,
 }
 
@@ -124,6 +126,9 @@ pub(crate) struct EventLoop {
     relays_held: BTreeSet<PeerId>,
     /// Connected peers that serve as relays, with an address to reach them.
     relay_candidates: HashMap<PeerId, Multiaddr>,
+    /// Peers whose relayed connections close at the instant given (see
+    /// [`Self::replace_relayed`]); at most one entry a peer, in order.
+    relayed_drops: VecDeque<(Instant, PeerId)>,
     /// Each connected peer's connections, and whether each is relayed.
     conns: HashMap<PeerId, HashMap<ConnectionId, bool>>,
     /// Where each connected peer is reached directly (for [`reach::Verdict`]).
@@ -154,6 +159,11 @@ pub(crate) struct Setup {
     /// [`reach::only_global_ips`]).
     pub(crate) only_global_ips: bool,
 }
+
+/// How long a relayed connection outlives the direct one that replaces it:
+/// time for the peer to see the direct connection too (its end of the
+/// handshake, a round trip at most, after this one's).
+const RELAYED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Below this many connections the node dials its bootstrap peers again.
 const MIN_PEERS: usize = 4;
@@ -222,6 +232,7 @@ impl EventLoop {
             configured_relays,
             reservations: HashMap::new(),
             relays_held: BTreeSet::new(),
+            relayed_drops: VecDeque::new(),
             relay_candidates: HashMap::new(),
             conns: HashMap::new(),
             remote: HashMap::new(),
@@ -297,6 +308,30 @@ impl EventLoop {
             .is_some_and(|c| c.values().any(|relayed| *relayed))
     }
 
+    /// A connection to `peer` was made: if the peer has a relayed one,
+    /// the relayed ones go [`RELAYED_GRACE`] later (see [`Self::drop_relayed`]).
+    /// Not at once: the peer may not have seen the direct connection yet
+    /// (one side of a handshake ends before the other), and a request it
+    /// sent in that moment would find no connection, dial the relayed
+    /// address and be refused.
+    fn replace_relayed(&mut self, peer: PeerId) {
+        if self.relayed_to(&peer) && !self.relayed_drops.iter().any(|(_, p)| *p == peer) {
+            self.relayed_drops
+                .push_back((Instant::now() + RELAYED_GRACE, peer));
+        }
+    }
+
+    /// Closes the relayed connections whose grace has ended.
+    fn drop_due_relayed(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, peer)) = self.relayed_drops.front()
+            && at <= now
+        {
+            self.relayed_drops.pop_front();
+            self.drop_relayed(&peer);
+        }
+    }
+
     /// A direct connection to `peer` exists: its relayed ones go, so that
     /// requests (and large transfers) take the direct path and the relay's
     /// slot is freed.
@@ -316,6 +351,7 @@ impl EventLoop {
         let mut redial = tokio::time::interval(REDIAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            let next_drop = self.relayed_drops.front().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -337,6 +373,9 @@ impl EventLoop {
                     let _ = self.swarm.behaviour_mut().market.send_response(channel, answers);
                 }
                 ev = self.swarm.select_next_some() => self.event(ev).await,
+                _ = tokio::time::sleep_until(next_drop.unwrap_or_else(Instant::now).into()), if next_drop.is_some() => {
+                    self.drop_due_relayed();
+                }
                 _ = redial.tick() => {
                     self.bound_slow_sends();
                     self.heal();
@@ -574,6 +613,12 @@ impl EventLoop {
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.connected = self.swarm.connected_peers().count();
+                s.relayed_connections = self
+                    .conns
+                    .values()
+                    .flat_map(|c| c.values())
+                    .filter(|r| **r)
+                    .count();
                 let gossip = &self.swarm.behaviour().gossipsub;
                 s.mesh_peers = gossip.all_mesh_peers().count();
                 s.mesh_links = gossip.topics().map(|t| gossip.mesh_peers(t).count()).sum();
@@ -710,7 +755,7 @@ impl EventLoop {
                     None => continue,
                 }
             };
-            let resend = self.relayed_to(&peer).then(|| frame.clone());
+            let resend = (self.relayed_to(&peer) || !self.swarm.is_connected(&peer)).then(|| frame.clone());
             tracing::debug!(target: "hop", "request out {}", frame.kinds());
             let id = self.swarm.behaviour_mut().market.send_request(&peer, frame);
             self.in_flight(
@@ -802,7 +847,7 @@ impl EventLoop {
                     }
                     self.remote.insert(peer_id, remote.clone());
                 }
-                self.drop_relayed(&peer_id);
+                self.replace_relayed(peer_id);
                 self.publish_reach();
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
@@ -976,7 +1021,7 @@ impl EventLoop {
                 Ok(_) => {
                     tracing::info!(peer = %remote_peer_id, "direct connection made through hole punching");
                     self.stats.holes_punched += 1;
-                    self.drop_relayed(&remote_peer_id);
+                    self.replace_relayed(remote_peer_id);
                 }
                 Err(e) => {
                     tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed");

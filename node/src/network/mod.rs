@@ -334,6 +334,8 @@ enum ReplyTo {
 pub struct Stats {
     /// Connected peers.
     pub connected: usize,
+    /// Open connections that go through a relay.
+    pub relayed_connections: usize,
     /// Connected peers in at least one of the node's gossip meshes.
     pub mesh_peers: usize,
     /// Mesh memberships summed over the node's topics (a peer in the
@@ -344,7 +346,9 @@ pub struct Stats {
     /// Market requests refused because the node was busy.
     pub market_overload: u64,
     /// Market frames sent again because a connection closed under them
-    /// while the peer had a relayed one (closed once a direct one exists).
+    /// while the peer had a relayed one (closed a second after a direct
+    /// one exists), or because their dial failed while the peer's direct
+    /// connection was being made.
     pub market_resent: u64,
     /// Inbound request-response failures (malformed frames, resets).
     pub inbound_failures: u64,
@@ -1238,11 +1242,19 @@ mod tests {
             }
         };
         tokio::join!(net.b.dial(direct), asks);
-        eventually("C sees B directly, the relayed connection gone", || {
-            !c.reach().relayed.contains(&b_id)
-        })
-        .await;
-        let s = c.stats().await.unwrap();
+        eventually("C sees B directly", || !c.reach().relayed.contains(&b_id)).await;
+        let mut s = c.stats().await.unwrap();
+        for _ in 0..250 {
+            if s.relayed_connections == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s = c.stats().await.unwrap();
+        }
+        assert_eq!(
+            s.relayed_connections, 0,
+            "the relayed connection stays open: {s:?}"
+        );
         assert!(s.connected >= 2, "C lost its connections: {s:?}");
         net.ask(&c, &kc, 2, "over the direct connection").await;
         cancel_token.cancel();

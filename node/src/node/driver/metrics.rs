@@ -422,7 +422,7 @@ impl Driver {
 /// Adds the network's counters (when the network answered).
 pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
     let Some(s) = s else { return m };
-    let plain: [(Def, u64); 16] = [
+    let plain: [(Def, u64); 17] = [
         (
             (
                 "agora_content_sent_bytes_total",
@@ -434,6 +434,14 @@ pub(super) fn with_network(mut m: Metrics, s: Option<Stats>) -> Metrics {
         (
             ("agora_connected_peers", "gauge", "Connected peers"),
             s.connected as u64,
+        ),
+        (
+            (
+                "agora_relayed_connections",
+                "gauge",
+                "Open connections that go through a relay (closed a second after a direct one to the same peer exists)",
+            ),
+            s.relayed_connections as u64,
         ),
         (
             (
