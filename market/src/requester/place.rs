@@ -495,7 +495,7 @@ impl Requester {
             task,
             attempt,
             requirements: Requirements {
-                fuel: spec.estimate_of(idx as usize),
+                fuel: estimate_left(t, spec.estimate_of(idx as usize)),
                 memory: spec.memory,
                 deadline: Millis::from(spec.deadline),
                 max_price: spec.max_price,
@@ -804,9 +804,24 @@ impl Requester {
     }
 }
 
+/// The fuel a copy of `task` (estimated at `estimate`) placed now still
+/// has to burn: the estimate less the fuel of the latest checkpoint, the
+/// one the copy resumes from. So a provider too slow for the whole task
+/// within the deadline, but not for what is left of it, can take the rest.
+/// Never under a tenth of the estimate: a task already past its estimate
+/// has a rest nobody knows, taken as small but not as nothing.
+fn estimate_left(task: &TaskRecord, estimate: Fuel) -> Fuel {
+    match task.checkpoints.last() {
+        None => estimate,
+        Some(c) => Fuel(estimate.0.saturating_sub(c.fuel.0).max(estimate.0 / 10)),
+    }
+}
+
 pub(super) fn need(job: &Job, idx: u32) -> Need {
     let task = &job.tasks[idx as usize];
+    let spec = spec_need(&job.record.spec, idx as usize);
     Need {
+        estimate: estimate_left(task, spec.estimate),
         // Replicas must run on distinct providers: leave out those holding a
         // live or reported copy, and those found wrong. A provider that
         // merely declined or failed may be asked again.
@@ -822,7 +837,7 @@ pub(super) fn need(job: &Job, idx: u32) -> Need {
             })
             .map(|c| c.provider)
             .collect(),
-        ..spec_need(&job.record.spec, idx as usize)
+        ..spec
     }
 }
 

@@ -981,6 +981,69 @@ fn a_copy_placed_after_its_provider_died_resumes_from_its_checkpoint_and_each_pr
     assert_eq!(tasks[0].resumed, Some(cp.id()));
 }
 
+/// Resumed from a checkpoint three quarters through, a task needs a
+/// quarter of its estimate: a provider too slow for the whole of it within
+/// the deadline takes the rest, and its call asks for the rest only.
+#[test]
+fn a_copy_resumed_from_a_checkpoint_is_judged_by_the_fuel_left_not_the_whole_task() {
+    let me = Keypair::from_secret([1; 32]);
+    let mut view = View::new(me.node_id(), "d".parse().expect("domain"), 100);
+    let fast = Keypair::from_secret([10; 32]);
+    let slow = Keypair::from_secret([11; 32]);
+    for (kp, cu) in [(&fast, 2000), (&slow, 1000)] {
+        let a = Advert {
+            cu: ComputeUnits(cu),
+            ..idle_advert(NOW)
+        };
+        view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
+            .expect("advert accepted");
+    }
+    let mut r = Requester::new(me.node_id(), Config::default(), 7);
+    // 40 s at 1000 CU against a 30 s deadline: only the faster provider
+    // can take the whole task.
+    let whole = Fuel(40_000_000_000);
+    r.submit(
+        JobId([8; 16]),
+        JobSpec {
+            fuel: whole,
+            ..spec(1, 1)
+        },
+        NOW,
+    );
+    let both = [fast.clone(), slow.clone()];
+    let first = place_round(&mut r, &view, &both, NOW);
+    let (kp_a, accept_a, ag_a) = first.first().expect("one copy").clone();
+    assert_eq!(
+        kp_a.node_id(),
+        fast.node_id(),
+        "the slow provider cannot finish in time"
+    );
+    let a = accept_a.assignment.clone();
+    let cp = checkpoint_of(&a, 3, None, 30_000_000_000);
+    assert_eq!(
+        r.on_progress(kp_a.node_id(), &progress_of(&kp_a, &ag_a, &r, &a, &cp), &cp),
+        Ok(())
+    );
+    r.on_peer_down(kp_a.node_id(), NOW);
+    let later = NOW.add(Duration::from_secs(1));
+    r.place(later, &view);
+    let asked: Vec<(NodeId, Fuel)> = std::iter::from_fn(|| r.poll_action())
+        .filter_map(|a| match a {
+            Action::Call { to, cfo, .. } => Some(to.into_iter().map(move |p| (p, cfo.requirements.fuel))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        asked.contains(&(slow.node_id(), Fuel(10_000_000_000))),
+        "the slow provider is asked for the 10 s left: {asked:?}"
+    );
+    assert!(
+        asked.iter().all(|(_, fuel)| *fuel == Fuel(10_000_000_000)),
+        "{asked:?}"
+    );
+}
+
 #[test]
 fn a_replicated_task_keeps_no_checkpoint() {
     let (_, mut r, view, kps) = world(2);
