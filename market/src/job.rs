@@ -583,7 +583,9 @@ pub mod opt_hex {
     /// Deserialises.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
         match Option::<String>::deserialize(d)? {
-            Some(s) => hex::decode(s).map(Some).map_err(serde::de::Error::custom),
+            Some(s) => agora_protocol::id::from_hex(s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("not hex")),
             None => Ok(None),
         }
     }

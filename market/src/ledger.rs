@@ -74,7 +74,7 @@ pub struct Stored {
 impl Stored {
     /// The envelope, if the record is sound.
     pub fn envelope(&self) -> Option<Envelope> {
-        Envelope::from_bytes(&hex::decode(&self.envelope).ok()?).ok()
+        Envelope::from_bytes(&agora_protocol::id::from_hex(&self.envelope)?).ok()
     }
 }
 

@@ -168,7 +168,8 @@ mod hex_bytes {
         s.serialize_str(&agora_protocol::id::to_hex(v))
     }
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+        agora_protocol::id::from_hex(String::deserialize(d)?)
+            .ok_or_else(|| serde::de::Error::custom("not hex"))
     }
 }
 

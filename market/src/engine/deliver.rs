@@ -344,7 +344,7 @@ fn countersigns(ours: &Envelope, payee: NodeId, pay: &Envelope) -> bool {
 }
 
 fn decode_hex_envelope(h: &str) -> Option<Envelope> {
-    Envelope::from_bytes(&hex::decode(h).ok()?).ok()
+    Envelope::from_bytes(&agora_protocol::id::from_hex(h)?).ok()
 }
 
 #[cfg(test)]
