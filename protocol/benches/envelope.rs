@@ -175,8 +175,8 @@ const OPS: [(&str, Op, u32); 9] = [
         Ops::verify_batch,
         BATCH as u32,
     ),
-    ("hex to bytes (id::from_hex)", Ops::hex_table_decode, 1),
-    ("hex to bytes (hex::decode)", Ops::hex_crate_decode, 1),
+    ("hex to bytes, table (id::from_hex)", Ops::hex_table_decode, 1),
+    ("hex to bytes, hex crate (hex::decode)", Ops::hex_crate_decode, 1),
 ];
 
 fn criterion_groups(c: &mut Criterion, ops: &Ops) {
@@ -224,10 +224,10 @@ fn summary(ops: &Ops) {
         ops.offer.to_bytes().len(),
         ops.bytes.len()
     );
-    println!("{:<32} {:>12} {:>14}", "operation", "time/op", "ops/s/core");
+    println!("{:<40} {:>12} {:>14}", "operation", "time/op", "ops/s/core");
     for (name, t) in &times {
         println!(
-            "{:<32} {:>9.2} µs {:>14.0}",
+            "{:<40} {:>9.2} µs {:>14.0}",
             name,
             t.as_secs_f64() * 1e6,
             1.0 / t.as_secs_f64()
