@@ -234,7 +234,13 @@ pub struct Provider {
     running: usize,
     by_task: HashMap<(TaskId, NodeId), MessageId>,
     by_accept: HashMap<MessageId, MessageId>,
+    /// The per-slot speed each module ran at here last (see
+    /// [`Provider::learn_speed`]), at most [`MAX_MODULE_SPEEDS`].
+    module_speed: HashMap<ContentId, ComputeUnits>,
 }
+
+/// Modules whose speed a provider remembers.
+const MAX_MODULE_SPEEDS: usize = 256;
 
 impl Provider {
     /// A provider with `config`, measured per-slot speed `speed`.
@@ -253,7 +259,42 @@ impl Provider {
             running: 0,
             by_task: HashMap::new(),
             by_accept: HashMap::new(),
+            module_speed: HashMap::new(),
         }
+    }
+
+    /// A run of `module` here burnt `fuel` in `took`: the speed it ran at
+    /// stands for the module's next calls. Fuel is counted per
+    /// instruction, and instructions differ in cost: a kernel of cheap
+    /// integer steps burns fuel several times faster than the calibration
+    /// workload does (`examples/checkpointed-pi`: ~4×), so at the
+    /// calibrated speed alone a provider would refuse, as unable to meet
+    /// the deadline, a task it just ran in a quarter of that time. Kept
+    /// within the requester's bounds on a learnt speed
+    /// ([`crate::placement::SPEED_RANGE`] of the calibrated one); runs
+    /// shorter than [`crate::placement::MIN_LEARNING_RUN`] teach nothing
+    /// (starting the instance weighs too much in them).
+    pub fn learn_speed(&mut self, module: ContentId, fuel: Fuel, took: Duration) {
+        if took < crate::placement::MIN_LEARNING_RUN || self.speed.0 == 0 {
+            return;
+        }
+        let cu = fuel.0 as f64 / took.as_secs_f64() / agora_protocol::units::FUEL_PER_CU_SECOND as f64;
+        let (low, high) = crate::placement::SPEED_RANGE;
+        let calibrated = self.speed.0 as f64;
+        let cu = ComputeUnits(cu.clamp(calibrated * low, calibrated * high).max(1.0) as u64);
+        if self.module_speed.len() >= MAX_MODULE_SPEEDS
+            && !self.module_speed.contains_key(&module)
+            && let Some(old) = self.module_speed.keys().next().copied()
+        {
+            self.module_speed.remove(&old);
+        }
+        self.module_speed.insert(module, cu);
+    }
+
+    /// The per-slot speed to expect of `module`: the one it ran at here
+    /// last, else the calibrated one.
+    fn speed_of(&self, module: &ContentId) -> ComputeUnits {
+        self.module_speed.get(module).copied().unwrap_or(self.speed)
     }
 
     /// Updates the measured per-slot speed.
@@ -478,7 +519,7 @@ impl Provider {
             return Err(Decline::NoFreeSlot);
         }
         let start = self.expected_start(r.class);
-        let run = self.speed.time_for(r.fuel);
+        let run = self.speed_of(&r.module).time_for(r.fuel);
         if run > self.config.max_task_time {
             return Err(Decline::TimeTooLong {
                 max: Millis::from(self.config.max_task_time),
@@ -1013,6 +1054,38 @@ mod tests {
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].agreement, MessageId([1; 32]));
         assert_eq!(p.load(), 1, "the other stays, suspended");
+    }
+
+    /// Fuel runs at different speeds in different kernels: a provider
+    /// that ran a module four times faster than its calibration says
+    /// offers for it within a deadline the calibrated speed would miss,
+    /// and still declines other modules by the calibrated speed.
+    #[test]
+    fn a_module_that_ran_faster_than_the_calibration_is_offered_at_the_speed_it_ran() {
+        let me = Keypair::from_secret([9; 32]).node_id();
+        let mut p = Provider::new(Config::default(), ComputeUnits(1000));
+        // 100 s at 1000 CU, against a 60 s deadline.
+        let call = cfo(100_000_000_000, 60_000);
+        assert!(matches!(
+            p.call(me, &call, NOW),
+            Err(Decline::DeadlineInfeasible { .. })
+        ));
+        // A run too short to teach anything, then one of 10 s at 4000 CU.
+        let module = call.requirements.module;
+        p.learn_speed(module, Fuel(1_000_000_000), Duration::from_millis(5));
+        assert!(p.call(me, &call, NOW).is_err());
+        p.learn_speed(module, Fuel(40_000_000_000), Duration::from_secs(10));
+        let offer = p.call(me, &call, NOW).expect("25 s at the speed it ran");
+        assert_eq!(offer.expected_run, Millis(25_000));
+        let mut other = call.clone();
+        other.requirements.module = ContentId([7; 32]);
+        assert!(matches!(
+            p.call(me, &other, NOW),
+            Err(Decline::DeadlineInfeasible { .. })
+        ));
+        // No run makes a module look more than four times the calibration.
+        p.learn_speed(module, Fuel(1_000_000_000_000), Duration::from_secs(1));
+        assert_eq!(p.speed_of(&module), ComputeUnits(4000));
     }
 
     #[test]

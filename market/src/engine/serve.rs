@@ -640,7 +640,14 @@ impl Engine {
             return;
         };
         match result {
-            Ok(ran) => self.ran.push((acc, ran)),
+            Ok(ran) => {
+                self.provider.learn_speed(
+                    acc.assignment.module,
+                    agora_protocol::units::Fuel(ran.fuel.0.saturating_sub(ran.billed_from.0)),
+                    ran.finished_at.since(ran.started_at),
+                );
+                self.ran.push((acc, ran));
+            }
             Err(e) => {
                 self.release_one(&agreement);
                 tracing::warn!(task = %acc.assignment.task, error = %e, "could not run the task; dropping it (the requester re-places it)");
