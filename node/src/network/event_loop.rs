@@ -308,14 +308,19 @@ impl EventLoop {
             .is_some_and(|c| c.values().any(|relayed| *relayed))
     }
 
-    /// A connection to `peer` was made: if the peer has a relayed one,
-    /// the relayed ones go [`RELAYED_GRACE`] later (see [`Self::drop_relayed`]).
-    /// Not at once: the peer may not have seen the direct connection yet
-    /// (one side of a handshake ends before the other), and a request it
-    /// sent in that moment would find no connection, dial the relayed
-    /// address and be refused.
+    /// A connection to `peer` was made: if the peer now has a direct one
+    /// and a relayed one, the relayed ones go [`RELAYED_GRACE`] later (see
+    /// [`Self::drop_relayed`]). Not at once: the peer may not have seen the
+    /// direct connection yet (one side of a handshake ends before the
+    /// other), and a request it sent in that moment would find no
+    /// connection, dial the relayed address and be refused. Queued only
+    /// once both exist, so that the grace counts from the direct one.
     fn replace_relayed(&mut self, peer: PeerId) {
-        if self.relayed_to(&peer) && !self.relayed_drops.iter().any(|(_, p)| *p == peer) {
+        let both = self
+            .conns
+            .get(&peer)
+            .is_some_and(|c| c.values().any(|r| *r) && c.values().any(|r| !*r));
+        if both && !self.relayed_drops.iter().any(|(_, p)| *p == peer) {
             self.relayed_drops
                 .push_back((Instant::now() + RELAYED_GRACE, peer));
         }
