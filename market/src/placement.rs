@@ -11,7 +11,9 @@
 //! lower being better (SPEC.md §8.2). `speed(p)` is the provider's
 //! per-slot capacity: advertised at first, then learnt from its receipts
 //! (an exponentially weighted average of fuel per second of execution), so a
-//! provider whose adverts overstate its capacity loses work. `wait(p)` comes
+//! provider whose adverts overstate its capacity loses work; until then, a
+//! module's pace learnt on other providers (its runs' speed over their
+//! adverts) scales the advert. `wait(p)` comes
 //! from the requester's own tasks in flight there (one lane per slot, each
 //! busy until its predicted finish). `transfer(p)` is the bytes the provider
 //! lacks (a provider that already holds the module or input is not sent it)
@@ -64,6 +66,38 @@ pub const SPEED_RANGE: (f64, f64) = (1.0 / 16.0, 4.0);
 pub const SPEED_MEMORY: Duration = Duration::from_secs(600);
 /// Shortest execution a speed is learnt from.
 pub const MIN_LEARNING_RUN: Duration = Duration::from_millis(20);
+
+/// The per-slot speed, in CU, a run of `fuel` in `took` reached; none for
+/// a run shorter than [`MIN_LEARNING_RUN`] (starting the instance weighs
+/// too much in it) or one that used no fuel.
+pub fn run_speed(fuel: Fuel, took: Duration) -> Option<f64> {
+    (fuel.0 > 0 && took >= MIN_LEARNING_RUN)
+        .then(|| fuel.0 as f64 / took.as_secs_f64() / FUEL_PER_CU_SECOND as f64)
+}
+
+/// `learnt` kept within [`SPEED_RANGE`] of `base`, the speed stated for
+/// the same node (its advert, or its calibration).
+pub fn within_range(learnt: f64, base: f64) -> f64 {
+    learnt.clamp(base * SPEED_RANGE.0, base * SPEED_RANGE.1)
+}
+
+/// The next value of a learnt speed (or pace) after `sample`: a moving
+/// average of the logarithm, each step bounded, so that one outlier moves
+/// it by at most `SPEED_STEP^SPEED_ALPHA`; the sample alone when nothing
+/// was learnt within [`SPEED_MEMORY`] of `now`.
+fn averaged(learnt: Option<(f64, u64)>, sample: f64, now: Timestamp) -> f64 {
+    match learnt {
+        Some((l, at)) if now.0.saturating_sub(at) < SPEED_MEMORY.as_millis() as u64 => {
+            let s = sample.clamp(l / SPEED_STEP, l * SPEED_STEP);
+            (l.ln() * (1.0 - SPEED_ALPHA) + s.ln() * SPEED_ALPHA).exp()
+        }
+        _ => sample,
+    }
+}
+
+/// Most modules whose pace a requester keeps (the least recently learnt
+/// goes first).
+pub const MAX_PACES: usize = 256;
 /// Tasks shorter than this are offered to the best-scored provider alone:
 /// negotiating with several would cost more than the task (SPEC.md §8.2).
 pub const TINY_TASK: Duration = Duration::from_millis(50);
@@ -81,7 +115,7 @@ pub const TINY_BACKLOG: u32 = 16;
 /// What the requester knows of one provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderStats {
-    /// Per-slot speed learnt from receipts, in CU (see [`ProviderStats::speed`]).
+    /// Per-slot speed learnt from receipts, in CU (see [`speed_of`]).
     pub learnt_cu: Option<f64>,
     /// When it was last learnt (ms timestamp).
     #[serde(skip)]
@@ -184,24 +218,27 @@ impl Stated {
 }
 
 impl ProviderStats {
-    /// The per-slot speed to assume for this provider, given the one it
-    /// advertises: the learnt speed while fresh, within [`SPEED_RANGE`] of
-    /// the advert; the advert otherwise.
-    pub fn speed(&self, advertised: f64, now: Timestamp) -> f64 {
-        let advertised = advertised.max(1.0);
+    /// The per-slot speed learnt of this provider, while fresh, within
+    /// [`SPEED_RANGE`] of the one it advertises.
+    fn learnt_speed(&self, advertised: f64, now: Timestamp) -> Option<f64> {
         match self.learnt_cu {
             Some(l) if now.0.saturating_sub(self.learnt_at) < SPEED_MEMORY.as_millis() as u64 => {
-                l.clamp(advertised * SPEED_RANGE.0, advertised * SPEED_RANGE.1)
+                Some(within_range(l, advertised.max(1.0)))
             }
-            _ => advertised,
+            _ => None,
         }
     }
 }
 
 /// The per-slot speed to assume for a provider that advertises
-/// `advertised` per slot and of which the requester knows `stats`.
-pub fn speed_of(advertised: f64, stats: Option<&ProviderStats>, now: Timestamp) -> f64 {
-    stats.map_or(advertised.max(1.0), |s| s.speed(advertised, now))
+/// `advertised` per slot and of which the requester knows `stats`, for a
+/// module of `pace` (see [`Need::pace`]): the speed learnt of it while
+/// fresh; else its advert times the module's pace.
+pub fn speed_of(advertised: f64, stats: Option<&ProviderStats>, pace: Option<f64>, now: Timestamp) -> f64 {
+    let advertised = advertised.max(1.0);
+    stats
+        .and_then(|s| s.learnt_speed(advertised, now))
+        .unwrap_or_else(|| within_range(advertised * pace.unwrap_or(1.0), advertised))
 }
 
 impl Default for ProviderStats {
@@ -229,6 +266,12 @@ pub struct Book {
     providers: HashMap<NodeId, ProviderStats>,
     /// Bans not yet handed over to be persisted.
     new_bans: Vec<(NodeId, String)>,
+    /// Per module, the speed its runs reached over the speed their
+    /// providers advertise, and when it was last learnt (ms): fuel counts
+    /// instructions, and a module's mix runs faster or slower than the
+    /// calibration's, so a provider not learnt yet is judged at its
+    /// advert times this (see [`Need::pace`]).
+    paces: HashMap<ContentId, (f64, u64)>,
 }
 
 impl Book {
@@ -264,20 +307,11 @@ impl Book {
         let e = self.entry(p);
         // Short runs measure per-task overhead and timer granularity more
         // than speed: learn only from runs long enough to mean something.
-        if fuel.0 > 0 && exec >= MIN_LEARNING_RUN {
-            let sample = fuel.0 as f64 / exec.as_secs_f64() / FUEL_PER_CU_SECOND as f64;
-            // A moving average of the logarithm, each step bounded: one
-            // outlier moves the estimate by at most SPEED_STEP^SPEED_ALPHA.
-            let learnt = match e.learnt_cu {
-                Some(l) if now.0.saturating_sub(e.learnt_at) < SPEED_MEMORY.as_millis() as u64 => {
-                    let s = sample.clamp(l / SPEED_STEP, l * SPEED_STEP);
-                    (l.ln() * (1.0 - SPEED_ALPHA) + s.ln() * SPEED_ALPHA).exp()
-                }
-                _ => sample,
-            };
+        if let Some(sample) = run_speed(fuel, exec) {
+            let learnt = averaged(e.learnt_cu.map(|l| (l, e.learnt_at)), sample, now);
             // Kept within range of the advert, so that it can come back.
             let learnt = match e.advertised {
-                Some(a) => learnt.clamp(a * SPEED_RANGE.0, a * SPEED_RANGE.1),
+                Some(a) => within_range(learnt, a),
                 None => learnt,
             };
             e.learnt_cu = Some(learnt.max(f64::MIN_POSITIVE));
@@ -286,6 +320,36 @@ impl Book {
         e.reputation += (1.0 - e.reputation) * 0.1;
         e.verified += 1;
         e.holds.extend(held.iter().copied());
+    }
+
+    /// A receipt of a run of `module` on `p` verified: what it teaches of
+    /// the module's pace against `p`'s advert (nothing if the requester
+    /// holds no advert of `p`, or the run was too short to mean anything).
+    pub fn learn_pace(&mut self, module: ContentId, p: &NodeId, fuel: Fuel, exec: Duration, now: Timestamp) {
+        let (Some(sample), Some(advertised)) = (
+            run_speed(fuel, exec),
+            self.providers.get(p).and_then(|s| s.advertised),
+        ) else {
+            return;
+        };
+        let ratio = within_range(sample, advertised) / advertised;
+        let pace = averaged(self.paces.get(&module).copied(), ratio, now);
+        if self.paces.len() >= MAX_PACES
+            && !self.paces.contains_key(&module)
+            && let Some(oldest) = self.paces.iter().min_by_key(|(_, (_, at))| *at).map(|(m, _)| *m)
+        {
+            self.paces.remove(&oldest);
+        }
+        self.paces
+            .insert(module, (within_range(pace, 1.0).max(f64::MIN_POSITIVE), now.0));
+    }
+
+    /// The pace learnt for `module` (see [`Book::learn_pace`]), while fresh.
+    pub fn pace(&self, module: &ContentId, now: Timestamp) -> Option<f64> {
+        self.paces
+            .get(module)
+            .filter(|(_, at)| now.0.saturating_sub(*at) < SPEED_MEMORY.as_millis() as u64)
+            .map(|(pace, _)| *pace)
     }
 
     /// Content a node announces it holds (a DHT provider record): it is
@@ -472,6 +536,9 @@ pub struct Need {
     pub select: Vec<Label>,
     /// Interactive or batch: what the score weighs.
     pub class: LatencyClass,
+    /// What receipts taught of the module's pace ([`Book::pace`]): a
+    /// provider without a learnt speed is judged at its advert times this.
+    pub pace: Option<f64>,
     /// The job's energy budget shared out per task, mJ: when set, providers
     /// whose estimated energy for the task exceeds it are left out and the
     /// least energy wins among those that meet the deadline.
@@ -901,8 +968,8 @@ pub struct Scored {
 }
 
 /// The per-slot speed the requester assumes for a provider.
-pub fn speed(info: &ProviderInfo, stats: Option<&ProviderStats>, now: Timestamp) -> f64 {
-    speed_of(info.cu.0 as f64 / f64::from(info.slots.max(1)), stats, now)
+pub fn speed(info: &ProviderInfo, stats: Option<&ProviderStats>, pace: Option<f64>, now: Timestamp) -> f64 {
+    speed_of(info.cu.0 as f64 / f64::from(info.slots.max(1)), stats, pace, now)
 }
 
 /// Checks constraints and scores `info` for `need` at `now`.
@@ -983,7 +1050,7 @@ pub fn evaluate(
     };
     let lanes = stats.map(|s| s.lanes.as_slice()).unwrap_or(&[]);
     let slots = info.slots.max(1);
-    let speed_cu = speed(info, stats, now);
+    let speed_cu = speed(info, stats, need.pace, now);
     let run_ms = need.estimate.0 as f64 / (speed_cu * FUEL_PER_CU_SECOND as f64) * 1000.0;
     if run_ms > info.max_task_time.as_secs_f64() * 1000.0 {
         return Err(Exclusion::TimeCap {
@@ -1207,6 +1274,7 @@ pub(crate) fn example_need() -> Need {
         select: vec![],
         class: LatencyClass::Batch,
         energy_cap_mj: None,
+        pace: None,
     }
 }
 
@@ -1496,11 +1564,11 @@ mod tests {
         for _ in 0..10 {
             book.verified(p.node, Fuel(2_000_000_000), Duration::from_secs(1), &[], NOW);
         }
-        let normal = speed(&p, book.get(&p.node), NOW);
+        let normal = speed(&p, book.get(&p.node), None, NOW);
         assert!((normal - 2000.0).abs() < 1.0, "{normal}");
         // A run that burnt an hour on almost no metered work.
         book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
-        let after = speed(&p, book.get(&p.node), NOW);
+        let after = speed(&p, book.get(&p.node), None, NOW);
         assert!(
             after > normal / 2.0,
             "one receipt moves it by a bounded step: {after}"
@@ -1510,17 +1578,87 @@ mod tests {
         for _ in 0..50 {
             book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
         }
-        let floor = speed(&p, book.get(&p.node), NOW);
+        let floor = speed(&p, book.get(&p.node), None, NOW);
         assert!((floor - 2000.0 / 16.0).abs() < 1.0, "{floor}");
         assert!(evaluate(&p, book.get(&p.node), &need(), NOW).is_ok());
         // Normal receipts bring it back, and an old judgement is forgotten.
         for _ in 0..30 {
             book.verified(p.node, Fuel(2_000_000_000), Duration::from_secs(1), &[], NOW);
         }
-        assert!(speed(&p, book.get(&p.node), NOW) > 1900.0);
+        assert!(speed(&p, book.get(&p.node), None, NOW) > 1900.0);
         book.verified(p.node, Fuel(1_000), Duration::from_secs(3600), &[], NOW);
         let later = NOW.add(SPEED_MEMORY);
-        assert_eq!(speed(&p, book.get(&p.node), later), 2000.0);
+        assert_eq!(speed(&p, book.get(&p.node), None, later), 2000.0);
+    }
+
+    #[test]
+    fn a_module_that_ran_faster_than_advertised_is_expected_as_fast_on_a_provider_not_learnt_yet() {
+        let mut book = Book::default();
+        let module = need().module.0;
+        let (ran, other) = (info(1, 1000, 100), info(2, 1000, 100));
+        // 100 s of work at the advertised 1,000 CU, against a 60 s deadline.
+        let mut n = need();
+        n.estimate = Fuel(100_000_000_000);
+        assert!(matches!(
+            evaluate(&other, book.get(&other.node), &n, NOW),
+            Err(Exclusion::Deadline { .. })
+        ));
+        // Nothing is learnt of a provider whose advert the requester lacks.
+        book.learn_pace(
+            module,
+            &ran.node,
+            Fuel(4_000_000_000),
+            Duration::from_secs(1),
+            NOW,
+        );
+        assert_eq!(book.pace(&module, NOW), None);
+        // The module ran at 4,000 CU on a provider advertising 1,000.
+        book.advertised(ran.node, 1000.0);
+        book.learn_pace(
+            module,
+            &ran.node,
+            Fuel(4_000_000_000),
+            Duration::from_secs(1),
+            NOW,
+        );
+        assert_eq!(book.pace(&module, NOW), Some(4.0));
+        n.pace = book.pace(&module, NOW);
+        let s = evaluate(&other, book.get(&other.node), &n, NOW).expect("25 s of work now");
+        assert!((s.run_ms - 25_000.0).abs() < 1.0, "{}", s.run_ms);
+        // Another module's tasks are judged at the advert still.
+        assert_eq!(book.pace(&ContentId([9; 32]), NOW), None);
+        // A provider with a speed of its own keeps it.
+        book.advertised(other.node, 1000.0);
+        book.verified(other.node, Fuel(1_000_000_000), Duration::from_secs(1), &[], NOW);
+        let own = evaluate(&other, book.get(&other.node), &n, NOW).unwrap_err();
+        assert!(matches!(own, Exclusion::Deadline { .. }), "{own:?}");
+        // A pace is forgotten like a speed, and a pathological run moves it
+        // by a bounded step only.
+        assert_eq!(book.pace(&module, NOW.add(SPEED_MEMORY)), None);
+        book.learn_pace(module, &ran.node, Fuel(1_000), Duration::from_secs(3600), NOW);
+        assert!(book.pace(&module, NOW).unwrap() > 2.0);
+    }
+
+    #[test]
+    fn a_requester_keeps_the_pace_of_at_most_max_paces_modules() {
+        let mut book = Book::default();
+        let p = info(1, 1000, 100);
+        book.advertised(p.node, 1000.0);
+        for i in 0..MAX_PACES as u64 + 10 {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            let at = Timestamp(NOW.0 + i);
+            book.learn_pace(
+                ContentId(id),
+                &p.node,
+                Fuel(2_000_000_000),
+                Duration::from_secs(1),
+                at,
+            );
+        }
+        assert_eq!(book.paces.len(), MAX_PACES);
+        // The least recently learnt went first.
+        assert_eq!(book.pace(&ContentId([0; 32]), NOW), None);
     }
 
     #[test]

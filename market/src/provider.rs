@@ -275,13 +275,10 @@ impl Provider {
     /// shorter than [`crate::placement::MIN_LEARNING_RUN`] teach nothing
     /// (starting the instance weighs too much in them).
     pub fn learn_speed(&mut self, module: ContentId, fuel: Fuel, took: Duration) {
-        if took < crate::placement::MIN_LEARNING_RUN || self.speed.0 == 0 {
+        let Some(cu) = crate::placement::run_speed(fuel, took).filter(|_| self.speed.0 > 0) else {
             return;
-        }
-        let cu = fuel.0 as f64 / took.as_secs_f64() / agora_protocol::units::FUEL_PER_CU_SECOND as f64;
-        let (low, high) = crate::placement::SPEED_RANGE;
-        let calibrated = self.speed.0 as f64;
-        let cu = ComputeUnits(cu.clamp(calibrated * low, calibrated * high).max(1.0) as u64);
+        };
+        let cu = ComputeUnits(crate::placement::within_range(cu, self.speed.0 as f64).max(1.0) as u64);
         if self.module_speed.len() >= MAX_MODULE_SPEEDS
             && !self.module_speed.contains_key(&module)
             && let Some(old) = self.module_speed.keys().next().copied()

@@ -188,7 +188,7 @@ impl Requester {
         let stats = self.book.get(&from);
         let per_slot = view.peer(&from).map_or(0.0, |p| {
             let advertised = p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1));
-            placement::speed_of(advertised, stats, now)
+            placement::speed_of(advertised, stats, self.book.pace(&spec.module, now), now)
         });
         let run_ms = if per_slot > 0.0 {
             spec.estimate_of(idx as usize).0 as f64 / (per_slot * 1e6) * 1000.0

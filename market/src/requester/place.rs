@@ -258,7 +258,7 @@ impl Requester {
             .inputs
             .get(idx as usize)
             .map_or(String::new(), |i| i.name.clone());
-        let need = need(job, idx);
+        let need = need(job, idx, self.book.pace(&job.record.spec.module, now));
         let candidates = placement::gather(view, &need, self.config.domains_to_try);
         if candidates.is_empty() {
             return Some((
@@ -295,7 +295,7 @@ impl Requester {
     /// first), those excluded with why, the ones excluded only because they
     /// are busy, and what that means for placement.
     pub(super) fn candidates(&self, job: &Job, idx: u32, now: Timestamp, view: &View) -> Candidates {
-        let need = need(job, idx);
+        let need = need(job, idx, self.book.pace(&job.record.spec.module, now));
         let (infos, unasked) = placement::gather_explained(view, &need, self.config.domains_to_try);
         let mut ok = Vec::new();
         let mut excluded = Vec::new();
@@ -618,7 +618,8 @@ impl Requester {
                 let advertised = view.peer(&c.provider).map_or(1000.0, |p| {
                     p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1))
                 });
-                let speed = placement::speed_of(advertised, self.book.get(&c.provider), now);
+                let pace = self.book.pace(&job.record.spec.module, now);
+                let speed = placement::speed_of(advertised, self.book.get(&c.provider), pace, now);
                 let predicted_ms =
                     c.expected_start_ms as f64 + estimate.0 as f64 / (speed.max(1.0) * 1e6) * 1000.0;
                 let running_ms = now.0.saturating_sub(c.placed_at.0) as f64;
@@ -717,6 +718,7 @@ fn spec_need(spec: &JobSpec, idx: usize) -> Need {
         select: spec.select.clone(),
         class: spec.class,
         energy_cap_mj: energy_cap_mj(spec),
+        pace: None,
     }
 }
 
@@ -757,7 +759,10 @@ impl Requester {
         let Some(idx) = (0..spec.inputs.len()).max_by_key(|i| spec.inputs[*i].size) else {
             return Ok(());
         };
-        let need = spec_need(spec, idx);
+        let need = Need {
+            pace: self.book.pace(&spec.module, now),
+            ..spec_need(spec, idx)
+        };
         let candidates = placement::gather(view, &need, self.config.domains_to_try);
         if candidates.is_empty() {
             return Ok(());
@@ -817,7 +822,7 @@ fn estimate_left(task: &TaskRecord, estimate: Fuel) -> Fuel {
     }
 }
 
-pub(super) fn need(job: &Job, idx: u32) -> Need {
+pub(super) fn need(job: &Job, idx: u32, pace: Option<f64>) -> Need {
     let task = &job.tasks[idx as usize];
     let spec = spec_need(&job.record.spec, idx as usize);
     Need {
@@ -837,6 +842,7 @@ pub(super) fn need(job: &Job, idx: u32) -> Need {
             })
             .map(|c| c.provider)
             .collect(),
+        pace,
         ..spec
     }
 }

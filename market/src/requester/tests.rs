@@ -1309,3 +1309,84 @@ fn a_declined_order_is_not_an_attempt_and_the_task_is_placed_again_once_the_prov
         now = now.add(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn a_module_seen_running_faster_than_advertised_is_placed_at_that_pace_on_providers_not_learnt_yet() {
+    let me = Keypair::from_secret([1; 32]);
+    let mut view = View::new(me.node_id(), "d".parse().expect("domain"), 100);
+    let (first, second) = (Keypair::from_secret([10; 32]), Keypair::from_secret([11; 32]));
+    for kp in [&first, &second] {
+        let a = Advert {
+            cu: ComputeUnits(1000),
+            ..idle_advert(NOW)
+        };
+        view.on_advert(&seal(kp, &a).to_bytes(), None, NOW)
+            .expect("advert accepted");
+    }
+    let both = [first.clone(), second.clone()];
+    let mut r = Requester::new(me.node_id(), Config::default(), 7);
+    // 20 s at the advertised 1,000 CU, within the 30 s deadline.
+    let job = JobId([8; 16]);
+    r.submit(
+        job,
+        JobSpec {
+            fuel: Fuel(20_000_000_000),
+            ..spec(1, 1)
+        },
+        NOW,
+    );
+    let (kp, _, ag) = place_round(&mut r, &view, &both, NOW)
+        .first()
+        .expect("one copy")
+        .clone();
+    let ran_on = kp.node_id();
+    let other = both
+        .iter()
+        .find(|k| k.node_id() != ran_on)
+        .expect("the other")
+        .node_id();
+    // It ran in 5 s: 4,000 CU, four times its advert.
+    let task = TaskId::new(job, 0);
+    let (_, a) = r.assignment_of(task).expect("assignment");
+    let ran = crate::engine::Ran {
+        output: ContentId::of(b"out"),
+        output_size: Bytes(3),
+        fuel: Fuel(20_000_000_000),
+        exit: ExitStatus::Success,
+        started_at: NOW,
+        finished_at: NOW.add(Duration::from_secs(5)),
+        inline: None,
+        stderr: Vec::new(),
+        resumed: None,
+        billed_from: Fuel(0),
+    };
+    let receipt = seal(&kp, &ran.receipt(&a, ag.id(), r.local()))
+        .open(NOW)
+        .expect("opens");
+    assert_eq!(
+        r.on_receipt(ran_on, &receipt, true, NOW),
+        Ok(ReceiptVerdict::Accepted)
+    );
+    // 40 s of the same module at the advert: the provider nothing was
+    // learnt of is judged at the module's pace (10 s), not excluded.
+    let next = JobId([9; 16]);
+    r.submit(
+        next,
+        JobSpec {
+            fuel: Fuel(40_000_000_000),
+            seed: 2,
+            ..spec(1, 1)
+        },
+        NOW,
+    );
+    r.place(NOW, &view);
+    let asked: Vec<NodeId> = calls(&mut r).into_iter().flat_map(|(_, _, to)| to).collect();
+    assert!(asked.contains(&other), "{asked:?}");
+    let d = r.decisions(&TaskId::new(next, 0));
+    let c = d[0]
+        .candidates
+        .iter()
+        .find(|c| c.node == other)
+        .expect("a candidate");
+    assert!((c.run_ms - 10_000.0).abs() < 1.0, "{c:?}");
+}

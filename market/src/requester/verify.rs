@@ -472,6 +472,7 @@ impl Requester {
         let all_settled = job.all_settled();
         self.drop_negotiations(|t| *t == task);
         for (p, fuel, exec) in learnt {
+            self.book.learn_pace(module, &p, fuel, exec, now);
             self.book.verified(p, fuel, exec, &[module, input], now);
         }
         for v in pays {
