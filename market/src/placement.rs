@@ -1603,24 +1603,22 @@ mod tests {
             evaluate(&other, book.get(&other.node), &n, NOW),
             Err(Exclusion::Deadline { .. })
         ));
+        // The module ran at 4,000 CU.
+        let fast_run = |book: &mut Book| {
+            book.learn_pace(
+                module,
+                &ran.node,
+                Fuel(4_000_000_000),
+                Duration::from_secs(1),
+                NOW,
+            )
+        };
         // Nothing is learnt of a provider whose advert the requester lacks.
-        book.learn_pace(
-            module,
-            &ran.node,
-            Fuel(4_000_000_000),
-            Duration::from_secs(1),
-            NOW,
-        );
+        fast_run(&mut book);
         assert_eq!(book.pace(&module, NOW), None);
-        // The module ran at 4,000 CU on a provider advertising 1,000.
+        // Its provider advertises 1,000.
         book.advertised(ran.node, 1000.0);
-        book.learn_pace(
-            module,
-            &ran.node,
-            Fuel(4_000_000_000),
-            Duration::from_secs(1),
-            NOW,
-        );
+        fast_run(&mut book);
         assert_eq!(book.pace(&module, NOW), Some(4.0));
         n.pace = book.pace(&module, NOW);
         let s = evaluate(&other, book.get(&other.node), &n, NOW).expect("25 s of work now");
