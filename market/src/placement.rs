@@ -266,13 +266,25 @@ pub struct Book {
     providers: HashMap<NodeId, ProviderStats>,
     /// Bans not yet handed over to be persisted.
     new_bans: Vec<(NodeId, String)>,
-    /// Per module, the speed its runs reached over the speed their
-    /// providers advertise, and when it was last learnt (ms): fuel counts
-    /// instructions, and a module's mix runs faster or slower than the
-    /// calibration's, so a provider not learnt yet is judged at its
-    /// advert times this (see [`Need::pace`]).
-    paces: HashMap<ContentId, (f64, u64)>,
+    /// Per module, what each provider's runs of it reached over the speed
+    /// it advertises (see [`Book::pace`]): fuel counts instructions, and a
+    /// module's mix runs faster or slower than the calibration's, so a
+    /// provider not learnt yet is judged at its advert times the pace.
+    paces: HashMap<ContentId, Pace>,
 }
+
+/// One module's pace on each of the providers that ran it last: the
+/// ratio learnt of each (averaged like a speed), and when (ms).
+#[derive(Debug, Default)]
+struct Pace {
+    by: Vec<(NodeId, f64, u64)>,
+    /// When any of them was last learnt (ms).
+    at: u64,
+}
+
+/// Most providers a module's pace is kept for (the least recently heard
+/// goes first).
+const MAX_PACE_PROVIDERS: usize = 16;
 
 impl Book {
     /// Stats of a provider (default if never seen).
@@ -333,23 +345,55 @@ impl Book {
             return;
         };
         let ratio = within_range(sample, advertised) / advertised;
-        let pace = averaged(self.paces.get(&module).copied(), ratio, now);
         if self.paces.len() >= MAX_PACES
             && !self.paces.contains_key(&module)
-            && let Some(oldest) = self.paces.iter().min_by_key(|(_, (_, at))| *at).map(|(m, _)| *m)
+            && let Some(oldest) = self.paces.iter().min_by_key(|(_, pace)| pace.at).map(|(m, _)| *m)
         {
             self.paces.remove(&oldest);
         }
-        self.paces
-            .insert(module, (within_range(pace, 1.0).max(f64::MIN_POSITIVE), now.0));
+        let pace = self.paces.entry(module).or_default();
+        pace.at = now.0;
+        match pace.by.iter_mut().find(|(node, _, _)| node == p) {
+            Some((_, r, at)) => {
+                *r = within_range(averaged(Some((*r, *at)), ratio, now), 1.0);
+                *at = now.0;
+            }
+            None => {
+                if pace.by.len() >= MAX_PACE_PROVIDERS
+                    && let Some(i) = (0..pace.by.len()).min_by_key(|i| pace.by[*i].2)
+                {
+                    pace.by.swap_remove(i);
+                }
+                pace.by.push((*p, ratio, now.0));
+            }
+        }
     }
 
-    /// The pace learnt for `module` (see [`Book::learn_pace`]), while fresh.
+    /// The pace of `module`: the median, over the providers whose runs of
+    /// it taught one within [`SPEED_MEMORY`], of the speed their runs
+    /// reached over their advert (see [`Book::learn_pace`]). A median, so
+    /// that one provider's receipts cannot set how fast the others are
+    /// taken to be while two or more others ran the module too.
     pub fn pace(&self, module: &ContentId, now: Timestamp) -> Option<f64> {
-        self.paces
-            .get(module)
-            .filter(|(_, at)| now.0.saturating_sub(*at) < SPEED_MEMORY.as_millis() as u64)
-            .map(|(pace, _)| *pace)
+        let fresh = |at: u64| now.0.saturating_sub(at) < SPEED_MEMORY.as_millis() as u64;
+        let mut ratios: Vec<f64> = self
+            .paces
+            .get(module)?
+            .by
+            .iter()
+            .filter(|(_, _, at)| fresh(*at))
+            .map(|(_, r, _)| *r)
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let mid = ratios.len() / 2;
+        Some(if ratios.len() % 2 == 1 {
+            ratios[mid]
+        } else {
+            (ratios[mid - 1] * ratios[mid]).sqrt()
+        })
     }
 
     /// Content a node announces it holds (a DHT provider record): it is
@@ -1635,6 +1679,37 @@ mod tests {
         assert_eq!(book.pace(&module, NOW.add(SPEED_MEMORY)), None);
         book.learn_pace(module, &ran.node, Fuel(1_000), Duration::from_secs(3600), NOW);
         assert!(book.pace(&module, NOW).unwrap() > 2.0);
+    }
+
+    #[test]
+    fn one_providers_receipts_cannot_set_a_modules_pace_against_two_others() {
+        let mut book = Book::default();
+        let module = ContentId([1; 32]);
+        let nodes: Vec<ProviderInfo> = (1..=20).map(|n| info(n, 1000, 100)).collect();
+        for p in &nodes {
+            book.advertised(p.node, 1000.0);
+        }
+        let run = |book: &mut Book, p: &ProviderInfo, fuel: u64| {
+            book.learn_pace(module, &p.node, Fuel(fuel), Duration::from_secs(1), NOW)
+        };
+        // One claims four times its advert, again and again.
+        for _ in 0..10 {
+            run(&mut book, &nodes[2], 4_000_000_000);
+        }
+        assert_eq!(
+            book.pace(&module, NOW),
+            Some(4.0),
+            "alone, its runs are all there is"
+        );
+        // Two others ran it at their advert.
+        run(&mut book, &nodes[0], 1_000_000_000);
+        run(&mut book, &nodes[1], 1_000_000_000);
+        assert_eq!(book.pace(&module, NOW), Some(1.0));
+        // At most MAX_PACE_PROVIDERS are kept per module.
+        for p in &nodes[3..] {
+            run(&mut book, p, 1_000_000_000);
+        }
+        assert_eq!(book.paces[&module].by.len(), MAX_PACE_PROVIDERS);
     }
 
     #[test]
