@@ -600,6 +600,7 @@ impl Requester {
             if pending {
                 continue;
             }
+            let pace = self.book.pace(&job.record.spec.module, now);
             for t in &job.tasks {
                 if t.phase != TaskPhase::Running
                     || t.copies
@@ -618,7 +619,6 @@ impl Requester {
                 let advertised = view.peer(&c.provider).map_or(1000.0, |p| {
                     p.advert.cu.0 as f64 / f64::from(p.advert.slots.max(1))
                 });
-                let pace = self.book.pace(&job.record.spec.module, now);
                 let speed = placement::speed_of(advertised, self.book.get(&c.provider), pace, now);
                 let predicted_ms =
                     c.expected_start_ms as f64 + estimate.0 as f64 / (speed.max(1.0) * 1e6) * 1000.0;
