@@ -235,8 +235,11 @@ pub struct Provider {
     by_task: HashMap<(TaskId, NodeId), MessageId>,
     by_accept: HashMap<MessageId, MessageId>,
     /// The per-slot speed each module ran at here last (see
-    /// [`Provider::learn_speed`]), at most [`MAX_MODULE_SPEEDS`].
-    module_speed: HashMap<ContentId, ComputeUnits>,
+    /// [`Provider::learn_speed`]), at most [`MAX_MODULE_SPEEDS`], with
+    /// when it was learnt (in runs learnt from: [`Provider::learnt`]).
+    module_speed: HashMap<ContentId, (ComputeUnits, u64)>,
+    /// Runs learnt from so far: orders `module_speed` by recency.
+    learnt: u64,
 }
 
 /// Modules whose speed a provider remembers.
@@ -260,6 +263,7 @@ impl Provider {
             by_task: HashMap::new(),
             by_accept: HashMap::new(),
             module_speed: HashMap::new(),
+            learnt: 0,
         }
     }
 
@@ -273,7 +277,9 @@ impl Provider {
     /// within the requester's bounds on a learnt speed
     /// ([`crate::placement::SPEED_RANGE`] of the calibrated one); runs
     /// shorter than [`crate::placement::MIN_LEARNING_RUN`] teach nothing
-    /// (starting the instance weighs too much in them).
+    /// (starting the instance weighs too much in them). When
+    /// [`MAX_MODULE_SPEEDS`] modules are known, a new one replaces the one
+    /// learnt least recently, as a requester's module paces do.
     pub fn learn_speed(&mut self, module: ContentId, fuel: Fuel, took: Duration) {
         let Some(cu) = crate::placement::run_speed(fuel, took).filter(|_| self.speed.0 > 0) else {
             return;
@@ -281,17 +287,22 @@ impl Provider {
         let cu = ComputeUnits(crate::placement::within_range(cu, self.speed.0 as f64).max(1.0) as u64);
         if self.module_speed.len() >= MAX_MODULE_SPEEDS
             && !self.module_speed.contains_key(&module)
-            && let Some(old) = self.module_speed.keys().next().copied()
+            && let Some(oldest) = self
+                .module_speed
+                .iter()
+                .min_by_key(|(_, (_, learnt))| *learnt)
+                .map(|(m, _)| *m)
         {
-            self.module_speed.remove(&old);
+            self.module_speed.remove(&oldest);
         }
-        self.module_speed.insert(module, cu);
+        self.learnt += 1;
+        self.module_speed.insert(module, (cu, self.learnt));
     }
 
     /// The per-slot speed to expect of `module`: the one it ran at here
     /// last, else the calibrated one.
     fn speed_of(&self, module: &ContentId) -> ComputeUnits {
-        self.module_speed.get(module).copied().unwrap_or(self.speed)
+        self.module_speed.get(module).map_or(self.speed, |(cu, _)| *cu)
     }
 
     /// Updates the measured per-slot speed.
@@ -1083,6 +1094,28 @@ mod tests {
         // No run makes a module look more than four times the calibration.
         p.learn_speed(module, Fuel(1_000_000_000_000), Duration::from_secs(1));
         assert_eq!(p.speed_of(&module), ComputeUnits(4000));
+    }
+
+    #[test]
+    fn a_provider_full_of_module_speeds_forgets_the_one_learnt_least_recently() {
+        let mut p = Provider::new(Config::default(), ComputeUnits(1000));
+        let module = |i: usize| ContentId(blake3::hash(&i.to_le_bytes()).into());
+        let run =
+            |p: &mut Provider, i| p.learn_speed(module(i), Fuel(20_000_000_000), Duration::from_secs(10));
+        for i in 0..MAX_MODULE_SPEEDS {
+            run(&mut p, i);
+        }
+        // Module 0 ran again: module 1 is now the least recently learnt.
+        run(&mut p, 0);
+        run(&mut p, MAX_MODULE_SPEEDS);
+        assert_eq!(p.module_speed.len(), MAX_MODULE_SPEEDS);
+        assert_eq!(p.speed_of(&module(0)), ComputeUnits(2000));
+        assert_eq!(
+            p.speed_of(&module(1)),
+            ComputeUnits(1000),
+            "forgotten: the calibrated speed"
+        );
+        assert_eq!(p.speed_of(&module(MAX_MODULE_SPEEDS)), ComputeUnits(2000));
     }
 
     #[test]
