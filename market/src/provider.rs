@@ -278,7 +278,7 @@ impl Provider {
     /// ([`crate::placement::SPEED_RANGE`] of the calibrated one); runs
     /// shorter than [`crate::placement::MIN_LEARNING_RUN`] teach nothing
     /// (starting the instance weighs too much in them). When
-    /// [`MAX_MODULE_SPEEDS`] modules are known, a new one replaces the one
+    /// `MAX_MODULE_SPEEDS` (256) modules are known, a new one replaces the one
     /// learnt least recently, as a requester's module paces do.
     pub fn learn_speed(&mut self, module: ContentId, fuel: Fuel, took: Duration) {
         let Some(cu) = crate::placement::run_speed(fuel, took).filter(|_| self.speed.0 > 0) else {
