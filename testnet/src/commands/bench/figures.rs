@@ -108,6 +108,15 @@ pub struct BenchReport {
     pub makespan_runs: Vec<MakespanRun>,
     /// Build profile of the testnet and the nodes.
     pub profile: String,
+    /// Names in `node/agora.order`, and how many of them the `agora`
+    /// binary defines as functions (see `layout.rs`); 0 and 0 if unread.
+    pub layout_listed: usize,
+    /// See `layout_listed`.
+    pub layout_present: usize,
+    /// `layout_present / layout_listed` (NaN if unread).
+    pub layout_share: f64,
+    /// Why the layout was not read, if it was not.
+    pub layout_error: Option<String>,
     /// Nodes of the in-process scale run (0 if skipped).
     pub scale_nodes: usize,
     /// New node's advert in every view of its domain there, p95, ms.
@@ -195,6 +204,20 @@ impl NetworkSamples {
 }
 
 impl BenchReport {
+    /// Records how much of `node/agora.order` the binary has, or why that
+    /// was not read.
+    pub(super) fn set_layout(&mut self, layout: Result<super::layout::Layout, String>) {
+        match layout {
+            Ok(l) => {
+                self.layout_listed = l.listed;
+                self.layout_present = l.present;
+                self.layout_share = l.share();
+                self.layout_error = None;
+            }
+            Err(e) => self.layout_error = Some(e),
+        }
+    }
+
     /// The figures from the parts' samples: `runs` holds the placement
     /// runs (none if skipped), `scale` the scale run's report or why it
     /// failed (`None` if skipped). The load average after is read now.
@@ -263,6 +286,10 @@ impl BenchReport {
                 "debug"
             }
             .into(),
+            layout_listed: 0,
+            layout_present: 0,
+            layout_share: f64::NAN,
+            layout_error: Some("not measured".into()),
             load_before,
             load_after: loadavg().unwrap_or_default(),
         }

@@ -93,6 +93,7 @@
 mod adverts;
 mod fetch;
 mod figures;
+mod layout;
 mod nat;
 mod network;
 mod placement;
@@ -248,6 +249,7 @@ impl BenchCommand {
         };
         let mut report = BenchReport::new(network, runs, nat, routing, scale, load_before);
         report.data = data;
+        report.set_layout(layout::measure(&agora_path));
         Ok(report)
     }
 
@@ -414,6 +416,22 @@ fn print_figures(r: &BenchReport) {
         "({} build; load average {} before, {} after)",
         r.profile, r.load_before, r.load_after
     );
+    match &r.layout_error {
+        None => {
+            println!(
+                "code layout: node/agora.order names {} functions, {} of them in this agora ({:.0} %){}",
+                r.layout_listed,
+                r.layout_present,
+                r.layout_share * 100.0,
+                if r.layout_share < layout::STALE_BELOW {
+                    "; stale: write it again with testnet/symbol-order.py (testnet/README.md)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Some(e) => println!("code layout not read: {e}"),
+    }
     if !r.audit.is_empty() {
         println!("{}", r.audit);
     }
