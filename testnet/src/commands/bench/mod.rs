@@ -423,7 +423,9 @@ fn print_figures(r: &BenchReport) {
                 r.layout_listed,
                 r.layout_present,
                 r.layout_share * 100.0,
-                if r.layout_share < layout::STALE_BELOW {
+                if r.profile != "release" {
+                    "; only a release agora is laid out by it"
+                } else if r.layout_share < layout::STALE_BELOW {
                     "; stale: write it again with testnet/symbol-order.py (testnet/README.md)"
                 } else {
                     ""
